@@ -7,6 +7,7 @@ nodes drain`` of a node that is gone."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -420,6 +421,71 @@ async def test_a_workflow_blocked_on_a_node_with_old_code_runs_on_a_node_with_ne
                 "add-audit", f"{__name__}:op_b", f"{__name__}:op_a"]
         finally:
             look.close()
+
+
+#: the nodes (by name) that run the old release of ``renamed``
+OLD_RELEASE: set[str] = set()
+
+
+async def renamed() -> int:
+    """One workflow type in two releases, by node: the new one calls ``op_b`` where the
+    old one called ``op_a`` (no ``workflow.version``): a run the old one recorded blocks
+    on a node of the new one."""
+    node = current_workflow().host.node.public.name  # type: ignore[attr-defined]
+    return await (op_a(1) if node in OLD_RELEASE else op_b(1))
+
+
+def _create_renamed(url: str, wid: str) -> None:
+    """A run of ``renamed`` the old release recorded (its first step, ``op_a``)."""
+    with open_store(url, lock=False) as tool:
+        tool.write(Transaction().create_workflow(wid, f"{__name__}:renamed", [])
+                   .append_journal(wid, 1, "activity", f"{__name__}:op_a",
+                                   RawJson('{"ok": 1}')))
+
+
+async def test_result_waits_past_a_block_while_a_live_node_may_run_the_workflow(
+        postgres_url: str) -> None:
+    """A rolling deploy: node b (new code) blocks a run the old code recorded and gives
+    it up; node a (old code) claims it and completes it. A ``result()`` waiting on b
+    raised ``NonDeterminismError`` ("blocked but not running on this node") as soon as b
+    recorded it ``blocked``, for a workflow that then completed: in a cluster that is
+    final only once no live node claimed it for ``blocked_final_after``."""
+    OLD_RELEASE.clear()
+    OLD_RELEASE.add("a")
+    async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+        _create_renamed(postgres_url, "r1")
+        got: list[object] = []
+        async with trio.open_nursery() as nursery:
+            async def wait() -> None:
+                try:
+                    got.append(await b.workflow("r1").result())
+                except garrison.NonDeterminismError as exc:
+                    got.append(exc)
+
+            nursery.start_soon(wait)
+            await _until(lambda: _tried(b, "r1") or got, "b to block it")
+            async with garrison.open_node(store=postgres_url, name="a", lease="1s"):
+                with trio.fail_after(5):
+                    while not got:
+                        await trio.sleep(0.01)
+        assert got == [1]
+
+
+async def test_result_of_a_run_no_live_node_can_replay_raises_once_the_block_is_final(
+        postgres_url: str) -> None:
+    """Where no live node's code can replay the run, ``result()`` still raises the
+    ``NonDeterminismError`` that blocks it, once ``blocked_final_after`` passed with the
+    workflow claimed by no live node."""
+    OLD_RELEASE.clear()
+    async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+        b._members[0].blocked_final_after = 0.3
+        _create_renamed(postgres_url, "r2")
+        await _until(lambda: _tried(b, "r2"), "b to block it")
+        started = time.monotonic()
+        with trio.fail_after(5), pytest.raises(garrison.NonDeterminismError,
+                                               match=r"r2.*op_a"):
+            await b.workflow("r2").result()
+        assert time.monotonic() - started >= 0.3
 
 
 async def test_a_run_no_live_node_can_replay_is_tried_once_by_each_and_stays_blocked(

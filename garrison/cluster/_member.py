@@ -308,6 +308,12 @@ class ClusterMember:
         self._handed: dict[str, None] = {}
         #: workflows handed on to even the load, since the node started
         self.balanced = 0
+        #: seconds a workflow stays ``blocked`` and claimed by no live node before a
+        #: ``result()`` here takes its NonDeterminismError for its answer: the node that
+        #: blocked it gives it up to any live node that has not tried it, and one whose
+        #: code takes the recorded path (the node that handed it on to even the load,
+        #: which claims nothing meanwhile: see :meth:`_shed`) claims it within a lease
+        self.blocked_final_after = lease + 1.0
 
     @property
     def epoch(self) -> int | None:
@@ -509,6 +515,12 @@ class ClusterMember:
     def _blocked_runs(self) -> list[Run]:
         with self._lock:
             return list(self._blocked)
+
+    def tried_now(self, wid: str) -> bool:
+        """True if a live node of the cluster owns the workflow ``wid`` (in the store): a
+        ``blocked`` one is being tried there, or still given up by the node that blocked
+        it (see :attr:`blocked_final_after`). Reads the store."""
+        return self.pg.owned_live(wid)
 
     def giving_up(self, wid: str) -> bool:
         """True while this node has given ``wid`` up (:meth:`stopped`) and the thread has

@@ -623,6 +623,16 @@ class PgCluster:
                                  "WHERE workflow_id = %s", (workflow_id,))
         return None if not rows or rows[0][0] is None else str(rows[0][0])
 
+    def owned_live(self, workflow_id: str) -> bool:
+        """Whether a live node (its lease not lapsed) owns ``workflow_id`` (read on the
+        store's reader)."""
+        s = self._s
+        rows = self.store._query(
+            f"SELECT 1 FROM {s}.workflows w JOIN {s}.nodes n ON n.epoch = w.owner_epoch "
+            "WHERE w.workflow_id = %s AND n.status IN ('active', 'draining') "
+            f"AND n.lease_until > {s}.now_s()", (workflow_id,))
+        return bool(rows)
+
     def release(self, workflow_ids: list[str] | None) -> int:
         """Give up workflows this node runs (``None``: all of them) so that other nodes
         claim them at once; returns how many.

@@ -19,6 +19,7 @@ import collections
 import itertools
 import json
 import logging
+import time
 import uuid as _uuid
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -1938,8 +1939,23 @@ class WorkflowHost:
                 log.warning("workflow %r waits: no node holds store %r (it is %s until a "
                             "node opens the store)", wid, self.store.path, status,
                             extra={"workflow_id": wid})
-            while ((self.client or self.ownership is not None)
-                   and status is not WorkflowStatus.BLOCKED and not status.finished):
+            # (blocked in a cluster: the node that blocked it gave it up, and a live node
+            # that has not tried it claims it, whose code may take the recorded path, a
+            # rolling deploy; final once it stayed blocked, claimed by no live node, for
+            # ``blocked_final_after``, a lease: by then each live node has tried it)
+            seen: Any = None
+            final_at = 0.0
+            while (self.client or self.ownership is not None) and not status.finished:
+                if status is WorkflowStatus.BLOCKED:
+                    ownership = self.ownership
+                    if ownership is None:
+                        break
+                    mark = (record.updated, record.run_id, record.attempt)
+                    if mark != seen or await run_blocking(ownership.tried_now, wid):
+                        seen = mark
+                        final_at = time.monotonic() + ownership.blocked_final_after
+                    elif time.monotonic() >= final_at:
+                        break
                 await trio.sleep(0.02)  # another node runs it: watch the store
                 record = await run_blocking(self.store.get_workflow, wid)
                 assert record is not None
