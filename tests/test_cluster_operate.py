@@ -475,7 +475,7 @@ async def test_result_of_a_run_no_live_node_can_replay_raises_once_the_block_is_
         postgres_url: str) -> None:
     """Where no live node's code can replay the run, ``result()`` still raises the
     ``NonDeterminismError`` that blocks it, once ``blocked_final_after`` passed with the
-    workflow claimed by no live node."""
+    workflow claimed by no live node; at once if it was blocked that long before."""
     OLD_RELEASE.clear()
     async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
         b._members[0].blocked_final_after = 0.3
@@ -486,6 +486,12 @@ async def test_result_of_a_run_no_live_node_can_replay_raises_once_the_block_is_
                                                match=r"r2.*op_a"):
             await b.workflow("r2").result()
         assert time.monotonic() - started >= 0.3
+        # blocked long before a wait (over blocked_final_after ago): final at once
+        started = time.monotonic()
+        with trio.fail_after(5), pytest.raises(garrison.NonDeterminismError,
+                                               match=r"r2.*op_a"):
+            await b.workflow("r2").result()
+        assert time.monotonic() - started < 0.25
 
 
 async def test_a_run_no_live_node_can_replay_is_tried_once_by_each_and_stays_blocked(

@@ -1951,7 +1951,12 @@ class WorkflowHost:
                     if ownership is None:
                         break
                     mark = (record.updated, record.run_id, record.attempt)
-                    if mark != seen or await run_blocking(ownership.tried_now, wid):
+                    tried = await run_blocking(ownership.tried_now, wid)
+                    if tried or mark != seen:
+                        if seen is None and not tried and record.updated is not None and \
+                                time.time() - record.updated.timestamp() \
+                                >= ownership.blocked_final_after:
+                            break  # (blocked long before this wait: final already)
                         seen = mark
                         final_at = time.monotonic() + ownership.blocked_final_after
                     elif time.monotonic() >= final_at:
