@@ -452,8 +452,9 @@ async def test_result_waits_past_a_block_while_a_live_node_may_run_the_workflow(
     final only once no live node claimed it for ``blocked_final_after``."""
     OLD_RELEASE.clear()
     OLD_RELEASE.add("a")
-    async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
-        _create_renamed(postgres_url, "r1")
+    async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b, \
+            garrison.open_node(store=postgres_url, name="c", lease="1s") as c:
+        _create_renamed(postgres_url, "r1")  # (b and c, of the new release, block it)
         got: list[object] = []
         async with trio.open_nursery() as nursery:
             async def wait() -> None:
@@ -463,12 +464,28 @@ async def test_result_waits_past_a_block_while_a_live_node_may_run_the_workflow(
                     got.append(exc)
 
             nursery.start_soon(wait)
-            await _until(lambda: _tried(b, "r1") or got, "b to block it")
+            await _until(lambda: _tried(b, "r1") or _tried(c, "r1") or got, "a block")
             async with garrison.open_node(store=postgres_url, name="a", lease="1s"):
                 with trio.fail_after(5):
                     while not got:
                         await trio.sleep(0.01)
         assert got == [1]
+
+
+async def test_a_lone_node_s_result_of_a_run_it_blocked_raises_at_once(
+        postgres_url: str) -> None:
+    """A node alone in its cluster that blocked a run itself has nobody to wait for:
+    its ``result()`` raises the ``NonDeterminismError`` at once, not after
+    ``blocked_final_after`` (a lease and a second: 11 s for every blocked workflow of a
+    lone PostgreSQL node at the default lease)."""
+    OLD_RELEASE.clear()
+    async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+        b._members[0].blocked_final_after = 30.0
+        _create_renamed(postgres_url, "r3")
+        await _until(lambda: _tried(b, "r3"), "b to block it")
+        with trio.fail_after(5), pytest.raises(garrison.NonDeterminismError,
+                                               match=r"r3.*op_a"):
+            await b.workflow("r3").result()
 
 
 async def test_result_of_a_run_no_live_node_can_replay_raises_once_the_block_is_final(
@@ -477,10 +494,11 @@ async def test_result_of_a_run_no_live_node_can_replay_raises_once_the_block_is_
     ``NonDeterminismError`` that blocks it, once ``blocked_final_after`` passed with the
     workflow claimed by no live node; at once if it was blocked that long before."""
     OLD_RELEASE.clear()
-    async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+    async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b, \
+            garrison.open_node(store=postgres_url, name="c", lease="1s") as c:
         b._members[0].blocked_final_after = 0.3
         _create_renamed(postgres_url, "r2")
-        await _until(lambda: _tried(b, "r2"), "b to block it")
+        await _until(lambda: _tried(b, "r2") or _tried(c, "r2"), "a block")
         started = time.monotonic()
         with trio.fail_after(5), pytest.raises(garrison.NonDeterminismError,
                                                match=r"r2.*op_a"):

@@ -1950,6 +1950,8 @@ class WorkflowHost:
                     ownership = self.ownership
                     if ownership is None:
                         break
+                    if ownership.tried_by_all(wid, record.run_id, record.attempt):
+                        break  # (blocked here, and no other node is live to try it)
                     mark = (record.updated, record.run_id, record.attempt)
                     tried = await run_blocking(ownership.tried_now, wid)
                     if tried or mark != seen:
