@@ -700,8 +700,9 @@ class WorkflowQueue:
         tx = Transaction()
         if self.checks_store:
             for wf in batch:  # (before the admission: it counts the host's rows)
-                if wf.host_unwritten:
-                    tx.update_workflow(wf.wid, host=self.host.name)
+                host = self._host_unwritten(wf)
+                if host is not None:
+                    tx.update_workflow(wf.wid, host=host)
             return tx, self.admission(tx, [(wf.wid, wf.run_id) for wf in batch])
         now = self.host.clock.now()
         for wf in batch:
