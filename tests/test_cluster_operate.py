@@ -472,6 +472,55 @@ async def test_result_waits_past_a_block_while_a_live_node_may_run_the_workflow(
         assert got == [1]
 
 
+GATE: dict[str, trio.Event] = {}
+
+
+async def gated() -> int:
+    """``renamed`` whose new release first waits for ``GATE["open"]``: it blocks on the
+    node that runs it only when the test opens the gate (the run is that node's then)."""
+    node = current_workflow().host.node.public.name  # type: ignore[attr-defined]
+    if node in OLD_RELEASE:
+        return await op_a(1)
+    await GATE["open"].wait()
+    return await op_b(1)
+
+
+async def test_result_on_the_node_that_blocks_the_run_waits_for_another_to_take_it(
+        postgres_url: str) -> None:
+    """The caller's own node runs the workflow when it blocks (the balancer handed it a
+    run of the old release): ``result()`` there raised the ``NonDeterminismError`` at
+    once, from the node's own copy, though the old node then took the run over and
+    completed it. It watches the store, as on any other node."""
+    OLD_RELEASE.clear()
+    OLD_RELEASE.add("a")
+    GATE["open"] = trio.Event()
+    async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b, \
+            garrison.open_node(store=postgres_url, name="c", lease="1s") as c:
+        with open_store(postgres_url, lock=False) as tool:
+            tool.write(Transaction().create_workflow("g1", f"{__name__}:gated", [])
+                       .append_journal("g1", 1, "activity", f"{__name__}:op_a",
+                                       RawJson('{"ok": 1}')))
+        await _until(lambda: any("g1" in n.hosts["workflows"].active for n in (b, c)),
+                     "g1 to run on b or c")
+        owner = b if "g1" in b.hosts["workflows"].active else c
+        got: list[object] = []
+        async with trio.open_nursery() as nursery:
+            async def wait() -> None:
+                try:
+                    got.append(await owner.workflow("g1").result())
+                except garrison.NonDeterminismError as exc:
+                    got.append(exc)
+
+            nursery.start_soon(wait)
+            await trio.sleep(0.05)  # (the call waits on the node's own copy)
+            GATE["open"].set()
+            async with garrison.open_node(store=postgres_url, name="a", lease="1s"):
+                with trio.fail_after(8):
+                    while not got:
+                        await trio.sleep(0.01)
+        assert got == [1]
+
+
 async def test_a_lone_node_s_result_of_a_run_it_blocked_raises_at_once(
         postgres_url: str) -> None:
     """A node alone in its cluster that blocked a run itself has nobody to wait for:

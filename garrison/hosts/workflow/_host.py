@@ -1904,6 +1904,9 @@ class WorkflowHost:
                     f"{wf.status}; it resumes when a node opens its store again)")
             if isinstance(wf.store_error, WorkflowMoved):
                 wf = None  # it runs on another node now: its end shows in the store
+            elif wf.status is WorkflowStatus.BLOCKED and self.ownership is not None and \
+                    not self.ownership.tried_by_all(wid, wf.run_id, wf.attempt):
+                wf = None  # given up for another live node to try: watched in the store
         if wf is not None:
             if wf.status is WorkflowStatus.BLOCKED:
                 if wf.store_error is not None:
@@ -1952,18 +1955,23 @@ class WorkflowHost:
                         break
                     if ownership.tried_by_all(wid, record.run_id, record.attempt):
                         break  # (blocked here, and no other node is live to try it)
+                    grace = ownership.blocked_final_after
                     mark = (record.updated, record.run_id, record.attempt)
-                    tried = await run_blocking(ownership.tried_now, wid)
-                    if tried or mark != seen:
-                        if seen is None and not tried and record.updated is not None and \
-                                time.time() - record.updated.timestamp() \
-                                >= ownership.blocked_final_after:
+                    if mark != seen:  # (blocked anew: by this node, or another)
+                        if seen is None and record.updated is not None and \
+                                time.time() - record.updated.timestamp() >= grace and \
+                                not await run_blocking(ownership.tried_now, wid):
                             break  # (blocked long before this wait: final already)
                         seen = mark
-                        final_at = time.monotonic() + ownership.blocked_final_after
+                        final_at = time.monotonic() + grace
+                    elif await run_blocking(ownership.tried_now, wid):
+                        final_at = time.monotonic() + grace  # (a live node tries it)
                     elif time.monotonic() >= final_at:
                         break
-                await trio.sleep(0.02)  # another node runs it: watch the store
+                    # (a lease-long wait: looked at a few times a second, not 50)
+                    await trio.sleep(min(0.5, grace / 10))
+                else:
+                    await trio.sleep(0.02)  # another node runs it: watch the store
                 record = await run_blocking(self.store.get_workflow, wid)
                 assert record is not None
                 status = WorkflowStatus(record.status)
