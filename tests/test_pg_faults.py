@@ -1142,6 +1142,9 @@ def test_a_database_read_only_past_retry_for_as_a_node_opens_is_a_store_error(
             r"a read-only transaction \(a node needs a role that may write its tables, on "
             r"a server that is not read-only; tried again for 0.3s\)$"):
         PostgresStore(postgres_url, retry_for=0.3)
+    with _read_only(postgres_url), pytest.raises(  # (not tried again: nothing said so)
+            StoreError, match=r"on a server that is not read-only\)$"):
+        PostgresStore(postgres_url, retry_for=0)
 
 
 def test_a_stopping_store_does_not_try_a_write_the_server_refuses_for_now_again(

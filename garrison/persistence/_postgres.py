@@ -597,7 +597,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                                 pg_errors.ReadOnlySqlTransaction)):
             return self._refusal(exc)
         waited = (f"; tried again for {self.retry_for:g}s"
-                  if isinstance(exc, pg_errors.ReadOnlySqlTransaction) else "")
+                  if isinstance(exc, pg_errors.ReadOnlySqlTransaction) and self.retry_for > 0
+                  else "")
         return StoreError(self.path, f"cannot write to schema {self.schema!r}: "
                           f"{_reason(exc)} (a node needs a role that may write its "
                           f"tables, on a server that is not read-only{waited})")
