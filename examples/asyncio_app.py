@@ -186,7 +186,7 @@ class NodeThread:
 
 async def main(store: str | None = None) -> list[str]:
     runner = NodeThread(store=store)
-    node = runner.start()
+    node = await asyncio.to_thread(runner.start)  # (an open may wait: not on the loop)
 
     async def place(request: str) -> str:  # runs in the node's run
         await node.start_workflow(approval, request, id=request)
