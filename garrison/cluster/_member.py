@@ -516,15 +516,20 @@ class ClusterMember:
         with self._lock:
             return list(self._blocked)
 
+    def blocked_here(self, wid: str, run_id: str | None, attempt: int) -> bool:
+        """True if this node's code could not replay that run of ``wid`` and gave it up
+        (:meth:`blocked`) for a node of the cluster whose code can."""
+        with self._lock:
+            return (wid, run_id, attempt) in self._blocked
+
     def tried_by_all(self, wid: str, run_id: str | None, attempt: int) -> bool:
         """True if this node tried that run of ``wid`` (it blocked it here) and no other
         node of the cluster is live in its view: nobody else is there to try it, so its
         block is final now (a lone node's ``result()`` does not wait out
         :attr:`blocked_final_after`; a node joining later still tries it)."""
-        with self._lock:
-            tried = (wid, run_id, attempt) in self._blocked
         epoch = self.pg.epoch
-        return tried and all(live == epoch for live in list(self._live))
+        return self.blocked_here(wid, run_id, attempt) and \
+            all(live == epoch for live in list(self._live))
 
     def tried_now(self, wid: str) -> bool:
         """True if a live node of the cluster owns the workflow ``wid`` (in the store): a

@@ -1904,8 +1904,10 @@ class WorkflowHost:
                     f"{wf.status}; it resumes when a node opens its store again)")
             if isinstance(wf.store_error, WorkflowMoved):
                 wf = None  # it runs on another node now: its end shows in the store
-            elif wf.status is WorkflowStatus.BLOCKED and self.ownership is not None and \
-                    not self.ownership.tried_by_all(wid, wf.run_id, wf.attempt):
+            elif wf.status is WorkflowStatus.BLOCKED and wf.store_error is None and \
+                    (own := self.ownership) is not None and \
+                    own.blocked_here(wid, wf.run_id, wf.attempt) and \
+                    not own.tried_by_all(wid, wf.run_id, wf.attempt):
                 wf = None  # given up for another live node to try: watched in the store
         if wf is not None:
             if wf.status is WorkflowStatus.BLOCKED:
