@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -443,6 +444,28 @@ def _create_renamed(url: str, wid: str) -> None:
                                    RawJson('{"ok": 1}')))
 
 
+async def _result_as_the_old_release_joins(
+        url: str, node: garrison.Node, wid: str,
+        before: Callable[[], Awaitable[None]]) -> object:
+    """``node``'s ``result()`` of ``wid``, called before ``before()`` runs and awaited
+    until node a (the old release) has joined: the value, or the error it raised."""
+    got: list[object] = []
+    async with trio.open_nursery() as nursery:
+        async def wait() -> None:
+            try:
+                got.append(await node.workflow(wid).result())
+            except garrison.NonDeterminismError as exc:
+                got.append(exc)
+
+        nursery.start_soon(wait)
+        await before()
+        async with garrison.open_node(store=url, name="a", lease="1s"):
+            with trio.fail_after(8):
+                while not got:
+                    await trio.sleep(0.01)
+    return got[0]
+
+
 async def test_result_waits_past_a_block_while_a_live_node_may_run_the_workflow(
         postgres_url: str) -> None:
     """A rolling deploy: node b (new code) blocks a run the old code recorded and gives
@@ -455,21 +478,11 @@ async def test_result_waits_past_a_block_while_a_live_node_may_run_the_workflow(
     async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b, \
             garrison.open_node(store=postgres_url, name="c", lease="1s") as c:
         _create_renamed(postgres_url, "r1")  # (b and c, of the new release, block it)
-        got: list[object] = []
-        async with trio.open_nursery() as nursery:
-            async def wait() -> None:
-                try:
-                    got.append(await b.workflow("r1").result())
-                except garrison.NonDeterminismError as exc:
-                    got.append(exc)
 
-            nursery.start_soon(wait)
-            await _until(lambda: _tried(b, "r1") or _tried(c, "r1") or got, "a block")
-            async with garrison.open_node(store=postgres_url, name="a", lease="1s"):
-                with trio.fail_after(5):
-                    while not got:
-                        await trio.sleep(0.01)
-        assert got == [1]
+        async def blocked() -> None:
+            await _until(lambda: _tried(b, "r1") or _tried(c, "r1"), "a block")
+
+        assert await _result_as_the_old_release_joins(postgres_url, b, "r1", blocked) == 1
 
 
 GATE: dict[str, trio.Event] = {}
@@ -503,22 +516,13 @@ async def test_result_on_the_node_that_blocks_the_run_waits_for_another_to_take_
         await _until(lambda: any("g1" in n.hosts["workflows"].active for n in (b, c)),
                      "g1 to run on b or c")
         owner = b if "g1" in b.hosts["workflows"].active else c
-        got: list[object] = []
-        async with trio.open_nursery() as nursery:
-            async def wait() -> None:
-                try:
-                    got.append(await owner.workflow("g1").result())
-                except garrison.NonDeterminismError as exc:
-                    got.append(exc)
 
-            nursery.start_soon(wait)
+        async def open_the_gate() -> None:
             await trio.sleep(0.05)  # (the call waits on the node's own copy)
             GATE["open"].set()
-            async with garrison.open_node(store=postgres_url, name="a", lease="1s"):
-                with trio.fail_after(8):
-                    while not got:
-                        await trio.sleep(0.01)
-        assert got == [1]
+
+        assert await _result_as_the_old_release_joins(
+            postgres_url, owner, "g1", open_the_gate) == 1
 
 
 async def test_a_lone_node_s_result_of_a_run_it_blocked_raises_at_once(
