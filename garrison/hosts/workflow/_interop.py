@@ -253,17 +253,24 @@ class Interop(WorkflowCore):
         run (its seqs start from 1 again) or when that id is taken by a workflow that is
         not this one's child, ``<id>.<run>.<seq>``. The journal records the pid, so a
         replay never derives it again."""
-        plain = f"{self.wid}.{seq}"
+        plain = self._derived_child_id(seq, in_run=False)
         if not self.continued:
             record = host.store.get_workflow(plain)
             if record is None or (record.parent == self.pid
                                   and not self._spawned_before(host, plain, seq)):
                 return plain
-        child_id = f"{self.wid}.{self.run_id[:12] or 'run'}.{seq}"
+        child_id = self._derived_child_id(seq, in_run=True)
         if host.store.get_workflow(child_id) is not None:
             raise ValueError(f"workflow {self.wid!r} cannot start its child workflow "
                              f"{child_id!r}: a workflow with that id exists already")
         return child_id
+
+    def _derived_child_id(self, seq: int, *, in_run: bool) -> str:
+        """The two forms of a child's id (see :meth:`_child_id`): ``<id>.<seq>``, or
+        ``in_run``, ``<id>.<run>.<seq>``."""
+        if in_run:
+            return f"{self.wid}.{self.run_id[:12] or 'run'}.{seq}"
+        return f"{self.wid}.{seq}"
 
     def _spawned_before(self, host: Any, child_id: str, seq: int) -> bool:
         """Whether this workflow's journal records ``child_id`` as its child at another

@@ -806,9 +806,7 @@ class ReplayInstance(WorkflowInstance):
         knows no other workflow. (A node takes ``<id>.<run>.<seq>`` when another than
         its child holds ``<id>.<seq>``, and refuses the spawn, unrecorded, when that one
         is held too: only starts by such ids, made by hand, do that.)"""
-        if self.continued:
-            return f"{self.wid}.{self.run_id[:12] or 'run'}.{seq}"
-        return f"{self.wid}.{seq}"
+        return self._derived_child_id(seq, in_run=self.continued)
 
     async def records_committed(self) -> None:
         """A replay writes nothing: what the code buffered past the journal's end (a
