@@ -522,14 +522,13 @@ class ClusterMember:
         with self._lock:
             return (wid, run_id, attempt) in self._blocked
 
-    def tried_by_all(self, wid: str, run_id: str | None, attempt: int) -> bool:
-        """True if this node tried that run of ``wid`` (it blocked it here) and no other
-        node of the cluster is live in its view: nobody else is there to try it, so its
-        block is final now (a lone node's ``result()`` does not wait out
-        :attr:`blocked_final_after`; a node joining later still tries it)."""
+    def alone(self) -> bool:
+        """True if no other node of the cluster is live in this node's view: a run it
+        blocked has nobody else to try it, so that block is final now (a lone node's
+        ``result()`` does not wait out :attr:`blocked_final_after`; a node joining
+        later still tries it)."""
         epoch = self.pg.epoch
-        return self.blocked_here(wid, run_id, attempt) and \
-            all(live == epoch for live in list(self._live))
+        return all(live == epoch for live in list(self._live))
 
     def tried_now(self, wid: str) -> bool:
         """True if a live node of the cluster owns the workflow ``wid`` (in the store): a

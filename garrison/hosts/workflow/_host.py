@@ -1906,8 +1906,7 @@ class WorkflowHost:
                 wf = None  # it runs on another node now: its end shows in the store
             elif wf.status is WorkflowStatus.BLOCKED and wf.store_error is None and \
                     (own := self.ownership) is not None and \
-                    own.blocked_here(wid, wf.run_id, wf.attempt) and \
-                    not own.tried_by_all(wid, wf.run_id, wf.attempt):
+                    own.blocked_here(wid, wf.run_id, wf.attempt) and not own.alone():
                 wf = None  # given up for another live node to try: watched in the store
         if wf is not None:
             if wf.status is WorkflowStatus.BLOCKED:
@@ -1955,7 +1954,8 @@ class WorkflowHost:
                     ownership = self.ownership
                     if ownership is None:
                         break
-                    if ownership.tried_by_all(wid, record.run_id, record.attempt):
+                    if ownership.blocked_here(wid, record.run_id, record.attempt) and \
+                            ownership.alone():
                         break  # (blocked here, and no other node is live to try it)
                     grace = ownership.blocked_final_after
                     mark = (record.updated, record.run_id, record.attempt)
