@@ -436,10 +436,11 @@ async def renamed() -> int:
     return await (op_a(1) if node in OLD_RELEASE else op_b(1))
 
 
-def _create_renamed(url: str, wid: str) -> None:
-    """A run of ``renamed`` the old release recorded (its first step, ``op_a``)."""
+def _create_renamed(url: str, wid: str, fn: str = "renamed") -> None:
+    """A run of ``renamed`` (or ``fn``, alike) the old release recorded (its first step,
+    ``op_a``)."""
     with open_store(url, lock=False) as tool:
-        tool.write(Transaction().create_workflow(wid, f"{__name__}:renamed", [])
+        tool.write(Transaction().create_workflow(wid, f"{__name__}:{fn}", [])
                    .append_journal(wid, 1, "activity", f"{__name__}:op_a",
                                    RawJson('{"ok": 1}')))
 
@@ -509,10 +510,7 @@ async def test_result_on_the_node_that_blocks_the_run_waits_for_another_to_take_
     GATE["open"] = trio.Event()
     async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b, \
             garrison.open_node(store=postgres_url, name="c", lease="1s") as c:
-        with open_store(postgres_url, lock=False) as tool:
-            tool.write(Transaction().create_workflow("g1", f"{__name__}:gated", [])
-                       .append_journal("g1", 1, "activity", f"{__name__}:op_a",
-                                       RawJson('{"ok": 1}')))
+        _create_renamed(postgres_url, "g1", "gated")
         await _until(lambda: any("g1" in n.hosts["workflows"].active for n in (b, c)),
                      "g1 to run on b or c")
         owner = b if "g1" in b.hosts["workflows"].active else c
