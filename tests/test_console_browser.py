@@ -173,6 +173,16 @@ def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
             "seq 1, where activity 'expenses:check_receipts' failed")
         expect(page.locator("#wf-facts dt:text-is('attempt') + dd")).to_have_text("2")
         expect(page.locator("#wf-status")).to_have_text("failed")
+
+        # reject the other report's promise: the message goes as typed (it was trimmed)
+        page.goto(ui.url.rstrip("/") + "/workflows/exp-1002")
+        page.locator("tr[data-promise=approval] input.promise-value").fill("  over budget ")
+        page.click("tr[data-promise=approval] button.reject")
+        expect(page.locator("#confirm-text")).to_contain_text('"  over budget "')
+        page.click("#confirm-yes")
+        expect(page.locator("#wf-status")).to_have_text("completed")
+        promises = ui.http.get("/api/workflows/exp-1002").json()["promises"]
+        assert [(p["name"], p["error"]) for p in promises] == [("approval", "  over budget ")]
         browser.close()
         assert errors == [] and dialogs == []
     assert ui.proc.returncode == 0, "".join(ui.stdout)

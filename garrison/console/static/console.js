@@ -604,8 +604,10 @@ async function workflowPage() {
               });
           });
           reject.addEventListener("click", () => {
-            const message = input.value.trim();
-            if (!message) { toast("write the rejection message first", true); return; }
+            // (the message as typed, as the API and `garrison workflows reject` take it;
+            // one of spaces only is taken for a field left empty)
+            const message = input.value;
+            if (!message.trim()) { toast("write the rejection message first", true); return; }
             confirmAction(`Reject promise ${JSON.stringify(p.name)} of ${wid} with the message ${JSON.stringify(message)}?`,
               async () => {
                 await api(url(`/promises/${segment(p.name)}/reject`), { body: { message } });
