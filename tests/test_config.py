@@ -273,6 +273,23 @@ def test_a_service_required_twice_is_a_problem_of_its_requires(tmp_path: Path) -
     ]
 
 
+def test_a_wrong_name_required_twice_is_one_problem(tmp_path: Path) -> None:
+    """``requires: [nope, nope]`` gave two lines for one mistake: 'unknown entry' and
+    'named twice'; so did a process.py named twice. The name is reported once."""
+    path, problems = problems_of(
+        tmp_path,
+        HEAD + PROC
+        + "  - {name: b, kind: process.service, process: p, lifecycle: {requires: [nope, nope]}}\n"
+        + "  - {name: d, kind: process.service, process: p, lifecycle: {requires: [p, app:p]}}\n",
+    )
+    assert problems == [
+        f"{path}: entry 'app:b' (index 1): field 'lifecycle.requires': unknown entry "
+        "'app:nope' (expected a process.service)",
+        f"{path}: entry 'app:d' (index 2): field 'lifecycle.requires': expected a "
+        "process.service entry, but 'app:p' is a process.py",
+    ]
+
+
 def test_a_chain_of_thousands_of_services_loads_and_its_cycle_is_named(tmp_path: Path) -> None:
     """1,500 services, each requiring the one before, written dependents first: check and
     load gave a bare RecursionError traceback (the dependency walks recursed)."""

@@ -979,26 +979,32 @@ def _link(parsed: Sequence[_ParsedFile], node_store: bool = True,
             req_field = loc.requires_field
             requires: list[str] = []
             written: dict[str, str] = {}  # each service required: as it was written
+            wrong: set[str] = set()  # ... and those already reported as no service
             for ref in () if "lifecycle" in loc.failed else entry.lifecycle.requires:
                 dep = resolve(ref, loc)
                 dep_loc = located.get(dep)
                 if dep in written:  # (a slip: most likely another service was meant)
-                    both = (f" (as {written[dep]!r} and as {ref!r})" if written[dep] != ref
-                            else "")
-                    report(req_field, f"expected each service once, but {dep!r} is named "
-                                      f"twice{both}")
+                    # A name already reported (unknown, or no service) is one mistake,
+                    # one line: `[nope, nope]` is not also "named twice".
+                    if dep not in wrong:
+                        both = (f" (as {written[dep]!r} and as {ref!r})"
+                                if written[dep] != ref else "")
+                        report(req_field, f"expected each service once, but {dep!r} is "
+                                          f"named twice{both}")
                     bad = True
                     continue
                 written[dep] = ref
                 if dep_loc is None:
                     if dep not in attempted:
                         report(req_field, f"unknown entry {dep!r} (expected a process.service)")
+                        wrong.add(dep)
                     bad = True
                 elif dep_loc.entry.kind != "process.service":
                     report(
                         req_field,
                         f"expected a process.service entry, but {dep!r} is a {dep_loc.entry.kind}",
                     )
+                    wrong.add(dep)
                     bad = True
                 else:
                     requires.append(dep)
