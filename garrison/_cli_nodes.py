@@ -33,7 +33,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                          description="The live nodes of a PostgreSQL store's cluster; "
                                      "'drain NAME' hands that node's workflows to the others. "
                                      "Every option is accepted before or after the command.")
-    group.verb("list", help="the live nodes (the default)")
+    # (list is the default verb: --wide is taken with it and without it)
+    wide_help = ("pad the NAME column to the longest name (the table pads it to at most "
+                 "80 characters; a name is never cut)")
+    group.parser.add_argument("--wide", action="store_true", help=wide_help)
+    ls = group.verb("list", help="the live nodes (the default)")
+    ls.add_argument("--wide", action="store_true", default=argparse.SUPPRESS, help=wide_help)
     drain = group.verb("drain", help="hand a node's workflows to the other nodes; it takes "
                        "no new work and a garrison run node exits when empty")
     drain.add_argument("name")
@@ -89,13 +94,13 @@ def _nodes(args: argparse.Namespace) -> None:
         # (a name is printable text since the node checks it; one a store of before
         # holds with a newline or escape would forge a row, or act on the terminal; one
         # of up to 1,000 bytes is whole, what drain NAME takes, but does not widen the
-        # other rows)
+        # other rows; with --wide it does)
         rows = [(n.name if n.name.isprintable() else repr(n.name)[1:-1],
                  n.status + (", lease lapsed" if n.lease_until < now else ""),
                  _iso(n.started), f"{max(now - n.heartbeat, 0):.1f}s ago", str(n.workflows))
                 for n in nodes]
         print_table(("NAME", "STATUS", "STARTED", "HEARTBEAT", "WORKFLOWS"), rows,
-                    id_width=NAME_WIDTH)
+                    id_width=None if args.wide else NAME_WIDTH)
     finally:
         store.close()
 

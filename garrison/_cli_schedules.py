@@ -29,7 +29,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                          description="List and control the schedules of a workflow store, "
                                      "with or without a node running on it. Every option is "
                                      "accepted before or after the command.")
-    group.verb("list", help="list schedules (--json: one JSON array of full schedule records)")
+    ls = group.verb("list", help="list schedules (--json: one JSON array of full schedule "
+                                 "records)")
+    ls.add_argument("--wide", action="store_true",
+                    help="pad the ID column to the longest id (the table pads it to at most "
+                         "40 characters; an id is never cut)")
     for name, helptext in (
             ("pause", "stop starting workflows on its ticks"),
             ("resume", "start workflows on its ticks again, from the next one"),
@@ -79,7 +83,8 @@ def _list(store: Any, args: argparse.Namespace) -> None:
         print("no schedules")
         return
     # (an id is whole, what schedules pause ID takes, its column padded as workflows
-    # list pads one; the other values stay whole, a cron spec's time zone too)
+    # list pads one, --wide to the longest; the other values stay whole, a cron spec's
+    # time zone too)
     table = [(r.schedule_id, r.workflow,
               f"cron {r.cron} {r.timezone}" if r.cron else f"every {r.every:.0f}s",
               # (a paused one has no next tick: resuming sets it from now)
@@ -87,7 +92,7 @@ def _list(store: Any, args: argparse.Namespace) -> None:
               "-" if r.paused else when(r.next_tick),
               r.last_workflow or "") for r in rows]
     print_table(("ID", "WORKFLOW", "WHEN", "OVERLAP", "STATE", "NEXT", "LAST WORKFLOW"),
-                table, id_width=COLUMN_WIDTH)
+                table, id_width=None if args.wide else COLUMN_WIDTH)
 
 
 def _done(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:

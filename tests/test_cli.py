@@ -1515,7 +1515,8 @@ def test_nodes_pads_node_names_to_80_characters_and_never_cuts_one(postgres_url,
     """A node name of up to 1,000 bytes (allowed) padded every row's NAME column to
     it; then it was cut at 80 characters (``…``), where the name is what ``drain NAME``
     takes. The column is padded to at most 80 characters, a name is whole (a longer one
-    pushes its own row's other values along); ``--json`` shows it whole too."""
+    pushes its own row's other values along); ``--json`` shows it whole too, and
+    ``--wide`` (which ``nodes`` did not take) pads the column to the longest name."""
     from garrison import _cli
     from garrison.persistence import open_store
     from garrison.persistence._pg_cluster import PgCluster
@@ -1531,6 +1532,12 @@ def test_nodes_pads_node_names_to_80_characters_and_never_cuts_one(postgres_url,
         assert [r[:90] for r in rows] == ["n1" + " " * 80 + "active  ",
                                           "x" * 90], rows
         assert rows[1].startswith("x" * 1000 + "  active  "), rows
+        for wide in (["--wide"], ["list", "--wide"]):  # (list: the default verb)
+            assert _cli.main(["nodes", "--store", postgres_url, *wide]) == 0
+            header, *rows = capsys.readouterr().out.splitlines()
+            assert header.startswith("NAME" + " " * 998 + "STATUS  "), header
+            assert [r[:1010] for r in rows] == ["n1" + " " * 1000 + "active  ",
+                                                "x" * 1000 + "  active  "], rows
         assert _cli.main(["nodes", "--store", postgres_url, "--json"]) == 0
         assert [n["name"] for n in json.loads(capsys.readouterr().out)] == ["n1", "x" * 1000]
     finally:

@@ -1619,7 +1619,8 @@ def test_schedules_list_never_cuts_a_schedule_id(
     """``schedules list`` shared the table's padding: one schedule id of 1,000
     characters widened every row; then it was cut (``…``), where the id is what
     ``schedules pause ID`` takes. As ``workflows list``: the column is padded to at
-    most 40 characters, an id is whole (``--json``: whole too)."""
+    most 40 characters, an id is whole (``--json``: whole too); ``--wide`` (which
+    ``schedules list`` did not take) pads it to the longest id, as ``workflows list``'s."""
     from garrison import _cli
 
     long_id = "s" * 1000
@@ -1635,5 +1636,10 @@ def test_schedules_list_never_cuts_a_schedule_id(
     assert sorted(r.split("  ")[0] for r in rows) == ["n1", long_id], rows
     for row in rows:
         assert row.startswith(row.split("  ")[0].ljust(40) + "  app:flow  "), row
+    assert _cli.main(["schedules", "--store", sqlite_path, "list", "--wide"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.startswith("ID" + " " * 1000 + "WORKFLOW  ")
+    for row in rows:
+        assert row.startswith(row.split("  ")[0].ljust(1000) + "  app:flow  "), row
     assert _cli.main(["schedules", "--store", sqlite_path, "list", "--json"]) == 0
     assert [r["schedule_id"] for r in json.loads(capsys.readouterr().out)] == ["n1", long_id]
