@@ -169,8 +169,9 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 def one_line(text: str) -> str:
     """``text`` as :func:`escaped` shows it, its newlines escaped too (``\\n``): one
     line of a listing whatever its data holds (a script reads such output line by
-    line)."""
-    return escaped(text).replace("\n", "\\n")
+    line). A backslash of the data shows doubled (``\\\\``), so that a ``\\n`` the
+    text holds as two characters does not read as an escaped newline."""
+    return escaped(text.replace("\\", "\\\\")).replace("\n", "\\n")
 
 
 #: the widest a table's column of ids is padded to (``workflows list``, ``schedules

@@ -495,7 +495,10 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
         for r in results:
             said = (f"could not be read: {_damage(r)}" if isinstance(r, DamagedRecord)
                     else str(r))
-            print(f"{one_line(r.workflow_id.ljust(width))}  {_replay_text(said)}")
+            # (an id is shown as --id takes it, a backslash too; only one a store of
+            # before holds unprintable is escaped)
+            wid = r.workflow_id.ljust(width)
+            print(f"{wid if wid.isprintable() else one_line(wid)}  {_replay_text(said)}")
         print(f"{len(results)} workflow(s) replayed: "
               f"{len(results) - len(differ) - len(damaged)} ok, {len(differ)} differ"
               + (f", {len(damaged)} could not be read" if damaged else ""))

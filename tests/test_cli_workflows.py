@@ -1586,6 +1586,25 @@ def test_replay_prints_one_line_per_workflow_its_error_escaped_and_cut(
                             "characters: --json shows them)"), by_id["big"][-200:]
 
 
+def test_replay_shows_a_backslash_of_an_error_doubled_not_as_an_escape(
+        sqlite_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An error holding a backslash and an ``n`` (a Windows path, ``C:\\new``) read on
+    a ``replay`` line as one holding a newline: both showed ``\\n``. A backslash of the
+    data shows doubled; an id is shown as ``--id`` takes it, its backslash too."""
+    with open_store(sqlite_path) as s:
+        tx = Transaction()
+        for wid, message in (("nl", "C:\nnew"), ("bs", "C:\\new"), ("at\\c", "x")):
+            tx.create_workflow(wid, "workflow_app:raises_what_it_is_given", [message],
+                               status="running")
+        s.write(tx)
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "replay")
+    assert code == 0, err
+    by_id = {line.split()[0]: line for line in out.splitlines()[:3]}
+    assert by_id["nl"].endswith("ValueError: C:\\nnew)"), by_id["nl"]
+    assert by_id["bs"].endswith("ValueError: C:\\\\new)"), by_id["bs"]
+    assert by_id["at\\c"].startswith("at\\c  ok ("), by_id["at\\c"]
+
+
 def test_list_pads_ids_to_40_characters_and_never_cuts_one(
         sqlite_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """An id of 1,000 characters (allowed) padded every row's ID column to 1,000
