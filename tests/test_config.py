@@ -1308,7 +1308,7 @@ def test_a_postgresql_store_of_several_hosts_is_taken(tmp_path: Path) -> None:
     """libpq's multi-host URL (``host1:port1,host2:port2``, the usual failover setup)
     was refused with urllib's words (``Port could not be cast to integer value as
     '5432,db2.example:5433'``): it is taken, each host's port checked, and two entries
-    on the same hosts are one store."""
+    on the same hosts are one store, in any order (``db2,db1`` was another store)."""
     path, problems = problems_of(
         tmp_path,
         """
@@ -1321,6 +1321,7 @@ def test_a_postgresql_store_of_several_hosts_is_taken(tmp_path: Path) -> None:
           - {name: b, kind: workflow.host, store: "postgresql://app@db1.example:5432,db2.example:5434/orders"}
           - {name: same, kind: workflow.host, store: "postgresql://app@DB1.example,db2.example:5433/orders"}
           - {name: port, kind: workflow.host, store: "postgresql://app@db1.example:5432,db2.example:y/orders"}
+          - {name: swapped, kind: workflow.host, store: "postgresql://app@db2.example:5433,db1.example/orders"}
         """,
     )
     assert problems == [
@@ -1329,6 +1330,9 @@ def test_a_postgresql_store_of_several_hosts_is_taken(tmp_path: Path) -> None:
         f"{path}: entry 'app:same' (index 2): field 'store': expected a store of its own, but "
         "'postgresql://app@DB1.example,db2.example:5433/orders' is also the store of entry "
         "'app:a'",
+        f"{path}: entry 'app:swapped' (index 4): field 'store': expected a store of its own, "
+        "but 'postgresql://app@db2.example:5433,db1.example/orders' is also the store of "
+        "entry 'app:a'",
     ]
 
 

@@ -560,7 +560,8 @@ def _check_url(url: str) -> str:
 
 def store_key(store: str) -> Any:
     """What two stores share when they are the same store: a resolved file, or a
-    server, database and schema."""
+    server, database and schema. (Only compared: the same-store checks of a config and
+    of ``--store``.)"""
     if store.startswith(("postgresql://", "postgres://")):
         import urllib.parse
 
@@ -568,8 +569,10 @@ def store_key(store: str) -> Any:
 
         parts = urllib.parse.urlsplit(store)
         schema = dict(urllib.parse.parse_qsl(parts.query)).get("schema", "garrison")
-        servers = tuple((host or "localhost", port or 5432)
-                        for host, port in url_servers(store))  # (libpq's multi-host form)
+        # (libpq's multi-host form: one failover set of servers whatever their order,
+        # which only says which libpq tries first; the database is the same)
+        servers = tuple(sorted({(host or "localhost", port or 5432)
+                                for host, port in url_servers(store)}))
         return ("postgresql", servers, parts.path.strip("/"), schema)
     return Path(store).resolve()
 
