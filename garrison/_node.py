@@ -1098,11 +1098,13 @@ def _check_stores_apart(specs: list[tuple[str, Any]]) -> None:
     (a file path, or a URL): each needs one of its own (its workflows, queue and
     schedules are the store's), and a second open of a file would be refused as if
     another node held it."""
-    seen: dict[str, str] = {}
+    from .config._loader import store_key  # (the config's own same-store rule)
+
+    seen: dict[Any, str] = {}
     for name, spec in specs:
         if isinstance(spec, (str, os.PathLike)):
             text = os.fspath(spec)
-            key = text if "://" in text else os.path.realpath(text)
+            key = store_key(text)
         else:
             continue  # in memory (None: one each), or a store object
         if key in seen:

@@ -375,6 +375,25 @@ entries:
     assert not (tmp_path / "wf.db.lock").exists()
 
 
+async def test_the_same_postgresql_servers_in_another_order_are_one_store() -> None:
+    """A multi-host URL is one failover set: ``db1,db2`` and ``db2,db1`` are the same
+    database, as the config's own check says; ``store=`` beside such an entry was taken
+    as a second store (refused before anything connects)."""
+    config = load_config_text("""
+version: "1.0"
+namespace: app
+entries:
+  - {name: mailer, kind: workflow.host, store: "postgresql://db1,db2:5433/app"}
+  - {name: billing, kind: workflow.host, store: "postgresql://db3/app"}
+""")
+    with pytest.raises(ValueError, match=(
+            r"workflow hosts 'app:mailer' and 'workflows' both use the store "
+            r"postgresql://db2:5433,db1/app\?schema=garrison: each workflow host")):
+        async with garrison.open_node(
+                config=config, store="postgresql://db2:5433,db1/app?schema=garrison"):
+            pass
+
+
 async def test_a_store_given_beside_config_hosts_that_have_none_is_said(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A config with two workflow hosts that name no store, and ``store=`` one path:

@@ -561,7 +561,7 @@ def _check_url(url: str) -> str:
 def store_key(store: str) -> Any:
     """What two stores share when they are the same store: a resolved file, or a
     server, database and schema. (Only compared: the same-store checks of a config and
-    of ``--store``.)"""
+    of ``--store``, and a node's of its workflow hosts.)"""
     if store.startswith(("postgresql://", "postgres://")):
         import urllib.parse
 
