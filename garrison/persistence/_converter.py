@@ -2,13 +2,14 @@
 
 Everything that crosses into durable storage passes through here: builtins
 (``dict`` with ``str`` keys, ``list``, ``tuple``, ``str``, ``int``, ``float``,
-``bool``, ``None``), attrs classes, dataclasses, enums, aware ``datetime``
-(ISO 8601, normalised to UTC), ``uuid.UUID`` and ``Pid`` (as ``str(pid)``).
-Never pickle. Anything else (sets, bytes, arbitrary objects, functions, naive
-datetimes, dicts with non-``str`` keys) raises :class:`~garrison.PayloadError`
-naming its type and what it was, at the call that passed it. A dict whose declared
-type gives its keys another type (``dict[int, Order]``: an attrs field's, or the hint
-:func:`to_json` is given) is stored with each key as its JSON text, and restored by it.
+``bool``, ``None``), attrs classes, dataclasses, enums, ``datetime`` (ISO 8601:
+an aware one normalised to UTC, a naive one kept naive, its fields as given),
+``uuid.UUID`` and ``Pid`` (as ``str(pid)``). Never pickle. Anything else (sets,
+bytes, arbitrary objects, functions, dicts with non-``str`` keys) raises
+:class:`~garrison.PayloadError` naming its type and what it was, at the call that
+passed it. A dict whose declared type gives its keys another type (``dict[int,
+Order]``: an attrs field's, or the hint :func:`to_json` is given) is stored with each
+key as its JSON text, and restored by it.
 
 Typed values come back from type hints: ``from_json(text, Order)`` rebuilds an
 attrs ``Order``; without a hint (``Any``) the plain JSON shape is returned, so
@@ -126,8 +127,9 @@ def _script_named(text: str) -> str:
 
 
 def _unstructure_datetime(value: _dt.datetime) -> str:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise _Unconvertible(value, "a naive datetime is ambiguous: give it a timezone")
+    if value.utcoffset() is None:  # naive: its own fields, read back as they were
+        # (a tzinfo that gives no offset is naive to Python too, compared as such)
+        return value.replace(tzinfo=None).isoformat()
     return value.astimezone(_UTC).isoformat()
 
 
@@ -138,9 +140,7 @@ def _structure_datetime(value: Any, _type: Any) -> _dt.datetime:
         result = _dt.datetime.fromisoformat(value)
     else:
         raise ValueError(f"expected an ISO 8601 string for a datetime, got {value!r}")
-    if result.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r}: expected a timezone")
-    return result.astimezone(_UTC)
+    return result if result.utcoffset() is None else result.astimezone(_UTC)
 
 
 def _structure_pid(value: Any, _type: Any) -> Pid:
@@ -836,7 +836,7 @@ def _conversion_failed(value: object, exc: Exception, what: str) -> PayloadError
 
 #: the types a value stored or restored may have (what a refused one is told)
 _DURABLE = ("only builtins (dict with str keys, list, tuple, str, int, float, bool, None), "
-            "attrs classes, dataclasses, enums, aware datetimes, uuid.UUID and Pid are "
+            "attrs classes, dataclasses, enums, datetimes, uuid.UUID and Pid are "
             "durable")
 
 
@@ -859,8 +859,8 @@ def to_json(value: Any, *, what: str, hint: Any = Any) -> str:
 
     ``what`` names the value for the error message, e.g.
     ``"argument 2 of workflow 'app.orders:order_workflow'"``. Anything that
-    cannot round-trip (a set, bytes, an arbitrary object, a lambda, a naive
-    datetime, a dict with non-``str`` keys) raises ``garrison.PayloadError``
+    cannot round-trip (a set, bytes, an arbitrary object, a lambda, a dict with
+    non-``str`` keys) raises ``garrison.PayloadError``
     naming its type and ``what``. ``hint``, the value's declared type, is given
     where it declares a dict of non-``str`` keys (:func:`declares_keys`): such a
     dict is stored with each key as its JSON text (``{1: "a"}`` as ``{"1":"a"}``),
