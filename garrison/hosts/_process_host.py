@@ -895,30 +895,18 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
     process below them first, then their parents, and so on. A supervisor's children
     go in the supervisor's order instead (reverse start order, see
     ``Runtime.supervises``): once nothing else below a supervisor runs, its children
-    are stopped one after the other in that order (a child supervisor's own children
-    before it), then the supervisor. Each process is ended at once, as every other
-    (not given its ``CANCEL`` and ``shutdown`` time: a node's stop is bounded)."""
+    are stopped one after the other in that order, each with what runs below it (its
+    helpers first, then it; a child supervisor's own children before it), then the
+    supervisor. Each process is ended at once, as every other (not given its ``CANCEL``
+    and ``shutdown`` time: a node's stop is bounded)."""
     if not hosts:
         return
     reason = hosts[0].node.shutdown_reason
 
-    async def stop_supervised(sup: _Process, procs: dict[Pid, _Process]) -> None:
-        assert sup.supervising is not None
-        for pid in sup.supervising():
-            child = procs.get(pid)
-            if child is None or not child.alive:
-                continue
-            if child.supervising is not None:
-                await stop_supervised(child, procs)
-            child.kill(reason)
-            await wait_stopped([child])
-
-    while True:
-        procs = {pid: p for host in hosts for pid, p in host.procs.items()}
-        if not procs:
-            return
+    async def stop_tree(procs: dict[Pid, _Process]) -> None:
         # the children a live supervisor names (not a helper its process spawned itself)
-        # are stopped in that supervisor's order; every other process bottom up
+        # are stopped in that supervisor's order, each with its own tree; every other
+        # process bottom up
         listed: dict[Pid, list[Pid]] = {}
         for pid, p in procs.items():
             if p.supervising is not None:
@@ -926,12 +914,13 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
                 if kids:
                     listed[pid] = kids
         supervised = {c for kids in listed.values() for c in kids}
+        below = _below(procs) if listed else {}
         for now in _stop_rounds(procs, supervised):
             async with trio.open_nursery() as nursery:
                 for proc in reversed(now):
                     if proc.pid in listed:
                         # its children first, in its order (it is stopped right after)
-                        nursery.start_soon(stop_supervised, proc, procs)
+                        nursery.start_soon(stop_supervised, proc, procs, below)
                     else:
                         proc.kill(reason)
                 await wait_stopped([proc for proc in now if proc.pid not in listed])
@@ -942,14 +931,53 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
                 proc.kill(reason)
             await wait_stopped(leftover)
 
+    async def stop_supervised(sup: _Process, procs: dict[Pid, _Process],
+                              below: dict[Pid, list[Pid]]) -> None:
+        # a child's whole tree, leaves first, before the next child's: its linked
+        # helpers end it with them (the helpers of every child stopped first, at once,
+        # ended every child at once)
+        assert sup.supervising is not None
+        for pid in sup.supervising():
+            child = procs.get(pid)
+            if child is not None and child.parent == sup.pid:
+                await stop_tree({p: procs[p] for p in _tree(below, pid)})
+
+    while True:
+        procs = {pid: p for host in hosts for pid, p in host.procs.items()}
+        if not procs:
+            return
+        await stop_tree(procs)
+
+
+def _below(procs: dict[Pid, _Process]) -> dict[Pid, list[Pid]]:
+    """The processes of ``procs`` each one of them started, in ``procs``' order."""
+    below: dict[Pid, list[Pid]] = {}
+    for pid, proc in procs.items():
+        if proc.parent is not None and proc.parent in procs and proc.parent != pid:
+            below.setdefault(proc.parent, []).append(pid)
+    return below
+
+
+def _tree(below: dict[Pid, list[Pid]], root: Pid) -> list[Pid]:
+    """``root`` and the processes under it (``below``: see :func:`_below`), parents
+    before their children."""
+    tree, seen = [root], {root}
+    for pid in tree:  # (grows as it goes: breadth first, no deep recursion)
+        for c in below.get(pid, ()):
+            if c not in seen:  # (stale parents may form a cycle)
+                seen.add(c)
+                tree.append(c)
+    return tree
+
 
 def _stop_rounds(procs: dict[Pid, _Process], supervised: set[Pid]) -> list[list[_Process]]:
     """The rounds in which a node's stop ends ``procs``, children before parents, in one
     pass over the tree (not a pass per level: a chain thousands deep stopped in time
-    quadratic in its depth). A process that is not ``supervised`` ends in the round after
-    the last one in which a process below it ends (through supervised ones too, which
-    their supervisor ends in its own round); processes whose parents form a cycle (stale
-    ones) end together, last. Each round keeps ``procs``' order."""
+    quadratic in its depth). A process that is neither ``supervised`` nor below one
+    ends in the round after the last one in which a process below it ends (a supervised
+    one and its tree, which their supervisor ends in its own round, do not count);
+    processes whose parents form a cycle (stale ones) end together, last. Each round
+    keeps ``procs``' order."""
     children: dict[Pid, list[Pid]] = {}
     roots: list[Pid] = []
     for pid, proc in procs.items():
@@ -959,22 +987,27 @@ def _stop_rounds(procs: dict[Pid, _Process], supervised: set[Pid]) -> list[list[
         else:
             roots.append(pid)
     below: dict[Pid, int] = {}  # the last round in which a process below it ends (-1: none)
+    owned: set[Pid] = set()  # supervised, or below a supervised process
     for root in roots:  # iterative post-order: a deep chain needs no deep recursion
         stack: list[tuple[Pid, bool]] = [(root, False)]
         while stack:
             pid, done = stack.pop()
             if not done:
                 stack.append((pid, True))
-                stack.extend((c, False) for c in children.get(pid, ()))
+                for c in children.get(pid, ()):
+                    if c in supervised or pid in owned:
+                        owned.add(c)
+                    stack.append((c, False))
                 continue
             last = -1
             for c in children.get(pid, ()):
-                last = max(last, below[c] if c in supervised else below[c] + 1)
+                if c not in supervised:
+                    last = max(last, below[c] + 1)
             below[pid] = last
     rounds: list[list[_Process]] = []
     stale: list[_Process] = []
     for pid, proc in procs.items():
-        if pid in supervised:
+        if pid in supervised or pid in owned:
             continue
         if pid not in below:  # in a cycle of parents
             stale.append(proc)
