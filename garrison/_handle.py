@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._errors import StoreError
 from .actors._values import Pid
 from .hosts.workflow._ids import (
     check_promise_name,
@@ -16,7 +17,7 @@ from .hosts.workflow._ids import (
     check_signal_topic,
     check_state_key,
 )
-from .persistence import JournalRecord, WorkflowStatus
+from .persistence import DamagedRecord, JournalRecord, WorkflowStatus
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -97,6 +98,9 @@ class WorkflowHandle:
         (a store in memory went with the node: nothing reaches it)."""
         try:
             yield
+        except DamagedRecord as exc:  # (a JSON error, as a read met it: said as the store's)
+            raise StoreError(self.host.store.path, f"{exc} (cannot {doing} it: a damaged "
+                             "store, or a hand edit)") from None
         except RuntimeError as exc:
             if not self.node.stopped or "is closed" not in str(exc):
                 raise

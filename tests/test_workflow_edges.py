@@ -12,7 +12,7 @@ import trio
 from _commit_faults import slow_commits
 
 import garrison
-from garrison import process, workflow
+from garrison import StoreError, process, workflow
 from garrison.persistence import open_store
 
 RUNS: list[str] = []
@@ -1101,6 +1101,12 @@ async def test_a_node_names_a_workflow_whose_journal_is_damaged_and_runs_the_oth
     async with garrison.open_node(store=db) as node:
         with trio.fail_after(5):
             assert await node.workflow("good").result() == 3
+            # its result() says so too (it raised NonDeterminismError "... is running")
+            with pytest.raises(StoreError, match=(
+                    r"^store '.*wf\.db': workflow 'bad': the outcome of its journal record "
+                    r"seq 2 is not UTF-8 text \(byte 7 of it is 0xff\): a damaged store \(or "
+                    r"a hand edit\); no node runs this workflow until it is repaired")):
+                await node.workflow("bad").result()
     [said] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert said == ("cannot resume workflow bad: workflow 'bad': the outcome of its journal "
                     "record seq 2 is not UTF-8 text (byte 7 of it is 0xff)"), said
@@ -1133,6 +1139,16 @@ async def test_a_node_names_a_workflow_whose_row_is_damaged_and_runs_the_others(
         with trio.fail_after(5):
             assert await node.workflow("good").result() == 3
             await trio.sleep(1)  # (the tools' wakeups are taken)
+            # a handle's reads of it are the store's error, naming it (they raised the
+            # DamagedRecord, a JSONDecodeError), and its result() too
+            handle = node.workflow("c")
+            for read in (handle.status, handle.history):
+                with pytest.raises(StoreError, match=(
+                        r"^store '.*wf\.db': workflow 'c': its input is not JSON \(.*\) "
+                        r"\(cannot read the (status|history) of it: a damaged store")):
+                    read()
+            with pytest.raises(StoreError, match=r"'c': its input is not JSON .*no node runs"):
+                await handle.result()
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert said == [f"cannot resume workflow {wid}: workflow {wid!r}: its input {what}"
                     for wid, (_value, what) in damage.items()], said

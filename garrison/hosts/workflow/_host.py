@@ -45,6 +45,7 @@ from ...actors._runtime import runtime_or_none
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
 from ...persistence import (
     Busy,
+    DamagedRecord,
     RawJson,
     Store,
     Transaction,
@@ -276,8 +277,9 @@ class WorkflowHost:
         self._soon_writing = trio.Lock()
         #: ``control`` inbox rows asking nothing more, whose consume is being written
         self.discarding: set[int] = set()
-        #: workflows whose row is damaged (a DamagedRecord), named in the log once
-        self.damaged: set[str] = set()
+        #: workflows whose row or journal is damaged (a DamagedRecord), named in the log
+        #: once and left unrun: what was said of each (their ``result()`` raises it)
+        self.damaged: dict[str, str] = {}
         #: parked workflows whose status the store may not show yet
         self._parked: set[WorkflowInstance] = set()
         #: workflows that left an activity's outcome in their buffer (``outcome_left``)
@@ -1926,12 +1928,17 @@ class WorkflowHost:
             # (the store read in a worker thread: a slow database holds up this caller,
             # not the node's event loop)
             here = self.active.get(wid)  # (one moving to another node, or None)
-            record = await run_blocking(self.store.get_workflow, wid)
+            try:
+                record = await run_blocking(self.store.get_workflow, wid)
+            except DamagedRecord as exc:  # (its row: no status to wait on)
+                raise StoreError(self.store.path, _left_unrun(str(exc))) from None
             if self.active.get(wid) is not here or self.finished.get(wid) is not known:
                 return await self.result(wid, hint)  # it came (or ended) here meanwhile
             if record is None:
                 raise await run_blocking(self.no_such, wid)
             status = WorkflowStatus(record.status)
+            if not status.finished and (said := self.damaged.get(wid)) is not None:
+                raise StoreError(self.store.path, _left_unrun(said))  # (not "running")
             if status is WorkflowStatus.PENDING and not self.client and self.resumed:
                 refresh(self, wid)  # a tool created it; its wakeup is not here yet
                 if wid in self.active:
@@ -2043,3 +2050,11 @@ class WorkflowHost:
             return NoSuchWorkflow(wid)
         other = "" if there is self else f", on host {host!r}"
         return NoSuchWorkflow(wid, f" (a pid's text? its id is {ident!r}{other})")
+
+
+def _left_unrun(said: str) -> str:
+    """The error of ``result()`` for a workflow whose row or journal is damaged
+    (``said``: what :class:`DamagedRecord` says of it): no node runs it until the store
+    is repaired, so nothing is waited for."""
+    return (f"{said}: a damaged store (or a hand edit); no node runs this workflow until "
+            "it is repaired (see the node's log)")

@@ -193,6 +193,9 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                 continue  # started (or refreshed) meanwhile
             try:
                 wf = load(host, record)
+            except DamagedRecord as exc:  # a record of its journal
+                _named_damaged(host, exc, "resume")
+                continue
             except Exception as exc:  # pragma: no cover - a broken row
                 log.error("cannot resume workflow %s: %s", record.workflow_id, exc,
                           extra={"workflow_id": record.workflow_id})
@@ -340,7 +343,7 @@ def _named_damaged(host: WorkflowHost, exc: DamagedRecord, what: str) -> None:
     said again)."""
     if exc.workflow_id in host.damaged:
         return
-    host.damaged.add(exc.workflow_id)
+    host.damaged[exc.workflow_id] = str(exc)
     # (a row whose own id is damaged is no key to read after: the read of the workflows
     # to resume went on after its instant of creation)
     past = "" if exc.id_is_text else (
