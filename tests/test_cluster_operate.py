@@ -651,3 +651,52 @@ async def test_a_stale_terminate_of_a_run_a_node_blocked_is_consumed_by_one_clai
             assert [r.name for r in look.store.journal("y3")] == ["add-audit"]
         finally:
             look.close()
+
+
+async def renamed_then_waits() -> int:
+    """``renamed``, then waits for a promise: a run of the old release parks, one a node
+    of the new release replays blocks."""
+    node = current_workflow().host.node.public.name  # type: ignore[attr-defined]
+    got = await (op_a(1) if node in OLD_RELEASE else op_b(1))
+    return got + int(await workflow.promise("go"))
+
+
+async def test_a_node_that_blocked_a_name_is_handed_no_more_of_it_to_even_the_load(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A rolling deploy: node a (the old release) took over 8 waiting runs of a workflow
+    whose code the new release changed; node b (the new release, with none) joins. a
+    hands 4 to b to even the load: b blocks each and gives it up, a claims them back.
+    At its next looks a handed b the other 4, blocked there too (a replay and an error
+    line each: hundreds in a real cluster), as b's row said nothing of it. It says the
+    names it blocked now, and a hands b no more of that name."""
+    import logging
+
+    from garrison.cluster import _member
+
+    monkeypatch.setattr(_member, "BALANCE_LEASES", 0.25)  # a look every 0.25 s
+    monkeypatch.setattr(_member, "BALANCE_MIN", 0.25)
+    caplog.set_level(logging.INFO, logger="garrison")
+    OLD_RELEASE.clear()
+    OLD_RELEASE.add("a")
+    ids = [f"s{i}" for i in range(8)]
+    async with garrison.open_node(store=postgres_url, name="a", lease="1s") as a:
+        host_a = a.hosts["workflows"]
+        for wid in ids:  # (claimed, taken over: a may hand them on)
+            _create_renamed(postgres_url, wid, "renamed_then_waits")
+        await _until(lambda: len(host_a.active) == 8, "a to claim them")
+        async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+            await _until(lambda: sum(_tried(b, wid) for wid in ids) >= 4, "b to block 4")
+            await _until(lambda: len(host_a.active) == 8, "a to claim them back")
+            await trio.sleep(1)  # four more looks of a
+            blocked = [r.getMessage() for r in caplog.records
+                       if r.getMessage().startswith("workflow s")
+                       and " is blocked" in r.getMessage()]
+            assert len(blocked) == 4, blocked
+            assert sum(_tried(b, wid) for wid in ids) == 4
+            assert a.stats()["cluster"]["workflows"]["balanced"] == 4
+        for wid in ids:  # all of them run on a, as recorded
+            await a.workflow(wid).promise("go").resolve(1)
+        with trio.fail_after(10):
+            for wid in ids:
+                assert await a.workflow(wid).result() == 2

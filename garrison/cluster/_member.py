@@ -79,6 +79,8 @@ BALANCE_MIN = 5.0
 HANDED_KEPT = 10_000
 #: runs of workflows a node remembers its code could not replay (see ``_blocked``)
 BLOCKED_KEPT = 10_000
+#: names of those runs a node says in its row (see ``_blocked_names``)
+BLOCKED_NAMES_KEPT = 100
 
 
 def targets(loads: dict[int, tuple[int, int | None]]) -> tuple[int, dict[int, int]]:
@@ -283,6 +285,13 @@ class ClusterMember:
         #: node's code could not replay (see :meth:`blocked`), never claimed again while
         #: it runs (guarded by ``_lock``)
         self._blocked: dict[Run, None] = {}
+        #: the names of the last :data:`BLOCKED_NAMES_KEPT` workflows whose runs this
+        #: node's code could not replay, as its row says them: a node evening the load
+        #: hands it none of those names (a run it took over, of the other release, would
+        #: block here too: a replay and an error line each); orphans of them it still
+        #: claims (a run of the new release, left by a node that drained, runs here;
+        #: guarded by ``_lock``)
+        self._blocked_names: dict[str, None] = {}
         #: live nodes (epochs) whose cluster-wide limits were compared with this one's
         self._limits_seen: set[int] = set()
         #: :meth:`leave` stopped waiting for :meth:`leave_now` (the server did not answer)
@@ -297,8 +306,10 @@ class ClusterMember:
         self._hold_until = 0.0
         #: the next round renews (says the node's room) whenever the last renewal was
         self._renew_now = False
-        #: (epoch, the names this node refuses) its row said last (see ``PgCluster.loads``)
-        self._said: tuple[int | None, frozenset[str]] = (None, frozenset())
+        #: (epoch, the names this node refuses, the names of runs it blocked) its row
+        #: said last (see ``PgCluster.loads``)
+        self._said: tuple[int | None, frozenset[str], frozenset[str]] = (
+            None, frozenset(), frozenset())
         #: (trio side) workflows this node took over (claimed) and runs: the ones it may
         #: hand on to even the load; one that runs where it was started stays there
         self._taken: set[str] = set()
@@ -328,19 +339,20 @@ class ClusterMember:
         sent = time.monotonic()  # (the row's lease_until is the server's now + lease)
         try:
             refused = self._refused_names()  # (a node joining again still refuses them)
+            blocked = self._blocked_name_list()
             # nodes whose lease lapsed are lost, as any live node would mark them: one of
             # this name (hung, not dead: its connections live on) no longer holds the
             # name when no other node is there to mark it
             self.pg.mark_lost()
             self.pg.join(epoch, {**self.info, "limits": self._shared_limits(),
-                                 "refused": refused})
+                                 "refused": refused, "blocked": blocked})
         except BaseException:
             if self._thread is None:  # at start: the node does not start (joining again,
                 self.store.set_fence(None, None)  # the fence stays: its epoch has no row,
             self.pg.close()                       # so every write is refused meanwhile)
             raise
         self._last_renew = time.monotonic()
-        self._said = (epoch, frozenset(refused))
+        self._said = (epoch, frozenset(refused), frozenset(blocked))
         with self._lock:
             self._confirmed = sent
             self._lapse_posted = False
@@ -499,22 +511,31 @@ class ClusterMember:
                       self.name, wid, name, extra={"workflow_id": wid})
         self.stopped(wid)
 
-    def blocked(self, wid: str, run_id: str | None, attempt: int) -> None:
+    def blocked(self, wid: str, run_id: str | None, attempt: int, name: str) -> None:
         """This node's code could not replay the workflow ``wid`` (it is recorded
         ``blocked``, its journal kept: a rolling deploy, its run recorded by code this
         node does not have): the host gives it up (:meth:`stopped`) for a node of the
         cluster whose code can, and this node claims that run's attempt no more while
         it runs. So every node tries it once, and where none can it stays blocked, owned
         by nobody; a node started with other code tries it, and so does every node
-        after a retry (a new attempt)."""
+        after a retry (a new attempt). Its row says the workflow's ``name`` from the
+        next renewal on: a node evening the load hands it no more of that name."""
         with self._lock:
             self._blocked[(wid, run_id, attempt)] = None
             while len(self._blocked) > BLOCKED_KEPT:
                 del self._blocked[next(iter(self._blocked))]
+            self._blocked_names.pop(name, None)  # (the latest last: kept longest)
+            self._blocked_names[name] = None
+            while len(self._blocked_names) > BLOCKED_NAMES_KEPT:
+                del self._blocked_names[next(iter(self._blocked_names))]
 
     def _blocked_runs(self) -> list[Run]:
         with self._lock:
             return list(self._blocked)
+
+    def _blocked_name_list(self) -> list[str]:
+        with self._lock:
+            return list(self._blocked_names)
 
     def blocked_here(self, wid: str, run_id: str | None, attempt: int) -> bool:
         """True if this node's code could not replay that run of ``wid`` and gave it up
@@ -715,7 +736,8 @@ class ClusterMember:
               ) -> None:
         """Hand on up to ``count`` workflows this node took over and that wait (a message,
         a timer), each one a node under its ``share`` can run: ``takers`` are what
-        each such node lacks and the names it refuses (code it does not have). Those
+        each such node lacks and the names it refuses (code it does not have, or that
+        blocked a run of that name there: see :meth:`blocked`). Those
         nodes claim them (this one claims nothing meanwhile, see :meth:`_room`). One
         that runs where it was started stays here."""
         host = self.host
@@ -1110,8 +1132,8 @@ class ClusterMember:
         if not count or not over:
             return
         self._over = 0
-        # what each node short of its share lacks, and the names it refuses (one of
-        # those handed to it would come back)
+        # what each node short of its share lacks, and the names it refuses or blocked a
+        # run of (one of those handed to it would come back, after a replay there)
         _share, target = targets(held)
         takers = [(target[e] - n, names) for e, (n, _room, names) in loads.items()
                   if n < target[e]]
@@ -1222,9 +1244,11 @@ class ClusterMember:
         if (now - self._last_renew >= self.interval / 2 or rounds == 0 or heard
                 or self._renew_now):
             self._renew_now = False
-            refused = frozenset(self._refused_names())  # (said when it changes)
-            status = pg.renew(self._room(), None if (pg.epoch, refused) == self._said
-                              else list(refused))
+            refused = frozenset(self._refused_names())  # (said when they change)
+            blocked = frozenset(self._blocked_name_list())
+            said = (pg.epoch, refused, blocked) == self._said
+            status = pg.renew(self._room(), None if said else list(refused),
+                              None if said else list(blocked))
             if pg.schema_found > self.store.schema_version:
                 # a newer node migrated the schema: rows in the format this code knows
                 # could break it, so this node writes nothing more, and leaves
@@ -1238,7 +1262,7 @@ class ClusterMember:
             if lapsed:
                 self._lapse()
                 return
-            self._said = (pg.epoch, refused)
+            self._said = (pg.epoch, refused, blocked)
             self._last_renew = now
             if status == "draining" and not self.draining:
                 self._post("drain")

@@ -344,24 +344,27 @@ class PgCluster:
             (self._lock_class, self._alive_class)).fetchall()
         return [int(r[0]) for r in rows]
 
-    def renew(self, room: int | None = None, refused: list[str] | None = None
-              ) -> str | None:
+    def renew(self, room: int | None = None, refused: list[str] | None = None,
+              blocked: list[str] | None = None) -> str | None:
         """Renew the lease (and say how many more workflows this node has room for,
         ``None``: no limit; and, when given, the workflow names it refuses, see
-        :meth:`claim`, kept in its row's ``info`` for the others' :meth:`loads`); the
-        node's status (``active`` / ``draining``), or ``None`` when the lease had lapsed
-        (the node must drop its workflows and join again). Reads the schema's version
-        in the same statement (:attr:`schema_found`): a newer node may have migrated it
-        since this one opened the store."""
+        :meth:`claim`, and those of runs its code blocked, kept in its row's ``info``
+        for the others' :meth:`loads`); the node's status (``active`` / ``draining``),
+        or ``None`` when the lease had lapsed (the node must drop its workflows and join
+        again). Reads the schema's version in the same statement
+        (:attr:`schema_found`): a newer node may have migrated it since this one opened
+        the store."""
         names = None if refused is None else json.dumps(sorted(refused))
+        blocks = None if blocked is None else json.dumps(sorted(blocked))
         rows = self._rows(
             "WITH r AS (UPDATE {s}.nodes SET heartbeat = {s}.now_s(), "
             "lease_until = {s}.now_s() + lease, room = %s, info = CASE WHEN %s::text IS "
-            "NULL THEN info ELSE (info::jsonb || jsonb_build_object('refused', "
-            "%s::jsonb))::text END WHERE epoch = %s AND status IN ('active', 'draining') "
+            "NULL AND %s::text IS NULL THEN info ELSE (info::jsonb || jsonb_strip_nulls("
+            "jsonb_build_object('refused', %s::jsonb, 'blocked', %s::jsonb)))::text END "
+            "WHERE epoch = %s AND status IN ('active', 'draining') "
             "AND lease_until > {s}.now_s() RETURNING status) "
             "SELECT (SELECT status FROM r), (SELECT max(version) FROM {s}.schema_version)",
-            (room, names, names, self.epoch))
+            (room, names, blocks, names, blocks, self.epoch))
         status, version = rows[0]
         self.schema_found = int(version or 0)
         return None if status is None else str(status)
@@ -464,17 +467,23 @@ class PgCluster:
         node has waits for ever; not ``blocked``, left by a node whose code could not
         replay them: once every node tried, they wait for ever too), and for each
         active node (its lease not lapsed) ``epoch: (unfinished workflows it owns, its
-        room, the names it refuses)`` (what :meth:`renew` last said: room ``None`` is no
-        limit)."""
+        room, the names it refuses or blocked a run of)`` (what :meth:`renew` last said:
+        room ``None`` is no limit; a node claims orphans of a name it blocked a run of,
+        but one handed on to even the load, of a release its code cannot replay, would
+        block there again)."""
         s = self._s
         rows = self._rows(
             f"SELECT n.epoch, (SELECT count(*) FROM {s}.workflows w WHERE w.owner_epoch = "
             f"n.epoch AND w.{_UNFINISHED}), n.room, coalesce(n.info::jsonb -> 'refused', "
-            f"'[]'::jsonb)::text FROM {s}.nodes n WHERE n.status = 'active' AND "
-            f"n.lease_until > {s}.now_s()")
-        loads = {int(e): (int(owned), None if room is None else int(room),
-                          frozenset(json.loads(names))) for e, owned, room, names in rows}
-        takers = [names for _n, room, names in loads.values() if room is None or room > 0]
+            f"'[]'::jsonb)::text, coalesce(n.info::jsonb -> 'blocked', '[]'::jsonb)::text "
+            f"FROM {s}.nodes n WHERE n.status = 'active' AND n.lease_until > {s}.now_s()")
+        refusing = {int(e): (int(owned), None if room is None else int(room),
+                             frozenset(json.loads(names)), frozenset(json.loads(blocked)))
+                    for e, owned, room, names, blocked in rows}
+        loads = {e: (owned, room, names | blocked)
+                 for e, (owned, room, names, blocked) in refusing.items()}
+        takers = [names for _n, room, names, _b in refusing.values()
+                  if room is None or room > 0]
         if not takers:  # (no node would claim one)
             return 0, loads
         nobody = frozenset.intersection(*takers)  # (a name every one of them refuses)

@@ -838,7 +838,7 @@ class WorkflowHost:
                 # in a cluster another node may have the code that took the recorded
                 # path (a rolling deploy): it leaves at once, as a drain hands a blocked
                 # workflow over, owned by nobody; this node claims that run no more
-                ownership.blocked(wf.wid, wf.run_id, wf.attempt)
+                ownership.blocked(wf.wid, wf.run_id, wf.attempt, wf.name)
                 ownership.moved(wf, WorkflowMoved(
                     self.store.path, wf.wid, "the code of this node cannot replay it: it "
                     "is left, blocked, to a node of the cluster whose code can"))
