@@ -700,3 +700,16 @@ async def test_a_node_that_blocked_a_name_is_handed_no_more_of_it_to_even_the_lo
         with trio.fail_after(10):
             for wid in ids:
                 assert await a.workflow(wid).result() == 2
+
+
+def test_the_names_of_blocked_runs_are_said_for_a_while_not_until_a_restart() -> None:
+    """A node says the names of runs it blocked (the balancer hands it no more of them)
+    for ``BLOCKED_NAME_SAID`` seconds: after a rolling deploy the new release's nodes
+    get runs of those names from the balancer again (they said them until a restart)."""
+    from garrison.cluster._member import BLOCKED_NAME_SAID, recent
+
+    names = {"app:old": 0.0, "app:other": 100.0}
+    assert recent(names, 50.0 - BLOCKED_NAME_SAID) == ["app:old", "app:other"]
+    assert recent(names, 50.0) == ["app:other"] and names == {"app:other": 100.0}
+    assert recent(names, 100.0) == ["app:other"]  # (at its time: still said)
+    assert recent(names, 100.5) == [] and names == {}

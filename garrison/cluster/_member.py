@@ -81,6 +81,10 @@ HANDED_KEPT = 10_000
 BLOCKED_KEPT = 10_000
 #: names of those runs a node says in its row (see ``_blocked_names``)
 BLOCKED_NAMES_KEPT = 100
+#: how long (seconds) a node says the name of a run it blocked: a rolling deploy's
+#: old nodes have gone long before, and after it the balancer may hand the node runs
+#: of that name again (by then the cluster's runs of it are the new release's)
+BLOCKED_NAME_SAID = 600.0
 
 
 def targets(loads: dict[int, tuple[int, int | None]]) -> tuple[int, dict[int, int]]:
@@ -136,6 +140,19 @@ def balance(loads: dict[int, tuple[int, int | None]], epoch: int) -> tuple[int, 
     before = sum(x for e, x in over if e < epoch)  # (the parts, by epoch, add up exactly)
     mine = dict(over)[epoch]
     return whole * (before + mine) // excess - whole * before // excess, share
+
+
+def recent(names: dict[str, float], since: float) -> list[str]:
+    """The keys of ``names`` (each with its time, oldest first) from ``since`` on; the
+    older ones are dropped from it.
+
+    >>> names = {"a": 1.0, "b": 5.0}
+    >>> recent(names, 2.0), names
+    (['b'], {'b': 5.0})
+    """
+    while names and next(iter(names.values())) < since:
+        del names[next(iter(names))]
+    return list(names)
 
 
 def pick(candidates: list[Any], count: int, takers: list[tuple[int, frozenset[str]]]
@@ -289,9 +306,10 @@ class ClusterMember:
         #: node's code could not replay, as its row says them: a node evening the load
         #: hands it none of those names (a run it took over, of the other release, would
         #: block here too: a replay and an error line each); orphans of them it still
-        #: claims (a run of the new release, left by a node that drained, runs here;
-        #: guarded by ``_lock``)
-        self._blocked_names: dict[str, None] = {}
+        #: claims (a run of the new release, left by a node that drained, runs here);
+        #: each with when it blocked (``time.monotonic()``), said for
+        #: :data:`BLOCKED_NAME_SAID` seconds (guarded by ``_lock``)
+        self._blocked_names: dict[str, float] = {}
         #: live nodes (epochs) whose cluster-wide limits were compared with this one's
         self._limits_seen: set[int] = set()
         #: :meth:`leave` stopped waiting for :meth:`leave_now` (the server did not answer)
@@ -525,7 +543,7 @@ class ClusterMember:
             while len(self._blocked) > BLOCKED_KEPT:
                 del self._blocked[next(iter(self._blocked))]
             self._blocked_names.pop(name, None)  # (the latest last: kept longest)
-            self._blocked_names[name] = None
+            self._blocked_names[name] = time.monotonic()
             while len(self._blocked_names) > BLOCKED_NAMES_KEPT:
                 del self._blocked_names[next(iter(self._blocked_names))]
 
@@ -534,8 +552,10 @@ class ClusterMember:
             return list(self._blocked)
 
     def _blocked_name_list(self) -> list[str]:
+        """The names of runs this node blocked in the last :data:`BLOCKED_NAME_SAID`
+        seconds (the older ones are forgotten)."""
         with self._lock:
-            return list(self._blocked_names)
+            return recent(self._blocked_names, time.monotonic() - BLOCKED_NAME_SAID)
 
     def blocked_here(self, wid: str, run_id: str | None, attempt: int) -> bool:
         """True if this node's code could not replay that run of ``wid`` and gave it up
