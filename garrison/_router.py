@@ -495,6 +495,13 @@ class Router:
         if stop_links_with is not None:
             stop_links_with(target, reason)
 
+    def ending_with(self, dead: Pid) -> list[Pid]:
+        """The plain processes of this node that still run but are ending because
+        ``dead`` ended, linked to it then (``ProcessHost.ending_with``; a workflow
+        linked to it ends in its own time, journaled)."""
+        return [pid for host in self.hosts.values() if not host.durable
+                for pid in host.ending_with(dead)]
+
     def _refuse_manager(self, target: Pid, by: Pid | None, what: str) -> None:
         """A process may not stop the node's service manager: the config's services
         would run on unwatched (a crash never restarted, ``node.services()`` stale)."""

@@ -1753,3 +1753,109 @@ async def test_a_terminated_supervisor_held_by_an_infinity_child_names_it_in_the
     await node.spawn(terminate, child)
     with trio.fail_after(5):
         await node.wait(killer)  # (the supervisor ended once its child did)
+
+
+# -- helpers ending with their child, waited for ----------------------------------------
+async def _conn(cleanup: float) -> None:
+    """A helper holding a name; its cleanup awaits (shielded: closing a socket)."""
+    process.register("conn")
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(cleanup)
+
+
+async def _conn_worker(cleanup: float, crashes: list[Any] | None = None) -> None:
+    """Starts a ``_conn`` helper linked to it; crashes once if given a list."""
+    await process.spawn_linked(_conn, cleanup)
+    if crashes is not None and not crashes:
+        crashes.append(process.pid())
+        await trio.sleep(0.1)
+        raise RuntimeError("crash")
+    await trio.sleep_forever()
+
+
+async def test_terminate_child_returns_once_the_helpers_ending_with_it_have_ended(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    """helper-365: terminate_child returned while the child's spawn_linked helper still
+    ran its (shielded) cleanup and held its name: restart_child's new helper failed to
+    register it, which failed the new child through its link, again and again until
+    the supervisor gave up, all within the old helper's 50 ms cleanup."""
+    sup = Supervisor([ChildSpec("w", _conn_worker, args=(0.05,))], name="s")
+    sup_pid = await start(node, sup)
+    old = node.lookup("conn")
+    began = trio.current_time()
+    await sup.terminate_child("w")
+    assert trio.current_time() - began == pytest.approx(0.05)
+    assert node.lookup("conn") is None
+    await sup.restart_child("w")
+    await trio.sleep(1)
+    assert node.lookup("conn") not in (None, old)
+    assert pids(sup)["w"] is not None
+    assert node.process_info(sup_pid).alive
+
+
+async def test_a_crashed_child_is_restarted_once_its_helpers_have_ended(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    """helper-365: a child that crashed once, its helper's cleanup taking 10 ms, made
+    its supervisor give up: each restart's helper found the name still held."""
+    crashes: list[Any] = []
+    sup = Supervisor([ChildSpec("w", _conn_worker, args=(0.01, crashes))], name="s")
+    sup_pid = await start(node, sup)
+    await trio.sleep(1)
+    assert len(crashes) == 1
+    assert node.process_info(sup_pid).alive
+    assert pids(sup)["w"] is not None and node.lookup("conn") is not None
+
+
+async def test_a_nested_supervisor_stops_once_its_children_s_helpers_have_ended(
+        autojump_clock: Any, node: garrison.Node) -> None:
+    """helper-365: a nested supervisor's stop (its parent's terminate_child, or restart)
+    ended before the helpers of its children did."""
+    inner = Supervisor([ChildSpec("w", _conn_worker, args=(0.05,))], name="inner")
+    sup = Supervisor([ChildSpec("inner", inner, shutdown="infinity")], name="outer")
+    await start(node, sup)
+    assert node.lookup("conn") is not None
+    await sup.terminate_child("inner")
+    assert node.lookup("conn") is None
+
+
+async def _lingering() -> None:
+    """A helper whose cleanup takes a minute."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(60)
+
+
+async def _trapping_lingerer() -> None:
+    """A helper that traps links: a LINK_DOWN does not end it."""
+    process.set_options(trap_links=True)
+    await trio.sleep_forever()
+
+
+async def _worker_with_slow_helpers() -> None:
+    await process.spawn_linked(_lingering)
+    await process.spawn_linked(_trapping_lingerer)
+    await trio.sleep_forever()
+
+
+async def test_the_wait_for_a_child_s_helpers_is_bounded_and_said(
+        autojump_clock: Any, node: garrison.Node, caplog: pytest.LogCaptureFixture) -> None:
+    """The wait for the helpers ending with a child lasts at most its shutdown plus
+    CLEANUP_GRACE, then the supervisor says so and goes on; a helper that traps links
+    (it does not end) is not waited for."""
+    caplog.set_level(logging.WARNING, logger="garrison.supervision")
+    sup = Supervisor([ChildSpec("w", _worker_with_slow_helpers, shutdown="1s")], name="s")
+    await start(node, sup)
+    child = pids(sup)["w"]
+    began = trio.current_time()
+    await sup.terminate_child("w")
+    assert trio.current_time() - began == pytest.approx(6)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and re.fullmatch(
+        rf"w: processes/\S+ \(linked to its process {child}, ending with it\) still "
+        r"run\(s\) 6s after it ended; supervisor 's' \(processes/\S+\) goes on",
+        said[0]), said

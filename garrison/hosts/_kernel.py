@@ -343,6 +343,12 @@ class NodeContext(Protocol):
         ``reason``."""
         ...
 
+    def ending_with(self, dead: Pid) -> list[Pid]:
+        """The plain processes of this node that still run but are ending because
+        ``dead`` ended, linked to it then (not trapping links): a supervisor waits for
+        them before it restarts ``dead``."""
+        ...
+
     def holds_link(self, target: Pid, other: Pid) -> bool:
         """False if ``target``, of this node, no longer holds a link to ``other``."""
         ...

@@ -65,6 +65,7 @@ class _Process(Caller):
         "_inbox",
         "_topics",
         "alive",
+        "ended_by",
         "host",
         "kill_reason",
         "label",
@@ -95,6 +96,8 @@ class _Process(Caller):
         #: what its links get if it exits normally (its supervisor stopped it)
         self.link_reason: ErrorInfo | None = None
         self.trap_links = False
+        #: the linked processes whose end is ending it (see ``ProcessHost.ending_with``)
+        self.ended_by: tuple[Pid, ...] = ()
         #: a supervisor's live children in its stop order (see ``stop_processes``)
         self.supervising: Callable[[], list[Pid]] | None = None
         self.reads_events = False  # asked for process.events(): CANCEL is cooperative
@@ -786,7 +789,9 @@ class ProcessHost:
             return
         if proc.trap_links:
             proc.deliver_event(Event(_LINK_DOWN, dead, None, error))
-        elif orderly_stop(self.node, error):
+            return
+        proc.ended_by += (dead,)  # (a supervisor restarting ``dead`` waits for it)
+        if orderly_stop(self.node, error):
             # ``dead`` was stopped by the node's shutdown or its supervisor, not a
             # failure: ``target`` ends with it for the same reason (not logged)
             proc.kill(error)
@@ -800,6 +805,12 @@ class ProcessHost:
         proc = self.procs.get(target)
         if proc is not None:
             proc.link_reason = reason
+
+    def ending_with(self, dead: Pid) -> list[Pid]:
+        """The processes of this host that still run but are ending because ``dead``
+        ended: they were linked to it then, and do not trap links (``linked_exit``).
+        A scan of the host's processes: for a supervisor's restart, not a hot path."""
+        return [pid for pid, proc in self.procs.items() if dead in proc.ended_by]
 
     def cancel_event(self, target: Pid, by: Pid | None) -> bool:
         proc = self.procs.get(target)

@@ -483,7 +483,9 @@ class Supervisor:
       handled, not when the delayed restart happens.
     - **Stopping a child.** ``process.cancel(pid, timeout=spec.shutdown)``: the child
       gets ``CANCEL``, and is terminated if it still runs after ``shutdown``
-      (``"brutal_kill"``: terminated at once).
+      (``"brutal_kill"``: terminated at once). The processes ending with a child
+      through their links (its ``spawn_linked`` helpers) are waited for before it is
+      restarted or ``terminate_child`` returns: at most ``shutdown`` + ``CLEANUP_GRACE``.
     - **Stopping the supervisor.** On ``CANCEL`` it stops its children in reverse
       start order and returns ``None``. Terminated or failed through a link, it
       does the same in a shielded cancel scope (each child gets ``shutdown`` +
@@ -797,8 +799,11 @@ class Supervisor:
 
     async def _child_exited(self, child: _Child,
                             error: ErrorInfo | None) -> SupervisorGaveUp | None:
-        """``child`` ended (or failed to restart) with ``error``: apply the restart rules."""
-        child.pid = None
+        """``child`` ended (or failed to restart) with ``error``: apply the restart rules,
+        once the processes ending with it have ended (see :meth:`_wait_linked`)."""
+        pid, child.pid = child.pid, None
+        if pid is not None:
+            await self._wait_linked(child.spec, pid)
         if self._halted():
             return None
         spec = child.spec
@@ -1009,7 +1014,34 @@ class Supervisor:
             await process.cancel(pid, timeout=shutdown)
         if child.pid == pid:
             child.pid = None
+        await self._wait_linked(child.spec, pid)
         log.debug("%s: stopped (%s)", child.spec.name, pid)
+
+    async def _wait_linked(self, spec: ChildSpec, pid: Pid) -> None:
+        """Wait until the processes that the end of ``pid`` (child ``spec``) is ending
+        through their links to it have ended (its ``spawn_linked`` helpers): one whose
+        cleanup awaits (shielded: closing a socket) would outlive the restart and clash
+        with the new child's (a name it still holds), failing it at once, again and
+        again until the supervisor gives up. At most ``shutdown`` + ``CLEANUP_GRACE``
+        (the grace alone for ``brutal_kill`` and ``infinity``); past it, that is logged
+        and the supervisor goes on. Not at a node's stop, which ends them itself."""
+        node = self._node
+        if node is None or node.stopping:
+            return
+        ending = node.ending_with(pid)
+        if not ending:
+            return
+        shutdown = spec.shutdown
+        bound = CLEANUP_GRACE + (0.0 if isinstance(shutdown, str) or math.isinf(shutdown)
+                                 else shutdown)
+        with trio.move_on_after(bound):
+            for other in ending:
+                await node.hosts[other.host].wait_exited(other)
+            return
+        still = ", ".join(str(p) for p in ending if node.hosts[p.host].is_alive(p))
+        log.warning("%s: %s (linked to its process %s, ending with it) still run(s) %s "
+                    "after it ended; supervisor %s goes on", spec.name, still, pid,
+                    _fmt_seconds(bound), self._who())
 
     async def _stop_children(self, *, final: bool = False) -> None:
         """Stop every running child, in reverse start order; call off pending restarts."""
