@@ -854,7 +854,18 @@ async def test_calls_after_its_run_ended_say_how_it_ended(
     assert [cid for cid, _, _ in sup.which_children()] == ["c"]
     await node.wait(await node.spawn(canceller, pid))
     with pytest.raises(RuntimeError, match=rf"is not running: its process {pid} returned "
-                       r"\(cancelled, or its node stopped\); spawn it again"):
+                       r"\(cancelled\); spawn it again"):
+        sup.which_children()
+
+
+async def test_calls_after_its_node_stopped_say_the_node_stopped(autojump_clock: Any) -> None:
+    """helper-365: after its node stopped, which_children() said the supervisor's process
+    "was terminated (killed, or failed through a link)": a node's stop read as a kill."""
+    sup = Supervisor([ChildSpec("c", worker, args=("c", []))], name="s")
+    async with garrison.open_node() as node:
+        pid = await start(node, sup)
+    with pytest.raises(RuntimeError, match=rf"is not running: its process {pid} was stopped "
+                       r"as its node stopped; spawn it again"):
         sup.which_children()
 
 

@@ -691,9 +691,12 @@ class Supervisor:
                 except Exception as exc:  # a bug of ours: still clean up, then fail with it
                     error = exc
                 nursery.cancel_scope.cancel()
-            ended = ("returned (cancelled, or its node stopped)" if error is None else
+            ended = ("returned (cancelled)" if error is None else
                      f"failed with {type(error).__name__}: {error}")
         finally:
+            if error is None and getattr(self._node, "stopping", False):
+                # (the node's stop ends it by cancellation, as a kill would)
+                ended = "was stopped as its node stopped"
             self._ended = f"its process {pid} {ended}"
             self._stopping = True
             self._send = None
