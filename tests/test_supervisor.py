@@ -747,9 +747,13 @@ async def test_dynamic_children_from_another_process(
 async def test_start_child_error_is_raised_to_the_caller(
     autojump_clock: Any, node: garrison.Node
 ) -> None:
-    sup = Supervisor([])
-    await start(node, sup)
-    with pytest.raises(ValueError, match="no host named 'mars'"):
+    """helper-365: an unknown host raised a bare "no host named ...", where the same
+    spec in the children list fails with "child 'w' failed to start: ..."."""
+    sup = Supervisor([], name="s")
+    pid = await start(node, sup)
+    with pytest.raises(ValueError, match=rf"^supervisor 's' \({pid}\): child 'w' failed to "
+                       r"start: no host named 'mars' on this node \(hosts: processes, "
+                       r"workflows\)$"):
         await sup.start_child(ChildSpec("w", stubborn, args=("w", []), host="mars"))
     assert sup.which_children() == []
 

@@ -1151,6 +1151,12 @@ class Supervisor:
             if any(c.spec.id == spec.id for c in self._children):
                 raise ValueError(f"supervisor {self._who()} already has a child with id "
                                  f"{spec.id!r} (running or stopped; delete_child it first)")
+            if spec.host is not None and self._node is not None:
+                try:
+                    self._node.host(spec.host)
+                except ValueError as exc:  # (named as in a start from its children list)
+                    raise ValueError(f"supervisor {self._who()}: child {spec.id!r} failed to "
+                                     f"start: {exc}") from None
             child = _Child(spec)
             self._children.append(child)
             try:
