@@ -40,6 +40,10 @@ _INSTALL = "tracing needs OpenTelemetry: pip install 'garrison[otel]'"
 
 log = logging.getLogger("garrison.tracing")
 
+#: the global tracer provider :func:`disable` was called under: a node that opens does
+#: not turn tracing on again with it (a provider set after that, it does)
+_declined: Any = None
+
 
 def enable(tracer_provider: Any = None) -> None:
     """Make spans from now on, with ``tracer_provider`` (default: the global one, as set
@@ -58,11 +62,18 @@ def enable(tracer_provider: Any = None) -> None:
         tracer = _OtelTracer(tracer_provider)
     except ImportError as exc:
         raise ImportError(f"{_INSTALL} ({exc.name} is missing)") from exc
+    global _declined
+    _declined = None
     _observe.set_tracer(tracer)
 
 
 def disable() -> None:
-    """Stop making spans (messages sent from now on carry no trace context)."""
+    """Stop making spans (messages sent from now on carry no trace context), also past
+    the next node's open: a node that opens turns tracing on again only with a global
+    tracer provider set after this call (or :func:`enable` does)."""
+    global _declined
+    trace = sys.modules.get("opentelemetry.trace")
+    _declined = None if trace is None else trace.get_tracer_provider()
     _observe.set_tracer(None)
 
 
@@ -83,6 +94,8 @@ def enable_if_configured() -> bool:
     provider = trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return False  # nothing set: spans would be dropped anyway
+    if provider is _declined:
+        return False  # the application turned it off under this provider
     enable(provider)
     return True
 

@@ -381,6 +381,32 @@ async def test_a_node_turns_tracing_on_when_a_provider_is_set(monkeypatch: Any) 
         garrison.tracing.disable()
 
 
+async def test_disable_keeps_tracing_off_when_the_next_node_opens(monkeypatch: Any) -> None:
+    """An application that sets a global provider for its own spans and turns
+    garrison's off (``disable()``) keeps them off: the next node's open turned them on
+    again with that provider. A provider set after ``disable()`` is taken up, as the
+    first one was, and ``enable()`` turns them on whatever was declined."""
+    from opentelemetry import trace
+
+    own = TracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: own)
+    try:
+        async with garrison.open_node():
+            assert garrison.tracing.enabled()
+        garrison.tracing.disable()
+        async with garrison.open_node():
+            assert not garrison.tracing.enabled()
+        garrison.tracing.enable()
+        assert garrison.tracing.enabled()
+        garrison.tracing.disable()
+        later = TracerProvider()
+        monkeypatch.setattr(trace, "get_tracer_provider", lambda: later)
+        async with garrison.open_node():
+            assert garrison.tracing.enabled()
+    finally:
+        garrison.tracing.disable()
+
+
 class _BrokenProcessor(SpanProcessor):
     """A span processor of the application whose ``where`` raises."""
 
