@@ -210,3 +210,27 @@ async def shares(box: list, event: trio.Event) -> None:
     box.append("ran")
     event.set()
     await trio.sleep_forever()
+
+
+async def _conn(cleanup: float, register: bool) -> None:
+    """A helper holding the name "conn" (if ``register``); its cleanup awaits
+    (shielded: closing a socket)."""
+    if register:
+        process.register("conn")
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(cleanup)
+
+
+async def with_conn(name: str, cleanup: float, register: bool = True) -> None:
+    """Starts a ``_conn`` helper linked to itself; fails FAILS[name] more times after
+    0.1 s, then runs until stopped."""
+    note(name, "start")
+    await process.spawn_linked(_conn, cleanup, register)
+    await trio.sleep(0.1)
+    if FAILS.get(name, 0) > 0:
+        FAILS[name] -= 1
+        raise RuntimeError(f"{name} crashed")
+    await trio.sleep_forever()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import textwrap
 
 import attrs
@@ -1484,3 +1485,95 @@ async def test_a_service_input_shares_the_objects_a_programmatic_config_gives(
         with trio.fail_after(5):
             await event.wait()  # the very event given
     assert box == []  # the list was copied
+
+
+# -- helpers ending with a service's process, waited for --------------------------------
+def conn_config(services: str):
+    return config('- {name: conn_user, kind: process.py, source: "svc_app:with_conn"}'
+                  + textwrap.dedent(services))
+
+
+async def test_a_crashed_service_is_restarted_once_its_helpers_have_ended(autojump_clock):
+    """helper-369: a service that crashed once, its spawn_linked helper's (shielded)
+    cleanup taking 50 ms, gave up: each restart's helper found the name "conn" still
+    held by the old one, which failed the new process through its link, again and
+    again until max_attempts, all within that cleanup."""
+    svc_app.FAILS["svc"] = 1
+    cfg = conn_config("""
+        - name: svc
+          kind: process.service
+          process: conn_user
+          input: [svc, 0.05]
+          lifecycle:
+            auto_start: true
+            restart: {max_attempts: 2, initial_delay: 10ms, jitter: 0}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        old = node.lookup("conn")
+        await trio.sleep(1)
+        info = {s.id: s for s in node.services()}["t:svc"]
+        assert info.status is ServiceStatus.RUNNING, info
+        assert info.restarts == 1 and info.last_error.type == "RuntimeError"
+        assert node.lookup("conn") not in (None, old)
+    # the restart waited for the old helper (50 ms), not past it
+    first, second = starts("svc")
+    assert second - first == pytest.approx(0.15)
+
+
+async def test_a_service_restarted_with_what_it_requires_waits_for_its_helpers(
+        autojump_clock):
+    """helper-369: a service the manager stopped because one it requires restarted
+    started again while its old helper still ran its cleanup and held "conn": the new
+    one failed at once, again and again until it gave up."""
+    svc_app.FAILS["crasher"] = 1
+    cfg = conn_config("""
+        - name: base
+          kind: process.service
+          process: crasher
+          input: [crasher, 0.5]
+          lifecycle: {auto_start: true, restart: {initial_delay: 10ms, jitter: 0}}
+        - name: dep
+          kind: process.service
+          process: conn_user
+          input: [dep, 0.05]
+          lifecycle:
+            auto_start: true
+            requires: [base]
+            restart: {max_attempts: 1, initial_delay: 10ms, jitter: 0}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        old = node.lookup("conn")
+        await trio.sleep(1)
+        info = {s.id: s for s in node.services()}["t:dep"]
+        assert info.status is ServiceStatus.RUNNING, info
+        assert info.restarts == 0 and info.last_error is None
+        assert node.lookup("conn") not in (None, old)
+    assert len(starts("dep")) == 2
+
+
+async def test_the_wait_for_a_service_s_helpers_is_bounded_and_said(autojump_clock, caplog):
+    """The wait for the helpers ending with a service's process lasts at most its
+    stop_timeout plus 5 s from its end, then the manager says so and restarts it."""
+    caplog.set_level(logging.WARNING, logger="garrison.services")
+    svc_app.FAILS["svc"] = 1
+    cfg = conn_config("""
+        - name: svc
+          kind: process.service
+          process: conn_user
+          input: [svc, 60, false]
+          lifecycle:
+            auto_start: true
+            stop_timeout: 1s
+            restart: {initial_delay: 10ms, jitter: 0}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        crashed = {s.id: s for s in node.services()}["t:svc"].pid
+        await trio.sleep(7)
+        first, second = starts("svc")
+        assert second - first == pytest.approx(6.1)
+        said = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and "still run" in r.getMessage()]
+        assert len(said) == 1 and re.fullmatch(
+            rf"t:svc: processes/\S+ \(linked to its process {crashed}, ending with it\) "
+            r"still run\(s\) 6s after it ended; the service manager goes on",
+            said[0]), said

@@ -29,6 +29,7 @@ from .. import process
 from ..actors._runtime import current_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Pid
 from ..hosts._kernel import supervisor_stop_reason
+from ._supervisor import CLEANUP_GRACE, wait_ending_with
 
 if TYPE_CHECKING:
     from ..config import Config, ServiceEntry
@@ -504,7 +505,7 @@ class ServiceManager:
             svc.joined = []
             for count in joined:
                 count.end()
-            await self._failed(svc, ErrorInfo.from_exception(exc), ran=None)
+            await self._failed(svc, ErrorInfo.from_exception(exc), ran=None, pid=None)
             return
         me._add_monitoring(pid)  # type: ignore[attr-defined]
         svc.pid = pid
@@ -579,7 +580,7 @@ class ServiceManager:
             self.by_pid.pop(pid, None)
             svc.pid = None
             await self.node.terminate(pid, self.pid, error)
-            await self._failed(svc, error, ran=None)
+            await self._failed(svc, error, ran=None, pid=pid)
         elif self.node.hosts[pid.host].is_alive(pid):
             svc.status = ServiceStatus.RUNNING
 
@@ -630,7 +631,8 @@ class ServiceManager:
                         and dep.status.without_requirement() == "cannot start"):
                     self._cannot_start(dep, svc.entry.id)
             return
-        await self._failed(svc, ev.error, ran=trio.current_time() - svc.started_at)
+        await self._failed(svc, ev.error, ran=trio.current_time() - svc.started_at,
+                           pid=ev.pid)
 
     @staticmethod
     def _cannot_start(dep: _Service, returned: str) -> None:
@@ -640,9 +642,11 @@ class ServiceManager:
                   "returns is not restarted: it starts again only by start_service)",
                   dep.entry.id, returned, extra={"service": dep.entry.id})
 
-    async def _failed(self, svc: _Service, error: ErrorInfo, *, ran: float | None) -> None:
+    async def _failed(self, svc: _Service, error: ErrorInfo, *, ran: float | None,
+                      pid: Pid | None) -> None:
         """``ran``: how long its process ran, ``None`` for a start that failed (never a
-        stable run, whatever the threshold)."""
+        stable run, whatever the threshold); ``pid``: that process, which ended (``None``
+        if it was not spawned)."""
         entry = svc.entry
         svc.last_error = error
         if ran is not None and ran >= entry.lifecycle.stable_threshold:
@@ -678,10 +682,16 @@ class ServiceManager:
                     extra={"service": entry.id, "attempt": attempt, "delay": round(delay, 3),
                            "error": error})
         assert self._timers is not None
-        self._timers.start_soon(self._restart_later, svc, delay, svc.generation)
+        self._timers.start_soon(self._restart_later, svc, delay, svc.generation, pid)
 
-    async def _restart_later(self, svc: _Service, delay: float, generation: int) -> None:
+    async def _restart_later(self, svc: _Service, delay: float, generation: int,
+                             ended: Pid | None) -> None:
+        """Restart ``svc`` after ``delay``, once the processes ending with its process
+        ``ended`` have ended too (see :meth:`_wait_linked`), with the lock free."""
+        deadline = trio.current_time() + self._linked_bound(svc)
         await trio.sleep(delay)
+        if ended is not None and svc.generation == generation:
+            await self._wait_linked(svc, ended, deadline)
         async with self._lock:
             await self._restart(svc, generation)
 
@@ -725,9 +735,10 @@ class ServiceManager:
                              until: float = math.inf) -> None:
         """:meth:`_stop`, with the lock (the caller's) free while the process stops: a
         ``stop_timeout`` holds up no other service's exit or restart. Until that process
-        has ended, neither ``svc`` nor what it requires starts (see
-        :meth:`_held_by_stops`: whoever calls this starts them after), and the node's
-        stop waits for it in its turn."""
+        has ended, and those ending with it (:meth:`_wait_linked`; not for a stop by
+        ``until``: a singleton whose node lost its lease is let go by then), neither
+        ``svc`` nor what it requires starts (see :meth:`_held_by_stops`: whoever calls
+        this starts them after), and the node's stop waits for it in its turn."""
         pid = self._detach(svc, then)
         if pid is None:
             return
@@ -735,11 +746,34 @@ class ServiceManager:
         self._lock.release()
         try:
             await self._end(svc, pid, until)
+            if until == math.inf:
+                await self._wait_linked(svc, pid,
+                                        trio.current_time() + self._linked_bound(svc))
         finally:
             svc.ending = None
             ending.set()
             with trio.CancelScope(shield=True):  # (the caller's block releases it)
                 await self._lock.acquire()
+
+    @staticmethod
+    def _linked_bound(svc: _Service) -> float:
+        """How long after its process ended the manager waits for the processes ending
+        with it: its ``stop_timeout`` plus a Supervisor's ``CLEANUP_GRACE``."""
+        return svc.entry.lifecycle.stop_timeout + CLEANUP_GRACE
+
+    async def _wait_linked(self, svc: _Service, pid: Pid, deadline: float) -> None:
+        """Wait until the processes that the end of ``svc``'s process ``pid`` is ending
+        through their links to it (its ``spawn_linked`` helpers) have ended, at most
+        until trio time ``deadline`` (see :meth:`_linked_bound`), as a Supervisor does
+        for its child: one whose cleanup awaits (shielded: closing a socket) holding a
+        name would fail each new process of ``svc`` until it gave up. Past it, that is
+        logged and the manager goes on. Not at a node's stop, which ends them itself."""
+        still = await wait_ending_with(self.node, pid, deadline)
+        if still:
+            log.warning("%s: %s (linked to its process %s, ending with it) still run(s) "
+                        "%gs after it ended; the service manager goes on", svc.entry.id,
+                        ", ".join(map(str, still)), pid, self._linked_bound(svc),
+                        extra={"service": svc.entry.id})
 
     def _detach(self, svc: _Service, then: ServiceStatus) -> Pid | None:
         """``svc`` is ``then`` from now; its process (returned), if any, is no longer

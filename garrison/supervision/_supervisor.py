@@ -30,7 +30,7 @@ import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import outcome
@@ -43,6 +43,9 @@ from .._targets import check_plain_entry, check_target
 from ..actors._runtime import current_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Pid
 from ..hosts._kernel import supervisor_stop, supervisor_stop_reason
+
+if TYPE_CHECKING:
+    from ..hosts._kernel import NodeContext
 
 __all__ = [
     "BRUTAL_KILL",
@@ -96,6 +99,24 @@ _FOREVER = ("a restart that waits for ever neither restarts nor gives up; give a
 CLEANUP_GRACE = 5.0
 #: scheduler passes a dynamic operation waits for a supervisor spawned just before it
 _FIRST_RUN_PASSES = 2
+
+
+async def wait_ending_with(node: NodeContext, dead: Pid, deadline: float) -> list[Pid]:
+    """Wait until the processes of ``node`` that the end of ``dead`` is ending through
+    their links to it (its ``spawn_linked`` helpers) have ended, at most until trio
+    time ``deadline``; return those still running then. One whose cleanup awaits
+    (shielded: closing a socket) would outlive a restart of ``dead`` and clash with
+    the new process's (a name it still holds), failing it at once, again and again
+    until its supervisor (or the service manager) gives up. Not at a node's stop,
+    which ends them itself: ``[]`` at once."""
+    if node.stopping:
+        return []
+    ending = node.ending_with(dead)
+    with trio.move_on_at(deadline):
+        for other in ending:
+            await node.hosts[other.host].wait_exited(other)
+        return []
+    return [pid for pid in ending if node.hosts[pid.host].is_alive(pid)]
 
 
 # ----------------------------------------------------------------------------- errors
@@ -1029,22 +1050,16 @@ class Supervisor:
         (the grace alone for ``brutal_kill`` and ``infinity``); past it, that is logged
         and the supervisor goes on. Not at a node's stop, which ends them itself."""
         node = self._node
-        if node is None or node.stopping:
-            return
-        ending = node.ending_with(pid)
-        if not ending:
+        if node is None:
             return
         shutdown = spec.shutdown
         bound = CLEANUP_GRACE + (0.0 if isinstance(shutdown, str) or math.isinf(shutdown)
                                  else shutdown)
-        with trio.move_on_after(bound):
-            for other in ending:
-                await node.hosts[other.host].wait_exited(other)
-            return
-        still = ", ".join(str(p) for p in ending if node.hosts[p.host].is_alive(p))
-        log.warning("%s: %s (linked to its process %s, ending with it) still run(s) %s "
-                    "after it ended; supervisor %s goes on", spec.name, still, pid,
-                    _fmt_seconds(bound), self._who())
+        still = await wait_ending_with(node, pid, trio.current_time() + bound)
+        if still:
+            log.warning("%s: %s (linked to its process %s, ending with it) still run(s) %s "
+                        "after it ended; supervisor %s goes on", spec.name,
+                        ", ".join(map(str, still)), pid, _fmt_seconds(bound), self._who())
 
     async def _stop_children(self, *, final: bool = False) -> None:
         """Stop every running child, in reverse start order; call off pending restarts."""
