@@ -1545,7 +1545,7 @@ def test_an_input_the_store_cannot_hold_is_a_config_error(tmp_path: Path) -> Non
           for i, n in [(2, "nightly"), (3, "s_date"), (4, "s_bytes"), (5, "s_set"),
                        (6, "s_keys")]}
     durable = ("cannot be converted to JSON: only builtins (dict with str keys, list, tuple, "
-               "str, int, float, bool, None), attrs classes, dataclasses, enums, aware "
+               "str, int, float, bool, None), attrs classes, dataclasses, enums, "
                "datetimes, uuid.UUID and Pid are durable")
     date_hint = ("; YAML reads an unquoted date as a date: quote it ('2024-01-01') to pass "
                  "a string, or give a time with its zone (2024-01-01T00:00:00Z)")
