@@ -1372,12 +1372,16 @@ class PgWritePath:
             _time.sleep(0.02)
             alive = conn.execute(_SESSION_ALIVE, session).fetchone()
 
-    def _pause(self, seconds: float, until: threading.Event | None = None) -> None:
+    def _pause(self, seconds: float, until: threading.Event | None = None,
+               check: Callable[[], None] | None = None) -> None:
         """Wait ``seconds`` before trying again (on this module's clock, which tests
         replace), ended early once the node's stop cuts the store off (or ``until``
-        is set)."""
+        is set); ``check`` is called at each look, every tenth of a second (it raises
+        to end the wait)."""
         end = _time.monotonic() + seconds
         while not self._cut_now.is_set() and not (until is not None and until.is_set()):
+            if check is not None:
+                check()
             left = end - _time.monotonic()
             if left <= 0:
                 return

@@ -310,6 +310,14 @@ _SCHEDULE_LATE = 600.0
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def _check_cancelled() -> None:
+    """Raise ``trio.Cancelled`` in a thread ``trio.to_thread.run_sync`` runs once its
+    task is cancelled (a node's start interrupted as its store waits for the server);
+    nothing in any other thread."""
+    with contextlib.suppress(RuntimeError):  # (not such a thread)
+        trio.from_thread.check_cancelled()
+
+
 def migrate_unused(url: str, *, only_create: bool = False) -> bool:
     """Migrate the schema ``url`` names to this garrison's version, as a node opening it
     would (nothing runs), holding the schema's node lock alone meanwhile: refused with
@@ -994,7 +1002,9 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         fails at once. ``refused``: the error of a refusal for now past ``retry_for``
         (default: :meth:`_refusal`'s). A wait of over :data:`OPEN_WAIT_WARNING` seconds
         is said once (a warning naming what it waits for): nothing else is said
-        meanwhile."""
+        meanwhile. Run by ``trio.to_thread.run_sync`` (a node's start), a cancel of its
+        task ends a pause at once with ``trio.Cancelled`` (the attempt before it left
+        nothing: its session is gone)."""
         began = _time.monotonic()
         said = False
 
@@ -1031,7 +1041,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                         if isinstance(exc, pg_errors.ReadOnlySqlTransaction) else
                         f"the server refuses statements for now ({_reason(exc)}): "
                         "trying them again")
-                    self._pause(min(pause, left), self._retries_over)
+                    self._pause(min(pause, left), self._retries_over, _check_cancelled)
                     pause = min(pause * 2, 1.0)
                     continue
                 except psycopg.Error as exc:
@@ -1048,7 +1058,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 raise StoreError(self.path, f"the connection was lost ({lost}) and could not "
                                  f"be made again within {self.retry_for:g}s: {last}")
             say(f"the connection was lost ({lost}): waiting for the server")
-            self._pause(min(delay, left), self._retries_over)
+            self._pause(min(delay, left), self._retries_over, _check_cancelled)
             delay = min(delay * 2, 2.0)
 
     # -- wakeups -----------------------------------------------------------------------
