@@ -11,7 +11,8 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -46,6 +47,8 @@ INBOX_WARNING = 10_000
 STOP_WAIT = 5.0
 #: seconds between two looks, as a stopping node waits for its stores' commits in flight
 SETTLE_PAUSE = 0.001
+
+T = TypeVar("T")
 
 
 #: the node of the running ``open_node`` block (and so of ``garrison.run``)
@@ -151,6 +154,9 @@ class Node:
         self._nursery: trio.Nursery | None = None
         #: a stop was asked for while the node started (see :meth:`interrupt_start`)
         self._start_interrupted = False
+        #: the last wait of the start for a PostgreSQL server (:meth:`_waited_for_store`),
+        #: which :meth:`interrupt_start` cancels
+        self._store_wait = trio.CancelScope()
         #: the start went through (see :meth:`interrupt_start`)
         self._started = False
         #: stopped for good (``open_node``'s block has ended)
@@ -400,7 +406,8 @@ class Node:
     async def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         await self._add_host(ProcessHost(self._router, "processes"))
-        await self._start_workflow_hosts()
+        with contextlib.suppress(_StartInterrupted):  # (the stop comes next)
+            await self._start_workflow_hosts()
         if self.config is not None:
             for entry in self.config.hosts():
                 if entry.kind == "process.host":
@@ -435,13 +442,16 @@ class Node:
         """A stop is asked for while the node starts (``garrison run``'s first SIGINT or
         SIGTERM): its start ends soon, the node's stop follows. The services' first start
         pass ends at once (a service waiting to run is left to the stop, nothing else
-        starts or restarts), no workflow is resumed and no schedule runs.
+        starts or restarts), no workflow is resumed and no schedule runs. A wait for a
+        PostgreSQL server (a read-only one) as its store opens or it joins its cluster
+        ends within a pause of its retries, nothing of it left behind.
 
         Once the node has started (``open_node``'s block runs) it does nothing: the
         node is stopped by leaving that block."""
         if self._started:
             return
         self._start_interrupted = True
+        self._store_wait.cancel()
         manager = self._router.services
         if manager is not None:
             manager.interrupt()
@@ -771,15 +781,19 @@ class Node:
         exactly one ``workflow.host`` entry makes ``workflows`` that host (an alias), so
         ``host="workflows"`` and ``node.start_workflow(...)`` are durable there."""
         from .hosts.workflow import WorkflowHost
-        from .persistence import open_store
+        from .persistence import is_postgres_url, open_store
 
         default, stores = self._store_specs()
         self._owned_stores: list[Any] = []
 
-        def opened(spec: Any, synchronous: str = "normal") -> Any:
+        async def opened(spec: Any, synchronous: str = "normal") -> Any:
             if hasattr(spec, "commit"):
                 return spec  # a store object: the caller closes it
-            store = open_store(spec, synchronous=synchronous)
+            if is_postgres_url(spec):  # (it may wait for the server: see _waited_for_store)
+                store = await self._waited_for_store(partial(open_store, spec,
+                                                             synchronous=synchronous))
+            else:
+                store = open_store(spec, synchronous=synchronous)
             self._owned_stores.append(store)
             return store
 
@@ -799,13 +813,13 @@ class Node:
             if alias and self._limits is not None:
                 limits = self._limits  # open_node's limits are the ``workflows`` host's
             host = WorkflowHost(self._router, entry.id,
-                                opened(stores[entry.id], entry.synchronous), limits)
+                                await opened(stores[entry.id], entry.synchronous), limits)
             await self._add_workflow_host(host)
         if alias:
             self._router.aliases["workflows"] = entries[0].id
         else:
             await self._add_workflow_host(WorkflowHost(self._router, "workflows",
-                                                       opened(default), self._limits))
+                                                       await opened(default), self._limits))
 
     async def _add_workflow_host(self, host: Any) -> None:
         """Add a workflow host; on a PostgreSQL store the node joins that store's
@@ -820,9 +834,9 @@ class Node:
                 processes = self.hosts["processes"]
                 processes.suffix = "@" + self.name
                 member.info = {"prefix": processes._prefix}
-            # in this thread, as the store opened (virtual time stands still); a
-            # statement the server refuses for now tried again, any refusal a StoreError
-            store.retried(member.join)
+            # as the store opened; a statement the server refuses for now tried again,
+            # any refusal a StoreError
+            await self._waited_for_store(partial(store.retried, member.join))
             host.ownership = member
             member.on_drain = self.drain  # a drain asked from outside drains every member
             member.on_lost = lambda _lost, host=host: host.scheduler.nodes_lost()
@@ -850,6 +864,24 @@ class Node:
             # transaction would hold a write of it, which no signal interrupts)
             await store.wait_writable(lambda: self._start_interrupted)
         await self._add_host(host)
+
+    async def _waited_for_store(self, fn: Callable[[], T]) -> T:
+        """``fn()``: a PostgreSQL store's open or the node's join of its cluster, which
+        wait out a server that refuses them for now (a read-only one) for the store's
+        ``retry_for``. In a worker thread (in this one under a test's virtual time, which
+        would jump meanwhile: ``run_blocking``), so that a cancel of the start, or
+        :meth:`interrupt_start` (``garrison run``'s first SIGINT/SIGTERM), ends the wait
+        within a pause of its retries (``PostgresStore.retried``) rather than once it
+        gave up; :class:`_StartInterrupted` then."""
+        from .persistence import run_blocking
+
+        with trio.CancelScope() as self._store_wait:
+            if not self._start_interrupted:
+                # (a cancel already there: nothing opens, whose store would be lost
+                # at the checkpoint after fn under virtual time)
+                await trio.lowlevel.checkpoint_if_cancelled()
+                return await run_blocking(fn)
+        raise _StartInterrupted
 
     @property
     def stopped(self) -> bool:
@@ -922,6 +954,11 @@ class Node:
     def _close_workflow_stores(self) -> None:
         for store in getattr(self, "_owned_stores", ()):
             store.close()
+
+
+class _StartInterrupted(Exception):
+    """:meth:`Node.interrupt_start` ended a wait of the start for a PostgreSQL server:
+    the start ends where it is (the node's stop comes next)."""
 
 
 async def store_gave_up(node: Node) -> BaseException:

@@ -1147,6 +1147,60 @@ def test_a_database_read_only_past_retry_for_as_a_node_opens_is_a_store_error(
         PostgresStore(postgres_url, retry_for=0)
 
 
+@contextlib.contextmanager
+def _nodes_locked(postgres_url: str) -> Iterator[None]:
+    """Every statement on the cluster's ``nodes`` table cancelled by the database's
+    ``statement_timeout`` (another session holds the table locked) in the block: a
+    node's join of its cluster waits."""
+    dbname = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute(f"ALTER DATABASE {dbname} SET statement_timeout = '200ms'")
+    with psycopg.connect(postgres_url, options="-c statement_timeout=0") as holder:
+        holder.execute("LOCK TABLE garrison.nodes IN ACCESS EXCLUSIVE MODE")
+        yield
+        holder.rollback()
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute(f"ALTER DATABASE {dbname} RESET statement_timeout")
+
+
+@pytest.mark.parametrize("waits", ["open", "join"])
+async def test_a_start_waiting_for_the_server_ends_at_once_when_stopped(
+        postgres_url: str, waits: str) -> None:
+    """A node's open waiting out a read-only database (or its join of the cluster, a
+    table locked past ``statement_timeout``) ran in the trio thread: a cancel of the
+    start (``open_node`` in a cancel scope) or ``garrison run``'s first SIGINT/SIGTERM
+    (``interrupt_start``) ended nothing until the wait gave up, past ``retry_for``
+    (30 s; exit 2 where a signal during the start exits 0, as on SQLite's locked
+    store). The wait ends within a pause of its retries, and leaves nothing behind: a
+    node of the same name starts at once after it."""
+    from garrison._node import new_node, running_node
+
+    with PostgresStore(postgres_url):
+        pass  # the schema exists
+    waiting = _read_only(postgres_url) if waits == "open" else _nodes_locked(postgres_url)
+    with waiting:
+        began = time.monotonic()
+        with trio.move_on_after(0.3) as cancelled:
+            async with garrison.open_node(store=postgres_url, name="a"):
+                pytest.fail("the node started while its server refused it")
+        assert cancelled.cancelled_caught
+        assert time.monotonic() - began < 0.8
+        node = new_node(store=postgres_url, name="a")
+
+        async def signal_soon() -> None:
+            await trio.sleep(0.3)
+            node.interrupt_start()  # as garrison run does on its first signal
+
+        began = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(signal_soon)
+            async with running_node(node):
+                assert time.monotonic() - began < 0.8  # (the stop follows at once)
+                assert not node.clustered
+    async with garrison.open_node(store=postgres_url, name="a") as node:
+        assert [n.name for n in node.cluster()] == ["a"]
+
+
 def test_a_stopping_store_does_not_try_a_write_the_server_refuses_for_now_again(
         postgres_url: str) -> None:
     """A node stopping while its database was read-only took ``retry_for`` (30 s by
