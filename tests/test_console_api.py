@@ -2009,6 +2009,43 @@ async def test_a_path_that_is_not_utf_8_is_400_naming_the_segment(seeded: str) -
     store.close()
 
 
+async def test_a_query_parameter_not_utf_8_or_given_twice_is_400_naming_it(
+        seeded: str) -> None:
+    """A probe (helper-370): a query's bytes that are no UTF-8 became U+FFFD (``id=%FF``
+    listed a workflow whose id starts so; ``limit=%FF`` was refused as ``'\ufffd'``, not
+    what was sent), and a parameter that takes one value, given twice, had one of them
+    picked. Both are 400 naming the parameter, as a path segment that is not UTF-8 is;
+    ``status`` and ``search`` still repeat."""
+    store = _store_tools.open_store(seeded)
+    async with client(make_app(StoreBackend(store))) as c:
+        for query, said in (
+                ("id=%FF", "the value '%FF' of the query parameter 'id' is not valid "
+                           "UTF-8 once its %XX are decoded (a query parameter is text)"),
+                ("limit=%ff", "the value '%ff' of the query parameter 'limit' is not"),
+                ("search=%FF%FE=1", "the value '%FF%FE=1' of the query parameter 'search'"),
+                ("status=waiting&%FF=1", "the query parameter name '%FF' is not valid")):
+            r = await c.get(f"/api/workflows?{query}")
+            assert r.status_code == 400 and r.json()["error"].startswith(said), \
+                (query, r.text)
+        page = await c.get("/workflows/g-1?host=%FF")
+        assert page.status_code == 400 and page.headers["content-type"].startswith("text/plain")
+        assert (await c.get("/api/workflows?id=%C3%A9")).json()["workflows"] == []
+        for query in ("limit=1&limit=2", "order=newest&order=oldest", "id=g&id=l",
+                      "after=x&after=y", "host=a&host=b"):
+            name = query.partition("=")[0]
+            r = await c.get(f"/api/workflows?{query}")
+            assert r.status_code == 400, (query, r.text)
+            assert r.json()["error"] == (f"the query parameter {name!r} is given 2 times: "
+                                         "it takes one value"), r.text
+        r = await c.get("/api/workflows/g-1?host=a&host=b")
+        assert r.status_code == 400 and "'host' is given 2 times" in r.json()["error"]
+        both = (await c.get("/api/workflows?status=waiting&status=failed")).json()
+        assert {w["workflow_id"] for w in both["workflows"]} == {"g-1", "l-1", "b-1"}
+        r = await c.get("/api/workflows?search=a=1&search=a=2")
+        assert r.status_code == 200 and r.json()["workflows"] == []
+    store.close()
+
+
 async def test_a_row_whose_json_is_damaged_is_the_json_503(store_path: str) -> None:
     """A column holding text that is no JSON (the file edited by hand, a bad restore)
     raised json's own error: a plain-text 500 with its traceback."""

@@ -214,12 +214,12 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         q = request.query_params
         statuses = parse_statuses(q.getlist("status"))
         search = parse_search(q.getlist("search"))
-        limit = _int(q.get("limit"), "limit", PAGE_SIZE, 1, MAX_PAGE_SIZE)
-        order = q.get("order", "newest")
+        limit = _int(_one(request, "limit"), "limit", PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        order = _one(request, "order") or "newest"
         if order not in ("newest", "oldest"):
             raise ApiError(400, f"order={order!r}: expected 'newest' or 'oldest'")
-        page = await backend.list_page(statuses, search, q.get("id") or None,
-                                       q.get("after") or None, limit,
+        page = await backend.list_page(statuses, search, _one(request, "id") or None,
+                                       _one(request, "after") or None, limit,
                                        newest_first=order == "newest", host=_host(request))
         return await _json(request, page)
 
@@ -371,31 +371,61 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
 
 
 def _text_path(app: Starlette) -> Any:
-    """``app`` behind a check of the path as sent: 400 naming a segment whose bytes
-    (``%ED%A0%80``, ``%FF``) are not UTF-8, before anything is done. The server decodes
-    such bytes to U+FFFD, so an action would act on another id or promise name (the
-    workflow ``'\ufffd'``); the command line refuses them too, a JSON body as well."""
+    """``app`` behind a check of the path and query as sent: 400 naming a path segment,
+    or a query parameter's name or value, whose bytes (``%ED%A0%80``, ``%FF``) are not
+    UTF-8, before anything is done. The server decodes such bytes to U+FFFD, so an
+    action would act on another id or promise name (the workflow ``'\ufffd'``), and a
+    list would match other ids (``id=%FF``); the command line refuses them too, a JSON
+    body as well."""
 
     async def checked(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            path = raw_path(scope).partition("?")[0].encode("latin-1")  # (the bytes sent)
-            for sent in path.split(b"/"):
-                try:
-                    unquote_to_bytes(sent).decode("utf-8")
-                except UnicodeDecodeError:
-                    shown = sent.decode("latin-1")
-                    if len(shown) > 60:
-                        shown = f"{shown[:60]}... ({len(shown)} bytes)"
-                    message = (f"the path segment {shown!r} is not valid UTF-8 once its %XX "
-                               "are decoded (a workflow id or promise name is text)")
-                    response: Response = JSONResponse({"error": message}, status_code=400) \
-                        if scope["path"].startswith("/api/") \
-                        else Response(message + "\n", status_code=400, media_type="text/plain")
-                    await response(scope, receive, send)
-                    return
+            message = _not_text(raw_path(scope).partition("?")[0].encode("latin-1"),
+                                bytes(scope.get("query_string") or b""))
+            if message is not None:
+                response: Response = JSONResponse({"error": message}, status_code=400) \
+                    if scope["path"].startswith("/api/") \
+                    else Response(message + "\n", status_code=400, media_type="text/plain")
+                await response(scope, receive, send)
+                return
         await app(scope, receive, send)
 
     return checked
+
+
+def _not_text(path: bytes, query: bytes) -> str | None:
+    """Why the path or query as sent (the bytes, ``%XX`` undecoded) is not text, naming
+    the path segment or query parameter; ``None`` if every part is UTF-8."""
+    for sent in path.split(b"/"):
+        if not _utf_8(sent):
+            return (f"the path segment {_sent(sent)} is not valid UTF-8 once its %XX are "
+                    "decoded (a workflow id or promise name is text)")
+    for part in query.split(b"&") if query else ():
+        name, _, value = part.partition(b"=")
+        if not _utf_8(name):
+            return (f"the query parameter name {_sent(name)} is not valid UTF-8 once its "
+                    "%XX are decoded (a query parameter is text)")
+        if not _utf_8(value):
+            return (f"the value {_sent(value)} of the query parameter {_sent(name)} is "
+                    "not valid UTF-8 once its %XX are decoded (a query parameter is text)")
+    return None
+
+
+def _utf_8(sent: bytes) -> bool:
+    """Whether ``sent`` is UTF-8 once its ``%XX`` are decoded."""
+    try:
+        unquote_to_bytes(sent).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _sent(sent: bytes) -> str:
+    """Part of a URL as it was sent, for a message: quoted, a long one cut."""
+    shown = sent.decode("latin-1")
+    if len(shown) > 60:
+        shown = f"{shown[:60]}... ({len(shown)} bytes)"
+    return repr(shown)
 
 
 def _logged_in(guard: Guard, session: str, then: str, secure: bool) -> Response:
@@ -442,7 +472,19 @@ def _checked(check: Callable[[object], str], value: object) -> str:
 
 def _host(request: Request) -> str | None:
     """The ``host`` query parameter (a workflow host of the node), or ``None``."""
-    return request.query_params.get("host") or None
+    return _one(request, "host") or None
+
+
+def _one(request: Request, name: str) -> str | None:
+    """The query parameter ``name``, one that takes a single value, or ``None``. Given
+    twice (``limit=1&limit=2``) it is 400 naming it: one of the two picked would
+    answer another question than the client may think it asked (``status`` and
+    ``search`` repeat, and are read as lists)."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ApiError(400, f"the query parameter {name!r} is given {len(values)} times: "
+                            "it takes one value")
+    return values[0] if values else None
 
 
 async def _json(request: Request, content: Any, status_code: int = 200) -> Response:
