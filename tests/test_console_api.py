@@ -797,6 +797,30 @@ async def test_serve_console_names_an_argument_of_the_wrong_type() -> None:
             await garrison.console.serve_console(node=node, store="other.db")
 
 
+async def test_serve_console_names_a_session_duration_of_the_wrong_type(
+        store_path: str) -> None:
+    """A probe (helper-370): ``session_idle=[1]`` (a dict, ``None``) was a ValueError,
+    ``invalid session_idle [1] of type list``; as for ``bind`` and ``token``, a wrong
+    type is a ``TypeError`` naming the argument and the type. A bad value (negative,
+    a string that is no duration) is still a ``ValueError``."""
+    for idle, age, said in (([1], "1h", "session_idle: expected seconds or a duration "
+                                        "string like '30m', got list"),
+                            ("1h", {}, "session_max_age: expected seconds or a duration "
+                                       "string like '30m', got dict"),
+                            (None, "1h", "session_idle: expected seconds or a duration "
+                                         "string like '30m', got NoneType"),
+                            (True, "1h", "session_idle: expected seconds or a duration "
+                                         "string like '30m', got bool")):
+        with pytest.raises(TypeError, match=f"^{re.escape(said)}$"):
+            await garrison.console.serve_console(store=store_path, session_idle=idle,
+                                                 session_max_age=age)
+    async with garrison.open_node() as node:
+        with pytest.raises(ValueError, match=r"^invalid session_idle '-5s'"):
+            await garrison.console.serve_console(node=node, session_idle="-5s")
+        with pytest.raises(TypeError, match=r"^session_idle: expected .* got list$"):
+            await garrison.console.serve_console(node=node, session_idle=[1])
+
+
 async def test_serve_console_on_a_missing_store_is_a_value_error(tmp_path: Path) -> None:
     """It was the tools' private ``ToolError``: neither a ``ValueError`` nor public."""
     missing = str(tmp_path / "nope" / "x.db")

@@ -109,7 +109,7 @@ async def serve_console(*, store: Any = None, node: Any = None, bind: str = DEFA
     (they need a ``token`` too). A login session (a browser's, with a token) expires
     once unused for ``session_idle`` (default 1 hour) and once ``session_max_age``
     old (default 12 hours): durations, ``"30m"`` or seconds (``ValueError`` unless
-    positive).
+    positive, ``TypeError`` if neither a number nor a string).
 
     Attached to a node it serves every durable workflow host (a ``host`` selector),
     starting with the one ``workflows`` names (or, if that is in memory, the first
@@ -177,12 +177,18 @@ def check_sessions(idle: float | str, max_age: float | str, *,
                    cli: bool = False) -> tuple[float, float]:
     """``(idle, max_age)`` in seconds of the console's session expiry (durations:
     ``"30m"``, ``"12h"``, seconds); ``ValueError`` naming the argument (with ``cli``,
-    the option) otherwise."""
+    the option) otherwise, ``TypeError`` for one that is neither a number nor a
+    string (``[1]``, ``None``, ``True``)."""
     from .._duration import parse_duration
 
     out = []
     for value, option in ((idle, "--session-idle" if cli else "session_idle"),
                           (max_age, "--session-max-age" if cli else "session_max_age")):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            # (parse_duration's ValueError says "of type list": a wrong type, as for
+            # bind= and token=, is a TypeError)
+            raise TypeError(f"{option}: expected seconds or a duration string like '30m', "
+                            f"got {type(value).__name__}")
         negative = isinstance(value, int | float) and not isinstance(value, bool) \
             and value < 0
         seconds = -1.0 if negative else parse_duration(value, what=option,
