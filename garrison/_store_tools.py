@@ -167,10 +167,9 @@ def detail(store: Any, rec: Any) -> dict[str, Any]:
     ``node`` that runs it now), the journal's size, pending inbox items, promises,
     state and timers."""
     count, size = store.journal_size(rec.workflow_id)
-    node = getattr(store, "workflow_node", None)  # (a cluster's store: PostgreSQL)
     return {
         **record_json(rec),
-        **({"node": node(rec.workflow_id)} if node is not None else {}),
+        **node_json(store, rec.workflow_id),
         "journal_records": count,
         "journal_bytes": size,
         "pending_messages": [{"topic": m.topic, "payload": m.payload, "kind": m.kind}
@@ -181,6 +180,14 @@ def detail(store: Any, rec: Any) -> dict[str, Any]:
         "timers": ([] if str(rec.status) in FINAL else
                    pending_timers(store.timers(rec.workflow_id), store.journal(rec.workflow_id))),
     }
+
+
+def node_json(store: Any, workflow_id: str) -> dict[str, Any]:
+    """``{"node": name}``, the node of a cluster that runs the workflow now (``None``
+    while none does), on a cluster's store (PostgreSQL); ``{}`` on a store of one
+    node (SQLite). ``garrison workflows show`` and the console show it."""
+    node = getattr(store, "workflow_node", None)  # (a cluster's store: PostgreSQL)
+    return {"node": node(workflow_id)} if node is not None else {}
 
 
 def pending_timers(stored: list[Any], journal: list[Any]) -> list[dict[str, Any]]:

@@ -1440,6 +1440,7 @@ def test_a_wildcard_address_prints_a_name_a_browser_can_open() -> None:
 async def test_the_console_on_each_store(store_spec: str, autojump_clock: Any) -> None:
     """``garrison ui --store postgresql://...`` and ``--ui`` on a node whose store is
     PostgreSQL work as on SQLite: list, filters, paging, detail, actions."""
+    cluster = store_spec.startswith("postgresql://")
     async with garrison.open_node(store=store_spec) as node:
         for i in range(5):
             await node.start_workflow(console_app.gated, f"b{i}", None, id=f"g-{i}")
@@ -1457,6 +1458,11 @@ async def test_the_console_on_each_store(store_spec: str, autojump_clock: Any) -
             r = await post(c, "/api/workflows/g-0/promises/go/resolve", {"value": "pg"})
             assert r.status_code == 200, r.text
             assert await node.workflow("g-0").result() == {"label": "b0", "go": "pg"}
+            # (helper-370) the node of the cluster that runs it, as garrison workflows
+            # show names it (null once none does); a SQLite store has one node: absent
+            for wid, runs in (("g-1", node.name), ("g-0", None)):
+                w = (await c.get(f"/api/workflows/{wid}")).json()["workflow"]
+                assert w.get("node", "absent") == (runs if cluster else "absent"), w
             # a NUL in an id or a search value: nothing matches (no server error)
             assert (await c.get("/api/workflows/a%00b")).status_code == 404
             r = await c.get("/api/workflows", params={"id": "g\x00", "search": "label=\x00"})
@@ -1466,6 +1472,8 @@ async def test_the_console_on_each_store(store_spec: str, autojump_clock: Any) -
             async with client(make_app(StoreBackend(tool))) as c:
                 d = (await c.get("/api/workflows/g-1")).json()
                 assert d["workflow"]["status"] == "waiting" and d["promises"][0]["name"] == "go"
+                assert d["workflow"].get("node", "absent") == (node.name if cluster
+                                                               else "absent")
                 r = await post(c, "/api/workflows/l-1/signal", {"topic": "hi", "payload": 1})
                 assert r.status_code == 200, r.text
                 assert await node.workflow("l-1").result() == {"topic": "hi", "payload": 1}

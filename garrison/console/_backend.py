@@ -439,7 +439,7 @@ class Backend:
         return {"journal": store.journal(wid), "promises": store.promises(wid),
                 "state": store.states(wid), "inbox": store.pending_messages(wid),
                 "timers": store.timers(wid), "children": children[:CHILDREN_SHOWN],
-                "parent": parent}
+                "parent": parent, "node": tools.node_json(store, wid)}
 
     async def detail(self, workflow_id: str, host: str | None = None) -> dict[str, Any]:
         """Everything about one workflow (``GET /api/workflows/{id}``); the inbox,
@@ -473,7 +473,9 @@ class Backend:
         promises = sorted(got["promises"], key=lambda p: (str(p.status) != "pending", p.name))
         state = got["state"]
         inbox = got["inbox"]
-        workflow = tools.record_json(rec)
+        # (on a cluster's store, the node that runs it now: where it moved after a
+        # takeover or a drain, as garrison workflows show names it)
+        workflow = {**tools.record_json(rec), **got["node"]}
         allowance = Allowance(DETAIL_SHOWN)  # (the workflow's own values first)
         show, text = allowance.show, allowance.text
         workflow.update(status=status, pid=str(pid), host=name or rec.host,

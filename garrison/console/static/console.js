@@ -546,6 +546,8 @@ async function workflowPage() {
       fill($("wf-facts"),
         fact("name", w.name), fact("status", statusBadge(w.status)), fact("pid", w.pid),
         caps.hosts.length > 1 ? fact("host", w.host) : [],
+        // (a cluster's store: the node that runs it now, where a takeover moved it)
+        w.node ? fact("node", w.node) : [],
         fact("created", when(w.created)), fact("updated", when(w.updated)),
         fact("run", w.run_id || ""), fact("attempt", String(w.attempt)),
         fact("cancel requested", w.cancel_requested ? "yes" : "no"),
