@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -302,7 +302,9 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
 
             watchers.start_soon(watch_signals)
             starting.append(new_node(config=config, store=store, name=name, lease=lease))
-            async with running_node(starting[0]) as node, trio.open_nursery() as console:
+            # (servers: the console's and the metrics server, ended once the node stopped)
+            async with _until_stopped() as servers, running_node(starting[0]) as node, \
+                    trio.open_nursery() as console:
                 opened.append(node)
                 if node.clustered:
                     console.start_soon(exit_when_drained, node, running)
@@ -314,14 +316,14 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                     if ui is not None:
                         from .console import serve_console
 
-                        where = await console.start(partial(
+                        where = await servers.start(partial(
                             serve_console, node=node, bind=ui, token=token,
                             forwarded_allow_ips=forwarded_allow_ips, **(sessions or {})))
                         announce_console(where, "garrison run", sys.stderr)
                     if metrics is not None:
                         from .metrics import serve as serve_metrics
 
-                        served = await console.start(serve_metrics, node, metrics)
+                        served = await servers.start(serve_metrics, node, metrics)
                         print(f"garrison run: metrics at {served.url}", file=sys.stderr,
                               flush=True)
                     if root is None:  # nothing ends the run: say that it runs, and what
@@ -352,6 +354,18 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
         code = 1
     # after the node's shutdown logs: the run's last word
     return print_last_words("run", printed) or code
+
+
+@contextlib.asynccontextmanager
+async def _until_stopped() -> AsyncIterator[trio.Nursery]:
+    """A nursery for ``garrison run``'s console and metrics server, entered before the
+    node and cancelled once the block ends (the node has stopped): they answer through
+    the node's stop, which a process's cleanup can make long, ``503`` from its start
+    (``node.stopped``), as served from a nursery of one's own; cancelled before it,
+    they refused every connection for the whole stop."""
+    async with trio.open_nursery() as nursery:
+        yield nursery
+        nursery.cancel_scope.cancel()
 
 
 def _shown(result: Any, label: str | None) -> list[str]:

@@ -1048,6 +1048,66 @@ def test_garrison_run_serves_metrics(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
 
 
+LINGERING = """\
+import trio
+
+async def main():
+    try:
+        await trio.sleep_forever()
+    finally:  # a cleanup the node's stop waits for
+        with trio.CancelScope(shield=True):
+            await trio.sleep(0.6)
+"""
+
+
+def test_garrison_run_answers_503_through_the_nodes_stop(tmp_path: Path) -> None:
+    """helper-371: ``garrison run`` cancelled its metrics server (and console) before
+    the node's stop: for the whole stop, however long a process's cleanup made it,
+    every connection was refused. They answer ``503`` through it, as served from a
+    nursery of one's own, and close once the node has stopped."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    (tmp_path / "lingering.py").write_text(LINGERING)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "garrison", "run", "lingering.py", "--metrics", "127.0.0.1:0",
+         "--ui", "127.0.0.1:0", "--log-level", "ERROR"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stderr is not None
+        urls: dict[str, str] = {}
+        while len(urls) < 2:
+            line = proc.stderr.readline()
+            assert line, urls
+            for what in ("metrics", "web console"):
+                if line.startswith(f"garrison run: {what} at "):
+                    urls[what] = line.split(" at ", 1)[1].strip()
+        urls["web console"] += "api/workflows"
+        proc.send_signal(2)
+        answers: dict[str, list[object]] = {what: [] for what in urls}
+        while proc.poll() is None:
+            for what, url in urls.items():
+                try:
+                    with urllib.request.urlopen(url, timeout=10) as response:
+                        answers[what].append(response.status)  # (before the signal's turn)
+                except urllib.error.HTTPError as exc:
+                    answers[what].append(exc.code)
+                except OSError:
+                    answers[what].append("refused")  # (once the node has stopped)
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(2)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    for what in ("metrics", "web console"):
+        got = answers[what]
+        assert got.count(503) >= 3, (what, got)  # (0.6s of cleanup, polled every 0.05s)
+        last = len(got) - 1 - got[::-1].index(503)
+        assert "refused" not in got[:last], (what, got)
+
+
 def test_garrison_run_refuses_a_bad_metrics_address(tmp_path: Path) -> None:
     import socket
 
