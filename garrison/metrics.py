@@ -232,6 +232,9 @@ def collect(node: Any, registry: Any = None) -> Any:
     web app): the collector walks the node's live tables, which another thread (such
     as ``prometheus_client.start_http_server``'s) would race.
 
+    A registry holds one node's metrics (they carry no node label): one that has a
+    node's already (another's, or this one's) is a ``ValueError`` saying so.
+
     >>> text = prometheus_client.generate_latest(garrison.metrics.collect(node))
     """
     _check_running(node, "garrison.metrics.collect()")
@@ -240,7 +243,14 @@ def collect(node: Any, registry: Any = None) -> Any:
         registry = core.CollectorRegistry()
     else:
         _check_registry(registry, "garrison.metrics.collect", "register")
-    registry.register(NodeCollector(node))
+    try:
+        registry.register(NodeCollector(node))
+    except ValueError:  # prometheus_client's DuplicateTimeseries: ~55 names, no reason
+        raise ValueError("garrison.metrics.collect(registry=...): this registry has a "
+                         "node's metrics already (another node's, or this one's): they "
+                         "carry no node label, so a registry holds one node's; give each "
+                         "node a registry of its own (collect(node) makes one) and serve "
+                         "each apart") from None
     return registry
 
 

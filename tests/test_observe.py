@@ -817,6 +817,28 @@ async def test_metrics_name_a_node_or_registry_of_the_wrong_type(
                 await garrison.metrics.serve(node, "127.0.0.1:0", registry=wrong)
 
 
+async def test_one_registry_takes_one_nodes_metrics(autojump_clock: Any) -> None:
+    """helper-371: collecting a second node (or the same one again) into a registry
+    that has a node's metrics was prometheus_client's DuplicateTimeseries, a list of
+    some 55 series names, not saying that another node's collector was there (the
+    series carry no node label). The registry is left as it was: the first node's."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    async with garrison.open_node() as a, garrison.open_node() as b:
+        garrison.metrics.collect(a, registry)
+        await a.spawn(observe_app.backend)  # (registers a name: a's figures, not b's)
+        await trio.sleep(0.1)
+        for node in (b, a):
+            with pytest.raises(ValueError, match=(
+                    r"^garrison.metrics.collect\(registry=...\): this registry has a node's "
+                    r"metrics already .*give each node a registry of its own")) as got:
+                garrison.metrics.collect(node, registry)
+            assert "Duplicated timeseries" not in str(got.value)
+        assert b"garrison_registered_names 1.0" in generate_latest(registry)
+        assert b"garrison_registered_names 0.0" in generate_latest(garrison.metrics.collect(b))
+
+
 async def test_the_metrics_of_a_stopped_node_are_none(autojump_clock: Any) -> None:
     """A registry of collect(node) went on reporting the node's last figures after it
     stopped (a workflow still 'waiting', a process live), while serve answers 503 then;
