@@ -365,12 +365,12 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                                                        json.JSONDecodeError: store_error,
                                                        HTTPException: http_error})
     app.state.logins = 0  # the login forms being read now (see _read_body)
-    return Guard(_text_path(app), token=token, loopback=loopback,
+    return Guard(_text_request(app), token=token, loopback=loopback,
                  forwarded_allow_ips=forwarded_allow_ips, session_idle=session_idle,
                  session_max_age=session_max_age)
 
 
-def _text_path(app: Starlette) -> Any:
+def _text_request(app: Starlette) -> Any:
     """``app`` behind a check of the path and query as sent: 400 naming a path segment,
     or a query parameter's name or value, whose bytes (``%ED%A0%80``, ``%FF``) are not
     UTF-8, before anything is done. The server decodes such bytes to U+FFFD, so an
