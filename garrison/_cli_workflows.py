@@ -404,7 +404,8 @@ def _terminate(store: Any, args: argparse.Namespace) -> None:
         error["message"] = rec.error.message
     if ended:
         _done(args, {"workflow_id": args.id, "status": "failed", "error": error},
-              f"workflow {args.id!r} terminated (failed: Terminated: {error['message']})")
+              f"workflow {args.id!r} terminated (failed: Terminated: "
+              f"{one_line(error['message'])})")  # (a reason's newline too: one line)
     else:
         _done(args, {"workflow_id": args.id, "status": "terminate requested", "error": error},
               f"workflow {args.id!r}: terminate requested; the node holding the store has "

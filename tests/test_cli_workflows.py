@@ -1461,10 +1461,11 @@ def test_terminate_and_replay_lines_show_control_characters_escaped(
         s.write(Transaction().create_workflow("t1", "app:flow", [], status="running")
                 .create_workflow("e5", "workflow_app:raises_a_terminal_escape", [],
                                  status="running"))
+    # (a newline too, one line: it split the line in two, helper-372)
     code, out, err = cli_here(capsys, "--store", sqlite_path, "terminate", "t1",
-                              "--reason", "evil\x1b[2Jreason\rcr")
+                              "--reason", "evil\x1b[2Jreason\rcr\nnext")
     assert (code, out) == (0, "workflow 't1' terminated (failed: Terminated: "
-                              "evil\\x1b[2Jreason\\rcr)\n"), err
+                              "evil\\x1b[2Jreason\\rcr\\nnext)\n"), err
     code, out, err = cli_here(capsys, "--store", sqlite_path, "replay", "--id", "e5")
     assert code == 0 and "own\\x1b[31mred\\rY" in out and "\x1b" not in out, (out, err)
 
