@@ -64,15 +64,23 @@ def test_schema_name_is_configurable_and_quoted(postgres_url: str) -> None:
         assert _pg_schema.migrate(conn) == 0  # the default schema is another store
 
 
-def test_concurrent_migrations_wait_for_each_other(postgres_url: str) -> None:
+@pytest.mark.parametrize("by", ["migrate", "create_store"])
+def test_concurrent_migrations_wait_for_each_other(postgres_url: str, by: str) -> None:
     # A third connection holds the migration lock while two openers start: both find
     # version 0, queue on the lock, and the second must see the first's work once it
-    # gets the lock (else it would create the tables twice and fail).
+    # gets the lock (else it would create the tables twice and fail). Only the first
+    # says it found none (two `garrison workflows start` at once on a new database both
+    # said they created the store, helper-372).
+    from garrison.persistence import create_store
+
     errors: list[BaseException] = []
     results: list[int] = []
 
     def opener() -> None:
         try:
+            if by == "create_store":
+                results.append(0 if create_store(postgres_url) else _pg_schema.SCHEMA_VERSION)
+                return
             with psycopg.connect(postgres_url) as conn:
                 results.append(_pg_schema.migrate(conn))
         except BaseException as exc:
@@ -94,7 +102,7 @@ def test_concurrent_migrations_wait_for_each_other(postgres_url: str) -> None:
         for t in threads:
             t.join(30)
         assert not errors, errors
-        assert sorted(results) == [0, 0]
+        assert sorted(results) == [0, _pg_schema.SCHEMA_VERSION]
         assert versions(spy) == list(range(1, _pg_schema.SCHEMA_VERSION + 1))
 
 

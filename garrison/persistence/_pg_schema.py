@@ -674,7 +674,9 @@ def migrate(
     allow_migrate: bool = True,
     where: str | None = None,
 ) -> int:
-    """Bring ``schema`` to :data:`SCHEMA_VERSION`; returns the version it had before.
+    """Bring ``schema`` to :data:`SCHEMA_VERSION`; returns the version it had before
+    (as this call found it holding the migration lock: 0 if this call created it, not
+    another opener waiting beside it).
 
     ``conn`` is a synchronous psycopg connection, idle, at the default isolation
     level (READ COMMITTED); it is left idle.
@@ -738,4 +740,4 @@ def migrate(
                 ),
                 (version + 1, time.time()),
             )
-    return found
+    return current

@@ -335,9 +335,9 @@ def migrate_unused(url: str, *, only_create: bool = False) -> bool:
         if only_create:
             # (no node runs a schema that is not there: no node lock to take; creators
             # at once, nodes included, take turns in ``migrate``, which reads again)
-            if new:
-                _pg_schema.migrate(conn, schema, allow_migrate=True, where=display)
-            return new
+            # (True for the one of them that made it: it says so)
+            return new and _pg_schema.migrate(conn, schema, allow_migrate=True,
+                                              where=display) == 0
         key = _pg_schema.node_lock_key(schema)
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
         if not got or not got[0]:
