@@ -177,3 +177,18 @@ def test_readme_processes_and_running_a_node_snippets_run_as_written(tmp_path: P
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("[('db', Pid(host='processes'") \
         and done.stdout.endswith("('cron', None, 'permanent')]\n"), done.stdout
+
+
+def test_readme_durable_workflow_runs_as_written(tmp_path: Path) -> None:
+    """helper-376: README's first workflow was a sketch (an ``async with`` at module
+    level, ``Order`` and ``payments`` undefined) that the Operating workflows commands
+    name as ``app/orders.py``. It is that file now, and runs: once to the receipt, then
+    again at once (the workflow exists: its result is read from the store)."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "orders.py").write_text(_readme_block("Durable workflows"))
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-m", "app.orders"], cwd=tmp_path, env=env,
+                              text=True, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "receipt o-17: 30, approved by ann\n", done.stdout
