@@ -1200,13 +1200,13 @@ def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str,
 
 
 def _yaml_date_hint(value: object) -> str:
-    """A hint for an input holding a date or a time without a zone: YAML reads an unquoted
-    ``2024-01-01`` as a date, which no store holds."""
+    """A hint for an input holding a date: YAML reads an unquoted ``2024-01-01`` as a
+    date, which no store holds (a time, with its zone or without, it holds)."""
     import datetime
 
     def dated(v: object) -> bool:
         if isinstance(v, datetime.datetime):
-            return v.tzinfo is None
+            return False
         if isinstance(v, datetime.date):
             return True
         if isinstance(v, Mapping):
