@@ -313,6 +313,46 @@ async def test_a_node_that_stops_stops_each_supervised_child_with_its_linked_hel
                    for at in ("begin", "end")]
 
 
+async def test_a_node_that_stops_stops_what_runs_under_a_child_that_ended_before_its_turn(
+        autojump_clock: Any) -> None:
+    """A supervised child that ends earlier in the node's stop (linked to a process
+    stopped in an earlier round) is dropped from its supervisor's list: what still runs
+    under it is stopped in that child's turn all the same, before the supervisor and
+    its parents. It was left to the node's later pass and ended after the root (found
+    by a review)."""
+    log: list[str] = []
+
+    async def logged(name: str, link_to: garrison.Pid | None = None,
+                     spawn: tuple[Any, ...] = ()) -> None:
+        if link_to is not None:
+            process.link(link_to)
+        if spawn:
+            await process.spawn(*spawn)
+        try:
+            await trio.sleep_forever()
+        finally:
+            log.append(name)
+
+    async def supervisor(peer: garrison.Pid) -> None:
+        await process.spawn(logged, "a", None, (logged, "a'"))  # its turn comes later
+        try:
+            await Supervisor([ChildSpec("c", logged, args=("c", peer, (logged, "h")))])()
+        finally:
+            log.append("sup")
+
+    async def root() -> None:
+        peer = await process.spawn(logged, "p")
+        await process.spawn(supervisor, peer)
+        await logged("root")
+
+    async with garrison.open_node() as node:
+        await node.spawn(root)
+        await settle()
+        assert node.stats()["processes"] == 7
+    assert sorted(log[:3]) == ["a'", "c", "p"]  # c ends with p, through their link
+    assert log[3:] == ["a", "h", "sup", "root"]
+
+
 async def _deaf() -> None:
     """Reads its events (so CANCEL is cooperative) and never acts on CANCEL."""
     process.events()

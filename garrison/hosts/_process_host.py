@@ -931,7 +931,7 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
                 for proc in reversed(now):
                     if proc.pid in listed:
                         # its children first, in its order (it is stopped right after)
-                        nursery.start_soon(stop_supervised, proc, procs, below)
+                        nursery.start_soon(stop_supervised, listed[proc.pid], procs, below)
                     else:
                         proc.kill(reason)
                 await wait_stopped([proc for proc in now if proc.pid not in listed])
@@ -942,16 +942,19 @@ async def stop_processes(hosts: Sequence[ProcessHost]) -> None:
                 proc.kill(reason)
             await wait_stopped(leftover)
 
-    async def stop_supervised(sup: _Process, procs: dict[Pid, _Process],
+    async def stop_supervised(kids: list[Pid], procs: dict[Pid, _Process],
                               below: dict[Pid, list[Pid]]) -> None:
         # a child's whole tree, leaves first, before the next child's: its linked
         # helpers end it with them (the helpers of every child stopped first, at once,
-        # ended every child at once)
-        assert sup.supervising is not None
-        for pid in sup.supervising():
-            child = procs.get(pid)
-            if child is not None and child.parent == sup.pid:
-                await stop_tree({p: procs[p] for p in _tree(below, pid)})
+        # ended every child at once). The children are those the supervisor named when
+        # this stop began (``kids``), not its list now: a child that ended meanwhile
+        # (linked to a process stopped in an earlier round) is dropped from that list,
+        # and what still runs under it would be left to a later pass, after the
+        # supervisor and its parents
+        for pid in kids:
+            tree = {p: procs[p] for p in _tree(below, pid) if procs[p].alive}
+            if tree:
+                await stop_tree(tree)
 
     while True:
         procs = {pid: p for host in hosts for pid, p in host.procs.items()}
