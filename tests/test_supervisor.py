@@ -1864,16 +1864,44 @@ async def test_a_crashed_child_is_restarted_once_its_helpers_have_ended(
     assert pids(sup)["w"] is not None and node.lookup("conn") is not None
 
 
-async def test_a_nested_supervisor_stops_once_its_children_s_helpers_have_ended(
-        autojump_clock: Any, node: garrison.Node) -> None:
-    """helper-365: a nested supervisor's stop (its parent's terminate_child, or restart)
-    ended before the helpers of its children did."""
-    inner = Supervisor([ChildSpec("w", _conn_worker, args=(0.05,))], name="inner")
-    sup = Supervisor([ChildSpec("inner", inner, shutdown="infinity")], name="outer")
+async def test_a_cancelled_supervisor_does_not_wait_for_its_children_s_helpers(
+        autojump_clock: Any, node: garrison.Node, caplog: pytest.LogCaptureFixture) -> None:
+    """helper-377: a supervisor's own stop waited for its children's helpers too, up
+    to a child's shutdown plus CLEANUP_GRACE (10 s by default): a nested supervisor
+    stopped by its parent (terminate_child, its shutdown 5 s) was terminated, and its
+    parent held up, by a grandchild's helper whose cleanup took a minute. Its stop
+    takes what it did before: the helpers end in their own time."""
+    caplog.set_level(logging.WARNING, logger="garrison")
+    inner = Supervisor([ChildSpec("w", _conn_worker, args=(60,))], name="inner")
+    sup = Supervisor([ChildSpec("inner", inner)], name="outer")
     await start(node, sup)
     assert node.lookup("conn") is not None
+    began = trio.current_time()
     await sup.terminate_child("inner")
-    assert node.lookup("conn") is None
+    assert trio.current_time() - began < 0.1
+    assert node.lookup("conn") is not None  # (its cleanup runs on)
+    said = [r.getMessage() for r in caplog.records]
+    assert not any("inner" in m for m in said), said
+
+
+async def test_a_cancel_cuts_short_the_wait_for_a_crashed_child_s_helpers(
+        autojump_clock: Any, node: garrison.Node, caplog: pytest.LogCaptureFixture) -> None:
+    """helper-377: while it waited for the helpers of a child that crashed, before its
+    restart, a supervisor left its own CANCEL queued, for up to the child's shutdown
+    plus CLEANUP_GRACE: a cancel with a 2 s timeout terminated it. The CANCEL ends the
+    wait, as it ends one for a child to run, and the supervisor returns at once."""
+    caplog.set_level(logging.WARNING, logger="garrison")
+    crashes: list[Any] = []
+    sup = Supervisor([ChildSpec("w", _conn_worker, args=(60, crashes))], name="s")
+    sup_pid = await start(node, sup)
+    await trio.sleep(0.2)  # (crashed at 0.1 s: the supervisor waits for its helper)
+    assert len(crashes) == 1 and pids(sup)["w"] is None
+    began = trio.current_time()
+    await node.spawn(canceller, sup_pid, "2s")
+    assert await node.wait(sup_pid) is None  # a normal exit
+    assert trio.current_time() - began < 0.1
+    said = [r.getMessage() for r in caplog.records]
+    assert not any("'s'" in m for m in said), said
 
 
 async def _lingering() -> None:
@@ -1914,3 +1942,27 @@ async def test_the_wait_for_a_child_s_helpers_is_bounded_and_said(
         rf"w: processes/\S+ \(linked to its process {child}, ending with it\) still "
         r"run\(s\) 6s after it ended; supervisor 's' \(processes/\S+\) goes on",
         said[0]), said
+
+
+async def test_a_terminated_supervisor_does_not_wait_for_its_children_s_helpers(
+        autojump_clock: Any, node: garrison.Node, caplog: pytest.LogCaptureFixture) -> None:
+    """helper-377: a terminated supervisor's final (shielded) cleanup waited for a
+    child's helpers within the time it gave the child to stop: a helper whose cleanup
+    took a minute held it 6 s (shutdown 1 s + CLEANUP_GRACE), said as "has not ended
+    5s after it was terminated", and the cleanup blamed the child, which had ended at
+    once ("did not end within 6s of being stopped")."""
+    caplog.set_level(logging.WARNING, logger="garrison")
+    sup = Supervisor([ChildSpec("w", _worker_with_slow_helpers, shutdown="1s")], name="s")
+    sup_pid = await start(node, sup)
+
+    async def terminate(pid: garrison.Pid) -> None:
+        await process.terminate(pid)
+
+    began = trio.current_time()
+    await node.spawn(terminate, sup_pid)
+    with pytest.raises(garrison.ProcessError, match="Terminated"):
+        await node.wait(sup_pid)
+    assert trio.current_time() - began < 0.1
+    said = [r.getMessage() for r in caplog.records]
+    assert not any("did not end" in m or "has not ended" in m or "still run" in m
+                   for m in said), said

@@ -688,10 +688,10 @@ class ServiceManager:
                              ended: Pid | None) -> None:
         """Restart ``svc`` after ``delay``, once the processes ending with its process
         ``ended`` have ended too (see :meth:`_wait_linked`), with the lock free."""
-        deadline = trio.current_time() + self._linked_bound(svc)
+        ended_at = trio.current_time()
         await trio.sleep(delay)
         if ended is not None and svc.generation == generation:
-            await self._wait_linked(svc, ended, deadline)
+            await self._wait_linked(svc, ended, ended_at)
         async with self._lock:
             await self._restart(svc, generation)
 
@@ -747,33 +747,25 @@ class ServiceManager:
         try:
             await self._end(svc, pid, until)
             if until == math.inf:
-                await self._wait_linked(svc, pid,
-                                        trio.current_time() + self._linked_bound(svc))
+                await self._wait_linked(svc, pid, trio.current_time())
         finally:
             svc.ending = None
             ending.set()
             with trio.CancelScope(shield=True):  # (the caller's block releases it)
                 await self._lock.acquire()
 
-    @staticmethod
-    def _linked_bound(svc: _Service) -> float:
-        """How long after its process ended the manager waits for the processes ending
-        with it: its ``stop_timeout`` plus a Supervisor's ``CLEANUP_GRACE``."""
-        return svc.entry.lifecycle.stop_timeout + CLEANUP_GRACE
-
-    async def _wait_linked(self, svc: _Service, pid: Pid, deadline: float) -> None:
-        """Wait until the processes that the end of ``svc``'s process ``pid`` is ending
-        through their links to it (its ``spawn_linked`` helpers) have ended, at most
-        until trio time ``deadline`` (see :meth:`_linked_bound`), as a Supervisor does
-        for its child: one whose cleanup awaits (shielded: closing a socket) holding a
-        name would fail each new process of ``svc`` until it gave up. Past it, that is
-        logged and the manager goes on. Not at a node's stop, which ends them itself."""
-        still = await wait_ending_with(self.node, pid, deadline)
-        if still:
-            log.warning("%s: %s (linked to its process %s, ending with it) still run(s) "
-                        "%gs after it ended; the service manager goes on", svc.entry.id,
-                        ", ".join(map(str, still)), pid, self._linked_bound(svc),
-                        extra={"service": svc.entry.id})
+    async def _wait_linked(self, svc: _Service, pid: Pid, ended: float) -> None:
+        """Wait until the processes that the end of ``svc``'s process ``pid`` (at trio
+        time ``ended``) is ending through their links to it (its ``spawn_linked``
+        helpers) have ended, as a Supervisor does for its child (``wait_ending_with``):
+        one whose cleanup awaits (shielded: closing a socket) holding a name would fail
+        each new process of ``svc`` until it gave up. At most its ``stop_timeout`` plus
+        a Supervisor's ``CLEANUP_GRACE`` after ``ended``; past it, that is logged and
+        the manager goes on. Not at a node's stop, which ends them itself."""
+        await wait_ending_with(self.node, pid, ended=ended,
+                               bound=svc.entry.lifecycle.stop_timeout + CLEANUP_GRACE,
+                               name=svc.entry.id, who="the service manager", logger=log,
+                               extra={"service": svc.entry.id})
 
     def _detach(self, svc: _Service, then: ServiceStatus) -> Pid | None:
         """``svc`` is ``then`` from now; its process (returned), if any, is no longer

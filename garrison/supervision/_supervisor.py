@@ -25,11 +25,12 @@ cancel scope, so it also happens when the supervisor is terminated.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -101,22 +102,31 @@ CLEANUP_GRACE = 5.0
 _FIRST_RUN_PASSES = 2
 
 
-async def wait_ending_with(node: NodeContext, dead: Pid, deadline: float) -> list[Pid]:
+async def wait_ending_with(node: NodeContext, dead: Pid, *, ended: float, bound: float,
+                           name: str, who: str, logger: logging.Logger,
+                           extra: Mapping[str, Any] | None = None) -> None:
     """Wait until the processes of ``node`` that the end of ``dead`` is ending through
-    their links to it (its ``spawn_linked`` helpers) have ended, at most until trio
-    time ``deadline``; return those still running then. One whose cleanup awaits
+    their links to it (its ``spawn_linked`` helpers) have ended, at most ``bound``
+    seconds after trio time ``ended``, when ``dead`` ended. One whose cleanup awaits
     (shielded: closing a socket) would outlive a restart of ``dead`` and clash with
     the new process's (a name it still holds), failing it at once, again and again
-    until its supervisor (or the service manager) gives up. Not at a node's stop,
-    which ends them itself: ``[]`` at once."""
+    until its supervisor (or the service manager) gives up. Past the bound, ``logger``
+    says which still run, how long after ``dead`` ended (the bound, or more if the
+    wait began later), and that ``who`` goes on (``name``: the child or service, first
+    in the line). Not at a node's stop, which ends them itself: at once."""
     if node.stopping:
-        return []
+        return
     ending = node.ending_with(dead)
-    with trio.move_on_at(deadline):
+    late = trio.current_time() - ended
+    with trio.move_on_at(ended + bound):
         for other in ending:
             await node.hosts[other.host].wait_exited(other)
-        return []
-    return [pid for pid in ending if node.hosts[pid.host].is_alive(pid)]
+        return
+    still = [pid for pid in ending if node.hosts[pid.host].is_alive(pid)]
+    if still:
+        logger.warning("%s: %s (linked to its process %s, ending with it) still run(s) %s "
+                       "after it ended; %s goes on", name, ", ".join(map(str, still)), dead,
+                       _fmt_seconds(max(bound, round(late, 3))), who, extra=extra)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -506,7 +516,8 @@ class Supervisor:
       gets ``CANCEL``, and is terminated if it still runs after ``shutdown``
       (``"brutal_kill"``: terminated at once). The processes ending with a child
       through their links (its ``spawn_linked`` helpers) are waited for before it is
-      restarted or ``terminate_child`` returns: at most ``shutdown`` + ``CLEANUP_GRACE``.
+      restarted or ``terminate_child`` returns: at most ``shutdown`` + ``CLEANUP_GRACE``,
+      or until the supervisor's ``CANCEL``; not at the supervisor's own stop.
     - **Stopping the supervisor.** On ``CANCEL`` it stops its children in reverse
       start order and returns ``None``. Terminated or failed through a link, it
       does the same in a shielded cancel scope (each child gets ``shutdown`` +
@@ -599,9 +610,9 @@ class Supervisor:
         self._stopping = False
         self._send: trio.MemorySendChannel[_Item] | None = None
         self._inflight: _Request | None = None
-        #: the wait for a child to run, which a CANCEL cuts short (a child waiting for a
-        #: host's busy worker may never run)
-        self._start_wait: trio.CancelScope | None = None
+        #: the wait that a CANCEL cuts short: for a child to run (a child waiting for a
+        #: host's busy worker may never run), or for the helpers ending with one
+        self._cut_short: trio.CancelScope | None = None
 
     def __repr__(self) -> str:
         state = f"running as {self._pid}" if self._pid is not None else "not running"
@@ -755,8 +766,8 @@ class Supervisor:
         async for event in process.events():
             if event.kind is EventKind.CANCEL:  # nothing restarts from now on, also one
                 self._stopping = True           # due while the serve loop stops a group
-                if self._start_wait is not None:  # nor waits for a child to run
-                    self._start_wait.cancel()
+                if self._cut_short is not None:  # nor waits for a child to run, or for
+                    self._cut_short.cancel()     # the helpers ending with one
             send.send_nowait(event)
 
     async def _serve(self, recv: trio.MemoryReceiveChannel[_Item],
@@ -1009,20 +1020,28 @@ class Supervisor:
         """Wait until the child ``spec``, spawned as ``pid``, runs (``started()``
         returns) or has ended; a ``CANCEL`` cuts the wait short, a ``ProcessError``
         (its pid is kept: the final cleanup stops it)."""
-        with trio.CancelScope() as waiting:  # (cut short by a CANCEL: see ``_pump``)
-            self._start_wait = waiting
-            if self._stopping:
-                waiting.cancel()
-            try:
-                await _started_or_exited(started, self._node, pid, spec.name)
-            finally:
-                self._start_wait = None
+        with self._until_cancel() as waiting:
+            await _started_or_exited(started, self._node, pid, spec.name)
         if waiting.cancelled_caught:
             raise ProcessError(f"supervisor {self._who()} is stopping: child {spec.id!r} "
                                "had not started")
 
-    async def _stop(self, child: _Child) -> None:
-        """Stop ``child``: ``CANCEL``, terminated after its ``shutdown``.
+    @contextlib.contextmanager
+    def _until_cancel(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope that the supervisor's ``CANCEL`` cancels (see ``_pump``), at
+        once if it came already."""
+        with trio.CancelScope() as waiting:
+            self._cut_short = waiting
+            if self._stopping:
+                waiting.cancel()
+            try:
+                yield waiting
+            finally:
+                self._cut_short = None
+
+    async def _stop(self, child: _Child, *, final: bool = False) -> None:
+        """Stop ``child``: ``CANCEL``, terminated after its ``shutdown``; then, unless
+        ``final`` (the supervisor's own stop), wait for its helpers (:meth:`_wait_linked`).
 
         The child keeps its pid until it has ended: if the supervisor is killed while
         it waits (a child slow to stop), its final cleanup still stops the child."""
@@ -1038,28 +1057,28 @@ class Supervisor:
             await process.cancel(pid, timeout=shutdown)
         if child.pid == pid:
             child.pid = None
-        await self._wait_linked(child.spec, pid)
+        if not final:
+            await self._wait_linked(child.spec, pid)
         log.debug("%s: stopped (%s)", child.spec.name, pid)
 
     async def _wait_linked(self, spec: ChildSpec, pid: Pid) -> None:
         """Wait until the processes that the end of ``pid`` (child ``spec``) is ending
-        through their links to it have ended (its ``spawn_linked`` helpers): one whose
-        cleanup awaits (shielded: closing a socket) would outlive the restart and clash
-        with the new child's (a name it still holds), failing it at once, again and
-        again until the supervisor gives up. At most ``shutdown`` + ``CLEANUP_GRACE``
-        (the grace alone for ``brutal_kill`` and ``infinity``); past it, that is logged
-        and the supervisor goes on. Not at a node's stop, which ends them itself."""
+        through their links to it have ended (its ``spawn_linked`` helpers), before it
+        is restarted or ``terminate_child`` returns: see :func:`wait_ending_with`. At
+        most ``shutdown`` + ``CLEANUP_GRACE`` (the grace alone for ``brutal_kill`` and
+        ``infinity``); past it, that is logged and the supervisor goes on. A ``CANCEL``
+        ends it: the supervisor stops (not waiting for them: its own stop is not held
+        up by their cleanup, as the parent that stops it gives it its shutdown only)."""
         node = self._node
         if node is None:
             return
         shutdown = spec.shutdown
         bound = CLEANUP_GRACE + (0.0 if isinstance(shutdown, str) or math.isinf(shutdown)
                                  else shutdown)
-        still = await wait_ending_with(node, pid, trio.current_time() + bound)
-        if still:
-            log.warning("%s: %s (linked to its process %s, ending with it) still run(s) %s "
-                        "after it ended; supervisor %s goes on", spec.name,
-                        ", ".join(map(str, still)), pid, _fmt_seconds(bound), self._who())
+        with self._until_cancel():
+            await wait_ending_with(node, pid, ended=trio.current_time(), bound=bound,
+                                   name=spec.name, who=f"supervisor {self._who()}",
+                                   logger=log)
 
     async def _stop_children(self, *, final: bool = False) -> None:
         """Stop every running child, in reverse start order; call off pending restarts."""
@@ -1077,7 +1096,7 @@ class Supervisor:
             bound = CLEANUP_GRACE + (0.0 if isinstance(shutdown, str) else shutdown)
             pid = child.pid
             with trio.move_on_after(bound):
-                await self._stop(child)
+                await self._stop(child, final=True)
                 continue
             log.error("%s: %s did not end within %s of being stopped; supervisor %s moves on",
                       child.spec.name, pid, _fmt_seconds(bound), self._who())
