@@ -315,8 +315,10 @@ class Node:
             raise ValueError(f"no service {service_id!r} in the config")
         singletons = services.singletons_for(service_id) - self._held_singletons
         if singletons and self._members and self._members[0].on_singletons is not None:
-            # claimed first (unless another live node holds them): started here then
+            # claimed first (unless another live node holds them): started here then;
+            # a draining node claims none (and says so, not that the cluster was slow)
             await self._members[0].want_singletons(singletons)
+            services.draining = self._members[0].draining
         await services.call_start(service_id)
 
     def stats(self) -> dict[str, Any]:

@@ -519,6 +519,28 @@ async def test_a_singleton_not_auto_started_runs_where_it_is_started_and_only_th
         assert [(w, x) for _t, w, x in svc_app.LOG] == [("b", "start")]
 
 
+async def test_a_draining_nodes_start_of_a_singleton_says_it_drains(
+        postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A draining node claims no singleton: its start_service of one returned, the
+    service stopped, and logged "this node could not claim it (the cluster did not
+    answer in time)", though the database had answered at once. It says it drains."""
+    import logging
+
+    import svc_app
+
+    caplog.set_level(logging.INFO, logger="garrison.services")
+    path = _tidy_singleton(tmp_path, auto_start=False, clean_up=0)
+    async with garrison.open_node(config=path, store=postgres_url, name="t", lease="1s") as t:
+        t.drain()
+        await t.drained()
+        await t.start_service("app:beat")
+        said = [m for m in caplog.messages if "not started here" in m]
+        assert said == ["app:beat: a singleton; not started here: this node is draining "
+                        "(a draining node claims no singleton)"], said
+        assert _service(t, "app:beat").status == "stopped"
+        assert svc_app.LOG == []
+
+
 async def test_a_singleton_that_gave_up_on_its_node_may_run_on_another(
         postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A singleton that gave up on its node (max_attempts spent) kept its claim: no node

@@ -168,6 +168,9 @@ class ServiceManager:
         self.held: set[str] | None = None
         #: in a cluster, the singleton services other live nodes hold: their node names
         self.elsewhere: dict[str, str] = {}
+        #: in a cluster, the node drains: it claims no singleton (a start of one it does
+        #: not hold says so; set by the node before its start request)
+        self.draining = False
         #: in a cluster, told of a singleton this node lets go (it gave up here): the
         #: node releases its claim, and claims it again only for a ``start_service``
         self.on_dropped: Callable[[str], None] | None = None
@@ -893,6 +896,8 @@ class ServiceManager:
                 where = self.elsewhere.get(sid)
                 log.info("%s: a singleton; not started here: %s", sid,
                          f"it runs on node {where} of the cluster" if where is not None else
+                         "this node is draining (a draining node claims no singleton)"
+                         if self.draining else
                          "this node could not claim it (the cluster did not answer in time)",
                          extra={"service": sid})
                 continue
