@@ -519,6 +519,33 @@ async def test_a_singleton_not_auto_started_runs_where_it_is_started_and_only_th
         assert [(w, x) for _t, w, x in svc_app.LOG] == [("b", "start")]
 
 
+async def test_an_auto_start_singleton_another_node_runs_is_said_once(
+        postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """README: an auto_start singleton another live node runs logs "not started here: it
+    runs on node c"; only start_service said it, the auto_start path nothing. Said
+    once, not at every round's answer."""
+    import logging
+
+    import trio
+
+    caplog.set_level(logging.INFO, logger="garrison.services")
+    path = _tidy_singleton(tmp_path, auto_start=True, clean_up=0)
+    said = "app:beat: a singleton; not started here: it runs on node c of the cluster"
+    async with garrison.open_node(config=path, store=postgres_url, name="c", lease="1s"):
+        await _noted("c", "start")
+        async with garrison.open_node(config=path, store=postgres_url, name="t",
+                                      lease="1s") as t:
+            with trio.fail_after(5):
+                while _service(t, "app:beat").node != "c":
+                    await trio.sleep(0.01)
+            await trio.sleep(1.0)  # (rounds of both)
+            assert caplog.messages.count(said) == 1, caplog.messages
+            # a start_service says it too (its claim's answer, applied, does not again)
+            await t.start_service("app:user")
+            assert caplog.messages.count(said) == 2, caplog.messages
+            assert _service(t, "app:beat").status == "stopped"
+
+
 async def test_a_draining_nodes_start_of_a_singleton_says_it_drains(
         postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A draining node claims no singleton: its start_service of one returned, the

@@ -168,6 +168,10 @@ class ServiceManager:
         self.held: set[str] | None = None
         #: in a cluster, the singleton services other live nodes hold: their node names
         self.elsewhere: dict[str, str] = {}
+        #: the singleton services this node auto-starts (or an auto_start one requires),
+        #: and the node each one another live node runs was said to run on (once)
+        self._auto_singletons = singletons_to_run(config)
+        self._said_where: dict[str, str] = {}
         #: in a cluster, the node drains: it claims no singleton (a start of one it does
         #: not hold says so; set by the node before its start request)
         self.draining = False
@@ -330,11 +334,25 @@ class ServiceManager:
                          svc.entry.id, how, extra={"service": svc.entry.id})
                 await self._stop_dependents(svc, until)
                 await self._stop_unlocked(svc, ServiceStatus.STOPPED, until)
+            self._say_where(svc)
         # a singleton this node holds now may be what a wanted service requires
         for svc in self.order:
             if svc.wanted:
                 self._want(svc)
         await self._start_ready(begun)
+
+    def _say_where(self, svc: _Service) -> None:
+        """A singleton this node auto-starts that another live node runs: said once, as
+        a ``start_service`` of it says (not at every answer of the cluster); again only
+        once another node runs it, or after it ran here or nowhere meanwhile."""
+        sid = svc.entry.id
+        where = None if self._may_run(svc) else self.elsewhere.get(sid)
+        if where is None:
+            self._said_where.pop(sid, None)
+        elif sid in self._auto_singletons and self._said_where.get(sid) != where:
+            self._said_where[sid] = where
+            log.info("%s: a singleton; not started here: it runs on node %s of the cluster",
+                     sid, where, extra={"service": sid})
 
     async def _stop_dependents(self, svc: _Service, until: float) -> None:
         """``svc``, a singleton, runs here no more: what requires it (directly or not)
