@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
 
 from _cut_proxy import LinkProxy
-from harness import Node, wait_for
+from harness import Look, Node, wait_for
 
 LEASE = 2.0
 CONFIG = str(Path(__file__).resolve().parent / "cluster" / "singleton.yaml")
@@ -106,3 +106,45 @@ def test_garrison_run_refuses_a_lease_out_of_range_with_exit_2(tmp_path: Path,
     assert got.returncode == 2, got.stderr
     assert got.stderr.strip() == (f"garrison run: --lease must be from 1s to 1d (a node "
                                   f"renews its lease every third of it), got {lease!r}")
+
+
+async def test_a_node_drained_by_its_lease_lapsing_does_not_join_again(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A node paused past its lease as it drained (its workflow inside an activity)
+    found on waking that nothing was left to hand over: drained, it shut down, but
+    first joined the cluster again under a new epoch and said it would claim orphaned
+    workflows. A node that drained stays out of the cluster (no second row of it), and
+    its workflow waits for the next node."""
+    import logging
+
+    import cluster_app
+    import trio
+
+    import garrison
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    look: Look | None = None
+    try:
+        async with garrison.open_node(store=postgres_url, name="t", lease="1s") as node:
+            look = Look(postgres_url)
+            await node.start_workflow(cluster_app.steps, 1, 5.0, id="d")
+            await trio.sleep(0.2)  # inside its activity: the drain waits for it
+            node.drain()
+            member = node._members[0]
+            epoch = member.epoch
+            # paused past its lease: the server says it lapsed
+            look.store._query("UPDATE garrison.nodes SET lease_until = lease_until - 100 "
+                              "WHERE epoch = %s RETURNING 1", (epoch,))
+            with trio.fail_after(5):
+                await node.drained()
+            await trio.sleep(1.5)  # (its workflow's stop waited for, then a round)
+            assert member.epoch == epoch
+            joined = [m for m in caplog.messages if "joined the cluster" in m]
+            assert len(joined) == 1, joined
+        # its one row: ``left``, or ``lost`` (marked so by its own round, as it drained)
+        [(name, status)] = look.store._query("SELECT name, status FROM garrison.nodes")
+        assert (name, status in ("left", "lost")) == ("t", True), status
+        assert look.owners() == {"d": None}
+    finally:
+        if look is not None:
+            look.close()

@@ -224,6 +224,9 @@ class ClusterMember:
         #: the trio side stopped everything after a lapse: the thread joins again
         #: (rounds do nothing else until a join succeeds)
         self._rejoining = False
+        #: ... unless the node drained or stops: then it stays out of the cluster
+        #: (see :meth:`_lapsed`), its thread idle until the node's close
+        self._out = False
         self._watch_wake = threading.Condition(self._lock)
         self._watch: threading.Thread | None = None
         #: told when the lease lapsed (the node drops its cluster names)
@@ -824,6 +827,15 @@ class ClusterMember:
         for wf in running:  # whatever did not stop in time is no longer ours anyway
             if host.active.get(wf.wid) is wf:
                 del host.active[wf.wid]
+        if host.closing or self.draining:
+            # a node that stops, or drained (it stops next, as ``garrison run`` does),
+            # stays out: joined again, it took a fresh epoch and said it would claim
+            # orphans as it shut down. Its close leaves under the lapsed epoch (its row
+            # ``left``, unless a node marked it lost). A drain begun meanwhile is over
+            # too: nothing is left to hand over
+            if self.draining:
+                self.drained.set()
+            self._out = True
         self._rejoin.set()
 
     def _store_failed(self, error: Any) -> None:
@@ -999,6 +1011,10 @@ class ClusterMember:
             if self._stop.is_set():
                 return
         self._rejoin.clear()
+        if self._out:  # (nothing more to hear: its close leaves, on a connection anew)
+            self.pg.close()
+            self._stop.wait()
+            return
         with self._lock:
             self._releases.clear()
             self._giving_up.clear()
