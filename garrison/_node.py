@@ -1134,9 +1134,10 @@ def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = N
 
 def _check_stores_apart(specs: list[tuple[str, Any]]) -> None:
     """``ValueError`` naming both hosts if two workflow hosts are given the same store
-    (a file path, or a URL): each needs one of its own (its workflows, queue and
-    schedules are the store's), and a second open of a file would be refused as if
-    another node held it."""
+    (a file path, a URL, or one store object, also beside the path it opened): each
+    needs one of its own (its workflows, queue and schedules are the store's; two hosts
+    on one store object read each other's workflows as their own), and a second open
+    of a file would be refused as if another node held it."""
     from .config._loader import store_key  # (the config's own same-store rule)
 
     seen: dict[Any, str] = {}
@@ -1144,8 +1145,12 @@ def _check_stores_apart(specs: list[tuple[str, Any]]) -> None:
         if isinstance(spec, (str, os.PathLike)):
             text = os.fspath(spec)
             key = store_key(text)
-        else:
-            continue  # in memory (None: one each), or a store object
+        elif spec is None:
+            continue  # in memory: one each
+        else:  # a store object: by where it is, or (in memory) by itself
+            path = getattr(spec, "path", None)
+            text = path if isinstance(path, str) else f"{type(spec).__name__} (in memory)"
+            key = store_key(path) if isinstance(path, str) else ("object", id(spec))
         if key in seen:
             raise ValueError(f"workflow hosts {seen[key]!r} and {name!r} both use the store "
                              f"{text}: each workflow host needs a store of its own")

@@ -21,6 +21,7 @@ from trio.testing import MockClock
 
 import garrison
 from garrison.config import load_config_text
+from garrison.persistence import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -373,6 +374,39 @@ entries:
         async with garrison.open_node(config=config, store=str(tmp_path / "." / "wf.db")):
             pass
     assert not (tmp_path / "wf.db.lock").exists()
+
+
+async def test_one_store_object_given_to_two_hosts_is_refused(tmp_path: Path) -> None:
+    """helper-379: one store object mapped to two workflow hosts was taken, and the hosts
+    read each other's workflows as their own (a start on one returned the other's
+    workflow, a signal woke nothing). It is refused as the same path is, naming both
+    hosts; so is one in memory, and an object beside the path it opened."""
+    config = load_config_text(f"""
+version: "1.0"
+namespace: app
+entries:
+  - {{name: orders, kind: workflow.host, store: {tmp_path / 'o.db'}}}
+  - {{name: billing, kind: workflow.host, store: {tmp_path / 'b.db'}}}
+""")
+    both = r"workflow hosts 'app:orders' and 'app:billing' both use the store "
+    with SQLiteStore(str(tmp_path / "obj.db")) as store:
+        with pytest.raises(ValueError, match=both + r".*obj\.db: each workflow host"):
+            async with garrison.open_node(config=config, store={"app:orders": store,
+                                                                "app:billing": store}):
+                pass
+        with pytest.raises(ValueError, match=both + r".*obj\.db: each workflow host"):
+            async with garrison.open_node(config=config, store={
+                    "app:orders": store, "app:billing": str(tmp_path / "obj.db")}):
+                pass
+    memory = SQLiteStore()
+    with pytest.raises(ValueError, match=both + r"SQLiteStore \(in memory\): each"):
+        async with garrison.open_node(config=config, store={"app:orders": memory,
+                                                            "app:billing": memory}):
+            pass
+    with memory:  # (another in memory beside it: two stores)
+        async with garrison.open_node(config=config, store={"app:orders": memory,
+                                                            "app:billing": None}):
+            pass
 
 
 async def test_the_same_postgresql_servers_in_another_order_are_one_store() -> None:
