@@ -409,6 +409,31 @@ entries:
             pass
 
 
+async def test_a_handle_on_another_hosts_workflow_names_the_host_that_holds_it(
+        tmp_path: Path) -> None:
+    """helper-379: with several workflow hosts, ``node.workflow(id)`` (the default host)
+    of a workflow another host holds said only ``no workflow with id 'p' in the store``:
+    now the host it looked in, and the one holding it."""
+    config = load_config_text(f"""
+version: "1.0"
+namespace: app
+entries:
+  - {{name: orders, kind: workflow.host, store: {tmp_path / 'o.db'}}}
+  - {{name: billing, kind: workflow.host, store: {tmp_path / 'b.db'}}}
+""")
+    async with garrison.open_node(config=config) as node:
+        await node.start_workflow(app.job, id="p", host="app:billing")
+        for host in (None, "app:orders"):
+            with pytest.raises(garrison.NoSuchWorkflow, match=(
+                    rf"^no workflow with id 'p' in the store of host "
+                    rf"'{host or 'workflows'}' \(host 'app:billing' holds one: pass "
+                    rf"host='app:billing'\)$")):
+                node.workflow("p", host=host).status()
+        with pytest.raises(garrison.NoSuchWorkflow,
+                           match=r"^no workflow with id 'zz' in the store of host 'workflows'$"):
+            await node.workflow("zz").result()
+
+
 async def test_the_same_postgresql_servers_in_another_order_are_one_store() -> None:
     """A multi-host URL is one failover set: ``db1,db2`` and ``db2,db1`` are the same
     database, as the config's own check says; ``store=`` beside such an entry was taken

@@ -2040,7 +2040,7 @@ class WorkflowHost:
         host, sep, ident = wid.partition("/")
         there = self.node.hosts.get(host) if sep and ident else None
         if not isinstance(there, WorkflowHost):
-            return NoSuchWorkflow(wid)
+            return NoSuchWorkflow(wid, self._held_elsewhere(wid))
         try:
             held = (ident in there.active or ident in there.finished
                     or there.store.get_workflow(ident) is not None)
@@ -2050,6 +2050,27 @@ class WorkflowHost:
             return NoSuchWorkflow(wid)
         other = "" if there is self else f", on host {host!r}"
         return NoSuchWorkflow(wid, f" (a pid's text? its id is {ident!r}{other})")
+
+    def _held_elsewhere(self, wid: str) -> str:
+        """With several workflow hosts on the node: `` of host 'NAME'`` (the one asked),
+        and which other hosts hold ``wid`` (a handle takes the default host unless given
+        ``host=``)."""
+        others = [h for h in dict.fromkeys(self.node.hosts.values())
+                  if isinstance(h, WorkflowHost) and h is not self]
+        if not others:
+            return ""
+        holders = []
+        for h in others:
+            try:
+                if wid in h.active or wid in h.finished or h.store.get_workflow(wid):
+                    holders.append(h.name)
+            except Exception:  # (a closed store, say: no hint from it)
+                continue
+        said = f" of host {self.name!r}"
+        if holders:
+            said += (f" (host {', '.join(repr(n) for n in holders)} holds one: "
+                     f"pass host={holders[0]!r})")
+        return said
 
 
 def _left_unrun(said: str) -> str:
