@@ -6,7 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -1121,6 +1124,87 @@ async def test_a_trigger_writes_its_workflow_and_the_last_run_in_one_transaction
         await node.workflow(again.id).result()
         third = await handle.trigger()
         assert handle.info().last_workflow == third.id
+
+
+async def test_schedule_calls_read_the_store_off_the_node_s_event_loop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``node.schedule`` and a handle's pause, resume, trigger and delete read the
+    store in a worker thread, as the scheduler's task does: they read it in the node's
+    thread, so a PostgreSQL server slow to answer froze every process, workflow and the
+    console meanwhile. Real time: under a ``MockClock`` the store is read in the trio
+    thread."""
+    async with garrison.open_node() as node:
+        handle = await node.schedule("s", app.job, cron="0 3 1 1 *")
+        await node.workflow((await handle.trigger()).id).result()  # (a last run to read)
+        store = node.hosts["workflows"].store
+        ticks = 0
+        #: (the thread of each slow read, how often the event loop ticked meanwhile)
+        reads: list[tuple[threading.Thread, int]] = []
+
+        def slow(real: Any) -> Any:
+            def read(*args: Any) -> Any:
+                before = ticks
+                time.sleep(0.05)  # (a server slow to answer)
+                reads.append((threading.current_thread(), ticks - before))
+                return real(*args)
+            return read
+
+        for name in ("get_schedule", "get_workflow", "schedules"):
+            monkeypatch.setattr(store, name, slow(getattr(store, name)))
+
+        async def count() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await trio.sleep(0.001)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(count)
+            await trio.sleep(0.01)
+            for call in (partial(node.schedule, "s", app.job, cron="0 4 1 1 *"),
+                         handle.pause, handle.resume, handle.trigger, handle.delete):
+                reads.clear()
+                with trio.fail_after(5):
+                    await call()
+                assert reads, call
+                assert all(thread is not threading.main_thread() and meanwhile > 0
+                           for thread, meanwhile in reads), (call, reads)
+            nursery.cancel_scope.cancel()
+        monkeypatch.undo()
+        assert node.schedules() == []
+
+
+async def test_a_read_that_ends_after_a_later_one_is_not_taken(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pause's read of the schedule after its commit, slow to come back, ends after a
+    resume made at once read it again: taken last, the older row left the schedule
+    paused in the scheduler, its ticks never acted on, while the store has it resumed.
+    Real time (under a ``MockClock`` the reads do not overlap)."""
+    async with garrison.open_node() as node:
+        handle = await node.schedule("s", app.job, cron="0 3 1 1 *")
+        store = node.hosts["workflows"].store
+        scheduler = node.hosts["workflows"].scheduler
+        real = store.get_schedule
+        slow = trio.Event()  # (set once the pause's read is under way)
+        reads: list[bool] = []
+
+        def get_schedule(schedule_id: str) -> Any:
+            record = real(schedule_id)
+            reads.append(record.paused)
+            if record.paused and not slow.is_set():  # the pause's read after its commit
+                trio.from_thread.run_sync(slow.set)
+                time.sleep(0.2)  # comes back late, with the row as it was
+            return record
+
+        monkeypatch.setattr(store, "get_schedule", get_schedule)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle.pause)
+            await slow.wait()
+            await handle.resume()
+        monkeypatch.undo()
+        assert reads[-1] is False  # (the resume's read came back first)
+        assert not store.get_schedule("s").paused
+        assert not scheduler.rows["s"].paused
 
 
 async def test_a_schedule_whose_workflow_code_is_gone_says_so(

@@ -45,11 +45,12 @@ which only a node started with that config can tell; their pause state is kept),
 ``node.schedule`` and from tools (``garrison schedules``): a tool's write leaves a
 wakeup, and :meth:`Scheduler.reload` picks the schedule up again.
 
-The task reads the store in a worker thread (``run_blocking``), as it commits: a server
-that does not answer (down, restarting) holds up the schedules, not the node's event
-loop, and a read that fails (the server out of reach past the store's ``retry_for``)
-is logged once, its ticks acted on again a second later; a commit that fails for good
-makes the store give up, and the node leave its cluster, as any other.
+The task reads the store in a worker thread (``run_blocking``), as it commits, and so do
+``node.schedule`` and a handle's pause, resume, trigger and delete: a server that does
+not answer (down, restarting) holds up the schedules, not the node's event loop, and a
+read that fails (the server out of reach past the store's ``retry_for``) is logged
+once, its ticks acted on again a second later; a commit that fails for good makes the
+store give up, and the node leave its cluster, as any other.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ import math
 import uuid
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import trio
@@ -99,6 +100,8 @@ if TYPE_CHECKING:
 __all__ = ["Scheduler"]
 
 log = logging.getLogger("garrison.schedules")
+
+T = TypeVar("T")
 
 #: due schedules acted on per transaction (a burst of ticks starts chunk by chunk)
 CHUNK = 500
@@ -212,6 +215,10 @@ class Scheduler:
         self._replaced: dict[str, str] = {}
         #: ticks that started a workflow, skipped (overlap), missed (outside the window)
         self.counts = {"started": 0, "skipped": 0, "missed": 0}
+        #: schedule -> the ticket of the latest read of it begun and not taken yet
+        #: (:meth:`_reload`): an earlier one that ends after it began is not taken
+        self._reading: dict[str, int] = {}
+        self._tickets = 0
         #: why the store's reads fail (logged once until they work again), or ``None``
         self._failing: str | None = None
         #: the trio deadline the timer waits until (``None`` while it does not wait): a
@@ -260,7 +267,7 @@ class Scheduler:
 
     async def _serve(self, ready: Callable[[], None]) -> None:
         await self._sync_config()
-        for record in await run_blocking(self.host.store.schedules):
+        for record in await self._read(self.host.store.schedules):
             self._take(record)
         interrupted = await self._interrupted()
         ready()
@@ -295,6 +302,17 @@ class Scheduler:
                 deadline = min(deadline, self._remote_check)
             self._changed = trio.Event()
             await wait_shown(self, self._changed, deadline)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, a read of the store: in a worker thread (``run_blocking``), but
+        in the trio thread on a host clock of virtual time of its own
+        (``garrison.testing``), which jumps whenever every task waits, as
+        ``run_blocking`` does under a ``MockClock`` for the same reason."""
+        if self.host.clock.virtual:
+            result = fn(*args)
+            await trio.lowlevel.checkpoint()
+            return result
+        return await run_blocking(fn, *args)
 
     async def _read_failed(self, exc: StoreError) -> None:
         """A read of the store failed (its server out of reach past ``retry_for``):
@@ -343,7 +361,7 @@ class Scheduler:
         self._repair = False
         store = self.host.store
         # (not every schedule, one by one, at every leave)
-        missing = await run_blocking(store.schedules_without_run)
+        missing = await self._read(store.schedules_without_run)
         for record in missing:
             self._take(record)
         found = [self.rows[r.schedule_id] for r in missing if r.schedule_id in self.rows]
@@ -373,7 +391,7 @@ class Scheduler:
         row = self.rows.get(sid)
         tick = tick_of(sid, wid)
         if row is None or tick is None or now - tick > row.catchup_window \
-                or await run_blocking(store.get_workflow, wid) is not None:
+                or await self._read(store.get_workflow, wid) is not None:
             return
         last = row.last_workflow
         if row.overlap != "allow_all" and last is not None and await self._unfinished(last):
@@ -432,7 +450,7 @@ class Scheduler:
         store = self.host.store
         member = self.host.ownership
         alone = member is None or all(n.name == member.name
-                                      for n in await run_blocking(member.nodes))
+                                      for n in await self._read(member.nodes))
         starts: list[tuple[ScheduleRecord, str]] = []
         # (schedule, columns to write, what to log once they are written)
         plans: list[tuple[str, dict[str, Any], tuple[int, str, tuple[Any, ...]]]] = []
@@ -440,7 +458,7 @@ class Scheduler:
             list(self.rows.values()) if records is None else records)
             if (wid := record.last_workflow) is not None
             and (tick := tick_of(record.schedule_id, wid)) is not None]
-        found = await run_blocking(_existing, store, [wid for _, wid, _ in ticked])
+        found = await self._read(_existing, store, [wid for _, wid, _ in ticked])
         for record, wid, tick in ticked:
             sid = record.schedule_id
             if wid in found:
@@ -478,21 +496,36 @@ class Scheduler:
         return starts
 
     def reload(self, schedule_id: str) -> None:
-        """Read the schedule again (a tool changed it)."""
+        """Read the schedule again (a tool changed it). In the node's thread: the host's
+        wakeups call it, which read the store there for every wakeup anyway."""
         self._reloaded(schedule_id, self.host.store.get_schedule(schedule_id))
 
     async def _reload(self, schedule_id: str) -> None:
-        """:meth:`reload`, the store read in a worker thread (the scheduler's task)."""
-        record = await run_blocking(self.host.store.get_schedule, schedule_id)
-        self._reloaded(schedule_id, record)
+        """:meth:`reload`, the store read in a worker thread (the scheduler's task, and
+        the calls of the API after their commit). Of reads of one schedule under way at
+        once the last one begun is taken, whatever the order they end in: an earlier
+        one may predate the write a later one follows (a pause and a resume at once
+        left a schedule paused here, its ticks never acted on again)."""
+        self._tickets += 1
+        ticket = self._reading[schedule_id] = self._tickets
+        try:
+            record = await self._read(self.host.store.get_schedule, schedule_id)
+        except BaseException:
+            if self._reading.get(schedule_id) == ticket:
+                del self._reading[schedule_id]
+            raise
+        if self._reading.get(schedule_id) == ticket:
+            self._reloaded(schedule_id, record)
 
     def _reloaded(self, schedule_id: str, record: ScheduleRecord | None) -> None:
+        self._reading.pop(schedule_id, None)  # (a read begun before this: not taken)
         if record is None:
             self._forget(schedule_id)
         else:
             self._take(record)
 
     def _forget(self, schedule_id: str) -> None:
+        self._reading.pop(schedule_id, None)  # (a read begun before: not taken)
         self.rows.pop(schedule_id, None)
         self._specs.pop(schedule_id, None)
         self._remote.pop(schedule_id, None)
@@ -507,7 +540,7 @@ class Scheduler:
             return not wf.done.is_set()
         if self.host.ownership is None:
             return False
-        record = await run_blocking(self.host.store.get_workflow, wid)
+        record = await self._read(self.host.store.get_workflow, wid)
         wf = self.host.active.get(wid)
         if wf is not None:  # (it came here meanwhile)
             return not wf.done.is_set()
@@ -647,7 +680,7 @@ class Scheduler:
                 or tick_of(record.schedule_id, last) is None):
             return
         with contextlib.suppress(StoreError):
-            if await run_blocking(self.host.store.get_workflow, last) is not None:
+            if await self._read(self.host.store.get_workflow, last) is not None:
                 return
         self._replaced[record.schedule_id] = last
 
@@ -821,7 +854,7 @@ class Scheduler:
         before = record.last_workflow if record.last_workflow != wid else None
         store = self.host.store
         with contextlib.suppress(StoreError):
-            if await run_blocking(store.get_workflow, wid) is not None:
+            if await self._read(store.get_workflow, wid) is not None:
                 return
             done = await store.commit(Transaction().update_schedule(
                 sid, last_workflow=before, expect_last_workflow=wid,
@@ -878,7 +911,7 @@ class Scheduler:
         store), or with the files of other namespaces, leaves it as it is (its pause
         state too)."""
         defined = {d.schedule_id: d for d in self.definitions}
-        stored = {r.schedule_id: r for r in await run_blocking(self.host.store.schedules)}
+        stored = {r.schedule_id: r for r in await self._read(self.host.store.schedules)}
         tx = Transaction()
         now = self.host.clock.now()
         for sid, d in defined.items():
@@ -935,7 +968,7 @@ class Scheduler:
 
     async def put(self, d: ScheduleDefinition) -> None:
         """Create or update a schedule (``node.schedule``)."""
-        old = self.host.store.get_schedule(d.schedule_id)
+        old = await self._read(self.host.store.get_schedule, d.schedule_id)
         if old is not None and old.source == "config" and d.source != "config":
             raise ValueError(f"schedule {d.schedule_id!r} comes from a workflow.schedule "
                              "entry of the config: change it there")
@@ -943,29 +976,36 @@ class Scheduler:
         self._put(tx, d, old, self.host.clock.now())
         if tx:
             await self.host.store.commit(tx)
-            self.reload(d.schedule_id)
+            await self._reload(d.schedule_id)
 
     def get(self, schedule_id: str) -> ScheduleRecord:
-        """The stored schedule; :class:`~garrison.NoSuchSchedule` if there is none."""
+        """The stored schedule; :class:`~garrison.NoSuchSchedule` if there is none. In
+        the caller's thread: ``ScheduleHandle.info()`` is synchronous, as a handle's
+        other reads are; the scheduler's calls read it in a worker thread
+        (:meth:`_get`)."""
         record = self.host.store.get_schedule(schedule_id)
         if record is None:
             raise NoSuchSchedule(schedule_id, (r.schedule_id for r in self.host.store.schedules()))
         return record
+
+    async def _get(self, schedule_id: str) -> ScheduleRecord:
+        """:meth:`get`, in a worker thread."""
+        return await self._read(self.get, schedule_id)
 
     async def pause(self, schedule_id: str) -> None:
         """Stop acting on ticks (kept paused across restarts) until :meth:`resume`; a
         tick waiting for the last run to end (``buffer_one``) is dropped. A tick being
         acted on as the pause commits starts nothing (the compare-and-set of a tick
         requires the schedule not paused)."""
-        self.get(schedule_id)
+        await self._get(schedule_id)
         await self.host.store.commit(Transaction().update_schedule(
             schedule_id, paused=True, buffered_tick=None, time=self.host.clock.now()))
-        self.reload(schedule_id)
+        await self._reload(schedule_id)
 
     async def resume(self, schedule_id: str) -> None:
         """Act on ticks again, from the first one after now (the ticks that passed
         while it was paused are not caught up)."""
-        record = self.get(schedule_id)
+        record = await self._get(schedule_id)
         if not record.paused:
             return
         spec = ScheduleSpec.parse(cron=record.cron, every=record.every,
@@ -974,11 +1014,11 @@ class Scheduler:
         now = self.host.clock.now()
         await self.host.store.commit(Transaction().update_schedule(
             schedule_id, paused=False, next_tick=spec.next_after(now), time=now))
-        self.reload(schedule_id)
+        await self._reload(schedule_id)
 
     async def delete(self, schedule_id: str) -> None:
         """Remove the schedule (the workflows it started are not touched)."""
-        self.get(schedule_id)
+        await self._get(schedule_id)
         await self.host.store.commit(Transaction().delete_schedule(schedule_id))
         self._forget(schedule_id)
 
@@ -988,7 +1028,7 @@ class Scheduler:
         policy sees) unless the last run is unfinished, or is a tick whose workflow is not
         created yet: that one stays (:func:`~._schedules.trigger_takes_last`; a
         compare-and-set on ``last_workflow``, so a tick recorded meanwhile stays too)."""
-        record = self.get(schedule_id)
+        record = await self._get(schedule_id)
         target = _workflow_of(record)
         # code that takes other arguments now: the error names the schedule, as
         # ``garrison schedules trigger`` says it (the start's would name the workflow id)
@@ -1001,9 +1041,9 @@ class Scheduler:
             # crash after the start cannot leave it out). Should the id be taken (a run
             # of this schedule at that millisecond), that run is the last one: the next
             # attempt decides from it.
-            current = self.host.store.get_schedule(schedule_id)
+            current = await self._read(self.host.store.get_schedule, schedule_id)
             last = None
-            if current is not None and self._trigger_takes_last(current):
+            if current is not None and await self._trigger_takes_last(current):
                 # (stamped with the host's clock: a restart compares it with that clock)
                 last = partial(Transaction().update_schedule, schedule_id, last_workflow=wid,
                                expect_last_workflow=current.last_workflow,
@@ -1012,15 +1052,19 @@ class Scheduler:
                                         on_created=partial(created.append, True),
                                         prefix=last)
             at = next_trigger(at)  # if that id is taken: the next millisecond
-        self.reload(schedule_id)
+        await self._reload(schedule_id)
         return pid
 
-    def _trigger_takes_last(self, record: ScheduleRecord) -> bool:
+    async def _trigger_takes_last(self, record: ScheduleRecord) -> bool:
         last = record.last_workflow
-        if last is not None:
-            wf = self.host.active.get(last)
-            if wf is not None and not wf.done.is_set():
-                return False
-        found = None if last is None else self.host.store.get_workflow(last)
+        if last is None:
+            return trigger_takes_last(record.schedule_id, last, None)
+        wf = self.host.active.get(last)
+        if wf is not None and not wf.done.is_set():
+            return False
+        found = await self._read(self.host.store.get_workflow, last)
+        wf = self.host.active.get(last)
+        if wf is not None and not wf.done.is_set():  # (it came here meanwhile)
+            return False
         return trigger_takes_last(record.schedule_id, last,
                                   None if found is None else found.status)
