@@ -652,3 +652,18 @@ async def test_after_the_env_s_node_stopped_its_stats_count_no_queued_message(
     stats = env.node.stats()
     assert (stats["processes"], stats["queued"], stats["largest_inbox"],
             stats["largest_inbox_pid"]) == (0, 0, 0, None)
+
+
+async def test_the_environment_s_store_calls_run_in_the_trio_thread() -> None:
+    """The environment's clock jumps once every task waits, as a MockClock does: a store
+    call in a worker thread (``run_blocking``) let it jump meanwhile (a schedule's read
+    saw an hour go by). Its node's calls run in the trio thread, as under a MockClock;
+    past the environment, in a worker thread again."""
+    import threading
+
+    from garrison.persistence import run_blocking
+
+    here = threading.get_ident()
+    async with garrison.testing.workflow_env():
+        assert await run_blocking(threading.get_ident) == here
+    assert await run_blocking(threading.get_ident) != here

@@ -27,7 +27,7 @@ from .._errors import (
     StoreVersionError,
 )
 from . import _file
-from ._blocking import run_blocking
+from ._blocking import inline_store_calls, run_blocking
 from ._converter import (
     LEAF_TEXT,
     RawJson,
@@ -99,6 +99,7 @@ __all__ = [
     "check_search_value",
     "create_store",
     "from_json",
+    "inline_store_calls",
     "is_postgres_url",
     "migrate_store",
     "no_match",

@@ -28,6 +28,7 @@ activity, or run on the autojump clock, to race it with a timer).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import inspect
@@ -47,7 +48,7 @@ from .._router import not_in_trio
 from ..hosts.workflow._activities import ActivitiesInFlight, _options
 from ..hosts.workflow._core import FOREVER
 from ..hosts.workflow._waits import WallClock
-from ..persistence import WorkflowStatus
+from ..persistence import WorkflowStatus, inline_store_calls
 
 __all__ = ["ActivityMock", "SkippingClock", "WorkflowEnv", "workflow_env"]
 
@@ -674,6 +675,17 @@ async def workflow_env(config: Any = None) -> AsyncIterator[WorkflowEnv]:
     if loaded is not None:
         stores.update({e.id: None for e in loaded.hosts() if e.kind == "workflow.host"})
     virtual = not _skips_by_itself()
+    # (its clock jumps once every task waits: a store call in a worker thread would let
+    # it jump meanwhile, so the node's tasks make theirs in the trio thread)
+    with inline_store_calls() if virtual else contextlib.nullcontext():
+        async with _env_node(loaded, stores, virtual) as env:
+            yield env
+
+
+@asynccontextmanager
+async def _env_node(loaded: Any, stores: dict[str, Any], virtual: bool
+                    ) -> AsyncIterator[WorkflowEnv]:
+    """:func:`workflow_env`'s node and environment."""
     async with open_node(config=loaded, store=stores) as node:
         clock: WallClock
         hosts = [h for h in node.hosts.values() if getattr(h, "durable", False)]

@@ -267,7 +267,7 @@ class Scheduler:
 
     async def _serve(self, ready: Callable[[], None]) -> None:
         await self._sync_config()
-        for record in await self._read(self.host.store.schedules):
+        for record in await run_blocking(self.host.store.schedules):
             self._take(record)
         interrupted = await self._interrupted()
         ready()
@@ -302,17 +302,6 @@ class Scheduler:
                 deadline = min(deadline, self._remote_check)
             self._changed = trio.Event()
             await wait_shown(self, self._changed, deadline)
-
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)``, a read of the store: in a worker thread (``run_blocking``), but
-        in the trio thread on a host clock of virtual time of its own
-        (``garrison.testing``), which jumps whenever every task waits, as
-        ``run_blocking`` does under a ``MockClock`` for the same reason."""
-        if self.host.clock.virtual:
-            result = fn(*args)
-            await trio.lowlevel.checkpoint()
-            return result
-        return await run_blocking(fn, *args)
 
     async def _read_failed(self, exc: StoreError) -> None:
         """A read of the store failed (its server out of reach past ``retry_for``):
@@ -361,7 +350,7 @@ class Scheduler:
         self._repair = False
         store = self.host.store
         # (not every schedule, one by one, at every leave)
-        missing = await self._read(store.schedules_without_run)
+        missing = await run_blocking(store.schedules_without_run)
         for record in missing:
             self._take(record)
         found = [self.rows[r.schedule_id] for r in missing if r.schedule_id in self.rows]
@@ -391,7 +380,7 @@ class Scheduler:
         row = self.rows.get(sid)
         tick = tick_of(sid, wid)
         if row is None or tick is None or now - tick > row.catchup_window \
-                or await self._read(store.get_workflow, wid) is not None:
+                or await run_blocking(store.get_workflow, wid) is not None:
             return
         last = row.last_workflow
         if row.overlap != "allow_all" and last is not None and await self._unfinished(last):
@@ -450,7 +439,7 @@ class Scheduler:
         store = self.host.store
         member = self.host.ownership
         alone = member is None or all(n.name == member.name
-                                      for n in await self._read(member.nodes))
+                                      for n in await run_blocking(member.nodes))
         starts: list[tuple[ScheduleRecord, str]] = []
         # (schedule, columns to write, what to log once they are written)
         plans: list[tuple[str, dict[str, Any], tuple[int, str, tuple[Any, ...]]]] = []
@@ -458,7 +447,7 @@ class Scheduler:
             list(self.rows.values()) if records is None else records)
             if (wid := record.last_workflow) is not None
             and (tick := tick_of(record.schedule_id, wid)) is not None]
-        found = await self._read(_existing, store, [wid for _, wid, _ in ticked])
+        found = await run_blocking(_existing, store, [wid for _, wid, _ in ticked])
         for record, wid, tick in ticked:
             sid = record.schedule_id
             if wid in found:
@@ -509,7 +498,7 @@ class Scheduler:
         self._tickets += 1
         ticket = self._reading[schedule_id] = self._tickets
         try:
-            record = await self._read(self.host.store.get_schedule, schedule_id)
+            record = await run_blocking(self.host.store.get_schedule, schedule_id)
         except BaseException:
             if self._reading.get(schedule_id) == ticket:
                 del self._reading[schedule_id]
@@ -540,7 +529,7 @@ class Scheduler:
             return not wf.done.is_set()
         if self.host.ownership is None:
             return False
-        record = await self._read(self.host.store.get_workflow, wid)
+        record = await run_blocking(self.host.store.get_workflow, wid)
         wf = self.host.active.get(wid)
         if wf is not None:  # (it came here meanwhile)
             return not wf.done.is_set()
@@ -680,7 +669,7 @@ class Scheduler:
                 or tick_of(record.schedule_id, last) is None):
             return
         with contextlib.suppress(StoreError):
-            if await self._read(self.host.store.get_workflow, last) is not None:
+            if await run_blocking(self.host.store.get_workflow, last) is not None:
                 return
         self._replaced[record.schedule_id] = last
 
@@ -854,7 +843,7 @@ class Scheduler:
         before = record.last_workflow if record.last_workflow != wid else None
         store = self.host.store
         with contextlib.suppress(StoreError):
-            if await self._read(store.get_workflow, wid) is not None:
+            if await run_blocking(store.get_workflow, wid) is not None:
                 return
             done = await store.commit(Transaction().update_schedule(
                 sid, last_workflow=before, expect_last_workflow=wid,
@@ -911,7 +900,7 @@ class Scheduler:
         store), or with the files of other namespaces, leaves it as it is (its pause
         state too)."""
         defined = {d.schedule_id: d for d in self.definitions}
-        stored = {r.schedule_id: r for r in await self._read(self.host.store.schedules)}
+        stored = {r.schedule_id: r for r in await run_blocking(self.host.store.schedules)}
         tx = Transaction()
         now = self.host.clock.now()
         for sid, d in defined.items():
@@ -968,7 +957,7 @@ class Scheduler:
 
     async def put(self, d: ScheduleDefinition) -> None:
         """Create or update a schedule (``node.schedule``)."""
-        old = await self._read(self.host.store.get_schedule, d.schedule_id)
+        old = await run_blocking(self.host.store.get_schedule, d.schedule_id)
         if old is not None and old.source == "config" and d.source != "config":
             raise ValueError(f"schedule {d.schedule_id!r} comes from a workflow.schedule "
                              "entry of the config: change it there")
@@ -990,7 +979,7 @@ class Scheduler:
 
     async def _get(self, schedule_id: str) -> ScheduleRecord:
         """:meth:`get`, in a worker thread."""
-        return await self._read(self.get, schedule_id)
+        return await run_blocking(self.get, schedule_id)
 
     async def pause(self, schedule_id: str) -> None:
         """Stop acting on ticks (kept paused across restarts) until :meth:`resume`; a
@@ -1041,7 +1030,7 @@ class Scheduler:
             # crash after the start cannot leave it out). Should the id be taken (a run
             # of this schedule at that millisecond), that run is the last one: the next
             # attempt decides from it.
-            current = await self._read(self.host.store.get_schedule, schedule_id)
+            current = await run_blocking(self.host.store.get_schedule, schedule_id)
             last = None
             if current is not None and await self._trigger_takes_last(current):
                 # (stamped with the host's clock: a restart compares it with that clock)
@@ -1062,7 +1051,7 @@ class Scheduler:
         wf = self.host.active.get(last)
         if wf is not None and not wf.done.is_set():
             return False
-        found = await self._read(self.host.store.get_workflow, last)
+        found = await run_blocking(self.host.store.get_workflow, last)
         wf = self.host.active.get(last)
         if wf is not None and not wf.done.is_set():  # (it came here meanwhile)
             return False
