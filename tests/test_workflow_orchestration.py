@@ -668,3 +668,155 @@ async def test_a_workflow_spawning_its_own_id_as_a_child_is_refused_clearly(
         assert await node.wait(await node.spawn(plain)) == node.workflow("me").pid
     assert said == ["workflow 'me' cannot start itself as its child: id 'me' is its own "
                     "(give the child another id)"] * 2, said
+
+
+# ------------------------------------------- a monitor or link of a workflow of another store
+async def ends_when_told() -> str:
+    msg = await process.inbox().receive()
+    return f"done {msg.payload}"
+
+
+async def watches(*targets: str) -> list[Any]:
+    for target in targets:
+        process.monitor(target)
+    events = process.events()
+    seen = [await events.receive() for _ in targets]
+    while (event := await events.receive(timeout="30s")) is not None:  # (no second)
+        seen.append(event)
+    return sorted([str(e.kind), str(e.pid), e.result] for e in seen)
+
+
+@pytest.mark.parametrize("ids", [("w", "t"), ("x", "x")])
+@pytest.mark.parametrize("how", ["live", "restart", "exit lost"])
+async def test_a_workflow_monitoring_a_workflow_of_another_store_gets_its_exit_once(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
+        ids: tuple[str, str], how: str) -> None:
+    """The monitor of a workflow on another workflow host of the node (another store)
+    was written into the watcher's store, keyed by the target's id: the watcher's store
+    failed for good (a foreign key), or, with the same id on both hosts, the row named
+    the watcher itself and no EXIT came. It is the target's store's, as on one host: the
+    EXIT comes once, after both resumed too, and after a crash between the target's end
+    and the EXIT's write into the watcher's store (the watcher's replay finds it ended)."""
+    from garrison.hosts.workflow import _host
+
+    watcher_id, target_id = ids
+    (tmp_path / "app.yaml").write_text(_TWO_HOSTS)
+    config = str(tmp_path / "app.yaml")
+    exit_of_ended = _host.WorkflowHost.exit_of_ended
+
+    def never_on_a(self: Any, target: Any, watcher: Any, event: Any) -> None:
+        if self.name != "p:a":  # the node goes before the write into the watcher's store
+            exit_of_ended(self, target, watcher, event)
+
+    async with garrison.open_node(config=config) as node:
+        target = await node.start_workflow(ends_when_told, id=target_id, host="p:b")
+        await node.start_workflow(watches, str(target), id=watcher_id, host="p:a")
+        watcher = node.workflow(watcher_id, host="p:a")
+        await wait_status(watcher, "waiting")
+        if how == "exit lost":
+            monkeypatch.setattr(_host.WorkflowHost, "exit_of_ended", never_on_a)
+            await node.send(target, "go", 1)
+            assert await node.workflow(target_id, host="p:b").result() == "done 1"
+            await trio.sleep(60)
+            assert watcher.status() == "waiting"
+        if how == "live":
+            await node.send(target, "go", 1)
+            with trio.fail_after(100):
+                assert await watcher.result() == [["EXIT", str(target), "done 1"]]
+    monkeypatch.undo()
+    async with garrison.open_node(config=config) as node:  # both resume
+        if how == "restart":
+            await node.send(target, "go", 1)
+        with trio.fail_after(100):
+            assert await node.workflow(watcher_id, host="p:a").result() == [
+                ["EXIT", str(target), "done 1"]]
+            assert await node.workflow(target_id, host="p:b").result() == "done 1"
+
+
+async def fails_a_while_after_a_message() -> None:
+    await process.inbox().receive()
+    await workflow.sleep("7s")
+    raise RuntimeError("boom")
+
+
+async def links_to(target: str, trap: bool) -> Any:
+    process.set_options(trap_links=trap)
+    process.link(target)
+    await process.send(target, "go", 1)
+    event = await process.events().receive(timeout="1h")
+    return "survived" if event is None else [str(event.kind), str(event.pid)]
+
+
+@pytest.mark.parametrize("trap", [False, True])
+async def test_a_link_to_a_workflow_of_another_store_outlives_a_restart(
+        tmp_path: Path, autojump_clock: Any, trap: bool) -> None:
+    """A workflow linked to one of another workflow host of the node makes the link
+    again as it resumes; its host resumed first, before the other's workflow was
+    loaded, and the link was dropped: the other's failure then reached nobody (one
+    that did not trap links survived it, one that did got no LINK_DOWN). It holds from
+    the other's load."""
+    (tmp_path / "app.yaml").write_text(_TWO_HOSTS)
+    config = str(tmp_path / "app.yaml")
+    async with garrison.open_node(config=config) as node:
+        target = await node.start_workflow(fails_a_while_after_a_message, id="f",
+                                           host="p:b")
+        await node.start_workflow(links_to, str(target), trap, id="l", host="p:a")
+        await wait_status(node.workflow("f", host="p:b"), "sleeping")
+    async with garrison.open_node(config=config) as node:
+        linker = node.workflow("l", host="p:a")
+        with trio.fail_after(100):
+            if trap:
+                assert await linker.result() == ["LINK_DOWN", str(target)]
+            else:
+                with pytest.raises(garrison.WorkflowFailed, match="LinkedProcessFailed"):
+                    await linker.result()
+
+
+async def ends_in_an_hour() -> str:
+    await process.inbox().receive(timeout="1h")
+    return "ended normally"
+
+
+async def links_then_fails(target: str) -> None:
+    process.link(target)
+    await process.inbox().receive()
+    raise RuntimeError("boom")
+
+
+async def test_a_link_to_a_workflow_of_another_store_fails_it_before_it_resumed(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """The linking workflow's host resumed first, and it failed at once (the message it
+    waited for came while no node ran): the other's host had not loaded the other yet,
+    and the linked failure reached nobody. It acts once that host resumed."""
+    from garrison.persistence import SQLiteStore
+
+    (tmp_path / "app.yaml").write_text(_TWO_HOSTS)
+    config = str(tmp_path / "app.yaml")
+    async with garrison.open_node(config=config) as node:
+        target = await node.start_workflow(ends_in_an_hour, id="o", host="p:b")
+        await node.start_workflow(links_then_fails, str(target), id="l", host="p:a")
+        await wait_status(node.workflow("l", host="p:a"), "waiting")
+    with SQLiteStore(str(tmp_path / "a.db")) as a:
+        a.write(Transaction().deliver("l", "go", 1, msg_id="go-1"))
+    async with garrison.open_node(config=config) as node:
+        with trio.fail_after(100), pytest.raises(garrison.WorkflowFailed,
+                                                 match="linked process p:a/l failed"):
+            await node.workflow("o", host="p:b").result()
+
+
+async def test_the_exits_of_two_workflows_of_the_same_id_on_two_stores_both_come(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """A workflow monitoring ``t`` of its own host and ``t`` of another gets both
+    EXITs: the one from the other store has an inbox id of its own (not dropped as
+    the same message)."""
+    (tmp_path / "app.yaml").write_text(_TWO_HOSTS)
+    async with garrison.open_node(config=str(tmp_path / "app.yaml")) as node:
+        here = await node.start_workflow(ends_when_told, id="t", host="p:a")
+        there = await node.start_workflow(ends_when_told, id="t", host="p:b")
+        await node.start_workflow(watches, str(here), str(there), id="w", host="p:a")
+        await wait_status(node.workflow("w", host="p:a"), "waiting")
+        await node.send(here, "go", 1)
+        await node.send(there, "go", 2)
+        with trio.fail_after(100):
+            assert await node.workflow("w", host="p:a").result() == [
+                ["EXIT", str(here), "done 1"], ["EXIT", str(there), "done 2"]]

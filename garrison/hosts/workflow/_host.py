@@ -265,6 +265,13 @@ class WorkflowHost:
         #: in the queue or dropped from it, one may have left ``active`` unended)
         self._awaited: dict[WorkflowInstance, int] = {}
         self.resumed = False
+        #: links to unfinished workflows of the store made before this host resumed
+        #: them (by the workflows of a workflow host the node resumed first): each
+        #: holds from its workflow's load (``_recovery.load``)
+        self.early_links: dict[str, set[Pid]] = {}
+        #: the ends of the other sides of those links, before that load: acted on
+        #: once the host resumed (``target, dead, error`` of ``linked_exit``)
+        self._early_exits: list[tuple[Pid, Pid, ErrorInfo | None]] = []
         self._nursery: trio.Nursery | None = None
         #: ids whose start is being committed: the event a second start of the same id
         #: waits for (made by the first such start; ``None`` until then)
@@ -440,6 +447,10 @@ class WorkflowHost:
         self.resumed = True
         assert self._nursery is not None
         await resume_all(self, self._nursery)
+        self.early_links.clear()  # (of workflows it did not load: none runs here)
+        early, self._early_exits = self._early_exits, []
+        for target, dead, error in early:
+            self.linked_exit(target, dead, error)
         # What tools wrote is taken from here on: a write from before is in the store
         # that resume_all read, and it took each workflow in its turn (a pending one in
         # queue order, after the resumed ones; a wake-up taken earlier could start one
@@ -865,12 +876,12 @@ class WorkflowHost:
         targets: list[tuple[WorkflowInstance, int]] = []
         event_text = ""
         cluster = self.ownership is not None
-        watchers = dict.fromkeys(wf.durable_watchers) if wf.durable_watchers else {}
+        # (those of other workflow hosts, of other stores, get it once it is committed:
+        # _late_monitors)
+        watchers = dict.fromkeys(w for w in wf.durable_watchers or () if w.host == self.name)
         left: list[str] = []  # (in a cluster: those the store's monitors answer for)
         stored: list[str] = []  # (not running here: the EXIT only in their inbox)
         for watcher in watchers:
-            if watcher.host != self.name:
-                continue
             other = self.active.get(watcher.id)
             if other is None and cluster:
                 left.append(watcher.id)  # (the store's monitors below reach every one
@@ -940,9 +951,9 @@ class WorkflowHost:
                        delivered: Mapping[Pid, Any]) -> None:
         """After ``wf``'s end (``event``) is committed, whoever wrote it: the workflows
         here that watch it and are not in ``delivered`` get its ``EXIT``
-        (:meth:`_late_local_monitors`), its callers fail, its monitors and links hear
+        (:meth:`_late_monitors`), its callers fail, its monitors and links hear
         of it (:func:`exit_fan_out`)."""
-        self._late_local_monitors(wf, delivered, event)
+        self._late_monitors(wf, delivered, event)
         error = event.error
         if wf.callers:
             wf.fail_callers(f"workflow {wf.pid} ended before replying: "
@@ -966,15 +977,18 @@ class WorkflowHost:
             log.warning("could not read whether the watchers %s of an ended workflow may "
                         "run again: %s", watchers, exc)
 
-    def _late_local_monitors(self, wf: WorkflowInstance, delivered: Mapping[Pid, Any],
-                             event: Event) -> None:
+    def _late_monitors(self, wf: WorkflowInstance, delivered: Mapping[Pid, Any],
+                       event: Event) -> None:
         """After ``wf``'s end is committed: its ``EXIT`` for the workflows here that
-        began to monitor it meanwhile (not in ``delivered``)."""
+        began to monitor it meanwhile (not in ``delivered``), and for those of the
+        node's other workflow hosts (their inboxes are in other stores: a crash before
+        this write loses nothing, the watcher's replay finds ``wf`` ended)."""
         try:
             for watcher in dict.fromkeys(wf.durable_watchers or ()):
-                if watcher not in delivered and watcher.host == self.name and (
-                        watcher.id in self.active or self._may_come_back(watcher.id)):
-                    self.exit_of_ended(wf.pid, watcher, event)
+                host = self._watcher_host(watcher)
+                if watcher not in delivered and host is not None and (
+                        watcher.id in host.active or host._may_come_back(watcher.id)):
+                    host.exit_of_ended(wf.pid, watcher, event)
         except Exception as exc:
             log.warning("workflow %s: could not look for monitors made while its end was "
                         "committed: %s", wf.wid, exc, extra={"workflow_id": wf.wid})
@@ -1140,22 +1154,31 @@ class WorkflowHost:
         return record is not None and WorkflowStatus(record.status) not in _FOR_GOOD
 
     def add_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
-        """A workflow monitors a workflow: its ``EXIT`` arrives durably."""
+        """A workflow monitors a workflow: its ``EXIT`` arrives durably. The monitor is a
+        row of this host's store, the target's, which its load and its end read. It goes
+        with the watcher's journal record when the watcher's store is this one; a
+        watcher of another store (another workflow host of the node) has it written on
+        its own: a crash before that commit loses nothing, as the watcher's replay
+        monitors again (``WorkflowInterop._deliver_lost``)."""
         other = self.active.get(target.id)
-        buf = watcher.buffered()
+        buf = watcher.buffered() if watcher.store is self.store else None
         if other is not None:
             if other.durable_watchers is None:
                 other.durable_watchers = [watcher.pid]
             elif watcher.pid not in other.durable_watchers:
                 other.durable_watchers.append(watcher.pid)
-            buf.add_monitor(target.id, watcher.pid)
+            if buf is not None:
+                buf.add_monitor(target.id, watcher.pid)
+            else:
+                self.write_soon(Transaction().add_monitor(target.id, watcher.pid))
             return
         if self._unfinished(target.id):
             # it runs on another node of the cluster (or has not resumed here yet): its
             # end delivers the EXIT to the monitors the store holds. The monitor goes with
             # the watcher's journal record; once it is committed, a look at the target
             # catches an end that read the store's monitors before it
-            buf.add_monitor(target.id, watcher.pid)
+            if buf is not None:
+                buf.add_monitor(target.id, watcher.pid)
             self.write_soon(Transaction().add_monitor(target.id, watcher.pid),
                             lambda _results: self._monitor_stored(target, watcher.pid))
             return
@@ -1215,17 +1238,29 @@ class WorkflowHost:
             log.warning("workflow %s: could not read whether workflow %s it monitors "
                         "has ended: %s", watcher.id, target.id, exc)
             return
-        if ended:
-            self.exit_of_ended(target, watcher, Event(EventKind.EXIT, target, result, error))
+        host = self._watcher_host(watcher)
+        if ended and host is not None:
+            host.exit_of_ended(target, watcher, Event(EventKind.EXIT, target, result, error))
+
+    def _watcher_host(self, watcher: Pid) -> WorkflowHost | None:
+        """The workflow host of this node whose store holds the workflow ``watcher``
+        (another workflow host's for a watcher of another store)."""
+        if watcher.host == self.name:
+            return self
+        host = self.node.hosts.get(watcher.host)
+        return host if isinstance(host, WorkflowHost) and not host.client else None
 
     def exit_of_ended(self, target: Pid, watcher: Pid, event: Event) -> None:
-        """The ``EXIT`` of an ended workflow for a workflow that monitors it: into the
-        watcher's inbox (once: its id is derived from both, whoever delivers it; a
-        replayed monitor asks again, so a crash before this write loses nothing)."""
+        """The ``EXIT`` of an ended workflow for a workflow of this host that monitors
+        it: into the watcher's inbox (once: its id is derived from both, whoever
+        delivers it -- the target's pid in it when that is another host's, whose ids
+        may be the same as this one's; a replayed monitor asks again, so a crash before
+        this write loses nothing)."""
         text = _dumps(event_to_plain(event))
         now = self.clock.now()
+        ended = target.id if target.host == self.name else str(target)
         tx = Transaction().deliver(watcher.id, "EXIT", RawJson(text),
-                                   msg_id=exit_id(target.id, watcher.id), sender=target,
+                                   msg_id=exit_id(ended, watcher.id), sender=target,
                                    kind="event", time=now)
 
         instance = self.active.get(watcher.id)  # (one loaded later reads the row itself)
@@ -1263,7 +1298,10 @@ class WorkflowHost:
         if other is not None and other.durable_watchers and \
                 watcher.pid in other.durable_watchers:
             other.durable_watchers.remove(watcher.pid)
-        watcher.buffered().remove_monitor(target.id, watcher.pid)
+        if watcher.store is self.store:
+            watcher.buffered().remove_monitor(target.id, watcher.pid)
+        else:  # (the row is this store's: see add_durable_monitor)
+            self.write_soon(Transaction().remove_monitor(target.id, watcher.pid))
 
     def runs_elsewhere(self, wid: str) -> bool:
         """True if ``wid`` is unfinished and not here: another node of the cluster runs
@@ -1299,6 +1337,12 @@ class WorkflowHost:
         it, see :meth:`linked_exit`.)"""
         wf = self.active.get(target.id)
         if wf is None:
+            if self.ownership is None and not self.resumed and not self.client \
+                    and self._unfinished(target.id):
+                # not loaded yet (a workflow of another workflow host of the node, which
+                # resumed first, makes its links again): it is linked as it loads
+                self.early_links.setdefault(target.id, set()).add(other)
+                return True
             if self.ownership is None or target.id in self.finished:
                 return False
             self.elsewhere.watch(target).links.add(other)
@@ -1314,6 +1358,8 @@ class WorkflowHost:
         that runs ``target``, if another one, drops ``other`` from its links."""
         self._unwatch_link(target, other)
         self._unwatch_link(other, target)
+        if target.id in self.early_links:
+            self.early_links[target.id].discard(other)
         wf = self.active.get(target.id)
         if wf is not None:
             if wf.links:
@@ -1363,6 +1409,9 @@ class WorkflowHost:
             error = None  # a supervisor restarting a process fails no workflow linked to it
         wf = self.active.get(target.id)
         if wf is None:
+            if dead in self.early_links.get(target.id, ()):
+                self._early_exits.append((target, dead, error))  # (for once it loaded)
+                return
             if self.ownership is not None:
                 # to the node that runs it; a process ended by this node's close is no
                 # failure there (the workflow goes on; a lost node does not end it)

@@ -118,7 +118,8 @@ class Interop(WorkflowCore):
           the process ended, tells a failure it remembers: the first went to the
           node lost); a process of a node that is not live is lost, as above;
         - a workflow it monitors that has ended gets its ``EXIT`` delivered (the same
-          id as the one its end delivered: once);
+          id as the one its end delivered: once); the monitor of a workflow of another
+          store, not written with this journal, is made again;
         - a link to a workflow is made again on the other side (links are not stored:
           the linked workflow resumed without it); one that failed meanwhile acts as
           a linked failure with its error, as it would have live."""
@@ -137,6 +138,12 @@ class Interop(WorkflowCore):
                     lost.append((EventKind.EXIT, pid))
             elif h is None or (not h.durable and not h.is_alive(pid)):
                 lost.append((EventKind.EXIT, pid))
+            elif h.durable and h.store is not self.store:
+                # a workflow of another store (another workflow host of this node): the
+                # monitor's row there was written apart from this journal (see
+                # ``add_durable_monitor``), so it is made again (once: a set); if that
+                # workflow ended meanwhile, its EXIT (once: same id)
+                h.add_durable_monitor(pid, self)
             elif h.durable and not h.is_alive(pid):
                 # a workflow that ended (or runs on another node) while this one was
                 # down or replaying: its EXIT, if it ended (delivered once: same id; a

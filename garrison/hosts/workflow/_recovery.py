@@ -69,6 +69,8 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
         timer_kinds={t.seq: t.kind for t in stored if t.kind is not None},
     )
     wf.requests = requests
+    for other in host.early_links.pop(wid, ()):  # (made before this host resumed)
+        wf.linked_to(other)
     wf.resend_seq = wf.cursor.last + 1  # (a call there may have been sent before)
     load_promises(host, wf)
     wf.trace = record.trace
