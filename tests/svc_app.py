@@ -212,9 +212,9 @@ async def shares(box: list, event: trio.Event) -> None:
     await trio.sleep_forever()
 
 
-async def _conn(cleanup: float, register: bool) -> None:
+async def conn_helper(cleanup: float, register: bool = True) -> None:
     """A helper holding the name "conn" (if ``register``); its cleanup awaits
-    (shielded: closing a socket)."""
+    (shielded: closing a socket). (The supervisor's tests use it too.)"""
     if register:
         process.register("conn")
     try:
@@ -225,10 +225,10 @@ async def _conn(cleanup: float, register: bool) -> None:
 
 
 async def with_conn(name: str, cleanup: float, register: bool = True) -> None:
-    """Starts a ``_conn`` helper linked to itself; fails FAILS[name] more times after
+    """Starts a ``conn_helper`` linked to itself; fails FAILS[name] more times after
     0.1 s, then runs until stopped."""
     note(name, "start")
-    await process.spawn_linked(_conn, cleanup, register)
+    await process.spawn_linked(conn_helper, cleanup, register)
     await trio.sleep(0.1)
     if FAILS.get(name, 0) > 0:
         FAILS[name] -= 1

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import pytest
+import svc_app
 import trio
 import trio.testing
 
@@ -1811,19 +1812,10 @@ async def test_a_terminated_supervisor_held_by_an_infinity_child_names_it_in_the
 
 
 # -- helpers ending with their child, waited for ----------------------------------------
-async def _conn(cleanup: float) -> None:
-    """A helper holding a name; its cleanup awaits (shielded: closing a socket)."""
-    process.register("conn")
-    try:
-        await trio.sleep_forever()
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio.sleep(cleanup)
-
-
 async def _conn_worker(cleanup: float, crashes: list[Any] | None = None) -> None:
-    """Starts a ``_conn`` helper linked to it; crashes once if given a list."""
-    await process.spawn_linked(_conn, cleanup)
+    """Starts a ``conn_helper`` (the name "conn", a shielded cleanup) linked to it;
+    crashes once if given a list."""
+    await process.spawn_linked(svc_app.conn_helper, cleanup)
     if crashes is not None and not crashes:
         crashes.append(process.pid())
         await trio.sleep(0.1)
