@@ -376,18 +376,23 @@ entries:
     assert not (tmp_path / "wf.db.lock").exists()
 
 
-async def test_one_store_object_given_to_two_hosts_is_refused(tmp_path: Path) -> None:
-    """helper-379: one store object mapped to two workflow hosts was taken, and the hosts
-    read each other's workflows as their own (a start on one returned the other's
-    workflow, a signal woke nothing). It is refused as the same path is, naming both
-    hosts; so is one in memory, and an object beside the path it opened."""
-    config = load_config_text(f"""
+def _two_hosts(tmp_path: Path) -> Any:
+    """A config of two workflow hosts, app:orders and app:billing, each on its file."""
+    return load_config_text(f"""
 version: "1.0"
 namespace: app
 entries:
   - {{name: orders, kind: workflow.host, store: {tmp_path / 'o.db'}}}
   - {{name: billing, kind: workflow.host, store: {tmp_path / 'b.db'}}}
 """)
+
+
+async def test_one_store_object_given_to_two_hosts_is_refused(tmp_path: Path) -> None:
+    """helper-379: one store object mapped to two workflow hosts was taken, and the hosts
+    read each other's workflows as their own (a start on one returned the other's
+    workflow, a signal woke nothing). It is refused as the same path is, naming both
+    hosts; so is one in memory, and an object beside the path it opened."""
+    config = _two_hosts(tmp_path)
     both = r"workflow hosts 'app:orders' and 'app:billing' both use the store "
     with SQLiteStore(str(tmp_path / "obj.db")) as store:
         with pytest.raises(ValueError, match=both + r".*obj\.db: each workflow host"):
@@ -414,13 +419,7 @@ async def test_a_handle_on_another_hosts_workflow_names_the_host_that_holds_it(
     """helper-379: with several workflow hosts, ``node.workflow(id)`` (the default host)
     of a workflow another host holds said only ``no workflow with id 'p' in the store``:
     now the host it looked in, and the one holding it."""
-    config = load_config_text(f"""
-version: "1.0"
-namespace: app
-entries:
-  - {{name: orders, kind: workflow.host, store: {tmp_path / 'o.db'}}}
-  - {{name: billing, kind: workflow.host, store: {tmp_path / 'b.db'}}}
-""")
+    config = _two_hosts(tmp_path)
     async with garrison.open_node(config=config) as node:
         await node.start_workflow(app.job, id="p", host="app:billing")
         for host in (None, "app:orders"):
