@@ -228,3 +228,21 @@ async def test_a_reply_that_comes_while_the_request_is_delivered_is_kept(
     with trio.fail_after(1):
         assert await caller.exchange(callee, callee.pid, "ask", 5.0, deliver) == "early"
     assert caller.calls == {} and callee.callers == {}
+
+
+async def test_a_reply_to_a_message_that_is_no_call_says_its_topic_cut(node, autojump_clock):
+    """helper-383: the ValueError of a reply to a plain message held its whole topic (a
+    topic has no limit: 100,000 characters went into the error and the exit log)."""
+    async def replier() -> str:
+        msg = await process.inbox().receive()
+        with pytest.raises(ValueError) as info:
+            await msg.reply("x")
+        return str(info.value)
+
+    pid = await node.spawn(replier)
+    await node.send(pid, "a" * 100_000)
+    said = await node.wait(pid)
+    assert said.endswith("... (100002 characters)) is not a call: nothing to reply to")
+    assert len(said) < 200, said
+    await node.send(pid := await node.spawn(replier), "short")
+    assert "(topic 'short') is not a call" in await node.wait(pid)

@@ -185,8 +185,11 @@ class Message:
         A reply that arrives after the caller gave up is dropped.
         """
         if self.call_ref is None or self.sender is None:
+            topic = repr(self.topic)  # (cut: a topic has no limit, an error line has)
+            if len(topic) > 80:
+                topic = f"{topic[:60]}... ({len(topic)} characters)"
             raise ValueError(
-                f"message {self.id} (topic {self.topic!r}) is not a call: nothing to reply to"
+                f"message {self.id} (topic {topic}) is not a call: nothing to reply to"
             )
         runtime = runtime_var.get(None)  # the hot path: current_runtime() without a call
         if runtime is None:
