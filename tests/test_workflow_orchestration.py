@@ -820,3 +820,34 @@ async def test_the_exits_of_two_workflows_of_the_same_id_on_two_stores_both_come
         with trio.fail_after(100):
             assert await node.workflow("w", host="p:a").result() == [
                 ["EXIT", str(here), "done 1"], ["EXIT", str(there), "done 2"]]
+
+
+async def bystander() -> Any:
+    event = await process.events().receive(timeout="50s")
+    return None if event is None else [str(event.kind), str(event.pid)]
+
+
+async def test_a_tools_terminate_gives_no_exit_to_a_namesake_of_another_hosts_watcher(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """helper-382: a workflow of host p:a monitors t of p:b (its row in b's store, as
+    e481519 keeps it), and b holds a workflow of the same id as the watcher. A tool's
+    terminate of t (no node running) delivered the EXIT by the watcher's id alone, into
+    b's namesake, which never monitored t. Only b's own watchers get it there; the
+    watcher of a gets it as it resumes."""
+    from garrison.hosts.workflow._operate import terminate_unless_node, terminated
+    from garrison.persistence import SQLiteStore
+
+    (tmp_path / "app.yaml").write_text(_TWO_HOSTS)
+    config = str(tmp_path / "app.yaml")
+    async with garrison.open_node(config=config) as node:
+        target = await node.start_workflow(ends_when_told, id="t", host="p:b")
+        await node.start_workflow(watches, str(target), id="w", host="p:a")
+        await node.start_workflow(bystander, id="w", host="p:b")
+        await wait_status(node.workflow("w", host="p:a"), "waiting")
+    with SQLiteStore(str(tmp_path / "b.db"), lock=False) as b:
+        terminate_unless_node(b, b.get_workflow("t"), terminated("by a tool"))
+    async with garrison.open_node(config=config) as node:
+        with trio.fail_after(100):
+            assert await node.workflow("w", host="p:a").result() == [
+                ["EXIT", str(target), None]]  # (its result: none, it failed)
+            assert await node.workflow("w", host="p:b").result() is None  # (its 50 s)

@@ -131,9 +131,8 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
             tx.remove_timer(wid, timer.seq)
         text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, err)))
         # (read by the write, after the status: a monitor committed meanwhile is seen,
-        # or its maker finds the workflow ended; see Transaction.deliver_to_monitors;
-        # watchers of any host: one a tool started has no host of its own)
-        tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=None,
+        # or its maker finds the workflow ended; see Transaction.deliver_to_monitors)
+        tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=_watchers_host(rec),
                                msg_id_prefix=exit_id(wid, ""), sender=pid, time=now)
         for child in store.list_workflows(parent=pid):
             if not WorkflowStatus(child.status).finished:
@@ -165,9 +164,19 @@ def end_pending_transaction(store: Any, record: Any, status: WorkflowStatus,
     for timer in store.timers(wid):  # (a retried one's: its waits end with it)
         tx.remove_timer(wid, timer.seq)
     text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, error)))
-    tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=None,
+    tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=_watchers_host(record),
                            msg_id_prefix=exit_id(wid, ""), sender=pid, time=now)
     return tx
+
+
+def _watchers_host(record: Any) -> str | None:
+    """The host whose watchers of the workflow of ``record`` a tool's end of it writes
+    the ``EXIT`` to: its own (the store's). A watcher of another workflow host of the
+    node (another store) keeps its row here too, but its inbox is in its own store: it
+    gets the EXIT as it resumes, finding the workflow ended; delivered here by its id
+    alone, it went into this store's workflow of the same id (or the ended one's own
+    inbox). ``None`` (of any host) for a workflow no node ran yet: no host of its own."""
+    return record.host
 
 
 def never_ran(store: Any, record: Any) -> bool:
