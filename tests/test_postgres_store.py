@@ -1238,6 +1238,30 @@ def test_psycopg_errors_of_the_cli_are_one_line(pg: str) -> None:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_a_schema_made_for_a_role_without_create_on_the_database_is_used(
+        postgres_url: str) -> None:
+    """helper-384: a DBA's usual set-up for a role that may not create schemas (no
+    CREATE on the database: PostgreSQL 15's default for a database it does not own) is
+    a schema made for it; the node's CREATE SCHEMA IF NOT EXISTS still needed CREATE
+    on the database (``permission denied for database``). A schema that exists is used;
+    one that does not is still the error naming the right needed."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS garrison_tenant")
+        conn.execute("CREATE ROLE garrison_tenant LOGIN")
+        conn.execute("CREATE SCHEMA tenant AUTHORIZATION garrison_tenant")
+    tenant = postgres_url.replace("postgres@", "garrison_tenant@")
+    with PostgresStore(tenant + "?schema=tenant") as store:  # a node made the store there
+        assert store.list_workflows() == []
+    with pytest.raises(StoreError, match=r"cannot create schema 'garrison': permission "
+                                         r"denied for database"):
+        PostgresStore(tenant)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA tenant CASCADE")
+        conn.execute("DROP ROLE garrison_tenant")
+
+
 def test_a_schema_that_is_not_garrisons_or_out_of_reach_is_named(
         postgres_server: Any, postgres_url: str) -> None:
     """A schema holding another application's tables failed with a bare

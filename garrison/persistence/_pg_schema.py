@@ -725,7 +725,12 @@ def migrate(
                 raise StoreError(name, f"schema {schema!r} already holds objects that are "
                                        f"not garrison's (tables {shown}): give the store a "
                                        "schema of its own (schema= or ?schema=NAME)")
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
+            # (one made for the role beforehand, CREATE SCHEMA ... AUTHORIZATION, is
+            # used as it is: IF NOT EXISTS would still need CREATE on the database, which
+            # PostgreSQL 15 gives an ordinary role only on a database it owns)
+            if cur.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s",
+                           (schema,)).fetchone() is None:
+                cur.execute(sql.SQL("CREATE SCHEMA {}").format(s))
             cur.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {}.schema_version "
