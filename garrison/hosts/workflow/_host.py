@@ -2090,15 +2090,20 @@ class WorkflowHost:
         there = self.node.hosts.get(host) if sep and ident else None
         if not isinstance(there, WorkflowHost):
             return NoSuchWorkflow(wid, self._held_elsewhere(wid))
-        try:
-            held = (ident in there.active or ident in there.finished
-                    or there.store.get_workflow(ident) is not None)
-        except Exception:  # (a closed store, say: no hint, the error stands)
-            held = False
-        if not held:
+        if not there.holds(ident):
             return NoSuchWorkflow(wid)
         other = "" if there is self else f", on host {host!r}"
         return NoSuchWorkflow(wid, f" (a pid's text? its id is {ident!r}{other})")
+
+    def holds(self, wid: str) -> bool:
+        """Whether this host has the workflow ``wid`` (running here, ended here, or in
+        its store), for the hints of :meth:`no_such`: ``False`` if its store cannot
+        say (closed, say: no hint, the error stands)."""
+        try:
+            return (wid in self.active or wid in self.finished
+                    or self.store.get_workflow(wid) is not None)
+        except Exception:
+            return False
 
     def _held_elsewhere(self, wid: str) -> str:
         """With several workflow hosts on the node: `` of host 'NAME'`` (the one asked),
@@ -2108,13 +2113,7 @@ class WorkflowHost:
                   if isinstance(h, WorkflowHost) and h is not self]
         if not others:
             return ""
-        holders = []
-        for h in others:
-            try:
-                if wid in h.active or wid in h.finished or h.store.get_workflow(wid):
-                    holders.append(h.name)
-            except Exception:  # (a closed store, say: no hint from it)
-                continue
+        holders = [h.name for h in others if h.holds(wid)]
         said = f" of host {self.name!r}"
         if holders:
             said += (f" (host {', '.join(repr(n) for n in holders)} holds one: "

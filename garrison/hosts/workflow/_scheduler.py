@@ -1048,12 +1048,15 @@ class Scheduler:
         last = record.last_workflow
         if last is None:
             return trigger_takes_last(record.schedule_id, last, None)
-        wf = self.host.active.get(last)
-        if wf is not None and not wf.done.is_set():
+
+        def running_here() -> bool:
+            wf = self.host.active.get(last)
+            return wf is not None and not wf.done.is_set()
+
+        if running_here():
             return False
         found = await run_blocking(self.host.store.get_workflow, last)
-        wf = self.host.active.get(last)
-        if wf is not None and not wf.done.is_set():  # (it came here meanwhile)
+        if running_here():  # (it came here meanwhile)
             return False
         return trigger_takes_last(record.schedule_id, last,
                                   None if found is None else found.status)
