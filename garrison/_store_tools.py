@@ -544,17 +544,17 @@ def pause_schedule(store: Any, schedule_id: str) -> None:
 
 
 def resume_schedule(store: Any, schedule_id: str, now: float | None = None) -> None:
-    """Resume the schedule from its first tick after ``now`` (default: the time now)."""
-    from .hosts.workflow._schedules import ScheduleSpec
-    from .persistence import Transaction
+    """Resume the schedule from its first tick after ``now`` (default: the time now); a
+    compare-and-set on the schedule as read, read again when an update of its timing
+    or another resume committed meanwhile (as ``Scheduler.resume``)."""
+    from .hosts.workflow._schedules import resume_transaction
 
-    rec = get_schedule(store, schedule_id)
-    if not rec.paused:
-        return
-    spec = ScheduleSpec.parse(cron=rec.cron, every=rec.every, timezone=rec.timezone,
-                              what=f"schedule {schedule_id!r}", stored=True)
-    following = spec.next_after(time.time() if now is None else now)
-    store.write(Transaction().update_schedule(schedule_id, paused=False, next_tick=following))
+    while True:
+        rec = get_schedule(store, schedule_id)
+        if not rec.paused:
+            return
+        if store.write(resume_transaction(rec, time.time() if now is None else now))[0]:
+            return
 
 
 def trigger_schedule(store: Any, schedule_id: str, now: float | None = None) -> str:

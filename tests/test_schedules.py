@@ -26,7 +26,7 @@ from garrison import _store_tools as tools
 from garrison.config import load_config_text
 from garrison.hosts.workflow._schedules import ScheduleSpec, tick_id
 from garrison.hosts.workflow._waits import WallClock
-from garrison.persistence import Transaction, open_store
+from garrison.persistence import Op, Transaction, open_store
 
 UTC = dt.UTC
 #: the wall clock of every test node at virtual time 0: 2026-01-01T00:00:00Z
@@ -622,6 +622,178 @@ async def test_an_update_racing_a_tick_does_not_act_on_the_tick_again(
         await trio.sleep(HOUR)
         assert node.stats()["schedules"]["workflows"]["started"] == 2
     assert ids() == [tick_id("s", at(1)), tick_id("s", at(2))]
+
+
+def _resumes(tx: Transaction) -> bool:
+    """``tx`` resumes a schedule (sets ``paused`` to 0)."""
+    return any(op is Op.UPDATE_SCHEDULE and ("paused", 0) in params[2]
+               for op, params in tx.ops)
+
+
+def _records_a_tick(tx: Transaction) -> bool:
+    """``tx`` records a tick (a compare-and-set on the next tick)."""
+    return any(op is Op.UPDATE_SCHEDULE and any(c == "next_tick" for c, _ in params[3])
+               for op, params in tx.ops)
+
+
+def _before_commit(monkeypatch: pytest.MonkeyPatch, store: Any, of: Any,
+                   racing: Any) -> None:
+    """The first commit to ``store`` of a transaction ``tx`` for which ``of(tx)`` is
+    true awaits ``racing()`` first (a write that commits between that writer's read
+    and its commit); every other commit is left alone."""
+    real = store.commit
+    pending = [racing]
+
+    async def commit(tx: Transaction) -> Any:
+        if pending and of(tx):
+            await pending.pop()()
+        return await real(tx)
+
+    monkeypatch.setattr(store, "commit", commit)
+
+
+def _utc(t: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(t, UTC)
+
+
+async def test_a_resume_racing_an_update_of_the_timing_keeps_the_new_timing(
+        store_spec: str, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
+    """A resume read the paused schedule (every 1h) at 0h30 and computed its next tick
+    from that timing (1h); before it committed, ``node.schedule`` changed the timing to
+    every 2h (its next tick 2h; the pause kept). The resume wrote the 1h tick over it:
+    a tick the schedule no longer has ran at 1h. The resume is a compare-and-set on
+    what it read (paused, the timing): it reads the schedule again and resumes it on
+    the new timing."""
+    async with garrison.open_node(store=store_spec) as node:
+        handle = await node.schedule("s", app.job, every="1h")
+        await handle.pause()
+        await trio.sleep(0.5 * HOUR)
+        _before_commit(monkeypatch, node.hosts["workflows"].store, _resumes,
+                       partial(node.schedule, "s", app.job, every="2h"))
+        await handle.resume()
+        record = handle.info()
+        assert (record.paused, record.every, record.next_tick) == (False, 2 * HOUR,
+                                                                   _utc(at(2)))
+        await trio.sleep(2 * HOUR)  # to 2h30
+    assert ids() == [tick_id("s", at(2))]
+
+
+def test_a_tool_s_resume_racing_an_update_of_the_timing_keeps_the_new_timing(
+        store_spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same from ``garrison schedules resume``: it read the paused schedule (every
+    1h) as a node's update to every 2h committed, and wrote the 1h tick over the new
+    timing's. It reads the schedule again and resumes it on the new timing."""
+    def put(every: float, next_tick: float, time: float) -> Transaction:
+        return Transaction().put_schedule("s", host="workflows", workflow="schedule_app:job",
+                                          every=every, catchup_window=HOUR,
+                                          next_tick=next_tick, time=time)
+
+    with open_store(store_spec) as store:
+        store.write(put(HOUR, at(1), at(0)))
+        store.write(Transaction().update_schedule("s", paused=True, time=at(0)))
+        real = store.get_schedule
+        racing = [put(2 * HOUR, at(2), at(0.5))]
+
+        def get_schedule(schedule_id: str) -> Any:
+            record = real(schedule_id)
+            if racing:  # committed after the resume read the schedule
+                store.write(racing.pop())
+            return record
+
+        monkeypatch.setattr(store, "get_schedule", get_schedule)
+        tools.resume_schedule(store, "s", now=at(0.5))
+        record = real("s")
+        assert (record.paused, record.every, record.next_tick) == (False, 2 * HOUR,
+                                                                   _utc(at(2)))
+
+
+async def test_a_resume_racing_another_resume_does_not_bring_back_a_tick_acted_on_since(
+        store_spec: str, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
+    """Two resumes at once (two operators; a node and ``garrison schedules resume``):
+    one read the schedule paused at 0h30 and computed its next tick (1h); before it
+    committed the other resumed it, and the 1h tick started its 90-minute run. The
+    first then wrote the 1h tick back as the next one, and the scheduler acted on it
+    again (here skipped behind its own run, and counted). The resume is a
+    compare-and-set on the schedule still paused: it finds it resumed, and leaves it."""
+    async with garrison.open_node(store=store_spec) as node:
+        handle = await node.schedule("s", app.job, 1.5 * HOUR, every="1h")
+        await handle.pause()
+        await trio.sleep(0.5 * HOUR)
+
+        async def other() -> None:  # another resume, then the 1h tick
+            await handle.resume()
+            await trio.sleep(0.75 * HOUR)  # to 1h15
+
+        _before_commit(monkeypatch, node.hosts["workflows"].store, _resumes, other)
+        await handle.resume()
+        record = handle.info()
+        assert (record.next_tick, record.last_workflow) == (_utc(at(2)),
+                                                            tick_id("s", at(1)))
+        await trio.sleep(60)
+        stats = node.stats()["schedules"]["workflows"]
+        assert (stats["started"], stats["skipped"], stats["missed"]) == (1, 0, 0)
+
+
+async def test_a_tick_racing_an_update_of_the_timing_takes_the_new_timing(
+        store_spec: str, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
+    """Another node of a cluster changed the schedule from every 1h to every 30m as the
+    1h tick was acted on here: its update, computed just before 1h, has the same next
+    tick (1h), and committed between this node's read of the schedule and its record
+    of the tick. The tick's compare-and-set (next tick, last run) passed, and it wrote
+    the next tick of the old timing (2h): the 1h30 tick never ran. The compare-and-set
+    is on the timing too: the scheduler reads the schedule again and acts on the 1h
+    tick with the new timing. (The other node's update is written here to the store
+    directly, as that node's commit does.)"""
+    async with garrison.open_node(store=store_spec) as node:
+        await node.schedule("s", app.job, every="1h")
+        store = node.hosts["workflows"].store
+        stored = store.get_schedule("s")
+
+        async def update() -> None:
+            store.write(Transaction().put_schedule(
+                "s", host=stored.host, workflow=stored.workflow, every=0.5 * HOUR,
+                catchup_window=stored.catchup_window, next_tick=at(1), time=at(0.99)))
+            await trio.lowlevel.checkpoint()
+
+        _before_commit(monkeypatch, store, _records_a_tick, update)
+        await trio.sleep(2.25 * HOUR)
+        assert node.schedules()[0].every == 0.5 * HOUR
+    assert ids() == [tick_id("s", at(h)) for h in (1, 1.5, 2)]
+
+
+def test_store_schedule_compare_and_set_on_the_pause_and_the_timing(store_spec: str) -> None:
+    """``update_schedule``'s ``expect_paused`` and ``expect_timing`` (``cron``,
+    ``every``, ``timezone``; NULL-safe), alone and with the tick's compares."""
+    with open_store(store_spec) as store:
+        def put(**kw: Any) -> None:
+            store.write(Transaction().put_schedule(
+                "s", host="workflows", workflow="m:f", catchup_window=60.0, **kw))
+
+        def resume(**kw: Any) -> list[Any]:
+            return store.write(Transaction().update_schedule(
+                "s", paused=False, next_tick=at(4), **kw))
+
+        put(cron="0 3 * * *", timezone="Europe/Riga", next_tick=at(3))
+        timing = ("0 3 * * *", None, "Europe/Riga")
+        assert resume(expect_paused=True, expect_timing=timing) == [False]  # not paused
+        store.write(Transaction().update_schedule("s", paused=True))
+        for other in (("0 3 * * *", None, "UTC"), ("0 4 * * *", None, "Europe/Riga"),
+                      (None, 3600.0, "Europe/Riga")):
+            assert resume(expect_paused=True, expect_timing=other) == [False], other
+        assert store.get_schedule("s").paused
+        assert resume(expect_paused=True, expect_timing=timing) == [True]
+        record = store.get_schedule("s")
+        assert (record.paused, record.next_tick) == (False, _utc(at(4)))
+        put(every=3600.0, next_tick=at(5))
+        assert store.write(Transaction().update_schedule(
+            "s", next_tick=at(6), expect_next_tick=at(5),
+            expect_timing=(None, 7200.0, "UTC"))) == [False]
+        assert store.write(Transaction().update_schedule(
+            "s", next_tick=at(6), expect_next_tick=at(5), expect_last_workflow=None,
+            expect_timing=(None, 3600.0, "UTC"))) == [True]
+        assert store.write(Transaction().update_schedule(
+            "s", paused=True, expect_paused=False)) == [True]
+        assert store.get_schedule("s").next_tick == _utc(at(6))
 
 
 async def test_a_node_joining_a_cluster_leaves_a_live_node_s_ticks_alone(

@@ -310,6 +310,17 @@ _UPDATABLE = frozenset({"status", "result", "error", "run_id", "attempt", "input
 #: prepared statement (PostgreSQL keeps 63 bytes of a name: every combination fits)
 _SCHEDULE_COLUMNS = {"paused": "p", "next_tick": "n", "last_tick": "t",
                      "last_workflow": "w", "buffered_tick": "b"}
+#: the columns ``update_schedule`` may compare (its ``expect_*``), each with its letter
+#: and its condition on parameter ``{n}`` (``next_tick``: a tick, of a schedule not
+#: paused)
+_SCHEDULE_EXPECT = {
+    "next_tick": ("n", "paused = 0 AND next_tick IS NOT DISTINCT FROM ${n}::double precision"),
+    "last_workflow": ("w", "last_workflow IS NOT DISTINCT FROM ${n}::text"),
+    "paused": ("p", "paused = ${n}::bigint"),
+    "cron": ("c", "cron IS NOT DISTINCT FROM ${n}::text"),
+    "every": ("e", "every IS NOT DISTINCT FROM ${n}::double precision"),
+    "timezone": ("z", "timezone = ${n}::text"),
+}
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:
@@ -484,8 +495,7 @@ class PgWritePath:
 
     def _schedule_stmt(self, columns: tuple[str, ...], expect: tuple[str, ...]) -> _Stmt:
         """``UPDATE_SCHEDULE`` of these columns, with the compare-and-set on the
-        ``expect`` columns (``next_tick``: and not paused; ``last_workflow``); its
-        result: one row updated."""
+        ``expect`` columns (``_SCHEDULE_EXPECT``); its result: one row updated."""
         key = ("schedule", *columns, *(f"expect_{c}" for c in expect))
         stmt = self._update_stmts.get(key)
         if stmt is None:
@@ -496,16 +506,12 @@ class PgWritePath:
             n = len(columns) + 2
             text = f"UPDATE {self._s}.schedules SET updated = $2{sets} WHERE schedule_id = $1"
             for column in expect:
-                n += 1
-                if column == "next_tick":
-                    text += (f" AND paused = 0 AND next_tick IS NOT DISTINCT FROM "
-                             f"${n}::double precision")
-                elif column == "last_workflow":
-                    text += f" AND last_workflow IS NOT DISTINCT FROM ${n}::text"
-                else:
+                if column not in _SCHEDULE_EXPECT:
                     raise ValueError(f"update_schedule cannot compare column {column!r}")
+                n += 1
+                text += " AND " + _SCHEDULE_EXPECT[column][1].replace("{n}", str(n))
             name = ("g_sched_" + "".join(_SCHEDULE_COLUMNS[c] for c in columns) + "_if_"
-                    + "".join(_SCHEDULE_COLUMNS[c] for c in expect))
+                    + "".join(_SCHEDULE_EXPECT[c][0] for c in expect))
             stmt = self._update_stmts[key] = _Stmt(name, text, n)
         return stmt
 

@@ -56,9 +56,11 @@ of the contract every store implements:
                           the same ``cron``, ``every`` and ``timezone``: read in the write)
 ``UPDATE_SCHEDULE``       ``True`` if the row was updated: it exists and, when
                           ``expect_next_tick`` is given, it is not paused and its
-                          ``next_tick`` is that value, and when ``expect_last_workflow``
-                          is given, its ``last_workflow`` is that value (NULL-safe
-                          compares); ``False`` otherwise (nothing changed)
+                          ``next_tick`` is that value, and when ``expect_last_workflow``,
+                          ``expect_paused`` or ``expect_timing`` is given, its
+                          ``last_workflow``, ``paused`` or ``cron``, ``every`` and
+                          ``timezone`` are those values (NULL-safe compares); ``False``
+                          otherwise (nothing changed)
 ``DELETE_SCHEDULE``       ``None``
 ========================  ===============================================================
 
@@ -711,15 +713,21 @@ class Transaction:
         buffered_tick: _dt.datetime | float | None = _UNSET,
         expect_next_tick: _dt.datetime | float | None = _UNSET,
         expect_last_workflow: str | None = _UNSET,
+        expect_paused: bool | None = None,
+        expect_timing: tuple[str | None, float | None, str] | None = None,
         time: _dt.datetime | float | None = None,
     ) -> Transaction:
         """Set the given columns of a schedule (and ``updated``); result ``True`` if it was
         updated. With ``expect_next_tick`` only if it is not paused and its
         ``next_tick`` is still that (a compare-and-set: of two nodes acting on one tick,
         one wins; a tick read before a pause committed starts nothing); with
-        ``expect_last_workflow`` only if its ``last_workflow`` is still that. Params:
+        ``expect_last_workflow`` only if its ``last_workflow`` is still that; with
+        ``expect_paused`` only if it is (or is not) paused; with ``expect_timing``, its
+        ``(cron, every, timezone)`` as read, only if its timing is still that (a next
+        tick computed from a timing an update changed since is not written). Params:
         ``(schedule_id, updated, ((column, value), ...), ((column, expected), ...))``,
-        the expected columns ``next_tick`` and ``last_workflow``."""
+        the expected columns ``next_tick``, ``last_workflow``, ``paused``, ``cron``,
+        ``every`` and ``timezone``."""
         sets: list[tuple[str, Any]] = []
         if paused is not None:
             sets.append(("paused", int(paused)))
@@ -735,6 +743,12 @@ class Transaction:
                            else unix_seconds(expect_next_tick)))
         if expect_last_workflow is not _UNSET:
             expect.append(("last_workflow", expect_last_workflow))
+        if expect_paused is not None:
+            expect.append(("paused", int(expect_paused)))
+        if expect_timing is not None:
+            cron, every, timezone = expect_timing
+            expect.extend((("cron", cron), ("every", None if every is None else float(every)),
+                           ("timezone", timezone)))
         return self._add_schedule(schedule_id, Op.UPDATE_SCHEDULE,
                                   (schedule_id, unix_seconds(time), tuple(sets),
                                    tuple(expect)))

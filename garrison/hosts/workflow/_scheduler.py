@@ -86,8 +86,10 @@ from ._schedules import (
     ScheduleSpec,
     check_input,
     next_trigger,
+    resume_transaction,
     tick_id,
     tick_of,
+    timing_of,
     trigger_id,
     trigger_takes_last,
 )
@@ -465,7 +467,8 @@ class Scheduler:
             if not alone or record.paused or expected is None or expected > now:
                 continue
             following = self._specs[sid].due(expected, now, window)[1]
-            plans.append((sid, {"next_tick": following, "expect_next_tick": expected}, (
+            plans.append((sid, {"next_tick": following, "expect_next_tick": expected,
+                                "expect_timing": timing_of(record)}, (
                 logging.INFO, "schedule %s missed its ticks from %s on: its tick %s, "
                 "recorded before the node stopped, is its one catch-up run",
                 (sid, tick_id(sid, expected), wid))))
@@ -698,11 +701,14 @@ class Scheduler:
         # (a window shorter than a node's own latency would miss live ticks)
         window = max(record.catchup_window, ON_TIME)
         expected = _ts(record.next_tick)
-        # every write is a compare-and-set on the next tick and the last run as this
-        # node read them: another node's trigger changes the last run without a wakeup
-        # here, and a tick deciding on an older one would start beside it
+        # every write is a compare-and-set on the next tick, the last run and the
+        # timing as this node read them: another node's trigger changes the last run
+        # without a wakeup here, and a tick deciding on an older one would start beside
+        # it; an update of the timing may keep the next tick (the same under both), and
+        # the following one, of the old timing, would be written over the new one's
         updates: dict[str, Any] = {"expect_next_tick": expected,
-                                   "expect_last_workflow": record.last_workflow}
+                                   "expect_last_workflow": record.last_workflow,
+                                   "expect_timing": timing_of(record)}
         notes: list[_Note] = []
         buffered = waited = _ts(record.buffered_tick)
         # (buffer_one) the tick in reserve: the latest that came while ``waited`` waited
@@ -993,16 +999,16 @@ class Scheduler:
 
     async def resume(self, schedule_id: str) -> None:
         """Act on ticks again, from the first one after now (the ticks that passed
-        while it was paused are not caught up)."""
-        record = await self._get(schedule_id)
-        if not record.paused:
-            return
-        spec = ScheduleSpec.parse(cron=record.cron, every=record.every,
-                                  timezone=record.timezone, what=f"schedule {schedule_id!r}",
-                                  stored=True)
-        now = self.host.clock.now()
-        await self.host.store.commit(Transaction().update_schedule(
-            schedule_id, paused=False, next_tick=spec.next_after(now), time=now))
+        while it was paused are not caught up). A compare-and-set on the schedule as
+        read (:func:`~._schedules.resume_transaction`): an update of its timing or
+        another resume committed meanwhile makes it read the schedule again."""
+        while True:
+            record = await self._get(schedule_id)
+            if not record.paused:
+                return
+            tx = resume_transaction(record, self.host.clock.now())
+            if (await self.host.store.commit(tx))[0]:
+                break
         await self._reload(schedule_id)
 
     async def delete(self, schedule_id: str) -> None:

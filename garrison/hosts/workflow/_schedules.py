@@ -30,7 +30,7 @@ from cronsim import CronSim, CronSimError
 
 from ..._duration import LONGEST_WAIT, parse_duration
 from ..._errors import PayloadError
-from ...persistence import WorkflowStatus
+from ...persistence import ScheduleRecord, Transaction, WorkflowStatus
 from ._codec import arguments_json, arity_problem, restore_args
 from ._ids import ID_RULE, MAX_KEY_BYTES, id_problem, shown
 
@@ -48,8 +48,10 @@ __all__ = [
     "check_schedule_id",
     "next_trigger",
     "parse_catchup_window",
+    "resume_transaction",
     "tick_id",
     "tick_of",
+    "timing_of",
     "trigger_id",
     "trigger_takes_last",
 ]
@@ -160,6 +162,27 @@ def trigger_takes_last(schedule_id: str, last: str | None, status: str | None) -
         return tick_of(schedule_id, last) is None
     state = WorkflowStatus(status)
     return state.finished or state is WorkflowStatus.BLOCKED
+
+
+def timing_of(record: ScheduleRecord) -> tuple[str | None, float | None, str]:
+    """``record``'s timing, ``(cron, every, timezone)``: what its next tick is computed
+    from (a write of a next tick compares it, ``expect_timing``)."""
+    return record.cron, record.every, record.timezone
+
+
+def resume_transaction(record: ScheduleRecord, now: float) -> Transaction:
+    """The write that resumes the paused schedule ``record`` from its first tick after
+    ``now``: a compare-and-set on what it was computed from, the schedule still paused
+    and of the same timing. Its result is ``False`` when a write committed since
+    ``record`` was read changed either (an update of its timing, another resume, a
+    delete): read the schedule again. (Written over such a write, the next tick it
+    computed was a tick of the old timing, or one acted on since the other resume.)"""
+    sid = record.schedule_id
+    spec = ScheduleSpec.parse(cron=record.cron, every=record.every, timezone=record.timezone,
+                              what=f"schedule {sid!r}", stored=True)
+    return Transaction().update_schedule(sid, paused=False, next_tick=spec.next_after(now),
+                                         expect_paused=True, expect_timing=timing_of(record),
+                                         time=now)
 
 
 def next_trigger(now: float) -> float:
