@@ -49,11 +49,13 @@ class Console:
         self.http = httpx.Client(base_url=url, timeout=10)
 
     def post(self, path: str, body: Any = None) -> httpx.Response:
-        """A POST as the console's page makes it (the CSRF cookie echoed in a header)."""
-        if "garrison_csrf" not in self.http.cookies:
+        """A POST as the console's page makes it (the CSRF cookie echoed in a header;
+        the cookie is named for the console's port)."""
+        name = f"garrison_csrf_{httpx.URL(self.url).port}"
+        if name not in self.http.cookies:
             assert self.http.get("/").status_code == 200
         return self.http.post(path, json={} if body is None else body,
-                              headers={"X-Garrison-CSRF": self.http.cookies["garrison_csrf"]})
+                              headers={"X-Garrison-CSRF": self.http.cookies[name]})
 
     def until(self, check: Any, what: str, timeout: float = 20.0) -> Any:
         """Poll ``check()`` (real time: another process runs) until it returns a truthy

@@ -390,7 +390,7 @@ async def test_an_empty_topic_or_rejection_message_is_refused_as_the_console_doe
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://127.0.0.1:8233") as c:
             await c.get("/")  # the CSRF cookie
-            headers = {"X-Garrison-CSRF": c.cookies["garrison_csrf"]}
+            headers = {"X-Garrison-CSRF": c.cookies["garrison_csrf_8233"]}  # (its port)
             r = await c.post("/api/workflows/w1/signal", json={"topic": ""}, headers=headers)
             assert (r.status_code, r.json()) == (400, {"error": said["signal"]})
             r = await c.post("/api/workflows/w1/promises/p/reject", json={"message": ""},
@@ -928,7 +928,7 @@ async def test_a_promise_name_too_long_or_text_no_store_keeps_is_refused_everywh
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://127.0.0.1:8233") as c:
             await c.get("/")  # the CSRF cookie
-            headers = {"X-Garrison-CSRF": c.cookies["garrison_csrf"]}
+            headers = {"X-Garrison-CSRF": c.cookies["garrison_csrf_8233"]}  # (its port)
             for verb, body in (("resolve", {"value": 1}), ("reject", {"message": "no"})):
                 r = await c.post(f"/api/workflows/w1/promises/{long_name}/{verb}",
                                  json=body, headers=headers)

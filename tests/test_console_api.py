@@ -31,6 +31,9 @@ from garrison.persistence import SQLiteStore, Transaction
 
 BASE = "http://127.0.0.1:8233"
 TOKEN = "s3cret-token-for-the-tests"
+#: the cookies of a console the browser addresses as BASE: named for its port
+CSRF = "garrison_csrf_8233"
+SESSION = "garrison_session_8233"
 
 
 def client(app: Any, base: str = BASE) -> httpx.AsyncClient:
@@ -39,10 +42,11 @@ def client(app: Any, base: str = BASE) -> httpx.AsyncClient:
 
 async def post(c: httpx.AsyncClient, path: str, body: Any = None) -> httpx.Response:
     """A POST as the console's page makes it: the CSRF cookie echoed in the header."""
-    if "garrison_csrf" not in c.cookies:
+    name = "garrison_csrf" + (f"_{c.base_url.port}" if c.base_url.port else "")
+    if name not in c.cookies:
         assert (await c.get("/")).status_code == 200
     return await c.post(path, json={} if body is None else body,
-                        headers={"X-Garrison-CSRF": c.cookies["garrison_csrf"]})
+                        headers={"X-Garrison-CSRF": c.cookies[name]})
 
 
 async def until(predicate: Any) -> None:
@@ -214,7 +218,7 @@ async def test_actions_on_a_store_wake_the_node_that_holds_it(
             r = await post(c, "/api/workflows/g-2/promises/go/reject", {"message": 3})
             assert r.status_code == 400 and "'message'" in r.json()["error"]
             r = await c.post("/api/workflows/g-2/cancel", content=b"[1,",
-                             headers={"X-Garrison-CSRF": c.cookies["garrison_csrf"]})
+                             headers={"X-Garrison-CSRF": c.cookies[CSRF]})
             assert r.status_code == 400 and "JSON object" in r.json()["error"]
             r = await post(c, "/api/workflows/g-2/retry")
             assert r.status_code == 409 and "cannot retry workflow 'g-2': it is completed" \
@@ -313,7 +317,8 @@ def test_a_store_on_a_read_only_file_system_is_shown_and_its_actions_refused(
                     rows = (await c.get("/api/workflows")).json()["workflows"]
                     print("list", [w["workflow_id"] for w in rows])
                     print("show", (await c.get("/api/workflows/w1")).status_code)
-                    csrf = {{"X-Garrison-CSRF": c.cookies["garrison_csrf"]}}
+                    csrf = {{"X-Garrison-CSRF":
+                            c.cookies[f"garrison_csrf_{{httpx.URL(where.url).port}}"]}}
                     for action, body in (("signal", {{"topic": "go"}}),
                                          ("promises/p/resolve", {{"value": 1}}),
                                          ("promises/p/reject", {{"message": "no"}}),
@@ -587,7 +592,7 @@ async def test_csrf_guard_host_check_and_headers(seeded: str) -> None:
         assert page.status_code == 200
         assert "script-src 'self'" in page.headers["content-security-policy"]
         assert page.headers["x-frame-options"] == "DENY"
-        csrf = c.cookies["garrison_csrf"]
+        csrf = c.cookies[CSRF]
         url = "/api/workflows/l-1/signal"
         no_header = await c.post(url, json={"topic": "ping"})
         assert no_header.status_code == 403 and "CSRF" in no_header.json()["error"]
@@ -620,7 +625,7 @@ async def test_csrf_guard_host_check_and_headers(seeded: str) -> None:
         for given in ("[::1]:8233", "LOCALHOST", "127.0.0.1:"):
             r = await c.get("/api/capabilities", headers={"Host": given})
             assert r.status_code == 200, (given, r.text)
-        c.cookies.set("garrison_csrf", "x")
+        c.cookies.set(CSRF, "x")
         r = await c.post(url, json={"topic": "ping"},
                          headers={"X-Garrison-CSRF": "x", "Origin": "http://[x"})
         assert r.status_code == 403, r.text
@@ -650,7 +655,7 @@ async def test_token_bearer_one_time_link_and_login(seeded: str) -> None:
         code = app.code
         assert code is not None
         r = await c.get(f"/auth?code={code}")
-        assert r.status_code == 303 and "garrison_session" in c.cookies
+        assert r.status_code == 303 and SESSION in c.cookies
         assert "httponly" in r.headers["set-cookie"].lower()
         assert (await c.get("/api/workflows")).status_code == 200
         assert (await c.get("/")).status_code == 200
@@ -974,7 +979,7 @@ async def test_non_finite_numbers_are_refused_in_and_rendered_safely_out(
             "odd-1", "console_app:gated", [float("nan")], status="completed",
             search={"size": float("inf")}))
         async with client(make_app(NodeBackend(node))) as c:
-            headers = {"X-Garrison-CSRF": (await c.get("/")).cookies["garrison_csrf"],
+            headers = {"X-Garrison-CSRF": (await c.get("/")).cookies[CSRF],
                        "Content-Type": "application/json"}
             for body in (b'{"topic": "t", "payload": NaN}',
                          b'{"topic": "t", "payload": [Infinity]}',
@@ -1049,7 +1054,7 @@ async def test_a_value_no_store_can_hold_is_400_naming_it(seeded: str) -> None:
 
     async def check(c: httpx.AsyncClient) -> None:
         await c.get("/")
-        headers = {"X-Garrison-CSRF": c.cookies["garrison_csrf"]}
+        headers = {"X-Garrison-CSRF": c.cookies[CSRF]}
         for path, body, said in [
                 ("/api/workflows/g-1/signal", f'{{"topic": "x", "payload": {deep}}}',
                  "cannot store the payload of message 'x' to workflow 'g-1'"),
@@ -1295,9 +1300,12 @@ async def test_behind_a_tls_proxy(seeded: str) -> None:
     store = _store_tools.open_store(seeded)
     public = "https://console.example"
 
-    async def act(c: httpx.AsyncClient, **headers: str) -> httpx.Response:
-        csrf = c.cookies.get("garrison_csrf") or "fixed-csrf-value"
-        c.cookies.set("garrison_csrf", csrf)
+    async def act(c: httpx.AsyncClient, name: str = "garrison_csrf",
+                  **headers: str) -> httpx.Response:
+        """A signal with the CSRF cookie ``name`` (the port of the address the
+        console took the request for names it)."""
+        csrf = c.cookies.get(name) or "fixed-csrf-value"
+        c.cookies.set(name, csrf)
         return await c.post("/api/workflows/l-1/signal", json={"topic": "t"},
                             headers={"X-Garrison-CSRF": csrf, **headers})
 
@@ -1314,9 +1322,9 @@ async def test_behind_a_tls_proxy(seeded: str) -> None:
     # a proxy on 127.0.0.1 that rewrites Host to the console's address
     forwarded = {"X-Forwarded-Host": "console.example", "X-Forwarded-Proto": "https"}
     untrusted = make_app(StoreBackend(store), token=TOKEN)
-    async with client(untrusted) as c:
-        c.cookies.set("garrison_session", untrusted.new_session())
-        r = await act(c, Origin=public, **forwarded)
+    async with client(untrusted) as c:  # (its cookies: of the Host, 127.0.0.1:8233)
+        c.cookies.set(SESSION, untrusted.new_session())
+        r = await act(c, CSRF, Origin=public, **forwarded)
         assert r.status_code == 403
         assert "--forwarded-allow-ips" in r.json()["error"]
     trusted = make_app(StoreBackend(store), token=TOKEN, forwarded_allow_ips="127.0.0.1")
@@ -1334,9 +1342,9 @@ async def test_behind_a_tls_proxy(seeded: str) -> None:
     # from any other client the X-Forwarded headers mean nothing
     other = httpx.ASGITransport(app=trusted, client=("10.9.9.9", 4000))
     async with httpx.AsyncClient(transport=other, base_url=BASE) as c:
-        c.cookies.set("garrison_session", trusted.new_session())
-        assert (await act(c, Origin=public, **forwarded)).status_code == 403
-        c.cookies.delete("garrison_csrf")
+        c.cookies.set(SESSION, trusted.new_session())
+        assert (await act(c, CSRF, Origin=public, **forwarded)).status_code == 403
+        c.cookies.delete(CSRF)
         page = await c.get("/", headers=forwarded)
         assert "secure" not in page.headers["set-cookie"].lower()
 
@@ -1382,7 +1390,7 @@ async def test_a_console_left_open_on_a_node_that_stopped_says_so(
         app = make_app(NodeBackend(node))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
-        c.cookies.set("garrison_csrf", "c" * 32)  # (a page loaded before the stop)
+        c.cookies.set(CSRF, "c" * 32)  # (a page loaded before the stop)
         answers = [await c.get(path) for path in (
             "/api/capabilities", "/api/workflows", "/api/workflows/w-1", "/api/node")]
         answers += [await post(c, f"/api/workflows/w-1/{action}", body)
@@ -1625,7 +1633,7 @@ async def test_sessions_expire_when_idle_and_at_their_maximum_age(
         await trio.sleep(59)
         assert (await c.get("/api/workflows")).status_code == 200
         await trio.sleep(60)  # idle for 60 s
-        c.cookies.set("garrison_csrf", "csrf")
+        c.cookies.set(CSRF, "csrf")
         r = await c.post("/api/workflows/x/cancel", headers={"X-Garrison-CSRF": "csrf"})
         assert r.status_code == 401 and "session has expired" in r.json()["error"]
         assert (await c.get("/")).status_code == 303
@@ -1635,7 +1643,7 @@ async def test_sessions_expire_when_idle_and_at_their_maximum_age(
         await log_in(c)
         assert stale not in app.sessions and len(app.sessions) == 1
         # the bearer token has no session to expire
-        c.cookies.delete("garrison_session")
+        c.cookies.delete(SESSION)
         await trio.sleep(301)
         assert (await c.get("/api/workflows", headers={
             "Authorization": f"Bearer {TOKEN}"})).status_code == 200
@@ -1662,17 +1670,17 @@ async def test_log_out_ends_the_session(store_path: str, autojump_clock: Any) ->
     async with client(app) as c:
         r = await c.post("/login", data={"token": TOKEN, "next": "/"}, headers={"Origin": BASE})
         assert r.status_code == 303
-        cookie = c.cookies["garrison_session"]
+        cookie = c.cookies[SESSION]
         assert (await c.get("/api/workflows")).status_code == 200
-        c.cookies.set("garrison_csrf", "csrf")
+        c.cookies.set(CSRF, "csrf")
         r = await c.post("/api/logout", headers={"Origin": BASE})
         assert r.status_code == 403 and "CSRF" in r.json()["error"]
         r = await c.post("/api/logout", headers={"X-Garrison-CSRF": "csrf", "Origin": BASE})
         assert r.status_code == 200 and r.json() == {"logged_out": True}, r.text
-        assert 'garrison_session=""' in r.headers["set-cookie"] or \
+        assert f'{SESSION}=""' in r.headers["set-cookie"] or \
             "max-age=0" in r.headers["set-cookie"].lower(), r.headers["set-cookie"]
         assert app.sessions == {}
-        c.cookies.set("garrison_session", cookie)  # (a copy the browser kept)
+        c.cookies.set(SESSION, cookie)  # (a copy the browser kept)
         r = await c.get("/api/workflows")
         assert r.status_code == 401 and "needs its token" in r.json()["error"]
         assert (await c.get("/")).status_code == 303
@@ -1681,6 +1689,105 @@ async def test_log_out_ends_the_session(store_path: str, autojump_clock: Any) ->
     async with client(make_app(StoreBackend(store))) as c:  # no token: no sessions
         r = await post(c, "/api/logout")
         assert r.status_code == 200 and r.json() == {"logged_out": False}
+    store.close()
+
+
+async def test_two_token_consoles_on_one_host_keep_their_own_cookies(seeded: str) -> None:
+    """A browser sends a host's cookies to every port of it (RFC 6265) and keeps one
+    cookie per name: two consoles on one machine (two SSH tunnels, two nodes) that both
+    wrote ``garrison_session`` logged each other out, each login overwriting the
+    other's (helper-389). The names carry the port the browser addressed: each console
+    sets and reads its own, in one browser's cookie jar."""
+    import http.cookiejar
+
+    store = _store_tools.open_store(seeded)
+    other_token = "another-console-token-0123"
+    first = make_app(StoreBackend(store), token=TOKEN)
+    second = make_app(StoreBackend(store), token=other_token)
+    jar = http.cookiejar.CookieJar()  # one browser: cookies by host name, not port
+
+    def tab(app: Any, base: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base,
+                                 cookies=jar)  # (a CookieJar is shared, not copied)
+
+    async with tab(first, "http://127.0.0.1:8393") as a, \
+            tab(second, "http://127.0.0.1:8395") as b:
+        logged_in = await a.post("/login", data={"token": TOKEN, "next": "/"})
+        assert logged_in.status_code == 303, logged_in.text
+        r = await b.post("/login", data={"token": other_token, "next": "/"})
+        assert r.status_code == 303, r.text
+        # the second login did not log the first console's tab out
+        assert (await a.get("/api/workflows")).status_code == 200
+        assert (await b.get("/api/workflows")).status_code == 200
+        said = logged_in.headers["set-cookie"].lower()
+        assert said.startswith("garrison_session_8393=") and "httponly" in said \
+            and "samesite=strict" in said, said
+        page = await a.get("/")
+        said = page.headers["set-cookie"].lower()
+        assert said.startswith("garrison_csrf_8393=") and "httponly" not in said \
+            and "samesite=strict" in said, said
+        # the page tells its script which cookie to echo
+        assert 'data-csrf-cookie="garrison_csrf_8393"' in page.text
+        assert (await b.get("/")).status_code == 200
+        assert {c.name for c in jar} == {"garrison_session_8393", "garrison_csrf_8393",
+                                         "garrison_session_8395", "garrison_csrf_8395"}
+        csrf = {c.name: c.value for c in jar}
+        r = await a.post("/api/workflows/l-1/signal", json={"topic": "t"},
+                         headers={"X-Garrison-CSRF": csrf["garrison_csrf_8395"]})
+        assert r.status_code == 403
+        assert "equal to the 'garrison_csrf_8393' cookie" in r.json()["error"], r.text
+        r = await a.post("/api/workflows/l-1/signal", json={"topic": "t"},
+                         headers={"X-Garrison-CSRF": csrf["garrison_csrf_8393"]})
+        assert r.status_code == 200, r.text
+        # one console's log-out drops its own cookie, not the other's session
+        r = await a.post("/api/logout", headers={"X-Garrison-CSRF": csrf["garrison_csrf_8393"]})
+        assert r.json() == {"logged_out": True}
+        assert r.headers["set-cookie"].startswith("garrison_session_8393=")
+        assert (await a.get("/api/workflows")).status_code == 401
+        assert (await b.get("/api/workflows")).status_code == 200
+    # a session cookie under another name (the other port's, the unnumbered one) is
+    # not this console's
+    session = first.new_session()
+    async with client(first, "http://127.0.0.1:8393") as c:
+        for name in ("garrison_session", "garrison_session_8395"):
+            r = await c.get("/api/workflows", headers={"Cookie": f"{name}={session}"})
+            assert r.status_code == 401, name
+        r = await c.get("/api/workflows",
+                        headers={"Cookie": f"garrison_session_8393={session}"})
+        assert r.status_code == 200
+        r = await c.get("/api/workflows", headers={
+            "Host": "[::1]:8393", "Cookie": f"garrison_session_8393={session}"})
+        assert r.status_code == 200
+    store.close()
+
+
+async def test_behind_a_proxy_the_cookies_are_named_for_the_port_the_browser_used(
+        seeded: str) -> None:
+    """Behind a trusted proxy the port is the one in ``X-Forwarded-Host`` (what the
+    browser's cookie jar keys on), for the cookies set and read alike; an address with
+    no port (the scheme's own) names them without one."""
+    store = _store_tools.open_store(seeded)
+    app = make_app(StoreBackend(store), token=TOKEN, forwarded_allow_ips="127.0.0.1")
+    async with client(app) as c:
+        for public, suffix in (("console.example:8443", "_8443"), ("console.example", "")):
+            proxy = {"X-Forwarded-Host": public, "X-Forwarded-Proto": "https"}
+            r = await c.post("/login", data={"token": TOKEN, "next": "/"}, headers=proxy)
+            assert r.status_code == 303, r.text
+            said = r.headers["set-cookie"].lower()
+            assert said.startswith(f"garrison_session{suffix}=") and "secure" in said, said
+            # (Secure: sent back by hand, as the browser sends it over HTTPS)
+            session = f"garrison_session{suffix}={r.cookies[f'garrison_session{suffix}']}"
+            page = await c.get("/", headers={"Cookie": session, **proxy})
+            assert page.status_code == 200, page.text
+            assert page.headers["set-cookie"].startswith(f"garrison_csrf{suffix}=")
+            csrf = page.cookies[f"garrison_csrf{suffix}"]
+            r = await c.post("/api/workflows/l-1/signal", json={"topic": "t"}, headers={
+                "Cookie": f"{session}; garrison_csrf{suffix}={csrf}",
+                "X-Garrison-CSRF": csrf, **proxy})
+            assert r.status_code == 200, r.text
+            # the console's own address (no proxy) is another port: not this cookie's
+            r = await c.get("/api/workflows", headers={"Cookie": session})
+            assert r.status_code == 401, r.text
     store.close()
 
 
@@ -2379,7 +2486,7 @@ async def test_a_body_that_trickles_or_stops_halfway_ends_its_request_quietly(
                  "headers": [(b"host", b"127.0.0.1:8233"),
                              (b"content-type", b"application/json"),
                              (b"content-length", b"100"),
-                             (b"cookie", b"garrison_csrf=x"), (b"x-garrison-csrf", b"x")]}
+                             (b"cookie", b"garrison_csrf_8233=x"), (b"x-garrison-csrf", b"x")]}
         with trio.fail_after(BODY_TIMEOUT + 5):
             await app(scope, receive, send)
         return sent

@@ -32,14 +32,14 @@ from .._errors import PayloadError, StoreError
 from .._store_tools import ToolError, check_name, check_rejection, check_topic, standard_json
 from ._backend import ApiError, Backend, parse_search, parse_statuses, strict_json
 from ._security import (
-    CSRF_COOKIE,
-    SESSION_COOKIE,
     SESSION_IDLE,
     SESSION_MAX_AGE,
     Guard,
+    csrf_cookie,
     csrf_cookie_args,
     is_https,
     raw_path,
+    session_cookie,
     session_cookie_args,
 )
 
@@ -117,11 +117,11 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         response = templates.TemplateResponse(
             request, name, {"live": backend.live, "store": backend.store.path,
                             "read_only": backend.read_only,
-                            "logout": guard.token is not None, **context},
+                            "logout": guard.token is not None,
+                            "csrf_cookie": csrf_cookie(request.scope), **context},
             status_code=status_code)
-        if not request.cookies.get(CSRF_COOKIE):
-            response.set_cookie(**csrf_cookie_args(secrets.token_urlsafe(24),
-                                                   secure=is_https(request.scope)))
+        if not request.cookies.get(csrf_cookie(request.scope)):
+            response.set_cookie(**csrf_cookie_args(request.scope, secrets.token_urlsafe(24)))
         return response
 
     # -- pages ---------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
             given = form.get("token", [""])[0]
             then = _local_path(form.get("next", [then])[0])
             if given and guard.token_matches(given):
-                return _logged_in(guard, guard.new_session(), then, is_https(request.scope))
+                return _logged_in(request, guard.new_session(), then)
             return templates.TemplateResponse(request, "login.html",
                                               {"title": "Log in", "failed": True,
                                                "anonymous": True, "next": then},
@@ -192,17 +192,18 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
             return Response("This login link is not valid (it works once). Log in with the "
                             "console's token at /login.\n", status_code=403,
                             media_type="text/plain")
-        return _logged_in(guard, session, "/", is_https(request.scope))
+        return _logged_in(request, session, "/")
 
     async def api_logout(request: Request) -> Response:
         """End the caller's session (the header's "Log out"): its cookie is refused
         from now on, as no session is. ``logged_out``: whether there was one."""
         await _read_body(request)  # (nothing in it is used; no more of it than any POST)
         guard: Guard = request.scope["state"]["guard"]
-        ended = guard.end_session(request.cookies.get(SESSION_COOKIE))
+        name = session_cookie(request.scope)
+        ended = guard.end_session(request.cookies.get(name))
         response = JSONResponse({"logged_out": ended})
         if ended:
-            response.delete_cookie(SESSION_COOKIE, path="/", secure=is_https(request.scope),
+            response.delete_cookie(name, path="/", secure=is_https(request.scope),
                                    httponly=True, samesite="strict")
         return response
 
@@ -428,9 +429,10 @@ def _sent(sent: bytes) -> str:
     return repr(shown)
 
 
-def _logged_in(guard: Guard, session: str, then: str, secure: bool) -> Response:
+def _logged_in(request: Request, session: str, then: str) -> Response:
+    guard: Guard = request.scope["state"]["guard"]
     response = RedirectResponse(then, status_code=303)
-    response.set_cookie(**session_cookie_args(session, secure=secure,
+    response.set_cookie(**session_cookie_args(request.scope, session,
                                               max_age=guard.session_max_age))
     return response
 

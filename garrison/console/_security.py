@@ -13,8 +13,13 @@
   or not) is forgotten, and its cookie is then refused as no session is (401, or the
   login page), so a cookie left in a browser does not open the console for ever.
   The time is trio's (``trio.current_time``; the console runs in trio).
+- **Cookies** are named for the port the browser addressed (``garrison_session_8233``,
+  ``garrison_csrf_8233``; an address without a port, the scheme's own, names them
+  without one): a browser sends a host's cookies to every port of it (RFC 6265), and
+  under one name for all, two consoles on one host name would share one cookie, each
+  login logging the other out. They are still sent to every server of that host name.
 - **CSRF.** A request that changes something (any method but GET and HEAD) must
-  carry the header ``X-Garrison-CSRF`` equal to the ``garrison_csrf`` cookie (which
+  carry the header ``X-Garrison-CSRF`` equal to the ``garrison_csrf_PORT`` cookie (which
   the pages set and their script echoes; another site can neither read the cookie
   nor send the header), and an ``Origin``, when the browser sends one, naming the
   console's own ``host[:port]`` (the ``Host`` the browser sent). A request
@@ -22,8 +27,9 @@
 - **Proxies.** Behind a TLS-terminating proxy that keeps the ``Host`` header nothing
   needs configuring. With ``forwarded_allow_ips`` (the addresses of your proxies,
   or ``*``), a request from one of them is taken as the proxy describes it:
-  ``X-Forwarded-Host`` is the name the browser used (checked against ``Origin``;
-  the loopback-name check is the proxy's business then, and a token is required),
+  ``X-Forwarded-Host`` is the name the browser used (checked against ``Origin``,
+  and its port names the cookies; the loopback-name check is the proxy's business
+  then, and a token is required),
   ``X-Forwarded-Proto: https`` makes the ``Origin``'s scheme checked too and the
   cookies ``Secure``. From any other client these headers are ignored.
 - Every response forbids inline scripts and framing, and sends referrers only to
@@ -46,8 +52,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["CSRF_COOKIE", "CSRF_HEADER", "SESSION_COOKIE", "SESSION_IDLE", "SESSION_MAX_AGE",
-           "Guard", "is_https", "is_loopback", "parse_proxies", "raw_path"]
+           "Guard", "cookie_names", "csrf_cookie", "is_https", "is_loopback", "parse_proxies",
+           "raw_path", "session_cookie"]
 
+#: the session cookie's name, before its port (``garrison_session_8233``: see cookie_names)
 SESSION_COOKIE = "garrison_session"
 #: a session unused this long (seconds) is forgotten: one must log in again
 SESSION_IDLE = 3600.0
@@ -56,6 +64,7 @@ SESSION_MAX_AGE = 12 * 3600.0
 #: the longest a session cookie is kept (seconds): 400 days, the most browsers keep one
 #: (RFC 6265bis), whatever a longer ``session_max_age`` (or ``math.inf``) says
 COOKIE_MAX_AGE = 400 * 86400
+#: the CSRF cookie's name, before its port (``garrison_csrf_8233``)
 CSRF_COOKIE = "garrison_csrf"
 CSRF_HEADER = "x-garrison-csrf"
 #: paths served without the token (they are how one gets a session)
@@ -76,7 +85,8 @@ _HEADERS = [
 #: a ``Host`` header (RFC 9110: ``uri-host [":" port]``): a bracketed IPv6 address or a
 #: name (or IPv4 address), then a port of digits; nothing else (``127.0.0.1:8271,
 #: evil.com`` is no address: a check of its name alone would let it through)
-_HOST = re.compile(r"(?P<name>\[[0-9A-Za-z:.%~_-]*\]|[A-Za-z0-9._~%!$&'()*+,;=-]*)(?::[0-9]*)?")
+_HOST = re.compile(r"(?P<name>\[[0-9A-Za-z:.%~_-]*\]|[A-Za-z0-9._~%!$&'()*+,;=-]*)"
+                   r"(?::(?P<port>[0-9]*))?")
 
 Proxies = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None
 
@@ -104,6 +114,30 @@ def parse_proxies(spec: str | Sequence[str] | None) -> Proxies:
 def is_https(scope: Scope) -> bool:
     """True when the browser reached the console over HTTPS (as a trusted proxy says)."""
     return bool(scope.get("state", {}).get("https"))
+
+
+def cookie_names(host: str) -> tuple[str, str]:
+    """The session and CSRF cookies' names for a console the browser addresses as
+    ``host`` (``host[:port]``, as its ``Host`` header or a trusted proxy's
+    ``X-Forwarded-Host`` says): ``garrison_session_8233``, ``garrison_csrf_8233``. A
+    browser keeps a host's cookies whatever the port: two consoles on one host name
+    (two SSH tunnels, two nodes) each need names of their own. No port (the scheme's
+    own: 80, 443): the names alone."""
+    address = _HOST.fullmatch(host.strip())
+    port = address["port"] if address is not None else None
+    if not port:
+        return SESSION_COOKIE, CSRF_COOKIE
+    return f"{SESSION_COOKIE}_{port}", f"{CSRF_COOKIE}_{port}"
+
+
+def session_cookie(scope: Scope) -> str:
+    """The name of the session cookie of the request ``scope`` (see :func:`cookie_names`)."""
+    return str(scope["state"]["cookies"][0])
+
+
+def csrf_cookie(scope: Scope) -> str:
+    """The name of the CSRF cookie of the request ``scope`` (see :func:`cookie_names`)."""
+    return str(scope["state"]["cookies"][1])
 
 
 def is_loopback(host: str) -> bool:
@@ -191,7 +225,10 @@ class Guard:
             return
         request = Request(scope)
         view = self._view(request)
-        scope.setdefault("state", {})["https"] = view[0] == "https"
+        state = scope.setdefault("state", {})
+        state["https"] = view[0] == "https"
+        # (named for the port the browser addressed: see cookie_names)
+        state["cookies"] = cookie_names(view[1])
         refusal = self._check(request, view)
 
         async def send_with_headers(message: Message) -> None:
@@ -246,7 +283,8 @@ class Guard:
             kind, _, given = auth.partition(" ")
             if kind.lower() == "bearer" and self.token_matches(given.strip()):
                 bearer = True
-            elif (why := self.use_session(request.cookies.get(SESSION_COOKIE))) is not None:
+            elif (why := self.use_session(
+                    request.cookies.get(session_cookie(request.scope)))) is not None:
                 if api or request.method not in _SAFE_METHODS:
                     if why == "expired":
                         return _refuse(True, 401, "this console session has expired (unused "
@@ -288,11 +326,12 @@ class Guard:
                                          f"is not this console's {own_host!r}{hint})")
         if request.url.path == "/login":
             return None  # the login form: nothing to forge before a session exists
-        cookie = request.cookies.get(CSRF_COOKIE, "")
+        name = csrf_cookie(request.scope)
+        cookie = request.cookies.get(name, "")
         header = request.headers.get(CSRF_HEADER, "")
         if not cookie or not hmac.compare_digest(cookie.encode(), header.encode()):
             return _refuse(api, 403, f"missing or wrong CSRF token: send the header "
-                                     f"'X-Garrison-CSRF' equal to the {CSRF_COOKIE!r} cookie")
+                                     f"'X-Garrison-CSRF' equal to the {name!r} cookie")
         return None
 
 
@@ -312,19 +351,20 @@ def _refuse(api: bool, status: int, message: str) -> Response:
     return Response(message + "\n", status_code=status, media_type="text/plain")
 
 
-def csrf_cookie_args(value: str, *, secure: bool = False) -> dict[str, Any]:
-    """The CSRF cookie: readable by the page's script, sent only to this site (and
-    only over HTTPS when the browser came by HTTPS)."""
-    return {"key": CSRF_COOKIE, "value": value, "httponly": False, "samesite": "strict",
-            "path": "/", "secure": secure}
+def csrf_cookie_args(scope: Scope, value: str) -> dict[str, Any]:
+    """The CSRF cookie of the request ``scope``: readable by the page's script, sent
+    only to this site (and only over HTTPS when the browser came by HTTPS)."""
+    return {"key": csrf_cookie(scope), "value": value, "httponly": False,
+            "samesite": "strict", "path": "/", "secure": is_https(scope)}
 
 
-def session_cookie_args(value: str, *, secure: bool = False,
+def session_cookie_args(scope: Scope, value: str, *,
                         max_age: float | None = None) -> dict[str, Any]:
-    """The session cookie: not readable by scripts, sent only to this site (and kept by
-    the browser ``max_age`` seconds at most: the session's own maximum age)."""
-    args: dict[str, Any] = {"key": SESSION_COOKIE, "value": value, "httponly": True,
-                            "samesite": "strict", "path": "/", "secure": secure}
+    """The session cookie of the request ``scope``: not readable by scripts, sent only
+    to this site (only over HTTPS when the browser came by HTTPS), and kept by the
+    browser ``max_age`` seconds at most: the session's own maximum age."""
+    args: dict[str, Any] = {"key": session_cookie(scope), "value": value, "httponly": True,
+                            "samesite": "strict", "path": "/", "secure": is_https(scope)}
     if max_age is not None:  # (``inf``: no maximum age of the session's own)
         args["max_age"] = max(1, int(min(max_age, COOKIE_MAX_AGE)))
     return args

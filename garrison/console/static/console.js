@@ -217,6 +217,12 @@ function cookie(name) {
   return "";
 }
 
+// The CSRF cookie to echo: named for the console's port (garrison_csrf_8233: a browser
+// sends a host's cookies to every port of it), as the page says
+function csrfCookie() {
+  return document.body.dataset.csrfCookie || "garrison_csrf";
+}
+
 // The last answer of each polled GET, by path: sent back as If-None-Match, a 304
 // means nothing changed (no body sent, nothing to render).
 const lastAnswer = new Map();
@@ -227,7 +233,7 @@ async function api(path, options) {
   if (options && options.body !== undefined) {
     init.method = "POST";
     init.headers["Content-Type"] = "application/json";
-    init.headers["X-Garrison-CSRF"] = cookie("garrison_csrf");
+    init.headers["X-Garrison-CSRF"] = cookie(csrfCookie());
     // (a string is the body's JSON text already: it holds a value as the user typed it)
     init.body = typeof options.body === "string" ? options.body : JSON.stringify(options.body);
   } else if (polled && lastAnswer.has(path)) {
