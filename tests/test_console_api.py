@@ -1791,6 +1791,25 @@ async def test_behind_a_proxy_the_cookies_are_named_for_the_port_the_browser_use
     store.close()
 
 
+async def test_login_on_a_console_without_a_token_goes_to_the_console(seeded: str) -> None:
+    """A console started without a token needs no login: ``/login`` showed a form that
+    could never succeed (no token matches). It goes to the page asked for instead."""
+    store = _store_tools.open_store(seeded)
+    async with client(make_app(StoreBackend(store))) as c:
+        r = await c.get("/login")
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        r = await c.get("/login?next=%2Fworkflows%2Fg-1")
+        assert r.status_code == 303 and r.headers["location"] == "/workflows/g-1"
+        r = await c.get("/login?next=//evil.example/")
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        r = await c.post("/login", data={"token": "anything", "next": "/node"})
+        assert r.status_code == 303 and r.headers["location"] == "/node"
+        assert "set-cookie" not in r.headers
+        r = await c.get("/login", follow_redirects=True)
+        assert r.status_code == 200 and "Log in" not in r.text
+    store.close()
+
+
 @pytest.mark.parametrize("max_age", [math.inf, 1e300])
 async def test_a_session_with_no_maximum_age_logs_in(store_path: str, autojump_clock: Any,
                                                      max_age: float) -> None:

@@ -165,6 +165,9 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
     async def login_page(request: Request) -> Response:
         guard: Guard = request.scope["state"]["guard"]
         then = _local_path(request.query_params.get("next"))
+        if guard.token is None and request.method != "POST":
+            # no token, no login: the page asked for (the form could never succeed)
+            return RedirectResponse(then, status_code=303)
         if request.method == "POST":
             # a urlencoded form (no multipart parser needed)
             try:
@@ -175,6 +178,8 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
             form = parse_qs(raw.decode("utf-8", "replace"))
             given = form.get("token", [""])[0]
             then = _local_path(form.get("next", [then])[0])
+            if guard.token is None:
+                return RedirectResponse(then, status_code=303)
             if given and guard.token_matches(given):
                 return _logged_in(request, guard.new_session(), then)
             return templates.TemplateResponse(request, "login.html",
