@@ -24,7 +24,7 @@ from _console_server import ROOT, console
 from _console_server import chromium as _chromium
 
 from garrison._store_tools import open_store, start
-from garrison.persistence import Transaction
+from garrison.persistence import SQLiteStore, Transaction
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -428,6 +428,95 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         page.wait_for_url(ui.url + "login")
         page.goto(ui.url)
         assert "/login" in page.url
+        browser.close()
+        assert errors == []
+    assert ui.proc.returncode == 0, "".join(ui.stdout)
+
+
+def test_an_ended_session_keeps_the_page_and_says_what_was_not_done(tmp_path: Path) -> None:
+    """helper-389: when the session ended (its idle time, its maximum age, a log-out
+    elsewhere) the page's next poll went to /login at once, and what the operator was
+    typing was lost; an action confirmed then was not done, and after the login nothing
+    said so. Now a poll's 401 leaves the page as it is, under a banner that links to
+    the login, and stops polling; a confirmed action refused so goes to the login, which
+    says what was not done, and so does the page it comes back to, once, with what was
+    typed. The cookies are named for the console's port, and the page echoes its own."""
+    chromium = _chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    SQLiteStore(str(tmp_path / "app.db")).close()  # (as a node creates it)
+    store = open_store(str(tmp_path / "app.db"))
+    try:
+        start(store, "console_app:gated", ["x"], "g-1")
+    finally:
+        store.close()
+    with console("ui", "--store", "app.db", "--bind", "127.0.0.1:0", "--token", TOKEN,
+                 cwd=tmp_path) as ui, sync_playwright() as pw:
+        ui.http.headers["Authorization"] = f"Bearer {TOKEN}"
+        port = urlsplit(ui.url).port
+        browser = pw.chromium.launch_persistent_context(
+            tempfile.mkdtemp(dir=tmp_path), executable_path=chromium, headless=True,
+            args=ARGS, viewport={"width": 1280, "height": 860})
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        expect.set_options(timeout=15_000)
+        here = ui.url + "workflows/g-1"
+
+        page.goto(here)
+        page.fill("input[name=token]", TOKEN)
+        page.click("button[type=submit]")
+        expect(page.locator("#wf-status")).to_have_text("pending")
+        names = {c["name"]: c for c in browser.cookies()}
+        assert set(names) == {f"garrison_session_{port}", f"garrison_csrf_{port}"}, names
+        assert names[f"garrison_session_{port}"]["httpOnly"] and \
+            names[f"garrison_session_{port}"]["sameSite"] == "Strict"
+
+        # the session ends (here: a log-out from another tab) while the operator types
+        page.fill("#signal-topic", "approve")
+        page.fill("#signal-payload", '{"by": "ann"}')
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/api/" in r.url else None)
+        r = browser.request.post(ui.url + "api/logout", headers={
+            "X-Garrison-CSRF": names[f"garrison_csrf_{port}"]["value"]})
+        assert r.json() == {"logged_out": True}
+        banner = page.locator("#session-ended")
+        expect(banner).to_be_visible()
+        expect(banner).to_contain_text("session has ended")
+        expect(banner.locator("a")).to_have_attribute("href", "/login?next=%2Fworkflows%2Fg-1")
+        # the page stays, with what was typed, and asks no more
+        page.wait_for_timeout(2500)
+        assert page.url == here
+        assert page.input_value("#signal-topic") == "approve"
+        assert page.input_value("#signal-payload") == '{"by": "ann"}'
+        assert len(asked) == 1, asked
+
+        # a confirmed action refused: nothing sent, and the login page says so
+        page.click("#signal-button")
+        page.click("#confirm-yes")
+        page.wait_for_url("**/login?next=%2Fworkflows%2Fg-1")
+        note = page.locator("#session-note")
+        said = 'the signal "approve" to workflow g-1 was not sent'
+        expect(note).to_contain_text(said)
+        assert ui.http.get("/api/workflows/g-1").json()["inbox"] == []
+        page.fill("input[name=token]", TOKEN)
+        page.click("button[type=submit]")
+        page.wait_for_url(here)
+        # back on the page: said once more, with what was typed back in its fields
+        expect(note).to_contain_text(said)
+        expect(page.locator("#wf-status")).to_have_text("pending")
+        assert page.input_value("#signal-topic") == "approve"
+        assert page.input_value("#signal-payload") == '{"by": "ann"}'
+        page.reload()
+        expect(page.locator("#wf-status")).to_have_text("pending")
+        expect(note).to_be_hidden()
+        # and sent again, it is sent (the page echoes the CSRF cookie of its port)
+        page.fill("#signal-topic", "approve")
+        page.click("#signal-button")
+        page.click("#confirm-yes")
+        expect(page.locator("#toast")).to_contain_text("signal approve sent")
+        assert [m["topic"] for m in ui.http.get("/api/workflows/g-1").json()["inbox"]] \
+            == ["approve"]
         browser.close()
         assert errors == []
     assert ui.proc.returncode == 0, "".join(ui.stdout)

@@ -223,6 +223,72 @@ function csrfCookie() {
   return document.body.dataset.csrfCookie || "garrison_csrf";
 }
 
+// ------------------------------------------------------------------ the session's end
+// The login page, coming back to this one afterwards
+function loginHere() {
+  return "/login?next=" + encodeURIComponent(location.pathname + location.search);
+}
+
+// The session ended (idle, too old, logged out elsewhere, the console restarted): a
+// request got 401 and nothing was done. The page stays as it is, with what is typed
+// on it (a poll must not take the operator away mid-sentence), under a banner whose
+// link logs in again and comes back; only the operator's own action leaves the page.
+function sessionEnded() {
+  const banner = $("session-ended");
+  if (!banner || !banner.hidden) return;
+  const link = el("a", { href: loginHere() }, "log in again");
+  link.addEventListener("click", () => keepTyped(null));
+  fill(banner, "Your console session has ended: this page is no longer updated, and " +
+       "nothing you do here is sent until you ", link, " (what you typed comes back).");
+  banner.hidden = false;
+}
+
+// What to say, and what was typed, once back from the login (this tab only)
+const AFTER_LOGIN = "garrison:after-login";
+function keepTyped(note) {
+  const fields = {};
+  for (const input of document.querySelectorAll("main input[id], main textarea[id]")) {
+    if (input.type !== "checkbox" && input.type !== "password") fields[input.id] = input.value;
+  }
+  const promises = {};
+  for (const input of document.querySelectorAll("#promises tr[data-promise] input.promise-value")) {
+    promises[input.closest("tr").dataset.promise] = input.value;
+  }
+  try {
+    sessionStorage.setItem(AFTER_LOGIN, JSON.stringify(
+      { note, path: location.pathname + location.search, fields, promises }));
+  } catch (e) { /* no storage: the banner and the login page said it all the same */ }
+}
+
+// What keepTyped kept for this page (its promise values: typedPromises), its note
+// shown: on the login page (kept for the page after it), then once on the next page
+let typedPromises = {};
+let typedFields = {};
+function afterLogin() {
+  let kept = null;
+  try { kept = JSON.parse(sessionStorage.getItem(AFTER_LOGIN)); } catch (e) { kept = null; }
+  if (!kept || typeof kept !== "object") return;
+  if (document.body.dataset.page !== "login") sessionStorage.removeItem(AFTER_LOGIN);
+  if (kept.note) {
+    fill($("session-note"), kept.note, " ",
+         el("button", { type: "button", onclick: () => { $("session-note").hidden = true; } }, "OK"));
+    $("session-note").hidden = false;
+  }
+  if (kept.path === location.pathname + location.search) {
+    typedFields = kept.fields || {};
+    typedPromises = kept.promises || {};
+  }
+}
+
+// The fields typed before the login back in place (once the page has drawn them)
+function restoreTyped() {
+  for (const [id, value] of Object.entries(typedFields)) {
+    const input = $(id);
+    if (input && typeof value === "string") input.value = value;
+  }
+  typedFields = {};
+}
+
 // The last answer of each polled GET, by path: sent back as If-None-Match, a 304
 // means nothing changed (no body sent, nothing to render).
 const lastAnswer = new Map();
@@ -247,10 +313,10 @@ async function api(path, options) {
     throw Object.assign(new Error("connection lost: " + e.message), { offline: true });
   }
   if (response.status === 401) {
-    // no session (it expired, or the console was restarted): log in again, then
-    // come back to this page
-    location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
-    throw new Error("the console session has expired: log in again");
+    // no session (it expired, or the console was restarted): nothing was done
+    sessionEnded();
+    throw Object.assign(new Error("your console session has ended: log in again"),
+                        { expired: true });
   }
   if (polled && response.status === 304 && lastAnswer.has(path)) {
     return { data: lastAnswer.get(path).data, changed: false };
@@ -298,7 +364,8 @@ function poller(load, everyMs) {
     timer = null;
     if (!document.hidden) {
       const started = performance.now();
-      try { await load(); } catch (e) { /* shown by load */ }
+      // (an error is shown by load; the session's end by its banner: no more polls)
+      try { await load(); } catch (e) { if (e.expired) stopped = true; }
       cost = performance.now() - started;
     }
     // A slow answer (a workflow with a huge inbox: the server reads it all) is asked
@@ -369,6 +436,7 @@ async function listPage() {
     if (caps.hosts.length > 1) $("host").value = filters.host;
   }
   showFilters();
+  restoreTyped();  // (a search typed, not yet applied, before a login)
 
   function query(after) {
     const q = new URLSearchParams();
@@ -410,6 +478,7 @@ async function listPage() {
       answer = await api("/api/workflows?" + q, { poll: true });
     } catch (e) {
       if (ticket !== asked) return;
+      if (e.expired) throw e;  // (the rows stay, under the banner)
       // no answer at all (a network blip): the rows shown, if they are this query's,
       // stay under a mark until the next answer (a poll asks again)
       $("list-offline").hidden = !e.offline;
@@ -483,9 +552,11 @@ async function listPage() {
 }
 
 // ------------------------------------------------------------------ confirmations
+// ``undone``: what was not done should the session have ended ("the signal ... was not
+// sent; send it again"), said after the login
 let pendingAction = null;
-function confirmAction(text, action) {
-  pendingAction = action;
+function confirmAction(text, action, undone) {
+  pendingAction = { action, undone };
   $("confirm-text").textContent = visible(text);
   $("confirm").hidden = false;
   $("confirm-yes").focus();
@@ -497,13 +568,20 @@ function setupConfirm(afterAction) {
     $("confirm").hidden = true;
   });
   $("confirm-yes").addEventListener("click", async () => {
-    const action = pendingAction;
+    const pending = pendingAction;
     pendingAction = null;
     $("confirm").hidden = true;
-    if (!action) return;
+    if (!pending) return;
     try {
-      toast(await action(), false);
+      toast(await pending.action(), false);
     } catch (e) {
+      if (e.expired) {
+        // refused, not done: the login page and the page after it say so, and what
+        // was typed comes back
+        keepTyped(`Your console session had ended: ${pending.undone}.`);
+        location.assign(loginHere());
+        return;
+      }
       toast(e.message, true);
     }
     afterAction();
@@ -600,6 +678,10 @@ async function workflowPage() {
         if (d.actions.resolve.includes(p.name)) {
           const input = el("input", { class: "promise-value", placeholder: "value (JSON) or rejection message",
                                       "aria-label": "value for promise " + p.name });
+          if (typeof typedPromises[p.name] === "string") {  // (typed before a login)
+            input.value = typedPromises[p.name];
+            delete typedPromises[p.name];
+          }
           const resolve = el("button", { type: "button", class: "resolve" }, "Resolve…");
           const reject = el("button", { type: "button", class: "reject danger" }, "Reject…");
           resolve.addEventListener("click", () => {
@@ -609,7 +691,7 @@ async function workflowPage() {
               async () => {
                 await api(url(`/promises/${segment(p.name)}/resolve`), { body: `{"value": ${value}}` });
                 return `promise ${p.name} resolved`;
-              });
+              }, `promise ${JSON.stringify(p.name)} of workflow ${wid} was not resolved; resolve it again`);
           });
           reject.addEventListener("click", () => {
             // (the message as typed, as the API and `garrison workflows reject` take it;
@@ -620,7 +702,7 @@ async function workflowPage() {
               async () => {
                 await api(url(`/promises/${segment(p.name)}/reject`), { body: { message } });
                 return `promise ${p.name} rejected`;
-              });
+              }, `promise ${JSON.stringify(p.name)} of workflow ${wid} was not rejected; reject it again`);
           });
           actions.append(input, resolve, reject);
         }
@@ -684,6 +766,7 @@ async function workflowPage() {
       if (answer.changed) render(answer.data);
       $("wf-error-load").hidden = true;
     } catch (e) {
+      if (e.expired) throw e;
       $("wf-error-load").textContent = visible(e.message);
       $("wf-error-load").hidden = false;
       // no such workflow: nothing to poll for (it asked every second, for ever)
@@ -693,6 +776,7 @@ async function workflowPage() {
   }
 
   poll = poller(load, 1000);
+  restoreTyped();  // (the signal's fields; a promise's value as its row is drawn)
   setupConfirm(() => poll.now());
   $("signal-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -705,20 +789,20 @@ async function workflowPage() {
     confirmAction(`Send signal ${JSON.stringify(topic)} with ${payload.trim()} to ${wid}?`, async () => {
       await api(url("/signal"), { body: `{"topic": ${JSON.stringify(topic)}, "payload": ${payload}}` });
       return `signal ${topic} sent`;
-    });
+    }, `the signal ${JSON.stringify(topic)} to workflow ${wid} was not sent; send it again`);
   });
   $("cancel-button").addEventListener("click", () => {
     confirmAction(`Cancel workflow ${wid}? It sees WorkflowCancelled at its next durable step.`, async () => {
       await api(url("/cancel"), { body: {} });
       return "cancel requested";
-    });
+    }, `workflow ${wid} was not cancelled (no cancel was requested); cancel it again`);
   });
   $("retry-button").addEventListener("click", () => {
     confirmAction(`Retry workflow ${wid} by replay from its journal? Its recorded steps ` +
                   "do not run again.", async () => {
       const done = await api(url("/retry"), { body: {} });
       return "retry started: " + done.retry;
-    });
+    }, `workflow ${wid} was not retried; retry it again`);
   });
   poll.start();
 }
@@ -755,6 +839,7 @@ async function nodePage() {
       answer = await api("/api/node", { poll: true });
       $("node-error").hidden = true;
     } catch (e) {
+      if (e.expired) throw e;
       $("node-error").textContent = visible(e.message);
       $("node-error").hidden = false;
       throw e;
@@ -796,8 +881,12 @@ document.addEventListener("DOMContentLoaded", () => {
     try {
       await api("/api/logout", { body: {} });
       location.assign("/login");
-    } catch (e) { toast(e.message, true); }
+    } catch (e) {
+      if (e.expired) location.assign("/login");  // (no session left to end)
+      else toast(e.message, true);
+    }
   });
+  afterLogin();
   const pages = { list: listPage, workflow: workflowPage, node: nodePage };
   const page = pages[document.body.dataset.page];
   if (page) page().catch((e) => toast(e.message, true));
