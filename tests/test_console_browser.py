@@ -520,3 +520,82 @@ def test_an_ended_session_keeps_the_page_and_says_what_was_not_done(tmp_path: Pa
         browser.close()
         assert errors == []
     assert ui.proc.returncode == 0, "".join(ui.stdout)
+
+
+ORDERS = """\
+version: "1.0"
+namespace: t
+entries:
+  - {name: orders, kind: workflow.host, store: orders.db}
+"""
+
+
+def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: Path) -> None:
+    """The pages under a narrow window, a quick hand and a poll (helper-389's probe):
+    - at 400 px no page scrolls sideways and Resolve… is in view (it was off to the
+      right, in a card that scrolled sideways); at 1280 px a status badge keeps its
+      word (it broke, "complete|d"), a 500-character id wraps in a column of bounded
+      width (it took 800 px), the node's statistics wrap in their card (they hid
+      behind a sideways scroll)."""
+    chromium = _chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    (tmp_path / "app.yaml").write_text(ORDERS)
+    with console("run", "app.yaml", "--ui", "127.0.0.1:0", cwd=tmp_path,
+                 env={"PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests")))}
+                 ) as ui, sync_playwright() as pw:
+        tool = open_store(str(tmp_path / "orders.db"))
+        try:
+            tx = Transaction()
+            for i in range(55):  # (a page and a bit, after the long id: newer than the rest)
+                tx.create_workflow(f"w-{i:03d}", "console_app:gated", [], status="completed",
+                                   time=1.8e9 + i)
+            tx.create_workflow("L" * 500, "console_app:gated", [], status="completed",
+                               time=1.9e9)
+            tool.write(tx)
+            start(tool, "console_app:two_promises", [], "two")
+        finally:
+            tool.close()
+        ui.until(lambda: ui.http.get("/api/workflows/two").json()["actions"]["resolve"],
+                 "the promises of 'two'")
+        browser = pw.chromium.launch_persistent_context(
+            tempfile.mkdtemp(dir=tmp_path), executable_path=chromium, headless=True,
+            args=ARGS, viewport={"width": 400, "height": 800})
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        expect.set_options(timeout=15_000)
+        fits = """() => document.documentElement.scrollWidth <= innerWidth &&
+            [...document.querySelectorAll('.card')].every((c) => c.scrollWidth <= c.clientWidth)"""
+
+        # 400 px: no page scrolls sideways, the promise's buttons are in view
+        page.goto(ui.url + "workflows/two")
+        expect(page.locator("#promises button.reject")).to_have_count(2)
+        assert page.evaluate(fits)
+        for button in page.locator("#promises button").all():
+            box = button.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 400, box
+        page.goto(ui.url)
+        expect(page.locator("#rows tr")).to_have_count(50)
+        assert page.evaluate(fits)
+        page.goto(ui.url + "node")
+        expect(page.locator("#stats dd").first).to_be_visible()
+        assert page.evaluate(fits)
+
+        # 1280 px: the node's statistics wrap in their card; a badge keeps its word, and
+        # a 500-character id wraps in a column of bounded width
+        page.set_viewport_size({"width": 1280, "height": 860})
+        page.reload()
+        expect(page.locator("#stats dd").first).to_be_visible()
+        assert page.evaluate(fits)
+        page.goto(ui.url)
+        expect(page.locator("#rows tr").first).to_have_attribute("data-id", "L" * 500)
+        assert page.evaluate(fits)
+        assert page.evaluate("[...document.querySelectorAll('#rows .status')].every("
+                             "(b) => b.getClientRects().length === 1 && "
+                             "b.getBoundingClientRect().height < 24)")
+        id_width = page.evaluate("document.querySelector('thead th').getBoundingClientRect().width")
+        assert id_width < 500, id_width
+        browser.close()
+        assert errors == []
+    assert ui.proc.returncode == 0, "".join(ui.stdout)

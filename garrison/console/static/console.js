@@ -39,7 +39,22 @@ function el(tag, props, ...children) {
   return node;
 }
 
-function fill(parent, ...children) { parent.replaceChildren(...children.flat(Infinity)); }
+function fill(parent, ...children) {
+  parent.replaceChildren(...children.flat(Infinity));
+  if (parent.tagName === "TBODY") labelCells(parent);
+}
+
+// each cell of a table's body named by its column's header: a narrow window shows a
+// row as its cells one under the other, each with its name (console.css)
+function labelCells(body) {
+  const head = body.parentElement.tHead;
+  const names = head ? [...head.rows[0].cells].map((th) => th.textContent) : [];
+  for (const row of body.rows) {
+    [...row.cells].forEach((cell, i) => {
+      if (cell.colSpan === 1 && names[i]) cell.dataset.label = names[i];
+    });
+  }
+}
 
 // a value the server cut (bigger than it shows): {"$cut": true, "bytes", "head"}
 function isCut(value) {
@@ -847,8 +862,9 @@ async function nodePage() {
     if (!answer.changed) return;
     const d = answer.data;
     renderIfChanged("stats", d.stats, () => {
-      fill($("stats"), Object.entries(d.stats).flatMap(([k, v]) =>
-        [el("dt", {}, k.replaceAll("_", " ")), el("dd", { "data-stat": k }, statValue(v))]));
+      // (each name and value together: they wrap as a pair in the card's width)
+      fill($("stats"), Object.entries(d.stats).map(([k, v]) => el("div", { class: "stat" },
+        el("dt", {}, k.replaceAll("_", " ")), el("dd", { "data-stat": k }, statValue(v)))));
     });
     renderIfChanged("services", d.services, () => {
       fill($("services"), d.services.length ? d.services.map((s) => el("tr", { "data-service": s.id },
