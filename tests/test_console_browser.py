@@ -328,8 +328,8 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         expect(rows).to_have_count(50)
         expect(page.locator("#list-error")).to_be_hidden()
         # the answer to an earlier request that comes after a later one's is not drawn
-        # over it (page 1's rows under "page 2", helper-313): page 1's answer is held
-        # until page 2's is shown
+        # over it (page 1's rows under "page 2", helper-313): a poll's answer of page 1
+        # is held until page 2's is shown
         page.evaluate("""() => {
             window.realFetch = window.fetch;
             window.held = [];
@@ -337,8 +337,13 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
                 window.realFetch(url, init) :
                 new Promise((done) => window.held.push(() => done(window.realFetch(url, init))));
         }""")
-        page.click("#apply")
-        page.wait_for_function("window.held.length === 1")
+        # (the list's next poll, within 2 s; wait_for_function's polling evaluates a
+        # string, which the console's CSP refuses)
+        page.evaluate("""() => new Promise((done) => {
+            const every = setInterval(() => {
+                if (window.held.length) { clearInterval(every); done(); }
+            }, 50);
+        })""")
         page.click("#next-page")
         expect(page.locator("#page-label")).to_have_text("page 2")
         expect(rows).to_have_count(7)
@@ -536,7 +541,9 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
       right, in a card that scrolled sideways); at 1280 px a status badge keeps its
       word (it broke, "complete|d"), a 500-character id wraps in a column of bounded
       width (it took 800 px), the node's statistics wrap in their card (they hid
-      behind a sideways scroll)."""
+      behind a sideways scroll);
+    - two clicks on Next while the next page is on its way move one page (the label
+      said "page 3" over page 2's rows)."""
     chromium = _chromium()
     from playwright.sync_api import expect, sync_playwright
 
@@ -596,6 +603,22 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
                              "b.getBoundingClientRect().height < 24)")
         id_width = page.evaluate("document.querySelector('thead th').getBoundingClientRect().width")
         assert id_width < 500, id_width
+
+        # two clicks on Next while the next page is on its way (a slow server): the
+        # second is not a move from the page not yet shown (it showed "page 3" over
+        # page 2's rows, and Previous then page 2)
+        page.evaluate("""() => {
+            const realFetch = window.fetch;
+            window.fetch = (url, init) => new Promise((done) => setTimeout(
+                () => done(realFetch(url, init)), String(url).includes("after=") ? 400 : 0));
+        }""")
+        page.click("#next-page")
+        page.click("#next-page", force=True)
+        expect(page.locator("#rows tr").first).to_have_attribute("data-id", "w-005")
+        expect(page.locator("#page-label")).to_have_text("page 2")
+        page.click("#prev-page")
+        expect(page.locator("#page-label")).to_have_text("page 1")
+        expect(page.locator("#rows tr").first).to_have_attribute("data-id", "L" * 500)
         browser.close()
         assert errors == []
     assert ui.proc.returncode == 0, "".join(ui.stdout)

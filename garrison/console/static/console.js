@@ -476,7 +476,23 @@ async function listPage() {
     const state = { cursors: [...cursors] };
     if (to === location.pathname + location.search) history.replaceState(state, "", to);
     else history.pushState(state, "", to);
+    turn();
+  }
+  // Until the page or filters moved to are answered, Next holds the cursor of the page
+  // still shown: a second click (a double click, two on a slow server) moved from that
+  // one again, "page 3" over page 2's rows. The pager waits for the answer.
+  let turning = false;
+  function turn() {
+    turning = true;
+    for (const id of ["first-page", "prev-page", "next-page"]) $(id).disabled = true;
     poll.now();
+  }
+  function pager(next) {
+    turning = false;
+    $("next-page").disabled = !next;
+    $("next-page").dataset.next = next || "";
+    $("prev-page").disabled = cursors.length < 2;
+    $("first-page").disabled = cursors.length < 2 && cursors[0] === null;
   }
 
   // the query whose rows the table shows: a page or filter seen before answers 304
@@ -497,7 +513,7 @@ async function listPage() {
       // no answer at all (a network blip): the rows shown, if they are this query's,
       // stay under a mark until the next answer (a poll asks again)
       $("list-offline").hidden = !e.offline;
-      if (e.offline && shown === q) throw e;
+      if (e.offline && shown === q) { pager($("next-page").dataset.next); throw e; }
       $("list-error").textContent = visible(e.message);
       $("list-error").hidden = false;
       // the rows shown are another query's (a search refused, a page that got no
@@ -507,7 +523,7 @@ async function listPage() {
       rendered.delete("rows");
       shown = null;
       $("empty").hidden = true;
-      $("next-page").disabled = true;
+      pager(null);
       throw e;
     }
     if (ticket !== asked) return;
@@ -526,10 +542,7 @@ async function listPage() {
         el("td", { class: "mono", title: short(w.search, 1000) }, short(w.search, 60)))));
     });
     $("empty").hidden = data.workflows.length > 0;
-    $("next-page").disabled = !data.next;
-    $("next-page").dataset.next = data.next || "";
-    $("prev-page").disabled = cursors.length < 2;
-    $("first-page").disabled = cursors.length < 2 && cursors[0] === null;
+    pager(data.next);
     $("page-label").textContent = cursors[0] === null ? "page " + cursors.length :
       cursors.length > 1 ? "a later page" : "a later page (opened by its address: First page goes back)";
   }
@@ -555,13 +568,13 @@ async function listPage() {
   });
   $("next-page").addEventListener("click", () => {
     const next = $("next-page").dataset.next;
-    if (next) { cursors.push(next); moved(); }
+    if (next && !turning) { cursors.push(next); moved(); }
   });
   $("prev-page").addEventListener("click", () => {
-    if (cursors.length > 1) { cursors.pop(); moved(); }
+    if (cursors.length > 1 && !turning) { cursors.pop(); moved(); }
   });
-  $("first-page").addEventListener("click", () => { firstPage(); moved(); });
-  window.addEventListener("popstate", () => { fromAddress(); showFilters(); poll.now(); });
+  $("first-page").addEventListener("click", () => { if (!turning) { firstPage(); moved(); } });
+  window.addEventListener("popstate", () => { fromAddress(); showFilters(); turn(); });
   history.replaceState({ cursors: [...cursors] }, "", address());
   poll.start();
 }
