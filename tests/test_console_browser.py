@@ -543,7 +543,9 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
       width (it took 800 px), the node's statistics wrap in their card (they hid
       behind a sideways scroll);
     - two clicks on Next while the next page is on its way move one page (the label
-      said "page 3" over page 2's rows)."""
+      said "page 3" over page 2's rows);
+    - a failed workflow's page keeps asking: a retry from elsewhere shows (it stopped,
+      and said failed for ever)."""
     chromium = _chromium()
     from playwright.sync_api import expect, sync_playwright
 
@@ -561,8 +563,12 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
                                time=1.9e9)
             tool.write(tx)
             start(tool, "console_app:two_promises", [], "two")
+            start(tool, "console_app:boom", ["no receipts"], "failed")
         finally:
             tool.close()
+        ui.until(lambda: {w["workflow_id"]: w["status"] for w in ui.http.get(
+            "/api/workflows?id=failed").json()["workflows"]}.get("failed") == "failed",
+            "the failed workflow")
         ui.until(lambda: ui.http.get("/api/workflows/two").json()["actions"]["resolve"],
                  "the promises of 'two'")
         browser = pw.chromium.launch_persistent_context(
@@ -619,6 +625,18 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
         page.click("#prev-page")
         expect(page.locator("#page-label")).to_have_text("page 1")
         expect(page.locator("#rows tr").first).to_have_attribute("data-id", "L" * 500)
+
+        # a failed workflow's page keeps asking (slowly): retried elsewhere, it shows
+        page.clock.install()
+        page.goto(ui.url + "workflows/failed")
+        attempt = page.locator("#wf-facts dt:text-is('attempt') + dd")
+        expect(attempt).to_have_text("1")
+        r = ui.post("/api/workflows/failed/retry")
+        assert r.status_code == 200, r.text
+        ui.until(lambda: ui.http.get("/api/workflows/failed").json()["workflow"]["attempt"]
+                 == 2, "the retry")
+        page.clock.run_for(6000)
+        expect(attempt).to_have_text("2")
         browser.close()
         assert errors == []
     assert ui.proc.returncode == 0, "".join(ui.stdout)

@@ -4,6 +4,8 @@
 "use strict";
 
 const FINAL = new Set(["completed", "failed", "cancelled"]);
+// finished for good: a failed workflow can be retried (from the CLI, another tab) and run again
+const ENDED = new Set(["completed", "cancelled"]);
 
 // ------------------------------------------------------------------ helpers
 function $(id) { return document.getElementById(id); }
@@ -391,8 +393,8 @@ function poller(load, everyMs) {
     start() { stopped = false; if (timer === null) tick(); },
     stop() { stopped = true; if (timer !== null) { clearTimeout(timer); timer = null; } },
     now() { this.stop(); this.start(); },
-    // poll every ms from now on (a finished workflow whose children still run)
-    slow(ms) { every = ms; },
+    // poll every ms from now on (slower once a workflow has finished)
+    interval(ms) { every = ms; },
   };
 }
 
@@ -780,11 +782,13 @@ async function workflowPage() {
         el("code", { class: "outcome", title: short(r.outcome, 4000) }, short(r.outcome, 300)))) :
         el("li", { class: "none" }, "no records yet"));
     });
-    // Finished: nothing here changes any more, but a child that still runs does (its
-    // status is shown): poll slowly until every child has finished too.
-    if (FINAL.has(w.status) && poll) {
-      if (d.children.every((c) => FINAL.has(c.status))) poll.stop();
-      else poll.slow(5000);
+    // Finished: poll slowly, for a child that still runs (its status is shown) and a
+    // failed workflow or child that a retry elsewhere runs again (the page said failed,
+    // and offered Retry…, for ever); completed or cancelled, children too: nothing
+    // here changes any more.
+    if (poll) {
+      if (ENDED.has(w.status) && d.children.every((c) => ENDED.has(c.status))) poll.stop();
+      else poll.interval(FINAL.has(w.status) ? 5000 : 1000);
     }
   }
 
