@@ -544,6 +544,10 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
       behind a sideways scroll);
     - two clicks on Next while the next page is on its way move one page (the label
       said "page 3" over page 2's rows);
+    - what is typed into a promise's box stays, and the focus, when the table is drawn
+      again for another promise (both were lost); Enter in the box asks as Resolve…
+      does, Escape takes the question back, and after an action the focus is on the
+      page's heading (it was on nothing);
     - a failed workflow's page keeps asking: a retry from elsewhere shows (it stopped,
       and said failed for ever)."""
     chromium = _chromium()
@@ -625,6 +629,33 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
         page.click("#prev-page")
         expect(page.locator("#page-label")).to_have_text("page 1")
         expect(page.locator("#rows tr").first).to_have_attribute("data-id", "L" * 500)
+
+        # a value typed into one promise's box, and the focus, stay while the other
+        # promise is resolved elsewhere (the table is drawn again)
+        page.goto(ui.url + "workflows/two")
+        second = page.locator("tr[data-promise='approval/promises/x'] input.promise-value")
+        second.fill('"typed here"')
+        second.focus()
+        r = ui.post("/api/workflows/two/promises/approval%2Fmanager/resolve", {"value": 1})
+        assert r.status_code == 200, r.text
+        expect(page.locator("tr[data-promise='approval/manager'] .status")).to_have_text(
+            "resolved")
+        expect(second).to_have_value('"typed here"')
+        expect(second).to_be_focused()
+        # Enter asks as Resolve… does; Escape takes it back, to the box
+        page.keyboard.press("Enter")
+        expect(page.locator("#confirm-text")).to_contain_text(
+            'Resolve promise "approval/promises/x" of two with "typed here"?')
+        expect(page.locator("#confirm-yes")).to_be_focused()
+        page.keyboard.press("Escape")
+        expect(page.locator("#confirm")).to_be_hidden()
+        expect(second).to_be_focused()
+        page.keyboard.press("Enter")
+        page.keyboard.press("Enter")  # (Confirm)
+        expect(page.locator("#toast")).to_contain_text("promise approval/promises/x resolved")
+        expect(page.locator("#wf-status")).to_have_text("completed")
+        # the focus is on the page's heading (the button it came from is gone), not lost
+        assert page.evaluate("document.activeElement.id") == "wf-title"
 
         # a failed workflow's page keeps asking (slowly): retried elsewhere, it shows
         page.clock.install()

@@ -390,9 +390,10 @@ function poller(load, everyMs) {
     if (!stopped && timer === null) timer = setTimeout(tick, Math.min(Math.max(every, 10 * cost), 30000));
   }
   return {
-    start() { stopped = false; if (timer === null) tick(); },
+    // (start and now: a promise of the load's end)
+    start() { stopped = false; return timer === null ? tick() : Promise.resolve(); },
     stop() { stopped = true; if (timer !== null) { clearTimeout(timer); timer = null; } },
-    now() { this.stop(); this.start(); },
+    now() { this.stop(); return this.start(); },
     // poll every ms from now on (slower once a workflow has finished)
     interval(ms) { every = ms; },
   };
@@ -585,17 +586,34 @@ async function listPage() {
 // ``undone``: what was not done should the session have ended ("the signal ... was not
 // sent; send it again"), said after the login
 let pendingAction = null;
+// what had the focus when the confirmation was asked (the button, or the box where
+// Enter was pressed): it gets it back once the box closes, if it is still shown
+let asker = null;
 function confirmAction(text, action, undone) {
   pendingAction = { action, undone };
+  asker = document.activeElement;
   $("confirm-text").textContent = visible(text);
   $("confirm").hidden = false;
   $("confirm-yes").focus();
+}
+
+// the focus back where it was before the confirmation, else (that button is gone with
+// the refresh: a promise resolved) on the page's heading, which shows the new status;
+// never lost on the page's body
+function focusBack() {
+  const to = asker && asker.isConnected && asker.getClientRects().length ? asker : $("wf-title");
+  asker = null;
+  if (to) to.focus();
 }
 
 function setupConfirm(afterAction) {
   $("confirm-no").addEventListener("click", () => {
     pendingAction = null;
     $("confirm").hidden = true;
+    focusBack();
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !$("confirm").hidden) $("confirm-no").click();
   });
   $("confirm-yes").addEventListener("click", async () => {
     const pending = pendingAction;
@@ -614,7 +632,8 @@ function setupConfirm(afterAction) {
       }
       toast(e.message, true);
     }
-    afterAction();
+    await afterAction();
+    focusBack();
   });
 }
 
@@ -642,6 +661,8 @@ async function workflowPage() {
   const url = (suffix) => host ? path + suffix + "?host=" + encodeURIComponent(host) : path + suffix;
   const base = url("");
   let poll = null;
+  // the value box of each promise that can be resolved, by name: kept through a redraw
+  const promiseBoxes = new Map();
 
   function counted(id, shown, total, what) {
     $(id).textContent = total > shown ? `(the first ${shown} of ${total} ${what})` :
@@ -698,6 +719,16 @@ async function workflowPage() {
         (caps.retry && d.actions.retry);
     });
     renderIfChanged("promises", [d.promises, d.actions.resolve], () => {
+      // drawn again when another promise changed: what was typed into a box stays (the
+      // box itself is kept, by promise name), and so does the focus
+      const focused = document.activeElement;
+      const row = $("promises").contains(focused) ? focused.closest("tr[data-promise]") : null;
+      const refocus = row && { name: row.dataset.promise, part: focused.classList[0],
+                               range: focused === promiseBoxes.get(row.dataset.promise) ?
+                                 [focused.selectionStart, focused.selectionEnd, focused.selectionDirection] : null };
+      for (const name of promiseBoxes.keys()) {
+        if (!d.actions.resolve.includes(name)) promiseBoxes.delete(name);
+      }
       fill($("promises"), d.promises.map((p) => {
         const cells = [
           el("td", { class: "mono" }, p.name), el("td", {}, statusBadge(p.status)),
@@ -706,8 +737,10 @@ async function workflowPage() {
           el("td", {}, when(p.created)), el("td", {}, when(p.completed))];
         const actions = el("td", { class: "promise-actions" });
         if (d.actions.resolve.includes(p.name)) {
-          const input = el("input", { class: "promise-value", placeholder: "value (JSON) or rejection message",
-                                      "aria-label": "value for promise " + p.name });
+          const input = promiseBoxes.get(p.name) || el("input", {
+            class: "promise-value", placeholder: "value (JSON) or rejection message",
+            "aria-label": "value for promise " + p.name });
+          promiseBoxes.set(p.name, input);
           if (typeof typedPromises[p.name] === "string") {  // (typed before a login)
             input.value = typedPromises[p.name];
             delete typedPromises[p.name];
@@ -734,11 +767,21 @@ async function workflowPage() {
                 return `promise ${p.name} rejected`;
               }, `promise ${JSON.stringify(p.name)} of workflow ${wid} was not rejected; reject it again`);
           });
+          // Enter in the box asks as Resolve… does (set at each drawing: the button is new)
+          input.onkeydown = (event) => {
+            if (event.key === "Enter") { event.preventDefault(); resolve.click(); }
+          };
           actions.append(input, resolve, reject);
         }
         return el("tr", { "data-promise": p.name }, cells, actions);
       }));
       if (!d.promises.length) fill($("promises"), el("tr", {}, el("td", { colspan: 6, class: "none" }, "none")));
+      const again = refocus && [...$("promises").rows].find((r) => r.dataset.promise === refocus.name);
+      const part = again && again.querySelector("." + refocus.part);
+      if (part) {
+        part.focus();
+        if (refocus.range) part.setSelectionRange(...refocus.range);
+      }
       counted("promise-count", d.promises.length, d.promises_total, "promises, the pending ones first");
     });
     renderIfChanged("state", [d.state, d.state_total], () => {
