@@ -133,11 +133,13 @@ def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
         expect(topic).to_contain_text("approve\\u000D")
         assert topic.text_content() == "approve\\u000D\n\\u000D\nTOTALLY DIFFERENT"
         # the reading where a browser gives no number's text to JSON.parse's reviver
-        # (and has no JSON.rawJSON) keeps the digits too
+        # (and has no JSON.rawJSON) keeps the digits too, and each number as written
         assert page.evaluate("[WITH_SOURCE, RAW_JSON]") == [True, True]
         read = page.evaluate("""writeJson(parseTokens('{"a": [-12345678901234567890, 1.5e300,'
-                                + ' "\\\\u00e9\\\\"", {}, []], "__proto__": null}'), "", "")""")
-        assert read == '{"a":[-12345678901234567890,1.5e+300,"\u00e9\\"",{},[]],"__proto__":null}'
+                                + ' 1.0, 2.5, "\\\\u00e9\\\\"", {}, []],'
+                                + ' "__proto__": null}'), "", "")""")
+        assert read == ('{"a":[-12345678901234567890,1.5e300,1.0,2.5,"\u00e9\\"",{},[]],'
+                        '"__proto__":null}')
 
         # resolve its promise through the page; it pays out and completes
         value = page.locator("tr[data-promise=approval] input.promise-value")
@@ -544,6 +546,7 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
       behind a sideways scroll);
     - two clicks on Next while the next page is on its way move one page (the label
       said "page 3" over page 2's rows);
+    - a stored 1.0 shows as 1.0, as `garrison workflows show` prints it (it showed 1);
     - what is typed into a promise's box stays, and the focus, when the table is drawn
       again for another promise (both were lost); Enter in the box asks as Resolve…
       does, Escape takes the question back, and after an action the focus is on the
@@ -565,6 +568,9 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
                                    time=1.8e9 + i)
             tx.create_workflow("L" * 500, "console_app:gated", [], status="completed",
                                time=1.9e9)
+            tx.create_workflow("floats", "console_app:gated", [], status="completed",
+                               time=1.7e9)
+            tx.update_workflow("floats", result={"f": 1.0, "e": 1e2, "n": 9007199254740993})
             tool.write(tx)
             start(tool, "console_app:two_promises", [], "two")
             start(tool, "console_app:boom", ["no receipts"], "failed")
@@ -629,6 +635,11 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
         page.click("#prev-page")
         expect(page.locator("#page-label")).to_have_text("page 1")
         expect(page.locator("#rows tr").first).to_have_attribute("data-id", "L" * 500)
+
+        # values as stored, as `garrison workflows show` prints them (1.0 showed as 1)
+        page.goto(ui.url + "workflows/floats")
+        expect(page.locator("#wf-result")).to_have_text(
+            '{\n  "f": 1.0,\n  "e": 100.0,\n  "n": 9007199254740993\n}')
 
         # a value typed into one promise's box, and the focus, stay while the other
         # promise is resolved elsewhere (the table is drawn again)

@@ -72,16 +72,18 @@ function cutText(value) {
 }
 
 // JSON.parse reads every number as a double: 9007199254740993 would be shown as
-// 9007199254740992, 123456789012345678901234567890 as 1.2345678901234568e+29. A whole
-// number that a double does not hold exactly is read as Digits instead, which keep its
-// text, and json() writes them as they came.
+// 9007199254740992, 123456789012345678901234567890 as 1.2345678901234568e+29, and
+// a stored 1.0 (1e2, which the store's Python reads as 100.0) as 1 (100), where
+// `garrison workflows show` prints 1.0 (100.0). A number that JavaScript would not
+// write back as the API wrote it is read as Digits instead, which keep its text, and
+// json() writes them as they came.
 class Digits {
   constructor(text) { this.text = text; }
   toString() { return this.text; }
 }
 
 function number(text, value) {
-  return /^-?\d+$/.test(text) && !Number.isSafeInteger(value) ? new Digits(text) : value;
+  return String(value) === text ? value : new Digits(text);
 }
 
 // where the browser gives a reviver the number's text (JSON.parse with source)
@@ -898,12 +900,12 @@ async function nodePage() {
   // figures: "app:orders: 2 pending, 3 running, max concurrent 5"
   function statValue(v) {
     if (v === null || v === undefined) return "—";
-    if (typeof v !== "object") return String(v);
+    if (typeof v !== "object" || v instanceof Digits) return String(v);
     const entries = Object.entries(v);
     if (!entries.length) return "—";
     return el("ul", { class: "stat-list" }, entries.map(([k, x]) =>
       el("li", {}, el("span", { class: "mono" }, k), ": ",
-         x !== null && typeof x === "object" ?
+         x !== null && typeof x === "object" && !(x instanceof Digits) ?
            Object.entries(x).map(([n, y]) => `${n.replaceAll("_", " ")} ${y === null ? "—" : typeof y === "object" ? json(y) : y}`).join(", ") :
            String(x))));
   }
