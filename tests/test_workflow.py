@@ -2292,7 +2292,40 @@ async def test_arguments_the_code_no_longer_takes_block_with_advice_that_fits(
             "there: make the code take them too (a default for a new field or parameter"
             ) in said, said
     assert said.endswith("The workflow is blocked with its journal kept; restart a node "
-                         "with code that takes the recorded path to resume it"), said
+                         "with code that takes the recorded path to resume it, or end it "
+                         "with `garrison workflows terminate`"), said
+    assert "deterministic" not in said  # (a change of signature: no random path)
+
+
+async def test_a_path_that_differs_says_code_must_be_deterministic_and_the_way_out(
+        tmp_path: Path) -> None:
+    """helper-393: a workflow that branched on random.random() (or recorded
+    datetime.now()), killed and resumed, was blocked with the advice to "restart a node
+    with code that takes the recorded path", which no code of a random branch does. The
+    message says workflow code must be deterministic and with what, and how such a run
+    ends: terminate (a live run's blocked message, not a replay's)."""
+    from garrison.persistence import SQLiteStore, Transaction
+
+    db = str(tmp_path / "app.db")
+    with SQLiteStore(db) as store:  # the first run took the other branch
+        store.write(Transaction().create_workflow("w", "workflow_app:steps", [5, 1])
+                    .append_journal_text("w", 1, "activity", "workflow_app:add_one_sync",
+                                         '{"ok":6}', 1, 0.0))
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.NonDeterminismError) as info:
+            await node.workflow("w").result()
+        assert node.workflow("w").status() == "blocked"
+    said = str(info.value)
+    assert said.startswith(
+        "workflow 'w' diverged from its journal at seq 1: the journal records activity "
+        "'workflow_app:add_one_sync', but the code now did activity 'workflow_app:add_one'. "
+        "The workflow is blocked with its journal kept; restart a node with code that "
+        "takes the recorded path to resume it, or end it with `garrison workflows "
+        "terminate`. "), said
+    assert said.endswith(
+        "Workflow code must be deterministic: use workflow.now(), workflow.random() and "
+        "workflow.uuid4() for times, random numbers and uuids, and do I/O in "
+        "activities"), said
 
 
 SHARED_RECEIVES: dict[str, Any] = {}

@@ -38,7 +38,14 @@ from ._codec import arguments_json, arity_problem, json_round_trip, restore_args
 from ._core import ContinueAsNew, EngineStop, log
 from ._ids import check_key_size, check_state_key, check_text
 from ._interop import Interop
-from ._journal import BLOCKED_ADVICE, Cursor, JournalKind, code_gone, timestamp
+from ._journal import (
+    BLOCKED_ADVICE,
+    Cursor,
+    JournalKind,
+    blocked_advice,
+    code_gone,
+    timestamp,
+)
 from ._waits import Waits
 
 __all__ = ["ActiveWorkflows", "WorkflowInstance"]
@@ -347,8 +354,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         its function (``problem``), the code changed since it was started and checked
         against them, with nothing recorded after them to name (kept: it blocks)."""
         cursor = self.cursor
-        advice = ("The workflow is blocked with its journal kept; restart a node with code "
-                  "that takes them to resume it" if cursor.advice == BLOCKED_ADVICE
+        advice = (blocked_advice("them") if cursor.advice == BLOCKED_ADVICE
                   else cursor.advice.partition(": ")[0])  # (a replay's: a dry run)
         err = NonDeterminismError(
             f"workflow {self.wid!r}: {problem}. {_ARGUMENTS_NOTE}{advice}",

@@ -98,9 +98,22 @@ class Entry:
     attempts: int = 1
 
 
+def blocked_advice(takes: str = "the recorded path") -> str:
+    """What a divergence in a live run means and the ways out: code that ``takes`` what
+    the run recorded resumes it; a run no code takes again (a random branch) is ended."""
+    return (f"The workflow is blocked with its journal kept; restart a node with code "
+            f"that takes {takes} to resume it, or end it with `garrison workflows "
+            f"terminate`")
+
+
 #: a divergence in a live run: what happened and the way out
-BLOCKED_ADVICE = ("The workflow is blocked with its journal kept; restart a node with code "
-                  "that takes the recorded path to resume it")
+BLOCKED_ADVICE = blocked_advice()
+#: said last by a live run's divergence that no note explains: a path that differs with
+#: no change of code is code that is not deterministic (a branch on random.random(), a
+#: datetime.now() passed on)
+DETERMINISM_HINT = ("Workflow code must be deterministic: use workflow.now(), "
+                    "workflow.random() and workflow.uuid4() for times, random numbers and "
+                    "uuids, and do I/O in activities")
 
 
 def code_gone(workflow_id: str, name: str, why: str) -> NonDeterminismError:
@@ -191,6 +204,8 @@ class Cursor:
         # (with a note, the advice's remedy after its colon is the note's: a replay's
         # "branch with workflow.version" is no remedy for what the note says)
         advice = self.advice.partition(": ")[0] if note else self.advice
+        if not note and self.advice == BLOCKED_ADVICE:
+            advice = f"{advice}. {DETERMINISM_HINT}"
         err = NonDeterminismError(
             f"workflow {self.workflow_id!r} diverged from its journal at seq {seq}: "
             f"the journal records {recorded}, but the code now did {now}. {note}{advice}",
