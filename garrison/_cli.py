@@ -248,14 +248,31 @@ def _arguments_problem(fn: Any, shown: str) -> str | None:
 
 
 def _raised_at(exc: BaseException) -> str:
-    """`` (raised at FILE:LINE)``: where ``exc`` was raised (the innermost frame of its
-    traceback), or ``""``."""
+    """`` (raised at FILE:LINE)``: where ``exc`` was raised, or ``""``. That is the
+    innermost frame of its traceback that is the user's code (none of Python's own
+    library, an installed package's or garrison's), then, when something else raised
+    below it, that frame too: ``(raised at job.py:2, in .../json/decoder.py:353)``
+    (a bare library line does not say which line of the user's file failed)."""
+    import sysconfig
     import traceback
 
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
         return ""
-    return f" (raised at {frames[-1].filename}:{frames[-1].lineno})"
+    paths = sysconfig.get_paths()
+    libraries = {os.path.realpath(paths[key]) + os.sep
+                 for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    libraries.add(str(Path(__file__).resolve().parent) + os.sep)  # garrison's own
+
+    def users(filename: str) -> bool:
+        if filename.startswith("<"):  # <frozen importlib._bootstrap>, <string>
+            return False
+        return not os.path.realpath(filename).startswith(tuple(libraries))
+
+    inner = frames[-1]
+    mine = next((f for f in reversed(frames) if users(f.filename)), inner)
+    below = "" if mine is inner else f", in {inner.filename}:{inner.lineno}"
+    return f" (raised at {mine.filename}:{mine.lineno}{below})"
 
 
 async def _serve(config: Any, root: Any, label: str | None, store: str | None,

@@ -1564,6 +1564,28 @@ def test_run_of_a_target_whose_module_raises_at_import_is_one_line_naming_where(
         assert "boom.py:2)" in done.stderr, done.stderr
 
 
+def test_an_import_that_fails_in_a_library_names_the_users_line_first(tmp_path):
+    """helper-393: a script whose line 2 is ``json.loads("{")`` said ``(raised at
+    .../json/decoder.py:353)``: the user's file and line appeared nowhere. The line
+    names the innermost frame of the user's code, then where the library raised; a
+    module of the user's own that raises is the user's code too (its line alone)."""
+    (tmp_path / "raises.py").write_text('import json\njson.loads("{")\n')
+    (tmp_path / "helper.py").write_text("def fail():\n    raise ValueError('no')\n")
+    (tmp_path / "uses.py").write_text("import helper\n\nhelper.fail()\n")
+    decoder = os.path.join("json", "decoder.py")
+    done = cli("run", "raises.py", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip()
+    assert "cannot import 'raises.py': JSONDecodeError: " in line, line
+    assert " (raised at " in line and "raises.py:2, in " in line, line
+    assert line.rpartition(", in ")[2].startswith(decoder) or \
+        f"{os.sep}{decoder}:" in line.rpartition(", in ")[2], line
+    done = cli("run", "uses.py", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip()
+    assert line.endswith("helper.py:2)") and ", in " not in line, line
+
+
 def test_run_with_a_name_no_node_can_have_is_one_line_and_exit_2(tmp_path):
     """``garrison run --name 'a/b'`` (or ``''``): the node would refuse the name as it
     starts (a ValueError traceback, exit 1); it is checked with the other options:
