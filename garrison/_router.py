@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import types
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -132,8 +133,11 @@ class Router:
             return pid
         if isinstance(to, Pid):
             return to
+        # (a coroutine is a call not awaited: ``child = process.spawn(...)``)
+        missed = (" (did you forget `await` on the call that made it?)"
+                  if isinstance(to, types.CoroutineType) else "")
         raise TypeError(f"expected a Pid, its text form or a registered name, got "
-                        f"{type(to).__name__}: {to!r}")
+                        f"{type(to).__name__}: {to!r}{missed}")
 
     def _canonical(self, pid: Pid) -> Pid:
         """``pid`` with its host's real name (``workflows/x`` -> ``app:workflows/x``)."""

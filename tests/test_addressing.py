@@ -148,6 +148,46 @@ async def test_wrong_types_for_hosts_names_and_options_are_named(node, autojump_
     ]
 
 
+async def test_a_coroutine_where_a_pid_goes_asks_about_a_missing_await(node, autojump_clock):
+    """helper-393: ``child = process.spawn(...)`` without ``await``, then ``send(child,
+    ...)`` (or link, monitor, wait) said only "got coroutine: <coroutine object spawn
+    ...>". A coroutine there is a missing ``await``: the error asks."""
+    import warnings
+
+    async def forgets(how: str) -> str:
+        child = process.spawn(_sleeper)  # (no await)
+        try:
+            if how == "send":
+                await process.send(child, "hi")  # type: ignore[arg-type]
+            elif how == "link":
+                process.link(child)  # type: ignore[arg-type]
+            else:
+                process.monitor(child)  # type: ignore[arg-type]
+        except TypeError as exc:
+            return str(exc)
+        finally:
+            child.close()
+        return "accepted"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for how in ("send", "link", "monitor"):
+            said = await node.wait(await node.spawn(forgets, how))
+            assert said.startswith("expected a Pid, its text form or a registered name, "
+                                   "got coroutine: <coroutine object "), (how, said)
+            assert said.endswith("(did you forget `await` on the call that made it?)"), \
+                (how, said)
+        made = node.spawn(_sleeper)
+        with pytest.raises(TypeError, match="did you forget `await` on the call"):
+            await node.wait(made)  # type: ignore[arg-type]
+        made.close()
+    # any other wrong type: no such question
+    with pytest.raises(TypeError) as info:
+        await node.wait(5)  # type: ignore[arg-type]
+    assert str(info.value) == "expected a Pid, its text form or a registered name, got int: 5"
+
+
+# ------------------------------------------------------------------ topics
 # ------------------------------------------------------------------ topics
 class Topic(enum.StrEnum):
     PING = "ping"
