@@ -1116,6 +1116,15 @@ def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = N
         raise TypeError(f"garrison.run(clock=...): a trio.abc.Clock (such as "
                         f"trio.testing.MockClock) or None, got {type(clock).__name__}: "
                         f"{clock!r}")
+    try:  # (trio's own error, "Attempted to call run() from inside a run()", says less)
+        trio.lowlevel.current_root_task()
+    except RuntimeError:
+        pass  # in no trio run (a thread of one has none): as trio.run
+    else:
+        raise RuntimeError(
+            "garrison.run() is called inside a trio run: it starts an event loop of its "
+            "own, as trio.run does; inside trio code, open a node in it: `async with "
+            "garrison.open_node() as node:`, then `await node.wait(await node.spawn(main))`")
     ran.append(main)
     # (the garrison command importing a script that calls run(): Ctrl-C is this run's
     # KeyboardInterrupt again, as in any program; see _cli_signals)

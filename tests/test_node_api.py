@@ -67,6 +67,34 @@ def test_run_refuses_a_node_name_with_spaces_around_it() -> None:
         garrison.run(_plain, name=" n5")
 
 
+def test_run_inside_a_trio_program_says_to_open_a_node() -> None:
+    """helper-393: ``garrison.run(main)`` from trio code failed with trio's bare
+    ``Attempted to call run() from inside a run()``: it says what garrison.run is and
+    what to use inside trio code. From a running asyncio loop it runs, as trio.run does
+    (holding that loop until it returns)."""
+    ran: list[str] = []
+
+    async def main() -> str:
+        ran.append("main")
+        return "ran"
+
+    async def inside() -> None:
+        garrison.run(main)
+
+    with pytest.raises(RuntimeError) as info:
+        trio.run(inside)
+    assert str(info.value) == (
+        "garrison.run() is called inside a trio run: it starts an event loop of its own, "
+        "as trio.run does; inside trio code, open a node in it: `async with "
+        "garrison.open_node() as node:`, then `await node.wait(await node.spawn(main))`")
+    assert ran == []
+
+    async def under_asyncio() -> str:
+        return garrison.run(main)
+
+    assert asyncio.run(under_asyncio()) == "ran"
+
+
 async def test_spawned_counts_plain_processes_whatever_starts_a_workflow() -> None:
     """helper-223: `spawned` counted a workflow started by `node.spawn(host=...)` and
     not the same workflow started by `start_workflow` or a workflow's own spawn; it
