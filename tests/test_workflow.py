@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 import logging
 import sqlite3
+import threading
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -78,6 +79,46 @@ async def test_a_durable_call_from_a_worker_thread_fails_with_trios_own_error(
     with pytest.raises(garrison.WorkflowFailed) as info:
         await node.workflow("thread").result()
     assert str(info.value.error).startswith("RuntimeError: must be called from async context")
+
+
+_HOLD = threading.Event()  # released by the test: the thread's activity returns
+_IN_THREAD = threading.Event()  # set by the activity as it begins
+
+
+@garrison.activity
+def _held_report(n: int) -> int:
+    _IN_THREAD.set()
+    _HOLD.wait(60)
+    return n
+
+
+async def _reports(n: int) -> int:
+    return await _held_report(n)
+
+
+async def test_a_plain_activity_left_running_in_its_thread_at_a_stop_is_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """helper-393: Ctrl-C while a plain (sync) activity ran in its worker thread stopped
+    the node at once and left the thread running, abandoned, with nothing said (the
+    activity runs again as the workflow resumes: at-least-once). One warning names
+    what was left running, and of which workflow."""
+    _HOLD.clear()
+    _IN_THREAD.clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="garrison.workflow"):
+            async with garrison.open_node() as node:
+                await node.start_workflow(_reports, 5, id="rep-1")
+                await trio.to_thread.run_sync(_IN_THREAD.wait, 60)
+                assert node.workflow("rep-1").status() == "running"
+        said = [r.getMessage() for r in caplog.records]
+        assert said == [
+            "host workflows stopped while 1 plain activity call(s) ran in worker threads, "
+            "left running there (their outcomes unrecorded): activity "
+            "'test_workflow:_held_report' of workflow 'rep-1'; each runs again when its "
+            "workflow resumes"], said
+        assert caplog.records[0].workflow_id == "rep-1"
+    finally:
+        _HOLD.set()
 
 
 async def test_start_is_idempotent_by_id_even_after_completion(node: garrison.Node) -> None:

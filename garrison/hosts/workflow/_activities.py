@@ -638,17 +638,29 @@ class Activities(WorkflowCore):
         ``name``: with observability on, inside its span.)"""
         if _observe.active and attempt:
             with _observe.activity_attempt(self, name, attempt):
-                return await self._attempt(fn, args, kwargs)
+                return await self._attempt(fn, args, kwargs, name)
         if _is_async(fn):
             return await fn(*args, **kwargs)
+        call = functools.partial(fn, *args, **kwargs)
+        # the thread holds its entry while it runs (it alone writes it: a thread that
+        # never started holds none): a stop of the node, which abandons it, names it
+        threads = self.host.in_threads
+        key = object()
+        held = (self.wid, name)
+
+        def in_thread() -> Any:
+            threads[key] = held
+            try:
+                return call()
+            finally:
+                del threads[key]
+
         in_flight = self.host.in_flight
         if in_flight is None:
-            return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs),
-                                                 abandon_on_cancel=True)
+            return await trio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
         in_flight.started()
         try:
-            return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs),
-                                                 abandon_on_cancel=True)
+            return await trio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
         finally:
             in_flight.ended()
 

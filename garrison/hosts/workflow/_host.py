@@ -255,6 +255,10 @@ class WorkflowHost:
         #: workflows the store's error stopped while the node stopped, and the last
         #: error: told in one line at the end of the stop, not one per workflow
         self.unrecorded_at_stop: list[str] = []
+        #: the plain (sync) activity calls running in worker threads now, each as
+        #: (workflow id, activity name), written by those threads: a stop abandons them
+        #: (trio cannot end a thread), and says so
+        self.in_threads: dict[object, tuple[str, str]] = {}
         self.store_error_at_stop: StoreError | None = None
         #: set once ``shutdown`` has stopped every workflow here: a ``result()`` waiting
         #: for one that did not end then raises (nothing here will end it)
@@ -1909,7 +1913,24 @@ class WorkflowHost:
                         "step unrecorded (%s%s): %s; they resume from their journals on "
                         "the next node", self.name, len(ids), ", ".join(ids[:10]),
                         ", ..." if len(ids) > 10 else "", self.store_error_at_stop)
+        self._threads_left()
         await trio.lowlevel.checkpoint()
+
+    def _threads_left(self) -> None:
+        """The node stops with plain activities still running in worker threads: they
+        are left to end there, their outcomes unrecorded (at-least-once: each runs
+        again when its workflow resumes). One warning names them, as nothing else
+        would: the stop is over at once, the thread runs on (until the process exits,
+        its threads being daemons)."""
+        left = sorted(self.in_threads.copy().values())
+        if not left:
+            return
+        named = ", ".join(f"activity {name!r} of workflow {wid!r}" for wid, name in left[:10])
+        log.warning("host %s stopped while %d plain activity call(s) ran in worker "
+                    "threads, left running there (their outcomes unrecorded): %s%s; each "
+                    "runs again when its workflow resumes", self.name, len(left), named,
+                    ", ..." if len(left) > 10 else "",
+                    extra={"workflow_id": left[0][0]} if len(left) == 1 else None)
 
     # ------------------------------------------------------------ results
     async def wait(self, pid: Pid) -> Any:
