@@ -265,7 +265,10 @@ def _history(store: Any, args: argparse.Namespace) -> None:
                       "outcome": r.outcome, "attempts": r.attempts} for r in records])
         return
     if not records:
-        print(f"workflow {rec.workflow_id!r} has no journal records yet")
+        status = WorkflowStatus(rec.status)
+        print(f"workflow {rec.workflow_id!r} has no journal records: it ended ({status}) "
+              "without recording a step" if status.finished
+              else f"workflow {rec.workflow_id!r} has no journal records yet")
         return
     table: list[tuple[str, ...]] = []
     expected = 1  # seq 0 is the state a continue-as-new run starts with

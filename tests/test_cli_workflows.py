@@ -121,6 +121,27 @@ async def test_history_shows_a_sleeps_deadline_as_a_time(
     assert isinstance(json.loads(out)[1]["outcome"]["deadline"], float)
 
 
+async def _no_steps(x: int) -> int:
+    return x
+
+
+async def test_history_of_a_workflow_that_ended_without_records_says_so(
+        sqlite_path: str, autojump_clock: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """helper-393: ``history`` of a completed workflow that recorded nothing said "has
+    no journal records yet": no record comes to a finished one. One that still runs
+    (waiting for its first message) has none yet."""
+    async with garrison.open_node(store=sqlite_path) as node:
+        await node.start_workflow(_no_steps, 7, id="quick")
+        assert await node.workflow("quick").result() == 7
+        await node.start_workflow(workflow_app.approval, "expense 42", id="wait-1")
+        await trio.testing.wait_all_tasks_blocked()
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "history", "quick")
+    assert (code, out, err) == (0, "workflow 'quick' has no journal records: it ended "
+                                   "(completed) without recording a step\n", ""), (out, err)
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "history", "wait-1")
+    assert (code, out) == (0, "workflow 'wait-1' has no journal records yet\n"), (out, err)
+
+
 async def test_history_wide_shows_a_long_outcome_whole(
         sqlite_path: str, autojump_clock: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """A received message's payload was cut at 60 characters (who approved: unseen),
