@@ -426,8 +426,8 @@ def test_run_main_naming_a_service_and_a_requirement_that_gives_up(tmp_path,
     done = cli("run", "app.yaml", "--main", "app:svc", cwd=tmp_path, timeout=30)
     if dep_fails_after:
         assert done.returncode == 1, done.stderr
-        assert ("garrison run: app:svc runs without what it requires: app:dep, which it "
-                "requires, gave up: RuntimeError: dep is broken") in done.stderr
+        assert ("garrison run: app:svc runs on without it: app:dep, which it requires, "
+                "gave up: RuntimeError: dep is broken") in done.stderr
         assert "app:svc: stopping" in done.stderr  # the node stopped gracefully
     else:
         assert done.returncode == 1, done.stderr

@@ -185,7 +185,8 @@ async def test_a_service_whose_requirement_gave_up_says_so(autojump_clock, caplo
     assert said == [
         ("ERROR", "t:waits: cannot start: t:never, which it requires, gave up "
                   "(RuntimeError: instant crashed at once)"),
-        ("ERROR", "t:api: runs without what it requires: t:db, which it requires, gave up "
+        # (helper-393: it read "runs without what it requires: t:db, which it requires")
+        ("ERROR", "t:api: runs on without it: t:db, which it requires, gave up "
                   "(RuntimeError: crasher crashed)")], said
     assert starts("waits") == [] and len(starts("api")) == 2  # (again after db's restart)
 
@@ -1336,7 +1337,7 @@ def test_what_a_service_does_once_a_requirement_gave_up_is_one_rule() -> None:
     up = {ServiceStatus.RUNNING, ServiceStatus.STARTING}
     for status in ServiceStatus:
         assert status.without_requirement() == (
-            "runs without what it requires" if status in up else "cannot start"), status
+            "runs on without it" if status in up else "cannot start"), status
 
 
 async def test_no_process_stops_the_service_manager(autojump_clock):

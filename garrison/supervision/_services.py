@@ -56,14 +56,16 @@ class ServiceStatus(enum.StrEnum):
 
     def without_requirement(self) -> str:
         """What a service in this status does once a service it requires gave up: one
-        whose process is up ``"runs without what it requires"``, any other (waiting,
-        between restarts) ``"cannot start"`` (a start waits for what it requires).
+        whose process is up ``"runs on without it"``, any other (waiting, between
+        restarts) ``"cannot start"`` (a start waits for what it requires). Either is
+        followed by the one it requires: ``app:api runs on without it: app:db, which it
+        requires, gave up``.
 
         >>> ServiceStatus.BACKOFF.without_requirement()
         'cannot start'
         """
         if self in (ServiceStatus.RUNNING, ServiceStatus.STARTING):
-            return "runs without what it requires"
+            return "runs on without it"
         return "cannot start"
 
 
