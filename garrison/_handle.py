@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._errors import StoreError
+from ._errors import ProcessError, StoreError
 from .actors._values import Pid
 from .hosts.workflow._ids import (
     check_promise_name,
@@ -120,7 +120,11 @@ class WorkflowHandle:
         ``NoSuchWorkflow`` for an id the store does not hold (a mistyped id is not a
         silent dead letter); a finished workflow's message is a dead letter, as a
         ``node.send`` to its pid is. An empty ``topic`` is a ``ValueError``, as
-        ``garrison workflows signal`` refuses it."""
+        ``garrison workflows signal`` refuses it. A node that has closed raises
+        ``ProcessError``, as its ``send`` does (nothing is read or written)."""
+        if self.node._closed:  # (not its closed store's error: what node.send says)
+            raise ProcessError(f"cannot signal workflow {self.workflow_id!r}: "
+                               f"{self.node._closed_text()}")
         if not isinstance(topic, str):
             raise TypeError(f"workflow {self.workflow_id!r}: signal(): a topic must be a "
                             f"str, got {type(topic).__name__}")
