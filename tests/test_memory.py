@@ -366,3 +366,39 @@ async def test_a_result_not_kept_is_not_answered_after_the_node_stopped(autojump
                        r"\(its store was in memory and went with the node: use the handle "
                        r"before the node closes, e\.g\. await result\(\) inside its block\)$"):
         await node.workflow("large").result()
+
+
+async def test_calls_with_distinct_timeouts_leave_no_deadline_queues(node, autojump_clock):
+    """Calls are timed in one queue per timeout value: a remaining-budget timeout (a
+    value of its own per call) answered in time left its queue behind, empty, until
+    the earliest deadline passed (10,000 calls near an hour: 10,000 queues for an
+    hour). A call waiting meanwhile still times out when its deadline comes."""
+    from garrison.hosts import _kernel
+
+    async def echo() -> None:
+        async for msg in process.inbox():
+            await msg.reply(msg.payload)
+
+    async def caller() -> tuple[int, float, float]:
+        e = await process.spawn(echo)
+        s = await process.spawn(_sleeper)
+        timed_out = 0.0
+
+        async def waits() -> None:
+            nonlocal timed_out
+            with pytest.raises(TimeoutError):
+                await process.call(s, "q", timeout=10.0)
+            timed_out = trio.current_time()
+
+        t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waits)
+            await trio.sleep(1.0)
+            for i in range(1000):
+                assert await process.call(e, "q", i, timeout=3600.0 - i * 1e-3) == i
+            queues = len(_kernel.call_timeouts()._queues)
+        return queues, timed_out - t0, trio.current_time() - t0
+
+    queues, timed_out, waited = await node.wait(await node.spawn(caller))
+    assert queues <= 2, f"{queues} deadline queues kept after 1000 answered calls"
+    assert timed_out == pytest.approx(10.0, abs=1e-6) and waited == timed_out

@@ -157,12 +157,13 @@ class CallTimeouts:
     and drop its deadline in trio's deadline table for every call: about a third of a
     call's round trip. Here a waiting call costs an insertion in a dict, and its reply
     a deletion. Calls with the same timeout are queued in one dict (insertion order is
-    then deadline order); the watcher sleeps until the first deadline it saw, then
-    fails the calls whose deadline passed (rescheduling each with a timeout, claimed
-    as a reply is: whoever pops the caller's entry first wins) and sleeps until the
-    next one. It may wake for calls that ended meanwhile, and then sleeps again. The
-    watcher is a system task of the trio run (one per run, started by the first call
-    with a timeout); it only sleeps and reschedules, and never raises.
+    then deadline order), dropped once empty unless it is the only one; the watcher
+    sleeps until the first deadline it saw, then fails the calls whose deadline passed
+    (rescheduling each with a timeout, claimed as a reply is: whoever pops the
+    caller's entry first wins) and sleeps until the next one. It may wake for calls
+    that ended meanwhile, and then sleeps again. The watcher is a system task of the
+    trio run (one per run, started by the first call with a timeout); it only sleeps
+    and reschedules, and never raises.
     """
 
     def __init__(self) -> None:
@@ -183,9 +184,15 @@ class CallTimeouts:
                 self._scope.deadline = deadline
 
     def remove(self, ref: str, seconds: float) -> None:
-        queue = self._queues.get(seconds)
+        queues = self._queues
+        queue = queues.get(seconds)
         if queue is not None:
             queue.pop(ref, None)
+            # an emptied queue goes now, not when the watcher next wakes (a timeout of
+            # its own per call, a remaining budget, left one per call until then); the
+            # last one stays, for the next call of the same timeout to reuse
+            if not queue and len(queues) > 1:
+                del queues[seconds]
 
     def _expire(self, now: float) -> float:
         """Fail every call whose deadline passed; the next deadline (inf: none)."""
