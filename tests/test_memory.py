@@ -402,3 +402,27 @@ async def test_calls_with_distinct_timeouts_leave_no_deadline_queues(node, autoj
     queues, timed_out, waited = await node.wait(await node.spawn(caller))
     assert queues <= 2, f"{queues} deadline queues kept after 1000 answered calls"
     assert timed_out == pytest.approx(10.0, abs=1e-6) and waited == timed_out
+
+
+async def test_a_schedule_paused_and_resumed_keeps_a_bounded_tick_heap(node, autojump_clock):
+    """Every load of a schedule (a pause, a resume, an update) put its next tick in the
+    scheduler's heap, and an entry no longer the schedule's next tick left only when
+    its time came: a monthly schedule resumed 1000 times held 1000 entries for a
+    month. They are dropped once they outnumber the live ones; the tick still fires,
+    once."""
+    import schedule_app as app
+
+    app.STARTS.clear()
+    sched = node.hosts["workflows"].scheduler
+    handle = await node.schedule("monthly", app.job, every="30d")
+    for _ in range(500):
+        await handle.pause()
+        await handle.resume()
+    for i in range(500):  # created and deleted
+        other = await node.schedule(f"gone-{i}", app.job, every="30d")
+        await other.delete()
+    assert len(sched._heap) <= 100, f"{len(sched._heap)} heap entries for one schedule"
+    tick = handle.info().next_tick.timestamp()
+    await trio.sleep(31 * 86400)
+    assert [t for _, t in app.STARTS] == [tick]
+    app.STARTS.clear()

@@ -200,7 +200,9 @@ class Scheduler:
         self.placed: dict[str, str] = {}
         self.rows: dict[str, ScheduleRecord] = {}
         self._specs: dict[str, ScheduleSpec] = {}
-        self._heap: list[tuple[float, str]] = []  # (next tick, id), lazily pruned
+        #: (next tick, id), lazily pruned: an entry no longer a schedule's next tick is
+        #: dropped when its time comes, or by :meth:`_prune`
+        self._heap: list[tuple[float, str]] = []
         self._changed = trio.Event()
         #: workflow id -> the schedule whose buffered tick waits for it to end
         self._waiting: dict[str, str] = {}
@@ -408,7 +410,7 @@ class Scheduler:
         self._specs[sid] = spec
         tick = _ts(record.next_tick)
         if not record.paused and tick is not None:
-            heapq.heappush(self._heap, (tick, sid))
+            self._push(tick, sid)
         self._remote.pop(sid, None)
         if record.buffered_tick is not None and not record.paused:
             last = record.last_workflow
@@ -521,6 +523,7 @@ class Scheduler:
         self.rows.pop(schedule_id, None)
         self._specs.pop(schedule_id, None)
         self._remote.pop(schedule_id, None)
+        self._prune()
 
     async def _unfinished(self, wid: str) -> bool:
         """True while the workflow ``wid`` is pending, running or parked (not ended, not
@@ -578,6 +581,30 @@ class Scheduler:
             self._changed.set()
 
     # ------------------------------------------------------------ ticks
+    def _push(self, tick: float, sid: str) -> None:
+        heapq.heappush(self._heap, (tick, sid))
+        self._prune()
+
+    def _prune(self) -> None:
+        """Once the heap's entries outnumber twice the schedules, keep only those
+        :meth:`_pop_due` would act on (each once): every load of a schedule and every
+        next tick committed pushes one, and the others left only when their time came (a
+        monthly schedule resumed 1000 times held 1000 entries for a month). Those kept
+        pop in the same order, and each dropping halves the heap at least: no more
+        work, in all, than the pushes."""
+        heap = self._heap
+        rows = self.rows
+        if len(heap) <= 2 * len(rows) + 64:
+            return
+        live: dict[tuple[float, str], None] = {}
+        for entry in heap:
+            record = rows.get(entry[1])
+            if (record is not None and not record.paused
+                    and _ts(record.next_tick) == entry[0]):
+                live[entry] = None
+        heap[:] = live
+        heapq.heapify(heap)
+
     def _pop_due(self, now: float) -> list[ScheduleRecord]:
         due: dict[str, ScheduleRecord] = {}
         heap = self._heap
@@ -802,7 +829,7 @@ class Scheduler:
         record = self.rows[sid] = attrs.evolve(record, **fields)
         tick = _ts(record.next_tick)
         if "next_tick" in fields and tick is not None and not record.paused:
-            heapq.heappush(self._heap, (tick, sid))
+            self._push(tick, sid)
 
     async def _start(self, record: ScheduleRecord, wid: str,
                      said: Callable[[], None] | None = None) -> Pid | None:
