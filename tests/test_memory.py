@@ -426,3 +426,30 @@ async def test_a_schedule_paused_and_resumed_keeps_a_bounded_tick_heap(node, aut
     await trio.sleep(31 * 86400)
     assert [t for _, t in app.STARTS] == [tick]
     app.STARTS.clear()
+
+
+async def test_workflows_cancelled_while_waiting_leave_the_queue_order(autojump_clock):
+    """A workflow cancelled while it waited for a slot left the queue's ``held`` but
+    not its order heap, whose entries go only as slots free: with the slots taken
+    and cancels going on, it grew without bound. They are dropped once they outnumber
+    the waiting ones, and the waiting still start in priority, then start order."""
+    import schedule_app as app
+
+    app.STARTS.clear()
+    async with garrison.open_node(max_concurrent=1) as node:
+        queue = node.hosts["workflows"].queue
+        await node.start_workflow(app.job, 10.0, id="busy")
+        for i in range(500):
+            if i % 100 == 0:  # a few stay, in order by priority then start
+                await node.start_workflow(app.job, id=f"stays-{i}", priority=i % 300)
+            await node.start_workflow(app.job, id=f"gone-{i}", priority=i % 7)
+            await node.workflow(f"gone-{i}").cancel()
+            with pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow(f"gone-{i}").result()
+        assert len(queue.held) == 5
+        assert len(queue._order) <= 100, f"{len(queue._order)} entries for 5 waiting"
+        for i in range(0, 500, 100):
+            await node.workflow(f"stays-{i}").result()
+    assert [wid for wid, _ in app.STARTS] == [
+        "busy", "stays-200", "stays-100", "stays-400", "stays-0", "stays-300"]
+    app.STARTS.clear()

@@ -173,7 +173,8 @@ class WorkflowQueue:
         self.running: set[str] = set()
         #: waiting workflows: id -> instance (its task not started)
         self.held: dict[str, WorkflowInstance] = {}
-        #: (-priority, seq, arrival, id), lazily pruned: queue order
+        #: (-priority, seq, arrival, id), lazily pruned: queue order (an entry whose
+        #: workflow no longer waits is dropped as it comes first, or by ``_prune``)
         self._order: list[tuple[int, int, int, str]] = []
         #: the place of each waiting workflow in ``_order`` (kept when the store refuses)
         self._keys: dict[str, tuple[int, int, int, str]] = {}
@@ -476,6 +477,7 @@ class WorkflowQueue:
             return
         del self.held[wf.wid]
         self._keys.pop(wf.wid, None)
+        self._prune()
         self.running.add(wf.wid)
         tx = Transaction().update_workflow(wf.wid, status=WorkflowStatus.RUNNING,
                                            host=self._host_unwritten(wf),
@@ -558,6 +560,7 @@ class WorkflowQueue:
             return False
         del self.held[wf.wid]
         self._keys.pop(wf.wid, None)
+        self._prune()
         self._moving()
         return True
 
@@ -572,6 +575,7 @@ class WorkflowQueue:
                   error: ErrorInfo) -> None:
         del self.held[wf.wid]
         self._keys.pop(wf.wid, None)
+        self._prune()
         if self._nursery is None or self.host.closing:
             return  # the node closes: it stays pending in the store, and so is ended later
         self.ending.add(wf.wid)
@@ -671,6 +675,21 @@ class WorkflowQueue:
             self.running.add(wid)
             batch.append(wf)
         return batch
+
+    def _prune(self) -> None:
+        """A workflow left the queue without its turn (cancelled, killed, handed over,
+        started as a child): its entry stays in ``_order`` until it comes first, which
+        with the slots taken may be never (a cancel per start grew it without bound).
+        Once they outnumber twice the waiting ones, only the waiting ones' entries are
+        kept: the same order (each key is unique), and each pruning halves the heap at
+        least: no more work, in all, than the pushes."""
+        order = self._order
+        held = self.held
+        if len(order) <= 2 * len(held) + 64:
+            return
+        keys = self._keys
+        order[:] = [key for key in order if key[-1] in held and keys.get(key[-1]) == key]
+        heapq.heapify(order)
 
     def _back(self, refused: list[WorkflowInstance]) -> None:
         """The store did not admit ``refused``: they wait again, in their places. When
