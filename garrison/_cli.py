@@ -37,7 +37,7 @@ from ._bind import bind_problems
 from ._cli_options import escaped, guard_stderr, print_last_words, run_verb
 from ._duration import parse_lease
 from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
-from ._targets import check_target, exit_is_import_error, is_script, script_spec
+from ._targets import check_target, entry_refusal, exit_is_import_error, is_script, script_spec
 from .actors._values import ErrorInfo
 
 log = logging.getLogger("garrison.cli")
@@ -713,12 +713,12 @@ def _main_problem(main: str | None, config: Any, target: str) -> str | None:
             return f"--main {main!r}: {failed}"
         return (f"--main {main!r}: {why}{hint}; {_expected_main(runnable, target)}"
                 + (f" ({failed})" if failed else ""))
-    kind = config.entries[main].kind
-    if kind == "function.py":  # (an activity: no root, and a plain def not even a process)
-        return (f"--main {main!r}: config entry {main!r} is a function.py (an activity, run "
-                f"by workflows), not a runnable target; "
-                f"{_expected_main(_runnable(config), target)}")
-    if kind != "process.service":  # (a service has its input)
+    # (a function.py entry, an activity: no root, as it is no spawn's target anywhere;
+    # a workflow.py entry runs as a durable workflow)
+    refused = entry_refusal(config, main, durable=True)
+    if refused is not None:
+        return f"--main {main!r}: {refused}; {_expected_main(_runnable(config), target)}"
+    if config.entries[main].kind != "process.service":  # (a service has its input)
         problem = _arguments_problem(root, f"--main {main!r}")
         if problem is not None:
             return problem

@@ -662,7 +662,7 @@ class Node:
         ...                               timezone="Europe/Riga")
         """
         from ._schedule_handle import ScheduleHandle
-        from ._targets import target_name
+        from ._targets import check_entry, target_name
         from .hosts.workflow._schedules import ScheduleDefinition, check_input
 
         self._router.check_run("node.schedule()")
@@ -670,6 +670,7 @@ class Node:
             raise RuntimeError(f"cannot make a schedule: {self._closed_text()}")
         h = self._workflow_host(host)
         fn = h.node.resolve_target(target)
+        check_entry(self.config, target, durable=True)  # (a function.py: an activity)
         name = target_name(fn)
         definition = ScheduleDefinition.build(
             id, name, args, cron=cron, every=every, timezone=timezone,

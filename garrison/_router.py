@@ -21,7 +21,7 @@ import trio
 
 from . import _observe
 from ._errors import NoSuchProcess, ProcessError
-from ._targets import check_plain_entry, check_target
+from ._targets import check_entry, check_target
 from .actors._mailbox import timeout_seconds
 from .actors._values import ErrorInfo, Event, Message, Pid
 from .hosts import _kernel
@@ -178,10 +178,10 @@ class Router:
 
     def plain_target(self, target: Any) -> Any:
         """:meth:`resolve_target` for a process host: a ``workflow.py`` entry is refused
-        (its function, run as a plain process, fails at its first workflow call)."""
+        (its function, run as a plain process, fails at its first workflow call), and a
+        ``function.py`` one (an activity) is (see ``check_entry``)."""
         fn = self.resolve_target(target)
-        if isinstance(target, str):
-            check_plain_entry(self.config, target)
+        check_entry(self.config, target, durable=False)
         return fn
 
     def register(self, name: str, pid: Pid, scope: str = "node") -> None:

@@ -379,7 +379,7 @@ def start_transaction(target: str, args: list[Any], workflow_id: str | None = No
                       config: Any = None) -> tuple[str, str, Any]:
     """:func:`start`'s checks, without a store: ``(workflow id, name, the transaction
     that creates the workflow)``; a :class:`ToolError` (code 2) for what is wrong."""
-    from ._targets import import_target, target_name
+    from ._targets import entry_refusal, import_target, target_name
     from .hosts.workflow._codec import restore_args
     from .hosts.workflow._host import check_workflow_id
     from .hosts.workflow._queue import tool_start
@@ -390,6 +390,9 @@ def start_transaction(target: str, args: list[Any], workflow_id: str | None = No
             fn = config.resolve_target(target)
         except KeyError as exc:
             raise ToolError(str(exc.args[0]), 2) from None
+        refused = entry_refusal(config, target, durable=True)  # (a function.py)
+        if refused is not None:
+            raise ToolError(refused, 2)
     else:
         if ":" not in target:
             raise ToolError(f"TARGET {target!r} must name the workflow function as "

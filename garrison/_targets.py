@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["activity_refusal", "check_target", "exit_is_import_error", "function_gone",
-           "import_target", "is_script", "main_function_module", "main_module_name", "script_spec",
-           "target_name", "workflow_refusal", "workflow_refused_now"]
+__all__ = ["activity_refusal", "check_entry", "check_target", "entry_refusal",
+           "exit_is_import_error", "function_gone", "import_target", "is_script",
+           "main_function_module", "main_module_name", "script_spec", "target_name",
+           "workflow_refusal", "workflow_refused_now"]
 
 #: how many targets each cache below remembers (targets are few; this bounds odd uses)
 _CACHE_SIZE = 4096
@@ -58,17 +59,34 @@ def check_target(fn: Any) -> str:
     return _check_target(fn)
 
 
-def check_plain_entry(config: Any, entry_id: str) -> None:
-    """``TypeError`` if the config entry ``entry_id`` is a ``workflow.py``, spawned on a
-    process host: run as a plain process, its function fails at its first workflow
-    call, or, calling only activities (plain calls outside a workflow), returns without
-    a journal, durable in name only."""
+def entry_refusal(config: Any, entry_id: str, *, durable: bool) -> str | None:
+    """Why the config entry ``entry_id`` cannot be spawned on a workflow host
+    (``durable``) or a process host, or ``None``: its kind says what it is (API.md). A
+    ``function.py`` entry is an activity, which a workflow calls, on no host (the words
+    ``garrison run --main`` says it in). A ``workflow.py`` entry on a process host: run
+    as a plain process, its function fails at its first workflow call, or, calling
+    only activities (plain calls outside a workflow), returns without a journal,
+    durable in name only."""
     entries = getattr(config, "entries", None)
     entry = entries.get(entry_id) if entries is not None else None
-    if entry is not None and entry.kind == "workflow.py":
-        raise TypeError(f"config entry {entry_id!r} is a workflow.py: it runs as a durable "
-                        f"workflow, on a workflow host (node.start_workflow({entry_id!r}), or "
-                        "spawn it with host='workflows'), not as a plain process")
+    kind = getattr(entry, "kind", None)
+    if kind == "function.py":
+        return (f"config entry {entry_id!r} is a function.py (an activity, run by "
+                "workflows), not a runnable target")
+    if kind == "workflow.py" and not durable:
+        return (f"config entry {entry_id!r} is a workflow.py: it runs as a durable "
+                f"workflow, on a workflow host (node.start_workflow({entry_id!r}), or "
+                "spawn it with host='workflows'), not as a plain process")
+    return None
+
+
+def check_entry(config: Any, entry_id: Any, *, durable: bool) -> None:
+    """``TypeError`` saying :func:`entry_refusal`'s why, if ``entry_id`` is an entry id
+    that cannot be spawned so."""
+    if isinstance(entry_id, str):
+        why = entry_refusal(config, entry_id, durable=durable)
+        if why is not None:
+            raise TypeError(why)
 
 
 def _class_refusal(cls: type) -> str:

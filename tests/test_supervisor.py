@@ -1435,7 +1435,8 @@ async def test_a_child_naming_a_function_py_entry_fails_its_start(
         autojump_clock: object) -> None:
     """ChildSpec("c", "app:charge") of a sync function.py entry crash-looped ("object int
     can't be used in 'await' expression") though node.spawn refuses it: now start_child
-    raises the TypeError naming the entry, and as a static child the start fails."""
+    raises the TypeError naming the entry, and as a static child the start fails. (A
+    function.py entry is an activity, async or not: refused by its kind, as --main.)"""
     from garrison.config import load_config_text
 
     config = load_config_text(f"""
@@ -1448,8 +1449,9 @@ entries:
     async with garrison.open_node(config=config) as node:
         sup = Supervisor([ChildSpec("a", _one_arg, args=(1,))])
         await start(node, sup)
-        with pytest.raises(TypeError, match=r"child 'c': config entry 'app:charge' is no "
-                                            r"process target: .*must be an async function"):
+        with pytest.raises(TypeError, match=r"^child 'c': config entry 'app:charge' is a "
+                                            r"function.py \(an activity, run by workflows\), "
+                                            r"not a runnable target$"):
             await sup.start_child(ChildSpec("c", "app:charge", args=(1,)))
         await trio.sleep(10)
         assert [c[0] for c in sup.which_children()] == ["a"]

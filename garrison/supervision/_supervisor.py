@@ -40,7 +40,7 @@ import trio
 from .. import process
 from .._duration import LONGEST_WAIT, parse_duration
 from .._errors import ProcessError
-from .._targets import check_plain_entry, check_target
+from .._targets import check_entry, check_target
 from ..actors._runtime import current_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Pid
 from ..hosts._kernel import supervisor_stop, supervisor_stop_reason
@@ -989,7 +989,7 @@ class Supervisor:
             except KeyError as exc:
                 raise _cannot_start(spec, exc) from None
             try:
-                check_plain_entry(node.config, spec.target)
+                check_entry(node.config, spec.target, durable=False)
             except TypeError as exc:
                 raise TypeError(f"child {spec.id!r}: {exc}") from None
             try:  # (a callable target was checked when its ChildSpec was made)

@@ -40,7 +40,7 @@ from ..._errors import (
     WorkflowMoved,
     raised_again,
 )
-from ..._targets import import_target, target_name
+from ..._targets import check_entry, import_target, target_name
 from ...actors._runtime import runtime_or_none
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
 from ...persistence import (
@@ -136,6 +136,7 @@ def checked_start(node: Any, mocks: Mapping[str, Any], target: Any, args: tuple[
     and plain. (The replay's host runs these too: a workflow's spawn that they refuse
     is not journaled, and a replay raises it at the same seq as a node.)"""
     fn = node.resolve_target(target)
+    check_entry(getattr(node, "config", None), target, durable=True)  # a function.py
     name = target_name(fn)  # an activity is refused
     if name in mocks:  # (a test's workflow_env only)
         raise TypeError(f"cannot start {name} as a workflow: it is mocked as an activity "
