@@ -17,6 +17,7 @@ from ._errors import (
     ConfigError,
     GarrisonError,
     NonDeterminismError,
+    NoSuchEntry,
     NoSuchProcess,
     NoSuchSchedule,
     NoSuchWorkflow,
@@ -46,6 +47,7 @@ __all__ = [
     "GarrisonError",
     "Inbox",
     "Message",
+    "NoSuchEntry",
     "NoSuchProcess",
     "NoSuchSchedule",
     "NoSuchWorkflow",
@@ -81,9 +83,9 @@ __all__ = [
 
 # the exceptions are garrison's, wherever they are defined: a traceback says
 # `garrison.StoreLocked`, not the private module's name
-for _error in (ActivityError, ConfigError, GarrisonError, NonDeterminismError, NoSuchProcess,
-               NoSuchSchedule, NoSuchWorkflow, NotInProcess, PayloadError, ProcessError,
-               PromiseAlreadyCompleted, PromiseRejected, StoreError, StoreLocked,
+for _error in (ActivityError, ConfigError, GarrisonError, NonDeterminismError, NoSuchEntry,
+               NoSuchProcess, NoSuchSchedule, NoSuchWorkflow, NotInProcess, PayloadError,
+               ProcessError, PromiseAlreadyCompleted, PromiseRejected, StoreError, StoreLocked,
                StoreVersionError, WorkflowCancelled, WorkflowFailed, WorkflowMoved):
     _error.__module__ = __name__
 del _error

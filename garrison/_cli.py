@@ -36,7 +36,15 @@ from . import _cli_signals, _observe
 from ._bind import bind_problems
 from ._cli_options import escaped, guard_stderr, print_last_words, run_verb
 from ._duration import parse_lease
-from ._errors import ConfigError, ProcessError, StoreError, StoreLocked, StoreVersionError
+from ._errors import (
+    ConfigError,
+    NoSuchEntry,
+    ProcessError,
+    StoreError,
+    StoreLocked,
+    StoreVersionError,
+    id_hint,
+)
 from ._targets import check_target, entry_refusal, exit_is_import_error, is_script, script_spec
 from .actors._values import ErrorInfo
 
@@ -700,18 +708,15 @@ def _main_problem(main: str | None, config: Any, target: str) -> str | None:
         except _NoRoot as no:
             failed = str(no)
         runnable = _runnable(config)
-        why = str(exc.args[0]) if exc.args else str(exc)
-        hint = ""
-        if ":" not in main:
-            near = [i for i in runnable if i.split(":", 1)[1] == main]
-            if near:
-                hint = f" (did you mean {near[0]!r}?)"
+        # (no entry: the id meant, if one is close; the entries are listed below)
+        why = str(NoSuchEntry(main, id_hint(main, runnable))) if isinstance(exc, NoSuchEntry) \
+            else str(exc.args[0]) if exc.args else str(exc)
         if main.partition(":")[0] in {i.split(":", 1)[0] for i in config.entries}:
             failed = ""  # an entry id of a namespace of the config, mistyped
         elif "cannot be the root process" in failed or "is not an async function" in failed:
             # a function that exists but cannot be the root: that is the news
             return f"--main {main!r}: {failed}"
-        return (f"--main {main!r}: {why}{hint}; {_expected_main(runnable, target)}"
+        return (f"--main {main!r}: {why}; {_expected_main(runnable, target)}"
                 + (f" ({failed})" if failed else ""))
     # (a function.py entry, an activity: no root, as it is no spawn's target anywhere;
     # a workflow.py entry runs as a durable workflow)

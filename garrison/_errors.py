@@ -6,6 +6,7 @@ Every error a user can catch is importable from ``garrison`` itself.
 from __future__ import annotations
 
 import copy as _copy
+import difflib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -256,8 +257,65 @@ class NoSuchSchedule(GarrisonError, LookupError):
 def schedule_hint(schedule_id: str, known: Iterable[str]) -> str:
     """`` (did you mean 'app:nightly'?)`` when ``schedule_id`` is the bare name of
     exactly one of the ``known`` ids (a config schedule's id carries its namespace)."""
-    near = [k for k in known if k != schedule_id and k.rpartition(":")[2] == schedule_id]
-    return f" (did you mean {near[0]!r}?)" if len(near) == 1 else ""
+    near = _named(schedule_id, known)
+    return f" (did you mean {near!r}?)" if near is not None else ""
+
+
+def _named(name: str, known: Iterable[str]) -> str | None:
+    """The one id of ``known`` whose name (after its namespace) ``name`` is, or ``None``."""
+    near = [k for k in known if k != name and k.rpartition(":")[2] == name]
+    return near[0] if len(near) == 1 else None
+
+
+def close_match(key: object, allowed: Iterable[str]) -> str | None:
+    """The one of ``allowed`` that ``key`` is most likely a typo of (``evry``: ``every``),
+    or ``None``: the one rule of every "did you mean" garrison says."""
+    close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def closest_id(wanted: str, known: Iterable[str]) -> str | None:
+    """The id of ``known`` that ``wanted`` most likely meant: the one whose name it is
+    (``cache`` for ``app:cache``: an id carries its namespace, see
+    :func:`schedule_hint`), else the one whose name its name is a typo of, in its
+    namespace (``app:handlr``; ``handlr``: in any one), else the one it is a typo of
+    (``ap:handler``), or ``None``. (Names are compared apart from their namespace,
+    which would make any two short ids of one namespace look alike.)"""
+    known = [k for k in known if k != wanted]
+    named = _named(wanted, known)
+    if named is not None:
+        return named
+    namespace, colon, name = wanted.rpartition(":")
+    by_name: dict[str, list[str]] = {}
+    for k in known:
+        if not colon or k.rpartition(":")[0] == namespace:
+            by_name.setdefault(k.rpartition(":")[2], []).append(k)
+    guess = close_match(name, by_name)
+    if guess is not None:
+        return by_name[guess][0] if len(by_name[guess]) == 1 else None
+    return close_match(wanted, [k for k in known if k.rpartition(":")[0] != namespace]) \
+        if colon else None
+
+
+def id_hint(wanted: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'app:cache'?)`` for the id :func:`closest_id` finds, else ``""``."""
+    near = closest_id(wanted, known)
+    return f" (did you mean {near!r}?)" if near is not None else ""
+
+
+class NoSuchEntry(GarrisonError, KeyError):
+    """A config entry id that names no entry of the config, given as a spawn target
+    (``node.spawn("app:nope")``, a ``ChildSpec``'s, ``start_workflow``'s). A ``KeyError``,
+    as a missing key of the config's entries, but its text is its message (a
+    ``KeyError``'s is the quoted repr of it); ``.entry_id`` is the id."""
+
+    def __init__(self, entry_id: str, detail: str = "", *, prefix: str = "") -> None:
+        super().__init__(f"{prefix}no config entry {entry_id!r}{detail}")
+        self.entry_id = entry_id
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class DedupKeyTaken(GarrisonError):

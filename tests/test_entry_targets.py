@@ -83,3 +83,40 @@ def test_a_function_py_entry_is_no_workflow_to_start_nor_a_service_s_process() -
     assert problem.value.problems == [
         "<string>: entry 'app:s' (index 6): field 'process': expected a process.py or "
         "workflow.py entry, but 'app:acharge' is a function.py"]
+
+
+async def test_an_entry_id_no_entry_has_is_one_error_with_the_id_meant(
+        autojump_clock: Any) -> None:
+    """``node.spawn("app:nope")`` raised ``KeyError: "no config entry 'app:nope'"`` (a
+    KeyError's text is its repr, quoted), a ChildSpec of it a TypeError: one
+    ``NoSuchEntry`` now (still a ``KeyError``), whose text is its message, naming the
+    closest id of an entry that runs (or, with none close, listing them)."""
+    config = load_config_text(CONFIG)
+    async with garrison.open_node(config=config) as node:
+        for host in (None, "workflows"):
+            with pytest.raises(garrison.NoSuchEntry) as info:
+                await node.spawn("app:nope", host=host)
+            assert isinstance(info.value, KeyError)
+            assert info.value.entry_id == "app:nope"
+            assert str(info.value) == "no config entry 'app:nope' (did you mean 'app:node'?)"
+        for bare in ("handler", "hander"):
+            with pytest.raises(garrison.NoSuchEntry, match=rf"^no config entry '{bare}' \(did "
+                                                           r"you mean 'app:handler'\?\)$"):
+                await node.spawn(bare)
+        with pytest.raises(garrison.NoSuchEntry, match=r"^no config entry 'app:ordr' \(did "
+                                                       r"you mean 'app:order'\?\)$"):
+            await node.start_workflow("app:ordr")
+        with pytest.raises(garrison.NoSuchEntry) as info:
+            await node.spawn("app:zzz")
+        assert str(info.value) == (
+            "no config entry 'app:zzz'; expected the id of a process.py, workflow.py or "
+            "process.service entry: app:handler, app:node, app:order")
+        sup = Supervisor([])
+        await node.spawn(sup)
+        await trio.testing.wait_all_tasks_blocked()
+        for host in (None, "workflows"):
+            with pytest.raises(garrison.NoSuchEntry) as info:
+                await sup.start_child(ChildSpec("c", "app:nope", host=host))
+            assert str(info.value) == ("child 'c': no config entry 'app:nope' (did you mean "
+                                       "'app:node'?)")
+        assert sup.which_children() == []

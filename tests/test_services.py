@@ -265,7 +265,7 @@ async def test_auto_start_services_that_cannot_spawn_back_off_and_the_node_start
             info = {s.id: s for s in node.services()}
             assert info["t:fine"].status == ServiceStatus.RUNNING
             for sid, error in [("t:too_slow", "TimeoutError"), ("t:bad_input", "PayloadError"),
-                               ("t:lost", "KeyError")]:
+                               ("t:lost", "NoSuchEntry")]:
                 assert info[sid].status == ServiceStatus.GAVE_UP, sid
                 assert info[sid].last_error.type == error, info[sid].last_error
                 assert info[sid].restarts == 1

@@ -1473,7 +1473,8 @@ async def test_a_child_naming_no_entry_or_a_workflow_refusing_its_args_is_named(
     """start_child of a missing config entry raised a bare ``KeyError: "no config entry
     'app:missing'"``, and of a workflow child given args it cannot take a ``TypeError``
     naming the workflow only: neither named the child, as a process child's does. Both
-    are the ``TypeError`` README states, naming the child; nothing is kept."""
+    name the child now: the missing entry a ``NoSuchEntry`` (a ``KeyError``, as
+    ``node.spawn``'s), the workflow the ``TypeError`` README states; nothing is kept."""
     from garrison.config import load_config_text
 
     config = load_config_text('version: "1.0"\nnamespace: app\nentries:\n'
@@ -1482,8 +1483,11 @@ async def test_a_child_naming_no_entry_or_a_workflow_refusing_its_args_is_named(
         sup = Supervisor([])
         await start(node, sup)
         for target, host in [("app:missing", None), ("app:missing", "workflows")]:
-            with pytest.raises(TypeError, match=r"^child 'db': no config entry 'app:missing'$"):
+            with pytest.raises(garrison.NoSuchEntry) as info:
                 await sup.start_child(ChildSpec("db", target, host=host))
+            assert str(info.value) == (
+                "child 'db': no config entry 'app:missing'; expected the id of a process.py, "
+                "workflow.py or process.service entry: none")
         with pytest.raises(TypeError, match=r"^child 'db': config entry 'app:pool' is a "
                                             r"process.host, not a runnable target$"):
             await sup.start_child(ChildSpec("db", "app:pool"))

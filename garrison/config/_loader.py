@@ -39,7 +39,7 @@ from typing import Any
 import attrs
 import yaml
 
-from .._errors import ConfigError
+from .._errors import ConfigError, NoSuchEntry, id_hint
 from .._targets import activity_refusal
 from ._entries import (
     _HOST_KINDS,
@@ -58,6 +58,8 @@ from ._entries import (
 from ._structure import _converter, _flatten, close_field, typo_hint
 
 SUPPORTED_VERSIONS = ("1.0", "1")
+#: the kinds of entry a spawn (``node.spawn``, a ``ChildSpec``, ``--main``) may name
+SPAWNABLE_KINDS = ("process.py", "workflow.py", "process.service")
 
 
 # --------------------------------------------------------------------------- parsing
@@ -1322,7 +1324,8 @@ class Config:
     def resolve_target(self, entry_id: str) -> Callable[..., Any]:
         """The imported callable of a ``*.py`` entry (or of a service's process).
 
-        Raises ``KeyError`` naming the id if there is no such runnable entry.
+        Raises :class:`~garrison.NoSuchEntry` (a ``KeyError``) if no entry has the id,
+        ``KeyError`` naming the kind of one that runs nothing (a host).
         """
         entry = self.entries.get(entry_id)
         if isinstance(entry, ServiceEntry):
@@ -1330,8 +1333,21 @@ class Config:
         if isinstance(entry, SourceEntry) and entry.func is not None:
             return entry.func
         if entry is None:
-            raise KeyError(f"no config entry {entry_id!r}")
+            raise self.no_entry(entry_id)
         raise KeyError(f"config entry {entry_id!r} is a {entry.kind}, not a runnable target")
+
+    def no_entry(self, entry_id: str, kinds: Sequence[str] = SPAWNABLE_KINDS) -> NoSuchEntry:
+        """The error for ``entry_id``, which names no entry, given where an entry of one
+        of ``kinds`` goes: with the id of such an entry it most likely meant (a typo,
+        or a name without its namespace), else those entries listed."""
+        ids = [e.id for e in self.entries.values() if e.kind in kinds]
+        detail = id_hint(entry_id, ids)
+        if not detail:
+            shown = ", ".join(ids[:12]) + (", ..." if len(ids) > 12 else "") if ids else "none"
+            expected = ", ".join(kinds[:-1]) + f" or {kinds[-1]}" if len(kinds) > 1 \
+                else kinds[0]
+            detail = f"; expected the id of a {expected} entry: {shown}"
+        return NoSuchEntry(entry_id, detail)
 
     @classmethod
     def check(cls, *paths: str | os.PathLike[str]) -> list[str]:

@@ -7,7 +7,6 @@ so one run reports every mistake of an entry.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
@@ -24,6 +23,7 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, override
 
 from .._duration import negative, parse_duration
+from .._errors import close_match
 from ._entries import (
     _INTERNAL_FIELDS,
     HostEntry,
@@ -197,9 +197,8 @@ def _flatten(
 
 def close_field(key: object, allowed: Iterable[str]) -> str | None:
     """The allowed field (or kind) an unknown key is most likely a typo of (``evry``:
-    ``every``), or ``None``: the one rule of every "did you mean" of a config."""
-    close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.75)
-    return close[0] if close else None
+    ``every``), or ``None`` (garrison's one rule of a "did you mean", ``close_match``)."""
+    return close_match(key, allowed)
 
 
 def typo_hint(key: object, allowed: Iterable[str]) -> str:

@@ -39,7 +39,7 @@ import trio
 
 from .. import process
 from .._duration import LONGEST_WAIT, parse_duration
-from .._errors import ProcessError
+from .._errors import NoSuchEntry, ProcessError
 from .._targets import check_entry, check_target
 from ..actors._runtime import current_runtime
 from ..actors._values import ErrorInfo, Event, EventKind, Pid
@@ -392,10 +392,12 @@ def spawned(supervisor: Supervisor, pid: Pid) -> None:
     supervisor._spawns.append(pid)
 
 
-def _cannot_start(spec: ChildSpec, exc: KeyError | TypeError) -> TypeError:
-    """The ``TypeError`` naming the child for a target it cannot start with: a config
-    entry id that names no runnable entry (the config's ``KeyError``), or a workflow
-    that cannot take its args."""
+def _cannot_start(spec: ChildSpec, exc: KeyError | TypeError) -> TypeError | NoSuchEntry:
+    """The error naming the child for a target it cannot start with: a config entry id
+    that names no entry (``NoSuchEntry`` again), or no runnable one (the config's
+    ``KeyError``), or a workflow that cannot take its args (``TypeError``)."""
+    if isinstance(exc, NoSuchEntry):
+        return NoSuchEntry(exc.entry_id, exc.detail, prefix=f"child {spec.id!r}: ")
     said = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
     return TypeError(f"child {spec.id!r}: {said}")
 

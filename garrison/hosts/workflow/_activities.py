@@ -518,6 +518,8 @@ class Activities(WorkflowCore):
             raise ValueError(f"{what}({entry_id!r}): the entry is a {entry.kind}, not a "
                              "function.py entry (an activity is a function)")
         try:
+            if entry is None and config is not None:  # (naming the function.py ids)
+                raise config.no_entry(entry_id, ("function.py",))
             return self.node.resolve_target(entry_id)
         except (KeyError, ValueError) as exc:
             recorded = self.cursor.peek() if self.cursor.replaying else None
