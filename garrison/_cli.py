@@ -43,6 +43,7 @@ from ._errors import (
     StoreError,
     StoreLocked,
     StoreVersionError,
+    close_match,
     id_hint,
 )
 from ._targets import check_target, entry_refusal, exit_is_import_error, is_script, script_spec
@@ -215,7 +216,8 @@ def _load_callable(target: str) -> Any:
     try:
         root = getattr(module, name)
     except AttributeError:
-        raise _NoRoot(f"{target!r} has no function {name!r}") from None
+        raise _NoRoot(f"{target!r} has no function {name!r}"
+                      f"{_functions_hint(module, name, spec_path)}") from None
     if any(getattr(fn, "func", fn) is root for fn in _node.ran[ran_before:]):
         # a script without the guard (``python script.py`` semantics): its import ran
         # this very target, or a functools.partial of it (a garrison.run of another
@@ -234,6 +236,23 @@ def _load_callable(target: str) -> Any:
     if problem is not None:
         raise _NoRoot(problem)
     return root
+
+
+def _functions_hint(module: Any, name: str, spec_path: str) -> str:
+    """What a script or module that has no function ``name`` has instead: the async
+    function ``name`` is a typo of (`` (did you mean 'start'?)``), else the async
+    functions it defines, in its order (imported ones are not its own), or ``""``."""
+    import inspect
+
+    own = [n for n, fn in vars(module).items()
+           if not n.startswith("_") and inspect.iscoroutinefunction(fn)
+           and getattr(fn, "__module__", None) == module.__name__]
+    guess = close_match(name, own)
+    if guess is not None:
+        return f" (did you mean {guess!r}?)"
+    if not own:
+        return ""
+    return f"; its async functions are {', '.join(own)} (name one: {spec_path}:{own[0]})"
 
 
 def _arguments_problem(fn: Any, shown: str) -> str | None:

@@ -19,7 +19,7 @@ import trio
 
 from . import _cli_signals
 from ._duration import parse_lease
-from ._errors import ConfigError, NotInProcess, ProcessError, schedule_hint
+from ._errors import ConfigError, NotInProcess, ProcessError, id_hint, schedule_hint
 from ._router import EXIT_MEMORY, Router, not_in_trio
 from .actors._mailbox import Budget
 from .actors._runtime import runtime_or_none
@@ -312,7 +312,9 @@ class Node:
             if entry is not None:  # (not a typo: an entry of another kind)
                 raise ValueError(f"cannot start {service_id!r}: it is a {entry.kind} entry "
                                  "of the config, not a process.service")
-            raise ValueError(f"no service {service_id!r} in the config")
+            known = services.by_id if services is not None else ()
+            raise ValueError(f"no service {service_id!r} in the config"
+                             f"{id_hint(service_id, known) if isinstance(service_id, str) else ''}")
         singletons = services.singletons_for(service_id) - self._held_singletons
         if singletons and self._members and self._members[0].on_singletons is not None:
             # claimed first (unless another live node holds them): started here then;

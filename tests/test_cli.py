@@ -221,6 +221,10 @@ def test_run_reports_a_root_it_cannot_load_in_one_line(tmp_path):
     (tmp_path / "badimport.py").write_text("import no_such_module_here\n")
     (tmp_path / "syntax.py").write_text("async def main(:\n")
     (tmp_path / "nomain.py").write_text("x = 1\n")
+    (tmp_path / "twomains.py").write_text(
+        "from trio import sleep\n\nasync def start():\n    pass\n\n"
+        "async def serve():\n    await sleep(0)\n\ndef helper():\n    pass\n\n"
+        "async def _private():\n    pass\n")
     (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
     (tmp_path / "quits4.py").write_text("import sys\nsys.exit(4)\n")
     (tmp_path / "folder.py").mkdir()
@@ -253,7 +257,12 @@ def test_run_reports_a_root_it_cannot_load_in_one_line(tmp_path):
         ("badimport:main", "cannot import 'badimport': ModuleNotFoundError: No module "
                            "named 'no_such_module_here'"),
         ("syntax.py", "cannot import 'syntax.py': SyntaxError: "),
-        ("nomain.py", "'nomain.py' has no function 'main'"),
+        ("nomain.py", "'nomain.py' has no function 'main'\n"),
+        # (a new user's script of other names: they are listed, or the one meant named)
+        ("twomains.py", "'twomains.py' has no function 'main'; its async functions are "
+                        "start, serve (name one: twomains.py:start)\n"),
+        ("twomains.py:strat", "'twomains.py:strat' has no function 'strat' (did you mean "
+                              "'start'?)\n"),
         ("missing.py", "no such file 'missing.py'"),
         ("folder.py", "'folder.py' is a folder, not a script"),
     ]:

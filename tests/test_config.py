@@ -1834,6 +1834,42 @@ def test_a_typo_of_a_field_is_one_problem_with_what_was_meant(tmp_path: Path) ->
                                 "name, kind, workers, meta")
 
 
+def test_a_typo_of_an_entry_id_or_of_a_source_s_function_says_what_was_meant(
+        tmp_path: Path) -> None:
+    """A new user's ``process: app:handlr`` said only ``unknown entry 'app:handlr'``,
+    and ``source: "myapp.sessions:mian"`` only ``has no attribute 'mian'``: each names
+    what it is close to now (an entry of the kind the field takes; a name the module
+    has), with the config's rule of a "did you mean"."""
+    path, problems = problems_of(tmp_path, f"""\
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: handler, kind: process.py, source: "{MOD}:main"}}
+          - {{name: report, kind: workflow.py, source: "{MOD}:order_workflow"}}
+          - {{name: cache, kind: process.service, process: app:handler}}
+          - {{name: a, kind: process.service, process: app:handlr}}
+          - {{name: b, kind: process.service, process: handlr,
+             lifecycle: {{requires: [cahce]}}}}
+          - {{name: c, kind: process.py, source: "{MOD}:mian"}}
+          - {{name: d, kind: workflow.schedule, workflow: app:reprt, every: 1h}}
+          - {{name: e, kind: process.service, process: app:zzz}}
+        """)
+    assert problems == [
+        f"{path}: entry 'app:c' (index 5): field 'source': module '{MOD}' has no attribute "
+        "'mian'; did you mean 'main'?",
+        f"{path}: entry 'app:a' (index 3): field 'process': unknown entry 'app:handlr' "
+        "(expected a process.py or workflow.py entry); did you mean 'app:handler'?",
+        f"{path}: entry 'app:b' (index 4): field 'process': unknown entry 'app:handlr' "
+        "(expected a process.py or workflow.py entry); did you mean 'app:handler'?",
+        f"{path}: entry 'app:b' (index 4): field 'lifecycle.requires': unknown entry "
+        "'app:cahce' (expected a process.service); did you mean 'app:cache'?",
+        f"{path}: entry 'app:d' (index 6): field 'workflow': unknown entry 'app:reprt' "
+        "(expected a workflow.py entry); did you mean 'app:report'?",
+        f"{path}: entry 'app:e' (index 7): field 'process': unknown entry 'app:zzz' "
+        "(expected a process.py or workflow.py entry)",
+    ]
+
+
 def test_a_list_where_a_config_path_goes_says_which_call_takes_several() -> None:
     """helper-221: `open_node(config=)` takes a list, so a newcomer passes one to
     load_config and check_config too: a bare TypeError from os.fspath, deep inside."""

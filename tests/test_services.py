@@ -605,6 +605,24 @@ async def test_start_service_of_an_entry_of_another_kind_names_its_kind(autojump
             await node.start_service("t:steady")
 
 
+async def test_start_service_of_an_id_no_service_has_says_the_id_meant(autojump_clock):
+    """A new user following README wrote ``node.start_service("cache")`` for the
+    service ``t:cache`` and got ``no service 'cache' in the config``: the id meant is
+    said now, as ``garrison schedules`` says a config schedule's namespaced id (a name
+    without its namespace, or a typo)."""
+    cfg = config("""
+        - {name: cache, kind: process.service, process: steady, input: [c]}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        for given in ("cache", "t:cach"):
+            with pytest.raises(ValueError) as info:
+                await node.start_service(given)
+            assert str(info.value) == (f"no service {given!r} in the config (did you mean "
+                                       "'t:cache'?)")
+        with pytest.raises(ValueError, match=r"^no service 't:nope' in the config$"):
+            await node.start_service("t:nope")
+
+
 def _restarts_total(node) -> dict[str, float]:
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families

@@ -39,7 +39,7 @@ from typing import Any
 import attrs
 import yaml
 
-from .._errors import ConfigError, NoSuchEntry, id_hint
+from .._errors import ConfigError, NoSuchEntry, close_match, closest_id, id_hint
 from .._targets import activity_refusal
 from ._entries import (
     _HOST_KINDS,
@@ -292,11 +292,17 @@ def _import_source(source: str) -> Callable[..., Any]:
             f"module {module_name!r} could not be imported: {type(exc).__name__}: {exc}"
         ) from None
     obj: Any = module
-    for part in attr_path.split("."):
+    parts = attr_path.split(".")
+    for depth, part in enumerate(parts):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise LookupError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+            # (the name it is a typo of, by the config's rule of a "did you mean")
+            guess = close_match(part, [n for n in dir(obj) if not n.startswith("_")])
+            hint = "" if guess is None else \
+                f"; did you mean {'.'.join([*parts[:depth], guess])!r}?"
+            raise LookupError(f"module {module_name!r} has no attribute {attr_path!r}"
+                              f"{hint}") from None
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # a module's __getattr__ (PEP 562) that imports more
@@ -935,10 +941,8 @@ def _link(parsed: Sequence[_ParsedFile], node_store: bool = True,
                 bad = True
             elif target is None:
                 if process not in attempted:
-                    report(
-                        "process",
-                        f"unknown entry {process!r} (expected a process.py or workflow.py entry)",
-                    )
+                    report("process", _unknown_entry(
+                        process, "a process.py or workflow.py entry", located, _RUNNABLE_KINDS))
                 bad = True
             elif target.entry.kind not in _RUNNABLE_KINDS:
                 report(
@@ -1001,7 +1005,8 @@ def _link(parsed: Sequence[_ParsedFile], node_store: bool = True,
                 written[dep] = ref
                 if dep_loc is None:
                     if dep not in attempted:
-                        report(req_field, f"unknown entry {dep!r} (expected a process.service)")
+                        report(req_field, _unknown_entry(dep, "a process.service", located,
+                                                         ("process.service",)))
                         wrong.add(dep)
                     bad = True
                 elif dep_loc.entry.kind != "process.service":
@@ -1091,6 +1096,15 @@ def _unkept_schedules(located: Mapping[str, _Located],
     ]
 
 
+def _unknown_entry(ref: str, expected: str, located: Mapping[str, _Located],
+                   kinds: Sequence[str]) -> str:
+    """``unknown entry 'app:handlr' (expected ...)`` for a reference ``ref`` to no entry,
+    with the id of an entry of ``kinds`` it is most likely a typo of."""
+    near = closest_id(ref, [i for i, loc in located.items() if loc.entry.kind in kinds])
+    return f"unknown entry {ref!r} (expected {expected})" + (
+        f"; did you mean {near!r}?" if near is not None else "")
+
+
 def _host_mismatch(kind: str, process: str, host: str, given: str, wanted: str) -> str:
     """Why a service cannot run its ``process`` (an entry of ``kind``) on ``host``."""
     shown = f"{host!r}" + ("" if given else " (the default when 'host' is left out)")
@@ -1127,7 +1141,8 @@ def _link_schedule(entry: ScheduleEntry, loc: _Located, located: Mapping[str, _L
         ok = False
     elif target is None:
         if workflow not in attempted:
-            report("workflow", f"unknown entry {workflow!r} (expected a workflow.py entry)")
+            report("workflow", _unknown_entry(workflow, "a workflow.py entry", located,
+                                              ("workflow.py",)))
         ok = False
     elif target.entry.kind != "workflow.py":
         report("workflow", f"expected a workflow.py entry, but {workflow!r} is a "
