@@ -1870,6 +1870,88 @@ def test_a_typo_of_an_entry_id_or_of_a_source_s_function_says_what_was_meant(
     ]
 
 
+def test_a_module_function_where_an_entry_id_goes_says_to_add_an_entry(
+        tmp_path: Path) -> None:
+    """``process: "myapp.sessions:main"`` (the source, written where the service names
+    an entry) said only ``unknown entry``: it says that an entry id goes there, and
+    how to make the entry (or which entry has that source already)."""
+    path, problems = problems_of(tmp_path, f"""\
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: handler, kind: process.py, source: "{MOD}:main"}}
+          - {{name: a, kind: process.service, process: "{MOD}:main"}}
+          - {{name: b, kind: process.service, process: "{MOD}:other"}}
+          - {{name: c, kind: workflow.schedule, workflow: "{MOD}:order_workflow", every: 1h}}
+        """)
+    assert problems == [
+        f"{path}: entry 'app:a' (index 1): field 'process': unknown entry '{MOD}:main' "
+        "(expected a process.py or workflow.py entry); did you mean 'app:handler'? (its "
+        f"source is '{MOD}:main': 'process' takes an entry id, namespace:name)",
+        f"{path}: entry 'app:b' (index 2): field 'process': unknown entry '{MOD}:other' "
+        "(expected a process.py or workflow.py entry): 'process' takes an entry id, "
+        f"namespace:name, and this config has no namespace '{MOD}'; to run the function "
+        f"'{MOD}:other', add an entry {{name: other, kind: process.py, source: "
+        f"\"{MOD}:other\"}} and write process: app:other",
+        f"{path}: entry 'app:c' (index 3): field 'workflow': unknown entry "
+        f"'{MOD}:order_workflow' (expected a workflow.py entry): 'workflow' takes an entry "
+        f"id, namespace:name, and this config has no namespace '{MOD}'; to run the function "
+        f"'{MOD}:order_workflow', add an entry {{name: order_workflow, kind: workflow.py, "
+        f"source: \"{MOD}:order_workflow\"}} and write workflow: app:order_workflow",
+    ]
+
+
+def test_a_lifecycle_field_outside_its_block_says_where_it_belongs(tmp_path: Path) -> None:
+    """``lifecycle:`` left empty with ``auto_start: true`` dedented under it gave two
+    problems, ``expected a mapping, got None`` and ``unknown field`` for auto_start,
+    and no word that it belongs under lifecycle: the unknown field says so now."""
+    path, problems = problems_of(tmp_path, f"""\
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: handler, kind: process.py, source: "{MOD}:main"}}
+          - name: s
+            kind: process.service
+            process: app:handler
+            lifecycle:
+            auto_start: true
+            restart: {{max_attempts: 3}}
+          - {{name: t, kind: process.service, process: app:handler, requires: [app:s]}}
+        """)
+    assert problems == [
+        f"{path}: entry 'app:s' (index 1): field 'lifecycle': expected a mapping, got None",
+        f"{path}: entry 'app:s' (index 1): field 'auto_start': unknown field (a field of "
+        "'lifecycle', which is empty here: indent it under 'lifecycle:'); allowed fields "
+        "are: name, kind, process, host, input, lifecycle, meta",
+        f"{path}: entry 'app:s' (index 1): field 'restart': unknown field (a field of "
+        "'lifecycle', which is empty here: indent it under 'lifecycle:'); allowed fields "
+        "are: name, kind, process, host, input, lifecycle, meta",
+        f"{path}: entry 'app:t' (index 2): field 'requires': unknown field (a field of "
+        "'lifecycle': write it under 'lifecycle:'); allowed fields are: name, kind, "
+        "process, host, input, lifecycle, meta",
+    ]
+
+
+def test_entries_written_as_a_mapping_are_said_with_their_line(tmp_path: Path) -> None:
+    """``entries:`` written as a mapping of names was reported with no line (every
+    other YAML-shape problem has one): its line now, and that each entry is a list
+    item."""
+    path, problems = problems_of(tmp_path, f"""\
+        version: "1.0"
+        namespace: app
+
+        entries:
+          handler: {{kind: process.py, source: "{MOD}:main"}}
+        """)
+    assert problems == [
+        f"{path}: field 'entries' (line 4): expected a list of entries, got {{'handler': "
+        f"{{'kind': 'process.py', 'source': '{MOD}:main'}}}} (a mapping: write each entry "
+        "as an item of a list, '- {name: handler, kind: ...}')"]
+    _, problems = problems_of(tmp_path, 'version: "1.0"\nnamespace: app\nentries: 5\n')
+    assert problems[0].endswith("field 'entries' (line 3): expected a list of entries, "
+                                "got 5")
+
+
 def test_a_list_where_a_config_path_goes_says_which_call_takes_several() -> None:
     """helper-221: `open_node(config=)` takes a list, so a newcomer passes one to
     load_config and check_config too: a bare TypeError from os.fspath, deep inside."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.machinery
+import importlib.util
 import inspect
 import os
 import re
@@ -49,6 +50,7 @@ from ._entries import (
     KINDS,
     Entry,
     HostEntry,
+    Lifecycle,
     ScheduleEntry,
     ServiceEntry,
     SourceEntry,
@@ -164,6 +166,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.duplicates: list[tuple[Any, yaml.Mark]] = []
+        #: the line (1-based) of each top-level key, to say where a problem of it is
+        self.top_lines: dict[Any, int] = {}
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            self.top_lines = {key.value: key.start_mark.line + 1 for key, _ in node.value
+                              if isinstance(key, yaml.ScalarNode)}
+        return super().construct_document(node)
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         # an alias inside the list or mapping it names (``&e {input: [*e]}``) would make
@@ -385,6 +395,22 @@ def _requires_field(raw: object) -> str:
     return "lifecycle.requires"
 
 
+#: the fields of a service's ``lifecycle:`` block (``depends_on``: the alias)
+_LIFECYCLE_FIELDS = frozenset({*(f.name for f in attrs.fields(Lifecycle)), "depends_on"})
+
+
+def _lifecycle_hint(field: str, raw: Mapping[str, Any], message: str) -> str:
+    """``message``, the unknown-field problem of a service's ``field``, saying where a
+    field of ``lifecycle:`` written beside it belongs (``lifecycle:`` left empty with
+    ``auto_start:`` dedented under it reads as an empty block and an entry field)."""
+    if field not in _LIFECYCLE_FIELDS:
+        return message
+    where = (", which is empty here: indent it under 'lifecycle:'"
+             if "lifecycle" in raw and not raw["lifecycle"] else ": write it under 'lifecycle:'")
+    return message.replace("unknown field;", f"unknown field (a field of 'lifecycle'{where});",
+                           1)
+
+
 def _missing(field: str, raw: Mapping[str, Any]) -> str:
     """``required field is missing``, naming a key of the entry that looks like a typo of
     ``field`` (``kidn: workflow.host``)."""
@@ -452,6 +478,8 @@ def _parse_entry(
     for path, message in failures:
         if path and path[-1] in ("id", "func") and len(path) == 1:
             path = ()
+        if len(path) == 1 and cls is ServiceEntry and message.startswith("unknown field;"):
+            message = _lifecycle_hint(path[0], raw, message)
         if path == ("lifecycle", "requires"):
             path = tuple(_requires_field(raw).split("."))
         problems.entry(where, message, ".".join(path) if path else None)
@@ -589,11 +617,8 @@ def _load_source(entry: SourceEntry, where: str, problems: _Problems,
                  source_dir: Path | None = None) -> SourceEntry | None:
     """``entry`` with its imported ``func``, or ``None`` (with the problem); its module
     is looked up in ``source_dir`` (the config file's folder) first."""
-    module_name, sep, attr_path = entry.source.partition(":")
-    parts_ok = all(p.isidentifier() for p in module_name.split(".")) and all(
-        p.isidentifier() for p in attr_path.split(".")
-    )
-    if not sep or not parts_ok:
+    module_name = entry.source.partition(":")[0]
+    if not _source_form(entry.source):
         problems.entry(
             where,
             f"expected 'module:function' (e.g. 'myapp.jobs:main'), got {entry.source!r}",
@@ -868,7 +893,14 @@ def _parse_text(text: str, filename: str, base_dir: Path | None,
     if raw_entries is None:
         raw_entries = []
     if not isinstance(raw_entries, list):
-        problems.file(f"field 'entries': expected a list of entries, got {raw_entries!r}")
+        line = loader.top_lines.get("entries")
+        hint = ""
+        if isinstance(raw_entries, Mapping) and raw_entries:
+            first = next(iter(raw_entries))
+            hint = (" (a mapping: write each entry as an item of a list, "
+                    f"'- {{name: {first}, kind: ...}}')")
+        problems.file(f"field 'entries'{f' (line {line})' if line else ''}: expected a list "
+                      f"of entries, got {raw_entries!r}{hint}")
         return done(namespace)
     if namespace is None:
         # the entries' own problems are reported all the same (under a stand-in
@@ -916,6 +948,7 @@ def _link(parsed: Sequence[_ParsedFile], node_store: bool = True,
         for loc in p.entries:
             if first_seen.get(loc.entry.id) == (loc.filename, loc.index):
                 located[loc.entry.id] = loc
+    namespaces = frozenset(p.namespace for p in parsed if p.namespace)
     # Entries that failed to parse still exist as ids, so a reference to them is not
     # reported a second time as unknown.
     attempted: set[str] = set(first_seen)
@@ -942,7 +975,8 @@ def _link(parsed: Sequence[_ParsedFile], node_store: bool = True,
             elif target is None:
                 if process not in attempted:
                     report("process", _unknown_entry(
-                        process, "a process.py or workflow.py entry", located, _RUNNABLE_KINDS))
+                        process, "a process.py or workflow.py entry", located, _RUNNABLE_KINDS,
+                        "process", loc, namespaces))
                 bad = True
             elif target.entry.kind not in _RUNNABLE_KINDS:
                 report(
@@ -1040,7 +1074,7 @@ def _link(parsed: Sequence[_ParsedFile], node_store: bool = True,
                 lifecycle=attrs.evolve(entry.lifecycle, requires=tuple(requires)),
             )
         elif isinstance(entry, ScheduleEntry):
-            linked = _link_schedule(entry, loc, located, attempted, problems)
+            linked = _link_schedule(entry, loc, located, attempted, problems, namespaces)
             if linked is None:
                 continue
             entry = linked
@@ -1097,12 +1131,48 @@ def _unkept_schedules(located: Mapping[str, _Located],
 
 
 def _unknown_entry(ref: str, expected: str, located: Mapping[str, _Located],
-                   kinds: Sequence[str]) -> str:
+                   kinds: Sequence[str], field: str = "", loc: _Located | None = None,
+                   namespaces: frozenset[str] = frozenset()) -> str:
     """``unknown entry 'app:handlr' (expected ...)`` for a reference ``ref`` to no entry,
-    with the id of an entry of ``kinds`` it is most likely a typo of."""
-    near = closest_id(ref, [i for i, loc in located.items() if loc.entry.kind in kinds])
-    return f"unknown entry {ref!r} (expected {expected})" + (
-        f"; did you mean {near!r}?" if near is not None else "")
+    with the id of an entry of ``kinds`` it is most likely a typo of. Given the
+    ``field`` (of the entry at ``loc``) that names a ``*.py`` entry, a ``ref`` that
+    reads as a ``module:function`` of no namespace of the config (``process:
+    "myapp.sessions:main"``, the source written where the entry goes) says how to
+    make that entry, or which entry has that source."""
+    text = f"unknown entry {ref!r} (expected {expected})"
+    near = closest_id(ref, [i for i, other in located.items() if other.entry.kind in kinds])
+    if near is not None:
+        return f"{text}; did you mean {near!r}?"
+    namespace, _, function = ref.rpartition(":")
+    if not field or loc is None or namespace in namespaces or not _source_form(ref) \
+            or not _importable(namespace.partition(".")[0]):
+        return text  # (an entry of a config file not loaded, say: no module of its name)
+    takes = f"{field!r} takes an entry id, namespace:name"
+    for entry_id, other in located.items():
+        if other.entry.kind in kinds and getattr(other.entry, "source", None) == ref:
+            return f"{text}; did you mean {entry_id!r}? (its source is {ref!r}: {takes})"
+    kind = kinds[0]
+    name = function.rpartition(".")[2]
+    return (f"{text}: {takes}, and this config has no namespace {namespace!r}; to run the "
+            f"function {ref!r}, add an entry {{name: {name}, kind: {kind}, source: "
+            f"\"{ref}\"}} and write {field}: {loc.namespace}:{name}")
+
+
+def _importable(module: str) -> bool:
+    """Whether the top-level module ``module`` can be found (on ``sys.path``, where each
+    config's folder is), without importing anything."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _source_form(text: str) -> bool:
+    """Whether ``text`` has the form of a ``source:``, ``module:function`` (dotted
+    names)."""
+    module_name, sep, attr_path = text.partition(":")
+    return bool(sep) and all(p.isidentifier() for p in module_name.split(".")) and all(
+        p.isidentifier() for p in attr_path.split("."))
 
 
 def _host_mismatch(kind: str, process: str, host: str, given: str, wanted: str) -> str:
@@ -1117,9 +1187,11 @@ def _host_mismatch(kind: str, process: str, host: str, given: str, wanted: str) 
 
 
 def _link_schedule(entry: ScheduleEntry, loc: _Located, located: Mapping[str, _Located],
-                   attempted: set[str], problems: list[str]) -> ScheduleEntry | None:
+                   attempted: set[str], problems: list[str],
+                   namespaces: frozenset[str] = frozenset()) -> ScheduleEntry | None:
     """A schedule's ``workflow`` (a workflow.py entry) and ``host`` (a workflow.host entry
-    or ``workflows``) as full ids; ``None`` (with the problems) if one is wrong."""
+    or ``workflows``) as full ids; ``None`` (with the problems) if one is wrong
+    (``namespaces``: the config's, see :func:`_unknown_entry`)."""
 
     def report(field: str, message: str) -> None:
         problems.append(f"{loc.filename}: {loc.where}: field {field!r}: {message}")
@@ -1142,7 +1214,7 @@ def _link_schedule(entry: ScheduleEntry, loc: _Located, located: Mapping[str, _L
     elif target is None:
         if workflow not in attempted:
             report("workflow", _unknown_entry(workflow, "a workflow.py entry", located,
-                                              ("workflow.py",)))
+                                              ("workflow.py",), "workflow", loc, namespaces))
         ok = False
     elif target.entry.kind != "workflow.py":
         report("workflow", f"expected a workflow.py entry, but {workflow!r} is a "
