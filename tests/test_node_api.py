@@ -625,3 +625,34 @@ async def test_a_start_in_a_cancelled_scope_starts_nothing(
                             await who.spawn(plain)
         await trio.sleep(1)
         assert node.workflows() == [] and ran == []
+
+
+async def test_a_config_s_one_workflow_host_is_the_node_s_workflows_host(
+        tmp_path: Path, autojump_clock: object) -> None:
+    """README (Config and services), as a new user read it: a config's one
+    ``workflow.host`` entry is not "one more" host but the node's ``workflows`` host
+    (starts and spawns without a host land on it, ``store=`` is its store); with two or
+    more, each is a host beside the node's own ``workflows``. A ``process.host`` entry,
+    named ``processes`` too, never stands in for the node's ``processes``."""
+    from garrison.config import load_config_text
+
+    head = ('version: "1.0"\nnamespace: app\nentries:\n'
+            "  - {name: processes, kind: process.host}\n")
+    one = load_config_text(head + "  - {name: workflows, kind: workflow.host}\n")
+    async with garrison.open_node(config=one, store=str(tmp_path / "one.db")) as node:
+        assert sorted(node.hosts) == ["app:processes", "app:workflows", "processes"]
+        started = await node.start_workflow(app.approval, "r", id="w1")
+        spawned = await node.spawn(app.approval, "r", host="workflows")
+        assert (started.host, spawned.host) == ("app:workflows", "app:workflows")
+        assert (await node.spawn(_returns)).host == "processes"
+        assert node.hosts["app:workflows"].store.path == str(tmp_path / "one.db")
+    several = load_config_text(head + "  - {name: a, kind: workflow.host}\n"
+                                      "  - {name: b, kind: workflow.host}\n")
+    async with garrison.open_node(config=several) as node:
+        assert sorted(node.hosts) == ["app:a", "app:b", "app:processes", "processes",
+                                      "workflows"]
+        assert (await node.start_workflow(app.approval, "r", id="w1")).host == "workflows"
+
+
+async def _returns() -> None:
+    return None
