@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import trio
@@ -85,6 +86,22 @@ async def sleeps_forever_or_signal(kind: str) -> str:
         return "signal" if won is stop else "timer"
     msg = await process.inbox().receive(timeout=1e12)
     return "timeout" if msg is None else msg.topic
+
+
+#: the earliest time a datetime holds, in a zone east of UTC: before year 1 in UTC
+YEAR_ZERO = dt.datetime.min.replace(tzinfo=dt.timezone(dt.timedelta(hours=9)))
+
+
+async def sleeps_until_year_zero() -> str:
+    """A sleep until :data:`YEAR_ZERO` (a "no wait" sentinel): past, it wakes at once."""
+    await workflow.sleep_until(YEAR_ZERO)
+    return "woke"
+
+
+async def year_zero_then_waits() -> str:
+    """:func:`sleeps_until_year_zero`, then a wait for a message."""
+    await workflow.sleep_until(YEAR_ZERO)
+    return (await process.inbox().receive()).topic
 
 
 async def bad_duration(value: Any) -> None:

@@ -14,7 +14,7 @@ import trio
 import garrison
 from garrison import process
 from garrison.config import load_config_text
-from garrison.persistence import SQLiteStore
+from garrison.persistence import SQLiteStore, Transaction, open_store
 
 SERVICE_CONFIG = """
 version: "1.0"
@@ -273,6 +273,82 @@ def test_store_rows_with_huge_deadlines_read_as_forever(tmp_path: Path) -> None:
         store.db.conn.execute(  # an old row
             "INSERT INTO timers (workflow_id, seq, deadline) VALUES ('w', 1, 1e12)")
         assert store.timers("w")[0].deadline.year == 9999
+
+
+#: 0001-01-01T00:00:00Z, the earliest time a stored deadline holds
+YEAR_ONE = -62135596800.0
+
+
+def _year_zero_rows(wid: str, name: str) -> Transaction:
+    """Workflow ``wid`` running ``name`` as a node killed between the two commits of
+    its first sleep left it before deadlines were clamped at year 1: its timer row at
+    ``correctness_app.YEAR_ZERO``, 9 hours before 0001-01-01 UTC (no date holds it)."""
+    return (Transaction()
+            .create_workflow(wid, f"correctness_app:{name}", status="running",
+                             host="workflows")
+            .add_timer(wid, 1, app.YEAR_ZERO.timestamp(), "sleep"))
+
+
+async def test_a_sleep_until_before_year_one_is_past_and_recorded_at_year_one(
+        store_spec: str, autojump_clock: Any) -> None:
+    """probe p05: ``sleep_until(datetime.min)`` in a zone east of UTC (a "no wait"
+    sentinel) recorded a deadline before 0001-01-01 UTC, which no date holds: a node
+    killed between the sleep's two commits left a timer row no node could read back.
+    Its deadline is clamped at year 1 now, as a late one is at 9999-12-31."""
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(app.sleeps_until_year_zero, id="w")
+        with trio.fail_after(10):
+            assert await node.workflow("w").result() == "woke"
+        assert [(r.kind, r.outcome) for r in node.workflow("w").history()] == [
+            ("sleep", {"deadline": YEAR_ONE})]
+
+
+async def test_a_stored_deadline_before_year_one_reads_as_past(
+        store_spec: str, autojump_clock: Any, capsys: Any) -> None:
+    """probe p05: the timer row of such a sleep (an older garrison's) made ``garrison
+    workflows show`` and ``export`` fail with a traceback (``year 0 is out of range``)
+    and every node log ``cannot resume workflow w`` and never run it. Read, it is the
+    earliest time a record holds: past, the sleep ends at once."""
+    from garrison._cli import main
+
+    with open_store(store_spec) as store:
+        store.write(_year_zero_rows("w", "sleeps_until_year_zero"))
+        assert [t.deadline.isoformat() for t in store.timers("w")] == [
+            "0001-01-01T00:00:00+00:00"]
+    assert main(["workflows", "--store", store_spec, "show", "w"]) == 0
+    assert "0001-01-01T00:00:00" in capsys.readouterr().out
+    assert main(["workflows", "--store", store_spec, "export", "w"]) == 0
+    assert "0001-01-01T00:00:00" in capsys.readouterr().out
+    async with garrison.open_node(store=store_spec) as node:
+        with trio.fail_after(10):
+            assert await node.workflow("w").result() == "woke"
+        assert [(r.kind, r.outcome) for r in node.workflow("w").history()] == [
+            ("sleep", {"deadline": YEAR_ONE})]
+
+
+@pytest.mark.parametrize("verb", ["terminate", "cancel"])
+async def test_a_tools_workflow_with_a_deadline_before_year_one_leaves_the_node_running(
+        store_spec: str, verb: str) -> None:
+    """probe p05b: such a timer row, met by a running node as a tool's write woke it
+    (``garrison workflows terminate`` or ``cancel`` of a workflow it could not
+    resume), ended the node's wakeup watcher with a ValueError, and the node with it.
+    It runs the workflow now, and the tool's verb ends it; the other workflows run on."""
+    from garrison._cli import main
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(app.year_zero_then_waits, id="healthy")
+        with open_store(store_spec, lock=False) as tool:
+            tool.write(_year_zero_rows("w", "year_zero_then_waits"))
+        await wait_status(node.workflow("w"), "waiting")
+        code = await trio.to_thread.run_sync(main, ["workflows", "--store", store_spec,
+                                                    verb, "w"])
+        assert code == 0
+        with trio.fail_after(10):
+            with pytest.raises(garrison.WorkflowFailed if verb == "terminate"
+                               else garrison.WorkflowCancelled):
+                await node.workflow("w").result()
+            await node.workflow("healthy").signal("go")
+            assert await node.workflow("healthy").result() == "go"
 
 
 # ---------------------------------------------------------------- config traps

@@ -41,6 +41,7 @@ from ._group_commit import Busy
 from ._records import (
     FINAL_STATUSES,
     MAX_TIME,
+    MIN_TIME,
     DamagedRecord,
     InboxRecord,
     JournalRecord,
@@ -69,6 +70,7 @@ __all__ = [
     "FINAL_STATUSES",
     "LEAF_TEXT",
     "MAX_TIME",
+    "MIN_TIME",
     "SCHEMA_VERSION",
     "Busy",
     "DamagedRecord",

@@ -24,6 +24,7 @@ from ._converter import structure
 __all__ = [
     "FINAL_STATUSES",
     "MAX_TIME",
+    "MIN_TIME",
     "DamagedRecord",
     "InboxRecord",
     "JournalRecord",
@@ -50,6 +51,10 @@ _loads = json.loads
 #: the latest time a record holds (9999-12-31 23:59:59 UTC); a stored time past it (a
 #: "forever" timer written before deadlines were capped) reads as this
 MAX_TIME = 253402300799.0
+#: the earliest time a record holds (0001-01-01 00:00:00 UTC); a stored time before it
+#: (a ``sleep_until(datetime.min)`` east of UTC, written before deadlines were capped at
+#: this end too) reads as this: past, as it was
+MIN_TIME = -62135596800.0
 
 
 def no_match(params: Sequence[Any], nul: bool = False) -> bool:
@@ -68,7 +73,9 @@ def no_match(params: Sequence[Any], nul: bool = False) -> bool:
 
 
 def _moment(value: float) -> _dt.datetime:
-    return _fromtimestamp(min(value, MAX_TIME), _UTC)
+    if not MIN_TIME <= value <= MAX_TIME:  # (no date holds it; NaN reads as past)
+        value = MAX_TIME if value > MAX_TIME else MIN_TIME
+    return _fromtimestamp(value, _UTC)
 
 
 def _time(value: float | None) -> _dt.datetime | None:

@@ -37,7 +37,7 @@ from ...actors._values import ErrorInfo, Message, Pid
 from ...persistence import Transaction, WorkflowStatus
 from .._kernel import ended_by_stop, plain_call, stepping
 from ._codec import PLAIN, activity_result_json, return_hint, stored_as, structure
-from ._core import EngineStop, WorkflowCore
+from ._core import EngineStop, WorkflowCore, recordable
 from ._journal import (
     JournalKind,
     error_from_plain,
@@ -759,7 +759,7 @@ class Activities(WorkflowCore):
                                 "activity": name, "attempt": attempt})
                 delay = policy.delay(attempt)
                 if mock is None:
-                    deadline = self.host.clock.now() + delay
+                    deadline = recordable(self.host.clock.now() + delay)
                     kind = retry_kind(attempt, name)
                     await self._commit(Transaction().add_timer(self.wid, seq, deadline, kind))
                     self.timers[seq] = deadline

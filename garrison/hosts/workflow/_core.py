@@ -34,7 +34,7 @@ from ...actors._cancel_switch import CancelSwitch
 from ...actors._flag import Flag
 from ...actors._runtime import runtime_var
 from ...actors._values import ErrorInfo, EventKind, Pid
-from ...persistence import MAX_TIME, Op, Transaction, WorkflowStatus
+from ...persistence import MAX_TIME, MIN_TIME, Op, Transaction, WorkflowStatus
 from .._kernel import Caller
 from ._codec import json_round_trip
 from ._journal import CANCEL, Cursor, Entry, JournalKind, initial_names, op_text, retry_timer
@@ -53,6 +53,10 @@ HISTORY_WARNING = 10_000
 #: the latest deadline a durable timer records (9999-12-31 23:59:59 UTC): a longer wait,
 #: ``workflow.sleep(float("inf"))`` included, is "forever", stored as this date
 FOREVER = MAX_TIME
+#: the earliest deadline a durable timer records (0001-01-01 00:00:00 UTC): an earlier
+#: one (``sleep_until(datetime.min)`` in a zone east of UTC) is past all the same,
+#: stored as this date, which a store reads back (no date holds an earlier one)
+EARLIEST = MIN_TIME
 #: durable operations a workflow may do without yielding to the scheduler
 BUDGET = 64
 #: seconds after an unlink during which a linked exit of that pid from another node
@@ -66,6 +70,12 @@ _UNDER_WAY: dict[str | None, str] = {
 }
 
 T = TypeVar("T")
+
+
+def recordable(deadline: float) -> float:
+    """``deadline`` (wall-clock unix seconds) as a durable timer records it: from
+    :data:`EARLIEST` to :data:`FOREVER`, dates a store reads back."""
+    return min(max(deadline, EARLIEST), FOREVER)
 
 
 def added(items: set[T] | None, item: T) -> set[T]:

@@ -17,7 +17,7 @@ from typing import Any
 from ... import _observe
 from ...actors._mailbox import timeout_seconds
 from ...persistence import Transaction, WorkflowStatus, requested_attempt
-from ._core import FOREVER, WaitCancelled, WorkflowCore, added
+from ._core import WaitCancelled, WorkflowCore, added, recordable
 from ._journal import (
     Entry,
     JournalKind,
@@ -323,7 +323,7 @@ class Receives(WorkflowCore):
                         _observe.received(value)
                     return value
                 if seconds is not None and deadline is None:
-                    deadline = min(self.host.clock.now() + seconds, FOREVER)
+                    deadline = recordable(self.host.clock.now() + seconds)
                     self.timers[seq] = deadline
                     await self._commit(Transaction().add_timer(self.wid, seq, deadline,
                                                                "receive"))

@@ -22,7 +22,7 @@ from ... import _trio_fast
 from ..._errors import PromiseRejected
 from ...persistence import Transaction, WorkflowStatus
 from ._activities import ActivityHandle
-from ._core import FOREVER, WaitCancelled
+from ._core import FOREVER, WaitCancelled, recordable
 from ._ids import check_key_size, check_promise_name
 from ._inbox import PendingReceive, Receives
 from ._journal import JournalKind, timestamp
@@ -34,7 +34,7 @@ _dumps = json.dumps
 
 def deadline_after(now: float, seconds: float) -> float:
     """The wall-clock deadline ``seconds`` after ``now``, at most :data:`FOREVER`."""
-    return min(now + seconds, FOREVER)
+    return recordable(now + seconds)
 
 
 #: how far the system clock must step before a node's clock follows it (seconds;
@@ -222,7 +222,7 @@ class Waits(Receives):
         seq = self.cursor.seq - 1
         recorded = self.timers.get(seq)
         if recorded is None:
-            recorded = min(deadline, FOREVER) if deadline is not None else deadline_after(
+            recorded = recordable(deadline) if deadline is not None else deadline_after(
                 self.host.clock.now(), seconds or 0.0)
             self.timers[seq] = recorded
             await self._commit(Transaction().add_timer(self.wid, seq, recorded, "sleep"))
