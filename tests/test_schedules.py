@@ -22,6 +22,7 @@ import schedule_app as app
 import trio
 
 import garrison
+import garrison.testing
 from garrison import _store_tools as tools
 from garrison.config import load_config_text
 from garrison.hosts.workflow._schedules import ScheduleSpec, tick_id
@@ -1105,6 +1106,52 @@ async def test_a_schedule_across_a_spring_dst_change_on_virtual_time(
     assert local == ["2025-03-09T03:00:00-04:00", "2025-03-10T02:30:00-04:00",
                      "2025-03-11T02:30:00-04:00"]
     assert ids()[0] == "s@2025-03-09T07:00:00Z"
+
+
+# ------------------------------------------------------------------ year 9999
+#: 9999-12-31T23:59:00Z, the last whole minute a date holds
+LAST_MINUTE = dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC).timestamp()
+
+
+@pytest.mark.parametrize(("timing", "zone"), [
+    ({"cron": "59 23 31 12 *"}, "UTC"), ({"cron": "* * * * *"}, "UTC"),
+    ({"cron": "* * * * *"}, "Pacific/Kiritimati"), ({"cron": "*/20 * * * * *"}, "UTC"),
+    ({"every": "1h"}, "UTC")])
+def test_no_tick_after_the_last_date_there_is(timing: dict[str, str], zone: str) -> None:
+    """probe p27: the tick after 9999-12-31T23:59 raised cronsim's OverflowError (a
+    zone east of UTC: already reading the time there); an ``every`` gave a tick past
+    the last date, read back as 9999-12-31T23:59:59, a tick the timing has not. There
+    is none: ``None``, as for a cron that matches no more."""
+    spec = ScheduleSpec.parse(**timing, timezone=zone)
+    assert spec.next_after(LAST_MINUTE + 59) is None
+    assert spec.next_after(LAST_MINUTE - 86400) is not None  # (the last day's ticks)
+    assert spec.latest_in(LAST_MINUTE - 86400, LAST_MINUTE + 59) is not None
+
+
+async def test_a_schedule_past_its_last_tick_in_year_9999_ticks_no_more_and_the_node_runs_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """probe p27: with the environment's clock in the last hour of 9999, the cron
+    schedules' next tick after their last raised an OverflowError out of the
+    scheduler that ended the host's run and the node. Each schedule's last tick
+    starts its workflow; then it has no next tick, said once; the node runs on."""
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+    async with garrison.testing.workflow_env() as env:
+        end = dt.datetime(9999, 12, 31, 23, 0, tzinfo=dt.UTC)
+        await env.sleep((end - env.now()).total_seconds())
+        await env.node.schedule("y", app.job, cron="59 23 31 12 *")
+        await env.node.schedule("m", app.job, cron="* * * * *")
+        await env.sleep("59m30s")
+        ids = {w.workflow_id for w in env.node.workflows()}
+        assert {"y@9999-12-31T23:59:00Z", "m@9999-12-31T23:59:00Z"} <= ids
+        assert len(ids) == 60  # m's minutes from 23:01 on, y's one
+        assert {s.schedule_id: s.next_tick for s in env.node.schedules()} == {
+            "m": None, "y": None}
+        said = [r.getMessage() for r in caplog.records if "no tick after" in r.getMessage()]
+        assert sorted(said) == [
+            f"schedule {sid} has no tick after {sid}@9999-12-31T23:59:00Z: no later date "
+            "holds one (years end at 9999); it starts nothing more" for sid in "my"]
+        await env.sleep("20s")
+        assert await (await env.start(app.job, id="after")).result() == "after"
 
 
 # ------------------------------------------------------------------ control

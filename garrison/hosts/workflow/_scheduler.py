@@ -111,8 +111,9 @@ CHUNK = 500
 REMOTE_POLL = 1.0
 
 #: a tick to count (``missed``, ``skipped``) and log once its write committed: the
-#: counter, and the log message with its arguments
-_Note = tuple[str, str, tuple[Any, ...]]
+#: counter, and the log message with its arguments (no counter: a warning, of a
+#: schedule whose ticks end)
+_Note = tuple[str | None, str, tuple[Any, ...]]
 
 
 #: seconds after its time a tick is on time whatever its ``catchup_window`` (a window of
@@ -673,6 +674,9 @@ class Scheduler:
                 await self._note_replaced(record, updates)
                 self._applied(record.schedule_id, updates)
                 for counter, message, args in notes:  # (a lost compare-and-set did nothing)
+                    if counter is None:
+                        log.warning(message, *args, extra={"schedule_id": record.schedule_id})
+                        continue
                     self.counts[counter] += 1
                     log.info(message, *args, extra={"schedule_id": record.schedule_id})
                 if wid is not None:
@@ -750,6 +754,10 @@ class Scheduler:
         if due and expected is not None:
             tick, following = spec.due(expected, now, window)
             updates["next_tick"] = following
+            if following is None:  # (once: with no next tick, it is never due again)
+                notes.append((None, "schedule %s has no tick after %s: no later date holds "
+                              "one (years end at 9999); it starts nothing more",
+                              (sid, tick_id(sid, tick if tick is not None else expected))))
             if tick is None:  # every tick from the next tick to now is too old
                 notes.append(_missed(sid, expected, spec.latest_in(expected, now), window))
             else:

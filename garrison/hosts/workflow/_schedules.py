@@ -30,7 +30,7 @@ from cronsim import CronSim, CronSimError
 
 from ..._duration import LONGEST_WAIT, parse_duration
 from ..._errors import PayloadError
-from ...persistence import ScheduleRecord, Transaction, WorkflowStatus
+from ...persistence import MAX_TIME, ScheduleRecord, Transaction, WorkflowStatus
 from ._codec import arguments_json, arity_problem, restore_args
 from ._ids import ID_RULE, MAX_KEY_BYTES, id_problem, shown
 
@@ -73,14 +73,18 @@ _LONGEST_SEARCH = 200 * 365 * 86400.0
 @functools.lru_cache(maxsize=16384)
 def _cron_next(cron: str, timezone: str, t: int) -> float | None:
     """The first tick of ``cron`` (read in ``timezone``) strictly after ``t``; cached:
-    schedules sharing an expression and a tick (``0 * * * *``) compute it once."""
-    start = _dt.datetime.fromtimestamp(t, zoneinfo.ZoneInfo(timezone))
-    # (cronsim reads local times without their fold: from the second pass of an hour
-    # the clock repeats, it yields that hour's ticks of the first pass, already past)
-    for moment in itertools.islice(CronSim(cron, start), _FOLD_SKIPS):
-        tick = float(moment.timestamp())
-        if tick > t:
-            return tick
+    schedules sharing an expression and a tick (``0 * * * *``) compute it once.
+    ``None`` when no date holds it: past 9999-12-31, in UTC or in ``timezone``."""
+    try:
+        start = _dt.datetime.fromtimestamp(t, zoneinfo.ZoneInfo(timezone))
+        # (cronsim reads local times without their fold: from the second pass of an
+        # hour the clock repeats, it yields that hour's ticks of the first pass, past)
+        for moment in itertools.islice(CronSim(cron, start), _FOLD_SKIPS):
+            tick = float(moment.timestamp())
+            if tick > t:
+                return tick if tick <= MAX_TIME else None
+    except (OverflowError, ValueError):  # (the year after 9999: cronsim's, datetime's)
+        return None
     return None
 
 
@@ -335,10 +339,12 @@ class ScheduleSpec:
 
     # ------------------------------------------------------------ ticks
     def next_after(self, t: float) -> float | None:
-        """The first tick strictly after ``t`` (unix seconds); ``None`` if the cron
-        expression matches nothing in the next 50 years."""
+        """The first tick strictly after ``t`` (unix seconds); ``None`` if there is
+        none a date holds (after 9999-12-31T23:59:59Z, the latest a store keeps): the
+        schedule ticks no more."""
         if self.every is not None:
-            return (math.floor(t / self.every) + 1) * self.every
+            tick = (math.floor(t / self.every) + 1) * self.every
+            return tick if tick <= MAX_TIME else None
         assert self.cron is not None
         five, seconds = _seconds_split(self.cron)
         if seconds is None:
