@@ -11,7 +11,7 @@
 # command, a Ctrl-C that comes while the rest imports is noted, not a traceback
 from . import _cli_signals, metrics, process, tracing, workflow  # noqa: F401 (_cli_signals)
 from ._activity import RetryPolicy, activity
-from ._duration import parse_duration
+from ._duration import DurationTypeError, parse_duration
 from ._errors import (
     ActivityError,
     ConfigError,
@@ -41,6 +41,7 @@ from .actors import ErrorInfo, Event, EventKind, Inbox, Message, Pid, ProcessInf
 __all__ = [
     "ActivityError",
     "ConfigError",
+    "DurationTypeError",
     "ErrorInfo",
     "Event",
     "EventKind",
@@ -83,9 +84,10 @@ __all__ = [
 
 # the exceptions are garrison's, wherever they are defined: a traceback says
 # `garrison.StoreLocked`, not the private module's name
-for _error in (ActivityError, ConfigError, GarrisonError, NonDeterminismError, NoSuchEntry,
-               NoSuchProcess, NoSuchSchedule, NoSuchWorkflow, NotInProcess, PayloadError,
-               ProcessError, PromiseAlreadyCompleted, PromiseRejected, StoreError, StoreLocked,
+for _error in (ActivityError, ConfigError, DurationTypeError, GarrisonError,
+               NonDeterminismError, NoSuchEntry, NoSuchProcess, NoSuchSchedule,
+               NoSuchWorkflow, NotInProcess, PayloadError, ProcessError,
+               PromiseAlreadyCompleted, PromiseRejected, StoreError, StoreLocked,
                StoreVersionError, WorkflowCancelled, WorkflowFailed, WorkflowMoved):
     _error.__module__ = __name__
 del _error

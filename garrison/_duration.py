@@ -1,7 +1,9 @@
-"""Durations: a number of seconds, or a string such as ``"250ms"`` or ``"1h30m"``."""
+"""Durations: a number of seconds, a ``datetime.timedelta``, or a string such as
+``"250ms"`` or ``"1h30m"``."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import itertools
 import math
 import re
@@ -13,7 +15,7 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?", re.ASCII)
 #: the units of a combination, largest first: each at most once, in this order
 _ORDER = ("d", "h", "m", "s", "ms")
 
-Duration = float | int | str
+Duration = float | int | str | _dt.timedelta
 #: the largest count a limit takes (a rate's COUNT, ``max_concurrent``,
 #: ``cluster_max_concurrent``): a 64-bit signed integer, as the stores keep it
 MAX_COUNT = 2**63 - 1
@@ -22,11 +24,19 @@ MAX_COUNT = 2**63 - 1
 LONGEST_WAIT = 100 * 365 * 86400.0
 
 
+class DurationTypeError(TypeError, ValueError):
+    """A duration of a type that is none (a ``bool``, ``None``, a ``Decimal``): a
+    ``TypeError``, and a ``ValueError`` too, as every bad duration is (API.md), so
+    that code (a config's checks) catching the one catches it still."""
+
+
 def negative(value: object) -> bool:
     """True for a duration given below zero (``-1``, ``"-5s"``): what it is, for a
     message in another's words, whatever else is wrong with it."""
     if isinstance(value, str):
         return value.strip().startswith("-")
+    if isinstance(value, _dt.timedelta):
+        return value < _dt.timedelta(0)
     return isinstance(value, int | float) and not isinstance(value, bool) and value < 0
 
 
@@ -40,7 +50,8 @@ def parse_duration(value: object, *, what: str = "duration",
                    command_line: bool = False) -> float:
     """Return ``value`` as seconds.
 
-    A number (``int`` or ``float``, not ``bool``) is seconds, ``>= 0``. A string is one
+    A number (``int`` or ``float``, not ``bool``) is seconds, ``>= 0``, and so is a
+    ``datetime.timedelta`` (its ``total_seconds()``). A string is one
     or more ``<number><unit>`` parts written together, with units ``ms``, ``s``, ``m``,
     ``h``, ``d`` and numbers such as ``30`` or ``1.5``; nothing else, no spaces, and a
     string without a unit (``"5"``, ``"0"``) is refused: seconds as text need their
@@ -54,19 +65,27 @@ def parse_duration(value: object, *, what: str = "duration",
     5400.0
     >>> parse_duration(2)
     2.0
+    >>> parse_duration(_dt.timedelta(minutes=90))
+    5400.0
 
     Anything else (negative, NaN, unknown unit, spaces, no unit, empty) raises
-    ``ValueError`` naming the input. ``command_line``: ``value`` is an option's text
-    (``--lease``), where every value is a string: the message then says what to type
-    instead of offering a number of seconds, which no command line can give.
+    ``ValueError`` naming the input; a value of another type (a ``bool``, ``None``, a
+    ``Decimal``) :class:`DurationTypeError`, a ``TypeError`` that is a ``ValueError``
+    too. ``command_line``: ``value`` is an option's text (``--lease``), where every
+    value is a string: the message then says what to type instead of offering a number
+    of seconds, which no command line can give.
     """
     if isinstance(value, bool):
-        raise ValueError(f"invalid {what} {_shown(value)}: expected seconds or a string like '30s'")
-    if isinstance(value, int | float):
-        try:
-            seconds = float(value)
-        except OverflowError:  # an int past what a float holds: longer than any clock
-            seconds = math.inf if value > 0 else -math.inf
+        raise DurationTypeError(
+            f"invalid {what} {_shown(value)}: expected seconds or a string like '30s'")
+    if isinstance(value, int | float | _dt.timedelta):
+        if isinstance(value, _dt.timedelta):
+            seconds = value.total_seconds()
+        else:
+            try:
+                seconds = float(value)
+            except OverflowError:  # an int past what a float holds: longer than any clock
+                seconds = math.inf if value > 0 else -math.inf
         if math.isnan(seconds):
             raise ValueError(f"invalid {what} {_shown(value)}: NaN is no number of seconds")
         if seconds < 0:
@@ -101,7 +120,7 @@ def parse_duration(value: object, *, what: str = "duration",
             f"{'a duration' if command_line else 'seconds or a string'} like "
             "'250ms', '30s', '5m', '1.5h', '2d' or '1h30m' (no spaces)"
         )
-    raise ValueError(
+    raise DurationTypeError(
         f"invalid {what} {_shown(value)} of type {type(value).__name__}: "
         "expected seconds or a string like '30s'"
     )

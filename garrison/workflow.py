@@ -200,10 +200,19 @@ async def sleep(duration: Any) -> None:
 
 
 async def sleep_until(when: _dt.datetime) -> None:
-    """Sleep durably until the aware datetime ``when`` (at once if it is past)."""
+    """Sleep durably until the aware datetime ``when`` (at once if it is past).
+
+    Anything but a ``datetime`` (a ``date``, a string, a number) is a ``TypeError``; a
+    naive one, or one whose ``tzinfo`` gives no UTC offset (naive to Python too), a
+    ``ValueError``."""
     wf = _require("workflow.sleep_until()")
-    if not isinstance(when, _dt.datetime) or when.tzinfo is None:
-        raise ValueError(f"sleep_until() needs an aware datetime, got {when!r}")
+    if not isinstance(when, _dt.datetime):
+        raise TypeError(f"sleep_until() needs an aware datetime, got "
+                        f"{type(when).__name__}: {when!r}")
+    if when.utcoffset() is None:
+        naive = "" if when.tzinfo is None else \
+            f" (its tzinfo {when.tzinfo!r} gives no UTC offset: naive to Python)"
+        raise ValueError(f"sleep_until() needs an aware datetime, got {when!r}{naive}")
     await wf.sleep_until(when.timestamp())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from typing import Any
 
 import trio
@@ -102,6 +103,48 @@ async def year_zero_then_waits() -> str:
     """:func:`sleeps_until_year_zero`, then a wait for a message."""
     await workflow.sleep_until(YEAR_ZERO)
     return (await process.inbox().receive()).topic
+
+
+#: durations a workflow cannot be given as arguments, by name
+DURATIONS: dict[str, Any] = {
+    "None": None, "True": True, "Decimal": decimal.Decimal("1"),
+    "timedelta": dt.timedelta(minutes=90), "timedelta(0)": dt.timedelta(0)}
+
+
+async def waits_for(kind: str, which: str) -> float:
+    """A ``kind`` wait (``sleep``, ``timer``, ``receive``) of ``DURATIONS[which]``; the
+    seconds it took."""
+    value, t0 = DURATIONS[which], workflow.now()
+    if kind == "sleep":
+        await workflow.sleep(value)
+    elif kind == "timer":
+        await workflow.timer(value)
+    else:
+        assert await process.inbox().receive(timeout=value) is None
+    return (workflow.now() - t0).total_seconds()
+
+
+class Floating(dt.tzinfo):
+    """A zone without a UTC offset: a datetime of it is naive to Python."""
+
+    def utcoffset(self, _when: dt.datetime | None) -> None:
+        return None
+
+    def dst(self, _when: dt.datetime | None) -> None:
+        return None
+
+    def tzname(self, _when: dt.datetime | None) -> None:
+        return None
+
+
+async def sleeps_until(which: str) -> str:
+    """``workflow.sleep_until`` of a value that is no aware datetime, by name."""
+    soon = workflow.now() + dt.timedelta(seconds=2)
+    value: Any = {"date": soon.date(), "str": soon.isoformat(), "float": soon.timestamp(),
+                  "None": None, "naive": soon.replace(tzinfo=None),
+                  "floating": soon.replace(tzinfo=Floating())}[which]
+    await workflow.sleep_until(value)
+    return "woke"
 
 
 async def bad_duration(value: Any) -> None:

@@ -131,6 +131,25 @@ def test_datetimes_are_normalised_to_utc() -> None:
     assert back == when and back.tzinfo == dt.UTC
 
 
+@pytest.mark.parametrize("hours", [14, -14])
+def test_an_aware_datetime_no_utc_date_holds_is_named_with_where_it_is(hours: int) -> None:
+    """probe p23: ``datetime.min`` at +14:00 (or ``max`` at -14:00), stored in UTC, is
+    before year 1 (after 9999): it read ``converting a value of type list failed:
+    OverflowError: date value out of range``, naming neither the value nor where it
+    was. A PayloadError names both, as for any value that does not convert."""
+    zone = dt.timezone(dt.timedelta(hours=hours))
+    when = (dt.datetime.min if hours > 0 else dt.datetime.max).replace(tzinfo=zone)
+    with pytest.raises(PayloadError) as info:
+        to_json([1, {"at": when}], what="the arguments of workflow 'app:wf'")
+    message = str(info.value)
+    assert message.startswith("cannot store the arguments of workflow 'app:wf': a value of "
+                              "type datetime.datetime at [1]['at'] cannot be converted")
+    assert when.isoformat() in message and "UTC" in message, message
+    assert "OverflowError" not in message
+    with pytest.raises(PayloadError, match=r"type datetime\.datetime cannot be converted"):
+        to_json(when, what="x")
+
+
 @pytest.mark.parametrize(
     ("value", "type_name"),
     [

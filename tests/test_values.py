@@ -1,3 +1,6 @@
+import datetime as dt
+import decimal
+
 import pytest
 
 import garrison
@@ -61,6 +64,35 @@ def test_bad_durations_name_the_input(bad):
     with pytest.raises(ValueError) as info:
         parse_duration(bad)
     assert repr(bad) in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [None, True, False, decimal.Decimal("1"), [5], object()])
+def test_a_duration_of_another_type_is_a_type_error_naming_it(bad):
+    """probe p01: a duration given as a bool, None or a Decimal raised a plain
+    ValueError, where Python raises TypeError for a value of the wrong type. It is a
+    TypeError now, and still a ValueError (API.md: anything else is a ValueError naming
+    the input), with the same words."""
+    with pytest.raises(TypeError) as info:
+        parse_duration(bad, what="sleep duration")
+    assert isinstance(info.value, ValueError)
+    assert str(info.value).startswith(f"invalid sleep duration {bad!r}")
+    assert "expected seconds or a string like '30s'" in str(info.value)
+
+
+@pytest.mark.parametrize(("delta", "seconds"), [
+    (dt.timedelta(seconds=1), 1.0), (dt.timedelta(0), 0.0), (dt.timedelta(hours=1.5), 5400.0),
+    (dt.timedelta(milliseconds=250), 0.25), (dt.timedelta(days=36500), 36500 * 86400.0)])
+def test_a_timedelta_is_a_duration(delta, seconds):
+    """probe p01: ``workflow.sleep(timedelta(seconds=1))`` was refused; a Python user
+    reaches for a timedelta first. It is its seconds."""
+    assert parse_duration(delta) == seconds
+
+
+def test_a_negative_timedelta_is_refused_as_a_negative_duration():
+    with pytest.raises(ValueError, match=r"must be a non-negative number of seconds") as info:
+        parse_duration(dt.timedelta(seconds=-1), what="timeout")
+    assert not isinstance(info.value, TypeError)
+    assert repr(dt.timedelta(seconds=-1)) in str(info.value)
 
 
 @pytest.mark.parametrize("bad", ["1m1m", "30m1h", "1s1ms1s", "1ms1s", "\uff11s", "1\u0663s"])

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 import garrison
+import garrison.testing
 from garrison import process
 from garrison.config import load_config_text
 from garrison.persistence import SQLiteStore, Transaction, open_store
@@ -106,6 +107,65 @@ async def test_nan_and_negative_durations_are_refused(node: garrison.Node, value
                               id="w")
     with pytest.raises(garrison.WorkflowFailed, match="ValueError: invalid sleep duration"):
         await node.workflow("w").result()
+
+
+@pytest.mark.parametrize("kind", ["sleep", "timer", "receive"])
+@pytest.mark.parametrize("which", ["None", "True", "Decimal"])
+async def test_a_duration_of_another_type_fails_the_workflow_with_a_type_error(
+        node: garrison.Node, kind: str, which: str) -> None:
+    """probe p01: ``sleep(True)``, ``timer(None)``, ``receive(timeout=Decimal("1"))``
+    raised ValueError; a value of the wrong type is a TypeError (a ValueError too, as
+    API.md has it), naming the value. (``receive(timeout=None)`` waits without one.)"""
+    if (kind, which) == ("receive", "None"):
+        return
+    await node.start_workflow(app.waits_for, kind, which, id="w")
+    what = {"sleep": "sleep duration", "timer": "timer duration", "receive": "timeout"}[kind]
+    with pytest.raises(garrison.WorkflowFailed) as info:
+        await node.workflow("w").result()
+    assert str(info.value.error).startswith(
+        f"DurationTypeError: invalid {what} {app.DURATIONS[which]!r}"), info.value.error
+    assert issubclass(garrison.DurationTypeError, TypeError)
+
+
+@pytest.mark.parametrize("kind", ["sleep", "timer", "receive"])
+@pytest.mark.parametrize(("which", "seconds"), [("timedelta", 5400.0), ("timedelta(0)", 0.0)])
+async def test_a_timedelta_is_a_workflow_duration(
+        node: garrison.Node, autojump_clock: Any, kind: str, which: str,
+        seconds: float) -> None:
+    await node.start_workflow(app.waits_for, kind, which, id="w")
+    assert await node.workflow("w").result() == pytest.approx(seconds, abs=0.01)
+
+
+@pytest.mark.parametrize(("which", "error"), [
+    ("date", "TypeError"), ("str", "TypeError"), ("float", "TypeError"), ("None", "TypeError"),
+    ("naive", "ValueError"), ("floating", "ValueError")])
+async def test_sleep_until_refuses_what_is_no_aware_datetime_by_its_kind(
+        node: garrison.Node, autojump_clock: Any, which: str, error: str) -> None:
+    """probes p03, p28: a date, text, a number or None raised ``ValueError: sleep_until()
+    needs an aware datetime``, a TypeError's case; a datetime whose tzinfo gives no UTC
+    offset (naive, to Python) passed the check and failed deep inside Python (``can't
+    subtract offset-naive and offset-aware datetimes``). It is naive: a ValueError, as
+    for any naive one."""
+    await node.start_workflow(app.sleeps_until, which, id="w")
+    with pytest.raises(garrison.WorkflowFailed) as info:
+        await node.workflow("w").result()
+    assert str(info.value.error).startswith(
+        f"{error}: sleep_until() needs an aware datetime"), info.value.error
+
+
+async def test_a_timedelta_is_a_duration_of_the_testing_environment_and_a_schedule() -> None:
+    import datetime as dt
+
+    async with garrison.testing.workflow_env() as env:
+        start = env.now()
+        await env.sleep(dt.timedelta(hours=2))
+        assert env.now() - start == dt.timedelta(hours=2)
+        handle = await env.node.schedule("s", app.waits_for, "sleep", "timedelta(0)",
+                                         every=dt.timedelta(hours=1),
+                                         catchup_window=dt.timedelta(minutes=5))
+        assert (handle.info().every, handle.info().catchup_window) == (3600.0, 300.0)
+        with pytest.raises(TypeError, match=r"^invalid duration None of type NoneType"):
+            await env.sleep(None)
 
 
 async def test_a_started_activity_may_be_awaited_again(tmp_path: Path,

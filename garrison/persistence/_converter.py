@@ -130,7 +130,12 @@ def _unstructure_datetime(value: _dt.datetime) -> str:
     if value.utcoffset() is None:  # naive: its own fields, read back as they were
         # (a tzinfo that gives no offset is naive to Python too, compared as such)
         return value.replace(tzinfo=None).isoformat()
-    return value.astimezone(_UTC).isoformat()
+    try:
+        return value.astimezone(_UTC).isoformat()
+    except OverflowError:  # (datetime.min at +14:00): named, with where it is
+        raise _Unconvertible(value, f"{value.isoformat()} is a time before year 1 or after "
+                             "9999 in UTC, where an aware datetime is stored, and no "
+                             "datetime holds it") from None
 
 
 def _structure_datetime(value: Any, _type: Any) -> _dt.datetime:
