@@ -195,8 +195,9 @@ def pending_timers(stored: list[Any], journal: list[Any]) -> list[dict[str, Any]
     durable sleeps and receive timeouts (the store's ``timers``, kind ``"sleep"`` or
     ``"receive"``; ``"sleep"`` too for a timer stored before schema version 7, which
     did not say) and ``workflow.timer`` deadlines (journaled where the timer was made,
-    kind ``"timer"``) still ahead. ``garrison workflows show`` and the console print
-    these."""
+    kind ``"timer"``) still ahead: also one a ``first()`` race decided against (its
+    record names the winner, not the timers that lost, and the code may await or race
+    such a timer again). ``garrison workflows show`` and the console print these."""
     found = {t.seq: (t.kind or "sleep", t.deadline.timestamp()) for t in stored}
     now = time.time()
     for r in journal:

@@ -101,6 +101,23 @@ async def test_show_lists_sleeps_and_workflow_timer_deadlines(store_path: str) -
     assert show["timers"] == []
 
 
+async def test_show_lists_a_timer_a_first_race_decided_as_its_deadline_is_ahead(
+        store_path: str) -> None:
+    """probe p20: a ``workflow.timer("1h")`` that lost a ``first()`` race is listed
+    while its deadline is ahead, though the workflow now waits for a message only. The
+    journal cannot tell it from one the code will await or race again (which it may:
+    a timer may be awaited any number of times), so README says so: every timer made
+    and not yet due, a decided race's too."""
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(workflow_app.lost_race_then_waits, id="w")
+        await trio.sleep(0.05)
+        await node.workflow("w").promise("go").resolve(1)
+        await trio.sleep(0.05)
+        assert node.workflow("w").status() == "waiting"
+    show = json.loads(cli("--store", store_path, "show", "w", "--json").stdout)
+    assert [(t["seq"], t["kind"]) for t in show["timers"]] == [(1, "timer")], show
+
+
 async def test_history_shows_a_sleeps_deadline_as_a_time(
         sqlite_path: str, autojump_clock: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """The table showed a durable sleep's outcome as stored, ``{"deadline":1796319885.2}``

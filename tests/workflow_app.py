@@ -746,6 +746,15 @@ async def approval_or_deadline() -> str:
     return "approved"
 
 
+async def lost_race_then_waits() -> str:
+    """A 1h ``workflow.timer`` loses a ``first()`` race to the "go" promise; then the
+    workflow waits for a message only (probe p20)."""
+    deadline = workflow.timer("1h")
+    go = workflow.promise("go")
+    assert await workflow.first(go, deadline) is go
+    return (await process.inbox().receive()).topic
+
+
 async def helper_of_a_workflow(parent: garrison.Pid) -> None:
     """A plain process a workflow spawns: it is not that workflow."""
     report = {"add_one": await add_one(100)}  # a plain call here, not journaled
