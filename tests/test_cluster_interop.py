@@ -191,6 +191,50 @@ async def test_a_workflow_sends_to_a_plain_process_of_another_node(postgres_url:
             assert b.stats()["dead_letters"] == 0
 
 
+async def ends_on_message() -> None:
+    """A plain process: returns on ``go``, fails on anything else."""
+    msg = await process.inbox().receive()
+    if msg.topic != "go":
+        raise RuntimeError(f"told to {msg.topic}")
+
+
+async def watches_then_waits(returns: str, fails: str) -> int:
+    """Monitors both processes and links to the one that fails (trapping), hears the
+    three events, then waits for a message."""
+    process.set_options(trap_links=True)
+    events = process.events()
+    process.monitor(returns)
+    process.monitor(fails)
+    process.link(fails)
+    for _ in range(3):
+        await events.receive()
+    await process.inbox().receive()
+    return 3
+
+
+async def test_events_from_another_node_spend_a_workflows_watches(postgres_url: str) -> None:
+    """A workflow monitors processes of another node: their ends reach it through the
+    store (the process's node does not run the workflow), read into its inbox by its
+    own node, which kept the monitors (and their event ids) for good: a long-lived
+    workflow watching many processes of other nodes grew without bound."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="1s") as a:
+        returns, fails = await a.spawn(ends_on_message), await a.spawn(ends_on_message)
+        async with garrison.open_node(store=postgres_url, name="b", lease="1s") as b:
+            await b.start_workflow(watches_then_waits, str(returns), str(fails), id="w")
+            host = b.hosts["workflows"]
+            await _until(lambda: "w" in host.active and len(host.active["w"].links or ())
+                         == 1 and b.workflow("w").status() == "waiting", "w watches")
+            await a.send(returns, "go")
+            await a.send(fails, "fail")
+            await _until(lambda: host.active["w"].cursor.seq >= 7, "w heard the events")
+            wf = host.active["w"]
+            assert (wf.monitoring or set(), wf.links or set(), wf.signal_ids or {}) == \
+                (set(), set(), {})
+            await b.workflow("w").signal("stop")
+            with trio.fail_after(10):
+                assert await b.workflow("w").result() == 3
+
+
 def test_a_name_taken_while_a_node_registers_it_names_its_holder(postgres_url: str) -> None:
     """Two nodes register one cluster name at once: the second's insert waits for the
     first's transaction, and once it commits the conflict sees its row, but the

@@ -16,7 +16,7 @@ import trio
 
 import garrison
 import garrison._router
-from garrison import EventKind, Pid, process
+from garrison import EventKind, Pid, process, workflow
 from garrison.hosts._process_host import _Process
 from garrison.supervision import ChildSpec, Supervisor
 
@@ -453,3 +453,84 @@ async def test_workflows_cancelled_while_waiting_leave_the_queue_order(autojump_
     assert [wid for wid, _ in app.STARTS] == [
         "busy", "stays-200", "stays-100", "stays-400", "stays-0", "stays-300"]
     app.STARTS.clear()
+
+
+# ---------------------------------------------------------------- a workflow's watches
+async def _returns_one() -> int:
+    return 1
+
+
+async def _watches_children_and_continues(run: int, runs: int) -> int:
+    """Each run spawns plain processes monitored (one linked too, one only linked) and a
+    child workflow monitored, hears each EXIT, and continues as new; the last run
+    waits for a message."""
+    if run == runs:
+        workflow.set_state("run", run)
+        await process.inbox().receive()
+        return run
+    events = process.events()
+    for _ in range(5):
+        await process.spawn_monitored(_returns_one, host="processes")
+        await events.receive()
+        await process.spawn_linked_monitored(_returns_one, host="processes")
+        await events.receive()
+        await process.spawn_linked(_returns_one, host="processes")
+        await process.spawn_monitored(_returns_one)  # a child workflow
+        await events.receive()
+    workflow.continue_as_new(run + 1, runs)
+
+
+async def _watches_of(node: Any, wid: str) -> tuple[int, int, int]:
+    """How many pids the waiting workflow ``wid`` monitors and links to, and event ids
+    it keeps for them."""
+    handle = node.workflow(wid)
+    with trio.fail_after(60):
+        while handle.status() != "waiting":
+            await trio.sleep(0.01)
+    await trio.sleep(0.1)  # (events written again at a resume: dropped as delivered)
+    wf = node.hosts["workflows"].active[wid]
+    return len(wf.monitoring or ()), len(wf.links or ()), len(wf.signal_ids or ())
+
+
+async def test_a_workflow_keeps_no_watch_of_children_that_ended(tmp_path, autojump_clock):
+    """A long-lived workflow (a ``continue_as_new`` loop) that spawns monitored and
+    linked children kept every one of them in its monitors, links and event ids for
+    good: a child workflow's EXIT (delivered by the child's end) did not spend the
+    monitor, a process that ended while its spawn was being committed (with a store
+    that commits in a thread, as a rule) was recorded after its EXIT came, and
+    ``continue_as_new`` carries the tables into the next run."""
+    async with garrison.open_node(store=str(tmp_path / "wf.db")) as node:
+        await node.start_workflow(_watches_children_and_continues, 0, 8, id="w")
+        with trio.fail_after(60):
+            while node.workflow("w").state("run") != 8:
+                await trio.sleep(0.01)
+        assert await _watches_of(node, "w") == (0, 0, 0)
+        await node.workflow("w").signal("stop")
+        assert await node.workflow("w").result() == 8
+
+
+async def _watches_children_then_waits() -> int:
+    events = process.events()
+    for _ in range(5):
+        await process.spawn_monitored(_returns_one, host="processes")
+        await events.receive()
+        await process.spawn_linked(_returns_one, host="processes")
+        await process.spawn_monitored(_returns_one)  # a child workflow
+        await events.receive()
+    await process.inbox().receive()
+    return 1
+
+
+async def test_a_resumed_workflow_keeps_no_watch_of_children_that_ended(tmp_path,
+                                                                       autojump_clock):
+    """The tables are derived from the journal: a workflow resumed after a restart
+    replays its spawns (their watches made again), and those whose ends it had heard
+    of, or hears of now (a plain process lost with the node: ``noproc``), are spent."""
+    db = str(tmp_path / "wf.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_watches_children_then_waits, id="w")
+        assert await _watches_of(node, "w") == (0, 0, 0)
+    async with garrison.open_node(store=db) as node:
+        assert await _watches_of(node, "w") == (0, 0, 0)
+        await node.workflow("w").signal("stop")
+        assert await node.workflow("w").result() == 1

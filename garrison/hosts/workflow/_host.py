@@ -919,6 +919,7 @@ class WorkflowHost:
             row_id = results[index]
             if row_id is not None:
                 other.push(InboxItem(row_id, True, _loads(event_text), now))
+            other.watch_spent(EventKind.EXIT, wf.pid)  # (its monitor of wf: spent)
         if stored_at >= 0:
             for watcher_id, row_id in results[stored_at]:
                 pid = Pid(self.name, watcher_id)
@@ -928,6 +929,7 @@ class WorkflowHost:
                 other = self.active.get(watcher_id)
                 if other is not None:
                     other.push(InboxItem(row_id, True, _loads(event_text), now))
+                    other.watch_spent(EventKind.EXIT, wf.pid)
             if left:
                 self._count_dropped(left, {wid for wid, _row in results[stored_at]})
         for wid in stored or left:  # not running here when the EXIT was written: one
@@ -1133,9 +1135,8 @@ class WorkflowHost:
             self.elsewhere.later(partial(self._may_come_back, pid.id), put)
             return True
         if event.kind is EventKind.EXIT:
-            if wf.monitoring:
-                wf.monitoring.discard(event.pid)  # that monitor is spent
-            msg_id = msg_id or wf.event_id(event.kind, event.pid, spent=True)
+            spent = wf.watch_spent(EventKind.EXIT, event.pid)  # that monitor is spent
+            msg_id = msg_id or spent
         tx, plain_event, now = self._event_row(pid, event, msg_id)
 
         def delivered(results: list[Any]) -> None:
@@ -1271,9 +1272,10 @@ class WorkflowHost:
         instance = self.active.get(watcher.id)  # (one loaded later reads the row itself)
 
         def delivered(results: list[Any]) -> None:
-            if results[0] is not None and instance is not None and \
-                    self.active.get(watcher.id) is instance:
-                instance.push(InboxItem(results[0], True, _loads(text), now))
+            if instance is not None and self.active.get(watcher.id) is instance:
+                if results[0] is not None:  # (else delivered before)
+                    instance.push(InboxItem(results[0], True, _loads(text), now))
+                instance.watch_spent(EventKind.EXIT, target)  # (its monitor: spent)
 
         self.write_soon(tx, delivered)
 
@@ -1424,9 +1426,7 @@ class WorkflowHost:
                     error = None
                 self._linked_exit_elsewhere(target, dead, error)
             return
-        if wf.links:
-            wf.links.discard(dead)
-        msg_id = wf.event_id(EventKind.LINK_DOWN, dead, spent=True)  # (the link is spent)
+        msg_id = wf.watch_spent(EventKind.LINK_DOWN, dead)  # (the link is spent)
         if error is None:
             return
         if wf.trap_links:

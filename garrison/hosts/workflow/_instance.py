@@ -473,6 +473,9 @@ class WorkflowInstance(Waits, Activities, Interop):
             self.cancel_requested = self.cancel_delivered = False
             self.cancel_at = None
         self.cursor = Cursor(self.wid, [])
+        # (its links and monitors hold on into the new run, as the processes and
+        # workflows on their other sides keep them for its pid: each leaves ``links``,
+        # ``monitoring`` and ``signal_ids`` as its event comes, see ``watch_spent``)
         self.versions = self.defaulted = None
         self._journal_sizes = None
         self.timers.clear()

@@ -110,6 +110,8 @@ class Interop(WorkflowCore):
           that is not journaled), unless this node remembers that the process failed
           (``failure_remembered``: in a cluster, its failure went to the node
           that ran the workflow, lost since): a linked failure with that error;
+        - a watch found spent (its event delivered, a link ended) is dropped: the
+          tables hold live watches only (:meth:`watch_spent`);
         - in a cluster, a plain process of another live node is not lost: that node
           is asked again (:meth:`_watch_again`), and answers ``noproc`` only if it has
           ended; a link that does not trap is kept as it is (the process's failure
@@ -150,7 +152,9 @@ class Interop(WorkflowCore):
                 # store written before EXIT ids named their watcher has the other form)
                 old = h.store.inbox_message(f"{pid.id}#exit")
                 if old is None or old.workflow_id != self.wid:
-                    h.exit_if_ended(pid, self.pid)
+                    h.exit_if_ended(pid, self.pid)  # (its delivery spends the monitor)
+                else:
+                    self.watch_spent(EventKind.EXIT, pid)
         failed: list[tuple[Pid, ErrorInfo]] = []
         for pid in sorted(self.links or ()):
             h = hosts.get(pid.host)
@@ -175,8 +179,8 @@ class Interop(WorkflowCore):
                     failed.append((pid, noproc(pid)))
                 elif (error := self.node.failure_remembered(pid)) is not None:
                     failed.append((pid, error))
-                elif self.links:
-                    self.links.discard(pid)
+                else:
+                    self.watch_spent(EventKind.LINK_DOWN, pid)
             elif h.durable:
                 # a workflow: one that ended meanwhile acts now, as the store has it (a
                 # link to one that runs, here or on another node, is made again)
@@ -187,14 +191,17 @@ class Interop(WorkflowCore):
                     h.add_link(pid, self.pid)
                 elif error is not None:
                     failed.append((pid, error))
-                elif self.links:  # it ended normally: the link is spent
-                    self.links.discard(pid)
+                else:  # it ended normally: the link is spent
+                    self.watch_spent(EventKind.LINK_DOWN, pid)
         for kind, pid in lost:
-            if not self._delivered_per_process(kind, pid):
+            if self._delivered_per_process(kind, pid):
+                self.watch_spent(kind, pid)
+            else:
                 self.host.deliver_event(self.pid, Event(kind, pid, None, noproc(pid)))
         for pid, error in failed:
-            if not (self.trap_links
-                    and self._delivered_per_process(EventKind.LINK_DOWN, pid)):
+            if self.trap_links and self._delivered_per_process(EventKind.LINK_DOWN, pid):
+                self.watch_spent(EventKind.LINK_DOWN, pid)
+            else:
                 self.host.linked_exit(self.pid, pid, error)
 
     def _watch_again(self, kind: EventKind, pid: Pid) -> bool:
@@ -213,6 +220,7 @@ class Interop(WorkflowCore):
         own = self.event_id(kind, pid)
         if (own is not None and store.inbox_message(own) is not None) \
                 or store.inbox_message(f"{pid}#{kind}@{self.wid}") is not None:
+            self.watch_spent(kind, pid)
             return True
         if kind is EventKind.EXIT:
             return bool(self.node.monitor(pid, self.pid))
@@ -232,6 +240,17 @@ class Interop(WorkflowCore):
             return None
         at = ids.pop((kind, pid), None) if spent else ids.get((kind, pid))
         return None if at is None else f"{pid}#{kind}@{at}"
+
+    def watch_spent(self, kind: EventKind, pid: Pid) -> str | None:
+        """The ``kind`` event (``EXIT``, ``LINK_DOWN``) of ``pid`` reached this workflow,
+        or its link ended without one: the monitor or link of ``pid`` is forgotten (the
+        tables keep live watches only: a workflow that watches many processes in a
+        ``continue_as_new`` loop runs for ever); the id of the event, as
+        :meth:`event_id`."""
+        table = self.monitoring if kind is EventKind.EXIT else self.links
+        if table:
+            table.discard(pid)
+        return self.event_id(kind, pid, spent=True)
 
     def _signalled_at(self, kind: EventKind, pid: Pid, seq: int | None = None) -> None:
         """A link (``LINK_DOWN``) or monitor (``EXIT``) of ``pid`` at ``seq`` (the seq
@@ -369,7 +388,12 @@ class Interop(WorkflowCore):
                          seq: int | None = None) -> None:
         """A spawn at ``seq`` (the seq just taken) of ``pid`` on host ``h`` linked or
         monitored it. (A plain process that ended meanwhile delivered its event under
-        the id per process: ``_delivered_per_process`` reads that one too.)"""
+        the id per process: ``_delivered_per_process`` reads that one too.) A child
+        that ended while its spawn was being committed (a short process does, as a rule)
+        has delivered its events before: no watch of it is kept. (A replay keeps them,
+        and :meth:`_deliver_lost` drops those it finds spent.)"""
+        if seq is not None and (link or monitor) and self._ended_before(pid, h):
+            return
         if link:
             self._signalled_at(EventKind.LINK_DOWN, pid, seq)
             self.linked_to(pid)
@@ -377,6 +401,20 @@ class Interop(WorkflowCore):
             if not h.durable:  # (a workflow's EXIT has an id of its own: exit_id)
                 self._signalled_at(EventKind.EXIT, pid, seq)
             self.monitoring = added(self.monitoring, pid)
+
+    def _ended_before(self, pid: Pid, h: Any) -> bool:
+        """Whether ``pid``, just spawned on host ``h`` (of this node), has ended: a
+        plain process's end told its monitors and links at once; a workflow's, the
+        store has (read only for one not running here; ``False`` if the store fails
+        to answer: its end reaches the watches)."""
+        if h.is_alive(pid):
+            return False
+        if not h.durable:
+            return True
+        try:
+            return bool(h.end_of(pid)[0])
+        except StoreError:
+            return False
 
     async def send(self, to: Pid | str, topic: str, payload: Any) -> None:
         if not self.cursor.replaying:  # (refused before a seq is taken; see check_text)

@@ -23,7 +23,7 @@ import trio
 
 from ..._errors import StoreError
 from ..._targets import import_target, workflow_refusal
-from ...actors._values import ErrorInfo, Pid
+from ...actors._values import ErrorInfo, EventKind, Pid
 from ...persistence import DamagedRecord, Transaction, WorkflowRecord, WorkflowStatus
 from ._core import added, cancelled_error
 from ._inbox import CONTROL, item_from_record, stale_request
@@ -46,6 +46,9 @@ GC_PAUSE_MAX = 10.0
 #: the memo key of a workflow a supervisor (or a node's services) started as its child:
 #: the supervisor's pid
 SUPERVISOR_MEMO = "garrison.supervisor"
+
+#: the events that end the watch (monitor, link) they come of
+_WATCH_EVENTS = (EventKind.EXIT, EventKind.LINK_DOWN)
 
 
 def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
@@ -413,7 +416,12 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     changed = False
     for rec in inbox:
         if rec.id not in known and rec.kind != CONTROL:
-            wf.queue_item(item_from_record(rec))
+            item = item_from_record(rec)
+            wf.queue_item(item)
+            if item.event and item.value.kind in _WATCH_EVENTS:
+                # (written by another node, in a cluster: the end of a workflow or
+                # process it monitors or links to, which spends that watch)
+                wf.watch_spent(item.value.kind, item.value.pid)
             # a row this node delivered itself, its push still to come: not twice
             wf.refreshed = added(wf.refreshed, rec.id)
             changed = True
