@@ -1128,9 +1128,10 @@ async def test_an_end_the_store_refuses_stops_that_workflow_not_the_node(
 async def test_a_commit_in_flight_does_not_forget_a_row_taken_meanwhile(
         node: garrison.Node, monkeypatch: pytest.MonkeyPatch) -> None:
     """A workflow forgot every row it took once any of its commits returned; a started
-    activity's record, committed from its own task, can return while a ``try_receive``
-    made meanwhile is still in the buffer: a refresh then (a wakeup) queued the row
-    again, and the next ``try_receive`` took the message a second time."""
+    activity's record, committed from its own task, can return while the commit of a
+    ``try_receive`` made meanwhile has not (here it is held until the step's record has
+    returned): a refresh then (a wakeup) queued the row again, and the next
+    ``try_receive`` took the message a second time."""
     from garrison.hosts.workflow._activities import ActivityHandle
     from garrison.hosts.workflow._recovery import refresh
     from garrison.persistence import Op
@@ -1138,13 +1139,15 @@ async def test_a_commit_in_flight_does_not_forget_a_row_taken_meanwhile(
     host = node.hosts["workflows"]
     store = host.store
     commit = store.commit
-    gate, held = trio.Event(), trio.Event()
+    gate, held, stepped = trio.Event(), trio.Event(), trio.Event()
 
     async def hold_the_step(tx: garrison.persistence.Transaction) -> list[Any]:
         if any(op is Op.APPEND_JOURNAL and "held_step" in str(params)
                for op, params in tx.ops) and not gate.is_set():
             held.set()
             await gate.wait()
+        elif any(op is Op.CONSUME for op, _ in tx.ops):
+            await stepped.wait()
         return await commit(tx)
 
     monkeypatch.setattr(store, "commit", hold_the_step)
@@ -1153,13 +1156,14 @@ async def test_a_commit_in_flight_does_not_forget_a_row_taken_meanwhile(
     def refreshed_then_set(self: ActivityHandle, result: Any) -> None:
         refresh(host, "tk")  # a wakeup, as the step's commit has returned
         set_(self, result)
+        stepped.set()
 
     monkeypatch.setattr(ActivityHandle, "_set", refreshed_then_set)
     pid = await node.start_workflow(app.take_during_a_started_step, id="tk")
     await held.wait()
     await node.send(pid, "m", "hello")
     wf = host.active["tk"]
-    while not wf.taken:  # taken, its consume buffered; the step's commit still held
+    while not wf.taken:  # taken, its consume uncommitted; the step's commit still held
         await trio.sleep(0.1)
     gate.set()
     assert await node.workflow("tk").result() == ["hello", 7, None]
@@ -1357,8 +1361,10 @@ async def test_workflow_api_outside_a_workflow_raises() -> None:
         await workflow.sleep(1)
 
 
-async def sleeps_in_its_own_nursery() -> list[str]:
+async def sleeps_in_its_own_nursery(receive_first: bool = False) -> list[str]:
     errors: list[str] = []
+    if receive_first:  # (a receive once cleared the task the guard compares against)
+        await process.inbox().receive()
 
     async def nap(seconds: int) -> None:
         try:
@@ -1372,16 +1378,21 @@ async def sleeps_in_its_own_nursery() -> list[str]:
     return errors
 
 
+@pytest.mark.parametrize("receive_first", [False, True])
 async def test_durable_calls_from_a_task_of_the_workflows_own_nursery_are_refused(
-        node: garrison.Node) -> None:
+        node: garrison.Node, receive_first: bool) -> None:
     # the tasks took journal seqs in trio's scheduling order, which a replay need not
-    # repeat (a sleep replayed where the other was recorded): refused, naming the way out
-    await node.start_workflow(sleeps_in_its_own_nursery, id="nursery")
+    # repeat (a sleep replayed where the other was recorded): refused, naming the way
+    # out; after a message was received too
+    await node.start_workflow(sleeps_in_its_own_nursery, receive_first, id="nursery")
+    if receive_first:
+        await node.workflow("nursery").signal("go")
     errors = await node.workflow("nursery").result()
     assert len(errors) == 2
     assert "'nursery'" in errors[0] and "another trio task" in errors[0]
     assert "workflow.start()" in errors[0]
-    assert node.workflow("nursery").history() == []
+    assert [k for k, _ in kinds(node.workflow("nursery"))] == (
+        ["receive"] if receive_first else [])
 
 
 async def test_a_process_a_workflow_spawns_is_not_that_workflow(node: garrison.Node) -> None:

@@ -308,6 +308,9 @@ class WorkflowCore(Caller, WorkflowScope):
         self.resend_seq = 0
         #: the trace context it was started in (``garrison.tracing``), or ``None``
         self.trace: dict[str, str] | None = None
+        #: the trio task its code runs in (``None`` until it runs): the only task whose
+        #: durable calls it takes (see ``_op``)
+        self.task: trio.lowlevel.Task | None = None
 
     def queue_item(self, item: InboxItem) -> None:
         """Add ``item`` to :attr:`pending`, made a list by the first (most workflows
@@ -324,9 +327,6 @@ class WorkflowCore(Caller, WorkflowScope):
         pending = self.pending
         assert isinstance(pending, list)
         pending.remove(item)
-        #: the trio task its code runs in (``None`` until it runs): the only task whose
-        #: durable calls it takes (see ``_op``)
-        self.task: trio.lowlevel.Task | None = None
 
     def __repr__(self) -> str:
         return f"<workflow {self.wid} {self.name} {self.status}>"
