@@ -64,3 +64,21 @@ async def fails_while_asked() -> str:
     if FAIL["on"]:
         raise RuntimeError("asked to fail")
     return info.workflow_id
+
+
+#: while ``DIVERGE["on"]`` the first step of ``diverging`` is another than the one its
+#: code records with it off: a run recorded one way and resumed the other is blocked
+#: (a ``NonDeterminismError``), as by a deploy that changed the code
+DIVERGE = {"on": False}
+
+
+async def diverging() -> str:
+    """A first step that ``DIVERGE`` chooses, then wait for a ``go`` message; return its
+    payload."""
+    if DIVERGE["on"]:
+        workflow.uuid4()
+    else:
+        workflow.now()
+    msg = await process.inbox().receive()
+    assert msg is not None
+    return str(msg.payload)

@@ -228,6 +228,55 @@ async def test_a_queue_drains_after_a_restart_with_lower_limits(store_spec: str,
         assert waited >= 50.0 - 1
 
 
+async def _until_status(node: garrison.Node, wids: tuple[str, ...], status: str) -> None:
+    deadline = time.monotonic() + 60  # (real time: a cluster's claims run in it)
+    while any(node.workflow(w).status() != status for w in wids):
+        assert time.monotonic() < deadline, [node.workflow(w).status() for w in wids]
+        await trio.sleep(0.05)
+
+
+async def test_blocked_workflows_a_restart_resumes_wait_for_their_slots(
+        store_spec: str, autojump_clock: Any) -> None:
+    """README (Queues): a slot frees when a workflow is blocked, and a retry of it waits
+    in the queue. A node's start resumed every blocked workflow at once, whatever the
+    limits (three running with ``max_concurrent=1`` after a deploy that fixed their
+    code): they come back through the queue now, in their places, before a start made
+    after them. (On PostgreSQL a node claims no more than it has room for: the others
+    wait, blocked, for its next claims.)"""
+    blocked = ("d1", "d2", "d3")
+    async with garrison.open_node(store=store_spec, max_concurrent=3) as node:
+        for wid in blocked:
+            await node.start_workflow(app.diverging, id=wid)
+        await _until_status(node, blocked, "waiting")
+    app.DIVERGE["on"] = True  # a deploy: their code takes another path now
+    try:
+        async with garrison.open_node(store=store_spec, max_concurrent=3) as node:
+            await _until_status(node, blocked, "blocked")
+    finally:
+        app.DIVERGE["on"] = False  # fixed again
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        await node.start_workflow(app.job, id="new")
+        if "://" not in store_spec:
+            statuses = [node.workflow(w).status() for w in (*blocked, "new")]
+            assert statuses == ["waiting", "pending", "pending", "pending"], statuses
+        done: list[str] = []
+        deadline = time.monotonic() + 60
+        while len(done) < len(blocked):
+            assert time.monotonic() < deadline, done
+            holding = [w for w in blocked if node.workflow(w).status() == "waiting"]
+            assert len(holding) <= 1, holding
+            assert node.stats()["workflow_queues"]["workflows"]["running"] <= 1
+            if holding:
+                await node.send(f"workflows/{holding[0]}", "go", "x")
+                assert await node.workflow(holding[0]).result() == "x"
+                done.append(holding[0])
+            await trio.sleep(0.05)
+        assert await node.workflow("new").result() == "new"
+    if "://" not in store_spec:
+        assert done == ["d1", "d2", "d3"]
+    assert started() == ["new"]
+
+
 async def test_a_waiting_workflow_takes_messages_cancel_and_kill(autojump_clock: Any) -> None:
     async with garrison.open_node(max_concurrent=1) as node:
         await node.start_workflow(app.job, 10.0, id="busy")
@@ -1650,6 +1699,50 @@ async def test_a_cluster_limit_starts_the_host_s_workflows_in_priority_order_acr
             assert await a.workflow("low").result() == "low"
             assert await b.workflow("high").result() == "high"
     assert started() == ["high", "low"]
+
+
+@pytest.mark.postgres
+async def test_a_blocked_workflow_a_node_claims_waits_for_the_clusters_slot(
+        postgres_url: str) -> None:
+    """cluster_max_concurrent=1, a rolling deploy: ``d1`` blocks on node a (new code) and
+    frees the cluster's one slot, which a's ``q1`` takes; node c (old code, which has not
+    tried ``d1``) claims it. c resumed it at once, without the store's admission: two
+    held the slot of one. It waits now, ``pending``, until ``q1`` ends. Real time: the
+    nodes' claims run in it."""
+    import psycopg
+
+    def holding() -> list[str]:
+        with psycopg.connect(postgres_url) as conn:
+            return [row[0] for row in conn.execute(
+                "SELECT workflow_id FROM garrison.workflows WHERE status IN "
+                "('running', 'waiting', 'sleeping') ORDER BY 1")]
+
+    async with garrison.open_node(store=postgres_url, name="b", lease="2s",
+                                  cluster_max_concurrent=1) as b:
+        await b.start_workflow(app.diverging, id="d1")
+        await _until_status(b, ("d1",), "waiting")
+    app.DIVERGE["on"] = True  # node a runs the new code
+    try:
+        async with garrison.open_node(store=postgres_url, name="a", lease="2s",
+                                      cluster_max_concurrent=1) as a:
+            await _until_status(a, ("d1",), "blocked")  # (claimed, tried, given up)
+            await a.start_workflow(app.waits_for_go, id="q1")
+            await _until_status(a, ("q1",), "waiting")
+            app.DIVERGE["on"] = False  # node c runs the old code
+            async with garrison.open_node(store=postgres_url, name="c", lease="2s",
+                                          cluster_max_concurrent=1) as c:
+                await _until_status(c, ("d1",), "pending")  # claimed by c, waiting
+                for _ in range(20):
+                    assert holding() == ["q1"]
+                    await trio.sleep(0.1)
+                await a.send("workflows/q1", "go", "x")
+                await _until_status(c, ("d1",), "waiting")
+                assert holding() == ["d1"]
+                await c.send("workflows/d1", "go", "y")
+                with trio.fail_after(20):
+                    assert await c.workflow("d1").result() == "y"
+    finally:
+        app.DIVERGE["on"] = False
 
 
 async def test_a_retried_workflow_that_never_ran_waits_pending_and_cancels_at_once(

@@ -47,6 +47,8 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
     started: list[str] = []
     resumed = Transaction()
     waiting: dict[str, tuple[WorkflowRecord, WorkflowInstance]] = {}
+    requeued = Transaction()
+    back: dict[str, tuple[WorkflowRecord, WorkflowInstance]] = {}
     for record in records:
         wid = record.workflow_id
         if wid in host.active or host.closing:
@@ -76,6 +78,9 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
             waiting[wid] = (record, wf)
             started.append(wid)
             continue
+        if host.queue.comes_back(record):  # blocked: it waits there too (pending again)
+            back[wid] = (host.queue.requeue(requeued, record), wf)
+            continue
         if record.status != WorkflowStatus.RUNNING:
             resumed.resume_workflow(wid, time=host.clock.now())
         host.run_instance(wf)
@@ -86,6 +91,21 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
     # a tool's start is counted once, where it runs (a node's own start left to the
     # cluster was counted on that node: it has a queue row)
     count_tool_starts(host, [record for record, _ in waiting.values()])
+    if back:
+        # written before the queue offers them to the store, which admits only pending
+        # workflows; not written, they are released for another node
+        try:
+            host.store.write(requeued)
+        except Exception as exc:
+            log.warning("could not put blocked workflows back in the queue of host %s "
+                        "(released for the other nodes): %s", host.name, exc)
+            ownership: Any = host.ownership
+            for wid in back:
+                ownership.stopped(wid)
+        else:
+            waiting.update(back)
+            started.extend(back)
+            host.counts["resumed"] += len(back)
     if waiting:  # in queue order (priority, start order), as after a restart
         host.queue.restore([r for r, _ in waiting.values()],
                            lambda record: waiting[record.workflow_id][1])

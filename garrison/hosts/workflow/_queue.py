@@ -23,7 +23,8 @@ until it ends, so a second start with that key returns the first one's pid (the
 store keeps the key of a dropped row on the workflow's row, and its memo a priority
 other than 0, ``PRIORITY_MEMO``: a retry takes both back, with a row of its own).
 After a restart the running workflows resume first (they take their slots), then the
-queue drains in its order.
+queue drains in its order; a blocked one (it held no slot) waits in it, pending again
+(``comes_back``), also when a node of a cluster claims it.
 
 Where each limit is kept:
 
@@ -499,6 +500,28 @@ class WorkflowQueue:
             self.children.discard(wf.wid)
             if self._nursery is not None:
                 self._nursery.start_soon(self.start_child, wf)
+
+    def comes_back(self, record: WorkflowRecord) -> bool:
+        """True if the stored unfinished workflow ``record``, which this node resumes (at
+        its start, or claimed in a cluster), comes back through the queue rather than at
+        once: a ``blocked`` one on a host with limits. It held no slot (a slot frees when
+        a workflow is blocked, and another may have taken it), so it waits for one, and
+        for the rate, as a retry of it would; one that held its slot when its node
+        stopped (running or parked) takes it back at once."""
+        return record.status == WorkflowStatus.BLOCKED and self.limits.limited
+
+    def requeue(self, tx: Transaction, record: WorkflowRecord) -> WorkflowRecord:
+        """Add to ``tx`` the writes that put ``record``'s workflow (see :meth:`comes_back`)
+        back in the queue: ``pending`` again (the store admits only those), with its queue
+        row (kept, and its place, if it has one: it holds its dedup key while blocked;
+        else a new one, by the priority it was started with, after the host's workflows
+        queued before, as a retry's). The record as it will be then."""
+        wid = record.workflow_id
+        now = self.host.clock.now()
+        tx.update_workflow(wid, status=WorkflowStatus.PENDING, time=now)
+        if record.run_id is not None:
+            tx.enqueue(wid, record.run_id, priority=stored_priority(record), time=now)
+        return attrs.evolve(record, status=WorkflowStatus.PENDING)
 
     def offer(self, wf: WorkflowInstance, record: WorkflowRecord) -> None:
         """A stored unfinished workflow this node did not run (a tool created it, or it

@@ -179,11 +179,14 @@ def load_promises(host: WorkflowHost, wf: WorkflowInstance) -> None:
 async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     """Start every unfinished workflow of the store (not already running), marked
     ``running`` in the store before this returns; ``pending`` ones wait in the host's
-    queue, which starts them once the resumed ones hold their slots."""
+    queue, which starts them once the resumed ones hold their slots, and so do
+    ``blocked`` ones on a host with limits (pending again: they held no slot, see
+    ``WorkflowQueue.comes_back``)."""
     resumed = Transaction()
     recovering: list[WorkflowInstance] = []
     ending: list[WorkflowInstance] = []
     queued: list[WorkflowRecord] = []
+    back: list[WorkflowRecord] = []  # (blocked ones, pending again: see comes_back)
     loaded: dict[str, WorkflowInstance] = {}  # (the queued ones, for the queue)
     paused = _pause_gc()
     try:
@@ -216,6 +219,11 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                 queued.append(record)
                 loaded[wf.wid] = wf
                 continue
+            if host.queue.comes_back(record):  # blocked: it waits for a slot, as retried
+                back.append(host.queue.requeue(resumed, record))
+                loaded[wf.wid] = wf
+                host.counts["resumed"] += 1
+                continue
             host.active[wf.wid] = wf
             if record.status != WorkflowStatus.RUNNING:  # pending, blocked, parked
                 resumed.resume_workflow(wf.wid, time=host.clock.now())
@@ -232,7 +240,7 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
         nursery.start_soon(end_requested, host, wf)
     count_tool_starts(host, queued)
     # (each made once: a load writes what its row lacks, and may cancel an orphan)
-    host.queue.restore(queued, lambda record: loaded.pop(record.workflow_id, None)
+    host.queue.restore(queued + back, lambda record: loaded.pop(record.workflow_id, None)
                        or load(host, record))
     for wf in list(host.active.values()):
         if wf.cancel_requested:  # by a tool while no node ran: children go too
