@@ -1494,6 +1494,24 @@ def test_monitors_delivered_to_are_read_back_exactly_after_a_lost_answer(
         assert store.statistics().transactions == 6  # (written once)
 
 
+def test_a_retry_that_kept_its_admission_is_read_back_admitted_after_a_lost_answer(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An admission with a rate committed and its answer was lost: what it admitted is
+    read back by the time it wrote, but a retry admitted inside the rate's period
+    keeps its earlier admission's time: it is read back as admitted too."""
+    with PostgresStore(pg) as store:
+        store.write(Transaction().create_workflow("p0", "app:f", status="pending",
+                                                  run_id="r", host="h")
+                    .create_workflow("p1", "app:f", status="pending", run_id="r", host="h"))
+        assert store.write(Transaction().admit("h", [("p0", "r")], rate=(3, 60.0),
+                                               time=100.0)) == [["p0"]]
+        store.write(Transaction().update_workflow("p0", status="pending", attempt=2))
+        _lose_answer(store, monkeypatch, after=True)
+        assert store.write(Transaction().admit("h", [("p0", "r"), ("p1", "r")],
+                                               rate=(3, 60.0), time=130.0)) == [["p0", "p1"]]
+        assert store.admitted_since("h", 0.0) == [100.0, 130.0]
+
+
 def test_a_node_lock_held_alone_is_store_locked_not_a_wait_without_end(
         pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A node of a garrison from before clusters holds the schema's node lock by itself

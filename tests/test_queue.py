@@ -745,6 +745,59 @@ def test_the_store_admits_as_far_as_the_hosts_limits_allow(store_spec: str) -> N
         assert store.admitted_since("g", 0.0) == []
 
 
+def test_a_retry_admitted_inside_the_rates_period_keeps_its_first_admission(
+        store_spec: str) -> None:
+    """``Transaction.admit`` with a ``rate``: the store keeps one admission time per
+    workflow, and a retry's admission overwrote it, so the period forgot the first run
+    of a workflow retried inside it. A retry admitted while its earlier admission is
+    inside the period keeps that time now (it counts once, as that admission); one
+    admitted after it left the period is a new admission, at its time. Without a rate
+    an admission writes its time, as before."""
+    from garrison.persistence import Transaction, open_store
+
+    with open_store(store_spec) as store:
+        tx = Transaction()
+        for i in range(4):
+            tx.create_workflow(f"p{i}", "m:f", status="pending", run_id=f"r{i}", host="h",
+                               time=1.0)
+        store.write(tx)
+
+        def admit(wid: str, at: float, **limits: Any) -> list[str]:
+            got: list[str] = store.write(Transaction().admit(
+                "h", [(wid, f"r{wid[1:]}")], time=at, **limits))[0]
+            return got
+
+        def retried(wid: str, attempt: int) -> None:  # (failed, then retried: pending)
+            store.write(Transaction().update_workflow(wid, status="failed"))
+            store.write(Transaction().update_workflow(wid, status="pending",
+                                                      attempt=attempt))
+
+        rate = (2, 60.0)
+        assert admit("p0", 100.0, rate=rate) == ["p0"]
+        retried("p0", 2)
+        # its first admission counts (and is the one counted): room for one more
+        assert admit("p0", 130.0, rate=rate) == ["p0"]
+        assert store.get_workflow("p0").status == "running"  # type: ignore[union-attr]
+        assert store.admitted_since("h", 0.0) == [100.0]
+        assert admit("p1", 130.0, rate=rate) == ["p1"]
+        assert admit("p2", 159.0, rate=rate) == []  # two in the period: p0 (100), p1
+        assert admit("p2", 160.5, rate=rate) == ["p2"]  # p0's left it
+        assert store.admitted_since("h", 0.0) == [100.0, 130.0, 160.5]
+        retried("p0", 3)  # retried after its admission (100) left the period
+        assert admit("p0", 185.0, rate=rate) == []  # p1 (130), p2 (160.5)
+        retried("p1", 2)
+        assert admit("p1", 185.0, rate=rate) == []  # its first admission counts
+        assert admit("p0", 195.0, rate=rate) == ["p0"]  # p1's left: a new admission
+        assert admit("p1", 195.0, rate=rate) == []  # p2, p0 (its own left the period)
+        assert admit("p1", 221.0, rate=rate) == ["p1"]  # p2's left: a new admission
+        assert store.admitted_since("h", 0.0) == [160.5, 195.0, 221.0]
+        retried("p3", 2)  # never admitted before: a new admission
+        assert admit("p3", 300.0, max_running=10) == ["p3"]
+        retried("p3", 3)
+        assert admit("p3", 310.0, max_running=10) == ["p3"]  # (no rate: its time)
+        assert store.admitted_since("h", 250.0) == [310.0]
+
+
 @pytest.mark.postgres
 def test_two_nodes_admitting_at_once_never_exceed_the_cluster_limit(
         postgres_stores_url: str) -> None:
@@ -1005,6 +1058,34 @@ async def test_the_rate_holds_across_restarts(store_spec: str, autojump_clock: A
     times = sorted(start_times().values())
     assert len(times) == 8
     assert all(b - a >= 60 for a, b in zip(times, times[2:], strict=False))  # 2 a minute
+
+
+async def test_a_workflow_retried_inside_the_rates_period_counts_once_there(
+        store_spec: str, autojump_clock: Any) -> None:
+    """README (Queues): at most COUNT workflows admitted in any DURATION; a retry within
+    the period counts as its first admission. ``w1`` (admitted at 0, failed) retried at
+    1 kept no trace of its admission at 0: its retry's time replaced it, so the rate
+    saw its period start at 1 and ``w3`` waited for ``w1``'s retry to leave it (11),
+    not for its first run (10). The store keeps the first admission now."""
+    app.FAIL["on"] = True
+    try:
+        async with garrison.open_node(store=store_spec, rate="2/10s") as node:
+            await node.start_workflow(app.fails_while_asked, id="w1")
+            with pytest.raises(garrison.WorkflowFailed):
+                await node.workflow("w1").result()
+            app.FAIL["on"] = False
+            await trio.sleep(1)
+            await node.workflow("w1").retry()
+            assert await node.workflow("w1").result() == "w1"
+            for wid in ("w2", "w3", "w4"):
+                await node.start_workflow(app.job, id=wid)
+            for wid in ("w2", "w3", "w4"):
+                await node.workflow(wid).result()
+    finally:
+        app.FAIL["on"] = False
+    t0 = app.STARTS[0][1]  # (w1's retry replays its recorded time)
+    assert [(wid, round(t - t0)) for wid, t in app.STARTS] == [
+        ("w1", 0), ("w1", 0), ("w2", 1), ("w3", 10), ("w4", 11)]
 
 
 async def test_the_rate_counts_a_tools_starts_admitted_before_their_host_is_written(

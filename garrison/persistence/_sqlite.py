@@ -402,14 +402,18 @@ def _admit(conn: sqlite3.Connection, params: tuple[Any, ...]) -> list[str]:
         recent = conn.execute("SELECT count(*) FROM workflows WHERE host = ? AND admitted > ?",
                               (host, now - rate_period)).fetchone()[0]
         room = min(room, rate_count - recent)
+    # a retry whose earlier admission is inside the rate's period keeps its time: that
+    # admission counts for it (see ``Transaction.admit``)
+    kept_after = None if rate_count is None else now - rate_period
     admitted: list[str] = []
     for workflow_id, run_id in entries:
         if len(admitted) >= room:
             break
         cur = conn.execute(
-            "UPDATE workflows SET status = 'running', admitted = ?, updated = ? "
+            "UPDATE workflows SET status = 'running', updated = ?, admitted = CASE WHEN "
+            "? IS NOT NULL AND admitted > ? THEN admitted ELSE ? END "
             "WHERE workflow_id = ? AND run_id = ? AND status = 'pending'",
-            (now, now, workflow_id, run_id))
+            (now, kept_after, kept_after, now, workflow_id, run_id))
         if cur.rowcount == 1:
             admitted.append(workflow_id)
     return admitted

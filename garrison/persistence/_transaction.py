@@ -638,7 +638,12 @@ class Transaction:
         ``max_running``: at most this many of the host's workflows running or parked
         (``running``, ``waiting``, ``sleeping``) at once, these included; ``rate``:
         ``(count, period)``, at most ``count`` admitted in any ``period`` seconds (by
-        their ``admitted`` times, which the store keeps). The count and the admission
+        their ``admitted`` times, which the store keeps; a workflow admitted again, a
+        retry, whose earlier admission is inside the period keeps that time: it is one
+        admission of the workflow, counted once, and the period does not forget it;
+        admitted after it left the period, it is a new admission, at ``time``; either
+        way it is admitted only as the rate has room, its earlier admission counted
+        while inside the period, as a new start is). The count and the admission
         are one step: PostgreSQL holds a lock of the host for the rest of the
         transaction, so two nodes admitting at once never exceed the limits; in a
         cluster only workflows this node owns are admitted (the lease is checked
