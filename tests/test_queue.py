@@ -620,6 +620,8 @@ def test_store_enqueue_and_dequeue() -> None:
         assert store.write(Transaction().enqueue("a", "r1")) == [1]  # kept, same seq
         assert [(e.workflow_id, e.priority, e.seq, e.dedup) for e in store.queue_entries()] \
             == [("a", 1, 1, "k"), ("b", 0, 2, None)]
+        assert store.queue_entry("b") == store.queue_entries()[1]
+        assert store.queue_entry("c") is None
         store.write(Transaction().dequeue("a").dequeue("b"))
         created, seq = start("d", "r5", dedup="k")  # the key is free again
         assert created and seq > 2  # the start order only grows
@@ -681,6 +683,31 @@ async def test_a_tools_start_waits_in_start_order_with_a_queue_row_it_drops_at_i
         assert host.counts["started"] == 3  # busy, tool, n1
         assert host.store.queue_entries() == []
     assert started() == ["tool", "n1"]
+
+
+async def test_a_tools_start_a_running_node_picks_up_late_keeps_its_start_order(
+        autojump_clock: Any) -> None:
+    """README (Queues): a node running starts a tool's start before those of its
+    priority started after it. The node placed one it picked up (by its wakeup) after
+    the newest start it had seen by then, not by its queue row: starts the node made
+    between the tool's commit and that pickup ran first. It goes by its row now."""
+    from garrison.hosts.workflow._queue import tool_start
+    from garrison.hosts.workflow._recovery import refresh
+    from garrison.persistence import Transaction
+
+    async with garrison.open_node(max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="busy")
+        host = node.hosts["workflows"]
+        host.store.write(tool_start(Transaction(), "tool", "schedule_app:job", [],
+                                    run_id="r1"))  # as `garrison workflows start`
+        await node.start_workflow(app.job, id="n1")
+        await node.start_workflow(app.job, id="n2")
+        refresh(host, "tool")  # (its wakeup, read after the node's two starts)
+        assert node.workflow("tool").status() == "pending"
+        await node.send("workflows/busy", "go", "x")
+        for wid in ("tool", "n1", "n2"):
+            await node.workflow(wid).result()
+    assert started() == ["tool", "n1", "n2"]
 
 
 async def test_a_nodes_own_start_picked_up_by_a_wait_for_its_result_is_counted_once(
@@ -987,6 +1014,9 @@ def test_the_store_admits_a_tools_start_in_its_start_order(
             return got
 
         assert admit(("n1", "r")) == []  # the tool's start waits ahead of it
+        tool, n1 = store.queue_entry("tool"), store.queue_entry("n1")
+        assert tool is not None and n1 is not None and tool.seq < n1.seq
+        assert store.queue_entry("nothing") is None
         assert admit(("tool", run), ("n1", "r")) == ["tool"]
 
 

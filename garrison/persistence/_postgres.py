@@ -1486,6 +1486,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                            "ORDER BY priority DESC, seq")
         return [QueueRecord.from_row(row) for row in rows]
 
+    def queue_entry(self, workflow_id: str) -> QueueRecord | None:
+        """The workflow's queue row, or ``None`` without one."""
+        rows = self._query(f"SELECT {QueueRecord.COLUMNS} FROM {self._s}.queue "
+                           "WHERE workflow_id = %s", (workflow_id,))
+        return QueueRecord.from_row(rows[0]) if rows else None
+
     def kept_dedup(self, workflow_id: str) -> str | None:
         """The dedup key the workflow's queue row held when it was dropped (at its end):
         what a retry takes back. ``None`` without one."""

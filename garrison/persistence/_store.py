@@ -232,6 +232,11 @@ class Store(Protocol):
         order; dedup keys are held by these rows)."""
         ...
 
+    def queue_entry(self, workflow_id: str) -> QueueRecord | None:
+        """The workflow's queue row (its priority and start order), or ``None`` without
+        one: where a node places a pending workflow it picks up while it runs."""
+        ...
+
     def kept_dedup(self, workflow_id: str) -> str | None:
         """The dedup key the workflow's queue row held when the row was dropped (at its
         end, ``Transaction.dequeue``): what a retry takes back. ``None`` without one."""

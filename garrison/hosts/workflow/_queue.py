@@ -524,13 +524,24 @@ class WorkflowQueue:
         return attrs.evolve(record, status=WorkflowStatus.PENDING)
 
     def offer(self, wf: WorkflowInstance, record: WorkflowRecord) -> None:
-        """A stored unfinished workflow this node did not run (a tool created it, or it
-        waited while no node ran): a ``pending`` one goes through the queue, any other
-        runs at once."""
+        """A stored unfinished workflow this node did not run (a tool created it, or
+        retried it, or it waited while no node ran): a ``pending`` one goes through the
+        queue, in its place (its queue row's priority and start order, as a restart
+        would place it: before the workflows of its priority started after it, also
+        those this node started before it picked this one up; without a row, an earlier
+        garrison's tool start, by the priority it was started with, after every row seen
+        so far); any other runs at once."""
         if record.status != WorkflowStatus.PENDING:
             self.host.run_instance(wf)
             return
-        self.hold(wf, stored_priority(record))
+        entry = self.host.store.queue_entry(record.workflow_id)
+        if entry is None:
+            self.hold(wf, stored_priority(record))
+            return
+        self.rows.add(entry.workflow_id)
+        if entry.dedup is not None:
+            self.dedup[entry.dedup] = entry.workflow_id
+        self.hold(wf, entry.priority, entry.seq)
 
     def restore(self, records: list[WorkflowRecord], load: Any) -> None:
         """After a restart: the queue rows (order, dedup keys), and the ``pending``
