@@ -109,6 +109,55 @@ async def test_dedup_returns_the_queued_or_running_workflow(autojump_clock: Any)
         assert [w.workflow_id for w in node.workflows()].count("second") == 0
 
 
+async def test_an_existing_id_wins_over_a_dedup_key_another_workflow_holds(
+        store_spec: str, autojump_clock: Any) -> None:
+    """API.md: a start of an id that exists returns that workflow's pid. A start naming
+    an existing ``X`` with a dedup key ``Y`` holds returned ``Y`` when the node knew of
+    the key (the store's own rule, which a node that did not know went by, returned
+    ``X``): the id wins now, running or finished, in memory or only in the store, and
+    nothing is started; a new id with that key still gets ``Y``."""
+    x, y = garrison.Pid("workflows", "X"), garrison.Pid("workflows", "Y")
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(app.waits_for_go, id="X")
+        await node.start_workflow(app.waits_for_go, id="Y", dedup="K")
+        assert await node.start_workflow(app.waits_for_go, id="X", dedup="K") == x
+        await node.send(x, "go", "x")
+        assert await node.workflow("X").result() == "x"
+        assert await node.start_workflow(app.waits_for_go, id="X", dedup="K") == x
+        assert await node.start_workflow(app.waits_for_go, id="Z", dedup="K") == y
+    async with garrison.open_node(store=store_spec) as node:  # X: in the store only
+        assert await node.start_workflow(app.waits_for_go, id="X", dedup="K") == x
+        assert await node.start_workflow(app.waits_for_go, dedup="K") == y
+        assert node.workflow("X").status() == "completed"
+        await node.send(y, "go", "y")
+        assert await node.workflow("Y").result() == "y"
+        assert sorted(w.workflow_id for w in node.workflows()) == ["X", "Y"]
+
+
+@pytest.mark.postgres
+async def test_an_existing_id_wins_over_a_dedup_key_on_every_node_of_a_cluster(
+        postgres_url: str) -> None:
+    """Two nodes: ``X`` runs on a, ``Y`` (holding the key ``K``) on b. A start of ``X``
+    with ``K`` returned ``X`` on a and ``Y`` on b (which knew ``K``'s holder): ``X`` on
+    both now."""
+    x, y = garrison.Pid("workflows", "X"), garrison.Pid("workflows", "Y")
+    async with garrison.open_node(store=postgres_url, name="a", lease="3s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="3s") as b:
+        await a.start_workflow(app.waits_for_go, id="X")
+        await b.start_workflow(app.waits_for_go, id="Y", dedup="K")
+        assert await a.start_workflow(app.waits_for_go, id="X", dedup="K") == x
+        assert await b.start_workflow(app.waits_for_go, id="X", dedup="K") == x
+        assert await a.start_workflow(app.waits_for_go, id="Z", dedup="K") == y
+        assert await b.start_workflow(app.waits_for_go, id="Z", dedup="K") == y
+        await a.send(x, "go", "x")
+        await b.send(y, "go", "y")
+        with trio.fail_after(20):
+            assert await a.workflow("X").result() == "x"
+            assert await b.workflow("X").result() == "x"
+            assert await b.workflow("Y").result() == "y"
+        assert sorted(w.workflow_id for w in a.workflows()) == ["X", "Y"]
+
+
 async def test_a_finish_drops_a_queue_row_only_where_there_can_be_one(
         autojump_clock: Any) -> None:
     """A workflow this node created and ran at once has no queue row: its end does not

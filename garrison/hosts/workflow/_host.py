@@ -550,6 +550,7 @@ class WorkflowHost:
         fn, name, input_text, plain_input = checked_start(
             self.node, self.activity_mocks, target, args, wid,
             derived=journal is not None and derived)
+        named = wid is not None
         wid = _uuid.uuid4().hex if wid is None else wid
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {type(priority).__name__}: "
@@ -565,28 +566,37 @@ class WorkflowHost:
                                  "(empty or blank)")
             check_text(dedup, "a dedup key")
             check_key_size(dedup, "a dedup key")
-            holder = self.queue.holder(dedup)
-            if holder is not None and holder != wid:
+        pid = Pid(self.name, wid)
+        while True:
+            while wid in self._starting:  # the same id is being started right now
+                # (again after the wait: when that start was cancelled, another waiter
+                # woken with this one may have taken the id, and a later one wait for it)
+                starting = self._starting[wid]
+                if starting is None:
+                    starting = self._starting[wid] = trio.Event()
+                await starting.wait()
+            if wid in self.active or wid in self.finished:  # an existing id wins
+                if journal is not None:
+                    raise ValueError(f"cannot start child workflow {wid!r}: the id is taken")
+                self._exists_as_another(wid, name, plain_input)
+                self._attach(pid, process_watcher, process_link)
+                if self._spawned_by_workflow(parent):
+                    await self._child_waiting(wid)
+                await trio.lowlevel.checkpoint()
+                return pid
+            holder = None if dedup is None else self.queue.holder(dedup)
+            if holder is None or holder == wid:
+                break
+            # a workflow this node knows holds the key: the answer, unless the id exists
+            # (only in the store: the store's rule, by which a node that does not know
+            # the key's holder goes, is the id first, then the key). A fresh id cannot.
+            if not named or await run_blocking(self.store.get_workflow, wid) is None:
                 self._attach(Pid(self.name, holder), process_watcher, process_link)
                 await trio.lowlevel.checkpoint()
                 return Pid(self.name, holder)
-        pid = Pid(self.name, wid)
-        while wid in self._starting:  # the same id is being started right now
-            # (again after the wait: when that start was cancelled, another waiter woken
-            # with this one may have taken the id, and a later one wait for it)
-            starting = self._starting[wid]
-            if starting is None:
-                starting = self._starting[wid] = trio.Event()
-            await starting.wait()
-        if wid in self.active or wid in self.finished:
-            if journal is not None:
-                raise ValueError(f"cannot start child workflow {wid!r}: the id is taken")
-            self._exists_as_another(wid, name, plain_input)
-            self._attach(pid, process_watcher, process_link)
-            if self._spawned_by_workflow(parent):
-                await self._child_waiting(wid)
-            await trio.lowlevel.checkpoint()
-            return pid
+            if wid not in self._starting and wid not in self.active \
+                    and wid not in self.finished:
+                break  # (else a start or a load of it came meanwhile: look again)
         self._starting[wid] = None
         try:
             return await self._create(pid, fn, name, input_text, plain_input, parent=parent,
