@@ -40,7 +40,7 @@ from ._cli_options import (
     run_with_store,
 )
 from ._cli_options import cut as _cut  # (``cut`` names a variable of its own here)
-from ._errors import GarrisonError, NoSuchWorkflow
+from ._errors import DedupKeyTaken, GarrisonError, NoSuchWorkflow
 from ._store_tools import ToolError, json_arg, when
 from ._targets import exit_is_import_error, is_script, script_spec
 from .persistence import DamagedRecord, WorkflowStatus
@@ -107,6 +107,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="its arguments, a JSON array (default [])")
     st.add_argument("--id", help="the workflow id (default: a fresh one); an id that "
                                  "exists is left as it is")
+    st.add_argument("--priority", type=_priority, default=0, metavar="N",
+                    help="its place in its host's queue: higher first (default 0; a whole "
+                         "number from -2**63 to 2**63 - 1)")
+    st.add_argument("--dedup", metavar="KEY",
+                    help="a dedup key: while a workflow started with it is unfinished, "
+                         "nothing is started (that workflow is named)")
 
     term = verb(
         "terminate", help="end a workflow at once as failed (Terminated), without its "
@@ -153,6 +159,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
+
+
+def _priority(text: str) -> int:
+    """``--priority``'s value: a whole number in ASCII digits, with its sign (its range is
+    ``start_workflow``'s, checked with the start)."""
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number (higher first), got "
+                                         f"{text!r}")
+    return int(text)
 
 
 def cmd_workflows(args: argparse.Namespace) -> int:
@@ -372,12 +388,22 @@ def _start_checks(args: argparse.Namespace) -> tuple[str, str, Any]:
             config = load_config(args.config)
         except GarrisonError as exc:
             raise _Fail(str(exc), 2) from None
-    return tools.start_transaction(args.target, values, args.id, config)
+    return tools.start_transaction(args.target, values, args.id, config,
+                                   priority=args.priority, dedup=args.dedup)
 
 
 def _start(store: Any, args: argparse.Namespace) -> None:
     wid, name, tx = args.start
-    created = bool(store.write(tx)[0])
+    try:
+        created = bool(store.write(tx)[0])
+    except DedupKeyTaken as taken:  # (as start_workflow: the holder's, nothing started)
+        holder = store.get_workflow(taken.workflow_id)
+        what = "" if holder is None else f" ({holder.name}, {holder.status})"
+        _done(args, {"workflow_id": taken.workflow_id, "created": False,
+                     "name": None if holder is None else holder.name, "dedup": taken.dedup},
+              f"workflow {taken.workflow_id!r} holds the dedup key {taken.dedup!r}{what}: "
+              "nothing started")
+        return
     if created:
         _done(args, {"workflow_id": wid, "created": True, "name": name},
               f"workflow {wid!r} started ({name})")

@@ -141,7 +141,13 @@ def parse_rate(value: object, *, what: str = "rate") -> tuple[int, float]:
     expected = "expected 'COUNT/DURATION' such as '100/1m' or '5/1s'"
     if not isinstance(value, str):
         raise ValueError(f"invalid {what} {_shown(value)}: {expected}")
-    count_text, sep, period_text = value.replace(" ", "").partition("/")
+    # (spaces around the '/', and the whole, are taken; inside COUNT or DURATION they
+    # are not: "1 00/1m" is no 100 a minute, and a duration takes none anywhere)
+    count_text, sep, period_text = value.partition("/")
+    count_text, period_text = count_text.strip(" "), period_text.strip(" ")
+    if " " in count_text or " " in period_text:
+        raise ValueError(f"invalid {what} {_shown(value)}: {expected}, without spaces inside "
+                         "COUNT or DURATION")
     if (not sep or not count_text.isascii() or not count_text.isdigit()
             or not 1 <= int(count_text) <= MAX_COUNT):
         raise ValueError(

@@ -364,27 +364,41 @@ def _flag_cancel(store: Any, rec: Any) -> None:
 
 
 def start(store: Any, target: str, args: list[Any], workflow_id: str | None = None,
-          config: Any = None) -> tuple[str, bool, str]:
+          config: Any = None, *, priority: int = 0,
+          dedup: str | None = None) -> tuple[str, bool, str]:
     """Create the workflow ``target(*args)`` (``module:function``, imported here to check
     it and its arguments, or an entry id of ``config``, a loaded config), ``pending``
-    until a node runs it: the node holding the store at once, else the next one.
+    until a node runs it: the node holding the store at once, else the next one; in its
+    host's queue by ``priority``, holding the ``dedup`` key if given.
     ``(workflow id, created, name)``: ``name`` is the function's ``module:qualname`` as
     stored (an entry id resolves to it); ``created`` is False when a workflow with that
-    id exists (it is left as it is, as ``start_workflow`` does)."""
-    wid, name, tx = start_transaction(target, args, workflow_id, config)
+    id exists (it is left as it is, as ``start_workflow`` does). ``DedupKeyTaken``
+    (naming the holder) when an unfinished workflow holds ``dedup``: nothing written."""
+    wid, name, tx = start_transaction(target, args, workflow_id, config,
+                                      priority=priority, dedup=dedup)
     created = bool(store.write(tx)[0])
     return wid, created, name
 
 
 def start_transaction(target: str, args: list[Any], workflow_id: str | None = None,
-                      config: Any = None) -> tuple[str, str, Any]:
+                      config: Any = None, *, priority: int = 0,
+                      dedup: str | None = None) -> tuple[str, str, Any]:
     """:func:`start`'s checks, without a store: ``(workflow id, name, the transaction
-    that creates the workflow)``; a :class:`ToolError` (code 2) for what is wrong."""
+    that creates the workflow)``; a :class:`ToolError` (code 2) for what is wrong
+    (``priority`` and ``dedup`` checked as ``start_workflow`` checks them, the error
+    naming ``--priority`` or ``--dedup``)."""
     from ._targets import entry_refusal, import_target, target_name
     from .hosts.workflow._codec import restore_args
     from .hosts.workflow._host import check_workflow_id
-    from .hosts.workflow._queue import tool_start
+    from .hosts.workflow._queue import check_dedup, check_priority, tool_start
     from .persistence import Transaction
+
+    for option, check, value in (("--priority", check_priority, priority),
+                                 ("--dedup", check_dedup, dedup)):
+        try:
+            check(value)  # (before the target is imported: the command's own arguments)
+        except (TypeError, ValueError) as exc:
+            raise ToolError(f"{option}: {exc}", 2) from None
 
     if config is not None and target in config.entries:
         try:
@@ -412,7 +426,8 @@ def start_transaction(target: str, args: list[Any], workflow_id: str | None = No
         wid = uuid.uuid4().hex if workflow_id is None else check_workflow_id(workflow_id)
         check_arity(fn, name, args)
         restore_args(fn, args, f"workflow {name}")  # typed arguments: checked now
-        tx = tool_start(Transaction(), wid, name, args, run_id=uuid.uuid4().hex)
+        tx = tool_start(Transaction(), wid, name, args, run_id=uuid.uuid4().hex,
+                        priority=priority, dedup=dedup)
     except (TypeError, ValueError, GarrisonError) as exc:
         raise ToolError(str(exc), 2) from None
     return wid, name, tx

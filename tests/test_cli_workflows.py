@@ -845,6 +845,67 @@ def test_start_takes_an_entry_id_of_a_config(capsys: pytest.CaptureFixture[str],
     assert code == 2 and "no entry id of the config either" in err
 
 
+async def test_start_takes_a_priority_and_a_dedup_key_as_start_workflow_does(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """README (Queues): ``garrison workflows start`` had neither a priority nor a dedup
+    key (its starts were priority 0, keyless). ``--priority N`` and ``--dedup KEY``
+    are checked as ``start_workflow`` checks them (exit 2 naming the option, nothing
+    written); the start waits in the queue by its priority, and holds its key: a start
+    with a key an unfinished workflow holds starts nothing and names that workflow (an
+    id that exists comes first, as for ``start_workflow``)."""
+    async with garrison.open_node(store=store_path, max_concurrent=1) as node:
+        await node.start_workflow(workflow_app.approval, "busy", id="busy")
+    for bad in ("high", "1.5", "", "\u0661"):  # (a usage error: argparse's exit 2)
+        with pytest.raises(SystemExit) as exited:
+            cli_here(capsys, "--store", store_path, "start", "workflow_app:steps", "[0, 1]",
+                     "--priority", bad)
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and "argument --priority: expected a whole number " \
+            f"(higher first), got {bad!r}" in err, (bad, err)
+    code, out, err = cli_here(capsys, "--store", store_path, "start", "workflow_app:steps",
+                              "[0, 1]", "--priority", str(2**63))
+    assert code == 2 and err == (
+        "garrison workflows: --priority: priority must be a 64-bit integer, from -2**63 to "
+        "2**63 - 1 (a store keeps it as one), got 9223372036854775808\n"), err
+    for bad in ("", "  "):
+        code, out, err = cli_here(capsys, "--store", store_path, "start",
+                                  "workflow_app:steps", "[0, 1]", "--dedup", bad)
+        assert code == 2 and err == (f"garrison workflows: --dedup: dedup must be a non-empty "
+                                     f"string or None, got {bad!r} (empty or blank)\n"), err
+    code, out, err = cli_here(capsys, "--store", store_path, "start", "workflow_app:steps",
+                              "[0, 1]", "--id", "low")
+    assert code == 0, err
+    code, out, err = cli_here(capsys, "--store", store_path, "start", "workflow_app:steps",
+                              "[0, 1]", "--id", "vip", "--priority", "7", "--dedup", "K")
+    assert (code, out) == (0, "workflow 'vip' started (workflow_app:steps)\n"), err
+    with open_store(store_path, lock=False) as store:
+        assert [(e.workflow_id, e.priority, e.dedup) for e in store.queue_entries()] == [
+            ("vip", 7, "K"), ("low", 0, None)]
+        assert store.get_workflow("vip").memo["garrison.priority"] == 7  # type: ignore[union-attr]
+        assert [w.workflow_id for w in store.list_workflows()].count("busy") == 1
+    code, out, err = cli_here(capsys, "--store", store_path, "start", "workflow_app:steps",
+                              "[0, 1]", "--id", "other", "--dedup", "K")
+    assert (code, out) == (0, "workflow 'vip' holds the dedup key 'K' (workflow_app:steps, "
+                              "pending): nothing started\n"), err
+    code, out, err = cli_here(capsys, "--store", store_path, "start", "workflow_app:steps",
+                              "[0, 1]", "--dedup", "K", "--json")
+    assert code == 0 and json.loads(out) == {
+        "workflow_id": "vip", "created": False, "name": "workflow_app:steps",
+        "dedup": "K"}, (out, err)
+    code, out, err = cli_here(capsys, "--store", store_path, "start", "workflow_app:steps",
+                              "[0, 1]", "--id", "low", "--dedup", "K")
+    assert out == ("workflow 'low' exists already (workflow_app:steps, pending): left as it "
+                   "is\n"), err
+    async with garrison.open_node(store=store_path, max_concurrent=1) as node:
+        await node.send(garrison.Pid("workflows", "busy"), "approve", "me")
+        with trio.fail_after(20):
+            for wid in ("busy", "vip", "low"):
+                await node.workflow(wid).result()
+        ends = {w.workflow_id: w.updated for w in node.workflows()}
+        assert ends["vip"] <= ends["low"]  # (priority 7 first)
+        assert sorted(ends) == ["busy", "low", "vip"]
+
+
 def test_the_store_tools_take_the_store_a_config_names(
         capsys: pytest.CaptureFixture[str], sqlite_path: str, tmp_path: Path) -> None:
     """``--config FILE`` without ``--store`` (``start``, ``list``, ``show``, ``garrison

@@ -116,6 +116,20 @@ def test_a_rate_takes_ascii_digits_and_a_duration_of_the_one_grammar(bad):
     assert "invalid literal" not in str(info.value)
 
 
+@pytest.mark.parametrize("bad", ["1 00/1m", "1 0 / 1m", "100/1 m", "100/1h 30m", "100/ 1 m"])
+def test_a_rate_refuses_spaces_inside_its_count_or_duration(bad):
+    """Spaces were taken out of the whole rate before it was read: ``"1 00/1m"`` was 100
+    a minute. Inside ``COUNT`` or ``DURATION`` they are refused now (a duration takes
+    none anywhere), naming the rate; around the ``/`` and the whole they are kept."""
+    from garrison._duration import parse_rate
+
+    with pytest.raises(ValueError) as info:
+        parse_rate(bad)
+    assert repr(bad) in str(info.value)
+    assert parse_rate("10 / 60s") == parse_rate(" 10 / 1m ") == parse_rate("10/ 1m") \
+        == (10, 60.0)
+
+
 @pytest.mark.parametrize("bare", ["0", "5", "1.5"])
 def test_a_duration_string_without_a_unit_is_refused_saying_so(bare):
     """One grammar: a number is seconds; a string always carries its unit (so "0" is

@@ -81,7 +81,14 @@ from ._ids import MAX_KEY_BYTES, check_key_size, check_text, check_workflow_id
 from ._inbox import InboxItem, exit_id
 from ._instance import ActiveWorkflows, WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
-from ._queue import PRIORITY_MEMO, TOOL_START_MEMO, QueueLimits, WorkflowQueue
+from ._queue import (
+    PRIORITY_MEMO,
+    TOOL_START_MEMO,
+    QueueLimits,
+    WorkflowQueue,
+    check_dedup,
+    check_priority,
+)
 from ._recovery import (
     SUPERVISOR_MEMO,
     check_supervisors,
@@ -113,8 +120,6 @@ FINISHED_HELD_MAX = 4096
 FINISHED_HELD_TOTAL = 8 * 2**20
 
 
-#: the range of a start's ``priority``: a 64-bit signed integer, as the stores keep it
-PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
 #: how soon the store shows that a workflow is parked (``waiting`` / ``sleeping``)
 PARKED_DELAY = 0.05
 #: seconds a monitor's maker waits to read whether the monitored workflow has ended
@@ -552,20 +557,8 @@ class WorkflowHost:
             derived=journal is not None and derived)
         named = wid is not None
         wid = _uuid.uuid4().hex if wid is None else wid
-        if type(priority) is not int:
-            raise TypeError(f"priority must be an int, got {type(priority).__name__}: "
-                            f"{priority!r}")
-        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-            raise ValueError(f"priority must be a 64-bit integer, from -2**63 to 2**63 - 1 "
-                             f"(a store keeps it as one), got {priority}")
-        if dedup is not None:
-            if not isinstance(dedup, str):
-                raise TypeError(f"dedup must be a non-empty string or None, got {dedup!r}")
-            if not dedup.strip():  # (a key made of nothing: an unfilled template, say)
-                raise ValueError(f"dedup must be a non-empty string or None, got {dedup!r} "
-                                 "(empty or blank)")
-            check_text(dedup, "a dedup key")
-            check_key_size(dedup, "a dedup key")
+        check_priority(priority)
+        check_dedup(dedup)
         pid = Pid(self.name, wid)
         while True:
             while wid in self._starting:  # the same id is being started right now

@@ -68,14 +68,15 @@ from ...actors._values import ErrorInfo
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
 from ...persistence._blocking import virtual_clock
 from ._core import cancelled_error
+from ._ids import check_key_size, check_text
 from ._waits import WallClock, wait_shown
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
     from ._instance import WorkflowInstance
 
-__all__ = ["PRIORITY_MEMO", "TOOL_START_MEMO", "QueueLimits", "WorkflowQueue",
-           "stored_priority", "tool_start"]
+__all__ = ["PRIORITY_MAX", "PRIORITY_MEMO", "PRIORITY_MIN", "TOOL_START_MEMO", "QueueLimits",
+           "WorkflowQueue", "check_dedup", "check_priority", "stored_priority", "tool_start"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -96,6 +97,37 @@ PRIORITY_MEMO = "garrison.priority"
 TOOL_START_MEMO = "garrison.tool_start"
 
 
+#: the range of a start's ``priority``: a 64-bit signed integer, as the stores keep it
+PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
+
+
+def check_priority(priority: object) -> None:
+    """A start's ``priority``, as ``start_workflow`` and ``garrison workflows start
+    --priority`` take it: ``TypeError`` unless an ``int``, ``ValueError`` outside the
+    range a store keeps."""
+    if type(priority) is not int:
+        raise TypeError(f"priority must be an int, got {type(priority).__name__}: "
+                        f"{priority!r}")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValueError(f"priority must be a 64-bit integer, from -2**63 to 2**63 - 1 "
+                         f"(a store keeps it as one), got {priority}")
+
+
+def check_dedup(dedup: object) -> None:
+    """A start's ``dedup`` key (``None``: none), as ``start_workflow`` and ``garrison
+    workflows start --dedup`` take it: ``TypeError`` unless a ``str``, ``ValueError``
+    for an empty or blank one, or one a store cannot keep."""
+    if dedup is None:
+        return
+    if not isinstance(dedup, str):
+        raise TypeError(f"dedup must be a non-empty string or None, got {dedup!r}")
+    if not dedup.strip():  # (a key made of nothing: an unfilled template, say)
+        raise ValueError(f"dedup must be a non-empty string or None, got {dedup!r} "
+                         "(empty or blank)")
+    check_text(dedup, "a dedup key")
+    check_key_size(dedup, "a dedup key")
+
+
 def stored_priority(record: WorkflowRecord) -> int:
     """The ``priority`` ``record``'s workflow was started with (its memo keeps it; 0
     without it, or for a value that cannot be one)."""
@@ -106,17 +138,25 @@ def stored_priority(record: WorkflowRecord) -> int:
 
 
 def tool_start(tx: Transaction, workflow_id: str, name: str, input: Any, *, run_id: str,
-               host: str | None = None) -> Transaction:
+               host: str | None = None, priority: int = 0,
+               dedup: str | None = None) -> Transaction:
     """Add to ``tx`` a tool's start of workflow ``workflow_id``: ``pending`` until a node
     runs it, and in its host's queue as a node's start that waits is (a row of its
-    own: its place in start order among the others of its priority, 0, which the
-    claims and admissions of a cluster and a restart's queue go by). ``run_id`` tells
+    own: its place in start order among the others of its ``priority``, which the
+    claims and admissions of a cluster and a restart's queue go by; its memo keeps a
+    priority other than 0, for a retry), holding ``dedup`` if given. ``run_id`` tells
     this create from a racing one's; a workflow of that id existing, nothing is
+    written (whoever holds ``dedup``: the id comes first); else, ``dedup`` held by an
+    unfinished workflow, the commit raises ``DedupKeyTaken`` naming it, and nothing is
     written."""
     now = time.time()
+    memo: dict[str, Any] = {TOOL_START_MEMO: True}
+    if priority:
+        memo[PRIORITY_MEMO] = priority
     return tx.create_workflow(workflow_id, name, input, status="pending", host=host,
-                              run_id=run_id, time=now, memo={TOOL_START_MEMO: True}
-                              ).enqueue(workflow_id, run_id, time=now)
+                              run_id=run_id, time=now, memo=memo
+                              ).enqueue(workflow_id, run_id, priority=priority, dedup=dedup,
+                                        time=now)
 
 
 def _limit(value: object, name: str) -> None:
