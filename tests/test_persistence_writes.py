@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _commit_faults import FullDisk
 
-from garrison._errors import PromiseAlreadyCompleted
+from garrison._errors import PromiseAlreadyCompleted, StoreError
 from garrison.persistence import RawJson, SQLiteStore, Transaction, open_store
 from garrison.persistence._group_commit import CommitRequest, Strategy
 
@@ -199,7 +200,9 @@ class _FailingCommit:
 
     def __exit__(self, *exc: object) -> None:
         self._conn.rollback()
-        raise sqlite3.OperationalError("database or disk is full")
+        full = sqlite3.OperationalError("database or disk is full")
+        full.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+        raise full
 
 
 async def test_a_failing_batch_fails_every_caller_in_it(sqlite_store: SQLiteStore) -> None:
@@ -211,7 +214,7 @@ async def test_a_failing_batch_fails_every_caller_in_it(sqlite_store: SQLiteStor
     async def writer(i: int) -> None:
         try:
             await store.commit(Transaction().set_state("w", f"k{i}", i))
-        except sqlite3.OperationalError as exc:
+        except StoreError as exc:
             errors.append(exc)
 
     store._conn = _FailingCommit(real)  # type: ignore[assignment]
@@ -222,11 +225,58 @@ async def test_a_failing_batch_fails_every_caller_in_it(sqlite_store: SQLiteStor
     finally:
         store._conn = real
     assert len(errors) == 20
-    assert all("disk is full" in str(e) for e in errors)
+    assert all(str(e) == f"store {store.path!r}: the disk is full (database or disk is "
+               "full)" for e in errors), errors
+    assert all(isinstance(e.__cause__, sqlite3.OperationalError) for e in errors)
     assert store.states("w") == {}
     # the store keeps working afterwards
     await store.commit(Transaction().set_state("w", "after", 1))
     assert store.get_state("w", "after") == 1
+
+
+@pytest.mark.parametrize("how", ["write", "alone", "batch"])
+async def test_a_write_on_a_full_disk_is_a_store_error_naming_the_file(
+        sqlite_store: SQLiteStore, how: str) -> None:
+    """nu397: a commit written alone in the trio thread (the group commit's fast path,
+    ``store.write``'s path too) raised SQLite's own ``OperationalError: database or
+    disk is full``, which names no file, where README promises a StoreError naming it;
+    a batch's callers got it too. Each is the StoreError, SQLite's error its cause; an
+    error of the written operations themselves is left as it is."""
+    store = sqlite_store
+    store.write(Transaction().create_workflow("w", "app:flow"))
+    disk = FullDisk.of(store)
+    disk.full = True
+    errors: list[BaseException] = []
+
+    async def writer(tx: Transaction) -> None:
+        try:
+            await store.commit(tx)
+        except Exception as exc:
+            errors.append(exc)
+
+    tx = Transaction().set_state("w", "k", 1)
+    if how == "write":
+        with pytest.raises(StoreError) as info:
+            store.write(tx)
+        errors.append(info.value)
+    elif how == "alone":
+        await writer(tx)
+    else:
+        store._group._alone_inline = False  # (each would write alone)
+        async with trio.open_nursery() as nursery:  # (each apart, as the batch failed)
+            for i in range(5):
+                nursery.start_soon(writer, Transaction().set_state("w", f"k{i}", i))
+    assert len(errors) == (1 if how in ("write", "alone") else 5), errors
+    for exc in errors:
+        assert isinstance(exc, StoreError), repr(exc)
+        assert str(exc) == (f"store {store.path!r}: the disk is full (database or disk "
+                            "is full)")
+        assert isinstance(exc.__cause__, sqlite3.OperationalError)
+    disk.full = False
+    with pytest.raises(sqlite3.IntegrityError):  # (the operations' own: as it is)
+        store.write(Transaction().append_journal("w", 1, "activity", "a", 1)
+                    .append_journal("w", 1, "activity", "a", 1))
+    assert store.states("w") == {}
 
 
 async def test_a_batch_written_again_after_a_busy_attempt_starts_from_no_outcome(

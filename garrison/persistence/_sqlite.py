@@ -17,6 +17,12 @@ module maps each operation to its SQL (``_OPS``) and commits the whole list insi
   caller's operations fail (say ``PromiseAlreadyCompleted``), the batch is
   rolled back and rewritten with a SAVEPOINT per caller, so only that caller
   gets its error and the others commit.
+- A failure of the store itself (the disk is full, the file damaged, deleted or
+  read-only) reaches the caller of ``write`` or ``commit`` as the
+  :class:`~garrison.StoreError` that names the file and says what it means, SQLite's
+  error as its ``__cause__`` (converted in the ``except`` clauses only); an error of
+  the written operations themselves (an ``IntegrityError``, a
+  ``PromiseAlreadyCompleted``) stays as it is.
 
 The hot paths are plain ``conn.execute`` with fixed SQL: sqlite-utils'
 ``insert``/``upsert`` commit their own transaction, which would stop a journal
@@ -934,9 +940,13 @@ class SQLiteStore(StoreShortcuts):
                     results = self._apply_in_transaction(tx)
                     if self._ring is not None:  # a tool: the node learns of it at once
                         _file.ring_doorbell(self._ring)
-            except sqlite3.OperationalError as exc:
-                _raise_if_busy(conn, exc)
-                raise
+            except sqlite3.Error as exc:
+                if isinstance(exc, sqlite3.OperationalError):
+                    _raise_if_busy(conn, exc)
+                refused = self._refused(exc)
+                if refused is exc:
+                    raise
+                raise refused from exc
             stats = self._stats
             stats["transactions"] += 1
             stats["sync_writes"] += 1
@@ -1027,11 +1037,26 @@ class SQLiteStore(StoreShortcuts):
         if isinstance(exc, sqlite3.IntegrityError) or not isinstance(exc, sqlite3.Error):
             return None
         error = _file.store_error(self.path, self._file, exc, self._busy_timeout)
+        if self._closed:  # (closed meanwhile: no file to check)
+            return error
         try:
             self.check_file()
         except StoreError as gone:  # deleted or replaced while the node ran
             return gone
         return error
+
+    def _refused(self, exc: BaseException) -> BaseException:
+        """What the caller of a write that failed with ``exc`` gets: the
+        :class:`~garrison.StoreError` it means (:meth:`translate_error`: the disk is
+        full, the file damaged, deleted or read-only), naming the file, with ``exc`` as
+        its cause; ``exc`` itself when it is the written operations' own error (an
+        ``IntegrityError``, a ``PromiseAlreadyCompleted``). Only on a write's failure:
+        a commit that succeeds pays nothing for it."""
+        failed = self.translate_error(exc)
+        if failed is None or failed is exc:
+            return exc
+        failed.__cause__ = exc
+        return failed
 
     def commit(self, tx: Transaction) -> Coroutine[Any, Any, list[Any]]:
         """Commit ``tx`` by group commit (see ``_group_commit.py``); returns each
@@ -1122,7 +1147,7 @@ class SQLiteStore(StoreShortcuts):
             if isinstance(exc, sqlite3.OperationalError):
                 _raise_if_busy(conn, exc)
             if len(batch) == 1 or self._closed:  # (closed: no caller's own error)
-                fail_all(batch, exc)
+                fail_all(batch, self._refused(exc))
                 return
             stats["failed_batches"] += 1
             if not self._write_isolated(batch):
@@ -1152,12 +1177,12 @@ class SQLiteStore(StoreShortcuts):
                     except Exception as exc:
                         conn.execute("ROLLBACK TO request")
                         request.results = None
-                        request.error = exc
+                        request.error = self._refused(exc)
                     conn.execute("RELEASE request")
         except Exception as exc:
             if isinstance(exc, sqlite3.OperationalError):
                 _raise_if_busy(conn, exc)
-            fail_all(batch, exc)
+            fail_all(batch, self._refused(exc))
             return False
         except BaseException as exc:  # (a KeyboardInterrupt: it goes on, once)
             _end_open(conn)

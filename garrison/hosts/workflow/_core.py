@@ -526,6 +526,8 @@ class WorkflowCore(Caller, WorkflowScope):
             failed = StoreError(self.store.path,
                                 f"the store failed: {type(exc).__name__}: {exc}")
         self.store_error = failed
+        if failed is exc:  # (the store's own StoreError: its cause is the store's error)
+            raise failed
         raise failed from exc
 
     def record(self, tx: Transaction, seq: int, kind: JournalKind, name: str,
