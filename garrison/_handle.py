@@ -137,7 +137,10 @@ class WorkflowHandle:
 
     async def cancel(self) -> None:
         """Ask the workflow to stop: it sees ``WorkflowCancelled`` at its next durable
-        operation, may compensate, and ends ``cancelled``. Returns once requested."""
+        operation, may compensate, and ends ``cancelled``. Returns once the request is
+        in the store (a node that restarts resumes the workflow cancelled); a store that
+        refuses it (a full disk) raises ``StoreError`` naming the store and the
+        workflow, and nothing is requested (ask again once the store works)."""
         import trio
 
         self.host.node.check_run("WorkflowHandle.cancel()")

@@ -1,9 +1,11 @@
-"""What an operator asks of a workflow (a start, a signal, a send, a terminate, a
-promise's resolution, a retry, a schedule's change) while the store's disk is full.
+"""What an operator asks of a workflow (a start, a signal, a send, a cancel, a
+terminate, a promise's resolution, a retry, a schedule's change) while the store's
+disk is full.
 
 Each either is in the store when it returns, or raises ``garrison.StoreError`` naming
 the store and saying the disk is full (SQLite's own error as its cause), and leaves
-nothing in memory that the store did not take: a start refused shows no workflow, a
+nothing in memory that the store did not take: a cancel the store refused is not
+flagged (asked again, it is written again), a start refused shows no workflow, a
 signal refused is not in the inbox."""
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from _commit_faults import FullDisk
 
 import garrison
 from garrison import process, workflow
+from garrison.persistence import SQLiteStore
 
 
 async def waits(x: str) -> str:
@@ -45,6 +48,59 @@ def _says_the_disk_is_full(exc: BaseException, db: str) -> None:
         causes.append(cause)
         cause = cause.__cause__
     assert any(isinstance(c, sqlite3.OperationalError) for c in causes), causes
+
+
+async def test_a_cancel_the_store_refuses_raises_and_is_written_when_asked_again(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """nu397: ``handle.cancel()`` returned normally on a full disk, its request's write
+    failing unseen in the host's background writer (a log line): after a restart the
+    workflow ran on uncancelled, and a second ``cancel()`` on the same node did nothing
+    (the flag was set in memory). The request is committed before ``cancel()`` returns,
+    or it raises and nothing is flagged."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(waits, "w", id="w")
+        await trio.sleep(1)
+        assert node.workflow("w").status() == "waiting"
+        disk = FullDisk.of(node.hosts["workflows"].store)
+        disk.full = True
+        with pytest.raises(garrison.StoreError) as info:
+            await node.workflow("w").cancel()
+        _says_the_disk_is_full(info.value, db)
+        assert "cancel of workflow 'w' was not written" in str(info.value)
+        await trio.sleep(1)
+        assert node.workflow("w").status() == "waiting"  # nothing flagged: it waits on
+        disk.full = False
+    async with garrison.open_node(store=db) as node:  # the store never had it
+        await trio.sleep(1)
+        assert node.workflow("w").status() == "waiting"
+        disk = FullDisk.of(node.hosts["workflows"].store)
+        disk.full = True
+        with pytest.raises(garrison.StoreError):
+            await node.workflow("w").cancel()
+        disk.full = False
+        await node.workflow("w").cancel()  # asked again: written this time
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("w").result()
+    with SQLiteStore(db, lock=False) as store:
+        record = store.get_workflow("w")
+        assert record is not None and record.status == "cancelled"
+
+
+async def test_a_cancel_that_returned_is_in_the_store_at_once(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """A cancel that returned is committed: the store shows it before the workflow has
+    even run again (a node killed right then resumes it cancelled)."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(waits, "w", id="w")
+        await trio.sleep(1)
+        await node.workflow("w").cancel()
+        with SQLiteStore(db, lock=False) as store:
+            record = store.get_workflow("w")
+            assert record is not None and record.cancel_requested
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("w").result()
 
 
 async def test_actions_on_a_full_disk_raise_a_store_error_and_leave_nothing_half_done(
@@ -126,3 +182,44 @@ async def test_actions_on_a_full_disk_raise_a_store_error_and_leave_nothing_half
         await node.start_workflow(waits, "n", id="n")
         await node.send(node.workflow("n").pid, "go", 4)
         assert await node.workflow("n").result() == "n:4"
+
+
+async def test_on_postgresql_a_cancel_or_a_signal_the_server_refuses_is_a_store_error(
+        postgres_url: str, autojump_clock: Any) -> None:
+    """The same on PostgreSQL, its server refusing the writes as on a full disk
+    (``disk_full``): the cancel raises (it was only logged, the flag set in memory) and
+    so does the signal, each a StoreError naming the store and the server's reason, not
+    psycopg's own exception; nothing flagged or delivered; asked again once the server
+    takes writes, each is written."""
+    import psycopg
+
+    async with garrison.open_node(store=postgres_url) as node:
+        await node.start_workflow(waits, "w", id="w")
+        await trio.sleep(1)
+        path = node.hosts["workflows"].store.path
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(
+                "CREATE FUNCTION garrison.full_disk() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' "
+                "USING ERRCODE = 'disk_full'; END $$")
+            for table, op in (("workflows", "UPDATE"), ("inbox", "INSERT")):
+                admin.execute(f"CREATE TRIGGER full_disk BEFORE {op} ON garrison.{table} "
+                              "FOR EACH STATEMENT EXECUTE FUNCTION garrison.full_disk()")
+            try:
+                with pytest.raises(garrison.StoreError) as cancel:
+                    await node.workflow("w").cancel()
+                with pytest.raises(garrison.StoreError) as signal:
+                    await node.workflow("w").signal("go", 1)
+            finally:
+                for table in ("workflows", "inbox"):
+                    admin.execute(f"DROP TRIGGER full_disk ON garrison.{table}")
+        for info in (cancel, signal):
+            assert str(info.value).startswith(f"store {path!r}: "), str(info.value)
+            assert "No space left on device" in str(info.value), str(info.value)
+        assert "the cancel of workflow 'w' was not written" in str(cancel.value)
+        await trio.sleep(1)
+        assert node.workflow("w").status() == "waiting"
+        assert node.hosts["workflows"].store.pending_messages("w") == []
+        await node.workflow("w").cancel()
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("w").result()

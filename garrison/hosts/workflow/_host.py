@@ -1597,9 +1597,10 @@ class WorkflowHost:
 
     def request_cancel(self, wid: str, at: float | None = None) -> bool:
         """Flag the workflow cancelled; it sees ``WorkflowCancelled`` at its next durable
-        operation (the flag is committed shortly, by the write-soon task). ``at`` (unix
-        seconds): the cancel was asked then, while no node ran the workflow (its
-        parent's, found as the node resumed it): it comes in its place in time, as
+        operation (the flag is committed shortly, by the write-soon task, which can only
+        log a failure: ``handle.cancel()`` commits first, see :meth:`cancel_workflow`).
+        ``at`` (unix seconds): the cancel was asked then, while no node ran the workflow
+        (its parent's, found as the node resumed it): it comes in its place in time, as
         ``WorkflowCore.cancel_at`` says."""
         if self.client or (self.ownership is not None and wid not in self.active):
             if self.end_pending_stored(wid, WorkflowStatus.CANCELLED, cancelled_error(wid)):
@@ -1611,15 +1612,20 @@ class WorkflowHost:
         if not wf.cancel_requested and wf.cancel_at is None:  # (asked before: it stands)
             self.write_soon(Transaction().request_cancel(
                 wid, time=self.clock.now() if at is None else at))
-            if at is not None and not self.queue.holds(wf):  # (one that never ran: at once)
-                wf.cancel_at = at
-                self.cancel_children(wf, at)
-            else:
-                wf.cancel_requested = True
-                self.cancel_children(wf)
-                self.queue.cancelled(wf)  # waiting in the queue: it ends at once
+            self._flag_cancel(wf, at)
         wf.wake()
         return True
+
+    def _flag_cancel(self, wf: WorkflowInstance, at: float | None = None) -> None:
+        """What :meth:`request_cancel` does in memory, its request written (or on its
+        way to the store)."""
+        if at is not None and not self.queue.holds(wf):  # (one that never ran: at once)
+            wf.cancel_at = at
+            self.cancel_children(wf, at)
+        else:
+            wf.cancel_requested = True
+            self.cancel_children(wf)
+            self.queue.cancelled(wf)  # waiting in the queue: it ends at once
 
     def _exists_as_another(self, wid: str, name: str, plain_input: list[Any]) -> None:
         """A start of ``name`` with ``plain_input`` found ``wid`` taken: it returns that
@@ -1680,9 +1686,12 @@ class WorkflowHost:
             return None
 
     async def cancel_workflow(self, wid: str) -> bool:
-        """``handle.cancel()``: :meth:`request_cancel`, returning once it is committed.
-        For a workflow another node runs (or a client's), the store is read and written
-        in a worker thread: a slow database holds up the caller, not the event loop."""
+        """``handle.cancel()``: :meth:`request_cancel`, returning once it is committed;
+        here the request is committed first and flagged in memory after, so that a
+        request the store refuses raises its :class:`~garrison.StoreError` and leaves
+        nothing flagged. For a workflow another node runs (or a client's), the store is
+        read and written in a worker thread: a slow database holds up the caller, not
+        the event loop."""
         if self.client or (self.ownership is not None and wid not in self.active):
             # (read, and a workflow that never ran ended at once, in a worker thread:
             # written only if no live node, this one included, claimed it; claimed
@@ -1708,12 +1717,32 @@ class WorkflowHost:
             self._claimed_meanwhile(wid)
             return cancelled
         wf = self.active.get(wid)
-        held = wf is not None and self.queue.holds(wf)
-        if not self.request_cancel(wid):
+        if wf is None:
             return False
-        if not self.client:
-            await self.committed_soon()
-        if held and wf is not None and wf.wid in self.queue.ending:
+        if wf.cancel_requested or wf.cancel_at is not None:  # asked before: it stands
+            wf.wake()
+            await self.committed_soon()  # (its request, if on its way to the store)
+            return True
+        # Committed before it is flagged in memory: a cancel that returns is in the store
+        # (a node that restarts resumes the workflow cancelled), and one the store
+        # refuses raises and flags nothing (asked again, it is written again). (Not
+        # through ``write_soon``, whose writer can only log a failure.)
+        try:
+            await self.store.commit(Transaction().request_cancel(wid, time=self.clock.now()))
+        except StoreError as exc:
+            if isinstance(exc, WorkflowMoved):  # (it names the workflow, and says why)
+                raise
+            where = self.store.path if self.store.path is not None else "<memory>"
+            why = str(exc).removeprefix(f"store {where!r}: ")
+            raise StoreError(self.store.path, f"the cancel of workflow {wid!r} was not "
+                             f"written: {why}; it is not cancelled") from exc
+        if self.active.get(wid) is not wf:  # it ended (or moved) meanwhile
+            return True
+        held = self.queue.holds(wf)
+        if not wf.cancel_requested and wf.cancel_at is None:  # (or asked meanwhile)
+            self._flag_cancel(wf)
+        wf.wake()
+        if held and wf.wid in self.queue.ending:
             await wf.exited.wait()  # waiting in the queue: it has ended when this returns
         return True
 
