@@ -82,11 +82,13 @@ class WorkflowHandle:
     def status(self) -> WorkflowStatus:
         """``pending``, ``running``, ``sleeping``, ``waiting``, ``blocked``,
         ``completed``, ``failed`` or ``cancelled``."""
+        self.host.node.check_thread("WorkflowHandle.status()")
         with self._store_open("read the status of"):
             return self.host.status(self.workflow_id)
 
     def history(self) -> list[JournalRecord]:
         """The journal: records with ``.seq``, ``.kind``, ``.name``, ``.outcome``, ``.time``."""
+        self.host.node.check_thread("WorkflowHandle.history()")
         with self._store_open("read the history of"):
             self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
             return self.host.store.journal(self.workflow_id)
@@ -183,6 +185,7 @@ class WorkflowHandle:
         """A value the workflow stored with ``workflow.set_state`` (committed ones);
         ``default`` for a key it has not set, ``NoSuchWorkflow`` for an unknown id."""
         check_state_key(key, "WorkflowHandle.state()")
+        self.host.node.check_thread("WorkflowHandle.state()")
         with self._store_open(f"read state {key!r} of"):
             self.host.status(self.workflow_id)  # NoSuchWorkflow for an unknown id
             return self.host.store.get_state(self.workflow_id, key, default)
@@ -228,6 +231,7 @@ class PromiseHandle:
     def status(self) -> str:
         """``pending``, ``resolved`` or ``rejected`` (``pending`` if not declared yet);
         ``NoSuchWorkflow`` for an unknown workflow id."""
+        self.handle.host.node.check_thread("PromiseHandle.status()")
         self.handle.host.status(self.handle.workflow_id)  # NoSuchWorkflow if unknown
         rec = self.handle.host.store.get_promise(self.handle.workflow_id, self.name)
         return "pending" if rec is None else str(rec.status)

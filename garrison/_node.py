@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from functools import partial
@@ -294,11 +295,13 @@ class Node:
     def lookup(self, name: str) -> Pid | None:
         """The pid registered under ``name`` (or running a service of that entry id),
         or ``None``."""
+        self._router.check_thread("node.lookup()")
         return self._router.lookup(name)
 
     def services(self) -> list[ServiceInfo]:
         """A snapshot of every ``process.service`` of the config: id, status, pid,
         restarts since the last stable run, last error."""
+        self._router.check_thread("node.services()")
         services = self._router.services
         return services.info() if services is not None else []
 
@@ -343,6 +346,7 @@ class Node:
         their number).
         """
         router = self._router
+        router.check_thread("node.stats()")
         live = sum(host.live_count() for host in self.hosts.values())
         queued = largest = 0
         at: Pid | None = None
@@ -380,6 +384,7 @@ class Node:
         >>> node.process_info("counter").queued
         0
         """
+        self._router.check_thread("node.process_info()")
         pid = self._router.resolve(pid)
         host = self._router.host(pid.host)
         if not hasattr(host, "process_info"):
@@ -397,6 +402,7 @@ class Node:
         >>> [info.label for info in node.processes()]   # doctest: +SKIP
         ['garrison.services', 'kv_store', 'ticker']
         """
+        self._router.check_thread("node.processes()")
         return [info for host in self.hosts.values() if hasattr(host, "process_infos")
                 for info in host.process_infos()]
 
@@ -404,6 +410,7 @@ class Node:
         """``to`` as a pid: a pid stays itself; a string with a ``/`` is a pid's text
         form (``str(pid)``, e.g. ``"workflows/order-17"``); any other string is a
         registered name (or a service's entry id)."""
+        self._router.check_thread("node.resolve()")
         return self._router.resolve(to)
 
     # ================================================================== lifecycle
@@ -615,6 +622,7 @@ class Node:
 
         if self._closed:  # (its stores are closed: not their bare "is closed")
             raise RuntimeError(f"cannot list workflows: {self._closed_text()}")
+        self._router.check_thread("node.workflows()")
         h = self._workflow_host(host)
         if status is not None and not isinstance(status, str | Iterable):
             raise TypeError(f"node.workflows(status=...) takes a status or several (a list), "
@@ -691,6 +699,7 @@ class Node:
 
         if self._closed:
             raise RuntimeError(f"cannot list schedules: {self._closed_text()}")
+        self._router.check_thread("node.schedules()")
         if host is not None:
             return [as_shown(r) for r in self._workflow_host(host).store.schedules()]
         every = [as_shown(record) for h in self._workflow_hosts()
@@ -710,6 +719,7 @@ class Node:
         from ._schedule_handle import ScheduleHandle
 
         check_schedule_id(id)  # (as node.schedule and garrison schedules check it)
+        self._router.check_thread("node.schedule_handle()")
         if host is None:
             return ScheduleHandle(self._schedule_host(id), id)
         return ScheduleHandle(self._workflow_host(host), id)
@@ -907,6 +917,7 @@ class Node:
         On a SQLite store (one node per store) just this node."""
         from .cluster import ClusterNode
 
+        self._router.check_thread("node.cluster()")
         host = self._workflow_host(None)
         member = host.ownership
         if member is not None:
@@ -932,6 +943,7 @@ class Node:
         durable point and take no new work (what SIGTERM does to a clustered
         ``garrison run``); :meth:`drained` waits until none is left. A drain asked from
         outside (``garrison nodes drain NAME``, another node) calls this too."""
+        self._router.check_thread("node.drain()")
         if self._draining:
             return
         self._draining = True
@@ -1034,6 +1046,7 @@ async def running_node(node: Node) -> AsyncIterator[Node]:
     """:func:`open_node`'s body: run ``node`` for the duration of the ``async with``
     block (``garrison run`` holds the node before it starts, to interrupt its start)."""
     node._router.trio_token = trio.lowlevel.current_trio_token()
+    node._router.thread = threading.get_ident()
     token = _current_node.set(node)
     try:
         async with trio.open_nursery() as nursery:

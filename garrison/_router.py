@@ -12,6 +12,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import sys
+import threading
 import types
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -45,6 +47,11 @@ EXIT_MEMORY = 10_000
 BRIDGE_HINT = "see README, 'From an asyncio or a threaded app'"
 
 
+#: how asyncio code reaches a node (``trio.from_thread.run`` made in an async handler
+#: would hold the asyncio loop, every other request with it, until it returns)
+ASYNCIO_BRIDGE = "`await runner.call(fn)` (NodeThread of examples/asyncio_app.py)"
+
+
 def not_in_trio(doing: str) -> RuntimeError:
     """The error of ``doing`` (``"node.start_workflow()"``) called outside any trio run:
     from asyncio, say, where trio's own calls fail deep inside with an unrelated error."""
@@ -52,6 +59,19 @@ def not_in_trio(doing: str) -> RuntimeError:
         f"{doing} must be called inside a trio run: garrison runs on trio, and this call "
         f"is in none (from asyncio? run the node in a trio thread and call it through "
         f"trio.from_thread.run(fn, trio_token=node.trio_token); {BRIDGE_HINT})")
+
+
+def _on_asyncio_loop() -> bool:
+    """True if an asyncio event loop runs in the calling thread (asyncio not imported:
+    none does)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class Router:
@@ -84,6 +104,9 @@ class Router:
         #: the trio run the node runs in (set as it opens): its async API is called from
         #: there only (the public ``Node.trio_token``)
         self.trio_token: trio.lowlevel.TrioToken | None = None
+        #: the ident of that run's thread (set as it opens): its sync API, which reads
+        #: the live tables, is called from there only (see :meth:`check_thread`)
+        self.thread: int | None = None
 
     def check_run(self, doing: str) -> None:
         """``RuntimeError`` unless the caller runs in this node's trio run: called from
@@ -98,6 +121,29 @@ class Router:
             raise not_in_trio(doing) from None
         if here is not self.trio_token:
             raise self.other_run(doing)
+
+    def check_thread(self, doing: str) -> None:
+        """``RuntimeError`` unless the caller runs in this node's thread (or the node is
+        not open, or closed: nothing then changes its tables). The node's tables (its
+        processes, inboxes, workflows in memory) are dicts its own thread changes as it
+        runs, with no lock: walked from another thread (asyncio's, a threadpool's) they
+        change under the walk, and now and then it fails (``dictionary changed size
+        during iteration``) or reads half a change. Called at the entry of a sync method
+        that reads them, before it reads: one compare."""
+        if threading.get_ident() != self.thread and self.thread is not None \
+                and not self.public._closed:
+            raise self.other_thread(doing)
+
+    def other_thread(self, doing: str) -> RuntimeError:
+        """The error of ``doing`` called from a thread that is not the node's."""
+        how = (f"from asyncio, make it inside fn of {ASYNCIO_BRIDGE}" if _on_asyncio_loop()
+               else "from a thread, call trio.from_thread.run_sync(fn, "
+                    "trio_token=node.trio_token), fn a function that makes this call")
+        return RuntimeError(
+            f"{doing}: node {self.public.name!r} runs in another thread (its trio run's), "
+            f"and its tables are read from that thread only (from another, they change "
+            f"under the read: 'dictionary changed size during iteration', now and then): "
+            f"{how}; {BRIDGE_HINT}")
 
     def other_run(self, doing: str) -> RuntimeError:
         """The error of ``doing`` called from a trio run that is not the node's."""

@@ -41,6 +41,7 @@ class ScheduleHandle:
         """The schedule as stored (spec, ``paused``, ``next_tick``, ``last_workflow``...;
         ``next_tick`` is ``None`` while it is paused); :class:`~garrison.NoSuchSchedule`
         if it was deleted."""
+        self.host.node.check_thread("ScheduleHandle.info()")
         with self._store_open("read"):
             return as_shown(self.host.scheduler.get(self.schedule_id))
 

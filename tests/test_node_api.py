@@ -568,6 +568,78 @@ def test_a_node_used_from_another_trio_run_is_refused_before_it_acts(tmp_path: P
             (["r1"], "r1 approved by ann")  # nothing of the refused calls was done
 
 
+def test_a_node_s_sync_methods_refuse_another_thread(tmp_path: Path) -> None:
+    """nu-403: the node's sync methods (``processes()``, ``stats()``, a handle's
+    ``status()``...) read its live tables unchecked from any thread, where its async
+    ones refuse another run: from asyncio's thread or a threadpool's they raced the
+    node's own changes, and once in ~21,000 calls raised ``dictionary changed size
+    during iteration``. Each refuses another thread now, before it reads, saying how to
+    reach the node (from asyncio: NodeThread.call); from the node's thread they work;
+    a node that has stopped still says so (its store is closed) from any thread."""
+    with _node_in_a_thread(str(tmp_path / "t.db")) as node:
+        async def setup() -> garrison.ScheduleHandle:
+            await node.start_workflow(app.approval, "r1", id="r1")
+            return await node.schedule("s", app.approval, "x", every="1h")
+
+        nightly = trio.from_thread.run(setup, trio_token=node.trio_token)
+        handle = node.workflow("r1")  # (a handle is made anywhere: it reads nothing)
+        calls = {
+            "node.processes()": node.processes,
+            "node.stats()": node.stats,
+            "node.services()": node.services,
+            "node.lookup()": lambda: node.lookup("nobody"),
+            "node.resolve()": lambda: node.resolve("nobody"),
+            "node.process_info()": lambda: node.process_info("processes/1"),
+            "node.workflows()": node.workflows,
+            "node.schedules()": node.schedules,
+            "node.schedule_handle()": lambda: node.schedule_handle("s"),
+            "node.cluster()": node.cluster,
+            "node.drain()": node.drain,
+            "WorkflowHandle.status()": handle.status,
+            "WorkflowHandle.history()": handle.history,
+            "WorkflowHandle.state()": lambda: handle.state("k"),
+            "PromiseHandle.status()": handle.promise("p").status,
+            "ScheduleHandle.info()": nightly.info,
+        }
+        for doing, call in calls.items():
+            with pytest.raises(RuntimeError) as caught:  # (a thread of the app's)
+                call()
+            assert str(caught.value) == (
+                f"{doing}: node {node.name!r} runs in another thread (its trio run's), and "
+                "its tables are read from that thread only (from another, they change "
+                "under the read: 'dictionary changed size during iteration', now and "
+                "then): from a thread, call trio.from_thread.run_sync(fn, "
+                "trio_token=node.trio_token), fn a function that makes this call; see "
+                "README, 'From an asyncio or a threaded app'"), caught.value
+
+        async def on_asyncio() -> str:  # (an async FastAPI handler's)
+            try:
+                node.stats()
+            except RuntimeError as exc:
+                return str(exc)
+            return "no error"
+
+        assert asyncio.run(on_asyncio()).endswith(
+            "then): from asyncio, make it inside fn of `await runner.call(fn)` (NodeThread "
+            "of examples/asyncio_app.py); see README, 'From an asyncio or a threaded app'")
+
+        def read() -> dict[str, object]:  # (in the node's thread: they answer)
+            return {doing: call() for doing, call in calls.items()
+                    if doing not in ("node.process_info()", "node.resolve()",
+                                     "node.drain()")}
+
+        seen = trio.from_thread.run_sync(read, trio_token=node.trio_token)
+        assert seen["node.lookup()"] is None and seen["node.processes()"] == []
+        assert [w.workflow_id for w in seen["node.workflows()"]] == ["r1"]
+        assert seen["WorkflowHandle.status()"] == "waiting"
+        assert seen["PromiseHandle.status()"] == "pending"
+    with pytest.raises(RuntimeError, match=r"^cannot read the history of workflow 'r1': "
+                       r"node .* has stopped, and its store with it"):
+        handle.history()  # (stopped: from any thread, what it said before)
+    with pytest.raises(RuntimeError, match=r"^cannot list workflows: node .* is closed"):
+        node.workflows()
+
+
 def test_garrison_from_asyncio_says_it_runs_on_trio() -> None:
     """Under asyncio ``open_node`` failed deep inside trio (``'RunContext' object has no
     attribute 'runner'``), a node's async API with trio's bare ``must be called from

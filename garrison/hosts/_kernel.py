@@ -289,6 +289,12 @@ class NodeContext(Protocol):
         run (a handle's async method called from another thread's run, or asyncio)."""
         ...
 
+    def check_thread(self, doing: str) -> None:
+        """``RuntimeError`` naming ``doing`` unless the caller runs in the node's thread
+        (a handle's sync method, which reads the node's live tables, called from
+        asyncio's thread or a threadpool's); none once the node has closed."""
+        ...
+
     def resolve(self, to: Pid | str) -> Pid:
         """A pid, its text form, a registered name or a service's entry id, as a pid."""
         ...
