@@ -13,8 +13,8 @@ server cancels its handler (Starlette does not), and servers let requests under 
 end before the app's shutdown stops the node: bound each wait a request makes. A node
 that cannot open (its store is held by another process: ``StoreLocked``) raises from
 ``start()`` instead of leaving the app waiting. Start it in the app's startup and stop
-it in its shutdown (an ASGI lifespan: ``start()``, then ``try: yield`` and ``stop()``
-in the ``finally``).
+it in its shutdown (an ASGI lifespan: ``start()``, then ``try: yield`` and ``await
+aclose()`` in the ``finally``: ``stop()`` off the loop).
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ async def approval(request: str) -> str:
 
 class NodeThread:
     """A garrison node in a thread of its own, used from asyncio. ``start()`` it (again
-    after ``stop()`` if you like: a test client per test), ``call()`` into it, ``stop()``
-    it; a call made while or after it stops gets an error, never a wait for ever."""
+    after ``stop()`` if you like: a test client per test), ``call()`` into it, ``aclose()``
+    it (or ``stop()`` from a thread); a call made while or after it stops gets an error,
+    never a wait for ever."""
 
     def __init__(self, **node_options: Any) -> None:
         self._options = node_options
@@ -170,9 +171,10 @@ class NodeThread:
         return done
 
     def stop(self) -> None:
-        """Stop the node (its workflows resume from the store on the next start); what
-        made it fail while it ran, if something did, is raised. Once stopped, a second
-        stop does nothing."""
+        """Stop the node (its workflows resume from the store on the next start) and wait
+        for it, in a sync call (a thread, a script, a test); on the asyncio loop ``await
+        aclose()``. What made it fail while it ran, if something did, is raised. Once
+        stopped, a second stop does nothing."""
         thread = self._thread
         if thread is None:
             return
@@ -182,6 +184,12 @@ class NodeThread:
         self._thread = None
         if self._failed:
             raise self._failed[0]
+
+    async def aclose(self) -> None:
+        """``stop()`` in a worker thread, from asyncio: a node takes a while to stop (one
+        holding 20,000 waiting workflows: seconds), and the loop (a second Ctrl-C, the
+        other requests) runs on meanwhile. Cancelled, the stop goes on in its thread."""
+        await asyncio.to_thread(self.stop)
 
 
 async def main(store: str | None = None) -> list[str]:
@@ -206,7 +214,7 @@ async def main(store: str | None = None) -> list[str]:
         print(f"  req-gone is still {status} (its request was cancelled)")
         results.append(status)
     finally:
-        runner.stop()
+        await runner.aclose()  # (off the loop: a node may take seconds to stop)
     return results
 
 

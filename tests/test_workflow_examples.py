@@ -402,3 +402,39 @@ def test_asyncio_app_call_runs_in_the_callers_context(asyncio_app: ModuleType) -
             runner.stop()
 
     assert asyncio.run(main()) == ["req-1", "req-2", "-"]
+
+
+async def _slow_to_stop() -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(1)  # (as a node holding 20,000 workflows takes seconds)
+
+
+def test_asyncio_app_stops_its_node_off_the_asyncio_loop(asyncio_app: ModuleType) -> None:
+    """nu-403: README's lifespan called ``runner.stop()`` on the asyncio loop: a node
+    slow to stop (20,000 waiting workflows: 8.5 s) froze the loop, a second Ctrl-C
+    included. ``await runner.aclose()`` stops it in a worker thread: the loop runs on."""
+    async def main() -> int:
+        runner = asyncio_app.NodeThread(store=None)
+        node = runner.start()
+        await runner.call(node.spawn, _slow_to_stop)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.ensure_future(tick())
+        await asyncio.sleep(0)
+        try:
+            await runner.aclose()
+        finally:
+            ticker.cancel()
+        return ticks
+
+    assert asyncio.run(main()) >= 3  # (stop() on the loop: 0, it ran no tick meanwhile)
+
