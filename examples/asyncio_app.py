@@ -14,7 +14,9 @@ end before the app's shutdown stops the node: bound each wait a request makes. A
 that cannot open (its store is held by another process: ``StoreLocked``) raises from
 ``start()`` instead of leaving the app waiting. Start it in the app's startup and stop
 it in its shutdown (an ASGI lifespan: ``start()``, then ``try: yield`` and ``await
-aclose()`` in the ``finally``: ``stop()`` off the loop).
+aclose()`` in the ``finally``: ``stop()`` off the loop). A node whose run ends on its
+own (a process let a ``KeyboardInterrupt`` out) reads ``alive`` False and its cause in
+``error`` (a health check); later calls name it.
 """
 
 from __future__ import annotations
@@ -39,16 +41,44 @@ async def approval(request: str) -> str:
     return f"{request}: " + ("expired" if msg is None else f"approved by {msg.payload}")
 
 
+def _as_exception(error: BaseException, what: str) -> Exception:
+    """``error`` if it is an ``Exception``; else (``SystemExit``, ``KeyboardInterrupt``, a
+    ``BaseExceptionGroup``) a ``RuntimeError`` naming it, chained from it: asyncio
+    re-raises a ``SystemExit`` or ``KeyboardInterrupt`` a task lets through out of its
+    loop, which would end the whole app."""
+    if isinstance(error, Exception):
+        return error
+    wrapped = RuntimeError(f"{what} {error!r} (given as a RuntimeError: raised as is, a "
+                           "SystemExit or KeyboardInterrupt would end the asyncio loop, "
+                           "every request with it)")
+    wrapped.__cause__ = error
+    return wrapped
+
+
 class NodeThread:
     """A garrison node in a thread of its own, used from asyncio. ``start()`` it (again
     after ``stop()`` if you like: a test client per test), ``call()`` into it, ``aclose()``
     it (or ``stop()`` from a thread); a call made while or after it stops gets an error,
-    never a wait for ever."""
+    never a wait for ever. ``alive`` and ``error`` say whether it runs (a health check)."""
 
     def __init__(self, **node_options: Any) -> None:
         self._options = node_options
         self._thread: threading.Thread | None = None
+        self._failed: list[BaseException] = []
+        self._open = False  # (the node's nursery takes calls: see call())
         self.node: garrison.Node | None = None
+
+    @property
+    def alive(self) -> bool:
+        """True while the node runs and takes calls: started, not stopped, not failed."""
+        return self._open
+
+    @property
+    def error(self) -> BaseException | None:
+        """What ended the node's run on its own (a process let a ``KeyboardInterrupt`` or
+        ``SystemExit`` out, its store failed...), ``None`` while it runs or if it did not
+        fail. Kept after ``stop()``, until the next ``start()``."""
+        return self._failed[0] if self._failed else None
 
     def start(self) -> garrison.Node:
         """Open the node in its thread; its error (``StoreLocked``, ...) if it cannot."""
@@ -56,8 +86,8 @@ class NodeThread:
             raise RuntimeError("this NodeThread runs already: stop() it before starting "
                                "it again")
         self._ready = threading.Event()
-        self._failed: list[BaseException] = []
-        self._open = False  # (the node's nursery takes calls: see call())
+        self._failed = []  # (a new run: the last one's error is gone)
+        self._open = False
         self._thread = threading.Thread(target=trio.run, args=(self._serve,), daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -98,13 +128,13 @@ class NodeThread:
         not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``, a nursery's
         ``BaseExceptionGroup``) comes as a ``RuntimeError`` naming it, chained from it:
         asyncio re-raises a ``SystemExit`` or ``KeyboardInterrupt`` a task lets through
-        out of its loop, which would end the whole app for one request."""
+        out of its loop, which would end the whole app for one request. A call the node
+        cannot take (stopped, or failed: then named) is an error, never a wait for ever."""
+        name = getattr(fn, "__qualname__", repr(fn))
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
-        stopped = RuntimeError("the node has stopped (NodeThread.stop, or it failed): "
-                               "start() it again to call into it")
         if self._thread is None or not self._open:  # (never started: no node yet)
-            done.set_exception(stopped if self.node is not None else
+            done.set_exception(self._stopped() if self.node is not None else
                                RuntimeError("the node is not started: start() it first"))
             return done
         scope = trio.CancelScope()
@@ -133,16 +163,8 @@ class NodeThread:
                                    if isinstance(exc, BaseExceptionGroup) else
                                    (exc, None) if isinstance(exc, trio.Cancelled) else
                                    (None, exc))
-                if error is not None and not isinstance(error, Exception):
-                    name = getattr(fn, "__qualname__", repr(fn))
-                    wrapped = RuntimeError(
-                        f"NodeThread.call of {name} raised {error!r} (given as a "
-                        "RuntimeError: raised as is, a SystemExit or KeyboardInterrupt "
-                        "would end the asyncio loop, every request with it)")
-                    wrapped.__cause__ = error
-                    error = wrapped
                 if error is not None:
-                    tell(None, error)
+                    tell(None, _as_exception(error, f"NodeThread.call of {name} raised"))
                 if stopping is exc:
                     raise
                 if stopping is not None:
@@ -151,12 +173,13 @@ class NodeThread:
                 tell(None, RuntimeError("the node stopped before the call ended"))
 
         def begin() -> None:  # (in the node's run: its nursery may have closed since)
+            if not self._open:
+                tell(None, self._stopped())
+                return
             try:
-                if not self._open:
-                    raise stopped
                 context.run(self._nursery.start_soon, run)  # (run copies the caller's)
             except RuntimeError:  # (closed: "Nursery is closed to new arrivals")
-                tell(None, stopped)
+                tell(None, self._stopped())
 
         def cancel_run(_future: asyncio.Future[Any]) -> None:
             with contextlib.suppress(trio.RunFinishedError):
@@ -165,16 +188,30 @@ class NodeThread:
         try:
             self._token.run_sync_soon(begin)
         except trio.RunFinishedError:  # (it stopped just now)
-            done.set_exception(stopped)
+            done.set_exception(self._stopped())
             return done
         done.add_done_callback(cancel_run)
         return done
 
+    def _stopped(self) -> RuntimeError:
+        """The error of a call the node cannot take: it stopped, or failed (then named,
+        and chained from what failed it)."""
+        error = self.error
+        if error is None:
+            return RuntimeError("the node has stopped (NodeThread.stop, or it failed): "
+                                "start() it again to call into it")
+        stopped = RuntimeError(f"the node has stopped: it failed with {error!r} "
+                               "(NodeThread.error); stop() it, then start() it again to "
+                               "call into it")
+        stopped.__cause__ = error
+        return stopped
+
     def stop(self) -> None:
         """Stop the node (its workflows resume from the store on the next start) and wait
         for it, in a sync call (a thread, a script, a test); on the asyncio loop ``await
-        aclose()``. What made it fail while it ran, if something did, is raised. Once
-        stopped, a second stop does nothing."""
+        aclose()``. What made it fail while it ran, if something did (``error``), is
+        raised, a ``BaseException`` as a ``RuntimeError`` chained from it (as ``call``
+        gives one). Once stopped, a second stop does nothing."""
         thread = self._thread
         if thread is None:
             return
@@ -183,7 +220,7 @@ class NodeThread:
         thread.join()
         self._thread = None
         if self._failed:
-            raise self._failed[0]
+            raise _as_exception(self._failed[0], "the node failed with")
 
     async def aclose(self) -> None:
         """``stop()`` in a worker thread, from asyncio: a node takes a while to stop (one

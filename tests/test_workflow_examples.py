@@ -404,6 +404,64 @@ def test_asyncio_app_call_runs_in_the_callers_context(asyncio_app: ModuleType) -
     assert asyncio.run(main()) == ["req-1", "req-2", "-"]
 
 
+async def _one() -> int:
+    return 1
+
+
+async def _interrupts() -> None:
+    await trio.sleep(0)
+    raise KeyboardInterrupt  # (README: a process letting it out stops the node, as Ctrl-C)
+
+
+def test_asyncio_app_tells_the_app_its_node_died_and_why(asyncio_app: ModuleType) -> None:
+    """nu-403: a node whose run ended on its own (a process let a KeyboardInterrupt out)
+    left the app unaware: ``NodeThread`` had no public way to see it, every later call
+    said "the node has stopped (NodeThread.stop, or it failed)" without the cause, and
+    ``stop()`` raised the bare KeyboardInterrupt into the ASGI lifespan (where ``call``
+    gives a BaseException as a RuntimeError). ``alive`` and ``error`` say it now (a
+    health check), a later call names the cause and is chained from it, ``stop()``
+    raises a RuntimeError from it, as ``call`` does."""
+    async def main() -> list[str]:
+        runner = asyncio_app.NodeThread(store=None)
+        seen = [f"before start: alive={runner.alive} error={runner.error!r}"]
+        node = runner.start()
+        seen.append(f"started: alive={runner.alive} error={runner.error!r}")
+        await runner.call(node.spawn, _interrupts)
+        for _ in range(3000):  # (its run ends at once: 30 s at most on a busy machine)
+            if not runner.alive:
+                break
+            await asyncio.sleep(0.01)
+        seen.append(f"died: alive={runner.alive} error={runner.error!r}")
+        try:
+            await runner.call(_one)
+        except RuntimeError as exc:
+            seen.append(f"a call: {exc} (from {exc.__cause__!r})")
+        try:
+            await runner.aclose()
+        except RuntimeError as exc:
+            seen.append(f"stop: {exc} (from {exc.__cause__!r})")
+        seen.append(f"stopped: alive={runner.alive} error={runner.error!r}")
+        await runner.aclose()  # (a second stop does nothing)
+        runner.start()  # (a new run: its error is gone)
+        seen.append(f"again: alive={runner.alive} error={runner.error!r} "
+                    f"{await runner.call(_one)}")
+        await runner.aclose()
+        return seen
+
+    assert asyncio.run(main()) == [
+        "before start: alive=False error=None",
+        "started: alive=True error=None",
+        "died: alive=False error=KeyboardInterrupt()",
+        "a call: the node has stopped: it failed with KeyboardInterrupt() (NodeThread.error); "
+        "stop() it, then start() it again to call into it (from KeyboardInterrupt())",
+        "stop: the node failed with KeyboardInterrupt() (given as a RuntimeError: raised as "
+        "is, a SystemExit or KeyboardInterrupt would end the asyncio loop, every request "
+        "with it) (from KeyboardInterrupt())",
+        "stopped: alive=False error=KeyboardInterrupt()",
+        "again: alive=True error=None 1",
+    ]
+
+
 async def _slow_to_stop() -> None:
     try:
         await trio.sleep_forever()
