@@ -129,9 +129,17 @@ class NodeThread:
         ``BaseExceptionGroup``) comes as a ``RuntimeError`` naming it, chained from it:
         asyncio re-raises a ``SystemExit`` or ``KeyboardInterrupt`` a task lets through
         out of its loop, which would end the whole app for one request. A call the node
-        cannot take (stopped, or failed: then named) is an error, never a wait for ever."""
+        cannot take (stopped, or failed: then named) is an error, never a wait for ever.
+
+        Made on the app's asyncio loop only (``RuntimeError`` elsewhere, saying so): from
+        a thread of your own (a sync endpoint's, in a threadpool) use
+        ``trio.from_thread.run(fn, *args, trio_token=runner.node.trio_token)``; inside
+        the node (``fn`` itself, a process, an activity) await ``fn`` directly."""
         name = getattr(fn, "__qualname__", repr(fn))
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # (asyncio's bare "no running event loop": say where to call)
+            raise self._off_the_loop(name) from None
         done: asyncio.Future[Any] = loop.create_future()
         if self._thread is None or not self._open:  # (never started: no node yet)
             done.set_exception(self._stopped() if self.node is not None else
@@ -205,6 +213,21 @@ class NodeThread:
                                "call into it")
         stopped.__cause__ = error
         return stopped
+
+    def _off_the_loop(self, name: str) -> RuntimeError:
+        """The error of ``call`` made where no asyncio loop runs."""
+        with contextlib.suppress(RuntimeError):  # (in no trio run either)
+            if self._thread is not None and \
+                    trio.lowlevel.current_trio_token() is self._token:
+                return RuntimeError(
+                    f"NodeThread.call({name}) is made inside the node's own trio run (a "
+                    f"call's fn, a process, an activity): await {name}(...) there directly")
+        return RuntimeError(
+            f"NodeThread.call({name}) is awaited on the app's asyncio loop (in an async "
+            "handler), and this thread runs none: from a thread of your own (a sync "
+            "endpoint's, in a threadpool) call trio.from_thread.run(fn, *args, "
+            "trio_token=runner.node.trio_token), which holds that thread until fn "
+            "returns; see README, 'From an asyncio or a threaded app'")
 
     def stop(self) -> None:
         """Stop the node (its workflows resume from the store on the next start) and wait

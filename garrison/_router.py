@@ -57,8 +57,11 @@ def not_in_trio(doing: str) -> RuntimeError:
     from asyncio, say, where trio's own calls fail deep inside with an unrelated error."""
     return RuntimeError(
         f"{doing} must be called inside a trio run: garrison runs on trio, and this call "
-        f"is in none (from asyncio? run the node in a trio thread and call it through "
-        f"trio.from_thread.run(fn, trio_token=node.trio_token); {BRIDGE_HINT})")
+        f"is in none (from asyncio? run the node in a thread of its own and await "
+        f"runner.call(fn) (NodeThread of examples/asyncio_app.py), fn an async function "
+        f"that makes this call; from a thread of your own (not the asyncio loop's: it "
+        f"would hold the loop until fn returns), trio.from_thread.run(fn, "
+        f"trio_token=node.trio_token); {BRIDGE_HINT})")
 
 
 def _on_asyncio_loop() -> bool:

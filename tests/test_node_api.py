@@ -643,14 +643,21 @@ def test_a_node_s_sync_methods_refuse_another_thread(tmp_path: Path) -> None:
 def test_garrison_from_asyncio_says_it_runs_on_trio() -> None:
     """Under asyncio ``open_node`` failed deep inside trio (``'RunContext' object has no
     attribute 'runner'``), a node's async API with trio's bare ``must be called from
-    async context``: both name the cause now. README's bridge from asyncio works."""
+    async context``: both name the cause now. README's bridge from asyncio works.
+    (nu-403: it pointed asyncio code at ``trio.from_thread.run``, which made in an async
+    handler holds the loop until it returns: NodeThread.call now.)"""
     async def opens() -> None:
         async with garrison.open_node():
             pass
 
     with pytest.raises(RuntimeError, match=r"^garrison.open_node\(\) must be called inside "
                        r"a trio run: garrison runs on trio, and this call is in none \(from "
-                       r"asyncio\? .* see README, 'From an asyncio or a threaded app'\)$"):
+                       r"asyncio\? run the node in a thread of its own and await "
+                       r"runner.call\(fn\) \(NodeThread of examples/asyncio_app.py\), fn "
+                       r"an async function that makes this call; from a thread of your own "
+                       r"\(not the asyncio loop's: it would hold the loop until fn returns\), "
+                       r"trio.from_thread.run\(fn, trio_token=node.trio_token\); see README, "
+                       r"'From an asyncio or a threaded app'\)$"):
         asyncio.run(opens())
     with _node_in_a_thread() as node:
         async def starts() -> None:

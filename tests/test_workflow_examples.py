@@ -496,3 +496,34 @@ def test_asyncio_app_stops_its_node_off_the_asyncio_loop(asyncio_app: ModuleType
 
     assert asyncio.run(main()) >= 3  # (stop() on the loop: 0, it ran no tick meanwhile)
 
+
+def test_asyncio_app_call_made_off_the_asyncio_loop_says_where_to_call_it(
+        asyncio_app: ModuleType) -> None:
+    """nu-403: ``runner.call`` from a sync thread (a sync FastAPI endpoint, in a
+    threadpool) or from inside the node (fn itself, a process) failed with asyncio's
+    bare 'no running event loop'. It says where a call is made and what to use there."""
+    runner = asyncio_app.NodeThread(store=None)
+    node = runner.start()
+    try:
+        with pytest.raises(RuntimeError) as caught:
+            runner.call(_one)
+        assert str(caught.value) == (
+            "NodeThread.call(_one) is awaited on the app's asyncio loop (in an async "
+            "handler), and this thread runs none: from a thread of your own (a sync "
+            "endpoint's, in a threadpool) call trio.from_thread.run(fn, *args, "
+            "trio_token=runner.node.trio_token), which holds that thread until fn "
+            "returns; see README, 'From an asyncio or a threaded app'")
+
+        async def inside() -> str:
+            try:
+                runner.call(_one)
+            except RuntimeError as exc:
+                return str(exc)
+            return "no error"
+
+        assert trio.from_thread.run(inside, trio_token=node.trio_token) == (
+            "NodeThread.call(_one) is made inside the node's own trio run (a call's fn, a "
+            "process, an activity): await _one(...) there directly")
+        assert trio.from_thread.run(_one, trio_token=node.trio_token) == 1
+    finally:
+        runner.stop()
