@@ -558,10 +558,12 @@ class WorkflowQueue:
         queued before, as a retry's). The record as it will be then."""
         wid = record.workflow_id
         now = self.host.clock.now()
-        tx.update_workflow(wid, status=WorkflowStatus.PENDING, time=now)
+        # (its divergence is over, as a retry's: the row holds no error while it waits
+        # and once it runs again)
+        tx.update_workflow(wid, status=WorkflowStatus.PENDING, error=None, time=now)
         if record.run_id is not None:
             tx.enqueue(wid, record.run_id, priority=stored_priority(record), time=now)
-        return attrs.evolve(record, status=WorkflowStatus.PENDING)
+        return attrs.evolve(record, status=WorkflowStatus.PENDING, error=None)
 
     def offer(self, wf: WorkflowInstance, record: WorkflowRecord) -> None:
         """A stored unfinished workflow this node did not run (a tool created it, or
