@@ -454,7 +454,8 @@ def test_an_ended_session_keeps_the_page_and_says_what_was_not_done(tmp_path: Pa
     SQLiteStore(str(tmp_path / "app.db")).close()  # (as a node creates it)
     store = open_store(str(tmp_path / "app.db"))
     try:
-        start(store, "console_app:gated", ["x"], "g-1")
+        for i in range(1, 62):  # (two pages of the list)
+            start(store, "console_app:gated", ["x"], f"g-{i}")
     finally:
         store.close()
     with console("ui", "--store", "app.db", "--bind", "127.0.0.1:0", "--token", TOKEN,
@@ -524,6 +525,22 @@ def test_an_ended_session_keeps_the_page_and_says_what_was_not_done(tmp_path: Pa
         expect(page.locator("#toast")).to_contain_text("signal approve sent")
         assert [m["topic"] for m in ui.http.get("/api/workflows/g-1").json()["inbox"]] \
             == ["approve"]
+
+        # on the list: a page move once the session ended asks nothing (each poll it
+        # restarted got 401 again, and the pager stayed held): it is the operator's own
+        # action, so it goes to the login, which comes back to the page moved to
+        page.goto(ui.url)
+        expect(page.locator("#next-page")).to_be_enabled()
+        r = browser.request.post(ui.url + "api/logout", headers={
+            "X-Garrison-CSRF": {c["name"]: c for c in browser.cookies()}[
+                f"garrison_csrf_{port}"]["value"]})
+        assert r.json() == {"logged_out": True}
+        expect(banner).to_be_visible()
+        asked.clear()
+        page.click("#next-page")
+        page.wait_for_url("**/login?next=*")
+        assert "after%3D" in page.url
+        assert not [url for url in asked if "/api/workflows" in url], asked
         browser.close()
         assert errors == []
     assert ui.proc.returncode == 0, "".join(ui.stdout)

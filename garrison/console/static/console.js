@@ -252,11 +252,17 @@ function loginHere() {
 // request got 401 and nothing was done. The page stays as it is, with what is typed
 // on it (a poll must not take the operator away mid-sentence), under a banner whose
 // link logs in again and comes back; only the operator's own action leaves the page.
+// Once it has ended, nothing polls again (a page move or an action does not restart
+// the polls: each would only get 401 again).
+let sessionOver = false;
 function sessionEnded() {
+  sessionOver = true;
   const banner = $("session-ended");
   if (!banner || !banner.hidden) return;
   const link = el("a", { href: loginHere() }, "log in again");
-  link.addEventListener("click", () => keepTyped(null));
+  // (the page's address when clicked: a page move since the banner came changed it,
+  // and what was typed is kept under that address)
+  link.addEventListener("click", () => { link.href = loginHere(); keepTyped(null); });
   fill(banner, "Your console session has ended: this page is no longer updated, and " +
        "nothing you do here is sent until you ", link, " (what you typed comes back).");
   banner.hidden = false;
@@ -393,7 +399,11 @@ function poller(load, everyMs) {
   }
   return {
     // (start and now: a promise of the load's end)
-    start() { stopped = false; return timer === null ? tick() : Promise.resolve(); },
+    start() {
+      if (sessionOver) return Promise.resolve();
+      stopped = false;
+      return timer === null ? tick() : Promise.resolve();
+    },
     stop() { stopped = true; if (timer !== null) { clearTimeout(timer); timer = null; } },
     now() { this.stop(); return this.start(); },
     // poll every ms from now on (slower once a workflow has finished)
@@ -488,6 +498,11 @@ async function listPage() {
   // one again, "page 3" over page 2's rows. The pager waits for the answer.
   let turning = false;
   function turn() {
+    if (sessionOver) {  // (no answer would come: the page moved to is the login's next)
+      keepTyped(null);
+      location.assign(loginHere());
+      return;
+    }
     turning = true;
     for (const id of ["first-page", "prev-page", "next-page"]) $(id).disabled = true;
     poll.now();
@@ -514,7 +529,10 @@ async function listPage() {
       answer = await api("/api/workflows?" + q, { poll: true });
     } catch (e) {
       if (ticket !== asked) return;
-      if (e.expired) throw e;  // (the rows stay, under the banner)
+      if (e.expired) {  // (the rows stay, under the banner; the pager is not held)
+        if (turning) pager($("next-page").dataset.next);
+        throw e;
+      }
       // no answer at all (a network blip): the rows shown, if they are this query's,
       // stay under a mark until the next answer (a poll asks again)
       $("list-offline").hidden = !e.offline;
