@@ -424,3 +424,37 @@ def test_garrison_run_raises_keyboard_interrupt_when_a_process_raises_it() -> No
     a ProcessError: ``except KeyboardInterrupt`` around ``garrison.run`` missed it."""
     with pytest.raises(KeyboardInterrupt):
         garrison.run(_raises_keyboard_interrupt)
+
+
+async def _wf_obeys_cancel() -> str:
+    """A workflow B that waits for ever; a cancel ends it ``cancelled``."""
+    await garrison.workflow.sleep("1h")
+    return "slept"
+
+
+@pytest.mark.parametrize("column", ["monitor", "link", "trap"])
+async def test_a_cancelled_workflow_is_no_normal_exit(node, autojump_clock, column):
+    """README, under the table: a workflow B that a cancel ends is ``cancelled``, not a
+    normal exit: ``EXIT`` with ``WorkflowCancelled``, a linked A ends, a trapping one
+    gets ``LINK_DOWN``."""
+
+    async def a():
+        if column == "trap":
+            process.set_options(trap_links=True)
+        spawn = process.spawn_monitored if column == "monitor" else process.spawn_linked
+        b = await spawn(_wf_obeys_cancel, host="workflows")
+        await trio.sleep(0.5)
+        await process.cancel(b, timeout="1s")
+        ev = await process.events().receive(timeout="10s")
+        await trio.sleep(10)
+        return None if ev is None else (ev.kind.value, ev.ok, ev.error.type)
+
+    pid = await node.spawn(a)
+    if column == "link":
+        with pytest.raises(ProcessError) as info:
+            await node.wait(pid)
+        assert info.value.error.type == "LinkedProcessFailed"
+        assert "WorkflowCancelled" in str(info.value.error)
+        return
+    kind = "EXIT" if column == "monitor" else "LINK_DOWN"
+    assert await node.wait(pid) == (kind, False, "WorkflowCancelled")

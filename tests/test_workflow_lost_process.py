@@ -123,6 +123,55 @@ async def test_a_linked_child_workflows_failure_ends_its_parent(
         await node.workflow("p").result()
 
 
+async def test_a_linked_childs_failure_ends_a_parent_waiting_on_its_events(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    """The child's EXIT reaches the parent's events with its end, and the linked failure
+    right after: the parent, woken by that EXIT, is ended by the link all the same (as a
+    plain process is: a kill is not refused), not ``completed``."""
+    await node.start_workflow(app.reads_the_events_of_a_linked_child, False, id="p")
+    with trio.fail_after(5), pytest.raises(garrison.WorkflowFailed,
+                                           match=r"LinkedProcessFailed.*the child failed"):
+        await node.workflow("p").result()
+
+
+async def test_a_linked_childs_failure_while_down_ends_a_parent_waiting_on_its_events(
+        store_spec: str, autojump_clock: Any) -> None:
+    """The same on replay: the child failed while the node was down (its EXIT is in the
+    parent's inbox); the resumed parent is ended by the link, not by what it reads."""
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.reads_the_events_of_a_linked_child, True, id="p")
+        await wait_status(node.workflow("p"), "waiting")
+        await wait_status(node.workflow("p.1"), "waiting")
+    error = '{"type": "RuntimeError", "message": "told to fail", "traceback": ""}'
+    sql(db, "UPDATE workflows SET status = 'failed', error = ? WHERE workflow_id = 'p.1'",
+        (error,))
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(5), pytest.raises(garrison.WorkflowFailed,
+                                               match=r"LinkedProcessFailed.*told to fail"):
+            await node.workflow("p").result()
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_links_of_a_run_end_with_it_at_continue_as_new(
+        store_spec: str, autojump_clock: Any, restart: bool) -> None:
+    """A run that continues as new ends, and its links with it (its journal, which made
+    them, is gone: a node resuming the new run could not make them again): the old
+    run's linked child failing later does not end the new run, whether the node ran on
+    or was restarted in between."""
+    db = store_spec
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.continues_past_a_linked_child, 0, id="p")
+        await wait_status(node.workflow("p"), "waiting")
+        if not restart:
+            with trio.fail_after(5):
+                assert await node.workflow("p").result() == "run 1 got EXIT RuntimeError"
+            return
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(5):
+            assert await node.workflow("p").result() == "run 1 got EXIT RuntimeError"
+
+
 async def test_a_trapping_parent_gets_its_linked_childs_link_down(
         node: garrison.Node, autojump_clock: Any) -> None:
     await node.start_workflow(app.traps_a_linked_child, id="p")
@@ -208,7 +257,9 @@ async def test_each_link_or_monitor_of_a_dead_process_gets_its_own_event(
     assert len(events) == 2, events
 
 
-@pytest.mark.parametrize("kind", ["link", "monitor"])
+# (a link no longer carries into a continued run: see
+# test_links_of_a_run_end_with_it_at_continue_as_new)
+@pytest.mark.parametrize("kind", ["monitor"])
 async def test_a_link_or_monitor_carried_into_a_continued_run_keeps_its_own_event_id(
         store_spec: str, autojump_clock: Any, kind: str) -> None:
     """A link or monitor the first run made, whose event comes in the run continued as

@@ -597,6 +597,25 @@ async def spawns_a_linked_child(by_id: bool) -> str:
     return "survived"
 
 
+async def reads_the_events_of_a_linked_child(fails_on_message: bool) -> str:
+    """Linked (not trapping) to a child workflow, waiting on its events: the child's
+    failure ends it, though its EXIT (a child's always arrives) is what it waits for."""
+    events = process.events()
+    await process.spawn_linked(fails_on_a_message if fails_on_message else child_fails_later)
+    ev = await events.receive()
+    return f"completed after {ev.kind.value}"
+
+
+async def continues_past_a_linked_child(run: int) -> str:
+    """Run 0 links a child that fails a second later and continues as new; run 1 (not
+    trapping) waits for that child's EXIT (a child's always arrives)."""
+    if run == 0:
+        await process.spawn_linked(child_fails_later)
+        workflow.continue_as_new(1)
+    ev = await process.events().receive()
+    return f"run {run} got {ev.kind.value} {None if ev.error is None else ev.error.type}"
+
+
 async def traps_a_linked_child() -> list[Any]:
     process.set_options(trap_links=True)
     pid = await process.spawn_linked(child_fails_later)

@@ -277,6 +277,11 @@ class WorkflowInstance(Waits, Activities, Interop):
                     await self.flush_left()
                     return
                 final, error = WorkflowStatus.FAILED, self.kill_reason
+            elif self.kill_reason is not None and final is not WorkflowStatus.BLOCKED:
+                # a kill is not refused, as a process's is not: code that went on to its
+                # end after it (woken by the EXIT a linked child's failure delivered just
+                # before its linked failure, say) ends with the kill's reason
+                final, error, value = WorkflowStatus.FAILED, self.kill_reason, None
             if self.cursor.error is not None:
                 final, error = WorkflowStatus.BLOCKED, ErrorInfo.from_exception(self.cursor.error)
             elif final is WorkflowStatus.COMPLETED and self.cancel_delivered:
@@ -473,9 +478,14 @@ class WorkflowInstance(Waits, Activities, Interop):
             self.cancel_requested = self.cancel_delivered = False
             self.cancel_at = None
         self.cursor = Cursor(self.wid, [])
-        # (its links and monitors hold on into the new run, as the processes and
-        # workflows on their other sides keep them for its pid: each leaves ``links``,
-        # ``monitoring`` and ``signal_ids`` as its event comes, see ``watch_spent``)
+        # the run's links end with it (as at a normal end: the other sides hear
+        # nothing), and its trap_links: its journal, which made them, is gone, so a
+        # node resuming the new run could not make them again
+        self.drop_links()
+        self.trap_links = False
+        # (its monitors hold on into the new run, as the processes and workflows it
+        # watches keep them for its pid: each leaves ``monitoring`` and ``signal_ids``
+        # as its event comes, see ``watch_spent``)
         self.versions = self.defaulted = None
         self._journal_sizes = None
         self.timers.clear()

@@ -620,6 +620,19 @@ class Interop(WorkflowCore):
         self.unlinked[pid] = now + UNLINK_GRACE
         self.node.unlink(pid, self.pid)
 
+    def drop_links(self) -> None:
+        """Unlink every pid this workflow links to, unjournaled (a run that continues
+        as new ends its links: the new run links anew)."""
+        if not self.links:
+            return
+        now = trio.current_time()
+        self.unlinked = {p: t for p, t in (self.unlinked or {}).items() if t > now}
+        for pid in sorted(self.links):
+            self.event_id(EventKind.LINK_DOWN, pid, spent=True)
+            self.unlinked[pid] = now + UNLINK_GRACE
+            self.node.unlink(pid, self.pid)
+        self.links = None
+
     def monitor(self, to: Pid | str) -> None:
         live, pid = self._take_target(JournalKind.MONITOR, to)
         self.monitoring = added(self.monitoring, pid)
