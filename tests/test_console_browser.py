@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from _console_server import ROOT, console
@@ -38,6 +39,19 @@ def _shots(tmp_path: Path) -> list[Path]:
     return out
 
 
+def _browser(pw: Any, chromium: str, tmp_path: Path, width: int = 1280, height: int = 860
+             ) -> tuple[Any, Any, list[str]]:
+    """Chromium with a profile of its own, its first page, and the list of the page's
+    uncaught script errors (a test ends asserting it empty)."""
+    browser = pw.chromium.launch_persistent_context(
+        tempfile.mkdtemp(dir=tmp_path), executable_path=chromium, headless=True,
+        args=ARGS, viewport={"width": width, "height": height})
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return browser, page, errors
+
+
 def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
     chromium = _chromium()
     from playwright.sync_api import expect, sync_playwright
@@ -47,13 +61,8 @@ def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
                  cwd=tmp_path) as ui, sync_playwright() as pw:
         ui.until(lambda: len(ui.http.get("/api/workflows").json()["workflows"]) == 3,
                  "the three reports")
-        browser = pw.chromium.launch_persistent_context(
-            tempfile.mkdtemp(dir=tmp_path), executable_path=chromium, headless=True,
-            args=ARGS, viewport={"width": 1280, "height": 860})
-        page = browser.new_page()
-        errors: list[str] = []
+        browser, page, errors = _browser(pw, chromium, tmp_path)
         dialogs: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         expect.set_options(timeout=15_000)
 
@@ -224,12 +233,7 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         ui.until(lambda: len(ui.http.get("/api/workflows?limit=100").json()["workflows"])
                  == 57, "55 gated workflows, the parent and its child")
         assert sum("web console at" in line for line in ui.stdout) == 1, ui.stdout
-        browser = pw.chromium.launch_persistent_context(
-            tempfile.mkdtemp(dir=tmp_path), executable_path=chromium, headless=True,
-            args=ARGS, viewport={"width": 1280, "height": 860})
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        browser, page, errors = _browser(pw, chromium, tmp_path)
         expect.set_options(timeout=15_000)
 
         # the login form, then back to the workflow asked for
@@ -462,12 +466,7 @@ def test_an_ended_session_keeps_the_page_and_says_what_was_not_done(tmp_path: Pa
                  cwd=tmp_path) as ui, sync_playwright() as pw:
         ui.http.headers["Authorization"] = f"Bearer {TOKEN}"
         port = urlsplit(ui.url).port
-        browser = pw.chromium.launch_persistent_context(
-            tempfile.mkdtemp(dir=tmp_path), executable_path=chromium, headless=True,
-            args=ARGS, viewport={"width": 1280, "height": 860})
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        browser, page, errors = _browser(pw, chromium, tmp_path)
         expect.set_options(timeout=15_000)
         here = ui.url + "workflows/g-1"
 
@@ -598,12 +597,7 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
             "the failed workflow")
         ui.until(lambda: ui.http.get("/api/workflows/two").json()["actions"]["resolve"],
                  "the promises of 'two'")
-        browser = pw.chromium.launch_persistent_context(
-            tempfile.mkdtemp(dir=tmp_path), executable_path=chromium, headless=True,
-            args=ARGS, viewport={"width": 400, "height": 800})
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        browser, page, errors = _browser(pw, chromium, tmp_path, width=400, height=800)
         expect.set_options(timeout=15_000)
         fits = """() => document.documentElement.scrollWidth <= innerWidth &&
             [...document.querySelectorAll('.card')].every((c) => c.scrollWidth <= c.clientWidth)"""
