@@ -258,3 +258,47 @@ def test_kill_the_parent_while_its_children_run(sc: Scenario) -> None:
     assert (c["step:children"], c["step:child:payment"], c["step:child:shipping"]) == (1, 1, 1)
     assert [k for k, _ in sc.journal("p")] == ["spawn", "spawn", "activity", "receive",
                                                "receive"]
+
+
+def _child_ends(sc: Scenario, wid: str) -> dict[str, str]:
+    """The ``error`` the children of ``wid`` end with on a node resuming the store."""
+    ends: dict[str, str] = {}
+    children = [r[0] for r in sql(sc.db, "SELECT workflow_id FROM workflows WHERE "
+                                         "parent = ? ORDER BY workflow_id", (f"workflows/{wid}",))]
+    assert len(children) == 2, children
+    for child in children:
+        proc = sc.popen("resume", child, "--within", "8")
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        data = json.loads(out.strip().splitlines()[-1])
+        ends[child] = data.get("error", "not ended")
+    return ends
+
+
+@pytest.mark.parametrize("how", ["spawn", "spawn_linked"])
+def test_kill_right_after_a_terminated_parent_ends_still_ends_its_children(
+        sc: Scenario, how: str) -> None:
+    # handle.terminate() with the node running; SIGKILL right after the parent's end
+    # commits (its children's own ends not written): a new node ends the children
+    proc = sc.popen("start", "p", "parent_of_waiting", json.dumps([how, "wait"]),
+                    "--terminate-after", "step:waiting:a,step:waiting:b", kill_at="ended:p")
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert sc.status("p") == "failed"
+    ends = _child_ends(sc, "p")
+    assert all("Terminated: its parent workflow 'p' was terminated" in e
+               for e in ends.values()), ends
+
+
+def test_kill_right_after_a_parent_fails_still_ends_its_linked_children(sc: Scenario) -> None:
+    # the parent raises while its spawn_linked children wait; SIGKILL right after its
+    # failed end commits: a new node fails the children (LinkedProcessFailed) as the
+    # node that ran on would have
+    proc = sc.popen("start", "p", "parent_of_waiting", json.dumps(["spawn_linked", "raise"]),
+                    kill_at="ended:p")
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert sc.status("p") == "failed"
+    ends = _child_ends(sc, "p")
+    assert all("LinkedProcessFailed" in e and "ValueError: the parent fails" in e
+               for e in ends.values()), ends

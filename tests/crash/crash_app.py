@@ -159,3 +159,25 @@ async def parent_of_two(seconds: float) -> dict[str, object]:
         name = "payment" if ev.pid == payment else "shipping" if ev.pid == shipping else "?"
         results[name] = ev.result if ev.ok else str(ev.error)
     return results
+
+
+async def waiting_child(tag: str) -> str:
+    """A child workflow that waits for a message (none comes: its parent's end ends it)."""
+    await step(f"waiting:{tag}")
+    msg = await process.inbox().receive()
+    return str(msg.payload)
+
+
+async def parent_of_waiting(how: str, then: str) -> None:
+    """Two children waiting for good (``how``: ``spawn``, ``spawn_linked``), one of them
+    monitored; ``then``: ``wait`` (for a message: a terminate ends it) or ``raise`` once
+    both children wait."""
+    spawn = getattr(process, how)
+    await spawn(waiting_child, "a")
+    child = await spawn(waiting_child, "b")
+    process.monitor(child)
+    if then == "raise":
+        while not {"step:waiting:a", "step:waiting:b"} <= set(markers()):
+            await workflow.sleep(0.05)
+        raise ValueError("the parent fails")
+    await process.inbox().receive()

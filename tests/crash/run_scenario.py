@@ -7,7 +7,11 @@ file or a postgresql:// URL).
 Prints one JSON line ``{"result": ..., "error": ...}`` when the workflow ends.
 ``GARRISON_KILL_AT`` makes this process SIGKILL itself at a precise point:
 ``record:<activity name>`` (the activity ran, its journal row is not committed) or
-``replay:<seq>`` (while replaying that seq).
+``replay:<seq>`` (while replaying that seq), ``ended:<wid>`` (right after the commit
+that ends workflow ``<wid>``; the ends of other workflows asked before it are held,
+never committed, so that nothing but that commit decides what the store keeps).
+``start`` with ``--terminate-after TAG,...``: terminate the workflow (its handle) once
+those markers are there; ``resume`` with ``--within SECONDS``: give up waiting then.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import trio
 
 import garrison
 from garrison.hosts.workflow import _core, _journal
-from garrison.persistence import SQLiteStore, is_postgres_url
+from garrison.persistence import Op, SQLiteStore, is_postgres_url
 
 
 def install_kill_point() -> None:
@@ -67,6 +71,32 @@ def install_kill_point() -> None:
             return result
 
         store_class.commit = commit
+    elif where.startswith("ended:"):
+        target = where.partition(":")[2]
+        store_class = SQLiteStore
+        if is_postgres_url(sys.argv[1]):
+            from garrison.persistence import PostgresStore
+
+            store_class = PostgresStore
+        original_commit = store_class.commit
+
+        def ends(tx):  # type: ignore[no-untyped-def]
+            return [wid for (op, params), wid in zip(tx.ops, tx.workflow_ids, strict=True)
+                    if op is Op.UPDATE_WORKFLOW
+                    and any(k == "status" and v in ("failed", "completed", "cancelled")
+                            for k, v in params[2])]
+
+        async def commit(self, tx):  # type: ignore[no-untyped-def]
+            ended = ends(tx)
+            if ended and target not in ended:
+                await trio.sleep_forever()  # (held: the kill comes first)
+            result = await original_commit(self, tx)
+            if target in ended:
+                crash_app.mark(f"kill:{where}")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return result
+
+        store_class.commit = commit
     elif where.startswith("replay:"):
         at = int(where.partition(":")[2])
         take = _journal.Cursor.take
@@ -83,6 +113,7 @@ def install_kill_point() -> None:
 async def main() -> None:
     db, mode, wid = sys.argv[1:4]
     rest = sys.argv[4:]
+    options = dict(zip(rest[::2], rest[1::2], strict=False))
     async with garrison.open_node(store=db) as node:
         opened = time.monotonic()
         crash_app.mark(f"node:{mode}")
@@ -90,11 +121,16 @@ async def main() -> None:
             target = getattr(crash_app, rest[0])
             args = json.loads(rest[1]) if len(rest) > 1 else []
             await node.start_workflow(target, *args, id=wid)
+            if len(rest) > 3 and rest[2] == "--terminate-after":
+                while not set(rest[3].split(",")) <= set(crash_app.markers()):
+                    await trio.sleep(0.02)
+                await node.workflow(wid).terminate()
         elif rest and rest[0] == "--send":
             await node.workflow(wid).signal(rest[1], json.loads(rest[2]))
         out: dict[str, object] = {}
         try:
-            out["result"] = await node.workflow(wid).result()
+            with trio.fail_after(float(options.get("--within", "inf"))):
+                out["result"] = await node.workflow(wid).result()
         except Exception as exc:  # reported to the parent
             out["error"] = f"{type(exc).__name__}: {exc}"
         out["elapsed"] = time.monotonic() - opened  # from recovery to the result

@@ -871,6 +871,8 @@ class WorkflowHost:
                            error=error, time=now)
         for row_id in wf.requests_taken or ():  # the terminate requests it ends by
             tx.consume(wf.wid, row_id, 0)  # (with its end: never without it)
+        if status is WorkflowStatus.FAILED:
+            self._ending_with(tx, wf, error)
         flagged = self._cancelled_children.pop(wf.wid, None)
         if flagged and status is WorkflowStatus.CANCELLED:
             # its children flagged when its cancel arrived (cancel_children) by writes of
@@ -956,6 +958,33 @@ class WorkflowHost:
                                "error": error})
         self._ended_fan_out(wf, status, event, watchers)
         wf.done.set()
+
+    def _ending_with(self, tx: Transaction, wf: WorkflowInstance,
+                     error: ErrorInfo | None) -> None:
+        """Into ``tx``, ``wf``'s failed end: a terminate request (``request_transaction``)
+        for each workflow here that this end ends in memory, each of which writes its
+        own end later -- its unfinished children if it was terminated (``end_instance``),
+        the workflows linked to it that do not trap links (``linked_exit``). A crash
+        after this commit and before theirs would leave them running for good (a child
+        under an ended parent; a linked one that keeps no link of its own: its linker,
+        ended, never resumes to link again): the node that resumes them ends them by
+        these requests, as by a tool's. Once they ended, a request is only consumed
+        (see ``_recovery.refresh``; one of an attempt a retry ended, ``stale_request``).
+        The children's first: one also linked ends as its parent's child, as here."""
+        asked: set[str] = set()
+        if wf.children_end is not None:
+            for child in self.active.children_of(wf.pid):
+                if not WorkflowStatus(child.status).finished:
+                    request_transaction(child.wid, wf.children_end, child.attempt, tx)
+                    asked.add(child.wid)
+        if error is None or not wf.links or supervisor_stop(error):
+            return
+        for pid in wf.links:
+            other = self.active.get(pid.id) if pid.host == self.name else None
+            if other is None or other.wid in asked or other.trap_links \
+                    or other.done.is_set() or WorkflowStatus(other.status).finished:
+                continue  # (one trapping links gets its LINK_DOWN: linked_exit)
+            request_transaction(other.wid, linked_failure(wf.pid, error), other.attempt, tx)
 
     def _ended_fan_out(self, wf: WorkflowInstance, status: WorkflowStatus, event: Event,
                        delivered: Mapping[Pid, Any]) -> None:

@@ -475,22 +475,24 @@ def _requested(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance 
 
 
 def request_transaction(workflow_id: str, error: ErrorInfo,
-                        attempt: int | None = None) -> Transaction:
+                        attempt: int | None = None, tx: Transaction | None = None
+                        ) -> Transaction:
     """A request to the node running ``workflow_id`` to end its attempt ``attempt`` (its
     record's ``attempt``) with ``error``. There is one request per attempt: its message
     id is made of the workflow id and the attempt, so a second terminate of the same
     attempt (two tools at once) adds nothing; and a node ignores (and consumes) a
     request for an attempt older than the workflow's, so a retried workflow is never
     ended by a terminate of its previous attempt. ``attempt=None``: a request for
-    whatever attempt runs when a node reads it."""
+    whatever attempt runs when a node reads it. ``tx``: added to that transaction (the
+    end of a workflow that ends this one with it, see ``WorkflowHost.finish``)."""
     payload: dict[str, Any] = {"terminate": error_to_plain(error)}
     if attempt is None:
         msg_id = f"terminate-{uuid.uuid4().hex}"
     else:
         payload["attempt"] = attempt
         msg_id = f"terminate#{attempt}#{workflow_id}"
-    return Transaction().deliver(workflow_id, "terminate", payload, kind=CONTROL,
-                                 msg_id=msg_id)
+    return (tx if tx is not None else Transaction()).deliver(
+        workflow_id, "terminate", payload, kind=CONTROL, msg_id=msg_id)
 
 
 def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> None:
