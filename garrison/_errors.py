@@ -222,6 +222,12 @@ class StoreError(GarrisonError, RuntimeError):
         where = path if path is not None else "<memory>"
         super().__init__(f"store {where!r}: {message}")
         self.path = path
+        self.reason = message
+
+    def reason_at(self, path: str | None) -> str:
+        """What is wrong, without the store's name when the store is ``path`` (for a
+        message that names that store already), else the whole text."""
+        return self.reason if self.path == path else str(self)
 
 
 class WorkflowMoved(StoreError):

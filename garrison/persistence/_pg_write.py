@@ -1256,7 +1256,7 @@ class PgWritePath:
                 raise StoreError(self.path, f"the store was closed while {what}: {outcome}"
                                  ) from None
             if isinstance(exc, StoreError):
-                because = str(exc).removeprefix(f"store {self.path!r}: ")
+                because = exc.reason_at(self.path)
                 raise StoreError(self.path, f"{what} failed ({because}): {outcome}") from None
             raise StoreError(self.path, f"{what} failed ({type(exc).__name__}: {exc}): "
                              f"{outcome}") from exc
@@ -1344,7 +1344,7 @@ class PgWritePath:
                               f"connection was lost: a session that could not be ended "
                               f"still holds it ({exc})")
             except StoreError as exc:  # (named in the message it ends in: not twice)
-                last = str(exc).removeprefix(f"store {self.path!r}: ")
+                last = exc.reason_at(self.path)
             except psycopg.Error as exc:  # (lost again as it took the lock: try again)
                 last = _reason(exc)
             else:

@@ -1025,7 +1025,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 if lost is not None:  # (a refusal here is waited out; fn's is not)
                     self._connect(None).close()
             except StoreError as exc:
-                last = str(exc).removeprefix(f"store {self.path!r}: ")
+                last = exc.reason_at(self.path)
             else:
                 try:
                     return fn()
@@ -1244,7 +1244,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                     except StoreError as again:
                         left = deadline - _time.monotonic()
                         if left <= 0:  # (a last try at the deadline itself)
-                            because = str(again).removeprefix(f"store {self.path!r}: ")
+                            because = again.reason_at(self.path)
                             raise StoreError(
                                 self.path, f"the connection was lost and could not be made "
                                 f"again within {self.retry_for:g}s: {because}") from None

@@ -1761,10 +1761,9 @@ class WorkflowHost:
         except StoreError as exc:
             if isinstance(exc, WorkflowMoved):  # (it names the workflow, and says why)
                 raise
-            where = self.store.path if self.store.path is not None else "<memory>"
-            why = str(exc).removeprefix(f"store {where!r}: ")
             raise StoreError(self.store.path, f"the cancel of workflow {wid!r} was not "
-                             f"written: {why}; it is not cancelled") from exc
+                             f"written: {exc.reason_at(self.store.path)}; it is not "
+                             "cancelled") from exc
         if self.active.get(wid) is not wf:  # it ended (or moved) meanwhile
             return True
         held = self.queue.holds(wf)
