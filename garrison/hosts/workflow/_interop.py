@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn
 
 import outcome
@@ -612,26 +612,27 @@ class Interop(WorkflowCore):
             return             # returns here too)
         if live:
             self._record_target(JournalKind.UNLINK, to, pid)
-        if self.links:
-            self.links.discard(pid)
-        self.event_id(EventKind.LINK_DOWN, pid, spent=True)
-        now = trio.current_time()
-        self.unlinked = {p: t for p, t in (self.unlinked or {}).items() if t > now}
-        self.unlinked[pid] = now + UNLINK_GRACE
-        self.node.unlink(pid, self.pid)
+        self._end_links((pid,))
 
     def drop_links(self) -> None:
         """Unlink every pid this workflow links to, unjournaled (a run that continues
         as new ends its links: the new run links anew)."""
-        if not self.links:
-            return
+        if self.links:
+            self._end_links(sorted(self.links))
+        self.links = None
+
+    def _end_links(self, pids: Iterable[Pid]) -> None:
+        """The links to ``pids`` end, here and on their side: each one's ``LINK_DOWN`` id
+        is spent, and a linked exit of it already on its way is not taken for
+        ``UNLINK_GRACE`` (see :attr:`unlinked`)."""
         now = trio.current_time()
         self.unlinked = {p: t for p, t in (self.unlinked or {}).items() if t > now}
-        for pid in sorted(self.links):
+        for pid in pids:
+            if self.links:
+                self.links.discard(pid)
             self.event_id(EventKind.LINK_DOWN, pid, spent=True)
             self.unlinked[pid] = now + UNLINK_GRACE
             self.node.unlink(pid, self.pid)
-        self.links = None
 
     def monitor(self, to: Pid | str) -> None:
         live, pid = self._take_target(JournalKind.MONITOR, to)
