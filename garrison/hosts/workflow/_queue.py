@@ -516,9 +516,7 @@ class WorkflowQueue:
             if wf.wid in self._keys:  # being offered to the store: refused, it is back
                 self.children.add(wf.wid)  # (see ``_back``)
             return
-        del self.held[wf.wid]
-        self._keys.pop(wf.wid, None)
-        self._prune()
+        self._leaves(wf)
         self.running.add(wf.wid)
         tx = Transaction().update_workflow(wf.wid, status=WorkflowStatus.RUNNING,
                                            host=self._host_unwritten(wf),
@@ -634,9 +632,7 @@ class WorkflowQueue:
         taken out of the queue (True); it never ran, nothing of it is recorded."""
         if not self.holds(wf):
             return False
-        del self.held[wf.wid]
-        self._keys.pop(wf.wid, None)
-        self._prune()
+        self._leaves(wf)
         self._moving()
         return True
 
@@ -649,9 +645,7 @@ class WorkflowQueue:
 
     def _end_soon(self, wf: WorkflowInstance, status: WorkflowStatus,
                   error: ErrorInfo) -> None:
-        del self.held[wf.wid]
-        self._keys.pop(wf.wid, None)
-        self._prune()
+        self._leaves(wf)
         if self._nursery is None or self.host.closing:
             return  # the node closes: it stays pending in the store, and so is ended later
         self.ending.add(wf.wid)
@@ -752,13 +746,21 @@ class WorkflowQueue:
             batch.append(wf)
         return batch
 
+    def _leaves(self, wf: WorkflowInstance) -> None:
+        """``wf``, waiting, leaves the queue without its turn (cancelled, killed, handed
+        over, started as a child): no longer held, its place forgotten (its entry in
+        ``_order`` left to :meth:`_prune`)."""
+        del self.held[wf.wid]
+        self._keys.pop(wf.wid, None)
+        self._prune()
+
     def _prune(self) -> None:
-        """A workflow left the queue without its turn (cancelled, killed, handed over,
-        started as a child): its entry stays in ``_order`` until it comes first, which
-        with the slots taken may be never (a cancel per start grew it without bound).
-        Once they outnumber twice the waiting ones, only the waiting ones' entries are
-        kept: the same order (each key is unique), and each pruning halves the heap at
-        least: no more work, in all, than the pushes."""
+        """A workflow left the queue without its turn (:meth:`_leaves`): its entry stays
+        in ``_order`` until it comes first, which with the slots taken may be never (a
+        cancel per start grew it without bound). Once they outnumber twice the waiting
+        ones, only the waiting ones' entries are kept: the same order (each key is
+        unique), and each pruning halves the heap at least: no more work, in all, than
+        the pushes."""
         order = self._order
         held = self.held
         if len(order) <= 2 * len(held) + 64:
