@@ -124,9 +124,10 @@ class WorkflowHandle:
         ``node.send`` to its pid is. An empty ``topic`` is a ``ValueError``, as
         ``garrison workflows signal`` refuses it. A node that has closed raises
         ``ProcessError``, as its ``send`` does (nothing is read or written)."""
-        if self.node._closed:  # (not its closed store's error: what node.send says)
+        node = self.host.node
+        if node.closed:  # (not its closed store's error: what node.send says)
             raise ProcessError(f"cannot signal workflow {self.workflow_id!r}: "
-                               f"{self.node._closed_text()}")
+                               f"{node.closed_text()}")
         if not isinstance(topic, str):
             raise TypeError(f"workflow {self.workflow_id!r}: signal(): a topic must be a "
                             f"str, got {type(topic).__name__}")

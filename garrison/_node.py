@@ -160,8 +160,6 @@ class Node:
         self._store_wait = trio.CancelScope()
         #: the start went through (see :meth:`interrupt_start`)
         self._started = False
-        #: stopped for good (``open_node``'s block has ended)
-        self._closed = False
         #: the stop waits for the commits in flight before it closes the stores: a new
         #: start is refused from then on, as on a closed node (see :meth:`_stop`)
         self._closing = False
@@ -546,7 +544,7 @@ class Node:
                 self._router.remote.close()
             await self._commits_settled(settled)  # (what the leave wrote, a late send)
             self._close_workflow_stores()  # (no checkpoint since: none is in flight)
-        self._closed = True
+        self._router.closed = True
 
     async def _commits_settled(self, deadline: float) -> None:
         """Wait until no commit is in flight in the stores the node closes (until the
@@ -597,9 +595,14 @@ class Node:
                 raise RuntimeError(f"cannot start a workflow: {self._closed_text()}") from exc
             raise
 
+    @property
+    def _closed(self) -> bool:
+        """Stopped for good (``open_node``'s block has ended): the router's, which the
+        handles and hosts see."""
+        return self._router.closed
+
     def _closed_text(self) -> str:
-        return (f"node {self.name!r} is closed (its `async with garrison.open_node(...)` "
-                "block has ended)")
+        return self._router.closed_text()
 
     def workflow(self, id: str, host: str | None = None) -> Any:
         """A :class:`~garrison.WorkflowHandle` on the workflow ``id`` (a ``str``, else

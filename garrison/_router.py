@@ -110,6 +110,8 @@ class Router:
         #: the ident of that run's thread (set as it opens): its sync API, which reads
         #: the live tables, is called from there only (see :meth:`check_thread`)
         self.thread: int | None = None
+        #: the node stopped for good (``open_node``'s block has ended)
+        self.closed = False
 
     def check_run(self, doing: str) -> None:
         """``RuntimeError`` unless the caller runs in this node's trio run: called from
@@ -134,8 +136,13 @@ class Router:
         during iteration``) or reads half a change. Called at the entry of a sync method
         that reads them, before it reads: one compare."""
         if threading.get_ident() != self.thread and self.thread is not None \
-                and not self.public._closed:
+                and not self.closed:
             raise self.other_thread(doing)
+
+    def closed_text(self) -> str:
+        """What a call on the node says once it has closed (:attr:`closed`)."""
+        return (f"node {self.public.name!r} is closed (its `async with "
+                "garrison.open_node(...)` block has ended)")
 
     def other_thread(self, doing: str) -> RuntimeError:
         """The error of ``doing`` called from a thread that is not the node's."""

@@ -289,6 +289,13 @@ class NodeContext(Protocol):
         run (a handle's async method called from another thread's run, or asyncio)."""
         ...
 
+    #: the node stopped for good (its ``open_node`` block has ended)
+    closed: bool
+
+    def closed_text(self) -> str:
+        """What a call on the node says once it has closed (:attr:`closed`)."""
+        ...
+
     def check_thread(self, doing: str) -> None:
         """``RuntimeError`` naming ``doing`` unless the caller runs in the node's thread
         (a handle's sync method, which reads the node's live tables, called from
