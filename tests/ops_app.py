@@ -188,6 +188,15 @@ async def sleeps_forever() -> str:
     return f"woke at {workflow.now()}"
 
 
+async def sleeps_until_the_last_moment() -> str:
+    """A durable sleep until 9999-12-31T23:59:59Z, the last moment a workflow's clock
+    tells."""
+    import datetime as dt
+
+    await workflow.sleep_until(dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC))
+    return f"woke at {workflow.now()}"
+
+
 async def receives_forever() -> str:
     """A receive with no end (``timeout=float('inf')``)."""
     got = await process.inbox().receive(timeout=float("inf"))

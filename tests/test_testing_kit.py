@@ -281,6 +281,38 @@ async def test_env_sleep_past_the_last_date_or_forever_is_refused_and_the_env_go
         assert (env.now() - before).total_seconds() == 86400
 
 
+async def _sleep_to_the_last_moment() -> None:
+    env: Any
+    async with garrison.testing.workflow_env() as env:
+        until = await env.start(ops_app.sleeps_until_the_last_moment, id="u")
+        forever = await env.start(ops_app.sleeps_forever, id="f")
+        await env.settle()
+        last = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+        await env.sleep(last - env.now())
+        assert env.now() == last
+        # time is there: the waits recorded at that moment (a wait for ever's too) end,
+        # as on a node whose clock reaches it
+        assert await until.result() == "woke at 9999-12-31 23:59:59+00:00"
+        assert await forever.result() == "woke at 9999-12-31 23:59:59+00:00"
+        with pytest.raises(ValueError, match=r"time cannot pass beyond 9999-12-31"):
+            await env.sleep("1s")
+        await env.sleep(0)
+        assert env.now() == last
+
+
+async def test_env_sleep_to_the_last_moment_returns_there() -> None:
+    """README (Testing): only a ``d`` *past* 9999-12-31T23:59:59Z is a ValueError. One
+    that ends exactly there passed the check and then hung: the environment's own
+    clock took that moment for "for ever" (never due), its own sleep included."""
+    with trio.fail_after(30):  # (real time: the hang this was)
+        await _sleep_to_the_last_moment()
+
+
+async def test_env_sleep_to_the_last_moment_on_trio_autojump_clock(
+        autojump_clock: Any) -> None:
+    await _sleep_to_the_last_moment()
+
+
 async def _rate_limited_starts(tmp_path: Any) -> None:
     """Four starts on a host allowing one an hour: each starts an hour after the one
     before, on the environment's time."""

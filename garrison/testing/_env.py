@@ -317,10 +317,13 @@ class WorkflowEnv:
             loops = [loop for host in self._hosts() for loop in (host.scheduler, host.queue)]
             targets += [clock.wall_of(host.queue.wait_deadline) for host in self._hosts()
                         if host.queue.wait_deadline is not None]
-            targets += [target for target, _alarm in clock.sleepers]
+            # (a sleeper's time is one asked for: ``env.sleep`` to the last moment a
+            # workflow's clock tells is due there, not "for ever")
+            sleepers = [target for target, _alarm in clock.sleepers
+                        if math.isfinite(target) and target <= FOREVER]
             ticks = [clock.wall_of(host.scheduler.wait_deadline) for host in self._hosts()
                      if host.scheduler.wait_deadline is not None]
-            due = [t for t in targets if _reached(t)]
+            due = [t for t in targets if _reached(t)] + sleepers
             due_ticks = [t for t in ticks if _reached(t)]
             held = bool(due_ticks) and not due and self._idle_ticks_spent()
             if not held:  # (else taken for nothing that can end what is awaited)
