@@ -1154,6 +1154,41 @@ async def test_a_schedule_past_its_last_tick_in_year_9999_ticks_no_more_and_the_
         assert await (await env.start(app.job, id="after")).result() == "after"
 
 
+async def test_a_schedule_made_past_its_last_tick_in_year_9999_is_said_to_start_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """README (Schedules): a schedule whose ticks end with the dates has its next tick
+    ``None`` and a warning says so once. One made (or resumed, or given a new timing)
+    after its last tick got no tick and said nothing: a user saw a schedule that never
+    ran, and no line why. One warning names it, the moment and why, and it is made."""
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "no tick after" in r.getMessage()]
+
+    async with garrison.testing.workflow_env() as env:
+        end = dt.datetime(9999, 12, 31, 23, 59, 30, tzinfo=dt.UTC)
+        await env.sleep(end - env.now())
+        m = await env.node.schedule("m", app.job, cron="* * * * *")
+        await env.node.schedule("e", app.job, every="1h")
+        why = ": no later date holds one (years end at 9999); it starts nothing"
+        assert said() == [f"schedule {sid} has no tick after 9999-12-31T23:59:30Z, when it "
+                          f"was made{why}" for sid in "me"]
+        assert {s.schedule_id: s.next_tick for s in env.node.schedules()} == {
+            "m": None, "e": None}
+        # the same timing again (its input changed): its next tick is kept, said already
+        await env.node.schedule("m", app.job, 2.0, cron="* * * * *")
+        await env.node.schedule("e", app.job, cron="*/5 * * * *")
+        assert said()[2:] == [f"schedule e has no tick after 9999-12-31T23:59:30Z, when "
+                              f"its timing changed{why}"]
+        await m.pause()
+        await env.sleep("10s")
+        await m.resume()
+        assert said()[3:] == [f"schedule m has no tick after 9999-12-31T23:59:40Z, when it "
+                              f"was resumed{why}"]
+        await env.sleep("19s")
+        assert len(said()) == 4 and list(env.node.workflows()) == []
+
+
 # ------------------------------------------------------------------ control
 async def test_every_trigger_starts_a_workflow_also_two_in_one_millisecond(
         tmp_path: Path, autojump_clock: Any) -> None:

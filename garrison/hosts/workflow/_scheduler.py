@@ -87,6 +87,7 @@ from ._schedules import (
     check_input,
     next_trigger,
     resume_transaction,
+    spec_of,
     tick_id,
     tick_of,
     timing_of,
@@ -150,6 +151,16 @@ def _missed(sid: str, first: float, last: float | None, window: float) -> _Note:
     return ("missed", "schedule %s missed its ticks %s to %s: older than its "
             "catchup_window (%ss)", (sid, tick_id(sid, first), tick_id(sid, last),
                                      _secs(window)))
+
+
+def _without_tick(sid: str, now: float, when: str) -> None:
+    """Say that schedule ``sid``, written at ``now`` (``when``: made, its timing
+    changed, resumed), has no tick: none after ``now`` that a date holds. (One whose
+    ticks end as it runs is said so by its last tick's write.)"""
+    stamp = _dt.datetime.fromtimestamp(math.floor(now), _dt.UTC).isoformat()
+    log.warning("schedule %s has no tick after %s, %s: no later date holds one (years "
+                "end at 9999); it starts nothing", sid, stamp.replace("+00:00", "Z"), when,
+                extra={"schedule_id": sid})
 
 
 def _ts(value: Any) -> float | None:
@@ -909,6 +920,22 @@ class Scheduler:
         return Pid(host.name, wid)
 
     # ------------------------------------------------------------ defining
+    @staticmethod
+    def _no_tick_when(d: ScheduleDefinition, old: ScheduleRecord | None,
+                      now: float) -> str | None:
+        """When ``d``, written over ``old`` at ``now`` (:meth:`_put`), gets no next tick
+        (none after ``now`` that a date holds): ``"when it was made"`` or ``"when its
+        timing changed"``; else ``None``, also when its timing is the same (its next
+        tick is kept; a schedule whose ticks ended was said so then) or it is paused
+        (its resume says so)."""
+        spec = d.spec
+        if old is not None and (old.paused or timing_of(old) == (
+                spec.cron, spec.every, spec.timezone)):
+            return None
+        if spec.next_after(now) is not None:
+            return None
+        return "when it was made" if old is None else "when its timing changed"
+
     def _put(self, tx: Transaction, d: ScheduleDefinition, old: ScheduleRecord | None,
              now: float) -> bool:
         """Write ``d`` unless the store has it already (``old``, as read before). Its
@@ -944,10 +971,15 @@ class Scheduler:
         stored = {r.schedule_id: r for r in await run_blocking(self.host.store.schedules)}
         tx = Transaction()
         now = self.host.clock.now()
+        unticked: list[tuple[str, str]] = []
         for sid, d in defined.items():
             old = stored.get(sid)
-            if self._put(tx, d, old, now) and old is not None:
-                self._config_changed(old, d)
+            if self._put(tx, d, old, now):
+                if old is not None:
+                    self._config_changed(old, d)
+                when = self._no_tick_when(d, old, now)
+                if when is not None:
+                    unticked.append((sid, when))
         for sid, record in stored.items():
             if (record.source == "config" and sid not in defined
                     and sid.partition(":")[0] in self.namespaces):
@@ -963,6 +995,8 @@ class Scheduler:
                              self.host.name, extra={"schedule_id": sid})
         if tx:
             await self.host.store.commit(tx)
+        for sid, when in unticked:
+            _without_tick(sid, now, when)
 
     def _config_changed(self, old: ScheduleRecord, d: ScheduleDefinition) -> None:
         """Say that this node's config changed a schedule the store held: a config
@@ -1003,10 +1037,14 @@ class Scheduler:
             raise ValueError(f"schedule {d.schedule_id!r} comes from a workflow.schedule "
                              "entry of the config: change it there")
         tx = Transaction()
-        self._put(tx, d, old, self.host.clock.now())
+        now = self.host.clock.now()
+        self._put(tx, d, old, now)
         if tx:
             await self.host.store.commit(tx)
             await self._reload(d.schedule_id)
+            when = self._no_tick_when(d, old, now)
+            if when is not None:
+                _without_tick(d.schedule_id, now, when)
 
     def get(self, schedule_id: str) -> ScheduleRecord:
         """The stored schedule; :class:`~garrison.NoSuchSchedule` if there is none. In
@@ -1041,10 +1079,13 @@ class Scheduler:
             record = await self._get(schedule_id)
             if not record.paused:
                 return
-            tx = resume_transaction(record, self.host.clock.now())
+            now = self.host.clock.now()
+            tx = resume_transaction(record, now)
             if (await self.host.store.commit(tx))[0]:
                 break
         await self._reload(schedule_id)
+        if spec_of(record).next_after(now) is None:
+            _without_tick(schedule_id, now, "when it was resumed")
 
     async def delete(self, schedule_id: str) -> None:
         """Remove the schedule (the workflows it started are not touched)."""

@@ -49,6 +49,7 @@ __all__ = [
     "next_trigger",
     "parse_catchup_window",
     "resume_transaction",
+    "spec_of",
     "tick_id",
     "tick_of",
     "timing_of",
@@ -182,11 +183,16 @@ def resume_transaction(record: ScheduleRecord, now: float) -> Transaction:
     delete): read the schedule again. (Written over such a write, the next tick it
     computed was a tick of the old timing, or one acted on since the other resume.)"""
     sid = record.schedule_id
-    spec = ScheduleSpec.parse(cron=record.cron, every=record.every, timezone=record.timezone,
-                              what=f"schedule {sid!r}", stored=True)
-    return Transaction().update_schedule(sid, paused=False, next_tick=spec.next_after(now),
+    return Transaction().update_schedule(sid, paused=False,
+                                         next_tick=spec_of(record).next_after(now),
                                          expect_paused=True, expect_timing=timing_of(record),
                                          time=now)
+
+
+def spec_of(record: ScheduleRecord) -> ScheduleSpec:
+    """The timing of the stored schedule ``record``."""
+    return ScheduleSpec.parse(cron=record.cron, every=record.every, timezone=record.timezone,
+                              what=f"schedule {record.schedule_id!r}", stored=True)
 
 
 def next_trigger(now: float) -> float:
