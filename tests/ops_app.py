@@ -68,6 +68,17 @@ async def waiting_child(n: int) -> str:
     return f"child {n}"
 
 
+async def parent_of_many(n: int, grandchildren: int = 0) -> str:
+    """Start ``n`` child workflows that wait for ever, and one more with
+    ``grandchildren`` of its own if any; then wait for ever too."""
+    for k in range(n):
+        await process.spawn(waiting_child, k, host="workflows")
+    if grandchildren:
+        await process.spawn(parent_of_many, grandchildren, host="workflows")
+    await workflow.promise("never")
+    return "never"
+
+
 async def parent_of_one() -> str:
     """Start a child workflow and return how it ended (from its EXIT)."""
     await process.spawn(waiting_child, 1, host="workflows")

@@ -345,6 +345,33 @@ async def test_a_blocked_workflow_is_retried_on_a_running_node_once_the_code_is_
 
 
 # ------------------------------------------------------------------ terminate
+async def test_terminating_a_tree_of_workflows_says_so_in_a_line_not_one_per_child(
+        node: garrison.Node, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Terminating a workflow with 1,000 children logged 1,000 warnings, one per child
+    (``workflow p.17 (...) failed: Terminated: its parent workflow 'p' was
+    terminated``): the node's log drowned in them. One line names the workflow, how
+    many of its descendants end with it and the first of them; the parent's own failure
+    is said as before; each descendant's end is at DEBUG."""
+    await node.start_workflow(ops_app.parent_of_many, 50, 3, id="p")
+    await until(lambda: sum(w.status == "waiting" for w in node.workflows()) == 55,
+                "the tree to wait")
+    caplog.set_level(logging.DEBUG, logger="garrison")
+    await node.workflow("p").terminate("enough")
+    await until(lambda: all(w.status == "failed" for w in node.workflows()), "the tree")
+    said = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert [r.getMessage() for r in said] == [
+        "workflow p is terminated: its 54 unfinished descendant workflows end with it "
+        "(p.1, p.2, p.3, p.4, p.5 and 49 more; each one's end is logged at DEBUG on "
+        "garrison.workflow)",
+        "workflow p (ops_app:parent_of_many) failed: Terminated: enough"]
+    assert said[0].workflow_id == "p" and said[0].levelno == logging.WARNING
+    ends = {r.workflow_id: r.getMessage() for r in caplog.records
+            if r.levelno == logging.DEBUG and "failed: Terminated" in r.getMessage()}
+    assert len(ends) == 54
+    assert ends["p.51.2"] == ("workflow p.51.2 (ops_app:waiting_child) failed: Terminated: "
+                              "its parent workflow 'p.51' was terminated")
+
+
 async def test_terminate_ends_at_once_without_the_cancellation_handler(
         node: garrison.Node, autojump_clock: Any) -> None:
     await node.start_workflow(ops_app.guarded, "desk", id="g")

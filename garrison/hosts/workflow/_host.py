@@ -93,6 +93,7 @@ from ._recovery import (
     SUPERVISOR_MEMO,
     check_supervisors,
     end_instance,
+    ended_with_parent,
     refresh,
     request_transaction,
     resume_all,
@@ -953,9 +954,12 @@ class WorkflowHost:
         for name in self.names.pop(wf.wid, ()):
             self.node.unregister(name, wf.pid)
         if status is WorkflowStatus.FAILED and error is not None:
-            log.warning("workflow %s (%s) failed: %s", wf.wid, wf.name, error,
-                        extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid,
-                               "error": error})
+            # (one ended as its parent was terminated: said by the line of the tree's
+            # terminated workflow, see end_instance)
+            log.log(logging.DEBUG if ended_with_parent(error) else logging.WARNING,
+                    "workflow %s (%s) failed: %s", wf.wid, wf.name, error,
+                    extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid,
+                           "error": error})
         self._ended_fan_out(wf, status, event, watchers)
         wf.done.set()
 

@@ -55,7 +55,7 @@ from ._ids import check_text
 from ._inbox import exit_id
 from ._journal import JournalKind, error_from_plain, event_to_plain
 from ._queue import stored_priority
-from ._recovery import refresh, request_transaction
+from ._recovery import parent_terminated, refresh, request_transaction
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -136,7 +136,7 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
                                msg_id_prefix=exit_id(wid, ""), sender=pid, time=now)
         for child in store.list_workflows(parent=pid):
             if not WorkflowStatus(child.status).finished:
-                todo.append((child, terminated(f"its parent workflow {wid!r} was terminated")))
+                todo.append((child, parent_terminated(wid)))
     return tx
 
 

@@ -495,10 +495,49 @@ def request_transaction(workflow_id: str, error: ErrorInfo,
         workflow_id, "terminate", payload, kind=CONTROL, msg_id=msg_id)
 
 
+#: the descendants a terminated workflow's line names (the others are counted)
+NAMED_DESCENDANTS = 5
+
+_PARENT_TERMINATED = ("its parent workflow ", " was terminated")
+
+
+def parent_terminated(wid: str) -> ErrorInfo:
+    """The error the unfinished children of terminated workflow ``wid`` end with."""
+    head, tail = _PARENT_TERMINATED
+    return ErrorInfo("Terminated", f"{head}{wid!r}{tail}")
+
+
+def ended_with_parent(error: ErrorInfo) -> bool:
+    """``error`` is :func:`parent_terminated`'s: the end of a workflow is said by the
+    line of the terminated workflow whose tree it was in (:func:`end_instance`)."""
+    head, tail = _PARENT_TERMINATED
+    return (error.type == "Terminated" and error.message.startswith(head)
+            and error.message.endswith(tail))
+
+
 def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> None:
     """End ``wf`` as terminated with ``error`` (and its unfinished children): a running
     one is stopped as a killed workflow is (nothing more journaled; it writes its end);
-    one whose code has ended (blocked) or never ran is finished here."""
+    one whose code has ended (blocked) or never ran is finished here. A tree says so in
+    one warning: ``wf``, how many descendants end with it and the first of them (each
+    one's own end is at DEBUG: a thousand children are not a thousand warnings)."""
+    ended: list[str] = []
+    _end_tree(host, wf, error, ended)
+    if ended:
+        named = ", ".join(ended[:NAMED_DESCENDANTS])
+        more = len(ended) - NAMED_DESCENDANTS
+        log.warning("workflow %s is terminated: its %d unfinished descendant workflow%s "
+                    "end%s with it (%s%s; each one's end is logged at DEBUG on "
+                    "garrison.workflow)", wf.wid, len(ended), "s" if len(ended) > 1 else "",
+                    "" if len(ended) > 1 else "s", named,
+                    f" and {more} more" if more > 0 else "",
+                    extra={"workflow_id": wf.wid, "pid": wf.pid})
+
+
+def _end_tree(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo,
+              ended: list[str]) -> None:
+    """:func:`end_instance`'s work, the ids of the descendants it ends (here, or asked
+    in the store) added to ``ended``."""
     for rec in wf.requests:  # consumed by its end's own transaction (``finish``): a
         # drain that hands it over first (its records flushed, its end never written)
         # leaves them to the node that takes it
@@ -508,13 +547,15 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
         host.kill(wf.pid, error)
     elif host.serving:
         host.start_soon(_finish_ended, host, wf, error)
-    reason = ErrorInfo("Terminated", f"its parent workflow {wf.wid!r} was terminated")
+    reason = parent_terminated(wf.wid)
     wf.children_end = reason  # (a child still being created: see WorkflowHost._late_child)
     for child in list(host.active.values()):
         if child.parent == wf.pid and not WorkflowStatus(child.status).finished:
-            end_instance(host, child, reason)
+            ended.append(child.wid)
+            _end_tree(host, child, reason, ended)
     for record in host.children_elsewhere(wf):  # asked in the store, as a tool asks
         host.store.write(request_transaction(record.workflow_id, reason, record.attempt))
+        ended.append(record.workflow_id)
 
 
 async def end_requested(host: WorkflowHost, wf: WorkflowInstance) -> None:
