@@ -234,3 +234,12 @@ async def with_conn(name: str, cleanup: float, register: bool = True) -> None:
         FAILS[name] -= 1
         raise RuntimeError(f"{name} crashed")
     await trio.sleep_forever()
+
+
+async def tree(name: str) -> None:
+    """A service's process that runs a Supervisor (README's supervision tree from a
+    config): children ``first`` (steady) and ``late`` (steady, on host ``t:pool``)."""
+    from garrison.supervision import ChildSpec, Supervisor
+
+    await Supervisor([ChildSpec("first", steady, args=(f"{name}.first",)),
+                      ChildSpec("late", steady, args=(f"{name}.late",), host="t:pool")])()

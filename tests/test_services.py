@@ -1600,3 +1600,40 @@ async def test_the_wait_for_a_service_s_helpers_is_bounded_and_said(
             rf"t:svc: processes/\S+ \(linked to its process {crashed}, ending with it\) "
             rf"still run\(s\) {int(gap)}s after it ended; the service manager goes on",
             said[0]), said
+
+
+async def test_a_service_running_a_supervisor_runs_once_its_children_all_run(
+        autojump_clock, caplog):
+    """README's supervision tree from a config: a service whose process runs a
+    Supervisor counted as running as soon as that process began, so what requires it
+    started while the tree's children were still starting (a child's registered name
+    not there yet: NoSuchProcess). As a nested supervisor does, it runs once its
+    children all run; a tree that cannot start them within start_timeout says so."""
+    caplog.set_level(logging.INFO, logger="garrison.services")
+    cfg = config("""
+        - {name: pool, kind: process.host, workers: 1}
+        - {name: hog, kind: process.py, source: "svc_app:hog"}
+        - {name: tree_p, kind: process.py, source: "svc_app:tree"}
+        - {name: busy, kind: process.service, process: hog, host: pool, input: [3],
+           lifecycle: {auto_start: true}}
+        - {name: tree, kind: process.service, process: tree_p, input: [tree],
+           lifecycle: {auto_start: true}}
+        - {name: api, kind: process.service, process: steady, input: [api],
+           lifecycle: {auto_start: true, requires: [tree]}}
+        - {name: slow, kind: process.service, process: tree_p, input: [slow],
+           lifecycle: {start_timeout: 1s, restart: {max_attempts: 1}}}
+    """)
+    async with garrison.open_node(config=cfg) as node:
+        # tree's child 'late' waits for the pool's one worker, which busy holds 3 s
+        assert starts("tree.late") == [3.0]
+        assert starts("api") == [3.0]
+        order = [who for _, who, what in svc_app.LOG if what == "start"]
+        assert order.index("tree.late") < order.index("api")
+        await node.start_service("t:slow")  # its 'late' waits behind tree's for ever
+        await trio.sleep(5)
+        info = {s.id: s for s in node.services()}["t:slow"]
+        assert info.status == ServiceStatus.GAVE_UP
+        assert info.last_error is not None
+        assert str(info.last_error) == (
+            "TimeoutError: not started within 1s: it waited for the children of its "
+            "Supervisor to start")

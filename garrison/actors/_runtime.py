@@ -40,6 +40,10 @@ class Runtime(Protocol):
         """The calling process is a ``Supervisor``: ``children()`` gives its live
         children in the order it stops them (reverse start order), which a node that
         stops follows, stopping them before the supervisor."""
+    def hold_start(self) -> Callable[[], None]:
+        """Who waits for the calling process to run (the service manager, starting a
+        service) waits on until the returned function is called or the process ends:
+        a ``Supervisor`` run as a process of its own runs once its children all do."""
     async def cancel(self, to: Pid | str, timeout: float) -> None: ...
     async def terminate(self, to: Pid | str) -> None: ...
     def register(self, name: str, scope: str = "node") -> None: ...

@@ -66,6 +66,7 @@ class _Process(Caller):
         "_topics",
         "alive",
         "ended_by",
+        "held",
         "host",
         "kill_reason",
         "label",
@@ -92,6 +93,8 @@ class _Process(Caller):
         self.alive = True
         self.scope: CancelSwitch | None = None
         self.started: trio.Event | None = None  # made on demand by wait_started
+        #: set once a Supervisor it runs has started its children (see hold_start)
+        self.held: trio.Event | None = None
         self.kill_reason: ErrorInfo | None = None
         #: what its links get if it exits normally (its supervisor stopped it)
         self.link_reason: ErrorInfo | None = None
@@ -247,6 +250,8 @@ class _Process(Caller):
     def _exit(self, result: Any, error: ErrorInfo | None, *, logged: bool = False) -> None:
         """Everything that happens when a process ends; synchronous, never raises."""
         self.alive = False
+        if self.held is not None:
+            self.held.set()
         pid = self.pid
         node = self.node
         self.host.procs.pop(pid, None)
@@ -274,11 +279,20 @@ class _Process(Caller):
             self._exited.set()
 
     async def wait_started(self) -> None:
-        """Return once the process's code has begun to run (or it has ended)."""
+        """Return once the process's code has begun to run (or it has ended), and a
+        hold it made as it began (:meth:`hold_start`) has ended."""
         if self.started is None:
             self.started = trio.Event()
         if self.alive:
             await self.started.wait()
+        # (a Supervisor holds it in the step its process begins with, before any
+        # checkpoint: a waiter woken by ``started`` finds the hold made)
+        if self.held is not None and self.alive:
+            await self.held.wait()
+
+    def holds_start(self) -> bool:
+        """Whether its code runs, but a hold keeps it from counting as running."""
+        return self.alive and self.held is not None and not self.held.is_set()
 
     async def wait_exited(self) -> None:
         if self.alive:
@@ -410,6 +424,10 @@ class _Process(Caller):
 
     def supervises(self, children: Callable[[], list[Pid]]) -> None:
         self.supervising = children
+
+    def hold_start(self) -> Callable[[], None]:
+        held = self.held = trio.Event()
+        return held.set
 
     async def cancel(self, to: Pid | str, timeout: float) -> None:
         await self.node.cancel(self.node.resolve(to), self.pid, timeout)
@@ -680,6 +698,12 @@ class ProcessHost:
             await proc.wait_exited()
             return
         proc.kill(reason)
+
+    def holds_start(self, pid: Pid) -> bool:
+        """Whether the process ``pid`` runs a Supervisor that has not started all its
+        children yet (see ``Runtime.hold_start``)."""
+        proc = self.procs.get(pid)
+        return proc is not None and proc.holds_start()
 
     def waits_for_worker(self, pid: Pid) -> bool:
         """Whether the process ``pid`` was spawned but waits for one of the host's

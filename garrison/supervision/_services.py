@@ -625,6 +625,9 @@ class ServiceManager:
         if limits is not None:
             return (f"in the queue of workflow host {host.name!r}, whose limits ({limits}) "
                     f"{are} all taken")
+        holds = getattr(host, "holds_start", None)
+        if holds is not None and holds(pid):
+            return "for the children of its Supervisor to start"
         return None
 
     def _not_started(self, entry: Any, pid: Pid | None) -> str:

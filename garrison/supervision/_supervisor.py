@@ -706,6 +706,11 @@ class Supervisor:
         # a node that stops stops the children in this order, then this process
         runtime.supervises(lambda: [c.pid for c in reversed(self._children)
                                     if c.pid is not None])
+        if started is None:  # a process of its own (a service's, say): it runs, for who
+            # waits for it to (what requires the service), once its children all run,
+            # as a nested supervisor does; a start that fails ends the process
+            running = runtime.hold_start()
+            started = lambda failure: running() if failure is None else None  # noqa: E731
         self._node = getattr(runtime, "node", None)
         self._children = [_Child(spec) for spec in self.children]
         self._restarts = []

@@ -46,6 +46,10 @@ _loads = json.loads
 RECORDED_RAISES = (NoSuchProcess, PayloadError)
 
 
+def _nothing() -> None:
+    """(What ``hold_start`` gives where nothing holds a start.)"""
+
+
 def _detached(payload: Any) -> Any:
     """``payload`` (which has a JSON form) as a plain process of this node gets it from
     a workflow: a copy of its own, so that what the receiver does to it later does not
@@ -673,6 +677,10 @@ class Interop(WorkflowCore):
 
     def supervises(self, children: Callable[[], list[Pid]]) -> None:
         """(A workflow's children are stopped with it by its host's own rules.)"""
+
+    def hold_start(self) -> Callable[[], None]:
+        """(A workflow runs once it has left its host's queue: nothing holds that.)"""
+        return _nothing
 
     async def cancel(self, to: Pid | str, timeout: float) -> None:
         live, pid = self._take_target(JournalKind.CANCEL_PROCESS, to)
