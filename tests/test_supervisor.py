@@ -1964,3 +1964,83 @@ async def test_a_terminated_supervisor_does_not_wait_for_its_children_s_helpers(
     said = [r.getMessage() for r in caplog.records]
     assert not any("did not end" in m or "has not ended" in m or "still run" in m
                    for m in said), said
+
+
+@pytest.mark.parametrize("strategy", ["rest_for_one", "one_for_all"])
+async def test_a_child_added_while_its_group_waits_for_its_restart_starts_after_it(
+        autojump_clock: Any, node: garrison.Node, strategy: str) -> None:
+    """start_child (and restart_child) while the children before it waited out their
+    group restart's backoff started the new child at once, while they were down: it
+    then ran before them, against "each running before the next starts", and was
+    stopped first though it had started first. It starts with the group, after them;
+    the call returns once it runs."""
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a", "b"), strategy=strategy, backoff="2s",
+                     max_restarts=10, within="1m")
+    pid = await start(node, sup)
+    t0 = trio.current_time()
+    await tell(node, sup, "a")
+    del log[:]
+    c = await sup.start_child(specs(log, "c")[0])
+    assert trio.current_time() - t0 == 2.0
+    assert [what for what in log if what[0] == "start"] == [
+        ("start", "a"), ("start", "b"), ("start", "c")]
+    assert pids(sup)["c"] == c
+    # restart_child of a stopped child: the same
+    await sup.terminate_child("c")
+    t1 = trio.current_time()
+    await tell(node, sup, "a")
+    del log[:]
+    assert await sup.restart_child("c") == pids(sup)["c"]
+    assert trio.current_time() - t1 == 2.0
+    assert [what for what in log if what[0] == "start"] == [
+        ("start", "a"), ("start", "b"), ("start", "c")]
+    del log[:]
+    await node.spawn(canceller, pid)
+    await node.wait(pid)
+    assert log == [("stop", "c"), ("stop", "b"), ("stop", "a")]
+
+
+@pytest.mark.parametrize("strategy", ["rest_for_one", "one_for_all"])
+async def test_a_start_child_called_off_while_its_group_waits_raises(
+        autojump_clock: Any, node: garrison.Node, strategy: str) -> None:
+    """A start_child waiting to start with its group (above) is called off by a
+    terminate_child of it, or the supervisor's stop: it raises, and keeps nothing;
+    meanwhile the supervisor serves other calls."""
+    log: list[Any] = []
+    sup = Supervisor(specs(log, "a", "b"), strategy=strategy, backoff="2s",
+                     max_restarts=10, within="1m", name="s")
+    pid = await start(node, sup)
+    await tell(node, sup, "a")
+    errors: list[BaseException] = []
+
+    async def add() -> None:
+        try:
+            await sup.start_child(specs(log, "c")[0])
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(add)
+        await settle()
+        assert pids(sup) == {"a": None, "b": None, "c": None}
+        with pytest.raises(ValueError, match="is waiting for its restart"):
+            await sup.restart_child("a")
+        await sup.terminate_child("c")
+    assert [str(e) for e in errors] == [
+        f"start_child(): child 'c' of supervisor 's' ({pid}) was terminated before it "
+        "started (it waited to start after the children before it, which wait for "
+        "their restart)"]
+    await trio.sleep(2)
+    await settle()
+    assert [what for what in log if what[0] == "start"][-2:] == [("start", "a"),
+                                                                 ("start", "b")]
+    assert "c" not in pids(sup)
+    # a stop of the supervisor answers a waiting call too
+    await tell(node, sup, "a")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(add)
+        await settle()
+        await node.spawn(canceller, pid)
+        await node.wait(pid)
+    assert len(errors) == 2 and "stopped before it handled the call" in str(errors[1])

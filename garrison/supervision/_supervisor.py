@@ -309,11 +309,18 @@ class _Child:
     pid: Pid | None = None
     #: trio time at which a restart is due (a restart waiting for its backoff), or None
     pending: float | None = None
+    #: the ``start_child`` or ``restart_child`` call that waits for it to start with
+    #: the children before it, which wait for their restart (see ``_behind_restart``)
+    caller: _Request | None = None
 
     @property
     def active(self) -> bool:
         """Running, or waiting to be restarted."""
         return self.pid is not None or self.pending is not None
+
+
+#: what ``_do`` returns for a call it answers later (``_Child.caller``)
+_LATER: Any = object()
 
 
 @attrs.define(eq=False)
@@ -529,7 +536,9 @@ class Supervisor:
       stopping.
     - **Dynamic children.** :meth:`start_child`, :meth:`terminate_child`,
       :meth:`restart_child`, :meth:`delete_child`, :meth:`which_children` talk to the
-      running supervisor from any task or process.
+      running supervisor from any task or process. Under ``rest_for_one``
+      (``one_for_all``) a child started while the children before it (the others)
+      wait for their restart starts with them, after them; the call returns then.
     - **Binding.** An instance runs in at most one process at a time; spawning it
       while it runs, or twice before either process runs, makes the second spawn's
       process fail with a ``RuntimeError``. After its
@@ -896,7 +905,10 @@ class Supervisor:
         due = now + delay
         for c in [*group, child]:
             if c.spec.restart == "temporary" and c is not child:
-                self._children.remove(c)
+                self._call_off(c, f"was stopped by the {self.strategy} restart after "
+                               f"{spec.id!r} failed")
+                if c in self._children:
+                    self._children.remove(c)
             else:
                 c.pending = due
         return None
@@ -951,12 +963,25 @@ class Supervisor:
             if child is None or self._halted():
                 return None
             child.pending = None
+            caller = child.caller  # (kept on it until answered: a kill meanwhile fails it)
             try:
-                await self._start(child)
-            except Exception as exc:  # counts as a failure of that child
+                pid = await self._start(child)
+            except Exception as exc:
+                if caller is not None:  # the failed start of the call's child: the call's
+                    # error (not kept, as a start_child that fails at once), no restart
+                    child.caller = None
+                    if caller.op == "start_child" and child.pid is None:
+                        self._children.remove(child)
+                    caller.finish(outcome.Error(exc))
+                    continue
+                # counts as a failure of that child
                 gave_up = await self._child_exited(child, ErrorInfo.from_exception(exc))
                 if gave_up is not None:
                     return gave_up
+            else:
+                if caller is not None:
+                    child.caller = None
+                    caller.finish(outcome.Value(pid))
 
     # ------------------------------------------------------------------ start / stop
     async def _start(self, child: _Child) -> Pid:
@@ -1177,16 +1202,18 @@ class Supervisor:
     async def _handle(self, request: _Request) -> None:
         self._inflight = request
         try:
-            value = await self._do(request.op, request.arg)
+            value = await self._do(request)
         except Exception as exc:
             request.finish(outcome.Error(exc))
         else:
-            request.finish(outcome.Value(value))
+            if value is not _LATER:
+                request.finish(outcome.Value(value))
         # a cancellation (the supervisor killed) leaves it in flight: the run's end
         # answers it (``_fail_requests``), else its caller would wait forever
         self._inflight = None
 
-    async def _do(self, op: str, arg: Any) -> Any:
+    async def _do(self, request: _Request) -> Any:
+        op, arg = request.op, request.arg
         if op == "start_child":
             spec: ChildSpec = arg
             if any(c.spec.id == spec.id for c in self._children):
@@ -1200,6 +1227,8 @@ class Supervisor:
                                      f"start: {exc}") from None
             child = _Child(spec)
             self._children.append(child)
+            if self._behind_restart(child, request):
+                return _LATER
             try:
                 return await self._start(child)
             except BaseException:
@@ -1211,8 +1240,9 @@ class Supervisor:
         child = self._by_id(arg)
         if op == "terminate_child":
             child.pending = None
+            self._call_off(child, "was terminated before it started")
             await self._stop(child)
-            if child.spec.restart == "temporary":
+            if child.spec.restart == "temporary" and child in self._children:
                 self._children.remove(child)
             return None
         if op == "restart_child":
@@ -1222,6 +1252,8 @@ class Supervisor:
                 raise ValueError(f"child {arg!r} of supervisor {self._who()} is waiting for "
                                  "its restart (backoff): it restarts by itself then "
                                  "(terminate_child it first to restart it now)")
+            if self._behind_restart(child, request):
+                return _LATER
             return await self._start(child)
         if op == "delete_child":
             if child.active:
@@ -1230,6 +1262,39 @@ class Supervisor:
             self._children.remove(child)
             return None
         raise AssertionError(op)
+
+    def _behind_restart(self, child: _Child, request: _Request) -> bool:
+        """Under ``rest_for_one`` (``one_for_all``), ``child``, added or restarted by
+        ``request`` while the children before it (the others) wait for their restart
+        (backoff), starts with them, after them, as a group restart starts its children
+        in order: it waits, and ``request`` is answered once it runs (``_start_due``).
+        True if so; else it starts now."""
+        if self.strategy == "one_for_one":
+            return False
+        before = (self._children if self.strategy == "one_for_all"
+                  else self._children[:self._children.index(child)])
+        due = max((c.pending for c in before if c is not child and c.pending is not None),
+                  default=None)
+        if due is None:
+            return False
+        child.pending = due
+        child.caller = request
+        log.info("%s: starts after %s, which wait for their restart", child.spec.name,
+                 ", ".join(c.spec.name for c in before if c.pending is not None
+                           and c is not child))
+        return True
+
+    def _call_off(self, child: _Child, why: str) -> None:
+        """The call waiting for ``child`` to start (``_behind_restart``) fails: ``why``;
+        a ``start_child``'s spec is not kept (the caller removes the child)."""
+        caller, child.caller = child.caller, None
+        if caller is None:
+            return
+        if caller.op == "start_child" and child in self._children:
+            self._children.remove(child)
+        caller.finish(outcome.Error(RuntimeError(
+            f"{caller.op}(): child {child.spec.id!r} of supervisor {self._who()} {why} (it "
+            "waited to start after the children before it, which wait for their restart)")))
 
     @staticmethod
     def _state_of(child: _Child) -> str:
@@ -1246,6 +1311,10 @@ class Supervisor:
         if self._inflight is not None:
             self._inflight.finish(failure(self._inflight))
             self._inflight = None
+        for child in self._children:  # (waiting to start after a restart, see _behind_restart)
+            if child.caller is not None:
+                child.caller.finish(failure(child.caller))
+                child.caller = None
         while True:
             try:
                 item = recv.receive_nowait()
