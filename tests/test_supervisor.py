@@ -1498,6 +1498,21 @@ async def test_a_child_naming_no_entry_or_a_workflow_refusing_its_args_is_named(
         assert sup.which_children() == []
 
 
+async def test_a_child_naming_an_entry_on_a_node_without_a_config_is_named(
+        autojump_clock: object, node: garrison.Node) -> None:
+    """A child's entry id on a node with no config: start_child raised the node's bare
+    ``ValueError: unknown target 'app:db': no config is loaded ...``, naming no child
+    (README: a child that cannot start for its target is named), where the same child
+    on a node with a config names it."""
+    sup = Supervisor([])
+    await start(node, sup)
+    for host in [None, "workflows"]:
+        with pytest.raises(ValueError, match=r"^child 'db': unknown target 'app:db': no "
+                                             r"config is loaded"):
+            await sup.start_child(ChildSpec("db", "app:db", host=host))
+    assert sup.which_children() == []
+
+
 async def test_a_restart_that_cannot_start_is_a_failure_of_that_child(
         node: garrison.Node, autojump_clock: object) -> None:
     """A child that ran once and whose restart cannot call its target: each such restart

@@ -1008,6 +1008,8 @@ class Supervisor:
                 except (KeyError, TypeError) as exc:  # no such entry, args it cannot take
                     # (chained: one raised deeper in the start keeps its traceback)
                     raise _cannot_start(spec, exc) from exc
+                except ValueError as exc:  # an entry id on a node with no config, say
+                    raise ValueError(f"child {spec.id!r}: {exc}") from exc
             child.pid = pid
             # one created waiting in its host's queue (its limits taken) has not run:
             # the next child waits for it, as for a process waiting for a worker
@@ -1020,6 +1022,8 @@ class Supervisor:
                 target = node.resolve_target(target)
             except KeyError as exc:
                 raise _cannot_start(spec, exc) from None
+            except ValueError as exc:  # an entry id on a node with no config
+                raise ValueError(f"child {spec.id!r}: {exc}") from None
             try:
                 check_entry(node.config, spec.target, durable=False)
             except TypeError as exc:
