@@ -22,6 +22,7 @@ from . import _cli_signals
 from ._duration import parse_lease
 from ._errors import ConfigError, NotInProcess, ProcessError, id_hint, schedule_hint
 from ._router import EXIT_MEMORY, Router, not_in_trio
+from ._watchdog import watch
 from .actors._mailbox import Budget
 from .actors._runtime import runtime_or_none
 from .actors._values import Pid, ProcessInfo, check_topic
@@ -1051,6 +1052,8 @@ async def running_node(node: Node) -> AsyncIterator[Node]:
     node._router.trio_token = trio.lowlevel.current_trio_token()
     node._router.thread = threading.get_ident()
     token = _current_node.set(node)
+    # (says when code in this thread blocks it; its thread is joined as the node closes)
+    unwatch = watch(node._router.trio_token, node._router.thread, node.name)
     try:
         async with trio.open_nursery() as nursery:
             try:
@@ -1075,6 +1078,7 @@ async def running_node(node: Node) -> AsyncIterator[Node]:
                 raise leaf from None
         raise
     finally:
+        unwatch()
         try:
             _current_node.reset(token)
         except ValueError:  # closed from another context (an abandoned generator)

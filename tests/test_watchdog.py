@@ -1,0 +1,252 @@
+"""The blocked-event-loop watchdog (garrison/_watchdog.py): one warning naming where
+the node's trio thread is blocked, one line once it runs again, and no blame for time
+the whole process was paused. The unit tests drive ``Watchdog.tick`` with a fake
+clock (no thread, no real waiting); the others block a real node for ~0.6 s."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+
+import pytest
+import trio
+
+import garrison
+from garrison import _watchdog
+from garrison._watchdog import Watchdog
+
+IDENT = 4242  # the fake trio thread's ident
+
+
+def _blocked_here():  # the user's frame the fake trio thread is "in"
+    return sys._getframe()
+
+
+BLOCKED_LINE = _blocked_here.__code__.co_firstlineno + 1
+
+
+class Fake:
+    """The watchdog's clocks and the trio side: ``step`` advances real time (and the
+    process's CPU time) and ticks; ``run_callbacks`` is the trio thread running."""
+
+    def __init__(self, frame=None):
+        self.now = 1000.0
+        self.cpu = 5.0
+        self.posted: list = []
+        self.frame = frame if frame is not None else _blocked_here()
+        self.dog = Watchdog(self.posted.append, IDENT, interval=0.5, threshold=3.0,
+                            clock=lambda: self.now, cpu_clock=lambda: self.cpu,
+                            wait=lambda _: True, frames=lambda: {IDENT: self.frame})
+        self.dog.names = ("n1",)
+
+    def step(self, seconds=0.5, cpu=0.0):
+        self.now += seconds
+        self.cpu += cpu
+        return self.dog.tick()
+
+    def run_callbacks(self):
+        posted, self.posted[:] = list(self.posted), []
+        for callback in posted:
+            callback()
+
+
+def _warnings(caplog):
+    return [r for r in caplog.records
+            if r.name == "garrison.node" and r.levelno >= logging.WARNING]
+
+
+def test_blocked_loop_warns_once_naming_the_users_frame_then_says_it_ran(caplog):
+    fake = Fake()
+    fake.step()  # posts the first callback
+    assert len(fake.posted) == 1
+    for _ in range(5):  # 2.5 s unanswered: under the threshold
+        fake.step()
+    assert _warnings(caplog) == []
+    for _ in range(20):  # 3 s and on: one warning, however long it lasts
+        fake.step()
+    assert fake.posted and len(fake.posted) == 1  # (one callback outstanding at a time)
+    [warning] = _warnings(caplog)
+    text = warning.getMessage()
+    assert text.startswith("the event loop of node 'n1' has not run for 3.0 s: code in "
+                           "its thread blocks it, at ")
+    assert f"{__file__}:{BLOCKED_LINE} in _blocked_here" in text
+    assert "trio.to_thread.run_sync" in text
+    assert warning.blocked_at == f"{__file__}:{BLOCKED_LINE}"
+    assert warning.blocked_in == "_blocked_here"
+    assert warning.stack_info.startswith("The node's thread, innermost last")
+    assert f'File "{__file__}", line {BLOCKED_LINE}, in _blocked_here' in warning.stack_info
+    caplog.clear()
+    fake.run_callbacks()  # the loop runs again
+    fake.step()
+    [ran] = _warnings(caplog)
+    assert ran.getMessage() == "the event loop of node 'n1' ran again after 13.0 s blocked"
+    caplog.clear()
+    for _ in range(20):  # healthy: every callback answered
+        fake.step()
+        fake.run_callbacks()
+    assert _warnings(caplog) == []
+
+
+def test_a_paused_process_is_not_blamed_on_the_loop(caplog):
+    """SIGSTOP, a paused VM, a debugger holding every thread: the watchdog oversleeps
+    too and the process uses no CPU meanwhile; that time is not counted."""
+    fake = Fake()
+    fake.step()
+    fake.step(60.0)  # paused for a minute, the callback posted before it unanswered
+    fake.step()  # the process runs again; the trio thread has not got to it yet
+    fake.run_callbacks()
+    fake.step()
+    assert _warnings(caplog) == []
+    # blocked for 2 s, paused for an hour, blocked on: blamed for what it was blocked
+    fake.run_callbacks()
+    fake.step()
+    for _ in range(4):
+        fake.step()
+    fake.step(3600.0)  # (counted as one interval: 2.5 s)
+    assert _warnings(caplog) == []
+    fake.step()
+    [warning] = _warnings(caplog)
+    assert "has not run for 3.0 s" in warning.getMessage()
+    fake.run_callbacks()
+    fake.step()
+    assert _warnings(caplog)[-1].getMessage() == \
+        "the event loop of node 'n1' ran again after 3.5 s blocked"
+
+
+def test_a_watchdog_late_by_a_little_counts_that_time(caplog):
+    fake = Fake()
+    fake.step()
+    for _ in range(3):
+        fake.step(1.4)  # a busy host wakes the watchdog late, within the slack
+    [warning] = _warnings(caplog)
+    assert "has not run for 4.2 s" in warning.getMessage()
+
+
+def test_a_call_holding_the_gil_is_said_after_it(caplog):
+    """The watchdog overslept while the process used the CPU: a call held the GIL, so
+    no thread ran Python, the loop's included; said once, as it is over."""
+    fake = Fake()
+    fake.step()
+    fake.now += 6.0
+    fake.cpu += 6.0
+    fake.run_callbacks()  # the callback posted before ran as soon as the call ended
+    fake.dog.tick()
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1
+    assert "did not run for 6.0 s; nor did any other thread of the process: a call " \
+           "held the GIL" in warnings[0].getMessage()
+    fake.run_callbacks()
+    fake.step()
+    fake.run_callbacks()
+    fake.step()
+    assert len(_warnings(caplog)) == 1  # over: no "ran again" line
+
+
+def test_a_call_holding_the_gil_still_holding_the_loop_is_named(caplog):
+    fake = Fake()
+    fake.step()
+    fake.step(6.0, cpu=6.0)  # the GIL is free again, the loop has not run yet
+    [warning] = _warnings(caplog)
+    assert warning.getMessage().startswith(
+        "the event loop of node 'n1' has not run for 6.0 s; nor did any other thread of "
+        "the process: a call held the GIL (a C extension's, or a builtin's such as "
+        "sorted() or re on big data), in the node's thread or another, at ")
+    assert warning.blocked_in == "_blocked_here"
+    fake.run_callbacks()
+    fake.step()
+    assert _warnings(caplog)[-1].getMessage() == \
+        "the event loop of node 'n1' ran again after 6.5 s blocked"
+
+
+def test_the_last_line_is_said_as_the_node_closes(caplog):
+    fake = Fake()
+    fake.step()
+    for _ in range(8):
+        fake.step()
+    assert len(_warnings(caplog)) == 1
+    fake.now += 0.2
+    assert fake.dog.tick(closing=True) is False  # the node closes: its thread runs
+    assert _warnings(caplog)[-1].getMessage() == \
+        "the event loop of node 'n1' ran again after 4.2 s blocked"
+
+
+def test_a_finished_run_stops_the_watchdog():
+    def finished(_callback):
+        raise trio.RunFinishedError("run finished")
+
+    dog = Watchdog(finished, IDENT, clock=lambda: 0.0, cpu_clock=lambda: 0.0)
+    assert dog.tick() is False
+
+
+def _watchdogs():
+    return [t for t in threading.enumerate() if t.name == "garrison-watchdog"]
+
+
+def test_blocking_async_code_is_named_and_the_node_close_joins_the_thread(
+        caplog, monkeypatch):
+    monkeypatch.setattr(_watchdog, "THRESHOLD", 0.25)
+    monkeypatch.setattr(_watchdog, "INTERVAL", 0.05)
+    line = []
+
+    async def blocker():
+        line.append(sys._getframe().f_lineno + 1)
+        time.sleep(0.6)
+        return "done"
+
+    async def main():
+        assert _watchdogs() == []
+        async with garrison.open_node(name="blocked") as node:
+            assert len(_watchdogs()) == 1
+            assert await node.wait(await node.spawn(blocker)) == "done"
+        assert _watchdogs() == []  # joined as the node closed
+
+    with caplog.at_level(logging.WARNING, logger="garrison"):
+        trio.run(main)
+    warning, ran = _warnings(caplog)
+    assert "the event loop of node 'blocked' has not run for" in warning.getMessage()
+    assert f"at {__file__}:{line[0]} in blocker" in warning.getMessage()
+    assert warning.stack_info.splitlines()[-2:] == [
+        f'  File "{__file__}", line {line[0]}, in blocker', "    time.sleep(0.6)"]
+    assert ran.getMessage().startswith("the event loop of node 'blocked' ran again after ")
+
+
+def test_one_thread_per_run_until_its_last_node_closes_and_none_after_a_failed_open(
+        tmp_path):
+    async def main():
+        async with garrison.open_node(name="a"):
+            async with garrison.open_node(name="b"):
+                assert len(_watchdogs()) == 1  # one trio thread: one watchdog
+            assert len(_watchdogs()) == 1
+        assert _watchdogs() == []
+        with pytest.raises(garrison.StoreError, match="does not exist"):  # (in its start)
+            async with garrison.open_node(store=str(tmp_path / "missing" / "x.db")):
+                pass
+        assert _watchdogs() == []
+
+    trio.run(main)
+    assert garrison.run(_nothing) is None
+    assert _watchdogs() == []
+
+
+async def _nothing():
+    return None
+
+
+def test_a_watchdog_that_cannot_start_leaves_the_node_running(caplog, monkeypatch):
+    def cannot(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(Watchdog, "start", cannot)
+
+    async def main():
+        async with garrison.open_node(name="bare") as node:
+            assert _watchdogs() == []
+            return await node.wait(await node.spawn(_nothing))
+
+    assert trio.run(main) is None
+    [warning] = _warnings(caplog)
+    assert warning.getMessage() == (
+        "node 'bare' runs unwatched: its watchdog thread did not start (can't start new "
+        "thread); a blocked event loop will not be said")
