@@ -52,6 +52,11 @@ THRESHOLD = 3.0
 #: seconds the watchdog's own sleep may overrun before it asks whether the process ran
 #: meanwhile (a busy host delays a thread's wake-up by a little, not by this much)
 SLACK = 1.0
+#: below this share of CPU time (all the process's threads) over the watchdog's
+#: oversleep, the process is taken for paused: a paused one uses none at all, while a
+#: call holding the GIL uses a whole CPU, or a good part of one on a busy host whose
+#: other work steals it (12 s held took 5 s of CPU on a shared 2-vCPU VM)
+PAUSED_CPU = 0.1
 #: the innermost frames shown in the warning
 FRAMES = 8
 
@@ -125,9 +130,9 @@ class Watchdog:
         late = elapsed - self._interval
         held = False
         if late > SLACK:
-            if used < late / 2:
-                # The watchdog overslept and the process (all its threads) used little
-                # CPU meanwhile: the whole process was paused or not scheduled (SIGSTOP,
+            if used < late * PAUSED_CPU:
+                # The watchdog overslept and the process (all its threads) used next to
+                # no CPU meanwhile: the whole process was paused or not scheduled (SIGSTOP,
                 # a VM paused or its CPU stolen, a debugger holding every thread).
                 # Nobody ran, so the trio thread is not blamed for that time: it counts
                 # as one interval.

@@ -94,7 +94,9 @@ def test_a_paused_process_is_not_blamed_on_the_loop(caplog):
     too and the process uses no CPU meanwhile; that time is not counted."""
     fake = Fake()
     fake.step()
-    fake.step(60.0)  # paused for a minute, the callback posted before it unanswered
+    # paused for a minute, the callback posted before it unanswered (a few ms of CPU:
+    # the threads that ran on until the stop reached them)
+    fake.step(60.0, cpu=0.01)
     fake.step()  # the process runs again; the trio thread has not got to it yet
     fake.run_callbacks()
     fake.step()
@@ -147,7 +149,9 @@ def test_a_call_holding_the_gil_is_said_after_it(caplog):
 def test_a_call_holding_the_gil_still_holding_the_loop_is_named(caplog):
     fake = Fake()
     fake.step()
-    fake.step(6.0, cpu=6.0)  # the GIL is free again, the loop has not run yet
+    # the GIL is free again, the loop has not run yet; the process had a third of a
+    # CPU meanwhile (a busy host), which a paused one does not get
+    fake.step(6.0, cpu=2.0)
     [warning] = _warnings(caplog)
     assert warning.getMessage().startswith(
         "the event loop of node 'n1' has not run for 6.0 s; nor did any other thread of "
