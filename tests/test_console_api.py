@@ -2525,3 +2525,58 @@ async def test_a_body_that_trickles_or_stops_halfway_ends_its_request_quietly(
     caplog.clear()
     sent = await call(gone)
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+# ------------------------------------------------------------------ children (helper-413)
+def _family(spec: str, children: int) -> None:
+    """Workflow ``p`` (host ``workflows``) with ``children`` children, ``c-0000``...,
+    created in that order, and an unrelated workflow ``other``."""
+    from garrison.persistence import open_store
+
+    with open_store(spec) as owner:
+        tx = Transaction().create_workflow("p", "console_app:listening", [], status="waiting",
+                                           host="workflows", time=1.8e9)
+        for i in range(children):
+            tx.create_workflow(f"c-{i:04d}", "console_app:listening", [], status="waiting",
+                               parent="workflows/p", host="workflows", time=1.8e9 + 1 + i)
+        tx.create_workflow("other", "console_app:listening", [], status="waiting",
+                           host="workflows", time=1.8e9 + 1)
+        owner.write(tx)
+
+
+async def test_a_workflow_page_counts_the_children_it_does_not_list(
+        store_spec: str) -> None:
+    """A workflow page lists its first CHILDREN_SHOWN children and counts them all
+    (``children_total``: the store's count, no row read), and the list's ``parent=``
+    pages through all of them (the page links there). It listed 500 of 1,204 children
+    as if they were all."""
+    from garrison.console import _backend
+
+    _family(store_spec, _backend.CHILDREN_SHOWN + 7)
+    store = _store_tools.open_store(store_spec)
+    try:
+        async with client(make_app(StoreBackend(store))) as c:
+            d = (await c.get("/api/workflows/p")).json()
+            assert len(d["children"]) == 500 and d["children_total"] == 507
+            assert d["children"][0]["workflow_id"] == "c-0000"
+            few = (await c.get("/api/workflows/other")).json()
+            assert few["children"] == [] and few["children_total"] == 0
+            # the rest, page by page, as the workflow list pages
+            seen: list[str] = []
+            after = None
+            while True:
+                params = {"parent": "workflows/p", "order": "oldest", "limit": 200}
+                if after:
+                    params["after"] = after
+                page = (await c.get("/api/workflows", params=params)).json()
+                seen += [w["workflow_id"] for w in page["workflows"]]
+                after = page["next"]
+                if after is None:
+                    break
+            assert seen == [f"c-{i:04d}" for i in range(507)]
+        assert store.count_workflows(parent="workflows/p") == 507
+        assert store.count_workflows(parent="workflows/p", status="running") == 0
+        assert store.count_workflows(["waiting", "running"], host="workflows") == 509
+        assert store.count_workflows(parent="workflows/nope") == 0
+    finally:
+        store.close()

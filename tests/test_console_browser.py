@@ -693,3 +693,45 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
         browser.close()
         assert errors == []
     assert ui.proc.returncode == 0, "".join(ui.stdout)
+
+
+def test_a_workflow_with_more_children_than_listed_says_so_and_links_to_all(
+        tmp_path: Path) -> None:
+    """(helper-413) A workflow page lists its first 500 children: it says how many there
+    are (``500 of 507 children shown``; it listed 500 as if they were all) and links to
+    the workflow list filtered on them, which pages through all of them and which
+    Clear turns back into the whole list."""
+    chromium = _chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    with SQLiteStore(str(tmp_path / "app.db")) as owner:
+        tx = Transaction().create_workflow("p", "app:flow", [], status="waiting",
+                                           host="workflows", time=1.8e9)
+        for i in range(507):
+            tx.create_workflow(f"c-{i:04d}", "app:flow", [], status="waiting",
+                               parent="workflows/p", host="workflows", time=1.8e9 + 1 + i)
+        owner.write(tx)
+    with console("ui", "--store", "app.db", "--bind", "127.0.0.1:0", cwd=tmp_path
+                 ) as ui, sync_playwright() as pw:
+        browser, page, errors = _browser(pw, chromium, tmp_path)
+        expect.set_options(timeout=15_000)
+        page.goto(ui.url + "workflows/p")
+        expect(page.locator("#children li")).to_have_count(500)
+        expect(page.locator("#children-count")).to_have_text("(500 of 507 children shown)")
+        page.click("#children-all")
+        rows = page.locator("#rows tr")
+        expect(rows).to_have_count(50)
+        expect(page.locator("#parent-filter")).to_contain_text("workflows/p")
+        expect(rows.first).to_have_attribute("data-id", "c-0000")  # oldest first
+        for _ in range(10):
+            page.click("#next-page")
+        expect(page.locator("#page-label")).to_have_text("page 11")
+        expect(rows).to_have_count(7)
+        expect(rows.last).to_have_attribute("data-id", "c-0506")
+        page.click("#clear")
+        expect(page.locator("#parent-filter")).to_be_hidden()
+        expect(page.locator("#page-label")).to_have_text("page 1")
+        assert "parent=" not in page.url
+        expect(rows.first).to_have_attribute("data-id", "c-0506")  # every workflow again
+        browser.close()
+        assert errors == []

@@ -226,7 +226,8 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
             raise ApiError(400, f"order={order!r}: expected 'newest' or 'oldest'")
         page = await backend.list_page(statuses, search, _one(request, "id") or None,
                                        _one(request, "after") or None, limit,
-                                       newest_first=order == "newest", host=_host(request))
+                                       newest_first=order == "newest", host=_host(request),
+                                       parent=_one(request, "parent") or None)
         return await _json(request, page)
 
     async def api_workflow(request: Request) -> Response:

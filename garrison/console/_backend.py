@@ -355,9 +355,12 @@ class Backend:
     # -- the list ----------------------------------------------------------------------
     async def list_page(self, statuses: list[str], search: dict[str, Any] | None,
                         id_prefix: str | None, after: str | None, limit: int,
-                        newest_first: bool = True, host: str | None = None) -> dict[str, Any]:
+                        newest_first: bool = True, host: str | None = None,
+                        parent: str | None = None) -> dict[str, Any]:
         """One page of the workflow list, and the cursor of the next (``None``: last).
         ``search`` ``None``: filters no workflow can match (see :func:`parse_search`).
+        ``parent``: the children of that pid only (a workflow page's link to the
+        children it does not list).
 
         A status filter is the store's indexed query; a row whose status changed since
         the store was told (a node records a parked workflow within ~50 ms) is left
@@ -379,7 +382,8 @@ class Backend:
         while True:
             found = await trio.to_thread.run_sync(partial(
                 store.list_workflows, statuses or None, search or None, limit=batch,
-                after=cursor, newest_first=newest_first, id_prefix=id_prefix or None))
+                after=cursor, newest_first=newest_first, id_prefix=id_prefix or None,
+                parent=parent or None))
             for rec in found:
                 status = self.status_of(rec, name)
                 if not wanted or status in wanted:
@@ -436,9 +440,13 @@ class Backend:
             parent = (parent_at[0], found) if found is not None else None
         children = [(name, child) for name, other in self.stores().items()
                     for child in other.list_workflows(parent=pid, limit=CHILDREN_SHOWN)]
+        # (all of them counted, on each store's index: the list above stops at 500)
+        children_total = len(children) if len(children) < CHILDREN_SHOWN else sum(
+            other.count_workflows(parent=pid) for other in self.stores().values())
         return {"journal": store.journal(wid), "promises": store.promises(wid),
                 "state": store.states(wid), "inbox": store.pending_messages(wid),
                 "timers": store.timers(wid), "children": children[:CHILDREN_SHOWN],
+                "children_total": children_total,
                 "parent": parent, "node": tools.node_json(store, wid)}
 
     async def detail(self, workflow_id: str, host: str | None = None) -> dict[str, Any]:
@@ -520,6 +528,7 @@ class Backend:
             "children": [{"workflow_id": c.workflow_id, "name": c.name,
                           "status": cstatus, "host": cname or c.host}
                          for cname, c, cstatus in children],
+            "children_total": got["children_total"],
             "actions": {
                 "signal": not final,
                 "cancel": not final and not rec.cancel_requested,

@@ -1329,6 +1329,28 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             params.append(limit)
         return [WorkflowRecord.from_row(row) for row in self._query(query, params)]
 
+    def count_workflows(self, status: str | Iterable[str] | None = None, *,
+                        parent: Pid | str | None = None, host: str | None = None) -> int:
+        """How many workflows have that status (one or several), ``parent`` pid and
+        ``host``: one ``count(*)`` over an index, no row read into Python (as SQLite)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            where.append("status = ANY(%s)")
+            params.append([parse_status(s).value for s in statuses])
+        if parent is not None:
+            where.append("parent = %s")
+            params.append(str(parent))
+        if host is not None:
+            where.append("host = %s")
+            params.append(host)
+        query = f"SELECT count(*) FROM {self._s}.workflows"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        rows = self._query(query, params)  # (none for a NUL: no row matches)
+        return int(rows[0][0]) if rows else 0
+
     def journal(self, workflow_id: str) -> list[JournalRecord]:
         """The workflow's journal ordered by seq; a record holding no JSON is a
         :class:`DamagedRecord` naming its workflow and seq."""

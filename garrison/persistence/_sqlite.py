@@ -1469,6 +1469,28 @@ class SQLiteStore(StoreShortcuts):
             params.append(limit)
         return self._workflow_rows(sql, params)
 
+    def count_workflows(self, status: str | Iterable[str] | None = None, *,
+                        parent: Pid | str | None = None, host: str | None = None) -> int:
+        """How many workflows have that status (one or several), ``parent`` pid and
+        ``host``: one ``count(*)`` over an index (``workflows_by_parent``,
+        ``workflows_by_status_created``), no row read into Python."""
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(parse_status(s).value for s in statuses)
+        if parent is not None:
+            where.append("parent = ?")
+            params.append(str(parent))
+        if host is not None:
+            where.append("host = ?")
+            params.append(host)
+        sql = "SELECT count(*) FROM workflows"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return int(self._query(sql, params)[0][0])
+
     def journal(self, workflow_id: str) -> list[JournalRecord]:
         """The workflow's journal ordered by seq; a record holding no JSON, or text that
         is not UTF-8, is a :class:`DamagedRecord` naming its workflow and seq."""

@@ -148,6 +148,14 @@ class Store(Protocol):
         used only when that workflow no longer exists."""
         ...
 
+    def count_workflows(self, status: str | Iterable[str] | None = None, *,
+                        parent: Pid | str | None = None, host: str | None = None) -> int:
+        """How many workflows :meth:`list_workflows` would return for that status (one
+        or several), ``parent`` and ``host`` (the workflow host named in the row): one
+        count over an index, no row read (the console's and ``garrison workflows show``'s
+        count of a workflow's children, beside the first ones they list)."""
+        ...
+
     def unfinished_workflows(self, damaged: list[DamagedRecord] | None = None
                              ) -> list[WorkflowRecord]:
         """Every workflow not completed, failed or cancelled (for recovery). With

@@ -177,6 +177,11 @@ function statusBadge(status) {
 // The workflow hosts of a node the console is attached to (from /api/capabilities);
 // with more than one, links and API calls name the host.
 let HOSTS = [];
+// a count as people read it: 1,204
+function count(n) {
+  return n.toLocaleString("en-US");
+}
+
 function withHost(path, host) {
   return host && HOSTS.length > 1 ? path + (path.includes("?") ? "&" : "?") +
     "host=" + encodeURIComponent(host) : path;
@@ -441,6 +446,7 @@ async function listPage() {
       status: params.getAll("status").flatMap((s) => s.split(",")).filter(Boolean),
       search: params.getAll("search"),
       id: params.get("id") || "",
+      parent: params.get("parent") || "",
       order: params.get("order") || "newest",
       host: params.get("host") || caps.host || "",
     });
@@ -463,6 +469,9 @@ async function listPage() {
     $("search").value = filters.search.join(", ");
     $("id-prefix").value = filters.id;
     $("order").value = filters.order;
+    // (a workflow page's link to all its children: Clear shows every workflow again)
+    $("parent-filter").hidden = !filters.parent;
+    $("parent-pid").textContent = visible(filters.parent);
     if (caps.hosts.length > 1) $("host").value = filters.host;
   }
   showFilters();
@@ -473,6 +482,7 @@ async function listPage() {
     for (const s of filters.status) q.append("status", s);
     for (const s of filters.search) q.append("search", s);
     if (filters.id) q.set("id", filters.id);
+    if (filters.parent) q.set("parent", filters.parent);
     if (filters.order !== "newest") q.set("order", filters.order);
     if (filters.host && filters.host !== caps.host) q.set("host", filters.host);
     if (after) q.set("after", after);
@@ -587,6 +597,8 @@ async function listPage() {
     $("search").value = "";
     $("id-prefix").value = "";
     $("order").value = "newest";
+    filters.parent = "";
+    $("parent-filter").hidden = true;
     $("apply").click();
   });
   $("next-page").addEventListener("click", () => {
@@ -824,7 +836,7 @@ async function workflowPage() {
         el("td", { class: "mono" }, short(m.payload, 200)), el("td", {}, m.sender || "outside"),
         el("td", {}, when(m.created)))) : el("tr", {}, el("td", { colspan: 5, class: "none" }, "empty")));
     });
-    renderIfChanged("family", [d.parent, d.children], () => {
+    renderIfChanged("family", [d.parent, d.children, d.children_total], () => {
       fill($("parent"), !d.parent ? el("span", { class: "none" }, "none (started from outside)") :
         d.parent.workflow_id ? workflowLink(d.parent.workflow_id, d.parent.host) :
         el("span", { class: "mono" }, d.parent.pid));
@@ -832,6 +844,17 @@ async function workflowPage() {
         el("li", { "data-child": c.workflow_id }, workflowLink(c.workflow_id, c.host), " ",
            statusBadge(c.status), " ", el("span", { class: "name" }, c.name))) :
         el("li", { class: "none" }, "none"));
+      // more children than listed: how many, and all of them in the list's pages
+      const more = d.children_total > d.children.length;
+      $("children-count").textContent = more ?
+        `(${count(d.children.length)} of ${count(d.children_total)} children shown)` :
+        d.children_total ? `(${count(d.children_total)})` : "";
+      $("children-more").hidden = !more;
+      if (more) {
+        fill($("children-more"), el("a", { id: "children-all",
+          href: withHost("/?" + new URLSearchParams({ parent: w.pid, order: "oldest" }), w.host) },
+          `all ${count(d.children_total)} children, in the workflow list`));
+      }
     });
     renderIfChanged("journal", [d.journal, d.journal_records], () => {
       $("journal-count").textContent = d.journal_truncated ?
@@ -850,7 +873,8 @@ async function workflowPage() {
     // and offered Retry…, for ever); completed or cancelled, children too: nothing
     // here changes any more.
     if (poll) {
-      if (ENDED.has(w.status) && d.children.every((c) => ENDED.has(c.status))) poll.stop();
+      if (ENDED.has(w.status) && d.children_total === d.children.length &&
+          d.children.every((c) => ENDED.has(c.status))) poll.stop();
       else poll.interval(FINAL.has(w.status) ? 5000 : 1000);
     }
   }
