@@ -65,6 +65,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                          "at 40 characters)")
     ls.add_argument("--id", dest="id_prefix", action="append", default=[],
                     metavar="PREFIX", help="only workflows whose id starts with PREFIX")
+    ls.add_argument("--parent", metavar="PID",
+                    help="only the children of the workflow whose pid is PID "
+                         "(host/id, as show names it: workflows/order-17)")
     ls.add_argument("--order", choices=("oldest", "newest"), default="oldest",
                     help="by start time: oldest first (the default) or newest first")
     ls.add_argument("--limit", type=_positive_int, default=None, metavar="N",
@@ -220,7 +223,8 @@ def _list(store: Any, args: argparse.Namespace) -> None:
         raise _Fail(f"--id takes one id prefix, given more than once "
                     f"({', '.join(map(repr, args.id_prefix))})", 2)
     prefix = args.id_prefix[0] if args.id_prefix else None
-    select = {"newest_first": args.order == "newest", "id_prefix": prefix or None}
+    select = {"newest_first": args.order == "newest", "id_prefix": prefix or None,
+              "parent": args.parent or None}
     try:
         rows = [] if search is None else store.list_workflows(
             statuses or None, search or None, limit=args.limit, **select)
@@ -267,10 +271,23 @@ def _show(store: Any, args: argparse.Namespace) -> None:
     if args.json:
         _print_json(detail)
         return
+    children, total = detail.pop("children"), detail.pop("children_total")
     width = max(len(k) for k in detail)
     for key, value in detail.items():
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         print(f"{key.ljust(width)}  {text}")
+    # the children last, one a line (id and status), the first CHILDREN_SHOWN of them
+    if total > len(children):
+        pid = f"{detail['host'] or 'workflows'}/{detail['workflow_id']}"
+        said = (f"{len(children):,} of {total:,} shown (garrison workflows list --parent "
+                f"{pid} lists them all)")
+    else:
+        said = f"{total:,}" if total else "none"
+    print(f"{'children'.ljust(width)}  {said}")
+    if children:
+        id_width = min(max(len(c["workflow_id"]) for c in children), COLUMN_WIDTH)
+        for c in children:
+            print(f"  {c['workflow_id'].ljust(id_width)}  {c['status']}")
 
 
 def _history(store: Any, args: argparse.Namespace) -> None:

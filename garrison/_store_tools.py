@@ -31,6 +31,7 @@ from ._errors import (
     schedule_hint,
 )
 from ._schedule_handle import as_shown
+from .actors._values import Pid
 
 __all__ = [
     "FINAL",
@@ -69,6 +70,9 @@ __all__ = [
 
 #: the statuses a workflow never leaves
 FINAL = frozenset({"completed", "failed", "cancelled"})
+#: the children of one workflow ``show`` and the console list at most (oldest first);
+#: they count them all
+CHILDREN_SHOWN = 500
 
 
 class ToolError(Exception):
@@ -165,8 +169,11 @@ def refuse_final(rec: Any, what: str) -> None:
 def detail(store: Any, rec: Any) -> dict[str, Any]:
     """What ``garrison workflows show`` prints: the row (on a cluster's store, with the
     ``node`` that runs it now), the journal's size, pending inbox items, promises,
-    state and timers."""
+    state and timers, and its first :data:`CHILDREN_SHOWN` children (id and status,
+    oldest first) with ``children_total``, the store's count of them all."""
     count, size = store.journal_size(rec.workflow_id)
+    pid = Pid(rec.host or "workflows", rec.workflow_id)  # (as the console names it)
+    children = store.list_workflows(parent=pid, limit=CHILDREN_SHOWN)
     return {
         **record_json(rec),
         **node_json(store, rec.workflow_id),
@@ -179,6 +186,10 @@ def detail(store: Any, rec: Any) -> dict[str, Any]:
         "state": store.states(rec.workflow_id),
         "timers": ([] if str(rec.status) in FINAL else
                    pending_timers(store.timers(rec.workflow_id), store.journal(rec.workflow_id))),
+        "children": [{"workflow_id": c.workflow_id, "status": str(c.status)}
+                     for c in children],
+        "children_total": len(children) if len(children) < CHILDREN_SHOWN
+        else store.count_workflows(parent=pid),
     }
 
 

@@ -1762,3 +1762,43 @@ def test_schedules_list_never_cuts_a_schedule_id(
         assert row.startswith(row.split("  ")[0].ljust(1000) + "  app:flow  "), row
     assert _cli.main(["schedules", "--store", sqlite_path, "list", "--json"]) == 0
     assert [r["schedule_id"] for r in json.loads(capsys.readouterr().out)] == ["n1", long_id]
+
+
+# ------------------------------------------------------------------ children (helper-413)
+def test_show_lists_a_workflow_s_children_with_their_count(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``show`` printed no children: it lists the first 500 (id and status), counts them
+    all (the store's count), and names the ``list --parent`` that lists the rest;
+    ``--json`` has ``children`` and ``children_total``."""
+    with open_store(store_path) as s:
+        tx = Transaction().create_workflow("p", "app:flow", [], status="waiting",
+                                           host="workflows", time=1.8e9)
+        for i in range(503):
+            tx.create_workflow(f"c-{i:04d}", "app:flow", [], status="waiting",
+                               parent="workflows/p", host="workflows", time=1.8e9 + 1 + i)
+        tx.create_workflow("alone", "app:flow", [], status="waiting", host="workflows")
+        tx.create_workflow("small", "app:flow", [], status="waiting", host="workflows")
+        tx.create_workflow("kid", "app:flow", [], status="completed",
+                           parent="workflows/small", host="workflows")
+        s.write(tx)
+    code, out, err = cli_here(capsys, "--store", store_path, "show", "p")
+    assert code == 0, err
+    lines = out.splitlines()
+    at = lines.index("children          500 of 503 shown (garrison workflows list --parent "
+                     "workflows/p lists them all)")
+    assert lines[at + 1:at + 3] == ["  c-0000  waiting", "  c-0001  waiting"]
+    assert lines[at + 500] == "  c-0499  waiting" and len(lines) == at + 501
+    code, out, err = cli_here(capsys, "--store", store_path, "show", "p", "--json")
+    shown = json.loads(out)
+    assert shown["children_total"] == 503 and len(shown["children"]) == 500
+    assert shown["children"][0] == {"workflow_id": "c-0000", "status": "waiting"}
+    code, out, err = cli_here(capsys, "--store", store_path, "show", "small")
+    assert out.splitlines()[-2:] == ["children          1", "  kid  completed"]
+    code, out, err = cli_here(capsys, "--store", store_path, "show", "alone")
+    assert out.splitlines()[-1] == "children          none"
+    # the rest: list --parent, in start order as show lists them
+    code, out, err = cli_here(capsys, "--store", store_path, "list", "--parent",
+                              "workflows/p", "--json")
+    assert code == 0, err
+    assert [r["workflow_id"] for r in json.loads(out)] == [f"c-{i:04d}" for i in range(503)]
+

@@ -45,8 +45,8 @@ STATE_SHOWN = 500
 PROCESSES_SHOWN = 2000
 #: the actions of a store console written at once (each in a worker thread)
 ACTIONS_AT_ONCE = 4
-#: the children of one workflow listed at most
-CHILDREN_SHOWN = 500
+#: the children of one workflow listed at most (as garrison workflows show lists them)
+CHILDREN_SHOWN = tools.CHILDREN_SHOWN
 #: the store rows one page of a live status filter reads at most (a page whose rows
 #: changed status meanwhile ends early, with a cursor to go on from)
 SCAN_SHOWN = 2000
