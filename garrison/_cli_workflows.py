@@ -272,10 +272,13 @@ def _show(store: Any, args: argparse.Namespace) -> None:
         _print_json(detail)
         return
     children, total = detail.pop("children"), detail.pop("children_total")
+    queue = detail.pop("queue")
     width = max(len(k) for k in detail)
     for key, value in detail.items():
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         print(f"{key.ljust(width)}  {text}")
+    if queue is not None:  # (pending: why it waits, and where)
+        print(f"{'queue'.ljust(width)}  {queue['reason']}")
     # the children last, one a line (id and status), the first CHILDREN_SHOWN of them
     if total > len(children):
         pid = f"{detail['host'] or 'workflows'}/{detail['workflow_id']}"

@@ -48,6 +48,7 @@ __all__ = [
     "key_value",
     "open_store",
     "pause_schedule",
+    "queue_json",
     "record_json",
     "refuse_final",
     "reject",
@@ -186,11 +187,73 @@ def detail(store: Any, rec: Any) -> dict[str, Any]:
         "state": store.states(rec.workflow_id),
         "timers": ([] if str(rec.status) in FINAL else
                    pending_timers(store.timers(rec.workflow_id), store.journal(rec.workflow_id))),
+        "queue": queue_json(store, rec),
         "children": [{"workflow_id": c.workflow_id, "status": str(c.status)}
                      for c in children],
         "children_total": len(children) if len(children) < CHILDREN_SHOWN
         else store.count_workflows(parent=pid),
     }
+
+
+def queue_json(store: Any, rec: Any, limits: dict[str, Any] | None = None
+               ) -> dict[str, Any] | None:
+    """Why a ``pending`` workflow waits (``None`` for any other status), as ``garrison
+    workflows show`` and the console say it: ``{"host", "priority", "ahead", "running",
+    "max_concurrent", "cluster_max_concurrent", "rate", "started", "reason"}``. The
+    store tells its queue row and counts (``store.queue_place``); the host's limits are
+    ``limits`` (a node attached: its host's), else what a live node of a cluster says
+    in its row (PostgreSQL), else unknown (``None``: SQLite keeps no config) and the
+    reason says so. ``started``: the host's admissions in the rate's last period."""
+    if str(rec.status) != "pending":
+        return None
+    place = store.queue_place(rec.workflow_id)
+    nobody = not getattr(store, "owner", True) and not store.node_running()
+    if place is None:  # (pending with no queue row: a start being written)
+        return {"host": rec.host, "priority": None, "ahead": None, "running": None,
+                "max_concurrent": None, "cluster_max_concurrent": None, "rate": None,
+                "started": None,
+                "reason": "waiting for a node to start it: no node holds the store now"
+                if nobody else "waiting for its node to start it"}
+    limits = limits if limits is not None else place.limits
+    clustered = getattr(store, "workflow_node", None) is not None
+    most = mine = theirs = rate = started = allowed = None
+    if limits is not None:
+        mine, theirs = limits.get("max_concurrent"), limits.get("cluster_max_concurrent")
+        rate = limits.get("rate")
+        # (one node alone on its store: the smaller of the two; in a cluster the store
+        # counts the host's workflows against cluster_max_concurrent, each node its own)
+        most = theirs if clustered else min((n for n in (mine, theirs) if n), default=None)
+        starts = limits.get("starts")
+        if rate is not None and isinstance(starts, list | tuple) and len(starts) == 2:
+            allowed, period = int(starts[0]), float(starts[1])
+            started = len(store.admitted_since(place.host, time.time() - period))
+    queue = f"queue {place.host!r}"
+    of = f"{place.running} running" + (f" of max {most}" if most is not None else "")
+    ahead = f", {place.ahead} ahead of it" if place.ahead else ""
+    if place.host is None:
+        reason = ("waiting for a node to run it: no node holds the store now (the next "
+                  "node that opens it runs it, or queues it)" if nobody else
+                  "waiting for a node to run it: no node has taken it from the store yet")
+    elif nobody:
+        reason = f"waiting in {queue}: no node holds the store now ({of}{ahead})"
+    elif most is not None and place.running >= most:
+        reason = f"waiting for a slot in {queue}: {of}{ahead}"
+    elif started is not None and allowed is not None and started >= allowed:
+        reason = (f"waiting for rate {rate} in {queue}: {started} started in its last "
+                  f"period{ahead}")
+    elif place.ahead:
+        reason = f"waiting its turn in {queue}: {of}{ahead}"
+    elif clustered and mine is not None:
+        reason = f"waiting in {queue} for a node with room: {of}, max {mine} on each node"
+    else:
+        reason = f"waiting in {queue} for a node to admit it: {of}"
+    if limits is None and place.host is not None:
+        reason += (" (its limits are the config of the node that runs the host, which "
+                   "the store does not keep)")
+    return {"host": place.host, "priority": place.priority, "ahead": place.ahead,
+            "running": place.running, "max_concurrent": mine,
+            "cluster_max_concurrent": theirs, "rate": rate, "started": started,
+            "reason": reason}
 
 
 def node_json(store: Any, workflow_id: str) -> dict[str, Any]:

@@ -1802,3 +1802,28 @@ def test_show_lists_a_workflow_s_children_with_their_count(
     assert code == 0, err
     assert [r["workflow_id"] for r in json.loads(out)] == [f"c-{i:04d}" for i in range(503)]
 
+
+async def test_show_says_why_a_pending_workflow_waits(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``show`` of a workflow ``pending`` in its host's queue said nothing of why: it
+    says where it waits and what holds it there, as far as the store can tell (here:
+    no node holds the store; the limits are the config of a node, which is gone);
+    ``--json``: ``queue``, null for a workflow that does not wait."""
+    async with garrison.open_node(store=store_path, max_concurrent=1) as node:
+        await node.start_workflow(workflow_app.approval, "busy", id="busy")
+        await node.start_workflow(workflow_app.approval, "next", id="next")
+        await trio.sleep(0.01)
+        assert node.workflow("next").status() == "pending"
+    code, out, err = cli_here(capsys, "--store", store_path, "show", "next")
+    assert code == 0, err
+    assert ("queue             waiting in queue 'workflows': no node holds the store now "
+            "(1 running) (its limits are the config of the node that runs the host, which "
+            "the store does not keep)") in out.splitlines(), out
+    code, out, err = cli_here(capsys, "--store", store_path, "show", "next", "--json")
+    said = json.loads(out)["queue"]
+    assert {k: said[k] for k in ("host", "priority", "ahead", "running")} == {
+        "host": "workflows", "priority": 0, "ahead": 0, "running": 1}
+    code, out, err = cli_here(capsys, "--store", store_path, "show", "busy", "--json")
+    assert json.loads(out)["queue"] is None
+    code, out, err = cli_here(capsys, "--store", store_path, "show", "busy")
+    assert not [line for line in out.splitlines() if line.startswith("queue ")], out

@@ -2580,3 +2580,82 @@ async def test_a_workflow_page_counts_the_children_it_does_not_list(
         assert store.count_workflows(parent="workflows/nope") == 0
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------ why pending (helper-413)
+async def test_a_pending_workflow_says_why_it_waits_and_where(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A workflow waiting ``pending`` in its host's queue showed no place and no
+    reason. Its page says it (``workflow.queue.reason``, and the numbers beside it):
+    attached to the node, with the node's limits; on a store, with what the store can
+    tell (PostgreSQL: the limits a live node of the cluster states in its row; SQLite
+    keeps none, and says so)."""
+    cluster = store_spec.startswith("postgresql://")
+    async with garrison.open_node(store=store_spec, max_concurrent=1) as node:
+        await node.start_workflow(console_app.listening, id="busy")
+        await node.start_workflow(console_app.listening, id="next")
+        await node.start_workflow(console_app.listening, id="last", priority=-1)
+        await until(lambda: node.workflow("busy").status() == "waiting")
+        q = "queue 'workflows'"
+        async with client(make_app(NodeBackend(node))) as c:
+            busy = (await c.get("/api/workflows/busy")).json()["workflow"]
+            assert busy["queue"] is None
+            nxt = (await c.get("/api/workflows/next")).json()["workflow"]
+            last = (await c.get("/api/workflows/last")).json()["workflow"]
+        assert nxt["status"] == last["status"] == "pending"
+        if cluster:
+            assert nxt["queue"]["reason"] == (f"waiting in {q} for a node with room: "
+                                              "1 running, max 1 on each node")
+            assert last["queue"]["reason"] == (f"waiting its turn in {q}: 1 running, "
+                                               "1 ahead of it")
+        else:
+            assert nxt["queue"]["reason"] == f"waiting for a slot in {q}: 1 running of max 1"
+            assert last["queue"]["reason"] == (f"waiting for a slot in {q}: 1 running of "
+                                               "max 1, 1 ahead of it")
+        assert {k: last["queue"][k] for k in ("host", "priority", "ahead", "running",
+                                              "max_concurrent")} == {
+            "host": "workflows", "priority": -1, "ahead": 1, "running": 1,
+            "max_concurrent": 1}
+        tool = _store_tools.open_store(store_spec)  # as garrison ui opens it
+        try:
+            async with client(make_app(StoreBackend(tool))) as c:
+                nxt = (await c.get("/api/workflows/next")).json()["workflow"]
+            if cluster:  # (the node's row states its limits)
+                assert nxt["queue"]["reason"] == (f"waiting in {q} for a node with room: "
+                                                  "1 running, max 1 on each node")
+            else:
+                assert nxt["queue"]["reason"] == (
+                    f"waiting in {q} for a node to admit it: 1 running (its limits are the "
+                    "config of the node that runs the host, which the store does not keep)")
+            assert _store_tools.detail(tool, tool.get_workflow("next"))["queue"] == nxt["queue"]
+        finally:
+            tool.close()
+        await node.send(garrison.Pid("workflows", "busy"), "go")
+        await node.send(garrison.Pid("workflows", "next"), "go")
+        await node.send(garrison.Pid("workflows", "last"), "go")
+        assert (await node.workflow("last").result())["topic"] == "go"
+
+
+def test_a_workflow_held_by_its_host_s_rate_says_so(store_spec: str) -> None:
+    """The rate: how many of the host's workflows started in its last period (the
+    store's admissions), against the rate the host's limits give."""
+    import time as _time
+
+    from garrison.persistence import open_store
+
+    with open_store(store_spec) as owner:
+        now = _time.time()
+        tx = Transaction()
+        for wid in ("a", "b"):
+            tx.create_workflow(wid, "console_app:listening", [], status="pending",
+                               host="workflows", run_id=f"r-{wid}", time=now)
+            tx.enqueue(wid, f"r-{wid}", time=now)
+        tx.admit("workflows", [("a", "r-a")], max_running=None, rate=(1, 3600.0), time=now)
+        owner.write(tx)
+        limits = {"max_concurrent": None, "cluster_max_concurrent": None, "rate": "1/1h",
+                  "starts": [1, 3600.0]}
+        said = _store_tools.queue_json(owner, owner.get_workflow("b"), limits)
+        assert said is not None and said["reason"] == (
+            "waiting for rate 1/1h in queue 'workflows': 1 started in its last period")
+        assert said["started"] == 1 and said["rate"] == "1/1h"
+        assert _store_tools.queue_json(owner, owner.get_workflow("a"), limits) is None

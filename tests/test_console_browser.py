@@ -735,3 +735,34 @@ def test_a_workflow_with_more_children_than_listed_says_so_and_links_to_all(
         expect(rows.first).to_have_attribute("data-id", "c-0506")  # every workflow again
         browser.close()
         assert errors == []
+
+
+def test_a_pending_workflow_s_page_says_why_it_waits(tmp_path: Path) -> None:
+    """(helper-413) The page of a workflow waiting ``pending`` in its host's queue says
+    where and why it waits (it showed nothing of it): here, on a store no node holds."""
+    chromium = _chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    with SQLiteStore(str(tmp_path / "app.db")) as owner:
+        tx = Transaction().create_workflow("busy", "app:flow", [], status="waiting",
+                                           host="workflows", time=1.8e9)
+        for wid in ("next", "last"):
+            tx.create_workflow(wid, "app:flow", [], status="pending", host="workflows",
+                               run_id=f"r-{wid}", time=1.8e9)
+            tx.enqueue(wid, f"r-{wid}", time=1.8e9)
+        owner.write(tx)
+    with console("ui", "--store", "app.db", "--bind", "127.0.0.1:0", cwd=tmp_path
+                 ) as ui, sync_playwright() as pw:
+        browser, page, errors = _browser(pw, chromium, tmp_path)
+        expect.set_options(timeout=15_000)
+        page.goto(ui.url + "workflows/last")
+        expect(page.locator("#wf-status")).to_have_text("pending")
+        expect(page.locator("#wf-queue")).to_have_text(
+            "waiting in queue 'workflows': no node holds the store now (1 running, 1 ahead "
+            "of it) (its limits are the config of the node that runs the host, which the "
+            "store does not keep)")
+        page.goto(ui.url + "workflows/busy")
+        expect(page.locator("#wf-status")).to_have_text("waiting")
+        expect(page.locator("#wf-queue")).to_have_count(0)
+        browser.close()
+        assert errors == []

@@ -428,8 +428,14 @@ class Backend:
         except ApiError:  # a process of a process host
             return None
 
+    def limits_of(self, host: str | None) -> dict[str, Any] | None:
+        """The limits of workflow host ``host``'s queue, when this console knows them
+        (attached to a node: its config); ``None``: the store's word, if any."""
+        return None
+
     def _read(self, store: Any, rec: Any, pid: Pid,
-              parent_at: tuple[str | None, Any] | None) -> dict[str, Any]:
+              parent_at: tuple[str | None, Any] | None,
+              limits: dict[str, Any] | None = None) -> dict[str, Any]:
         """Everything of one workflow the stores hold, read in a worker thread (the
         store's reads are thread-safe) so that a page polling a long journal or a
         full inbox never holds up the node's workflows."""
@@ -447,6 +453,7 @@ class Backend:
                 "state": store.states(wid), "inbox": store.pending_messages(wid),
                 "timers": store.timers(wid), "children": children[:CHILDREN_SHOWN],
                 "children_total": children_total,
+                "queue": tools.queue_json(store, rec, limits),
                 "parent": parent, "node": tools.node_json(store, wid)}
 
     async def detail(self, workflow_id: str, host: str | None = None) -> dict[str, Any]:
@@ -458,7 +465,7 @@ class Backend:
         name, store, rec = await self.locate(workflow_id, host)
         pid = self.pid_of(rec, name)
         got = await trio.to_thread.run_sync(self._read, store, rec, pid,
-                                            self._parent_store(rec))
+                                            self._parent_store(rec), self.limits_of(name))
         status = self.status_of(rec, name)
         children = [(cname, c, self.status_of(c, cname)) for cname, c in got["children"]]
         return await trio.to_thread.run_sync(self._build, name, rec, pid, status, got,
@@ -483,7 +490,8 @@ class Backend:
         inbox = got["inbox"]
         # (on a cluster's store, the node that runs it now: where it moved after a
         # takeover or a drain, as garrison workflows show names it)
-        workflow = {**tools.record_json(rec), **got["node"]}
+        workflow = {**tools.record_json(rec), **got["node"],
+                    "queue": got["queue"] if status == "pending" else None}
         allowance = Allowance(DETAIL_SHOWN)  # (the workflow's own values first)
         show, text = allowance.show, allowance.text
         workflow.update(status=status, pid=str(pid), host=name or rec.host,
@@ -697,6 +705,18 @@ class NodeBackend(Backend):
             except ValueError:
                 pass
         return super().store_of(host)
+
+    def limits_of(self, host: str | None) -> dict[str, Any] | None:
+        """The node's config of the host's queue (its limits), for a pending workflow's
+        reason to wait."""
+        h = self._hosts.get(host) if host is not None else None
+        queue = getattr(h, "queue", None)
+        if queue is None:
+            return None
+        limits = queue.limits
+        return {"max_concurrent": limits.max_concurrent,
+                "cluster_max_concurrent": limits.cluster_max_concurrent,
+                "rate": limits.rate, "starts": list(limits.starts or ()) or None}
 
     def status_of(self, rec: Any, host: str | None) -> str:
         """The node's own status of a workflow it runs (or has just finished), else

@@ -141,6 +141,7 @@ from ._records import (
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
+    QueuePlace,
     QueueRecord,
     ScheduleRecord,
     TimerRecord,
@@ -1513,6 +1514,32 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         rows = self._query(f"SELECT {QueueRecord.COLUMNS} FROM {self._s}.queue "
                            "WHERE workflow_id = %s", (workflow_id,))
         return QueueRecord.from_row(rows[0]) if rows else None
+
+    def queue_place(self, workflow_id: str) -> QueuePlace | None:
+        """Where the ``pending`` workflow waits in its host's queue (as SQLite), and the
+        host's limits as a live node of the cluster tells them in its row (``None``
+        while no live node runs the host)."""
+        rows = self._query(
+            f"SELECT w.host, q.priority, q.seq FROM {self._s}.queue q JOIN {self._s}.workflows"
+            " w ON w.workflow_id = q.workflow_id WHERE q.workflow_id = %s AND "
+            "w.status = 'pending'", (workflow_id,))
+        if not rows:
+            return None
+        host, priority, seq = rows[0]
+        ahead = self._query(
+            f"SELECT count(*) FROM {self._s}.queue q JOIN {self._s}.workflows w ON "
+            "w.workflow_id = q.workflow_id WHERE w.host IS NOT DISTINCT FROM %s AND "
+            "w.status = 'pending' AND (q.priority > %s OR (q.priority = %s AND q.seq < %s))",
+            (host, priority, priority, seq))[0][0]
+        if host is None:
+            return QueuePlace(None, int(priority), int(ahead), 0)
+        running = self.count_workflows(("running", "waiting", "sleeping"), host=host)
+        said = self._query(
+            f"SELECT info::jsonb -> 'limits' FROM {self._s}.nodes WHERE status IN "
+            f"('active', 'draining') AND lease_until > {self._s}.now_s() AND "
+            "info::jsonb -> 'limits' ->> 'host' = %s ORDER BY epoch DESC LIMIT 1", (host,))
+        limits = said[0][0] if said and isinstance(said[0][0], dict) else None
+        return QueuePlace(host, int(priority), int(ahead), running, limits)
 
     def kept_dedup(self, workflow_id: str) -> str | None:
         """The dedup key the workflow's queue row held when it was dropped (at its end):

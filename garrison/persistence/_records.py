@@ -30,6 +30,7 @@ __all__ = [
     "JournalRecord",
     "PromiseRecord",
     "PromiseStatus",
+    "QueuePlace",
     "QueueRecord",
     "ScheduleRecord",
     "StoreStatistics",
@@ -516,6 +517,25 @@ class QueueRecord:
         """Build from a row in :attr:`COLUMNS` order."""
         wid, priority, seq, dedup, enqueued = row
         return cls(wid, priority, seq, dedup, _moment(enqueued))
+
+
+@attrs.frozen
+class QueuePlace:
+    """Where a ``pending`` workflow waits in its host's queue, as the store can tell by
+    a few counts (``garrison workflows show`` and the console say why it waits):
+    ``host`` (``None``: a tool started it and no node has taken it yet), its
+    ``priority``, ``ahead`` (the host's pending workflows before it in queue order) and
+    ``running`` (the host's workflows holding a slot: running, waiting or sleeping).
+    ``limits``: the host's limits as a live node of a cluster tells them in its row
+    (``max_concurrent``, ``cluster_max_concurrent``, ``rate``, ``starts``), on
+    PostgreSQL; ``None`` where the store does not hold them (SQLite: they are the
+    config of the node that runs the host)."""
+
+    host: str | None
+    priority: int
+    ahead: int
+    running: int
+    limits: dict[str, Any] | None = None
 
 
 @attrs.frozen

@@ -83,6 +83,7 @@ from ._records import (
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
+    QueuePlace,
     QueueRecord,
     ScheduleRecord,
     TimerRecord,
@@ -1658,6 +1659,26 @@ class SQLiteStore(StoreShortcuts):
         rows = self._query(f"SELECT {QueueRecord.COLUMNS} FROM queue WHERE workflow_id = ?",
                            (workflow_id,))
         return QueueRecord.from_row(rows[0]) if rows else None
+
+    def queue_place(self, workflow_id: str) -> QueuePlace | None:
+        """Where the ``pending`` workflow waits in its host's queue: its row, the host's
+        pending rows before it (a count over the queue, as long as the host's queue)
+        and the host's workflows holding a slot (a count on the status index). The
+        host's limits are its node's config, not in the store: ``limits`` is ``None``."""
+        rows = self._query(
+            "SELECT w.host, q.priority, q.seq FROM queue q JOIN workflows w ON "
+            "w.workflow_id = q.workflow_id WHERE q.workflow_id = ? AND w.status = 'pending'",
+            (workflow_id,))
+        if not rows:
+            return None
+        host, priority, seq = rows[0]
+        ahead = self._query(
+            "SELECT count(*) FROM queue q JOIN workflows w ON w.workflow_id = q.workflow_id "
+            "WHERE w.host IS ? AND w.status = 'pending' AND (q.priority > ? OR "
+            "(q.priority = ? AND q.seq < ?))", (host, priority, priority, seq))[0][0]
+        running = 0 if host is None else self.count_workflows(
+            ("running", "waiting", "sleeping"), host=host)
+        return QueuePlace(host, int(priority), int(ahead), running)
 
     def kept_dedup(self, workflow_id: str) -> str | None:
         """The dedup key the workflow's queue row held when it was dropped (at its end):

@@ -27,6 +27,7 @@ from ._records import (
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
+    QueuePlace,
     QueueRecord,
     ScheduleRecord,
     StoreStatistics,
@@ -243,6 +244,12 @@ class Store(Protocol):
     def queue_entry(self, workflow_id: str) -> QueueRecord | None:
         """The workflow's queue row (its priority and start order), or ``None`` without
         one: where a node places a pending workflow it picks up while it runs."""
+        ...
+
+    def queue_place(self, workflow_id: str) -> QueuePlace | None:
+        """Where the workflow waits, ``pending`` in its host's queue (``None``: it is
+        not pending, or has no queue row): a few counts over indexes, no row read
+        but its own (``garrison workflows show`` and the console say why it waits)."""
         ...
 
     def kept_dedup(self, workflow_id: str) -> str | None:

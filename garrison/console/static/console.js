@@ -715,6 +715,8 @@ async function workflowPage() {
         caps.hosts.length > 1 ? fact("host", w.host) : [],
         // (a cluster's store: the node that runs it now, where a takeover moved it)
         w.node ? fact("node", w.node) : [],
+        // (pending: why it waits, where: its queue, what holds it there)
+        w.queue ? fact("waiting", el("span", { id: "wf-queue" }, w.queue.reason)) : [],
         fact("created", when(w.created)), fact("updated", when(w.updated)),
         fact("run", w.run_id || ""), fact("attempt", String(w.attempt)),
         fact("cancel requested", w.cancel_requested ? "yes" : "no"),
