@@ -12,6 +12,7 @@ import trio
 import workflow_app as app
 
 import garrison
+from garrison import process, workflow
 
 
 async def test_signals_of_two_node_sessions_never_share_a_message_id(
@@ -37,3 +38,36 @@ async def test_signals_of_two_node_sessions_never_share_a_message_id(
         await node.workflow("a").signal("second", "from session 2")
         with trio.fail_after(60):
             assert await node.workflow("a").result() == ["from session 1", "from session 2"]
+
+
+async def listens_then_continues(run: int) -> Any:
+    """Run 0 listens to topic ``b``, takes one, continues as new; run 1 receives from
+    its general inbox."""
+    if run == 0:
+        await process.listen("b").receive()
+        workflow.continue_as_new(1)
+    msg = await process.inbox().receive(timeout="1h")
+    return None if msg is None else [msg.topic, msg.payload]
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_listen_ends_with_its_run_at_continue_as_new(
+        autojump_clock: Any, tmp_path: Any, restart: bool) -> None:
+    """``process.listen(topic)`` of a run that continues as new kept holding its topic in
+    the new run on the node that ran it: the new run's ``inbox().receive()`` never saw a
+    message of that topic (it timed out, or waited for ever), while on a node that
+    resumed the new run after a restart it took it. A new run starts fresh, as after a
+    restart: it listens again if its code says so."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(listens_then_continues, 0, id="l")
+        handle = node.workflow("l")
+        await handle.signal("b", "for run 0")
+        await trio.sleep(1)
+        await handle.signal("b", "for run 1")
+        if not restart:
+            assert await handle.result() == ["b", "for run 1"]
+            return
+        await trio.sleep(1)
+    async with garrison.open_node(store=db) as node:
+        assert await node.workflow("l").result() == ["b", "for run 1"]

@@ -483,6 +483,11 @@ class WorkflowInstance(Waits, Activities, Interop):
         # node resuming the new run could not make them again
         self.drop_links()
         self.trap_links = False
+        # and its listens: the new run's inbox() takes every topic until its own code
+        # listens, as on a node that resumes it after a restart (its journal has no
+        # listen of the old run's)
+        self.topics = None
+        self._inboxes = {}
         # (its monitors hold on into the new run, as the processes and workflows it
         # watches keep them for its pid: each leaves ``monitoring`` and ``signal_ids``
         # as its event comes, see ``watch_spent``)
