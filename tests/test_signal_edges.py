@@ -4,6 +4,7 @@ something new."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from typing import Any
 
@@ -71,3 +72,36 @@ async def test_a_listen_ends_with_its_run_at_continue_as_new(
         await trio.sleep(1)
     async with garrison.open_node(store=db) as node:
         assert await node.workflow("l").result() == ["b", "for run 1"]
+
+
+async def starts_of_two_runs(first_start: str | None) -> list[str]:
+    """Run 0 sleeps an hour and continues as new with its start; run 1 waits for a
+    message and returns both starts."""
+    if first_start is None:
+        await workflow.sleep("1h")
+        workflow.continue_as_new(workflow.info().start_time.isoformat())
+    await process.inbox().receive()
+    return [first_start, workflow.info().start_time.isoformat()]
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_continued_run_has_the_same_start_time_live_and_after_a_restart(
+        autojump_clock: Any, tmp_path: Any, restart: bool) -> None:
+    """``workflow.info().start_time`` of a run started by ``continue_as_new`` was that
+    run's start on the node that continued it, but the workflow's first start on a node
+    that resumed the run after a restart (the store's row): code that reads it took
+    another value, and maybe another path, after a restart. It is the run's start in
+    both (the run's first record says when it began)."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(starts_of_two_runs, None, id="s")
+        await trio.sleep(4000)
+        if not restart:
+            await node.workflow("s").signal("go")
+            first, second = await node.workflow("s").result()
+    if restart:
+        async with garrison.open_node(store=db) as node:
+            await node.workflow("s").signal("go")
+            first, second = await node.workflow("s").result()
+    gap = dt.datetime.fromisoformat(second) - dt.datetime.fromisoformat(first)
+    assert dt.timedelta(hours=1) <= gap < dt.timedelta(hours=1, seconds=10)

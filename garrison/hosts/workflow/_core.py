@@ -37,7 +37,16 @@ from ...actors._values import ErrorInfo, EventKind, Pid
 from ...persistence import MAX_TIME, MIN_TIME, Op, Transaction, WorkflowStatus
 from .._kernel import Caller
 from ._codec import json_round_trip
-from ._journal import CANCEL, Cursor, Entry, JournalKind, initial_names, op_text, retry_timer
+from ._journal import (
+    CANCEL,
+    Cursor,
+    Entry,
+    JournalKind,
+    initial_names,
+    op_text,
+    retry_timer,
+    run_started,
+)
 
 if TYPE_CHECKING:
     from ._activities import StartedActivities
@@ -172,7 +181,7 @@ class WorkflowCore(Caller, WorkflowScope):
         self.run_id = run_id
         self.attempt = attempt
         self.parent = parent
-        self.created = created
+        self.created = run_started(journal, created)  # (a continued run's own)
         self.cursor = Cursor(wid, journal)
         #: a run started by continue_as_new (its journal begins with a CONTINUED record)
         #: its code called ``workflow.continue_as_new`` in this run (whose exception,

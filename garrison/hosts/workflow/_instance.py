@@ -462,7 +462,8 @@ class WorkflowInstance(Waits, Activities, Interop):
         # seq 0 of the new run: the state it starts with (what get_state replays from)
         # (and the names it holds, which the new run holds on: taken again after a
         # restart, as a replay of its own registers would)
-        first: dict[str, Any] = {"state": self.state}
+        # (and when it began: info().start_time after a restart too, see run_started)
+        first: dict[str, Any] = {"state": self.state, "started": now}
         if self.held_names:
             first["names"] = self.held_names
         tx.append_journal(self.wid, 0, JournalKind.CONTINUED, "",
@@ -497,7 +498,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         self.timer_kinds = None
         self.history_bytes = 0
         self.unsized = None
-        self.created = self.host.clock.now()
+        self.created = now
         _observe.workflow_continued(self)
 
     # ------------------------------------------------------------ recorded values

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -328,6 +329,19 @@ def initial_state(journal: Sequence[Entry]) -> dict[str, Any]:
     if journal and journal[0].seq == 0 and journal[0].kind == JournalKind.CONTINUED:
         return dict((journal[0].outcome or {}).get("state") or {})
     return {}
+
+
+def run_started(journal: Sequence[Entry], created: float) -> float:
+    """When the run began (``workflow.info().start_time``): a continued run's own start,
+    which its seq-0 record holds (``started``, unix seconds); else ``created``, the
+    workflow's start (a first run, or a continued one recorded before the record held
+    it)."""
+    if journal and journal[0].seq == 0 and journal[0].kind == JournalKind.CONTINUED:
+        out = journal[0].outcome
+        started: Any = out.get("started") if isinstance(out, dict) else None
+        if type(started) in (int, float) and math.isfinite(started):
+            return float(started)
+    return created
 
 
 def retry_kind(attempts: int, name: str) -> str:
