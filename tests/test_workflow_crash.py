@@ -223,6 +223,21 @@ def test_kill_while_a_workflow_watches_a_process_gives_noproc(sc: Scenario) -> N
     assert [k for k, _ in sc.journal("w")] == ["spawn", "activity", "receive"]
 
 
+def test_kill_after_a_continue_as_new_still_gives_noproc_of_a_process_watched_before(
+        sc: Scenario) -> None:
+    """A monitor of a plain process holds on into the run a continue_as_new starts (its
+    EXIT reaches the new run, live). The monitor lived in the node's memory only: after
+    a kill the new run's journal did not know it, so its EXIT never came (the run
+    waited for ever) where a run that made the monitor itself gets noproc. The new
+    run's first record now carries the monitors it keeps."""
+    proc = sc.popen("start", "w", "watches_a_process_across_a_continue", "[null]")
+    sc.wait_marker("step:watching", proc)
+    time.sleep(0.2)
+    sc.kill(proc)
+    assert sc.resume("w", "--within", "8") == [True, "EXIT", "noproc"]
+    assert [k for k, _ in sc.journal("w")] == ["continued", "activity", "receive"]
+
+
 def test_kill_while_a_promise_waits_then_resolved_while_down(sc: Scenario) -> None:
     proc = sc.popen("start", "w", "promise_or_deadline", "[3600]")
     sc.wait_marker("step:waiting", proc)

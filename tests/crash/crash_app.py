@@ -129,6 +129,16 @@ async def watches_a_process() -> list[object]:
     return [ev.pid == pid, ev.kind.value, None if ev.error is None else ev.error.type]
 
 
+async def watches_a_process_across_a_continue(watched: str | None) -> list[object]:
+    """Run 0 monitors a plain process and continues as new; run 1 waits for its EXIT."""
+    if watched is None:
+        pid = await process.spawn_monitored(idle_process, host="processes")
+        workflow.continue_as_new(str(pid))
+    await step("watching")
+    ev = await process.events().receive()
+    return [str(ev.pid) == watched, ev.kind.value, None if ev.error is None else ev.error.type]
+
+
 async def promise_or_deadline(seconds: float) -> list[object]:
     """A durable promise raced with a durable timer in ``workflow.first``."""
     approval = workflow.promise("approval")

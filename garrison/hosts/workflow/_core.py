@@ -42,6 +42,7 @@ from ._journal import (
     Cursor,
     Entry,
     JournalKind,
+    initial_monitors,
     initial_names,
     op_text,
     retry_timer,
@@ -240,6 +241,14 @@ class WorkflowCore(Caller, WorkflowScope):
         #: Taken when the link or monitor is made: one made before a ``continue_as_new``
         #: keeps its run's id (the new run's seqs start from 1 again)
         self.signal_ids: dict[tuple[EventKind, Pid], str] | None = None
+        # (a continued run holds on to the monitors of the run before: its first
+        # record names them, so a node resuming it after a crash knows them too)
+        for pid, at in initial_monitors(journal).items():
+            self.monitoring = added(self.monitoring, pid)
+            if at is not None:
+                if self.signal_ids is None:
+                    self.signal_ids = {}
+                self.signal_ids[(EventKind.EXIT, pid)] = at
         self.trap_links = False
         self.state = state
         self.status: WorkflowStatus = WorkflowStatus.RUNNING

@@ -29,7 +29,7 @@ from ..._errors import (
 from ..._targets import import_target, workflow_refused_now
 from ...actors._cancel_switch import CancelSwitch, stray_cancelled
 from ...actors._runtime import Runtime, set_runtime
-from ...actors._values import ErrorInfo, Pid
+from ...actors._values import ErrorInfo, EventKind, Pid
 from ...persistence import RawJson, WorkflowStatus, check_search_value
 from ...workflow import WorkflowInfo
 from .._kernel import stepping
@@ -466,6 +466,10 @@ class WorkflowInstance(Waits, Activities, Interop):
         first: dict[str, Any] = {"state": self.state, "started": now}
         if self.held_names:
             first["names"] = self.held_names
+        if self.monitoring:  # (held on into the new run: known after a crash too)
+            ids = self.signal_ids or {}
+            first["monitors"] = {str(pid): ids.get((EventKind.EXIT, pid))
+                                 for pid in sorted(self.monitoring)}
         tx.append_journal(self.wid, 0, JournalKind.CONTINUED, "",
                           RawJson(_dumps(first)), time=now)
         # (after a flush of buffered records in flight, as every commit: the host's

@@ -323,6 +323,25 @@ def initial_names(journal: Sequence[Entry]) -> dict[str, str] | None:
     return None
 
 
+def initial_monitors(journal: Sequence[Entry]) -> dict[Pid, str | None]:
+    """The monitors a run starts with: none, or those the run before held when it
+    continued as new (its seq-0 record's ``monitors``: each pid's text, with the message
+    id that names its ``EXIT``, see ``Interop.event_id``), so that a node resuming the
+    run after a crash delivers a lost process's ``noproc`` as for its own monitors."""
+    if journal and journal[0].seq == 0 and journal[0].kind == JournalKind.CONTINUED:
+        out = journal[0].outcome
+        monitors = out.get("monitors") if isinstance(out, dict) else None
+        if isinstance(monitors, dict):
+            kept: dict[Pid, str | None] = {}
+            for text, at in monitors.items():
+                try:
+                    kept[Pid.parse(text)] = at if isinstance(at, str) else None
+                except (TypeError, ValueError):
+                    continue  # (not a pid: a hand edit; nothing to watch)
+            return kept
+    return {}
+
+
 def initial_state(journal: Sequence[Entry]) -> dict[str, Any]:
     """The state a run starts with: empty, or what a continue-as-new carried over (its
     seq-0 record). Replay rebuilds the rest, so ``get_state`` sees the same values."""
