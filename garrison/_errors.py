@@ -113,6 +113,12 @@ class WorkflowFailed(GarrisonError):
         super().__init__(f"workflow {workflow_id!r} failed: {error}")
         self.workflow_id = workflow_id
         self.error = error
+        if error.traceback:
+            # (this error is raised where its result is awaited, so its own frames are
+            # garrison's: the workflow's traceback, recorded where it raised, is what
+            # says which line failed; a test's report and a printed traceback show notes)
+            self.add_note(f"traceback of workflow {workflow_id!r}, where it raised:\n"
+                          f"{error.traceback.rstrip()}")
 
 
 class WorkflowCancelled(GarrisonError):

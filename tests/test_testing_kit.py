@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import traceback
 from typing import Any
 
 import ops_app
@@ -79,6 +80,25 @@ async def test_a_mocked_error_is_the_activity_error_a_real_failure_gives() -> No
         assert last.outcome["error"]["type"] == "ConnectionError" and last.attempts == 1
         assert "ConnectionError: payments down" in last.outcome["error"]["traceback"]
     assert ops_app.LOG == []
+
+
+async def divides_by_zero(total: int) -> float:
+    await workflow.sleep("1h")
+    return total / 0  # the user's bug: the line a failed test's report must show
+
+
+async def test_a_failed_workflows_error_shows_the_line_that_raised() -> None:
+    """pytest reports a failed ``env.result`` with the frames of the raise, garrison's:
+    the workflow's own traceback, recorded where it raised, comes with it (a note)."""
+    async with garrison.testing.workflow_env() as env:
+        await env.start(divides_by_zero, 3, id="z")
+        with pytest.raises(garrison.WorkflowFailed) as info:
+            await env.result("z")
+    report = "".join(traceback.format_exception(info.value))
+    assert "return total / 0  # the user's bug" in report
+    assert ", in divides_by_zero\n" in report and "ZeroDivisionError" in report
+    assert "traceback of workflow 'z'" in str(info.getrepr())  # (pytest's own report)
+    assert str(info.value) == "workflow 'z' failed: ZeroDivisionError: division by zero"
 
 
 async def test_a_mock_is_for_its_environment_only_and_can_call_a_function() -> None:
