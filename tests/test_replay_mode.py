@@ -20,6 +20,7 @@ import trio
 
 import garrison
 import garrison.testing
+from garrison import workflow
 from garrison.hosts.workflow import History, replay_history
 from garrison.hosts.workflow._replay import ReplayNode, ReplayRefused
 from garrison.persistence import RawJson, SQLiteStore, Transaction
@@ -569,6 +570,38 @@ async def _reserves_moved(item: str) -> str:
 
 async def _reserves_moved_named(item: str) -> str:
     return await reserve_named(item)
+
+
+async def _charges_first(item: str) -> str:
+    await ops_app.charge(item)  # the changed line: the journal's seq 1 is reserve
+    return await ops_app.reserve(item)
+
+
+async def _checks_stock(item: str) -> str:
+    return await _reserves_checked(item)
+
+
+async def _reserves_checked(item: str) -> str:
+    await workflow.sleep("1s")  # a helper's step, in place of the recorded reserve
+    return await ops_app.reserve(item)
+
+
+def test_a_divergence_names_the_line_of_the_workflow_that_differs() -> None:
+    """A divergence said its seq and the two steps, but not which line of the new code
+    took the other path: a note, shown in pytest's report, names it as a traceback's
+    frame does (the innermost frame of the workflow's code, a helper's too)."""
+    history = {"name": "ops_app:order", "input": ["x"], "status": "completed", "journal": [
+        {"seq": 1, "kind": "activity", "name": "ops_app:reserve", "outcome": {"ok": "r"}}]}
+    for target, line, function in [
+            (_charges_first, "await ops_app.charge(item)  # the changed line", "_charges_first"),
+            (_checks_stock, 'await workflow.sleep("1s")  # a helper', "_reserves_checked")]:
+        with pytest.raises(garrison.NonDeterminismError) as info:
+            garrison.testing.replay(history, target)
+        note, = info.value.__notes__
+        assert note.startswith(f"the code that differs (seq 1): File \"{__file__}\", line "), note
+        assert f", in {function}\n    {line}" in note, note
+        assert "(seq 1)" in str(info.getrepr())
+        assert "the code now did" in str(info.value)  # (the message as it was)
 
 
 def test_an_activity_moved_to_another_module_says_how_to_keep_its_journal_name() -> None:

@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import linecache
 import math
+import os
+import sys
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 import attrs
+import trio
 
 from ..._errors import NonDeterminismError
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
@@ -128,6 +133,28 @@ def code_gone(workflow_id: str, name: str, why: str) -> NonDeterminismError:
         "change", workflow_id=workflow_id, recorded=name)
 
 
+#: garrison's own folder: frames in it are the runtime's, not a workflow's code
+_GARRISON_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_TRIO_DIR = os.path.dirname(os.path.abspath(trio.__file__)) + os.sep
+
+
+def code_frame_text() -> str | None:
+    """The innermost frame of the calling workflow's own code (outside garrison), as a
+    traceback prints it (``File "...", line N, in fn`` and its source line); ``None``
+    when no such code is running (the function returned or raised already: the frames
+    below garrison's are the task runner's)."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            _GARRISON_DIR + os.sep):
+        frame = frame.f_back
+    if frame is None or os.path.abspath(frame.f_code.co_filename).startswith(_TRIO_DIR):
+        return None  # (trio's task runner: no workflow code under way)
+    code = frame.f_code
+    text = f'File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}'
+    source = linecache.getline(code.co_filename, frame.f_lineno).strip()
+    return f"{text}\n    {source}" if source else text
+
+
 class Cursor:
     """Hands out sequence numbers and the recorded entry at each, if any.
 
@@ -215,6 +242,9 @@ class Cursor:
             recorded=recorded,
             current=now,
         )
+        where = code_frame_text()
+        if where is not None:  # (seq N is no place in the code: this line is)
+            err.add_note(f"the code that differs (seq {seq}): {where}")
         if self.error is None:
             self.error = err
         return self.error
