@@ -392,6 +392,66 @@ async def test_env_result_of_a_workflow_nothing_can_end_raises_instead_of_hangin
         assert await env.result("r") == "received late"
 
 
+_RELEASE: list[trio.Event] = []
+
+
+@garrison.activity
+async def _awaits_release() -> str:
+    await _RELEASE[0].wait()  # (its I/O that never returns, until the test lets it)
+    return "released"
+
+
+async def _calls_a_slow_activity() -> str:
+    return await _awaits_release()  # the workflow's line the warning names
+
+
+async def test_env_result_warns_of_a_step_that_runs_on_in_real_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An async activity that never returns (no timeout) counts as running, as its I/O
+    may end it: ``env.result`` then waited for ever, in silence, the test hung with no
+    word of where. Once its step ran STUCK_AFTER real seconds with nothing due, a
+    warning (in pytest's captured log when the test is ended) names where it waits."""
+    import logging
+
+    from garrison.testing import _env
+
+    monkeypatch.setattr(_env, "STUCK_AFTER", 0.05)
+    said: list[str] = []
+    warned = trio.Event()
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+            warned.set()
+
+    catch = Catch(logging.WARNING)
+    logging.getLogger("garrison.testing").addHandler(catch)
+    _RELEASE[:] = [trio.Event()]
+    got: list[str] = []
+    try:
+        async with garrison.testing.workflow_env() as env:
+            await env.start(_calls_a_slow_activity, id="slow")
+
+            async def await_result() -> None:
+                got.append(await env.result("slow"))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(await_result)
+                with trio.move_on_after(10):  # (real time: without the warning, a failure)
+                    await warned.wait()
+                _RELEASE[0].set()
+    finally:
+        logging.getLogger("garrison.testing").removeHandler(catch)
+    assert got == ["released"]
+    warning, = said
+    assert warning.startswith("env.result('slow'): workflow 'slow' has run a step for "
+                              "0.05 s of real time"), warning
+    assert f'File "{__file__}", line ' in warning
+    assert "in _awaits_release\n    await _RELEASE[0].wait()" in warning, warning
+    assert "in _calls_a_slow_activity\n    return await _awaits_release()" in warning
+    assert "mock it (env.mock_activity) or give it a timeout" in warning
+
+
 async def _waits_on_approval() -> str:
     return str(await workflow.promise("approval"))
 

@@ -32,7 +32,10 @@ import contextlib
 import datetime as _dt
 import functools
 import inspect
+import linecache
+import logging
 import math
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeGuard
@@ -70,6 +73,29 @@ IDLE_JUMPS = 1000
 
 #: the statuses of a workflow that waits (not one taking a step)
 _PARKED = frozenset({WorkflowStatus.WAITING, WorkflowStatus.SLEEPING, WorkflowStatus.BLOCKED})
+
+log = logging.getLogger("garrison.testing")
+
+#: the folders of the runtime's own frames (garrison's, trio's), not a workflow's code
+_RUNTIME_DIRS = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+                 os.path.dirname(os.path.abspath(trio.__file__)) + os.sep)
+
+
+def _awaits_at(task: trio.lowlevel.Task) -> list[str]:
+    """The frames of the code of ``task``'s own (outside garrison and trio) along its
+    chain of awaits, outermost first, as a traceback prints them (with the source)."""
+    frames: list[str] = []
+    coro: Any = task.coro
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None and not os.path.abspath(frame.f_code.co_filename).startswith(
+                _RUNTIME_DIRS):
+            code = frame.f_code
+            text = f'File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}'
+            source = linecache.getline(code.co_filename, frame.f_lineno).strip()
+            frames.append(f"{text}\n    {source}" if source else text)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
 
 
 class SkippingClock(WallClock):
@@ -249,6 +275,8 @@ class WorkflowEnv:
         self._jumped_in_vain = 0
         #: the ``workflow_env()`` block has ended: nothing moves time any more
         self._ended = False
+        #: the steps (workflow id, seq) said to run on in real time (once each)
+        self._warned: set[tuple[str, int]] = set()
 
     # -- time
     def now(self) -> _dt.datetime:
@@ -362,7 +390,32 @@ class WorkflowEnv:
             await clock.changed.wait()
             return False
         await trio.testing.wait_all_tasks_blocked()
-        return not clock.changed.is_set() and still()
+        if clock.changed.is_set():
+            return False
+        if still():
+            return True
+        self._warn_of_long_steps()
+        return False
+
+    def _warn_of_long_steps(self) -> None:
+        """Say (once a step) which awaited workflows have run a step, in real time, for
+        :data:`STUCK_AFTER` seconds in which nothing was due: an async activity awaiting
+        I/O that may end it, so not stuck; but one that never returns (no timeout) would
+        hang the test in silence."""
+        for awaited in dict.fromkeys(wid for _scope, wid in self._results):
+            for wid, wf in self._family([awaited]).items():
+                if (wf.done.is_set() or wf.status in _PARKED or wf.task is None
+                        or (wid, wf.cursor.seq) in self._warned):
+                    continue
+                self._warned.add((wid, wf.cursor.seq))
+                frames = _awaits_at(wf.task)
+                log.warning(
+                    "env.result(%r): workflow %r has run a step for %g s of real time, in "
+                    "which workflow time does not skip (an async activity's own waits take "
+                    "real time here); an activity that never returns, with no timeout=, "
+                    "hangs this test: mock it (env.mock_activity) or give it a timeout. "
+                    "It awaits %s", awaited, wid, STUCK_AFTER,
+                    "at:\n" + "\n".join(frames) if frames else "in garrison's code")
 
     def _idle_ticks_spent(self) -> bool:
         """Schedules' ticks are all that is due: True once :data:`IDLE_TICKS` of them,
