@@ -137,6 +137,12 @@ class ActivityError(GarrisonError):
         super().__init__(str(error))
         self.error = error
         self.name = name
+        if error.traceback:
+            # (raised in the workflow from the recorded failure, its frames are the
+            # workflow's and garrison's: the activity's own traceback, recorded where it
+            # raised, says which line failed, in the workflow's traceback too)
+            of = "the activity" if name is None else f"activity {name!r}"
+            self.add_note(f"traceback of {of}, where it raised:\n{error.traceback.rstrip()}")
 
 
 class PromiseRejected(GarrisonError):

@@ -101,6 +101,30 @@ async def test_a_failed_workflows_error_shows_the_line_that_raised() -> None:
     assert str(info.value) == "workflow 'z' failed: ZeroDivisionError: division by zero"
 
 
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def parses(text: str) -> int:
+    return int(text.split(",")[3])  # the activity's bug: the line the report must show
+
+
+async def imports(text: str) -> int:
+    return await parses(text)
+
+
+async def test_a_failed_activitys_line_is_in_its_workflows_error() -> None:
+    """The workflow's traceback ends at garrison's raise of the ActivityError: the
+    activity's own (recorded with its failure) comes with it, as the ActivityError's
+    note, so the report of a workflow failed by an activity shows the activity's line."""
+    async with garrison.testing.workflow_env() as env:
+        await env.start(imports, "a,b", id="i")
+        with pytest.raises(garrison.WorkflowFailed) as info:
+            await env.result("i")
+    report = "".join(traceback.format_exception(info.value))
+    assert "return await parses(text)" in report
+    assert "return int(text.split(\",\")[3])  # the activity's bug" in report, report
+    assert f"traceback of activity '{__name__}:parses', where it raised:" in report
+    assert str(info.value.error) == "ActivityError: IndexError: list index out of range"
+
+
 async def test_a_mock_is_for_its_environment_only_and_can_call_a_function() -> None:
     seen: list[str] = []
 
