@@ -141,8 +141,10 @@ class ActivityError(GarrisonError):
             # (raised in the workflow from the recorded failure, its frames are the
             # workflow's and garrison's: the activity's own traceback, recorded where it
             # raised, says which line failed, in the workflow's traceback too)
+            # (a result its annotation refused fails where it is restored: not "where the
+            # activity raised")
             of = "the activity" if name is None else f"activity {name!r}"
-            self.add_note(f"traceback of {of}, where it raised:\n{error.traceback.rstrip()}")
+            self.add_note(f"the failure of {of}, as recorded:\n{error.traceback.rstrip()}")
 
 
 class PromiseRejected(GarrisonError):

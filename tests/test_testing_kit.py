@@ -121,8 +121,33 @@ async def test_a_failed_activitys_line_is_in_its_workflows_error() -> None:
     report = "".join(traceback.format_exception(info.value))
     assert "return await parses(text)" in report
     assert "return int(text.split(\",\")[3])  # the activity's bug" in report, report
-    assert f"traceback of activity '{__name__}:parses', where it raised:" in report
+    assert f"the failure of activity '{__name__}:parses', as recorded:" in report
     assert str(info.value.error) == "ActivityError: IndexError: list index out of range"
+
+
+async def test_a_mock_without_result_says_its_none_is_what_the_annotation_refused(
+        ) -> None:
+    """``mock_activity(fn)`` without ``result=`` returns None, which ``-> str`` refuses:
+    the workflow's PayloadError said 'expected a string, got null' as if the activity
+    had returned it, not the mock the test forgot to give a result."""
+    async with garrison.testing.workflow_env() as env:
+        env.mock_activity(ops_app.reserve)  # (forgot result=)
+        await env.start(ops_app.order, "pen", id="o")
+        with pytest.raises(garrison.WorkflowFailed) as info:
+            await env.result("o")
+        assert str(info.value.error) == (
+            "ActivityError: PayloadError: cannot restore the result of activity "
+            "'ops_app:reserve' as str: expected a string, got null (the value of its mock, "
+            "env.mock_activity, which returns None without result=: give it result=, a "
+            "value its return annotation takes)")
+        env.mock_activity(ops_app.reserve, call=lambda item: 5)
+        await env.start(ops_app.order, "cup", id="o2")
+        with pytest.raises(garrison.WorkflowFailed) as info:
+            await env.result("o2")
+        assert str(info.value.error).endswith(
+            "got an integer 5 (the value of its mock, env.mock_activity: give it a value its "
+            "return annotation takes)")
+    assert ops_app.LOG == []
 
 
 async def test_a_mock_is_for_its_environment_only_and_can_call_a_function() -> None:

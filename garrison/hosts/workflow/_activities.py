@@ -16,6 +16,7 @@ import logging
 import sys
 from typing import Any
 
+import attrs
 import outcome
 import trio
 
@@ -455,7 +456,8 @@ class Activities(WorkflowCore):
                 stored=stored)
         value = plain
         if failure is None and hint is not Any and not (type(plain) is hint and hint in PLAIN):
-            value, failure = _restored(plain, hint, name)  # (structure's own test above)
+            # (structure's own test above)
+            value, failure = _restored(plain, hint, name, self.host.activity_mocks)
         if failure is None and self.store_error is None and _is_async(fn):
             # The outcome rides with the workflow's next commit: the one before its next
             # effect (another activity, a call's request...), its wait, or its end; a
@@ -843,7 +845,7 @@ class Activities(WorkflowCore):
             self.drop_timer(tx, seq)
         value = plain
         if failure is None:
-            value, failure = _restored(plain, hint, name)
+            value, failure = _restored(plain, hint, name, self.host.activity_mocks)
         at = self.host.clock.now()
         if handle is not None:
             handle.done_at = timestamp(at).timestamp()  # (as the store's record reads)
@@ -871,16 +873,25 @@ def _stopped(exc: BaseException) -> bool:
         lambda e: isinstance(e, (trio.Cancelled, *_NOT_THE_ACTIVITY_S))) is not None
 
 
-def _restored(plain: Any, hint: Any, name: str) -> tuple[Any, ErrorInfo | None]:
+def _restored(plain: Any, hint: Any, name: str, mocks: dict[str, Any] | None = None
+              ) -> tuple[Any, ErrorInfo | None]:
     """The activity ``name``'s result ``plain`` restored by its return annotation
     ``hint``; or, for one the annotation does not accept (``"5"`` for ``-> int``), that
     ``PayloadError`` as its final failure, recorded before the workflow sees it: the
     workflow's ``except ActivityError`` (its compensation) handles it, and a replay
-    meets the recorded failure, not the value again."""
+    meets the recorded failure, not the value again. ``mocks``: the host's activity
+    mocks (a test's), one of which may have given the value."""
     try:
         return structure(plain, hint, what=f"the result of activity {name!r}"), None
     except Exception as exc:
-        return None, ErrorInfo.from_exception(exc)
+        failure = ErrorInfo.from_exception(exc)
+        if mocks and name in mocks:  # (the test's mock gave it, not the activity)
+            said = (", which returns None without result=: give it result=, a value"
+                    if plain is None else ": give it a value")
+            failure = attrs.evolve(failure, message=f"{failure.message} (the value of its "
+                                   f"mock, env.mock_activity{said} its return annotation "
+                                   "takes)")
+        return None, failure
 
 
 def _outcome(value: Any, name: str, limit: int,
