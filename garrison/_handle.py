@@ -215,8 +215,9 @@ class PromiseHandle:
         """Complete the promise with ``value``; a second completion raises
         ``PromiseAlreadyCompleted``."""
         self.handle.host.node.check_run("PromiseHandle.resolve()")
-        await self.handle.host.complete_promise(self.handle.workflow_id, self.name,
-                                                "resolved", value)
+        with self.handle._store_open(f"resolve promise {self.name!r} of"):
+            await self.handle.host.complete_promise(self.handle.workflow_id, self.name,
+                                                    "resolved", value)
 
     async def reject(self, message: str) -> None:
         """Reject the promise: the workflow's ``await`` raises ``PromiseRejected(message)``.
@@ -226,13 +227,15 @@ class PromiseHandle:
         with _naming(self.handle.workflow_id):
             check_rejection(message)
         self.handle.host.node.check_run("PromiseHandle.reject()")
-        await self.handle.host.complete_promise(self.handle.workflow_id, self.name,
-                                                "rejected", message)
+        with self.handle._store_open(f"reject promise {self.name!r} of"):
+            await self.handle.host.complete_promise(self.handle.workflow_id, self.name,
+                                                    "rejected", message)
 
     def status(self) -> str:
         """``pending``, ``resolved`` or ``rejected`` (``pending`` if not declared yet);
         ``NoSuchWorkflow`` for an unknown workflow id."""
         self.handle.host.node.check_thread("PromiseHandle.status()")
-        self.handle.host.status(self.handle.workflow_id)  # NoSuchWorkflow if unknown
-        rec = self.handle.host.store.get_promise(self.handle.workflow_id, self.name)
+        with self.handle._store_open(f"read the status of promise {self.name!r} of"):
+            self.handle.host.status(self.handle.workflow_id)  # NoSuchWorkflow if unknown
+            rec = self.handle.host.store.get_promise(self.handle.workflow_id, self.name)
         return "pending" if rec is None else str(rec.status)

@@ -324,6 +324,25 @@ async def test_the_env_s_other_calls_after_its_block_say_it_has_ended() -> None:
                 await done
 
 
+async def test_a_handle_s_promise_after_the_env_block_says_the_node_has_stopped() -> None:
+    """The handle ``env.start`` gave, used past the block: its cancel, history and state
+    said the node has stopped with its store, but its promise's resolve and reject only
+    ``store '<memory>' is closed`` (and ``status`` too)."""
+    async with garrison.testing.workflow_env() as env:
+        handle = await env.start(sleeps_a_day, id="s")
+        await env.settle()
+    promise = handle.promise("approval")
+    for doing, call in [("resolve", lambda: promise.resolve(1)),
+                        ("reject", lambda: promise.reject("no")),
+                        ("read the status of", promise.status)]:
+        with trio.fail_after(5), pytest.raises(RuntimeError, match=(
+                rf"^cannot {doing} promise 'approval' of workflow 's': node '.*' has "
+                r"stopped, and its store with it \(its store was in memory")):
+            done = call()
+            if hasattr(done, "__await__"):
+                await done
+
+
 CALLS: list[int] = []
 
 
