@@ -67,6 +67,11 @@ class ProcessError(GarrisonError):
         super().__init__(message)
         self.pid = pid
         self.error = error
+        if error is not None and error.traceback:
+            # (raised where it is awaited, its frames are garrison's: the traceback of the
+            # error, a process's own or, a supervisor's, its child's, says which line)
+            self.add_note(f"traceback of the error, where it was raised:\n"
+                          f"{error.traceback.rstrip()}")
 
 
 class PayloadError(GarrisonError, TypeError):

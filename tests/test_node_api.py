@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,6 +241,23 @@ async def test_node_call_plain_process_and_registered_name(node, autojump_clock)
         await node.call("nobody", "q")
     with pytest.raises(TypeError, match=r"node.call\(\): a topic must be a str"):
         await node.call(pid, 1)
+
+
+async def _divides(n: int) -> int:
+    return 10 // n  # the process's bug: the line a failed test's report must show
+
+
+async def test_a_failed_process_s_error_shows_the_line_that_raised(node):
+    """``node.wait`` raises a ProcessError whose frames are garrison's: the process's
+    own traceback (its ErrorInfo's) comes with it as a note, as a failed workflow's."""
+    pid = await node.spawn(_divides, 0)
+    with pytest.raises(ProcessError) as info:
+        await node.wait(pid)
+    report = "".join(traceback.format_exception(info.value))
+    assert "return 10 // n  # the process's bug" in report, report
+    assert "traceback of the error, where it was raised:" in report
+    assert str(info.value) == (f"process {pid} failed: ZeroDivisionError: integer division "
+                               "or modulo by zero")
 
 
 async def test_node_call_callee_death_timeout_and_late_reply(node, autojump_clock):
