@@ -17,7 +17,7 @@ from .hosts.workflow._ids import (
     check_signal_topic,
     check_state_key,
 )
-from .persistence import DamagedRecord, JournalRecord, WorkflowStatus
+from .persistence import DamagedRecord, JournalRecord, WorkflowStatus, not_durable
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -239,3 +239,9 @@ class PromiseHandle:
             self.handle.host.status(self.handle.workflow_id)  # NoSuchWorkflow if unknown
             rec = self.handle.host.store.get_promise(self.handle.workflow_id, self.name)
         return "pending" if rec is None else str(rec.status)
+
+
+not_durable(WorkflowHandle, "a workflow's handle is not durable: store the workflow's id "
+            "(handle.workflow_id) and call node.workflow(id) where it is used")
+not_durable(PromiseHandle, "a promise's handle is not durable: store its workflow's id and "
+            "its name, and call node.workflow(id).promise(name) where it is used")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .actors._values import Pid
-from .persistence import ScheduleRecord
+from .persistence import ScheduleRecord, not_durable
 
 if TYPE_CHECKING:
     from .hosts.workflow import WorkflowHost
@@ -89,3 +89,7 @@ class ScheduleHandle:
             raise RuntimeError(
                 f"cannot {doing} schedule {self.schedule_id!r}: its node has stopped, and "
                 f"its store with it ({where})") from None
+
+
+not_durable(ScheduleHandle, "a schedule's handle is not durable: store the schedule's id "
+            "(handle.schedule_id) and call node.schedule_handle(id) where it is used")

@@ -1156,3 +1156,30 @@ async def test_a_node_names_a_workflow_whose_row_is_damaged_and_runs_the_others(
                    "WHERE workflow_id != 'good' ORDER BY workflow_id")
     assert rows == [("a", "text", "5BFF5D", "pending"), ("b", "blob", "5BFF5D", "pending"),
                     ("c", "text", "5B626164", "pending")], rows
+
+
+async def echo(value: Any = None) -> Any:
+    return value
+
+
+async def test_a_handle_given_as_a_payload_says_what_to_store_instead(
+        autojump_clock: Any) -> None:
+    """A workflow's or a schedule's handle passed as an argument or a message: the
+    error said 'converting a value of type garrison._handle.WorkflowHandle failed:
+    NameError: name 'Node' is not defined' (the converter read the handle's fields as a
+    record's); it names the handle and what to store instead, its id."""
+    async with garrison.open_node() as node:
+        await node.start_workflow(echo, id="a")
+        handle = node.workflow("a")
+        schedule = await node.schedule("s", echo, every="1h")
+        for given, kind, where, getter in (
+                (handle, "WorkflowHandle", "workflow", "workflow"),
+                (schedule, "ScheduleHandle", "schedule", "schedule_handle")):
+            with pytest.raises(garrison.PayloadError, match=(
+                    rf"{kind} at \[0\] cannot be converted to JSON: a {where}'s handle "
+                    rf"is not durable: store the {where}'s id .* and call "
+                    rf"node\.{getter}\(id\) where it is used")) as refused:
+                await node.start_workflow(echo, given, id=f"b-{where}")
+            assert "NameError" not in str(refused.value)
+            with pytest.raises(garrison.PayloadError, match=rf"message 't' .*{kind} at \['h'\]"):
+                await handle.signal("t", {"h": given})

@@ -70,8 +70,8 @@ from .._errors import PayloadError
 from .._targets import main_module_name
 from ..actors._values import ErrorInfo, Pid
 
-__all__ = ["LEAF_TEXT", "RawJson", "from_json", "structure", "to_json", "type_name",
-           "unstructure"]
+__all__ = ["LEAF_TEXT", "RawJson", "from_json", "not_durable", "structure", "to_json",
+           "type_name", "unstructure"]
 
 _UTC = _dt.UTC
 
@@ -620,6 +620,17 @@ def _make_converter() -> cattrs.Converter:
 
 
 _converter = _make_converter()
+
+
+def not_durable(cls: type, reason: str) -> None:
+    """Refuse instances of ``cls``, an object that lives only in a running node (a
+    workflow's handle), with ``reason``, which says what to store instead: without
+    this, an attrs class among them is converted as a record, field by field, and
+    fails on a field that is no value (a node) with an error about that field's type."""
+    def refuse(value: object) -> Any:
+        raise _Unconvertible(value, reason)
+    # (by a test of the type: given the class, cattrs resolves its annotations first)
+    _converter.register_unstructure_hook_func(lambda t: t is cls, refuse)
 _LEAVES = (str, int, float, bool, type(None))
 
 #: a surrogate pair as JSON text writes it, a high ``\udXXX`` escape then a low one
