@@ -39,6 +39,8 @@ from typing import Any
 
 import trio
 
+from ._frames import RUNTIME_DIRS, is_runtime
+
 log = logging.getLogger("garrison.node")
 
 #: seconds (real time) between two posts: also the precision of the blocked time said
@@ -59,10 +61,6 @@ SLACK = 1.0
 PAUSED_CPU = 0.1
 #: the innermost frames shown in the warning
 FRAMES = 8
-
-_PACKAGES = tuple(os.path.dirname(os.path.realpath(module.__file__ or "")) + os.sep
-                  for module in (trio, sys.modules[__package__ or "garrison"]))
-
 
 class Watchdog:
     """Watches one trio run's thread (``ident``) through ``post`` (its token's
@@ -193,7 +191,7 @@ class Watchdog:
         sinfo = None
         if stack:
             left_out = " (trio's and garrison's frames left out)" if not any(
-                _runtime(f.filename) for f in stack) else ""
+                is_runtime(f.filename) for f in stack) else ""
             sinfo = (f"The node's thread, innermost last{left_out}:\n"
                      + "".join(traceback.format_list(stack)).rstrip("\n"))
         if log.isEnabledFor(logging.WARNING):
@@ -210,16 +208,11 @@ class Watchdog:
         if frame is None:
             return []
         stack = list(traceback.extract_stack(frame))
-        runtime = [_runtime(f.filename) for f in stack]
+        runtime = [is_runtime(f.filename) for f in stack]
         if True in runtime:  # (what called trio.run is left out too)
             stack, runtime = stack[runtime.index(True):], runtime[runtime.index(True):]
         outside = [f for f, own in zip(stack, runtime, strict=True) if not own]
         return (outside or stack)[-FRAMES:]
-
-
-def _runtime(filename: str) -> bool:
-    """The file is trio's or garrison's."""
-    return os.path.realpath(filename).startswith(_PACKAGES)
 
 
 def _libraries() -> tuple[str, ...]:
@@ -228,7 +221,7 @@ def _libraries() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
     return tuple({os.path.realpath(paths[key]) + os.sep
                   for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
-                 ) + _PACKAGES
+                 ) + RUNTIME_DIRS
 
 
 _LIBRARIES: tuple[str, ...] | None = None

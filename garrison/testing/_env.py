@@ -32,10 +32,8 @@ import contextlib
 import datetime as _dt
 import functools
 import inspect
-import linecache
 import logging
 import math
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeGuard
@@ -45,6 +43,7 @@ import trio
 import trio.testing
 
 from .._duration import parse_duration
+from .._frames import frame_text, is_runtime
 from .._handle import WorkflowHandle
 from .._node import Node, _as_config, open_node
 from .._router import not_in_trio
@@ -76,11 +75,6 @@ _PARKED = frozenset({WorkflowStatus.WAITING, WorkflowStatus.SLEEPING, WorkflowSt
 
 log = logging.getLogger("garrison.testing")
 
-#: the folders of the runtime's own frames (garrison's, trio's), not a workflow's code
-_RUNTIME_DIRS = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
-                 os.path.dirname(os.path.abspath(trio.__file__)) + os.sep)
-
-
 def _awaits_at(task: trio.lowlevel.Task) -> list[str]:
     """The frames of the code of ``task``'s own (outside garrison and trio) along its
     chain of awaits, outermost first, as a traceback prints them (with the source)."""
@@ -88,12 +82,8 @@ def _awaits_at(task: trio.lowlevel.Task) -> list[str]:
     coro: Any = task.coro
     while coro is not None:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None and not os.path.abspath(frame.f_code.co_filename).startswith(
-                _RUNTIME_DIRS):
-            code = frame.f_code
-            text = f'File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}'
-            source = linecache.getline(code.co_filename, frame.f_lineno).strip()
-            frames.append(f"{text}\n    {source}" if source else text)
+        if frame is not None and not is_runtime(frame.f_code.co_filename):
+            frames.append(frame_text(frame))
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
     return frames
 

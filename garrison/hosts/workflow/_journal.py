@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-import linecache
 import math
 import os
 import sys
@@ -23,9 +22,9 @@ from types import FrameType
 from typing import Any
 
 import attrs
-import trio
 
 from ..._errors import NonDeterminismError
+from ..._frames import GARRISON_DIR, frame_text, is_runtime
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 
 __all__ = ["Cursor", "Entry", "JournalKind", "code_gone", "event_from_plain",
@@ -133,26 +132,18 @@ def code_gone(workflow_id: str, name: str, why: str) -> NonDeterminismError:
         "change", workflow_id=workflow_id, recorded=name)
 
 
-#: garrison's own folder: frames in it are the runtime's, not a workflow's code
-_GARRISON_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_TRIO_DIR = os.path.dirname(os.path.abspath(trio.__file__)) + os.sep
-
-
 def code_frame_text() -> str | None:
     """The innermost frame of the calling workflow's own code (outside garrison), as a
     traceback prints it (``File "...", line N, in fn`` and its source line); ``None``
     when no such code is running (the function returned or raised already: the frames
     below garrison's are the task runner's)."""
     frame: FrameType | None = sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
-            _GARRISON_DIR + os.sep):
+    while frame is not None and os.path.realpath(frame.f_code.co_filename).startswith(
+            GARRISON_DIR):
         frame = frame.f_back
-    if frame is None or os.path.abspath(frame.f_code.co_filename).startswith(_TRIO_DIR):
+    if frame is None or is_runtime(frame.f_code.co_filename):
         return None  # (trio's task runner: no workflow code under way)
-    code = frame.f_code
-    text = f'File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}'
-    source = linecache.getline(code.co_filename, frame.f_lineno).strip()
-    return f"{text}\n    {source}" if source else text
+    return frame_text(frame)
 
 
 class Cursor:
