@@ -398,6 +398,11 @@ def _ended(exc: psycopg.Error) -> bool:
         state is None or state.startswith(("08", "57P")))
 
 
+
+def _status_values(status: str | Iterable[str]) -> list[str]:
+    """The statuses (one or several) of a workflow read or count filtered by status."""
+    return [parse_status(s).value for s in ([status] if isinstance(status, str) else status)]
+
 class PostgresStore(PgWritePath, StoreShortcuts):
     """The durable store on PostgreSQL (see the module docs for the write path).
 
@@ -1292,9 +1297,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
             where.append("status = ANY(%s)")
-            params.append([parse_status(s).value for s in statuses])
+            params.append(_status_values(status))
         for key, value in (search or {}).items():
             text = search_json(key, value)
             if "\\u0000" in text or "\x00" in str(key) or _lone_surrogate(text) \
@@ -1337,9 +1341,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
             where.append("status = ANY(%s)")
-            params.append([parse_status(s).value for s in statuses])
+            params.append(_status_values(status))
         if parent is not None:
             where.append("parent = %s")
             params.append(str(parent))

@@ -549,6 +549,14 @@ LOCKED_POLL = 0.1
 LOCKED_WARNING = 1.0
 
 
+
+def _status_in(status: str | Iterable[str], params: list[Any]) -> str:
+    """The condition of a workflow read or count filtered by status (one or several),
+    its parameters appended to ``params``."""
+    statuses = [status] if isinstance(status, str) else list(status)
+    params.extend(parse_status(s).value for s in statuses)
+    return f"status IN ({', '.join('?' * len(statuses))})"
+
 class SQLiteStore(StoreShortcuts):
     """The durable store on SQLite (WAL mode); see the module docs for the write path.
 
@@ -1407,9 +1415,7 @@ class SQLiteStore(StoreShortcuts):
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            where.append(f"status IN ({', '.join('?' * len(statuses))})")
-            params.extend(parse_status(s).value for s in statuses)
+            where.append(_status_in(status, params))
         matches: list[str] = []
         for key, value in (search or {}).items():
             path = "$." + json.dumps(str(key))
@@ -1478,9 +1484,7 @@ class SQLiteStore(StoreShortcuts):
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            where.append(f"status IN ({', '.join('?' * len(statuses))})")
-            params.extend(parse_status(s).value for s in statuses)
+            where.append(_status_in(status, params))
         if parent is not None:
             where.append("parent = ?")
             params.append(str(parent))
