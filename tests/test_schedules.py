@@ -1068,6 +1068,32 @@ def test_dst_changes_follow_debian_cron() -> None:
     assert dt.datetime(2025, 11, 2, 1, 30, tzinfo=ny).utcoffset() == dt.timedelta(hours=-4)
 
 
+def test_a_star_in_the_minute_or_hour_field_keeps_to_the_wall_clock_across_dst() -> None:
+    """Debian's rule (cronsim's): only a job with neither its minute nor its hour field
+    starting with ``*`` is moved out of a skipped hour and run once in a repeated one.
+    The README said only jobs "more often than hourly" kept to the wall clock: an
+    hourly ``0 * * * *`` and a ``0 */2 * * *`` do too (twice at 01:00 in the repeated
+    hour, none in the skipped one), and ``*/20 2 * * *`` has no tick on the spring day."""
+    spring = dt.datetime(2026, 3, 8, 0, 30, tzinfo=ZoneInfo("America/New_York"))
+    autumn = dt.datetime(2026, 11, 1, 0, 30, tzinfo=ZoneInfo("America/New_York"))
+    assert ticks("0 * * * *", spring, 2) == [
+        "2026-03-08T01:00:00-05:00", "2026-03-08T03:00:00-04:00"]
+    assert ticks("0 * * * *", autumn, 3) == [
+        "2026-11-01T01:00:00-04:00", "2026-11-01T01:00:00-05:00",
+        "2026-11-01T02:00:00-05:00"]
+    assert ticks("0 */2 * * *", spring, 1) == ["2026-03-08T04:00:00-04:00"]
+    assert ticks("*/20 2 * * *", spring, 1) == ["2026-03-09T02:00:00-04:00"]
+    assert ticks("*/30 1 * * *", autumn, 4) == [
+        "2026-11-01T01:00:00-04:00", "2026-11-01T01:30:00-04:00",
+        "2026-11-01T01:00:00-05:00", "2026-11-01T01:30:00-05:00"]
+    # a fixed minute and hour, a range or a list of hours included: once, moved
+    assert ticks("30 1-3 * * *", spring, 3) == [
+        "2026-03-08T01:30:00-05:00", "2026-03-08T03:00:00-04:00",
+        "2026-03-08T03:30:00-04:00"]
+    assert ticks("30 1,2 * * *", autumn, 2) == [
+        "2026-11-01T01:30:00-04:00", "2026-11-01T02:30:00-05:00"]
+
+
 def test_dst_changes_follow_debian_cron_with_a_seconds_field_too() -> None:
     """A six-field expression (seconds first) gets the same daylight saving handling as
     its five fields: the tick in the skipped hour is not lost, the tick in the repeated

@@ -6,8 +6,9 @@ interval since the unix epoch (so at the top of each hour UTC, on every node ali
 a cron expression is read in the schedule's ``timezone``, with daylight saving time
 handled as Debian's cron does (``cronsim`` follows it): a job at a fixed time inside
 the hour that a spring change skips runs right after the change, and a job at a fixed
-time inside the hour that an autumn change repeats runs once; jobs that run more often
-than hourly keep running on the wall clock's minutes.
+time inside the hour that an autumn change repeats runs once; a job whose minute or
+hour field starts with ``*`` (``*/15 * * * *``, ``0 * * * *``) keeps to the wall clock
+(no tick in a skipped hour, ticks in both passes of a repeated one).
 
 A tick starts the workflow ``<schedule id>@<tick, ISO 8601 UTC>`` (a trigger:
 ``<schedule id>@<time, with milliseconds>``): the id is derived from the schedule and
