@@ -1094,6 +1094,21 @@ def test_a_star_in_the_minute_or_hour_field_keeps_to_the_wall_clock_across_dst()
         "2026-11-01T01:30:00-04:00", "2026-11-01T02:30:00-05:00"]
 
 
+def test_a_day_of_month_and_a_day_of_week_match_either_as_in_cron() -> None:
+    """Both restricted: a day matching either runs (Friday the 2nd, Tuesday the 13th);
+    either starting with ``*`` makes it both (``*/2`` days that are Mondays); a date
+    only some years hold runs those years; ``31`` skips the shorter months."""
+    new_year = dt.datetime(2026, 1, 1, tzinfo=ZoneInfo("America/New_York"))
+    days = [t[:10] for t in ticks("0 0 13 * 5", new_year, 4)]
+    assert days == ["2026-01-02", "2026-01-09", "2026-01-13", "2026-01-16"]
+    days = [t[:10] for t in ticks("0 0 */2 * 1", new_year, 3)]
+    assert days == ["2026-01-05", "2026-01-19", "2026-02-09"]
+    days = [t[:10] for t in ticks("0 0 29 2 *", new_year, 2)]
+    assert days == ["2028-02-29", "2032-02-29"]
+    days = [t[:10] for t in ticks("0 0 31 * *", new_year, 3)]
+    assert days == ["2026-01-31", "2026-03-31", "2026-05-31"]
+
+
 def test_dst_changes_follow_debian_cron_with_a_seconds_field_too() -> None:
     """A six-field expression (seconds first) gets the same daylight saving handling as
     its five fields: the tick in the skipped hour is not lost, the tick in the repeated
