@@ -1708,6 +1708,29 @@ async def test_bad_schedules_are_refused_with_what_is_wrong(node: garrison.Node)
     assert node.schedules() == []
 
 
+@pytest.mark.parametrize(("alias", "fields"), [
+    ("@yearly", "0 0 1 1 *"), ("@annually", "0 0 1 1 *"), ("@monthly", "0 0 1 * *"),
+    ("@weekly", "0 0 * * 0"), ("@daily", "0 0 * * *"), ("@midnight", "0 0 * * *"),
+    ("@hourly", "0 * * * *")])
+def test_a_cron_alias_is_refused_with_its_five_fields(alias: str, fields: str) -> None:
+    """cron's and Temporal's ``@daily`` was refused as 'Wrong number of fields', as if
+    the user had miscounted: it says what is not taken and what to write instead."""
+    with pytest.raises(ValueError) as refused:
+        ScheduleSpec.parse(cron=alias, what="schedule 's'")
+    assert str(refused.value) == (
+        f"schedule 's': invalid cron expression {alias!r}: an alias such as @daily is "
+        f"not taken: write its five fields, {fields!r}")
+    ScheduleSpec.parse(cron=fields)
+
+
+@pytest.mark.parametrize("alias", ["@reboot", "@every 1h", "@often"])
+def test_a_cron_alias_without_five_fields_is_refused_saying_what_to_use(alias: str) -> None:
+    with pytest.raises(ValueError, match=(
+            f"schedule 's': invalid cron expression {alias!r}: cron aliases are not taken "
+            r"\(@daily: '0 0 \* \* \*'\); for an interval use every")):
+        ScheduleSpec.parse(cron=alias, what="schedule 's'")
+
+
 @garrison.activity(name="billing.charge")
 async def named_charge(amount: int) -> int:
     return amount

@@ -113,10 +113,23 @@ def _seconds_split(cron: str) -> tuple[str, tuple[int, ...] | None]:
     return five, (None if seconds == [0] else tuple(seconds))
 
 
+#: cron's aliases (Debian's, Temporal's) as the five fields they stand for: refused,
+#: saying those fields (``cronsim`` says only "Wrong number of fields")
+_ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+            "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+            "@hourly": "0 * * * *"}
+
+
 @functools.lru_cache(maxsize=4096)
 def _cron_problem(cron: str) -> str | None:
     """What is wrong with ``cron`` (``cronsim``'s words), or ``None``; cached (loading
     10,000 schedules checks each expression once)."""
+    if cron.startswith("@"):
+        fields = _ALIASES.get(cron.lower())
+        if fields is not None:
+            return f"an alias such as @daily is not taken: write its five fields, {fields!r}"
+        return ("cron aliases are not taken (@daily: '0 0 * * *'); for an interval use "
+                "every (every='1h', every: 1h)")
     try:
         CronSim(cron, _dt.datetime(2000, 1, 1, tzinfo=_UTC))
     except CronSimError as exc:
