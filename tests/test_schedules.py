@@ -1149,6 +1149,45 @@ async def test_a_schedule_across_a_spring_dst_change_on_virtual_time(
     assert ids()[0] == "s@2025-03-09T07:00:00Z"
 
 
+# ------------------------------------------------------------------ clock steps
+async def _step(node: garrison.Node, seconds: float) -> None:
+    """The system clock steps ``seconds``, as the node's clock check finds it."""
+    host = node.hosts["workflows"]
+    host.clock.wall0 += seconds
+    host.clock_stepped(seconds)
+    await trio.sleep(1)
+
+
+async def test_a_schedule_ticks_on_after_the_clock_is_set_back(
+        autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A clock a day ahead (a VM booted before NTP set it), then set back: the hourly
+    schedule had recorded its next tick on the wrong day, and started nothing for a day.
+    It ticks from the new reading on; a tick it acted on is not acted on again (its
+    workflow id exists), nor taken for a run of itself still going on."""
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+    async with garrison.open_node() as node:
+        await node.schedule("s", app.job, 0.25 * HOUR, every="1h")
+        await trio.sleep(1.5 * HOUR)  # ticked at 1h
+        await _step(node, 24 * HOUR)  # 1h30 tomorrow: its tick at 1h tomorrow runs
+        await trio.sleep(0.25 * HOUR)
+        assert ids() == [tick_id("s", at(1)), tick_id("s", at(25))]
+        await _step(node, -24 * HOUR)  # 1h45 today again
+        assert node.schedules()[0].next_tick == dt.datetime.fromtimestamp(at(2), UTC)
+        await trio.sleep(1.4 * HOUR)  # to 3h10, its 3h run going on until 3h15
+        await _step(node, -0.5 * HOUR)  # 2h40: the 3h tick comes again
+        assert node.schedules()[0].next_tick == dt.datetime.fromtimestamp(at(3), UTC)
+        await trio.sleep(2 * HOUR)
+        stats = node.stats()["schedules"]["workflows"]
+    assert ids() == [tick_id("s", at(h)) for h in (1, 25, 2, 3, 4)]
+    assert (stats["started"], stats["skipped"], stats["missed"]) == (5, 0, 0)
+    said = [r.getMessage() for r in caplog.records if r.name == "garrison.schedules"]
+    assert said == [
+        "schedule s: the clock was set back 86400s: its next tick is "
+        "s@2026-01-01T02:00:00Z, not s@2026-01-02T02:00:00Z",
+        "schedule s: the clock was set back 1800s: its next tick is "
+        "s@2026-01-01T03:00:00Z, not s@2026-01-01T04:00:00Z"], said
+
+
 # ------------------------------------------------------------------ year 9999
 #: 9999-12-31T23:59:00Z, the last whole minute a date holds
 LAST_MINUTE = dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC).timestamp()

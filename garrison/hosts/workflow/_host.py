@@ -336,15 +336,20 @@ class WorkflowHost:
             if not self.clock.follows_system:  # (replaced: garrison.testing's, virtual)
                 return
             step = self.clock.step()
-            if not step:
-                continue
-            log.warning("host %s: the system clock stepped %+.1fs: its timers, schedules "
-                        "and workflow.now() follow it", self.name, step)
-            for wf in list(self.active.values()):
-                if wf.wait_deadline is not None:
-                    wf.wake()
-            self.scheduler.wake()
-            self.queue.poke()
+            if step:
+                self.clock_stepped(step)
+
+    def clock_stepped(self, step: float) -> None:
+        """The clock stepped ``step`` seconds (its reading already follows it): said,
+        and what waits for a time asks again; a step back makes the schedules tick from
+        the new reading (their next ticks were reckoned on the old one)."""
+        log.warning("host %s: the system clock stepped %+.1fs: its timers, schedules "
+                    "and workflow.now() follow it", self.name, step)
+        for wf in list(self.active.values()):
+            if wf.wait_deadline is not None:
+                wf.wake()
+        self.scheduler.wake(set_back=-step if step < 0 else 0.0)
+        self.queue.poke()
 
     def store_failed(self, exc: StoreError) -> None:
         """The store became unusable for good: every workflow stops at its next durable

@@ -243,6 +243,8 @@ class Scheduler:
         self.wait_deadline: float | None = None
         #: what :meth:`stop` cancels; set once :meth:`run` has returned
         self._scope = trio.CancelScope()
+        #: how far the clock stepped back since :meth:`_rewind` last ran (seconds)
+        self._set_back = 0.0
         self._running = False
         self._ended = trio.Event()
 
@@ -307,6 +309,8 @@ class Scheduler:
                 self._read_works()
             clock = self.host.clock  # (read each time: a test environment swaps it)
             now = clock.now()
+            if self._set_back:
+                await self._rewind(now)
             if self._remote and trio.current_time() >= self._remote_check:
                 await self._check_remote()
             due = self._pop_due(now)
@@ -338,10 +342,51 @@ class Scheduler:
             self._failing = None
             log.info("host %s reads its schedules again", self.host.name)
 
-    def wake(self) -> None:
+    def wake(self, set_back: float = 0.0) -> None:
         """Look at the clock again (it jumped: a trio deadline it handed out before may
-        never come)."""
+        never come); ``set_back``: it stepped back that many seconds (see
+        :meth:`_rewind`)."""
+        if set_back > 0:
+            self._set_back = max(self._set_back, set_back)
         self._changed.set()
+
+    async def _rewind(self, now: float) -> None:
+        """The clock stepped back ``_set_back`` seconds: each schedule whose next tick,
+        reckoned on the old reading, lies beyond its first tick after ``now`` ticks from
+        that one (a clock set back from a day ahead left an hourly schedule idle for a
+        day). A tick acted on before the step that comes again starts nothing: its
+        workflow exists (and, still the last run, is no run of another tick: ``_plan``).
+        Each write is a compare-and-set on the next tick and the timing, as a tick's."""
+        set_back, self._set_back = self._set_back, 0.0
+        moves = []
+        tx = Transaction()
+        for sid, record in self.rows.items():
+            tick = _ts(record.next_tick)
+            if record.paused or tick is None:
+                continue
+            first = self._specs[sid].next_after(now)
+            if first is None or first >= tick:
+                continue
+            tx.update_schedule(sid, next_tick=first, expect_next_tick=tick,
+                               expect_timing=timing_of(record), time=now)
+            moves.append((sid, tick, first))
+        if not moves:
+            return
+        try:
+            results = await self.host.store.commit(tx)
+        except Exception as exc:  # (ticks on as it was: the next step back tries again)
+            log.error("host %s could not move its schedules' next ticks after the clock "
+                      "was set back: %s", self.host.name, exc)
+            return
+        for (sid, tick, first), ok in zip(moves, results, strict=True):
+            if not ok:  # changed meanwhile (a tick elsewhere, an update): read it again
+                with contextlib.suppress(StoreError):
+                    await self._reload(sid)
+                continue
+            self._applied(sid, {"next_tick": first})
+            log.info("schedule %s: the clock was set back %ss: its next tick is %s, not %s",
+                     sid, _secs(set_back), tick_id(sid, first), tick_id(sid, tick),
+                     extra={"schedule_id": sid})
 
     def nodes_lost(self) -> None:
         """Nodes of the cluster were lost (their lease lapsed) or left: a tick one of
@@ -819,7 +864,8 @@ class Scheduler:
             wid = tick_id(sid, buffered)
             updates.update(buffered_tick=None, last_workflow=wid)
             return done(wid)
-        if tick is None:
+        if tick is None or tick_id(sid, tick) == last:
+            # (a tick acted on before the clock was set back is that run: no other)
             return done(None)
         if busy and record.overlap != "allow_all":
             assert last is not None
