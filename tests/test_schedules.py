@@ -1149,6 +1149,29 @@ async def test_a_schedule_across_a_spring_dst_change_on_virtual_time(
     assert ids()[0] == "s@2025-03-09T07:00:00Z"
 
 
+async def test_a_tick_whose_id_another_workflow_took_says_it_started_nothing(
+        autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A workflow of other code started under a tick's id (``s@<tick>``, by hand): the
+    tick found it and started nothing, and said nothing, the other workflow taken for
+    its run. It warns, naming both; a start of its own code by that id stays quiet (a
+    restart or another node acting on the tick finds it so)."""
+    caplog.set_level(logging.INFO, logger="garrison.schedules")
+    async with garrison.open_node() as node:
+        await node.start_workflow(app.child, "x", id=tick_id("s", at(1)))
+        await node.start_workflow(app.job, id=tick_id("s", at(2)))
+        await node.schedule("s", app.job, every="1h")
+        await trio.sleep(2.5 * HOUR)
+        stats = node.stats()["schedules"]["workflows"]
+    assert ids() == [tick_id("s", at(2))]
+    assert stats["started"] == 0
+    said = [r.getMessage() for r in caplog.records if r.name == "garrison.schedules"]
+    assert said == [
+        "schedule s started nothing for its tick s@2026-01-01T01:00:00Z: a workflow of "
+        "other code, schedule_app:child, has its id (schedule_app:job is the "
+        "schedule's); its ticks take '<schedule id>@<tick time>' ids, keep other "
+        "workflows off them"], said
+
+
 # ------------------------------------------------------------------ clock steps
 async def _step(node: garrison.Node, seconds: float) -> None:
     """The system clock steps ``seconds``, as the node's clock check finds it."""

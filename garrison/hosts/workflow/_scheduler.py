@@ -902,7 +902,11 @@ class Scheduler:
         this start created it (not one that found it: a tick acted on again, or started
         by another node)."""
 
+        made = False
+
         def created() -> None:
+            nonlocal made
+            made = True
             self.counts["started"] += 1
             if said is not None:
                 said()
@@ -914,8 +918,11 @@ class Scheduler:
                 if self.host.ownership is None:
                     raise
                 return await self._leave_to_cluster(record, wid, exc, created)
-            return await self.host.start(fn, tuple(record.input), wid=wid,
-                                         on_created=created)
+            pid = await self.host.start(fn, tuple(record.input), wid=wid,
+                                        on_created=created)
+            if not made:  # found, not created: whose is it?
+                await self._found(record, wid)
+            return pid
         except Exception as exc:
             log.error("schedule %s could not start workflow %s (%s): %s", record.schedule_id,
                       wid, record.workflow, exc,
@@ -924,6 +931,21 @@ class Scheduler:
             if not isinstance(exc, StoreError):  # (the store's failure: maybe created)
                 await self._refused(record, wid)
             return None
+
+    async def _found(self, record: ScheduleRecord, wid: str) -> None:
+        """The start of tick ``wid`` found its workflow existing: as a restart or another
+        node acting on the tick finds it, quietly, if it runs the schedule's code; a
+        workflow of other code started by that id (by hand) is the tick's run in its
+        place, and is said so (a read that fails says nothing)."""
+        with contextlib.suppress(StoreError):
+            found = await run_blocking(self.host.store.get_workflow, wid)
+            if found is not None and found.name != record.workflow:
+                log.warning("schedule %s started nothing for its tick %s: a workflow of "
+                            "other code, %s, has its id (%s is the schedule's); its ticks "
+                            "take '<schedule id>@<tick time>' ids, keep other workflows "
+                            "off them", record.schedule_id, wid, found.name,
+                            record.workflow,
+                            extra={"schedule_id": record.schedule_id, "workflow_id": wid})
 
     async def _refused(self, record: ScheduleRecord, wid: str) -> None:
         """The start of tick ``wid`` was refused (the code takes other arguments, or is
