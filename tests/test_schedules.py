@@ -1094,6 +1094,20 @@ def test_a_star_in_the_minute_or_hour_field_keeps_to_the_wall_clock_across_dst()
         "2026-11-01T01:30:00-04:00", "2026-11-01T02:30:00-05:00"]
 
 
+def test_every_is_anchored_at_the_epoch_not_at_the_schedule_s_making() -> None:
+    """``every: 7d`` made on a Monday ticks on Thursdays (1970-01-01 was one), at 00:00
+    UTC; ``every: 7m`` does not divide an hour: its ticks move across the hours."""
+    monday_noon = dt.datetime(2026, 1, 5, 12, tzinfo=UTC).timestamp()
+    weekly = ScheduleSpec.parse(every="7d").next_after(monday_noon)
+    assert weekly is not None
+    assert dt.datetime.fromtimestamp(weekly, UTC).isoformat() == "2026-01-08T00:00:00+00:00"
+    spec, t, minutes = ScheduleSpec.parse(every="7m"), T0 + 50 * 60, []
+    for _ in range(3):
+        t = spec.next_after(t) or 0.0
+        minutes.append(dt.datetime.fromtimestamp(t, UTC).strftime("%H:%M"))
+    assert minutes == ["00:56", "01:03", "01:10"]
+
+
 def test_a_day_of_month_and_a_day_of_week_match_either_as_in_cron() -> None:
     """Both restricted: a day matching either runs (Friday the 2nd, Tuesday the 13th);
     either starting with ``*`` makes it both (``*/2`` days that are Mondays); a date
