@@ -1480,7 +1480,7 @@ def _recording_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     made the activity's final failure)."""
     from garrison.hosts.workflow import _activities
 
-    def broken(plain: Any, hint: Any, name: str) -> Any:
+    def broken(plain: Any, hint: Any, name: str, *_mocks: Any) -> Any:
         raise RuntimeError(f"recording the result of {name} failed: not a number")
 
     monkeypatch.setattr(_activities, "_restored", broken)
