@@ -101,3 +101,11 @@ def sync_step(x: int) -> int:
 
 async def uses_sync_step(x: int) -> int:
     return await sync_step(x)
+
+
+async def starts_sleeper() -> None:
+    """A service that starts the workflow ``sleepy`` by id (idempotently, as a service
+    started again after a crash does), then serves."""
+    await garrison.current_node().start_workflow(sleeper, id="sleepy")
+    async for _ in process.inbox():
+        pass

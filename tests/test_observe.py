@@ -1015,6 +1015,39 @@ async def test_workflow_starts_count_every_start_the_node_performs(
         assert _starts(node) == 5
 
 
+async def test_a_workflow_a_service_starts_again_as_the_node_opens_is_a_resume(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """An auto_start service that starts a workflow by id runs before the node resumes
+    its store's workflows: its start of one the previous run left unfinished is that
+    workflow's resume, not a start (it counted as one, and its resume not at all)."""
+    import prometheus_client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    db = tmp_path / "s.db"
+    async with garrison.open_node(store=str(db)) as node:
+        await node.start_workflow(observe_app.sleeper, id="sleepy")
+        await trio.sleep(1)
+        assert node.workflow("sleepy").status() == "sleeping"
+    config = tmp_path / "app.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: workflows, kind: workflow.host, store: {str(db)!r}}}
+          - {{name: starter, kind: process.py, source: "observe_app:starts_sleeper"}}
+          - {{name: starts, kind: process.service, process: app:starter,
+              lifecycle: {{auto_start: true}}}}
+        """))
+    async with garrison.open_node(config=str(config)) as node:
+        await trio.sleep(1)
+        assert node.workflow("sleepy").status() == "sleeping"
+        text = prometheus_client.generate_latest(garrison.metrics.collect(node)).decode()
+    samples = {s.name: s.value for family in text_string_to_metric_families(text)
+               for s in family.samples if s.labels.get("host") == "app:workflows"}
+    assert (samples["garrison_workflow_starts_total"],
+            samples["garrison_workflow_resumes_total"]) == (0, 1)
+
+
 async def test_workflow_starts_count_a_tools_start_while_the_node_runs(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Real time: ``garrison workflows start`` while a node runs; the node starts it."""

@@ -406,7 +406,11 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
         if record.status != WorkflowStatus.RUNNING:
             mark_running(host, Transaction().resume_workflow(wid, time=host.clock.now()))
         host.run_instance(wf)
-        host.counts["started"] += 1  # by a tool, while this node runs
+        # a resume: a start (a tool's, a retry) is pending, taken above; one that ran
+        # before and is not loaded is one of the store's unfinished workflows, asked
+        # for (a start by id, from a service the node started before it resumed them)
+        # before the node's resume got to it, which then leaves it to this
+        host.counts["resumed"] += 1
         return
     if wf.done.is_set():
         return  # blocked: its code has ended (a retry starts a new attempt)
