@@ -368,8 +368,8 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                         from .metrics import serve as serve_metrics
 
                         served = await servers.start(serve_metrics, node, metrics)
-                        print(f"garrison run: metrics at {served.url}", file=sys.stderr,
-                              flush=True)
+                        _say_address("garrison run", f"metrics at {served.url}",
+                                     sys.stderr, url=served.url)
                     if root is None:  # nothing ends the run: say that it runs, and what
                         log.info("%s", _started_line(node, where.url if ui is not None
                                                      else None))
@@ -593,10 +593,25 @@ def announce_console(where: Any, who: str, out: Any = None) -> None:
     """Print where the console answers (and its one-time login link) on ``out``
     (stdout by default: ``garrison ui``'s output; ``garrison run`` says it on stderr,
     its standard output being the root's result)."""
-    print(f"{who}: web console at {where.url}", file=out, flush=True)
+    _say_address(who, f"web console at {where.url}", out, url=where.url)
     if where.login_url:
-        print(f"{who}: open {where.login_url} (a one-time login link), or log in at "
-              f"{where.url}login with the token", file=out, flush=True)
+        _say_address(who, f"open {where.login_url} (a one-time login link), or log in at "
+                     f"{where.url}login with the token", out, url=where.url,
+                     login_url=where.login_url)
+
+
+def _say_address(who: str, what: str, out: Any, **fields: str) -> None:
+    """Say where a server of the command answers: ``WHO: WHAT`` on ``out``, or, on
+    stderr under ``--log-format json``, a JSON log line of ``garrison.cli`` with
+    ``fields`` (stderr is then one JSON object per line). Said whatever
+    ``--log-level`` is, as the plain line is: a port 0's address is known only so."""
+    if out is sys.stderr and _json_logs():
+        record = log.makeRecord(log.name, logging.INFO, __file__, 0, "%s", (what,), None,
+                                extra=fields)
+        for handler in logging.getLogger("garrison").handlers:
+            handler.handle(record)
+        return
+    print(f"{who}: {what}", file=out, flush=True)
 
 
 def _sessions(args: argparse.Namespace) -> dict[str, Any]:

@@ -139,6 +139,35 @@ async def test_json_log_of_a_failed_store_has_the_error_type(
     assert line.get("error_type") == "StoreError", line
 
 
+def test_run_with_json_logs_says_its_servers_addresses_as_json_lines(
+        tmp_path: Path) -> None:
+    # `--metrics` and `--ui` said where they answer as plain lines on stderr
+    # (`garrison run: metrics at http://...`) amid the JSON ones: a log shipper that
+    # reads stderr as one JSON object per line refuses them, and the address (of port 0,
+    # picked at start) is lost; said as a JSON line, it is one of the log's records,
+    # whatever --log-level says (as the plain line is)
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "quick.py"
+    script.write_text("async def main():\n    return 7\n")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "garrison", "run", str(script),
+                           "--metrics", "127.0.0.1:0", "--ui", "127.0.0.1:0",
+                           "--log-format", "json", "--log-level", "error"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "7\n"), done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    metrics = next(r for r in records if r["message"].startswith("metrics at "))
+    assert metrics["url"].startswith("http://127.0.0.1:"), metrics
+    assert metrics["message"] == f"metrics at {metrics['url']}"
+    assert (metrics["logger"], metrics["level"]) == ("garrison.cli", "info")
+    console = next(r for r in records if r["message"].startswith("web console at "))
+    assert console["message"] == f"web console at {console['url']}", console
+
+
 def test_run_with_json_logs_writes_only_json_lines_on_stderr(tmp_path: Path) -> None:
     # `--log-format json` is "one JSON object per line"; a root that fails with a
     # message of two lines ends with `garrison run: boom.py failed: RuntimeError: boom`
