@@ -168,6 +168,17 @@ class NodeCollector:
         transactions = core.CounterMetricFamily(
             "garrison_store_transactions", "Database transactions the store of a workflow "
             "host committed.", labels=["host"])
+        store_errors = core.CounterMetricFamily(
+            "garrison_workflow_store_errors", "Workflows stopped because their store "
+            "refused a write for good (disk full, file gone, server refusing): blocked "
+            "here with nothing recorded, they resume on the next node with a working "
+            "store.", labels=["host"])
+        lapses = core.CounterMetricFamily(
+            "garrison_cluster_lease_lapses", "Times this node's lease in its cluster "
+            "lapsed (cut off from the store, or paused, past the lease): its workflows "
+            "left it for the other nodes.", labels=["host"])
+        for member in list(node._members):
+            lapses.add_metric([member.host.name], member.lapses)
         for name, host in list(node.hosts.items()):
             if not host.durable:
                 continue
@@ -176,6 +187,7 @@ class NodeCollector:
             resumes.add_metric([name], counts["resumed"])
             for status in ("completed", "failed", "cancelled", "blocked"):
                 finishes.add_metric([name, status], counts[status])
+            store_errors.add_metric([name], counts["store_errors"])
             # active: unfinished workflows (the queue's pending ones too), and blocked
             # ones (kept until fixed code runs)
             by_status = collections.Counter(str(wf.status) for wf in list(host.active.values()))
@@ -184,7 +196,7 @@ class NodeCollector:
             statistics = getattr(host.store, "statistics", None)
             if statistics is not None:
                 transactions.add_metric([name], statistics().transactions)
-        yield from (starts, resumes, finishes, current, transactions)
+        yield from (starts, resumes, finishes, current, transactions, store_errors, lapses)
 
     def _histograms(self) -> Iterator[Any]:
         core = self._core

@@ -109,3 +109,12 @@ async def starts_sleeper() -> None:
     await garrison.current_node().start_workflow(sleeper, id="sleepy")
     async for _ in process.inbox():
         pass
+
+
+async def two_steps() -> int:
+    """A workflow that records a step, sleeps, records another, then sleeps long."""
+    workflow.now()
+    await workflow.sleep("1s")
+    workflow.now()
+    await workflow.sleep("1h")
+    return 2

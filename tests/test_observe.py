@@ -1048,6 +1048,59 @@ async def test_a_workflow_a_service_starts_again_as_the_node_opens_is_a_resume(
             samples["garrison_workflow_resumes_total"]) == (0, 1)
 
 
+def _host_samples(node: garrison.Node, host: str = "workflows") -> dict[str, float]:
+    import prometheus_client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = prometheus_client.generate_latest(garrison.metrics.collect(node)).decode()
+    return {s.name: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.labels.get("host") == host}
+
+
+async def test_workflows_a_failed_store_stopped_are_counted(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """A store that refuses writes for good (a full disk) stops each workflow that meets
+    it, blocked in memory with nothing recorded: an on-call alerts on it, so it is
+    counted by host (it showed in no counter, only in the blocked gauge, as a
+    workflow whose code diverged does)."""
+    from _commit_faults import FullDisk
+
+    async with garrison.open_node(store=str(tmp_path / "s.db")) as node:
+        assert _host_samples(node)["garrison_workflow_store_errors_total"] == 0
+        await node.start_workflow(observe_app.two_steps, id="w")
+        await trio.sleep(0.5)
+        disk = FullDisk.of(node.hosts["workflows"].store)
+        disk.full = True
+        await trio.sleep(1)  # its second step meets the full disk
+        assert node.workflow("w").status() == "blocked"
+        samples = _host_samples(node)
+        assert samples["garrison_workflow_store_errors_total"] == 1
+        disk.full = False
+
+
+async def test_a_nodes_lease_lapses_are_counted(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A node cut off from its cluster's store past its lease loses its workflows (the
+    other nodes claim them): counted, by clustered host, for an on-call's alert (said
+    only as a warning in the log)."""
+    import logging
+
+    from garrison.persistence import PostgresStore
+
+    caplog.set_level(logging.INFO, logger="garrison")
+    async with garrison.open_node(store=postgres_url, name="t", lease="1s") as node:
+        assert _host_samples(node)["garrison_cluster_lease_lapses_total"] == 0
+        member = node._members[0]
+        with PostgresStore(postgres_url, lock=False) as tool:
+            # paused past its lease: the server says it lapsed
+            tool._query("UPDATE garrison.nodes SET lease_until = lease_until - 100 "
+                        "WHERE epoch = %s RETURNING 1", (member.epoch,))
+        with trio.fail_after(10):
+            while not any("lost its lease" in m for m in caplog.messages):
+                await trio.sleep(0.05)
+        assert _host_samples(node)["garrison_cluster_lease_lapses_total"] == 1
+
+
 async def test_workflow_starts_count_a_tools_start_while_the_node_runs(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Real time: ``garrison workflows start`` while a node runs; the node starts it."""

@@ -421,6 +421,7 @@ class WorkflowInstance(Waits, Activities, Interop):
             if self.host.ownership is not None:
                 self.host.ownership.moved(self, exc)
             return
+        self.host.counts["store_errors"] += 1  # (garrison_workflow_store_errors_total)
         if self.host.closing:  # the node stops: one line for all (see the host's stop)
             self.host.unrecorded_at_stop.append(self.wid)
             self.host.store_error_at_stop = exc

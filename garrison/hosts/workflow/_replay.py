@@ -35,6 +35,7 @@ which raise in the code as there (:meth:`ReplayInstance.spawn`).
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import json
 import uuid as _uuid
@@ -630,6 +631,8 @@ class ReplayHost(_Refusing):
         self.active: dict[str, Any] = {}
         self.names: dict[str, set[str]] = {}
         self.activity_mocks: dict[str, Any] = {}
+        #: the live host's metrics counters (bookkeeping: read by nothing here)
+        self.counts: collections.Counter[str] = collections.Counter()
         #: how the workflow function ended: (status, value, error), if it did
         self.outcome: tuple[WorkflowStatus, Any, ErrorInfo | None] | None = None
 
