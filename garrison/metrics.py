@@ -157,7 +157,8 @@ class NodeCollector:
             "while it runs or when it opened the store.", labels=["host"])
         resumes = core.CounterMetricFamily(
             "garrison_workflow_resumes", "Unfinished workflows this node resumed from its "
-            "store when it opened.", labels=["host"])
+            "store when it opened, and in a cluster those it took over (a node that died "
+            "or drained left them).", labels=["host"])
         finishes = core.CounterMetricFamily(
             "garrison_workflow_finishes", "Workflows that ended on this node, by final status "
             "(completed, failed, cancelled, blocked).", labels=["host", "status"])

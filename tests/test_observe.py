@@ -632,6 +632,10 @@ async def test_a_cluster_counts_what_it_claims_as_starts_and_resumes(
             while {node.workflow(w).status() for w in ("fresh", "left")} != {"sleeping"}:
                 await trio.sleep(0.05)
         assert figures(registry) == (1, 1)
+        # (its HELP says so too: it said "when it opened" only)
+        help_text = next(f.documentation for f in registry.collect()
+                         if f.name == "garrison_workflow_resumes")
+        assert "took over" in help_text, help_text
 
 
 async def _answer(stream: trio.SocketStream) -> tuple[str, str]:
