@@ -166,6 +166,10 @@ class NodeCollector:
             "garrison_workflows", "Workflows in this node's memory by status (pending: "
             "waiting in its queue for a slot; running, sleeping, waiting, blocked).",
             labels=["host", "status"])
+        queue = core.GaugeMetricFamily(
+            "garrison_workflow_queue_pending", "Workflows waiting in the host's queue for a "
+            "slot (its depth): on a cluster's store, every node's, waiting in the store "
+            "(the same figure on each node: take the max, not the sum).", labels=["host"])
         transactions = core.CounterMetricFamily(
             "garrison_store_transactions", "Database transactions the store of a workflow "
             "host committed.", labels=["host"])
@@ -194,10 +198,12 @@ class NodeCollector:
             by_status = collections.Counter(str(wf.status) for wf in list(host.active.values()))
             for status in ("pending", "running", "sleeping", "waiting", "blocked"):
                 current.add_metric([name, status], by_status[status])
+            queue.add_metric([name], host.queue.stats()["pending"])
             statistics = getattr(host.store, "statistics", None)
             if statistics is not None:
                 transactions.add_metric([name], statistics().transactions)
-        yield from (starts, resumes, finishes, current, transactions, store_errors, lapses)
+        yield from (starts, resumes, finishes, current, queue, transactions, store_errors,
+                    lapses)
 
     def _histograms(self) -> Iterator[Any]:
         core = self._core

@@ -1105,6 +1105,36 @@ async def test_a_nodes_lease_lapses_are_counted(
         assert _host_samples(node)["garrison_cluster_lease_lapses_total"] == 1
 
 
+@pytest.mark.parametrize("clustered", [False, True])
+async def test_a_hosts_queue_depth_is_a_gauge(
+        clustered: bool, request: pytest.FixtureRequest, tmp_path: Path,
+        autojump_clock: Any) -> None:
+    """garrison_workflow_queue_pending is the host's queue depth, as
+    node.stats()["workflow_queues"] gives it: on PostgreSQL the workflows a full node
+    left to wait in the store, unclaimed, are pending too. No metric had it:
+    garrison_workflows{status="pending"} counts those in the node's memory, so a
+    cluster's backlog read 0."""
+    import schedule_app
+
+    store = request.getfixturevalue("postgres_url") if clustered else str(tmp_path / "s.db")
+    async with garrison.open_node(store=store, max_concurrent=1) as node:
+        await node.start_workflow(schedule_app.waits_for_go, id="hog")
+        for n in range(3):
+            await node.start_workflow(schedule_app.job, id=f"n{n}")
+        await trio.sleep(1)
+        assert node.stats()["workflow_queues"]["workflows"]["pending"] == 3
+        samples = {s.name: s.value for family in garrison.metrics.collect(node).collect()
+                   for s in family.samples if s.labels.get("host") == "workflows"}
+        assert samples["garrison_workflow_queue_pending"] == 3
+        await node.send("workflows/hog", "go", "x")
+        for n in range(3):
+            await node.workflow(f"n{n}").result()
+        await trio.sleep(1)
+        samples = {s.name: s.value for family in garrison.metrics.collect(node).collect()
+                   for s in family.samples if s.labels.get("host") == "workflows"}
+        assert samples["garrison_workflow_queue_pending"] == 0
+
+
 async def test_workflow_starts_count_a_tools_start_while_the_node_runs(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Real time: ``garrison workflows start`` while a node runs; the node starts it."""
