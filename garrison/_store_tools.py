@@ -343,13 +343,33 @@ def check_rejection(message: object) -> str:
         raise ToolError(str(exc), 2) from None
 
 
+def _write_unfinished(store: Any, rec: Any, what: str, write: Callable[[Any], Any]) -> None:
+    """Commit ``write(tx)`` (a signal, a promise completed) only if the workflow has
+    not ended when it commits: the look and the write are one step in the store
+    (``Transaction.expect_unfinished``), so a workflow that ends between the tool's
+    read and its write gets nothing (a message kept in a finished workflow's inbox is
+    never read) and the tool says it had ended, as :func:`refuse_final` does."""
+    from .persistence import Transaction
+    from .persistence._transaction import WorkflowEnded
+
+    try:
+        store.write(write(Transaction().expect_unfinished(rec.workflow_id)))
+    except WorkflowEnded as exc:
+        raise ToolError(f"cannot {what} workflow {rec.workflow_id!r}: it is {exc.status} "
+                        "(it ended before the write)") from None
+    except NoSuchWorkflow:
+        raise ToolError(f"no workflow {rec.workflow_id!r} in {store.path} (it was "
+                        "deleted before the write)") from None
+
+
 def signal(store: Any, workflow_id: str, topic: str, payload: Any) -> str:
     """Queue a message on the workflow's durable inbox; returns its message id."""
     check_topic(topic)
     rec = get(store, workflow_id)
     refuse_final(rec, "signal")
     msg_id = f"cli-{uuid.uuid4().hex}"
-    store.deliver(rec.workflow_id, topic, payload, msg_id=msg_id, sender=None)
+    _write_unfinished(store, rec, "signal", lambda tx: tx.deliver(
+        rec.workflow_id, topic, payload, msg_id=msg_id, sender=None))
     return msg_id
 
 
@@ -360,7 +380,8 @@ def resolve(store: Any, workflow_id: str, promise: str, value: Any) -> None:
     check_declarable(store, rec.workflow_id, promise)
     refuse_final(rec, "resolve a promise of")
     try:
-        store.resolve_promise(rec.workflow_id, promise, value)
+        _write_unfinished(store, rec, "resolve a promise of", lambda tx: tx.resolve_promise(
+            rec.workflow_id, promise, value))
     except PromiseAlreadyCompleted as exc:
         raise ToolError(str(exc)) from None
 
@@ -373,7 +394,8 @@ def reject(store: Any, workflow_id: str, promise: str, message: str) -> None:
     check_declarable(store, rec.workflow_id, promise)
     refuse_final(rec, "reject a promise of")
     try:
-        store.reject_promise(rec.workflow_id, promise, message)
+        _write_unfinished(store, rec, "reject a promise of", lambda tx: tx.reject_promise(
+            rec.workflow_id, promise, message))
     except PromiseAlreadyCompleted as exc:
         raise ToolError(str(exc)) from None
 

@@ -206,6 +206,47 @@ async def test_signal_reaches_a_running_node(store_path: str) -> None:
             assert await handle.result() == "expense 42 approved by bo"
 
 
+@pytest.mark.parametrize("action", ["signal", "resolve", "reject"])
+def test_a_write_into_a_workflow_that_ends_meanwhile_says_it_ended(
+        store_path: str, action: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tool's look at the workflow and its write are one step: a workflow that
+    ends between the tool's read (which found it waiting) and its write gets nothing
+    (a signal kept in the inbox of a finished workflow is never read, and the
+    command said it was queued); the command says the workflow had ended."""
+    from garrison import _store_tools as tools
+
+    with open_store(store_path) as store:
+        store.write(Transaction().create_workflow("w-1", "app:flow", status="waiting"))
+    original = tools.refuse_final
+    ended: list[str] = []
+
+    def refuse_then_end(rec: Any, what: str) -> None:
+        original(rec, what)
+        if not ended:  # the workflow ends (another writer) right after the tool's check
+            with open_store(store_path, lock=False) as other:
+                other.write(Transaction().update_workflow("w-1", status="completed"))
+            ended.append(rec.workflow_id)
+
+    monkeypatch.setattr(tools, "refuse_final", refuse_then_end)
+    tool = tools.open_store(store_path)
+    try:
+        with pytest.raises(tools.ToolError) as caught:
+            if action == "signal":
+                tools.signal(tool, "w-1", "approve", "ana")
+            elif action == "resolve":
+                tools.resolve(tool, "w-1", "payment", 1)
+            else:
+                tools.reject(tool, "w-1", "payment", "no")
+        assert ended == ["w-1"]
+        assert caught.value.code == 1
+        assert "workflow 'w-1'" in str(caught.value)
+        assert "it is completed" in str(caught.value), str(caught.value)
+        assert tool.pending_messages("w-1") == []
+        assert tool.get_promise("w-1", "payment") is None
+    finally:
+        tool.close()
+
+
 async def test_cancel_from_the_cli(store_path: str) -> None:
     async with garrison.open_node(store=store_path) as node:
         await node.start_workflow(workflow_app.cancellable, id="c-1")

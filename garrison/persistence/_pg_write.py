@@ -57,7 +57,13 @@ from .._errors import (
 )
 from ._group_commit import Busy
 from ._pg_schema import admit_lock_class
-from ._transaction import Op, OperatorTransaction, Transaction, workflow_changed
+from ._transaction import (
+    Op,
+    OperatorTransaction,
+    Transaction,
+    WorkflowEnded,
+    workflow_changed,
+)
 
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 _BAD = pq.ConnStatus.BAD
@@ -189,6 +195,13 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "OR NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.epoch = w.owner_epoch "
         "AND n.status IN ('active', 'draining'))) FOR UPDATE OF w) "
         "SELECT {s}.expect(count(*) = 1, 'workflow_changed', $1) FROM r", 4),
+    # the row is locked (shared) until the transaction ends: the write that ends the
+    # workflow commits first (this finds it ended) or waits for this one
+    "expect_unfinished": (
+        "WITH r AS (SELECT status FROM {s}.workflows WHERE workflow_id = $1 FOR SHARE) "
+        "SELECT CASE WHEN count(*) = 0 THEN {s}.expect(false, 'no_such_workflow', $1) "
+        "ELSE {s}.expect(bool_and(status NOT IN ('completed', 'failed', 'cancelled')), "
+        "'workflow_ended', max(status)) END FROM r", 1),
     "truncate_journal": ("DELETE FROM {s}.journal WHERE workflow_id = $1 AND seq >= $2", 2),
     "append_journal": (
         "INSERT INTO {s}.journal (workflow_id, seq, kind, name, outcome, attempts, time) "
@@ -932,6 +945,8 @@ class PgWritePath:
                                  "them")
         if message == "workflow_changed":
             return workflow_changed(*params[:3])
+        if message == "workflow_ended":
+            return WorkflowEnded(params[0], detail)
         if message == "not_pending":
             _seq, inbox_id, workflow_id = params
             return ValueError(

@@ -79,6 +79,7 @@ from ._group_commit import (
     interrupted,
 )
 from ._records import (
+    FINAL_STATUSES,
     InboxRecord,
     JournalRecord,
     PromiseRecord,
@@ -96,7 +97,7 @@ from ._records import (
 from ._schema import SCHEMA_VERSION, check_garrison, check_tables, migrate, read_version
 from ._shortcuts import StoreShortcuts
 from ._store import Store
-from ._transaction import Op, Transaction, unix_seconds, workflow_changed
+from ._transaction import Op, Transaction, WorkflowEnded, unix_seconds, workflow_changed
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -273,6 +274,16 @@ def _expect_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
                        (workflow_id,)).fetchone()
     if row is None or (row[0], row[1]) != (status, attempt):
         raise workflow_changed(workflow_id, status, attempt)
+
+
+def _expect_unfinished(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
+    (workflow_id,) = params  # (read under the write lock: nothing ends it meanwhile)
+    row = conn.execute("SELECT status FROM workflows WHERE workflow_id = ?",
+                       params).fetchone()
+    if row is None:
+        raise NoSuchWorkflow(workflow_id)
+    if row[0] in FINAL_STATUSES:
+        raise WorkflowEnded(workflow_id, row[0])
 
 
 def _set_attributes(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
@@ -485,6 +496,7 @@ _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
     Op.CREATE_WORKFLOW: _create_workflow,
     Op.UPDATE_WORKFLOW: _update_workflow,
     Op.EXPECT_WORKFLOW: _expect_workflow,
+    Op.EXPECT_UNFINISHED: _expect_unfinished,
     Op.SET_ATTRIBUTES: _set_attributes,
     Op.RESET_RUN: _reset_run,
     Op.DELETE_WORKFLOW: _delete_workflow,

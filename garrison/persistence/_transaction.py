@@ -84,7 +84,7 @@ from ..actors._values import ErrorInfo, Pid
 from ._converter import RawJson, to_json
 from ._records import WorkflowStatus, cancel_flag, parse_status
 
-__all__ = ["Op", "Transaction", "unix_seconds", "workflow_changed"]
+__all__ = ["Op", "Transaction", "WorkflowEnded", "unix_seconds", "workflow_changed"]
 
 _json_dumps = json.dumps
 
@@ -95,6 +95,7 @@ class Op(enum.StrEnum):
     CREATE_WORKFLOW = "create_workflow"
     UPDATE_WORKFLOW = "update_workflow"
     EXPECT_WORKFLOW = "expect_workflow"
+    EXPECT_UNFINISHED = "expect_unfinished"
     SET_ATTRIBUTES = "set_attributes"
     RESET_RUN = "reset_run"
     DELETE_WORKFLOW = "delete_workflow"
@@ -171,6 +172,18 @@ def workflow_changed(workflow_id: str, status: str, attempt: int) -> ValueError:
     return ValueError(f"workflow {workflow_id!r} changed since it was read (it is no longer "
                       f"{status}, attempt {attempt}; another operator acted on it?): nothing "
                       "was written")
+
+
+class WorkflowEnded(ValueError):
+    """The error of an ``EXPECT_UNFINISHED`` that failed: the workflow had ended
+    (``status``: completed, failed or cancelled) when the write came; nothing of the
+    transaction was written (the same from every store)."""
+
+    def __init__(self, workflow_id: str, status: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} has ended (it is {status}): nothing "
+                         "was written")
+        self.workflow_id = workflow_id
+        self.status = status
 
 
 class Transaction:
@@ -415,6 +428,18 @@ class Transaction:
             raise ValueError(f"unclaimed= takes a bool or 'by_any', got {unclaimed!r}")
         return self._add(workflow_id, Op.EXPECT_WORKFLOW,
                          (workflow_id, _status(status), int(attempt), unclaimed))
+
+    def expect_unfinished(self, workflow_id: str) -> Transaction:
+        """Write this transaction only if the workflow has not ended (not completed,
+        failed or cancelled) when it commits: else nothing of it is written and the
+        commit raises :class:`WorkflowEnded` (``NoSuchWorkflow`` if there is no such
+        workflow). The look and the write are one step (SQLite: the write lock is held;
+        PostgreSQL: the row is locked until the transaction ends, so the write that
+        ends the workflow either commits first, and this finds it ended, or waits):
+        a tool's signal or promise for a workflow that ends at the same moment is
+        either written while it runs, or refused, never kept unread in a finished
+        workflow. Params: ``(workflow_id,)``."""
+        return self._add(workflow_id, Op.EXPECT_UNFINISHED, (workflow_id,))
 
     def truncate_journal(self, workflow_id: str, from_seq: int) -> Transaction:
         """Remove the journal records at ``from_seq`` and after (``retry`` takes back the
