@@ -207,6 +207,35 @@ def test_v8_keeps_the_dedup_key_a_dropped_queue_row_held(
         assert store.queue_entries() == []
 
 
+
+def test_v11_admit_counts_a_kept_retry_once_and_a_node_of_v10_is_refused(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # schema 11's admit(): a retry whose earlier admission is inside the rate's period
+    # keeps that time and is counted once (a batch admits what one at a time would);
+    # a store of schema 10 migrates, and code of schema 10 is refused by it afterwards
+    monkeypatch.setattr(_pg_schema, "MIGRATIONS", _pg_schema.MIGRATIONS[:10])
+    monkeypatch.setattr(_pg_schema, "SCHEMA_VERSION", 10)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        _pg_schema.migrate(conn)
+        conn.execute("INSERT INTO garrison.workflows (workflow_id, name, status, run_id, "
+                      "host, created, updated, admitted) VALUES "
+                      "('p0', 'm:f', 'pending', 'r0', 'h', 0, 0, 100), "
+                      "('p1', 'm:f', 'pending', 'r1', 'h', 0, 0, NULL)")
+        monkeypatch.undo()
+        assert _pg_schema.migrate(conn) == 10
+        assert versions(conn) == list(range(1, _pg_schema.SCHEMA_VERSION + 1))
+    with PostgresStore(postgres_url) as store:
+        got = store.write(Transaction().admit("h", [("p0", "r0"), ("p1", "r1")],
+                                              rate=(2, 60.0), time=130.0))[0]
+        assert got == ["p0", "p1"]
+        assert store.admitted_since("h", 0.0) == [100.0, 130.0]
+    monkeypatch.setattr(_pg_schema, "MIGRATIONS", _pg_schema.MIGRATIONS[:10])
+    monkeypatch.setattr(_pg_schema, "SCHEMA_VERSION", 10)
+    with psycopg.connect(postgres_url, autocommit=True) as conn, \
+            pytest.raises(StoreVersionError, match="newer garrison") as info:
+        _pg_schema.migrate(conn)
+    assert (info.value.found, info.value.expected) == (11, 10)
+
 # ----------------------------------------------------- same records as SQLite
 NOW = 1_700_000_000.123456
 

@@ -877,6 +877,49 @@ def test_a_retry_admitted_inside_the_rates_period_keeps_its_first_admission(
         assert store.admitted_since("h", 250.0) == [310.0]
 
 
+def test_a_retry_inside_the_rates_period_counts_once_in_a_batch_too(store_spec: str) -> None:
+    """``Transaction.admit`` with a ``rate`` admits a batch as it would its workflows
+    one at a time: a retry whose earlier admission is inside the period is counted
+    once, as that admission. It was counted a second time as it was admitted in the
+    batch, so a new start offered with it waited for the next opening of the period
+    where, offered alone after it, it started."""
+    from garrison.persistence import Transaction, open_store
+
+    with open_store(store_spec) as store:
+        tx = Transaction()
+        for i in range(4):
+            tx.create_workflow(f"p{i}", "m:f", status="pending", run_id=f"r{i}", host="h",
+                               time=1.0)
+        store.write(tx)
+
+        def admit(wids: list[str], at: float, **limits: Any) -> list[str]:
+            got: list[str] = store.write(Transaction().admit(
+                "h", [(wid, f"r{wid[1:]}") for wid in wids], time=at, **limits))[0]
+            return got
+
+        def retried(wid: str, attempt: int) -> None:  # (failed, then retried: pending)
+            store.write(Transaction().update_workflow(wid, status="failed"))
+            store.write(Transaction().update_workflow(wid, status="pending",
+                                                      attempt=attempt))
+
+        rate = (2, 60.0)
+        assert admit(["p0"], 100.0, rate=rate) == ["p0"]
+        retried("p0", 2)
+        # p0's admission (100) is the one in the period: room for p1 too
+        assert admit(["p0", "p1"], 130.0, rate=rate) == ["p0", "p1"]
+        assert store.admitted_since("h", 0.0) == [100.0, 130.0]
+        # the period is full (p0, p1): a kept retry needs room as a new start does
+        retried("p1", 2)
+        assert admit(["p1", "p2"], 140.0, rate=rate) == []
+        # a new start first takes the last room, and the retry after it waits
+        retried("p0", 3)
+        assert admit(["p2", "p0"], 161.0, rate=rate) == ["p2"]  # p0's (100) left
+        assert store.admitted_since("h", 0.0) == [100.0, 130.0, 161.0]
+        # max_running counts a kept retry as any admission
+        store.write(Transaction().update_workflow("p2", status="completed"))
+        assert admit(["p1", "p3"], 170.0, rate=(3, 60.0), max_running=1) == ["p1"]
+
+
 @pytest.mark.postgres
 def test_two_nodes_admitting_at_once_never_exceed_the_cluster_limit(
         postgres_stores_url: str) -> None:

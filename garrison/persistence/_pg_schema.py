@@ -584,10 +584,105 @@ def _v10_admit_in_order(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
     cur.execute(sql.SQL(_V10).format(s=s))
 
 
+#: Version 11 (PostgreSQL only): ``admit(...)`` admits a batch as it would its entries one
+#: at a time. A retry whose earlier admission is inside the rate's period keeps that
+#: time (it is one admission of the workflow, counted once: the store wrapped the call
+#: to give it back, which the function now does itself), and that admission is among
+#: those the period counts already; the batch counted it a second time as it admitted
+#: it, so a new start offered with it waited for the next opening of the period where,
+#: offered after it alone, it started. Now only the admissions that write a new time
+#: use the rate's room (each entry still needs room, as it would alone), and every
+#: admission a slot of ``max_running``.
+_V11 = """
+CREATE OR REPLACE FUNCTION {s}.admit(h text, entries text, max_running bigint,
+                                     rate_count bigint, rate_period double precision,
+                                     at double precision, ep bigint, lock_class integer)
+    RETURNS text
+LANGUAGE plpgsql AS $garrison$
+DECLARE
+    room bigint;
+    rate_room bigint;
+    added bigint := 0;
+    fresh boolean;
+    n bigint;
+    got text[] := '{{}}';
+    e record;
+    head_priority bigint;
+    head_seq bigint;
+    my_priority bigint;
+    my_seq bigint;
+    full_nodes bigint[];
+BEGIN
+    PERFORM pg_advisory_xact_lock(lock_class, hashtext(coalesce(h, '')));
+    IF ep IS NOT NULL THEN
+        PERFORM {s}.fence(ep, NULL);
+    END IF;
+    room := jsonb_array_length(entries::jsonb);
+    IF max_running IS NOT NULL THEN
+        SELECT count(*) INTO n FROM {s}.workflows
+        WHERE host = h AND status IN ('running', 'waiting', 'sleeping');
+        room := least(room, max_running - n);
+    END IF;
+    IF rate_count IS NOT NULL THEN
+        SELECT count(*) INTO n FROM {s}.workflows WHERE host = h AND admitted > at - rate_period;
+        rate_room := rate_count - n;
+    END IF;
+    IF room > 0 AND coalesce(rate_room, 1) > 0 THEN
+        SELECT coalesce(array_agg(n.epoch), '{{}}') INTO full_nodes FROM {s}.nodes n
+        WHERE n.status IN ('active', 'draining')
+          AND (n.info::jsonb -> 'limits' ->> 'max_concurrent')::bigint <= (
+              SELECT count(*) FROM {s}.workflows w WHERE w.owner_epoch = n.epoch
+              AND w.host = h AND w.status IN ('running', 'waiting', 'sleeping'));
+        SELECT q.priority, q.seq INTO head_priority, head_seq
+        FROM {s}.queue q JOIN {s}.workflows w ON w.workflow_id = q.workflow_id
+        LEFT JOIN {s}.nodes o ON o.epoch = w.owner_epoch AND o.status IN ('active', 'draining')
+        WHERE w.host = h AND w.status = 'pending'
+          AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(entries::jsonb) x
+                          WHERE x.value ->> 0 = w.workflow_id AND x.value ->> 1 = w.run_id
+                          AND (ep IS NULL OR w.owner_epoch = ep))
+          AND CASE WHEN o.epoch IS NOT NULL THEN o.epoch <> ALL(full_nodes)
+                   ELSE ep IS NULL OR EXISTS (
+                       SELECT 1 FROM {s}.nodes c WHERE c.status = 'active'
+                       AND c.lease_until > {s}.now_s() AND coalesce(c.room, 1) > 0
+                       AND NOT coalesce(c.info::jsonb -> 'refused', '[]'::jsonb) ? w.name) END
+        ORDER BY q.priority DESC, q.seq LIMIT 1;
+    END IF;
+    FOR e IN SELECT value ->> 0 AS wid, value ->> 1 AS run
+             FROM jsonb_array_elements(entries::jsonb) WITH ORDINALITY ORDER BY ordinality LOOP
+        EXIT WHEN cardinality(got) >= room OR (rate_room IS NOT NULL AND added >= rate_room);
+        IF head_seq IS NOT NULL THEN
+            SELECT priority, seq INTO my_priority, my_seq FROM {s}.queue WHERE workflow_id = e.wid;
+            EXIT WHEN my_seq IS NULL OR my_priority < head_priority
+                OR (my_priority = head_priority AND my_seq > head_seq);
+        END IF;
+        UPDATE {s}.workflows SET status = 'running', updated = at,
+            admitted = CASE WHEN rate_count IS NOT NULL AND admitted > at - rate_period
+                            THEN admitted ELSE at END
+        WHERE workflow_id = e.wid AND run_id = e.run AND status = 'pending'
+          AND (ep IS NULL OR owner_epoch = ep)
+        RETURNING admitted = at INTO fresh;
+        IF FOUND THEN
+            got := got || e.wid;
+            IF fresh THEN
+                added := added + 1;
+            END IF;
+        END IF;
+    END LOOP;
+    RETURN to_json(got)::text;
+END
+$garrison$;
+"""
+
+
+def _v11_admit_counts_kept_once(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
+    cur.execute(sql.SQL(_V11).format(s=s))
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [
     _v1_initial, _v2_trace_context, _v3_schedules_and_queue, _v4_cluster, _v5_admitted,
     _v6_fence_many, _v7_timer_kind, _v8_dedup_kept, _v9_inbox_reply, _v10_admit_in_order,
+    _v11_admit_counts_kept_once,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -277,21 +277,6 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "UPDATE {s}.workflows SET dedup = gone.dedup FROM gone "
         "WHERE workflow_id = $1 AND gone.dedup IS NOT NULL", 1),
     "admit": ("SELECT {s}.admit($1, $2, $3, $4, $5, $6, $7, $8)", 8),
-    # around an ``admit`` with a rate: the workflows offered ($1, its entries) that wait
-    # with an admission inside the period (after $2), retried, are kept for the
-    # transaction (its own setting), and given their times back once admitted (at $1):
-    # a retry's admission inside the period is its first one (``Transaction.admit``;
-    # the schema's ``admit()`` writes the time of every admission)
-    "admit_keep": (
-        "SELECT set_config('garrison.admit_kept', coalesce((SELECT json_agg(json_build_array("
-        "w.workflow_id, w.admitted))::text FROM {s}.workflows w JOIN jsonb_array_elements("
-        "$1::jsonb) e ON w.workflow_id = e.value ->> 0 AND w.run_id = e.value ->> 1 "
-        "WHERE w.status = 'pending' AND w.admitted > $2::double precision), '[]'), true)", 2),
-    "admit_kept": (
-        "UPDATE {s}.workflows w SET admitted = (k.value ->> 1)::double precision "
-        "FROM jsonb_array_elements(current_setting('garrison.admit_kept')::jsonb) k "
-        "WHERE w.workflow_id = k.value ->> 0 AND w.admitted = $1::double precision "
-        "AND w.status = 'running'", 1),
     "slot_freed": ("SELECT pg_notify($1, $2)", 2),
     "delete_queue": ("DELETE FROM {s}.queue WHERE workflow_id = $1", 1),
     "put_schedule": (
@@ -596,16 +581,10 @@ class PgWritePath:
                     calls.append(_Call(stmt(what), _encode(params[:3], what), index, None))
             elif op is Op.ENQUEUE:
                 calls.append(_Call(stmt("enqueue"), _encode(params, what), index, "id"))
-            elif op is Op.ADMIT:  # (the function checks the lease itself)
-                _host, entries, _most, count, period, at = params
-                if count is not None:  # (a retry's admission inside the period: kept)
-                    calls.append(_Call(stmt("admit_keep"), _encode(
-                        (entries, at - period), what), index, None))
+            elif op is Op.ADMIT:  # (the function checks the lease itself, and keeps
+                # the time of a retry's admission inside the rate's period: schema 11)
                 calls.append(_Call(stmt("admit"), _encode(
                     (*params, epoch, admit_lock_class(self.schema)), what), index, "json"))
-                if count is not None:
-                    calls.append(_Call(stmt("admit_kept"), _encode((at,), what), index,
-                                       None))
             elif op is Op.SLOT_FREED:
                 calls.append(_Call(stmt("slot_freed"), _encode(
                     (self._channel + ":queue", params[0]), what), index, None))

@@ -416,24 +416,31 @@ def _admit(conn: sqlite3.Connection, params: tuple[Any, ...]) -> list[str]:
         running = conn.execute(f"SELECT count(*) FROM workflows WHERE host = ? AND status IN "
                                f"{_HOLDING}", (host,)).fetchone()[0]
         room = min(room, max_running - running)
+    # the rate: the admissions of its period, and those this batch adds to them
+    rate_room = None
     if rate_count is not None:
         recent = conn.execute("SELECT count(*) FROM workflows WHERE host = ? AND admitted > ?",
                               (host, now - rate_period)).fetchone()[0]
-        room = min(room, rate_count - recent)
+        rate_room = rate_count - recent
     # a retry whose earlier admission is inside the rate's period keeps its time: that
-    # admission counts for it (see ``Transaction.admit``)
+    # admission counts for it (see ``Transaction.admit``), in ``recent`` already, so its
+    # admission adds none to the period (it is admitted only while the rate has room, as
+    # it would be alone: a batch admits what its workflows one at a time would)
     kept_after = None if rate_count is None else now - rate_period
     admitted: list[str] = []
+    added = 0
     for workflow_id, run_id in entries:
-        if len(admitted) >= room:
+        if len(admitted) >= room or (rate_room is not None and added >= rate_room):
             break
-        cur = conn.execute(
+        row = conn.execute(
             "UPDATE workflows SET status = 'running', updated = ?, admitted = CASE WHEN "
             "? IS NOT NULL AND admitted > ? THEN admitted ELSE ? END "
-            "WHERE workflow_id = ? AND run_id = ? AND status = 'pending'",
-            (now, kept_after, kept_after, now, workflow_id, run_id))
-        if cur.rowcount == 1:
+            "WHERE workflow_id = ? AND run_id = ? AND status = 'pending' "
+            "RETURNING admitted = ?",
+            (now, kept_after, kept_after, now, workflow_id, run_id, now)).fetchone()
+        if row is not None:
             admitted.append(workflow_id)
+            added += 1 if row[0] else 0  # (one that kept its time: not a new admission)
     return admitted
 
 

@@ -668,7 +668,9 @@ class Transaction:
         admission of the workflow, counted once, and the period does not forget it;
         admitted after it left the period, it is a new admission, at ``time``; either
         way it is admitted only as the rate has room, its earlier admission counted
-        while inside the period, as a new start is). The count and the admission
+        while inside the period, as a new start is; a kept one's admission adds none to
+        the period, so ``workflows`` are admitted as they would be one at a time: a new
+        start after it uses the room it left). The count and the admission
         are one step: PostgreSQL holds a lock of the host for the rest of the
         transaction, so two nodes admitting at once never exceed the limits; in a
         cluster only workflows this node owns are admitted (the lease is checked
