@@ -911,14 +911,15 @@ async def test_promises_of_ids_or_names_at_the_edges(postgres_url: str, tmp_path
 
 
 # ------------------------------------------------------------------ results read back
-@pytest.mark.parametrize("kind", ["enqueue", "update_schedule"])
+@pytest.mark.parametrize("kind", ["enqueue", "update_schedule", "put_schedule"])
 async def test_results_of_a_commit_whose_answer_was_lost_are_read_back(
         postgres_url: str, kind: str) -> None:
     """The server commits a write (in the node's thread, handed over or not) and the
     connection is cut before its answer: the store settles by the writer's number that
     it committed, and its caller must get the results the write had: an enqueue's queue
     row (not ``None``: "not this start's workflow"), a schedule update's compare-and-set
-    outcome (not ``False``: "someone else changed it")."""
+    outcome (not ``False``: "someone else changed it"), a schedule put's (not ``None``:
+    "a config schedule stays")."""
     proxy = CutProxy(_port(postgres_url), b"cut-me")
     try:
         with PostgresStore(proxy.url(postgres_url)) as store:
@@ -927,6 +928,10 @@ async def test_results_of_a_commit_whose_answer_was_lost_are_read_back(
                                              catchup_window=0, next_tick=100.0))
             if kind == "enqueue":
                 tx = Transaction().enqueue("wq", "r1", dedup="cut-me")
+            elif kind == "put_schedule":  # (whether it wrote: not a config schedule)
+                tx = Transaction().put_schedule("cut-me", host="h", workflow="app:f",
+                                                every=120, catchup_window=0,
+                                                next_tick=100.0)
             else:
                 tx = Transaction().update_schedule("cut-me", next_tick=160.0,
                                                    expect_next_tick=100.0)

@@ -1983,6 +1983,81 @@ async def test_config_schedules_are_synced_and_keep_their_state(
         "that config creates it again; remove its entry, or pause it instead)\n")
 
 
+def test_a_put_that_is_not_the_configs_never_replaces_a_config_schedule(
+        store_spec: str) -> None:
+    """``put_schedule`` says whether it wrote: one whose ``source`` is not ``config``
+    (``node.schedule``'s) leaves a config schedule as it is (result False), decided on
+    the row as the write finds it; the config's own put replaces either."""
+    def put(source: str, every: float) -> Transaction:
+        return Transaction().put_schedule("app:s", host="workflows",
+                                          workflow="schedule_app:job", every=every,
+                                          catchup_window=HOUR, next_tick=at(1),
+                                          source=source, time=at(0))
+
+    with open_store(store_spec) as store:
+        assert store.write(put("api", HOUR)) == [True]  # (made)
+        assert store.write(put("api", 2 * HOUR)) == [True]  # (replaced: an api one)
+        assert store.write(put("config", 3 * HOUR)) == [True]  # (taken over)
+        assert store.write(put("api", 4 * HOUR)) == [False]
+        record = store.get_schedule("app:s")
+        assert (record.source, record.every) == ("config", 3 * HOUR)
+        assert store.write(put("config", 5 * HOUR)) == [True]
+        assert store.get_schedule("app:s").every == 5 * HOUR
+
+
+@pytest.mark.postgres
+async def test_node_schedule_racing_a_config_sync_on_another_node_loses_and_says_so(
+        postgres_stores_url: str, autojump_clock: Any) -> None:
+    """Node b's ``node.schedule("app:nightly", ...)`` read no schedule of that id, and
+    node a (same PostgreSQL store) started with the config whose entry that id is,
+    wrote the config's schedule before b's write: b's write replaced it (source api,
+    b's timing) until a next start with that config. The config's schedule stays now,
+    and b's call raises as for a config schedule it had read (README: a config
+    schedule is changed in the config)."""
+    import uuid
+
+    url = f"{postgres_stores_url}?schema=sched_{uuid.uuid4().hex[:8]}"
+    async with garrison.open_node(store=url, name="b") as b:
+        store = b.hosts["workflows"].store
+        real = store.commit
+        b_read, a_synced = trio.Event(), trio.Event()
+
+        async def commit(tx: Transaction, *args: Any, **kw: Any) -> Any:
+            if any(op is Op.PUT_SCHEDULE for op, _ in tx.ops) and not b_read.is_set():
+                b_read.set()  # b read no schedule app:nightly, and writes it now...
+                await a_synced.wait()  # ...once a has synced its config
+            return await real(tx, *args, **kw)
+
+        store.commit = commit
+        failed: list[BaseException] = []
+        b_done = trio.Event()
+
+        async def b_schedules() -> None:
+            try:
+                await b.schedule("app:nightly", app.job, 1.0, every="1m")
+            except ValueError as exc:
+                failed.append(exc)
+            finally:
+                b_done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b_schedules)
+            await b_read.wait()
+            async with garrison.open_node(config=load_config_text(CONFIG), store=url,
+                                          name="a") as a:
+                assert {r.schedule_id: r.source for r in a.schedules()} == {
+                    "app:nightly": "config"}
+                a_synced.set()
+                with trio.fail_after(60):
+                    await b_done.wait()
+                record = {r.schedule_id: r for r in a.schedules()}["app:nightly"]
+                assert (record.source, record.cron, record.every) == (
+                    "config", "0 3 * * *", None)
+        del store.commit
+    assert len(failed) == 1, failed
+    assert "'app:nightly'" in str(failed[0]) and "namespace: app" in str(failed[0])
+
+
 JOBS = """
 version: "1.0"
 namespace: jobs

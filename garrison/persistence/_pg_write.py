@@ -293,7 +293,10 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "next_tick = CASE WHEN schedules.cron IS NOT DISTINCT FROM EXCLUDED.cron "
         "AND schedules.every IS NOT DISTINCT FROM EXCLUDED.every "
         "AND schedules.timezone IS NOT DISTINCT FROM EXCLUDED.timezone "
-        "THEN schedules.next_tick ELSE EXCLUDED.next_tick END", 13),
+        "THEN schedules.next_tick ELSE EXCLUDED.next_tick END "
+        # a config schedule is the config's: only its own put replaces it (decided on
+        # the row as the write finds it: a node.schedule that read none loses)
+        "WHERE EXCLUDED.source = 'config' OR schedules.source <> 'config'", 13),
     "delete_schedule": ("DELETE FROM {s}.schedules WHERE schedule_id = $1", 1),
     "notify": ("SELECT pg_notify($1, '')", 1),
     # -- clusters (``_pg_cluster.py``) --
@@ -585,6 +588,8 @@ class PgWritePath:
                 # the time of a retry's admission inside the rate's period: schema 11)
                 calls.append(_Call(stmt("admit"), _encode(
                     (*params, epoch, admit_lock_class(self.schema)), what), index, "json"))
+            elif op is Op.PUT_SCHEDULE:  # (its result: whether it wrote)
+                calls.append(_Call(stmt(what), _encode(params, what), index, "created"))
             elif op is Op.SLOT_FREED:
                 calls.append(_Call(stmt("slot_freed"), _encode(
                     (self._channel + ":queue", params[0]), what), index, None))
@@ -1436,7 +1441,8 @@ class PgWritePath:
     def _recover_results(self, plan: _Plan) -> None:
         """Results of a transaction that committed while its answer was lost: read back
         (every operation with a result: ``create_workflow``, ``deliver``,
-        ``deliver_to_monitors``, ``enqueue``, ``admit``, ``update_schedule``; the
+        ``deliver_to_monitors``, ``enqueue``, ``admit``, ``put_schedule``,
+        ``update_schedule``; the
         others' is ``None``). A caller whose own
         operations had failed before the COMMIT (a SAVEPOINT rolled them back) keeps
         its error."""
@@ -1484,6 +1490,11 @@ class PgWritePath:
                     "USING (workflow_id) WHERE q.workflow_id = %s AND w.run_id = %s",
                     (wid, run))
                 results[index] = int(rows[0][0]) if rows else None
+            elif op is Op.PUT_SCHEDULE:  # written by this transaction: at its time
+                rows = self._query(
+                    f"SELECT 1 FROM {self._s}.schedules WHERE schedule_id = %s "
+                    "AND updated = %s AND source = %s", (params[0], params[12], params[10]))
+                results[index] = bool(rows)
             elif op is Op.UPDATE_SCHEDULE:  # updated by this transaction: at its time
                 rows = self._query(
                     f"SELECT 1 FROM {self._s}.schedules WHERE schedule_id = %s "

@@ -460,11 +460,14 @@ _PUT_SCHEDULE = (
     + ", ".join(f"{column} = excluded.{column}" for column in _SCHEDULE_SPEC)
     + ", next_tick = CASE WHEN schedules.cron IS excluded.cron AND schedules.every IS "
     "excluded.every AND schedules.timezone IS excluded.timezone THEN schedules.next_tick "
-    "ELSE excluded.next_tick END")
+    "ELSE excluded.next_tick END "
+    # a config schedule is the config's: only its own put replaces it (decided on the
+    # row as the write finds it: a node.schedule that read no config schedule loses)
+    "WHERE excluded.source = 'config' OR schedules.source <> 'config'")
 
 
-def _put_schedule(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
-    conn.execute(_PUT_SCHEDULE, params)
+def _put_schedule(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
+    return bool(conn.execute(_PUT_SCHEDULE, params).rowcount == 1)
 
 
 def _update_schedule(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:

@@ -720,7 +720,10 @@ class Transaction:
         and its ``next_tick`` when its timing (``cron``, ``every``, ``timezone``) is the
         same. That is decided on the row as the write finds it, so an update read
         before a tick was recorded never writes back the next tick it read (the tick
-        would be acted on again)."""
+        would be acted on again). A config schedule (``source="config"``) is replaced
+        only by a put of the config's: another (``node.schedule``'s) writes nothing
+        over it, decided on the row as the write finds it too (result: whether the
+        schedule was written)."""
         input_json = (
             input.text
             if isinstance(input, RawJson)

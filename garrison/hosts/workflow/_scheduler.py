@@ -153,6 +153,15 @@ def _missed(sid: str, first: float, last: float | None, window: float) -> _Note:
                                      _secs(window)))
 
 
+def _config_owned(schedule_id: str) -> ValueError:
+    """``node.schedule`` of a config schedule's id: refused (README: a config schedule
+    is changed in the config, the file of its namespace)."""
+    namespace = schedule_id.partition(":")[0] if ":" in schedule_id else None
+    where = f" (the config file with namespace: {namespace})" if namespace else ""
+    return ValueError(f"schedule {schedule_id!r} comes from a workflow.schedule entry of "
+                      f"the config{where}: change it there")
+
+
 def _without_tick(sid: str, now: float, when: str) -> None:
     """Say that schedule ``sid``, written at ``now`` (``when``: made, its timing
     changed, resumed), has no tick: none after ``now`` that a date holds. (One whose
@@ -1102,13 +1111,16 @@ class Scheduler:
         """Create or update a schedule (``node.schedule``)."""
         old = await run_blocking(self.host.store.get_schedule, d.schedule_id)
         if old is not None and old.source == "config" and d.source != "config":
-            raise ValueError(f"schedule {d.schedule_id!r} comes from a workflow.schedule "
-                             "entry of the config: change it there")
+            raise _config_owned(d.schedule_id)
         tx = Transaction()
         now = self.host.clock.now()
         self._put(tx, d, old, now)
         if tx:
-            await self.host.store.commit(tx)
+            if not (await self.host.store.commit(tx))[0]:
+                # a node's config sync (another node of the cluster) wrote the config's
+                # schedule of this id since it was read: the config's stays
+                await self._reload(d.schedule_id)
+                raise _config_owned(d.schedule_id)
             await self._reload(d.schedule_id)
             when = self._no_tick_when(d, old, now)
             if when is not None:
