@@ -95,10 +95,11 @@ def store_of_config(path: str) -> str:
     it has several), as ``garrison run FILE`` opens it; else :class:`ToolError` (2)
     saying why, with the stores it names."""
     from ._errors import GarrisonError
-    from .config import WorkflowHostEntry, load_config
+    from .config import WorkflowHostEntry
+    from .config._loader import load_for_tool
 
     try:
-        config = load_config(path)
+        config = load_for_tool(path)  # (the store is checked as the verb opens it)
     except GarrisonError as exc:
         raise ToolError(str(exc), 2) from None
     stores = {entry_id: entry.store for entry_id, entry in config.entries.items()

@@ -402,10 +402,10 @@ def _start_checks(args: argparse.Namespace) -> tuple[str, str, Any]:
     make_importable([])
     config = None
     if args.config is not None:
-        from .config import load_config
+        from .config._loader import load_for_tool
 
         try:
-            config = load_config(args.config)
+            config = load_for_tool(args.config)
         except GarrisonError as exc:
             raise _Fail(str(exc), 2) from None
     return tools.start_transaction(args.target, values, args.id, config,

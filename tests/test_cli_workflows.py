@@ -770,6 +770,46 @@ def test_a_read_only_file_system_is_read_and_a_write_is_one_line_and_exit_2(
     assert path in done.stderr and "Read-only file system" in done.stderr
 
 
+def test_a_config_naming_a_store_on_a_read_only_file_system_reads_it_as_store_does(
+        tmp_path: Path) -> None:
+    """helper-409: ``--config app.yaml`` gives the commands its workflow host's store,
+    as ``--store`` would; but the config was checked as a node opens it, so a backup on
+    a read-only mount was refused as an invalid config (``field 'store': cannot be
+    opened: ... cannot be opened for writing: Read-only file system``) by ``list``,
+    ``show`` and ``export``, which read it with ``--store``. They read it now; a write
+    fails as it does with ``--store``, naming the store, exit 2."""
+    from test_persistence_file import _read_only_available, run_on_read_only
+
+    if not _read_only_available(tmp_path):
+        pytest.skip("needs unshare and mount in a user namespace")
+    data = tmp_path / "ro"
+    data.mkdir()
+    path = str(data / "wf.db")
+    _plain_store(path)
+    config = data / "app.yaml"
+    config.write_text("version: '1.0'\nnamespace: app\nentries:\n"
+                      "  - {name: workflows, kind: workflow.host, store: wf.db}\n")
+    code = textwrap.dedent(
+        f"""
+        import contextlib, io, sys
+        from garrison._cli import main
+        for group, args in (("workflows", ["list"]), ("workflows", ["show", "w1"]),
+                            ("workflows", ["export", "w1"]), ("schedules", ["list"]),
+                            ("workflows", ["signal", "w1", "go"])):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = main([group, "--config", {str(config)!r}, *args])
+            print(args[0], code, "w1" in out.getvalue(), flush=True)
+        """
+    )
+    done = run_on_read_only(data, code)
+    assert done.stdout.splitlines() == ["list 0 True", "show 0 True", "export 0 True",
+                                        "list 0 False", "signal 2 False"], done.stderr
+    assert done.stderr == (f"garrison workflows: store {path!r}: cannot use the file "
+                           "(unable to open database file): it cannot be opened for "
+                           "writing: Read-only file system\n"), done.stderr
+
+
 async def test_many_tool_writes_for_one_workflow_are_picked_up_with_one_look(
         sqlite_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Signals a tool queued one by one for one workflow leave a wakeup each; the node

@@ -421,11 +421,12 @@ def _missing(field: str, raw: Mapping[str, Any]) -> str:
 
 def _parse_entry(
     raw: object, index: int, namespace: str, base_dir: Path | None, problems: _Problems,
-    source_dir: Path | None = None,
+    source_dir: Path | None = None, check_stores: bool = True,
 ) -> tuple[Entry, frozenset[str] | None] | None:
     """The entry and ``None``; or, for an entry with problems (reported), a stand-in
     built from its good fields and the fields it lacks (so that its references are still
-    checked); or ``None`` when not even that can be built."""
+    checked); or ``None`` when not even that can be built. ``check_stores``: a
+    ``workflow.host``'s store file is checked as a node would open it."""
     if not isinstance(raw, Mapping):
         problems.file(
             f"entry at index {index}: expected a mapping with 'name' and 'kind', got {raw!r}"
@@ -508,7 +509,7 @@ def _parse_entry(
         except ValueError as exc:
             problems.entry(where, str(exc), "store")
             return None
-        problem = store_problem(store)
+        problem = store_problem(store) if check_stores else None
         if problem is not None:  # the entry's references are still checked
             problems.entry(where, problem, "store")
             failed = (failed or frozenset()) | {"store"}
@@ -814,7 +815,7 @@ _NO_NAMESPACE = "(namespace?)"
 
 
 def _parse_text(text: str, filename: str, base_dir: Path | None,
-                source_dir: Path | None = None) -> _ParsedFile:
+                source_dir: Path | None = None, check_stores: bool = True) -> _ParsedFile:
     problems = _Problems(filename)
 
     def done(namespace: str | None = None, entries: list[_Located] | None = None) -> _ParsedFile:
@@ -906,14 +907,16 @@ def _parse_text(text: str, filename: str, base_dir: Path | None,
         # the entries' own problems are reported all the same (under a stand-in
         # namespace: their ids say it is missing); nothing of the file is loaded
         for index, raw in enumerate(raw_entries):
-            _parse_entry(raw, index, _NO_NAMESPACE, base_dir, problems, source_dir)
+            _parse_entry(raw, index, _NO_NAMESPACE, base_dir, problems, source_dir,
+                         check_stores)
         return done(namespace)
     located: list[_Located] = []
     named_ids: list[tuple[str, int]] = []
     for index, raw in enumerate(raw_entries):
         if isinstance(raw, Mapping) and _valid_name(raw.get("name")):
             named_ids.append((f"{namespace}:{raw['name']}", index))
-        parsed = _parse_entry(raw, index, namespace, base_dir, problems, source_dir)
+        parsed = _parse_entry(raw, index, namespace, base_dir, problems, source_dir,
+                              check_stores)
         if parsed is not None:
             entry, failed = parsed
             located.append(_Located(entry, filename, index, namespace,
@@ -1486,10 +1489,11 @@ def _read(path: str | os.PathLike[str]) -> tuple[str | None, str]:
 
 def _parse_all(
     sources: Iterable[tuple[str, str, Path | None, Path | None]], node_store: bool = True,
+    check_stores: bool = True,
 ) -> tuple[dict[str, Entry], list[str], frozenset[str]]:
     """The linked entries, the problems, and the namespaces of the files (each given as
     its text, name, folder for relative stores, folder searched first for sources)."""
-    parsed = [_parse_text(text, filename, base_dir, source_dir)
+    parsed = [_parse_text(text, filename, base_dir, source_dir, check_stores)
               for text, filename, base_dir, source_dir in sources]
     entries, problems = _link(parsed, node_store)
     return entries, [_cut(p) for p in problems], frozenset(
@@ -1505,10 +1509,13 @@ def load_configs(paths: Iterable[str | os.PathLike[str]]) -> Config:
     return load_for_node(paths, node_store=True)
 
 
-def load_for_node(paths: Iterable[str | os.PathLike[str]], *, node_store: bool) -> Config:
+def load_for_node(paths: Iterable[str | os.PathLike[str]], *, node_store: bool,
+                  check_stores: bool = True) -> Config:
     """:func:`load_configs`, for a node given a store for its own ``workflows`` host
     (``node_store``) or none: without one, a config schedule that would run on that
-    host, in memory, is a problem too (see :func:`_unkept_schedules`)."""
+    host, in memory, is a problem too (see :func:`_unkept_schedules`).
+    ``check_stores=False``: the ``workflow.host`` stores' files are not checked as a
+    node would open them (see :func:`load_for_tool`)."""
     if isinstance(paths, str | os.PathLike):  # (one path: its characters, each a file)
         raise TypeError(f"load_configs({paths!r}): expected a list of config paths; for "
                         "one file, load_config(path)")
@@ -1530,7 +1537,7 @@ def load_for_node(paths: Iterable[str | os.PathLike[str]], *, node_store: bool) 
         if str(base) not in sys.path:
             sys.path.insert(0, str(base))
         sources.append((text, filename, base, base))
-    entries, more, namespaces = _parse_all(sources, node_store)
+    entries, more, namespaces = _parse_all(sources, node_store, check_stores)
     problems.extend(more)
     if problems:
         raise ConfigError(problems)
@@ -1544,6 +1551,15 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     non-async process function is reported at load time.
     """
     return load_configs([path])
+
+
+def load_for_tool(path: str | os.PathLike[str]) -> Config:
+    """:func:`load_config`, for a tool given ``--config`` (``garrison workflows``,
+    ``schedules``, ``nodes``): its workflow hosts' store files are not checked as a
+    node would open them (to write). The tool opens the store itself, and says what
+    is wrong with one it cannot use; one it only reads may be a file no node could
+    write (a backup on a read-only mount), as with ``--store``."""
+    return load_for_node([path], node_store=True, check_stores=False)
 
 
 def load_config_text(text: str, filename: str = "<string>") -> Config:
