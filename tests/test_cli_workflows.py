@@ -810,6 +810,37 @@ def test_a_config_naming_a_store_on_a_read_only_file_system_reads_it_as_store_do
                            "writing: Read-only file system\n"), done.stderr
 
 
+def test_a_start_that_cannot_create_its_store_names_the_store_not_a_temporary_file(
+        tmp_path: Path) -> None:
+    """helper-409: ``start`` creates a store that does not exist, made whole under a
+    hidden temporary name first. In a folder where no file can be made (a read-only
+    mount) its error named that file, ``store '.../.new.db.<hex>.new': cannot open its
+    lock file '.../.new.db.<hex>.new.lock': ...``, a name the operator never gave. It
+    names the store given and its folder now, and leaves nothing."""
+    from test_persistence_file import _read_only_available, run_on_read_only
+
+    if not _read_only_available(tmp_path):
+        pytest.skip("needs unshare and mount in a user namespace")
+    data = tmp_path / "ro"
+    data.mkdir()
+    path = str(data / "new.db")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from garrison._cli import main
+        print(main(["workflows", "--store", {path!r}, "start", "workflow_app:steps",
+                    "[1]"]))
+        """
+    )
+    done = run_on_read_only(data, code)
+    assert done.stdout == "2\n", done.stderr
+    assert done.stderr == (f"garrison workflows: store {path!r}: cannot create it: "
+                           f"cannot create files in {str(data)!r}: Read-only file "
+                           "system\n"), done.stderr
+    assert os.listdir(data) == []
+
+
 async def test_many_tool_writes_for_one_workflow_are_picked_up_with_one_look(
         sqlite_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Signals a tool queued one by one for one workflow leave a wakeup each; the node

@@ -187,9 +187,15 @@ def create_store(spec: str) -> bool:
     # Made whole beside it, then linked into place (a link never replaces a file): the
     # store's own lock is never taken, so a node opening it meanwhile is not refused,
     # and an opener never finds it half made. The one that comes first wins.
+    why = _file.cannot_create_in(folder)
+    if why is not None:
+        raise StoreError(spec, f"cannot create it: cannot create files in {folder!r}: {why}")
     made = os.path.join(folder, f".{os.path.basename(spec)}.{uuid.uuid4().hex}.new")
     try:
-        SQLiteStore(made).close()
+        try:
+            SQLiteStore(made).close()
+        except StoreError as exc:  # (named as the store given, not its temporary name)
+            raise StoreError(spec, f"cannot create it: {exc.reason}") from exc
         try:
             os.link(made, spec)
         except FileExistsError:

@@ -78,6 +78,7 @@ __all__ = [
     "DEFAULT_MODE",
     "STRAY_AT",
     "FileIdentity",
+    "cannot_create_in",
     "check_identity",
     "check_mode",
     "create",
@@ -488,7 +489,7 @@ def probe(file: str, path: str | None) -> bool:
             raise StoreError(path, "not a SQLite database, so not a garrison store (its "
                                    "first bytes are not SQLite's)")
     directory = os.path.dirname(os.path.realpath(file))
-    why = _cannot_create_in(directory)
+    why = cannot_create_in(directory)
     if why is not None:
         raise StoreError(path, f"cannot create files in {directory!r} (a node creates "
                                f"{'' if there else 'the store, '}its lock file and SQLite's "
@@ -496,7 +497,7 @@ def probe(file: str, path: str | None) -> bool:
     return there
 
 
-def _cannot_create_in(directory: str) -> str | None:
+def cannot_create_in(directory: str) -> str | None:
     """Why no file can be created in ``directory`` (``None``: one can), found by making
     an unnamed file there (``O_TMPFILE``, gone when closed: nothing appears), or, on a
     file system without those, a named one removed at once. Permission bits alone do
