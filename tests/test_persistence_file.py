@@ -438,6 +438,57 @@ def run_on_read_only(directory: Path, code: str) -> subprocess.CompletedProcess[
     )  # fmt: skip
 
 
+def run_without_override(code: str) -> subprocess.CompletedProcess[str]:
+    """Run python ``code`` as a user whom file modes stop: as root, without the
+    capabilities that let root pass them (``capsh``); ``pytest.skip`` if none can."""
+    command = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        if shutil.which("capsh") is None:
+            pytest.skip("needs capsh to run without root's way past file modes")
+        command = ["capsh", "--drop=cap_dac_override,cap_dac_read_search,cap_fowner",
+                   "--", "-c", 'exec "$0" "$@"', *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60,
+                          check=False, cwd=ROOT)
+
+
+def test_a_shm_file_the_opener_may_not_write_is_named(tmp_path: Path) -> None:
+    """helper-409: SQLite makes the -wal and -shm beside the store for whoever opens it
+    first, with the store file's mode: a read of a store while its file was read-only
+    (``garrison workflows list``, which reads such a file read-only), or one by
+    another user while no node ran, leaves them so. The store's own node then failed,
+    ``cannot use the file (attempt to write a readonly database)``, naming a file that
+    it may write and not the -shm it may not. The error names the -shm now, and what
+    to do."""
+    store = str(tmp_path / "app.db")
+    _seeded(store)
+    os.chmod(store, 0o444)
+    code = textwrap.dedent(f"""
+        import os
+        from garrison import StoreError
+        from garrison.persistence import SQLiteStore, Transaction
+        with SQLiteStore({store!r}, lock=False, readonly=True) as s:
+            print(len(s.list_workflows()))
+        os.chmod({store!r}, 0o644)  # (made writable again: its -shm stays as it was made)
+        with SQLiteStore({store!r}) as s:  # (the store's own node: its first write)
+            try:
+                s.write(Transaction().create_workflow("w9", "app:flow", []))
+                print("written")
+            except StoreError as exc:
+                print(exc)
+    """)
+    done = run_without_override(code)
+    assert done.returncode == 0, done.stderr
+    assert _mode(store + "-shm") == 0o444
+    assert done.stdout.splitlines() == [
+        "3",
+        f"store {store!r}: cannot use the file (attempt to write a readonly database): "
+        f"its -shm file {store + '-shm'!r} is not writable for this process (SQLite "
+        "makes it with the store file's mode, for whoever opens the store first: a "
+        "reader that may not write the store left it so; with nothing open on the store, "
+        "give it the owner and mode of the store's file, or remove it)",
+    ], done.stdout
+
+
 def test_a_new_store_on_a_disk_too_full_for_it_says_so_and_leaves_nothing(
         tmp_path: Path) -> None:
     """helper-210: on a file system with room for the new store's write-ahead log but

@@ -698,11 +698,33 @@ def _os_reason(file: str, readonly: bool = False) -> str | None:
         os.close(os.open(file, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC))
     except OSError as exc:
         return f"it cannot be opened for {'reading' if readonly else 'writing'}: {_reason(exc)}"
+    if not readonly and (beside := _unwritable_beside(file)):
+        return beside
     directory = os.path.dirname(os.path.abspath(file))
     if not os.access(directory, os.W_OK):
         return (f"cannot create files in {directory!r} (SQLite keeps its -wal and -shm "
                 "files beside the store, even to read it)")
     return None
+
+
+def _unwritable_beside(file: str) -> str | None:
+    """Which of SQLite's ``-wal`` and ``-shm`` files beside the store ``file`` this
+    process may not write, said for the operator; ``None``: none. Asked with
+    ``access``, never by opening one: closing a descriptor of a file drops every
+    ``fcntl`` lock this process holds on it, SQLite's on a ``-shm`` too."""
+    effective = os.access in os.supports_effective_ids
+    refused = [suffix for suffix in ("-wal", "-shm") if os.path.exists(file + suffix)
+               and not os.access(file + suffix, os.W_OK, effective_ids=effective)]
+    if not refused:
+        return None
+    files = " and ".join(f"{suffix} file {file + suffix!r}" for suffix in refused)
+    # (a -wal is never to be removed: it may hold transactions not yet in the store)
+    remove = ", or remove it" if refused == ["-shm"] else ""
+    them, are = ("them", "are") if len(refused) > 1 else ("it", "is")
+    return (f"its {files} {are} not writable for this process (SQLite makes {them} "
+            "with the store file's mode, for whoever opens the store first: a reader "
+            f"that may not write the store left {them} so; with nothing open on the "
+            f"store, give {them} the owner and mode of the store's file{remove})")
 
 
 def _reason(exc: OSError) -> str:
