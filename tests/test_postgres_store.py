@@ -174,6 +174,41 @@ def test_a_node_creates_the_schema_a_tool_never_does(pg: str) -> None:
             PostgresStore(pg, lock=lock)
 
 
+def test_a_tool_waits_a_bounded_time_for_a_lock_another_session_holds(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-409: a session holding a lock on the store's tables (an operator's psql
+    left in a transaction after ``LOCK TABLE``, a ``VACUUM FULL``) made every
+    ``garrison workflows`` command wait for ever, ``list`` too: a tool's sessions had
+    no ``lock_timeout``, where a SQLite tool gives up after its busy timeout (5 s). A
+    tool's statement now waits ``TOOL_LOCK_WAIT`` for a lock and is tried again for
+    ``retry_for``; then its ``StoreError`` says so. A node's sessions keep the
+    server's setting (they wait)."""
+    from garrison.persistence import _postgres as pgmod
+
+    monkeypatch.setattr(pgmod, "TOOL_LOCK_WAIT", 0.2, raising=False)
+    with PostgresStore(pg) as node:
+        node.write(Transaction().create_workflow("w", "app:f"))
+        assert node._query("SHOW lock_timeout") == [("0",)]
+    base, _, schema = pg.partition("?schema=")
+    with psycopg.connect(base) as holder:
+        holder.execute(f'LOCK TABLE "{schema}".workflows IN ACCESS EXCLUSIVE MODE')
+        with PostgresStore(pg, lock=False, retry_for=0.5) as tool:
+            began = time.monotonic()
+            with pytest.raises(StoreError) as read:
+                tool.get_workflow("w")
+            with pytest.raises(StoreError) as wrote:
+                tool.write(Transaction().request_cancel("w"))
+            assert time.monotonic() - began < 10
+    waited = ("a lock another session holds on the store's tables was not released "
+              "within 0.2s (lock_timeout), tried again for 0.5s: canceling statement "
+              "due to lock timeout (a session left in a transaction, or maintenance: "
+              "see pg_locks)")
+    assert str(read.value) == f"store {tool.path!r}: {waited}"
+    assert str(wrote.value) == f"store {tool.path!r}: the server refused the write: {waited}"
+    with PostgresStore(pg, lock=False) as tool:  # (the lock released: it reads)
+        assert tool.get_workflow("w") is not None
+
+
 def test_schema_in_the_url_or_as_argument(pg: str) -> None:
     base, _, schema = pg.partition("?schema=")
     with PostgresStore(base, schema=schema) as a:

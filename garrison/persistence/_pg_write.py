@@ -429,6 +429,7 @@ class PgWritePath:
     path: str | None
     schema: str
     retry_for: float
+    lock_wait: float | None
     locked: bool
     _s: str
     _owner: bool
@@ -1088,6 +1089,18 @@ class PgWritePath:
             if plan.error is not None:
                 plan.error = self._refusal(plan.error)
 
+    def waited_out(self, error: BaseException) -> str:
+        """What a refusal for now that outlasted ``retry_for`` says: for a lock wait
+        cancelled by ``lock_timeout``, whose lock it was and how long it was waited for
+        (the server's own words name neither)."""
+        if not isinstance(error, pg_errors.LockNotAvailable):
+            return _reason(error)
+        waited = "" if self.lock_wait is None else f" within {self.lock_wait:g}s (lock_timeout)"
+        return (f"a lock another session holds on the store's tables was not released"
+                f"{waited}, tried again for {self.retry_for:g}s: "
+                f"{error.diag.message_primary or _reason(error)} (a "
+                "session left in a transaction, or maintenance: see pg_locks)")
+
     def _refusal(self, error: BaseException) -> BaseException:
         """``error`` as the caller of a write gets it: a psycopg error (the server read
         only, a role that may not write, a full disk, a refusal that outlasted
@@ -1096,6 +1109,9 @@ class PgWritePath:
         if not isinstance(error, psycopg.Error) or isinstance(error, pg_errors.IntegrityError):
             return error
         why = ""
+        if isinstance(error, pg_errors.LockNotAvailable):
+            return StoreError(self.path, "the server refused the write: "
+                                         + self.waited_out(error))
         if isinstance(error, pg_errors.ReadOnlySqlTransaction):
             why = (" (the database, the store's role or the server, a standby, is read-only; "
                    f"tried again for {self.retry_for:g}s)")

@@ -163,6 +163,19 @@ log = logging.getLogger("garrison.store")
 #: how long a node waits for the schema's node lock held by another session alone
 #: (a tool holds it for a moment) before it gives up (``_share_node_lock``)
 NODE_LOCK_WAIT = 10.0
+#: seconds a tool's statement (a store opened with ``lock=False``: ``garrison
+#: workflows``, the console) waits for a lock another session holds before the server
+#: cancels it (``lock_timeout``, unless the server's or the role's is shorter), to be
+#: tried again for ``retry_for``: as a SQLite tool gives up after its busy timeout, not
+#: a command that waits without end behind a session left in a transaction
+TOOL_LOCK_WAIT = 5.0
+#: a tool's session's ``lock_timeout``: ``TOOL_LOCK_WAIT`` (``%s``, twice), unless the
+#: one it has is shorter; in seconds
+_TOOL_LOCK_WAIT = (
+    "SELECT extract(epoch FROM (CASE WHEN current_setting('lock_timeout') = '0' OR "
+    "current_setting('lock_timeout')::interval > %s::interval THEN "
+    "set_config('lock_timeout', %s, false) ELSE current_setting('lock_timeout') "
+    "END)::interval)")
 #: seconds between two looks of a stopping store for a wait for the server past its
 #: time: one seen at both is cut (see ``PostgresStore.stopping``)
 CUT_CHECK = 0.5
@@ -463,6 +476,9 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         #: the server, database (and schema) for messages; never the password
         self.path: str | None = path
         self.retry_for = parse_duration(retry_for, what="retry_for")
+        #: a tool's sessions' ``lock_timeout`` in seconds (``None``: a node's, which
+        #: keep the server's)
+        self.lock_wait: float | None = None
         self.locked = False
         self._owner = lock
         self._closed = False
@@ -561,6 +577,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             # the role's default: an end's delivery to the monitors relies on it (see
             # Transaction.deliver_to_monitors), as the admission of a queue does
             conn.execute("SET default_transaction_isolation = 'read committed'")
+            if not self._owner:  # (a node's own sessions wait as the server says)
+                wait = f"{max(1, round(TOOL_LOCK_WAIT * 1000))}ms"
+                row = conn.execute(_TOOL_LOCK_WAIT, (wait, wait)).fetchone()
+                self.lock_wait = float(row[0]) if row else None
             if by_key:
                 conn.execute("SET enable_seqscan = off")
                 # a plan that must scan a table (a small one: ``nodes``) is priced so
@@ -1230,7 +1250,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                         busy_until = _time.monotonic() + self.retry_for
                     left = busy_until - _time.monotonic()
                     if left <= 0:  # (a last try at the deadline itself)
-                        raise StoreError(self.path, _reason(exc)) from None
+                        raise StoreError(self.path, self.waited_out(exc)) from None
                     self._pause(min(pause, left))
                     pause = min(pause * 2, 1.0)
                 except psycopg.OperationalError as exc:
