@@ -302,6 +302,32 @@ async def test_start_on_a_store_no_node_opened_yet_makes_it(
             assert await node.workflow("second").result() == 3
 
 
+async def test_start_makes_the_store_on_a_file_system_without_hard_links(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-409: ``start`` makes a new store under a temporary name and hard-links it
+    into place. On a file system without hard links (a FAT drive, some network and FUSE
+    file systems: ``link`` fails with EPERM) the ``PermissionError`` escaped, a
+    traceback, where a node's own first open makes its store there (it renames the
+    file into place instead). ``start`` makes it as a node would there, and nothing
+    else is left in the folder."""
+    def no_links(src: object, dst: object, **kw: object) -> None:
+        raise PermissionError(1, "Operation not permitted", src, None, dst)
+
+    monkeypatch.setattr(os, "link", no_links)
+    store = str(tmp_path / "app.db")
+    code, out, err = cli_here(capsys, "--store", store, "start", "workflow_app:steps",
+                              "[0, 2]", "--id", "first")
+    assert code == 0 and out == "workflow 'first' started (workflow_app:steps)\n", (out, err)
+    assert err == (f"garrison workflows: created the store {store!r}, which no node had "
+                   "opened yet; a node opening it runs the workflow\n")
+    assert sorted(os.listdir(tmp_path)) == ["app.db", "app.db.lock"]
+    monkeypatch.undo()
+    async with garrison.open_node(store=store) as node:
+        with trio.fail_after(10):
+            assert await node.workflow("first").result() == 2
+
+
 def _make_at_once(path: str) -> tuple[list[str], list[str]]:
     """Three tools that create (``start``'s open) and a node open ``path`` at once:
     ``(what failed, the paths the tools said they made)``."""

@@ -184,12 +184,12 @@ def create_store(spec: str) -> bool:
     folder = os.path.dirname(os.path.abspath(spec))
     if not os.path.isdir(folder):
         SQLiteStore(spec).close()  # (its StoreError names the missing folder)
-    # Made whole beside it, then linked into place (a link never replaces a file): the
-    # store's own lock is never taken, so a node opening it meanwhile is not refused,
-    # and an opener never finds it half made. The one that comes first wins.
     why = _file.cannot_create_in(folder)
     if why is not None:
         raise StoreError(spec, f"cannot create it: cannot create files in {folder!r}: {why}")
+    # Made whole beside it, then linked into place (a link never replaces a file): the
+    # store's own lock is never taken, so a node opening it meanwhile is not refused,
+    # and an opener never finds it half made. The one that comes first wins.
     made = os.path.join(folder, f".{os.path.basename(spec)}.{uuid.uuid4().hex}.new")
     try:
         try:
@@ -200,12 +200,28 @@ def create_store(spec: str) -> bool:
             os.link(made, spec)
         except FileExistsError:
             return False
+        except OSError:  # a file system without hard links (FAT, some network ones)
+            return _create_locked(spec)
         return True
     finally:
         for leftover in (made, made + "-wal", made + "-shm", _file.lock_file(made),
                          _file.doorbell_file(made)):
             with contextlib.suppress(OSError):
                 os.remove(leftover)
+
+
+def _create_locked(spec: str) -> bool:
+    """Create the SQLite store ``spec`` as a node's first open does, holding its lock
+    (on a file system without hard links the new file is renamed into place, which
+    could replace a file another opener made meanwhile, were the lock not held): True
+    if it was created here. A node holding the lock has made it (or is making it)."""
+    if os.path.exists(spec):
+        return False
+    try:
+        SQLiteStore(spec).close()
+    except StoreLocked:
+        return False
+    return True
 
 
 def migrate_store(spec: str) -> None:
