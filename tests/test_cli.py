@@ -975,6 +975,43 @@ def test_run_and_check_report_unusable_workflow_host_stores(tmp_path):
     assert sorted(p.name for p in app.iterdir()) == ["app.yaml"]
 
 
+def test_a_store_in_a_folder_that_cannot_be_searched_is_one_line_not_a_traceback(
+        tmp_path: Path) -> None:
+    """helper-409: ``Path.is_dir()`` raises ``PermissionError`` (rather than say False)
+    for a path in a folder this process may not search (no ``x`` permission: another
+    user's). ``garrison run --store locked/app.db`` and ``garrison check`` of a config
+    whose store is there were a ``PermissionError`` traceback, exit 1. Both say it in
+    one line naming the store: run exit 2 (did not start), check exit 1."""
+    from test_persistence_file import run_without_override
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (tmp_path / "job.py").write_text("async def main():\n    return 1\n")
+    (tmp_path / "app.yaml").write_text("version: '1.0'\nnamespace: app\nentries:\n"
+                                       "  - {name: wf, kind: workflow.host, "
+                                       "store: locked/app.db}\n")
+    code = textwrap.dedent(f"""
+        import os, subprocess, sys
+        for args in (["run", "job.py", "--store", "locked/app.db"], ["check", "app.yaml"]):
+            done = subprocess.run([sys.executable, "-m", "garrison", *args],
+                                  cwd={str(tmp_path)!r}, capture_output=True, text=True,
+                                  env={{**os.environ, "PYTHONPATH": {str(ROOT)!r}}})
+            print(done.returncode, repr(done.stdout), repr(done.stderr))
+    """)
+    locked.chmod(0o600)
+    try:
+        done = run_without_override(code)
+    finally:
+        locked.chmod(0o700)
+    store = str(tmp_path.resolve() / "locked" / "app.db")
+    said = f"cannot reach {store!r}: Permission denied"
+    ran = f"garrison run: --store: {said}\n"
+    checked = f"app.yaml: entry 'app:wf' (index 0): field 'store': {said}\n"
+    assert done.stdout.splitlines() == [
+        f"2 '' {ran!r}", f"1 {checked!r} '1 problem(s) found\\n'",
+    ], done.stderr + done.stdout
+
+
 def test_run_and_check_name_the_entry_and_file_of_a_store_no_node_can_open(tmp_path):
     """A text file as a workflow.host store: check said "ok", and run failed naming
     neither the entry nor the config. Both report it as a config problem; neither

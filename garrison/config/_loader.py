@@ -551,9 +551,13 @@ def store_path(store: str, base_dir: Path | None) -> str:
     path = Path(store)  # (no ~ put in: a node opens the path as written, as a config has it)
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path
-    if path.is_dir():
+    try:  # (is_dir raises, not says False, for a folder this process may not search)
+        folder, in_folder = path.is_dir(), path.parent.is_dir()
+    except OSError as exc:
+        raise ValueError(f"cannot reach {str(path)!r}: {exc.strerror or exc}") from None
+    if folder:
         raise ValueError(f"expected a file path, got the folder {str(path)!r}")
-    if not path.parent.is_dir():
+    if not in_folder:
         raise ValueError(f"expected a file in an existing folder, got {str(path)!r}: "
                          f"{str(path.parent)!r} is not a folder")
     return str(path)
