@@ -836,6 +836,35 @@ def test_a_config_naming_a_store_on_a_read_only_file_system_reads_it_as_store_do
                            "writing: Read-only file system\n"), done.stderr
 
 
+def test_start_on_a_store_in_a_folder_that_cannot_be_searched_says_so(
+        tmp_path: Path) -> None:
+    """helper-409: ``start`` creates a store it does not find; one in a folder this
+    process may not search (no ``x`` bit: another user's) could not be found either,
+    and ``start`` said ``cannot create it: cannot create files in ...`` of a store that
+    is there. It says what the other commands say of it now: the file cannot be read."""
+    from test_persistence_file import run_without_override
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    store = str(locked / "app.db")
+    _plain_store(store)
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from garrison._cli import main
+        for args in (["list"], ["start", "workflow_app:steps", "[1]"]):
+            print(main(["workflows", "--store", {store!r}, *args]), flush=True)
+    """)
+    locked.chmod(0o600)
+    try:
+        done = run_without_override(code)
+    finally:
+        locked.chmod(0o700)
+    assert done.stdout == "2\n2\n", done.stderr
+    said = f"garrison workflows: store {store!r}: cannot read the file: Permission denied\n"
+    assert done.stderr == said * 2
+
+
 def test_a_start_that_cannot_create_its_store_names_the_store_not_a_temporary_file(
         tmp_path: Path) -> None:
     """helper-409: ``start`` creates a store that does not exist, made whole under a

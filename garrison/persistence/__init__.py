@@ -179,7 +179,12 @@ def create_store(spec: str) -> bool:
         from ._postgres import migrate_unused
 
         return migrate_unused(spec, only_create=True)
-    if os.path.exists(spec):
+    try:
+        os.stat(spec)
+        return False
+    except FileNotFoundError:
+        pass
+    except OSError:  # (cannot tell: a folder it may not search; its open says so)
         return False
     folder = os.path.dirname(os.path.abspath(spec))
     if not os.path.isdir(folder):
