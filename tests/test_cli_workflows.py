@@ -302,6 +302,28 @@ async def test_start_on_a_store_no_node_opened_yet_makes_it(
             assert await node.workflow("second").result() == 3
 
 
+async def test_start_makes_a_store_a_symbolic_link_leads_to_as_a_node_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """helper-409: a store path that is a symbolic link to a file not made yet (the
+    store on another disk, linked before the first deploy): a node's first open makes
+    the store where the link leads; ``start`` linked its new store at the link's own
+    name, found the name taken, and said ``no workflow store at 'app.db' (... or
+    `garrison workflows start` ...)``, the command it was. It makes the store where the
+    link leads now, and the node then runs the workflow."""
+    (tmp_path / "data").mkdir()
+    store = str(tmp_path / "app.db")
+    os.symlink(tmp_path / "data" / "app.db", store)
+    code, out, err = cli_here(capsys, "--store", store, "start", "workflow_app:steps",
+                              "[0, 2]", "--id", "first")
+    assert code == 0 and out == "workflow 'first' started (workflow_app:steps)\n", (out, err)
+    assert err == (f"garrison workflows: created the store {store!r}, which no node had "
+                   "opened yet; a node opening it runs the workflow\n")
+    assert os.path.islink(store) and os.listdir(tmp_path / "data") == ["app.db"]
+    async with garrison.open_node(store=store) as node:
+        with trio.fail_after(10):
+            assert await node.workflow("first").result() == 2
+
+
 async def test_start_makes_the_store_on_a_file_system_without_hard_links(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -186,7 +186,9 @@ def create_store(spec: str) -> bool:
         pass
     except OSError:  # (cannot tell: a folder it may not search; its open says so)
         return False
-    folder = os.path.dirname(os.path.abspath(spec))
+    # (a symbolic link to a store not made yet: made where it leads, as a node makes it)
+    real = os.path.realpath(spec)
+    folder = os.path.dirname(real)
     if not os.path.isdir(folder):
         SQLiteStore(spec).close()  # (its StoreError names the missing folder)
     why = _file.cannot_create_in(folder)
@@ -195,14 +197,14 @@ def create_store(spec: str) -> bool:
     # Made whole beside it, then linked into place (a link never replaces a file): the
     # store's own lock is never taken, so a node opening it meanwhile is not refused,
     # and an opener never finds it half made. The one that comes first wins.
-    made = os.path.join(folder, f".{os.path.basename(spec)}.{uuid.uuid4().hex}.new")
+    made = os.path.join(folder, f".{os.path.basename(real)}.{uuid.uuid4().hex}.new")
     try:
         try:
             SQLiteStore(made).close()
         except StoreError as exc:  # (named as the store given, not its temporary name)
             raise StoreError(spec, f"cannot create it: {exc.reason}") from exc
         try:
-            os.link(made, spec)
+            os.link(made, real)
         except FileExistsError:
             return False
         except OSError:  # a file system without hard links (FAT, some network ones)
