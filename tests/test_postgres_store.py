@@ -209,6 +209,36 @@ def test_a_tool_waits_a_bounded_time_for_a_lock_another_session_holds(
         assert tool.get_workflow("w") is not None
 
 
+def test_a_start_creating_its_store_waits_a_bounded_time_for_another_sessions_lock(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-409: ``garrison workflows start`` (``create_store``) and ``replay
+    --migrate`` (``migrate_store``) look at the schema on a connection of their own,
+    which had no ``lock_timeout``: behind a session holding a lock on the schema's
+    tables they waited for ever. They wait ``TOOL_LOCK_WAIT`` now, as a tool's
+    statements do, then say whose lock it was."""
+    from garrison.persistence import _postgres as pgmod
+    from garrison.persistence import create_store, migrate_store
+
+    monkeypatch.setattr(pgmod, "TOOL_LOCK_WAIT", 0.2, raising=False)
+    with PostgresStore(pg) as node:
+        shown = node.path
+    base, _, schema = pg.partition("?schema=")
+    with psycopg.connect(base) as holder:
+        holder.execute(f'LOCK TABLE "{schema}".schema_version IN ACCESS EXCLUSIVE MODE')
+        began = time.monotonic()
+        with pytest.raises(StoreError) as created:
+            create_store(pg)
+        with pytest.raises(StoreError) as migrated:
+            migrate_store(pg)
+        assert time.monotonic() - began < 10
+    said = ("a lock another session holds on the store's tables was not released within "
+            "0.2s (lock_timeout): canceling statement due to lock timeout (a session left "
+            "in a transaction, or maintenance: see pg_locks)")
+    assert str(created.value) == f"store {shown!r}: cannot create schema {schema!r}: {said}"
+    assert str(migrated.value) == f"store {shown!r}: cannot migrate schema {schema!r}: {said}"
+    assert create_store(pg) is False  # (the lock released: the store is there)
+
+
 def test_schema_in_the_url_or_as_argument(pg: str) -> None:
     base, _, schema = pg.partition("?schema=")
     with PostgresStore(base, schema=schema) as a:

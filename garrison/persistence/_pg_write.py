@@ -1095,11 +1095,7 @@ class PgWritePath:
         (the server's own words name neither)."""
         if not isinstance(error, pg_errors.LockNotAvailable):
             return _reason(error)
-        waited = "" if self.lock_wait is None else f" within {self.lock_wait:g}s (lock_timeout)"
-        return (f"a lock another session holds on the store's tables was not released"
-                f"{waited}, tried again for {self.retry_for:g}s: "
-                f"{error.diag.message_primary or _reason(error)} (a "
-                "session left in a transaction, or maintenance: see pg_locks)")
+        return lock_wait_reason(error, self.lock_wait, self.retry_for)
 
     def _refusal(self, error: BaseException) -> BaseException:
         """``error`` as the caller of a write gets it: a psycopg error (the server read
@@ -1698,6 +1694,18 @@ _TRANSIENT = (pg_errors.QueryCanceled, pg_errors.LockNotAvailable,
               pg_errors.DeadlockDetected, pg_errors.SerializationFailure,
               # (a maintenance window, a failover: written again on a new session)
               pg_errors.ReadOnlySqlTransaction)
+
+
+def lock_wait_reason(error: pg_errors.LockNotAvailable, wait: float | None,
+                     retried: float | None = None) -> str:
+    """What a statement cancelled by ``lock_timeout`` (``wait`` seconds, if known;
+    tried again for ``retried``) says: whose lock it waited for (the server's own words,
+    ``canceling statement due to lock timeout``, say neither)."""
+    waited = "" if wait is None else f" within {wait:g}s (lock_timeout)"
+    again = "" if retried is None else f", tried again for {retried:g}s"
+    return (f"a lock another session holds on the store's tables was not released"
+            f"{waited}{again}: {error.diag.message_primary or _reason(error)} (a session "
+            "left in a transaction, or maintenance: see pg_locks)")
 
 
 def refused_for_now(error: BaseException | None) -> bool:

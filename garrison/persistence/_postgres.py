@@ -135,6 +135,7 @@ from ._pg_write import (
     _Stmt,
     _unwrap,
     cut_connection,
+    lock_wait_reason,
 )
 from ._records import (
     InboxRecord,
@@ -344,7 +345,9 @@ def migrate_unused(url: str, *, only_create: bool = False) -> bool:
     except psycopg.Error as exc:
         raise StoreError(display, f"cannot connect: {_reason(exc)}") from None
     what = "create" if only_create else "migrate"
+    wait: float | None = None
     try:
+        wait = _tool_lock_wait(conn)  # (a tool's: no wait without end behind a lock)
         new = _pg_schema.version_of(conn, schema, display) == 0
         if only_create:
             # (no node runs a schema that is not there: no node lock to take; creators
@@ -363,9 +366,19 @@ def migrate_unused(url: str, *, only_create: bool = False) -> bool:
             conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
         return new
     except psycopg.Error as exc:
-        raise StoreError(display, f"cannot {what} schema {schema!r}: {_reason(exc)}") from None
+        why = (lock_wait_reason(exc, wait) if isinstance(exc, pg_errors.LockNotAvailable)
+               else _reason(exc))
+        raise StoreError(display, f"cannot {what} schema {schema!r}: {why}") from None
     finally:
         conn.close()
+
+
+def _tool_lock_wait(conn: psycopg.Connection[Any]) -> float | None:
+    """Set a tool's session's ``lock_timeout`` (``TOOL_LOCK_WAIT``, unless the one it
+    has is shorter); the one it has then, in seconds."""
+    wait = f"{max(1, round(TOOL_LOCK_WAIT * 1000))}ms"
+    row = conn.execute(_TOOL_LOCK_WAIT, (wait, wait)).fetchone()
+    return float(row[0]) if row else None
 
 
 def _lone_surrogate(text: str) -> bool:
@@ -578,9 +591,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             # Transaction.deliver_to_monitors), as the admission of a queue does
             conn.execute("SET default_transaction_isolation = 'read committed'")
             if not self._owner:  # (a node's own sessions wait as the server says)
-                wait = f"{max(1, round(TOOL_LOCK_WAIT * 1000))}ms"
-                row = conn.execute(_TOOL_LOCK_WAIT, (wait, wait)).fetchone()
-                self.lock_wait = float(row[0]) if row else None
+                self.lock_wait = _tool_lock_wait(conn)
             if by_key:
                 conn.execute("SET enable_seqscan = off")
                 # a plan that must scan a table (a small one: ``nodes``) is priced so
