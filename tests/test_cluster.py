@@ -1032,6 +1032,35 @@ def test_a_start_beyond_max_concurrent_runs_on_a_node_with_room(
         look.close()
 
 
+def test_a_node_starting_among_orphans_claims_no_more_than_its_max_concurrent(
+        postgres_url: str, nodes: list[Node]) -> None:
+    """Node x runs four workflows and is killed; node a, max_concurrent=2, starts
+    alone. Its join claimed two (its room) to resume, but its membership thread's
+    first round, before the host had resumed them, still saw the room free and
+    claimed the other two: a ran four at once (the soak's full outages: the first node
+    back ran every orphan). Now what the join claimed counts until it is resumed."""
+    url = postgres_url
+    x = Node.start(url, "x", LEASE, start=4, steps=30, delay=0.05)
+    nodes.append(x)
+    look = Look(url)
+    ids = [f"w{i}" for i in range(4)]
+    try:
+        wait_for(lambda: all(len(look.steps(w)) >= 2 for w in ids), 20, "progress on x")
+        x.kill()
+        nodes.append(Node.start(url, "a", LEASE, max_concurrent=2))
+        wait_for(lambda: _finished(look, ids), 30, "every workflow to finish")
+        writers = _check_journals(look, ids, 30)
+        assert {w[-1] for w in writers.values()} == {"a"}, writers
+        spans = {}  # the time each workflow's steps were recorded by a
+        for wid in ids:
+            times = [r.time.timestamp() for r in look.store.journal(wid)
+                     if r.kind == "activity" and r.outcome["ok"]["node"] == "a"]
+            spans[wid] = (min(times), max(times))
+        assert _most_at_once(spans) <= 2, spans
+    finally:
+        look.close()
+
+
 async def test_a_node_whose_start_fails_leaves_the_cluster_before_closing_its_store(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A node that joined the cluster and then failed to start (here: its schedule

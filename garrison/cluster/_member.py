@@ -232,8 +232,10 @@ class ClusterMember:
         #: told when the lease lapsed (the node drops its cluster names)
         self.on_lapsed: Callable[[], None] | None = None
         self._first: list[Any] = []
-        #: claimed by the thread, not yet running (the trio side adopts them)
+        #: claimed by the thread, or at the join, not yet running (the trio side adopts
+        #: them; the host resumes the join's: see :meth:`first_resumed`)
         self._in_flight = 0
+        self._first_held = 0
         self._releasing = False
         #: when (this clock) the next other node's lease lapses unless it renews
         self._expiry = float("inf")
@@ -385,6 +387,9 @@ class ClusterMember:
             self.pg.mark_lost()   # the thread shares nothing of this connection)
             self._first = self.pg.claim(self._limit(), self._refused_names(),
                                         self._blocked_runs())
+            with self._lock:  # (their slots, until the host has resumed them)
+                self._first_held = len(self._first)
+                self._in_flight += self._first_held
             # and the live nodes: a workflow it resumes asks a live node whether its
             # process is still there (a node not seen live: its processes are lost)
             self._live = self.pg.live_epochs()
@@ -456,6 +461,15 @@ class ClusterMember:
         first, self._first = self._first, []
         self._took([r.workflow_id for r in first])
         return first
+
+    def first_resumed(self) -> None:
+        """The host resumed what :meth:`first_claim` gave (they hold their slots in its
+        queue now): the thread's rounds no longer count them as claimed, not running.
+        Counted until then, as the thread's first rounds run before the host resumes
+        them: with its room still free they claimed more orphans beyond it."""
+        with self._lock:
+            self._in_flight -= self._first_held
+            self._first_held = 0
 
     def _took(self, ids: list[str]) -> None:
         """(trio side) This node took the workflows ``ids`` over (claimed them)."""

@@ -2,7 +2,7 @@
 workflows that moved to another node (or are handed over), without journaling.
 
 The host knows its cluster only as ``host.ownership`` (``None`` off a cluster), an
-object with ``first_claim()``, ``draining``, ``stopped(wid)``, ``poke()``,
+object with ``first_claim()``, ``first_resumed()``, ``draining``, ``stopped(wid)``, ``poke()``,
 ``refuses(name)``, ``refuse(wid, name, error)``, ``blocked(wid, run_id, attempt, name)``
 and ``moved(wf, exc)`` (see ``garrison/cluster/``). The store fences every write
 (``_pg_write.py``); this module keeps memory in line with it:

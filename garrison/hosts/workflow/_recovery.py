@@ -188,9 +188,9 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     queued: list[WorkflowRecord] = []
     back: list[WorkflowRecord] = []  # (blocked ones, pending again: see comes_back)
     loaded: dict[str, WorkflowInstance] = {}  # (the queued ones, for the queue)
+    ownership = host.ownership
     paused = _pause_gc()
     try:
-        ownership = host.ownership
         damaged: list[DamagedRecord] = []  # (each left as it is, named, not resumed)
         records = (ownership.first_claim() if ownership is not None
                    else host.store.unfinished_workflows(damaged))
@@ -232,6 +232,8 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
             recovering.append(wf)
             host.counts["resumed"] += 1
     finally:
+        if ownership is not None:  # (they hold their slots now: see first_resumed)
+            ownership.first_resumed()
         if paused:
             nursery.start_soon(_resume_gc, recovering)
     if resumed:
