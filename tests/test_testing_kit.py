@@ -828,3 +828,23 @@ async def test_the_environment_s_store_calls_run_in_the_trio_thread() -> None:
     async with garrison.testing.workflow_env():
         assert await run_blocking(threading.get_ident) == here
     assert await run_blocking(threading.get_ident) != here
+
+
+async def _echo(value: Any = None) -> Any:
+    return value
+
+
+async def test_an_env_handle_given_as_a_payload_says_what_to_store_instead() -> None:
+    """``env.start`` gives a subclass of the node's workflow handle: the refusal of a
+    handle as a payload must hold for it too (it said 'NameError: name 'Node' is not
+    defined', the converter reading the handle's fields as a record's), since a test's
+    handle is the one a test writer most likely passes on."""
+    async with garrison.testing.workflow_env() as env:
+        handle = await env.start(_echo, id="a")
+        with pytest.raises(garrison.PayloadError, match=(
+                r"at \[0\] cannot be converted to JSON: a workflow's handle is not "
+                r"durable: store the workflow's id")) as refused:
+            await env.start(_echo, handle, id="b")
+        assert "NameError" not in str(refused.value)
+        with pytest.raises(garrison.PayloadError, match=r"a workflow's handle is not durable"):
+            await handle.signal("t", {"h": handle})

@@ -626,11 +626,16 @@ def not_durable(cls: type, reason: str) -> None:
     """Refuse instances of ``cls``, an object that lives only in a running node (a
     workflow's handle), with ``reason``, which says what to store instead: without
     this, an attrs class among them is converted as a record, field by field, and
-    fails on a field that is no value (a node) with an error about that field's type."""
+    fails on a field that is no value (a node) with an error about that field's type.
+    Its subclasses are refused too (``garrison.testing``'s handle is one)."""
     def refuse(value: object) -> Any:
         raise _Unconvertible(value, reason)
+
+    def of_cls(t: Any) -> bool:  # (its subclasses too: the testing kit's env handle)
+        return isinstance(t, type) and issubclass(t, cls)
+
     # (by a test of the type: given the class, cattrs resolves its annotations first)
-    _converter.register_unstructure_hook_func(lambda t: t is cls, refuse)
+    _converter.register_unstructure_hook_func(of_cls, refuse)
 _LEAVES = (str, int, float, bool, type(None))
 
 #: a surrogate pair as JSON text writes it, a high ``\udXXX`` escape then a low one
