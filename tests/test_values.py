@@ -36,6 +36,26 @@ def test_error_info_str_and_capture():
     assert info.type == "KeyError" and "Traceback" in info.traceback
 
 
+def test_a_recorded_traceback_keeps_its_ends_within_a_bound() -> None:
+    """A failure's traceback carries the traceback of what it awaited as a note (a
+    child's WorkflowFailed, an activity's ActivityError), which carried its own: a tree
+    of workflows failing up its levels stored ever longer tracebacks, unbounded. One is
+    kept within TRACEBACK_LIMIT characters: its start (the outermost frames) and its end
+    (the innermost, the error, its notes), saying how much was left out."""
+    from garrison.actors._values import TRACEBACK_LIMIT
+
+    error = ErrorInfo("ValueError", "deep", "x" * (3 * TRACEBACK_LIMIT))
+    for level in range(40):
+        try:
+            raise garrison.WorkflowFailed(f"level-{level}", error)
+        except garrison.WorkflowFailed as exc:
+            error = ErrorInfo.from_exception(exc)
+        assert len(error.traceback) <= TRACEBACK_LIMIT + 100, (level, len(error.traceback))
+    assert error.traceback.startswith("Traceback (most recent call last):")
+    assert "characters of the traceback left out" in error.traceback
+    assert "WorkflowFailed: workflow 'level-39' failed" in error.traceback
+
+
 def test_event_ok():
     pid = Pid("processes", "1")
     assert Event(EventKind.EXIT, pid, result=3).ok

@@ -110,7 +110,7 @@ class ErrorInfo:
 
             Exceptions from Trio nursery (1 sub-exception): ValueError: bad total
         """
-        tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+        tb = _bounded("".join(_traceback.format_exception(type(exc), exc, exc.__traceback__)))
         message = safe_str(exc)
         if isinstance(exc, BaseExceptionGroup):
             leaves = _leaves(exc)
@@ -118,6 +118,24 @@ class ErrorInfo:
             if len(leaves) > 5:
                 message += f"; and {len(leaves) - 5} more"
         return cls(type(exc).__name__, message, tb)
+
+
+#: characters of a recorded traceback kept at most: a failure's traceback carries, as
+#: a note, that of the failure it awaited (a child workflow's, an activity's), which
+#: carried its own, so a tree failing up its levels would store ever longer ones
+TRACEBACK_LIMIT = 20_000
+
+
+def _bounded(tb: str) -> str:
+    """``tb`` within :data:`TRACEBACK_LIMIT`: its start (the outermost frames and the
+    error) and its end (the innermost: where it was raised, the notes' own), saying how
+    much was left out between them."""
+    if len(tb) <= TRACEBACK_LIMIT:
+        return tb
+    head = TRACEBACK_LIMIT // 4
+    tail = TRACEBACK_LIMIT - head
+    return (f"{tb[:head]}\n... ({len(tb) - head - tail} characters of the traceback left "
+            f"out) ...\n{tb[-tail:]}")
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
