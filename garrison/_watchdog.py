@@ -168,9 +168,12 @@ class Watchdog:
     def _warn(self, blocked: float, held: bool, *, over: bool) -> None:
         """The one warning of a blockage: what blocks the loop (its frames, while it
         does), and what to do."""
-        stack = [] if over else self._stack()
+        stack, entry = ([], None) if over else self._stack()
+        # the innermost frame of the user's code; an app installed as a package has
+        # none outside the libraries: the function garrison called (the process's, the
+        # activity's), not the standard library's socket read it is in
         mine = next((f for f in reversed(stack) if _users(f.filename)), None) or \
-            (stack[-1] if stack else None)
+            entry or (stack[-1] if stack else None)
         extra: dict[str, Any] = {"blocked_for": round(blocked, 1)}
         if held:
             what = ("; nor did any other thread of the process: a call held the GIL (a "
@@ -199,20 +202,21 @@ class Watchdog:
                                       sys._getframe().f_lineno, message, (), None,
                                       func="_warn", extra=extra, sinfo=sinfo))
 
-    def _stack(self) -> list[traceback.FrameSummary]:
+    def _stack(self) -> tuple[list[traceback.FrameSummary], traceback.FrameSummary | None]:
         """The trio thread's frames now, innermost last, at most :data:`FRAMES`: those
         trio and garrison run, from trio's outermost inward (the user's code, and what
         it called: a library's socket read); with none, trio's and garrison's own (its
-        own code blocks)."""
+        own code blocks). And the outermost of those trio and garrison run (``None``
+        if none): the function they called."""
         frame = self._frames().get(self._ident)
         if frame is None:
-            return []
+            return [], None
         stack = list(traceback.extract_stack(frame))
         runtime = [is_runtime(f.filename) for f in stack]
         if True in runtime:  # (what called trio.run is left out too)
             stack, runtime = stack[runtime.index(True):], runtime[runtime.index(True):]
         outside = [f for f, own in zip(stack, runtime, strict=True) if not own]
-        return (outside or stack)[-FRAMES:]
+        return (outside or stack)[-FRAMES:], (outside[0] if outside else None)
 
 
 def _libraries() -> tuple[str, ...]:

@@ -272,3 +272,38 @@ def test_a_watchdog_that_cannot_start_leaves_the_node_running(caplog, monkeypatc
     assert warning.getMessage() == (
         "node 'bare' runs unwatched: its watchdog thread did not start (can't start new "
         "thread); a blocked event loop will not be said")
+
+
+def _frame_of(path, source, name, ns):
+    """Define function ``name`` from ``source`` as if it were in file ``path``."""
+    exec(compile(source, path, "exec"), ns)
+    return ns[name]
+
+
+def test_an_app_installed_as_a_package_is_named_by_its_own_outermost_frame(
+        caplog, monkeypatch):
+    """An app installed into site-packages (a Docker image's ``pip install .``) has no
+    frame outside the libraries: the warning named the innermost frame, the standard
+    library's socket or threading line, where the app's own function (the process's or
+    activity's, called by garrison) is what to fix."""
+    import os
+    import sysconfig
+
+    from garrison._frames import GARRISON_DIR
+
+    site = os.path.dirname(os.path.realpath(__file__)) + os.sep  # (this folder: "installed")
+    monkeypatch.setattr(_watchdog, "_LIBRARIES", (site, os.path.realpath(
+        sysconfig.get_paths()["stdlib"]) + os.sep, GARRISON_DIR))
+    ns: dict = {"sys": sys}
+    stdlib_file = os.path.join(sysconfig.get_paths()["stdlib"], "socket.py")
+    _frame_of(stdlib_file, "def recv_into():\n    return sys._getframe()\n", "recv_into", ns)
+    _frame_of(os.path.join(site, "shop_tasks.py"),
+              "def charge_card():\n    return recv_into()\n", "charge_card", ns)
+    runner = _frame_of(os.path.join(GARRISON_DIR, "_runner_stand_in.py"),
+                       "def run_process():\n    return charge_card()\n", "run_process", ns)
+    fake = Fake(runner())
+    for _ in range(8):
+        fake.step()
+    [warning] = _warnings(caplog)
+    assert warning.blocked_in == "charge_card", warning.getMessage()
+    assert warning.blocked_at == f"{os.path.join(site, 'shop_tasks.py')}:2"
