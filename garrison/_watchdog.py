@@ -110,10 +110,14 @@ class Watchdog:
             self._thread.join()
 
     def _run(self) -> None:
-        while not self._wait(self._interval):
-            if not self.tick():
-                return
-        self.tick(closing=True)
+        try:
+            while not self._wait(self._interval):
+                if not self.tick():
+                    return
+            self.tick(closing=True)
+        except Exception:  # (a fault of its own: said, not a thread dying in silence)
+            log.exception("the watchdog of %s stopped: the node runs on unwatched",
+                          self._named())
 
     def _ran(self) -> None:  # (in the trio thread: the only work done there)
         self._pending = False

@@ -307,3 +307,20 @@ def test_an_app_installed_as_a_package_is_named_by_its_own_outermost_frame(
     [warning] = _warnings(caplog)
     assert warning.blocked_in == "charge_card", warning.getMessage()
     assert warning.blocked_at == f"{os.path.join(site, 'shop_tasks.py')}:2"
+
+
+def test_a_watchdog_that_fails_says_so_and_stops(caplog):
+    """A fault of the watchdog's own (here its clock) ended its thread with nothing
+    said but threading's stderr report: the node ran on unwatched, unknown to anyone."""
+    ticks = iter([0.0])
+
+    def clock():
+        return next(ticks)  # (StopIteration on the second look)
+
+    dog = Watchdog(lambda _callback: None, IDENT, interval=0.5, threshold=3.0,
+                   clock=clock, wait=lambda _: False)
+    dog.names = ("n1",)
+    dog._run()
+    [said] = _warnings(caplog)
+    assert said.getMessage() == "the watchdog of node 'n1' stopped: the node runs on unwatched"
+    assert said.exc_info is not None
