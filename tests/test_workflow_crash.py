@@ -317,3 +317,24 @@ def test_kill_right_after_a_parent_fails_still_ends_its_linked_children(sc: Scen
     ends = _child_ends(sc, "p")
     assert all("LinkedProcessFailed" in e and "ValueError: the parent fails" in e
                for e in ends.values()), ends
+
+
+
+def test_kill_right_after_a_parent_fails_still_gives_its_trapping_linked_children_link_down(
+        sc: Scenario) -> None:
+    # as above, the children trapping links: their LINK_DOWN is written with the
+    # parent's failed end, not after it (a SIGKILL between lost it: they waited for ever)
+    proc = sc.popen("start", "p", "parent_of_waiting",
+                    json.dumps(["spawn_linked", "raise", "trapping_child"]), kill_at="ended:p")
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert sc.status("p") == "failed"
+    children = [r[0] for r in sql(sc.db, "SELECT workflow_id FROM workflows WHERE "
+                                         "parent = ? ORDER BY workflow_id", ("workflows/p",))]
+    assert len(children) == 2, children
+    for child in children:
+        proc = sc.popen("resume", child, "--within", "8")
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        data = json.loads(out.strip().splitlines()[-1])
+        assert data.get("result") == "workflows/p ValueError: the parent fails", data

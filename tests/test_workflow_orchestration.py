@@ -851,3 +851,41 @@ async def test_a_tools_terminate_gives_no_exit_to_a_namesake_of_another_hosts_wa
             assert await node.workflow("w", host="p:a").result() == [
                 ["EXIT", str(target), None]]  # (its result: none, it failed)
             assert await node.workflow("w", host="p:b").result() is None  # (its 50 s)
+
+
+
+async def traps_then_waits() -> list[Any]:
+    process.set_options(trap_links=True)
+    event = await process.events().receive()
+    late = await process.events().receive(timeout="1h")  # (none: one LINK_DOWN only)
+    return [str(event.kind), str(event.pid), event.error.type, late]
+
+
+async def fails_linked_to(others: list[str], cancel: bool) -> None:
+    for other in others:
+        process.link(other)
+    await workflow.sleep("1s")
+    if cancel:
+        await process.inbox().receive()
+    raise ValueError("boom")
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+async def test_a_trapping_linked_workflow_gets_one_link_down_with_its_partners_end(
+        node: garrison.Node, autojump_clock: Any, cancel: bool) -> None:
+    """The LINK_DOWN of a trapping workflow linked to one that fails (or is cancelled)
+    is written with that end (so that a crash after it cannot lose it): it comes once,
+    and the link is spent (no second one from the fan-out after the commit)."""
+    for wid in ("t1", "t2"):
+        await node.start_workflow(traps_then_waits, id=wid)
+    await node.start_workflow(fails_linked_to, ["workflows/t1", "workflows/t2"], cancel,
+                              id="f")
+    await trio.sleep(5)
+    if cancel:
+        await node.workflow("f").cancel()
+    error = "WorkflowCancelled" if cancel else "ValueError"
+    for wid in ("t1", "t2"):
+        with trio.fail_after(7200):
+            assert await node.workflow(wid).result() == [
+                "LINK_DOWN", "workflows/f", error, None]
+        assert [r.kind for r in node.workflow(wid).history()].count("receive") == 2

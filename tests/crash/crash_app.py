@@ -178,13 +178,26 @@ async def waiting_child(tag: str) -> str:
     return str(msg.payload)
 
 
-async def parent_of_waiting(how: str, then: str) -> None:
-    """Two children waiting for good (``how``: ``spawn``, ``spawn_linked``), one of them
-    monitored; ``then``: ``wait`` (for a message: a terminate ends it) or ``raise`` once
-    both children wait."""
+async def trapping_child(tag: str) -> str:
+    """A child workflow that traps links and returns the first ``LINK_DOWN`` it gets:
+    ``"<pid> <error>"``."""
+    process.set_options(trap_links=True)
+    await step(f"waiting:{tag}")
+    events = process.events()
+    while True:
+        event = await events.receive()
+        if event.kind is garrison.EventKind.LINK_DOWN:
+            return f"{event.pid} {event.error}"
+
+
+async def parent_of_waiting(how: str, then: str, kind: str = "waiting_child") -> None:
+    """Two children waiting for good (``how``: ``spawn``, ``spawn_linked``; ``kind``:
+    ``waiting_child``, or ``trapping_child``, which waits for a ``LINK_DOWN``), one of
+    them monitored; ``then``: ``wait`` (for a message: a terminate ends it) or ``raise``
+    once both children wait."""
     spawn = getattr(process, how)
-    await spawn(waiting_child, "a")
-    child = await spawn(waiting_child, "b")
+    await spawn(globals()[kind], "a")
+    child = await spawn(globals()[kind], "b")
     process.monitor(child)
     if then == "raise":
         while not {"step:waiting:a", "step:waiting:b"} <= set(markers()):

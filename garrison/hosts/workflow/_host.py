@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import uuid as _uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
@@ -877,8 +877,10 @@ class WorkflowHost:
                            error=error, time=now)
         for row_id in wf.requests_taken or ():  # the terminate requests it ends by
             tx.consume(wf.wid, row_id, 0)  # (with its end: never without it)
-        if status is WorkflowStatus.FAILED:
-            self._ending_with(tx, wf, error)
+        trapped: list[tuple[WorkflowInstance, int, Any]] = []
+        if status is WorkflowStatus.FAILED or status is WorkflowStatus.CANCELLED:
+            trapped = self._ending_with(tx, wf, error, now,
+                                        failed=status is WorkflowStatus.FAILED)
         flagged = self._cancelled_children.pop(wf.wid, None)
         if flagged and status is WorkflowStatus.CANCELLED:
             # its children flagged when its cancel arrived (cancel_children) by writes of
@@ -931,6 +933,15 @@ class WorkflowHost:
             if row_id is not None:
                 other.push(InboxItem(row_id, True, _loads(event_text), now))
             other.watch_spent(EventKind.EXIT, wf.pid)  # (its monitor of wf: spent)
+        links = wf.links
+        if trapped:  # their LINK_DOWN is written: the link is spent, not told again
+            links = set(links or ())
+            for other, index, plain_event in trapped:
+                links.discard(other.pid)
+                row_id = results[index]
+                other.watch_spent(EventKind.LINK_DOWN, wf.pid)
+                if row_id is not None and self.active.get(other.wid) is other:
+                    other.push(InboxItem(row_id, True, plain_event, now))
         if stored_at >= 0:
             for watcher_id, row_id in results[stored_at]:
                 pid = Pid(self.name, watcher_id)
@@ -965,12 +976,14 @@ class WorkflowHost:
                     "workflow %s (%s) failed: %s", wf.wid, wf.name, error,
                     extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid,
                            "error": error})
-        self._ended_fan_out(wf, status, event, watchers)
+        self._ended_fan_out(wf, status, event, watchers, links)
         wf.done.set()
 
-    def _ending_with(self, tx: Transaction, wf: WorkflowInstance,
-                     error: ErrorInfo | None) -> None:
-        """Into ``tx``, ``wf``'s failed end: a terminate request (``request_transaction``)
+    def _ending_with(self, tx: Transaction, wf: WorkflowInstance, error: ErrorInfo | None,
+                     now: float, *, failed: bool = True
+                     ) -> list[tuple[WorkflowInstance, int, Any]]:
+        """Into ``tx``, ``wf``'s failed end (``failed``; or cancelled: the
+        ``LINK_DOWN`` below only): a terminate request (``request_transaction``)
         for each workflow here that this end ends in memory, each of which writes its
         own end later -- its unfinished children if it was terminated (``end_instance``),
         the workflows linked to it that do not trap links (``linked_exit``). A crash
@@ -979,24 +992,40 @@ class WorkflowHost:
         ended, never resumes to link again): the node that resumes them ends them by
         these requests, as by a tool's. Once they ended, a request is only consumed
         (see ``_recovery.refresh``; one of an attempt a retry ended, ``stale_request``).
-        The children's first: one also linked ends as its parent's child, as here."""
+        The children's first: one also linked ends as its parent's child, as here.
+
+        A linked workflow here that traps links gets its ``LINK_DOWN`` in this
+        transaction too, under the id ``linked_exit`` would give it (a crash after
+        this commit would lose it: the trapping workflow, which may keep no link of its
+        own, would wait for ever); returned as ``(workflow, index of its write in tx,
+        the event as it reads it)``, for ``finish`` to hand over once committed."""
         asked: set[str] = set()
+        trapped: list[tuple[WorkflowInstance, int, Any]] = []
         if wf.children_end is not None:
             for child in self.active.children_of(wf.pid):
                 if not WorkflowStatus(child.status).finished:
                     request_transaction(child.wid, wf.children_end, child.attempt, tx)
                     asked.add(child.wid)
         if error is None or not wf.links or supervisor_stop(error):
-            return
-        for pid in wf.links:
+            return trapped
+        event = Event(EventKind.LINK_DOWN, wf.pid, None, error)
+        for pid in sorted(wf.links):
             other = self.active.get(pid.id) if pid.host == self.name else None
-            if other is None or other.wid in asked or other.trap_links \
+            if other is None or other.wid in asked \
                     or other.done.is_set() or WorkflowStatus(other.status).finished:
-                continue  # (one trapping links gets its LINK_DOWN: linked_exit)
-            request_transaction(other.wid, linked_failure(wf.pid, error), other.attempt, tx)
+                continue
+            if other.trap_links:
+                _tx, plain_event, _at = self._event_row(
+                    other.pid, event, other.event_id(EventKind.LINK_DOWN, wf.pid), tx, now)
+                trapped.append((other, len(tx) - 1, plain_event))
+                continue
+            if failed:
+                request_transaction(other.wid, linked_failure(wf.pid, error), other.attempt,
+                                    tx)
+        return trapped
 
     def _ended_fan_out(self, wf: WorkflowInstance, status: WorkflowStatus, event: Event,
-                       delivered: Mapping[Pid, Any]) -> None:
+                       delivered: Mapping[Pid, Any], links: Iterable[Pid] | None) -> None:
         """After ``wf``'s end (``event``) is committed, whoever wrote it: the workflows
         here that watch it and are not in ``delivered`` get its ``EXIT``
         (:meth:`_late_monitors`), its callers fail, its monitors and links hear
@@ -1011,7 +1040,7 @@ class WorkflowHost:
         # kept in its inbox meanwhile (see deliver_event), is what its code waits for
         processes = [p for p in wf.monitoring if not self.node.hosts[p.host].durable] \
             if wf.monitoring and status is not WorkflowStatus.FAILED else None
-        exit_fan_out(self.node, wf.pid, event, wf.watchers, wf.links, processes)
+        exit_fan_out(self.node, wf.pid, event, wf.watchers, links, processes)
 
     def _count_dropped(self, watchers: list[str], delivered: set[str]) -> None:
         """In a cluster, the watchers of an ended workflow that this node knew of and
@@ -1320,20 +1349,22 @@ class WorkflowHost:
 
         self.write_soon(tx, delivered)
 
-    def _event_row(self, pid: Pid, event: Event,
-                   msg_id: str | None = None) -> tuple[Transaction, Any, float]:
-        """The write that puts ``event`` in the inbox of workflow ``pid``; the event as
-        the workflow reads it, and the row's time."""
+    def _event_row(self, pid: Pid, event: Event, msg_id: str | None = None,
+                   tx: Transaction | None = None, now: float | None = None
+                   ) -> tuple[Transaction, Any, float]:
+        """The write that puts ``event`` in the inbox of workflow ``pid`` (added to
+        ``tx`` if given, at ``now`` if given); the event as the workflow reads it, and
+        the row's time."""
         plain_event = event_to_plain(Event(event.kind, event.pid,
                                            plain_or_repr(event.result), event.error))
         # by default one id per (process, kind, workflow) (see deliver_event): a
         # ``noproc`` event made at recovery for a process lost in a crash is dropped if
         # the real one was delivered before
-        now = self.clock.now()
-        tx = Transaction().deliver(pid.id, str(event.kind), RawJson(_dumps(plain_event)),
-                                   sender=event.pid, kind="event",
-                                   msg_id=msg_id or f"{event.pid}#{event.kind}@{pid.id}",
-                                   time=now)
+        if now is None:
+            now = self.clock.now()
+        tx = (Transaction() if tx is None else tx).deliver(
+            pid.id, str(event.kind), RawJson(_dumps(plain_event)), sender=event.pid,
+            kind="event", msg_id=msg_id or f"{event.pid}#{event.kind}@{pid.id}", time=now)
         return tx, plain_event, now
 
     def remove_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
@@ -1588,7 +1619,8 @@ class WorkflowHost:
         wf.status = wf.stored_status = status
         wf.error = error
         wf.result_json = None
-        self._ended_fan_out(wf, status, Event(EventKind.EXIT, wf.pid, None, error), {})
+        self._ended_fan_out(wf, status, Event(EventKind.EXIT, wf.pid, None, error), {},
+                            wf.links)
         wf.done.set()
         wf.mark_exited()
 
