@@ -320,6 +320,50 @@ def test_kill_right_after_a_parent_fails_still_ends_its_linked_children(sc: Scen
 
 
 
+def _chain_ends(sc: Scenario, top: str) -> dict[str, str]:
+    """``status: error`` of each workflow of the chain under ``top`` (``top``, ``top.1``,
+    ``top.1.1``) as the store has it, each id written ``a`` for ``top``."""
+    out = {}
+    with open_store(sc.db, lock=False) as store:
+        for wid in (top, f"{top}.1", f"{top}.1.1"):
+            rec = store.get_workflow(wid)
+            assert rec is not None, wid
+            text = f"{rec.status}: {rec.error}".replace(f"workflows/{top}", "workflows/a")
+            out["a" + wid[len(top):]] = text.replace(f"'{top}", "'a")
+    return out
+
+
+def _waiting(top: str) -> str:
+    return ",".join(f"step:waiting:{wid}" for wid in (top, f"{top}.1", f"{top}.1.1"))
+
+
+def test_a_cancelled_linked_chain_ends_the_same_with_a_kill_after_its_top_ends(
+        sc: Scenario) -> None:
+    # x spawn_linked x.1 spawn_linked x.1.1, none trapping, x cancelled: its cancel
+    # cancels its children, and each one's WorkflowCancelled reaches the one below by
+    # the link too, which leaves it to its own cancel. First with the node running on,
+    # then with a SIGKILL right after the top's cancelled end commits (the other ends
+    # held): the node that resumes the chain ends it as the first one did (the live
+    # outcome varied: a level failed, LinkedProcessFailed, when its parent's end
+    # reached it before its own cancelled end was committed)
+    proc = sc.popen("start", "n", "linked_chain", "[2]", "--cancel-after", _waiting("n"))
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    live = _chain_ends(sc, "n")
+    assert live == {"a": "cancelled: WorkflowCancelled: workflow 'a' was cancelled",
+                    "a.1": "cancelled: WorkflowCancelled: workflow 'a.1' was cancelled",
+                    "a.1.1": "cancelled: WorkflowCancelled: workflow 'a.1.1' was cancelled"}
+    proc = sc.popen("start", "a", "linked_chain", "[2]", "--cancel-after", _waiting("a"),
+                    kill_at="ended:a")
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert sc.status("a") == "cancelled"
+    proc = sc.popen("resume", "a.1.1", "--within", "8")
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert _chain_ends(sc, "a") == live
+
+
 def test_kill_right_after_a_parent_fails_still_gives_its_trapping_linked_children_link_down(
         sc: Scenario) -> None:
     # as above, the children trapping links: their LINK_DOWN is written with the
@@ -338,3 +382,22 @@ def test_kill_right_after_a_parent_fails_still_gives_its_trapping_linked_childre
         assert proc.returncode == 0, err
         data = json.loads(out.strip().splitlines()[-1])
         assert data.get("result") == "workflows/p ValueError: the parent fails", data
+
+
+def test_kill_right_after_a_cancelled_workflow_ends_still_fails_the_one_it_linked(
+        sc: Scenario) -> None:
+    # p's child c links to p (not trapping) and is cancelled: c's cancelled end fails p
+    # (LinkedProcessFailed: WorkflowCancelled), by a request written with that end; a
+    # SIGKILL right after it commits left p waiting for good (only c kept the link)
+    proc = sc.popen("start", "p", "linked_from_below", "[]", "--cancel-after",
+                    "step:waiting:top,step:waiting:p.1@p.1", kill_at="ended:p.1")
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert sc.status("p.1") == "cancelled"
+    proc = sc.popen("resume", "p", "--within", "8")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    data = json.loads(out.strip().splitlines()[-1])
+    assert data.get("error") == (
+        "WorkflowFailed: workflow 'p' failed: LinkedProcessFailed: linked process "
+        "workflows/p.1 failed: WorkflowCancelled: workflow 'p.1' was cancelled"), data

@@ -889,3 +889,34 @@ async def test_a_trapping_linked_workflow_gets_one_link_down_with_its_partners_e
             assert await node.workflow(wid).result() == [
                 "LINK_DOWN", "workflows/f", error, None]
         assert [r.kind for r in node.workflow(wid).history()].count("receive") == 2
+
+
+async def compensating_level(depth: int) -> str:
+    if depth:
+        await process.spawn_linked(compensating_level, depth - 1)
+    try:
+        await process.inbox().receive()
+    except garrison.WorkflowCancelled:
+        await workflow.sleep(f"{10 - depth}s")  # the compensation (the top's is shortest)
+        workflow.set_state("compensated", True)
+        raise
+    return "not cancelled"
+
+
+async def test_children_cancelled_with_their_linked_parent_end_cancelled(
+        node: garrison.Node, autojump_clock: Any) -> None:
+    """README (Exit semantics): a cancelled workflow's WorkflowCancelled fails a linked
+    workflow that does not trap links, unless that one is being cancelled itself (here
+    the spawn_linked children, cancelled with their parent): each one's compensation
+    runs to its end and it ends cancelled. The parent's end killed a child in its
+    compensation before; which of the two came first varied with the commits' timing,
+    and a node resuming them after a crash decided it another way again."""
+    await node.start_workflow(compensating_level, 2, id="c")
+    await trio.sleep(5)
+    await node.workflow("c").cancel()
+    for wid in ("c", "c.1", "c.1.1"):
+        handle = node.workflow(wid)
+        with trio.fail_after(100), pytest.raises(garrison.WorkflowCancelled):
+            await handle.result()
+        assert handle.status() == "cancelled"
+        assert handle.state("compensated") is True

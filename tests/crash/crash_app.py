@@ -178,6 +178,40 @@ async def waiting_child(tag: str) -> str:
     return str(msg.payload)
 
 
+async def linked_chain(depth: int, trap: bool = False) -> str:
+    """A chain of workflows, each the ``spawn_linked`` child of the one above, ``depth``
+    below this one, each waiting for a message once the one below it waits (none comes:
+    the chain ends by a cancel, a terminate or a linked failure). ``trap``: the lowest
+    one traps links, and returns the ``LINK_DOWN`` it gets (``"<pid> <error>"``)."""
+    me = workflow.info().workflow_id
+    if depth > 0:
+        await process.spawn_linked(linked_chain, depth - 1, trap)
+    elif trap:
+        process.set_options(trap_links=True)
+        await step(f"waiting:{me}")
+        event = await process.events().receive()
+        return f"{event.kind} {event.pid} {event.error}"
+    await step(f"waiting:{me}")
+    msg = await process.inbox().receive()
+    return str(msg.payload)
+
+
+async def linked_from_below() -> str:
+    """A child workflow (spawned, not linked) that links to this one and waits; this one
+    waits for a message (none comes: the child's cancelled end fails it)."""
+    await process.spawn(links_to_parent, str(process.pid()))
+    await step("waiting:top")
+    msg = await process.inbox().receive()
+    return str(msg.payload)
+
+
+async def links_to_parent(parent: str) -> str:
+    process.link(parent)
+    await step(f"waiting:{workflow.info().workflow_id}")
+    msg = await process.inbox().receive()
+    return str(msg.payload)
+
+
 async def trapping_child(tag: str) -> str:
     """A child workflow that traps links and returns the first ``LINK_DOWN`` it gets:
     ``"<pid> <error>"``."""

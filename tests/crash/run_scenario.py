@@ -10,8 +10,10 @@ Prints one JSON line ``{"result": ..., "error": ...}`` when the workflow ends.
 ``replay:<seq>`` (while replaying that seq), ``ended:<wid>`` (right after the commit
 that ends workflow ``<wid>``; the ends of other workflows asked before it are held,
 never committed, so that nothing but that commit decides what the store keeps).
-``start`` with ``--terminate-after TAG,...``: terminate the workflow (its handle) once
-those markers are there; ``resume`` with ``--within SECONDS``: give up waiting then.
+``start`` with ``--terminate-after TAG,...`` (``--cancel-after TAG,...[@ID]``):
+terminate (cancel) the workflow (its handle; workflow ``ID`` if given) once those
+markers are there; ``resume`` with
+``--within SECONDS``: give up waiting then.
 """
 
 from __future__ import annotations
@@ -121,10 +123,14 @@ async def main() -> None:
             target = getattr(crash_app, rest[0])
             args = json.loads(rest[1]) if len(rest) > 1 else []
             await node.start_workflow(target, *args, id=wid)
-            if len(rest) > 3 and rest[2] == "--terminate-after":
-                while not set(rest[3].split(",")) <= set(crash_app.markers()):
+            if len(rest) > 3 and rest[2] in ("--terminate-after", "--cancel-after"):
+                tags, _, which = rest[3].partition("@")
+                while not set(tags.split(",")) <= set(crash_app.markers()):
                     await trio.sleep(0.02)
-                await node.workflow(wid).terminate()
+                if rest[2] == "--cancel-after":
+                    await node.workflow(which or wid).cancel()
+                else:
+                    await node.workflow(wid).terminate()
         elif rest and rest[0] == "--send":
             await node.workflow(wid).signal(rest[1], json.loads(rest[2]))
         out: dict[str, object] = {}

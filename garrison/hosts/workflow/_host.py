@@ -166,6 +166,18 @@ def checked_start(node: Any, mocks: Mapping[str, Any], target: Any, args: tuple[
     return fn, name, input_text, plain_input
 
 
+def cancelled_too(wf: WorkflowInstance, error: ErrorInfo) -> bool:
+    """Whether the linked failure ``error`` (the end of a workflow linked to ``wf``,
+    which does not trap links) leaves ``wf`` to its own cancel: ``error`` is a cancel
+    (``WorkflowCancelled``: the linked workflow was cancelled) and ``wf`` has a cancel
+    of its own under way (a child cancelled with its parent, flagged as the parent's
+    cancel arrived). It ends ``cancelled`` then, its handler not cut short, whichever
+    of the two ends is committed first (a race between them made the outcome vary, and
+    a node resuming the workflows after a crash decided it another way again)."""
+    return error.type == "WorkflowCancelled" and (
+        wf.cancel_requested or wf.cancel_at is not None or wf.cancel_delivered)
+
+
 def _spawned_after_cancel(wf: WorkflowInstance) -> frozenset[str]:
     """The ids of the children ``wf``'s journal records as spawned after its cancel was
     delivered (its compensation: a restart's ``cancel_children`` of a parent cancelled
@@ -879,8 +891,7 @@ class WorkflowHost:
             tx.consume(wf.wid, row_id, 0)  # (with its end: never without it)
         trapped: list[tuple[WorkflowInstance, int, Any]] = []
         if status is WorkflowStatus.FAILED or status is WorkflowStatus.CANCELLED:
-            trapped = self._ending_with(tx, wf, error, now,
-                                        failed=status is WorkflowStatus.FAILED)
+            trapped = self._ending_with(tx, wf, error, now)
         flagged = self._cancelled_children.pop(wf.wid, None)
         if flagged and status is WorkflowStatus.CANCELLED:
             # its children flagged when its cancel arrived (cancel_children) by writes of
@@ -980,10 +991,9 @@ class WorkflowHost:
         wf.done.set()
 
     def _ending_with(self, tx: Transaction, wf: WorkflowInstance, error: ErrorInfo | None,
-                     now: float, *, failed: bool = True
-                     ) -> list[tuple[WorkflowInstance, int, Any]]:
-        """Into ``tx``, ``wf``'s failed end (``failed``; or cancelled: the
-        ``LINK_DOWN`` below only): a terminate request (``request_transaction``)
+                     now: float) -> list[tuple[WorkflowInstance, int, Any]]:
+        """Into ``tx``, ``wf``'s failed (or cancelled) end: a terminate request
+        (``request_transaction``)
         for each workflow here that this end ends in memory, each of which writes its
         own end later -- its unfinished children if it was terminated (``end_instance``),
         the workflows linked to it that do not trap links (``linked_exit``). A crash
@@ -1019,7 +1029,7 @@ class WorkflowHost:
                     other.pid, event, other.event_id(EventKind.LINK_DOWN, wf.pid), tx, now)
                 trapped.append((other, len(tx) - 1, plain_event))
                 continue
-            if failed:
+            if not cancelled_too(other, error):
                 request_transaction(other.wid, linked_failure(wf.pid, error), other.attempt,
                                     tx)
         return trapped
@@ -1504,7 +1514,7 @@ class WorkflowHost:
         if wf.trap_links:
             self.deliver_event(target, Event(EventKind.LINK_DOWN, dead, None, error),
                                msg_id=msg_id)
-        else:
+        elif not cancelled_too(wf, error):
             self.kill(target, linked_failure(dead, error))
 
     def _linked_exit_elsewhere(self, target: Pid, dead: Pid, error: ErrorInfo | None
