@@ -641,7 +641,7 @@ def _unread(store: Any, damaged: DamagedRecord) -> dict[str, Any]:
             "records": len(store.journal_sizes(damaged.workflow_id)), "checked": 0,
             "ending": "could not be read: the store is damaged",
             "error": {"message": str(damaged), "seq": damaged.seq, "recorded": None,
-                      "current": None}}
+                      "current": None, "where": None}}
 
 
 def _damage(damaged: DamagedRecord) -> str:
@@ -656,7 +656,8 @@ def _replayed(result: Any) -> dict[str, Any]:
             "ending": result.ending,
             "error": None if err is None else {"message": str(err), "seq": err.seq,
                                                "recorded": err.recorded,
-                                               "current": err.current}}
+                                               "current": err.current,
+                                               "where": err.where}}
 
 
 def make_importable(modules: Sequence[str]) -> None:

@@ -103,12 +103,17 @@ class NonDeterminismError(GarrisonError):
         seq: int | None = None,
         recorded: Any = None,
         current: Any = None,
+        where: str | None = None,
     ) -> None:
         super().__init__(message)
         self.workflow_id = workflow_id
         self.seq = seq
         self.recorded = recorded
         self.current = current
+        #: the line of the workflow's code that took the other path, as a traceback's
+        #: frame names it (``File "app/orders.py", line 21, in order_workflow``);
+        #: ``None`` where no code of it ran there (it returned, or was not called)
+        self.where = where
 
 
 class WorkflowFailed(GarrisonError):

@@ -1411,7 +1411,8 @@ def test_a_damaged_journal_record_is_named_by_workflow_and_seq_and_replay_goes_o
     results = {r["workflow_id"]: r for r in json.loads(out)}
     assert results["j2"]["ok"] is True
     assert results["j1"]["ok"] is False and results["j1"]["error"] == {
-        "message": f"workflow 'j1': {no_json}", "seq": 2, "recorded": None, "current": None}
+        "message": f"workflow 'j1': {no_json}", "seq": 2, "recorded": None, "current": None,
+        "where": None}
     assert (results["j1"]["name"], results["j1"]["records"]) == ("workflow_app:steps", 2)
     if store_path.startswith("postgresql://"):
         return

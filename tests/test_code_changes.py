@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 import garrison
 from garrison.hosts.workflow import History, replay_history
@@ -167,3 +168,90 @@ async def test_a_parameter_added_with_records_in_the_journal_is_named_as_such(
     assert "make the code take them too" in str(result.error)
     assert "TypeError" not in str(result.error)
     assert await run_node(store) == {"w1": "blocked"}
+
+
+REORDERED_V1 = '''
+    import garrison
+    from garrison import process
+
+    @garrison.activity
+    async def reserve(n: int) -> int:
+        return n
+
+    @garrison.activity
+    async def charge(n: int) -> int:
+        return n
+
+    async def flow(x: int) -> int:
+        await reserve(x)
+        await charge(x)
+        await process.inbox().receive()
+        return x
+'''
+
+
+async def test_a_blocked_workflow_s_error_names_the_line_of_the_code_that_differs(
+        code: Path, tmp_path: Path, autojump_clock: object) -> None:
+    """Two activities swapped under a waiting workflow: the node blocked it with
+    'diverged from its journal at seq 1: the journal records activity reserve, but the
+    code now did activity charge', in its log line, its row (``show``, ``list``, the
+    console) and ``garrison workflows replay``'s line alike, none naming which line of
+    the new code took the other path (only a golden replay's note, in pytest, did)."""
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, REORDERED_V1)
+    assert await run_node(store, start=v1) == {"w1": "waiting"}
+
+    deploy(code, REORDERED_V1.replace("await reserve(x)\n        await charge(x)",
+                                      "await charge(x)\n        await reserve(x)"))
+    where = f'File "{code / MODULE}.py", line 14, in flow'
+    result = await replayed(store)
+    assert result.error is not None and result.error.seq == 1
+    assert f"but the code now did activity '{MODULE}:charge' ({where})" in str(result.error)
+    assert result.error.where == where
+
+    assert await run_node(store) == {"w1": "blocked"}
+    with SQLiteStore(store, lock=False) as look:
+        rec = look.get_workflow("w1")
+    assert rec is not None and rec.error is not None
+    assert f"the code now did activity '{MODULE}:charge' ({where})" in rec.error.message
+
+
+async def test_a_version_gate_that_drops_an_unfinished_run_s_path_names_its_line(
+        code: Path, tmp_path: Path, autojump_clock: object) -> None:
+    """``workflow.version('v', 2, 2)`` added above a step an unfinished run recorded
+    blocks it ('leaves out version 1 ...'): which call, of those the code has, is said
+    too."""
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, REORDERED_V1)
+    assert await run_node(store, start=v1) == {"w1": "waiting"}
+
+    deploy(code, REORDERED_V1.replace(
+        "await reserve(x)\n", "await reserve(x)\n        workflow.version('v', 2, 2)\n")
+        .replace("from garrison import process", "from garrison import process, workflow"))
+    where = f'File "{code / MODULE}.py", line 15, in flow'
+    result = await replayed(store)
+    assert result.error is not None and result.error.where == where
+    assert f"until no such run is unfinished (the call: {where}). " in str(result.error)
+    assert await run_node(store) == {"w1": "blocked"}
+
+
+def test_replay_s_json_names_the_line_that_differs(
+        code: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``garrison workflows replay --json``: the error's ``where``, beside its seq, the
+    two steps, and its message (the text line's)."""
+    import json
+
+    from garrison._cli import build_parser
+
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, REORDERED_V1)
+    assert trio.run(run_node, store, 1.0, v1,
+                    clock=trio.testing.MockClock(autojump_threshold=0)) == {"w1": "waiting"}
+    deploy(code, REORDERED_V1.replace("await reserve(x)\n        await charge(x)",
+                                      "await charge(x)\n        await reserve(x)"))
+    where = f'File "{code / MODULE}.py", line 14, in flow'
+    parsed = build_parser().parse_args(["workflows", "--store", store, "--json", "replay"])
+    assert parsed.func(parsed) == 1
+    error, = (r["error"] for r in json.loads(capsys.readouterr().out))
+    assert error["seq"] == 1 and error["where"] == where
+    assert f"({where})" in error["message"]

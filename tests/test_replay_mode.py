@@ -138,7 +138,8 @@ async def test_replay_cli_passes_unchanged_code_and_catches_a_renamed_activity(
     assert blocked.returncode == 1
     assert "blocked-1  NonDeterminismError: workflow 'blocked-1' diverged from its journal " \
            "at seq 1: the journal records activity 'shop:reserve_v0', but the code now did " \
-           "activity 'shop:reserve'. Nothing was changed (a dry run); a node running this " \
+           f"activity 'shop:reserve' (File \"{code / 'shop.py'}\", line " in blocked.stdout
+    assert ", in order). Nothing was changed (a dry run); a node running this " \
            "code would block the workflow when it replays it: keep the recorded path for " \
            "workflows started before the change (branch with workflow.version), or deploy " \
            "the change once they have finished" in blocked.stdout
@@ -614,7 +615,9 @@ def test_an_activity_moved_to_another_module_says_how_to_keep_its_journal_name()
         garrison.testing.replay(history, _reserves_moved)
     assert str(info.value) == (
         "workflow 'replayed' diverged from its journal at seq 1: the journal records "
-        f"activity 'ops_app:reserve', but the code now did activity '{__name__}:reserve'. "
+        f"activity 'ops_app:reserve', but the code now did activity '{__name__}:reserve' "
+        f"(File \"{__file__}\", line {_reserves_moved.__code__.co_firstlineno + 1}, in "
+        "_reserves_moved). "
         "Moved to another module? An activity's journal name is its module:qualname: keep "
         "the recorded one with @garrison.activity(name='ops_app:reserve'). Nothing was "
         "changed (a dry run); a node running this code would block the workflow when it "

@@ -2370,7 +2370,8 @@ async def test_a_path_that_differs_says_code_must_be_deterministic_and_the_way_o
     said = str(info.value)
     assert said.startswith(
         "workflow 'w' diverged from its journal at seq 1: the journal records activity "
-        "'workflow_app:add_one_sync', but the code now did activity 'workflow_app:add_one'. "
+        "'workflow_app:add_one_sync', but the code now did activity 'workflow_app:add_one' "
+        f"(File \"{app.__file__}\", line {app.steps.__code__.co_firstlineno + 2}, in steps). "
         "The workflow is blocked with its journal kept; restart a node with code that "
         "takes the recorded path to resume it, or end it with `garrison workflows "
         "terminate`. "), said

@@ -418,7 +418,8 @@ async def test_a_pending_receive_timeout_taken_by_a_sleep_diverges(
     error = await _blocked_on_resume(db, "l")
     msg = str(error)
     assert "seq 1" in msg and "timer 'a receive timeout under way'" in msg, msg
-    assert "the code now did sleep." in msg, msg
+    assert "the code now did sleep (File " in msg, msg
+    assert f"line {listener.__code__.co_firstlineno + 3}, in listener). " in msg, msg
 
 
 #: the wait the deployed ``poller`` makes at seq 1 (changed by a deploy)
@@ -458,7 +459,8 @@ async def test_a_recorded_timeout_replayed_by_a_receive_without_one_diverges(
         assert error.current == "receive 'inbox' with no timeout"
         assert str(error).startswith(
             f"workflow 'p' diverged from its journal at seq 1: the journal records receive "
-            f"'inbox' {what}, but the code now did receive 'inbox' with no timeout. ")
+            f"'inbox' {what}, but the code now did receive 'inbox' with no timeout (File "
+            f"\"{__file__}\", line {poller.__code__.co_firstlineno + 1}, in poller). ")
     with pytest.raises(garrison.NonDeterminismError, match="with no timeout"):
         garrison.testing.replay(history.to_json())
 

@@ -44,6 +44,7 @@ from ._journal import (
     JournalKind,
     blocked_advice,
     code_gone,
+    code_line,
     timestamp,
 )
 from ._waits import Waits
@@ -635,13 +636,16 @@ class WorkflowInstance(Waits, Activities, Interop):
         leaves out the version an earlier call fixed for this run (kept: the workflow
         blocks)."""
         cursor = self.cursor
+        where = code_line()
         err = NonDeterminismError(
             f"workflow {self.wid!r} at seq {seq}: workflow.version({change_id!r}, "
             f"{min_version}, {max_version}) leaves out version {fixed}, which an earlier "
             f"call fixed for this run (a change id has one version per run: keep the "
-            f"ranges of its calls overlapping, or use another change id). {cursor.advice}",
+            f"ranges of its calls overlapping, or use another change id){_at(where)}. "
+            f"{cursor.advice}",
             workflow_id=self.wid, seq=seq, recorded=f"version {change_id!r}={fixed}",
-            current=f"version {change_id!r} supporting only {min_version}..{max_version}")
+            current=f"version {change_id!r} supporting only {min_version}..{max_version}",
+            where=where)
         if cursor.error is None:
             cursor.error = err
         return cursor.error
@@ -653,15 +657,18 @@ class WorkflowInstance(Waits, Activities, Interop):
         a run gets (its old path was dropped while it was unfinished: kept, the workflow
         blocks rather than take the new path midway)."""
         cursor = self.cursor
+        where = code_line()
         err = NonDeterminismError(
             f"workflow {self.wid!r} diverged from its journal at seq {seq}: "
             f"workflow.version({change_id!r}, {min_version}, {max_version}) leaves out "
             f"version {default}, the version of a run recorded before this call existed "
             f"(its code path is the one before the change): keep {default} in the range, "
-            f"and its old path, until no such run is unfinished. {cursor.advice}",
+            f"and its old path, until no such run is unfinished{_at(where)}. "
+            f"{cursor.advice}",
             workflow_id=self.wid, seq=seq,
             recorded=f"no version {change_id!r} (a run from before the call: {default})",
-            current=f"version {change_id!r} supporting only {min_version}..{max_version}")
+            current=f"version {change_id!r} supporting only {min_version}..{max_version}",
+            where=where)
         if cursor.error is None:
             cursor.error = err
         return cursor.error
@@ -711,6 +718,12 @@ class WorkflowInstance(Waits, Activities, Interop):
         restore_args(fn, _loads(text), f"workflow {self.code_name()}")  # typed: PayloadError
         self.continue_asked = True
         raise ContinueAsNew(args)
+
+
+def _at(where: str | None) -> str:
+    """Where a ``workflow.version`` call that blocks its workflow stands, said at the end
+    of its sentence (``""``: no code of the workflow under way)."""
+    return "" if where is None else f" (the call: {where})"
 
 
 def _not_the_workflow_s(exc: BaseException) -> bool:

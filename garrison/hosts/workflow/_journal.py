@@ -146,6 +146,13 @@ def code_frame_text() -> str | None:
     return frame_text(frame)
 
 
+def code_line() -> str | None:
+    """The first line of :func:`code_frame_text` (``File "...", line N, in fn``), as a
+    message names the place; ``None`` when no code of the workflow is under way."""
+    frame = code_frame_text()
+    return None if frame is None else frame.partition("\n")[0]
+
+
 class Cursor:
     """Hands out sequence numbers and the recorded entry at each, if any.
 
@@ -225,16 +232,23 @@ class Cursor:
         advice = self.advice.partition(": ")[0] if note else self.advice
         if not note and self.advice == BLOCKED_ADVICE:
             advice = f"{advice}. {DETERMINISM_HINT}"
+        # (seq N is no place in the code: this line is; named in the message, which is
+        # what a node's log, ``show``, the console and ``replay`` show of a blocked
+        # workflow, and as a note with its source, as a traceback's frame)
+        where = code_frame_text()
+        line = None if where is None else where.partition("\n")[0]
+        said = "" if line is None else f" ({line})"
         err = NonDeterminismError(
             f"workflow {self.workflow_id!r} diverged from its journal at seq {seq}: "
-            f"the journal records {recorded}, but the code now did {now}. {note}{advice}",
+            f"the journal records {recorded}, but the code now did {now}{said}. "
+            f"{note}{advice}",
             workflow_id=self.workflow_id,
             seq=seq,
             recorded=recorded,
             current=now,
+            where=line,
         )
-        where = code_frame_text()
-        if where is not None:  # (seq N is no place in the code: this line is)
+        if where is not None:
             err.add_note(f"the code that differs (seq {seq}): {where}")
         if self.error is None:
             self.error = err
