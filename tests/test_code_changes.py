@@ -255,3 +255,33 @@ def test_replay_s_json_names_the_line_that_differs(
     error, = (r["error"] for r in json.loads(capsys.readouterr().out))
     assert error["seq"] == 1 and error["where"] == where
     assert f"({where})" in error["message"]
+
+
+async def test_a_renamed_workflow_function_blocks_saying_so_and_an_alias_resumes_it(
+        code: Path, tmp_path: Path, autojump_clock: object) -> None:
+    """The workflow function renamed under a waiting workflow: the node blocked it with
+    the advice for code missing from its path ('start a node that can import it (run
+    from your code's folder, or install it)'), which a node run from the right folder
+    already was; ``replay`` said 'renamed or removed?'. The node says so too, names the
+    module file it imported, and the way out; the old name kept as an alias resumes it."""
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, REORDERED_V1)
+    assert await run_node(store, start=v1) == {"w1": "waiting"}
+
+    renamed = REORDERED_V1.replace("async def flow(", "async def order_flow(")
+    deploy(code, renamed)
+    assert await run_node(store) == {"w1": "blocked"}
+    with SQLiteStore(store, lock=False) as look:
+        rec = look.get_workflow("w1")
+    assert rec is not None and rec.error is not None
+    message = rec.error.message
+    assert message.startswith(
+        f"workflow 'w1': its function '{MODULE}:flow' is not in its module "
+        f"({code / MODULE}.py) on this node (AttributeError: "), message
+    assert "renamed or removed? " in message
+    assert "keep the function under its name for workflows started before the change (an " \
+           "alias of the new function will do: flow = new_name)" in message
+    assert "run from your code's folder" not in message
+
+    deploy(code, renamed + "\n    flow = order_flow\n")
+    assert await run_node(store) == {"w1": "waiting"}

@@ -1716,11 +1716,12 @@ async def test_workflow_whose_code_is_gone_is_blocked_not_failed(store_spec: str
             await node.workflow("gone").result()
         assert node.workflow("gone").status() == "blocked"
     # an import, said as one (it read "diverged from its journal at seq 0 ... the code
-    # now did no such function", a new user's code only missing from the node's path)
+    # now did no such function"); its module imports without it: renamed or removed
     message = str(info.value)
     assert message.startswith("workflow 'gone': its function 'workflow_app:no_such_fn' "
-                              "cannot be imported on this node (AttributeError: "), message
-    assert "diverged" not in message and "start a node that can import it" in message
+                              f"is not in its module ({app.__file__}) on this node "
+                              "(AttributeError: "), message
+    assert "diverged" not in message and "renamed or removed? " in message
 
 
 async def test_a_workflow_blocked_for_its_missing_code_resumes_on_a_node_that_has_it(

@@ -12,6 +12,7 @@ import copy
 import datetime as _dt
 import json
 import random as _random
+import sys
 import uuid as _uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, cast
@@ -26,7 +27,7 @@ from ..._errors import (
     WorkflowCancelled,
     WorkflowMoved,
 )
-from ..._targets import import_target, workflow_refused_now
+from ..._targets import function_gone, import_target, workflow_refused_now
 from ...actors._cancel_switch import CancelSwitch, stray_cancelled
 from ...actors._runtime import Runtime, set_runtime
 from ...actors._values import ErrorInfo, EventKind, Pid
@@ -610,11 +611,26 @@ class WorkflowInstance(Waits, Activities, Interop):
         blocks, as a divergence does (its journal kept for a node that has the code), but
         says what is wrong: an import, not a changed path (kept, as ``diverge`` does)."""
         cursor = self.cursor
+        if function_gone(self.name, exc) is not None:
+            # its module imports (the node runs from the code's folder) without it:
+            # renamed or removed by a deploy, as ``replay`` says; the file said, in case
+            # it is another copy of the module than the one deployed
+            module, _, qualname = self.name.partition(":")
+            where = getattr(sys.modules.get(module), "__file__", None)
+            said = (f"is not in its module{'' if where is None else f' ({where})'} on "
+                    f"this node ({type(exc).__name__}: {exc}): renamed or removed? The "
+                    f"workflow is blocked with its journal kept; keep the function under "
+                    f"its name for workflows started before the change (an alias of the "
+                    f"new function will do: {qualname} = new_name) and start a node with "
+                    f"that code: it resumes there; or end it with `garrison workflows "
+                    f"terminate`")
+        else:
+            said = (f"cannot be imported on this node ({type(exc).__name__}: {exc}). The "
+                    f"workflow is blocked with its journal kept; start a node that can "
+                    f"import it (run from your code's folder, or install it) and it "
+                    f"resumes, or resume it with `garrison workflows retry`")
         err = NonDeterminismError(
-            f"workflow {self.wid!r}: its function {self.name!r} cannot be imported on this "
-            f"node ({type(exc).__name__}: {exc}). The workflow is blocked with its journal "
-            f"kept; start a node that can import it (run from your code's folder, or "
-            f"install it) and it resumes, or resume it with `garrison workflows retry`",
+            f"workflow {self.wid!r}: its function {self.name!r} {said}",
             workflow_id=self.wid, seq=0, recorded=f"workflow {self.name!r}",
             current=f"no such function ({type(exc).__name__}: {exc})")
         if cursor.error is None:
