@@ -285,3 +285,48 @@ async def test_a_renamed_workflow_function_blocks_saying_so_and_an_alias_resumes
 
     deploy(code, renamed + "\n    flow = order_flow\n")
     assert await run_node(store) == {"w1": "waiting"}
+
+
+STATE_V1 = '''
+    import garrison
+    from garrison import process, workflow
+
+    @garrison.activity
+    async def step(n: int) -> int:
+        return n + 1
+
+    async def flow(x: int) -> int:
+        y = await step(x)
+        workflow.set_state("stage", "charged")
+        workflow.attrs(search={"stage": "charged"})
+        z = await step(y)
+        await process.inbox().receive()
+        workflow.set_state("seen", workflow.get_state("stage"))
+        return z
+'''
+
+
+async def test_state_and_search_attributes_new_code_sets_on_the_replayed_path_are_stored(
+        code: Path, tmp_path: Path, autojump_clock: object) -> None:
+    """A deploy changed a ``set_state`` (and an ``attrs``) the waiting workflow had
+    passed: resumed, its code read the new value (``get_state``), while
+    ``handle.state()``, ``show`` and a search by the attribute kept the old one for good,
+    as a set on a replayed path was never written; a key the new code added there was
+    never stored at all. What the code set where it goes live is stored."""
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, STATE_V1)
+    assert await run_node(store, start=v1) == {"w1": "waiting"}
+
+    deploy(code, STATE_V1.replace('"charged"', '"paid"').replace(
+        '        z = await step(y)\n',
+        '        workflow.set_state("new", [1])\n        z = await step(y)\n'))
+    async with garrison.open_node(store=store) as node:
+        await trio.sleep(1)
+        handle = node.workflow("w1")
+        assert handle.status() == "waiting"
+        assert handle.state("stage") == "paid"
+        assert handle.state("new") == [1]
+        assert [w.workflow_id for w in node.workflows(search={"stage": "paid"})] == ["w1"]
+        await handle.signal("go", None)
+        assert await handle.result() == 3
+        assert handle.state("seen") == "paid"  # (what its code read: the same)

@@ -151,7 +151,8 @@ class WorkflowCore(Caller, WorkflowScope):
                  "flushes", "flushing", "fn", "handed_over", "held_names", "history_bytes", "host",
                  "host_unwritten", "input_plain", "kill_reason", "left_outcome",
                  "links", "may_be_queued", "monitoring", "name", "orphaned", "parent",
-                 "pending", "promise_times", "promises", "refreshed", "requests", "requests_taken",
+                 "pending", "promise_times", "promises", "refreshed", "replayed_attrs",
+                 "replayed_state", "requests", "requests_taken",
                  "resend_seq", "result_json", "run_id", "scope", "signal_ids", "started",
                  "state", "status", "store", "store_error", "stored_status", "taken", "task",
                  "timer_kinds", "timers",
@@ -321,6 +322,12 @@ class WorkflowCore(Caller, WorkflowScope):
         self.fn: Any = None
         #: recovered from a journal: check watched processes once replay has caught up
         self.check_lost = bool(journal)
+        #: the state keys, and the search attributes and memo (merged), its code set on
+        #: the path its journal replays (not written there: stored the first time), to
+        #: store where they differ from the store once the replay is past its journal
+        #: (code deployed since set another value there: ``_settle_replayed``)
+        self.replayed_state: set[str] | None = None
+        self.replayed_attrs: dict[str, dict[str, Any]] | None = None
         #: the seq past its journal when it was loaded from the store (0: started here):
         #: a call there may have sent its request before a crash (``Interop.call``)
         self.resend_seq = 0
@@ -687,6 +694,9 @@ class WorkflowCore(Caller, WorkflowScope):
         if self.check_lost:
             self._deliver_lost()
             _observe.replayed(self)
+        if (self.replayed_state is not None or self.replayed_attrs is not None) \
+                and seq > self.cursor.last:
+            self._settle_replayed()
         if (self.cancel_requested and not self.cancel_delivered and cancel
                 and not self.is_replaying()):  # (at a gap: recorded later, or a wait's)
             self._deliver_cancel(self.cursor.seq - 1)
@@ -725,6 +735,10 @@ class WorkflowCore(Caller, WorkflowScope):
     def _deliver_lost(self) -> None:
         """Hook of the interop part: events for processes lost in a crash."""
         self.check_lost = False
+
+    def _settle_replayed(self) -> None:
+        """Hook of the instance: store what the replayed path set that the store lacks."""
+        self.replayed_state = self.replayed_attrs = None
 
     def _deliver_cancel(self, seq: int, outcome: str = "null") -> NoReturn:
         """Journal the delivery of the cancel request at ``seq`` and raise it

@@ -31,7 +31,7 @@ from ..._targets import function_gone, import_target, workflow_refused_now
 from ...actors._cancel_switch import CancelSwitch, stray_cancelled
 from ...actors._runtime import Runtime, set_runtime
 from ...actors._values import ErrorInfo, EventKind, Pid
-from ...persistence import RawJson, WorkflowStatus, check_search_value
+from ...persistence import RawJson, Transaction, WorkflowStatus, check_search_value
 from ...workflow import WorkflowInfo
 from .._kernel import stepping
 from ._activities import Activities
@@ -212,6 +212,8 @@ class WorkflowInstance(Waits, Activities, Interop):
                                 raise
                             await self._continue_as_new(inner.args_)
                     self.cursor.finished()
+                    if self.replayed_state is not None or self.replayed_attrs is not None:
+                        self._settle_replayed()  # (returned right after its replay)
                     # a wait under way at a stop that the code returned before reaching (a
                     # timer the code reached and left, by a cancel scope of its own, is
                     # not a divergence)
@@ -693,7 +695,17 @@ class WorkflowInstance(Waits, Activities, Interop):
     def set_attrs(self, search: dict[str, Any] | None, memo: dict[str, Any] | None) -> None:
         self._op("workflow.attrs()")
         if self.cursor.replaying:
-            return  # already stored the first time
+            # stored the first time; kept, to store where the replay goes live if code
+            # deployed since set other values here (``_settle_replayed``)
+            kept = self.replayed_attrs
+            if kept is None:
+                kept = self.replayed_attrs = {"search": {}, "memo": {}}
+            kept["search"].update(json_round_trip(search or {}, "search attributes")[1])
+            kept["memo"].update(json_round_trip(memo or {}, "memo")[1])
+            return
+        if (self.replayed_attrs is not None or self.replayed_state is not None) \
+                and not self.cursor.in_history:
+            self._settle_replayed()  # (first: this call's values come after them)
         check_text(search, "workflow.attrs(search=...): a search attribute")  # (jsonb)
         if search:
             for key, value in search.items():
@@ -707,10 +719,75 @@ class WorkflowInstance(Waits, Activities, Interop):
         if not self.cursor.replaying:
             check_text(key, "workflow.set_state(): a state key")
             check_key_size(key, "workflow.set_state(): a state key")
+            if (self.replayed_state is not None or self.replayed_attrs is not None) \
+                    and not self.cursor.in_history:
+                self._settle_replayed()  # (first: this value comes after them)
             self.state[key] = plain
             self.buffered().set_state(self.wid, key, RawJson(text))
         else:
+            # stored the first time; kept, to store where the replay goes live if code
+            # deployed since set another value here (``_settle_replayed``)
             self.state[key] = plain
+            if self.replayed_state is None:
+                self.replayed_state = set()
+            self.replayed_state.add(key)
+
+    def _settle_replayed(self) -> None:
+        """Where a resumed run goes on past its journal: store the state and search
+        attributes (and memo) its code set on the path the journal replayed, where they
+        differ from what the store holds. Unchanged code set the values stored the first
+        time, and stores nothing; code deployed since may have set others there, or
+        keys the run before never set, which its own ``get_state`` reads: without
+        this, ``handle.state()``, ``show`` and a search kept the old ones (or none)."""
+        keys, attrs = self.replayed_state, self.replayed_attrs
+        self.replayed_state = self.replayed_attrs = None
+        if self.cursor.last == 0 or (not keys and not attrs):
+            return
+        tx: Transaction | None = None
+        try:
+            stored = self.store.states(self.wid) if keys else {}
+            rec = self.store.get_workflow(self.wid) if attrs else None
+        except StoreError:  # (read refused: the replayed values are stored as they are)
+            stored, rec = {}, None
+        for key in sorted(keys or ()):
+            value = self.state.get(key, _ABSENT)
+            if value is _ABSENT or (key in stored and _same(stored[key], value)):
+                continue
+            try:
+                check_text(key, "workflow.set_state(): a state key")
+                check_key_size(key, "workflow.set_state(): a state key")
+            except ValueError as exc:
+                log.warning("workflow %s: state %r its code set on its replayed path is "
+                            "not stored: %s", self.wid, key, exc,
+                            extra={"workflow_id": self.wid})
+                continue
+            text = json_round_trip(value, f"state {key!r} of workflow {self.wid!r}")[0]
+            tx = tx or self.buffered()
+            tx.set_state(self.wid, key, RawJson(text))
+        if attrs:
+            changed: dict[str, dict[str, Any]] = {}
+            for what, values in attrs.items():
+                held = {} if rec is None else (rec.search if what == "search" else rec.memo)
+                for key, value in values.items():
+                    if (value is None and key not in held) or (
+                            key in held and _same(held[key], value)):
+                        continue
+                    try:
+                        if what == "search":
+                            check_text({key: value}, "workflow.attrs(search=...): a search "
+                                       "attribute")
+                            check_search_value(key, value, "workflow.attrs(search=...): "
+                                               "search attribute")
+                    except ValueError as exc:
+                        log.warning("workflow %s: search attribute %r its code set on its "
+                                    "replayed path is not stored: %s", self.wid, key, exc,
+                                    extra={"workflow_id": self.wid})
+                        continue
+                    changed.setdefault(what, {})[key] = value
+            if changed:
+                tx = tx or self.buffered()
+                tx.set_attributes(self.wid, search=changed.get("search"),
+                                  memo=changed.get("memo"))
 
     def get_state(self, key: str, default: Any = None) -> Any:
         check_state_key(key, "workflow.get_state()")
@@ -734,6 +811,12 @@ class WorkflowInstance(Waits, Activities, Interop):
         restore_args(fn, _loads(text), f"workflow {self.code_name()}")  # typed: PayloadError
         self.continue_asked = True
         raise ContinueAsNew(args)
+
+
+def _same(stored: Any, value: Any) -> bool:
+    """Whether two JSON values are the same as stored (``True`` is not ``1``, nor ``1``
+    ``1.0``: Python's ``==`` would take them for equal)."""
+    return json.dumps(stored, sort_keys=True) == json.dumps(value, sort_keys=True)
 
 
 def _at(where: str | None) -> str:

@@ -729,6 +729,9 @@ class ReplayInstance(WorkflowInstance):
     async def _send_again(self, out: Any, topic: str, payload: Any) -> None:
         return None  # a replay writes nothing
 
+    def _settle_replayed(self) -> None:
+        self.replayed_state = self.replayed_attrs = None  # a replay writes nothing
+
     def _take(self, kind: Any, name: str, timed: bool = False,
               cancel: bool = True) -> Entry | None:
         self._op(kind)
