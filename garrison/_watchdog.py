@@ -29,7 +29,6 @@ as the callback's wait, and nobody ran, so that time is not counted.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -39,7 +38,7 @@ from typing import Any
 
 import trio
 
-from ._frames import RUNTIME_DIRS, is_runtime
+from ._frames import is_runtime, is_users
 
 log = logging.getLogger("garrison.node")
 
@@ -176,7 +175,7 @@ class Watchdog:
         # the innermost frame of the user's code; an app installed as a package has
         # none outside the libraries: the function garrison called (the process's, the
         # activity's), not the standard library's socket read it is in
-        mine = next((f for f in reversed(stack) if _users(f.filename)), None) or \
+        mine = next((f for f in reversed(stack) if is_users(f.filename)), None) or \
             entry or (stack[-1] if stack else None)
         extra: dict[str, Any] = {"blocked_for": round(blocked, 1)}
         if held:
@@ -221,29 +220,6 @@ class Watchdog:
             stack, runtime = stack[runtime.index(True):], runtime[runtime.index(True):]
         outside = [f for f, own in zip(stack, runtime, strict=True) if not own]
         return (outside or stack)[-FRAMES:], (outside[0] if outside else None)
-
-
-def _libraries() -> tuple[str, ...]:
-    import sysconfig
-
-    paths = sysconfig.get_paths()
-    return tuple({os.path.realpath(paths[key]) + os.sep
-                  for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
-                 ) + RUNTIME_DIRS
-
-
-_LIBRARIES: tuple[str, ...] | None = None
-
-
-def _users(filename: str) -> bool:
-    """The file is the user's code: none of Python's own library, an installed
-    package's, trio's or garrison's."""
-    global _LIBRARIES
-    if filename.startswith("<"):  # <frozen importlib._bootstrap>, <string>
-        return False
-    if _LIBRARIES is None:
-        _LIBRARIES = _libraries()
-    return not os.path.realpath(filename).startswith(_LIBRARIES)
 
 
 #: the watchdogs of the trio runs holding open nodes (by the run's token)

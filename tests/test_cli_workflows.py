@@ -1866,7 +1866,9 @@ def test_replay_prints_one_line_per_workflow_its_error_escaped_and_cut(
                           "ValueError: boom 1\\nline2 ünï)"), by_id["b"]
     assert by_id["nd"].startswith("nd" + " " * 40 + "NonDeterminismError: workflow 'nd' "
                                   "diverged from its journal at seq 1: "), by_id["nd"]
-    assert "the code now did raise ValueError: nd 1\\nnd 2. " in by_id["nd"], by_id["nd"]
+    assert "the code now did raise ValueError: nd 1\\nnd 2 (File " in by_id["nd"], by_id["nd"]
+    assert "workflow_app.py\", line " in by_id["nd"]  # (the line that raised)
+    assert ", in raises_what_it_is_given). Nothing was changed" in by_id["nd"], by_id["nd"]
     assert by_id[long_id].startswith(long_id + "  ok ("), by_id[long_id][990:1100]
     code, out, err = cli_here(capsys, "--store", sqlite_path, "--json", "replay")
     ending = {r["workflow_id"]: r["ending"] for r in json.loads(out)}["big"]

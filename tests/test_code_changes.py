@@ -330,3 +330,21 @@ async def test_state_and_search_attributes_new_code_sets_on_the_replayed_path_ar
         await handle.signal("go", None)
         assert await handle.result() == 3
         assert handle.state("seen") == "paid"  # (what its code read: the same)
+
+
+async def test_new_code_that_raises_before_a_recorded_step_names_the_line_that_raised(
+        code: Path, tmp_path: Path, autojump_clock: object) -> None:
+    """A check added above a step the waiting workflow recorded raises on its replay:
+    'the code now did raise ValueError: ...' named no line (the code's frames are gone
+    when a divergence is made of what it raised); it names the line that raised."""
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, REORDERED_V1)
+    assert await run_node(store, start=v1) == {"w1": "waiting"}
+
+    deploy(code, REORDERED_V1.replace(
+        "await reserve(x)\n", "await reserve(x)\n        raise ValueError('a new check')\n"))
+    where = f'File "{code / MODULE}.py", line 15, in flow'
+    result = await replayed(store)
+    assert result.error is not None and result.error.where == where
+    assert f"the code now did raise ValueError: a new check ({where}). " in str(result.error)
+    assert await run_node(store) == {"w1": "blocked"}

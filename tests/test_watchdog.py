@@ -13,7 +13,7 @@ import pytest
 import trio
 
 import garrison
-from garrison import _watchdog
+from garrison import _frames, _watchdog
 from garrison._watchdog import Watchdog
 
 IDENT = 4242  # the fake trio thread's ident
@@ -292,7 +292,7 @@ def test_an_app_installed_as_a_package_is_named_by_its_own_outermost_frame(
     from garrison._frames import GARRISON_DIR
 
     site = os.path.dirname(os.path.realpath(__file__)) + os.sep  # (this folder: "installed")
-    monkeypatch.setattr(_watchdog, "_LIBRARIES", (site, os.path.realpath(
+    monkeypatch.setattr(_frames, "LIBRARIES", (site, os.path.realpath(
         sysconfig.get_paths()["stdlib"]) + os.sep, GARRISON_DIR))
     ns: dict = {"sys": sys}
     stdlib_file = os.path.join(sysconfig.get_paths()["stdlib"], "socket.py")

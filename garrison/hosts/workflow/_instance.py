@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import inspect
 import json
 import random as _random
 import sys
@@ -46,6 +47,7 @@ from ._journal import (
     blocked_advice,
     code_gone,
     code_line,
+    raise_frame_text,
     timestamp,
 )
 from ._waits import Waits
@@ -405,14 +407,16 @@ class WorkflowInstance(Waits, Activities, Interop):
         """The code raised ``exc``: a divergence (see :meth:`Cursor.raised`) before a
         record of the journal, or before a sleep or receive timeout under way at a
         stop (the run that recorded it went on to that wait); else ``None``."""
-        diverged = self.cursor.raised(exc, note)
+        fn = inspect.unwrap(self.fn) if self.fn is not None else None
+        where = raise_frame_text(exc, getattr(fn, "__code__", None))
+        diverged = self.cursor.raised(exc, note, where)
         if diverged is not None:
             return diverged
         unreached = self._unreached_timer()
         if unreached is None:
             return None
         return self.cursor.diverge(unreached, "timer", self.under_way(unreached),
-                                   f"raise {type(exc).__name__}: {exc}", note)
+                                   f"raise {type(exc).__name__}: {exc}", note, where=where)
 
     def stop_on_store_error(self, exc: StoreError) -> None:
         """The store refused this workflow's writes for good: it stops here (in memory

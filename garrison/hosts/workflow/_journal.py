@@ -18,13 +18,13 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import attrs
 
 from ..._errors import NonDeterminismError
-from ..._frames import GARRISON_DIR, frame_text, is_runtime
+from ..._frames import GARRISON_DIR, frame_text, is_runtime, is_users
 from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid
 
 __all__ = ["Cursor", "Entry", "JournalKind", "code_gone", "event_from_plain",
@@ -146,6 +146,25 @@ def code_frame_text() -> str | None:
     return frame_text(frame)
 
 
+def raise_frame_text(exc: BaseException, code: CodeType | None) -> str | None:
+    """Where the workflow's code raised ``exc``, as :func:`code_frame_text` says a frame:
+    from the frame of its function (``code``) on, the innermost frame of code of the
+    application's own (not garrison's, trio's, nor the standard library's or an
+    installed package's, which its code called: its line that called them is named);
+    ``None`` when the function has no frame there (garrison raised it before the code
+    ran: its arguments did not restore)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code is not code:
+        tb = tb.tb_next
+    if tb is None:
+        return None
+    found = tb
+    tb = tb.tb_next
+    while tb is not None and is_users(tb.tb_frame.f_code.co_filename):
+        found, tb = tb, tb.tb_next
+    return frame_text(found.tb_frame, found.tb_lineno)
+
+
 def code_line() -> str | None:
     """The first line of :func:`code_frame_text` (``File "...", line N, in fn``), as a
     message names the place; ``None`` when no code of the workflow is under way."""
@@ -221,10 +240,12 @@ class Cursor:
                            _moved_note(entry, kind, name))
 
     def diverge(self, seq: int, kind: str, name: str, now: str, note: str = "",
-                recorded: str | None = None) -> NonDeterminismError:
+                recorded: str | None = None, where: str | None = None
+                ) -> NonDeterminismError:
         """Build (and keep) the error for a divergence at ``seq`` (``note``: what it
         means, said before the advice; ``recorded``: the record in words, when its kind
-        and name do not say what differs)."""
+        and name do not say what differs; ``where``: the frame of the code that differs,
+        when it is not the one running now: :func:`raise_frame_text`'s)."""
         if recorded is None:
             recorded = op_text(kind, name)
         # (with a note, the advice's remedy after its colon is the note's: a replay's
@@ -235,7 +256,8 @@ class Cursor:
         # (seq N is no place in the code: this line is; named in the message, which is
         # what a node's log, ``show``, the console and ``replay`` show of a blocked
         # workflow, and as a note with its source, as a traceback's frame)
-        where = code_frame_text()
+        if where is None:
+            where = code_frame_text()
         line = None if where is None else where.partition("\n")[0]
         said = "" if line is None else f" ({line})"
         err = NonDeterminismError(
@@ -264,7 +286,8 @@ class Cursor:
             raise self.diverge(entry.seq, entry.kind, entry.name,
                                "nothing (the workflow function returned)")
 
-    def raised(self, exc: BaseException, note: str = "") -> NonDeterminismError | None:
+    def raised(self, exc: BaseException, note: str = "", where: str | None = None
+               ) -> NonDeterminismError | None:
         """The code raised ``exc``: before a record of the journal (the run that recorded
         it went on), a divergence, returned (and kept); ``None`` past the journal."""
         if self.error is not None:
@@ -274,7 +297,7 @@ class Cursor:
             return None
         entry = self.entries[min(later)]
         return self.diverge(entry.seq, entry.kind, entry.name,
-                            f"raise {type(exc).__name__}: {exc}", note)
+                            f"raise {type(exc).__name__}: {exc}", note, where=where)
 
 
 def _moved_note(entry: Entry, kind: str, name: str) -> str:
