@@ -65,7 +65,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                          "at 40 characters)")
     ls.add_argument("--id", dest="id_prefix", action="append", default=[],
                     metavar="PREFIX", help="only workflows whose id starts with PREFIX")
-    ls.add_argument("--parent", metavar="PID",
+    ls.add_argument("--parent", metavar="PID", type=_parent_pid,
                     help="only the children of the workflow whose pid is PID "
                          "(host/id, as show names it: workflows/order-17)")
     ls.add_argument("--order", choices=("oldest", "newest"), default="oldest",
@@ -162,6 +162,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
+
+
+def _parent_pid(text: str) -> str:
+    """``--parent``'s value: a pid's text, ``host/id`` (a workflow's id alone matched
+    no row's parent: it listed no workflows, as if it had no children)."""
+    if "/" not in text:
+        raise argparse.ArgumentTypeError(
+            f"expected a pid (host/id, as show names it), got {text!r}: a workflow's id; "
+            f"its pid is 'workflows/{text}' on the default host")
+    return text
 
 
 def _priority(text: str) -> int:

@@ -1993,6 +1993,14 @@ def test_show_lists_a_workflow_s_children_with_their_count(
                               "workflows/p", "--json")
     assert code == 0, err
     assert [r["workflow_id"] for r in json.loads(out)] == [f"c-{i:04d}" for i in range(503)]
+    # a workflow's id where its pid goes ("p"): it printed "no workflows", as if it had
+    # no children; it is refused, naming the pid to give
+    with pytest.raises(SystemExit) as stop:
+        cli_here(capsys, "--store", store_path, "list", "--parent", "p")
+    said = capsys.readouterr()
+    assert stop.value.code == 2 and said.out == ""
+    assert "--parent: expected a pid (host/id, as show names it), got 'p': a workflow's " \
+        "id; its pid is 'workflows/p' on the default host" in said.err, said.err
 
 
 async def test_show_says_why_a_pending_workflow_waits(
