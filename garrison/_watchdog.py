@@ -29,6 +29,8 @@ as the callback's wait, and nobody ran, so that time is not counted.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import sys
 import threading
 import time
@@ -222,6 +224,28 @@ class Watchdog:
         return (outside or stack)[-FRAMES:], (outside[0] if outside else None)
 
 
+#: the environment variable that sets the threshold (seconds; ``0``: no watchdog)
+THRESHOLD_VARIABLE = "GARRISON_WATCHDOG_SECONDS"
+
+
+def _threshold() -> float:
+    """The seconds before a warning: ``$GARRISON_WATCHDOG_SECONDS`` if set (``0``
+    turns the watchdog off), else :data:`THRESHOLD`; a value that is no number of
+    seconds is said, and the default holds."""
+    text = os.environ.get(THRESHOLD_VARIABLE)
+    if text is None:
+        return THRESHOLD
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:  # (nan too)
+        log.warning("%s=%r is no number of seconds (0 or more): the watchdog warns after "
+                    "%g s", THRESHOLD_VARIABLE, text, THRESHOLD)
+        return THRESHOLD
+    return value
+
+
 #: the watchdogs of the trio runs holding open nodes (by the run's token)
 _watching: dict[Any, Watchdog] = {}
 _lock = threading.Lock()
@@ -234,7 +258,10 @@ def watch(token: trio.lowlevel.TrioToken, ident: int, name: str) -> Callable[[],
     with _lock:
         dog = _watching.get(token)
         if dog is None:
-            dog = Watchdog(token.run_sync_soon, ident)
+            threshold = _threshold()
+            if threshold == 0:  # (turned off)
+                return lambda: None
+            dog = Watchdog(token.run_sync_soon, ident, threshold=threshold)
             try:
                 dog.start()
             except RuntimeError as exc:  # ("can't start new thread": the node runs on)

@@ -19,6 +19,13 @@ from garrison._watchdog import Watchdog
 IDENT = 4242  # the fake trio thread's ident
 
 
+@pytest.fixture(autouse=True)
+def _default_threshold(monkeypatch):
+    """The suite sets GARRISON_WATCHDOG_SECONDS (conftest.py): the tests here set the
+    threshold themselves."""
+    monkeypatch.delenv("GARRISON_WATCHDOG_SECONDS", raising=False)
+
+
 def _blocked_here():  # the user's frame the fake trio thread is "in"
     return sys._getframe()
 
@@ -324,3 +331,28 @@ def test_a_watchdog_that_fails_says_so_and_stops(caplog):
     [said] = _warnings(caplog)
     assert said.getMessage() == "the watchdog of node 'n1' stopped: the node runs on unwatched"
     assert said.exc_info is not None
+
+
+def test_the_threshold_comes_from_the_environment_and_0_turns_the_watchdog_off(
+        caplog, monkeypatch):
+    """``GARRISON_WATCHDOG_SECONDS``: the seconds before the warning (a node whose
+    code blocks its loop for a while by design, or a loaded test machine, raises it);
+    ``0`` starts no watchdog; a value that is no number of seconds is said, once a
+    node opens, and the default holds."""
+    async def main():
+        async with garrison.open_node():
+            return [dog._threshold for dog in _watchdog._watching.values()], _watchdogs()
+
+    monkeypatch.setenv("GARRISON_WATCHDOG_SECONDS", "12.5")
+    thresholds, threads = trio.run(main)
+    assert thresholds == [12.5] and len(threads) == 1
+    monkeypatch.setenv("GARRISON_WATCHDOG_SECONDS", "0")
+    assert trio.run(main) == ([], [])
+    for bad in ("soon", "-1", "nan", "inf"):
+        caplog.clear()
+        monkeypatch.setenv("GARRISON_WATCHDOG_SECONDS", bad)
+        thresholds, _threads = trio.run(main)
+        assert thresholds == [_watchdog.THRESHOLD]
+        assert [r.getMessage() for r in _warnings(caplog)] == [
+            f"GARRISON_WATCHDOG_SECONDS={bad!r} is no number of seconds (0 or more): "
+            f"the watchdog warns after {_watchdog.THRESHOLD:g} s"]
