@@ -29,7 +29,7 @@ from .actors._values import Pid, ProcessInfo, check_topic
 from .hosts._kernel import noproc
 from .hosts._process_host import ProcessHost, stop_processes
 from .hosts.workflow._ids import check_key_size, check_text
-from .hosts.workflow._schedules import check_schedule_id
+from .hosts.workflow._schedules import held_schedule_id
 from .persistence import FINAL_STATUSES, WorkflowStatus, parse_status
 from .supervision._services import (
     ServiceInfo,
@@ -722,8 +722,12 @@ class Node:
         ``workflows``."""
         from ._schedule_handle import ScheduleHandle
 
-        check_schedule_id(id)  # (as node.schedule and garrison schedules check it)
         self._router.check_thread("node.schedule_handle()")
+        # as node.schedule and garrison schedules check it; one an older garrison
+        # stored under an id the rule now refuses stays in reach, to be deleted
+        held_schedule_id(id, lambda sid: any(
+            h.store.get_schedule(sid) is not None for h in self._workflow_hosts()
+            if host is None or h.name == host))
         if host is None:
             return ScheduleHandle(self._schedule_host(id), id)
         return ScheduleHandle(self._workflow_host(host), id)

@@ -636,10 +636,10 @@ def retry_note(rec: Any, journal: list[Any]) -> str | None:
 def get_schedule(store: Any, schedule_id: str) -> Any:
     """The schedule's record; :class:`ToolError` when the store has no such schedule
     (code 2 when ``schedule_id`` cannot be a schedule id, as ``node.schedule`` says)."""
-    from .hosts.workflow._schedules import check_schedule_id
+    from .hosts.workflow._schedules import held_schedule_id
 
-    try:
-        check_schedule_id(schedule_id)
+    try:  # (one an older garrison stored under an id the rule now refuses: found)
+        held_schedule_id(schedule_id, lambda sid: store.get_schedule(sid) is not None)
     except ValueError as exc:
         raise ToolError(str(exc), 2) from None
     rec = store.get_schedule(schedule_id)
@@ -680,10 +680,18 @@ def trigger_schedule(store: Any, schedule_id: str, now: float | None = None) -> 
     decides (``trigger_takes_last``: not over an unfinished run, nor over a tick whose
     workflow is not created yet), a compare-and-set on the one read."""
     from .hosts.workflow._queue import tool_start
-    from .hosts.workflow._schedules import next_trigger, trigger_id, trigger_takes_last
+    from .hosts.workflow._schedules import (
+        next_trigger,
+        tick_refusal,
+        trigger_id,
+        trigger_takes_last,
+    )
     from .persistence import Transaction
 
     rec = get_schedule(store, schedule_id)
+    refusal = tick_refusal(schedule_id)
+    if refusal is not None:  # (its workflow's id would break the id rule)
+        raise ToolError(refusal)
     last = rec.last_workflow
     found = None if last is None else store.get_workflow(last)
     takes_last = trigger_takes_last(schedule_id, last, None if found is None else found.status)

@@ -2611,3 +2611,46 @@ async def test_schedule_calls_on_a_stopped_node_with_no_store_say_it_was_in_memo
                        r"has stopped, and its store with it \(its store was in memory "
                        r"and went with the node\)$"):
         await nightly.pause()
+
+
+async def test_a_schedule_an_older_garrison_stored_under_an_id_now_refused_can_be_deleted(
+        tmp_path: Path, autojump_clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Releases before the schedule id rule of today stored schedules under ids it now
+    refuses (a tab in one, or longer than 936 bytes: garrison of 2026-11-30 and 12-01).
+    After an upgrade the node still listed them, but node.schedule_handle(id) and
+    garrison schedules refused those ids as no schedule's (ValueError, exit 2), so
+    nothing but SQL could pause or delete them, and each tick logged that its workflow
+    id '<id>@<tick>' was invalid, with no word of what to do. A handle and the tools
+    reach a schedule a store holds; its ticks start nothing and say to make it again."""
+    path = str(tmp_path / "old.db")
+    tabbed, long_id = "nightly\treport", "y" * 1500
+    with open_store(path) as store:
+        for sid in (tabbed, long_id):
+            store.write(Transaction().put_schedule(
+                sid, host="workflows", workflow="schedule_app:job", every=HOUR,
+                catchup_window=60.0, next_tick=at(1), time=at(0)))
+    with open_store(path, lock=False) as store:
+        tools.pause_schedule(store, long_id)  # (garrison schedules pause)
+        assert store.get_schedule(long_id).paused
+        with pytest.raises(tools.ToolError, match="delete it"):  # its workflow's id
+            tools.trigger_schedule(store, tabbed)
+        assert store.list_workflows() == []
+        with pytest.raises(tools.ToolError) as refused:  # no store holds it: the rule
+            tools.get_schedule(store, "other\treport")
+        assert refused.value.code == 2 and "unprintable character" in str(refused.value)
+    async with garrison.open_node(store=path) as node:
+        await trio.sleep(1.5 * HOUR)  # the tabbed one's tick at 1h
+        assert app.STARTS == []
+        said = [r.getMessage() for r in caplog.records if "could not start" in r.getMessage()]
+        assert len(said) == 1 and "an older garrison stored this schedule under that id: " \
+            "delete it" in said[0], said
+        handle = node.schedule_handle(long_id)
+        assert handle.info().paused
+        with pytest.raises(ValueError, match="delete it"):
+            await handle.trigger()
+        await handle.resume()
+        await node.schedule_handle(tabbed).delete()
+        await node.schedule_handle(long_id).delete()
+        assert node.schedules() == []
+        with pytest.raises(ValueError, match="unprintable character"):
+            node.schedule_handle("other\treport")

@@ -90,6 +90,7 @@ from ._schedules import (
     spec_of,
     tick_id,
     tick_of,
+    tick_refusal,
     timing_of,
     trigger_id,
     trigger_takes_last,
@@ -921,6 +922,9 @@ class Scheduler:
                 said()
 
         try:
+            refusal = tick_refusal(record.schedule_id)
+            if refusal is not None:  # (else the tick's workflow id is refused, saying less)
+                raise ValueError(refusal)
             try:
                 fn = _workflow_of(record)
             except ImportError as exc:
@@ -1180,6 +1184,9 @@ class Scheduler:
         created yet: that one stays (:func:`~._schedules.trigger_takes_last`; a
         compare-and-set on ``last_workflow``, so a tick recorded meanwhile stays too)."""
         record = await self._get(schedule_id)
+        refusal = tick_refusal(schedule_id)
+        if refusal is not None:  # (its workflow's id would break the id rule)
+            raise ValueError(refusal)
         target = _workflow_of(record)
         # code that takes other arguments now: the error names the schedule, as
         # ``garrison schedules trigger`` says it (the start's would name the workflow id)

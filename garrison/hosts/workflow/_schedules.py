@@ -23,7 +23,7 @@ import itertools
 import json
 import math
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -47,12 +47,14 @@ __all__ = [
     "check_input",
     "check_overlap",
     "check_schedule_id",
+    "held_schedule_id",
     "next_trigger",
     "parse_catchup_window",
     "resume_transaction",
     "spec_of",
     "tick_id",
     "tick_of",
+    "tick_refusal",
     "timing_of",
     "trigger_id",
     "trigger_takes_last",
@@ -234,6 +236,41 @@ def check_schedule_id(value: object) -> str:
                          f"{rule}, and without '@' (its workflows are named "
                          "'<id>@<tick time>')")
     return value
+
+
+def held_schedule_id(value: object, holds: Callable[[str], bool]) -> str:
+    """:func:`check_schedule_id`, but an id a store ``holds`` a schedule of passes: a
+    release before the rule (tabs or newlines in an id, or longer ids) stored such
+    schedules, and after an upgrade they must still be paused, resumed or deleted
+    (their ticks start nothing: see :func:`tick_refusal`). ``holds`` is asked only
+    for an id the rule refuses that a store can keep as text."""
+    try:
+        return check_schedule_id(value)
+    except ValueError:
+        if isinstance(value, str) and "\x00" not in value and _text(value) and holds(value):
+            return value
+        raise
+
+
+def _text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # (a lone surrogate: no store keeps it)
+        return False
+    return True
+
+
+def tick_refusal(schedule_id: str) -> str | None:
+    """Why a tick of the stored schedule ``schedule_id`` starts nothing, or None: an id
+    an older release stored that the rule now refuses (its workflows' ids, its id with
+    ``@<tick time>``, would break the workflow id rule); the text says what to do."""
+    try:
+        check_schedule_id(schedule_id)
+    except ValueError as exc:
+        return (f"{exc}; an older garrison stored this schedule under that id: delete it "
+                f"(node.schedule_handle(id).delete(), or garrison schedules delete) and "
+                "make it again under a valid id")
+    return None
 
 
 def check_input(schedule_id: str, fn: Any, name: str, args: Sequence[Any]) -> list[Any]:
