@@ -14,9 +14,9 @@ from typing import Any
 
 from ._store_tools import ToolError
 
-__all__ = ["BROKEN_PIPE", "COLUMN_WIDTH", "STORE_HELP", "CommandGroup", "cut", "escaped",
-           "guard_stderr", "one_line", "print_last_words", "print_table", "require_store",
-           "run_verb", "run_with_store", "store_of_config"]
+__all__ = ["BROKEN_PIPE", "COLUMN_WIDTH", "STORE_HELP", "CommandGroup", "cell", "cut",
+           "escaped", "guard_stderr", "one_line", "print_last_words", "print_table",
+           "require_store", "run_verb", "run_with_store", "store_of_config"]
 
 #: the exit status when the reader of the output went away (128 + SIGPIPE, as a shell's)
 BROKEN_PIPE = 128 + signal.SIGPIPE
@@ -175,6 +175,13 @@ def one_line(text: str) -> str:
     return escaped(text.replace("\\", "\\\\")).replace("\n", "\\n")
 
 
+def cell(value: str) -> str:
+    """A table's value on one line: as it is when printable (an id as the commands take
+    it, a backslash too), else as :func:`one_line` shows it, a tab escaped too (``\\t``):
+    an id a store of before holds (the id rule came later) keeps its row and columns."""
+    return value if value.isprintable() else one_line(value).replace("\t", "\\t")
+
+
 #: the widest a table's column of ids is padded to (``workflows list``, ``schedules
 #: list``, ``replay``): a longer id (up to 1,000 bytes) is whole, as the commands take
 #: it, and pushes only its own row's other values along
@@ -194,6 +201,7 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[str]],
     it). The first column (an id, a node's name: what the commands take) is never cut:
     it is padded to at most ``id_width`` (``None``: its longest), a longer value pushing
     only its own row along."""
+    rows = [[cell(c) for c in row] for row in rows]
     if width is not None:
         last = len(header) - 1
         rows = [[c if i in (0, last) else cut(c, width) for i, c in enumerate(row)]

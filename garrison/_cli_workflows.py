@@ -34,6 +34,7 @@ from . import _store_tools as tools
 from ._cli_options import (
     COLUMN_WIDTH,
     CommandGroup,
+    cell,
     escaped,
     one_line,
     print_table,
@@ -558,7 +559,7 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
             # (an id is shown as --id takes it, a backslash too; only one a store of
             # before holds unprintable is escaped)
             wid = r.workflow_id.ljust(width)
-            print(f"{wid if wid.isprintable() else one_line(wid)}  {_replay_text(said)}")
+            print(f"{cell(wid)}  {_replay_text(said)}")
         print(f"{len(results)} workflow(s) replayed: "
               f"{len(results) - len(differ) - len(damaged)} ok, {len(differ)} differ"
               + (f", {len(damaged)} could not be read" if damaged else ""))

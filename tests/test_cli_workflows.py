@@ -2027,3 +2027,34 @@ async def test_show_says_why_a_pending_workflow_waits(
     assert json.loads(out)["queue"] is None
     code, out, err = cli_here(capsys, "--store", store_path, "show", "busy")
     assert not [line for line in out.splitlines() if line.startswith("queue ")], out
+
+
+def test_ids_a_store_of_before_holds_unprintable_keep_their_rows_in_the_tables(
+        sqlite_path: str) -> None:
+    """The id rule (printable, no control character) came after releases that stored
+    any id: their stores, upgraded, can hold 'nl\\nid' or an id with a terminal escape.
+    workflows list and schedules list printed such an id as it was: a newline split its
+    row in two, a tab pushed its columns along, an escape acted on the terminal (the
+    replay's line already escaped it). Each table shows it on its row, escaped."""
+    odd = ["nl\nid", "tab\tid", "esc\x1b[31mred"]
+    with open_store(sqlite_path) as store:
+        for wid in odd:
+            store.write(Transaction().create_workflow(wid, "workflow_app:approval",
+                                                      ["x"], status="waiting"))
+        store.write(Transaction().put_schedule(
+            "nightly\treport", host="workflows", workflow="workflow_app:approval",
+            input=["x"], every=3600.0, catchup_window=60.0, next_tick=None))
+        store.write(Transaction().update_schedule("nightly\treport", last_workflow=odd[0]))
+    listed = cli("--store", sqlite_path, "list")
+    lines = listed.stdout.splitlines()
+    assert listed.returncode == 0 and len(lines) == 4, listed
+    assert "\x1b" not in listed.stdout and "\t" not in listed.stdout, listed.stdout
+    shown = sorted(line.split()[0] for line in lines[1:])
+    assert shown == sorted(["nl\\nid", "tab\\tid", "esc\\x1b[31mred"]), lines
+    assert all(line.split()[1] == "workflow_app:approval" for line in lines[1:]), lines
+    sched = subprocess.run([sys.executable, "-m", "garrison", "schedules", "--store",
+                            sqlite_path, "list"], cwd=ROOT, text=True, capture_output=True,
+                           timeout=60)
+    rows = sched.stdout.splitlines()
+    assert sched.returncode == 0 and len(rows) == 2, sched
+    assert rows[1].startswith("nightly\\treport  ") and rows[1].endswith("nl\\nid"), rows
