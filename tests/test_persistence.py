@@ -158,6 +158,27 @@ def test_reopen_keeps_data_and_does_not_migrate_again(store_spec: str) -> None:
         assert sql(store_spec, "SELECT count(*) FROM schema_version") == versions
 
 
+def test_an_older_garrisons_check_sees_a_migration_a_killed_node_left(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config check (``garrison check``, check_store_file) reads a store's file alone,
+    not its -wal. A node that migrated a store left the new version in the -wal: killed
+    before a checkpoint (kill -9, a power loss), the file said the old version until a
+    node opened it again, and an older garrison's check said ok to the store its node
+    then refused (StoreVersionError). The migration is checkpointed into the file."""
+    from garrison.persistence import _sqlite
+
+    with SQLiteStore(db_path) as store:  # made like a store of the version before
+        conn = store.db.conn
+        conn.execute("ALTER TABLE inbox DROP COLUMN reply")
+        conn.execute("DELETE FROM schema_version WHERE version >= ?", (SCHEMA_VERSION,))
+    with SQLiteStore(db_path):  # migrates it; still open, as a node killed now leaves it
+        monkeypatch.setattr(_sqlite, "SCHEMA_VERSION", SCHEMA_VERSION - 1)  # older code
+        with pytest.raises(StoreVersionError, match=f"has schema version {SCHEMA_VERSION}, "
+                           f"this version of garrison knows schema version "
+                           f"{SCHEMA_VERSION - 1}: it was written by a newer garrison"):
+            _sqlite.check_store_file(db_path)
+
+
 def test_newer_schema_is_refused_naming_store_and_versions(store_spec: str) -> None:
     with open_store(store_spec) as s:
         where = s.path

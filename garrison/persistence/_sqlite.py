@@ -786,8 +786,15 @@ class SQLiteStore(StoreShortcuts):
         if mode.lower() != "wal":  # pragma: no cover - only on odd filesystems
             raise StoreError(self.path, f"cannot enable WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous={pragma_sync}")
-        migrate(conn, self.path or ":memory:", allow_migrate=not self._notify_node)
+        found = migrate(conn, self.path or ":memory:", allow_migrate=not self._notify_node)
         check_tables(conn, self.path)
+        if 0 < found < SCHEMA_VERSION:
+            # The migrated schema into the file itself, not only the -wal: the config
+            # check (check_store_file, an older garrison's too) reads the file alone, and
+            # a node killed before a checkpoint left it saying the old version there, so
+            # an older garrison's check said ok to a store its node then refused. (A
+            # passive checkpoint: it waits for no reader; a tool reading stops none.)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _build(self, file: str, pragma_sync: str, busy_timeout: float) -> None:
         """A new store's file: the schema in WAL mode, checkpointed into the file before
