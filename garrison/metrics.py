@@ -182,8 +182,6 @@ class NodeCollector:
             "garrison_cluster_lease_lapses", "Times this node's lease in its cluster "
             "lapsed (cut off from the store, or paused, past the lease): its workflows "
             "left it for the other nodes.", labels=["host"])
-        for member in list(node._members):
-            lapses.add_metric([member.host.name], member.lapses)
         for name, host in list(node.hosts.items()):
             if not host.durable:
                 continue
@@ -193,6 +191,8 @@ class NodeCollector:
             for status in ("completed", "failed", "cancelled", "blocked"):
                 finishes.add_metric([name, status], counts[status])
             store_errors.add_metric([name], counts["store_errors"])
+            if "lease_lapses" in counts:  # (a host of a cluster's store)
+                lapses.add_metric([name], counts["lease_lapses"])
             # active: unfinished workflows (the queue's pending ones too), and blocked
             # ones (kept until fixed code runs)
             by_status = collections.Counter(str(wf.status) for wf in list(host.active.values()))

@@ -342,9 +342,9 @@ class ClusterMember:
         self._handed: dict[str, None] = {}
         #: workflows handed on to even the load, since the node started
         self.balanced = 0
-        #: (trio side) times this node's lease lapsed (its workflows left it), since
-        #: the node started: ``garrison_cluster_lease_lapses_total``
-        self.lapses = 0
+        # (trio side) times this node's lease lapsed (its workflows left it), since the
+        # node started, among the host's counts: ``garrison_cluster_lease_lapses_total``
+        host.counts.setdefault("lease_lapses", 0)
         #: seconds a workflow stays ``blocked`` and claimed by no live node before a
         #: ``result()`` here takes its NonDeterminismError for its answer: the node that
         #: blocked it gives it up to any live node that has not tried it, and one whose
@@ -812,7 +812,7 @@ class ClusterMember:
         is left of the lease (by this node's clock), none once it ended (a node that
         wakes from a pause past it, or the server said so: ``by_server``)."""
         host = self.host
-        self.lapses += 1
+        host.counts["lease_lapses"] += 1
         exc = WorkflowMoved(self.store.path, None, f"node {self.name}'s lease lapsed (it was "
                             "cut off from the store): its workflows go to the next node of "
                             "the cluster that claims them")
