@@ -842,9 +842,19 @@ class ClusterMember:
         with trio.move_on_after(max(self.lease, 1.0)):
             for wf in running:
                 await wf.exited.wait()
+        late = []
         for wf in running:  # whatever did not stop in time is no longer ours anyway
             if host.active.get(wf.wid) is wf:
                 del host.active[wf.wid]
+                if not wf.exited.is_set():
+                    late.append(wf.wid)
+        if late:  # (fenced by the incarnation they ran under: they write nothing more)
+            log.warning("node %s: %d of its workflows did not stop within %gs of its lease "
+                        "lapsing (%s%s): what they run does not end when cancelled (a "
+                        "blocking call in a worker thread, a commit the server has not "
+                        "answered); they write nothing more, and end once it returns",
+                        self.name, len(late), max(self.lease, 1.0), ", ".join(late[:10]),
+                        ", ..." if len(late) > 10 else "")
         if host.closing or self.draining:
             # a node that stops, or drained (it stops next, as ``garrison run`` does),
             # stays out: joined again, it took a fresh epoch and said it would claim

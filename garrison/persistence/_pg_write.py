@@ -541,7 +541,7 @@ class PgWritePath:
         stmt = self._stmt
         # an operator's transaction is written as a tool's, on a node's store too
         tool = not self._owner or type(tx) is OperatorTransaction
-        epoch = self.fence_epoch if not tool else None
+        epoch = None if tool else self.fence_epoch if tx.epoch is None else tx.epoch
         fenced: dict[str | None, None] = {}
         wakes: dict[str, None] = {}
         for index, (op, params) in enumerate(tx.ops):

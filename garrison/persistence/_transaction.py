@@ -200,11 +200,16 @@ class Transaction:
     ``update_workflow`` on a missing row raises ``NoSuchWorkflow``.
     """
 
-    __slots__ = ("ops", "schedule_ids", "workflow_ids")
+    __slots__ = ("epoch", "ops", "schedule_ids", "workflow_ids")
 
     def __init__(self) -> None:
         #: ``(Op, params)`` pairs, applied in order
         self.ops: list[tuple[Op, tuple[Any, ...]]] = []
+        #: in a cluster: the node incarnation whose run of a workflow writes this
+        #: transaction, which fences it (``None``: the store's current one). A run of
+        #: an incarnation whose lease lapsed, still stopping as the node joined again,
+        #: writes nothing under the new one (which may have claimed the workflow again)
+        self.epoch: int | None = None
         #: the workflow each operation is about (parallel to ``ops``; ``""`` for an
         #: operation on a schedule or on a workflow host's queue)
         self.workflow_ids: list[str] = []

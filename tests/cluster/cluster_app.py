@@ -27,6 +27,26 @@ async def steps(n: int, delay: float) -> list[int]:
     return out
 
 
+@garrison.activity()
+async def thread_step(i: int, seconds: float) -> dict[str, object]:
+    """:func:`step` whose wait is a blocking call in a worker thread: a cancel does not
+    end it (``trio.to_thread.run_sync`` waits for the thread), so it holds its run for
+    ``seconds`` however the run is stopped."""
+    import time
+
+    await trio.to_thread.run_sync(time.sleep, seconds)
+    return {"i": i, "node": os.environ.get("GARRISON_NODE", "?"), "pid": os.getpid()}
+
+
+async def held(seconds: float) -> list[int]:
+    """A quick step, then one held ``seconds`` in a worker thread (:func:`thread_step`),
+    then a durable sleep."""
+    out = [int((await step(0, 0.0))["i"])]  # type: ignore[call-overload]
+    out.append(int((await thread_step(1, seconds))["i"]))  # type: ignore[call-overload]
+    await workflow.sleep(0.05)
+    return out
+
+
 async def sleeper(n: int, seconds: float) -> int:
     """``n`` durable sleeps: a workflow that mostly waits (it moves at once on a drain)."""
     for _ in range(n):

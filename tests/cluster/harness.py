@@ -40,7 +40,8 @@ class Node:
               steps: int = 10, delay: float = 0.05, wait: bool = True, pong: int = 0,
               config: str | None = None, env: dict[str, str] | None = None,
               echo: bool = False, max_concurrent: int | None = None,
-              cluster_max_concurrent: int | None = None, rate: str | None = None) -> Node:
+              cluster_max_concurrent: int | None = None, rate: str | None = None,
+              held: float | None = None) -> Node:
         handle, where = tempfile.mkstemp(prefix=f"node-{name}-", suffix=".log", dir=_LOGS.name)
         log = Path(where)
         env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
@@ -54,7 +55,8 @@ class Node:
                  *(["--max", str(max_concurrent)] if max_concurrent is not None else []),
                  *(["--cluster-max", str(cluster_max_concurrent)]
                    if cluster_max_concurrent is not None else []),
-                 *(["--rate", rate] if rate is not None else [])],
+                 *(["--rate", rate] if rate is not None else []),
+                 *(["--held", str(held)] if held is not None else [])],
                 stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         node = cls(proc, name, log)
         if wait:

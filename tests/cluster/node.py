@@ -3,9 +3,9 @@
     python node.py URL NAME LEASE [--start N --prefix P --steps S --delay D] [--pong N]
 
 Opens a node named NAME on the PostgreSQL store URL with lease LEASE (seconds),
-optionally starts N ``steps`` workflows (ids P0 ..), prints ``ready <epoch>`` and
-serves until SIGTERM (then drains: its workflows move to the other nodes, and it exits
-once it has none) or SIGINT (closes).
+optionally starts N ``steps`` workflows (ids P0 ..) and ``held(SECONDS)`` as ``h``
+(``--held``), prints ``ready <epoch>`` and serves until SIGTERM (then drains: its
+workflows move to the other nodes, and it exits once it has none) or SIGINT (closes).
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ async def main() -> None:
     parser.add_argument("--cluster-max", type=int, default=None,
                         help="the host's cluster_max_concurrent")
     parser.add_argument("--rate", default=None, help="the host's rate")
+    parser.add_argument("--held", type=float, default=None,
+                        help="start held(SECONDS) as 'h' (a step held in a worker thread)")
     args = parser.parse_args()
     os.environ["GARRISON_NODE"] = args.name
     async with garrison.open_node(config=args.config, store=args.url, name=args.name,
@@ -49,6 +51,8 @@ async def main() -> None:
         for i in range(args.start):
             await node.start_workflow(cluster_app.steps, args.steps, args.delay,
                                       id=f"{args.prefix}{i}")
+        if args.held is not None:
+            await node.start_workflow(cluster_app.held, args.held, id="h")
         if args.echo:
             await node.spawn(cluster_app.echo)
             while node.lookup("echo") is None:

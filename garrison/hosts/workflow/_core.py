@@ -147,7 +147,8 @@ class WorkflowCore(Caller, WorkflowScope):
     __slots__ = ("_budget", "_buffer", "_inboxes", "_journal_sizes", "_wake", "attempt",
                  "backoff", "cancel_at", "cancel_delivered", "cancel_requested", "check_lost",
                  "children_end", "continue_asked", "continued",
-                 "created", "cursor", "defaulted", "done", "durable_watchers", "error", "exited",
+                 "created", "cursor", "defaulted", "done", "durable_watchers", "epoch", "error",
+                 "exited",
                  "flushes", "flushing", "fn", "handed_over", "held_names", "history_bytes", "host",
                  "host_unwritten", "input_plain", "kill_reason", "left_outcome",
                  "links", "may_be_queued", "monitoring", "name", "orphaned", "parent",
@@ -166,6 +167,12 @@ class WorkflowCore(Caller, WorkflowScope):
                  cancel_requested: bool, watchers: list[Pid] | None,
                  state: dict[str, Any], timer_kinds: dict[int, str] | None = None) -> None:
         self.host = host
+        #: in a cluster, the node incarnation this run belongs to (the store's fence
+        #: epoch as it was made; ``None`` off a cluster): every write of the run is fenced
+        #: by it, so that a run still stopping after its node's lease lapsed (an activity
+        #: in a worker thread holds it) writes nothing once the node joined again under a
+        #: new epoch, even for a workflow the new one claimed back (``_committing``)
+        self.epoch: int | None = getattr(host.store, "fence_epoch", None)
         #: the store may hold a queue row for it (written by this node, another node or
         #: a tool), which its end drops; ``False`` only for a workflow this node created
         #: and ran at once (no row was written with it, and none is written later)
@@ -534,6 +541,7 @@ class WorkflowCore(Caller, WorkflowScope):
         """The awaitable committing ``tx``: timed and inside a ``store.commit`` span when
         observability is on. (A plain method: awaiting what it returns makes no frame
         of its own.)"""
+        tx.epoch = self.epoch
         if _observe.active:
             return _observe.workflow_commit(self, tx)
         return self.store.commit(tx)

@@ -665,6 +665,8 @@ class WorkflowHost:
             tx = head.extend(tx)
             queued = queued + n if queued >= 0 else queued
             admission = admission + n if admission >= 0 else admission
+        if journal is not None:  # its parent's run writes its start: fenced by that run
+            tx.epoch = journal[0].epoch
         task = trio.lowlevel.current_task()
         passes = getattr(task, "_schedule_points", None)
         try:

@@ -155,17 +155,30 @@ def hand_over(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved, *,
 
 def moved(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved) -> None:
     """``wf`` stopped here because it runs elsewhere now (or was handed over)."""
-    if host.active.get(wf.wid) is wf:
+    current = host.active.get(wf.wid)
+    if current is wf:
+        current = None
         del host.active[wf.wid]
-    host.elsewhere.forget_linker(wf.pid)  # its links are made again where it resumes
-    # as are its links to and monitors of plain processes of other nodes: kept here
-    # too, a loss of their node would give it each event twice (from here and there)
-    if wf.links or wf.monitoring:
-        host.node.forget_remote_watches(wf.pid, [*(wf.links or ()), *(wf.monitoring or ())])
-    for name in host.names.pop(wf.wid, ()):
-        host.node.unregister(name, wf.pid)
+    # a run of an incarnation whose lease lapsed that stopped only now (an activity in
+    # a worker thread held it past the lease): the node joined again since as a new
+    # incarnation, which may own the workflow, and run it here again (``current``)
+    stale = current is not None or wf.epoch != getattr(host.store, "fence_epoch", None)
+    if current is None:  # (else they are that run's: not this one's to drop)
+        host.elsewhere.forget_linker(wf.pid)  # its links are made again where it resumes
+        # as are its links to and monitors of plain processes of other nodes: kept here
+        # too, a loss of their node would give it each event twice (from here and there)
+        if wf.links or wf.monitoring:
+            host.node.forget_remote_watches(wf.pid,
+                                            [*(wf.links or ()), *(wf.monitoring or ())])
+        for name in host.names.pop(wf.wid, ()):
+            host.node.unregister(name, wf.pid)
     watch_elsewhere(host, wf)
     ownership: Any = host.ownership
+    if stale:  # (released, it would be taken from under the new incarnation's run)
+        log.info("workflow %s: its run of this node's previous incarnation (whose lease "
+                 "lapsed) stopped now, unrecorded: %s", wf.wid, exc,
+                 extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid})
+        return
     if ownership is not None:
         ownership.stopped(wf.wid)
     # (as the node stops, one line said how many: not one per workflow at INFO)

@@ -599,6 +599,7 @@ class _HistoryStore(_Refusing):
 
     _what = "a store operation"
     owner = False
+    fence_epoch = None  # (no cluster: the replayed run's epoch, see WorkflowCore.epoch)
 
     def __init__(self, history: History) -> None:
         self.history = history
