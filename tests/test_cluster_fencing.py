@@ -1,12 +1,22 @@
-"""Fencing a node paused past its lease (SIGSTOP) whose run of a workflow cannot stop
-at once: its writes stay fenced by the incarnation that ran it, also once the node
-joined again under a new one and claimed the workflow back (tests/cluster/node.py)."""
+"""Fencing a node whose lease lapsed: paused past it (SIGSTOP) while its run of a
+workflow cannot stop at once, that run's writes stay fenced by the incarnation that
+ran it, also once the node joined again under a new one and claimed the workflow back
+(tests/cluster/node.py); what the lapse refuses is told once, not as errors."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import garrison
+from garrison import workflow
+from garrison.persistence import Op
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
 
@@ -49,3 +59,43 @@ def test_a_run_held_past_the_lapse_writes_nothing_under_the_node_s_new_incarnati
         assert "workflow h left this node" not in log, log
     finally:
         look.close()
+
+
+async def _approved() -> str:
+    return str(await workflow.promise("go"))
+
+
+async def test_queued_workflows_refused_at_a_lapse_are_no_error(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The start of workflows waiting in the node's queue, refused because the node's
+    lease lapsed (the fence: they go to the next node that claims them, as its other
+    workflows do), is what the lapse does, told by ``node a lost its lease``: not an
+    ERROR of its own (``host workflows could not start 1 queued workflows``)."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s",
+                                  cluster_max_concurrent=1) as node:
+        first = await node.start_workflow(_approved, id="q1")
+        await node.start_workflow(_approved, id="q2")  # waits in the queue for q1's slot
+        store = type(node.hosts["workflows"].store)
+        commit = store.commit
+        refused: list[str] = []
+
+        async def lapsed(self: Any, tx: Any) -> list[Any]:
+            admits = [p for op, p in tx.ops if op is Op.ADMIT]
+            if not refused and admits and "q1" not in tx.workflow_ids:
+                refused.append(str(admits))
+                raise garrison.WorkflowMoved(self.path, None, "this node's lease lapsed "
+                                             "(it was cut off from the store)")
+            return await commit(self, tx)
+
+        monkeypatch.setattr(store, "commit", lapsed)
+        with caplog.at_level(logging.INFO):
+            await node.workflow(first.id).promise("go").resolve("yes")
+            with trio.fail_after(10):
+                while not refused:
+                    await trio.sleep(0.02)
+                await trio.sleep(0.2)
+        monkeypatch.undo()
+        said = [(r.levelname, r.getMessage()) for r in caplog.records]
+        assert not [m for level, m in said if level == "ERROR"], said
+        assert any("1 queued workflows did not start here" in m for _, m in said), said

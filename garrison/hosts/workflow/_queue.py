@@ -820,8 +820,14 @@ class WorkflowQueue:
         the store's error instead of waiting for ever, and in a cluster they are
         released, for a node whose store works to claim them."""
         host = self.host
-        log.error("host %s could not start %d queued workflows: %s", host.name,
-                  len(batch), exc)
+        if isinstance(exc, WorkflowMoved):
+            # the node's lease lapsed (``node a lost its lease`` says so): they go to the
+            # next node that claims them, as its other workflows do; no failure of theirs
+            log.info("host %s: %d queued workflows did not start here: %s", host.name,
+                     len(batch), exc)
+        else:
+            log.error("host %s could not start %d queued workflows: %s", host.name,
+                      len(batch), exc)
         error = exc if isinstance(exc, StoreError) else StoreError(
             host.store.path, f"it refused to start queued workflows: "
                              f"{type(exc).__name__}: {exc}")
