@@ -348,3 +348,73 @@ async def test_new_code_that_raises_before_a_recorded_step_names_the_line_that_r
     assert result.error is not None and result.error.where == where
     assert f"the code now did raise ValueError: a new check ({where}). " in str(result.error)
     assert await run_node(store) == {"w1": "blocked"}
+
+
+CAN_V1 = '''
+    import garrison
+    from garrison import process, workflow
+
+    async def flow(x: int) -> int:
+        if x == 0:
+            workflow.set_state("stage", "charged")
+            workflow.attrs(search={"stage": "charged"})
+            await process.inbox().receive()
+            await process.inbox().receive()
+        await process.inbox().receive()
+        return x
+'''
+
+
+async def test_state_new_code_sets_on_the_replayed_path_is_stored_by_a_continue_as_new(
+        code: Path, tmp_path: Path, autojump_clock: object) -> None:
+    """The replayed path's values are stored when the run goes on past its journal by a
+    ``continue_as_new`` right away too (v2 continues where v1 waited for a second
+    message): the new run carries them (its ``get_state``), and ``handle.state()`` and
+    a search read the same, not the old run's for good."""
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, CAN_V1)
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(v1.flow, 0, id="w1")  # type: ignore[attr-defined]
+        await trio.sleep(1)
+        await node.workflow("w1").signal("go", None)
+        await trio.sleep(1)
+        assert node.workflow("w1").status() == "waiting"
+
+    deploy(code, CAN_V1.replace("charged", "paid").replace(
+        "            await process.inbox().receive()\n"
+        "            await process.inbox().receive()\n",
+        "            await process.inbox().receive()\n"
+        "            workflow.continue_as_new(1)\n"))
+    async with garrison.open_node(store=store) as node:
+        await trio.sleep(1)
+        handle = node.workflow("w1")
+        assert handle.status() == "waiting"  # (the new run: x == 1, sets nothing)
+        assert journal(store)[0][1] == "continued"
+        assert handle.state("stage") == "paid"
+        assert [w.workflow_id for w in node.workflows(search={"stage": "paid"})] == ["w1"]
+
+
+async def test_state_new_code_sets_on_the_replayed_path_is_stored_by_a_failure_there(
+        code: Path, tmp_path: Path, autojump_clock: object) -> None:
+    """And by the failed end the run meets right after its replay (the README's 'or its
+    end'): the failed workflow's ``state()`` and search read what its code set."""
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, CAN_V1)
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(v1.flow, 0, id="w1")  # type: ignore[attr-defined]
+        await trio.sleep(1)
+        await node.workflow("w1").signal("go", None)
+        await trio.sleep(1)
+        assert node.workflow("w1").status() == "waiting"
+
+    deploy(code, CAN_V1.replace("charged", "paid").replace(
+        "            await process.inbox().receive()\n"
+        "            await process.inbox().receive()\n",
+        "            await process.inbox().receive()\n"
+        "            raise ValueError('new check')\n"))
+    async with garrison.open_node(store=store) as node:
+        await trio.sleep(1)
+        handle = node.workflow("w1")
+        assert handle.status() == "failed"
+        assert handle.state("stage") == "paid"
+        assert [w.workflow_id for w in node.workflows(search={"stage": "paid"})] == ["w1"]

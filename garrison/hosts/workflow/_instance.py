@@ -290,6 +290,9 @@ class WorkflowInstance(Waits, Activities, Interop):
                 final, error, value = WorkflowStatus.FAILED, self.kill_reason, None
             if self.cursor.error is not None:
                 final, error = WorkflowStatus.BLOCKED, ErrorInfo.from_exception(self.cursor.error)
+            elif (self.replayed_state is not None or self.replayed_attrs is not None) \
+                    and final is not WorkflowStatus.BLOCKED and not self.cursor.in_history:
+                self._settle_replayed()  # (failed or cancelled right after its replay)
             elif final is WorkflowStatus.COMPLETED and self.cancel_delivered:
                 final = WorkflowStatus.CANCELLED
                 error = ErrorInfo.from_exception(self._cancelled_error())
@@ -460,6 +463,10 @@ class WorkflowInstance(Waits, Activities, Interop):
         self.continue_asked = False
         self.check_continue()
         text = arguments_json(self.fn, args, f"the arguments of workflow {self.name}")
+        if self.replayed_state is not None or self.replayed_attrs is not None:
+            # (continued right after its replay: stored with this run's end, or the new
+            # run, which carries the state, would never, its cursor starting at 0)
+            self._settle_replayed()
         run_id = _uuid.uuid4().hex
         tx = self.take_buffer()
         now = self.host.clock.now()
