@@ -349,8 +349,7 @@ def _write_unfinished(store: Any, rec: Any, what: str, write: Callable[[Any], An
     (``Transaction.expect_unfinished``), so a workflow that ends between the tool's
     read and its write gets nothing (a message kept in a finished workflow's inbox is
     never read) and the tool says it had ended, as :func:`refuse_final` does."""
-    from .persistence import Transaction
-    from .persistence._transaction import WorkflowEnded
+    from .persistence import Transaction, WorkflowEnded
 
     try:
         store.write(write(Transaction().expect_unfinished(rec.workflow_id)))

@@ -63,7 +63,7 @@ from ._records import (
 from ._schema import SCHEMA_VERSION
 from ._sqlite import SQLiteStore
 from ._store import Store
-from ._transaction import Op, OperatorTransaction, Transaction
+from ._transaction import Op, OperatorTransaction, Transaction, WorkflowEnded
 
 if TYPE_CHECKING:
     from ._postgres import PostgresStore
@@ -99,6 +99,7 @@ __all__ = [
     "TimerRecord",
     "Transaction",
     "WakeupRecord",
+    "WorkflowEnded",
     "WorkflowRecord",
     "WorkflowStatus",
     "check_search_value",
