@@ -378,14 +378,18 @@ class Node:
         """A :class:`~garrison.ProcessInfo` snapshot of a process: ``alive``, ``label``,
         ``queued`` messages and waiting ``events``, ``links``, ``monitors``,
         ``monitored_by``, registered ``names``. ``pid`` may be a name or a pid's text
-        form; a process that has ended reads ``alive=False``.
+        form; a process that has ended reads ``alive=False``, as does a pid of a host this
+        node does not have.
 
         >>> node.process_info("counter").queued
         0
         """
-        self._router.check_thread("node.process_info()")
-        pid = self._router.resolve(pid)
-        host = self._router.host(pid.host)
+        router = self._router
+        router.check_thread("node.process_info()")
+        pid = router.resolve(pid)
+        host = router.hosts.get(pid.host) or router.hosts.get(router.aliases.get(pid.host, ""))
+        if host is None:  # a pid of no host here names no process here (as node.wait)
+            return ProcessInfo(pid, alive=False)
         if not hasattr(host, "process_info"):
             raise ValueError(f"process_info({str(pid)!r}): {pid.host!r} is a workflow host; "
                              f"use node.workflow({pid.id!r}) for a workflow")

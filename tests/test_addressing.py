@@ -9,7 +9,7 @@ import trio
 import workflow_app as app
 
 import garrison
-from garrison import EventKind, NoSuchProcess, ProcessError, process
+from garrison import EventKind, NoSuchProcess, Pid, ProcessError, ProcessInfo, process
 
 
 async def _echo() -> None:
@@ -114,6 +114,8 @@ async def test_a_pid_of_a_host_this_node_lacks_names_no_process(node, autojump_c
         return "done"
 
     assert await node.wait(await node.spawn(stops, "nowhere/1")) == "done"
+    # process_info reads it as it reads a dead pid (it raised "no host named 'nowhere'")
+    assert node.process_info("nowhere/1") == ProcessInfo(Pid("nowhere", "1"), alive=False)
 
 
 async def test_wrong_types_for_hosts_names_and_options_are_named(node, autojump_clock):

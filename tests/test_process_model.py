@@ -1000,8 +1000,6 @@ async def run_program(program: list[tuple], clock: trio.testing.MockClock) -> li
                               model.finished.get(key, "<still running>"))
                 # the state of every process
                 for p in model.procs:
-                    if pids[p.idx].host == "elsewhere":
-                        continue
                     info = node.process_info(pids[p.idx])
                     check(f"alive {p.idx}", info.alive, p.alive)
                     if not p.alive:
