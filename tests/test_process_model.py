@@ -8,7 +8,7 @@ another process's inbox, call and reply (twice, or reply and then fail), ``node.
 link / unlink / monitor / demonitor (by pid or name, to live, dead and unknown pids),
 ``trap_links``, returning, raising, being cancelled (reading events or not),
 terminated, killed through a link, catching the kill and returning, raising or
-lingering shielded for a second, register / unregister / ``lookup``, ``node.wait``
+lingering shielded for a while, register / unregister / ``lookup``, ``node.wait``
 (of an ended, a running and an unknown pid) and ``events()`` (read at once, late, or
 waited for). Each example runs in one ``trio.run`` on a manual ``MockClock`` (time
 moves only by the program's ``tick``s, so every timeout is hit exactly); the
@@ -43,6 +43,7 @@ STOPPED = "STOPPED"
 NAMES = ("n0", "n1")
 RECV_TIMEOUT = 1
 CALL_TIMEOUT = 2
+LINGER = 3  # (longer than a cancel's timeout: the cancel's terminate comes meanwhile)
 
 
 # --------------------------------------------------------------------------- model
@@ -161,7 +162,7 @@ class Model:
             return
         if p.stubborn == "linger":
             p.dying = reason
-            p.linger_until = self.now + 1
+            p.linger_until = self.now + LINGER
             p.recv = None  # (its tasks are cancelled: what they waited for is dropped)
             p.call = None
             return
@@ -282,7 +283,7 @@ async def actor(ctl: trio.MemoryReceiveChannel, stubborn: dict[str, str]) -> Any
             raise
         if stubborn["how"] == "linger":
             with trio.CancelScope(shield=True):
-                await trio.sleep(1)
+                await trio.sleep(LINGER)
         ending = ("raise" if stubborn["how"] == "raise" else "return", "caught")
     assert ending is not None
     how, value = ending
@@ -637,8 +638,10 @@ async def run_program(program: list[tuple], clock: trio.testing.MockClock) -> li
                     desc = f"call {frm} -> {to} ref {ref}"
                 elif kind == "reply":
                     # (a process that holds a request, if any does)
-                    holding = [p.idx for p in model.procs if p.alive and p.recv is None and (
-                        p.last_request is not None or any(m[0] == "q" for m in p.general))]
+                    running = model.alive()
+                    holding = [p.idx for p in model.procs if p.idx in running and p.recv is None
+                               and (p.last_request is not None
+                                    or any(m[0] == "q" for m in p.general))]
                     idx = holding[op[1] % len(holding)] if holding else alive_sel(op[1])
                     if idx is None or model.procs[idx].recv is not None:
                         continue
@@ -860,7 +863,8 @@ async def run_program(program: list[tuple], clock: trio.testing.MockClock) -> li
                         model.cancels.setdefault(to, []).append((bykey, model.now + CALL_TIMEOUT))
                     else:  # stopped at its next checkpoint: a normal exit (unless its
                         # cleanup raises: that is how it ended)
-                        model.cancels.setdefault(to, []).append((bykey, 10**9))
+                        deadline = model.now + CALL_TIMEOUT
+                        model.cancels.setdefault(to, []).append((bykey, deadline))
                         model.kill(to, STOPPED)
                     desc = f"cancel by {by} {to}"
                 elif kind == "node_call":
