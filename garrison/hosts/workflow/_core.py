@@ -137,6 +137,18 @@ class Settles(Protocol):
         ...
 
 
+class Replayed:
+    """The state keys, search attributes and memo (each merged) a resumed run's code set
+    on the path its journal replays: not written there (stored the first time)."""
+
+    __slots__ = ("memo", "search", "state")
+
+    def __init__(self) -> None:
+        self.state: set[str] = set()
+        self.search: dict[str, Any] = {}
+        self.memo: dict[str, Any] = {}
+
+
 class WorkflowCore(Caller, WorkflowScope):
     """State and primitives shared by every part of a workflow instance."""
 
@@ -152,8 +164,8 @@ class WorkflowCore(Caller, WorkflowScope):
                  "flushes", "flushing", "fn", "handed_over", "held_names", "history_bytes", "host",
                  "host_unwritten", "input_plain", "kill_reason", "left_outcome",
                  "links", "may_be_queued", "monitoring", "name", "orphaned", "parent",
-                 "pending", "promise_times", "promises", "refreshed", "replayed_attrs",
-                 "replayed_state", "requests", "requests_taken",
+                 "pending", "promise_times", "promises", "refreshed", "replayed",
+                 "requests", "requests_taken",
                  "resend_seq", "result_json", "run_id", "scope", "signal_ids", "started",
                  "state", "status", "store", "store_error", "stored_status", "taken", "task",
                  "timer_kinds", "timers",
@@ -329,12 +341,10 @@ class WorkflowCore(Caller, WorkflowScope):
         self.fn: Any = None
         #: recovered from a journal: check watched processes once replay has caught up
         self.check_lost = bool(journal)
-        #: the state keys, and the search attributes and memo (merged), its code set on
-        #: the path its journal replays (not written there: stored the first time), to
-        #: store where they differ from the store once the replay is past its journal
-        #: (code deployed since set another value there: ``_settle_replayed``)
-        self.replayed_state: set[str] | None = None
-        self.replayed_attrs: dict[str, dict[str, Any]] | None = None
+        #: what its code set on the path its journal replays, to store where it differs
+        #: from the store once the replay is past its journal (code deployed since set
+        #: another value there: ``_settle_replayed``); ``None`` while it set nothing
+        self.replayed: Replayed | None = None
         #: the seq past its journal when it was loaded from the store (0: started here):
         #: a call there may have sent its request before a crash (``Interop.call``)
         self.resend_seq = 0
@@ -702,8 +712,7 @@ class WorkflowCore(Caller, WorkflowScope):
         if self.check_lost:
             self._deliver_lost()
             _observe.replayed(self)
-        if (self.replayed_state is not None or self.replayed_attrs is not None) \
-                and seq > self.cursor.last:
+        if self.replayed is not None and seq > self.cursor.last:
             self._settle_replayed()
         if (self.cancel_requested and not self.cancel_delivered and cancel
                 and not self.is_replaying()):  # (at a gap: recorded later, or a wait's)
@@ -746,7 +755,7 @@ class WorkflowCore(Caller, WorkflowScope):
 
     def _settle_replayed(self) -> None:
         """Hook of the instance: store what the replayed path set that the store lacks."""
-        self.replayed_state = self.replayed_attrs = None
+        self.replayed = None
 
     def _deliver_cancel(self, seq: int, outcome: str = "null") -> NoReturn:
         """Journal the delivery of the cancel request at ``seq`` and raise it

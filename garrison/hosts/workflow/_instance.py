@@ -37,7 +37,7 @@ from ...workflow import WorkflowInfo
 from .._kernel import stepping
 from ._activities import Activities
 from ._codec import arguments_json, arity_problem, json_round_trip, restore_args
-from ._core import ContinueAsNew, EngineStop, log
+from ._core import ContinueAsNew, EngineStop, Replayed, log
 from ._ids import check_key_size, check_state_key, check_text
 from ._interop import Interop
 from ._journal import (
@@ -214,7 +214,7 @@ class WorkflowInstance(Waits, Activities, Interop):
                                 raise
                             await self._continue_as_new(inner.args_)
                     self.cursor.finished()
-                    if self.replayed_state is not None or self.replayed_attrs is not None:
+                    if self.replayed is not None:
                         self._settle_replayed()  # (returned right after its replay)
                     # a wait under way at a stop that the code returned before reaching (a
                     # timer the code reached and left, by a cancel scope of its own, is
@@ -290,8 +290,8 @@ class WorkflowInstance(Waits, Activities, Interop):
                 final, error, value = WorkflowStatus.FAILED, self.kill_reason, None
             if self.cursor.error is not None:
                 final, error = WorkflowStatus.BLOCKED, ErrorInfo.from_exception(self.cursor.error)
-            elif (self.replayed_state is not None or self.replayed_attrs is not None) \
-                    and final is not WorkflowStatus.BLOCKED and not self.cursor.in_history:
+            elif self.replayed is not None and final is not WorkflowStatus.BLOCKED \
+                    and not self.cursor.in_history:
                 self._settle_replayed()  # (failed or cancelled right after its replay)
             elif final is WorkflowStatus.COMPLETED and self.cancel_delivered:
                 final = WorkflowStatus.CANCELLED
@@ -463,7 +463,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         self.continue_asked = False
         self.check_continue()
         text = arguments_json(self.fn, args, f"the arguments of workflow {self.name}")
-        if self.replayed_state is not None or self.replayed_attrs is not None:
+        if self.replayed is not None:
             # (continued right after its replay: stored with this run's end, or the new
             # run, which carries the state, would never, its cursor starting at 0)
             self._settle_replayed()
@@ -708,14 +708,11 @@ class WorkflowInstance(Waits, Activities, Interop):
         if self.cursor.replaying:
             # stored the first time; kept, to store where the replay goes live if code
             # deployed since set other values here (``_settle_replayed``)
-            kept = self.replayed_attrs
-            if kept is None:
-                kept = self.replayed_attrs = {"search": {}, "memo": {}}
-            kept["search"].update(json_round_trip(search or {}, "search attributes")[1])
-            kept["memo"].update(json_round_trip(memo or {}, "memo")[1])
+            kept = self.replayed = self.replayed or Replayed()
+            kept.search.update(json_round_trip(search or {}, "search attributes")[1])
+            kept.memo.update(json_round_trip(memo or {}, "memo")[1])
             return
-        if (self.replayed_attrs is not None or self.replayed_state is not None) \
-                and not self.cursor.in_history:
+        if self.replayed is not None and not self.cursor.in_history:
             self._settle_replayed()  # (first: this call's values come after them)
         check_text(search, "workflow.attrs(search=...): a search attribute")  # (jsonb)
         if search:
@@ -730,8 +727,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         if not self.cursor.replaying:
             check_text(key, "workflow.set_state(): a state key")
             check_key_size(key, "workflow.set_state(): a state key")
-            if (self.replayed_state is not None or self.replayed_attrs is not None) \
-                    and not self.cursor.in_history:
+            if self.replayed is not None and not self.cursor.in_history:
                 self._settle_replayed()  # (first: this value comes after them)
             self.state[key] = plain
             self.buffered().set_state(self.wid, key, RawJson(text))
@@ -739,9 +735,8 @@ class WorkflowInstance(Waits, Activities, Interop):
             # stored the first time; kept, to store where the replay goes live if code
             # deployed since set another value here (``_settle_replayed``)
             self.state[key] = plain
-            if self.replayed_state is None:
-                self.replayed_state = set()
-            self.replayed_state.add(key)
+            self.replayed = self.replayed or Replayed()
+            self.replayed.state.add(key)
 
     def _settle_replayed(self) -> None:
         """Where a resumed run goes on past its journal: store the state and search
@@ -750,17 +745,19 @@ class WorkflowInstance(Waits, Activities, Interop):
         time, and stores nothing; code deployed since may have set others there, or
         keys the run before never set, which its own ``get_state`` reads: without
         this, ``handle.state()``, ``show`` and a search kept the old ones (or none)."""
-        keys, attrs = self.replayed_state, self.replayed_attrs
-        self.replayed_state = self.replayed_attrs = None
-        if self.cursor.last == 0 or (not keys and not attrs):
+        replayed, self.replayed = self.replayed, None
+        if replayed is None or self.cursor.last == 0:
             return
+        keys = replayed.state
+        attrs = {"search": replayed.search, "memo": replayed.memo}
         tx: Transaction | None = None
         try:
             stored = self.store.states(self.wid) if keys else {}
-            rec = self.store.get_workflow(self.wid) if attrs else None
+            rec = self.store.get_workflow(self.wid) if replayed.search or replayed.memo \
+                else None
         except StoreError:  # (read refused: the replayed values are stored as they are)
             stored, rec = {}, None
-        for key in sorted(keys or ()):
+        for key in sorted(keys):
             value = self.state.get(key, _ABSENT)
             if value is _ABSENT or (key in stored and _same(stored[key], value)):
                 continue
@@ -775,7 +772,7 @@ class WorkflowInstance(Waits, Activities, Interop):
             text = json_round_trip(value, f"state {key!r} of workflow {self.wid!r}")[0]
             tx = tx or self.buffered()
             tx.set_state(self.wid, key, RawJson(text))
-        if attrs:
+        if replayed.search or replayed.memo:
             changed: dict[str, dict[str, Any]] = {}
             for what, values in attrs.items():
                 held = {} if rec is None else (rec.search if what == "search" else rec.memo)

@@ -731,7 +731,7 @@ class ReplayInstance(WorkflowInstance):
         return None  # a replay writes nothing
 
     def _settle_replayed(self) -> None:
-        self.replayed_state = self.replayed_attrs = None  # a replay writes nothing
+        self.replayed = None  # a replay writes nothing
 
     def _take(self, kind: Any, name: str, timed: bool = False,
               cancel: bool = True) -> Entry | None:
