@@ -5,14 +5,15 @@ a node's trio thread blocks it (``time.sleep``, a blocking ``requests.get`` insi
 A node runs every process, workflow, timer and (in a cluster) its lease renewal in one
 trio thread: a call that blocks that thread freezes all of them, and without this
 nothing said so. Each trio run holding open nodes has one plain thread (not a daemon:
-started as its first node opens, stopped and joined as its last one closes). Every
-:data:`INTERVAL` it posts a tiny callback with the run's ``TrioToken.run_sync_soon``
-(one outstanding at a time) and measures, in real monotonic time, how long that
-callback has waited to run. Past :data:`THRESHOLD` it logs one warning with the trio
-thread's stack, trimmed to the user's frames; once the callback ran, one line saying
-for how long the loop was blocked. It uses no trio timer: under a ``MockClock`` a
-periodic trio sleep would wake millions of times over a test's mock month. Nothing
-runs on the node's hot paths: the only work in the trio thread is the callback.
+started as its first node opens, or the next after it died; stopped and joined as its
+last one closes). Every :data:`INTERVAL` it posts a tiny callback with the run's
+``TrioToken.run_sync_soon`` (one outstanding at a time) and measures, in real monotonic
+time, how long that callback has waited to run. Past :data:`THRESHOLD` it logs one
+warning with the trio thread's stack, trimmed to the user's frames; once the callback
+ran, one line saying for how long the loop was blocked. It uses no trio timer: under a
+``MockClock`` a periodic trio sleep would wake millions of times over a test's mock
+month. Nothing runs on the node's hot paths: the only work in the trio thread is the
+callback.
 
 What runs there is told by the frames alone: the pid, workflow or activity of the
 running task are in context variables, which another thread cannot read, and reading
@@ -99,6 +100,8 @@ class Watchdog:
         self._posted = 0.0
         #: the warning for the pending callback was logged (the line after is due)
         self._warned = False
+        #: its thread ended on a fault of its own
+        self._failed = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="garrison-watchdog")
@@ -110,6 +113,12 @@ class Watchdog:
         if self._thread is not None:
             self._thread.join()
 
+    @property
+    def alive(self) -> bool:
+        """Its thread runs (or is about to): not ended by a fault of its own, nor by
+        its trio run's end."""
+        return self._thread is not None and self._thread.is_alive() and not self._failed
+
     def _run(self) -> None:
         try:
             while not self._wait(self._interval):
@@ -117,8 +126,9 @@ class Watchdog:
                     return
             self.tick(closing=True)
         except Exception:  # (a fault of its own: said, not a thread dying in silence)
-            log.exception("the watchdog of %s stopped: the node runs on unwatched",
-                          self._named())
+            self._failed = True  # (the next node of the run to open starts another)
+            _say(logging.ERROR, f"the watchdog of {self._named()} stopped: the node "
+                 "runs on unwatched", exc_info=sys.exc_info())
 
     def _ran(self) -> None:  # (in the trio thread: the only work done there)
         self._pending = False
@@ -151,8 +161,8 @@ class Watchdog:
             return True
         if self._warned:
             self._warned = False
-            log.warning("the event loop of %s ran again after %.1f s blocked",
-                        self._named(), blocked, extra={"blocked_for": round(blocked, 1)})
+            _say(logging.WARNING, f"the event loop of {self._named()} ran again after "
+                 f"{blocked:.1f} s blocked", extra={"blocked_for": round(blocked, 1)})
         elif held and elapsed >= self._threshold:
             self._warn(elapsed, held, over=True)
         if closing:
@@ -202,10 +212,7 @@ class Watchdog:
                 is_runtime(f.filename) for f in stack) else ""
             sinfo = (f"The node's thread, innermost last{left_out}:\n"
                      + "".join(traceback.format_list(stack)).rstrip("\n"))
-        if log.isEnabledFor(logging.WARNING):
-            log.handle(log.makeRecord(log.name, logging.WARNING, __file__,
-                                      sys._getframe().f_lineno, message, (), None,
-                                      func="_warn", extra=extra, sinfo=sinfo))
+        _say(logging.WARNING, message, extra=extra, sinfo=sinfo)
 
     def _stack(self) -> tuple[list[traceback.FrameSummary], traceback.FrameSummary | None]:
         """The trio thread's frames now, innermost last, at most :data:`FRAMES`: those
@@ -222,6 +229,28 @@ class Watchdog:
             stack, runtime = stack[runtime.index(True):], runtime[runtime.index(True):]
         outside = [f for f, own in zip(stack, runtime, strict=True) if not own]
         return (outside or stack)[-FRAMES:], (outside[0] if outside else None)
+
+
+def _say(level: int, message: str, *, extra: dict[str, Any] | None = None,
+         sinfo: str | None = None, exc_info: Any = None) -> None:
+    """Log ``message`` on ``garrison.node`` from the watchdog's thread, where nothing
+    raising may end it: a handler's or filter's exception (logging passes on what a
+    handler's ``emit`` raises unless the handler catches it) is written to stderr with
+    the line, as logging's own ``Handler.handleError`` does, and the watchdog goes on."""
+    caller = sys._getframe(1)
+    try:
+        if log.isEnabledFor(level):
+            log.handle(log.makeRecord(log.name, level, __file__, caller.f_lineno,
+                                      message, (), exc_info, func=caller.f_code.co_name,
+                                      extra=extra, sinfo=sinfo))
+    except Exception:
+        try:
+            said = "".join(traceback.format_exception(*exc_info)) if exc_info else ""
+            sys.stderr.write("--- garrison's watchdog: logging raised on its line ---\n"
+                             f"{traceback.format_exc()}Line: {message}\n"
+                             f"{sinfo + chr(10) if sinfo else ''}{said}")
+        except Exception:  # (no stderr, or a closed one: nowhere left to say it)
+            pass
 
 
 #: the environment variable that sets the threshold (seconds; ``0``: no watchdog)
@@ -257,22 +286,26 @@ def watch(token: trio.lowlevel.TrioToken, ident: int, name: str) -> Callable[[],
     closes (the last node of the run stops and joins the thread)."""
     with _lock:
         dog = _watching.get(token)
-        if dog is None:
+        if dog is None or not dog.alive:  # (one that died watches the open nodes too)
             threshold = _threshold()
             if threshold == 0:  # (turned off)
                 return lambda: None
-            dog = Watchdog(token.run_sync_soon, ident, threshold=threshold)
+            new = Watchdog(token.run_sync_soon, ident, threshold=threshold)
+            new.names = dog.names if dog is not None else ()
             try:
-                dog.start()
+                new.start()
             except RuntimeError as exc:  # ("can't start new thread": the node runs on)
                 log.warning("node %r runs unwatched: its watchdog thread did not start "
                             "(%s); a blocked event loop will not be said", name, exc)
                 return lambda: None
-            _watching[token] = dog
+            dog = _watching[token] = new
         dog.names += (name,)
 
     def closed() -> None:
         with _lock:
+            dog = _watching.get(token)  # (not the one it opened under if that died)
+            if dog is None or name not in dog.names:  # (nothing of it to stop)
+                return
             names = list(dog.names)
             names.remove(name)
             last = not names

@@ -356,3 +356,95 @@ def test_the_threshold_comes_from_the_environment_and_0_turns_the_watchdog_off(
         assert [r.getMessage() for r in _warnings(caplog)] == [
             f"GARRISON_WATCHDOG_SECONDS={bad!r} is no number of seconds (0 or more): "
             f"the watchdog warns after {_watchdog.THRESHOLD:g} s"]
+
+
+class Raising(logging.Handler):
+    """A handler whose emit raises (no handleError of its own): logging passes the
+    exception on to whoever logged."""
+
+    def emit(self, record):
+        raise OSError("the log collector is gone")
+
+
+@pytest.fixture
+def raising_handler():
+    handler = Raising(logging.WARNING)
+    logging.getLogger("garrison.node").addHandler(handler)
+    yield handler
+    logging.getLogger("garrison.node").removeHandler(handler)
+
+
+def test_a_log_handler_that_raises_does_not_stop_the_watchdog(
+        caplog, capsys, raising_handler):
+    """A handler raising as the warning was logged ended the watchdog's thread (its own
+    report of the fault raised in that handler too, so only threading's stderr report
+    said anything): the node ran on unwatched. The watchdog goes on; each line logging
+    raised on is written to stderr with what raised (as logging's own handleError
+    does), so it is not lost."""
+    fake = Fake()
+    for _ in range(8):
+        assert fake.step() is True
+    fake.run_callbacks()
+    assert fake.step() is True  # the "ran again" line: the handler raises on it too
+    err = capsys.readouterr().err
+    assert err.count("--- garrison's watchdog: logging raised on its line ---") == 2
+    assert "OSError: the log collector is gone" in err
+    assert "Line: the event loop of node 'n1' has not run for 3.0 s: code in its " \
+           "thread blocks it, at " in err
+    assert f'File "{__file__}", line {BLOCKED_LINE}, in _blocked_here' in err  # its stack
+    assert "Line: the event loop of node 'n1' ran again after 4.0 s blocked" in err
+    assert _warnings(caplog) == []  # (the raising handler stopped its propagation)
+    logging.getLogger("garrison.node").removeHandler(raising_handler)
+    caplog.clear()
+    for _ in range(8):  # watching on: the next blockage is said
+        fake.step()
+    [warning] = _warnings(caplog)
+    assert "has not run for 3.0 s" in warning.getMessage()
+    assert capsys.readouterr().err == ""
+
+
+def test_a_watchdog_that_fails_under_a_raising_handler_says_so_on_stderr(
+        capsys, raising_handler):
+    dog = Watchdog(lambda _callback: None, IDENT, interval=0.5, threshold=3.0,
+                   clock=iter([0.0]).__next__, wait=lambda _: False)
+    dog.names = ("n1",)
+    dog._run()  # (returns: nothing raised out of the thread)
+    err = capsys.readouterr().err
+    assert "OSError: the log collector is gone" in err
+    assert "Line: the watchdog of node 'n1' stopped: the node runs on unwatched" in err
+    assert "StopIteration" in err  # (the watchdog's own fault, below the line)
+
+
+def test_a_watchdog_that_died_is_replaced_as_the_next_node_of_its_run_opens(
+        caplog, monkeypatch):
+    """A dead watchdog stayed registered for its trio run: every later node of the run
+    found it and started none, so the run went unwatched for good. The next node to
+    open starts a new one, watching the nodes still open as well as itself."""
+    monkeypatch.setattr(_watchdog, "INTERVAL", 0.01)
+    failing = [True]
+    tick = Watchdog.tick
+
+    def faulty(self, *, closing=False):
+        if failing[0]:
+            raise RuntimeError("a fault of its own")
+        return tick(self, closing=closing)
+
+    monkeypatch.setattr(Watchdog, "tick", faulty)
+
+    async def main():
+        async with garrison.open_node(name="a"):
+            [first] = [dog._thread for dog in _watchdog._watching.values()]
+            await trio.to_thread.run_sync(first.join, 30)  # (dies at its first look)
+            assert _watchdogs() == []
+            failing[0] = False
+            async with garrison.open_node(name="b"):
+                [second] = _watchdogs()
+                assert [dog.names for dog in _watchdog._watching.values()] == [("a", "b")]
+            assert _watchdogs() == [second]  # ("a" is still open)
+            assert [dog.names for dog in _watchdog._watching.values()] == [("a",)]
+        assert _watchdogs() == []
+        assert _watchdog._watching == {}
+
+    trio.run(main)
+    [said] = [r for r in _warnings(caplog) if "watchdog" in r.getMessage()]
+    assert said.getMessage() == "the watchdog of node 'a' stopped: the node runs on unwatched"
