@@ -486,7 +486,13 @@ def test_json_log_format(tmp_path):
                 "order %s", 17, extra={"workflow_id": "order-17", "run_id": "r1",
                                        "pid": process.pid(), "ratio": 0.5, "ok": True})
     """))
-    (tmp_path / "svc.py").write_text("async def flaky():\n    raise ValueError('flaky')\n")
+    (tmp_path / "svc.py").write_text(textwrap.dedent("""
+        import trio
+        async def flaky():
+            raise ValueError('flaky')
+        async def steady():
+            await trio.sleep_forever()
+    """))
     (tmp_path / "app.yaml").write_text(textwrap.dedent("""
         version: "1.0"
         namespace: app
@@ -495,6 +501,9 @@ def test_json_log_format(tmp_path):
           - {name: prog_main, kind: process.py, source: "prog:main"}
           - {name: flaky, kind: process.service, process: flaky_fn,
              lifecycle: {auto_start: true, restart: {max_attempts: 1, initial_delay: 10ms}}}
+          - {name: steady_fn, kind: process.py, source: "svc:steady"}
+          - {name: steady, kind: process.service, process: steady_fn,
+             lifecycle: {auto_start: true}}
     """))
     done = cli("--log-format", "json", "run", "app.yaml", "--main", "app:prog_main",
                cwd=tmp_path)
@@ -509,7 +518,7 @@ def test_json_log_format(tmp_path):
     assert restart["service"] == "app:flaky" and restart["attempt"] == 1
     assert isinstance(restart["delay"], float)
     assert restart["error"] == "ValueError: flaky" and restart["error_type"] == "ValueError"
-    started = next(r for r in records if ": started as" in r["message"])
+    started = next(r for r in records if r["message"].startswith("app:steady: started as"))
     assert started["pid"] == started["message"].rsplit(" ", 1)[1]  # a Pid, as its string
     mine = next(r for r in records if r["logger"] == "garrison.app")
     assert mine["message"] == "order 17"

@@ -222,12 +222,13 @@ async def test_crash_loop_of_a_service_that_fails_at_once(autojump_clock, caplog
     assert len([m for m in messages if ": restart " in m]) == 3
     assert ("t:svc_instant: giving up after 3 restarts; last error: "
             "RuntimeError: instant crashed at once") in messages
-    # "started" is logged before the crash it precedes, never after
+    # never said "started" (after its crash, as it was once): it never counted as
+    # running; each crash names its process
     logged = [r.getMessage() for r in caplog.records]
-    started = [i for i, m in enumerate(logged) if "svc_instant: started as" in m]
-    crashed = [i for i, m in enumerate(logged) if "exited abnormally" in m]
-    assert len(started) == len(crashed) == 4
-    assert all(s < c for s, c in zip(started, crashed, strict=True))
+    assert [m for m in logged if "svc_instant: started as" in m] == [], logged
+    crashed = [m for m in logged if "exited abnormally" in m]
+    assert len(crashed) == 4
+    assert all(m.startswith("t:svc_instant processes/") for m in crashed), crashed
 
 
 async def test_auto_start_services_that_cannot_spawn_back_off_and_the_node_starts(
@@ -310,9 +311,14 @@ async def test_a_service_that_waits_to_run_holds_up_only_what_requires_it(
         assert status["t:starved"] == ServiceStatus.BACKOFF
         assert status["t:after_starved"] == ServiceStatus.WAITING
     logged = [r.getMessage() for r in caplog.records if r.name == "garrison.services"]
-    # the services ready at once spawn in file order, and what waits says so once
-    spawned = [m.split(":")[1] for m in logged if " as " in m]
-    assert spawned == ["hog", "starved", "indep", "after_hog"], logged
+    # the services ready at once spawn in file order (each host numbers its pids in
+    # the order it spawns them; "started as" is said as each runs, in no set order),
+    # and what waits says so once
+    spawned = {m.split(":")[1]: m.split(" as ")[1].split(";")[0]
+               for m in logged if " as " in m}
+    assert sorted(spawned) == ["after_hog", "hog", "indep", "starved"], logged
+    serial = {name: int(pid.rsplit(".", 1)[1]) for name, pid in spawned.items()}
+    assert serial["hog"] < serial["starved"] and serial["indep"] < serial["after_hog"]
     assert [m for m in logged if "waiting for" in m] == [
         "t:after_starved: waiting for t:starved"], logged
 
@@ -1637,3 +1643,52 @@ async def test_a_service_running_a_supervisor_runs_once_its_children_all_run(
         assert str(info.last_error) == (
             "TimeoutError: not started within 1s: it waited for the children of its "
             "Supervisor to start")
+
+
+async def test_a_service_running_a_supervisor_is_said_started_once_its_children_run(
+        autojump_clock, caplog):
+    """'started as' was logged as the tree's process was spawned, before its children
+    ran: the log said it started while what requires it still waited, and a tree that
+    never got its children running had been said started. The line comes as the
+    service counts as running, once its children all run; a tree whose children do not
+    start in time is never said started, only why its start failed."""
+    caplog.set_level(logging.INFO, logger="garrison")
+    cfg = config("""
+        - {name: pool, kind: process.host, workers: 1}
+        - {name: hog, kind: process.py, source: "svc_app:hog"}
+        - {name: tree_p, kind: process.py, source: "svc_app:tree"}
+        - {name: busy, kind: process.service, process: hog, host: pool, input: [3],
+           lifecycle: {auto_start: true}}
+        - {name: tree, kind: process.service, process: tree_p, input: [tree],
+           lifecycle: {auto_start: true}}
+        - {name: slow, kind: process.service, process: tree_p, input: [slow],
+           lifecycle: {start_timeout: 1s, restart: {max_attempts: 1}}}
+    """)
+
+    def said(service):
+        return [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith(f"t:{service}:")]
+
+    class When(logging.Handler):  # (each line with its trio time)
+        def emit(self, record):
+            lines.append((trio.current_time(), record.getMessage()))
+
+    lines: list = []
+    when = When()
+    logging.getLogger("garrison.services").addHandler(when)
+    try:
+        async with garrison.open_node(config=cfg) as node:
+            # its child 'late' waits for the pool's one worker, which busy holds 3 s
+            assert starts("tree.first") == [0.0] and starts("tree.late") == [3.0]
+            tree = {s.id: s for s in node.services()}["t:tree"]
+            assert [(t, m) for t, m in lines if m.startswith("t:tree: started as")] == [
+                (3.0, f"t:tree: started as {tree.pid}")], lines
+            await node.start_service("t:slow")  # its 'late' waits behind tree's for ever
+            await trio.sleep(5)
+    finally:
+        logging.getLogger("garrison.services").removeHandler(when)
+    slow = said("slow")
+    assert [m for m in slow if "started as" in m] == [], slow
+    assert slow[-1] == ("t:slow: giving up after 1 restarts; last error: TimeoutError: "
+                        "not started within 1s: it waited for the children of its "
+                        "Supervisor to start"), slow

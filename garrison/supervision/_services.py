@@ -536,11 +536,9 @@ class ServiceManager:
         self.by_pid[pid] = svc
         why = self._waits_to_run(pid)
         queued = why is not None
-        if queued:  # (not "started": its code runs once a worker or a slot frees)
+        if queued:  # (its code runs once a worker or a slot frees; "started" once it
+            # counts as running: see _start_done)
             log.info("%s: spawned as %s; it waits %s", entry.id, pid, why,
-                     extra={"service": entry.id, "pid": pid})
-        else:
-            log.info("%s: started as %s", entry.id, pid,
                      extra={"service": entry.id, "pid": pid})
         waiting = trio.CancelScope()  # the wait to run: what interrupt() cuts
         if self.stopping:  # interrupted while it was spawned
@@ -577,9 +575,6 @@ class ServiceManager:
                 # its run, which stable_threshold measures, begins now (or began and
                 # ended at once)
                 svc.started_at = trio.current_time()
-                if host.is_alive(pid):
-                    log.info("%s: started as %s", entry.id, pid,
-                             extra={"service": entry.id, "pid": pid})
             async with self._lock:
                 if svc.pid == pid:
                     await self._start_done(svc, pid, error, interrupted=interrupted)
@@ -605,7 +600,12 @@ class ServiceManager:
             await self.node.terminate(pid, self.pid, error)
             await self._failed(svc, error, ran=None, pid=pid)
         elif self.node.hosts[pid.host].is_alive(pid):
+            # said as it counts as running: its code runs, a worker or a queue's slot
+            # freed, its Supervisor's children all run (not as it was spawned: a tree
+            # that never started its children was said started)
             svc.status = ServiceStatus.RUNNING
+            log.info("%s: started as %s", svc.entry.id, pid,
+                     extra={"service": svc.entry.id, "pid": pid})
 
     def _waits_to_run(self, pid: Pid | None, *, past: bool = False) -> str | None:
         """What the process ``pid``, spawned, waits for before its code runs, in words
