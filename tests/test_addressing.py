@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 
 import pytest
 import trio
@@ -78,6 +79,32 @@ async def test_pid_text_of_a_dead_process_is_a_dead_letter(node, autojump_clock)
     assert node.stats()["dead_letters"] == before + 1
     await node.send("nowhere/1", "late")  # a host this node does not have
     assert node.stats()["dead_letters"] == before + 2
+
+
+async def test_a_pid_of_an_earlier_node_run_names_no_process_of_a_later_one(
+        autojump_clock, monkeypatch):
+    """A plain pid is ``<host>/<incarnation>.<serial>``, its incarnation drawn as the
+    node opens. It had 32 random bits: a pid kept from an earlier run (in a workflow's
+    state, a store's row) named a live process of a later run whose 32 bits agreed (one
+    time in two within some 77,000 runs: a client node per web request), the same
+    serial counted again, so a send meant for a process long gone reached another."""
+    real = os.urandom
+
+    def agreeing(n: int) -> bytes:  # (two runs whose first 32 bits agree)
+        return b"\xab\xcd\xef\x01" + real(n - 4) if n >= 4 else real(n)
+
+    monkeypatch.setattr(os, "urandom", agreeing)
+    async with garrison.open_node() as node:
+        old = await node.spawn(_sleeper)
+    async with garrison.open_node() as node:
+        new = await node.spawn(_echo)
+        assert new.id.rsplit(".", 1)[1] == old.id.rsplit(".", 1)[1]  # (its serial)
+        assert not node.process_info(old).alive
+        before = node.stats()["dead_letters"]
+        await node.send(str(old), "for the process of the earlier run")
+        assert node.stats()["dead_letters"] == before + 1
+        assert node.process_info(new).queued == 0
+        assert len(new.id.split(".")[0]) == 16, new  # 64 bits, in hex
 
 
 async def test_bad_pid_text_and_names_with_a_slash(node, autojump_clock):

@@ -50,8 +50,14 @@ _STOPPED = ErrorInfo("Cancelled", "stopped by cancel")
 
 
 def _incarnation() -> str:
-    # pids of one node run never alias pids of an earlier run of the same store/app
-    return format(int.from_bytes(os.urandom(4), "big"), "x")
+    # pids of one node run never alias pids of an earlier run of the same store/app: a
+    # plain pid kept past its run (in a workflow's state or journal, a store's row) is
+    # sent to, monitored, linked after a restart, and each host counts its serials
+    # from 1 again, so two runs sharing an incarnation would give a stale pid to a new
+    # live process. 64 random bits, so that no two runs of a system's life do (a client
+    # node per web request, in a cluster too); 32 did, one time in two, within some
+    # 77,000 runs
+    return os.urandom(8).hex()
 
 
 class _Process(Caller):
