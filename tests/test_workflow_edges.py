@@ -638,6 +638,82 @@ async def test_a_send_of_a_continued_run_is_not_the_first_runs_message(
     assert await node.workflow("cl").result() == [0, 10]
 
 
+async def test_continued_runs_whose_run_ids_begin_alike_send_under_ids_of_their_own(
+        node: garrison.Node, autojump_clock: object,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A continued run's message ids held the first 12 hex digits of its run id (48
+    random bits), and a store drops a message whose id it holds, from any sender to any
+    receiver, for ever: two runs of one workflow whose 48 bits agreed (one time in two
+    within some 20 million runs of it; a fleet of long-lived workflows that continue
+    often meets it far sooner) sent at the same seq under one id, and the later one's
+    message was lost while the send returned (a call's request: no reply). They carry
+    the whole run id (122 random bits)."""
+    import types
+    import uuid
+
+    from garrison.hosts.workflow import _instance
+
+    def alike() -> uuid.UUID:  # (run ids whose first 12 hex digits agree)
+        return uuid.UUID(hex="abcdef012345" + uuid.uuid4().hex[12:])
+
+    monkeypatch.setattr(_instance, "_uuid", types.SimpleNamespace(uuid4=alike,
+                                                                  UUID=uuid.UUID))
+    await node.start_workflow(collects, 3, id="coll")
+    await node.start_workflow(sends_each_run, "workflows/coll", 0, id="snd")
+    assert await node.workflow("snd").result() == "sent"
+    assert await node.workflow("coll").result() == ["run 0", "run 1", "run 2"]
+    await node.start_workflow(answers, 3, id="srv")
+    await node.start_workflow(calls_each_run, "workflows/srv", -1, id="cl")
+    assert await node.workflow("cl").result() == [-10, 0, 10]
+
+
+async def continues_then_sends(to: str, run: int) -> str:
+    """Run 0 continues as new; run 1 waits for a message, then sends one (seq 2)."""
+    if run == 0:
+        workflow.continue_as_new(to, 1)
+    await garrison.process.inbox().receive()
+    await garrison.process.send(to, "n", "from run 1")
+    return "sent"
+
+
+@pytest.mark.parametrize("older", [False, True])
+async def test_a_run_an_older_garrison_continued_keeps_the_message_ids_it_had(
+        autojump_clock: object, tmp_path: Any, older: bool) -> None:
+    """A run continued by an older garrison (its seq-0 record without ``ids``) goes on
+    deriving its ids from its run id's first 12 hex digits on a newer one: a call made
+    again after a crash and an event a recovery delivers again must take the id they
+    took before, or the receiver would get them twice."""
+    import json
+    import sqlite3
+
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(collects, 1, id="coll")
+        await node.start_workflow(continues_then_sends, "workflows/coll", 0, id="w")
+        await trio.sleep(1)
+    conn = sqlite3.connect(db)
+    with conn:
+        [(text,)] = conn.execute(
+            "SELECT outcome FROM journal WHERE workflow_id = 'w' AND seq = 0")
+        first = json.loads(text)
+        assert first["ids"] == 2
+        if older:
+            del first["ids"]
+            conn.execute("UPDATE journal SET outcome = ? WHERE workflow_id = 'w' AND "
+                         "seq = 0", (json.dumps(first),))
+    conn.close()
+    async with garrison.open_node(store=db) as node:
+        await node.workflow("w").signal("go")
+        assert await node.workflow("w").result() == "sent"
+        assert await node.workflow("coll").result() == ["from run 1"]
+    with open_store(db, lock=False) as store:
+        rec = store.get_workflow("w")
+        assert rec is not None and rec.run_id
+        run = rec.run_id[:12] if older else rec.run_id
+        sent = store.inbox_message(f"w.{run}#2")
+        assert sent is not None and sent.workflow_id == "coll"
+
+
 @garrison.activity(retry=garrison.RetryPolicy(max_attempts=1200, initial_delay="1ms",
                                               backoff=10.0, max_delay="1ms"))
 async def never_works() -> str:

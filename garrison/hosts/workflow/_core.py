@@ -47,6 +47,7 @@ from ._journal import (
     op_text,
     retry_timer,
     run_started,
+    whole_run_id,
 )
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ class WorkflowCore(Caller, WorkflowScope):
                  "state", "status", "store", "store_error", "stored_status", "taken", "task",
                  "timer_kinds", "timers",
                  "topics", "trace", "trap_links", "unlinked", "unsized", "versions",
-                 "wait_deadline", "waits_on", "watchers", "wid")
+                 "wait_deadline", "waits_on", "watchers", "whole_run_id", "wid")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
@@ -210,6 +211,9 @@ class WorkflowCore(Caller, WorkflowScope):
         self.continue_asked = False
         self.continued = bool(journal) and journal[0].seq == 0 and \
             journal[0].kind == JournalKind.CONTINUED
+        #: its message ids carry its whole run id, not its first 12 hex digits (a run
+        #: an older garrison continued keeps those: see ``_journal.whole_run_id``)
+        self.whole_run_id = whole_run_id(journal)
         #: inbox items delivered and not consumed yet, in arrival order (an empty tuple
         #: until the first: see :meth:`queue_item`)
         self.pending: list[InboxItem] | tuple[()] = pending or ()

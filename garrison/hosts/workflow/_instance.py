@@ -42,6 +42,7 @@ from ._ids import check_key_size, check_state_key, check_text
 from ._interop import Interop
 from ._journal import (
     BLOCKED_ADVICE,
+    WHOLE_RUN_ID,
     Cursor,
     JournalKind,
     blocked_advice,
@@ -479,7 +480,8 @@ class WorkflowInstance(Waits, Activities, Interop):
         # (and the names it holds, which the new run holds on: taken again after a
         # restart, as a replay of its own registers would)
         # (and when it began: info().start_time after a restart too, see run_started)
-        first: dict[str, Any] = {"state": self.state, "started": now}
+        # (and that its message ids carry its whole run id, see _journal.whole_run_id)
+        first: dict[str, Any] = {"state": self.state, "started": now, "ids": WHOLE_RUN_ID}
         if self.held_names:
             first["names"] = self.held_names
         if self.monitoring:  # (held on into the new run: known after a crash too)
@@ -495,6 +497,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         self.input_plain = _loads(text)
         self.run_id = run_id
         self.continued = True
+        self.whole_run_id = True
         if handled:
             self.cancel_requested = self.cancel_delivered = False
             self.cancel_at = None

@@ -313,11 +313,17 @@ class Interop(WorkflowCore):
 
     def _message_id(self, seq: int) -> str:
         """The id of the message (or call request) sent at ``seq``: ``<id>#<seq>``; in a
-        continued run, whose seqs start from 1 again, ``<id>.<run>#<seq>`` (an inbox
+        continued run, whose seqs start from 1 again, ``<id>.<run id>#<seq>`` (an inbox
         ignores an id it holds: the first run's message at that seq would make this one
-        a duplicate, dropped). A send records its id, so a replay never derives it again."""
+        a duplicate, dropped). A send records its id, so a replay never derives it again.
+
+        The whole run id (122 random bits): a store holds every message id for ever,
+        whoever sent it to whom, and a run id's first 12 hex digits (48 bits), which a
+        run continued by an older garrison keeps, agree between two of a workflow's runs
+        one time in two within some 20 million of them."""
         if self.continued:
-            return f"{self.wid}.{self.run_id[:12] or 'run'}#{seq}"
+            run = self.run_id if self.whole_run_id else self.run_id[:12]
+            return f"{self.wid}.{run or 'run'}#{seq}"
         return f"{self.wid}#{seq}"
 
     # ------------------------------------------------------------ Runtime protocol

@@ -85,7 +85,8 @@ class JournalKind(enum.StrEnum):
     #: where a cancel request was delivered (raises ``WorkflowCancelled`` on replay)
     CANCEL = "cancel"
     #: seq 0 of a continued run: the state it starts with (``{"state": {...}}``), and the
-    #: names it holds (``"names": {name: scope}``, absent when none)
+    #: names it holds (``"names": {name: scope}``, absent when none); ``"ids": 2``: its
+    #: message ids carry its whole run id (see :func:`whole_run_id`)
     CONTINUED = "continued"
 
 
@@ -398,6 +399,22 @@ def initial_monitors(journal: Sequence[Entry]) -> dict[Pid, str | None]:
                     continue  # (not a pid: a hand edit; nothing to watch)
             return kept
     return {}
+
+
+#: the ``ids`` of a continued run's seq-0 record whose message ids carry its whole run id
+WHOLE_RUN_ID = 2
+
+
+def whole_run_id(journal: Sequence[Entry]) -> bool:
+    """Whether a continued run's message ids (and its events' ids, named by them) carry
+    its whole run id: its seq-0 record says so (``"ids": 2``). A run continued by an
+    older garrison, whose record does not, keeps the first 12 hex digits it derived
+    them from (a call it made again after a crash, an event a recovery delivers again,
+    must take the id it took before, or it would be a second one)."""
+    if journal and journal[0].seq == 0 and journal[0].kind == JournalKind.CONTINUED:
+        out = journal[0].outcome
+        return isinstance(out, dict) and out.get("ids") == WHOLE_RUN_ID
+    return False
 
 
 def initial_state(journal: Sequence[Entry]) -> dict[str, Any]:
