@@ -136,7 +136,9 @@ async def test_a_cluster_name_whose_release_is_refused_for_now_is_released_later
             await node.send(h, "end", None)
             with trio.fail_after(5):
                 await node.wait(h)  # (its exit did not wait for the release)
-            await trio.sleep(0.3)  # (past retry_for)
+            with trio.fail_after(10):  # (past retry_for: tried again, and said so)
+                while not any("still not released after 0.2s" in m for m in caplog.messages):
+                    await trio.sleep(0.02)
             refused = await node.wait(await node.spawn(takes))
         finally:
             await trio.to_thread.run_sync(locker.close)  # (rolled back: the lock is gone)
