@@ -158,7 +158,8 @@ class WorkflowCore(Caller, WorkflowScope):
     # a slot is one pointer in the object itself (the parts of a workflow below are
     # mixins with empty slots; an attribute not named here cannot be set)
     __slots__ = ("_budget", "_buffer", "_inboxes", "_journal_sizes", "_wake", "attempt",
-                 "backoff", "cancel_at", "cancel_delivered", "cancel_requested", "check_lost",
+                 "backoff", "cancel_at", "cancel_delivered", "cancel_mark", "cancel_requested",
+                 "check_lost",
                  "children_end", "continue_asked", "continued",
                  "created", "cursor", "defaulted", "done", "durable_watchers", "epoch", "error",
                  "exited",
@@ -247,6 +248,11 @@ class WorkflowCore(Caller, WorkflowScope):
         #: decides, or at an activity or process call (under way when it was asked).
         #: ``None``: no such cancel (a cancel asked of a running workflow arrives at once)
         self.cancel_at: float | None = None
+        #: the last inbox row that had arrived when a cancel of the running workflow was
+        #: flagged (``None``: none, or no such cancel): a receive takes the items up to
+        #: it before the cancel comes, as it would have had it run before the request
+        #: (and as ``cancel_at`` decides for one asked while no node ran it)
+        self.cancel_mark: int | None = None
         #: the scope of an activity call's wait before its next attempt (a cancel
         #: request ends it: the call raises ``WorkflowCancelled`` instead of retrying)
         self.backoff: trio.CancelScope | None = None

@@ -1706,6 +1706,8 @@ class WorkflowHost:
             self.cancel_children(wf, at)
         else:
             wf.cancel_requested = True
+            # what its inbox holds now came before the cancel: received first
+            wf.cancel_mark = max((item.id for item in wf.pending), default=None)
             self.cancel_children(wf)
             self.queue.cancelled(wf)  # waiting in the queue: it ends at once
 

@@ -228,6 +228,16 @@ class Receives(WorkflowCore):
                 return item
         return None
 
+    def _before_cancel(self, box: DurableInbox) -> bool:
+        """True if an item for ``box`` arrived before the cancel of the running
+        workflow that has not reached its code yet (``cancel_mark``): a receive takes it
+        before the cancel comes, as it would have, had the workflow run before the
+        request came."""
+        mark = self.cancel_mark
+        if mark is None or self.cancel_delivered or not self.cancel_requested:
+            return False
+        return any(item.id <= mark and self._matches(box, item) for item in self.pending)
+
     # ------------------------------------------------------------ receiving
     def _replayed_receive(self, entry: Entry) -> Any:
         """The item a recorded receive took (its row leaves the pending list), or
@@ -278,7 +288,8 @@ class Receives(WorkflowCore):
     def _start_receive(self, box: DurableInbox, timeout: Any) -> PendingReceive:
         """``inbox.receive()``: the seq is taken where the receive is created."""
         seconds = None if timeout is None else timeout_seconds(timeout)
-        entry = self._take(_RECEIVE, box.channel, timed=seconds is not None)
+        entry = self._take(_RECEIVE, box.channel, timed=seconds is not None,
+                           cancel=self.cancel_mark is None or not self._before_cancel(box))
         if entry is not None:
             if seconds is None:
                 self._check_item_recorded(entry)
@@ -340,18 +351,24 @@ class Receives(WorkflowCore):
                     await self._commit(tx)
                     r.resolved = True
                     return None
-                await self._wait(None if deadline is None else
-                                 self.host.clock.trio_deadline(deadline),
-                                 WorkflowStatus.WAITING,
-                                 f"a receive from its {box.channel}" if box.topic is None
-                                 else f"a receive of topic {box.topic!r}")
+                try:
+                    await self._wait(None if deadline is None else
+                                     self.host.clock.trio_deadline(deadline),
+                                     WorkflowStatus.WAITING,
+                                     f"a receive from its {box.channel}" if box.topic is None
+                                     else f"a receive of topic {box.topic!r}")
+                except WaitCancelled:
+                    if self.cancel_mark is None or not self._before_cancel(box):
+                        raise
+                    # (an item that arrived before the cancel woke it: taken first)
         except WaitCancelled:
             if seq != self.cursor.seq - 1:  # made before operations that took later seqs
                 self._cancel_at_await(seq)
             self._deliver_cancel(seq)
 
     def _try_receive(self, box: DurableInbox) -> Any:
-        entry = self._take(_RECEIVE, box.channel)
+        entry = self._take(_RECEIVE, box.channel,
+                           cancel=self.cancel_mark is None or not self._before_cancel(box))
         if entry is not None:
             return self._replayed_receive(entry)
         seq = self.cursor.seq - 1

@@ -500,7 +500,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         self.whole_run_id = True
         if handled:
             self.cancel_requested = self.cancel_delivered = False
-            self.cancel_at = None
+            self.cancel_at = self.cancel_mark = None
         self.cursor = Cursor(self.wid, [])
         # the run's links end with it (as at a normal end: the other sides hear
         # nothing), and its trap_links: its journal, which made them, is gone, so a
