@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import garrison
 from garrison import process, workflow
 
 #: (workflow id, wall-clock start in unix seconds) of every run, in start order
@@ -82,3 +83,24 @@ async def diverging() -> str:
     msg = await process.inbox().receive()
     assert msg is not None
     return str(msg.payload)
+
+
+@garrison.activity
+async def enqueue(wid: str, seconds: float) -> str:
+    """Start ``job`` as ``wid`` in the node's queue (not as a child): its pid's text."""
+    return str(await garrison.current_node().start_workflow(job, seconds, id=wid))
+
+
+async def enqueues(n: int) -> list[str]:
+    """DBOS's enqueue from a workflow: ``n`` jobs through the queue, then their
+    results, in the order their EXITs came (through monitors)."""
+    me = workflow.info().workflow_id
+    pids = [await enqueue(f"{me}-job{i}", 10.0) for i in range(n)]
+    for pid in pids:
+        process.monitor(pid)
+    results = []
+    for _ in pids:
+        event = await process.events().receive()
+        assert event is not None
+        results.append(event.result)
+    return results

@@ -357,6 +357,22 @@ async def test_child_workflows_start_at_once_whatever_the_limits(autojump_clock:
 
 
 
+async def test_a_workflow_queues_work_through_an_activity_and_monitors_it(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """What README gives a DBOS user for enqueue from a workflow (child workflows skip
+    the limits): an activity starts each job by id, which queues it as any start, and
+    the workflow monitors the pids it returned; a restart in the middle changes
+    nothing (the jobs were started by id, the monitors are journaled)."""
+    db = str(tmp_path / "q.db")
+    async with garrison.open_node(store=db, max_concurrent=3) as node:
+        await node.start_workflow(app.enqueues, 4, id="p")
+        await trio.sleep(5)
+        assert started() == ["p-job0", "p-job1"]  # the parent holds a slot too
+    async with garrison.open_node(store=db, max_concurrent=3) as node:
+        assert sorted(await node.workflow("p").result()) == [f"p-job{i}" for i in range(4)]
+    assert start_times() == {"p-job0": 0, "p-job1": 0, "p-job2": 10, "p-job3": 10}
+
+
 async def test_a_workflow_spawning_an_id_pending_behind_it_starts_it_at_once(
         store_spec: str, autojump_clock: Any) -> None:
     """README (Queues): a child workflow starts at once whatever the limits; a spawn by
