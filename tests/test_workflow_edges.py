@@ -1259,3 +1259,40 @@ async def test_a_handle_given_as_a_payload_says_what_to_store_instead(
             assert "NameError" not in str(refused.value)
             with pytest.raises(garrison.PayloadError, match=rf"message 't' .*{kind} at \['h'\]"):
                 await handle.signal("t", {"h": given})
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def asyncio_fetch() -> str:
+    import asyncio
+    await asyncio.sleep(1)  # asyncio code, as ported from an asyncio app
+    return "fetched"
+
+
+async def asyncio_in_workflow() -> str:
+    import asyncio
+    await asyncio.sleep(0)  # (no loop asked: trio's own error, which names asyncio)
+    return "slept"
+
+
+async def asyncio_in_activity() -> str:
+    return await asyncio_fetch()
+
+
+@pytest.mark.parametrize("where", ["workflow", "activity"])
+async def test_asyncio_code_in_a_workflow_or_activity_fails_saying_what_to_do(
+        where: str) -> None:
+    """A user coming from asyncio (DBOS, an asyncio app) who awaits asyncio.sleep or an
+    asyncio library in a workflow or an async activity got asyncio's `RuntimeError: no
+    running event loop`, nothing saying that garrison runs on trio, nor what to do."""
+    fn = asyncio_in_workflow if where == "workflow" else asyncio_in_activity
+    async with garrison.open_node() as node:
+        await node.start_workflow(fn, id="w")
+        with pytest.raises(garrison.WorkflowFailed) as info:
+            await node.workflow("w").result()
+    message = info.value.error.message
+    said = ("RuntimeError: no running event loop" if where == "activity" else
+            "trio.run received unrecognized yield message None")
+    assert message.startswith(said) and "(asyncio code: garrison runs on trio" in message
+    assert "workflow.sleep" in message and "asyncio.run(" in message
+    if where == "activity":
+        assert info.value.error.type == "ActivityError"

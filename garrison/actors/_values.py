@@ -112,12 +112,32 @@ class ErrorInfo:
         """
         tb = _bounded("".join(_traceback.format_exception(type(exc), exc, exc.__traceback__)))
         message = safe_str(exc)
+        if _from_asyncio(exc, message):
+            message += f" ({ASYNCIO_HINT})"
         if isinstance(exc, BaseExceptionGroup):
             leaves = _leaves(exc)
             message += ": " + "; ".join(f"{type(e).__name__}: {safe_str(e)}" for e in leaves[:5])
             if len(leaves) > 5:
                 message += f"; and {len(leaves) - 5} more"
         return cls(type(exc).__name__, message, tb)
+
+
+#: what asyncio code awaited in a process, a workflow or an async activity (all of which
+#: run on trio) is told to do instead, beside asyncio's error (or trio's)
+ASYNCIO_HINT = (
+    "asyncio code: garrison runs on trio, not asyncio; wait with workflow.sleep, a "
+    "receive or a promise in a workflow (trio.sleep in a plain process); run asyncio "
+    "code (aiohttp, asyncpg) in a plain def activity, which runs in a worker thread, as "
+    "asyncio.run(coro) there; see README, Activities")
+
+
+def _from_asyncio(exc: BaseException, message: str) -> bool:
+    """True if ``exc`` is what asyncio code raises when awaited under trio: asyncio's
+    own ``no running event loop``, or trio's error for a bare asyncio yield."""
+    if type(exc) is RuntimeError:
+        return message == "no running event loop"
+    return type(exc) is TypeError and message.startswith(
+        "trio.run received unrecognized yield message")
 
 
 #: characters of a recorded traceback kept at most: a failure's traceback carries, as
