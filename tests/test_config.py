@@ -1980,3 +1980,30 @@ def test_an_entry_s_field_problems_come_in_the_file_s_order(tmp_path: Path) -> N
         "colour", "lifecycle.start_timeout", "lifecycle.stop_timeout", "lifecycle.bogus",
         "lifecycle.restart.max_attempts", "lifecycle.restart.extra",
         "lifecycle.restart.initial_delay", "lifecycle.auto_start"], problems
+
+
+def test_an_input_that_is_the_one_list_argument_unwrapped_says_how_to_write_it(
+        tmp_path: Path) -> None:
+    """A schedule of a workflow taking one list, `input: ["ann", "bob"]`: refused as
+    too many arguments, 'expected a list of its positional arguments', which the input
+    is; README's [[...]] was not named, so a user porting a schedule did not see what
+    to write. A list that would not fit as the one argument either gets no such hint."""
+    path, problems = problems_of(
+        tmp_path,
+        f"""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {{name: greet, kind: workflow.py, source: "{MOD}:greet_all"}}
+          - {{name: s, kind: workflow.schedule, workflow: greet, every: 1h,
+             input: ["ann", "bob"]}}
+          - {{name: t, kind: workflow.schedule, workflow: greet, every: 1h, input: [1, 2]}}
+        """,
+    )
+    head = "does not fit app:greet (names: list[str]) -> list[str]: too many positional " \
+           "arguments; expected a list of its positional arguments"
+    assert problems == [
+        f"{path}: entry 'app:s' (index 1): field 'input': the input ['ann', 'bob'] {head} "
+        "(to give ['ann', 'bob'] as its one argument, write input: [['ann', 'bob']])",
+        f"{path}: entry 'app:t' (index 2): field 'input': the input [1, 2] {head}",
+    ], "\n".join(problems)

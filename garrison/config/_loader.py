@@ -1274,8 +1274,13 @@ def _input_problem(func: Callable[..., Any], args: tuple[Any, ...], target: str,
     try:
         signature.bind(*args)
     except TypeError as exc:
+        hint = ""
+        if len(args) > 1 and _input_problem(func, (list(args),), target) is None:
+            # (one list argument written bare: README's `input: [[1, 2]]`)
+            hint = (f" (to give {shown} as its one argument, write input: "
+                    f"[{shown}])")
         return (f"the input {shown} does not fit {target} {signature}: {exc}; expected a "
-                "list of its positional arguments")
+                f"list of its positional arguments{hint}")
     if not restore:  # a plain process gets the values as they are (never stored)
         return None
     import json

@@ -85,3 +85,8 @@ async def alert(threshold: float) -> float:
 async def stream(*args: Any) -> Any:
     """An async generator: no process body."""
     yield args
+
+
+async def greet_all(names: list[str]) -> list[str]:
+    """A workflow of one list argument (a schedule's input: [[...]])."""
+    return names
