@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import trio
 import trio.testing
@@ -806,3 +808,23 @@ async def test_a_message_committed_before_a_cancel_is_received_before_it(
             with pytest.raises(garrison.WorkflowCancelled):
                 await node.workflow(f"c{n}").result()
     assert _RAN == ["undo a,b"] * 3
+
+
+async def test_a_message_and_a_cancel_a_tool_wrote_together_are_received_in_order(
+        tmp_path: object) -> None:
+    """`garrison workflows signal`, then `cancel`, while a node runs the workflow: when
+    its node read both in one look at the store, the cancel came first, and the
+    compensation ran without the message (as in the test above, through the store)."""
+    db = str(tmp_path / "m.db")  # type: ignore[operator]
+    _RAN.clear()
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_collects_until_cancelled, id="c")
+        await trio.testing.wait_all_tasks_blocked()
+        with garrison.persistence.open_store(db, lock=False) as tool:
+            now = time.time()
+            tool.deliver("c", "note", "a", time=now)
+            tool.deliver("c", "note", "b", time=now + 0.001)
+            tool.request_cancel("c", time=now + 0.002)
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("c").result()
+    assert _RAN == ["undo a,b"]

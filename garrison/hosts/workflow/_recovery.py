@@ -441,6 +441,10 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
             changed = True
     if record.cancel_requested and not wf.cancel_requested and wf.cancel_at is None:
         wf.cancel_requested = True
+        # what was committed to its inbox before the cancel is received first
+        at = record.cancel_time
+        wf.cancel_mark = max((item.id for item in wf.pending
+                              if at is None or item.created <= at), default=None)
         host.cancel_children(wf)
         host.queue.cancelled(wf)  # waiting in the queue: it ends at once
         changed = True
