@@ -200,6 +200,15 @@ def _target_name(fn: Any) -> str:
     if not inspect.iscoroutinefunction(inner):
         raise TypeError(f"cannot run {module}:{qualname} as a workflow: it must be an async "
                         "function (async def)")
+    if inspect.ismethod(inner):  # (Temporal's workflow classes: Flow().run)
+        bound = inner.__self__
+        to = (f"class {bound.__name__}" if isinstance(bound, type)
+              else f"a {type(bound).__name__} instance")
+        raise TypeError(f"cannot run the method {module}:{qualname} (bound to {to}) as a "
+                        "workflow: after a restart a workflow is found again by its "
+                        "module:qualname, without what it was bound to; make it a "
+                        "module-level async function (or a @staticmethod) and pass what the "
+                        "instance held as its arguments")
     name = f"{module}:{qualname}"
     try:
         found = import_target(name)

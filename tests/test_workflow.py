@@ -203,6 +203,33 @@ async def test_lambda_and_closure_are_refused(node: garrison.Node) -> None:
         await node.start_workflow(lambda: None)
 
 
+class _TemporalStyle:
+    """A workflow written as Temporal's Python SDK writes one: a class with a run method."""
+
+    async def run(self, n: int) -> int:
+        return n
+
+    @staticmethod
+    async def run_static(n: int) -> int:
+        return n + 1
+
+
+async def test_a_bound_method_is_refused_saying_what_to_write_instead(
+        node: garrison.Node) -> None:
+    """A user porting a Temporal workflow class started `Flow().run` and was told that
+    importing its name gives another object, nothing of what to write instead; a
+    staticmethod, found again by its name, runs."""
+    with pytest.raises(TypeError) as info:
+        await node.start_workflow(_TemporalStyle().run, 1, id="m")
+    assert str(info.value) == (
+        "cannot run the method test_workflow:_TemporalStyle.run (bound to a _TemporalStyle "
+        "instance) as a workflow: after a restart a workflow is found again by its "
+        "module:qualname, without what it was bound to; make it a module-level async "
+        "function (or a @staticmethod) and pass what the instance held as its arguments")
+    await node.start_workflow(_TemporalStyle.run_static, 1, id="s")
+    assert await node.workflow("s").result() == 2
+
+
 async def test_typed_arguments_and_results_restored_from_annotations(node: garrison.Node) -> None:
     when = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
     await node.start_workflow(app.typed, Order("o1", 30, Color.BLUE, when), id="t")
