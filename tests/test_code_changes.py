@@ -16,7 +16,7 @@ import trio.testing
 
 import garrison
 from garrison.hosts.workflow import History, replay_history
-from garrison.persistence import SQLiteStore
+from garrison.persistence import SQLiteStore, Transaction
 
 MODULE = "code_change_app"
 
@@ -330,6 +330,63 @@ async def test_state_and_search_attributes_new_code_sets_on_the_replayed_path_ar
         await handle.signal("go", None)
         assert await handle.result() == 3
         assert handle.state("seen") == "paid"  # (what its code read: the same)
+
+
+async def test_resumed_workflows_tell_what_their_replayed_paths_changed_without_a_read_each(
+        code: Path, tmp_path: Path, autojump_clock: object,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workflows resumed together whose replayed paths set state and search attributes:
+    which values differ from the store's was read from the store in the node's thread,
+    once or twice per workflow as each went on past its journal (on PostgreSQL a
+    blocking round trip each: thousands of workflows resumed after a takeover froze the
+    node for seconds). The stored state is read once for all of them with their load,
+    the attributes come with the rows loaded; what changed is stored as before, and
+    unchanged code stores nothing."""
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, STATE_V1)
+    async with garrison.open_node(store=store) as node:
+        for wid in ("w1", "w2"):
+            await node.start_workflow(v1.flow, 1, id=wid)  # type: ignore[attr-defined]
+        await trio.sleep(1)
+        assert {r.status for r in node.workflows()} == {"waiting"}
+
+    reads: list[str] = []  # (what the settle read itself, and wrote)
+    batched: list[list[str]] = []
+    writes: list[str] = []
+
+    def settles(name: str) -> bool:
+        return sys._getframe(2).f_code.co_name == "_settle_replayed"
+    for cls, names, into in ((SQLiteStore, ("states", "get_workflow", "get_state"), reads),
+                             (Transaction, ("set_state", "set_attributes"), writes)):
+        for name in names:
+            def called(self: object, *args: object, _name: str = name, _into: list[str] = into,
+                       _orig: object = getattr(cls, name), **kw: object) -> object:
+                if settles(_name):
+                    _into.append(_name)
+                return _orig(self, *args, **kw)  # type: ignore[operator]
+            monkeypatch.setattr(cls, name, called)
+    states_of = SQLiteStore.states_of
+
+    def read_many(self: SQLiteStore, ids: list[str]) -> dict[str, dict[str, object]]:
+        batched.append(sorted(ids))
+        return states_of(self, ids)
+    monkeypatch.setattr(SQLiteStore, "states_of", read_many)
+
+    assert await run_node(store) == {"w1": "waiting", "w2": "waiting"}  # (unchanged code)
+    assert (reads, batched, writes) == ([], [["w1", "w2"]], [])
+
+    batched.clear()
+    deploy(code, STATE_V1.replace('"charged"', '"paid"'))
+    async with garrison.open_node(store=store) as node:
+        await trio.sleep(1)
+        assert (reads, batched) == ([], [["w1", "w2"]])
+        assert sorted(writes) == ["set_attributes"] * 2 + ["set_state"] * 2
+        for wid in ("w1", "w2"):
+            handle = node.workflow(wid)
+            assert handle.status() == "waiting"
+            assert handle.state("stage") == "paid"
+        assert sorted(w.workflow_id for w in node.workflows(search={"stage": "paid"})) == \
+            ["w1", "w2"]
 
 
 async def test_new_code_that_raises_before_a_recorded_step_names_the_line_that_raised(

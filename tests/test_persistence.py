@@ -714,6 +714,24 @@ def test_state_and_monitors(store: SQLiteStore) -> None:
     assert store.monitors("w1") == [parent]
 
 
+def test_states_of_reads_the_state_of_many_workflows_at_once(store: SQLiteStore) -> None:
+    """What a node resuming many workflows reads of their state: one read, not one per
+    workflow (600: more than SQLite takes as one statement's parameters). A workflow
+    with no state (or no row) is left out, and an id asked for twice counts once."""
+    tx = Transaction()
+    for i in range(600):
+        tx.create_workflow(f"w{i}", "app.orders:order_workflow", [])
+        if i % 2 == 0:
+            tx.set_state(f"w{i}", "stage", {"n": i}).set_state(f"w{i}", "b", [i])
+    store.write(tx)
+    wanted = [f"w{i}" for i in range(600)] + ["w0", "ghost", "bad\udc80"]
+    found = store.states_of(wanted)
+    assert found == {f"w{i}": {"b": [i], "stage": {"n": i}} for i in range(0, 600, 2)}
+    assert store.states_of([]) == {}
+    assert found["w4"] == store.states("w4")
+
+
+
 def test_deliver_to_monitors_reads_the_stored_monitors_in_the_write(store: SQLiteStore
                                                                     ) -> None:
     """An ending workflow's EXIT goes to every unfinished workflow of its host that the

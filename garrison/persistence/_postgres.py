@@ -1509,6 +1509,20 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             'ORDER BY key COLLATE "C"', (workflow_id,))
         return {key: json.loads(value) for key, value in rows}
 
+    def states_of(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`states` of each of ``workflow_ids`` in one round trip (``{workflow_id:
+        {key: value}}``, a workflow with no state left out)."""
+        ids = [wid for wid in dict.fromkeys(workflow_ids) if not no_match((wid,), nul=True)]
+        if not ids:
+            return {}
+        rows = self._query(
+            f"SELECT workflow_id, key, value FROM {self._s}.state WHERE workflow_id = ANY(%s) "
+            'ORDER BY workflow_id, key COLLATE "C"', (ids,))
+        found: dict[str, dict[str, Any]] = {}
+        for wid, key, value in rows:
+            found.setdefault(wid, {})[key] = json.loads(value)
+        return found
+
     def monitors(self, workflow_id: str) -> list[Pid]:
         """The pids watching the workflow, in the order they started watching."""
         rows = self._query(

@@ -14,7 +14,7 @@ picked up by the node that owns the store through :meth:`Store.wakeups`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -215,6 +215,11 @@ class Store(Protocol):
 
     def states(self, workflow_id: str) -> dict[str, Any]:
         """Every state key of the workflow, decoded."""
+        ...
+
+    def states_of(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`states` of each of ``workflow_ids`` in one read: ``{workflow_id:
+        {key: value}}``, a workflow with no state (or no row) left out."""
         ...
 
     def monitors(self, workflow_id: str) -> list[Pid]:

@@ -140,14 +140,26 @@ class Settles(Protocol):
 
 class Replayed:
     """The state keys, search attributes and memo (each merged) a resumed run's code set
-    on the path its journal replays: not written there (stored the first time)."""
+    on the path its journal replays: not written there (stored the first time); and
+    what the store held of them when the run was loaded, read with it, to tell which
+    values differ without a read of the run's own."""
 
-    __slots__ = ("memo", "search", "state")
+    __slots__ = ("held_memo", "held_search", "held_state", "memo", "search", "state")
 
-    def __init__(self) -> None:
+    def __init__(self, held_search: dict[str, Any] | None = None,
+                 held_memo: dict[str, Any] | None = None) -> None:
         self.state: set[str] = set()
         self.search: dict[str, Any] = {}
         self.memo: dict[str, Any] = {}
+        #: the stored state (``None``: not read with the load, read at the settle), search
+        #: attributes and memo (``None``: unknown, what the run set is stored as it is)
+        self.held_state: dict[str, Any] | None = None
+        self.held_search = held_search
+        self.held_memo = held_memo
+
+    def set_any(self) -> bool:
+        """Whether the replayed path set anything (else there is nothing to settle)."""
+        return bool(self.state or self.search or self.memo)
 
 
 class WorkflowCore(Caller, WorkflowScope):
@@ -353,7 +365,9 @@ class WorkflowCore(Caller, WorkflowScope):
         self.check_lost = bool(journal)
         #: what its code set on the path its journal replays, to store where it differs
         #: from the store once the replay is past its journal (code deployed since set
-        #: another value there: ``_settle_replayed``); ``None`` while it set nothing
+        #: another value there: ``_settle_replayed``); made as a resumed run is loaded
+        #: (holding what the store held), else by the first value set there; ``None``
+        #: once settled
         self.replayed: Replayed | None = None
         #: the seq past its journal when it was loaded from the store (0: started here):
         #: a call there may have sent its request before a crash (``Interop.call``)

@@ -747,22 +747,25 @@ class WorkflowInstance(Waits, Activities, Interop):
         differ from what the store holds. Unchanged code set the values stored the first
         time, and stores nothing; code deployed since may have set others there, or
         keys the run before never set, which its own ``get_state`` reads: without
-        this, ``handle.state()``, ``show`` and a search kept the old ones (or none)."""
+        this, ``handle.state()``, ``show`` and a search kept the old ones (or none).
+
+        What the store holds was read with the run's load (``Replayed.held_*``: a node
+        resuming many workflows reads their state in one read, see
+        ``_recovery.hold_states``), not here in the node's thread, once per run; only a
+        run loaded alone (a tool's retry) reads its state here."""
         replayed, self.replayed = self.replayed, None
-        if replayed is None or self.cursor.last == 0:
+        if replayed is None or self.cursor.last == 0 or not replayed.set_any():
             return
-        keys = replayed.state
-        attrs = {"search": replayed.search, "memo": replayed.memo}
         tx: Transaction | None = None
-        try:
-            stored = self.store.states(self.wid) if keys else {}
-            rec = self.store.get_workflow(self.wid) if replayed.search or replayed.memo \
-                else None
-        except StoreError:  # (read refused: the replayed values are stored as they are)
-            stored, rec = {}, None
-        for key in sorted(keys):
+        stored = replayed.held_state
+        if stored is None and replayed.state:
+            try:
+                stored = self.store.states(self.wid)
+            except StoreError:  # (read refused: the replayed values are stored as they are)
+                stored = {}
+        for key in sorted(replayed.state):
             value = self.state.get(key, _ABSENT)
-            if value is _ABSENT or (key in stored and _same(stored[key], value)):
+            if value is _ABSENT or (stored and key in stored and _same(stored[key], value)):
                 continue
             try:
                 check_text(key, "workflow.set_state(): a state key")
@@ -777,8 +780,9 @@ class WorkflowInstance(Waits, Activities, Interop):
             tx.set_state(self.wid, key, RawJson(text))
         if replayed.search or replayed.memo:
             changed: dict[str, dict[str, Any]] = {}
-            for what, values in attrs.items():
-                held = {} if rec is None else (rec.search if what == "search" else rec.memo)
+            for what, values, held in (("search", replayed.search, replayed.held_search),
+                                       ("memo", replayed.memo, replayed.held_memo)):
+                held = held or {}
                 for key, value in values.items():
                     if (value is None and key not in held) or (
                             key in held and _same(held[key], value)):

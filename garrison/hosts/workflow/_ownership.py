@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 from ..._errors import WorkflowMoved
 from ...actors._values import Pid
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
-from ._recovery import count_tool_starts, end_requested, load, mark_running, runnable
+from ._recovery import (
+    count_tool_starts,
+    end_requested,
+    hold_states,
+    load,
+    mark_running,
+    runnable,
+)
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -49,6 +56,7 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
     waiting: dict[str, tuple[WorkflowRecord, WorkflowInstance]] = {}
     requeued = Transaction()
     back: dict[str, tuple[WorkflowRecord, WorkflowInstance]] = {}
+    loaded: list[WorkflowInstance] = []
     for record in records:
         wid = record.workflow_id
         if wid in host.active or host.closing:
@@ -64,6 +72,7 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
         except Exception as exc:  # pragma: no cover - a broken row
             log.error("cannot resume workflow %s: %s", wid, exc, extra={"workflow_id": wid})
             continue
+        loaded.append(wf)
         if wf.requests:
             # asked to terminate while its owner was gone (the claim spent the request's
             # wakeup): it ends unrun, as at a node's start (no code needed for that)
@@ -109,6 +118,7 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
     if waiting:  # in queue order (priority, start order), as after a restart
         host.queue.restore([r for r, _ in waiting.values()],
                            lambda record: waiting[record.workflow_id][1])
+    hold_states(host, loaded)  # (before the tasks just started run)
     if resumed:  # (before the tasks just started run: see mark_running)
         mark_running(host, resumed)
     return started

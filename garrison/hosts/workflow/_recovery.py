@@ -16,7 +16,7 @@ import gc
 import logging
 import time as _time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -25,7 +25,7 @@ from ..._errors import StoreError
 from ..._targets import import_target, workflow_refusal
 from ...actors._values import ErrorInfo, EventKind, Pid
 from ...persistence import DamagedRecord, Transaction, WorkflowRecord, WorkflowStatus
-from ._core import added, cancelled_error
+from ._core import Replayed, added, cancelled_error
 from ._inbox import CONTROL, item_from_record, stale_request
 from ._instance import WorkflowInstance
 from ._journal import Entry, error_from_plain, error_to_plain, initial_state
@@ -34,8 +34,8 @@ from ._queue import TOOL_START_MEMO
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["SUPERVISOR_MEMO", "check_supervisors", "count_tool_starts", "load", "refresh",
-           "resume_all", "runnable", "supervisor_of", "watch_wakeups"]
+__all__ = ["SUPERVISOR_MEMO", "check_supervisors", "count_tool_starts", "hold_states", "load",
+           "refresh", "resume_all", "runnable", "supervisor_of", "watch_wakeups"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -72,6 +72,8 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
         timer_kinds={t.seq: t.kind for t in stored if t.kind is not None},
     )
     wf.requests = requests
+    if journal:  # (what its replayed path sets is told from what the row holds now)
+        wf.replayed = Replayed(record.search, record.memo)
     for other in host.early_links.pop(wid, ()):  # (made before this host resumed)
         wf.linked_to(other)
     wf.resend_seq = wf.cursor.last + 1  # (a call there may have been sent before)
@@ -103,6 +105,27 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
         wf.host_unwritten = True
         host.write_soon(Transaction().update_workflow(wid, host=host.name))
     return wf
+
+
+def hold_states(host: WorkflowHost, loaded: Iterable[WorkflowInstance]) -> None:
+    """Read the stored state of the resumed runs ``loaded`` together (one read, not one
+    per run in the node's thread as each goes past its journal), for each to tell which
+    state its replayed path set differs (``_settle_replayed``). Read before their tasks
+    run: nothing of theirs is written meanwhile. Refused, each stores what its replayed
+    path set as it is."""
+    runs = [wf for wf in loaded if wf.replayed is not None and wf.replayed.held_state is None]
+    if not runs:
+        return
+    try:
+        states = host.store.states_of([wf.wid for wf in runs])
+    except StoreError as exc:
+        log.warning("could not read the state of %d resumed workflows (%s): the state their "
+                    "code sets on their replayed paths is stored again as it is", len(runs),
+                    exc)
+        states = {}
+    for wf in runs:
+        assert wf.replayed is not None
+        wf.replayed.held_state = states.get(wf.wid, {})
 
 
 def supervisor_of(host: WorkflowHost, record: WorkflowRecord) -> Pid | None:
@@ -236,6 +259,7 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
             ownership.first_resumed()
         if paused:
             nursery.start_soon(_resume_gc, recovering)
+    hold_states(host, [*recovering, *loaded.values()])  # (before their tasks run)
     if resumed:
         host.store.write(resumed)
     for wf in ending:  # once every workflow is loaded: their EXITs reach their watchers
