@@ -1993,6 +1993,95 @@ async def test_a_takeover_by_a_node_without_the_code_leaves_the_workflow_to_one_
     assert not [r for r in caplog.records if "blocked" in r.getMessage()]
 
 
+SETTLE_APP = '''
+from garrison import process, workflow
+
+
+async def flow(x: int) -> int:
+    """Sets its state and a search attribute, then waits (the code of each release):
+    a resumed run replays the sets (its journal records the now() after them)."""
+    workflow.set_state("stage", "charged")
+    workflow.attrs(search={"stage": "charged"})
+    workflow.now()
+    await process.inbox().receive()
+    return x
+'''
+
+
+async def test_nodes_taking_over_workflows_store_what_their_code_set_on_the_replayed_path(
+        postgres_url: str, nodes: list[Node], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nodes of two releases take over waiting workflows from killed nodes (kill -9):
+    after each takeover the store holds the state and search attribute of the code
+    that ran last, a release's new value or an old release's again (the node that ran
+    the new one was killed once it had stored it), and the node taking them over
+    told what its code changed without a read per workflow in its trio thread (the
+    state of the ones it took together is read once)."""
+    import trio
+
+    from garrison.persistence import PostgresStore, Transaction
+
+    url = postgres_url
+    folders = {}
+    for release, stage in (("old", "charged"), ("new", "paid")):
+        folders[release] = tmp_path / release
+        folders[release].mkdir()
+        (folders[release] / "settle_app.py").write_text(SETTLE_APP.replace("charged", stage))
+    root = Path(__file__).resolve().parent.parent
+    ids = ["s1", "s2"]
+    a = Node.start(url, "a", LEASE, env={"PYTHONPATH": f"{root}:{folders['old']}"})
+    nodes.append(a)
+    look = Look(url)
+
+    def stored(stage: str) -> bool:
+        return all(look.store.get_state(wid, "stage") == stage for wid in ids) and sorted(
+            r.workflow_id for r in look.store.list_workflows(search={"stage": stage})) == ids
+
+    try:
+        look.store.write(Transaction().create_workflow("s1", "settle_app:flow", [1])
+                         .create_workflow("s2", "settle_app:flow", [2]))
+        wait_for(lambda: look.statuses() == {"s1": "waiting", "s2": "waiting"}
+                 and stored("charged"), 20, "a to run them")
+        a.kill()  # (before any settle: it ran the code they started with)
+        b = Node.start(url, "b", LEASE, env={"PYTHONPATH": f"{root}:{folders['new']}"})
+        nodes.append(b)
+        wait_for(lambda: set(look.owners().values()) == {"b"} and stored("paid"), 20,
+                 "b to take them over and store what its code set")
+        # the old release again, in this process: it takes them over from b killed
+        monkeypatch.syspath_prepend(str(folders["old"]))
+        reads: list[str] = []
+        batched: list[str] = []
+        def counted(name: str) -> Callable[..., Any]:
+            orig = getattr(PostgresStore, name)
+
+            def read(self: PostgresStore, *args: Any) -> Any:
+                if sys._getframe(1).f_code.co_name == "_settle_replayed":
+                    reads.append(name)
+                return orig(self, *args)
+            return read
+        for name in ("states", "get_workflow", "get_state"):
+            monkeypatch.setattr(PostgresStore, name, counted(name))
+        states_of = PostgresStore.states_of
+
+        def read_many(self: PostgresStore, wids: list[str]) -> dict[str, Any]:
+            batched.extend(wids)
+            return states_of(self, wids)
+        monkeypatch.setattr(PostgresStore, "states_of", read_many)
+        async with garrison.open_node(store=url, name="t", lease=LEASE) as t:
+            b.kill()  # (after its settle's write)
+            with trio.fail_after(20):
+                while sorted(wid for wid in ids if t.workflow(wid).status() == "waiting"
+                             and wid in t.hosts["workflows"].active) != ids:
+                    await trio.sleep(0.02)
+                while not stored("charged"):
+                    await trio.sleep(0.02)
+            assert reads == []
+            assert sorted(batched) == ids
+    finally:
+        look.close()
+        sys.modules.pop("settle_app", None)
+
+
 async def test_off_a_cluster_a_workflow_whose_code_is_gone_is_blocked(
         tmp_path: Path, autojump_clock: object) -> None:
     """The only node of a store has nobody to leave a workflow to: one whose code does

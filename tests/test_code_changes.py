@@ -389,6 +389,37 @@ async def test_resumed_workflows_tell_what_their_replayed_paths_changed_without_
             ["w1", "w2"]
 
 
+async def test_a_refused_read_of_the_resumed_workflows_state_stores_what_their_code_set(
+        code: Path, tmp_path: Path, autojump_clock: object,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The one read of the state of the workflows resumed together is refused: each
+    stores what its replayed path set as it is (a value that did not change is written
+    again, none is lost), and the node says so once."""
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, STATE_V1)
+    assert await run_node(store, start=v1) == {"w1": "waiting"}
+
+    def refused(self: SQLiteStore, ids: list[str]) -> dict[str, dict[str, object]]:
+        raise garrison.StoreError(store, "disk I/O error")
+    monkeypatch.setattr(SQLiteStore, "states_of", refused)
+    deploy(code, STATE_V1.replace('workflow.attrs(search={"stage": "charged"})',
+                                  'workflow.attrs(search={"stage": "paid"})').replace(
+        '        z = await step(y)\n', '        workflow.set_state("new", 1)\n'
+        '        z = await step(y)\n'))
+    async with garrison.open_node(store=store) as node:
+        await trio.sleep(1)
+        handle = node.workflow("w1")
+        assert handle.status() == "waiting"
+        assert (handle.state("stage"), handle.state("new")) == ("charged", 1)
+        assert [w.workflow_id for w in node.workflows(search={"stage": "paid"})] == ["w1"]
+    said = [r.getMessage() for r in caplog.records if "could not read the state" in
+            r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("could not read the state of 1 resumed "
+                                                 "workflows (store "), said
+    assert said[0].endswith("disk I/O error): the state their code sets on their replayed "
+                            "paths is stored again as it is"), said
+
+
 async def test_new_code_that_raises_before_a_recorded_step_names_the_line_that_raised(
         code: Path, tmp_path: Path, autojump_clock: object) -> None:
     """A check added above a step the waiting workflow recorded raises on its replay:
