@@ -365,12 +365,15 @@ async def test_resumed_workflows_tell_what_their_replayed_paths_changed_without_
                     _into.append(_name)
                 return _orig(self, *args, **kw)  # type: ignore[operator]
             monkeypatch.setattr(cls, name, called)
-    states_of = SQLiteStore.states_of
+    digests = SQLiteStore.state_digests
 
-    def read_many(self: SQLiteStore, ids: list[str]) -> dict[str, dict[str, object]]:
-        batched.append(sorted(ids))
-        return states_of(self, ids)
-    monkeypatch.setattr(SQLiteStore, "states_of", read_many)
+    def read_many(self: SQLiteStore, ids: list[str]) -> dict[str, dict[str, str]]:
+        if sys._getframe(1).f_code.co_name == "_settle_replayed":
+            reads.append("state_digests")  # (a run loaded alone reads its own)
+        else:
+            batched.append(sorted(ids))
+        return digests(self, ids)
+    monkeypatch.setattr(SQLiteStore, "state_digests", read_many)
 
     assert await run_node(store) == {"w1": "waiting", "w2": "waiting"}  # (unchanged code)
     assert (reads, batched, writes) == ([], [["w1", "w2"]], [])
@@ -389,6 +392,36 @@ async def test_resumed_workflows_tell_what_their_replayed_paths_changed_without_
             ["w1", "w2"]
 
 
+async def test_a_run_loaded_alone_reads_what_its_state_holds_as_it_goes_past_its_journal(
+        code: Path, tmp_path: Path, autojump_clock: object,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run loaded without the others (a tool's retry; here every run, the read of the
+    ones resumed together left out) reads its own state's digests once past its journal,
+    and stores only what changed."""
+    from garrison.hosts.workflow import _recovery
+
+    store = str(tmp_path / "s.db")
+    v1 = deploy(code, STATE_V1)
+    assert await run_node(store, start=v1) == {"w1": "waiting"}
+    monkeypatch.setattr(_recovery, "hold_states", lambda host, loaded: None)
+    writes: list[tuple[str, object]] = []
+    set_state = Transaction.set_state
+
+    def written(self: Transaction, wid: str, key: str, value: object, **kw: object) -> object:
+        writes.append((key, value))
+        return set_state(self, wid, key, value, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(Transaction, "set_state", written)
+    deploy(code, STATE_V1.replace('        z = await step(y)\n',
+                                  '        workflow.set_state("new", 1)\n'
+                                  '        z = await step(y)\n'))
+    async with garrison.open_node(store=store) as node:
+        await trio.sleep(1)
+        handle = node.workflow("w1")
+        assert handle.status() == "waiting"
+        assert (handle.state("stage"), handle.state("new")) == ("charged", 1)
+    assert [(key, getattr(value, "text", value)) for key, value in writes] == [("new", "1")]
+
+
 async def test_a_refused_read_of_the_resumed_workflows_state_stores_what_their_code_set(
         code: Path, tmp_path: Path, autojump_clock: object,
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -399,9 +432,9 @@ async def test_a_refused_read_of_the_resumed_workflows_state_stores_what_their_c
     v1 = deploy(code, STATE_V1)
     assert await run_node(store, start=v1) == {"w1": "waiting"}
 
-    def refused(self: SQLiteStore, ids: list[str]) -> dict[str, dict[str, object]]:
+    def refused(self: SQLiteStore, ids: list[str]) -> dict[str, dict[str, str]]:
         raise garrison.StoreError(store, "disk I/O error")
-    monkeypatch.setattr(SQLiteStore, "states_of", refused)
+    monkeypatch.setattr(SQLiteStore, "state_digests", refused)
     deploy(code, STATE_V1.replace('workflow.attrs(search={"stage": "charged"})',
                                   'workflow.attrs(search={"stage": "paid"})').replace(
         '        z = await step(y)\n', '        workflow.set_state("new", 1)\n'

@@ -7,6 +7,7 @@ the others are about SQLite's file.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import os
 import sqlite3
@@ -36,6 +37,7 @@ from garrison.persistence import (
     Transaction,
     WorkflowStatus,
     open_store,
+    state_digest,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -714,21 +716,24 @@ def test_state_and_monitors(store: SQLiteStore) -> None:
     assert store.monitors("w1") == [parent]
 
 
-def test_states_of_reads_the_state_of_many_workflows_at_once(store: SQLiteStore) -> None:
+def test_state_digests_read_the_state_of_many_workflows_at_once(store: SQLiteStore) -> None:
     """What a node resuming many workflows reads of their state: one read, not one per
-    workflow (600: more than SQLite takes as one statement's parameters). A workflow
-    with no state (or no row) is left out, and an id asked for twice counts once."""
+    workflow (600: more than SQLite takes as one statement's parameters), of digests of
+    the values' stored JSON text, the same on both stores. A workflow with no state (or
+    no row) is left out, and an id asked for twice counts once."""
     tx = Transaction()
     for i in range(600):
         tx.create_workflow(f"w{i}", "app.orders:order_workflow", [])
         if i % 2 == 0:
             tx.set_state(f"w{i}", "stage", {"n": i}).set_state(f"w{i}", "b", [i])
     store.write(tx)
-    wanted = [f"w{i}" for i in range(600)] + ["w0", "ghost", "bad\udc80"]
-    found = store.states_of(wanted)
-    assert found == {f"w{i}": {"b": [i], "stage": {"n": i}} for i in range(0, 600, 2)}
-    assert store.states_of([]) == {}
-    assert found["w4"] == store.states("w4")
+    wanted = [f"w{i}" for i in range(600)] + ["w0", "ghost", "bad\udc80", "nul\x00"]
+    found = store.state_digests(wanted)
+    assert found == {f"w{i}": {"b": state_digest(f"[{i}]"),
+                               "stage": state_digest(f'{{"n":{i}}}')}
+                     for i in range(0, 600, 2)}
+    assert state_digest("[4]") == hashlib.md5(b"[4]").hexdigest()  # (PostgreSQL's md5())
+    assert store.state_digests([]) == {}
 
 
 

@@ -59,6 +59,7 @@ from ._records import (
     no_match,
     parse_status,
     requested_attempt,
+    state_digest,
 )
 from ._schema import SCHEMA_VERSION
 from ._sqlite import SQLiteStore
@@ -114,6 +115,7 @@ __all__ = [
     "parse_status",
     "requested_attempt",
     "run_blocking",
+    "state_digest",
     "structure",
     "to_json",
     "unstructure",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -56,6 +57,12 @@ MAX_TIME = 253402300799.0
 #: (a ``sleep_until(datetime.min)`` east of UTC, written before deadlines were capped at
 #: this end too) reads as this: past, as it was
 MIN_TIME = -62135596800.0
+
+
+def state_digest(text: str) -> str:
+    """The digest of a state value's stored JSON ``text`` that ``Store.state_digests``
+    gives (PostgreSQL's ``md5()`` of the text: a change check, not a secret)."""
+    return hashlib.md5(text.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
 
 
 def no_match(params: Sequence[Any], nul: bool = False) -> bool:

@@ -93,6 +93,7 @@ from ._records import (
     journal_entries_of,
     no_match,
     parse_status,
+    state_digest,
 )
 from ._schema import SCHEMA_VERSION, check_garrison, check_tables, migrate, read_version
 from ._shortcuts import StoreShortcuts
@@ -113,7 +114,7 @@ _OWNER_BUSY_MS = 10
 #: room left in a row beside its one large value (ids, names, numbers): SQLite's length
 #: limit bounds a whole row as well as each string in it
 _ROW_ROOM = 65_536
-#: workflow ids per read of ``states_of`` (SQLite bounds the parameters of a statement)
+#: workflow ids per read of ``state_digests`` (SQLite bounds a statement's parameters)
 _IN_CHUNK = 500
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
@@ -1653,18 +1654,19 @@ class SQLiteStore(StoreShortcuts):
         )
         return {key: json.loads(value) for key, value in rows}
 
-    def states_of(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """:meth:`states` of each of ``workflow_ids`` (``{workflow_id: {key: value}}``, a
-        workflow with no state left out), read a few hundred workflows at a time."""
+    def state_digests(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Digests of the stored state values of each of ``workflow_ids``
+        (``{workflow_id: {key: digest}}``, a workflow with no state left out; see the
+        Store protocol), read a few hundred workflows at a time."""
         ids = [wid for wid in dict.fromkeys(workflow_ids) if not no_match((wid,))]
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, dict[str, str]] = {}
         for i in range(0, len(ids), _IN_CHUNK):
             chunk = ids[i:i + _IN_CHUNK]
             rows = self._query(
                 "SELECT workflow_id, key, value FROM state WHERE workflow_id IN "
-                f"({', '.join('?' * len(chunk))}) ORDER BY workflow_id, key", chunk)
+                f"({', '.join('?' * len(chunk))})", chunk)
             for wid, key, value in rows:
-                found.setdefault(wid, {})[key] = json.loads(value)
+                found.setdefault(wid, {})[key] = state_digest(value)
         return found
 
     def monitors(self, workflow_id: str) -> list[Pid]:

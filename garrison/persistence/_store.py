@@ -217,9 +217,12 @@ class Store(Protocol):
         """Every state key of the workflow, decoded."""
         ...
 
-    def states_of(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """:meth:`states` of each of ``workflow_ids`` in one read: ``{workflow_id:
-        {key: value}}``, a workflow with no state (or no row) left out."""
+    def state_digests(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """What the state of each of ``workflow_ids`` holds, in one read, as digests of
+        its values' stored JSON text (:func:`state_digest`): ``{workflow_id: {key:
+        digest}}``, a workflow with no state (or no row) left out. (What a node resuming
+        many workflows reads to tell which values their code changed: not the values,
+        which could be large.)"""
         ...
 
     def monitors(self, workflow_id: str) -> list[Pid]:

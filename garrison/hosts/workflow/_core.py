@@ -151,9 +151,10 @@ class Replayed:
         self.state: set[str] = set()
         self.search: dict[str, Any] = {}
         self.memo: dict[str, Any] = {}
-        #: the stored state (``None``: not read with the load, read at the settle), search
-        #: attributes and memo (``None``: unknown, what the run set is stored as it is)
-        self.held_state: dict[str, Any] | None = None
+        #: the stored state, as digests of its values' JSON (``Store.state_digests``;
+        #: ``None``: not read with the load, read at the settle), and search attributes
+        #: and memo (``None``: unknown, what the run set is stored as it is)
+        self.held_state: dict[str, str] | None = None
         self.held_search = held_search
         self.held_memo = held_memo
 

@@ -32,7 +32,13 @@ from ..._targets import function_gone, import_target, workflow_refused_now
 from ...actors._cancel_switch import CancelSwitch, stray_cancelled
 from ...actors._runtime import Runtime, set_runtime
 from ...actors._values import ErrorInfo, EventKind, Pid
-from ...persistence import RawJson, Transaction, WorkflowStatus, check_search_value
+from ...persistence import (
+    RawJson,
+    Transaction,
+    WorkflowStatus,
+    check_search_value,
+    state_digest,
+)
 from ...workflow import WorkflowInfo
 from .._kernel import stepping
 from ._activities import Activities
@@ -750,9 +756,11 @@ class WorkflowInstance(Waits, Activities, Interop):
         this, ``handle.state()``, ``show`` and a search kept the old ones (or none).
 
         What the store holds was read with the run's load (``Replayed.held_*``: a node
-        resuming many workflows reads their state in one read, see
+        resuming many workflows reads their state's digests in one read, see
         ``_recovery.hold_states``), not here in the node's thread, once per run; only a
-        run loaded alone (a tool's retry) reads its state here."""
+        run loaded alone (a tool's retry) reads its own here. A value is told from the
+        stored one by its JSON text: one whose text differs alone (its dict's keys in
+        another order) is written again, none that differs is left out."""
         replayed, self.replayed = self.replayed, None
         if replayed is None or self.cursor.last == 0 or not replayed.set_any():
             return
@@ -760,12 +768,15 @@ class WorkflowInstance(Waits, Activities, Interop):
         stored = replayed.held_state
         if stored is None and replayed.state:
             try:
-                stored = self.store.states(self.wid)
+                stored = self.store.state_digests([self.wid]).get(self.wid, {})
             except StoreError:  # (read refused: the replayed values are stored as they are)
                 stored = {}
         for key in sorted(replayed.state):
             value = self.state.get(key, _ABSENT)
-            if value is _ABSENT or (stored and key in stored and _same(stored[key], value)):
+            if value is _ABSENT:
+                continue
+            text = json_round_trip(value, f"state {key!r} of workflow {self.wid!r}")[0]
+            if stored and stored.get(key) == state_digest(text):
                 continue
             try:
                 check_text(key, "workflow.set_state(): a state key")
@@ -775,7 +786,6 @@ class WorkflowInstance(Waits, Activities, Interop):
                             "not stored: %s", self.wid, key, exc,
                             extra={"workflow_id": self.wid})
                 continue
-            text = json_round_trip(value, f"state {key!r} of workflow {self.wid!r}")[0]
             tx = tx or self.buffered()
             tx.set_state(self.wid, key, RawJson(text))
         if replayed.search or replayed.memo:

@@ -108,16 +108,16 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
 
 
 def hold_states(host: WorkflowHost, loaded: Iterable[WorkflowInstance]) -> None:
-    """Read the stored state of the resumed runs ``loaded`` together (one read, not one
-    per run in the node's thread as each goes past its journal), for each to tell which
-    state its replayed path set differs (``_settle_replayed``). Read before their tasks
-    run: nothing of theirs is written meanwhile. Refused, each stores what its replayed
-    path set as it is."""
+    """Read what the stored state of the resumed runs ``loaded`` holds, together (one
+    read of its values' digests, not one read per run in the node's thread as each goes
+    past its journal), for each to tell which state its replayed path set differs
+    (``_settle_replayed``). Read before their tasks run: nothing of theirs is written
+    meanwhile. Refused, each stores what its replayed path set as it is."""
     runs = [wf for wf in loaded if wf.replayed is not None and wf.replayed.held_state is None]
     if not runs:
         return
     try:
-        states = host.store.states_of([wf.wid for wf in runs])
+        states = host.store.state_digests([wf.wid for wf in runs])
     except StoreError as exc:
         log.warning("could not read the state of %d resumed workflows (%s): the state their "
                     "code sets on their replayed paths is stored again as it is", len(runs),
