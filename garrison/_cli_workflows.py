@@ -8,9 +8,11 @@ and ``export`` open the store read-only: its file is never changed (they may run
 copy of a production store).
 
 Exit codes: 0 done; 1 the workflow or promise is not there, or refuses the
-request (finished, already resolved), or a replayed workflow differs from its
-journal (for ``replay`` only that: its unknown ``--id`` is 2); 2 bad arguments or a
-store that cannot be used (missing, damaged, not a garrison store, newer schema,
+request (finished, already resolved), or one of several workflows retry, cancel or
+terminate acts on could not be acted on (each is said on its line), or a selection
+was given without ``--yes``, or a replayed workflow differs from its journal (for
+``replay`` only that: its unknown ``--id`` is 2); 2 bad arguments or a store that
+cannot be used (missing, damaged, not a garrison store, newer schema,
 refused by the system), always as one line on stderr;
 141 (128 + SIGPIPE) when the reader of stdout went away (``... | head``), quietly,
 as other Unix tools do.
@@ -19,6 +21,7 @@ as other Unix tools do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
 import importlib.util
@@ -26,7 +29,8 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +102,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     rej.add_argument("promise")
     rej.add_argument("message")
 
-    can = verb("cancel", help="ask a workflow to cancel")
-    can.add_argument("id")
+    can = verb("cancel", help="ask a workflow to cancel (or several: IDs, or a selection)")
+    _add_selection(can, "cancel")
 
     st = verb(
         "start", help="start a workflow (the node holding the store runs it at once, "
@@ -120,14 +124,15 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
     term = verb(
         "terminate", help="end a workflow at once as failed (Terminated), without its "
-                          "cancellation handlers")
-    term.add_argument("id")
+                          "cancellation handlers (or several: IDs, or a selection)")
+    _add_selection(term, "terminate")
     term.add_argument("--reason", default="terminated by garrison workflows terminate",
                       help="the message of its Terminated error (not empty or blank)")
 
     ret = verb(
-        "retry", help="resume a failed or blocked workflow by replay from its journal")
-    ret.add_argument("id")
+        "retry", help="resume a failed or blocked workflow by replay from its journal (or "
+                      "several: IDs, or a selection)")
+    _add_selection(ret, "retry")
 
     rp = verb(
         "replay", help="replay workflows' journals against the code installed now, with "
@@ -197,6 +202,8 @@ def _run(args: argparse.Namespace) -> None:
     if args.wf_command == "start":  # (checked before a store is made for it)
         args.start = _start_checks(args)
         create = _created
+    if args.wf_command in ACTS_ON:  # (its arguments checked before the store is opened)
+        _selection_checks(args)
     store = tools.open_store(args.store, readonly=args.wf_command in _READ_ONLY,
                              migrate=getattr(args, "migrate", False), create=create,
                              reads=args.wf_command in _READS)
@@ -389,10 +396,14 @@ def _reject(store: Any, args: argparse.Namespace) -> None:
 
 
 def _cancel(store: Any, args: argparse.Namespace) -> None:
-    ended = tools.cancel(store, args.id)
-    _done(args, {"workflow_id": args.id, "cancel_requested": True, "cancelled": ended},
-          f"cancelled {args.id!r} (it was pending, never run)" if ended else
-          f"cancel requested for {args.id!r}")
+    _act(store, args, _cancel_one)
+
+
+def _cancel_one(store: Any, args: argparse.Namespace, wid: str) -> tuple[dict[str, Any], str]:
+    ended = tools.cancel(store, wid)
+    return ({"workflow_id": wid, "cancel_requested": True, "cancelled": ended},
+            f"cancelled {wid!r} (it was pending, never run)" if ended else
+            f"cancel requested for {wid!r}")
 
 
 def _created(path: str) -> None:
@@ -456,27 +467,302 @@ def _start(store: Any, args: argparse.Namespace) -> None:
 
 
 def _terminate(store: Any, args: argparse.Namespace) -> None:
-    ended = tools.terminate(store, args.id, args.reason)
+    # several: each asked first, as one is, then their ends awaited together (one after
+    # another, each node's answer waited for in turn, took minutes for thousands)
+    asked: list[tools.TerminateAsked] = []
+
+    def ask(store: Any, args: argparse.Namespace, wid: str, results: _Results) -> None:
+        request = tools.ask_terminate(store, wid, args.reason)
+        if request is None:
+            results.ok(wid, *_terminated(store, args, wid, True))
+        else:
+            asked.append(request)
+
+    def settle(store: Any, args: argparse.Namespace, results: _Results) -> None:
+        _await_terminates(store, args, results, asked)
+
+    _act(store, args, _terminate_one, ask, settle)
+
+
+def _terminate_one(store: Any, args: argparse.Namespace,
+                   wid: str) -> tuple[dict[str, Any], str]:
+    return _terminated(store, args, wid, tools.terminate(store, wid, args.reason,
+                                                         wait=TERMINATE_WAIT))
+
+
+#: how long ``terminate`` waits to see the node holding the store end a workflow (of
+#: several: for the node to end one more of them)
+TERMINATE_WAIT = 5.0
+
+
+def _await_terminates(store: Any, args: argparse.Namespace, results: _Results,
+                      asked: list[tools.TerminateAsked]) -> None:
+    """The terminates of several workflows a node was asked for, each answered once
+    the node has ended it; while the node ends none of those left for
+    :data:`TERMINATE_WAIT` seconds, those left get the last look of one that the node
+    does not end in time (ended here if the node has gone)."""
+    waiting, progress = asked, time.monotonic()
+    while waiting:
+        left = []
+        for request in waiting:
+            with results.of(request.workflow_id):
+                ended = tools.terminate_ended(store, request)
+                if ended is None:
+                    left.append(request)
+                else:
+                    results.ok(request.workflow_id,
+                               *_terminated(store, args, request.workflow_id, ended))
+        if len(left) < len(waiting):
+            progress = time.monotonic()
+        waiting = left
+        if waiting and time.monotonic() - progress >= TERMINATE_WAIT:
+            break
+        if waiting:
+            time.sleep(0.01)
+    for request in waiting:
+        with results.of(request.workflow_id):
+            ended = tools.terminate_unanswered(store, request)
+            results.ok(request.workflow_id,
+                       *_terminated(store, args, request.workflow_id, ended))
+
+
+def _terminated(store: Any, args: argparse.Namespace, wid: str,
+                ended: bool) -> tuple[dict[str, Any], str]:
+    """What ``terminate`` says of workflow ``wid``: ``ended``, or only asked."""
     error = {"type": "Terminated", "message": args.reason}
-    rec = store.get_workflow(args.id) if ended else None
+    rec = store.get_workflow(wid) if ended else None
     if rec is not None and rec.error is not None and rec.error.type == "Terminated":
         # another terminate may have won the race: say what the workflow holds
         error["message"] = rec.error.message
     if ended:
-        _done(args, {"workflow_id": args.id, "status": "failed", "error": error},
-              f"workflow {args.id!r} terminated (failed: Terminated: "
-              f"{one_line(error['message'])})")  # (a reason's newline too: one line)
-    else:
-        _done(args, {"workflow_id": args.id, "status": "terminate requested", "error": error},
-              f"workflow {args.id!r}: terminate requested; the node holding the store has "
-              "not ended it yet (it ends it before running anything more, unless it ends "
-              "on its own first: see garrison workflows show)")
+        return ({"workflow_id": wid, "status": "failed", "error": error},
+                f"workflow {wid!r} terminated (failed: Terminated: "
+                f"{one_line(error['message'])})")  # (a reason's newline too: one line)
+    return ({"workflow_id": wid, "status": "terminate requested", "error": error},
+            f"workflow {wid!r}: terminate requested; the node holding the store has "
+            "not ended it yet (it ends it before running anything more, unless it ends "
+            "on its own first: see garrison workflows show)")
 
 
 def _retry(store: Any, args: argparse.Namespace) -> None:
-    note = tools.retry(store, args.id)
-    _done(args, {"workflow_id": args.id, "status": "pending", "retry": note},
-          f"workflow {args.id!r} retried: {note}")
+    _act(store, args, _retry_one)
+
+
+def _retry_one(store: Any, args: argparse.Namespace, wid: str) -> tuple[dict[str, Any], str]:
+    note = tools.retry(store, wid)
+    return ({"workflow_id": wid, "status": "pending", "retry": note},
+            f"workflow {wid!r} retried: {note}")
+
+
+# ------------------------------------------------------------------ several workflows
+#: the statuses of the workflows each write of several can act on: what a selection
+#: selects from (``--status`` naming another is refused)
+ACTS_ON = {"retry": ("failed", "blocked"),
+           "cancel": ("pending", "running", "sleeping", "waiting", "blocked"),
+           "terminate": ("pending", "running", "sleeping", "waiting", "blocked")}
+#: the ids a selection's preview names (``--dry-run``: every one)
+PREVIEW_IDS = 10
+#: a selection's options, as ``list`` names its filters
+_SELECTORS = ("--status", "--search", "--prefix", "--parent")
+
+
+def _add_selection(parser: argparse.ArgumentParser, command: str) -> None:
+    """``command``'s workflows: one ID (as ever), several, or a selection by ``list``'s
+    filters, which acts only with ``--yes``."""
+    acts_on = " or ".join(ACTS_ON[command])
+    parser.add_argument("id", nargs="*", metavar="ID",
+                        help="the workflow (several: each in turn, as for one; none: give "
+                             "a selection instead)")
+    parser.add_argument("--status", action="append", default=[],
+                        help=f"select the workflows in these statuses (repeat or "
+                             f"comma-separate; each {acts_on}; default: all of these)")
+    parser.add_argument("--search", action="append", default=[], metavar="KEY=VALUE",
+                        help="select by search attributes, as list --search (repeat: "
+                             "every one must match)")
+    parser.add_argument("--prefix", metavar="PREFIX",
+                        help="select the workflows whose id starts with PREFIX, as list "
+                             "--id PREFIX")
+    parser.add_argument("--parent", metavar="PID", type=_parent_pid,
+                        help="select the children of the workflow whose pid is PID, as "
+                             "list --parent")
+    parser.add_argument("--all", action="store_true",
+                        help=f"select every workflow that is {acts_on}")
+    parser.add_argument("--yes", action="store_true",
+                        help=f"{command} what a selection selects (without it the "
+                             "selection is shown, and nothing done)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="only list what the IDs or the selection name, doing nothing")
+
+
+def _selected_by(args: argparse.Namespace) -> list[str]:
+    """The selection options given (``--all`` last)."""
+    given = [option for option in _SELECTORS
+             if getattr(args, option.lstrip("-")) not in (None, [])]
+    return given + (["--all"] if args.all else [])
+
+
+def _selection_checks(args: argparse.Namespace) -> None:
+    """The arguments of a write of several workflows, checked before the store is
+    opened (exit 2): ids or a selection, not both and not neither; statuses this
+    command can act on; ``--yes`` or ``--dry-run``, not both; a terminate's reason."""
+    command = args.wf_command
+    given = _selected_by(args)
+    if args.id and given:
+        raise _Fail(f"the IDs select the workflows themselves: they cannot be combined "
+                    f"with {given[0]}", 2)
+    if not args.id and not given:
+        raise _Fail(f"{command} takes the id of a workflow (or several), or a selection: "
+                    f"{', '.join(_SELECTORS)} or --all (as list's filters)", 2)
+    if args.all and len(given) > 1:
+        raise _Fail(f"--all selects every workflow {command} can act on: it cannot be "
+                    f"combined with {given[0]}", 2)
+    if args.yes and args.dry_run:
+        raise _Fail("--dry-run does nothing and --yes acts: give one of them", 2)
+    others = [s for s in _statuses(args.status) if s not in ACTS_ON[command]]
+    if others:
+        raise _Fail(f"{command} acts on workflows that are {', '.join(ACTS_ON[command])}: "
+                    f"--status {', '.join(others)} selects none it can act on", 2)
+    tools.search_filters(args.search)  # (refused here: exit 2, before the store is read)
+    if command == "terminate":
+        tools.check_reason(args.reason)
+
+
+#: a write of one workflow: its answer, ``(JSON, line)``, as ``_done`` prints it
+_One = Callable[[Any, argparse.Namespace, str], tuple[dict[str, Any], str]]
+
+
+def _act(store: Any, args: argparse.Namespace, one: _One,
+         several: Callable[[Any, argparse.Namespace, str, _Results],
+                           None] | None = None,
+         settle: Callable[[Any, argparse.Namespace, _Results], None] | None = None) -> None:
+    """``one`` of each workflow the ids or the selection name. One id (and no
+    ``--dry-run``) is as it ever was: its answer, or its error and exit status. Several,
+    or a selection: each acted on in turn as one would be (``several``, when given,
+    instead: it may leave a workflow's answer to ``settle``, called once after them all),
+    each on its line (a failure too: the others go on), then how many were done; exit 1
+    when one could not be (2: its record is damaged). A selection acts only with
+    ``--yes``: without it the workflows it selects are shown (``--dry-run``: all of
+    them), exit 1."""
+    command = args.wf_command
+    if len(args.id) == 1 and not args.dry_run:
+        _done(args, *one(store, args, args.id[0]))
+        return
+    statuses: list[str | None] | None = None
+    if args.id:
+        ids = list(dict.fromkeys(args.id))
+    else:
+        rows = _select(store, args)
+        ids, statuses = [r.workflow_id for r in rows], [str(r.status) for r in rows]
+    if args.dry_run or not (args.yes or args.id):
+        _preview(store, args, ids, statuses)
+        return
+    results = _Results(args, store.path or args.store)
+    for wid in ids:
+        with results.of(wid):
+            if several is None:
+                results.ok(wid, *one(store, args, wid))
+            else:
+                several(store, args, wid, results)
+    if settle is not None:
+        settle(store, args, results)
+    done = len(ids) - len(results.failed)
+    if args.json:
+        order = {wid: n for n, wid in enumerate(ids)}
+        _print_json({"command": command, "selected": len(ids), "done": done,
+                     "failed": len(results.failed), "workflows": sorted(
+                         results.answers, key=lambda a: order[a["workflow_id"]])})
+    elif not ids:
+        print(f"no workflows to {command}")
+    else:
+        print(f"{command}: {done:,} of {len(ids):,} workflow(s) done"
+              + (f", {len(results.failed):,} not (see their lines)" if results.failed
+                 else ""))
+    if results.failed:
+        sys.stdout.flush()
+        names = ", ".join(repr(wid) for wid in list(results.failed)[:5])
+        raise _Fail(f"{len(results.failed):,} of {len(ids):,} workflow(s) could not be "
+                    f"{_PAST[command]}: {names}{', ...' if len(results.failed) > 5 else ''}",
+                    max(results.failed.values()))
+
+
+class _Results:
+    """The answers of a write of several workflows: each printed on its line as it
+    comes (``--json``: kept for one summary)."""
+
+    def __init__(self, args: argparse.Namespace, shown: str) -> None:
+        self.args, self.shown = args, shown
+        self.answers: list[dict[str, Any]] = []
+        #: the workflows that could not be acted on, with the exit status each gives
+        self.failed: dict[str, int] = {}
+
+    def ok(self, wid: str, data: dict[str, Any], text: str) -> None:
+        self.answers.append({**data, "ok": True})
+        if not self.args.json:
+            print(escaped(text))
+
+    def fail(self, wid: str, said: str, code: int) -> None:
+        self.failed[wid] = code
+        self.answers.append({"workflow_id": wid, "ok": False, "error": said})
+        if not self.args.json:
+            print(escaped(f"error: {said}"))
+
+    @contextlib.contextmanager
+    def of(self, wid: str) -> Iterator[None]:
+        """A refusal of workflow ``wid`` inside is its failure (the others go on)."""
+        try:
+            yield
+        except ToolError as exc:
+            self.fail(wid, str(exc), exc.code)
+        except NoSuchWorkflow as exc:  # removed between our read and our write
+            self.fail(wid, f"{exc} ({self.shown})", 1)
+        except DamagedRecord as exc:  # (its journal: the others are not)
+            self.fail(wid, f"store {self.shown!r} is damaged: {exc}", 2)
+
+
+#: what each write did, in the sentence of a failure
+_PAST = {"retry": "retried", "cancel": "cancelled", "terminate": "terminated"}
+
+
+def _select(store: Any, args: argparse.Namespace) -> list[Any]:
+    """The workflows the selection selects, oldest first, by ``list``'s filters: only
+    in the statuses the command acts on."""
+    statuses = _statuses(args.status) or list(ACTS_ON[args.wf_command])
+    search = tools.search_filters(args.search)
+    if search is None:  # (a key given twice with two values: none matches)
+        return []
+    return list(store.list_workflows(statuses, search or None, parent=args.parent or None,
+                                     id_prefix=args.prefix or None))
+
+
+def _preview(store: Any, args: argparse.Namespace, ids: list[str],
+             statuses: list[str | None] | None) -> None:
+    """What the ids or the selection name, nothing done: all of them with
+    ``--dry-run``, else the first :data:`PREVIEW_IDS` and exit 1 saying to add
+    ``--yes``."""
+    command = args.wf_command
+    if statuses is None:  # (the ids given: each as the store has it now)
+        recs = [store.get_workflow(wid) for wid in ids]
+        statuses = [None if rec is None else str(rec.status) for rec in recs]
+    pairs = list(zip(ids, statuses, strict=True))
+    if args.json:
+        _print_json({"command": command, "selected": len(ids), "done": 0, "workflows": [
+                         {"workflow_id": wid, "status": status} for wid, status in pairs]})
+    elif not ids:
+        print(f"no workflows to {command}")
+    elif args.dry_run:
+        width = min(max(len(wid) for wid in ids), COLUMN_WIDTH)
+        for wid, status in pairs:
+            print(f"{cell(wid.ljust(width))}  {status or 'not found'}")
+        print(f"{command} would act on {len(ids):,} workflow(s) (--dry-run: nothing done)")
+    else:
+        first = ", ".join(cell(wid) for wid in ids[:PREVIEW_IDS])
+        more = len(ids) - PREVIEW_IDS
+        print(f"{command} would act on {len(ids):,} workflow(s): {first}"
+              + (f" and {more:,} more" if more > 0 else ""))
+    if ids and not args.dry_run:
+        sys.stdout.flush()
+        raise _Fail(f"nothing done: add --yes to {command} these {len(ids):,} workflow(s), "
+                    "or --dry-run to list them all")
 
 
 def _export(store: Any, args: argparse.Namespace) -> None:

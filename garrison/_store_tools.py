@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
+
 from ._errors import (
     DedupKeyTaken,
     GarrisonError,
@@ -35,9 +37,12 @@ from .actors._values import Pid
 
 __all__ = [
     "FINAL",
+    "TerminateAsked",
     "ToolError",
+    "ask_terminate",
     "cancel",
     "check_arity",
+    "check_reason",
     "check_rejection",
     "check_topic",
     "delete_schedule",
@@ -64,6 +69,8 @@ __all__ = [
     "start_transaction",
     "strict_json",
     "terminate",
+    "terminate_ended",
+    "terminate_unanswered",
     "trigger_schedule",
     "when",
     "when_json",
@@ -544,18 +551,40 @@ def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -
     (asked through its inbox; this waits up to ``wait`` seconds to see it ended); with
     no node, it is ended in the store at once. True once it has ended; False when a
     node was asked but has not ended it within ``wait``. A blank ``reason`` is a
-    :class:`ToolError` (code 2), as the handle's ``ValueError``."""
-    from .hosts.workflow import (
-        check_reason,
-        request_transaction,
-        terminate_unless_node,
-        terminated,
-    )
+    :class:`ToolError` (code 2), as the handle's ``ValueError``. (It is
+    :func:`ask_terminate`, then :func:`terminate_ended` until ``wait`` has passed, then
+    :func:`terminate_unanswered`.)"""
+    asked = ask_terminate(store, workflow_id, reason)
+    if asked is None:
+        return True
+    deadline = time.monotonic() + wait
+    while True:
+        ended = terminate_ended(store, asked)
+        if ended is not None:
+            return ended
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.01)
+    return terminate_unanswered(store, asked)
 
-    try:
-        check_reason(reason)  # bad arguments: refused before the store is read
-    except (TypeError, ValueError) as exc:
-        raise ToolError(f"--reason: {exc}", 2) from None
+
+@attrs.frozen
+class TerminateAsked:
+    """A terminate :func:`ask_terminate` asked of the node holding the store: the
+    workflow, the error it is to end with and the attempt it is to end."""
+
+    workflow_id: str
+    error: Any
+    attempt: int
+
+
+def ask_terminate(store: Any, workflow_id: str, reason: str) -> TerminateAsked | None:
+    """The first half of :func:`terminate`: ``None`` once the workflow has ended (no
+    node held the store: ended in it), else the request written for the node that
+    holds it. :class:`ToolError` as :func:`terminate` says."""
+    from .hosts.workflow import request_transaction, terminate_unless_node, terminated
+
+    check_reason(reason)  # bad arguments: refused before the store is read
     rec = get(store, workflow_id)
     refuse_final(rec, "terminate")
     error = terminated(reason)
@@ -565,29 +594,55 @@ def terminate(store: Any, workflow_id: str, reason: str, *, wait: float = 5.0) -
     except NoSuchWorkflow:
         rec = get(store, workflow_id)  # (its ToolError)
     if rec is None:
-        return True  # no node holds the store: ended in it
+        return None  # no node holds the store: ended in it
     if rec.attempt != attempt:  # ended and retried since: this terminate ended nothing
         raise ToolError(f"cannot terminate workflow {workflow_id!r}: it was retried "
                         f"before the terminate reached it (it is {rec.status}, attempt "
                         f"{rec.attempt}); nothing was written")
     if str(rec.status) in FINAL:
-        return _ended_as_asked(rec, attempt)
+        _ended_as_asked(rec, attempt)
+        return None
     store.write(request_transaction(workflow_id, error, attempt))
-    deadline = time.monotonic() + wait
-    while True:
-        now = store.get_workflow(workflow_id)
-        if now is None or now.attempt != attempt or str(now.status) in FINAL:
-            return now is None or _ended_as_asked(now, attempt)
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(0.01)
-    # the node that was asked may have gone meanwhile (killed): with none holding the
-    # store now, it is ended here, as when none held it at first
+    return TerminateAsked(workflow_id, error, attempt)
+
+
+def terminate_ended(store: Any, asked: TerminateAsked) -> bool | None:
+    """Whether the node has acted on ``asked``: True once the workflow ended so (or was
+    retried since, or removed), ``None`` while it has not; :class:`ToolError` if it
+    ended on its own first."""
+    now = store.get_workflow(asked.workflow_id)
+    if now is None or now.attempt != asked.attempt or str(now.status) in FINAL:
+        return now is None or _ended_as_asked(now, asked.attempt)
+    return None
+
+
+def terminate_unanswered(store: Any, asked: TerminateAsked) -> bool:
+    """The last look of a terminate the node has not acted on in time: the node that
+    was asked may have gone meanwhile (killed), and with none holding the store now the
+    workflow is ended here, as when none held it at first. True once it has ended;
+    False while a node that holds the store has still not ended it."""
+    from .hosts.workflow import terminate_unless_node
+
+    ended = terminate_ended(store, asked)
+    if ended is not None:
+        return ended
+    now = store.get_workflow(asked.workflow_id)
     try:
-        now = terminate_unless_node(store, now, error)
+        now = None if now is None else terminate_unless_node(store, now, asked.error)
     except NoSuchWorkflow:
         return True
-    return now is None or (str(now.status) in FINAL and _ended_as_asked(now, attempt))
+    return now is None or (str(now.status) in FINAL and _ended_as_asked(now, asked.attempt))
+
+
+def check_reason(reason: str) -> None:
+    """:class:`ToolError` (code 2) naming ``--reason`` unless ``reason`` can be a
+    terminate's reason (``handle.terminate``'s rule: not empty or blank)."""
+    from .hosts.workflow import check_reason as rule
+
+    try:
+        rule(reason)
+    except (TypeError, ValueError) as exc:
+        raise ToolError(f"--reason: {exc}", 2) from None
 
 
 def _ended_as_asked(rec: Any, attempt: int) -> bool:

@@ -1,0 +1,268 @@
+"""`garrison workflows retry|cancel|terminate` of several workflows: IDs, or a selection
+by list's filters (which acts only with --yes), each acted on as one is, a failure of
+one on its line while the others go on. ``store_path`` is a SQLite file or a
+PostgreSQL URL (both run)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ops_app
+import pytest
+import trio
+
+import garrison
+from garrison.persistence import Transaction, open_store
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    ops_app.LOG.clear()
+    ops_app.FAILS.clear()
+
+
+@pytest.fixture
+def store_path(store_spec: str) -> str:
+    return store_spec
+
+
+def cli_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``garrison workflows ARGS`` in this process (an escaping exception fails the test:
+    it would be a traceback on the command line)."""
+    from garrison._cli import build_parser
+
+    parsed = build_parser().parse_args(["workflows", *args])
+    code = parsed.func(parsed)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def cli_async(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The same beside a node of this process (the command in a thread)."""
+    return await trio.to_thread.run_sync(lambda: cli_here(capsys, *args))
+
+
+def _rows(path: str, rows: dict[str, str], search: dict[str, Any] | None = None,
+          parent: str | None = None) -> None:
+    """Workflows written straight to the store: id -> status (no node: fast)."""
+    with open_store(path) as s:
+        for wid, status in rows.items():
+            s.write(Transaction().create_workflow(wid, "workflow_app:steps", [0, 1],
+                                                  status=status, search=search,
+                                                  parent=parent))
+
+
+def _status(path: str) -> dict[str, tuple[str, int]]:
+    with open_store(path, lock=False) as s:
+        return {r.workflow_id: (str(r.status), r.attempt) for r in s.list_workflows()}
+
+
+def test_several_ids_are_each_retried_as_one_is_and_one_id_is_as_before(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _rows(store_path, {"a": "failed", "b": "blocked", "c": "failed", "d": "waiting"})
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "a", "b")
+    assert (code, err) == (0, ""), err
+    lines = out.splitlines()
+    assert lines[0].startswith("workflow 'a' retried: "), out
+    assert lines[1].startswith("workflow 'b' retried: "), out
+    assert lines[2] == "retry: 2 of 2 workflow(s) done", out
+    assert _status(store_path) == {"a": ("pending", 2), "b": ("pending", 2),
+                                   "c": ("failed", 1), "d": ("waiting", 1)}
+    # one id: its line alone, its refusal on stderr, exit 1, as ever
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "c")
+    assert code == 0 and out.startswith("workflow 'c' retried: "), out
+    assert out.count("\n") == 1 and out.endswith("\n") and err == ""
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "d")
+    assert (code, out) == (1, ""), out
+    assert err == ("garrison workflows: cannot retry workflow 'd': it is waiting (only a "
+                   "failed or blocked workflow can be retried)\n"), err
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "a", "--json")
+    assert code == 1 and out == "" and "it is pending" in err, (out, err)
+
+
+def test_a_failure_of_one_is_on_its_line_and_the_others_go_on(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _rows(store_path, {"a": "failed", "done": "completed", "c": "failed"})
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "a", "nope", "done",
+                              "c", "a")  # (an id given twice is acted on once)
+    assert code == 1, (out, err)
+    lines = out.splitlines()
+    assert lines[0].startswith("workflow 'a' retried: "), out
+    assert lines[1].startswith("error: no workflow 'nope' in "), out
+    assert lines[2] == ("error: cannot retry workflow 'done': it is completed (only a "
+                        "failed or blocked workflow can be retried)"), out
+    assert lines[3].startswith("workflow 'c' retried: "), out
+    assert lines[4] == "retry: 2 of 4 workflow(s) done, 2 not (see their lines)", out
+    assert err == ("garrison workflows: 2 of 4 workflow(s) could not be retried: 'nope', "
+                   "'done'\n"), err
+    assert _status(store_path)["c"] == ("pending", 2)
+    # --json: one summary, each workflow as the single command's answer, or its error
+    _rows(store_path, {"e": "failed"})
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "e", "nope", "--json")
+    assert code == 1 and "1 of 2 workflow(s) could not be retried: 'nope'" in err
+    summary = json.loads(out)
+    assert {k: v for k, v in summary.items() if k != "workflows"} == {
+        "command": "retry", "selected": 2, "done": 1, "failed": 1}
+    first, second = summary["workflows"]
+    assert first["workflow_id"] == "e" and first["ok"] is True
+    assert first["status"] == "pending" and "journal record(s) replay" in first["retry"]
+    assert second == {"workflow_id": "nope", "ok": False,
+                      "error": second["error"]} and "no workflow 'nope'" in second["error"]
+
+
+def test_a_selection_acts_only_with_yes_and_a_dry_run_lists_it(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _rows(store_path, {f"o-{i:02}": "failed" for i in range(12)})
+    _rows(store_path, {"b-1": "blocked", "w-1": "waiting", "x-1": "completed"})
+    before = _status(store_path)
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "--status", "failed")
+    assert code == 1, (out, err)
+    assert out == ("retry would act on 12 workflow(s): o-00, o-01, o-02, o-03, o-04, o-05, "
+                   "o-06, o-07, o-08, o-09 and 2 more\n"), out
+    assert err == ("garrison workflows: nothing done: add --yes to retry these 12 "
+                   "workflow(s), or --dry-run to list them all\n"), err
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "--all", "--dry-run")
+    assert (code, err) == (0, ""), err
+    assert out.splitlines() == [f"o-{i:02}  failed" for i in range(12)] + [
+        "b-1   blocked", "retry would act on 13 workflow(s) (--dry-run: nothing done)"]
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "--all", "--json")
+    assert code == 1 and "add --yes" in err
+    assert json.loads(out) == {"command": "retry", "selected": 13, "done": 0, "workflows": [
+        {"workflow_id": f"o-{i:02}", "status": "failed"} for i in range(12)] + [
+        {"workflow_id": "b-1", "status": "blocked"}]}
+    assert _status(store_path) == before  # nothing done
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "--status", "failed",
+                              "--yes")
+    assert (code, err) == (0, ""), err
+    assert out.splitlines()[-1] == "retry: 12 of 12 workflow(s) done", out
+    after = _status(store_path)
+    assert all(after[f"o-{i:02}"] == ("pending", 2) for i in range(12)), after
+    assert after["b-1"] == ("blocked", 1) and after["w-1"] == ("waiting", 1)
+    # the same command again: the selection is empty, nothing is retried twice
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "--status", "failed",
+                              "--yes")
+    assert (code, out, err) == (0, "no workflows to retry\n", ""), (out, err)
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "--status", "failed")
+    assert (code, out, err) == (0, "no workflows to retry\n", ""), (out, err)
+    assert _status(store_path) == after
+
+
+def test_a_selection_takes_lists_filters(store_path: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """--search, --prefix (list's --id PREFIX) and --parent select as list does; a
+    pending workflow no node ran is cancelled at once, as one cancel does."""
+    _rows(store_path, {"eu-1": "pending", "eu-2": "waiting"}, search={"region": "eu"})
+    _rows(store_path, {"us-1": "pending"}, search={"region": "us"})
+    _rows(store_path, {"kid-1": "pending", "kid-2": "completed"}, parent="workflows/eu-2")
+    code, out, err = cli_here(capsys, "--store", store_path, "cancel", "--search",
+                              "region=eu", "--yes")
+    assert (code, err) == (0, ""), err
+    assert out.splitlines() == ["cancelled 'eu-1' (it was pending, never run)",
+                                "cancel requested for 'eu-2'",
+                                "cancel: 2 of 2 workflow(s) done"], out
+    code, out, err = cli_here(capsys, "--store", store_path, "terminate", "--parent",
+                              "workflows/eu-2", "--reason", "cleanup", "--yes")
+    assert (code, err) == (0, ""), err
+    assert out.splitlines() == [
+        "workflow 'kid-1' terminated (failed: Terminated: cleanup)",
+        "terminate: 1 of 1 workflow(s) done"], out
+    code, out, err = cli_here(capsys, "--store", store_path, "terminate", "--prefix", "us-",
+                              "--status", "pending", "--yes", "--json")
+    assert (code, err) == (0, ""), err
+    assert json.loads(out) == {"command": "terminate", "selected": 1, "done": 1,
+                               "failed": 0, "workflows": [{
+                                   "workflow_id": "us-1", "status": "failed", "ok": True,
+                                   "error": {"type": "Terminated", "message": (
+                                       "terminated by garrison workflows terminate")}}]}
+    got = _status(store_path)
+    assert got["eu-1"][0] == "cancelled" and got["kid-1"][0] == "failed", got
+    assert got["us-1"][0] == "failed" and got["kid-2"][0] == "completed", got
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["retry"], "retry takes the id of a workflow (or several), or a selection: "
+                "--status, --search, --prefix, --parent or --all (as list's filters)"),
+    (["retry", "--status", "failed,waiting"],
+     "retry acts on workflows that are failed, blocked: --status waiting selects none it "
+     "can act on"),
+    (["cancel", "--status", "completed", "--status", "cancelled"],
+     "cancel acts on workflows that are pending, running, sleeping, waiting, blocked: "
+     "--status completed, cancelled selects none it can act on"),
+    (["terminate", "--status", "bogus"], "--status 'bogus' is not a workflow status"),
+    (["retry", "a", "--status", "failed"],
+     "the IDs select the workflows themselves: they cannot be combined with --status"),
+    (["cancel", "--all", "--search", "k=v"],
+     "--all selects every workflow cancel can act on: it cannot be combined with "
+     "--search"),
+    (["retry", "--all", "--yes", "--dry-run"],
+     "--dry-run does nothing and --yes acts: give one of them"),
+    (["terminate", "--all", "--reason", " "], "--reason: a terminate reason must say why"),
+    (["cancel", "--search", "k"], "--search takes KEY=VALUE, got 'k'"),
+])
+def test_a_selection_that_cannot_act_is_refused_before_the_store_is_read(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str], args: list[str],
+        said: str) -> None:
+    """(the store named does not exist: the arguments are refused first)"""
+    code, out, err = cli_here(capsys, "--store", str(tmp_path / "none.db"), *args)
+    assert (code, out) == (2, ""), (out, err)
+    assert err.startswith(f"garrison workflows: {said}"), err
+
+
+async def test_a_node_running_on_the_store_resumes_the_retried_workflows(
+        store_path: str, capsys: pytest.CaptureFixture[str], autojump_clock: Any) -> None:
+    """The outage: a payment service was down, the workflows failed with their
+    activity's final error; once it is back, one command retries them all while the
+    node runs, and the node runs each on from the failed activity."""
+    async with garrison.open_node(store=store_path) as node:
+        for item in ("lamp", "cup", "mug"):
+            ops_app.FAILS[item] = 2  # both attempts of charge fail
+            await node.start_workflow(ops_app.order, item, id=f"o-{item}")
+        await node.start_workflow(ops_app.order, "pen", id="o-pen")  # (not failed)
+        for item in ("lamp", "cup", "mug"):
+            with pytest.raises(garrison.WorkflowFailed, match="payments are down"):
+                await node.workflow(f"o-{item}").result()
+        code, out, err = await cli_async(capsys, "--store", store_path, "retry",
+                                         "--status", "failed", "--yes")
+        assert (code, err) == (0, ""), err
+        assert out.splitlines()[-1] == "retry: 3 of 3 workflow(s) done", out
+        for item in ("lamp", "cup", "mug"):
+            handle = node.workflow(f"o-{item}")
+            with trio.fail_after(30):
+                while handle.status() != "waiting":
+                    await trio.sleep(0.1)
+            await handle.signal("ship")
+            assert await handle.result() == f"res-{item} pay-{item} ship"
+        assert ops_app.LOG.count(("reserve", "lamp")) == 1  # replayed, not run again
+        assert node.workflow("o-pen").status() == "waiting"
+        # again: nothing failed is left, nothing is retried twice
+        code, out, err = await cli_async(capsys, "--store", store_path, "retry",
+                                         "--status", "failed", "--yes")
+        assert (code, out, err) == (0, "no workflows to retry\n", "")
+
+
+async def test_a_node_running_on_the_store_ends_the_terminated_workflows(
+        store_path: str, capsys: pytest.CaptureFixture[str], autojump_clock: Any) -> None:
+    """Several terminates a node is asked for are each answered once it ended them."""
+    async with garrison.open_node(store=store_path) as node:
+        for n in range(4):
+            await node.start_workflow(ops_app.waiting_child, n, id=f"w-{n}")
+        with trio.fail_after(30):
+            while any(node.workflow(f"w-{n}").status() != "waiting" for n in range(4)):
+                await trio.sleep(0.1)
+        code, out, err = await cli_async(capsys, "--store", store_path, "terminate",
+                                         "w-0", "w-2", "w-3", "--reason", "runaway")
+        assert (code, err) == (0, ""), err
+        assert out.splitlines() == [
+            f"workflow 'w-{n}' terminated (failed: Terminated: runaway)" for n in (0, 2, 3)
+        ] + ["terminate: 3 of 3 workflow(s) done"], out
+        for n in (0, 2, 3):
+            with pytest.raises(garrison.WorkflowFailed, match="Terminated: runaway"):
+                await node.workflow(f"w-{n}").result()
+        assert node.workflow("w-1").status() == "waiting"
+        code, out, err = await cli_async(capsys, "--store", store_path, "terminate",
+                                         "w-0", "w-1")
+        assert code == 1 and "cannot terminate workflow 'w-0': it is failed" in out, out
+        assert "workflow 'w-1' terminated" in out
+        assert err == "garrison workflows: 1 of 2 workflow(s) could not be terminated: " \
+                      "'w-0'\n", err
