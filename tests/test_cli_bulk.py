@@ -266,3 +266,43 @@ async def test_a_node_running_on_the_store_ends_the_terminated_workflows(
         assert "workflow 'w-1' terminated" in out
         assert err == "garrison workflows: 1 of 2 workflow(s) could not be terminated: " \
                       "'w-0'\n", err
+
+
+@pytest.mark.parametrize("node", ["stays", "goes"])
+def test_several_terminates_a_node_does_not_answer_are_said_as_one_is(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        node: str) -> None:
+    """A node holds the store when each terminate is asked, and ends none of them: once
+    it has ended none for the wait, each is said as one terminate says it (requested,
+    exit 0); a node gone by then leaves them to be ended in the store, as one is."""
+    from garrison import _cli_workflows
+
+    path = str(tmp_path / "s.db")
+    _rows(path, {"w-0": "waiting", "w-1": "sleeping", "w-2": "completed"})
+    real = _cli_workflows.tools.open_store
+
+    def opened(*args: Any, **kwargs: Any) -> Any:
+        store = real(*args, **kwargs)
+        answers = iter([True, True])  # the two asks; then the node stays, or is gone
+        store.node_running = lambda: next(answers, node == "stays")
+        return store
+
+    monkeypatch.setattr(_cli_workflows.tools, "open_store", opened)
+    monkeypatch.setattr(_cli_workflows, "TERMINATE_WAIT", 0.05)
+    code, out, err = cli_here(capsys, "--store", path, "terminate", "--prefix", "w-", "--yes",
+                              "--reason", "stop")
+    assert (code, err) == (0, ""), err
+    if node == "stays":
+        assert out.splitlines() == [
+            f"workflow 'w-{n}': terminate requested; the node holding the store has not "
+            "ended it yet (it ends it before running anything more, unless it ends on its "
+            "own first: see garrison workflows show)" for n in (0, 1)] + [
+            "terminate: 2 of 2 workflow(s) done"], out
+        assert _status(path) == {"w-0": ("waiting", 1), "w-1": ("sleeping", 1),
+                                 "w-2": ("completed", 1)}
+    else:
+        assert out.splitlines() == [
+            f"workflow 'w-{n}' terminated (failed: Terminated: stop)" for n in (0, 1)] + [
+            "terminate: 2 of 2 workflow(s) done"], out
+        assert _status(path) == {"w-0": ("failed", 1), "w-1": ("failed", 1),
+                                 "w-2": ("completed", 1)}
