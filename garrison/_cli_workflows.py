@@ -470,9 +470,23 @@ def _terminate(store: Any, args: argparse.Namespace) -> None:
     # several: each asked first, as one is, then their ends awaited together (one after
     # another, each node's answer waited for in turn, took minutes for thousands)
     asked: list[tools.TerminateAsked] = []
+    # the errors of the descendants of those this command ended or asked to end: with
+    # no node, a terminate ends them with it, and reaching one found it ended as asked
+    # (refused by itself: it is failed)
+    ends: set[str] = set()
 
     def ask(store: Any, args: argparse.Namespace, wid: str, results: _Results) -> None:
-        request = tools.ask_terminate(store, wid, args.reason)
+        from .hosts.workflow import parent_terminated
+
+        try:
+            request = tools.ask_terminate(store, wid, args.reason)
+        except ToolError:
+            rec = store.get_workflow(wid)
+            if rec is None or rec.error is None or rec.error.type != "Terminated" \
+                    or rec.error.message not in ends:
+                raise
+            request = None
+        ends.add(parent_terminated(wid).message)
         if request is None:
             results.ok(wid, *_terminated(store, args, wid, True))
         else:

@@ -306,3 +306,36 @@ def test_several_terminates_a_node_does_not_answer_are_said_as_one_is(
             "terminate: 2 of 2 workflow(s) done"], out
         assert _status(path) == {"w-0": ("failed", 1), "w-1": ("failed", 1),
                                  "w-2": ("completed", 1)}
+
+
+async def test_a_selection_of_a_tree_terminated_with_no_node_counts_the_children_ended_with_it(
+        store_path: str, capsys: pytest.CaptureFixture[str], autojump_clock: Any) -> None:
+    """With no node, terminating a parent ends its unfinished descendants with it in the
+    store; the selection had them too (unfinished when selected), and reaching each
+    found it failed: 'cannot terminate workflow 'p.1': it is failed', exit 1, for what
+    was done as asked. One this command's terminate ended is said as terminated, with
+    the error it holds."""
+    async with garrison.open_node(store=store_path) as node:
+        await node.start_workflow(ops_app.parent_of_many, 2, 1, id="p")
+        with trio.fail_after(30):
+            while len(node.hosts["workflows"].store.list_workflows(["waiting"])) < 5:
+                await trio.sleep(0.1)
+    _rows(store_path, {"other": "failed"})  # (terminated before, by another: not selected)
+    code, out, err = cli_here(capsys, "--store", store_path, "terminate", "--all", "--yes",
+                              "--reason", "cleanup")
+    assert (code, err) == (0, ""), (out, err)
+    lines = out.splitlines()
+    assert lines[0] == "workflow 'p' terminated (failed: Terminated: cleanup)", out
+    assert sorted(lines[1:-1]) == [
+        "workflow 'p.1' terminated (failed: Terminated: its parent workflow 'p' was "
+        "terminated)",
+        "workflow 'p.2' terminated (failed: Terminated: its parent workflow 'p' was "
+        "terminated)",
+        "workflow 'p.3' terminated (failed: Terminated: its parent workflow 'p' was "
+        "terminated)",
+        "workflow 'p.3.1' terminated (failed: Terminated: its parent workflow 'p.3' was "
+        "terminated)"], out
+    assert lines[-1] == "terminate: 5 of 5 workflow(s) done", out
+    # an id whose workflow had ended before the command is refused, as ever
+    code, out, err = cli_here(capsys, "--store", store_path, "terminate", "p.1", "p.2")
+    assert code == 1 and "error: cannot terminate workflow 'p.1': it is failed" in out, out

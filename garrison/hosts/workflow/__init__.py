@@ -33,12 +33,13 @@ from ._operate import (
     terminate_workflow,
     terminated,
 )
-from ._recovery import request_transaction
+from ._recovery import parent_terminated, request_transaction
 from ._replay import History, ReplayResult, replay_history
 
 __all__ = ["Cursor", "Entry", "History", "JournalKind", "ReplayResult", "WorkflowHost",
            "WorkflowInstance", "cancel_pending_transaction", "check_reason", "code_gone",
-           "flag_cancel", "never_ran", "replay_history", "request_transaction", "retry_transaction",
+           "flag_cancel", "never_ran", "parent_terminated", "replay_history",
+           "request_transaction", "retry_transaction",
            "retry_workflow",
            "terminate_transaction", "terminate_unless_node", "terminate_workflow",
            "terminated"]
