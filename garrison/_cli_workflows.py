@@ -630,6 +630,9 @@ def _selection_checks(args: argparse.Namespace) -> None:
     if args.all and len(given) > 1:
         raise _Fail(f"--all selects every workflow {command} can act on: it cannot be "
                     f"combined with {given[0]}", 2)
+    if args.prefix == "":  # (no filter at all: not what a prefix is given for)
+        raise _Fail("--prefix '': an empty prefix selects every workflow: give --all for "
+                    "that", 2)
     if args.yes and args.dry_run:
         raise _Fail("--dry-run does nothing and --yes acts: give one of them", 2)
     others = [s for s in _statuses(args.status) if s not in ACTS_ON[command]]

@@ -199,6 +199,8 @@ def test_a_selection_takes_lists_filters(store_path: str,
      "--dry-run does nothing and --yes acts: give one of them"),
     (["terminate", "--all", "--reason", " "], "--reason: a terminate reason must say why"),
     (["cancel", "--search", "k"], "--search takes KEY=VALUE, got 'k'"),
+    (["cancel", "--prefix", ""], "--prefix '': an empty prefix selects every workflow: "
+                                 "give --all for that"),
 ])
 def test_a_selection_that_cannot_act_is_refused_before_the_store_is_read(
         tmp_path: Any, capsys: pytest.CaptureFixture[str], args: list[str],
