@@ -338,3 +338,26 @@ async def test_a_selection_of_a_tree_terminated_with_no_node_counts_the_children
     # an id whose workflow had ended before the command is refused, as ever
     code, out, err = cli_here(capsys, "--store", store_path, "terminate", "p.1", "p.2")
     assert code == 1 and "error: cannot terminate workflow 'p.1': it is failed" in out, out
+
+
+async def test_a_node_running_on_the_store_cancels_the_selected_workflows(
+        store_path: str, capsys: pytest.CaptureFixture[str], autojump_clock: Any) -> None:
+    """A cancel of a selection beside a node only asks, as one cancel does, and the
+    node runs each workflow's cancellation (its handler's activity too)."""
+    async with garrison.open_node(store=store_path) as node:
+        for n in range(3):
+            await node.start_workflow(ops_app.guarded, f"item-{n}", id=f"g-{n}")
+        await node.start_workflow(ops_app.waiting_child, 9, id="other")
+        while len(node.hosts["workflows"].store.list_workflows(["waiting"])) < 4:
+            await trio.sleep(0.1)
+        code, out, err = await cli_async(capsys, "--store", store_path, "cancel",
+                                         "--prefix", "g-", "--yes")
+        assert (code, err) == (0, ""), err
+        assert out.splitlines() == [f"cancel requested for 'g-{n}'" for n in range(3)] + [
+            "cancel: 3 of 3 workflow(s) done"], out
+        for n in range(3):
+            with pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow(f"g-{n}").result()
+        assert sorted(x for kind, x in ops_app.LOG if kind == "release") == [
+            f"res-item-{n}" for n in range(3)]
+        assert node.workflow("other").status() == "waiting"
