@@ -193,7 +193,8 @@ def detail(store: Any, rec: Any) -> dict[str, Any]:
                      for p in store.promises(rec.workflow_id)},
         "state": store.states(rec.workflow_id),
         "timers": ([] if str(rec.status) in FINAL else
-                   pending_timers(store.timers(rec.workflow_id), store.journal(rec.workflow_id))),
+                   pending_timers(store.timers(rec.workflow_id),
+                                  store.journal(rec.workflow_id, kind="timer"))),
         "queue": queue_json(store, rec),
         "children": [{"workflow_id": c.workflow_id, "status": str(c.status)}
                      for c in children],
@@ -272,7 +273,8 @@ def node_json(store: Any, workflow_id: str) -> dict[str, Any]:
 
 
 def pending_timers(stored: list[Any], journal: list[Any]) -> list[dict[str, Any]]:
-    """A workflow's pending timers, soonest first, as ``{"seq", "kind", "deadline"}``:
+    """A workflow's pending timers, soonest first, as ``{"seq", "kind", "deadline"}``
+    (``journal``: its ``timer`` records, ``store.journal(id, kind="timer")``, or more):
     durable sleeps and receive timeouts (the store's ``timers``, kind ``"sleep"`` or
     ``"receive"``; ``"sleep"`` too for a timer stored before schema version 7, which
     did not say) and ``workflow.timer`` deadlines (journaled where the timer was made,
@@ -415,8 +417,8 @@ def undeclared_promise(store: Any, workflow_id: str, promise: str) -> str | None
     rec = store.get_workflow(workflow_id)
     if rec is None or str(rec.status) in FINAL:
         return None
-    declared = sorted({r.name for r in store.journal(rec.workflow_id)
-                       if r.kind == "promise" and r.name})
+    declared = sorted({r.name for r in store.journal(rec.workflow_id, kind="promise")
+                       if r.name})
     if not declared or promise in declared:
         return None
     return (f"workflow {rec.workflow_id!r} has not declared promise {promise!r} "

@@ -2659,3 +2659,49 @@ def test_a_workflow_held_by_its_host_s_rate_says_so(store_spec: str) -> None:
             "waiting for rate 1/1h in queue 'workflows': 1 started in its last period")
         assert said["started"] == 1 and said["rate"] == "1/1h"
         assert _store_tools.queue_json(owner, owner.get_workflow("a"), limits) is None
+
+
+async def test_a_long_journal_is_read_by_its_end_not_whole(
+        store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workflow page, ``garrison workflows show`` and a resolve's note read a long
+    journal's newest JOURNAL_SHOWN records, its ``timer`` (or ``promise``) records and
+    its size, not every record: each poll of the page read a journal of 100,000
+    records, or of 200 MB of results, whole (0.85 s, and the megabytes, every poll)."""
+    from garrison.console import _backend
+
+    monkeypatch.setattr(_backend, "JOURNAL_SHOWN", 50)
+    deadline = 4.0e9  # (ahead: still pending)
+    with SQLiteStore(store_path) as owner:
+        tx = Transaction().create_workflow("long", "console_app:listening", [],
+                                           status="waiting")
+        tx.append_journal("long", 1, "timer", "", {"deadline": deadline})
+        tx.append_journal("long", 2, "promise", "approval", None)
+        for seq in range(3, 401):
+            tx.append_journal("long", seq, "activity", "console_app:step", {"ok": seq})
+        owner.write(tx)
+    store = _store_tools.open_store(store_path)
+    read: list[int] = []
+    real = store.journal
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        records = real(*args, **kw)
+        read.extend(r.seq for r in records)
+        return records
+
+    monkeypatch.setattr(store, "journal", counting)
+    async with client(make_app(StoreBackend(store))) as c:
+        d = (await c.get("/api/workflows/long")).json()
+    assert [r["seq"] for r in d["journal"]] == list(range(351, 401))
+    assert d["journal_records"] == 400 and d["journal_truncated"] is True
+    assert [t["seq"] for t in d["timers"]] == [1]
+    assert sorted(read) == [1, *range(351, 401)]
+
+    read.clear()
+    shown = _store_tools.detail(store, store.get_workflow("long"))
+    assert [t["seq"] for t in shown["timers"]] == [1] and shown["journal_records"] == 400
+    assert read == [1]
+    read.clear()
+    note = _store_tools.undeclared_promise(store, "long", "aproval")
+    assert note is not None and "'approval'" in note and read == [2]
+    store.close()
+

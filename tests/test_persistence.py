@@ -496,6 +496,28 @@ def test_journal_is_loaded_in_seq_order_with_typed_fields(store: SQLiteStore) ->
         store.write(Transaction().append_journal("w1", 1, "activity", "again"))
 
 
+def test_a_journal_s_end_or_its_records_of_one_kind_are_read_alone(store: SQLiteStore) -> None:
+    """``journal(id, last=N)`` reads the newest N records, ``kind=`` the records of one
+    kind (what a page showing a long journal's end, and its timers, need), in seq
+    order; a bad argument is a ValueError naming it."""
+    _workflow(store)
+    tx = Transaction()
+    for seq in range(1, 8):
+        tx.append_journal("w1", seq, "timer" if seq % 3 == 0 else "activity", "", seq)
+    store.write(tx)
+    assert [r.seq for r in store.journal("w1", last=3)] == [5, 6, 7]
+    assert [r.seq for r in store.journal("w1", last=0)] == []
+    assert [r.seq for r in store.journal("w1", last=100)] == list(range(1, 8))
+    assert [r.seq for r in store.journal("w1", kind="timer")] == [3, 6]
+    assert [r.seq for r in store.journal("w1", kind="timer", last=1)] == [6]
+    assert store.journal("nobody", last=5) == []
+    for bad in (-1, 2.5, "3", True):
+        with pytest.raises(ValueError, match=r"journal\(last=\.\.\.\): .*whole number"):
+            store.journal("w1", last=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"journal\(kind=\.\.\.\)"):
+        store.journal("w1", kind=3)  # type: ignore[arg-type]
+
+
 def test_a_damaged_journal_record_is_named_by_workflow_and_seq(store_spec: str) -> None:
     """A journal record whose outcome is no JSON (a hand edit, a bad restore), or on
     SQLite a BLOB or text that is not UTF-8 (a damaged page), is a ``DamagedRecord``

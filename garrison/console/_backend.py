@@ -435,10 +435,14 @@ class Backend:
 
     def _read(self, store: Any, rec: Any, pid: Pid,
               parent_at: tuple[str | None, Any] | None,
-              limits: dict[str, Any] | None = None) -> dict[str, Any]:
+              limits: dict[str, Any] | None = None, *, retryable: bool = False
+              ) -> dict[str, Any]:
         """Everything of one workflow the stores hold, read in a worker thread (the
         store's reads are thread-safe) so that a page polling a long journal or a
-        full inbox never holds up the node's workflows."""
+        full inbox never holds up the node's workflows. Of the journal, its last
+        :data:`JOURNAL_SHOWN` records, its ``timer`` records and its size are read, not
+        the whole of it (a journal of 100,000 records, or of megabytes of results, at
+        each poll), unless the workflow is ``retryable`` (its retry note reads it all)."""
         wid = rec.workflow_id
         parent = None
         if parent_at is not None:
@@ -449,7 +453,14 @@ class Backend:
         # (all of them counted, on each store's index: the list above stops at 500)
         children_total = len(children) if len(children) < CHILDREN_SHOWN else sum(
             other.count_workflows(parent=pid) for other in self.stores().values())
-        return {"journal": store.journal(wid), "promises": store.promises(wid),
+        whole = store.journal(wid) if retryable else None
+        return {"journal": whole if whole is not None else store.journal(wid, last=JOURNAL_SHOWN),
+                "journal_records": len(whole) if whole is not None else
+                store.journal_size(wid)[0],
+                "journal_whole": whole,
+                "timer_records": [r for r in whole if r.kind == "timer"]
+                if whole is not None else store.journal(wid, kind="timer"),
+                "promises": store.promises(wid),
                 "state": store.states(wid), "inbox": store.pending_messages(wid),
                 "timers": store.timers(wid), "children": children[:CHILDREN_SHOWN],
                 "children_total": children_total,
@@ -464,9 +475,10 @@ class Backend:
         built in a worker thread, where megabytes of a value cost no event loop time."""
         name, store, rec = await self.locate(workflow_id, host)
         pid = self.pid_of(rec, name)
-        got = await trio.to_thread.run_sync(self._read, store, rec, pid,
-                                            self._parent_store(rec), self.limits_of(name))
         status = self.status_of(rec, name)
+        got = await trio.to_thread.run_sync(partial(
+            self._read, store, rec, pid, self._parent_store(rec), self.limits_of(name),
+            retryable=status in RETRYABLE))
         children = [(cname, c, self.status_of(c, cname)) for cname, c in got["children"]]
         return await trio.to_thread.run_sync(self._build, name, rec, pid, status, got,
                                              children)
@@ -475,9 +487,9 @@ class Backend:
                got: dict[str, Any], children: list[tuple[str | None, Any, str]]
                ) -> dict[str, Any]:
         """The answer of :meth:`detail`, in a worker thread (no node state read here)."""
-        journal = got["journal"]
         final = status in tools.FINAL
-        shown_journal = journal[-JOURNAL_SHOWN:]
+        shown_journal = got["journal"][-JOURNAL_SHOWN:]
+        records = got["journal_records"]
         parent = None
         if rec.parent is not None:
             parent_host, parent_rec = got["parent"] or (None, None)
@@ -519,13 +531,14 @@ class Backend:
         return {
             "workflow": workflow,
             "journal": shown_journal_rows,
-            "journal_records": len(journal),
-            "journal_truncated": len(shown_journal) < len(journal),
+            "journal_records": records,
+            "journal_truncated": len(shown_journal) < records,
             "state": shown_state,
             "state_total": len(state),
             "promises": shown_promises,
             "promises_total": len(promises),
-            "timers": [] if final else tools.pending_timers(got["timers"], journal),
+            "timers": [] if final else tools.pending_timers(got["timers"],
+                                                            got["timer_records"]),
             "inbox": [{"id": m.id, "message_id": m.msg_id, "topic": text(m.topic),
                        "payload": show(m.payload),
                        "sender": str(m.sender) if m.sender else None,
@@ -544,8 +557,8 @@ class Backend:
                 "retry": status in RETRYABLE,
                 # (a retry that would replay to the same failure is said, not refused,
                 # as garrison workflows retry says it)
-                "retry_note": text(tools.retry_note(rec, journal)) if status in RETRYABLE
-                else None,
+                "retry_note": text(tools.retry_note(rec, got["journal_whole"]))
+                if status in RETRYABLE and got["journal_whole"] is not None else None,
             },
         }
 

@@ -149,6 +149,7 @@ from ._records import (
     WakeupRecord,
     WorkflowRecord,
     journal_entries_of,
+    journal_select,
     no_match,
     parse_status,
 )
@@ -1386,12 +1387,16 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         rows = self._query(query, params)  # (none for a NUL: no row matches)
         return int(rows[0][0]) if rows else 0
 
-    def journal(self, workflow_id: str) -> list[JournalRecord]:
-        """The workflow's journal ordered by seq; a record holding no JSON is a
-        :class:`DamagedRecord` naming its workflow and seq."""
-        rows = self._query(
-            f"SELECT {JournalRecord.COLUMNS} FROM {self._s}.journal WHERE workflow_id = %s "
-            "ORDER BY seq", (workflow_id,))
+    def journal(self, workflow_id: str, *, kind: str | None = None,
+                last: int | None = None) -> list[JournalRecord]:
+        """The workflow's journal ordered by seq (``kind``: its records of that kind
+        alone; ``last``: its newest ``last`` records alone); a record holding no JSON is
+        a :class:`DamagedRecord` naming its workflow and seq."""
+        rows = self._query(journal_select(f"{self._s}.journal", "%s", kind, last),
+                           [workflow_id, *(() if kind is None else (kind,)),
+                            *(() if last is None else (last,))])
+        if last is not None:
+            rows.reverse()  # (read newest first)
         from_row = JournalRecord.from_row
         return [from_row(row) for row in rows]
 

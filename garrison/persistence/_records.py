@@ -359,6 +359,26 @@ class JournalRecord:
         return cls(wid, seq, kind, name, value, attempts, _fromtimestamp(time, _UTC))
 
 
+def journal_select(table: str, mark: str, kind: str | None, last: int | None) -> str:
+    """The SELECT of a store's ``journal(workflow_id, kind=, last=)`` on ``table`` with
+    parameter marker ``mark`` (``?`` or ``%s``): the workflow id, then ``kind`` if
+    given, then ``last`` if given, are its parameters. ``last`` reads the newest
+    records alone, newest first (a key range of the journal's index read backwards), so a
+    page showing a journal's end reads that end and not the whole journal;
+    ``ValueError`` unless it is a whole number >= 0, and unless ``kind`` is text."""
+    if kind is not None and not isinstance(kind, str):
+        raise ValueError(f"journal(kind=...): a record kind such as 'timer', "
+                         f"got {type(kind).__name__}: {kind!r}")
+    if last is not None and (type(last) is not int or last < 0):
+        raise ValueError(f"journal(last=...): how many of the newest records to read, "
+                         f"a whole number >= 0, got {last!r}")
+    where = f"workflow_id = {mark}" + (f" AND kind = {mark}" if kind is not None else "")
+    sql = f"SELECT {JournalRecord.COLUMNS} FROM {table} WHERE {where}"
+    # (newest first, as the index reads backwards: the caller turns the rows round; an
+    # outer ORDER BY sorted the records read, megabytes of outcomes, in a temporary table)
+    return sql + (" ORDER BY seq" if last is None else f" ORDER BY seq DESC LIMIT {mark}")
+
+
 def journal_entries_of(records: Sequence[JournalRecord]
                        ) -> tuple[list[tuple[int, str, str, Any, int]], int]:
     """A store's ``journal_entries`` from its ``journal`` (read record by record where

@@ -91,6 +91,7 @@ from ._records import (
     WakeupRecord,
     WorkflowRecord,
     journal_entries_of,
+    journal_select,
     no_match,
     parse_status,
     state_digest,
@@ -1528,12 +1529,20 @@ class SQLiteStore(StoreShortcuts):
             sql += " WHERE " + " AND ".join(where)
         return int(self._query(sql, params)[0][0])
 
-    def journal(self, workflow_id: str) -> list[JournalRecord]:
-        """The workflow's journal ordered by seq; a record holding no JSON, or text that
-        is not UTF-8, is a :class:`DamagedRecord` naming its workflow and seq."""
-        sql = f"SELECT {JournalRecord.COLUMNS} FROM journal WHERE workflow_id = ? ORDER BY seq"
+    def journal(self, workflow_id: str, *, kind: str | None = None,
+                last: int | None = None) -> list[JournalRecord]:
+        """The workflow's journal ordered by seq (``kind``: its records of that kind
+        alone; ``last``: its newest ``last`` records alone); a record holding no JSON,
+        or text that is not UTF-8, is a :class:`DamagedRecord` naming its workflow and
+        seq."""
+        sql = journal_select("journal", "?", kind, last)
+        params = [workflow_id, *(() if kind is None else (kind,)),
+                  *(() if last is None else (last,))]
         from_row = JournalRecord.from_row
-        return [from_row(row) for row in self._text_rows(sql, (workflow_id,))]
+        rows = self._text_rows(sql, params)
+        if last is not None:
+            rows.reverse()  # (read newest first)
+        return [from_row(row) for row in rows]
 
     def journal_entries(self, workflow_id: str) -> tuple[list[tuple[int, str, str, Any, int]], int]:
         """Recovery's fast path: ``([(seq, kind, name, outcome, attempts), ...], bytes)``,

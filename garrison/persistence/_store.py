@@ -173,8 +173,11 @@ class Store(Protocol):
         ...
 
     # -- journal -------------------------------------------------------------------
-    def journal(self, workflow_id: str) -> list[JournalRecord]:
-        """The workflow's journal, ordered by seq."""
+    def journal(self, workflow_id: str, *, kind: str | None = None,
+                last: int | None = None) -> list[JournalRecord]:
+        """The workflow's journal, ordered by seq; ``kind``: its records of that kind
+        alone; ``last``: its newest ``last`` records alone (``ValueError`` unless a
+        whole number >= 0)."""
         ...
 
     def journal_entries(self, workflow_id: str) -> tuple[list[tuple[int, str, str, Any, int]], int]:
