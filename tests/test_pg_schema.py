@@ -213,6 +213,7 @@ def test_v11_admit_counts_a_kept_retry_once_and_a_node_of_v10_is_refused(
     # schema 11's admit(): a retry whose earlier admission is inside the rate's period
     # keeps that time and is counted once (a batch admits what one at a time would);
     # a store of schema 10 migrates, and code of schema 10 is refused by it afterwards
+    current = _pg_schema.SCHEMA_VERSION
     monkeypatch.setattr(_pg_schema, "MIGRATIONS", _pg_schema.MIGRATIONS[:10])
     monkeypatch.setattr(_pg_schema, "SCHEMA_VERSION", 10)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
@@ -234,7 +235,33 @@ def test_v11_admit_counts_a_kept_retry_once_and_a_node_of_v10_is_refused(
     with psycopg.connect(postgres_url, autocommit=True) as conn, \
             pytest.raises(StoreVersionError, match="newer garrison") as info:
         _pg_schema.migrate(conn)
-    assert (info.value.found, info.value.expected) == (11, 10)
+    assert (info.value.found, info.value.expected) == (current, 10)
+
+
+def test_v12_indexes_a_workflow_s_children_in_the_listing_order(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # as SQLite's version 10: a page of a workflow's children is a range of the index
+    # (parent, created, workflow_id), not all of them read and sorted; rows are kept
+    monkeypatch.setattr(_pg_schema, "MIGRATIONS", _pg_schema.MIGRATIONS[:11])
+    monkeypatch.setattr(_pg_schema, "SCHEMA_VERSION", 11)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        _pg_schema.migrate(conn)
+        conn.execute("INSERT INTO garrison.workflows (workflow_id, name, status, parent, "
+                     "created, updated) VALUES ('c1', 'm:f', 'running', 'workflows/p', 2, 2), "
+                     "('c0', 'm:f', 'running', 'workflows/p', 1, 1)")
+        monkeypatch.undo()
+        assert _pg_schema.migrate(conn) == 11
+        assert versions(conn) == list(range(1, _pg_schema.SCHEMA_VERSION + 1))
+        (definition,) = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'garrison' "
+            "AND indexname = 'workflows_by_parent'").fetchone()
+        assert '(parent, created, workflow_id COLLATE "C")' in definition, definition
+    with PostgresStore(postgres_url) as store:
+        first = store.list_workflows(parent="workflows/p", limit=1)
+        assert [r.workflow_id for r in first] == ["c0"]
+        assert [r.workflow_id for r in store.list_workflows(
+            parent="workflows/p", after=(first[0].created, "c0"), limit=5)] == ["c1"]
+
 
 # ----------------------------------------------------- same records as SQLite
 NOW = 1_700_000_000.123456

@@ -678,11 +678,19 @@ def _v11_admit_counts_kept_once(cur: psycopg.Cursor[Any], s: sql.Identifier) -> 
     cur.execute(sql.SQL(_V11).format(s=s))
 
 
+def _v12_children_in_order(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
+    # As SQLite's version 10: a workflow's children in the listing order, so that a
+    # page of them is a range of the index, not all of them read and sorted.
+    cur.execute(sql.SQL("DROP INDEX IF EXISTS {s}.workflows_by_parent").format(s=s))
+    cur.execute(sql.SQL('CREATE INDEX workflows_by_parent ON {s}.workflows '
+                        '(parent, created, workflow_id COLLATE "C")').format(s=s))
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [
     _v1_initial, _v2_trace_context, _v3_schedules_and_queue, _v4_cluster, _v5_admitted,
     _v6_fence_many, _v7_timer_kind, _v8_dedup_kept, _v9_inbox_reply, _v10_admit_in_order,
-    _v11_admit_counts_kept_once,
+    _v11_admit_counts_kept_once, _v12_children_in_order,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

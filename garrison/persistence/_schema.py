@@ -270,10 +270,21 @@ def _v9_inbox_reply(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE inbox ADD COLUMN reply TEXT")
 
 
+def _v10_children_in_order(conn: sqlite3.Connection) -> None:
+    # A workflow's children in the listing order, (created, workflow_id) after the
+    # parent: a page of them (``list_workflows(parent=..., after=..., limit=...)``: the
+    # console's 50 a page, ``garrison workflows list --parent``, show's first 500) is a
+    # range of this index. On ``(parent)`` alone every page read and sorted all the
+    # children after its cursor: 0.2 s a page at 50,000 children, 100 pages to list them.
+    conn.execute("DROP INDEX IF EXISTS workflows_by_parent")
+    conn.execute("CREATE INDEX workflows_by_parent ON workflows (parent, created, workflow_id) "
+                 "WHERE parent IS NOT NULL")
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v1_initial, _v2_list_order, _v3_trace_context, _v4_schedules_and_queue, _v5_admitted,
-    _v6_lean_writes, _v7_timer_kind, _v8_dedup_kept, _v9_inbox_reply,
+    _v6_lean_writes, _v7_timer_kind, _v8_dedup_kept, _v9_inbox_reply, _v10_children_in_order,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

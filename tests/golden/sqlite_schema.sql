@@ -1,4 +1,4 @@
--- The SQLite store's schema (version 9) as sqlite_master holds it, written by the
+-- The SQLite store's schema (version 10) as sqlite_master holds it, written by the
 -- store of version 0.1 (tables of versions 1, 2 and 4 made by sqlite-utils). A store
 -- created now must hold the same text: see test_persistence.py.
 
@@ -21,7 +21,7 @@ CREATE INDEX workflows_by_admitted ON workflows (host, admitted) WHERE admitted 
 CREATE INDEX "workflows_by_created"
     ON "workflows" ("created", "workflow_id");
 -- index workflows_by_parent
-CREATE INDEX workflows_by_parent ON workflows (parent) WHERE parent IS NOT NULL;
+CREATE INDEX workflows_by_parent ON workflows (parent, created, workflow_id) WHERE parent IS NOT NULL;
 -- index workflows_by_status_created
 CREATE INDEX "workflows_by_status_created"
     ON "workflows" ("status", "created", "workflow_id");
