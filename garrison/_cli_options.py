@@ -5,17 +5,19 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ._store_tools import ToolError
 
 __all__ = ["BROKEN_PIPE", "COLUMN_WIDTH", "STORE_HELP", "CommandGroup", "cell", "cut",
            "escaped", "guard_stderr", "one_line", "print_last_words", "print_table",
+           "print_table_pages",
            "require_store", "run_verb", "run_with_store", "store_of_config"]
 
 #: the exit status when the reader of the output went away (128 + SIGPIPE, as a shell's)
@@ -201,17 +203,33 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[str]],
     it). The first column (an id, a node's name: what the commands take) is never cut:
     it is padded to at most ``id_width`` (``None``: its longest), a longer value pushing
     only its own row along."""
-    rows = [[cell(c) for c in row] for row in rows]
-    if width is not None:
-        last = len(header) - 1
-        rows = [[c if i in (0, last) else cut(c, width) for i, c in enumerate(row)]
-                for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
-    if id_width is not None:
-        widths[0] = min(widths[0], max(id_width, len(header[0])))
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table_pages(header, [rows], width, id_width)
+
+
+def print_table_pages(header: Sequence[str], pages: Iterable[Sequence[Sequence[str]]],
+                      width: int | None = None, id_width: int | None = None,
+                      least: Sequence[int] = ()) -> None:
+    """:func:`print_table` of rows that come a page at a time, each printed as it comes
+    (a store's every workflow is not held to print them): the columns are as wide as
+    the first page's values (and at least ``least``, column by column: the longest
+    value a column can hold, where its values are few, as statuses), and a longer value
+    in a later page pushes only its own row along, as a long id does."""
+    widths: list[int] | None = None
+    last = len(header) - 1
+    for page in pages:
+        rows = [[cell(c) for c in row] for row in page]
+        if width is not None:
+            rows = [[c if i in (0, last) else cut(c, width) for i, c in enumerate(row)]
+                    for row in rows]
+        if widths is None:
+            widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+            if id_width is not None:
+                widths[0] = min(widths[0], max(id_width, len(header[0])))
+            widths = [max(w, n) for w, n in itertools.zip_longest(widths, least[:len(widths)],
+                                                                   fillvalue=0)]
+            print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+        for row in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def print_last_words(group: str, lines: list[str]) -> int | None:

@@ -25,6 +25,7 @@ import contextlib
 import datetime
 import importlib
 import importlib.util
+import itertools
 import json
 import os
 import sqlite3
@@ -42,6 +43,7 @@ from ._cli_options import (
     escaped,
     one_line,
     print_table,
+    print_table_pages,
     run_with_store,
 )
 from ._cli_options import cut as _cut  # (``cut`` names a variable of its own here)
@@ -243,23 +245,31 @@ def _list(store: Any, args: argparse.Namespace) -> None:
     prefix = args.id_prefix[0] if args.id_prefix else None
     select = {"newest_first": args.order == "newest", "id_prefix": prefix or None,
               "parent": args.parent or None}
-    try:
-        rows = [] if search is None else store.list_workflows(
-            statuses or None, search or None, limit=args.limit, **select)
-    except DamagedRecord:  # list the others, then name the damaged rows
-        rows = store.list_past_damage(statuses or None, search or None, damaged,
-                                      args.limit, **select)
+    # read and printed a page at a time: a store of 300,000 workflows printed its first
+    # line after 14 s, holding every record (480 MB)
+    pages = iter(()) if search is None else store.pages_past_damage(
+        statuses or None, search or None, damaged, args.limit, **select)
+    first = next(pages, None)
     if args.json:
-        _print_json([_record(r) for r in rows])
-    elif not rows:
+        print("[", end="")
+        sep = ""
+        for page in itertools.chain((first,) if first else (), pages):
+            for r in page:
+                print(sep + tools.standard_json(_record(r), default=str), end="")
+                sep = ", "
+        print("]")
+    elif not first:
         print("no workflows")
     else:
         # (an id is whole, what show and retry take, its column padded to at most 40;
         # the other values are cut there: --wide, --json whole)
         width = None if args.wide else COLUMN_WIDTH
-        table = [(r.workflow_id, r.name, str(r.status), _when(r.updated),
-                  _short(r.search, width)) for r in rows]
-        print_table(("ID", "NAME", "STATUS", "UPDATED", "SEARCH"), table, width, width)
+        table = ([(r.workflow_id, r.name, str(r.status), _when(r.updated),
+                   _short(r.search, width)) for r in page]
+                 for page in itertools.chain((first,), pages))
+        # (a status column as wide as the longest status: ended ones often come later)
+        print_table_pages(("ID", "NAME", "STATUS", "UPDATED", "SEARCH"), table, width, width,
+                          least=(0, 0, max(len(s.value) for s in WorkflowStatus)))
     if damaged:
         sys.stdout.flush()
         cut = None if damaged[-1].id_is_text else damaged[-1].workflow_id

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Self
@@ -98,12 +98,23 @@ class StoreShortcuts:
         text (:attr:`DamagedRecord.id_is_text`) is no key to read after: the read ends there, or
         with ``past_unreadable`` goes on after its ``created`` instant (leaving out the
         rows of that very instant whose ids sort after it: a caller says so)."""
-        rows: list[WorkflowRecord] = []
+        return [row for page in self.pages_past_damage(
+            statuses, search, damaged, most, past_unreadable=past_unreadable, **select)
+            for row in page]
+
+    def pages_past_damage(self, statuses: Any, search: Any, damaged: list[DamagedRecord],
+                          most: int | None = None, *, past_unreadable: bool = False,
+                          **select: Any) -> Iterator[list[WorkflowRecord]]:
+        """:meth:`list_past_damage`'s rows a page (at most 500) at a time, each read when
+        the one before it was taken: ``garrison workflows list`` prints each as it comes,
+        holding one page, not a store's every row. ``damaged`` grows as the pages are
+        read."""
+        count = 0
         after: tuple[_dt.datetime | float, str] | None = None
         limit = _DAMAGE_PAGE
-        while most is None or len(rows) < most:
+        while most is None or count < most:
             if most is not None:
-                limit = min(limit, most - len(rows))
+                limit = min(limit, most - count)
             try:
                 page = self.list_workflows(statuses, search, after=after, limit=limit,
                                            **select)
@@ -120,15 +131,15 @@ class StoreShortcuts:
                     after = (math.nextafter(exc.created, -math.inf if newest else math.inf),
                              "\U0010ffff" if newest else "")
                 else:
-                    return rows
+                    return
                 continue
             if not page:
-                return rows
-            rows.extend(page)
+                return
+            count += len(page)
+            yield page
             last = page[-1]
             after = (last.created if last.created is not None else 0.0, last.workflow_id)
             limit = _DAMAGE_PAGE if limit == 1 else limit
-        return rows
 
     def deliver(self, workflow_id: str, topic: str, payload: Any = None, **kw: Any) -> int | None:
         """``write(Transaction().deliver(...))``; returns the inbox row id."""

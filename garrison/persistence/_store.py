@@ -14,7 +14,7 @@ picked up by the node that owns the store through :meth:`Store.wakeups`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -170,6 +170,12 @@ class Store(Protocol):
         """``list_workflows`` read past damaged rows, each added to ``damaged``; one
         whose own id is not UTF-8 text ends the read (``past_unreadable``: the read
         goes on after its instant of creation)."""
+        ...
+
+    def pages_past_damage(self, statuses: Any, search: Any, damaged: list[DamagedRecord],
+                          most: int | None = None, *, past_unreadable: bool = False,
+                          **select: Any) -> Iterator[list[WorkflowRecord]]:
+        """:meth:`list_past_damage`'s rows a page at a time, each read as it is taken."""
         ...
 
     # -- journal -------------------------------------------------------------------
