@@ -454,12 +454,15 @@ class Backend:
         children_total = len(children) if len(children) < CHILDREN_SHOWN else sum(
             other.count_workflows(parent=pid) for other in self.stores().values())
         whole = store.journal(wid) if retryable else None
-        return {"journal": whole if whole is not None else store.journal(wid, last=JOURNAL_SHOWN),
-                "journal_records": len(whole) if whole is not None else
-                store.journal_size(wid)[0],
+        # (one record more than is shown: a journal no longer than that is read once,
+        # its records all there, its size and timers among them)
+        shown = whole if whole is not None else store.journal(wid, last=JOURNAL_SHOWN + 1)
+        complete = whole is not None or len(shown) <= JOURNAL_SHOWN
+        return {"journal": shown,
+                "journal_records": len(shown) if complete else store.journal_size(wid)[0],
                 "journal_whole": whole,
-                "timer_records": [r for r in whole if r.kind == "timer"]
-                if whole is not None else store.journal(wid, kind="timer"),
+                "timer_records": [r for r in shown if r.kind == "timer"]
+                if complete else store.journal(wid, kind="timer"),
                 "promises": store.promises(wid),
                 "state": store.states(wid), "inbox": store.pending_messages(wid),
                 "timers": store.timers(wid), "children": children[:CHILDREN_SHOWN],
