@@ -529,6 +529,15 @@ class Router:
         if self.remote is not None:
             self.remote.forget_local(pid, targets)
 
+    def monitor_spent(self, target: Pid, watcher: Pid) -> None:
+        """The ``EXIT`` of ``target`` reached the workflow ``watcher``: if ``target`` is
+        a plain process of another node, this node forgets that ``watcher`` monitors
+        it. (That node put the ``EXIT`` in the store, as a workflow moves: no notice of
+        it reaches this node, which forgets a remote monitor of a plain process as that
+        notice arrives.)"""
+        if self.remote is not None:
+            self.remote.monitor_spent(target, watcher)
+
     def unlink(self, target: Pid, other: Pid) -> None:
         if self.remote is not None and self.remote.node_of(target) is not None:
             self.remote.unlink(target, other)

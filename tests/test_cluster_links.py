@@ -995,3 +995,45 @@ async def test_a_recovered_workflow_hears_of_a_failure_its_lost_node_missed(
                                      r"RuntimeError: boom"):
                 with trio.fail_after(4 * LEASE + 15):
                     await here.workflow("W").result()
+
+
+async def watches_ended(targets: list[str]) -> int:
+    """A workflow that monitors (and links to) each of ``targets``, tells them to end,
+    hears each one's ``EXIT``, then waits for a message: it is still running."""
+    process.set_options(trap_links=True)
+    for target in targets:
+        process.monitor(Pid.parse(target))
+        process.link(Pid.parse(target))
+        await process.send(Pid.parse(target), "go", None)
+    ended = 0
+    while ended < len(targets):
+        ev = await process.events().receive()
+        if ev.kind is garrison.EventKind.EXIT:
+            ended += 1
+    workflow.set_state("ended", ended)
+    await process.inbox().receive()
+    return ended
+
+
+@pytest.mark.parametrize("how", ["return", "fail"])
+async def test_a_workflow_keeps_no_watch_of_another_nodes_processes_that_ended(
+        postgres_url: str, how: str) -> None:
+    """A workflow on node b monitoring plain processes of node a: each EXIT reaches it
+    through the store, and b's table of remote watches (remote pid -> local watchers)
+    kept an entry per process for good, also after the workflow ended, so a long-lived
+    workflow, or many short ones, grew b's memory by one entry per process watched.
+    The EXIT's arrival spends the watch on b too."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        procs = [str(await a.spawn(doomed, how)) for _ in range(5)]
+        await b.start_workflow(watches_ended, procs, id="watcher")
+        with trio.fail_after(30):
+            while b.workflow("watcher").state("ended") != 5:
+                await trio.sleep(0.05)
+        await trio.sleep(0.5)  # (any notice of those ends still on its way)
+        remote = b._router.remote
+        assert (remote.watching, remote.linked) == ({}, {})
+        await b.send("workflows/watcher", "end", None)
+        with trio.fail_after(30):
+            assert await b.workflow("watcher").result() == 5
+        assert not b._router.remote.watching and not b._router.remote.linked

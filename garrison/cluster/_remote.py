@@ -454,6 +454,13 @@ class Remote:
             self._forget(self.linked, remote, local)
             self._forget(self.watching, remote, local)
 
+    def monitor_spent(self, target: Pid, watcher: Pid) -> None:
+        """The ``EXIT`` of ``target`` (of another node, or none) reached ``watcher``
+        another way than as an ``event`` here (a workflow's, through the store): that
+        monitor is forgotten, as an ``event`` forgets it."""
+        if self.watching:
+            self._forget(self.watching, target, watcher)
+
     def unlink(self, target: Pid, other: Pid, node: str | None = None) -> None:
         """``other`` unlinked ``target`` of another node (``node``: the one that runs
         the workflow ``target``)."""

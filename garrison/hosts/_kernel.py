@@ -399,6 +399,10 @@ class NodeContext(Protocol):
         """``pid``, a workflow, left this node: its links to and monitors of
         ``targets`` that are plain processes of other nodes are forgotten here (kept
         where it resumes)."""
+    def monitor_spent(self, target: Pid, watcher: Pid) -> None:
+        """The ``EXIT`` of ``target`` reached the workflow ``watcher`` (through the
+        store, if ``target`` is a plain process of another node): its monitor of
+        ``target`` is forgotten here too."""
     def unlink(self, target: Pid, other: Pid) -> None: ...
     def monitor(self, target: Pid, watcher: Pid, id: str | None = None) -> bool:
         """``watcher`` monitors ``target``; False if ``target`` is not alive (the

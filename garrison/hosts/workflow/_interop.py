@@ -254,6 +254,8 @@ class Interop(WorkflowCore):
         table = self.monitoring if kind is EventKind.EXIT else self.links
         if table:
             table.discard(pid)
+        if kind is EventKind.EXIT and "@" in pid.id:  # (may name another node: a plain pid)
+            self.node.monitor_spent(pid, self.pid)
         return self.event_id(kind, pid, spent=True)
 
     def _signalled_at(self, kind: EventKind, pid: Pid, seq: int | None = None) -> None:

@@ -567,6 +567,9 @@ class ReplayNode(_Refusing):
     def demonitor(self, target: Pid, watcher: Pid) -> None:
         pass
 
+    def monitor_spent(self, target: Pid, watcher: Pid) -> None:
+        pass
+
     def register(self, name: str, pid: Pid, scope: str = "node") -> None:
         pass
 
