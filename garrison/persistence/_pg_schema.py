@@ -686,11 +686,20 @@ def _v12_children_in_order(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
                         '(parent, created, workflow_id COLLATE "C")').format(s=s))
 
 
+def _v13_retention(cur: psycopg.Cursor[Any], s: sql.Identifier) -> None:
+    # As SQLite's version 11: a workflow's inbox rows found by its id, to be deleted
+    # with it when it is pruned (``inbox_pending`` holds only the unconsumed ones).
+    # Ended workflows are found by ``workflows_by_status (status, updated)``, which this
+    # store has had from its first version.
+    cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS inbox_by_workflow ON {s}.inbox "
+                        "(workflow_id)").format(s=s))
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any], sql.Identifier], None]] = [
     _v1_initial, _v2_trace_context, _v3_schedules_and_queue, _v4_cluster, _v5_admitted,
     _v6_fence_many, _v7_timer_kind, _v8_dedup_kept, _v9_inbox_reply, _v10_admit_in_order,
-    _v11_admit_counts_kept_once, _v12_children_in_order,
+    _v11_admit_counts_kept_once, _v12_children_in_order, _v13_retention,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

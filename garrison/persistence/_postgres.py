@@ -137,6 +137,7 @@ from ._pg_write import (
     cut_connection,
     lock_wait_reason,
 )
+from ._prune import PRUNABLE, check_prune, check_statuses
 from ._records import (
     InboxRecord,
     JournalRecord,
@@ -529,6 +530,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._prepared: set[bytes] = set()
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        #: the connection that prunes ended workflows (made at the first prune), and its
+        #: lock
+        self._pruner: psycopg.Connection[Any] | None = None
+        self._prune_lock = threading.Lock()
         self._listener: Any = None
         #: wakeup rows read whose delete failed: ``{id: (workflow_id, kind)}``, returned
         #: by the next ``take_wakeups`` (the delete may have committed)
@@ -1626,6 +1631,81 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             'ORDER BY created, workflow_id COLLATE "C"', (str(watcher),))
         return [row[0] for row in rows]
 
+    # -- retention ---------------------------------------------------------------------
+    def _not_kept(self, alias: str = "w") -> str:
+        """The condition of a workflow a prune does not keep (``Store.prune_ended``):
+        no parent workflow in the store, and no schedule's last run."""
+        s, w = self._s, alias
+        return (f"({w}.parent IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.workflows p WHERE "
+                f"p.workflow_id = substr({w}.parent, strpos({w}.parent, '/') + 1))) "
+                f"AND NOT EXISTS (SELECT 1 FROM {s}.schedules sc "
+                f"WHERE sc.last_workflow = {w}.workflow_id)")
+
+    def prune_ended(self, status: str, before: float, *, host: str | None = None,
+                    after: tuple[float, str] | None = None, limit: int = 500
+                    ) -> list[tuple[float, str]]:
+        """See :meth:`Store.prune_ended`: one statement (its own transaction) on a
+        connection of its own. The rows it deletes are locked ``FOR UPDATE SKIP
+        LOCKED`` as it picks them, and picked again on their newest version: a retry
+        that committed meanwhile makes one unfinished (kept), one that holds its row
+        makes this pass skip it, and another node pruning at once takes other rows.
+        A statement run again (its answer lost with the connection) deletes what the
+        first run left: each workflow is deleted once."""
+        key = check_prune(status, before, host, after, limit)
+        s = self._s
+        owned = "".join(
+            f"d_{table} AS (DELETE FROM {s}.{table} t USING doomed d "
+            f"WHERE t.workflow_id = d.workflow_id), "
+            for table in ("journal", "inbox", "timers", "promises", "state", "monitors",
+                          "queue"))
+        query = (
+            f"WITH doomed AS (SELECT w.workflow_id, w.updated, w.host FROM {s}.workflows w "
+            "WHERE w.status = %s AND w.updated < %s AND (%s::text IS NULL OR w.host = %s) "
+            f"AND (w.updated, w.workflow_id) > (%s, %s) AND {self._not_kept()} "
+            "ORDER BY w.updated, w.workflow_id LIMIT %s FOR UPDATE OF w SKIP LOCKED), "
+            f"{owned}"
+            f"d_watching AS (DELETE FROM {s}.monitors t USING doomed d "
+            "WHERE t.watcher = d.host || '/' || d.workflow_id), "
+            f"d_wakeups AS (DELETE FROM {s}.wakeups t USING doomed d "
+            "WHERE t.workflow_id = d.workflow_id AND t.kind <> 'schedule'), "
+            f"gone AS (DELETE FROM {s}.workflows t USING doomed d "
+            "WHERE t.workflow_id = d.workflow_id RETURNING t.updated, t.workflow_id) "
+            "SELECT updated, workflow_id FROM gone ORDER BY updated, workflow_id")
+        params = (status, float(before), host, host, *key, limit)
+        if no_match(params, nul=True):  # (a host's name PostgreSQL text cannot hold)
+            return []
+
+        def run() -> list[tuple[float, str]]:
+            with self._prune_lock:
+                self._check_open()
+                conn = self._pruner
+                if conn is None or conn.closed or conn.broken:
+                    conn = self._pruner = self._connect("prune")
+                rows = conn.execute(query, params).fetchall()
+                return [(float(updated), str(wid)) for updated, wid in rows]
+
+        return self.retried(run)
+
+    def count_prunable(self, statuses: Iterable[str], before: float, *,
+                       host: str | None = None) -> int:
+        """See :meth:`Store.count_prunable`."""
+        wanted = check_statuses(statuses)
+        check_prune(wanted[0] if wanted else PRUNABLE[0], before, host, None, 1)
+        if not wanted:
+            return 0
+        s = self._s
+        choice = ("w.status = ANY(%s) AND w.updated < %s AND (%s::text IS NULL OR "
+                  "w.host = %s)")
+        rows = self._query(
+            f"WITH RECURSIVE gone(workflow_id, host) AS ("
+            f"SELECT w.workflow_id, w.host FROM {s}.workflows w WHERE {choice} "
+            f"AND {self._not_kept()} UNION SELECT w.workflow_id, w.host FROM gone g "
+            f"JOIN {s}.workflows w ON w.parent = g.host || '/' || g.workflow_id "
+            f"WHERE {choice} AND NOT EXISTS (SELECT 1 FROM {s}.schedules sc "
+            "WHERE sc.last_workflow = w.workflow_id)) SELECT count(*) FROM gone",
+            (wanted, float(before), host, host, wanted, float(before), host, host))
+        return int(rows[0][0])
+
     # -- lifetime ----------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
@@ -1658,6 +1738,11 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 with contextlib.suppress(Exception):
                     conn.close()
         self._writer = self._reader = None
+        with self._prune_lock:
+            if self._pruner is not None:
+                with contextlib.suppress(Exception):
+                    self._pruner.close()
+                self._pruner = None
 
     def __repr__(self) -> str:
         return (f"<PostgresStore {self.path!r} synchronous={self.synchronous} "

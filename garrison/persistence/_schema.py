@@ -281,10 +281,25 @@ def _v10_children_in_order(conn: sqlite3.Connection) -> None:
                  "WHERE parent IS NOT NULL")
 
 
+def _v11_retention(conn: sqlite3.Connection) -> None:
+    # Retention (a host's ``retention``, ``garrison workflows prune``) deletes ended
+    # workflows by the time they ended (``updated``: an ended row is not updated again
+    # but by a retry, which makes it unfinished). ``workflows_ended`` finds them in
+    # that order, one status at a time, without reading the unfinished ones; only a
+    # row that ends enters it (a running workflow's updates do not touch it). A
+    # workflow's inbox rows are found by ``inbox_by_workflow`` to be deleted with it
+    # (``inbox_pending`` holds only the unconsumed ones).
+    conn.execute("CREATE INDEX IF NOT EXISTS workflows_ended ON workflows "
+                 "(status, updated, workflow_id) "
+                 "WHERE status IN ('completed', 'failed', 'cancelled')")
+    conn.execute("CREATE INDEX IF NOT EXISTS inbox_by_workflow ON inbox (workflow_id)")
+
+
 #: ``MIGRATIONS[i]`` migrates version ``i`` to ``i + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v1_initial, _v2_list_order, _v3_trace_context, _v4_schedules_and_queue, _v5_admitted,
     _v6_lean_writes, _v7_timer_kind, _v8_dedup_kept, _v9_inbox_reply, _v10_children_in_order,
+    _v11_retention,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

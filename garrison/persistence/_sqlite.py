@@ -78,6 +78,7 @@ from ._group_commit import (
     fail_all,
     interrupted,
 )
+from ._prune import PRUNABLE, check_prune, check_statuses
 from ._records import (
     FINAL_STATUSES,
     InboxRecord,
@@ -583,6 +584,70 @@ def _status_in(status: str | Iterable[str], params: list[Any]) -> str:
     params.extend(parse_status(s).value for s in statuses)
     return f"status IN ({', '.join('?' * len(statuses))})"
 
+#: the term of ``workflows_ended``'s WHERE, word for word: SQLite uses a partial index
+#: only for a query whose WHERE holds that term
+_ENDED = "w.status IN ('completed', 'failed', 'cancelled')"
+#: a workflow kept by a prune (``Store.prune_ended``): one whose parent workflow is in
+#: the store, or a schedule's last run
+_NOT_KEPT = ("(w.parent IS NULL OR NOT EXISTS (SELECT 1 FROM workflows p WHERE "
+             "p.workflow_id = substr(w.parent, instr(w.parent, '/') + 1))) "
+             "AND w.workflow_id NOT IN (SELECT last_workflow FROM schedules "
+             "WHERE last_workflow IS NOT NULL)")
+_PRUNE_SELECT = (
+    f"SELECT w.updated, w.workflow_id, w.host FROM workflows w WHERE {_ENDED} "
+    "AND w.status = ? AND w.updated < ? AND (? IS NULL OR w.host = ?) "
+    f"AND (w.updated, w.workflow_id) > (?, ?) AND {_NOT_KEPT} "
+    "ORDER BY w.updated, w.workflow_id LIMIT ?")
+#: the tables whose rows a workflow owns, by its id (``workflows`` last: their rows
+#: reference it)
+_OWNED = ("journal", "inbox", "timers", "promises", "state", "monitors", "queue")
+
+
+def _prune_batch(conn: sqlite3.Connection, status: str, before: float, host: str | None,
+                 after: tuple[float, str], limit: int) -> list[tuple[float, str]]:
+    """``Store.prune_ended`` on ``conn``: one ``BEGIN IMMEDIATE`` transaction (the
+    choice and the deletes under the write lock)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        with conn:
+            rows = conn.execute(_PRUNE_SELECT,
+                                (status, before, host, host, *after, limit)).fetchall()
+            if not rows:
+                return []
+            ids = [wid for _updated, wid, _host in rows]
+            marks = ", ".join("?" * len(ids))
+            for table in _OWNED:
+                conn.execute(f"DELETE FROM {table} WHERE workflow_id IN ({marks})", ids)
+            pids = [f"{h}/{wid}" for _updated, wid, h in rows if h is not None]
+            if pids:
+                conn.execute(f"DELETE FROM monitors WHERE watcher IN "
+                             f"({', '.join('?' * len(pids))})", pids)
+            conn.execute(f"DELETE FROM wakeups WHERE kind <> 'schedule' AND workflow_id IN "
+                         f"({marks})", ids)
+            conn.execute(f"DELETE FROM workflows WHERE workflow_id IN ({marks})", ids)
+            return [(updated, wid) for updated, wid, _host in rows]
+    except BaseException:
+        _end_open(conn)
+        raise
+
+
+def _count_prunable(conn: sqlite3.Connection, statuses: list[str], before: float,
+                    host: str | None) -> int:
+    """``Store.count_prunable`` on ``conn``: the workflows a prune finds at once, and
+    their children, grandchildren... that it would find once they are gone."""
+    wanted = ", ".join(f"'{status}'" for status in statuses)  # (checked: PRUNABLE's)
+    choice = (f"{_ENDED} AND w.status IN ({wanted}) AND w.updated < ? "
+              "AND (? IS NULL OR w.host = ?)")
+    query = (
+        "WITH RECURSIVE gone(workflow_id, host) AS ("
+        f"SELECT w.workflow_id, w.host FROM workflows w WHERE {choice} AND {_NOT_KEPT} "
+        "UNION SELECT w.workflow_id, w.host FROM gone g JOIN workflows w "
+        f"ON w.parent = g.host || '/' || g.workflow_id WHERE {choice} "
+        "AND w.workflow_id NOT IN (SELECT last_workflow FROM schedules "
+        "WHERE last_workflow IS NOT NULL)) SELECT count(*) FROM gone")
+    return int(conn.execute(query, (before, host, host, before, host, host)).fetchone()[0])
+
+
 class SQLiteStore(StoreShortcuts):
     """The durable store on SQLite (WAL mode); see the module docs for the write path.
 
@@ -742,6 +807,10 @@ class SQLiteStore(StoreShortcuts):
         self.value_limit = self._conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) - _ROW_ROOM
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        #: the node's connection that prunes ended workflows (made at the first prune),
+        #: and its lock
+        self._pruner: sqlite3.Connection | None = None
+        self._prune_lock = threading.Lock()
         self._busy_timeout = busy_timeout
         if lock and self.path is not None:
             # the node's commits run in the trio thread: never wait there for a lock
@@ -870,6 +939,10 @@ class SQLiteStore(StoreShortcuts):
             self._watchers_gone.wait_for(lambda: not self._watchers, timeout=WATCHER_GONE)
         if self._checkpointer is not None:
             self._checkpointer.close()
+        with self._prune_lock:
+            if self._pruner is not None:
+                self._pruner.close()
+                self._pruner = None
         with self._write_lock:
             self._conn.close()
         with self._read_lock:
@@ -1241,6 +1314,56 @@ class SQLiteStore(StoreShortcuts):
         if self._closed:
             where = self.path if self.path is not None else "<memory>"
             raise RuntimeError(f"store {where!r} is closed")
+
+    # -- retention ---------------------------------------------------------------
+    def prune_ended(self, status: str, before: float, *, host: str | None = None,
+                    after: tuple[float, str] | None = None, limit: int = 500
+                    ) -> list[tuple[float, str]]:
+        """See :meth:`Store.prune_ended`. A node's store prunes on a connection of its
+        own, so the node's commits (in the trio thread) never wait for the thread
+        that prunes: they find the write lock taken and wait in a worker thread, for
+        one batch at most. A tool's prunes on its writer connection."""
+        key = check_prune(status, before, host, after, limit)
+        self._check_writable()
+        if self._notify_node:  # a tool
+            with self._write_lock:
+                self._check_open()
+                self.check_file()
+                return self._pruned(self._conn, status, before, host, key, limit)
+        with self._prune_lock:
+            self._check_open()
+            if self._pruner is None:
+                try:
+                    self._pruner = self._connect(self._file, self._busy_timeout)
+                except sqlite3.Error as exc:
+                    raise _file.store_error(self.path, self._file, exc,
+                                            self._busy_timeout) from exc
+            return self._pruned(self._pruner, status, before, host, key, limit)
+
+    def _pruned(self, conn: sqlite3.Connection, status: str, before: float,
+                host: str | None, key: tuple[float, str], limit: int
+                ) -> list[tuple[float, str]]:
+        # (the node's pruner connection checkpoints the WAL itself, in this thread, at
+        # SQLite's default 1,000 pages: a pass of many batches is not left to the node)
+        try:
+            return _prune_batch(conn, status, before, host, key, limit)
+        except sqlite3.Error as exc:
+            raise self._refused(exc) from exc
+
+    def count_prunable(self, statuses: Iterable[str], before: float, *,
+                       host: str | None = None) -> int:
+        """See :meth:`Store.count_prunable`."""
+        wanted = check_statuses(statuses)
+        check_prune(wanted[0] if wanted else PRUNABLE[0], before, host, None, 1)
+        if not wanted:
+            return 0
+        with self._read_lock:
+            self._check_open()
+            try:
+                return _count_prunable(self._reader, wanted, float(before), host)
+            except sqlite3.Error as exc:
+                raise _file.store_error(self.path, self._file, exc,
+                                        self._busy_timeout) from exc
 
     def take_wakeups(self) -> list[WakeupRecord]:
         """Remove and return the wakeups left by tools, oldest first.

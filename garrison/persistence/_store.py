@@ -178,6 +178,34 @@ class Store(Protocol):
         """:meth:`list_past_damage`'s rows a page at a time, each read as it is taken."""
         ...
 
+    # -- retention -----------------------------------------------------------------
+    def prune_ended(self, status: str, before: float, *, host: str | None = None,
+                    after: tuple[float, str] | None = None, limit: int = 500
+                    ) -> list[tuple[float, str]]:
+        """Delete, in one transaction, up to ``limit`` workflows of ``status``
+        (completed, failed or cancelled; else ``ValueError``) that ended (``updated``)
+        before ``before`` (unix seconds), of workflow host ``host`` (``None``: any),
+        after the key ``(updated, workflow_id)`` ``after`` in that order, with every row
+        they own (journal, inbox, timers, promises, state, the monitors they are and
+        hold, queue row, wakeups). What is deleted is decided in that transaction, so a
+        write that makes one unfinished meanwhile (a retry) commits first (it is kept)
+        or finds it gone. Kept too: a workflow whose parent workflow is in the store
+        (its parent's replay reads how it ended; it goes once the parent is gone), and
+        the last run of a schedule (``last_workflow``: a tick whose workflow does not
+        exist looks interrupted, and would start again). Returns the ``(updated,
+        workflow_id)`` deleted, in that order (fewer than ``limit``: none is left after
+        the last). Several callers at once (the nodes of a cluster) delete each
+        workflow once. A blocking call: the node runs it in a worker thread, beside its
+        own writes."""
+        ...
+
+    def count_prunable(self, statuses: Iterable[str], before: float, *,
+                       host: str | None = None) -> int:
+        """How many workflows :meth:`prune_ended` would delete now for ``statuses``,
+        ``before`` and ``host``, repeated until it deletes none (children whose parent
+        it deletes included): ``garrison workflows prune --dry-run``."""
+        ...
+
     # -- journal -------------------------------------------------------------------
     def journal(self, workflow_id: str, *, kind: str | None = None,
                 last: int | None = None) -> list[JournalRecord]:

@@ -2,6 +2,8 @@
 -- store of version 0.1 (tables of versions 1, 2 and 4 made by sqlite-utils). A store
 -- created now must hold the same text: see test_persistence.py.
 
+-- index inbox_by_workflow
+CREATE INDEX inbox_by_workflow ON inbox (workflow_id);
 -- index inbox_msg_id
 CREATE UNIQUE INDEX "inbox_msg_id"
     ON "inbox" ("msg_id");
@@ -25,6 +27,8 @@ CREATE INDEX workflows_by_parent ON workflows (parent, created, workflow_id) WHE
 -- index workflows_by_status_created
 CREATE INDEX "workflows_by_status_created"
     ON "workflows" ("status", "created", "workflow_id");
+-- index workflows_ended
+CREATE INDEX workflows_ended ON workflows (status, updated, workflow_id) WHERE status IN ('completed', 'failed', 'cancelled');
 -- table inbox
 CREATE TABLE "inbox" (
    "id" INTEGER PRIMARY KEY,
