@@ -136,6 +136,20 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                       "several: IDs, or a selection)")
     _add_selection(ret, "retry")
 
+    pr = verb(
+        "prune", help="delete the ended workflows (completed, failed, cancelled) that "
+                      "ended longer ago than --older-than, with every row they own")
+    pr.add_argument("--older-than", required=True, type=_older_than, metavar="DURATION",
+                    help="how long ago they ended, at least (30d, 12h, 90m)")
+    pr.add_argument("--status", action="append", default=[],
+                    help="only these ended statuses (repeat or comma-separate; default: "
+                         "completed, failed, cancelled)")
+    pr.add_argument("--host", metavar="NAME",
+                    help="only the workflows of this workflow host (default: every one "
+                         "of the store)")
+    pr.add_argument("--dry-run", action="store_true",
+                    help="count the workflows it would delete; delete nothing")
+
     rp = verb(
         "replay", help="replay workflows' journals against the code installed now, with "
                        "no effects; exit 1 if any differs")
@@ -180,6 +194,16 @@ def _parent_pid(text: str) -> str:
             f"expected a pid (host/id, as show names it), got {text!r}: a workflow's id; "
             f"its pid is 'workflows/{text}' on the default host")
     return text
+
+
+def _older_than(text: str) -> float:
+    """``--older-than``'s value: a duration longer than 0 (``30d``)."""
+    from ._duration import parse_retention
+
+    try:
+        return parse_retention(text, what="duration", command_line=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _priority(text: str) -> int:
@@ -792,6 +816,30 @@ def _preview(store: Any, args: argparse.Namespace, ids: list[str],
                     "or --dry-run to list them all")
 
 
+def _prune(store: Any, args: argparse.Namespace) -> None:
+    from .hosts.workflow._retention import when_text
+
+    given = [s.strip() for arg in args.status for s in arg.split(",")]
+    for status in given:
+        if status not in _PRUNABLE:
+            known = [s.value for s in WorkflowStatus]
+            why = ("an unfinished status" if status in known
+                   else "not a workflow status")
+            raise _Fail(f"--status {status!r} is {why}: prune deletes only ended workflows "
+                        f"(--status {', '.join(_PRUNABLE)})", 2)
+    statuses = list(dict.fromkeys(given)) or list(_PRUNABLE)
+    count, before = tools.prune(store, args.older_than, statuses, host=args.host,
+                                dry_run=args.dry_run)
+    where = "" if args.host is None else f" of host {args.host!r}"
+    what = f"{count} ended workflow{'' if count == 1 else 's'} ({', '.join(statuses)})" \
+           f"{where} that ended before {when_text(before)}"
+    _done(args, {"pruned": 0 if args.dry_run else count,
+                 "would_prune": count if args.dry_run else None, "statuses": statuses,
+                 "host": args.host, "before": when_text(before)},
+          f"would prune {what} (--dry-run: nothing deleted)" if args.dry_run
+          else f"pruned {what}")
+
+
 def _export(store: Any, args: argparse.Namespace) -> None:
     from .hosts.workflow import History
 
@@ -1030,7 +1078,10 @@ _READS = _READ_ONLY | {"list", "show", "history"}
 
 _COMMANDS = {"list": _list, "show": _show, "history": _history, "signal": _signal,
              "resolve": _resolve, "reject": _reject, "cancel": _cancel, "start": _start,
-             "terminate": _terminate, "retry": _retry, "replay": _replay, "export": _export}
+             "terminate": _terminate, "retry": _retry, "prune": _prune, "replay": _replay,
+             "export": _export}
+#: the statuses ``prune`` takes
+_PRUNABLE = ("completed", "failed", "cancelled")
 
 
 # ------------------------------------------------------------------ helpers

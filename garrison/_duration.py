@@ -188,3 +188,16 @@ def parse_lease(value: object, *, what: str = "lease=", command_line: bool = Fal
         raise ValueError(f"{what} must be from 1s to 1d (a node renews its lease every "
                          f"third of it), got {_shown(value)}")
     return seconds
+
+
+def parse_retention(value: object, *, what: str = "retention=", command_line: bool = False
+                    ) -> float:
+    """How long ended workflows are kept (``retention=``, ``retention:``,
+    ``--older-than``) in seconds: a duration longer than 0 and at most 100 years;
+    ``ValueError`` naming ``what`` otherwise (``command_line``: as
+    :func:`parse_duration`'s)."""
+    seconds = parse_duration(value, what=what, command_line=command_line)
+    if not 0 < seconds <= LONGEST_WAIT:
+        raise ValueError(f"invalid {what} {_shown(value)}: expected a duration longer than 0 "
+                         "and at most 100 years (36500d)")
+    return seconds

@@ -19,7 +19,7 @@ import attrs
 import trio
 
 from . import _cli_signals
-from ._duration import parse_lease
+from ._duration import parse_lease, parse_retention
 from ._errors import ConfigError, NotInProcess, ProcessError, id_hint, schedule_hint
 from ._router import EXIT_MEMORY, Router, not_in_trio
 from ._watchdog import watch
@@ -124,9 +124,12 @@ class Node:
     def __init__(self, *, config: Any = None, store: Any = None,
                  inbox_warning: int | None = INBOX_WARNING, max_concurrent: int | None = None,
                  cluster_max_concurrent: int | None = None, rate: str | None = None,
-                 name: str | None = None, lease: Any = "10s") -> None:
+                 name: str | None = None, lease: Any = "10s", retention: Any = None) -> None:
         from .hosts.workflow._queue import QueueLimits
 
+        #: the retention of the ``workflows`` host given to ``open_node`` (seconds;
+        #: ``None``: none given)
+        self._retention = None if retention is None else parse_retention(retention)
         self.config = config
         self.store = store
         #: ``spawn`` from outside any process: a scheduler pass every ``BUDGET`` spawns
@@ -335,6 +338,9 @@ class Node:
         waiting for a slot), ``running`` (holding a slot), ``max_concurrent`` and
         ``rate``; ``schedules``: per workflow host, its schedules and their ticks
         ``started``, ``skipped`` (overlap) and ``missed`` (past the catch-up window);
+        ``retention``: per workflow host, its ``retention`` (seconds; ``None``: ended
+        workflows are kept for ever) and the ended workflows this node ``pruned`` from
+        its store;
         ``cluster``: per workflow host of a cluster (a PostgreSQL store), ``left``
         (``True`` once this node left the cluster for good: its store failed, or a
         newer node migrated the schema) and ``refused``: the workflow names whose code
@@ -367,6 +373,9 @@ class Node:
                                 if host.durable},
             "schedules": {name: {"schedules": len(host.scheduler.rows),
                                  **host.scheduler.counts}
+                          for name, host in self.hosts.items() if host.durable},
+            "retention": {name: {"retention": host.retention,
+                                 "pruned": host.counts["pruned"]}
                           for name, host in self.hosts.items() if host.durable},
             "cluster": {member.host.name: {"left": member.gave_up,
                                            "refused": member.refused(),
@@ -571,8 +580,9 @@ class Node:
         """Start ``target(*args)`` as a durable workflow; returns its pid.
 
         Idempotent by ``id``: the same id returns the existing workflow's pid,
-        running or finished (its arguments are not looked at again). Without an
-        id a fresh one is made. ``target`` must be importable by its
+        running or finished (its arguments are not looked at again), for as long as
+        the store keeps it (a host's ``retention`` deletes ended workflows; then the
+        id is free again). Without an id a fresh one is made. ``target`` must be importable by its
         ``module:qualname`` (a lambda or closure raises ``TypeError``).
 
         On a host with limits (``max_concurrent``, ``rate``) a start over them waits
@@ -839,14 +849,19 @@ class Node:
                                  entry.rate)
             if alias and self._limits is not None:
                 limits = self._limits  # open_node's limits are the ``workflows`` host's
+            retention = entry.retention
+            if alias and self._retention is not None:
+                retention = self._retention  # (as its limits)
             host = WorkflowHost(self._router, entry.id,
-                                await opened(stores[entry.id], entry.synchronous), limits)
+                                await opened(stores[entry.id], entry.synchronous), limits,
+                                retention)
             await self._add_workflow_host(host)
         if alias:
             self._router.aliases["workflows"] = entries[0].id
         else:
             await self._add_workflow_host(WorkflowHost(self._router, "workflows",
-                                                       await opened(default), self._limits))
+                                                       await opened(default), self._limits,
+                                                       self._retention))
 
     async def _add_workflow_host(self, host: Any) -> None:
         """Add a workflow host; on a PostgreSQL store the node joins that store's
@@ -1016,7 +1031,7 @@ async def open_node(config: Any = None, store: Any = None, *,
                     max_concurrent: int | None = None,
                     cluster_max_concurrent: int | None = None,
                     rate: str | None = None, name: str | None = None,
-                    lease: Any = "10s") -> AsyncIterator[Node]:
+                    lease: Any = "10s", retention: Any = None) -> AsyncIterator[Node]:
     """Run a node inside trio for the duration of the ``async with`` block.
 
     Leaving the block (normally, by an exception or by Ctrl-C) stops every
@@ -1027,6 +1042,9 @@ async def open_node(config: Any = None, store: Any = None, *,
     ``max_concurrent``, ``cluster_max_concurrent`` and ``rate`` (``"100/1m"``) are the
     queue limits of the node's ``workflows`` host, as on a ``workflow.host`` entry
     (when a config's only workflow host is ``workflows``, they replace its entry's).
+    ``retention`` (``"30d"``, seconds, a ``timedelta``) is that host's retention, as a
+    ``workflow.host`` entry's: its completed, failed and cancelled workflows are
+    deleted from the store that long after they ended (``None``: kept for ever).
 
     On a PostgreSQL store the node joins the store's cluster (other nodes may run on
     the same store): ``name`` names it (default ``<hostname>-<pid>``; a live node of
@@ -1041,7 +1059,7 @@ async def open_node(config: Any = None, store: Any = None, *,
         raise not_in_trio("garrison.open_node()")
     node = new_node(config=config, store=store, inbox_warning=inbox_warning,
                     max_concurrent=max_concurrent, cluster_max_concurrent=cluster_max_concurrent,
-                    rate=rate, name=name, lease=lease)
+                    rate=rate, name=name, lease=lease, retention=retention)
     async with running_node(node):
         yield node
 
@@ -1132,14 +1150,15 @@ ran: list[Callable[..., Any]] = []
 def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = None,
         clock: trio.abc.Clock | None = None, inbox_warning: int | None = INBOX_WARNING,
         max_concurrent: int | None = None, cluster_max_concurrent: int | None = None,
-        rate: str | None = None, name: str | None = None, lease: Any = "10s") -> Any:
+        rate: str | None = None, name: str | None = None, lease: Any = "10s",
+        retention: Any = None) -> Any:
     """Run ``main(*args)`` as the root process of a new node, like ``trio.run``.
 
     Returns what ``main`` returns; a failure raises :class:`ProcessError`.
     Ctrl-C stops every process, children first, and raises ``KeyboardInterrupt``.
     ``max_concurrent``, ``cluster_max_concurrent`` and ``rate``: the ``workflows``
-    host's queue limits; ``name`` and ``lease``: the node's in a cluster (see
-    :func:`open_node`).
+    host's queue limits, ``retention`` its retention of ended workflows; ``name`` and
+    ``lease``: the node's in a cluster (see :func:`open_node`).
 
     >>> garrison.run(main, "hello")
     """
@@ -1165,7 +1184,7 @@ def run(main: Callable[..., Any], *args: Any, config: Any = None, store: Any = N
         async with open_node(config=config, store=store, inbox_warning=inbox_warning,
                              max_concurrent=max_concurrent,
                              cluster_max_concurrent=cluster_max_concurrent, rate=rate,
-                             name=name, lease=lease) as node:
+                             name=name, lease=lease, retention=retention) as node:
             pid = await node.spawn(main, *args)
             return await node.wait(pid)
 

@@ -53,6 +53,7 @@ __all__ = [
     "key_value",
     "open_store",
     "pause_schedule",
+    "prune",
     "queue_json",
     "record_json",
     "refuse_final",
@@ -676,6 +677,29 @@ def retry(store: Any, workflow_id: str) -> str:
     except DedupKeyTaken as taken:
         raise ToolError(str(key_taken(workflow_id, taken))) from None
     return note
+
+
+def prune(store: Any, older_than: float, statuses: Sequence[str] = (), *,
+          host: str | None = None, dry_run: bool = False,
+          now: float | None = None) -> tuple[int, float]:
+    """Delete the ended workflows of ``statuses`` (default: completed, failed and
+    cancelled; another status is a :class:`ToolError`, code 2, naming it) of ``host``
+    (``None``: every host) that ended more than ``older_than`` seconds before ``now``
+    (default: the system's time), as a host's retention does (see
+    ``garrison.hosts.workflow._retention``: children of workflows in the store and a
+    schedule's last run are kept), beside a running node or none; with ``dry_run``,
+    count them and delete nothing. ``(how many, the cutoff in unix seconds)``."""
+    from .hosts.workflow._retention import prune as prune_store
+    from .persistence._prune import PRUNABLE, check_statuses
+
+    try:
+        wanted = check_statuses(statuses or PRUNABLE)
+    except ValueError as exc:
+        raise ToolError(f"--status: {exc}", 2) from None
+    before = (time.time() if now is None else now) - older_than
+    if dry_run:
+        return store.count_prunable(wanted, before, host=host), before
+    return prune_store(store, before, wanted, host=host), before
 
 
 def retry_note(rec: Any, journal: list[Any]) -> str | None:

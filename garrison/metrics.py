@@ -178,6 +178,10 @@ class NodeCollector:
             "refused a write for good (disk full, file gone, server refusing): blocked "
             "here with nothing recorded, they resume on the next node with a working "
             "store.", labels=["host"])
+        pruned = core.CounterMetricFamily(
+            "garrison_workflows_pruned", "Ended workflows this node deleted from the store "
+            "of a workflow host with a retention, as they ended longer ago than it (a "
+            "tool's prune is not counted).", labels=["host"])
         lapses = core.CounterMetricFamily(
             "garrison_cluster_lease_lapses", "Times this node's lease in its cluster "
             "lapsed (cut off from the store, or paused, past the lease): its workflows "
@@ -191,6 +195,7 @@ class NodeCollector:
             for status in ("completed", "failed", "cancelled", "blocked"):
                 finishes.add_metric([name, status], counts[status])
             store_errors.add_metric([name], counts["store_errors"])
+            pruned.add_metric([name], counts["pruned"])
             if "lease_lapses" in counts:  # (a host of a cluster's store)
                 lapses.add_metric([name], counts["lease_lapses"])
             # active: unfinished workflows (the queue's pending ones too), and blocked
@@ -203,7 +208,7 @@ class NodeCollector:
             if statistics is not None:
                 transactions.add_metric([name], statistics().transactions)
         yield from (starts, resumes, finishes, current, queue, transactions, store_errors,
-                    lapses)
+                    pruned, lapses)
 
     def _histograms(self) -> Iterator[Any]:
         core = self._core

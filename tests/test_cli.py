@@ -1414,13 +1414,15 @@ def test_every_option_of_a_command_group_is_accepted_before_or_after_its_verb(
     verbs = {group: _verbs(group) for group in ("workflows", "schedules", "nodes")}
     assert sorted(verbs["workflows"]) == sorted([
         "list", "show", "history", "signal", "resolve", "reject", "cancel", "start",
-        "terminate", "retry", "replay", "export"])
+        "terminate", "retry", "prune", "replay", "export"])
     assert sorted(verbs["schedules"]) == ["delete", "list", "pause", "resume", "trigger"]
     assert sorted(verbs["nodes"]) == ["drain", "list"]
     options = ["--store", "s.db", "--json", "--log-level", "debug", "--log-format", "json"]
     checked = 0
+    required = {"prune": ["--older-than", "30d"]}  # (an option a verb cannot go without)
     for group, group_verbs in verbs.items():
-        for verb, positionals in group_verbs.items():
+        for verb, given in group_verbs.items():
+            positionals = [*given, *required.get(verb, [])]
             runs = [[group, *options, verb, *positionals],
                     [group, verb, *positionals, *options],
                     [group, "--store", "s.db", "--log-level", "debug", verb, *positionals,
@@ -1433,7 +1435,7 @@ def test_every_option_of_a_command_group_is_accepted_before_or_after_its_verb(
                     == ("s.db", True, "debug", "json"), (group, verb, args)
             assert parsed[0] == parsed[1] == parsed[2], (group, verb)
             checked += 1
-    assert checked == 19
+    assert checked == 20
     parsed = build_parser().parse_args(["workflows", "--store", "a.db", "list", "--store",
                                         "b.db"])
     assert parsed.store == "b.db"  # given after the verb, it wins

@@ -397,6 +397,18 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["entry 'app:w' (index 0)", "field 'synchronous'", "got False"],
     ),
     (
+        "bad-retention",
+        HEAD + "  - {name: w, kind: workflow.host, retention: forever}\n",
+        ["entry 'app:w' (index 0)", "field 'retention'",
+         "expected a duration longer than 0 and at most 100 years (as '30d' or '12h'), "
+         "got 'forever'"],
+    ),
+    (
+        "zero-retention",
+        HEAD + "  - {name: w, kind: workflow.host, retention: 0s}\n",
+        ["entry 'app:w' (index 0)", "field 'retention'", "got '0s'"],
+    ),
+    (
         "missing-source",
         HEAD + "  - {name: x, kind: process.py}\n",
         ["entry 'app:x' (index 0)", "field 'source'", "required field is missing"],

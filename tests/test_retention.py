@@ -1,13 +1,24 @@
-"""Retention of ended workflows: ``Store.prune_ended`` on both stores."""
+"""Retention of ended workflows: ``Store.prune_ended`` on both stores, the engine's
+pass (``garrison.hosts.workflow._retention``), a host's ``retention`` and
+``garrison workflows prune``."""
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import schedule_app as app
+import trio
 from _stores import sql
 
+import garrison
+import garrison.metrics
+from garrison import NoSuchWorkflow, StoreError
+from garrison import _store_tools as tools
+from garrison.hosts.workflow._schedules import tick_id
 from garrison.persistence import Transaction, open_store
 
 #: every table of a store that holds rows of a workflow, and the column naming it
@@ -187,6 +198,138 @@ def test_prune_arguments_are_checked(store: Any) -> None:
         store.prune_ended("completed", 1.0, host=3)
 
 
+# ------------------------------------------------------------------ a node's retention
+HOUR = 3600.0
+#: the wall clock of every test node at virtual time 0: 2026-01-01T00:00:00Z
+T0 = 1767225600.0
+
+
+@pytest.fixture
+def wall(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every host's wall clock reads ``T0 + trio.current_time()``."""
+    from garrison.hosts.workflow._waits import WallClock
+
+    def init(self: WallClock) -> None:
+        self.trio0 = trio.current_time()
+        self.wall0 = T0 + self.trio0
+
+    monkeypatch.setattr(WallClock, "__init__", init)
+    app.STARTS.clear()
+
+
+def _samples(node: garrison.Node, host: str = "workflows") -> dict[str, float]:
+    import prometheus_client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = prometheus_client.generate_latest(garrison.metrics.collect(node)).decode()
+    return {s.name: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.labels.get("host") == host}
+
+
+async def test_a_node_prunes_its_ended_workflows_after_its_retention_by_its_clock(
+        store_spec: str, autojump_clock: Any, wall: None,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="garrison.workflow")
+    async with garrison.open_node(store=store_spec, retention="1h") as node:
+        store = node.hosts["workflows"].store
+        assert await node.workflow((await node.start_workflow(app.job, id="a")).id
+                                   ).result() == "a"
+        await node.start_workflow(app.job, 3 * HOUR, id="long")  # (runs on: kept)
+        assert node.stats()["retention"]["workflows"] == {"retention": HOUR, "pruned": 0}
+        await trio.sleep(0.9 * HOUR)
+        assert store.get_workflow("a") is not None
+        # passes every 6 minutes (a tenth of the retention): gone by 1h06m
+        await trio.sleep(0.25 * HOUR)
+        assert store.get_workflow("a") is None
+        assert _rows_of(store_spec, "a") == {}
+        assert node.stats()["retention"]["workflows"] == {"retention": HOUR, "pruned": 1}
+        assert _samples(node)["garrison_workflows_pruned_total"] == 1
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pruned")]
+        assert lines == ["pruned 1 ended workflows of host workflows that ended before "
+                         "2026-01-01T00:06:00+00:00 (retention 1h)"]
+        # what the node remembered of its end is forgotten: the id is unknown ...
+        with pytest.raises(NoSuchWorkflow, match=r"no workflow with id 'a' in the store "
+                           r"\(host 'workflows' deletes the workflows that ended over 1h "
+                           r"ago: its retention\)"):
+            await node.workflow("a").result()
+        # ... and free: a start of it starts a new workflow
+        app.STARTS.clear()
+        assert await node.workflow((await node.start_workflow(app.job, id="a")).id
+                                   ).result() == "a"
+        assert [wid for wid, _ in app.STARTS] == ["a"]
+        assert store.get_workflow("long").status == "sleeping"
+
+
+async def test_a_pass_that_fails_is_a_warning_and_runs_again(
+        tmp_path: Any, autojump_clock: Any, wall: None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from garrison.persistence import SQLiteStore
+
+    caplog.set_level(logging.INFO, logger="garrison.workflow")
+    real = SQLiteStore.prune_ended
+    calls = []
+
+    def refused(self: Any, *args: Any, **kw: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:
+            raise StoreError(self.path, "disk I/O error")
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(SQLiteStore, "prune_ended", refused)
+    async with garrison.open_node(store=str(tmp_path / "s.db"), retention="10m") as node:
+        await node.workflow((await node.start_workflow(app.job, id="a")).id).result()
+        await trio.sleep(0.5 * HOUR)
+        assert node.hosts["workflows"].store.get_workflow("a") is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"host workflows: pruning its ended workflows failed: store "
+                        f"{str(tmp_path / 's.db')!r}: disk I/O error; tried again in 1m"]
+
+
+async def test_a_start_of_an_id_a_tool_pruned_starts_a_new_workflow(
+        tmp_path: Any, autojump_clock: Any, wall: None) -> None:
+    """The node remembers the ends of its recent workflows: one a tool pruned beside
+    it is looked up in the store when its id is started again."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.workflow((await node.start_workflow(app.job, id="a")).id).result()
+        with open_store(db, lock=False) as tool:
+            assert tools.prune(tool, 60.0, now=T0 + 2 * HOUR)[0] == 1
+        app.STARTS.clear()
+        await node.workflow((await node.start_workflow(app.job, id="a")).id).result()
+        assert [wid for wid, _ in app.STARTS] == ["a"]
+
+
+async def test_pruning_a_schedules_ticks_never_starts_a_tick_again(
+        store_spec: str, autojump_clock: Any, wall: None) -> None:
+    """A schedule's last run is kept: a restart within the catch-up window finds it
+    (pruned, the tick would look interrupted, and start again)."""
+    async with garrison.open_node(store=store_spec, retention="30m") as node:
+        await node.schedule("s", app.job, every="1h", catchup_window="1h")
+        await trio.sleep(3.7 * HOUR)  # ticks at 1h, 2h, 3h
+        store = node.hosts["workflows"].store
+        ticks = [tick_id("s", T0 + h * HOUR) for h in (1, 2, 3)]
+        assert [store.get_workflow(t) is None for t in ticks] == [True, True, False]
+    async with garrison.open_node(store=store_spec, retention="30m") as node:
+        await trio.sleep(0.2 * HOUR)  # (3.9h: 3h's tick is inside its catch-up window)
+    assert [wid for wid, _ in app.STARTS] == ticks
+
+
+async def test_children_are_pruned_with_or_after_their_parent(
+        tmp_path: Any, autojump_clock: Any, wall: None) -> None:
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.workflow((await node.start_workflow(app.parent_of_two, id="p")).id
+                            ).result()
+    with open_store(db, lock=False) as tool:
+        assert {r.workflow_id for r in tool.list_workflows()} == {"p", "p-c0", "p-c1"}
+        # (the parent ended after its children: a cutoff between keeps all three)
+        assert tools.prune(tool, 60.0, now=T0 + 1.0 + 60)[0] == 0
+        assert tools.prune(tool, 60.0, dry_run=True, now=T0 + HOUR)[0] == 3
+        assert tools.prune(tool, 60.0, now=T0 + HOUR)[0] == 3
+        for wid in ("p", "p-c0", "p-c1"):
+            assert _rows_of(db, wid) == {}
+
+
 # ------------------------------------------------------------------ PostgreSQL, at once
 def _many_failed(store: Any, n: int, at: float, prefix: str = "w") -> None:
     for start in range(0, n, 500):
@@ -241,6 +384,19 @@ def test_a_prune_skips_what_a_retry_holds_and_two_pruners_delete_each_once(
         (n,), = sql(postgres_url, "SELECT count(*) FROM journal")
         assert n == 1
 
+
+async def test_two_nodes_of_a_cluster_prune_at_once(postgres_url: str) -> None:
+    with open_store(postgres_url) as tool:
+        _many_failed(tool, 2000, 1000.0)
+    async with garrison.open_node(store=postgres_url, name="a", retention="1h") as a, \
+            garrison.open_node(store=postgres_url, name="b", retention="1h") as b:
+        with trio.fail_after(60):
+            while a.hosts["workflows"].store.count_workflows() > 0:
+                await trio.sleep(0.05)
+        pruned = [node.stats()["retention"]["workflows"]["pruned"] for node in (a, b)]
+    assert sum(pruned) == 2000
+    for table, _column in OWNED:
+        assert sql(postgres_url, f"SELECT count(*) FROM {table}") == [(0,)], table
 
 
 # ------------------------------------------------------------------ upgrades
@@ -299,3 +455,102 @@ def test_a_postgres_store_of_version_11_is_migrated_and_pruned(
     with psycopg.connect(postgres_url, autocommit=True) as conn, \
             pytest.raises(StoreVersionError, match="newer garrison"):
         _pg_schema.migrate(conn)
+
+
+# ------------------------------------------------------------------ garrison workflows prune
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``garrison workflows ARGS`` in this process (a usage error: its exit status)."""
+    from garrison._cli import build_parser
+
+    try:
+        parsed = build_parser().parse_args(["workflows", *args])
+        code = parsed.func(parsed)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_prune_command_counts_deletes_and_refuses_bad_input(
+        store_spec: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import time
+
+    old = time.time() - 40 * 86400
+    with open_store(store_spec) as store:
+        tx = Transaction()
+        _ended(tx, "done", "completed", old)
+        _ended(tx, "gone-wrong", "failed", old)
+        _ended(tx, "recent", "completed", time.time() - 86400)
+        tx.create_workflow("waits", "app:flow", [], status="waiting", host="workflows",
+                           time=old)
+        store.write(tx)
+    code, out, err = _cli(capsys, "--store", store_spec, "prune", "--older-than", "30d",
+                          "--dry-run")
+    assert (code, err) == (0, "")
+    assert out.startswith("would prune 2 ended workflows (completed, failed, cancelled) "
+                          "that ended before "), out
+    assert out.endswith(" (--dry-run: nothing deleted)\n")
+    code, out, err = _cli(capsys, "--store", store_spec, "prune", "--older-than", "30d",
+                          "--status", "failed", "--json")
+    assert (code, err) == (0, "")
+    answer = json.loads(out)
+    assert (answer["pruned"], answer["statuses"], answer["host"]) == (1, ["failed"], None)
+    for bad, said in ((["--status", "running"], "--status 'running' is an unfinished "
+                       "status: prune deletes only ended workflows (--status completed, "
+                       "failed, cancelled)"),
+                      (["--status", "completed,nope"], "--status 'nope' is not a workflow "
+                       "status"),
+                      (["--status", "blocked"], "--status 'blocked' is an unfinished status")):
+        code, out, err = _cli(capsys, "--store", store_spec, "prune", "--older-than", "30d",
+                              *bad)
+        assert (code, out) == (2, ""), bad
+        assert said in err, err
+    for bad, said in (("30", "invalid duration '30': a duration needs its unit: type 30s"),
+                      ("0s", "invalid duration '0s': expected a duration longer than 0"),
+                      ("soon", "invalid duration 'soon'")):
+        code, out, err = _cli(capsys, "--store", store_spec, "prune", "--older-than", bad)
+        assert code == 2
+        assert f"argument --older-than: {said}" in err, err
+    # nothing was deleted by a refused command
+    with open_store(store_spec, lock=False) as tool:
+        assert {r.workflow_id for r in tool.list_workflows()} == {
+            "done", "recent", "waits", "keeper"}
+    code, out, err = _cli(capsys, "--store", store_spec, "prune", "--older-than", "30d",
+                          "--host", "elsewhere")
+    assert out.startswith("pruned 0 ended workflows (completed, failed, cancelled) of host "
+                          "'elsewhere' that ended before "), out
+    code, out, err = _cli(capsys, "--store", store_spec, "prune", "--older-than", "30d")
+    assert out.startswith("pruned 1 ended workflow (completed, failed, cancelled) that "), out
+    code, out, err = _cli(capsys, "--store", store_spec, "show", "done")
+    assert (code, out) == (1, "")
+    assert "no workflow 'done' in " in err
+
+
+async def test_the_prune_command_beside_a_running_node(
+        tmp_path: Any, autojump_clock: Any, wall: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.workflow((await node.start_workflow(app.job, id="a")).id).result()
+        await node.start_workflow(app.job, HOUR, id="b")
+        await trio.sleep(60)
+        # (the node's clock is 2026-01-01: long before the system's now)
+        assert time.time() - T0 > 30 * 86400
+        code, out, err = _cli(capsys, "--store", db, "prune", "--older-than", "30d")
+        assert (code, err) == (0, "")
+        assert out.startswith("pruned 1 ended workflow "), out
+        await trio.sleep(HOUR)
+        assert await node.workflow("b").result() == "b"
+        assert node.hosts["workflows"].store.get_workflow("a") is None
+
+
+async def test_open_node_refuses_a_bad_retention_naming_it() -> None:
+    for bad, said in (("forever", "invalid retention= 'forever'"),
+                      (0, "invalid retention= 0: expected a duration longer than 0"),
+                      ("-1d", "invalid retention= '-1d': a duration cannot be negative")):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            async with garrison.open_node(retention=bad):
+                pass

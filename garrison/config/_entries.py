@@ -14,7 +14,7 @@ from typing import Any, TypeAlias, TypeGuard
 
 import attrs
 
-from .._duration import LONGEST_WAIT, MAX_COUNT, parse_duration, parse_rate
+from .._duration import LONGEST_WAIT, MAX_COUNT, parse_duration, parse_rate, parse_retention
 
 #: Host names every node has without any config: a process host and a workflow host.
 BUILTIN_HOSTS = ("processes", "workflows")
@@ -186,6 +186,18 @@ def _schedule_timing(inst: Any, attribute: attrs.Attribute[Any], value: object) 
                                 "in UTC; use cron for times of day in a time zone)", value)
 
 
+def _retention(value: object) -> float | None:
+    """attrs converter: a host's retention (a duration longer than 0, at most 100
+    years), or ``None``."""
+    if value is None:
+        return None
+    try:
+        return parse_retention(value, what="duration")
+    except ValueError as exc:
+        raise _FieldProblem("retention", "a duration longer than 0 and at most 100 years "
+                            "(as '30d' or '12h')", value) from exc
+
+
 def _duration(value: object) -> float:
     """attrs converter: a duration (number of seconds or ``"30s"``) -> float seconds."""
     if isinstance(value, float):
@@ -307,6 +319,10 @@ class WorkflowHostEntry:
     The host is also a queue: ``max_concurrent`` workflows running at once on this
     node, ``cluster_max_concurrent`` across a cluster (with one node it acts like
     ``max_concurrent``), ``rate`` starts per period (``"100/1m"``); ``None``: no limit.
+
+    ``retention`` (``"30d"``; seconds): the host deletes its completed, failed and
+    cancelled workflows from the store that long after they ended; ``None`` (the
+    default): they are kept for ever.
     """
 
     id: str = ""
@@ -317,6 +333,7 @@ class WorkflowHostEntry:
     cluster_max_concurrent: int | None = attrs.field(default=None,
                                                      validator=_limit_or_none)
     rate: str | None = attrs.field(default=None, validator=_rate)
+    retention: float | None = attrs.field(default=None, converter=_retention)
     meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
 
 

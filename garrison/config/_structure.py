@@ -22,7 +22,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
-from .._duration import negative, parse_duration
+from .._duration import negative, parse_duration, parse_retention
 from .._errors import close_match
 from ._entries import (
     _INTERNAL_FIELDS,
@@ -90,6 +90,16 @@ def _optional_duration_hook(value: object, _: object) -> float | None:
     return None if value is None else _duration_hook(value, _)
 
 
+def _retention_hook(value: object, _: object) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_retention(value, what="duration")
+    except ValueError:
+        raise _Expected("a duration longer than 0 and at most 100 years (as '30d' or '12h')",
+                        value) from None
+
+
 def _ids_hook(value: object, _: object) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise _Expected("a list of entry ids", value)
@@ -146,6 +156,8 @@ def _make_converter() -> cattrs.Converter:
         }
         if cls in (ServiceEntry, ScheduleEntry):
             extra["input"] = override(struct_hook=_input_hook)
+        if cls is WorkflowHostEntry:
+            extra["retention"] = override(struct_hook=_retention_hook)
         if cls is ScheduleEntry:
             extra["every"] = override(struct_hook=_optional_duration_hook)
             extra["catchup_window"] = dur

@@ -99,6 +99,7 @@ from ._recovery import (
     resume_all,
     watch_wakeups,
 )
+from ._retention import retention_text, run_retention
 from ._scheduler import Scheduler
 from ._waits import WallClock
 
@@ -232,10 +233,13 @@ class WorkflowHost:
     durable = True
 
     def __init__(self, node: NodeContext, name: str, store: Store,
-                 limits: QueueLimits | None = None) -> None:
+                 limits: QueueLimits | None = None, retention: float | None = None) -> None:
         self.node = node
         self.name = name
         self.store = store
+        #: seconds an ended workflow is kept in the store before this host prunes it
+        #: (``_retention``); ``None``: kept for ever
+        self.retention = retention
         self.active = ActiveWorkflows()
         #: loaded supervised children whose supervisor runs on another node of the
         #: cluster, not known to have ended: ``{workflow id: supervisor pid}``
@@ -486,6 +490,8 @@ class WorkflowHost:
         self._nursery.start_soon(watch_wakeups, self)
         if not stopping():
             await self._nursery.start(self.scheduler.run)
+            if self.retention is not None:
+                self._nursery.start_soon(run_retention, self, self.retention)
 
     def starting(self, wid: str) -> bool:
         """True while a start of ``wid`` is being committed on this host (it will run it:
@@ -587,6 +593,8 @@ class WorkflowHost:
                     starting = self._starting[wid] = trio.Event()
                 await starting.wait()
             if wid in self.active or wid in self.finished:  # an existing id wins
+                if wid not in self.active and await self._pruned_since(wid):
+                    continue  # (its end, remembered here, was pruned: the id is free)
                 if journal is not None:
                     raise ValueError(f"cannot start child workflow {wid!r}: the id is taken")
                 self._exists_as_another(wid, name, plain_input)
@@ -1711,6 +1719,17 @@ class WorkflowHost:
             self.cancel_children(wf)
             self.queue.cancelled(wf)  # waiting in the queue: it ends at once
 
+    async def _pruned_since(self, wid: str) -> bool:
+        """Whether ``wid``, which this host remembers ended, is gone from the store (a
+        prune of a tool, or of another node of the cluster, deleted it): then what is
+        remembered of it is forgotten, and True. A start of an id this host ended
+        reads the store once for it."""
+        if await run_blocking(self.store.get_workflow, wid) is not None:
+            return False
+        if wid in self.finished and wid not in self.active:
+            self.forget_end(wid)
+        return True
+
     def _exists_as_another(self, wid: str, name: str, plain_input: list[Any]) -> None:
         """A start of ``name`` with ``plain_input`` found ``wid`` taken: it returns that
         workflow's pid (a start is idempotent by id), and warns if that workflow runs
@@ -2226,7 +2245,11 @@ class WorkflowHost:
         host, sep, ident = wid.partition("/")
         there = self.node.hosts.get(host) if sep and ident else None
         if not isinstance(there, WorkflowHost):
-            return NoSuchWorkflow(wid, self._held_elsewhere(wid))
+            hint = self._held_elsewhere(wid)
+            if not hint and self.retention is not None:
+                hint = (f" (host {self.name!r} deletes the workflows that ended over "
+                        f"{retention_text(self.retention)} ago: its retention)")
+            return NoSuchWorkflow(wid, hint)
         if not there.holds(ident):
             return NoSuchWorkflow(wid)
         other = "" if there is self else f", on host {host!r}"
