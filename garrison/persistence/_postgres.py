@@ -1658,9 +1658,13 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             f"WHERE t.workflow_id = d.workflow_id), "
             for table in ("journal", "inbox", "timers", "promises", "state", "monitors",
                           "queue"))
+        # (the statuses written out, as workflows_ended's WHERE is: a plan the server
+        # keeps for the statement must be able to use that partial index)
         query = (
             f"WITH doomed AS (SELECT w.workflow_id, w.updated, w.host FROM {s}.workflows w "
-            "WHERE w.status = %s AND w.updated < %s AND (%s::text IS NULL OR w.host = %s) "
+            "WHERE w.status IN ('completed', 'failed', 'cancelled') "
+            f"AND w.status = '{status}' AND w.updated < %s "
+            "AND (%s::text IS NULL OR w.host = %s) "
             f"AND (w.updated, w.workflow_id) > (%s, %s) AND {self._not_kept()} "
             "ORDER BY w.updated, w.workflow_id LIMIT %s FOR UPDATE OF w SKIP LOCKED), "
             f"{owned}"
@@ -1671,7 +1675,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             f"gone AS (DELETE FROM {s}.workflows t USING doomed d "
             "WHERE t.workflow_id = d.workflow_id RETURNING t.updated, t.workflow_id) "
             "SELECT updated, workflow_id FROM gone ORDER BY updated, workflow_id")
-        params = (status, float(before), host, host, *key, limit)
+        params = (float(before), host, host, *key, limit)
         if no_match(params, nul=True):  # (a host's name PostgreSQL text cannot hold)
             return []
 
@@ -1680,7 +1684,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 self._check_open()
                 conn = self._pruner
                 if conn is None or conn.closed or conn.broken:
-                    conn = self._pruner = self._connect("prune")
+                    conn = self._pruner = self._connect("prune", by_key=True)
                 rows = conn.execute(query, params).fetchall()
                 return [(float(updated), str(wid)) for updated, wid in rows]
 
