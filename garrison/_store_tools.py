@@ -699,7 +699,9 @@ def prune(store: Any, older_than: float, statuses: Sequence[str] = (), *,
     before = (time.time() if now is None else now) - older_than
     if dry_run:
         return store.count_prunable(wanted, before, host=host), before
-    return prune_store(store, before, wanted, host=host), before
+    # (beside a running node, leave the store to its commits between batches, as its
+    # own retention does)
+    return prune_store(store, before, wanted, host=host, pause=store.node_running()), before
 
 
 def retry_note(rec: Any, journal: list[Any]) -> str | None:

@@ -599,3 +599,22 @@ def test_a_postgres_batch_reads_its_own_rows_not_every_ended_one(postgres_url: s
     (scan,) = scans(plans[0][0]["Plan"])
     assert scan["Index Name"] == "workflows_ended"
     assert scan["Actual Rows"] <= 100
+
+
+def test_a_tools_prune_beside_a_running_node_pauses_between_batches(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch after batch held SQLite's one write lock, and the node's commits queued
+    behind them: beside a running node a tool waits after each batch as long as it
+    took (as a node's own pass does)."""
+    from garrison.hosts.workflow import _retention
+
+    db = str(tmp_path / "s.db")
+    with open_store(db) as store:
+        _many_failed(store, 5, 100.0)
+        pauses: list[float] = []
+        monkeypatch.setattr(_retention.time, "sleep", pauses.append)
+        monkeypatch.setattr(_retention, "BATCH", 2)
+        with open_store(db, lock=False) as tool:
+            assert tool.node_running()  # (the store above holds its lock)
+            assert tools.prune(tool, 10.0, now=300.0)[0] == 5
+    assert len(pauses) == 2  # (after the two full batches of 2: not the last of 1)

@@ -91,17 +91,28 @@ def _sweeps(statuses: list[str], prune_batch: Callable[[str, tuple[float, str] |
 
 
 def prune(store: Any, before: float, statuses: Iterable[str] = PRUNABLE, *,
-          host: str | None = None, batch: int = BATCH,
+          host: str | None = None, batch: int | None = None, pause: bool = False,
           pruned: Callable[[list[str]], None] | None = None) -> int:
     """Delete every workflow of ``statuses`` (only ended ones: ``ValueError`` naming
     another) of ``host`` (``None``: any) that ended before ``before`` (unix seconds) and
-    that a prune does not keep (see the module docs), in transactions of ``batch``;
+    that a prune does not keep (see the module docs), in transactions of ``batch``
+    (default :data:`BATCH`);
     how many were deleted. ``pruned(ids)`` is called after each batch. In the calling
-    thread (a tool's)."""
+    thread (a tool's); with ``pause`` (a node runs the store), it waits after each
+    full batch as a node's pass does (:data:`YIELD`)."""
     wanted = check_statuses(statuses)
     total = 0
-    for ids in _sweeps(wanted, lambda status, after: store.prune_ended(
-            status, before, host=host, after=after, limit=batch), batch):
+    size = BATCH if batch is None else batch
+
+    def one_batch(status: str, after: tuple[float, str] | None) -> list[tuple[float, str]]:
+        began = time.perf_counter()
+        rows: list[tuple[float, str]] = store.prune_ended(status, before, host=host,
+                                                           after=after, limit=size)
+        if pause and len(rows) == size and YIELD:
+            time.sleep((time.perf_counter() - began) * YIELD)
+        return rows
+
+    for ids in _sweeps(wanted, one_batch, size):
         total += len(ids)
         if pruned is not None:
             pruned(ids)
