@@ -11,8 +11,9 @@ A pass deletes in batches of :data:`BATCH` workflows, each its own transaction
 (``Store.prune_ended``: what is deleted is decided there, beside the delete), in a
 worker thread: the node's own commits wait at most for one batch, never in the trio
 thread, and after each batch the pass leaves the store to them as long again
-(:data:`YIELD`): under a full load of commits a pass takes about three times as long
-as alone, and the node's workflows go on at about half their pace or more.
+(:data:`YIELD`): under a full load of commits a pass takes two to five times as long
+as alone, and the node's workflows go on at about half their pace (back to back, the
+batches left them a third of it or less).
 
 It sweeps every status in ``(updated, workflow_id)`` order, then sweeps again while
 the last sweep deleted anything: a child is kept while its parent workflow is in
