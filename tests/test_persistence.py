@@ -708,6 +708,31 @@ def test_inbox_order_dedupe_and_consume(store: SQLiteStore) -> None:
         Transaction().deliver("w1", "x", kind="letter")
 
 
+def test_a_delivery_if_unfinished_writes_only_to_an_unfinished_workflow(
+        store: SQLiteStore) -> None:
+    """``deliver(if_unfinished=True)`` (a linked row, which the end of a workflow writes
+    for a workflow another node runs): a workflow that is not there, or has ended, gets
+    nothing, and the rest of the transaction is written (a plain delivery there fails
+    it all, or fills an inbox nobody reads)."""
+    _workflow(store, "open")
+    _workflow(store, "ended")
+    store.write(Transaction().update_workflow("ended", status="failed"))
+    results = store.write(
+        Transaction()
+        .deliver("gone", "LINK_DOWN", {}, kind="event", msg_id="g", if_unfinished=True)
+        .deliver("ended", "LINK_DOWN", {}, kind="event", msg_id="e", if_unfinished=True)
+        .deliver("open", "LINK_DOWN", {}, kind="event", msg_id="o", if_unfinished=True)
+        .deliver("open", "LINK_DOWN", {}, kind="event", msg_id="o", if_unfinished=True)
+        .set_state("open", "k", 1))
+    assert results[:2] == [None, None] and results[3] is None
+    assert isinstance(results[2], int)
+    assert [m.msg_id for m in store.pending_messages("open")] == ["o"]
+    assert store.pending_messages("ended") == []
+    assert store.inbox_message("g") is None
+    with pytest.raises(INTEGRITY):  # (without it: the whole transaction fails)
+        store.write(Transaction().deliver("gone", "x", msg_id="g2"))
+
+
 def test_timers(store: SQLiteStore) -> None:
     _workflow(store, "a")
     _workflow(store, "b")

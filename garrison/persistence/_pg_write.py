@@ -221,6 +221,13 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "INSERT INTO {s}.inbox (workflow_id, msg_id, topic, payload, sender, kind, call_ref, "
         "created, trace) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
         "ON CONFLICT (msg_id) DO NOTHING RETURNING id", 9),
+    # ``deliver`` only to a workflow the store holds unfinished (``if_unfinished``)
+    "deliver_unfinished": (
+        "INSERT INTO {s}.inbox (workflow_id, msg_id, topic, payload, sender, kind, call_ref, "
+        "created, trace) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 "
+        "FROM {s}.workflows WHERE workflow_id = $1 "
+        "AND status NOT IN ('completed', 'failed', 'cancelled')) "
+        "ON CONFLICT (msg_id) DO NOTHING RETURNING id", 9),
     # the monitors' rows read in the write ($2: ``host/``, '' for any host; a watcher
     # is ``host/id``, a host has no '/'); a watcher another node runs is woken as by
     # ``remote_wake`` ($8: this node's epoch, NULL for a tool's store; $9: the channel)
@@ -570,7 +577,11 @@ class PgWritePath:
                                        _encode((*params, epoch, self.node_name), what), index,
                                        "created"))
             elif op is Op.DELIVER:
-                calls.append(_Call(stmt("deliver"), _encode(params, what), index, "id"))
+                if len(params) > 9:  # ``if_unfinished``
+                    calls.append(_Call(stmt("deliver_unfinished"), _encode(params[:9], what),
+                                       index, "id"))
+                else:
+                    calls.append(_Call(stmt("deliver"), _encode(params, what), index, "id"))
                 if epoch is not None:
                     wakes[params[0]] = None
             elif op is Op.DELIVER_TO_MONITORS:

@@ -314,6 +314,14 @@ def _delete_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
 
 
 def _deliver(conn: sqlite3.Connection, params: tuple[Any, ...]) -> int | None:
+    if len(params) > 9:  # ``if_unfinished``
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO inbox (workflow_id, msg_id, topic, payload, sender, kind, "
+            "call_ref, created, trace) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS ("
+            "SELECT 1 FROM workflows WHERE workflow_id = ? "
+            "AND status NOT IN ('completed', 'failed', 'cancelled'))",
+            (*params[:9], params[0]))
+        return cur.lastrowid if cur.rowcount == 1 else None
     cur = conn.execute(
         "INSERT OR IGNORE INTO inbox (workflow_id, msg_id, topic, payload, sender, kind, "
         "call_ref, created, trace) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

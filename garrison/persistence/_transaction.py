@@ -22,6 +22,7 @@ of the contract every store implements:
 ``DELETE_WORKFLOW``       ``None``; removes the workflow and every row it owns
 ``APPEND_JOURNAL``        ``None``; a second row for one ``(workflow_id, seq)`` fails
 ``DELIVER``               the inbox row id (arrival order), ``None`` if ``msg_id`` existed
+                          (or, ``if_unfinished``, the workflow is not there or has ended)
 ``DELIVER_TO_MONITORS``   ``[(watcher workflow id, inbox row id), ...]``: the rows put in
                           the inboxes of the unfinished workflows of one host (or any)
                           that the store holds as monitoring the workflow (read in the
@@ -466,16 +467,20 @@ class Transaction:
         call_ref: str | None = None,
         time: _dt.datetime | float | None = None,
         trace: Mapping[str, str] | None = None,
+        if_unfinished: bool = False,
     ) -> Transaction:
         """Put a message (``kind="message"``) or event (``kind="event"``) in the
         workflow's durable inbox (result: the row id, or ``None`` if a message with
         this ``msg_id`` was already delivered). ``trace``: the message's trace context.
         ``kind="control"`` is a request to the host that runs the workflow (a tool's
-        ``terminate``), never handed to its code."""
+        ``terminate``), never handed to its code. ``if_unfinished``: written only if
+        the store holds the workflow and it has not ended (read in the write; else
+        nothing is written and the result is ``None``), where a row for a workflow
+        that is gone would fail the whole transaction."""
         if kind not in ("message", "event", "control"):
             raise ValueError(f"invalid inbox kind {kind!r}: expected 'message', 'event' "
                              "or 'control'")
-        params = (
+        params: tuple[Any, ...] = (
             workflow_id,
             msg_id if msg_id is not None else uuid.uuid4().hex,
             topic,
@@ -487,6 +492,8 @@ class Transaction:
             unix_seconds(time),
             _trace_text(trace),
         )
+        if if_unfinished:  # (a tenth parameter: the stores' guarded statement)
+            params = (*params, True)
         return self._add(workflow_id, Op.DELIVER, params)
 
     def deliver_to_monitors(
