@@ -1037,3 +1037,41 @@ async def test_a_workflow_keeps_no_watch_of_another_nodes_processes_that_ended(
         with trio.fail_after(30):
             assert await b.workflow("watcher").result() == 5
         assert not b._router.remote.watching and not b._router.remote.linked
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+async def test_a_pending_workflow_linked_to_one_that_ends_failing_ends_unrun(
+        postgres_url: str, cancel: bool) -> None:
+    """Workflow A links to workflow B, which waits ``pending`` in the store (no node has
+    its code: none runs it), and A ends failing. B ends at once, unrun: ``failed`` with
+    the linked failure. With a cancel of B under way and A cancelled, B ends
+    ``cancelled``, as a running one does (cancelled_too): it ended ``failed``."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+        look = Look(postgres_url)
+        try:
+            tx = Transaction().create_workflow("B", "nowhere_at_all:missing", [])
+            if cancel:
+                tx.request_cancel("B")
+            look.store.write(tx)
+            await trio.sleep(0.5)  # (a claimed it, and left it: it lacks the code)
+            w = await a.start_workflow(links_back, "workflows/B", id="A")
+            await trio.sleep(0.5)
+            if cancel:
+                await a.workflow("A").cancel()
+            else:
+                await a.send(w, "x", "fail")
+            with trio.fail_after(10):
+                while (record := look.store.get_workflow("B")) is None \
+                        or record.status == "pending":
+                    await trio.sleep(0.05)
+            if cancel:
+                assert record.error is not None
+                assert (record.status, record.error.type) == ("cancelled",
+                                                              "WorkflowCancelled")
+            else:
+                assert record.status == "failed"
+                assert str(record.error) == ("LinkedProcessFailed: linked process "
+                                             "workflows/A failed: RuntimeError: "
+                                             "workflow boom")
+        finally:
+            look.close()

@@ -1527,6 +1527,23 @@ class WorkflowHost:
         elif not cancelled_too(wf, error):
             self.kill(target, linked_failure(dead, error))
 
+    def end_pending_linked(self, wid: str, dead: Pid, error: ErrorInfo) -> bool:
+        """``dead``, linked to the workflow ``wid`` that waits ``pending`` in the store,
+        failed with ``error``: :meth:`end_pending_stored` ends it ``failed`` with the
+        linked failure -- or ``cancelled``, when ``error`` is a cancel and a cancel of
+        its own is under way (``cancelled_too``, as a running one ends). False if it is
+        no such workflow (or a node claimed it meanwhile)."""
+        if self.client or self.ownership is None or wid in self.active:
+            return False
+        record = self.store.get_workflow(wid)
+        if record is None:
+            return False
+        if error.type == "WorkflowCancelled" and record.cancel_requested:
+            return self.end_pending_stored(wid, WorkflowStatus.CANCELLED,
+                                           cancelled_error(wid), record=record)
+        return self.end_pending_stored(wid, WorkflowStatus.FAILED,
+                                       linked_failure(dead, error), record=record)
+
     def _linked_exit_elsewhere(self, target: Pid, dead: Pid, error: ErrorInfo | None
                                ) -> None:
         """``dead``, linked to the workflow ``target`` that this node does not run,
@@ -1542,8 +1559,7 @@ class WorkflowHost:
                 send(owner)
             elif target.id in self.active:
                 self.linked_exit(target, dead, error)  # claimed here meanwhile
-            elif error is not None and not self.end_pending_stored(
-                    target.id, WorkflowStatus.FAILED, linked_failure(dead, error)):
+            elif error is not None and not self.end_pending_linked(target.id, dead, error):
                 self._to_owner(target, send)  # claimed meanwhile (or running unowned)
 
         self.elsewhere.later(partial(ownership.pg.owner_name, target.id), then)
