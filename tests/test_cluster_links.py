@@ -1039,12 +1039,120 @@ async def test_a_workflow_keeps_no_watch_of_another_nodes_processes_that_ended(
         assert not b._router.remote.watching and not b._router.remote.linked
 
 
+async def _partner_on_b(postgres_url: str, nodes: list[Node], trap: bool) -> Node:
+    """Node b (a subprocess), running workflow B (``cluster_app.partner(trap)``), which
+    it claimed alone, ready."""
+    b = Node.start(postgres_url, "b", LEASE)
+    nodes.append(b)
+    look = Look(postgres_url)
+    try:
+        look.store.write(Transaction().create_workflow("B", "cluster_app:partner", [trap]))
+        with trio.fail_after(30):
+            while look.owners().get("B") != "b" \
+                    or look.store.get_workflow("B").status not in ("sleeping", "waiting"):
+                await trio.sleep(0.05)
+    finally:
+        look.close()
+    return b
+
+
+@pytest.mark.parametrize("trap", [False, True])
+async def test_a_workflows_failure_reaches_a_linked_workflow_whose_node_is_lost(
+        postgres_url: str, nodes: list[Node], trap: bool) -> None:
+    """Workflow A on node a links to workflow B on node b; b is killed, then A fails. Its
+    linked exit went to b only (the node that owned B), in memory, and was lost with it;
+    B's own journal holds no link to A (A made it), so B, resumed on a, ran on for ever
+    (not trapping) or never got its LINK_DOWN (trapping). Now A's end writes a durable
+    linked request into B's inbox in its own transaction: B, resumed, fails with the
+    linked failure, or gets its LINK_DOWN once."""
+    b = await _partner_on_b(postgres_url, nodes, trap)
+    async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+        w = await a.start_workflow(links_back, "workflows/B", id="A")
+        await trio.sleep(0.5)  # (B holds the link on b)
+        b.kill()
+        await a.send(w, "x", "fail")
+        with pytest.raises(garrison.WorkflowFailed, match="workflow boom"):
+            await a.workflow("A").result()
+        with trio.fail_after(4 * LEASE + 20):
+            if trap:
+                got = await a.workflow("B").result()
+                assert got == [["LINK_DOWN", str(w), "RuntimeError"]], got
+            else:
+                with pytest.raises(garrison.WorkflowFailed,
+                                   match=r"LinkedProcessFailed: linked process "
+                                         r"workflows/A failed: RuntimeError: workflow boom"):
+                    await a.workflow("B").result()
+
+
+async def lr_partner(trap: bool, back: bool) -> list[list[object]]:
+    """Sets ``trap_links``; with ``back``, links to the pid its first message names; says
+    it is ``ready`` (state). Trapping, returns the events it reads once one came and
+    none followed for 3 s; not trapping, sleeps until a linked failure ends it."""
+    process.set_options(trap_links=trap)
+    if back:
+        msg = await process.inbox().receive()
+        process.link(Pid.parse(msg.payload))
+    workflow.set_state("ready", True)
+    got: list[list[object]] = []
+    while True:
+        if not trap:
+            await workflow.sleep(3600)
+            continue
+        ev = await process.events().receive(timeout=3)
+        if ev is None:
+            if got:
+                return got
+            continue
+        got.append([str(ev.kind), str(ev.pid), ev.error.type if ev.error else None])
+
+
+@pytest.mark.parametrize("how", ["word_lost", "both_linked"])
+@pytest.mark.parametrize("trap", [False, True])
+async def test_a_linked_workflow_of_another_node_hears_of_a_failure_once(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch, trap: bool, how: str) -> None:
+    """Workflow A on node a links to workflow B on node b, and A fails. ``word_lost``:
+    the word a sent b in memory is lost (a notification dropped, or a killed before it
+    sent it: A's end was committed); B ran on for good, or never got its LINK_DOWN.
+    ``both_linked``: B linked to A too (b watches A's end as well), and B must still
+    hear of it once: one LINK_DOWN, or one end."""
+    async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b, \
+            garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+        if how == "word_lost":
+            def dropped(node: str, *, target: Pid, dead: Pid, error: object) -> None:
+                pass
+
+            monkeypatch.setattr(a.hosts["workflows"].node, "forward_linked_exit", dropped)
+        back = how == "both_linked"
+        partner = await b.start_workflow(lr_partner, trap, back, id="B")
+        w = await a.start_workflow(links_back, str(partner), id="A")
+        if back:
+            await b.send(partner, "x", str(w))
+        with trio.fail_after(10):
+            while b.workflow("B").state("ready") is None:
+                await trio.sleep(0.05)
+        await trio.sleep(0.5)  # (each side holds its link)
+        assert "B" in b.hosts["workflows"].active
+        await a.send(w, "x", "fail")
+        with trio.fail_after(20):
+            if trap:
+                got = await b.workflow("B").result()
+                assert got == [["LINK_DOWN", str(w), "RuntimeError"]], got
+            else:
+                with pytest.raises(garrison.WorkflowFailed,
+                                   match=r"LinkedProcessFailed: linked process "
+                                         r"workflows/A failed: RuntimeError: workflow boom"):
+                    await b.workflow("B").result()
+                # (its linked row went with its end: a retry of B is not ended by it)
+                assert b.hosts["workflows"].store.pending_messages("B") == []
+
+
 @pytest.mark.parametrize("cancel", [False, True])
 async def test_a_pending_workflow_linked_to_one_that_ends_failing_ends_unrun(
         postgres_url: str, cancel: bool) -> None:
     """Workflow A links to workflow B, which waits ``pending`` in the store (no node has
     its code: none runs it), and A ends failing. B ends at once, unrun: ``failed`` with
-    the linked failure. With a cancel of B under way and A cancelled, B ends
+    the linked failure, its linked row consumed with its end (a retry of it must not
+    be ended by it). With a cancel of B under way and A cancelled, B ends
     ``cancelled``, as a running one does (cancelled_too): it ended ``failed``."""
     async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
         look = Look(postgres_url)
@@ -1073,5 +1181,6 @@ async def test_a_pending_workflow_linked_to_one_that_ends_failing_ends_unrun(
                 assert str(record.error) == ("LinkedProcessFailed: linked process "
                                              "workflows/A failed: RuntimeError: "
                                              "workflow boom")
+                assert look.store.pending_messages("B") == []
         finally:
             look.close()

@@ -294,3 +294,22 @@ async def only_on_b() -> str:
 async def retries_until_b() -> str:
     """Awaits ``only_on_b``: it waits to retry (sleeping) wherever it is not b."""
     return await only_on_b()
+
+
+async def partner(trap: bool) -> list[object]:
+    """Sets ``trap_links`` as told and says it is ``ready`` (state); trapping, returns
+    the events it reads once one came and none followed for 3 s (``[kind, pid, error
+    type]``); not trapping, sleeps until a linked failure ends it."""
+    process.set_options(trap_links=trap)
+    workflow.set_state("ready", True)
+    got: list[object] = []
+    while True:
+        if not trap:
+            await workflow.sleep(3600)
+            continue
+        ev = await process.events().receive(timeout=3)
+        if ev is None:
+            if got:
+                return got
+            continue
+        got.append([str(ev.kind), str(ev.pid), ev.error.type if ev.error else None])

@@ -38,6 +38,7 @@ from ...actors._values import ErrorInfo, Event, EventKind, Pid
 from ...persistence import WorkflowStatus
 from .._kernel import Caller
 from ._ids import call_request
+from ._inbox import linked_id
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -226,10 +227,19 @@ class Elsewhere:
                     break
                 if record is not None and not WorkflowStatus(record.status).finished:
                     continue
+                told: frozenset[Pid] = frozenset()
+                mine = [p for p in entry.links if p.host == self.host.name]
+                if mine and record is not None and record.error is not None:
+                    try:
+                        told = await trio.to_thread.run_sync(self._told, entry.pid, mine)
+                    except StoreError as exc:
+                        log.warning("could not read whether workflow %s has ended: %s",
+                                    wid, exc)
+                        break
                 if self.watched.get(wid) is not entry:
                     continue  # (forgotten while the store was read)
                 del self.watched[wid]
-                self._ended(entry, record)
+                self._ended(entry, record, told)
 
     async def _look_for_replies(self) -> None:
         """A workflow's call to a watched workflow whose reply its node recorded on the
@@ -252,7 +262,16 @@ class Elsewhere:
                     del callers[ref]
                     caller.finish_call(ref, outcome.Value(answered[0]))
 
-    def _ended(self, entry: RemoteWorkflow, record: Any) -> None:
+    def _told(self, dead: Pid, linked: list[Pid]) -> frozenset[Pid]:
+        """Those of ``linked`` (workflows of this node linked to the failed workflow
+        ``dead``) that its end wrote a linked row for (``_inbox.LINKED``): they act on
+        that row, once (their node read it, woken by its write). Blocking."""
+        store = self.host.store
+        return frozenset(p for p in linked
+                         if store.inbox_message(linked_id(str(dead), p.id)) is not None)
+
+    def _ended(self, entry: RemoteWorkflow, record: Any,
+               told: frozenset[Pid] = frozenset()) -> None:
         pid = entry.pid
         if record is None:  # (deleted: as a process that is gone)
             result, error = None, ErrorInfo("noproc", f"process {pid} is not alive")
@@ -265,7 +284,8 @@ class Elsewhere:
         for watcher in entry.monitors:
             node.deliver_event(watcher, event)
         for linked in entry.links:  # (a normal end only drops the link)
-            node.linked_exit_if_held(linked, pid, error)
+            if linked not in told:
+                node.linked_exit_if_held(linked, pid, error)
         if entry.callers:
             self.host.start_soon(self._fail_callers, entry, error)
 

@@ -78,7 +78,7 @@ from ._codec import (
 from ._core import added, cancelled_error
 from ._elsewhere import Elsewhere
 from ._ids import MAX_KEY_BYTES, check_key_size, check_text, check_workflow_id
-from ._inbox import InboxItem, exit_id
+from ._inbox import LINKED, InboxItem, exit_id, is_linked_row, linked_id
 from ._instance import ActiveWorkflows, WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
 from ._queue import (
@@ -92,6 +92,7 @@ from ._queue import (
 from ._recovery import (
     SUPERVISOR_MEMO,
     check_supervisors,
+    discard_requests,
     end_instance,
     ended_with_parent,
     refresh,
@@ -900,8 +901,9 @@ class WorkflowHost:
         for row_id in wf.requests_taken or ():  # the terminate requests it ends by
             tx.consume(wf.wid, row_id, 0)  # (with its end: never without it)
         trapped: list[tuple[WorkflowInstance, int, Any]] = []
+        told: list[Pid] = []  # (linked workflows it wrote a linked row for)
         if status is WorkflowStatus.FAILED or status is WorkflowStatus.CANCELLED:
-            trapped = self._ending_with(tx, wf, error, now)
+            trapped = self._ending_with(tx, wf, error, now, told)
         flagged = self._cancelled_children.pop(wf.wid, None)
         if flagged and status is WorkflowStatus.CANCELLED:
             # its children flagged when its cancel arrived (cancel_children) by writes of
@@ -963,6 +965,8 @@ class WorkflowHost:
                 other.watch_spent(EventKind.LINK_DOWN, wf.pid)
                 if row_id is not None and self.active.get(other.wid) is other:
                     other.push(InboxItem(row_id, True, plain_event, now))
+        if told:  # their linked rows are written: not told again in memory
+            links = set(links or ()).difference(told)
         if stored_at >= 0:
             for watcher_id, row_id in results[stored_at]:
                 pid = Pid(self.name, watcher_id)
@@ -997,11 +1001,13 @@ class WorkflowHost:
                     "workflow %s (%s) failed: %s", wf.wid, wf.name, error,
                     extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid,
                            "error": error})
+        for pid in told:
+            self._linked_told(pid, wf.pid, error)
         self._ended_fan_out(wf, status, event, watchers, links)
         wf.done.set()
 
     def _ending_with(self, tx: Transaction, wf: WorkflowInstance, error: ErrorInfo | None,
-                     now: float) -> list[tuple[WorkflowInstance, int, Any]]:
+                     now: float, told: list[Pid]) -> list[tuple[WorkflowInstance, int, Any]]:
         """Into ``tx``, ``wf``'s failed (or cancelled) end: a terminate request
         (``request_transaction``)
         for each workflow here that this end ends in memory, each of which writes its
@@ -1018,7 +1024,16 @@ class WorkflowHost:
         transaction too, under the id ``linked_exit`` would give it (a crash after
         this commit would lose it: the trapping workflow, which may keep no link of its
         own, would wait for ever); returned as ``(workflow, index of its write in tx,
-        the event as it reads it)``, for ``finish`` to hand over once committed."""
+        the event as it reads it)``, for ``finish`` to hand over once committed.
+
+        In a cluster, a linked workflow this node does not run (another node runs it,
+        or none yet) gets a linked row in its inbox in this transaction
+        (``_inbox.LINKED``: if it is there and unfinished, read in the write), whatever
+        it traps: the write wakes the node that runs it, which acts on it as its
+        replay is done (:meth:`linked_rows`), and a node that resumes it after a crash
+        does the same (an in-memory word to its node, lost with that node, or with
+        this one before it was sent, left it running for good, or its ``LINK_DOWN``
+        never came). Their pids are added to ``told``: no word goes in memory too."""
         asked: set[str] = set()
         trapped: list[tuple[WorkflowInstance, int, Any]] = []
         if wf.children_end is not None:
@@ -1029,8 +1044,20 @@ class WorkflowHost:
         if error is None or not wf.links or supervisor_stop(error):
             return trapped
         event = Event(EventKind.LINK_DOWN, wf.pid, None, error)
+        cluster = self.ownership is not None
+        linked_text = ""
         for pid in sorted(wf.links):
             other = self.active.get(pid.id) if pid.host == self.name else None
+            if other is None and cluster and pid.host == self.name and pid.id not in asked:
+                if not linked_text:
+                    plain = event_to_plain(event)
+                    plain[LINKED] = True
+                    linked_text = _dumps(plain)
+                tx.deliver(pid.id, str(EventKind.LINK_DOWN), RawJson(linked_text),
+                           msg_id=linked_id(str(wf.pid), pid.id), sender=wf.pid,
+                           kind="event", time=now, if_unfinished=True)
+                told.append(pid)
+                continue
             if other is None or other.wid in asked \
                     or other.done.is_set() or WorkflowStatus(other.status).finished:
                 continue
@@ -1526,6 +1553,52 @@ class WorkflowHost:
                                msg_id=msg_id)
         elif not cancelled_too(wf, error):
             self.kill(target, linked_failure(dead, error))
+
+    def _linked_told(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
+        """``dead``'s end wrote its linked row into the inbox of ``target``, a workflow
+        this node did not run (see ``_ending_with``): the node that runs it acts on it,
+        woken by the write. Here, the watch of ``target`` that ``dead``'s link made
+        goes; one this node claimed meanwhile reads its inbox again; one that no node
+        runs (it waits ``pending`` in the store, never ran) ends at once
+        (:meth:`end_pending_linked`)."""
+        self._unwatch_link(target, dead)
+        if error is None:
+            return
+        ownership: Any = self.ownership
+
+        def then(owner: str | None) -> None:
+            if target.id in self.active:
+                self._claimed_meanwhile(target.id)
+            elif owner is None:
+                self.end_pending_linked(target.id, dead, error)
+
+        self.elsewhere.later(partial(ownership.pg.owner_name, target.id), then)
+
+    def linked_rows(self, wf: WorkflowInstance) -> None:
+        """The linked rows waiting in ``wf``'s inbox (``_inbox.LINKED``: a linked
+        workflow of another node failed) act, once its journal is replayed (what it
+        traps is known then; until then ``check_lost`` holds, and its first live
+        operation calls this). If ``wf`` traps links, the row is the ``LINK_DOWN`` its
+        code reads (its arrival spent the link, as any ``LINK_DOWN``'s: ``refresh``,
+        or the recovery's check of its links); if not, the row leaves its inbox and
+        ``wf`` ends with the linked failure, the row consumed
+        by its end's own transaction (a crash before loses nothing: the node that
+        resumes it acts on the row again) -- unless ``cancelled_too``: it ends by its
+        own cancel, and the row, asking nothing more, is consumed now."""
+        pending = wf.pending
+        if not pending or wf.check_lost or wf.done.is_set():
+            return
+        for item in [i for i in pending if i.event and is_linked_row(i.plain)]:
+            event = item.value
+            if wf.trap_links or event.error is None:
+                continue
+            wf.watch_spent(EventKind.LINK_DOWN, event.pid)
+            wf.unqueue_item(item)
+            if cancelled_too(wf, event.error):
+                discard_requests(self, wf.wid, [item])
+            else:
+                wf.requests_taken = added(wf.requests_taken, item.id)
+                self.kill(wf.pid, linked_failure(event.pid, event.error))
 
     def end_pending_linked(self, wid: str, dead: Pid, error: ErrorInfo) -> bool:
         """``dead``, linked to the workflow ``wid`` that waits ``pending`` in the store,

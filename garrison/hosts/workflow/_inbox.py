@@ -26,7 +26,7 @@ from ._journal import (
 )
 
 __all__ = ["CONTROL", "DurableInbox", "InboxItem", "PendingReceive", "Receives", "exit_id",
-           "item_from_record", "stale_request"]
+           "is_linked_row", "item_from_record", "linked_id", "stale_request"]
 
 _RECEIVE = JournalKind.RECEIVE
 _dumps = json.dumps
@@ -43,6 +43,28 @@ def exit_id(ended: str, watcher: str) -> str:
     ``watcher`` (ids are unique across the store: one per watcher, and one however
     many times it is delivered: at the end, by a monitor made after it, at a recovery)."""
     return f"{ended}#exit@{watcher}"
+
+
+#: the key of a ``LINK_DOWN`` event's plain form that marks it a *linked row*: written
+#: by the end of a workflow (``WorkflowHost._ending_with``) into the inbox of a workflow
+#: linked to it that another node of the cluster runs (or none yet), whatever that one
+#: traps; the node that runs it acts on it (``WorkflowHost.linked_rows``): a
+#: ``LINK_DOWN`` its code reads if it traps links, else the linked failure that ends it
+LINKED = "linked"
+
+
+def linked_id(dead: str, target: str) -> str:
+    """The inbox message id of the linked row of the failed workflow ``dead`` (its pid)
+    for the workflow ``target``: the id one per (process, kind, workflow) that a
+    ``LINK_DOWN`` delivered to a workflow running nowhere has
+    (``WorkflowHost._event_row``), so the first of the two is kept, and a recovery
+    that finds it delivered does not deliver it again (``_delivered_per_process``)."""
+    return f"{dead}#LINK_DOWN@{target}"
+
+
+def is_linked_row(plain: Any) -> bool:
+    """``plain`` (an event's stored form) is a linked row (:data:`LINKED`)."""
+    return isinstance(plain, dict) and plain.get(LINKED) is True
 
 
 def stale_request(row: Any, record: Any) -> bool:

@@ -14,7 +14,7 @@ import copy
 import json
 import math
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import outcome
 import trio
@@ -32,6 +32,9 @@ from ._ids import call_ref, check_text
 from ._inbox import InboxItem
 from ._journal import JournalKind, error_from_plain, error_to_plain, message_to_plain
 from ._waits import WallClock
+
+if TYPE_CHECKING:
+    from ._instance import WorkflowInstance
 
 __all__ = ["Interop"]
 
@@ -128,7 +131,10 @@ class Interop(WorkflowCore):
           store, not written with this journal, is made again;
         - a link to a workflow is made again on the other side (links are not stored:
           the linked workflow resumed without it); one that failed meanwhile acts as
-          a linked failure with its error, as it would have live."""
+          a linked failure with its error, as it would have live;
+        - the linked rows in its inbox (a linked workflow of another node failed,
+          ``_inbox.LINKED``) act, as its ``trap_links`` is known now
+          (``WorkflowHost.linked_rows``)."""
         self.check_lost = False
         if self.held_names:
             self._hold_names()
@@ -207,6 +213,8 @@ class Interop(WorkflowCore):
                 self.watch_spent(EventKind.LINK_DOWN, pid)
             else:
                 self.host.linked_exit(self.pid, pid, error)
+        if self.pending:  # linked rows of workflows of other nodes that failed
+            self.host.linked_rows(cast("WorkflowInstance", self))
 
     def _watch_again(self, kind: EventKind, pid: Pid) -> bool:
         """After a recovery: the monitor (``EXIT``) or trapping link (``LINK_DOWN``) of

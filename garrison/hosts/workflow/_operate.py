@@ -52,7 +52,7 @@ from ...persistence import (
 )
 from ._core import cancelled_error
 from ._ids import check_text
-from ._inbox import exit_id
+from ._inbox import exit_id, is_linked_row
 from ._journal import JournalKind, error_from_plain, event_to_plain
 from ._queue import stored_priority
 from ._recovery import parent_terminated, refresh, request_transaction
@@ -163,6 +163,11 @@ def end_pending_transaction(store: Any, record: Any, status: WorkflowStatus,
     tx.dequeue(wid)
     for timer in store.timers(wid):  # (a retried one's: its waits end with it)
         tx.remove_timer(wid, timer.seq)
+    for row in store.pending_messages(wid):
+        if row.kind == "event" and is_linked_row(row.payload):
+            # (a linked workflow's failure: it asks nothing more of this attempt, and
+            # must not end a retry of it)
+            tx.consume(wid, row.id, 0)
     text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, error)))
     tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=_watchers_host(record),
                            msg_id_prefix=exit_id(wid, ""), sender=pid, time=now)

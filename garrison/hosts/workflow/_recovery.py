@@ -26,7 +26,7 @@ from ..._targets import import_target, workflow_refusal
 from ...actors._values import ErrorInfo, EventKind, Pid
 from ...persistence import DamagedRecord, Transaction, WorkflowRecord, WorkflowStatus
 from ._core import Replayed, added, cancelled_error
-from ._inbox import CONTROL, item_from_record, stale_request
+from ._inbox import CONTROL, is_linked_row, item_from_record, stale_request
 from ._instance import WorkflowInstance
 from ._journal import Entry, error_from_plain, error_to_plain, initial_state
 from ._queue import TOOL_START_MEMO
@@ -74,6 +74,8 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
     wf.requests = requests
     if journal:  # (what its replayed path sets is told from what the row holds now)
         wf.replayed = Replayed(record.search, record.memo)
+    if any(item.event and is_linked_row(item.plain) for item in pending):
+        wf.check_lost = True  # (acted on once its replay is done: ``linked_rows``)
     for other in host.early_links.pop(wid, ()):  # (made before this host resumed)
         wf.linked_to(other)
     wf.resend_seq = wf.cursor.last + 1  # (a call there may have been sent before)
@@ -451,7 +453,7 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
         wf.refreshed.intersection_update(known)
         if not wf.refreshed:
             wf.refreshed = None
-    changed = False
+    changed = linked = False
     for rec in inbox:
         if rec.id not in known and rec.kind != CONTROL:
             item = item_from_record(rec)
@@ -460,9 +462,12 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
                 # (written by another node, in a cluster: the end of a workflow or
                 # process it monitors or links to, which spends that watch)
                 wf.watch_spent(item.value.kind, item.value.pid)
+                linked = linked or is_linked_row(item.plain)
             # a row this node delivered itself, its push still to come: not twice
             wf.refreshed = added(wf.refreshed, rec.id)
             changed = True
+    if linked:  # (a linked workflow of another node failed: see linked_rows)
+        host.linked_rows(wf)
     if record.cancel_requested and not wf.cancel_requested and wf.cancel_at is None:
         wf.cancel_requested = True
         # what was committed to its inbox before the cancel is received first
