@@ -965,7 +965,7 @@ class WorkflowHost:
                 other.watch_spent(EventKind.LINK_DOWN, wf.pid)
                 if row_id is not None and self.active.get(other.wid) is other:
                     other.push(InboxItem(row_id, True, plain_event, now))
-        if told:  # their linked rows are written: not told again in memory
+        if told:  # their linked rows are written: see _linked_told
             links = set(links or ()).difference(told)
         if stored_at >= 0:
             for watcher_id, row_id in results[stored_at]:
@@ -1033,7 +1033,7 @@ class WorkflowHost:
         replay is done (:meth:`linked_rows`), and a node that resumes it after a crash
         does the same (an in-memory word to its node, lost with that node, or with
         this one before it was sent, left it running for good, or its ``LINK_DOWN``
-        never came). Their pids are added to ``told``: no word goes in memory too."""
+        never came). Their pids are added to ``told``, for :meth:`_linked_told`."""
         asked: set[str] = set()
         trapped: list[tuple[WorkflowInstance, int, Any]] = []
         if wf.children_end is not None:
@@ -1529,7 +1529,11 @@ class WorkflowHost:
             remote.links.discard(other)
             self.elsewhere.forget_idle(target.id)
 
-    def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
+    def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None, *,
+                    row_read: bool = False) -> None:
+        """``dead``, linked to the workflow ``target``, ended with ``error`` (``None``: a
+        normal end, which only drops the link). ``row_read``: the caller found no
+        linked row of ``dead`` for ``target`` (a recovery's check of its links)."""
         self._unwatch_link(target, dead)  # (a watch of it ``dead``'s link made is spent)
         if supervisor_stop(error):
             error = None  # a supervisor restarting a process fails no workflow linked to it
@@ -1545,6 +1549,34 @@ class WorkflowHost:
                     error = None
                 self._linked_exit_elsewhere(target, dead, error)
             return
+        if error is not None and not row_read and self.ownership is not None \
+                and dead.host == self.name and dead.id not in self.finished \
+                and dead.id not in self.active:
+            # a workflow that ended on another node: its end wrote a linked row for
+            # ``target`` if it knew of the link (``_ending_with``), which acts, once
+            # (``linked_rows``); this word (its node sends it too, for a node of an
+            # older garrison, which reads no row) acts only where there is none
+            row = partial(self.store.inbox_message, linked_id(str(dead), target.id))
+            self.elsewhere.later(row, partial(self._linked_word, target, dead, error))
+            return
+        self._linked_exit_here(wf, dead, error)
+
+    def _linked_word(self, target: Pid, dead: Pid, error: ErrorInfo, row: Any) -> None:
+        """:meth:`linked_exit` of a workflow ``dead`` that ended on another node, once
+        the linked row it may have written for ``target`` (``row``) was read."""
+        wf = self.active.get(target.id)
+        if row is not None:
+            if wf is not None:  # (its inbox read again: the row acts, once)
+                refresh(self, target.id)
+        elif wf is not None:
+            self._linked_exit_here(wf, dead, error)
+        else:  # (gone from this node meanwhile: to the one that runs it)
+            self.linked_exit(target, dead, error)
+
+    def _linked_exit_here(self, wf: WorkflowInstance, dead: Pid, error: ErrorInfo | None
+                          ) -> None:
+        """:meth:`linked_exit` of the workflow ``wf``, which runs here."""
+        target = wf.pid
         msg_id = wf.watch_spent(EventKind.LINK_DOWN, dead)  # (the link is spent)
         if error is None:
             return
@@ -1557,20 +1589,26 @@ class WorkflowHost:
     def _linked_told(self, target: Pid, dead: Pid, error: ErrorInfo | None) -> None:
         """``dead``'s end wrote its linked row into the inbox of ``target``, a workflow
         this node did not run (see ``_ending_with``): the node that runs it acts on it,
-        woken by the write. Here, the watch of ``target`` that ``dead``'s link made
-        goes; one this node claimed meanwhile reads its inbox again; one that no node
-        runs (it waits ``pending`` in the store, never ran) ends at once
+        woken by the write; that node is sent the word too, as before the row (a node
+        of an older garrison reads no row; a node that does, acts on the row alone,
+        see :meth:`linked_exit`). Here, the watch of ``target`` that ``dead``'s link
+        made goes; one this node claimed meanwhile reads its inbox again; one that no
+        node runs (it waits ``pending`` in the store, never ran) ends at once
         (:meth:`end_pending_linked`)."""
         self._unwatch_link(target, dead)
         if error is None:
             return
         ownership: Any = self.ownership
+        me = ownership.pg.name
 
         def then(owner: str | None) -> None:
             if target.id in self.active:
                 self._claimed_meanwhile(target.id)
             elif owner is None:
                 self.end_pending_linked(target.id, dead, error)
+            elif owner != me:
+                self.node.forward_linked_exit(owner, target=target, dead=dead,
+                                              error=error)
 
         self.elsewhere.later(partial(ownership.pg.owner_name, target.id), then)
 

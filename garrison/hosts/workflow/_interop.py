@@ -29,7 +29,7 @@ from ._codec import PLAIN, json_round_trip
 from ._core import UNLINK_GRACE, WorkflowCore, added, log
 from ._elsewhere import RemoteWorkflow, recorded_reply
 from ._ids import call_ref, check_text
-from ._inbox import InboxItem
+from ._inbox import InboxItem, linked_id
 from ._journal import JournalKind, error_from_plain, error_to_plain, message_to_plain
 from ._waits import WallClock
 
@@ -199,6 +199,12 @@ class Interop(WorkflowCore):
                     ended, _result, error = h.end_of(pid)
                 if not ended:
                     h.add_link(pid, self.pid)
+                elif error is not None and h is self.host and h.ownership is not None \
+                        and self.store.inbox_message(linked_id(str(pid), self.wid)) \
+                        is not None:
+                    # its end, on another node, wrote a linked row for this workflow:
+                    # the row acts, once (``linked_rows``, below, if not read before)
+                    self.watch_spent(EventKind.LINK_DOWN, pid)
                 elif error is not None:
                     failed.append((pid, error))
                 else:  # it ended normally: the link is spent
@@ -212,7 +218,7 @@ class Interop(WorkflowCore):
             if self.trap_links and self._delivered_per_process(EventKind.LINK_DOWN, pid):
                 self.watch_spent(EventKind.LINK_DOWN, pid)
             else:
-                self.host.linked_exit(self.pid, pid, error)
+                self.host.linked_exit(self.pid, pid, error, row_read=True)
         if self.pending:  # linked rows of workflows of other nodes that failed
             self.host.linked_rows(cast("WorkflowInstance", self))
 
