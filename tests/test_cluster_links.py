@@ -1191,3 +1191,49 @@ async def test_a_pending_workflow_linked_to_one_that_ends_failing_ends_unrun(
                 assert look.store.pending_messages("B") == []
         finally:
             look.close()
+
+
+async def lr_unlinks(trap: bool) -> list[list[object]]:
+    """Sets ``trap_links``, links to the pid its first message names, unlinks it at the
+    second, says ``unlinked`` (state), then returns the events of the next 3 s (or
+    ``[]`` once they passed, not trapping)."""
+    process.set_options(trap_links=trap)
+    msg = await process.inbox().receive()
+    process.link(Pid.parse(msg.payload))
+    await process.inbox().receive()
+    process.unlink(Pid.parse(msg.payload))
+    workflow.set_state("unlinked", True)
+    got: list[list[object]] = []
+    while (ev := await process.events().receive(timeout=3)) is not None:
+        got.append([str(ev.kind), str(ev.pid), ev.error.type if ev.error else None])
+    return got
+
+
+@pytest.mark.parametrize("trap", [False, True])
+async def test_a_linked_row_of_a_workflow_unlinked_meanwhile_is_not_taken(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch, trap: bool) -> None:
+    """Workflow B on node b unlinks workflow A of node a (linked both ways), and A fails
+    before a heard of the unlink (here: b's word of it lost): A's end wrote its linked
+    row for B, and B took it (ended, or got a LINK_DOWN) where the word of the failure
+    is ignored for 10 s after an unlink. Now the row is consumed unread, as the word
+    is ignored."""
+    async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b, \
+            garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+        partner = await b.start_workflow(lr_unlinks, trap, id="B")
+        w = await a.start_workflow(links_back, str(partner), id="A")
+        await b.send(partner, "x", str(w))
+        await trio.sleep(0.5)  # (linked both ways)
+        assert partner in (a.hosts["workflows"].active["A"].links or ())
+
+        def dropped(node: str, *, target: Pid, other: Pid) -> None:
+            pass
+
+        monkeypatch.setattr(b.hosts["workflows"].node, "forward_unlink", dropped)
+        await b.send(partner, "x", "unlink")
+        with trio.fail_after(10):
+            while b.workflow("B").state("unlinked") is None:
+                await trio.sleep(0.05)
+        await a.send(w, "x", "fail")
+        with trio.fail_after(20):
+            assert await b.workflow("B").result() == []
+        assert b.hosts["workflows"].store.pending_messages("B") == []

@@ -1622,12 +1622,21 @@ class WorkflowHost:
         ``wf`` ends with the linked failure, the row consumed
         by its end's own transaction (a crash before loses nothing: the node that
         resumes it acts on the row again) -- unless ``cancelled_too``: it ends by its
-        own cancel, and the row, asking nothing more, is consumed now."""
+        own cancel, and the row, asking nothing more, is consumed now. A row of a
+        workflow ``wf`` unlinked lately is consumed unread (as :meth:`holds_link`
+        ignores such a word)."""
         pending = wf.pending
         if not pending or wf.check_lost or wf.done.is_set():
             return
+        unlinked = wf.unlinked
         for item in [i for i in pending if i.event and is_linked_row(i.plain)]:
             event = item.value
+            if unlinked and unlinked.get(event.pid, 0.0) > trio.current_time():
+                # it unlinked that workflow lately (``UNLINK_GRACE``), and the row was
+                # written before the other side heard of it: not taken, as such a word
+                wf.unqueue_item(item)
+                discard_requests(self, wf.wid, [item])
+                continue
             if wf.trap_links or event.error is None:
                 continue
             wf.watch_spent(EventKind.LINK_DOWN, event.pid)
