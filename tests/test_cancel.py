@@ -828,3 +828,76 @@ async def test_a_message_and_a_cancel_a_tool_wrote_together_are_received_in_orde
         with pytest.raises(garrison.WorkflowCancelled):
             await node.workflow("c").result()
     assert _RAN == ["undo a,b"]
+
+
+async def _collects_until_timeout_or_cancelled() -> list[str]:
+    got: list[str] = []
+    try:
+        while True:
+            r = process.inbox().receive()
+            t = garrison.workflow.timer(3600)
+            if await garrison.workflow.first(r, t) is t:
+                return got
+            got.append((await r).payload)
+    except garrison.WorkflowCancelled:
+        await _undo(",".join(got))
+        raise
+
+
+@pytest.mark.parametrize("parked", [True, False])
+@pytest.mark.parametrize("on_disk", [True, False])
+async def test_a_message_before_a_cancel_is_taken_by_the_race_under_way(
+        autojump_clock: object, tmp_path: object, parked: bool, on_disk: bool) -> None:
+    """A receive raced in workflow.first() under way when a message, then a cancel,
+    came takes the message first, as a receive awaited alone does, and as a node
+    resuming the workflow decides the race (the message was committed before the
+    cancel): the cancel comes at the next race."""
+    db = str(tmp_path / "f.db") if on_disk else None  # type: ignore[operator]
+    _RAN.clear()
+    async with garrison.open_node(store=db) as node:
+        for n in range(3):
+            await node.start_workflow(_collects_until_timeout_or_cancelled, id=f"f{n}")
+            if parked:
+                await trio.testing.wait_all_tasks_blocked()
+            await node.workflow(f"f{n}").signal("note", "a")
+            await node.workflow(f"f{n}").signal("note", "b")
+            await node.workflow(f"f{n}").cancel()
+            with pytest.raises(garrison.WorkflowCancelled):
+                await node.workflow(f"f{n}").result()
+    assert _RAN == ["undo a,b"] * 3
+
+
+@garrison.activity
+async def _a_while() -> None:
+    await trio.sleep(10)
+
+
+async def _races_after_a_step() -> list[str]:
+    got: list[str] = []
+    try:
+        await _a_while()
+        r = process.inbox().receive()
+        t = garrison.workflow.timer(3600)
+        if await garrison.workflow.first(r, t) is r:
+            got.append((await r).payload)
+        await garrison.workflow.sleep(1)
+    except garrison.WorkflowCancelled:
+        await _undo(",".join(got))
+        raise
+    return got
+
+
+async def test_a_message_before_a_cancel_is_taken_by_a_race_made_after_it(
+        autojump_clock: object, tmp_path: object) -> None:
+    """A message then a cancel while the workflow ran an activity call: the race made
+    after the call (its receive, then its timer) takes the message before the cancel
+    comes, as a node resuming the workflow decides it; not the timer's creation."""
+    _RAN.clear()
+    async with garrison.open_node(store=str(tmp_path / "t.db")) as node:  # type: ignore[operator]
+        await node.start_workflow(_races_after_a_step, id="t")
+        await trio.sleep(1)
+        await node.workflow("t").signal("note", "a")
+        await node.workflow("t").cancel()
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("t").result()
+    assert _RAN == ["undo a"]

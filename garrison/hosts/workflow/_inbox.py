@@ -260,6 +260,14 @@ class Receives(WorkflowCore):
             return False
         return any(item.id <= mark and self._matches(box, item) for item in self.pending)
 
+    def _held_before_cancel(self) -> bool:
+        """True if any item that arrived before the cancel of the running workflow
+        (``cancel_mark``) has not reached its code yet."""
+        mark = self.cancel_mark
+        if mark is None or self.cancel_delivered or not self.cancel_requested:
+            return False
+        return any(item.id <= mark for item in self.pending)
+
     # ------------------------------------------------------------ receiving
     def _replayed_receive(self, entry: Entry) -> Any:
         """The item a recorded receive took (its row leaves the pending list), or

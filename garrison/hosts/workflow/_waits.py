@@ -281,7 +281,10 @@ class Waits(Receives):
     # ------------------------------------------------------------ timers
     def timer(self, seconds: float) -> DurableTimer:
         """``workflow.timer``: the deadline is journaled where the timer is created."""
-        entry = self._take(JournalKind.TIMER, "")
+        # (a timer made for a race with a receive of an item that came before the
+        # cancel: the cancel comes after the race, at the next operation if not there)
+        entry = self._take(JournalKind.TIMER, "", cancel=self.cancel_mark is None
+                           or not self._held_before_cancel())
         if entry is not None:
             deadline = float(entry.outcome["deadline"])
         else:
@@ -330,7 +333,8 @@ class Waits(Receives):
             if isinstance(a, PendingReceive) and a.seconds is not None and not a.resolved:
                 raise ValueError("a receive raced in workflow.first() takes no timeout: "
                                  "race it with a workflow.timer() instead")
-        entry = self._take(JournalKind.FIRST, "")
+        entry = self._take(JournalKind.FIRST, "", cancel=self.cancel_mark is None
+                           or not self._race_before_cancel(awaitables))
         of = [a.recorded_as for a in awaitables]  # (a replay checks them)
         if entry is not None:
             index = int(entry.outcome["index"])
@@ -365,10 +369,23 @@ class Waits(Receives):
                 deadlines = [a.deadline for a in awaitables if isinstance(a, DurableTimer)]
                 wake = self.host.clock.trio_deadline(min(deadlines)) if deadlines else None
                 only_timers = len(deadlines) == len(awaitables)
-                await self._wait(wake, WorkflowStatus.SLEEPING if only_timers
-                                 else WorkflowStatus.WAITING, f"workflow.first({', '.join(of)})")
+                try:
+                    await self._wait(wake, WorkflowStatus.SLEEPING if only_timers
+                                     else WorkflowStatus.WAITING,
+                                     f"workflow.first({', '.join(of)})")
+                except WaitCancelled:
+                    if self.cancel_mark is None or not self._race_before_cancel(awaitables):
+                        raise
+                    # (a message that arrived before the cancel woke it: it wins first)
         except WaitCancelled:
             self._deliver_cancel(seq)
+
+    def _race_before_cancel(self, awaitables: tuple[Any, ...]) -> bool:
+        """True if a receive raced in ``awaitables`` has an item that arrived before
+        the cancel of the running workflow (``cancel_mark``): the race takes it before
+        the cancel comes, as a receive awaited alone does."""
+        return any(isinstance(a, PendingReceive) and not a.resolved
+                   and self._before_cancel(a.box) for a in awaitables)
 
     def _done_at(self, a: Any) -> float:
         """When ``a`` (done) was done, wall clock: a timer at its deadline, a receive when
