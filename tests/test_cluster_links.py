@@ -719,7 +719,9 @@ async def test_a_pid_unlinked_then_linked_by_a_spawn_counts_as_linked(
             garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
         other = await b.start_workflow(ends_when_told, id="other")
         await a.start_workflow(unlinks_then_spawns_linked, "other", id="relinker")
-        await trio.sleep(0.5)
+        with trio.fail_after(30):  # (linked again, asleep: not a fixed time, under load)
+            while a.workflow("relinker").status() != "sleeping":
+                await trio.sleep(0.05)
         await b.send(other, "x", "fail")
         with pytest.raises(garrison.WorkflowFailed, match="LinkedProcessFailed"):
             with trio.fail_after(10):
