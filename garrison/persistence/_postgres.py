@@ -172,6 +172,15 @@ NODE_LOCK_WAIT = 10.0
 #: tried again for ``retry_for``: as a SQLite tool gives up after its busy timeout, not
 #: a command that waits without end behind a session left in a transaction
 TOOL_LOCK_WAIT = 5.0
+#: A node's sessions are idle for as long as it has nothing to write or read, and that
+#: is meant: its writer's holds the locks that say the node runs (a tool that finds
+#: them free acts in the store itself), its cluster connection's waits between rounds,
+#: its LISTEN session waits for a tool's writes. A DBA's ``idle_session_timeout`` (on
+#: the server, the database or the role; PostgreSQL 14 on) would end them, so a node's
+#: sessions turn it off for themselves; a tool's keep it (each reconnects when it reads).
+_KEEP_IDLE_SESSION = "SET idle_session_timeout = 0"
+_IDLE_SESSION_TIMEOUT_SINCE = 140000
+
 #: a tool's session's ``lock_timeout``: ``TOOL_LOCK_WAIT`` (``%s``, twice), unless the
 #: one it has is shorter; in seconds
 _TOOL_LOCK_WAIT = (
@@ -598,6 +607,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             conn.execute("SET default_transaction_isolation = 'read committed'")
             if not self._owner:  # (a node's own sessions wait as the server says)
                 self.lock_wait = _tool_lock_wait(conn)
+            elif conn.info.server_version >= _IDLE_SESSION_TIMEOUT_SINCE:
+                conn.execute(_KEEP_IDLE_SESSION)
             if by_key:
                 conn.execute("SET enable_seqscan = off")
                 # a plan that must scan a table (a small one: ``nodes``) is priced so
@@ -1218,6 +1229,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                                                      timeout=float(params["connect_timeout"]))
         try:
             with trio.CancelScope(shield=True):
+                if conn.info.server_version >= _IDLE_SESSION_TIMEOUT_SINCE:
+                    await conn.execute(_KEEP_IDLE_SESSION)
                 await conn.execute("LISTEN " + _quote(self._channel))
         except BaseException:
             conn.pgconn.finish()
