@@ -59,3 +59,35 @@ async def test_a_node_idle_past_the_servers_idle_session_timeout_keeps_its_sessi
             assert await node.workflow("r").result() == ["hi"]
     lost = [r.getMessage() for r in caplog.records if "connection is lost" in r.getMessage()]
     assert not lost, lost
+
+
+async def test_a_node_past_the_servers_connection_limit_says_how_many_it_needs(
+        postgres_url: str) -> None:
+    """A server (or a role, or a database) whose connection limit a node's sessions
+    go past refused the node's open with the server's words alone ('too many
+    connections for role ...'), nothing of how many a node holds: it says so."""
+    with PostgresStore(postgres_url):
+        pass  # the schema exists
+    role = "garrison_test_limited"
+    dbname = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute(f"DROP ROLE IF EXISTS {role}")
+        c.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 5")
+        c.execute(f'GRANT CONNECT, CREATE ON DATABASE "{dbname}" TO {role}')
+        c.execute(f"GRANT USAGE ON SCHEMA garrison TO {role}")
+        c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA garrison "
+                  f"TO {role}")
+        c.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA garrison TO {role}")
+    url = postgres_url.replace("postgres@", f"{role}@", 1)
+    try:
+        async with garrison.open_node(store=url, name="a"):
+            with pytest.raises(garrison.StoreError) as info:
+                async with garrison.open_node(store=url, name="b"):
+                    pass
+            message = str(info.value)
+            assert f'too many connections for role "{role}"' in message, message
+            assert "a node holds 4 sessions" in message, message
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as c:
+            c.execute(f"DROP OWNED BY {role}")
+            c.execute(f"DROP ROLE {role}")

@@ -336,6 +336,23 @@ _SCHEDULE_LATE = 600.0
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+#: the server's words when a connection goes past its ``max_connections`` (what is
+#: left is reserved for superusers), a role's or a database's ``CONNECTION LIMIT``
+_NO_SLOT = ("too many clients already", "connection slots are reserved",
+            "too many connections for")
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """Why a connection was refused; past a connection limit, also how many sessions
+    garrison's processes hold (the server says nothing of who holds the others)."""
+    reason = _reason(exc)
+    if any(words in reason for words in _NO_SLOT):
+        reason += (" (a node holds 4 sessions for as long as it runs, a tool 2: the "
+                   "server's max_connections, or the role's or database's CONNECTION "
+                   "LIMIT, must leave room for every node and tool of the store)")
+    return reason
+
+
 def _check_cancelled() -> None:
     """Raise ``trio.Cancelled`` in a thread ``trio.to_thread.run_sync`` runs once its
     task is cancelled (a node's start interrupted as its store waits for the server);
@@ -354,7 +371,7 @@ def migrate_unused(url: str, *, only_create: bool = False) -> bool:
     try:
         conn = psycopg.connect(make_conninfo(**{**_CONN_DEFAULTS, **params}), autocommit=True)
     except psycopg.Error as exc:
-        raise StoreError(display, f"cannot connect: {_reason(exc)}") from None
+        raise StoreError(display, f"cannot connect: {_connect_reason(exc)}") from None
     what = "create" if only_create else "migrate"
     wait: float | None = None
     try:
@@ -597,7 +614,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             conn = psycopg.connect(self._conninfo, autocommit=True)
         except psycopg.Error as exc:
             which = "" if what is None else f" (its {what} connection)"
-            raise StoreError(self.path, f"cannot connect{which}: {_reason(exc)}") from None
+            raise StoreError(self.path, f"cannot connect{which}: {_connect_reason(exc)}"
+                             ) from None
         try:
             conn.execute("SET standard_conforming_strings = on")
             conn.execute("SET synchronous_commit = " + _SYNCHRONOUS[self.synchronous])
