@@ -12,6 +12,7 @@ import subprocess
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pg_fault_app as app
 import psycopg
@@ -19,7 +20,7 @@ import pytest
 import trio
 
 import garrison
-from garrison.persistence import PostgresStore
+from garrison.persistence import PostgresStore, _pg_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.postgres
@@ -91,3 +92,31 @@ async def test_a_node_past_the_servers_connection_limit_says_how_many_it_needs(
         with psycopg.connect(postgres_url, autocommit=True) as c:
             c.execute(f"DROP OWNED BY {role}")
             c.execute(f"DROP ROLE {role}")
+
+
+def test_a_migration_longer_than_the_servers_statement_timeout_completes(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DBA's ``statement_timeout`` (30 s, say) cancelled a migration's statement that
+    takes longer, an index built again on a large workflows table, at every try, so a
+    node of the new release could not open the store at all (``tried again for ...``).
+    A migration runs once, under its own lock: its statements are not timed out.
+    (The migration's last step waits here 1.5 s, past the database's 0.5 s.)"""
+    monkeypatch.setattr(_pg_schema, "MIGRATIONS", _pg_schema.MIGRATIONS[:-1])
+    monkeypatch.setattr(_pg_schema, "SCHEMA_VERSION", len(_pg_schema.MIGRATIONS))
+    with PostgresStore(postgres_url):
+        pass  # the store, one version behind
+    monkeypatch.undo()
+    last = _pg_schema.MIGRATIONS[-1]
+
+    def slow(cur: Any, s: Any) -> None:
+        cur.execute("SELECT pg_sleep(1.5)")
+        last(cur, s)
+
+    monkeypatch.setattr(_pg_schema, "MIGRATIONS", [*_pg_schema.MIGRATIONS[:-1], slow])
+    _set_on_database(postgres_url, statement_timeout="'500ms'")
+    with PostgresStore(postgres_url, retry_for=2) as store:
+        assert store.list_workflows() == []
+    with psycopg.connect(postgres_url) as c:
+        assert c.execute("SELECT max(version) FROM garrison.schema_version").fetchone() == (
+            _pg_schema.SCHEMA_VERSION,)
+        assert c.execute("SHOW statement_timeout").fetchone() == ("500ms",)

@@ -820,6 +820,11 @@ def migrate(
     s = sql.Identifier(schema)
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
+        # A migration runs once, under that lock, and a step of it (an index built again
+        # on a large table) may take longer than a DBA's statement_timeout: cancelled at
+        # every try, no node of this release could open the store. Waits for a lock
+        # keep the session's lock_timeout.
+        cur.execute("SET LOCAL statement_timeout = 0")
         # Another node may have migrated while we waited for the lock: re-read (in
         # READ COMMITTED, the default, this statement sees what it committed).
         current = version_of(conn, schema, name)
