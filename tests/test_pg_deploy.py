@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import urllib.parse
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,35 @@ def test_a_migration_longer_than_the_servers_statement_timeout_completes(
         assert c.execute("SELECT max(version) FROM garrison.schema_version").fetchone() == (
             _pg_schema.SCHEMA_VERSION,)
         assert c.execute("SHOW statement_timeout").fetchone() == ("500ms",)
+
+
+def test_a_url_that_leaves_its_server_to_pg_variables_is_named_by_them(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare ``postgresql://`` with libpq's PGHOST, PGPORT, PGUSER and PGDATABASE set
+    (as a container's environment does) connected, but every message named the store
+    ``postgresql:///``: which server refused, or which database was missing, was not
+    said. The name says what libpq used (the URL's own parts first, as libpq takes
+    them), never the password (PGPASSWORD)."""
+    server = urllib.parse.urlsplit(postgres_url)
+    monkeypatch.setenv("PGHOST", str(server.hostname))
+    monkeypatch.setenv("PGPORT", str(server.port))
+    monkeypatch.setenv("PGUSER", "postgres")
+    monkeypatch.setenv("PGPASSWORD", "s3cret-pw")
+    monkeypatch.setenv("PGDATABASE", "no_such_db")
+    with pytest.raises(garrison.StoreError) as info:
+        PostgresStore("postgresql://")
+    message = str(info.value)
+    assert message.startswith(
+        f"store 'postgresql://postgres@{server.hostname}:{server.port}/no_such_db': "
+        "cannot connect: "), message
+    assert "s3cret-pw" not in message
+    dbname = server.path.strip("/")
+    with PostgresStore(f"postgresql:///{dbname}?schema=env") as store:
+        assert store.path == (f"postgresql://postgres@{server.hostname}:{server.port}/"
+                              f"{dbname}?schema=env")
+    monkeypatch.setenv("PGHOST", "/var/run/no-such-dir")
+    with pytest.raises(garrison.StoreError) as info:
+        PostgresStore(f"postgresql://app2@/{dbname}")
+    assert str(info.value).startswith(
+        f"store 'postgresql://app2@/{dbname}?host=/var/run/no-such-dir&port={server.port}': "
+    ), info.value

@@ -297,16 +297,20 @@ def _parse(url: str, schema: str | None) -> tuple[dict[str, str], str, str]:
         raise ValueError(f"invalid PostgreSQL URL {_display_raw(url)!r}: {reason}"
                          ) from None
     params = {k: str(v) for k, v in parsed.items() if v is not None}
-    host = params.get("host") or ""
-    port = params.get("port") or "5432"
-    user = params.get("user")
-    dbname = params.get("dbname") or user or ""
+    # (what the URL leaves out, libpq takes from its environment variables: the name
+    # says what it uses, so that a message names the server a bare postgresql:// of a
+    # container's environment reached)
+    host = params.get("host") or os.environ.get("PGHOST") or ""
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    user = params.get("user") or os.environ.get("PGUSER")
+    dbname = params.get("dbname") or os.environ.get("PGDATABASE") or user or ""
     if not host or host.startswith(("/", "@")):
         # libpq's default (a Unix-domain socket) or a socket's directory: shown as the
         # postgresql:///dbname form libpq takes, the directory as a query parameter
         shown = (f"postgresql://{user + '@' if user else ''}/{dbname}"
                  + (f"?host={host}&port={port}" if host else
-                    f"?port={port}" if params.get("port") else ""))
+                    f"?port={port}" if params.get("port") or os.environ.get("PGPORT")
+                    else ""))
     else:
         # each host with its port (libpq: one port for all, or one per host); an IPv6
         # address in brackets
