@@ -153,3 +153,42 @@ def test_a_url_that_leaves_its_server_to_pg_variables_is_named_by_them(
     assert str(info.value).startswith(
         f"store 'postgresql://app2@/{dbname}?host=/var/run/no-such-dir&port={server.port}': "
     ), info.value
+
+
+def test_a_role_that_may_only_write_the_tables_is_told_who_migrates_them(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A role an administrator granted the schema's tables to (USAGE, SELECT, INSERT,
+    UPDATE, DELETE: not their owner) runs nodes, but a release with a new schema
+    version failed its open with 'cannot migrate schema 'garrison': must be owner of
+    index ...', nothing of what to do: it names the versions and the owner to open it
+    once as."""
+    monkeypatch.setattr(_pg_schema, "MIGRATIONS", _pg_schema.MIGRATIONS[:-1])
+    monkeypatch.setattr(_pg_schema, "SCHEMA_VERSION", len(_pg_schema.MIGRATIONS))
+    with PostgresStore(postgres_url):
+        pass  # made by the administrator, one version behind
+    monkeypatch.undo()
+    role = "garrison_test_writer"
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute(f"DROP ROLE IF EXISTS {role}")
+        c.execute(f"CREATE ROLE {role} LOGIN")
+        c.execute(f"GRANT USAGE ON SCHEMA garrison TO {role}")
+        c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA garrison "
+                  f"TO {role}")
+        c.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA garrison TO {role}")
+    url = postgres_url.replace("postgres@", f"{role}@", 1)
+    try:
+        with pytest.raises(garrison.StoreError) as info:
+            PostgresStore(url)
+        message = str(info.value)
+        assert "cannot migrate schema 'garrison' from version " \
+            f"{_pg_schema.SCHEMA_VERSION - 1} to {_pg_schema.SCHEMA_VERSION}: must be " \
+            "owner of " in message, message
+        assert "open the store once with a node as role 'postgres', which owns" in message
+        with PostgresStore(postgres_url):
+            pass  # the owner migrates it
+        with PostgresStore(url) as store:  # and the role runs it again
+            assert store.list_workflows() == []
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as c:
+            c.execute(f"DROP OWNED BY {role}")
+            c.execute(f"DROP ROLE {role}")

@@ -357,6 +357,19 @@ def _connect_reason(exc: BaseException) -> str:
     return reason
 
 
+def _migrate_hint(conn: psycopg.Connection[Any], schema: str) -> str:
+    """What to do when this role may not migrate ``schema`` (it may write its tables,
+    but a migration alters them, which only their owner may): who owns them."""
+    try:
+        row = conn.execute("SELECT tableowner FROM pg_catalog.pg_tables WHERE schemaname "
+                           "= %s AND tablename = 'workflows'", (schema,)).fetchone()
+    except psycopg.Error:
+        row = None
+    owner = f"role {row[0]!r}, which owns its tables" if row else "the role that owns its tables"
+    return (f"(a migration alters the tables: open the store once with a node as {owner}, "
+            "then this role's nodes run on it)")
+
+
 def _check_cancelled() -> None:
     """Raise ``trio.Cancelled`` in a thread ``trio.to_thread.run_sync`` runs once its
     task is cancelled (a node's start interrupted as its store waits for the server);
@@ -732,9 +745,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         except _TRANSIENT:  # (rolled back, tried again: see retried)
             raise
         except pg_errors.InsufficientPrivilege as exc:
-            what = "create" if version == 0 else "migrate"
-            raise StoreError(self.path, f"cannot {what} schema {schema!r}: {_reason(exc)}"
-                             ) from None
+            if version == 0:
+                raise StoreError(self.path, f"cannot create schema {schema!r}: "
+                                 f"{_reason(exc)}") from None
+            raise StoreError(self.path, f"cannot migrate schema {schema!r} from version "
+                             f"{version} to {_pg_schema.SCHEMA_VERSION}: {_reason(exc)} "
+                             f"{_migrate_hint(conn, schema)}") from None
         except (pg_errors.DuplicateTable, pg_errors.DuplicateFunction,
                 pg_errors.DuplicateObject) as exc:
             raise StoreError(self.path, f"schema {schema!r} already holds objects that are "
