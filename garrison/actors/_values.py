@@ -122,6 +122,78 @@ class ErrorInfo:
         return cls(type(exc).__name__, message, tb)
 
 
+def cancel_error_info(exc: BaseException) -> ErrorInfo:
+    """:meth:`ErrorInfo.from_exception` for a cancel (a workflow's ``WorkflowCancelled``):
+    the same type, message and traceback, its frames and their lines, without the
+    ``^^^`` lines under them. A cancel is not a crash, and a parent's cancel ends
+    thousands of children at once in the node's thread: finding a frame's columns walks
+    its code's positions up to the line (long in a big function) and marking the
+    expression parses the line, together most of what recording a cancel cost, each.
+    A chain holding an exception group (or a ``SyntaxError``) is formatted as
+    :meth:`ErrorInfo.from_exception` does."""
+    try:
+        tb = _bounded("".join(_plain_lines(exc)))
+    except _NotPlain:
+        return ErrorInfo.from_exception(exc)
+    return ErrorInfo(type(exc).__name__, safe_str(exc), tb)
+
+
+class _NotPlain(Exception):
+    """An exception group (or a ``SyntaxError``, shown with its line) in the chain
+    :func:`_plain_lines` formats."""
+
+
+def _plain_lines(exc: BaseException) -> list[str]:
+    """``traceback.format_exception(exc)``'s lines without column positions (so no
+    carets), chained exceptions included (oldest first, each once)."""
+    chain: list[tuple[BaseException, str]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    led_to = ""  # (how the exception met next led to the one before it)
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (BaseExceptionGroup, SyntaxError)):
+            raise _NotPlain
+        seen.add(id(current))
+        chain.append((current, led_to))
+        if current.__cause__ is not None:
+            current, led_to = current.__cause__, _CAUSE
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, led_to = current.__context__, _CONTEXT
+        else:
+            current = None
+    lines: list[str] = []
+    for one, led_to_next in reversed(chain):  # (the oldest first)
+        if one.__traceback__ is not None:
+            lines.append("Traceback (most recent call last):\n")
+            lines.extend(_traceback.StackSummary.extract(
+                _traceback.walk_tb(one.__traceback__)).format())
+        lines.extend(_exception_only(one))
+        if led_to_next:
+            lines.append(led_to_next)
+    return lines
+
+
+def _exception_only(exc: BaseException) -> list[str]:
+    """``traceback.format_exception_only(exc)`` of an exception that is no group nor
+    ``SyntaxError``, its notes included (that function formats the chain's tracebacks
+    with their positions too, to throw them away)."""
+    kind = type(exc)
+    name = kind.__qualname__
+    if kind.__module__ not in ("__main__", "builtins"):
+        name = f"{kind.__module__}.{name}"
+    text = safe_str(exc)
+    lines = [f"{name}: {text}\n" if text else f"{name}\n"]
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, (list, tuple)):
+        lines.extend(f"{note}\n" if isinstance(note, str) else f"{safe_str(note)}\n"
+                     for note in notes)
+    return lines
+
+
+_CAUSE = ("\nThe above exception was the direct cause of the following exception:\n\n")
+_CONTEXT = ("\nDuring handling of the above exception, another exception occurred:\n\n")
+
+
 #: what asyncio code awaited in a process, a workflow or an async activity (all of which
 #: run on trio) is told to do instead, beside asyncio's error (or trio's)
 ASYNCIO_HINT = (

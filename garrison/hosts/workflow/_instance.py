@@ -31,7 +31,7 @@ from ..._errors import (
 from ..._targets import function_gone, import_target, workflow_refused_now
 from ...actors._cancel_switch import CancelSwitch, stray_cancelled
 from ...actors._runtime import Runtime, set_runtime
-from ...actors._values import ErrorInfo, EventKind, Pid
+from ...actors._values import ErrorInfo, EventKind, Pid, cancel_error_info
 from ...persistence import (
     RawJson,
     Transaction,
@@ -237,7 +237,8 @@ class WorkflowInstance(Waits, Activities, Interop):
                 except WorkflowCancelled as exc:
                     final = (WorkflowStatus.CANCELLED if self.cancel_delivered
                              else WorkflowStatus.FAILED)
-                    error = ErrorInfo.from_exception(exc)
+                    # (its traceback without carets: a parent's cancel ends thousands)
+                    error = cancel_error_info(exc)
                 except (trio.Cancelled, KeyboardInterrupt) as exc:
                     ended = self._stray(exc)
                     if ended is None:
