@@ -131,6 +131,11 @@ SETTLE_WARNING = 30.0
 #: seconds between two looks at the system clock for a step (see ``WallClock.step``)
 CLOCK_CHECK = 1.0
 #: the statuses of a workflow that never runs again (a failed one may be retried)
+#: the children of a cancelled workflow flagged and woken together at most: the rest in
+#: turns, one scheduler pass apart (``cancel_children``), so that a parent's cancel
+#: does not run thousands of children's cancellations in one pass of the node's thread
+CANCEL_CHUNK = 200
+
 _FOR_GOOD = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.CANCELLED})
 
 
@@ -310,6 +315,9 @@ class WorkflowHost:
         #: held while what ``write_soon`` holds is written (the stop's own call waits
         #: for a write the write-soon task has in flight: the store closes after it)
         self._soon_writing = trio.Lock()
+        #: cancelled children not woken yet, woken in turns by ``_wake_task``
+        self._to_wake: collections.deque[WorkflowInstance] = collections.deque()
+        self._waking = False
         #: ``control`` inbox rows asking nothing more, whose consume is being written
         self.discarding: set[int] = set()
         #: workflows whose row or journal is damaged (a DamagedRecord), named in the log
@@ -1821,13 +1829,16 @@ class WorkflowHost:
         log.info("workflow %s ended %s while it waited in the queue: %s", wid, status.value,
                  error, extra={"workflow_id": wid, "run_id": record.run_id})
 
-    def request_cancel(self, wid: str, at: float | None = None) -> bool:
+    def request_cancel(self, wid: str, at: float | None = None, *,
+                       into: Transaction | None = None, wake: bool = True) -> bool:
         """Flag the workflow cancelled; it sees ``WorkflowCancelled`` at its next durable
         operation (the flag is committed shortly, by the write-soon task, which can only
         log a failure: ``handle.cancel()`` commits first, see :meth:`cancel_workflow`).
         ``at`` (unix seconds): the cancel was asked then, while no node ran the workflow
         (its parent's, found as the node resumed it): it comes in its place in time, as
-        ``WorkflowCore.cancel_at`` says."""
+        ``WorkflowCore.cancel_at`` says. ``into``: the request is written with that
+        transaction (the caller gives it to ``write_soon``), not alone; ``wake=False``:
+        the caller wakes the workflow (``cancel_children``: in turns)."""
         if self.client or (self.ownership is not None and wid not in self.active):
             if self.end_pending_stored(wid, WorkflowStatus.CANCELLED, cancelled_error(wid)):
                 return True  # it waited unclaimed: ended at once, never run
@@ -1836,10 +1847,14 @@ class WorkflowHost:
         if wf is None:
             return False
         if not wf.cancel_requested and wf.cancel_at is None:  # (asked before: it stands)
-            self.write_soon(Transaction().request_cancel(
-                wid, time=self.clock.now() if at is None else at))
+            time = self.clock.now() if at is None else at
+            if into is None:
+                self.write_soon(Transaction().request_cancel(wid, time=time))
+            else:
+                into.request_cancel(wid, time=time)
             self._flag_cancel(wf, at)
-        wf.wake()
+        if wake:
+            wf.wake()
         return True
 
     def _flag_cancel(self, wf: WorkflowInstance, at: float | None = None) -> None:
@@ -1998,16 +2013,60 @@ class WorkflowHost:
         """Unfinished children of a cancelled workflow are cancelled too (in a cluster,
         those another node runs as well: their request goes through the store); ``at``:
         the parent's cancel was asked then (see :meth:`request_cancel`)."""
+        children = self.active.children_of(wf.pid)
+        elsewhere = self.children_elsewhere(wf)
+        if not children and not elsewhere:
+            return
         compensating = _spawned_after_cancel(wf)
-        flagged = [child.wid for child in self.active.children_of(wf.pid)
+        flagged = [child for child in children
                    if not child.done.is_set() and child.wid not in compensating]
         if flagged:
-            self._cancelled_children[wf.wid] = flagged  # (flagged with its end too)
-        for wid in flagged:
-            self.request_cancel(wid, at)
-        for record in self.children_elsewhere(wf):
+            # (flagged with its end too)
+            self._cancelled_children[wf.wid] = [child.wid for child in flagged]
+        # Each flagged now (what its inbox holds now comes before the cancel), its
+        # request written with others' (a transaction each CANCEL_CHUNK), and woken in
+        # turns: woken at once, thousands of children would run their cancellation in
+        # one scheduler pass, the node frozen meanwhile (no other workflow, process,
+        # timer or lease renewal runs).
+        tx = Transaction()
+        for n, child in enumerate(flagged, 1):
+            self.request_cancel(child.wid, at, into=tx, wake=False)
+            if n % CANCEL_CHUNK == 0 or n == len(flagged):
+                if tx.ops:
+                    self.write_soon(tx)
+                tx = Transaction()
+        self._wake_in_turns(flagged)
+        for record in elsewhere:
             if record.workflow_id not in compensating:
                 self.request_cancel(record.workflow_id, at)
+
+    def _wake_in_turns(self, wfs: list[WorkflowInstance]) -> None:
+        """Wake ``wfs``: the first ``CANCEL_CHUNK`` now, the rest ``CANCEL_CHUNK`` a
+        scheduler pass (``_wake_task``); all now as the node closes."""
+        for wf in wfs[:CANCEL_CHUNK]:
+            wf.wake()
+        later = wfs[CANCEL_CHUNK:]
+        if not later:
+            return
+        if self.closing or self._nursery is None:
+            for wf in later:
+                wf.wake()
+            return
+        self._to_wake.extend(later)
+        if not self._waking:
+            self._waking = True
+            self._nursery.start_soon(self._wake_task)
+
+    async def _wake_task(self) -> None:
+        """Wake what ``_wake_in_turns`` left, ``CANCEL_CHUNK`` a scheduler pass."""
+        try:
+            to_wake = self._to_wake
+            while to_wake:
+                await trio.lowlevel.checkpoint()
+                for _ in range(min(CANCEL_CHUNK, len(to_wake))):
+                    to_wake.popleft().wake()
+        finally:
+            self._waking = False
 
     def children_elsewhere(self, wf: WorkflowInstance) -> list[WorkflowRecord]:
         """The unfinished children of ``wf`` that another node of the cluster runs (or
