@@ -1029,3 +1029,42 @@ async def test_a_parents_cancel_runs_its_childrens_cancellations_in_turns(
     # end of one pass and the start of the next, a chunk's handlers from each)
     most = max(after - before for before, after in itertools.pairwise(passes))
     assert most <= 2 * chunk, most
+
+
+async def test_a_parents_terminate_finds_its_children_by_the_index_of_them(
+        tmp_path: object, autojump_clock: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminated parent's tree was ended by a walk over every workflow of the node
+    for each workflow of the tree: 10**8 steps for 10,000 children, the node frozen 17 s
+    in the terminate. Each workflow's children are found by the index of them; every
+    child still ends terminated with its parent."""
+    from garrison.hosts.workflow._instance import ActiveWorkflows
+
+    n = 50
+    db = str(tmp_path / "s.db")  # type: ignore[operator]
+    with garrison.persistence.open_store(db) as store:
+        tx = garrison.persistence.Transaction()
+        tx.create_workflow("p", f"{__name__}:_waits_for_a_message", [], status="running",
+                           host="workflows")
+        for i in range(n):
+            tx.create_workflow(f"c{i}", f"{__name__}:_waits_for_a_message", [],
+                               status="running", host="workflows",
+                               parent=garrison.Pid("workflows", "p"))
+        store.write(tx)
+    walks = 0
+    values = ActiveWorkflows.values
+
+    def counted(self: ActiveWorkflows) -> object:
+        nonlocal walks
+        walks += 1
+        return values(self)
+
+    async with garrison.open_node(store=db) as node:
+        await trio.testing.wait_all_tasks_blocked()
+        monkeypatch.setattr(ActiveWorkflows, "values", counted)
+        await node.workflow("p").terminate("by the test")
+        monkeypatch.undo()
+        for i in range(n):
+            with pytest.raises(garrison.WorkflowFailed,
+                               match="its parent workflow 'p' was terminated"):
+                await node.workflow(f"c{i}").result()
+    assert walks < n, walks

@@ -588,8 +588,9 @@ def _end_tree(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo,
         host.start_soon(_finish_ended, host, wf, error)
     reason = parent_terminated(wf.wid)
     wf.children_end = reason  # (a child still being created: see WorkflowHost._late_child)
-    for child in list(host.active.values()):
-        if child.parent == wf.pid and not WorkflowStatus(child.status).finished:
+    for child in host.active.children_of(wf.pid):  # (not a walk of every workflow
+        # here for each one ended: a tree of 10,000 was 10**8 steps, the node frozen)
+        if not WorkflowStatus(child.status).finished:
             ended.append(child.wid)
             _end_tree(host, child, reason, ended)
     for record in host.children_elsewhere(wf):  # asked in the store, as a tool asks
