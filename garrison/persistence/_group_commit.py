@@ -121,6 +121,14 @@ GATHER_PASSES = 6
 #: commits written alone in a row before one of them yields to the scheduler
 ALONE_BUDGET = 16
 
+#: requests one batch written in the trio thread holds at most; the rest form the next
+#: batch, a scheduler pass later (their oldest leads it). Thousands of commits waiting
+#: at once (a parent's cancel or terminate ending its children) made one batch whose
+#: write, and then its callers' wake-ups, all ran in one pass: nothing else on the node
+#: ran meanwhile (0.45 s at 10,000 on SQLite). A batch for a worker thread is not split
+#: (it does not hold up the node), nor is a commit alone or a small batch slowed.
+INLINE_BATCH_MAX = 500
+
 
 class Strategy(enum.Enum):
     """Where a batch is written (see the module docs)."""
@@ -323,11 +331,17 @@ class GroupCommit:
                     was_idle = idle
                     if passes >= min_passes and idle:
                         break
-            batch, self._pending = self._pending, []
+            pending = self._pending
+            if threaded and quiet and self._alone_inline \
+                    and len(pending) <= INLINE_BATCH_MAX:
+                threaded = False  # nothing could run while it is written: no hop
+            if threaded or len(pending) <= INLINE_BATCH_MAX:
+                batch, self._pending = pending, []
+            else:  # (the rest: the next batch, led by its oldest, see ``finally``)
+                batch, self._pending = pending[:INLINE_BATCH_MAX], pending[INLINE_BATCH_MAX:]
+            del pending  # (see ``commit``: no local holds the requests while it waits)
             if not started:
                 started = perf_counter() if _observe.timing else 0.0
-            if threaded and quiet and self._alone_inline:
-                threaded = False  # nothing could run while it is written: no hop
             again = False  # the thread writes a batch whose inline attempt was busy
             if not threaded:
                 try:
