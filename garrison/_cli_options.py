@@ -62,6 +62,10 @@ class CommandGroup:
     def verb(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         """Add verb ``name`` (``help=...``); add its own arguments to what it returns
         (not the group's options again: the verbs share those)."""
+        if "help" in kwargs and "description" not in kwargs:  # (its own --help says
+            # what it does, as the group's list of verbs does)
+            said = kwargs["help"]
+            kwargs["description"] = said[:1].upper() + said[1:] + "."
         parser: argparse.ArgumentParser = self.verbs.add_parser(
             name, parents=[self._verb_options], **kwargs)
         # what the usage line shows, and argparse's "required: ..." names (else it

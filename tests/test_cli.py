@@ -1202,6 +1202,21 @@ def test_help_is_plain_text_everywhere():
     assert cli("--help").stdout.startswith("usage: garrison")
 
 
+def test_a_verb_s_own_help_says_what_it_does():
+    # (`garrison workflows prune --help` showed its options only: what it deletes
+    # was said in `garrison workflows --help` alone)
+    def helped(*verb):
+        out = cli(*verb, "--help").stdout
+        assert out.startswith("usage: garrison " + " ".join(verb)), out
+        return " ".join(out.split("\noptions:")[0].split())  # (as argparse wraps it)
+
+    assert "] Delete the ended workflows (completed, failed, cancelled) that ended" in \
+        helped("workflows", "prune")
+    assert "] Resume a failed or blocked workflow by replay from its journal (or " \
+        "several: IDs, or a selection)." in helped("workflows", "retry")
+    assert "] List schedules (--json" in helped("schedules", "list")
+
+
 def test_run_on_a_postgresql_store(tmp_path, postgres_stores_url):
     from garrison.persistence import PostgresStore
 
