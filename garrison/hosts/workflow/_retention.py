@@ -153,9 +153,9 @@ async def prune_pass(host: WorkflowHost, retention: float, *, batch: int | None 
                 after = rows[-1]
         total += swept
     if total:
-        log.info("pruned %d ended workflows of host %s that ended before %s (retention "
-                 "%s)", total, host.name, when_text(before), retention_text(retention),
-                 extra={"host": host.name})
+        log.info("pruned %d ended workflow%s of host %s that ended before %s (retention "
+                 "%s)", total, "" if total == 1 else "s", host.name, when_text(before),
+                 retention_text(retention), extra={"host": host.name})
     return total
 
 
