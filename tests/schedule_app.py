@@ -104,3 +104,17 @@ async def enqueues(n: int) -> list[str]:
         assert event is not None
         results.append(event.result)
     return results
+
+
+async def links_then_sleeps(target: str, seconds: float, trap: bool = False) -> str:
+    """Link to the workflow ``target`` (a pid's text), trapping links if ``trap``, then
+    sleep ``seconds``; then what reached its inbox meanwhile (``"slept"`` for nothing)."""
+    if trap:
+        process.set_options(trap_links=True)
+    process.link(target)
+    await workflow.sleep(seconds)
+    if trap:
+        event = await process.events().receive(timeout=0)
+        if event is not None:
+            return f"{event.kind}: {event.error}"
+    return "slept"

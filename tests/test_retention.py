@@ -619,3 +619,22 @@ def test_a_tools_prune_beside_a_running_node_pauses_between_batches(
             assert tool.node_running()  # (the store above holds its lock)
             assert tools.prune(tool, 10.0, now=300.0)[0] == 5
     assert len(pauses) == 2  # (after the two full batches of 2: not the last of 1)
+
+
+@pytest.mark.parametrize("trap", [False, True])
+async def test_a_workflow_linked_to_one_pruned_runs_on_after_a_restart(
+        tmp_path: Any, autojump_clock: Any, wall: None, trap: bool) -> None:
+    """A running workflow linked to one that ended normally is not told of it; once
+    that one is pruned, a restart of the node replays the link and finds no workflow:
+    nothing failed (a failure would have reached it as it ended), so nothing acts."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db, retention="1h") as node:
+        await node.start_workflow(app.job, 60.0, id="x")
+        await node.start_workflow(app.links_then_sleeps, "workflows/x", 10 * HOUR, trap,
+                                  id="w")
+        await trio.sleep(2 * HOUR)
+        store = node.hosts["workflows"].store
+        assert store.get_workflow("x") is None  # (pruned)
+        assert store.get_workflow("w").status == "sleeping"
+    async with garrison.open_node(store=db, retention="1h") as node:
+        assert await node.workflow("w").result() == "slept"

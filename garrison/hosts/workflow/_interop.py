@@ -205,6 +205,14 @@ class Interop(WorkflowCore):
                     # its end, on another node, wrote a linked row for this workflow:
                     # the row acts, once (``linked_rows``, below, if not read before)
                     self.watch_spent(EventKind.LINK_DOWN, pid)
+                elif error == noproc(pid) and h.store.get_workflow(pid.id) is None:
+                    # not in the store: pruned after it ended (a host's retention, a
+                    # tool), where its failure was told at its end (a trapping one's
+                    # LINK_DOWN in its inbox, a linked row, or this one ended by it),
+                    # and an end without one told nothing: it acts on nothing now, as
+                    # the same run did live (a noproc failed a non-trapping one that
+                    # a restart met after its linked workflow was pruned)
+                    self.watch_spent(EventKind.LINK_DOWN, pid)
                 elif error is not None:
                     failed.append((pid, error))
                 else:  # it ended normally: the link is spent
