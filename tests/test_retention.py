@@ -638,3 +638,22 @@ async def test_a_workflow_linked_to_one_pruned_runs_on_after_a_restart(
         assert store.get_workflow("w").status == "sleeping"
     async with garrison.open_node(store=db, retention="1h") as node:
         assert await node.workflow("w").result() == "slept"
+
+
+async def test_a_retention_shorter_than_the_rates_period_keeps_what_the_rate_counts(
+        store_spec: str, autojump_clock: Any, wall: None) -> None:
+    """The workflows a host's ``rate`` counts (admitted in its last period) are kept
+    until that period is over, whatever the retention: deleted, they would leave
+    their room in the rate to more."""
+    async with garrison.open_node(store=store_spec, rate="2/1h", retention="1m") as node:
+        for wid in ("a", "b"):
+            assert await node.workflow((await node.start_workflow(app.job, id=wid)).id
+                                       ).result() == wid
+        await trio.sleep(10 * 60)
+        store = node.hosts["workflows"].store
+        await node.start_workflow(app.job, id="c")
+        await trio.sleep(60)
+        assert store.get_workflow("c").status == "pending"  # (the rate is full: 2 in 1h)
+        await trio.sleep(HOUR)
+        assert store.get_workflow("c").status == "completed"
+        assert store.get_workflow("a") is None  # (pruned once the rate's period is over)

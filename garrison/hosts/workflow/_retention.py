@@ -21,6 +21,9 @@ the store (a retry of the parent replays and reads how its child ended), so the
 children of parents deleted in one sweep go in the next. A schedule's last run is
 kept (a tick whose workflow is gone looks interrupted, and would start again).
 
+A host with a ``rate`` keeps its ended workflows for the rate's period at least: the
+rate counts the workflows admitted in its last period by their rows.
+
 A pass that fails (the store refused, a server out of reach) logs a warning and is
 done again at the next interval; it never stops the node. Several nodes of a cluster
 prune at once harmlessly: each batch takes rows no other holds, and a row deleted by
@@ -43,7 +46,7 @@ from ...persistence._prune import PRUNABLE, check_statuses
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["BATCH", "LONGEST_INTERVAL", "pass_interval", "prune", "prune_pass",
+__all__ = ["BATCH", "LONGEST_INTERVAL", "kept_for", "pass_interval", "prune", "prune_pass",
            "retention_text", "run_retention", "when_text"]
 
 log = logging.getLogger("garrison.workflow")
@@ -123,11 +126,12 @@ def prune(store: Any, before: float, statuses: Iterable[str] = PRUNABLE, *,
 async def prune_pass(host: WorkflowHost, retention: float, *, batch: int | None = None
                      ) -> int:
     """One pass of ``host``'s retention: its ended workflows that ended more than
-    ``retention`` seconds ago by its clock, deleted batch by batch in a worker thread;
+    ``retention`` seconds ago by its clock (its rate's period, if longer: see
+    :func:`kept_for`), deleted batch by batch in a worker thread;
     what this node remembers of their ends is forgotten (their ids are free again).
     Counted in ``host.counts["pruned"]`` and logged (INFO) when it deleted any;
     how many."""
-    before = host.clock.now() - retention
+    before = host.clock.now() - kept_for(host, retention)
     batch = BATCH if batch is None else batch
     store = host.store
     total = 0
@@ -157,6 +161,14 @@ async def prune_pass(host: WorkflowHost, retention: float, *, batch: int | None 
                  "%s)", total, "" if total == 1 else "s", host.name, when_text(before),
                  retention_text(retention), extra={"host": host.name})
     return total
+
+
+def kept_for(host: WorkflowHost, retention: float) -> float:
+    """How long ``host`` keeps its ended workflows: its ``retention``, or its ``rate``'s
+    period when that is longer (the rate counts the workflows admitted in its last
+    period from their rows: one pruned sooner would leave its room to another)."""
+    starts = host.queue.limits.starts
+    return retention if starts is None else max(retention, starts[1])
 
 
 def _batch_of(store: Any, status: str, before: float, host: str,
