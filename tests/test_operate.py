@@ -1247,3 +1247,37 @@ async def until_wall(check: Any, what: str) -> None:
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await trio.sleep(0)
+
+
+async def test_a_linked_row_waiting_in_a_workflow_a_tool_terminated_never_ends_its_retry(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A linked workflow of another node that failed wrote its linked row into the
+    inbox of a workflow no node ran then; a tool terminated that one: the row asks
+    nothing more of that attempt, and a retry runs on (as one ended pending)."""
+    from garrison import _store_tools as tools
+    from garrison.actors._values import ErrorInfo, Event, EventKind
+    from garrison.hosts.workflow._inbox import LINKED, linked_id
+    from garrison.hosts.workflow._journal import event_to_plain
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.order, "pen", id="o")
+        await until(lambda: node.workflow("o").status() == "waiting", "o to wait")
+    dead = Pid("workflows", "x")
+    plain = event_to_plain(Event(EventKind.LINK_DOWN, dead, None,
+                                 ErrorInfo("RuntimeError", "boom")))
+    plain[LINKED] = True
+    tool = tools.open_store(store_spec)
+    try:
+        tool.write(Transaction().deliver("o", "LINK_DOWN", RawJson(json.dumps(plain)),
+                                         msg_id=linked_id(str(dead), "o"), sender=dead,
+                                         kind="event", if_unfinished=True))
+        assert tools.terminate(tool, "o", "by hand") is True
+        assert tools.retry(tool, "o") == "2 journal record(s) replay"
+    finally:
+        tool.close()
+    async with garrison.open_node(store=store_spec) as node:
+        await until(lambda: node.workflow("o").status() == "waiting", "o to run again")
+        await trio.sleep(1)
+        assert node.workflow("o").status() == "waiting"  # not ended by the old row
+        await node.workflow("o").signal("ship")
+        assert await node.workflow("o").result() == "res-pen pay-pen ship"

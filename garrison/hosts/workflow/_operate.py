@@ -129,6 +129,7 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
         tx.dequeue(wid)
         for timer in store.timers(wid):  # its waits end with it (a retry resumes none)
             tx.remove_timer(wid, timer.seq)
+        consume_linked_rows(store, tx, wid)
         text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, err)))
         # (read by the write, after the status: a monitor committed meanwhile is seen,
         # or its maker finds the workflow ended; see Transaction.deliver_to_monitors)
@@ -138,6 +139,16 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
             if not WorkflowStatus(child.status).finished:
                 todo.append((child, parent_terminated(wid)))
     return tx
+
+
+def consume_linked_rows(store: Any, tx: Transaction, wid: str) -> None:
+    """Into ``tx``, which ends the stored workflow ``wid``: its linked rows not acted on
+    (``_inbox.LINKED``: a linked workflow of another node failed) consumed. They ask
+    nothing more of the attempt that ends, and left pending they would end a retry of
+    it with that old failure."""
+    for row in store.pending_messages(wid):
+        if row.kind == "event" and is_linked_row(row.payload):
+            tx.consume(wid, row.id, 0)
 
 
 def end_pending_transaction(store: Any, record: Any, status: WorkflowStatus,
@@ -163,11 +174,7 @@ def end_pending_transaction(store: Any, record: Any, status: WorkflowStatus,
     tx.dequeue(wid)
     for timer in store.timers(wid):  # (a retried one's: its waits end with it)
         tx.remove_timer(wid, timer.seq)
-    for row in store.pending_messages(wid):
-        if row.kind == "event" and is_linked_row(row.payload):
-            # (a linked workflow's failure: it asks nothing more of this attempt, and
-            # must not end a retry of it)
-            tx.consume(wid, row.id, 0)
+    consume_linked_rows(store, tx, wid)
     text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, error)))
     tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=_watchers_host(record),
                            msg_id_prefix=exit_id(wid, ""), sender=pid, time=now)
