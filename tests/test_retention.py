@@ -657,3 +657,21 @@ async def test_a_retention_shorter_than_the_rates_period_keeps_what_the_rate_cou
         await trio.sleep(HOUR)
         assert store.get_workflow("c").status == "completed"
         assert store.get_workflow("a") is None  # (pruned once the rate's period is over)
+
+
+async def test_a_node_forgets_the_ends_another_node_of_the_cluster_pruned(
+        postgres_url: str) -> None:
+    """A node answers a handle from what it remembers of the workflows it ended; one
+    that another node pruned, and that was started again there, is not answered with
+    the old end: a pass forgets every end from before its cutoff."""
+    from garrison.hosts.workflow._retention import prune_pass
+
+    async with garrison.open_node(store=postgres_url, name="a") as a, \
+            garrison.open_node(store=postgres_url, name="b") as b:
+        assert await a.workflow((await a.start_workflow(app.job, id="x")).id
+                                ).result() == "x"
+        await trio.sleep(0.2)
+        assert await prune_pass(b.hosts["workflows"], 0.1) == 1  # (b deletes it)
+        assert await prune_pass(a.hosts["workflows"], 0.1) == 0  # (none left for a)
+        await b.start_workflow(app.job, 60.0, id="x")  # (a new one, run by b)
+        assert a.workflow("x").status() in ("running", "sleeping")  # (not the old end)

@@ -261,6 +261,10 @@ class WorkflowHost:
         #: (oldest first), and their total, kept under FINISHED_HELD_TOTAL
         self._held: dict[str, int] = {}
         self._held_total = 0
+        #: when each end of ``finished`` was remembered (the host's clock, at or just
+        #: after the ``updated`` its end wrote): a retention pass forgets the ends
+        #: remembered before its cutoff, which another node may have pruned
+        self._ended_at: dict[str, float] = {}
         #: workflows another node of the cluster runs that this node's processes monitor
         #: or call (see ``_elsewhere``)
         self.elsewhere = Elsewhere(self)
@@ -1797,6 +1801,7 @@ class WorkflowHost:
         # (an earlier end of the id, a retry's: replaced, and this one the newest in
         # both orders, or it is forgotten as the oldest while its result is the newest)
         self.forget_end(wid)
+        self._ended_at[wid] = self.clock.now()
         size = _held_size(result_json, error)
         if size > FINISHED_HELD_MAX:
             finished[wid] = (status.value, None, None, name, False)
@@ -1817,7 +1822,17 @@ class WorkflowHost:
         """Drop what ``finished`` keeps of ``wid`` (it runs again, a retry; it ends
         again; or it is the oldest of more than ``FINISHED_MEMORY``)."""
         self.finished.pop(wid, None)
+        self._ended_at.pop(wid, None)
         self._held_total -= self._held.pop(wid, 0)
+
+    def forget_ends_before(self, before: float) -> None:
+        """Forget the ends remembered before ``before`` (unix seconds, a retention's
+        cutoff): prunable, they may be gone from the store (another node's pass, a
+        tool's prune), and their ids started again elsewhere; a handle reads the store
+        for them."""
+        for wid in [w for w, at in self._ended_at.items() if at < before]:
+            if wid not in self.active:
+                self.forget_end(wid)
 
     def _ended_pending(self, record: WorkflowRecord, status: WorkflowStatus,
                        error: ErrorInfo) -> None:

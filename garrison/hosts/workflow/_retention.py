@@ -156,6 +156,8 @@ async def prune_pass(host: WorkflowHost, retention: float, *, batch: int | None 
                     break
                 after = rows[-1]
         total += swept
+    # (ends another node pruned, or that its pass will: not answered from memory)
+    host.forget_ends_before(before)
     if total:
         log.info("pruned %d ended workflow%s of host %s that ended before %s (retention "
                  "%s)", total, "" if total == 1 else "s", host.name, when_text(before),
