@@ -675,3 +675,23 @@ async def test_a_node_forgets_the_ends_another_node_of_the_cluster_pruned(
         assert await prune_pass(a.hosts["workflows"], 0.1) == 0  # (none left for a)
         await b.start_workflow(app.job, 60.0, id="x")  # (a new one, run by b)
         assert a.workflow("x").status() in ("running", "sleeping")  # (not the old end)
+
+
+async def test_a_short_retention_prunes_at_most_once_a_second(
+        tmp_path: Any, autojump_clock: Any, wall: None, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """A retention's passes come a tenth of it apart, but a second at least: a
+    retention of 1ms ran a pass (and took the store's write lock) every 0.1 ms."""
+    from garrison.persistence import SQLiteStore
+
+    real = SQLiteStore.prune_ended
+    calls: list[float] = []
+
+    def counted(self: Any, *args: Any, **kw: Any) -> Any:
+        calls.append(trio.current_time())
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(SQLiteStore, "prune_ended", counted)
+    async with garrison.open_node(store=str(tmp_path / "s.db"), retention="1ms"):
+        await trio.sleep(10)
+    assert 30 <= len(calls) <= 33  # (a pass: one batch per status, every second)

@@ -4,8 +4,9 @@ A workflow host with a ``retention`` (a ``workflow.host`` entry's ``retention: 3
 ``open_node(retention=...)`` for the node's own ``workflows`` host) prunes its
 completed, failed and cancelled workflows that ended (their row's ``updated``) more
 than ``retention`` ago by the host's clock: at its start, then every
-:func:`pass_interval` (a tenth of the retention, at most an hour). ``garrison workflows
-prune`` does the same once, with or without a node running.
+:func:`pass_interval` (a tenth of the retention, at most an hour, at least a
+second). ``garrison workflows prune`` does the same once, with or without a node
+running.
 
 A pass deletes in batches of :data:`BATCH` workflows, each its own transaction
 (``Store.prune_ended``: what is deleted is decided there, beside the delete), in a
@@ -46,8 +47,8 @@ from ...persistence._prune import PRUNABLE, check_statuses
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["BATCH", "LONGEST_INTERVAL", "kept_for", "pass_interval", "prune", "prune_pass",
-           "retention_text", "run_retention", "when_text"]
+__all__ = ["BATCH", "LONGEST_INTERVAL", "SHORTEST_INTERVAL", "kept_for", "pass_interval",
+           "prune", "prune_pass", "retention_text", "run_retention", "when_text"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -59,13 +60,16 @@ BATCH = 500
 YIELD = 1.0
 #: the longest wait between two passes of a host's retention (seconds)
 LONGEST_INTERVAL = 3600.0
+#: the shortest (a retention under 10 s: its passes, each taking the store's write
+#: lock, would otherwise come back to back)
+SHORTEST_INTERVAL = 1.0
 
 
 def pass_interval(retention: float) -> float:
     """Seconds between two passes of a host with ``retention``: a tenth of it, at most
     :data:`LONGEST_INTERVAL` (a workflow is deleted at most that much past its
-    retention)."""
-    return min(retention / 10, LONGEST_INTERVAL)
+    retention) and at least :data:`SHORTEST_INTERVAL`."""
+    return max(min(retention / 10, LONGEST_INTERVAL), SHORTEST_INTERVAL)
 
 
 def when_text(at: float) -> str:
