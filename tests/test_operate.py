@@ -1255,22 +1255,13 @@ async def test_a_linked_row_waiting_in_a_workflow_a_tool_terminated_never_ends_i
     inbox of a workflow no node ran then; a tool terminated that one: the row asks
     nothing more of that attempt, and a retry runs on (as one ended pending)."""
     from garrison import _store_tools as tools
-    from garrison.actors._values import ErrorInfo, Event, EventKind
-    from garrison.hosts.workflow._inbox import LINKED, linked_id
-    from garrison.hosts.workflow._journal import event_to_plain
 
     async with garrison.open_node(store=store_spec) as node:
         await node.start_workflow(ops_app.order, "pen", id="o")
         await until(lambda: node.workflow("o").status() == "waiting", "o to wait")
-    dead = Pid("workflows", "x")
-    plain = event_to_plain(Event(EventKind.LINK_DOWN, dead, None,
-                                 ErrorInfo("RuntimeError", "boom")))
-    plain[LINKED] = True
     tool = tools.open_store(store_spec)
     try:
-        tool.write(Transaction().deliver("o", "LINK_DOWN", RawJson(json.dumps(plain)),
-                                         msg_id=linked_id(str(dead), "o"), sender=dead,
-                                         kind="event", if_unfinished=True))
+        tool.write(_linked_row("o", Pid("workflows", "x")))
         assert tools.terminate(tool, "o", "by hand") is True
         assert tools.retry(tool, "o") == "2 journal record(s) replay"
     finally:
@@ -1281,3 +1272,54 @@ async def test_a_linked_row_waiting_in_a_workflow_a_tool_terminated_never_ends_i
         assert node.workflow("o").status() == "waiting"  # not ended by the old row
         await node.workflow("o").signal("ship")
         assert await node.workflow("o").result() == "res-pen pay-pen ship"
+
+
+async def test_a_linked_row_waiting_in_a_blocked_workflow_a_node_ended_never_ends_its_retry(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A blocked workflow acts on no linked row (its replay never ends); terminated by
+    its node, it ends with them: a retry with fixed code runs on."""
+    import schedule_app
+
+    from garrison import _store_tools as tools
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(schedule_app.diverging, id="d")
+        await until(lambda: node.workflow("d").status() == "waiting", "d to wait")
+    tool = tools.open_store(store_spec)
+    try:
+        tool.write(_linked_row("d", Pid("workflows", "x")))
+    finally:
+        tool.close()
+    schedule_app.DIVERGE["on"] = True
+    try:
+        async with garrison.open_node(store=store_spec) as node:
+            await until(lambda: node.workflow("d").status() == "blocked", "d to block")
+            await node.workflow("d").terminate("by hand")
+    finally:
+        schedule_app.DIVERGE["on"] = False
+    tool = tools.open_store(store_spec)
+    try:
+        assert tools.retry(tool, "d") == "1 journal record(s) replay"
+    finally:
+        tool.close()
+    async with garrison.open_node(store=store_spec) as node:
+        await until(lambda: node.workflow("d").status() == "waiting", "d to run again")
+        await trio.sleep(1)
+        assert node.workflow("d").status() == "waiting"  # not ended by the old row
+        await node.workflow("d").signal("go", "went")
+        assert await node.workflow("d").result() == "went"
+
+
+def _linked_row(wid: str, dead: Pid) -> Transaction:
+    """The linked row the failure of ``dead`` (RuntimeError: boom) on another node of a
+    cluster writes into the inbox of ``wid``."""
+    from garrison.actors._values import ErrorInfo, Event, EventKind
+    from garrison.hosts.workflow._inbox import LINKED, linked_id
+    from garrison.hosts.workflow._journal import event_to_plain
+
+    plain = event_to_plain(Event(EventKind.LINK_DOWN, dead, None,
+                                 ErrorInfo("RuntimeError", "boom")))
+    plain[LINKED] = True
+    return Transaction().deliver(wid, "LINK_DOWN", RawJson(json.dumps(plain)),
+                                 msg_id=linked_id(str(dead), wid), sender=dead,
+                                 kind="event", if_unfinished=True)

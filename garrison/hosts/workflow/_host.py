@@ -912,6 +912,11 @@ class WorkflowHost:
                            error=error, time=now)
         for row_id in wf.requests_taken or ():  # the terminate requests it ends by
             tx.consume(wf.wid, row_id, 0)  # (with its end: never without it)
+        for item in wf.pending or ():
+            if item.event and is_linked_row(item.plain):
+                # a linked row not acted on (it was blocked, or ended first): it asks
+                # nothing more of this attempt, and must not end a retry of it
+                tx.consume(wf.wid, item.id, 0)
         trapped: list[tuple[WorkflowInstance, int, Any]] = []
         told: list[Pid] = []  # (linked workflows it wrote a linked row for)
         if status is WorkflowStatus.FAILED or status is WorkflowStatus.CANCELLED:
