@@ -404,6 +404,13 @@ BAD: list[tuple[str, str, list[str]]] = [
          "got 'forever'"],
     ),
     (
+        "bare-number-retention",
+        HEAD + "  - {name: w, kind: workflow.host, retention: 30}\n",
+        ["entry 'app:w' (index 0)", "field 'retention'",
+         "expected a duration with its unit (as '30d' or '12h': a bare number would be "
+         "seconds, and every workflow deleted that many seconds after it ended), got 30"],
+    ),
+    (
         "zero-retention",
         HEAD + "  - {name: w, kind: workflow.host, retention: 0s}\n",
         ["entry 'app:w' (index 0)", "field 'retention'", "got '0s'"],

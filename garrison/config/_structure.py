@@ -93,6 +93,12 @@ def _optional_duration_hook(value: object, _: object) -> float | None:
 def _retention_hook(value: object, _: object) -> float | None:
     if value is None:
         return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # (a config's other durations take seconds bare; this one deletes data: `30`
+        # meant as days would delete every ended workflow half a minute after its end)
+        raise _Expected("a duration with its unit (as '30d' or '12h': a bare number would "
+                        "be seconds, and every workflow deleted that many seconds after it "
+                        "ended)", value)
     try:
         return parse_retention(value, what="duration")
     except ValueError:
