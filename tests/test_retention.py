@@ -695,3 +695,35 @@ async def test_a_short_retention_prunes_at_most_once_a_second(
     async with garrison.open_node(store=str(tmp_path / "s.db"), retention="1ms"):
         await trio.sleep(10)
     assert 30 <= len(calls) <= 33  # (a pass: one batch per status, every second)
+
+
+def test_a_sqlite_prune_holds_the_write_lock_for_a_bounded_number_of_journal_records(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of 500 workflows of 2,000 journal records each held SQLite's one write
+    lock for seconds (6.4 s measured): a tool's signal beside the node waits 5 s for it,
+    then fails 'database is locked'. A batch is now cut into transactions of at most
+    PRUNE_TX_RECORDS journal records (at least one workflow each), the call still
+    deleting up to its limit, in order."""
+    from garrison.persistence import SQLiteStore, _sqlite
+
+    monkeypatch.setattr(_sqlite, "PRUNE_TX_RECORDS", 25, raising=False)
+    deleted: list[int] = []
+    real = _sqlite._prune_batch
+
+    def spy(*args: Any) -> Any:
+        got = real(*args)
+        rows = got[0] if isinstance(got, tuple) else got
+        deleted.append(len(rows))
+        return got
+
+    monkeypatch.setattr(_sqlite, "_prune_batch", spy)
+    with SQLiteStore(str(tmp_path / "s.db")) as store:
+        tx = Transaction()
+        for i in range(12):
+            _ended(tx, f"w{i:02d}", "completed", 100.0 + i, journal=10)
+        store.write(tx)
+        rows = store.prune_ended("completed", 200.0, limit=10)
+        assert [wid for _updated, wid in rows] == [f"w{i:02d}" for i in range(10)]
+        assert max(deleted) <= 2 and sum(deleted) == 10, deleted
+        rest = store.prune_ended("completed", 200.0, after=rows[-1], limit=10)
+        assert [wid for _updated, wid in rest] == ["w10", "w11"]

@@ -611,17 +611,39 @@ _PRUNE_SELECT = (
 _OWNED = ("journal", "inbox", "timers", "promises", "state", "monitors", "queue")
 
 
+#: the journal records one prune transaction deletes at most (past its first workflow):
+#: SQLite has one write lock, which a tool's write beside the node waits for as long as
+#: its busy timeout, so a batch of workflows with long journals is cut into several
+PRUNE_TX_RECORDS = 20_000
+
+
+def _within_records(conn: sqlite3.Connection, rows: list[Any]) -> list[Any]:
+    """The first of ``rows`` (workflows chosen to prune) whose journals hold
+    :data:`PRUNE_TX_RECORDS` records at most together (one at least); a journal's
+    length is read as its last seq (one seek of its key each)."""
+    total = 0
+    for i, (_updated, wid, _host) in enumerate(rows):
+        (last,) = conn.execute("SELECT max(seq) FROM journal WHERE workflow_id = ?",
+                               (wid,)).fetchone()
+        total += 1 if last is None else last + 1
+        if total > PRUNE_TX_RECORDS and i:
+            return rows[:i]
+    return rows
+
+
 def _prune_batch(conn: sqlite3.Connection, status: str, before: float, host: str | None,
-                 after: tuple[float, str], limit: int) -> list[tuple[float, str]]:
+                 after: tuple[float, str], limit: int) -> tuple[list[tuple[float, str]], bool]:
     """``Store.prune_ended`` on ``conn``: one ``BEGIN IMMEDIATE`` transaction (the
-    choice and the deletes under the write lock)."""
+    choice and the deletes under the write lock); True beside the rows when it cut the
+    choice (:func:`_within_records`): more may follow them."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         with conn:
-            rows = conn.execute(_PRUNE_SELECT,
-                                (status, before, host, host, *after, limit)).fetchall()
-            if not rows:
-                return []
+            chosen = conn.execute(_PRUNE_SELECT,
+                                  (status, before, host, host, *after, limit)).fetchall()
+            if not chosen:
+                return [], False
+            rows = _within_records(conn, chosen)
             ids = [wid for _updated, wid, _host in rows]
             marks = ", ".join("?" * len(ids))
             for table in _OWNED:
@@ -633,7 +655,7 @@ def _prune_batch(conn: sqlite3.Connection, status: str, before: float, host: str
             conn.execute(f"DELETE FROM wakeups WHERE kind <> 'schedule' AND workflow_id IN "
                          f"({marks})", ids)
             conn.execute(f"DELETE FROM workflows WHERE workflow_id IN ({marks})", ids)
-            return [(updated, wid) for updated, wid, _host in rows]
+            return [(updated, wid) for updated, wid, _host in rows], len(rows) < len(chosen)
     except BaseException:
         _end_open(conn)
         raise
@@ -1353,9 +1375,15 @@ class SQLiteStore(StoreShortcuts):
                 ) -> list[tuple[float, str]]:
         # (the node's pruner connection checkpoints the WAL itself, in this thread, at
         # SQLite's default 1,000 pages: a pass of many batches is not left to the node)
+        done: list[tuple[float, str]] = []
         try:
-            return _prune_batch(conn, status, before, host, key, limit)
-        except sqlite3.Error as exc:
+            while True:  # (one transaction per cut: the write lock is free between)
+                rows, cut = _prune_batch(conn, status, before, host, key, limit - len(done))
+                done += rows
+                if not cut:
+                    return done
+                key = rows[-1]
+        except sqlite3.Error as exc:  # (what it deleted before is deleted: idempotent)
             raise self._refused(exc) from exc
 
     def count_prunable(self, statuses: Iterable[str], before: float, *,
