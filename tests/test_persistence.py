@@ -825,6 +825,51 @@ def test_state_digests_read_the_state_of_many_workflows_at_once(store: SQLiteSto
 
 
 
+def test_resume_rows_read_what_a_load_reads_of_many_workflows_at_once(store: SQLiteStore
+                                                                      ) -> None:
+    """What a node resuming many workflows reads of each (journal, pending inbox, timers,
+    watchers, promises and, asked for, its row): one read of each table for hundreds of
+    them (600: more than SQLite takes as one statement's parameters), the same as the
+    one-workflow reads return, on both stores. A workflow with no rows has empty ones;
+    one with no row (or an id no row can have) none, or no record."""
+    ids = [f"w{i}" for i in range(600)]
+    tx = Transaction()
+    for i, wid in enumerate(ids):
+        tx.create_workflow(wid, "app.orders:order_workflow", [i])
+        if i % 3:
+            continue
+        tx.append_journal(wid, 1, "activity", "app:step", {"n": i}, time=T0)
+        tx.append_journal(wid, 2, "now", "now", 1.5, time=T0)
+        tx.deliver(wid, "go", i, msg_id=f"{wid}-a", time=T0)
+        tx.deliver(wid, "later", [i], msg_id=f"{wid}-b", time=T0)
+        tx.add_timer(wid, 4, T0 + dt.timedelta(seconds=i), kind="sleep")
+        tx.add_timer(wid, 3, T0, kind="receive")
+        tx.add_monitor(wid, Pid("processes", f"{i}")).add_monitor(wid, Pid("workflows", "p"))
+        tx.create_promise(wid, "b", time=T0).resolve_promise(wid, "a", i, time=T0)
+    store.write(tx)
+    first = store.pending_messages("w0")[0]
+    store.write(Transaction().consume("w0", first.id, 3))
+    found = store.resume_rows([*ids, "w0", "ghost", "bad\udc80", "nul\x00"], records=True)
+    assert set(ids) <= set(found)
+    for wid in set(found) - set(ids):  # (those read: nothing; the others not read)
+        assert found[wid].record is None and found[wid].journal == ([], 0)
+        assert not (found[wid].inbox or found[wid].timers or found[wid].monitors
+                    or found[wid].promises)
+    for wid in ids:
+        rows = found[wid]
+        assert rows.journal == store.journal_entries(wid)
+        assert rows.inbox == store.pending_messages(wid)
+        assert rows.timers == store.timers(wid)
+        assert rows.monitors == store.monitors(wid)
+        assert rows.promises == store.promises(wid)
+        assert rows.record == store.get_workflow(wid)
+    assert len(found["w0"].inbox) == 1 and len(found["w3"].inbox) == 2
+    assert found["w3"].journal is not None and len(found["w3"].journal[0]) == 2
+    assert not found["w1"].inbox and found["w1"].journal == ([], 0)
+    assert store.resume_rows(["w3"])["w3"].record is None  # (not asked for)
+    assert store.resume_rows([]) == {}
+
+
 def test_deliver_to_monitors_reads_the_stored_monitors_in_the_write(store: SQLiteStore
                                                                     ) -> None:
     """An ending workflow's EXIT goes to every unfinished workflow of its host that the

@@ -145,10 +145,12 @@ from ._records import (
     PromiseStatus,
     QueuePlace,
     QueueRecord,
+    ResumeRows,
     ScheduleRecord,
     TimerRecord,
     WakeupRecord,
     WorkflowRecord,
+    group_resume_rows,
     journal_entries_of,
     journal_select,
     no_match,
@@ -1585,6 +1587,36 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         for wid, key, digest in rows:
             found.setdefault(wid, {})[key] = digest
         return found
+
+    def resume_rows(self, workflow_ids: Sequence[str], *, records: bool = False
+                    ) -> dict[str, ResumeRows]:
+        """What a node reads of each of ``workflow_ids`` to resume it (see the Store
+        protocol): one read of each table for all of them, not one per workflow."""
+        ids = [wid for wid in dict.fromkeys(workflow_ids) if not no_match((wid,), nul=True)]
+        if not ids:
+            return {}
+        s = self._s
+        journal = self._query(
+            f"SELECT workflow_id, seq, kind, name, outcome, attempts FROM {s}.journal "
+            "WHERE workflow_id = ANY(%s) ORDER BY workflow_id, seq", (ids,))
+        inbox = self._query(
+            f"SELECT {InboxRecord.COLUMNS} FROM {s}.inbox WHERE workflow_id = ANY(%s) "
+            "AND consumed_seq IS NULL ORDER BY id", (ids,))
+        timers = self._query(
+            f"SELECT {TimerRecord.COLUMNS} FROM {s}.timers WHERE workflow_id = ANY(%s) "
+            "ORDER BY deadline, seq", (ids,))
+        monitors = self._query(
+            f"SELECT workflow_id, watcher FROM {s}.monitors WHERE workflow_id = ANY(%s) "
+            'ORDER BY created, watcher COLLATE "C"', (ids,))
+        promises = self._query(
+            f"SELECT {PromiseRecord.COLUMNS} FROM {s}.promises WHERE workflow_id = ANY(%s) "
+            'ORDER BY name COLLATE "C"', (ids,))
+        rows = None
+        if records:
+            rows = {r.workflow_id: r for r in map(WorkflowRecord.from_row, self._query(
+                f"SELECT {WorkflowRecord.COLUMNS} FROM {s}.workflows "
+                "WHERE workflow_id = ANY(%s)", (ids,)))}
+        return group_resume_rows(ids, journal, inbox, timers, monitors, promises, rows)
 
     def monitors(self, workflow_id: str) -> list[Pid]:
         """The pids watching the workflow, in the order they started watching."""

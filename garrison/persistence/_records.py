@@ -33,6 +33,7 @@ __all__ = [
     "PromiseStatus",
     "QueuePlace",
     "QueueRecord",
+    "ResumeRows",
     "ScheduleRecord",
     "StoreStatistics",
     "TimerRecord",
@@ -479,6 +480,65 @@ class PromiseRecord:
         """Build from a row in :attr:`COLUMNS` order."""
         wid, name, status, value, error, created, completed = row
         return cls(wid, name, status, _json(value), error, _time(created), _time(completed))
+
+
+@attrs.frozen
+class ResumeRows:
+    """What a node reads of one workflow to resume it (``Store.resume_rows``, read for
+    a few hundred workflows at once): its journal as ``journal_entries`` returns it
+    (``None``: a record of it is no JSON text; read it alone, which names it), its
+    pending inbox rows (``pending_messages``), timers (``timers``), watchers
+    (``monitors``), promises (``promises``) and, when asked for, its row
+    (``get_workflow``; ``None`` if it has none)."""
+
+    journal: tuple[list[tuple[int, str, str, Any, int]], int] | None
+    inbox: list[InboxRecord]
+    timers: list[TimerRecord]
+    monitors: list[Pid]
+    promises: list[PromiseRecord]
+    record: WorkflowRecord | None = None
+
+
+def group_resume_rows(ids: Sequence[str], journal: Sequence[Any], inbox: Sequence[Any],
+                      timers: Sequence[Any], monitors: Sequence[Any],
+                      promises: Sequence[Any],
+                      records: dict[str, WorkflowRecord] | None) -> dict[str, ResumeRows]:
+    """``Store.resume_rows`` of ``ids`` from the rows of its reads: ``journal`` rows
+    ``(workflow_id, seq, kind, name, outcome, attempts)`` by workflow then seq (or
+    ``None`` for none read: each journal read alone), ``inbox``, ``timers`` and
+    ``promises`` rows in their records' ``COLUMNS`` order and the order of the
+    one-workflow reads, ``monitors`` rows ``(workflow_id, watcher)`` in theirs."""
+    texts: dict[str, list[Any]] = {}
+    for row in journal:
+        texts.setdefault(row[0], []).append(row)
+    inboxes: dict[str, list[InboxRecord]] = {}
+    for row in inbox:
+        inboxes.setdefault(row[1], []).append(InboxRecord.from_row(row))
+    timed: dict[str, list[TimerRecord]] = {}
+    for row in timers:
+        timed.setdefault(row[0], []).append(TimerRecord.from_row(row))
+    watched: dict[str, list[Pid]] = {}
+    for wid, watcher in monitors:
+        watched.setdefault(wid, []).append(Pid.parse(watcher))
+    promised: dict[str, list[PromiseRecord]] = {}
+    for row in promises:
+        promised.setdefault(row[0], []).append(PromiseRecord.from_row(row))
+    found: dict[str, ResumeRows] = {}
+    for wid in ids:
+        rows = texts.get(wid)
+        entries: tuple[list[tuple[int, str, str, Any, int]], int] | None = ([], 0)
+        if rows:
+            outcomes = [row[4] for row in rows]
+            try:
+                decoded = json.loads("[" + ",".join(outcomes) + "]")
+                entries = ([(seq, kind, name, out, attempts) for (_, seq, kind, name, _, attempts),
+                            out in zip(rows, decoded, strict=True)], sum(map(len, outcomes)))
+            except (TypeError, ValueError):  # a record that is no JSON text: read alone
+                entries = None
+        found[wid] = ResumeRows(entries, inboxes.get(wid, []), timed.get(wid, []),
+                                watched.get(wid, []), promised.get(wid, []),
+                                None if records is None else records.get(wid))
+    return found
 
 
 @attrs.frozen

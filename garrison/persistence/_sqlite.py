@@ -87,10 +87,12 @@ from ._records import (
     PromiseStatus,
     QueuePlace,
     QueueRecord,
+    ResumeRows,
     ScheduleRecord,
     TimerRecord,
     WakeupRecord,
     WorkflowRecord,
+    group_resume_rows,
     journal_entries_of,
     journal_select,
     no_match,
@@ -1835,6 +1837,44 @@ class SQLiteStore(StoreShortcuts):
                 f"({', '.join('?' * len(chunk))})", chunk)
             for wid, key, value in rows:
                 found.setdefault(wid, {})[key] = state_digest(value)
+        return found
+
+    def resume_rows(self, workflow_ids: Sequence[str], *, records: bool = False
+                    ) -> dict[str, ResumeRows]:
+        """What a node reads of each of ``workflow_ids`` to resume it (see the Store
+        protocol): one read of each table a few hundred workflows at a time, not one per
+        workflow."""
+        ids = [wid for wid in dict.fromkeys(workflow_ids) if not no_match((wid,))]
+        found: dict[str, ResumeRows] = {}
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i:i + _IN_CHUNK]
+            among = f"workflow_id IN ({', '.join('?' * len(chunk))})"
+            try:
+                journal: list[Any] = self._query(
+                    f"SELECT workflow_id, seq, kind, name, outcome, attempts FROM journal "
+                    f"WHERE {among} ORDER BY workflow_id, seq", chunk)
+            except sqlite3.OperationalError as exc:  # text that is not UTF-8: read alone,
+                if not _undecodable(exc):            # which names the record
+                    raise
+                journal = [(wid, None, None, None, b"", None) for wid in chunk]
+            inbox = self._query(
+                f"SELECT {InboxRecord.COLUMNS} FROM inbox WHERE {among} "
+                "AND consumed_seq IS NULL ORDER BY id", chunk)
+            timers = self._query(
+                f"SELECT {TimerRecord.COLUMNS} FROM timers WHERE {among} "
+                "ORDER BY deadline, seq", chunk)
+            monitors = self._query(
+                f"SELECT workflow_id, watcher FROM monitors WHERE {among} "
+                "ORDER BY created, watcher", chunk)
+            promises = self._query(
+                f"SELECT {PromiseRecord.COLUMNS} FROM promises WHERE {among} ORDER BY name",
+                chunk)
+            rows = None
+            if records:
+                rows = {r.workflow_id: r for r in self._workflow_rows(
+                    f"SELECT {WorkflowRecord.COLUMNS} FROM workflows WHERE {among}", chunk)}
+            found.update(group_resume_rows(chunk, journal, inbox, timers, monitors, promises,
+                                           rows))
         return found
 
     def monitors(self, workflow_id: str) -> list[Pid]:

@@ -29,6 +29,7 @@ from ._records import (
     PromiseStatus,
     QueuePlace,
     QueueRecord,
+    ResumeRows,
     ScheduleRecord,
     StoreStatistics,
     TimerRecord,
@@ -264,6 +265,16 @@ class Store(Protocol):
 
     def monitors(self, workflow_id: str) -> list[Pid]:
         """The pids watching the workflow, in the order they started watching."""
+        ...
+
+    def resume_rows(self, workflow_ids: Sequence[str], *, records: bool = False
+                    ) -> dict[str, ResumeRows]:
+        """What a node reads of each of ``workflow_ids`` to resume it
+        (:class:`ResumeRows`: what ``journal_entries``, ``pending_messages``, ``timers``,
+        ``monitors``, ``promises`` and, with ``records``, ``get_workflow`` return), one
+        read of each table for a few hundred workflows, not one per workflow: a node
+        resuming thousands after a restart or a takeover. A workflow with no rows has
+        empty ones (and no record)."""
         ...
 
     # -- schedules and the queue ---------------------------------------------------
