@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -807,3 +808,99 @@ async def test_an_old_path_run_resumed_on_new_code_still_replays_on_the_old_code
     monkeypatch.setitem(globals(), "AUDIT_GATE", True)  # and the new code replays it too
     with SQLiteStore(db, readonly=True) as s:
         garrison.testing.replay(History.from_store(s, "q"))
+
+
+async def test_resuming_many_workflows_reads_them_together_and_lets_the_node_run_between(
+        store_spec: str, autojump_clock: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node resuming thousands of workflows at its start read each one's journal,
+    inbox, timers, watchers and promises alone, five blocking reads per workflow in one
+    step of the event loop (seconds on PostgreSQL, nothing else of the node running).
+    They are read a chunk at a time, one read of each table per chunk, and the node's
+    other tasks run between two chunks; each resumes as before."""
+    from garrison.hosts.workflow import _recovery
+    from garrison.persistence import PostgresStore
+
+    monkeypatch.setattr(_recovery, "LOAD_CHUNK", 4, raising=False)
+    async with garrison.open_node(store=store_spec) as node:
+        for i in range(5):
+            await node.start_workflow(app.collector, 2, id=f"c{i}")
+            await node.send(node.workflow(f"c{i}").pid, "m", i)
+            await node.start_workflow(app.receiver, 1000, id=f"r{i}")
+        await trio.sleep(1)
+        assert {r.status for r in node.workflows()} == {"waiting"}
+
+    alone: list[str] = []
+    together: list[tuple[int, int, int]] = []  # (workflows read, the ticks and steps before)
+    ticks = 0
+
+    class Steps(trio.abc.Instrument):
+        count = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            Steps.count += 1
+    def alone_read(cls: Any, name: str) -> Any:
+        orig = getattr(cls, name)
+
+        def one(self: object, *args: Any) -> Any:
+            if "load" in (sys._getframe(1).f_code.co_name,  # (a load's own reads)
+                          sys._getframe(2).f_code.co_name):
+                alone.append(name)
+            return orig(self, *args)
+        return one
+
+    def read_together_counted(cls: Any) -> Any:
+        orig = getattr(cls, "resume_rows", None)
+
+        def many(self: object, wids: list[str], *, records: bool = False) -> Any:
+            together.append((len(wids), ticks, Steps.count))
+            reading.set()
+            assert orig is not None
+            return orig(self, wids, records=records)
+        return many
+
+    for cls in (SQLiteStore, PostgresStore):
+        for name in ("journal_entries", "pending_messages", "timers", "monitors", "promises"):
+            monkeypatch.setattr(cls, name, alone_read(cls, name))
+        monkeypatch.setattr(cls, "resume_rows", read_together_counted(cls), raising=False)
+
+    hosts: list[Any] = []
+    read_together = getattr(_recovery, "read_together", None)
+
+    def read(host: Any, *args: Any, **kw: Any) -> Any:
+        hosts.append(host)
+        assert read_together is not None
+        return read_together(host, *args, **kw)
+    monkeypatch.setattr(_recovery, "read_together", read, raising=False)
+
+    reading = trio.Event()
+
+    async def tick() -> None:  # (while the chunks are read: spinning, it holds the clock)
+        nonlocal ticks
+        await reading.wait()
+        sent = False
+        while len(together) < 3:
+            ticks += 1
+            if not sent:  # (to a workflow of the last chunk)
+                sent = True
+                await hosts[0].node.send_message(None, garrison.Pid(hosts[0].name, "c4"),
+                                                 "m", 99)
+            await trio.lowlevel.checkpoint()
+
+    trio.lowlevel.add_instrument(Steps())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tick)
+        async with garrison.open_node(store=store_spec) as node:
+            assert alone == []
+            assert [n for n, _, _ in together] == [4, 4, 2]
+            # each chunk read in a step of its own (trio's scheduler runs the others
+            # between: in which order within a pass is its choice)
+            assert together[0][2] < together[1][2] < together[2][2]
+            assert together[0][1] < together[2][1]  # (two passes at least: ticked)
+            # sent by a task of the node while the first chunk only was read
+            assert await node.workflow("c4").result() == [4, 99]
+            for i in range(4):
+                await node.send(node.workflow(f"c{i}").pid, "m", 10 + i)
+            for i in range(4):
+                assert await node.workflow(f"c{i}").result() == [i, 10 + i]
+            for i in range(5):
+                assert node.workflow(f"r{i}").status() == "waiting"

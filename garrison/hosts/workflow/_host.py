@@ -302,6 +302,8 @@ class WorkflowHost:
         #: in the queue or dropped from it, one may have left ``active`` unended)
         self._awaited: dict[WorkflowInstance, int] = {}
         self.resumed = False
+        #: ``resume`` began (``resumed`` is set once it has loaded every workflow)
+        self._resuming = False
         #: links to unfinished workflows of the store made before this host resumed
         #: them (by the workflows of a workflow host the node resumed first): each
         #: holds from its workflow's load (``_recovery.load``)
@@ -487,11 +489,17 @@ class WorkflowHost:
         stored status reads ``running``), then run the schedules -- unless ``stopping()``
         says the node's start was interrupted meanwhile (the workflows resumed run on
         until the stop parks them; no schedule ticks)."""
-        if self.resumed or self.client:
+        if self.resumed or self._resuming or self.client:
             return
-        self.resumed = True
+        self._resuming = True
         assert self._nursery is not None
-        await resume_all(self, self._nursery)
+        try:
+            # (read a few hundred at a time, the node's other tasks running between:
+            # until it is done, what they send or link to a workflow of the store not
+            # loaded yet is kept for its load, as before the resume began)
+            await resume_all(self, self._nursery)
+        finally:
+            self.resumed = True
         self.early_links.clear()  # (of workflows it did not load: none runs here)
         early, self._early_exits = self._early_exits, []
         for target, dead, error in early:

@@ -24,7 +24,14 @@ import trio
 from ..._errors import StoreError
 from ..._targets import import_target, workflow_refusal
 from ...actors._values import ErrorInfo, EventKind, Pid
-from ...persistence import DamagedRecord, Transaction, WorkflowRecord, WorkflowStatus
+from ...persistence import (
+    DamagedRecord,
+    PromiseRecord,
+    ResumeRows,
+    Transaction,
+    WorkflowRecord,
+    WorkflowStatus,
+)
 from ._core import Replayed, added, cancelled_error
 from ._inbox import CONTROL, is_linked_row, item_from_record, stale_request
 from ._instance import WorkflowInstance
@@ -34,14 +41,20 @@ from ._queue import TOOL_START_MEMO
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["SUPERVISOR_MEMO", "check_supervisors", "count_tool_starts", "hold_states", "load",
-           "refresh", "resume_all", "runnable", "supervisor_of", "watch_wakeups"]
+__all__ = ["LOAD_CHUNK", "SUPERVISOR_MEMO", "check_supervisors", "count_tool_starts",
+           "hold_states", "load", "read_together", "refresh", "resume_all", "runnable",
+           "supervisor_of", "watch_wakeups"]
 
 log = logging.getLogger("garrison.workflow")
 
 
 #: the longest the collector stays paused while recovered workflows replay
 GC_PAUSE_MAX = 10.0
+
+#: workflows read together when a node resumes many (at its start, or as it takes over
+#: a lost node's workflows): one read of each of their tables (``Store.resume_rows``),
+#: then the node's other tasks run (its lease, services, console) before the next ones
+LOAD_CHUNK = 250
 
 #: the memo key of a workflow a supervisor (or a node's services) started as its child:
 #: the supervisor's pid
@@ -51,16 +64,22 @@ SUPERVISOR_MEMO = "garrison.supervisor"
 _WATCH_EVENTS = (EventKind.EXIT, EventKind.LINK_DOWN)
 
 
-def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
-    """An instance of the stored workflow ``record``, ready to replay its journal."""
+def load(host: WorkflowHost, record: WorkflowRecord, read: ResumeRows | None = None
+         ) -> WorkflowInstance:
+    """An instance of the stored workflow ``record``, ready to replay its journal; its
+    rows are ``read`` (read with those of other workflows: ``Store.resume_rows``), else
+    read here."""
     store = host.store
     wid = record.workflow_id
-    rows, _size = store.journal_entries(wid)  # one json.loads for the whole journal
+    if read is not None and read.journal is not None:
+        rows, _size = read.journal
+    else:
+        rows, _size = store.journal_entries(wid)  # one json.loads for the whole journal
     journal = [Entry(*row) for row in rows]
-    inbox = store.pending_messages(wid)
+    inbox = store.pending_messages(wid) if read is None else read.inbox
     pending = [item_from_record(r) for r in inbox if r.kind != CONTROL]
     requests = live_requests(host, record, inbox) if len(pending) != len(inbox) else []
-    stored = store.timers(wid)
+    stored = store.timers(wid) if read is None else read.timers
     timers = {t.seq: t.deadline.timestamp() for t in stored}
     wf = WorkflowInstance(
         host, wid, record.name, list(record.input), run_id=record.run_id or "",
@@ -68,7 +87,8 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
         created=record.created.timestamp() if record.created else _time.time(),
         journal=journal, pending=pending, timers=timers,
         cancel_requested=record.cancel_requested,
-        watchers=list(store.monitors(wid)), state=initial_state(journal),
+        watchers=list(store.monitors(wid) if read is None else read.monitors),
+        state=initial_state(journal),
         timer_kinds={t.seq: t.kind for t in stored if t.kind is not None},
     )
     wf.requests = requests
@@ -79,7 +99,7 @@ def load(host: WorkflowHost, record: WorkflowRecord) -> WorkflowInstance:
     for other in host.early_links.pop(wid, ()):  # (made before this host resumed)
         wf.linked_to(other)
     wf.resend_seq = wf.cursor.last + 1  # (a call there may have been sent before)
-    load_promises(host, wf)
+    load_promises(host, wf, None if read is None else read.promises)
     wf.trace = record.trace
     supervisor = supervisor_of(host, record)
     if supervisor is not None and host.node.plain_gone(supervisor):
@@ -189,9 +209,10 @@ def discard_requests(host: WorkflowHost, wid: str, requests: list[Any]) -> None:
     host.write_soon(tx, lambda _results: host.discarding.difference_update(fresh))
 
 
-def load_promises(host: WorkflowHost, wf: WorkflowInstance) -> None:
-    """The completed promises of ``wf`` from the store."""
-    for rec in host.store.promises(wf.wid):
+def load_promises(host: WorkflowHost, wf: WorkflowInstance,
+                  rows: Sequence[PromiseRecord] | None = None) -> None:
+    """The completed promises of ``wf`` from the store (its ``rows``, if read)."""
+    for rec in host.store.promises(wf.wid) if rows is None else rows:
         if rec.status != "pending":
             wf.promises[rec.name] = (str(rec.status),
                                      rec.value if rec.status == "resolved" else rec.error)
@@ -206,61 +227,86 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     ``running`` in the store before this returns; ``pending`` ones wait in the host's
     queue, which starts them once the resumed ones hold their slots, and so do
     ``blocked`` ones on a host with limits (pending again: they held no slot, see
-    ``WorkflowQueue.comes_back``)."""
+    ``WorkflowQueue.comes_back``).
+
+    Those that resume at once are read :data:`LOAD_CHUNK` at a time
+    (``Store.resume_rows``), each made active as it is read, the node's other tasks
+    running between two reads (its services, a cluster's claims, the console); none
+    runs before all are read (their tasks start as this returns). Those that wait in the
+    queue are read last, together with its restore (not active, they would not see
+    what those tasks sent or asked of them meanwhile). A cancel meanwhile (the node
+    stops) reads no more: those read start, and stop with the node."""
     resumed = Transaction()
     recovering: list[WorkflowInstance] = []
     ending: list[WorkflowInstance] = []
-    queued: list[WorkflowRecord] = []
-    back: list[WorkflowRecord] = []  # (blocked ones, pending again: see comes_back)
-    loaded: dict[str, WorkflowInstance] = {}  # (the queued ones, for the queue)
+    waiting: list[WorkflowRecord] = []  # (pending and blocked ones: read last)
     ownership = host.ownership
     paused = _pause_gc()
+    stopped: trio.Cancelled | None = None
     try:
         damaged: list[DamagedRecord] = []  # (each left as it is, named, not resumed)
         records = (ownership.first_claim() if ownership is not None
                    else host.store.unfinished_workflows(damaged))
         for exc in damaged:
             _named_damaged(host, exc, "resume")
-        for record in records:
-            if record.workflow_id in host.active or host.starting(record.workflow_id):
-                continue  # started (or refreshed) meanwhile
-            try:
-                wf = load(host, record)
-            except DamagedRecord as exc:  # a record of its journal
-                _named_damaged(host, exc, "resume")
-                continue
-            except Exception as exc:  # pragma: no cover - a broken row
-                log.error("cannot resume workflow %s: %s", record.workflow_id, exc,
-                          extra={"workflow_id": record.workflow_id})
-                continue
-            if wf.requests:  # a tool terminated it while no node ran: it ends unrun
+        for first in range(0, len(records), LOAD_CHUNK):
+            if first:
+                try:  # (the node's other tasks run between two reads)
+                    await trio.lowlevel.checkpoint()
+                except trio.Cancelled as exc:
+                    stopped = exc
+                    break
+                if host.closing:
+                    break
+            chunk: list[WorkflowRecord] = []
+            for record in records[first:first + LOAD_CHUNK]:
+                if record.workflow_id in host.active or host.starting(record.workflow_id):
+                    continue  # started (or refreshed) meanwhile
+                if record.status == WorkflowStatus.PENDING or host.queue.comes_back(record):
+                    waiting.append(record)
+                else:
+                    chunk.append(record)
+            # read and made active in one step: nothing of the node writes between
+            for record, wf in _load_together(host, chunk):
+                if wf.requests:  # a tool terminated it while no node ran: it ends unrun
+                    host.active[wf.wid] = wf
+                    wf.exited.set()
+                    ending.append(wf)
+                    continue
+                if ownership is not None and not runnable(host, record):
+                    continue  # its code is not here: left to a node of the cluster that has it
                 host.active[wf.wid] = wf
-                wf.exited.set()
-                ending.append(wf)
-                continue
-            if ownership is not None and not runnable(host, record):
-                continue  # its code is not here: left to a node of the cluster that has it
-            if record.status == WorkflowStatus.PENDING:  # waits its turn in the queue
-                queued.append(record)
-                loaded[wf.wid] = wf
-                continue
-            if host.queue.comes_back(record):  # blocked: it waits for a slot, as retried
-                back.append(host.queue.requeue(resumed, record))
-                loaded[wf.wid] = wf
+                if record.status != WorkflowStatus.RUNNING:  # pending, blocked, parked
+                    resumed.resume_workflow(wf.wid, time=host.clock.now())
+                host.queue.started(wf)
+                recovering.append(wf)
                 host.counts["resumed"] += 1
-                continue
-            host.active[wf.wid] = wf
-            if record.status != WorkflowStatus.RUNNING:  # pending, blocked, parked
-                resumed.resume_workflow(wf.wid, time=host.clock.now())
-            host.queue.started(wf)
-            nursery.start_soon(wf.main)
-            recovering.append(wf)
-            host.counts["resumed"] += 1
     finally:
+        for wf in recovering:  # (they run once every one is read)
+            nursery.start_soon(wf.main)
         if ownership is not None:  # (they hold their slots now: see first_resumed)
             ownership.first_resumed()
         if paused:
             nursery.start_soon(_resume_gc, recovering)
+    queued: list[WorkflowRecord] = []
+    back: list[WorkflowRecord] = []  # (blocked ones, pending again: see comes_back)
+    loaded: dict[str, WorkflowInstance] = {}  # (the queued ones, for the queue)
+    for first in range(0, len(waiting), LOAD_CHUNK):
+        for record, wf in _load_together(host, [r for r in waiting[first:first + LOAD_CHUNK]
+                                                if r.workflow_id not in host.active]):
+            if wf.requests:  # a tool terminated it while no node ran: it ends unrun
+                host.active[wf.wid] = wf
+                wf.exited.set()
+                ending.append(wf)
+            elif ownership is not None and not runnable(host, record):
+                continue  # its code is not here: left to a node of the cluster that has it
+            elif record.status == WorkflowStatus.PENDING:  # waits its turn in the queue
+                queued.append(record)
+                loaded[wf.wid] = wf
+            else:  # blocked: it waits for a slot, as retried
+                back.append(host.queue.requeue(resumed, record))
+                loaded[wf.wid] = wf
+                host.counts["resumed"] += 1
     hold_states(host, [*recovering, *loaded.values()])  # (before their tasks run)
     if resumed:
         host.store.write(resumed)
@@ -275,6 +321,43 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
             host.cancel_children(wf)
         elif wf.cancel_at is not None:  # (in the cancel's place in time, theirs too)
             host.cancel_children(wf, wf.cancel_at)
+    if stopped is not None:
+        raise stopped
+
+
+def _load_together(host: WorkflowHost, records: list[WorkflowRecord]
+                   ) -> list[tuple[WorkflowRecord, WorkflowInstance]]:
+    """The instances of ``records``, their rows read together (:func:`read_together`);
+    one that cannot be loaded is named and left out."""
+    read = read_together(host, [record.workflow_id for record in records])
+    made: list[tuple[WorkflowRecord, WorkflowInstance]] = []
+    for record in records:
+        try:
+            wf = load(host, record, None if read is None else read.get(record.workflow_id))
+        except DamagedRecord as exc:  # a record of its journal
+            _named_damaged(host, exc, "resume")
+            continue
+        except Exception as exc:  # pragma: no cover - a broken row
+            log.error("cannot resume workflow %s: %s", record.workflow_id, exc,
+                      extra={"workflow_id": record.workflow_id})
+            continue
+        made.append((record, wf))
+    return made
+
+
+def read_together(host: WorkflowHost, wids: list[str], *, records: bool = False
+                  ) -> dict[str, ResumeRows] | None:
+    """The rows of the workflows ``wids`` to load, in one read of each table
+    (``Store.resume_rows``); ``None`` if that read failed: each load then reads its own,
+    and fails (or not) alone, as it did before they were read together."""
+    if not wids:
+        return {}
+    try:
+        return host.store.resume_rows(wids, records=records)
+    except Exception as exc:
+        log.warning("could not read %d workflows to resume together (%s): each is read "
+                    "alone", len(wids), exc)
+        return None
 
 
 def runnable(host: WorkflowHost, record: WorkflowRecord) -> bool:
