@@ -1541,10 +1541,10 @@ async def test_a_cancel_made_between_a_claim_and_its_adoption_is_kept(
 
     adopt = _member.adopt
 
-    def cancelled_first(host: Any, records: list[Any]) -> list[str]:
+    async def cancelled_first(host: Any, records: list[Any], *args: Any) -> list[str]:
         for record in records:  # a cancel comes between the claim and its adoption
             assert host.request_cancel(record.workflow_id)
-        return adopt(host, records)
+        return await adopt(host, records, *args)
 
     monkeypatch.setattr(_member, "adopt", cancelled_first)
     async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
@@ -2080,6 +2080,80 @@ async def test_nodes_taking_over_workflows_store_what_their_code_set_on_the_repl
                     await trio.sleep(0.02)
             assert reads == []
             assert sorted(batched) == ids
+    finally:
+        look.close()
+        sys.modules.pop("settle_app", None)
+
+
+async def test_a_node_taking_over_many_workflows_reads_them_together_between_other_tasks(
+        postgres_url: str, nodes: list[Node], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node taking over a killed node's workflows read each one's row, journal, inbox,
+    timers, watchers and promises alone, six blocking round trips per workflow in one
+    step of its event loop: thousands froze the node for seconds, its console, its
+    processes and the claims of its cluster with it. They are read a chunk at a time,
+    one read of each table per chunk, in a step of its own; each runs on as before."""
+    import trio
+
+    from garrison.hosts.workflow import _ownership, _recovery
+    from garrison.persistence import PostgresStore, Transaction
+
+    monkeypatch.setattr(_recovery, "LOAD_CHUNK", 4, raising=False)
+    monkeypatch.setattr(_ownership, "LOAD_CHUNK", 4, raising=False)
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "settle_app.py").write_text(SETTLE_APP)
+    root = Path(__file__).resolve().parent.parent
+    ids = [f"s{i}" for i in range(10)]
+    a = Node.start(postgres_url, "a", LEASE, env={"PYTHONPATH": f"{root}:{folder}"})
+    nodes.append(a)
+    look = Look(postgres_url)
+    monkeypatch.syspath_prepend(str(folder))
+    alone: list[str] = []
+    together: list[tuple[int, bool, int]] = []  # (workflows read, their rows too, step)
+
+    class Steps(trio.abc.Instrument):
+        count = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            Steps.count += 1
+    def alone_read(name: str) -> Callable[..., Any]:
+        orig = getattr(PostgresStore, name)
+
+        def one(self: PostgresStore, *args: Any) -> Any:
+            if {"adopt", "take", "load"} & {sys._getframe(1).f_code.co_name,
+                                             sys._getframe(2).f_code.co_name}:
+                alone.append(name)
+            return orig(self, *args)
+        return one
+    for name in ("get_workflow", "journal_entries", "pending_messages", "timers", "monitors",
+                 "promises"):
+        monkeypatch.setattr(PostgresStore, name, alone_read(name))
+    many = getattr(PostgresStore, "resume_rows", None)
+
+    def read(self: PostgresStore, wids: list[str], *, records: bool = False) -> Any:
+        together.append((len(wids), records, Steps.count))
+        assert many is not None
+        return many(self, wids, records=records)
+    monkeypatch.setattr(PostgresStore, "resume_rows", read, raising=False)
+    try:
+        tx = Transaction()
+        for i, wid in enumerate(ids):
+            tx.create_workflow(wid, "settle_app:flow", [i])
+        look.store.write(tx)
+        wait_for(lambda: look.statuses() == dict.fromkeys(ids, "waiting"), 20, "a to run them")
+        trio.lowlevel.add_instrument(Steps())
+        async with garrison.open_node(store=postgres_url, name="t", lease=LEASE) as t:
+            a.kill()
+            with trio.fail_after(20):
+                while sorted(wid for wid in ids if wid in t.hosts["workflows"].active) != ids:
+                    await trio.sleep(0.02)
+            assert alone == []
+            assert [(n, rows) for n, rows, _ in together] == [(4, True), (4, True), (2, True)]
+            assert together[0][2] < together[1][2] < together[2][2]  # (a step each)
+            for i, wid in enumerate(ids):
+                await t.send(t.workflow(wid).pid, "go", None)
+                assert await t.workflow(wid).result() == i
     finally:
         look.close()
         sys.modules.pop("settle_app", None)

@@ -681,15 +681,17 @@ class ClusterMember:
                             self._in_flight -= len(data)
                     continue
                 if kind == "claimed":
-                    if self.draining:  # claimed as the drain began: hand them on
-                        for record in data:
-                            self.stopped(record.workflow_id)
-                    else:
-                        self._took(adopt(self.host, data))
-                    with self._lock:  # (after they count in the host's active)
-                        self._in_flight -= len(data)
+                    try:
+                        if self.draining:  # claimed as the drain began: hand them on
+                            for record in data:
+                                self.stopped(record.workflow_id)
+                        else:  # (no more read once that epoch's lease lapsed, or a drain)
+                            self._took(await adopt(self.host, data, self._still(epoch)))
+                    finally:
+                        with self._lock:  # (after they count in the host's active)
+                            self._in_flight -= len(data)
                 elif kind == "owned":
-                    self._owned(data)
+                    await self._owned(epoch, data)
                 elif kind == "shed":
                     epoch, count, share, takers = data
                     if self._current(epoch):
@@ -738,6 +740,13 @@ class ClusterMember:
         with self._lock:
             return epoch == self.pg.epoch and not self._lapse_posted
 
+    def _still(self, epoch: int | None) -> Callable[[], bool]:
+        """Whether what a round found under ``epoch`` is still this node's to run (see
+        :meth:`_current`; ``None``: whatever the epoch), and the node does not drain
+        (those not read yet are released with the rest): asked by ``adopt`` between the
+        few hundred workflows it reads at a time."""
+        return lambda: not self.draining and (epoch is None or self._current(epoch))
+
     def _post(self, kind: str, data: Any = None) -> None:
         """From the thread: hand an event to the trio side (never blocks)."""
         token = self._token
@@ -753,7 +762,7 @@ class ClusterMember:
         except trio.RunFinishedError:
             self._stop.set()
 
-    def _owned(self, records: list[Any]) -> None:
+    async def _owned(self, epoch: int | None, records: list[Any]) -> None:
         """After a claim whose answer was lost: ``records`` are the unfinished workflows
         the store says this node owns. Those it neither runs, nor starts, nor gives up
         are what that claim took (it committed): they are run here (handed on by a
@@ -770,7 +779,7 @@ class ClusterMember:
             for record in lost:
                 self.stopped(record.workflow_id)
         else:
-            self._took(adopt(self.host, lost))
+            self._took(await adopt(self.host, lost, self._still(epoch)))
 
     def _shed(self, count: int, share: int, takers: list[tuple[int, frozenset[str]]]
               ) -> None:

@@ -26,17 +26,22 @@ and ``moved(wf, exc)`` (see ``garrison/cluster/``). The store fences every write
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import trio
 
 from ..._errors import WorkflowMoved
 from ...actors._values import Pid
 from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
 from ._recovery import (
+    LOAD_CHUNK,
     count_tool_starts,
     end_requested,
     hold_states,
     load,
     mark_running,
+    read_together,
     runnable,
 )
 
@@ -49,54 +54,102 @@ __all__ = ["adopt", "hand_over", "moved", "parked"]
 log = logging.getLogger("garrison.cluster")
 
 
-def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
-    """Run the claimed workflows ``records`` on ``host``; the ids started."""
+async def adopt(host: WorkflowHost, records: list[WorkflowRecord],
+                current: Callable[[], bool] = lambda: True) -> list[str]:
+    """Run the claimed workflows ``records`` on ``host``; the ids started.
+
+    They are read :data:`LOAD_CHUNK` at a time (one read of each table, their rows
+    too: ``Store.resume_rows``), each made active as it is read, the node's other tasks
+    running between two reads; none runs before all are read. Once ``current()`` is
+    false (the lease under which they were claimed lapsed) or the host closes, no more
+    are read: the other nodes take those; a cancel (the node stops) does the same."""
     started: list[str] = []
     resumed = Transaction()
     waiting: dict[str, tuple[WorkflowRecord, WorkflowInstance]] = {}
     requeued = Transaction()
     back: dict[str, tuple[WorkflowRecord, WorkflowInstance]] = {}
     loaded: list[WorkflowInstance] = []
-    for record in records:
-        wid = record.workflow_id
-        if wid in host.active or host.closing:
-            continue
-        try:
-            # read again: the claim's copy may be older than a cancel request this node
-            # wrote since (not running here, the workflow got it in the store only, and
-            # no wakeup: this node owns it); load reads the rest (inbox...) afresh
-            record = host.store.get_workflow(wid) or record
-            if WorkflowStatus(record.status).finished:
+    running: list[WorkflowInstance] = []
+    ending: list[WorkflowInstance] = []
+    later: list[WorkflowRecord] = []  # (those that wait in the queue: read last)
+    stopped: trio.Cancelled | None = None
+
+    def take(chunk: list[WorkflowRecord], queued: bool) -> None:
+        """Load ``chunk``, read together; ``queued``: those that wait in the queue too
+        (else they are left for ``later``: not active, they would not see what the
+        node's tasks send or ask of them before the queue holds them)."""
+        # read again: the claim's copy may be older than a cancel request this node
+        # wrote since (not running here, the workflow got it in the store only, and
+        # no wakeup: this node owns it); load reads the rest (inbox...) afresh
+        read = read_together(host, [r.workflow_id for r in chunk], records=True)
+        for record in chunk:
+            wid = record.workflow_id
+            rows = None if read is None else read.get(wid)
+            try:
+                if rows is None:  # (not read together: alone, as each was before)
+                    record = host.store.get_workflow(wid) or record
+                else:
+                    record = rows.record or record
+                if WorkflowStatus(record.status).finished:
+                    continue
+                if not queued and (record.status == WorkflowStatus.PENDING
+                                   or host.queue.comes_back(record)):
+                    later.append(record)
+                    continue
+                wf = load(host, record, rows)
+            except Exception as exc:  # pragma: no cover - a broken row
+                log.error("cannot resume workflow %s: %s", wid, exc, extra={"workflow_id": wid})
                 continue
-            wf = load(host, record)
-        except Exception as exc:  # pragma: no cover - a broken row
-            log.error("cannot resume workflow %s: %s", wid, exc, extra={"workflow_id": wid})
-            continue
-        loaded.append(wf)
-        if wf.requests:
-            # asked to terminate while its owner was gone (the claim spent the request's
-            # wakeup): it ends unrun, as at a node's start (no code needed for that)
-            host.active[wid] = wf
-            wf.exited.set()
-            host.start_soon(end_requested, host, wf)
+            loaded.append(wf)
+            if wf.requests:
+                # asked to terminate while its owner was gone (the claim spent the
+                # request's wakeup): it ends unrun, as at a node's start (no code
+                # needed for that)
+                host.active[wid] = wf
+                wf.exited.set()
+                ending.append(wf)
+                started.append(wid)
+                continue
+            if not runnable(host, record):
+                continue
+            if record.status == WorkflowStatus.PENDING:  # it waits in this node's queue
+                waiting[wid] = (record, wf)
+                started.append(wid)
+                continue
+            if host.queue.comes_back(record):  # blocked: it waits there too (pending again)
+                back[wid] = (host.queue.requeue(requeued, record), wf)
+                continue
+            if record.status != WorkflowStatus.RUNNING:
+                resumed.resume_workflow(wid, time=host.clock.now())
+            host.active[wid] = wf  # (its task starts once every one is read)
+            host.queue.started(wf)
+            running.append(wf)
+            host.counts["resumed"] += 1  # unfinished: a node that died or drained left it
             started.append(wid)
-            continue
-        if not runnable(host, record):
-            continue
-        if record.status == WorkflowStatus.PENDING:  # it waits in this node's queue
-            waiting[wid] = (record, wf)
-            started.append(wid)
-            continue
-        if host.queue.comes_back(record):  # blocked: it waits there too (pending again)
-            back[wid] = (host.queue.requeue(requeued, record), wf)
-            continue
-        if record.status != WorkflowStatus.RUNNING:
-            resumed.resume_workflow(wid, time=host.clock.now())
-        host.run_instance(wf)
-        host.counts["resumed"] += 1  # unfinished: a node that died or drained left it
+
+    for first in range(0, len(records), LOAD_CHUNK):
+        if first:
+            try:  # (the node's other tasks run between two reads: its services, console)
+                await trio.lowlevel.checkpoint()
+            except trio.Cancelled as exc:
+                stopped = exc
+                break
+        if host.closing or not current():
+            break
+        # read and made active in one step: nothing of the node writes between (see
+        # ``end_pending_stored``)
+        take([r for r in records[first:first + LOAD_CHUNK] if r.workflow_id not in host.active
+              and r.workflow_id not in waiting], False)
+    if stopped is None and not host.closing and current():
+        for first in range(0, len(later), LOAD_CHUNK):  # (in one step with the restore)
+            take([r for r in later[first:first + LOAD_CHUNK] if r.workflow_id not in host.active],
+                 True)
+    for wf in ending:
+        host.start_soon(end_requested, host, wf)
+    for wf in running:
+        host.start_soon(wf.main)
         if wf.cancel_requested:
             host.cancel_children(wf)
-        started.append(wid)
     # a tool's start is counted once, where it runs (a node's own start left to the
     # cluster was counted on that node: it has a queue row)
     count_tool_starts(host, [record for record, _ in waiting.values()])
@@ -121,6 +174,8 @@ def adopt(host: WorkflowHost, records: list[WorkflowRecord]) -> list[str]:
     hold_states(host, loaded)  # (before the tasks just started run)
     if resumed:  # (before the tasks just started run: see mark_running)
         mark_running(host, resumed)
+    if stopped is not None:
+        raise stopped
     return started
 
 
