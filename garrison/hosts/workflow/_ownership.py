@@ -33,7 +33,7 @@ import trio
 
 from ..._errors import WorkflowMoved
 from ...actors._values import Pid
-from ...persistence import Transaction, WorkflowRecord, WorkflowStatus
+from ...persistence import Transaction, WorkflowRecord, WorkflowStatus, run_blocking
 from ._recovery import (
     LOAD_CHUNK,
     count_tool_starts,
@@ -60,7 +60,8 @@ async def adopt(host: WorkflowHost, records: list[WorkflowRecord],
 
     They are read :data:`LOAD_CHUNK` at a time (one read of each table, their rows
     too: ``Store.resume_rows``), each made active as it is read, the node's other tasks
-    running between two reads; none runs before all are read. Once ``current()`` is
+    running between two reads; none runs before all are read and marked ``running``
+    (written in a worker thread). Once ``current()`` is
     false (the lease under which they were claimed lapsed) or the host closes, no more
     are read: the other nodes take those; a cancel (the node stops) does the same."""
     started: list[str] = []
@@ -140,6 +141,10 @@ async def adopt(host: WorkflowHost, records: list[WorkflowRecord],
         # ``end_pending_stored``)
         take([r for r in records[first:first + LOAD_CHUNK] if r.workflow_id not in host.active
               and r.workflow_id not in waiting], False)
+    if resumed:  # (thousands of rows: written in a worker thread, before their tasks run)
+        with trio.CancelScope(shield=True):
+            await run_blocking(mark_running, host, resumed)
+        resumed = Transaction()
     if stopped is None and not host.closing and current():
         for first in range(0, len(later), LOAD_CHUNK):  # (in one step with the restore)
             take([r for r in later[first:first + LOAD_CHUNK] if r.workflow_id not in host.active],

@@ -31,6 +31,7 @@ from ...persistence import (
     Transaction,
     WorkflowRecord,
     WorkflowStatus,
+    run_blocking,
 )
 from ._core import Replayed, added, cancelled_error
 from ._inbox import CONTROL, is_linked_row, item_from_record, stale_request
@@ -232,7 +233,8 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     Those that resume at once are read :data:`LOAD_CHUNK` at a time
     (``Store.resume_rows``), each made active as it is read, the node's other tasks
     running between two reads (its services, a cluster's claims, the console); none
-    runs before all are read (their tasks start as this returns). Those that wait in the
+    runs before all are read, and marked ``running`` (written in a worker thread: their
+    tasks start as this returns). Those that wait in the
     queue are read last, together with its restore (not active, they would not see
     what those tasks sent or asked of them meanwhile). A cancel meanwhile (the node
     stops) reads no more: those read start, and stop with the node."""
@@ -243,6 +245,7 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     ownership = host.ownership
     paused = _pause_gc()
     stopped: trio.Cancelled | None = None
+    read = False
     try:
         damaged: list[DamagedRecord] = []  # (each left as it is, named, not resumed)
         records = (ownership.first_claim() if ownership is not None
@@ -281,13 +284,25 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                 host.queue.started(wf)
                 recovering.append(wf)
                 host.counts["resumed"] += 1
+        read = True
     finally:
-        for wf in recovering:  # (they run once every one is read)
-            nursery.start_soon(wf.main)
+        if not read:  # (an error: those read run, as they did before it)
+            for wf in recovering:
+                nursery.start_soon(wf.main)
         if ownership is not None:  # (they hold their slots now: see first_resumed)
             ownership.first_resumed()
         if paused:
             nursery.start_soon(_resume_gc, recovering)
+    failed: Exception | None = None
+    if resumed:  # (thousands of rows: written in a worker thread, before their tasks run)
+        try:
+            with trio.CancelScope(shield=True):
+                await run_blocking(host.store.write, resumed)
+        except Exception as exc:
+            failed = exc  # (raised once they run, as when it was written after their start)
+    for wf in recovering:  # (they run once every one is read and marked)
+        nursery.start_soon(wf.main)
+    requeued = Transaction()
     queued: list[WorkflowRecord] = []
     back: list[WorkflowRecord] = []  # (blocked ones, pending again: see comes_back)
     loaded: dict[str, WorkflowInstance] = {}  # (the queued ones, for the queue)
@@ -304,12 +319,12 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                 queued.append(record)
                 loaded[wf.wid] = wf
             else:  # blocked: it waits for a slot, as retried
-                back.append(host.queue.requeue(resumed, record))
+                back.append(host.queue.requeue(requeued, record))
                 loaded[wf.wid] = wf
                 host.counts["resumed"] += 1
     hold_states(host, [*recovering, *loaded.values()])  # (before their tasks run)
-    if resumed:
-        host.store.write(resumed)
+    if requeued:
+        host.store.write(requeued)
     for wf in ending:  # once every workflow is loaded: their EXITs reach their watchers
         nursery.start_soon(end_requested, host, wf)
     count_tool_starts(host, queued)
@@ -321,6 +336,8 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
             host.cancel_children(wf)
         elif wf.cancel_at is not None:  # (in the cancel's place in time, theirs too)
             host.cancel_children(wf, wf.cancel_at)
+    if failed is not None:
+        raise failed
     if stopped is not None:
         raise stopped
 
