@@ -130,12 +130,12 @@ PARKED_DELAY = 0.05
 SETTLE_WARNING = 30.0
 #: seconds between two looks at the system clock for a step (see ``WallClock.step``)
 CLOCK_CHECK = 1.0
-#: the statuses of a workflow that never runs again (a failed one may be retried)
 #: the children of a cancelled workflow flagged and woken together at most: the rest in
 #: turns, one scheduler pass apart (``cancel_children``), so that a parent's cancel
 #: does not run thousands of children's cancellations in one pass of the node's thread
 CANCEL_CHUNK = 200
 
+#: the statuses of a workflow that never runs again (a failed one may be retried)
 _FOR_GOOD = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.CANCELLED})
 
 
