@@ -183,15 +183,18 @@ class Store(Protocol):
     def prune_ended(self, status: str, before: float, *, host: str | None = None,
                     after: tuple[float, str] | None = None, limit: int = 500
                     ) -> list[tuple[float, str]]:
-        """Delete, in one transaction, up to ``limit`` workflows of ``status``
+        """Delete, in one transaction (on SQLite several when their journals are long,
+        each deciding its own: see ``PRUNE_TX_RECORDS``; an error in one leaves what the
+        ones before it deleted deleted), up to ``limit`` workflows of ``status``
         (completed, failed or cancelled; else ``ValueError``) that ended (``updated``)
         before ``before`` (unix seconds), of workflow host ``host`` (``None``: any),
         after the key ``(updated, workflow_id)`` ``after`` in that order, with every row
         they own (journal, inbox, timers, promises, state, the monitors they are and
-        hold, queue row, wakeups). What is deleted is decided in that transaction, so a
-        write that makes one unfinished meanwhile (a retry) commits first (it is kept)
-        or finds it gone. Kept too: a workflow whose parent workflow is in the store
-        (its parent's replay reads how it ended; it goes once the parent is gone), and
+        hold, queue row, wakeups). What is deleted is decided in the transaction that
+        deletes it, so a write that makes one unfinished meanwhile (a retry) commits
+        first (it is kept) or finds it gone. Kept too: a workflow whose parent workflow
+        is in the store (its parent's replay reads how it ended; it goes once the parent
+        is gone), and
         the last run of a schedule (``last_workflow``: a tick whose workflow does not
         exist looks interrupted, and would start again). Returns the ``(updated,
         workflow_id)`` deleted, in that order (fewer than ``limit``: none is left after
