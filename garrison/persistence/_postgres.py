@@ -137,7 +137,7 @@ from ._pg_write import (
     cut_connection,
     lock_wait_reason,
 )
-from ._prune import PRUNABLE, check_prune, check_statuses
+from ._prune import check_count, check_prune
 from ._records import (
     InboxRecord,
     JournalRecord,
@@ -1776,8 +1776,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
     def count_prunable(self, statuses: Iterable[str], before: float, *,
                        host: str | None = None) -> int:
         """See :meth:`Store.count_prunable`."""
-        wanted = check_statuses(statuses)
-        check_prune(wanted[0] if wanted else PRUNABLE[0], before, host, None, 1)
+        wanted = check_count(statuses, before, host)
         if not wanted:
             return 0
         s = self._s

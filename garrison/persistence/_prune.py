@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-__all__ = ["PRUNABLE", "check_prune", "check_statuses"]
+__all__ = ["PRUNABLE", "check_count", "check_prune", "check_statuses"]
 
 #: the statuses whose workflows a prune may delete (a workflow never leaves them but
 #: by a retry); ``blocked`` is not one: it waits for fixed code
@@ -40,3 +40,11 @@ def check_prune(status: str, before: float, host: str | None, after: tuple[float
     if after is None:
         return (-math.inf, "")
     return (float(after[0]), str(after[1]))
+
+
+def check_count(statuses: Iterable[str], before: float, host: str | None) -> list[str]:
+    """Check :meth:`Store.count_prunable`'s arguments as :func:`check_prune` does; the
+    statuses to count (:func:`check_statuses`)."""
+    wanted = check_statuses(statuses)
+    check_prune(wanted[0] if wanted else PRUNABLE[0], before, host, None, 1)
+    return wanted

@@ -78,7 +78,7 @@ from ._group_commit import (
     fail_all,
     interrupted,
 )
-from ._prune import PRUNABLE, check_prune, check_statuses
+from ._prune import check_count, check_prune
 from ._records import (
     FINAL_STATUSES,
     InboxRecord,
@@ -1391,8 +1391,7 @@ class SQLiteStore(StoreShortcuts):
     def count_prunable(self, statuses: Iterable[str], before: float, *,
                        host: str | None = None) -> int:
         """See :meth:`Store.count_prunable`."""
-        wanted = check_statuses(statuses)
-        check_prune(wanted[0] if wanted else PRUNABLE[0], before, host, None, 1)
+        wanted = check_count(statuses, before, host)
         if not wanted:
             return 0
         with self._read_lock:
