@@ -1,5 +1,6 @@
 import itertools
 import time
+from typing import Any
 
 import pytest
 import trio
@@ -788,6 +789,24 @@ async def _collects_until_cancelled() -> list[str]:
     return got
 
 
+async def _signals_then_cancel(target: Any, db: str | None, parked: bool) -> None:
+    """Three workflows of ``target``, each signalled 'a' then 'b' then cancelled (once
+    ``parked`` in its first wait, or at once): each compensation saw both messages."""
+    _RAN.clear()
+    async with garrison.open_node(store=db) as node:
+        for n in range(3):
+            await node.start_workflow(target, id=f"w{n}")
+            handle = node.workflow(f"w{n}")
+            if parked:
+                await trio.testing.wait_all_tasks_blocked()
+            await handle.signal("note", "a")
+            await handle.signal("note", "b")
+            await handle.cancel()
+            with pytest.raises(garrison.WorkflowCancelled):
+                await handle.result()
+    assert _RAN == ["undo a,b"] * 3
+
+
 @pytest.mark.parametrize("parked", [True, False])
 @pytest.mark.parametrize("on_disk", [True, False])
 async def test_a_message_committed_before_a_cancel_is_received_before_it(
@@ -796,19 +815,9 @@ async def test_a_message_committed_before_a_cancel_is_received_before_it(
     next receive (or the receive that the signal woke) with the message waiting there,
     so the compensation ran without it, as by the scheduler's chance (a node resumed
     after a restart took the message first, as README says a node that ran on does)."""
-    db = str(tmp_path / "m.db") if on_disk else None  # type: ignore[operator]
-    _RAN.clear()
-    async with garrison.open_node(store=db) as node:
-        for n in range(3):
-            await node.start_workflow(_collects_until_cancelled, id=f"c{n}")
-            if parked:
-                await trio.testing.wait_all_tasks_blocked()
-            await node.workflow(f"c{n}").signal("note", "a")
-            await node.workflow(f"c{n}").signal("note", "b")
-            await node.workflow(f"c{n}").cancel()
-            with pytest.raises(garrison.WorkflowCancelled):
-                await node.workflow(f"c{n}").result()
-    assert _RAN == ["undo a,b"] * 3
+    await _signals_then_cancel(_collects_until_cancelled,
+                               str(tmp_path / "m.db") if on_disk else None,  # type: ignore[operator]
+                               parked)
 
 
 async def test_a_message_and_a_cancel_a_tool_wrote_together_are_received_in_order(
@@ -853,19 +862,9 @@ async def test_a_message_before_a_cancel_is_taken_by_the_race_under_way(
     came takes the message first, as a receive awaited alone does, and as a node
     resuming the workflow decides the race (the message was committed before the
     cancel): the cancel comes at the next race."""
-    db = str(tmp_path / "f.db") if on_disk else None  # type: ignore[operator]
-    _RAN.clear()
-    async with garrison.open_node(store=db) as node:
-        for n in range(3):
-            await node.start_workflow(_collects_until_timeout_or_cancelled, id=f"f{n}")
-            if parked:
-                await trio.testing.wait_all_tasks_blocked()
-            await node.workflow(f"f{n}").signal("note", "a")
-            await node.workflow(f"f{n}").signal("note", "b")
-            await node.workflow(f"f{n}").cancel()
-            with pytest.raises(garrison.WorkflowCancelled):
-                await node.workflow(f"f{n}").result()
-    assert _RAN == ["undo a,b"] * 3
+    await _signals_then_cancel(_collects_until_timeout_or_cancelled,
+                               str(tmp_path / "f.db") if on_disk else None,  # type: ignore[operator]
+                               parked)
 
 
 @garrison.activity

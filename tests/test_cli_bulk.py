@@ -11,6 +11,7 @@ from typing import Any
 import ops_app
 import pytest
 import trio
+from test_operate import cli_async, cli_here
 
 import garrison
 from garrison.persistence import Transaction, open_store
@@ -25,22 +26,6 @@ def _reset() -> None:
 @pytest.fixture
 def store_path(store_spec: str) -> str:
     return store_spec
-
-
-def cli_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``garrison workflows ARGS`` in this process (an escaping exception fails the test:
-    it would be a traceback on the command line)."""
-    from garrison._cli import build_parser
-
-    parsed = build_parser().parse_args(["workflows", *args])
-    code = parsed.func(parsed)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-async def cli_async(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """The same beside a node of this process (the command in a thread)."""
-    return await trio.to_thread.run_sync(lambda: cli_here(capsys, *args))
 
 
 def _rows(path: str, rows: dict[str, str], search: dict[str, Any] | None = None,

@@ -20,6 +20,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
 
 import _postgres
+import cluster_app
 from harness import Look, Node
 
 import garrison
@@ -1086,28 +1087,6 @@ async def test_a_workflows_failure_reaches_a_linked_workflow_whose_node_is_lost(
                     await a.workflow("B").result()
 
 
-async def lr_partner(trap: bool, back: bool) -> list[list[object]]:
-    """Sets ``trap_links``; with ``back``, links to the pid its first message names; says
-    it is ``ready`` (state). Trapping, returns the events it reads once one came and
-    none followed for 3 s; not trapping, sleeps until a linked failure ends it."""
-    process.set_options(trap_links=trap)
-    if back:
-        msg = await process.inbox().receive()
-        process.link(Pid.parse(msg.payload))
-    workflow.set_state("ready", True)
-    got: list[list[object]] = []
-    while True:
-        if not trap:
-            await workflow.sleep(3600)
-            continue
-        ev = await process.events().receive(timeout=3)
-        if ev is None:
-            if got:
-                return got
-            continue
-        got.append([str(ev.kind), str(ev.pid), ev.error.type if ev.error else None])
-
-
 @pytest.mark.parametrize("how", ["word_lost", "both_linked"])
 @pytest.mark.parametrize("trap", [False, True])
 async def test_a_linked_workflow_of_another_node_hears_of_a_failure_once(
@@ -1127,7 +1106,7 @@ async def test_a_linked_workflow_of_another_node_hears_of_a_failure_once(
 
             monkeypatch.setattr(a.hosts["workflows"].node, "forward_linked_exit", dropped)
         back = how == "both_linked"
-        partner = await b.start_workflow(lr_partner, trap, back, id="B")
+        partner = await b.start_workflow(cluster_app.partner, trap, back, id="B")
         w = await a.start_workflow(links_back, str(partner), id="A")
         if back:
             await b.send(partner, "x", str(w))

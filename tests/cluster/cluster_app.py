@@ -296,13 +296,17 @@ async def retries_until_b() -> str:
     return await only_on_b()
 
 
-async def partner(trap: bool) -> list[object]:
-    """Sets ``trap_links`` as told and says it is ``ready`` (state); trapping, returns
-    the events it reads once one came and none followed for 3 s (``[kind, pid, error
-    type]``); not trapping, sleeps until a linked failure ends it."""
+async def partner(trap: bool, back: bool = False) -> list[list[object]]:
+    """Sets ``trap_links`` as told; with ``back``, links to the pid its first message
+    names; says it is ``ready`` (state). Trapping, returns the events it reads once one
+    came and none followed for 3 s (``[kind, pid, error type]``); not trapping, sleeps
+    until a linked failure ends it."""
     process.set_options(trap_links=trap)
+    if back:
+        msg = await process.inbox().receive()
+        process.link(garrison.Pid.parse(msg.payload))
     workflow.set_state("ready", True)
-    got: list[object] = []
+    got: list[list[object]] = []
     while True:
         if not trap:
             await workflow.sleep(3600)
