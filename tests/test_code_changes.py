@@ -486,12 +486,9 @@ CAN_V1 = '''
 '''
 
 
-async def test_state_new_code_sets_on_the_replayed_path_is_stored_by_a_continue_as_new(
-        code: Path, tmp_path: Path, autojump_clock: object) -> None:
-    """The replayed path's values are stored when the run goes on past its journal by a
-    ``continue_as_new`` right away too (v2 continues where v1 waited for a second
-    message): the new run carries them (its ``get_state``), and ``handle.state()`` and
-    a search read the same, not the old run's for good."""
+async def _waiting_then_deployed(code: Path, tmp_path: Path, then: str) -> str:
+    """``CAN_V1``'s w1 run until it waits for its second message, then a deploy that
+    sets 'paid' where it set 'charged' and does ``then`` where it waited: its store."""
     store = str(tmp_path / "s.db")
     v1 = deploy(code, CAN_V1)
     async with garrison.open_node(store=store) as node:
@@ -505,7 +502,17 @@ async def test_state_new_code_sets_on_the_replayed_path_is_stored_by_a_continue_
         "            await process.inbox().receive()\n"
         "            await process.inbox().receive()\n",
         "            await process.inbox().receive()\n"
-        "            workflow.continue_as_new(1)\n"))
+        f"            {then}\n"))
+    return store
+
+
+async def test_state_new_code_sets_on_the_replayed_path_is_stored_by_a_continue_as_new(
+        code: Path, tmp_path: Path, autojump_clock: object) -> None:
+    """The replayed path's values are stored when the run goes on past its journal by a
+    ``continue_as_new`` right away too (v2 continues where v1 waited for a second
+    message): the new run carries them (its ``get_state``), and ``handle.state()`` and
+    a search read the same, not the old run's for good."""
+    store = await _waiting_then_deployed(code, tmp_path, "workflow.continue_as_new(1)")
     async with garrison.open_node(store=store) as node:
         await trio.sleep(1)
         handle = node.workflow("w1")
@@ -519,20 +526,7 @@ async def test_state_new_code_sets_on_the_replayed_path_is_stored_by_a_failure_t
         code: Path, tmp_path: Path, autojump_clock: object) -> None:
     """And by the failed end the run meets right after its replay (the README's 'or its
     end'): the failed workflow's ``state()`` and search read what its code set."""
-    store = str(tmp_path / "s.db")
-    v1 = deploy(code, CAN_V1)
-    async with garrison.open_node(store=store) as node:
-        await node.start_workflow(v1.flow, 0, id="w1")  # type: ignore[attr-defined]
-        await trio.sleep(1)
-        await node.workflow("w1").signal("go", None)
-        await trio.sleep(1)
-        assert node.workflow("w1").status() == "waiting"
-
-    deploy(code, CAN_V1.replace("charged", "paid").replace(
-        "            await process.inbox().receive()\n"
-        "            await process.inbox().receive()\n",
-        "            await process.inbox().receive()\n"
-        "            raise ValueError('new check')\n"))
+    store = await _waiting_then_deployed(code, tmp_path, "raise ValueError('new check')")
     async with garrison.open_node(store=store) as node:
         await trio.sleep(1)
         handle = node.workflow("w1")
