@@ -831,13 +831,18 @@ def _prune(store: Any, args: argparse.Namespace) -> None:
     count, before = tools.prune(store, args.older_than, statuses, host=args.host,
                                 dry_run=args.dry_run)
     where = "" if args.host is None else f" of host {args.host!r}"
+    # (a misspelt host prunes nothing, every time: a cron job would never tell)
+    note = None if count or args.host is None or store.count_workflows(host=args.host) \
+        else (f"no workflow of this store is of host {args.host!r}: --host takes a "
+              "workflow.host entry's id (a workflow's pid up to its slash, as `garrison "
+              "workflows show ID` prints it)")
     what = f"{count} ended workflow{'' if count == 1 else 's'} ({', '.join(statuses)})" \
            f"{where} that ended before {when_text(before)}"
     _done(args, {"pruned": 0 if args.dry_run else count,
                  "would_prune": count if args.dry_run else None, "statuses": statuses,
                  "host": args.host, "before": when_text(before)},
           f"would prune {what} (--dry-run: nothing deleted)" if args.dry_run
-          else f"pruned {what}")
+          else f"pruned {what}", note)
 
 
 def _export(store: Any, args: argparse.Namespace) -> None:

@@ -526,6 +526,13 @@ def test_the_prune_command_counts_deletes_and_refuses_bad_input(
                           "--host", "elsewhere")
     assert out.startswith("pruned 0 ended workflows (completed, failed, cancelled) of host "
                           "'elsewhere' that ended before "), out
+    # (a host no workflow of the store names: a typo, said, not a silent 0)
+    assert err == ("note: no workflow of this store is of host 'elsewhere': --host takes "
+                   "a workflow.host entry's id (a workflow's pid up to its slash, as "
+                   "`garrison workflows show ID` prints it)\n"), err
+    code, out, err = _cli(capsys, "--store", store_spec, "prune", "--older-than", "300d",
+                          "--host", "workflows")
+    assert (code, err) == (0, ""), err
     code, out, err = _cli(capsys, "--store", store_spec, "prune", "--older-than", "30d")
     assert out.startswith("pruned 1 ended workflow (completed, failed, cancelled) that "), out
     code, out, err = _cli(capsys, "--store", store_spec, "show", "done")
