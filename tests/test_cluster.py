@@ -2834,6 +2834,55 @@ async def test_a_parent_and_its_children_spread_over_nodes(postgres_url: str,
                 await trio.sleep(0.05)
 
 
+@pytest.mark.parametrize("end", ["cancel", "terminate"])
+async def test_a_parents_cancel_asks_the_store_once_for_the_children_elsewhere_of_its_tree(
+        postgres_url: str, end: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel or terminate of a parent whose tree runs here asked the store for the
+    children another node runs of each workflow of the tree, one read each, in the
+    node's thread: 2,000 children held its event loop still 0.7 s (cancel) to 1.4 s
+    (terminate) on PostgreSQL. The children of the whole tree are asked for in one
+    read; each workflow of the tree still ends with the parent."""
+    import trio
+
+    from garrison.persistence import PostgresStore, Transaction, open_store
+
+    name = "cluster_app:ends_on_a_message"
+    parent = garrison.Pid("workflows", "p")
+    with open_store(postgres_url) as store:
+        tx = Transaction().create_workflow("p", name, [], status="running", host="workflows")
+        for i in range(20):
+            tx.create_workflow(f"c{i}", name, [], status="running", host="workflows",
+                               parent=parent)
+        for i in range(5):
+            tx.create_workflow(f"g{i}", name, [], status="running", host="workflows",
+                               parent=garrison.Pid("workflows", "c0"))
+        store.write(tx)
+    ids = ["p", *(f"c{i}" for i in range(20)), *(f"g{i}" for i in range(5))]
+    by_parent: list[object] = []
+    query = PostgresStore._query
+
+    def counted(self: PostgresStore, sql: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        if "parent = " in str(sql):  # (a read of children)
+            by_parent.append(sql)
+        return query(self, sql, *args, **kwargs)
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+        with trio.fail_after(10):
+            while sum(w.status == "waiting" for w in a.workflows()) < len(ids):
+                await trio.sleep(0.02)
+        monkeypatch.setattr(PostgresStore, "_query", counted)
+        if end == "cancel":
+            await a.workflow("p").cancel()
+        else:
+            await a.workflow("p").terminate("enough")
+        assert len(by_parent) == 1, by_parent
+        monkeypatch.undo()
+        expected = "cancelled" if end == "cancel" else "failed"
+        with trio.fail_after(10):
+            while {str(a.workflow(wid).status()) for wid in ids} != {expected}:
+                await trio.sleep(0.05)
+
+
 async def test_processes_call_and_monitor_a_workflow_another_node_runs(
         postgres_url: str) -> None:
     """A call from node b to a workflow node a runs is answered (it failed at once with

@@ -870,6 +870,31 @@ def test_resume_rows_read_what_a_load_reads_of_many_workflows_at_once(store: SQL
     assert store.resume_rows([]) == {}
 
 
+def test_unfinished_children_of_many_parents_are_read_at_once(store: SQLiteStore) -> None:
+    """The unfinished children of many parents (a tree a node cancels or terminates),
+    in one read (600 parents: more than SQLite takes as one statement's parameters): the
+    same as each parent's ``list_workflows(parent=)`` returns unfinished, in
+    ``(created, workflow_id)`` order, on both stores; a parent no row can name finds
+    none."""
+    parents = [Pid("workflows", f"p{i}") for i in range(600)]
+    tx = Transaction()
+    for i, parent in enumerate(parents):
+        for j, status in enumerate(["running", "completed", "waiting"] if i % 2 else []):
+            tx.create_workflow(f"c{i}.{j}", "app:child", [], status=status, parent=parent,
+                               time=T0 + dt.timedelta(seconds=600 - i + j))
+    tx.create_workflow("other", "app:child", [], parent=Pid("workflows", "nobody"))
+    store.write(tx)
+    found = store.unfinished_children([*parents, "workflows/bad\udc80", "nul\x00",
+                                       parents[1]])
+    expected = sorted((r for parent in parents for r in store.list_workflows(parent=parent)
+                       if not WorkflowStatus(r.status).finished),
+                      key=lambda r: (r.created, r.workflow_id))
+    assert found == expected and len(found) == 600
+    assert [r.workflow_id for r in found[:3]] == ["c599.0", "c597.0", "c599.2"]
+    assert store.unfinished_children([]) == []
+    assert store.unfinished_children([parents[0]]) == []
+
+
 def test_deliver_to_monitors_reads_the_stored_monitors_in_the_write(store: SQLiteStore
                                                                     ) -> None:
     """An ending workflow's EXIT goes to every unfinished workflow of its host that the

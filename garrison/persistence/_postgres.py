@@ -139,6 +139,7 @@ from ._pg_write import (
 )
 from ._prune import check_count, check_prune
 from ._records import (
+    FINAL_STATUSES,
     InboxRecord,
     JournalRecord,
     PromiseRecord,
@@ -1423,6 +1424,19 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             query += " LIMIT %s"
             params.append(limit)
         return [WorkflowRecord.from_row(row) for row in self._query(query, params)]
+
+    def unfinished_children(self, parents: Sequence[Pid | str]) -> list[WorkflowRecord]:
+        """The unfinished children of ``parents`` (see the Store protocol), in one read
+        over ``workflows_by_parent``."""
+        keys = [key for key in dict.fromkeys(map(str, parents))
+                if not no_match((key,), nul=True)]
+        if not keys:
+            return []
+        rows = self._query(
+            f"SELECT {WorkflowRecord.COLUMNS} FROM {self._s}.workflows WHERE parent = ANY(%s) "
+            'AND status <> ALL(%s) ORDER BY created, workflow_id COLLATE "C"',
+            (keys, [status.value for status in FINAL_STATUSES]))
+        return [WorkflowRecord.from_row(row) for row in rows]
 
     def count_workflows(self, status: str | Iterable[str] | None = None, *,
                         parent: Pid | str | None = None, host: str | None = None) -> int:

@@ -158,6 +158,14 @@ class Store(Protocol):
         count of a workflow's children, beside the first ones they list)."""
         ...
 
+    def unfinished_children(self, parents: Sequence[Pid | str]) -> list[WorkflowRecord]:
+        """The workflows not completed, failed or cancelled whose parent is one of
+        ``parents`` (pids), in ``(created, workflow_id)`` order: one read for a few
+        hundred parents, not one per parent (a node cancelling or terminating a tree of
+        thousands in a cluster asks the store for the children of each of its
+        workflows)."""
+        ...
+
     def unfinished_workflows(self, damaged: list[DamagedRecord] | None = None
                              ) -> list[WorkflowRecord]:
         """Every workflow not completed, failed or cancelled (for recovery). With

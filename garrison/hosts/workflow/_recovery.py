@@ -661,7 +661,16 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
     one warning: ``wf``, how many descendants end with it and the first of them (each
     one's own end is at DEBUG: a thousand children are not a thousand warnings)."""
     ended: list[str] = []
-    _end_tree(host, wf, error, ended)
+    tree: list[WorkflowInstance] = []
+    _end_tree(host, wf, error, ended, tree)
+    # the children another node runs (or none yet), of every workflow of the tree, in
+    # one read of the store: asked for each, a tree of 2,000 read it 2,001 times in the
+    # node's thread (its event loop still meanwhile)
+    parents = {str(parent.pid): parent.wid for parent in tree}
+    for record in host.children_elsewhere(tree):  # asked in the store, as a tool asks
+        reason = parent_terminated(parents[str(record.parent)])
+        host.store.write(request_transaction(record.workflow_id, reason, record.attempt))
+        ended.append(record.workflow_id)
     if ended:
         named = ", ".join(ended[:NAMED_DESCENDANTS])
         more = len(ended) - NAMED_DESCENDANTS
@@ -674,9 +683,10 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
 
 
 def _end_tree(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo,
-              ended: list[str]) -> None:
-    """:func:`end_instance`'s work, the ids of the descendants it ends (here, or asked
-    in the store) added to ``ended``."""
+              ended: list[str], tree: list[WorkflowInstance]) -> None:
+    """:func:`end_instance`'s work in this node's memory, the ids of the descendants it
+    ends here added to ``ended``, ``wf`` and each of them to ``tree``."""
+    tree.append(wf)
     for rec in wf.requests:  # consumed by its end's own transaction (``finish``): a
         # drain that hands it over first (its records flushed, its end never written)
         # leaves them to the node that takes it
@@ -692,10 +702,7 @@ def _end_tree(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo,
         # here for each one ended: a tree of 10,000 was 10**8 steps, the node frozen)
         if not WorkflowStatus(child.status).finished:
             ended.append(child.wid)
-            _end_tree(host, child, reason, ended)
-    for record in host.children_elsewhere(wf):  # asked in the store, as a tool asks
-        host.store.write(request_transaction(record.workflow_id, reason, record.attempt))
-        ended.append(record.workflow_id)
+            _end_tree(host, child, reason, ended, tree)
 
 
 async def end_requested(host: WorkflowHost, wf: WorkflowInstance) -> None:
