@@ -406,6 +406,59 @@ async def test_a_stop_as_a_workflow_parks_leaves_its_row_parked(tmp_path: Any) -
                 ("sleeping", 1), ("running", 0)), i
 
 
+async def waits_for_a_message() -> object:
+    return (await process.inbox().receive()).payload
+
+
+async def test_thousands_parked_at_a_resume_are_written_in_chunks_a_crash_between_resumes(
+        tmp_path: Any, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parked statuses of every workflow a node resumed were one transaction written
+    in the node's thread: at 10,000 on PostgreSQL its event loop stood still for a
+    second or more. They are PARKED_CHUNK a transaction, the node's other tasks running
+    between two; a crash after the first (a copy of the store then: what a crash
+    leaves, some rows parked, the others still running) resumes every workflow."""
+    import sqlite3
+
+    from garrison.hosts.workflow import _host
+
+    chunk = getattr(_host, "PARKED_CHUNK", 250)
+    n = 2 * chunk + 1
+    db = str(tmp_path / "s.db")
+    crashed = str(tmp_path / "crashed.db")
+    with open_store(db) as store:
+        tx = garrison.persistence.Transaction()
+        for i in range(n):
+            tx.create_workflow(f"w{i}", f"{__name__}:waits_for_a_message", [],
+                               status="running", host="workflows")
+        store.write(tx)
+    written: list[int] = []
+    commit_statuses = _host.WorkflowHost._commit_statuses
+
+    async def copied_after_the_first(self: Any, tx: Any, background: bool = False) -> bool:
+        done: bool = await commit_statuses(self, tx, background)
+        if background and tx.ops:
+            written.append(len(tx.ops))
+            if len(written) == 1:
+                with sqlite3.connect(db) as src, sqlite3.connect(crashed) as dst:
+                    src.backup(dst)
+        return done
+
+    monkeypatch.setattr(_host.WorkflowHost, "_commit_statuses", copied_after_the_first)
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(1)
+        assert {str(w.status) for w in node.workflows()} == {"waiting"}
+    assert written == [chunk, chunk, 1]
+    monkeypatch.undo()
+    with open_store(crashed, lock=False) as store:
+        stored = {str(r.status) for r in store.list_workflows()}
+        assert stored == {"waiting", "running"}  # (the crash came between two)
+    async with garrison.open_node(store=crashed) as node:
+        for i in range(n):
+            await node.send(f"workflows/w{i}", "go", i)
+        for i in range(n):
+            assert await node.workflow(f"w{i}").result() == i
+
+
 async def test_a_supervisors_queued_workflow_child_is_cancelled_at_node_stop_too(
         autojump_clock: Any, tmp_path: Any) -> None:
     """A review of the fix above: a workflow child waiting in its host's queue (the host

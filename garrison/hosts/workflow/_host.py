@@ -125,6 +125,10 @@ FINISHED_HELD_TOTAL = 8 * 2**20
 
 #: how soon the store shows that a workflow is parked (``waiting`` / ``sleeping``)
 PARKED_DELAY = 0.05
+#: the parked statuses written in one transaction at most, the node's other tasks
+#: running between two (``_record_parked_task``): thousands parked at once (a resume)
+#: were one write of the node's thread
+PARKED_CHUNK = 250
 #: seconds a monitor's maker waits to read whether the monitored workflow has ended
 #: (its row held by a transaction) before it logs a warning (it goes on waiting)
 SETTLE_WARNING = 30.0
@@ -451,11 +455,19 @@ class WorkflowHost:
             self._parked_ready.set()
 
     async def _record_parked_task(self) -> None:
-        """Write the status of workflows that stay parked, in one transaction every
-        ``PARKED_DELAY`` at most: ``garrison workflows list`` (which reads the store)
-        agrees with ``node.workflows()``, at no extra commit per step. A workflow that
-        wakes writes ``running`` with its next commit. (And flush what ``outcome_left``
-        names and is still buffered.)"""
+        """Write the status of workflows that stay parked, every ``PARKED_DELAY`` at
+        most: ``garrison workflows list`` (which reads the store) agrees with
+        ``node.workflows()``, at no extra commit per step. A workflow that wakes writes
+        ``running`` with its next commit. (And flush what ``outcome_left`` names and is
+        still buffered.)
+
+        ``PARKED_CHUNK`` statuses a transaction at most, the node's other tasks running
+        between two: the thousands that park as a node resumes were one write in the
+        node's thread, its event loop still for a second on PostgreSQL. Each is read as
+        its transaction is made (one that woke meanwhile is left to its own commit,
+        which comes after: commits land in call order). What a crash leaves between two
+        is a store of ``running`` and parked ones, all unfinished: the next node resumes
+        each."""
         while True:
             await self._parked_ready.wait()
             await trio.sleep(PARKED_DELAY)
@@ -465,27 +477,36 @@ class WorkflowHost:
                 wf.left_outcome = False
                 if wf.buffer_left():
                     wf.flush_soon()
-            parked, self._parked = self._parked, set()
+            parked, self._parked = list(self._parked), set()
             tx = Transaction()
-            for wf in parked:
+            for n, wf in enumerate(parked, 1):
                 status = wf.status
                 if (status in (WorkflowStatus.WAITING, WorkflowStatus.SLEEPING)
                         and not wf.done.is_set() and wf.stored_status is not status):
                     tx.update_workflow(wf.wid, status=status)
                     wf.stored_status = status
-            await self._commit_statuses(tx, background=True)
+                if len(tx.ops) == PARKED_CHUNK and n < len(parked):
+                    if not await self._commit_statuses(tx, background=True):
+                        self._parked.update(parked[n:])  # (asked again with the next)
+                        break
+                    tx = Transaction()
+                    await trio.lowlevel.checkpoint()
+            else:
+                await self._commit_statuses(tx, background=True)
 
-    async def _commit_statuses(self, tx: Transaction, background: bool = False) -> None:
+    async def _commit_statuses(self, tx: Transaction, background: bool = False) -> bool:
         """Commit ``tx``, statuses of parked workflows only: a failure is logged (each
         one's next commit, or the next node, sets it right), but a background one's
-        once the host stops (the stop's own commit of them tells)."""
+        once the host stops (the stop's own commit of them tells). False if it failed."""
         if not tx or self.client:
-            return
+            return True
         try:
             await self.store.commit(tx)
         except Exception as exc:
             if not (background and self.closing):
                 log.warning("could not record the statuses of parked workflows: %s", exc)
+            return False
+        return True
 
     async def resume(self, *, stopping: Callable[[], bool] = lambda: False) -> None:
         """Resume every unfinished workflow of the store (once; before it returns their
