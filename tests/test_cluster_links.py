@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import sys
 import time
@@ -25,7 +26,7 @@ from harness import Look, Node
 
 import garrison
 from garrison import Pid, ProcessError, process, workflow
-from garrison.persistence import PostgresStore, Transaction
+from garrison.persistence import PostgresStore, RawJson, Transaction, open_store
 
 LEASE = 1.0
 
@@ -1218,3 +1219,115 @@ async def test_a_linked_row_of_a_workflow_unlinked_meanwhile_is_not_taken(
         with trio.fail_after(20):
             assert await b.workflow("B").result() == []
         assert b.hosts["workflows"].store.pending_messages("B") == []
+
+
+
+GATE = {"open": False}
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def fails_when_open() -> None:
+    """Fails once :data:`GATE` is open."""
+    while not GATE["open"]:
+        await trio.sleep(0.05)
+    raise RuntimeError("workflow boom")
+
+
+async def links_then_fails(other: str) -> None:
+    """A workflow that links to ``other``, then fails (an activity's failure, which a
+    retry runs again) once :data:`GATE` opens."""
+    process.link(Pid.parse(other))
+    await fails_when_open()
+
+
+async def relinks(expect: int) -> list[list[object]]:
+    """Traps links; links to the pid each message names, then reads one event (its
+    count so far in state ``heard``); returns the first ``expect``."""
+    process.set_options(trap_links=True)
+    got: list[list[object]] = []
+    while len(got) < expect:
+        msg = await process.inbox().receive()
+        process.link(Pid.parse(msg.payload))
+        workflow.set_state("linked", len(got) + 1)
+        ev = await process.events().receive()
+        got.append([str(ev.kind), str(ev.pid), ev.error.type if ev.error else None])
+        workflow.set_state("heard", len(got))
+    return got
+
+
+async def test_a_linked_workflow_hears_of_the_failure_of_each_attempt(
+        postgres_url: str) -> None:
+    """Workflow A on node a links to workflow B on node b (trapping, linked back); A
+    fails, B hears; A is retried, B links again to its new attempt, and A fails again.
+    The second failure's linked row had the id of the first (one per failed workflow
+    and partner), so the store dropped it as delivered, and b, finding that first row,
+    took the word of the failure as said: B never heard of it. The row's id carries
+    the attempt now (the first attempt's keeps the old form)."""
+    GATE["open"] = False
+    async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b, \
+            garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+        partner = await b.start_workflow(relinks, 2, id="B")
+        w = await a.start_workflow(links_then_fails, str(partner), id="A")
+        for attempt in (1, 2):
+            await b.send(partner, "x", str(w))
+            with trio.fail_after(10):
+                while b.workflow("B").state("linked") != attempt:
+                    await trio.sleep(0.05)
+            await trio.sleep(0.5)  # (each side holds its link)
+            GATE["open"] = True
+            with pytest.raises(garrison.WorkflowFailed, match="workflow boom"):
+                with trio.fail_after(10):
+                    await a.workflow("A").result()
+            GATE["open"] = False
+            with trio.fail_after(10):
+                while b.workflow("B").state("heard") != attempt:
+                    await trio.sleep(0.05)
+            if attempt == 1:
+                await a.workflow("A").retry()
+        with trio.fail_after(10):
+            got = await b.workflow("B").result()
+        assert got == [["LINK_DOWN", str(w), "ActivityError"]] * 2, got
+        assert sorted(_linked_rows(b, "B")) == [f"{w}#LINK_DOWN#2@B", f"{w}#LINK_DOWN@B"]
+
+
+def _linked_rows(node: garrison.Node, wid: str) -> list[str]:
+    """The ids of the ``LINK_DOWN`` rows in ``wid``'s inbox (a consumed row keeps no
+    payload)."""
+    store = node.hosts["workflows"].store
+    return [str(r[0]) for r in store._query(
+        "SELECT msg_id FROM garrison.inbox WHERE workflow_id = %s AND kind = 'event' "
+        "AND msg_id LIKE %s", (wid, "%#LINK_DOWN%"))]
+
+
+@pytest.mark.parametrize("trap", [False, True])
+async def test_a_linked_row_of_the_old_form_acts_once_after_an_upgrade(
+        postgres_url: str, trap: bool) -> None:
+    """A linked row written by a garrison of before the rows' ids carried the attempt
+    (``<pid>#LINK_DOWN@<id>`` whatever the attempt: here A's second) waits in the
+    inbox of workflow B, which no node ran meanwhile: the node that runs B after the
+    upgrade acts on it once (B fails with the linked failure, or reads one
+    ``LINK_DOWN``), and consumes it."""
+    error = garrison.ErrorInfo.from_exception(RuntimeError("old boom"))
+    dead = Pid("workflows", "A")
+    plain = {"kind": "LINK_DOWN", "pid": str(dead), "result": None,
+             "error": {"type": error.type, "message": error.message,
+                       "traceback": error.traceback}, "linked": True}
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+        with open_store(postgres_url, lock=False) as tool:  # (B and its row at once)
+            tool.write(Transaction()
+                       .create_workflow("A", "nowhere:gone", [], attempt=2)
+                       .update_workflow("A", status="failed", error=error)
+                       .create_workflow("B", "cluster_app:partner", [trap])
+                       .deliver("B", "LINK_DOWN", RawJson(json.dumps(plain)),
+                                msg_id=f"{dead}#LINK_DOWN@B", sender=dead, kind="event"))
+        with trio.fail_after(20):
+            if trap:
+                assert await a.workflow("B").result() == [
+                    ["LINK_DOWN", str(dead), "RuntimeError"]]
+            else:
+                with pytest.raises(garrison.WorkflowFailed,
+                                   match=r"LinkedProcessFailed: linked process "
+                                         r"workflows/A failed: RuntimeError: old boom"):
+                    await a.workflow("B").result()
+        assert a.hosts["workflows"].store.pending_messages("B") == []
+

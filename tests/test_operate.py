@@ -1323,3 +1323,55 @@ def _linked_row(wid: str, dead: Pid) -> Transaction:
     return Transaction().deliver(wid, "LINK_DOWN", RawJson(json.dumps(plain)),
                                  msg_id=linked_id(str(dead), wid), sender=dead,
                                  kind="event", if_unfinished=True)
+
+
+LINK_GATE = {"open": False}
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def _fails_once_open() -> None:
+    while not LINK_GATE["open"]:
+        await trio.sleep(1)
+    raise RuntimeError("boom")
+
+
+async def _links_then_fails(other: str) -> None:
+    """Links to ``other``, then fails (an activity's failure, which a retry runs
+    again) once :data:`LINK_GATE` opens."""
+    garrison.process.link(Pid.parse(other))
+    await _fails_once_open()
+
+
+async def _traps(expect: int) -> list[str]:
+    """Traps links (links to nothing itself); returns the first ``expect`` events."""
+    garrison.process.set_options(trap_links=True)
+    got: list[str] = []
+    while len(got) < expect:
+        ev = await garrison.process.events().receive()
+        got.append(f"{ev.kind} {ev.pid} {ev.error.type if ev.error else None}")
+        garrison.workflow.set_state("heard", len(got))
+    return got
+
+
+async def test_a_trapping_workflow_hears_of_each_failure_of_a_retried_linked_one(
+        store_spec: str, autojump_clock: Any) -> None:
+    """Workflow A links to workflow B, which traps links; A fails, B reads a
+    ``LINK_DOWN``; A is retried, links again and fails again: the second ``LINK_DOWN``
+    had the id of the first (one per failed workflow and watcher, as B made no link of
+    its own), and the store dropped it as delivered. Each attempt's is its own now."""
+    LINK_GATE["open"] = False
+    async with garrison.open_node(store=store_spec) as node:
+        b = await node.start_workflow(_traps, 2, id="B")
+        a = node.workflow("A")
+        await node.start_workflow(_links_then_fails, str(b), id="A")
+        for attempt in (1, 2):
+            await trio.sleep(10)
+            LINK_GATE["open"] = True
+            with pytest.raises(garrison.WorkflowFailed, match="boom"):
+                await a.result()
+            LINK_GATE["open"] = False
+            await until(lambda n=attempt: node.workflow("B").state("heard") == n,
+                        f"B to hear of attempt {attempt}")
+            if attempt == 1:
+                await a.retry()
+        assert await node.workflow("B").result() == ["LINK_DOWN workflows/A ActivityError"] * 2

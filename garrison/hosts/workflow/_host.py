@@ -1103,7 +1103,7 @@ class WorkflowHost:
                     plain[LINKED] = True
                     linked_text = _dumps(plain)
                 tx.deliver(pid.id, str(EventKind.LINK_DOWN), RawJson(linked_text),
-                           msg_id=linked_id(str(wf.pid), pid.id), sender=wf.pid,
+                           msg_id=linked_id(str(wf.pid), pid.id, wf.attempt), sender=wf.pid,
                            kind="event", time=now, if_unfinished=True)
                 told.append(pid)
                 continue
@@ -1111,8 +1111,11 @@ class WorkflowHost:
                     or other.done.is_set() or WorkflowStatus(other.status).finished:
                 continue
             if other.trap_links:
-                _tx, plain_event, _at = self._event_row(
-                    other.pid, event, other.event_id(EventKind.LINK_DOWN, wf.pid), tx, now)
+                # (under the id of its own link of wf, or else the one of a linked row:
+                # each attempt's, as a second failure of a retry is news to it)
+                msg_id = other.event_id(EventKind.LINK_DOWN, wf.pid) \
+                    or linked_id(str(wf.pid), other.wid, wf.attempt)
+                _tx, plain_event, _at = self._event_row(other.pid, event, msg_id, tx, now)
                 trapped.append((other, len(tx) - 1, plain_event))
                 continue
             if not cancelled_too(other, error):
@@ -1605,10 +1608,22 @@ class WorkflowHost:
             # ``target`` if it knew of the link (``_ending_with``), which acts, once
             # (``linked_rows``); this word (its node sends it too, for a node of an
             # older garrison, which reads no row) acts only where there is none
-            row = partial(self.store.inbox_message, linked_id(str(dead), target.id))
+            row = partial(self.linked_row, dead, target.id)
             self.elsewhere.later(row, partial(self._linked_word, target, dead, error))
             return
         self._linked_exit_here(wf, dead, error)
+
+    def linked_row(self, dead: Pid, target: str) -> Any:
+        """The linked row (``_inbox.LINKED``) the last failure of the workflow ``dead``
+        wrote for the workflow ``target``, consumed or not, or ``None`` (read from the
+        store: blocking). Its id carries the attempt that failed (``linked_id``): the
+        attempt of ``dead``'s record if it has ended, else the one before (it was
+        retried since)."""
+        record = self.store.get_workflow(dead.id)
+        attempt = 1
+        if record is not None:
+            attempt = record.attempt - (0 if WorkflowStatus(record.status).finished else 1)
+        return self.store.inbox_message(linked_id(str(dead), target, attempt))
 
     def _linked_word(self, target: Pid, dead: Pid, error: ErrorInfo, row: Any) -> None:
         """:meth:`linked_exit` of a workflow ``dead`` that ended on another node, once

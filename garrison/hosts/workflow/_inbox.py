@@ -53,13 +53,19 @@ def exit_id(ended: str, watcher: str) -> str:
 LINKED = "linked"
 
 
-def linked_id(dead: str, target: str) -> str:
+def linked_id(dead: str, target: str, attempt: int = 1) -> str:
     """The inbox message id of the linked row of the failed workflow ``dead`` (its pid)
-    for the workflow ``target``: the id one per (process, kind, workflow) that a
+    for the workflow ``target``, written by the end of ``dead``'s attempt ``attempt``.
+    The first attempt's is the id one per (process, kind, workflow) that a
     ``LINK_DOWN`` delivered to a workflow running nowhere has
     (``WorkflowHost._event_row``), so the first of the two is kept, and a recovery
-    that finds it delivered does not deliver it again (``_delivered_per_process``)."""
-    return f"{dead}#LINK_DOWN@{target}"
+    that finds it delivered does not deliver it again (``_delivered_per_process``); it
+    is also the one id of a store written before ids carried the attempt. A later
+    attempt's (a retry failed again) carries its number: with the first's, the store
+    dropped it as delivered, and ``target`` never heard of that failure."""
+    if attempt <= 1:
+        return f"{dead}#LINK_DOWN@{target}"
+    return f"{dead}#LINK_DOWN#{attempt}@{target}"
 
 
 def is_linked_row(plain: Any) -> bool:

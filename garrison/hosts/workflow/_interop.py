@@ -29,7 +29,7 @@ from ._codec import PLAIN, json_round_trip
 from ._core import UNLINK_GRACE, WorkflowCore, added, log
 from ._elsewhere import RemoteWorkflow, recorded_reply
 from ._ids import call_ref, check_text
-from ._inbox import InboxItem, linked_id
+from ._inbox import InboxItem
 from ._journal import JournalKind, error_from_plain, error_to_plain, message_to_plain
 from ._waits import WallClock
 
@@ -200,8 +200,7 @@ class Interop(WorkflowCore):
                 if not ended:
                     h.add_link(pid, self.pid)
                 elif error is not None and h is self.host and h.ownership is not None \
-                        and self.store.inbox_message(linked_id(str(pid), self.wid)) \
-                        is not None:
+                        and h.linked_row(pid, self.wid) is not None:
                     # its end, on another node, wrote a linked row for this workflow:
                     # the row acts, once (``linked_rows``, below, if not read before)
                     self.watch_spent(EventKind.LINK_DOWN, pid)
