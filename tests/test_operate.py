@@ -1310,6 +1310,38 @@ async def test_a_linked_row_waiting_in_a_blocked_workflow_a_node_ended_never_end
         assert await node.workflow("d").result() == "went"
 
 
+async def test_a_linked_row_that_landed_as_its_workflow_failed_never_ends_its_retry(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A linked workflow of another node fails as this one fails: its linked row is
+    committed after this one's end read its inbox and before that end is committed (a
+    workflow's end consumes the rows it knows of; the row is written only while the
+    workflow is unfinished). The row stayed pending in the failed workflow, and its
+    retry replayed, read it and ended at once with that older failure
+    (LinkedProcessFailed). A retry of a failed workflow consumes such rows: they ask
+    nothing of the attempt it starts."""
+    from garrison import _store_tools as tools
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.order, "pen", id="o")
+        await until(lambda: node.workflow("o").status() == "waiting", "o to wait")
+    tool = tools.open_store(store_spec)
+    try:  # (as the race leaves it: the row, then the end that did not see it)
+        tool.write(_linked_row("o", Pid("workflows", "x")))
+        tool.write(Transaction().update_workflow(
+            "o", status="failed", error=garrison.ErrorInfo("RuntimeError", "own failure")))
+        assert len(tool.pending_messages("o")) == 1
+        assert tools.retry(tool, "o") == "2 journal record(s) replay"
+        assert tool.pending_messages("o") == []
+    finally:
+        tool.close()
+    async with garrison.open_node(store=store_spec) as node:
+        await until(lambda: node.workflow("o").status() == "waiting", "o to run again")
+        await trio.sleep(1)
+        assert node.workflow("o").status() == "waiting"  # not ended by the old row
+        await node.workflow("o").signal("ship")
+        assert await node.workflow("o").result() == "res-pen pay-pen ship"
+
+
 def _linked_row(wid: str, dead: Pid) -> Transaction:
     """The linked row the failure of ``dead`` (RuntimeError: boom) on another node of a
     cluster writes into the inbox of ``wid``."""

@@ -142,10 +142,10 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
 
 
 def consume_linked_rows(store: Any, tx: Transaction, wid: str) -> None:
-    """Into ``tx``, which ends the stored workflow ``wid``: its linked rows not acted on
-    (``_inbox.LINKED``: a linked workflow of another node failed) consumed. They ask
-    nothing more of the attempt that ends, and left pending they would end a retry of
-    it with that old failure."""
+    """Into ``tx``, which ends the stored workflow ``wid`` (or retries it, failed): its
+    linked rows not acted on (``_inbox.LINKED``: a linked workflow of another node
+    failed) consumed. They ask nothing more of the attempt that ends, and left pending
+    they would end a retry of it with that old failure."""
     for row in store.pending_messages(wid):
         if row.kind == "event" and is_linked_row(row.payload):
             tx.consume(wid, row.id, 0)
@@ -444,6 +444,12 @@ def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
     tx.update_workflow(record.workflow_id, status=WorkflowStatus.PENDING, error=None,
                        attempt=record.attempt + 1,
                        cancel_requested=False if status is WorkflowStatus.FAILED else None)
+    if status is WorkflowStatus.FAILED:
+        # a linked row committed as it failed, after its end read its inbox (the rows
+        # it knew of went with its end; none is written once it has ended): it asks
+        # nothing of the attempt the retry starts. (A blocked one has not ended: a
+        # linked failure that reached it meanwhile still acts, once it replays.)
+        consume_linked_rows(store, tx, record.workflow_id)
     # back in its host's queue, by the priority it was started with (its memo keeps
     # it), in the order of the retries (its row, if its end dropped it: a start order
     # a restart keeps), with the dedup key its end freed (a blocked one still holds its
