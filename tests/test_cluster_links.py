@@ -1331,3 +1331,65 @@ async def test_a_linked_row_of_the_old_form_acts_once_after_an_upgrade(
                     await a.workflow("B").result()
         assert a.hosts["workflows"].store.pending_messages("B") == []
 
+FIXED = {"on": False}
+
+
+@garrison.activity(retry=garrison.RetryPolicy(max_attempts=1))
+async def fails_unless_fixed() -> None:
+    """Fails until :data:`FIXED` is on (a fix deployed)."""
+    if not FIXED["on"]:
+        raise RuntimeError("not fixed")
+
+
+async def monitors_then_steps(target: str) -> list[object]:
+    """A workflow that monitors ``target``, then at its first message runs an activity
+    that fails until fixed, then returns the first event it reads."""
+    process.monitor(Pid.parse(target))
+    await process.inbox().receive()
+    await fails_unless_fixed()
+    ev = await process.events().receive()
+    return [str(ev.kind), str(ev.pid), ev.error.type if ev.error else None]
+
+
+@pytest.mark.parametrize("ends", ["after_the_retry", "before_the_retry"])
+async def test_a_failed_workflow_lets_go_of_its_monitors_of_another_nodes_processes(
+        postgres_url: str, ends: str) -> None:
+    """A workflow on node b monitoring a plain process of node a fails, and is never
+    retried: b's table of remote watches and the process's monitors on a kept an entry
+    for it as long as the process lived (kept for a retry), one more for each such
+    workflow that failed. Both go at its failure now, and a retry makes the monitor
+    again (its replay asks a, as a workflow resumed elsewhere does): the process's end
+    reaches it, or ``noproc`` if the process ended before the retry."""
+    FIXED["on"] = False
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        p = await a.spawn(doomed, "fail")
+        w = await b.start_workflow(monitors_then_steps, str(p), id="W")
+        remote = b._router.remote
+
+        async def watched(entries: dict[Pid, set[Pid]], by: frozenset[Pid]) -> None:
+            with trio.fail_after(10):
+                while (remote.watching, a.process_info(p).monitored_by) != (entries, by):
+                    await trio.sleep(0.05)
+
+        await watched({p: {w}}, frozenset({w}))
+        await b.send(w, "x", "go")
+        with pytest.raises(garrison.WorkflowFailed, match="not fixed"):
+            with trio.fail_after(10):
+                await b.workflow("W").result()
+        await watched({}, frozenset())
+
+        FIXED["on"] = True
+        if ends == "before_the_retry":
+            await a.send(p, "go")
+            with trio.fail_after(10):
+                while a.process_info(p).alive:
+                    await trio.sleep(0.05)
+        await b.workflow("W").retry()
+        if ends == "after_the_retry":
+            await watched({p: {w}}, frozenset({w}))
+            await a.send(p, "go")
+        with trio.fail_after(10):
+            assert await b.workflow("W").result() == [
+                "EXIT", str(p), "RuntimeError" if ends == "after_the_retry" else "noproc"]
+        await watched({}, frozenset())
