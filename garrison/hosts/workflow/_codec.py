@@ -17,9 +17,9 @@ from ...persistence import LEAF_TEXT, to_json
 from ...persistence import structure as _structure
 from ...persistence._converter import declares_keys, type_name, unrestorable
 
-__all__ = ["PLAIN", "arguments_json", "arity_problem", "json_round_trip", "plain_or_repr",
-           "restore_args", "result_refused", "result_unrestorable", "return_hint",
-           "stored_as", "structure", "workflow_result"]
+__all__ = ["PLAIN", "arguments_and_plain", "arguments_json", "arity_problem",
+           "json_round_trip", "plain_or_repr", "restore_args", "result_refused",
+           "result_unrestorable", "return_hint", "stored_as", "structure", "workflow_result"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -182,6 +182,31 @@ def arguments_json(fn: Any, args: typing.Sequence[Any], what: str) -> str:
     hint = tuple[tuple(positional[i] if i < len(positional) else rest  # type: ignore[misc]
                        for i in range(len(args)))] if args else Any
     return to_json(list(args), what=what, hint=hint)
+
+
+def arguments_and_plain(fn: Any, args: typing.Sequence[Any], what: str
+                        ) -> tuple[str, list[Any]]:
+    """:func:`arguments_json` of ``args`` and their JSON shape, as ``json.loads`` of
+    that text gives it. Arguments that are all ints, strings, booleans or ``None`` (what
+    most starts pass), of a function that declares no dict of non-``str`` keys, are
+    written by :data:`LEAF_TEXT`, each the text ``to_json`` gives it, and read back
+    they are themselves: neither the converter's pass nor a decoding of the text. Any
+    other argument, or a leaf that has no text (a string holding a split surrogate
+    pair), goes the general way, which names what is wrong."""
+    if _arguments_stored_as(fn) is None:
+        texts = []
+        for value in args:
+            leaf = LEAF_TEXT.get(type(value))
+            if leaf is None:
+                break
+            try:
+                texts.append(leaf(value))
+            except ValueError:
+                break
+        else:
+            return "[" + ",".join(texts) + "]", list(args)
+    text = arguments_json(fn, args, what)
+    return text, _loads(text)
 
 
 def restore_args(fn: Any, plain_args: list[Any], what: str) -> list[Any]:

@@ -20,7 +20,6 @@ import itertools
 import json
 import logging
 import time
-import uuid as _uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -66,7 +65,7 @@ from .._kernel import (
 from ._activities import ActivitiesInFlight
 from ._codec import (
     PLAIN,
-    arguments_json,
+    arguments_and_plain,
     arity_problem,
     plain_or_repr,
     restore_args,
@@ -77,7 +76,7 @@ from ._codec import (
 )
 from ._core import added, cancelled_error
 from ._elsewhere import Elsewhere
-from ._ids import MAX_KEY_BYTES, check_key_size, check_text, check_workflow_id
+from ._ids import MAX_KEY_BYTES, check_key_size, check_text, check_workflow_id, new_run_id
 from ._inbox import LINKED, InboxItem, exit_id, is_linked_row, linked_id
 from ._instance import ActiveWorkflows, WorkflowInstance
 from ._journal import JournalKind, event_to_plain, message_to_plain
@@ -164,8 +163,8 @@ def checked_start(node: Any, mocks: Mapping[str, Any], target: Any, args: tuple[
     problem = arity_problem(fn, shown, args, "it was given")
     if problem is not None:
         raise TypeError(problem)
-    input_text = arguments_json(fn, args, f"the arguments of workflow {shown}")
-    plain_input = _loads(input_text)
+    input_text, plain_input = arguments_and_plain(fn, args,
+                                                  f"the arguments of workflow {shown}")
     restore_args(fn, plain_input, f"workflow {shown}")  # typed ones: checked now
     unrestorable = result_unrestorable(fn)  # (else found when it ends, having run)
     if unrestorable is not None:
@@ -625,7 +624,7 @@ class WorkflowHost:
             self.node, self.activity_mocks, target, args, wid,
             derived=journal is not None and derived)
         named = wid is not None
-        wid = _uuid.uuid4().hex if wid is None else wid
+        wid = new_run_id() if wid is None else wid
         check_priority(priority)
         check_dedup(dedup)
         pid = Pid(self.name, wid)
@@ -685,7 +684,7 @@ class WorkflowHost:
         wid = pid.id
         tx = Transaction()
         now = self.clock.now()
-        run_id = _uuid.uuid4().hex
+        run_id = new_run_id()
         trace = _observe.carrier() if _observe.tracing else None
         # a child workflow starts at once (its parent may wait for it); others may queue
         child = journal is not None or self._spawned_by_workflow(parent)

@@ -3,12 +3,13 @@ also the base of schedule ids (``_schedules.check_schedule_id``)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __all__ = ["ID_RULE", "MAX_DERIVED_BYTES", "MAX_KEY_BYTES", "call_ref", "call_request",
            "check_key_size", "check_promise_name", "check_rejection", "check_signal_topic",
            "check_state_key", "check_text",
-           "check_workflow_id", "id_problem", "shown"]
+           "check_workflow_id", "id_problem", "new_run_id", "shown"]
 
 #: the longest workflow id, schedule id, promise name or state key, in bytes of UTF-8:
 #: each is a key of the stores' indexes, and PostgreSQL's hold at most 2,704 bytes a
@@ -25,6 +26,18 @@ MAX_DERIVED_BYTES = MAX_KEY_BYTES + 200
 ID_RULE = ("a non-empty string of printable characters (no newline, tab or other control "
            f"character) without leading or trailing spaces, at most {MAX_KEY_BYTES} bytes "
            "of UTF-8")
+
+
+def new_run_id() -> str:
+    """A fresh run id (and a workflow's id when a start names none): the 32 hex digits
+    of a random version-4 UUID, what ``uuid.uuid4().hex`` gives, from the same 16 bytes
+    of ``os.urandom``. (Every start makes one: this sets the version and variant bits in
+    the bytes themselves, without the ``UUID`` object and its integer that ``uuid4``
+    builds to print them.)"""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 def shown(value: str, keep: int = 60) -> str:

@@ -1,0 +1,124 @@
+"""The fast paths of a workflow's start, end and result: what they write and return is
+what the general paths give (the converter's text, its JSON shape), and they are taken
+for the common values (plain arguments and results), without the converter or a
+decoding of the text just made."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import garrison
+from garrison.hosts.workflow._codec import arguments_and_plain
+from garrison.persistence import SQLiteStore, _converter, to_json
+
+#: arguments the fast path writes by their leaf texts: every kind of leaf, and strings
+#: that JSON escapes (quotes, backslashes, control characters, beyond ASCII, beyond the
+#: BMP, a lone surrogate)
+PLAIN_ARGS: list[tuple[Any, ...]] = [
+    (),
+    (0, -7, 2**70, True, False, None),
+    ("", 'a "quoted" \\ back\nslash\t', "café ☃ 😀", "\ud800 lone"),
+]
+
+
+async def echo_args(*args: Any) -> list[Any]:
+    return list(args)
+
+
+def _stored(path: Path, column: str, wid: str) -> Any:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(f"SELECT {column} FROM workflows WHERE workflow_id = ?",
+                            (wid,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("args", PLAIN_ARGS)
+async def test_plain_arguments_are_stored_as_the_converter_writes_them(
+        tmp_path: Path, args: tuple[Any, ...]) -> None:
+    """Ints, strings, booleans and ``None``: the stored text is the one the converter
+    gives, and the workflow gets them as it would read them back."""
+    path = tmp_path / "wf.db"
+    with SQLiteStore(str(path)) as store:
+        async with garrison.open_node(store=store) as node:
+            await node.start_workflow(echo_args, *args, id="w")
+            assert await node.workflow("w").result() == list(args)
+    assert _stored(path, "input", "w") == to_json(list(args), what="the arguments")
+
+
+@pytest.mark.parametrize("args", PLAIN_ARGS)
+def test_plain_arguments_are_written_without_the_converter(
+        monkeypatch: pytest.MonkeyPatch, args: tuple[Any, ...]) -> None:
+    """They are written by their leaf texts, without the converter's pass (it fails here
+    if it is called), and their JSON shape is themselves, not a decoding of the text."""
+    expected = to_json(list(args), what="the arguments")
+    real = _converter._converter
+
+    class Refusing:  # the converter, but its unstructuring
+        def unstructure(self, *_a: Any, **_k: Any) -> Any:
+            raise AssertionError("plain arguments went through the converter")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    monkeypatch.setattr(_converter, "_converter", Refusing())
+    text, plain = arguments_and_plain(echo_args, args, "the arguments")
+    assert (text, plain) == (expected, list(args))
+    assert all(a is b for a, b in zip(plain, args, strict=True))
+
+
+async def test_other_arguments_still_go_through_the_converter(tmp_path: Path) -> None:
+    """A float, a list or a dict among them: the general path, as before; a string
+    holding a surrogate pair as two code points is refused there, naming it."""
+    path = tmp_path / "wf.db"
+    with SQLiteStore(str(path)) as store:
+        async with garrison.open_node(store=store) as node:
+            await node.start_workflow(echo_args, 1, 2.5, [1, "a"], {"k": None}, id="w")
+            assert await node.workflow("w").result() == [1, 2.5, [1, "a"], {"k": None}]
+            with pytest.raises(garrison.PayloadError, match="surrogate pair"):
+                await node.start_workflow(echo_args, 1, "\ud83d\ude00", id="split")
+    assert _stored(path, "input", "w") == '[1,2.5,[1,"a"],{"k":null}]'
+
+
+async def test_run_ids_and_made_ids_are_uuid4_hex_made_without_uuid4(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start's run id, and the id of a start that names none, are the 32 hex digits of
+    a random version-4 UUID, as ``uuid.uuid4().hex`` gives, made from the random bytes
+    without a ``UUID`` object (``uuid.uuid4`` fails here if a start calls it)."""
+
+    def refuse() -> uuid.UUID:
+        raise AssertionError("a start made a UUID object")
+
+    path = tmp_path / "wf.db"
+    with SQLiteStore(str(path)) as store:
+        async with garrison.open_node(store=store) as node:
+            with monkeypatch.context() as patched:
+                patched.setattr(uuid, "uuid4", refuse)
+                made = [await node.start_workflow(echo_args, i) for i in range(20)]
+                await node.start_workflow(echo_args, id="named")
+            for pid in made:
+                await node.wait(pid)
+    ids = [pid.id for pid in made] + [_stored(path, "run_id", pid.id) for pid in made]
+    ids.append(_stored(path, "run_id", "named"))
+    assert len(set(ids)) == len(ids) == 41
+    for made_id in ids:
+        parsed = uuid.UUID(made_id)
+        assert parsed.hex == made_id
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+async def test_a_start_in_a_loop_runs_on_virtual_time(autojump_clock: trio.abc.Clock,
+                                                      tmp_path: Path) -> None:
+    """The same starts one after another, each awaited, then every result: each as the
+    loop gave it (the shape the fast paths serve)."""
+    with SQLiteStore(str(tmp_path / "wf.db")) as store:
+        async with garrison.open_node(store=store) as node:
+            for i in range(30):
+                await node.start_workflow(echo_args, i, f"s{i}", id=f"l{i}")
+            for i in range(30):
+                assert await node.workflow(f"l{i}").result() == [i, f"s{i}"]
