@@ -76,8 +76,13 @@ class WorkflowHandle:
         ``WorkflowCancelled``, or the ``NonDeterminismError`` that blocks it.
         """
         self.host.node.check_run("WorkflowHandle.result()")
-        with self._store_open("wait for the result of"):
+        try:  # (_store_open's, without its generator at every result)
             return await self.host.result(self.workflow_id)
+        except (DamagedRecord, RuntimeError) as exc:
+            said = self._store_error(exc, "wait for the result of")
+            if said is None:
+                raise
+            raise said from None
 
     def status(self) -> WorkflowStatus:
         """``pending``, ``running``, ``sleeping``, ``waiting``, ``blocked``,
@@ -100,21 +105,29 @@ class WorkflowHandle:
         (a store in memory went with the node: nothing reaches it)."""
         try:
             yield
-        except DamagedRecord as exc:  # (a JSON error, as a read met it: said as the store's)
-            raise StoreError(self.host.store.path, f"{exc} (cannot {doing} it: a damaged "
-                             "store, or a hand edit)") from None
-        except RuntimeError as exc:
-            if not self.node.stopped or "is closed" not in str(exc):
+        except (DamagedRecord, RuntimeError) as exc:
+            said = self._store_error(exc, doing)
+            if said is None:
                 raise
-            if self.host.store.path is None:
-                where = ("its store was in memory and went with the node: use the handle "
-                         "before the node closes, e.g. await result() inside its block")
-            else:
-                where = ("use the store itself: garrison workflows --store PATH ..., or "
-                         "garrison.persistence.open_store(PATH)")
-            raise RuntimeError(
-                f"cannot {doing} workflow {self.workflow_id!r}: node {self.node.name!r} "
-                f"has stopped, and its store with it ({where})") from None
+            raise said from None
+
+    def _store_error(self, exc: Exception, doing: str) -> Exception | None:
+        """What :meth:`_store_open` raises for ``exc``, met as the handle did ``doing``;
+        ``None``: ``exc`` itself."""
+        if isinstance(exc, DamagedRecord):  # (a JSON error, as a read met it: the store's)
+            return StoreError(self.host.store.path, f"{exc} (cannot {doing} it: a damaged "
+                              "store, or a hand edit)")
+        if not self.node.stopped or "is closed" not in str(exc):
+            return None
+        if self.host.store.path is None:
+            where = ("its store was in memory and went with the node: use the handle "
+                     "before the node closes, e.g. await result() inside its block")
+        else:
+            where = ("use the store itself: garrison workflows --store PATH ..., or "
+                     "garrison.persistence.open_store(PATH)")
+        return RuntimeError(
+            f"cannot {doing} workflow {self.workflow_id!r}: node {self.node.name!r} "
+            f"has stopped, and its store with it ({where})")
 
     async def signal(self, topic: str, payload: Any = None) -> None:
         """Send the workflow a message (committed to its inbox before this returns).

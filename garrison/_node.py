@@ -21,6 +21,7 @@ import trio
 from . import _cli_signals
 from ._duration import parse_lease, parse_retention
 from ._errors import ConfigError, NotInProcess, ProcessError, id_hint, schedule_hint
+from ._handle import WorkflowHandle, WorkflowSummary
 from ._router import EXIT_MEMORY, Router, not_in_trio
 from ._watchdog import watch
 from .actors._mailbox import Budget
@@ -622,8 +623,6 @@ class Node:
     def workflow(self, id: str, host: str | None = None) -> Any:
         """A :class:`~garrison.WorkflowHandle` on the workflow ``id`` (a ``str``, else
         ``TypeError``)."""
-        from ._handle import WorkflowHandle
-
         if not isinstance(id, str):
             # (a workflow's pid, from start_workflow, is easily taken for its handle's key)
             given = f" (pass its id: pid.id, {id.id!r})" if isinstance(id, Pid) else ""
@@ -636,8 +635,6 @@ class Node:
                   host: str | None = None) -> list[Any]:
         """:class:`~garrison.WorkflowSummary` of every workflow in the store, oldest
         first, filtered by status (one or several) and search attributes."""
-        from ._handle import WorkflowSummary
-
         if self._closed:  # (its stores are closed: not their bare "is closed")
             raise RuntimeError(f"cannot list workflows: {self._closed_text()}")
         self._router.check_thread("node.workflows()")

@@ -5,6 +5,7 @@ decoding of the text just made."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import trio
 
 import garrison
-from garrison.hosts.workflow._codec import arguments_and_plain
+from garrison.hosts.workflow._codec import arguments_and_plain, result_plain, workflow_result
 from garrison.persistence import SQLiteStore, _converter, to_json
 
 #: arguments the fast path writes by their leaf texts: every kind of leaf, and strings
@@ -122,3 +123,73 @@ async def test_a_start_in_a_loop_runs_on_virtual_time(autojump_clock: trio.abc.C
                 await node.start_workflow(echo_args, i, f"s{i}", id=f"l{i}")
             for i in range(30):
                 assert await node.workflow(f"l{i}").result() == [i, f"s{i}"]
+
+
+# ------------------------------------------------------------------ the end, the result
+LEAF_RESULTS: list[Any] = [0, -12, 2**80, "", 'a "b" \\ café 😀', True, False, None]
+
+
+async def returns(value: Any) -> Any:
+    return value
+
+
+@pytest.mark.parametrize("value", LEAF_RESULTS)
+def test_a_plain_result_is_written_without_the_converter(
+        monkeypatch: pytest.MonkeyPatch, value: Any) -> None:
+    """An int, a string, a boolean or ``None`` a workflow returns is written by its leaf
+    text (the converter fails here if it is called) and is its own JSON shape."""
+    expected = to_json(value, what="the result")
+    real = _converter._converter
+
+    class Refusing:  # the converter, but its unstructuring
+        def unstructure(self, *_a: Any, **_k: Any) -> Any:
+            raise AssertionError("a plain result went through the converter")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    monkeypatch.setattr(_converter, "_converter", Refusing())
+    text, plain, refused = workflow_result(returns, "w", "returns", value)
+    assert (text, refused) == (expected, None)
+    assert plain is value
+
+
+@pytest.mark.parametrize("text", [
+    "0", "7", "-7", "123456789012345678901234567890", "-0", "", "-", "1.5", "-1.5e3",
+    "1e5", '"12"', "true", "false", "null", "[1]", '{"a":1}', "\u0663", "-\u0663", "0x1", "007",
+    "-01", "00",
+])
+def test_a_stored_result_is_read_as_json_reads_it(text: str) -> None:
+    """An int's text is read by ``int``: the same value as ``json.loads`` gives, and for
+    any other text (a non-ASCII digit included) what ``json.loads`` gives or raises."""
+    try:
+        expected = json.loads(text)
+    except ValueError as exc:
+        with pytest.raises(type(exc)):
+            result_plain(text)
+        return
+    got = result_plain(text)
+    assert got == expected
+    assert type(got) is type(expected)
+
+
+async def test_results_of_every_kind_are_as_stored(tmp_path: Path) -> None:
+    """What ``result()`` returns, on the node that ran the workflow and from the store
+    after a restart, and the stored text, are the converter's, whatever the kind."""
+    path = tmp_path / "wf.db"
+    values = [*LEAF_RESULTS, 2.5, [1, "a", None], {"k": [True]}]
+    with SQLiteStore(str(path)) as store:
+        async with garrison.open_node(store=store) as node:
+            for i, value in enumerate(values):
+                await node.start_workflow(returns, value, id=f"r{i}")
+            for i, value in enumerate(values):
+                assert await node.workflow(f"r{i}").result() == value
+    for i, value in enumerate(values):
+        assert _stored(path, "result", f"r{i}") == to_json(value, what="the result")
+    with SQLiteStore(str(path)) as store:
+        async with garrison.open_node(store=store) as node:
+            for i, value in enumerate(values):
+                got = await node.workflow(f"r{i}").result()
+                assert got == value
+                assert type(got) is type(value)
+

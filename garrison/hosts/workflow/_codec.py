@@ -18,8 +18,9 @@ from ...persistence import structure as _structure
 from ...persistence._converter import declares_keys, type_name, unrestorable
 
 __all__ = ["PLAIN", "arguments_and_plain", "arguments_json", "arity_problem",
-           "json_round_trip", "plain_or_repr", "restore_args", "result_refused",
-           "result_unrestorable", "return_hint", "stored_as", "structure", "workflow_result"]
+           "json_round_trip", "plain_or_repr", "restore_args", "result_plain",
+           "result_refused", "result_unrestorable", "return_hint", "stored_as", "structure",
+           "workflow_result"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -271,17 +272,39 @@ def workflow_result(fn: Any, wid: str, name: str, value: Any
     """``(json text, plain)`` of the result ``value`` workflow ``wid`` (``name``, running
     ``fn``, ``None`` if unknown) ends with, and ``None``; or ``(None, None, why)`` when it
     may not end with it: no JSON form (``PayloadError``), or its return annotation
-    refuses it (:func:`result_refused`). The live host and a replay decide alike."""
-    try:
-        text = to_json(value, what=f"the result of workflow {wid!r}",
-                       hint=Any if fn is None else stored_as(return_hint(fn)))
-    except Exception as exc:
-        return None, None, exc
-    plain = _loads(text)
+    refuses it (:func:`result_refused`). The live host and a replay decide alike.
+
+    An int, a string, a boolean or ``None`` (what most workflows return) is written by
+    :data:`LEAF_TEXT`, as :func:`to_json` writes it first, and its JSON shape is itself:
+    no decoding of the text just made (as :func:`activity_result_json`)."""
+    leaf = LEAF_TEXT.get(type(value))
+    text = None
+    if leaf is not None:
+        try:
+            text, plain = leaf(value), value
+        except ValueError:  # (no text: to_json names why)
+            pass
+    if text is None:
+        try:
+            text = to_json(value, what=f"the result of workflow {wid!r}",
+                           hint=Any if fn is None else stored_as(return_hint(fn)))
+        except Exception as exc:
+            return None, None, exc
+        plain = _loads(text)
     refused = None if fn is None else result_refused(fn, wid, name, value, plain)
     if refused is not None:
         return None, None, refused
     return text, plain, None
+
+
+def result_plain(text: str) -> Any:
+    """``json.loads(text)`` of a stored result's JSON text; the text of an int (what most
+    workflows return, written by ``int.__repr__``) is read by ``int`` without the JSON
+    decoder, the same value."""
+    digits = text[1:] if text[:1] == "-" else text
+    if digits.isdigit() and digits.isascii() and (digits[0] != "0" or len(digits) == 1):
+        return int(text)  # (JSON has no leading zeros: "007" is json.loads's error)
+    return _loads(text)
 
 
 def json_round_trip(value: Any, what: str, hint: Any = Any) -> tuple[str, Any]:

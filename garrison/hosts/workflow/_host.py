@@ -69,6 +69,7 @@ from ._codec import (
     arity_problem,
     plain_or_repr,
     restore_args,
+    result_plain,
     result_unrestorable,
     return_hint,
     structure,
@@ -2489,7 +2490,7 @@ class WorkflowHost:
             name = record.name
             await trio.lowlevel.checkpoint()
         if status is WorkflowStatus.COMPLETED:
-            value = None if result_json is None else _loads(result_json)
+            value = None if result_json is None else result_plain(result_json)
             if hint is None:
                 try:
                     hint = return_hint(import_target(name))

@@ -411,6 +411,8 @@ class WorkflowInstance(Waits, Activities, Interop):
         """The seq of the first sleep or receive timeout under way at a stop that the
         code has not reached yet (one it reached and left, by a cancel scope of its own,
         is behind the cursor), or ``None``."""
+        if not self.timers:  # (none: every workflow's end asks)
+            return None
         seq = self.cursor.seq
         return min(filter(seq.__le__, self.timers), default=None)
 
