@@ -15,6 +15,7 @@ import pytest
 import trio
 
 import garrison
+from garrison.hosts.workflow import _activities
 from garrison.hosts.workflow._codec import arguments_and_plain, result_plain, workflow_result
 from garrison.persistence import SQLiteStore, _converter, to_json
 
@@ -193,3 +194,38 @@ async def test_results_of_every_kind_are_as_stored(tmp_path: Path) -> None:
                 assert got == value
                 assert type(got) is type(value)
 
+
+# ------------------------------------------------------------------ a step
+@garrison.activity
+async def plus_one(x: int) -> int:
+    return x + 1
+
+
+async def ten_steps(x: int) -> int:
+    for _ in range(10):
+        x = await plus_one(x)
+    return x
+
+
+async def test_a_step_asks_whether_its_activity_is_async_once_per_function(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether an activity is an ``async def`` function is kept with its return hints
+    from its first step on: a step does not ask it again (twice, as it did: a call and
+    a cache lookup each time)."""
+    asked: list[Any] = []
+    real = _activities._is_async
+
+    def counting(fn: Any) -> bool:
+        if fn is plus_one.__wrapped__:
+            asked.append(fn)
+        return real(fn)
+
+    monkeypatch.setattr(_activities, "_is_async", counting)
+    monkeypatch.setattr(_activities, "_RETURN_HINTS", {})
+    with SQLiteStore(str(tmp_path / "wf.db")) as store:
+        async with garrison.open_node(store=store) as node:
+            for i in range(3):
+                await node.start_workflow(ten_steps, i, id=f"t{i}")
+                assert await node.workflow(f"t{i}").result() == i + 10
+            assert len(node.workflow("t0").history()) == 10
+    assert len(asked) == 1, len(asked)

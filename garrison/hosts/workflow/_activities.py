@@ -58,12 +58,13 @@ _ONCE = RetryPolicy(max_attempts=1)
 _dumps = json.dumps
 
 
-#: an activity function's return hint and the hint its result is stored by (``Any``
-#: unless it declares a dict of non-str keys: ``stored_as``), by function:
-#: ``return_hint`` caches it too, but behind two calls, and every step reads it
-#: (emptied when it reaches ``_HINTS_KEPT`` functions, as ``return_hint``'s own cache
-#: is bounded)
-_RETURN_HINTS: dict[Any, tuple[Any, Any]] = {}
+#: an activity function's return hint, the hint its result is stored by (``Any``
+#: unless it declares a dict of non-str keys: ``stored_as``) and whether it is an
+#: ``async def`` function (``inspect.iscoroutinefunction``, asked twice at every step,
+#: unwraps partials and methods each time), by function: ``return_hint`` caches the
+#: hint too, but behind two calls, and every step reads them (emptied when it reaches
+#: ``_HINTS_KEPT`` functions, as ``return_hint``'s own cache is bounded)
+_RETURN_HINTS: dict[Any, tuple[Any, Any, bool]] = {}
 _HINTS_KEPT = 1024
 
 
@@ -382,8 +383,8 @@ class Activities(WorkflowCore):
             if len(_RETURN_HINTS) >= _HINTS_KEPT:
                 _RETURN_HINTS.clear()
             hint = return_hint(fn)
-            hints = _RETURN_HINTS[fn] = (hint, stored_as(hint))
-        hint, stored = hints
+            hints = _RETURN_HINTS[fn] = (hint, stored_as(hint), _is_async(fn))
+        hint, stored, is_async = hints
         if entry is not None:
             await self._yield()
             out = entry.outcome
@@ -417,7 +418,7 @@ class Activities(WorkflowCore):
             await trio.lowlevel.checkpoint()
         resumed = self.retrying(seq) if self.timers else None
         if (timeout is None and not self.host.activity_mocks and not _observe.active
-                and resumed is None and _is_async(fn)):
+                and resumed is None and is_async):
             # _run_activity's first attempt inline, the common case (it returns; nothing
             # to retry): no coroutine more at every step. A failed first attempt goes
             # on there, with its retry policy
@@ -458,7 +459,7 @@ class Activities(WorkflowCore):
         if failure is None and hint is not Any and not (type(plain) is hint and hint in PLAIN):
             # (structure's own test above)
             value, failure = _restored(plain, hint, name, self.host.activity_mocks)
-        if failure is None and self.store_error is None and _is_async(fn):
+        if failure is None and self.store_error is None and is_async:
             # The outcome rides with the workflow's next commit: the one before its next
             # effect (another activity, a call's request...), its wait, or its end; a
             # workflow of sequential steps writes one commit a step and its last step
