@@ -17,7 +17,7 @@ import trio
 import garrison
 from garrison.hosts.workflow import _activities
 from garrison.hosts.workflow._codec import arguments_and_plain, result_plain, workflow_result
-from garrison.persistence import SQLiteStore, _converter, to_json
+from garrison.persistence import SQLiteStore, _converter, _sqlite, _transaction, to_json
 
 #: arguments the fast path writes by their leaf texts: every kind of leaf, and strings
 #: that JSON escapes (quotes, backslashes, control characters, beyond ASCII, beyond the
@@ -229,3 +229,29 @@ async def test_a_step_asks_whether_its_activity_is_async_once_per_function(
                 assert await node.workflow(f"t{i}").result() == i + 10
             assert len(node.workflow("t0").history()) == 10
     assert len(asked) == 1, len(asked)
+
+
+# ------------------------------------------------------------------ the rows
+async def test_the_create_and_the_end_write_their_row_by_statements_made_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start names its status by the enum (no parsing of its text: it fails here if
+    asked), and a workflow's end writes its row by the UPDATE made once for the
+    columns it sets; the rows are as before."""
+
+    def refuse(value: object) -> Any:
+        raise AssertionError(f"a start parsed its status {value!r}")
+
+    monkeypatch.setattr(_transaction, "parse_status", refuse)
+    monkeypatch.setattr(_sqlite, "_UPDATES", {})
+    path = tmp_path / "wf.db"
+    with SQLiteStore(str(path)) as store:
+        async with garrison.open_node(store=store) as node:
+            for i in range(3):
+                await node.start_workflow(ten_steps, i, id=f"u{i}")
+                assert await node.workflow(f"u{i}").result() == i + 10
+    assert _sqlite._UPDATES == {("status", "result", "error"): (
+        "UPDATE workflows SET updated = ?, status = ?, result = ?, error = ? "
+        "WHERE workflow_id = ?")}
+    for i in range(3):
+        assert (_stored(path, "status", f"u{i}"), _stored(path, "result", f"u{i}"),
+                _stored(path, "error", f"u{i}")) == ("completed", str(i + 10), None)

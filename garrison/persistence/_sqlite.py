@@ -267,11 +267,19 @@ def _create_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
     return cur.rowcount == 1
 
 
+#: the UPDATE of a workflow's row by the columns it sets (``Transaction.update_workflow``
+#: names them from a fixed few): made once, not at every workflow's end
+_UPDATES: dict[tuple[str, ...], str] = {}
+
+
 def _update_workflow(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
     workflow_id, updated, sets = params
-    columns = ", ".join(f"{column} = ?" for column, _ in sets)
-    sql = f"UPDATE workflows SET updated = ?{', ' if sets else ''}{columns} WHERE workflow_id = ?"
-    if conn.execute(sql, (updated, *(v for _, v in sets), workflow_id)).rowcount != 1:
+    names = tuple([column for column, _ in sets])
+    sql = _UPDATES.get(names)
+    if sql is None:
+        columns = "".join(f", {column} = ?" for column in names)
+        sql = _UPDATES[names] = f"UPDATE workflows SET updated = ?{columns} WHERE workflow_id = ?"
+    if conn.execute(sql, (updated, *[v for _, v in sets], workflow_id)).rowcount != 1:
         raise NoSuchWorkflow(workflow_id)
 
 

@@ -697,7 +697,8 @@ class WorkflowHost:
         # the host's rate or cluster limit: the store admits it in this transaction
         asked = admitted and not child and self.queue.checks_store
         tx.create_workflow(wid, name, RawJson(input_text),
-                           status="running" if admitted and not asked else "pending",
+                           status=WorkflowStatus.RUNNING if admitted and not asked
+                           else WorkflowStatus.PENDING,
                            parent=parent, run_id=run_id, host=self.name, time=now,
                            trace=trace,
                            memo=_start_memo(supervisor, priority, self.client))
