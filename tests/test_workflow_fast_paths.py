@@ -6,6 +6,7 @@ decoding of the text just made."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import uuid
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import trio
 
 import garrison
-from garrison.hosts.workflow import _activities
+from garrison.hosts.workflow import _activities, _ids
 from garrison.hosts.workflow._codec import arguments_and_plain, result_plain, workflow_result
 from garrison.persistence import SQLiteStore, _converter, _sqlite, _transaction, to_json
 
@@ -255,3 +256,43 @@ async def test_the_create_and_the_end_write_their_row_by_statements_made_once(
     for i in range(3):
         assert (_stored(path, "status", f"u{i}"), _stored(path, "result", f"u{i}"),
                 _stored(path, "error", f"u{i}")) == ("completed", str(i + 10), None)
+
+
+# ------------------------------------------------------------------ run ids
+def test_run_ids_read_their_random_bytes_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ids take their 16 random bytes each from blocks read by one ``os.urandom``
+    call for many ids, not one call a start; all distinct, each a version-4 UUID."""
+    reads: list[int] = []
+    real = os.urandom
+
+    def counting(n: int) -> bytes:
+        reads.append(n)
+        return real(n)
+
+    monkeypatch.setattr(os, "urandom", counting)
+    monkeypatch.setattr(_ids, "_random", [])
+    made = [_ids.new_run_id() for _ in range(3 * _ids._RANDOM_IDS)]
+    assert reads == [16 * _ids._RANDOM_IDS] * 3
+    assert len(set(made)) == len(made)
+    assert all(uuid.UUID(m).version == 4 and uuid.UUID(m).hex == m for m in made)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork here")
+def test_a_forked_child_makes_other_run_ids_than_its_parent() -> None:
+    """The bytes read ahead are dropped in a forked child: it and its parent, which
+    keeps them, never make the same ids."""
+    _ids.new_run_id()  # (the parent holds bytes read ahead)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's side
+        try:
+            os.write(write, " ".join(_ids.new_run_id() for _ in range(5)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        theirs = set(pipe.read().split())
+    os.waitpid(child, 0)
+    ours = {_ids.new_run_id() for _ in range(5)}
+    assert len(theirs) == 5
+    assert not ours & theirs
