@@ -42,7 +42,6 @@ from ._cli_options import (
     cell,
     escaped,
     one_line,
-    print_table,
     print_table_pages,
     run_with_store,
 )
@@ -346,32 +345,62 @@ def _show(store: Any, args: argparse.Namespace) -> None:
 
 
 def _history(store: Any, args: argparse.Namespace) -> None:
+    # The journal is read a page at a time, twice (never held whole: its outcomes may
+    # be hundreds of megabytes): first for the columns' widths, and so that a damaged
+    # record is named before anything is printed, then to print each record as it is
+    # read. What is printed is what one read of it all printed.
     rec = tools.get(store, args.id)
-    records = store.journal(rec.workflow_id)
+    wid = rec.workflow_id
+    width = None if args.wide else 60
+    widths = [0] * 5
+    for rows in _history_rows(store, rec, width, outcomes=False):
+        for row in rows:
+            for i, c in enumerate(row[:5]):
+                c = cell(c) if i == 0 else _cut(cell(c), width)
+                widths[i] = max(widths[i], len(c))
     if args.json:
-        _print_json([{"seq": r.seq, "time": _when(r.time), "kind": r.kind, "name": r.name,
-                      "outcome": r.outcome, "attempts": r.attempts} for r in records])
+        out = sys.stdout
+        out.write("[")
+        first = True
+        for page in tools.journal_pages(store, wid):
+            for r, _ in page:
+                out.write(("" if first else ", ") + tools.standard_json(
+                    {"seq": r.seq, "time": _when(r.time), "kind": r.kind, "name": r.name,
+                     "outcome": r.outcome, "attempts": r.attempts}, default=str))
+                first = False
+        out.write("]\n")
         return
-    if not records:
+    if not any(widths):  # (the first pass read no record)
         status = WorkflowStatus(rec.status)
         print(f"workflow {rec.workflow_id!r} has no journal records: it ended ({status}) "
               "without recording a step" if status.finished
               else f"workflow {rec.workflow_id!r} has no journal records yet")
         return
-    table: list[tuple[str, ...]] = []
+    print_table_pages(("SEQ", "TIME", "KIND", "NAME", "ATTEMPTS", "OUTCOME"),
+                      _history_rows(store, rec, width), width, least=widths)
+
+
+def _history_rows(store: Any, rec: Any, width: int | None, *, outcomes: bool = True
+                  ) -> Iterator[list[tuple[str, ...]]]:
+    """``history``'s table a page of the journal at a time, a row with a note where
+    sequence numbers have no record; ``outcomes`` false: the OUTCOME of each record
+    left empty (the first pass, which only measures the other columns)."""
     expected = 1  # seq 0 is the state a continue-as-new run starts with
-    for r in records:
-        if r.seq > expected:
-            # A seq is taken where an operation starts, and recorded when it finishes;
-            # see "Command line" in the README.
-            gap = str(expected) if r.seq == expected + 1 else f"{expected}-{r.seq - 1}"
-            table.append((gap, "", "-", "", "", FINISHED_GAP_NOTE
-                          if WorkflowStatus(rec.status).finished else GAP_NOTE))
-        table.append((str(r.seq), _when(r.time), r.kind, r.name or "", str(r.attempts or ""),
-                      _outcome_text(r.kind, r.outcome, None if args.wide else 60)))
-        expected = r.seq + 1
-    print_table(("SEQ", "TIME", "KIND", "NAME", "ATTEMPTS", "OUTCOME"), table,
-                None if args.wide else 60)
+    finished = WorkflowStatus(rec.status).finished
+    for page in tools.journal_pages(store, rec.workflow_id):
+        table: list[tuple[str, ...]] = []
+        for r, _ in page:
+            if r.seq > expected:
+                # A seq is taken where an operation starts, and recorded when it
+                # finishes; see "Command line" in the README.
+                gap = str(expected) if r.seq == expected + 1 else f"{expected}-{r.seq - 1}"
+                table.append((gap, "", "-", "", "",
+                              FINISHED_GAP_NOTE if finished else GAP_NOTE))
+            table.append((str(r.seq), _when(r.time), r.kind, r.name or "",
+                          str(r.attempts or ""),
+                          _outcome_text(r.kind, r.outcome, width) if outcomes else ""))
+            expected = r.seq + 1
+        yield table
 
 
 def _outcome_text(kind: str, outcome: Any, width: int | None = 60) -> str:
@@ -852,8 +881,26 @@ def _export(store: Any, args: argparse.Namespace) -> None:
         raise _Fail("export prints the history as JSON already, a NaN kept bare for a "
                     "replay: --json (standard JSON, NaN as \"NaN\") is not for export", 2)
     rec = tools.get(store, args.id)
-    print(json.dumps(History.from_store(store, rec.workflow_id).to_json(), indent=2,
-                     default=str))
+    # The journal is read a page at a time (its outcomes may be hundreds of megabytes),
+    # first to name a damaged record before anything is printed, then to print each
+    # record as it is read: the text one read of it all printed, to the byte.
+    for _ in tools.journal_pages(store, rec.workflow_id):
+        pass
+    head = History.head_from_store(store, rec.workflow_id)
+    records = (r for page in tools.journal_pages(store, rec.workflow_id) for r in page)
+    for text in head.export_text(records):
+        sys.stdout.write(text)
+    sys.stdout.write("\n")
+    now = store.get_workflow(rec.workflow_id)
+    if now is None or (now.run_id or "", now.attempt) != (head.run_id, head.attempt):
+        # (a continue-as-new or a retry began the journal again as it was read: the
+        # pages printed may be of two runs)
+        sys.stdout.flush()
+        raise _Fail(f"workflow {rec.workflow_id!r} "
+                    + ("was deleted" if now is None else "began another run (a "
+                       "continue-as-new or a retry)")
+                    + " while it was exported: the history printed may mix two runs; "
+                    "export it again", 1)
 
 
 def _replay(store: Any, args: argparse.Namespace) -> None:

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -49,6 +49,7 @@ __all__ = [
     "detail",
     "error_json",
     "get",
+    "journal_pages",
     "json_arg",
     "key_value",
     "open_store",
@@ -83,6 +84,9 @@ FINAL = frozenset({"completed", "failed", "cancelled"})
 #: they count them all
 CHILDREN_SHOWN = 500
 
+#: the journal records ``history`` and ``export`` read at a time (:func:`journal_pages`):
+#: what they hold of a journal, never the whole of a long one
+JOURNAL_PAGE = 64
 
 class ToolError(Exception):
     """A request a tool refuses: ``code`` 1 (the workflow or promise is not there, or
@@ -703,6 +707,19 @@ def prune(store: Any, older_than: float, statuses: Sequence[str] = (), *,
     # own retention does)
     return prune_store(store, before, wanted, host=host, pause=store.node_running()), before
 
+
+def journal_pages(store: Any, workflow_id: str) -> Iterator[list[tuple[Any, int]]]:
+    """The workflow's journal a page (:data:`JOURNAL_PAGE` records) at a time, in seq
+    order, each record with its stored size (the store's ``journal_page``): each page is
+    read as it is taken, one key range after the last seq of the one before."""
+    after = -1
+    while True:
+        page = store.journal_page(workflow_id, after, JOURNAL_PAGE)
+        if page:
+            yield page
+        if len(page) < JOURNAL_PAGE:
+            return
+        after = page[-1][0].seq
 
 def retry_note(rec: Any, journal: list[Any]) -> str | None:
     """The note :func:`retry` gives when the failed workflow ``rec`` (its journal's

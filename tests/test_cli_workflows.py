@@ -727,6 +727,127 @@ async def test_a_failed_send_is_recorded_in_the_history(
     assert "send" in out.splitlines()[2] and "NoSuchProcess" in out.splitlines()[2]
 
 
+
+def _long_journal(store_path: str) -> None:
+    """A journal of 3-record pages' worth: seq 0 (a continued run's state), gaps (one
+    in a page, one across two), a name and an attempt count that widen their columns
+    only in a late page, outcomes stored with spaces (their stored size is not
+    ``json.dumps``'s), a newline and non-ASCII text; a resolved promise and a pending
+    timer in the export's head."""
+    with open_store(store_path) as s:
+        tx = Transaction().create_workflow("long", "app:flow", [1, "två"])
+        tx.append_journal("long", 0, "continued", "", {"state": {"carried": [1, 2]}},
+                          time=1796319885.25)
+        for seq in (*range(1, 7), *range(9, 15), *range(17, 26)):
+            name = "app:a_rather_long_activity_name" if seq == 23 else f"app:step{seq % 3}"
+            tx.append_journal_text("long", seq, "activity", name,
+                                   f'{{"ok": {{"n": {seq}, "note": "line\\nbreak é"}}}}',
+                                   12 if seq == 24 else 1, 1796319885.0 + seq)
+        tx.create_promise("long", "go").resolve_promise("long", "go", {"ok": True})
+        tx.add_timer("long", 26, 1796400000.0, "sleep")
+        s.write(tx)
+
+
+def test_history_and_export_of_a_journal_of_many_pages_print_what_one_read_printed(
+        capsys: pytest.CaptureFixture[str], store_path: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-447: ``history`` and ``export`` read the journal a page at a time. Their
+    output is what one read of it all printed, to the byte: the table's columns as wide
+    as the widest value of any page (a long name in the last page widens its column in
+    the first), the gaps between pages noted, ``--json`` one array, and the export the
+    JSON ``History.to_json()`` gives (what ``garrison.testing.replay`` reads back)."""
+    from garrison import _store_tools
+    from garrison.hosts.workflow import History
+
+    _long_journal(store_path)
+    commands = [("history",), ("history", "--wide"), ("history", "--json"), ("export",)]
+    whole = {}
+    # (one read: the old output)
+    monkeypatch.setattr(_store_tools, "JOURNAL_PAGE", 1000, raising=False)
+    for command in commands:
+        code, whole[command], err = cli_here(capsys, "--store", store_path, *command, "long")
+        assert code == 0, err
+    monkeypatch.setattr(_store_tools, "JOURNAL_PAGE", 3, raising=False)
+    for command in commands:
+        assert cli_here(capsys, "--store", store_path, *command, "long") == (
+            0, whole[command], ""), command
+    # the export is the history's JSON as one read of the store gives it, and reads back
+    with open_store(store_path) as s:
+        history = History.from_store(s, "long")
+    assert whole["export",] == json.dumps(history.to_json(), indent=2, default=str) + "\n"
+    back = History.from_json(json.loads(whole["export",]))
+    assert back.to_json() == history.to_json()
+    assert [e.seq for e in back.journal] == [0, *range(1, 7), *range(9, 15), *range(17, 26)]
+    table = whole["history",].splitlines()
+    assert table[0].index("NAME") < table[0].index("ATTEMPTS") - len(
+        "app:a_rather_long_activity_name"), table[0]
+    assert [line.split()[0] for line in table[1:]].count("15-16") == 1
+
+
+def test_history_and_export_hold_a_page_of_the_journal_not_the_whole(
+        capsys: pytest.CaptureFixture[str], store_path: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-447: ``history`` and ``export`` held a workflow's whole journal, decoded
+    (430 and 630 MB of memory for 200 MB of step results). Each read of the store now
+    returns one page of records at most."""
+    from garrison import _store_tools
+    from garrison.persistence import PostgresStore, SQLiteStore
+
+    _long_journal(store_path)
+    monkeypatch.setattr(_store_tools, "JOURNAL_PAGE", 3, raising=False)
+    reads: list[int] = []
+    for cls in (SQLiteStore, PostgresStore):
+        for method in ("journal", "journal_page", "journal_entries"):
+            read = getattr(cls, method, None)
+            if read is None:
+                continue
+
+            def counted(*args: Any, _read: Any = read, **kwargs: Any) -> Any:
+                got = _read(*args, **kwargs)
+                reads.append(len(got[0] if isinstance(got, tuple) else got))
+                return got
+
+            monkeypatch.setattr(cls, method, counted)
+    for command in (("history",), ("history", "--json"), ("export",)):
+        reads.clear()
+        code, out, err = cli_here(capsys, "--store", store_path, *command, "long")
+        assert code == 0 and "25" in out, (command, err)
+        assert reads and max(reads) <= 3, (command, reads)
+
+
+def test_an_export_read_across_another_run_says_so(
+        capsys: pytest.CaptureFixture[str], store_path: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-447: an export reads the journal page by page. A continue-as-new or a
+    retry between two pages (a node runs the workflow) could mix two runs in the file
+    a golden test keeps: the export says so, exit 1, and to export it again."""
+    from _stores import sql
+
+    from garrison import _store_tools
+    from garrison.persistence import PostgresStore, SQLiteStore
+
+    _long_journal(store_path)
+    monkeypatch.setattr(_store_tools, "JOURNAL_PAGE", 3, raising=False)
+    calls = []
+    for cls in (SQLiteStore, PostgresStore):
+        read = cls.journal_page
+
+        def page(*args: Any, _read: Any = read, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 10:  # (the second read's second page)
+                sql(store_path, "UPDATE workflows SET run_id = 'run-2' "
+                                "WHERE workflow_id = 'long'")
+            return _read(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "journal_page", page)
+    code, out, err = cli_here(capsys, "--store", store_path, "export", "long")
+    assert (code, err) == (1, "garrison workflows: workflow 'long' began another run (a "
+                              "continue-as-new or a retry) while it was exported: the "
+                              "history printed may mix two runs; export it again\n"), err
+    assert len(json.loads(out)["journal"]) == 22
+    calls.clear()
+    assert cli_here(capsys, "--store", store_path, "export", "long")[::2] == (0, "")
+
 def test_a_closed_pipe_ends_quietly(store_path: str) -> None:
     """``garrison workflows show ID | head -1``: the reader is gone before the output."""
     _plain_store(store_path)

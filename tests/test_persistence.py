@@ -559,6 +559,35 @@ def test_a_journal_s_end_or_its_records_of_one_kind_are_read_alone(store: SQLite
         store.journal("w1", kind=3)  # type: ignore[arg-type]
 
 
+
+def test_a_journal_is_read_a_page_at_a_time_with_its_stored_sizes(store_spec: str) -> None:
+    """``journal_page(id, after, limit)`` (what ``history`` and ``export`` read a long
+    journal with): at most ``limit`` records after seq ``after``, in seq order, each
+    with its outcome's stored size as ``journal_sizes`` says it, alike on both stores;
+    a bad argument is a ValueError naming it."""
+    with open_store(store_spec) as store:
+        tx = Transaction().create_workflow("w1", "app:flow")
+        tx.append_journal("w1", 0, "continued", "", {"state": {}})
+        for seq in (1, 2, 4, 5, 9):
+            tx.append_journal_text("w1", seq, "activity", "app:a",
+                                   '{"ok": "é"}' if seq == 4 else f'{{"ok":{seq}}}', 1, 1.5)
+        store.write(tx)
+        sizes = store.journal_sizes("w1")
+        pages, after = [], -1
+        while page := store.journal_page("w1", after, 2):
+            pages.append([(r.seq, r.outcome, size) for r, size in page])
+            after = page[-1][0].seq
+        assert pages == [[(0, {"state": {}}, sizes[0]), (1, {"ok": 1}, sizes[1])],
+                         [(2, {"ok": 2}, sizes[2]), (4, {"ok": "é"}, sizes[4])],
+                         [(5, {"ok": 5}, sizes[5]), (9, {"ok": 9}, sizes[9])]]
+        assert sizes[4] == len('{"ok": "é"}')
+        assert [r.seq for r, _ in store.journal_page("w1", 3, 100)] == [4, 5, 9]
+        assert store.journal_page("w1", 9, 5) == store.journal_page("nobody", -1, 5) == []
+        for after, limit, bad in ((-2, 1, "after"), (0.5, 1, "after"), (True, 1, "after"),
+                                  (0, 0, "limit"), (0, "3", "limit")):
+            with pytest.raises(ValueError, match=rf"journal_page\({bad}=\.\.\.\): "):
+                store.journal_page("w1", after, limit)  # type: ignore[arg-type]
+
 def test_a_damaged_journal_record_is_named_by_workflow_and_seq(store_spec: str) -> None:
     """A journal record whose outcome is no JSON (a hand edit, a bad restore), or on
     SQLite a BLOB or text that is not UTF-8 (a damaged page), is a ``DamagedRecord``
@@ -590,8 +619,10 @@ def test_a_damaged_journal_record_is_named_by_workflow_and_seq(store_spec: str) 
                 outcomes = [{"ok": 1}, {"ok": 1}, {"ok": 3}]
                 assert [r.outcome for r in store.journal(wid)] == outcomes
                 assert [e[3] for e in store.journal_entries(wid)[0]] == outcomes
+                assert [r.outcome for r, _ in store.journal_page(wid, -1, 5)] == outcomes
                 continue
-            for read in (store.journal, store.journal_entries):
+            for read in (store.journal, store.journal_entries,
+                         lambda w: store.journal_page(w, 0, 5)):
                 with pytest.raises(DamagedRecord) as got:
                     read(wid)
                 assert (got.value.workflow_id, got.value.seq) == (wid, seq)

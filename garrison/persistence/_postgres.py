@@ -153,6 +153,8 @@ from ._records import (
     WorkflowRecord,
     group_resume_rows,
     journal_entries_of,
+    journal_page_of,
+    journal_page_select,
     journal_select,
     no_match,
     parse_status,
@@ -1471,6 +1473,15 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             rows.reverse()  # (read newest first)
         from_row = JournalRecord.from_row
         return [from_row(row) for row in rows]
+
+    def journal_page(self, workflow_id: str, after: int, limit: int
+                     ) -> list[tuple[JournalRecord, int]]:
+        """At most ``limit`` records of the workflow's journal with a seq above
+        ``after``, in seq order, each with the characters of its outcome's stored JSON
+        text (see the Store protocol); a record holding no JSON is a
+        :class:`DamagedRecord`, as :meth:`journal` raises."""
+        sql = journal_page_select(f"{self._s}.journal", "%s", after, limit)
+        return journal_page_of(self._query(sql, (workflow_id, after, limit)))
 
     def journal_entries(self, workflow_id: str) -> tuple[list[tuple[int, str, str, Any, int]], int]:
         """Recovery's fast path: ``([(seq, kind, name, outcome, attempts), ...], bytes)``

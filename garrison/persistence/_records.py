@@ -380,6 +380,30 @@ def journal_select(table: str, mark: str, kind: str | None, last: int | None) ->
     return sql + (" ORDER BY seq" if last is None else f" ORDER BY seq DESC LIMIT {mark}")
 
 
+def journal_page_select(table: str, mark: str, after: int, limit: int) -> str:
+    """The SELECT of a store's ``journal_page(workflow_id, after, limit)`` on ``table``
+    with parameter marker ``mark``: the workflow id, ``after`` and ``limit`` are its
+    parameters, one key range of the journal's index (never ``OFFSET``).
+    ``ValueError`` naming the argument unless ``after`` is a whole number >= -1 and
+    ``limit`` one >= 1."""
+    if type(after) is not int or after < -1:
+        raise ValueError(f"journal_page(after=...): the seq the page starts after (-1: "
+                         f"from the start), a whole number >= -1, got {after!r}")
+    if type(limit) is not int or limit < 1:
+        raise ValueError(f"journal_page(limit=...): how many records a page holds at "
+                         f"most, a whole number >= 1, got {limit!r}")
+    return (f"SELECT {JournalRecord.COLUMNS} FROM {table} WHERE workflow_id = {mark} "
+            f"AND seq > {mark} ORDER BY seq LIMIT {mark}")
+
+
+def journal_page_of(rows: Sequence[Sequence[Any]]) -> list[tuple[JournalRecord, int]]:
+    """A store's ``journal_page`` from its rows (in :attr:`JournalRecord.COLUMNS`
+    order): each record with the characters of its outcome's stored JSON text, what
+    ``journal_sizes`` says of it."""
+    from_row = JournalRecord.from_row
+    return [(from_row(row), len(row[4])) for row in rows]
+
+
 def journal_entries_of(records: Sequence[JournalRecord]
                        ) -> tuple[list[tuple[int, str, str, Any, int]], int]:
     """A store's ``journal_entries`` from its ``journal`` (read record by record where

@@ -226,6 +226,18 @@ class Store(Protocol):
         whole number >= 0)."""
         ...
 
+    def journal_page(self, workflow_id: str, after: int, limit: int
+                     ) -> list[tuple[JournalRecord, int]]:
+        """At most ``limit`` records (a whole number >= 1) of the workflow's journal
+        with a seq above ``after`` (a whole number >= -1: -1 reads from seq 0, a
+        continued run's starting state), in seq order, each with the characters of its
+        outcome's stored JSON text (what :meth:`journal_sizes` says of it); else
+        ``ValueError`` naming the argument. One key range of the journal's index: what
+        reads a long journal a page at a time, the next page after the last seq of this
+        one (``garrison workflows history`` and ``export``, which hold a page, not the
+        journal)."""
+        ...
+
     def journal_entries(self, workflow_id: str) -> tuple[list[tuple[int, str, str, Any, int]], int]:
         """Recovery's fast path: ``([(seq, kind, name, outcome, attempts), ...], bytes)``
         in seq order, outcomes decoded, and the size of their JSON text."""

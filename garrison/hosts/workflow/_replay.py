@@ -39,7 +39,7 @@ import collections
 import datetime as _dt
 import json
 import uuid as _uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NoReturn, cast
 
 import attrs
@@ -154,10 +154,22 @@ class History:
     def from_store(cls, store: Any, workflow_id: str) -> History:
         """The history of ``workflow_id`` in ``store`` (read only); ``LookupError`` if
         the store has no such workflow."""
+        head = cls.head_from_store(store, workflow_id)
+        rows = store.journal(workflow_id)
+        return attrs.evolve(
+            head,
+            journal=tuple(Entry(r.seq, r.kind, r.name, r.outcome, r.attempts) for r in rows),
+            sizes=store.journal_sizes(workflow_id),
+            times={r.seq: r.time.timestamp() for r in rows if r.time is not None})
+
+    @classmethod
+    def head_from_store(cls, store: Any, workflow_id: str) -> History:
+        """:meth:`from_store` without the journal (its row, completed promises and
+        pending timers): what :meth:`export_text` streams the journal after.
+        ``LookupError`` if the store has no such workflow."""
         rec = store.get_workflow(workflow_id)
         if rec is None:
             raise LookupError(f"no workflow {workflow_id!r} in {store.path or 'the store'}")
-        rows = store.journal(workflow_id)
         promises = {p.name: (str(p.status), p.value if str(p.status) == "resolved" else p.error)
                     for p in store.promises(workflow_id) if str(p.status) != "pending"}
         return cls(
@@ -166,10 +178,7 @@ class History:
             attempt=rec.attempt,
             created=rec.created.timestamp() if rec.created else None,
             updated=rec.updated.timestamp() if rec.updated else None,
-            result=rec.result, error=rec.error,
-            journal=tuple(Entry(r.seq, r.kind, r.name, r.outcome, r.attempts) for r in rows),
-            sizes=store.journal_sizes(workflow_id), promises=promises,
-            times={r.seq: r.time.timestamp() for r in rows if r.time is not None},
+            result=rec.result, error=rec.error, promises=promises,
             timers={t.seq: (t.deadline.timestamp(), t.kind) for t in store.timers(workflow_id)},
         )
 
@@ -323,14 +332,50 @@ class History:
                                 "value": value if status == "resolved" else None,
                                 "error": value if status == "rejected" else None}
                          for name, (status, value) in sorted(self.promises.items())},
-            "journal": [{"seq": e.seq, "kind": e.kind, "name": e.name, "outcome": e.outcome,
-                         "attempts": e.attempts, "time": _iso(self.times.get(e.seq)),
-                         "size": self.sizes.get(e.seq, len(json.dumps(e.outcome)))}
+            "journal": [_journal_json(e.seq, e.kind, e.name, e.outcome, e.attempts,
+                                      self.times.get(e.seq),
+                                      self.sizes.get(e.seq, len(json.dumps(e.outcome))))
                         for e in self.journal],
             "timers": [{"seq": seq, "kind": kind, "deadline": _iso(deadline)}
                        for seq, (deadline, kind) in sorted(self.timers.items())],
         }
 
+    def export_text(self, records: Iterable[tuple[Any, int]]) -> Iterator[str]:
+        """The text ``garrison workflows export`` prints, piece by piece, with
+        ``records`` as its journal (:class:`~garrison.persistence.JournalRecord`
+        objects, each with its stored size, as a store's ``journal_page`` reads them):
+        joined,
+        ``json.dumps(history.to_json(), indent=2, default=str)`` to the byte, this
+        history's journal replaced by ``records``, which are taken one at a time (a
+        long journal is never held whole)."""
+        yield "{"
+        for i, (key, value) in enumerate(self.to_json().items()):
+            yield f"{',' if i else ''}\n  {json.dumps(key)}: "
+            if key != "journal":
+                yield _indented(value, 1)
+                continue
+            empty = True
+            for r, size in records:
+                entry = _journal_json(r.seq, r.kind, r.name, r.outcome, r.attempts,
+                                      None if r.time is None else r.time.timestamp(), size)
+                yield f"{'[' if empty else ','}\n    {_indented(entry, 2)}"
+                empty = False
+            yield "[]" if empty else "\n  ]"
+        yield "\n}"
+
+
+def _journal_json(seq: int, kind: str, name: str, outcome: Any, attempts: int,
+                  time: float | None, size: int) -> dict[str, Any]:
+    """A journal record as a history's JSON holds it."""
+    return {"seq": seq, "kind": kind, "name": name, "outcome": outcome,
+            "attempts": attempts, "time": _iso(time), "size": size}
+
+
+def _indented(value: Any, level: int) -> str:
+    """``value`` as ``json.dumps(..., indent=2, default=str)`` writes it ``level``
+    levels deep in a document (a JSON string holds no newline of its own: each one
+    written starts a line)."""
+    return json.dumps(value, indent=2, default=str).replace("\n", "\n" + "  " * level)
 
 #: the kinds a journal record may have
 _KINDS = frozenset(kind.value for kind in JournalKind)
