@@ -2031,6 +2031,61 @@ async def test_a_page_of_many_values_each_under_the_cut_stays_small(store_path: 
     store.close()
 
 
+
+async def test_a_journal_of_big_outcomes_is_shown_from_the_start_of_each(
+        store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-447: a workflow page decoded every outcome of the journal it shows whole
+    (2,000 records of 100 KB: 200 MB decoded, then encoded again to be cut, 1-2 s a
+    poll). It reads of each stored outcome as much as the page shows of it, and decodes
+    only those it may show whole: the rows are what decoding them all gave (a failed
+    workflow's page still reads its journal whole, for its Retry note), but for a cut
+    outcome's size, that of its stored text (its escapes, ``\\u00e9``, count 6)."""
+    from _stores import sql
+
+    emoji = "é😀\x01" * 60
+    with SQLiteStore(store_path) as owner:
+        tx = Transaction().create_workflow("big", "console_app:listening", [1],
+                                           status="waiting")
+        for seq in range(1, 301):
+            if seq % 50 == 7:  # a failure: shown whole, then cut, ok False either way
+                out: Any = {"error": {"type": "E", "message": "m" * 30_000}}
+            elif seq % 10 == 3:  # small, with escapes
+                out = {"ok": "é✓ \n\x01\\u00e9" * 3}
+            elif seq == 5:  # over VALUE_SHOWN: cut as the first
+                out = {"ok": ["x" * 70_000]}
+            elif seq == 299:
+                out = {"ok": emoji}
+            else:
+                out = {"ok": {"n": seq, "text": "x" * 20_000}}
+            tx.append_journal("big", seq, "activity", "app:step", out)
+        owner.write(tx)
+    stored = sum(n for (n,) in sql(store_path, "SELECT length(outcome) FROM journal"))
+    store = _store_tools.open_store(store_path)
+    read: list[int] = []
+    real = store.journal_heads
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        heads = real(*args, **kw)
+        read.append(sum(len(h.text) for h in heads))
+        return heads
+
+    monkeypatch.setattr(store, "journal_heads", counting)
+    async with client(make_app(StoreBackend(store))) as c:
+        shown = (await c.get("/api/workflows/big")).json()["journal"]
+        assert stored > 5_000_000 and sum(read) < 2_500_000, (stored, read)
+        sql(store_path, "UPDATE workflows SET status = 'failed' WHERE workflow_id = 'big'")
+        whole = (await c.get("/api/workflows/big")).json()["journal"]
+    store.close()
+    assert shown[4]["outcome"]["$cut"] is True and shown[6]["ok"] is False
+    assert shown[256]["outcome"]["$cut"] is True and shown[256]["ok"] is False
+    assert shown[2]["outcome"] == {"ok": "é✓ \n\x01\\u00e9" * 3}
+    assert shown[:298] == whole[:298]
+    assert shown[299] == whole[299]
+    cut, was = shown[298]["outcome"], whole[298]["outcome"]
+    assert cut["head"] == was["head"] and was["bytes"] == len(json.dumps(
+        {"ok": emoji}, ensure_ascii=False, separators=(",", ":")).encode())
+    assert cut["bytes"] == len(json.dumps({"ok": emoji}, separators=(",", ":")))
+
 def test_control_characters_count_six_bytes_in_the_cut() -> None:
     """'\\x00' is 6 bytes of JSON text (\\u0000): 16,383 of them (98,300 bytes) passed
     the quick 'short text' test and were shown whole."""
@@ -2666,7 +2721,9 @@ async def test_a_long_journal_is_read_by_its_end_not_whole(
     """A workflow page, ``garrison workflows show`` and a resolve's note read a long
     journal's newest JOURNAL_SHOWN records, its ``timer`` (or ``promise``) records and
     its size, not every record: each poll of the page read a journal of 100,000
-    records, or of 200 MB of results, whole (0.85 s, and the megabytes, every poll)."""
+    records, or of 200 MB of results, whole (0.85 s, and the megabytes, every poll).
+    The page decodes none but its timers: it reads the outcomes in part
+    (``journal_heads``, helper-447)."""
     from garrison.console import _backend
 
     monkeypatch.setattr(_backend, "JOURNAL_SHOWN", 50)
@@ -2689,12 +2746,22 @@ async def test_a_long_journal_is_read_by_its_end_not_whole(
         return records
 
     monkeypatch.setattr(store, "journal", counting)
+    heads: list[int] = []
+    real_heads = store.journal_heads
+
+    def counting_heads(*args: Any, **kw: Any) -> Any:
+        records = real_heads(*args, **kw)
+        heads.extend(r.seq for r in records)
+        return records
+
+    monkeypatch.setattr(store, "journal_heads", counting_heads)
     async with client(make_app(StoreBackend(store))) as c:
         d = (await c.get("/api/workflows/long")).json()
     assert [r["seq"] for r in d["journal"]] == list(range(351, 401))
     assert d["journal_records"] == 400 and d["journal_truncated"] is True
     assert [t["seq"] for t in d["timers"]] == [1]
-    assert sorted(read) == [1, *range(350, 401)]  # (one more: is there more?)
+    assert read == [1]
+    assert heads == list(range(350, 401))  # (one more: is there more?)
     with SQLiteStore(store_path, lock=False) as tool:  # (a journal shorter than a page)
         tx = Transaction().create_workflow("short", "console_app:listening", [],
                                            status="waiting")
@@ -2702,10 +2769,11 @@ async def test_a_long_journal_is_read_by_its_end_not_whole(
         tx.append_journal("short", 2, "activity", "console_app:step", {"ok": 2})
         tool.write(tx)
     read.clear()
+    heads.clear()
     async with client(make_app(StoreBackend(store))) as c:
         d = (await c.get("/api/workflows/short")).json()
     assert d["journal_records"] == 2 and [t["seq"] for t in d["timers"]] == [1]
-    assert read == [1, 2]  # read once, not again for its timers
+    assert read == [] and heads == [1, 2]  # not again for its timers
 
     read.clear()
     shown = _store_tools.detail(store, store.get_workflow("long"))

@@ -588,6 +588,46 @@ def test_a_journal_is_read_a_page_at_a_time_with_its_stored_sizes(store_spec: st
             with pytest.raises(ValueError, match=rf"journal_page\({bad}=\.\.\.\): "):
                 store.journal_page("w1", after, limit)  # type: ignore[arg-type]
 
+
+def test_a_journal_s_outcomes_are_read_in_part_alike_on_both_stores(store_spec: str) -> None:
+    """``journal_heads(id, head, after, limit, newest=)`` (what the web console reads of
+    a journal of big outcomes): each outcome's stored text whole when it has at most
+    ``head`` characters, else its first ``head``, with the whole text's size, never
+    decoded; a bad argument is a ValueError naming it."""
+    from garrison.persistence import DamagedRecord, _sqlite
+
+    with open_store(store_spec) as store:
+        tx = Transaction().create_workflow("w1", "app:flow")
+        for seq in (1, 2, 4, 5):
+            tx.append_journal_text("w1", seq, "activity", "app:a",
+                                   '{"ok": "éé"}' if seq == 4 else f'{{"ok":{seq * 1000}}}',
+                                   seq, 1.5)
+        store.write(tx)
+        heads = store.journal_heads("w1", 10, -1, 10)
+        # (its size in bytes, or in characters where SQLite has no octet_length)
+        bytes_read = store_spec.startswith("postgresql://") or _sqlite._OCTET_LENGTH
+        assert [(h.seq, h.text, h.size, h.whole, h.attempts) for h in heads] == [
+            (1, '{"ok":1000', 11, False, 1), (2, '{"ok":2000', 11, False, 2),
+            (4, '{"ok": "éé', 14 if bytes_read else 12, False, 4),
+            (5, '{"ok":5000', 11, False, 5)]
+        assert [(h.text, h.whole) for h in store.journal_heads("w1", 11, 0, 1)] == [
+            ('{"ok":1000}', True)]
+        assert [h.outcome() for h in store.journal_heads("w1", 12, 1, 2)] == [
+            {"ok": 2000}, {"ok": "éé"}]
+        assert [h.seq for h in store.journal_heads("w1", 0, -1, 2, newest=True)] == [4, 5]
+        assert [h.text for h in store.journal_heads("w1", 0, 4, 5)] == [""]
+        with pytest.raises(ValueError, match="were read, not all"):
+            heads[0].outcome()
+        for head, after, limit, bad in ((-1, 0, 1, "head"), (0, -2, 1, "after"),
+                                        (0, 0, -1, "limit"), (0, 0, 1.5, "limit")):
+            with pytest.raises(ValueError, match=rf"journal_heads\({bad}=\.\.\.\): "):
+                store.journal_heads("w1", head, after, limit)  # type: ignore[arg-type]
+    sql(store_spec, "UPDATE journal SET outcome = '{\"ok\":' WHERE seq = 2")
+    with open_store(store_spec) as store:
+        [damaged] = store.journal_heads("w1", 100, 1, 1)
+        with pytest.raises(DamagedRecord, match="journal record seq 2 is not JSON"):
+            damaged.outcome()
+
 def test_a_damaged_journal_record_is_named_by_workflow_and_seq(store_spec: str) -> None:
     """A journal record whose outcome is no JSON (a hand edit, a bad restore), or on
     SQLite a BLOB or text that is not UTF-8 (a damaged page), is a ``DamagedRecord``

@@ -19,7 +19,8 @@ import base64
 import binascii
 import datetime as _dt
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -30,7 +31,7 @@ from .._errors import NoSuchWorkflow, PromiseAlreadyCompleted
 from .._store_tools import strict_json
 from ..actors._values import Pid
 from ..hosts.workflow._ids import MAX_KEY_BYTES
-from ..persistence import WorkflowStatus, run_blocking
+from ..persistence import JournalRecord, WorkflowStatus, run_blocking
 
 __all__ = ["ApiError", "Backend", "NodeBackend", "StoreBackend", "strict_json"]
 
@@ -66,6 +67,9 @@ DETAIL_SHOWN = 2 * 1024 * 1024
 ROW_SHOWN = 8 * 1024
 #: what a value shows once its answer's allowance is spent
 SPENT_SHOWN = 64
+#: the characters of a journal record's stored outcome a workflow page reads first:
+#: enough to show it once the allowance is spent (see :func:`_journal_rows`)
+SPENT_READ = 3 * SPENT_SHOWN + 12
 
 
 def _json_text(value: Any) -> str:
@@ -114,8 +118,12 @@ class Allowance:
         self.left = total
         self.each = each
 
+    def limit(self) -> int:
+        """The bytes of JSON text the next value may show."""
+        return max(SPENT_SHOWN, min(self.each, self.left))
+
     def show(self, value: Any) -> Any:
-        out, size = _shown(value, max(SPENT_SHOWN, min(self.each, self.left)))
+        out, size = _shown(value, self.limit())
         self.left -= size
         return out
 
@@ -188,6 +196,107 @@ def _shown_error(error: Any, allowance: Allowance) -> Any:
         return error
     return {key: allowance.text(value) for key, value in error.items()}
 
+
+
+def _journal_rows(heads: Sequence[Any], read: Callable[..., list[Any]],
+                  allowance: Allowance) -> list[dict[str, Any]]:
+    """The journal's rows of a workflow page, ``heads`` (the store's ``journal_heads``,
+    read with no outcome text) in seq order, each outcome within ``allowance`` as
+    :meth:`Allowance.show` shows it, reading (``read(head, after, limit)``) only as much
+    of each outcome's stored text as it may show: a JSON text of ``n`` characters takes
+    at least ``n / 3`` bytes as the console writes it (an escape ``\\u00e9`` is 6
+    characters, its ``é`` 2 bytes), so one of more than three times what a value may
+    show is cut, from the start of its stored text, without being read further nor
+    decoded (its ``bytes``: the stored text's size); a smaller one is decoded, and
+    shown exactly as any value is. Rows are read in runs of as many as the allowance
+    may show in part; once it is spent, the rest are shown as ``heads`` has them
+    (:data:`SPENT_READ` characters of each)."""
+    rows: list[dict[str, Any]] = []
+    i = 0
+    while i < len(heads):
+        limit = allowance.limit()
+        end = len(heads)
+        if limit > SPENT_SHOWN:  # (a run of the rows the allowance left may show)
+            end, spent = i, 0
+            while end < len(heads) and spent <= allowance.left:
+                size = heads[end].size
+                spent += (size if size <= 3 * limit else limit) + 40
+                end += 1
+        # (once the allowance is spent, or where every outcome was read whole, the
+        # heads as listed: read SPENT_READ long. A journal begun again since it was
+        # listed, by a continue-as-new, has other records at these seqs: they are
+        # shown as read, and a seq gone with no outcome)
+        got = {} if limit <= SPENT_SHOWN or all(h.whole for h in heads[i:end]) else {
+            h.seq: h for h in read(3 * limit + 12, heads[i].seq - 1, end - i)}
+        for listed in heads[i:end]:
+            h = got.get(listed.seq, listed)
+            row: dict[str, Any] = {"seq": h.seq, "time": _when(h.time), "kind": h.kind,
+                                   "name": allowance.text(h.name)}
+            limit = allowance.limit()
+            if h.size <= 3 * limit and h.whole:  # (it may be small enough to show whole)
+                outcome = h.outcome()
+                row.update(outcome=allowance.show(outcome), attempts=h.attempts,
+                           ok=_outcome_ok(outcome))
+            else:
+                row.update(outcome={"$cut": True, "bytes": h.size,
+                                    "head": _head(_unescaped(h.text), limit)},
+                           attempts=h.attempts, ok=_head_ok(h.text))
+                allowance.left -= limit + 40
+            rows.append(row)
+        i = end
+    return rows
+
+
+#: a ``\\uXXXX`` escape of stored JSON text (after any backslashes: an odd number of
+#: them makes the last one an escape's), and the low half of a surrogate pair after it
+_ESCAPE = re.compile(r"(\\+)u([0-9a-fA-F]{4})(?:\\u([dD][c-fC-F][0-9a-fA-F]{2}))?")
+#: an escape cut at the end of a text read in part
+_CUT_ESCAPE = re.compile(r"(\\+)(u[0-9a-fA-F]{0,3})?$")
+
+
+def _unescaped(text: str) -> str:
+    """The start of a stored JSON text (written with every character past ASCII
+    escaped) as the console writes JSON, those characters as they are (control
+    characters stay escaped, a lone surrogate is left out as :func:`_head` leaves it
+    out), without an escape cut at its end."""
+    def one(m: re.Match[str]) -> str:
+        slashes, code, low = m.group(1), int(m.group(2), 16), m.group(3)
+        if len(slashes) % 2 == 0:  # (an escaped backslash, then the letter u)
+            return m.group(0)
+        keep, rest = slashes[:-1], "" if low is None else "\\u" + low
+        if 0xD800 <= code < 0xDC00 and low is not None:
+            return keep + chr(0x10000 + ((code - 0xD800) << 10) + int(low, 16) - 0xDC00)
+        if code < 0x20:
+            return keep + "\\u" + m.group(2) + _unescaped(rest)
+        return keep + ("" if 0xD800 <= code < 0xE000 else chr(code)) + _unescaped(rest)
+
+    cut = _CUT_ESCAPE.search(text)
+    if cut is not None and len(cut.group(1)) % 2:
+        text = text[:cut.start() + len(cut.group(1)) - 1]
+    return _ESCAPE.sub(one, text)
+
+
+#: a string, or a bracket, of JSON text
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[][{}]')
+
+
+def _head_ok(text: str) -> bool:
+    """:func:`_outcome_ok` of an outcome of which ``text``, the start of its JSON
+    text, was read: False if that start has the key ``error`` or ``rejected`` at its
+    top level."""
+    if not text.startswith("{"):
+        return True
+    depth = 0
+    for token in _TOKEN.finditer(text):
+        t = token.group()
+        if t in "[{":
+            depth += 1
+        elif t in "]}":
+            depth -= 1
+        elif depth == 1 and t in ('"error"', '"rejected"') and \
+                text.startswith(":", token.end()):
+            return False
+    return True
 
 class ApiError(Exception):
     """A refused request: an HTTP status and a one-line message."""
@@ -455,14 +564,22 @@ class Backend:
             other.count_workflows(parent=pid) for other in self.stores().values())
         whole = store.journal(wid) if retryable else None
         # (one record more than is shown: a journal no longer than that is read once,
-        # its records all there, its size and timers among them)
-        shown = whole if whole is not None else store.journal(wid, last=JOURNAL_SHOWN + 1)
+        # its records all there, its size and timers among them). Not their outcomes:
+        # _build reads of each as much as the page shows (_journal_rows)
+        shown = whole if whole is not None else store.journal_heads(
+            wid, SPENT_READ, -1, JOURNAL_SHOWN + 1, newest=True)
         complete = whole is not None or len(shown) <= JOURNAL_SHOWN
+        timers = [r for r in shown if r.kind == "timer"]
+        if whole is None and complete and all(h.whole for h in timers):
+            timers = [JournalRecord(h.workflow_id, h.seq, h.kind, h.name, h.outcome(),
+                                    h.attempts, h.time) for h in timers]
+        elif not complete or whole is None:
+            timers = store.journal(wid, kind="timer")
         return {"journal": shown,
                 "journal_records": len(shown) if complete else store.journal_size(wid)[0],
                 "journal_whole": whole,
-                "timer_records": [r for r in shown if r.kind == "timer"]
-                if complete else store.journal(wid, kind="timer"),
+                "journal_read": partial(store.journal_heads, wid),
+                "timer_records": timers,
                 "promises": store.promises(wid),
                 "state": store.states(wid), "inbox": store.pending_messages(wid),
                 "timers": store.timers(wid), "children": children[:CHILDREN_SHOWN],
@@ -520,7 +637,9 @@ class Backend:
         shown_journal_rows = [{"seq": r.seq, "time": _when(r.time), "kind": r.kind,
                                "name": text(r.name), "outcome": show(r.outcome),
                                "attempts": r.attempts, "ok": _outcome_ok(r.outcome)}
-                              for r in shown_journal]
+                              for r in shown_journal] \
+            if got["journal_whole"] is not None \
+            else _journal_rows(shown_journal, got["journal_read"], allowance)
         shown_state: dict[str, Any] = {}
         for key in list(state)[:STATE_SHOWN]:
             shown_state.setdefault(allowance.name(key), show(state[key]))

@@ -141,6 +141,7 @@ from ._prune import check_count, check_prune
 from ._records import (
     FINAL_STATUSES,
     InboxRecord,
+    JournalHead,
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
@@ -153,6 +154,7 @@ from ._records import (
     WorkflowRecord,
     group_resume_rows,
     journal_entries_of,
+    journal_heads_select,
     journal_page_of,
     journal_page_select,
     journal_select,
@@ -1473,6 +1475,16 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             rows.reverse()  # (read newest first)
         from_row = JournalRecord.from_row
         return [from_row(row) for row in rows]
+
+    def journal_heads(self, workflow_id: str, head: int, after: int, limit: int, *,
+                      newest: bool = False) -> list[JournalHead]:
+        """At most ``limit`` records with a seq above ``after``, their outcomes read up
+        to ``head`` characters and not decoded (see the Store protocol), in seq order."""
+        sql = journal_heads_select(f"{self._s}.journal", "%s", head, after, limit, newest)
+        rows = self._query(sql, (workflow_id, after, limit))
+        if newest:
+            rows.reverse()
+        return [JournalHead.from_row(row, head) for row in rows]
 
     def journal_page(self, workflow_id: str, after: int, limit: int
                      ) -> list[tuple[JournalRecord, int]]:

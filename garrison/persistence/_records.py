@@ -28,6 +28,7 @@ __all__ = [
     "MIN_TIME",
     "DamagedRecord",
     "InboxRecord",
+    "JournalHead",
     "JournalRecord",
     "PromiseRecord",
     "PromiseStatus",
@@ -359,6 +360,76 @@ class JournalRecord:
             raise DamagedRecord.of_journal(row, 4, exc) from None
         return cls(wid, seq, kind, name, value, attempts, _fromtimestamp(time, _UTC))
 
+
+
+@attrs.frozen
+class JournalHead:
+    """One journal record with its outcome not decoded: ``text`` is the outcome's stored
+    JSON text, whole (:attr:`whole`) when it has at most the ``head`` characters asked
+    for, else its first ``head`` characters; ``size`` the bytes of the whole stored text
+    (where the store's database cannot say that without reading the text, its
+    characters: the same for the text garrison stores, which escapes every character
+    past ASCII). What the web console reads of a long journal: it decodes the outcomes
+    small enough to show whole, and shows the start of each bigger one, never
+    decoding the rest."""
+
+    workflow_id: str
+    seq: int
+    kind: str
+    name: str
+    attempts: int
+    time: _dt.datetime
+    size: int
+    text: str
+    whole: bool
+
+    def outcome(self) -> Any:
+        """The decoded outcome (``ValueError`` unless :attr:`whole`); a
+        :class:`DamagedRecord` naming the workflow and seq if it holds no JSON."""
+        if not self.whole:
+            raise ValueError(f"journal record seq {self.seq} of {self.workflow_id!r}: "
+                             f"only the first {len(self.text)} characters of its outcome "
+                             "were read, not all")
+        try:
+            return _loads(self.text)
+        except json.JSONDecodeError as exc:
+            row = (self.workflow_id, self.seq, self.kind, self.name, self.text)
+            raise DamagedRecord.of_journal(row, 4, exc) from None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any], head: int) -> JournalHead:
+        """Build from a row of :func:`journal_heads_select` for ``head`` (a text column
+        that is not UTF-8 read as its ``bytes``: a :class:`DamagedRecord` naming it)."""
+        wid, seq, kind, name, text, attempts, time, size = row
+        if bytes in (type(kind), type(name), type(text)):  # (a BLOB, or not UTF-8)
+            kind, name, text = (DamagedRecord.journal_text(row, i) for i in (2, 3, 4))
+        return cls(wid, seq, kind, name, attempts, _fromtimestamp(time, _UTC), int(size),
+                   text[:head], len(text) <= head)
+
+
+def journal_heads_select(table: str, mark: str, head: int, after: int, limit: int,
+                         newest: bool, size: str = "octet_length") -> str:
+    """The SELECT of a store's ``journal_heads`` on ``table`` with parameter marker
+    ``mark``: the workflow id, ``after`` and ``limit`` are its parameters, one key range
+    of the journal's index read forwards (or, ``newest``, backwards: the caller turns
+    the rows round). Each outcome is read up to ``head`` characters and one more (which
+    tells a whole one), and its size by the SQL function ``size``: ``octet_length``
+    reads a text's size in bytes from where it is stored, without reading the text
+    (``length``, its characters, reads it all). ``ValueError`` naming the argument
+    unless ``head`` is a whole number >= 0, ``after`` one >= -1 and ``limit`` one >= 0."""
+    if type(head) is not int or head < 0:
+        raise ValueError(f"journal_heads(head=...): the characters of each outcome read "
+                         f"at most, a whole number >= 0, got {head!r}")
+    if type(after) is not int or after < -1:
+        raise ValueError(f"journal_heads(after=...): the seq the records come after (-1: "
+                         f"from the start), a whole number >= -1, got {after!r}")
+    if type(limit) is not int or limit < 0:
+        raise ValueError(f"journal_heads(limit=...): how many records to read at most, a "
+                         f"whole number >= 0, got {limit!r}")
+    return (f"SELECT workflow_id, seq, kind, name, substr(outcome, 1, {head + 1}), "
+            f"attempts, time, {size}(outcome) FROM {table} "
+            f"WHERE workflow_id = {mark} AND seq > {mark} "
+            f"ORDER BY seq{' DESC' if newest else ''} LIMIT {mark}")
 
 def journal_select(table: str, mark: str, kind: str | None, last: int | None) -> str:
     """The SELECT of a store's ``journal(workflow_id, kind=, last=)`` on ``table`` with

@@ -82,6 +82,7 @@ from ._prune import check_count, check_prune
 from ._records import (
     FINAL_STATUSES,
     InboxRecord,
+    JournalHead,
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
@@ -94,6 +95,7 @@ from ._records import (
     WorkflowRecord,
     group_resume_rows,
     journal_entries_of,
+    journal_heads_select,
     journal_page_of,
     journal_page_select,
     journal_select,
@@ -689,6 +691,9 @@ def _count_prunable(conn: sqlite3.Connection, statuses: list[str], before: float
         "WHERE last_workflow IS NOT NULL)) SELECT count(*) FROM gone")
     return int(conn.execute(query, (before, host, host, before, host, host)).fetchone()[0])
 
+
+#: whether this SQLite has ``octet_length`` (3.43 on): a text's size without reading it
+_OCTET_LENGTH = sqlite3.sqlite_version_info >= (3, 43)
 
 class SQLiteStore(StoreShortcuts):
     """The durable store on SQLite (WAL mode); see the module docs for the write path.
@@ -1728,6 +1733,18 @@ class SQLiteStore(StoreShortcuts):
         if last is not None:
             rows.reverse()  # (read newest first)
         return [from_row(row) for row in rows]
+
+    def journal_heads(self, workflow_id: str, head: int, after: int, limit: int, *,
+                      newest: bool = False) -> list[JournalHead]:
+        """At most ``limit`` records with a seq above ``after``, their outcomes read up
+        to ``head`` characters and not decoded (see the Store protocol), in seq order."""
+        # (octet_length, which reads no text, came with SQLite 3.43)
+        sql = journal_heads_select("journal", "?", head, after, limit, newest,
+                                   "octet_length" if _OCTET_LENGTH else "length")
+        rows = self._text_rows(sql, (workflow_id, after, limit))
+        if newest:
+            rows.reverse()
+        return [JournalHead.from_row(row, head) for row in rows]
 
     def journal_page(self, workflow_id: str, after: int, limit: int
                      ) -> list[tuple[JournalRecord, int]]:

@@ -24,6 +24,7 @@ from ..actors._values import Pid
 from ._records import (
     DamagedRecord,
     InboxRecord,
+    JournalHead,
     JournalRecord,
     PromiseRecord,
     PromiseStatus,
@@ -224,6 +225,18 @@ class Store(Protocol):
         """The workflow's journal, ordered by seq; ``kind``: its records of that kind
         alone; ``last``: its newest ``last`` records alone (``ValueError`` unless a
         whole number >= 0)."""
+        ...
+
+    def journal_heads(self, workflow_id: str, head: int, after: int, limit: int, *,
+                      newest: bool = False) -> list[JournalHead]:
+        """At most ``limit`` records of the workflow's journal with a seq above
+        ``after`` (the first ones, or with ``newest`` the newest ones), in seq order,
+        each a :class:`JournalHead`: its outcome's stored JSON text whole when it has
+        at most ``head`` characters, else only its first ``head``, never decoded, with
+        the whole text's size (``ValueError`` naming a bad argument: whole numbers,
+        ``head`` and ``limit`` >= 0, ``after`` >= -1). What the web console reads of a
+        journal of big outcomes: the start of each, not megabytes to decode at each
+        poll."""
         ...
 
     def journal_page(self, workflow_id: str, after: int, limit: int

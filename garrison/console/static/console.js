@@ -68,7 +68,8 @@ function isCut(value) {
 }
 
 function cutText(value) {
-  return `${value.head}… (cut: ${value.bytes.toLocaleString()} bytes in all)`;
+  return `${value.head}… (cut: ${value.bytes.toLocaleString()} bytes in all; ` +
+    "garrison workflows show, or history --wide for a journal record, prints it whole)";
 }
 
 // JSON.parse reads every number as a double: 9007199254740993 would be shown as
