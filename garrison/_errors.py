@@ -259,11 +259,14 @@ class WorkflowMoved(StoreError):
     now (its owner's lease lapsed and it was taken over, or the node handed it over
     while draining). The workflow stops on this node at once, nothing recorded as its
     outcome; ``.workflow_id`` names it (``None``: every workflow of a node whose lease
-    lapsed)."""
+    lapsed, or that hands them over); ``.lease_lapsed``: they move because the node's
+    lease lapsed (the node logs one line of how many left, not one a workflow)."""
 
-    def __init__(self, path: str | None, workflow_id: str | None, message: str) -> None:
+    def __init__(self, path: str | None, workflow_id: str | None, message: str, *,
+                 lease_lapsed: bool = False) -> None:
         super().__init__(path, message)
         self.workflow_id = workflow_id
+        self.lease_lapsed = lease_lapsed
 
 
 class NoSuchWorkflow(GarrisonError, LookupError):

@@ -77,6 +77,8 @@ BALANCE_LEASES = 3
 BALANCE_MIN = 5.0
 #: workflows a node remembers having handed on to even the load (see ``_handed``)
 HANDED_KEPT = 10_000
+#: the workflows the line of those that left as the lease lapsed names (it counts all)
+LAPSE_NAMED = 5
 #: runs of workflows a node remembers its code could not replay (see ``_blocked``)
 BLOCKED_KEPT = 10_000
 #: names of those runs a node says in its row (see ``_blocked_names``)
@@ -340,6 +342,10 @@ class ClusterMember:
         #: one that comes back (the others could not run it: no code for it there) is
         #: not handed on again, else it would go back and forth at every other look
         self._handed: dict[str, None] = {}
+        # the workflows that left as the lease lapsed since it was last said: how many,
+        # and the first LAPSE_NAMED of them
+        self._lapse_left = 0
+        self._lapse_named: list[str] = []
         #: workflows handed on to even the load, since the node started
         self.balanced = 0
         # (trio side) times this node's lease lapsed (its workflows left it), since the
@@ -490,6 +496,26 @@ class ClusterMember:
         self.poke()
         if self.draining:
             self._ready.set()
+
+    def left_as_lapsed(self, wid: str) -> None:
+        """A workflow left this node because its lease lapsed (its write was refused,
+        or the lapse stopped it): counted for the one line :meth:`_lapsed` logs."""
+        self._lapse_left += 1
+        if len(self._lapse_named) < LAPSE_NAMED:
+            self._lapse_named.append(wid)
+
+    def _say_lapse_left(self) -> None:
+        """One line for the workflows that left as the lease lapsed (not one each:
+        thousands of lines when a node that ran thousands loses its lease)."""
+        count, named = self._lapse_left, self._lapse_named
+        self._lapse_left, self._lapse_named = 0, []
+        if count:
+            log.info("node %s: %d workflow%s left this node as its lease lapsed (%s%s); "
+                     "the node that claims one runs it (garrison workflows show ID names "
+                     "it), and --log-level debug logs a line for each ('workflow ID left "
+                     "this node')", self.name, count, "" if count == 1 else "s",
+                     ", ".join(named), f" and {count - len(named):,} more"
+                     if count > len(named) else "")
 
     def claim_now(self, wid: str) -> None:
         """A workflow here spawned ``wid`` (by its id), which waits ``pending`` in the
@@ -824,7 +850,7 @@ class ClusterMember:
         host.counts["lease_lapses"] += 1
         exc = WorkflowMoved(self.store.path, None, f"node {self.name}'s lease lapsed (it was "
                             "cut off from the store): its workflows go to the next node of "
-                            "the cluster that claims them")
+                            "the cluster that claims them", lease_lapsed=True)
         if self.on_singletons is not None:
             with self._lock:  # (the server's lease ends at least a lease after it)
                 ends = self._confirmed + self.lease
@@ -851,6 +877,7 @@ class ClusterMember:
         with trio.move_on_after(max(self.lease, 1.0)):
             for wf in running:
                 await wf.exited.wait()
+        self._say_lapse_left()
         late = []
         for wf in running:  # whatever did not stop in time is no longer ours anyway
             if host.active.get(wf.wid) is wf:

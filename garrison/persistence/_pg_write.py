@@ -929,16 +929,19 @@ class PgWritePath:
         if message == "fenced":
             if detail:
                 # (the fence cannot tell which: a lone node that lost its lease and
-                # joined again claimed its workflows itself, under a new epoch)
+                # joined again claimed its workflows itself, under a new epoch. Either
+                # way this incarnation's lease lapsed: a node claims only the workflows
+                # of a lapsed one, or those it handed over, which left it already)
                 return WorkflowMoved(self.path, detail, f"workflow {detail!r} is no longer "
                                      "this node incarnation's in the store (its lease "
                                      "lapsed, or a node of the cluster claimed the workflow: "
                                      "another node, or this one after it joined the cluster "
-                                     "again as a new incarnation): its write is refused")
+                                     "again as a new incarnation): its write is refused",
+                                     lease_lapsed=True)
             return WorkflowMoved(self.path, None, "this node's lease lapsed (it was cut off "
                                  "from the store): its writes are refused, and its "
                                  "workflows go to the next node of the cluster that claims "
-                                 "them")
+                                 "them", lease_lapsed=True)
         if message == "workflow_changed":
             return workflow_changed(*params[:3])
         if message == "workflow_ended":

@@ -249,10 +249,14 @@ def moved(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved) -> None:
                  "lapsed) stopped now, unrecorded: %s", wf.wid, exc,
                  extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid})
         return
+    lapsed = exc.lease_lapsed and ownership is not None
     if ownership is not None:
         ownership.stopped(wf.wid)
-    # (as the node stops, one line said how many: not one per workflow at INFO)
-    log.log(logging.DEBUG if host.closing else logging.INFO,
+        if lapsed:
+            ownership.left_as_lapsed(wf.wid)
+    # (as the node stops, or its lease lapsed, one line says how many: not one per
+    # workflow at INFO)
+    log.log(logging.DEBUG if host.closing or lapsed else logging.INFO,
             "workflow %s left this node: %s", wf.wid, exc,
             extra={"workflow_id": wf.wid, "run_id": wf.run_id, "pid": wf.pid})
 
