@@ -426,10 +426,14 @@ def journal_heads_select(table: str, mark: str, head: int, after: int, limit: in
     if type(limit) is not int or limit < 0:
         raise ValueError(f"journal_heads(limit=...): how many records to read at most, a "
                          f"whole number >= 0, got {limit!r}")
+    # (the records chosen first, their outcomes cut after: PostgreSQL may sort the rows
+    # of the range to take the first, and would cut every outcome of the range first,
+    # each read whole from its compressed storage)
+    order = f"ORDER BY seq{' DESC' if newest else ''}"
     return (f"SELECT workflow_id, seq, kind, name, substr(outcome, 1, {head + 1}), "
-            f"attempts, time, {size}(outcome) FROM {table} "
-            f"WHERE workflow_id = {mark} AND seq > {mark} "
-            f"ORDER BY seq{' DESC' if newest else ''} LIMIT {mark}")
+            f"attempts, time, {size}(outcome) FROM (SELECT workflow_id, seq, kind, name, "
+            f"outcome, attempts, time FROM {table} WHERE workflow_id = {mark} "
+            f"AND seq > {mark} {order} LIMIT {mark}) AS page {order}")
 
 def journal_select(table: str, mark: str, kind: str | None, last: int | None) -> str:
     """The SELECT of a store's ``journal(workflow_id, kind=, last=)`` on ``table`` with
