@@ -622,7 +622,15 @@ def _terminated(store: Any, args: argparse.Namespace, wid: str,
 
 
 def _retry(store: Any, args: argparse.Namespace) -> None:
-    _act(store, args, _retry_one)
+    _act(store, args, _retry_one, batch=_retry_batch)
+
+
+def _retry_batch(store: Any, args: argparse.Namespace,
+                 ids: list[str]) -> list[tuple[dict[str, Any], str] | Exception]:
+    return [outcome if isinstance(outcome, Exception) else
+            ({"workflow_id": wid, "status": "pending", "retry": outcome},
+             f"workflow {wid!r} retried: {outcome}")
+            for wid, outcome in zip(ids, tools.retry_each(store, ids), strict=True)]
 
 
 def _retry_one(store: Any, args: argparse.Namespace, wid: str) -> tuple[dict[str, Any], str]:
@@ -709,20 +717,28 @@ def _selection_checks(args: argparse.Namespace) -> None:
 
 #: a write of one workflow: its answer, ``(JSON, line)``, as ``_done`` prints it
 _One = Callable[[Any, argparse.Namespace, str], tuple[dict[str, Any], str]]
+#: the writes of several workflows committed together: each one's answer, or its error
+_Batch = Callable[[Any, argparse.Namespace, list[str]],
+                  list[tuple[dict[str, Any], str] | Exception]]
+#: how many workflows a ``batch`` of :func:`_act` writes in one commit (a commit each
+#: was most of the time of a bulk retry on a server that syncs its commits; a batch holds
+#: a SQLite store's write lock, which the node's own commits wait for, while it writes)
+BATCH = 200
 
 
 def _act(store: Any, args: argparse.Namespace, one: _One,
          several: Callable[[Any, argparse.Namespace, str, _Results],
                            None] | None = None,
-         settle: Callable[[Any, argparse.Namespace, _Results], None] | None = None) -> None:
+         settle: Callable[[Any, argparse.Namespace, _Results], None] | None = None,
+         batch: _Batch | None = None) -> None:
     """``one`` of each workflow the ids or the selection name. One id (and no
     ``--dry-run``) is as it ever was: its answer, or its error and exit status. Several,
     or a selection: each acted on in turn as one would be (``several``, when given,
-    instead: it may leave a workflow's answer to ``settle``, called once after them all),
-    each on its line (a failure too: the others go on), then how many were done; exit 1
-    when one could not be (2: its record is damaged). A selection acts only with
-    ``--yes``: without it the workflows it selects are shown (``--dry-run``: all of
-    them), exit 1."""
+    instead: it may leave a workflow's answer to ``settle``, called once after them all;
+    ``batch``: :data:`BATCH` of them at a time, committed together), each on its line (a
+    failure too: the others go on), then how many were done; exit 1 when one could not
+    be (2: its record is damaged). A selection acts only with ``--yes``: without it the
+    workflows it selects are shown (``--dry-run``: all of them), exit 1."""
     command = args.wf_command
     if len(args.id) == 1 and not args.dry_run:
         _done(args, *one(store, args, args.id[0]))
@@ -737,12 +753,15 @@ def _act(store: Any, args: argparse.Namespace, one: _One,
         _preview(store, args, ids, statuses)
         return
     results = _Results(args, store.path or args.store)
-    for wid in ids:
-        with results.of(wid):
-            if several is None:
-                results.ok(wid, *one(store, args, wid))
-            else:
-                several(store, args, wid, results)
+    if batch is not None:
+        _in_batches(store, args, ids, batch, results)
+    else:
+        for wid in ids:
+            with results.of(wid):
+                if several is None:
+                    results.ok(wid, *one(store, args, wid))
+                else:
+                    several(store, args, wid, results)
     if settle is not None:
         settle(store, args, results)
     done = len(ids) - len(results.failed)
@@ -763,6 +782,26 @@ def _act(store: Any, args: argparse.Namespace, one: _One,
         raise _Fail(f"{len(results.failed):,} of {len(ids):,} workflow(s) could not be "
                     f"{_PAST[command]}: {names}{', ...' if len(results.failed) > 5 else ''}",
                     max(results.failed.values()))
+
+
+def _in_batches(store: Any, args: argparse.Namespace, ids: list[str], batch: _Batch,
+                results: _Results) -> None:
+    """``batch`` of ``ids``, :data:`BATCH` at a time, each workflow's answer on its line.
+    An error that is no refusal of its workflow (the store's) is raised once the
+    batch's other workflows, which it wrote, have their lines."""
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start:start + BATCH]
+        unsaid: Exception | None = None
+        for wid, outcome in zip(chunk, batch(store, args, chunk), strict=True):
+            try:
+                with results.of(wid):
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                    results.ok(wid, *outcome)
+            except Exception as exc:
+                unsaid = unsaid or exc
+        if unsaid is not None:
+            raise unsaid
 
 
 class _Results:

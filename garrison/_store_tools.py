@@ -683,6 +683,40 @@ def retry(store: Any, workflow_id: str) -> str:
     return note
 
 
+def retry_each(store: Any, workflow_ids: Sequence[str]) -> list[str | Exception]:
+    """:func:`retry` of each of ``workflow_ids``, their writes committed together
+    (``store.write_each``: one commit, each workflow's write on its own): in their
+    order, each one's note, or why it was not retried: the :class:`ToolError`
+    :func:`retry` raises, or the ``DamagedRecord`` of its row or journal (nothing
+    written for it). A failure of the store itself is raised (``write_each``)."""
+    from .hosts.workflow._operate import key_taken, retry_transaction
+
+    outcomes: list[str | Exception] = []
+    txs: list[Any] = []
+    notes: list[tuple[int, str]] = []
+    for wid in workflow_ids:
+        try:
+            tx, note = retry_transaction(store, get(store, wid))
+        except json.JSONDecodeError as exc:  # a damaged row or record: no refusal
+            outcomes.append(exc)
+        except ValueError as exc:
+            outcomes.append(ToolError(str(exc)))
+        except ToolError as exc:
+            outcomes.append(exc)
+        else:
+            notes.append((len(outcomes), note))
+            outcomes.append(note)
+            txs.append(tx)
+    for (n, _note), written in zip(notes, store.write_each(txs), strict=True):
+        if isinstance(written, DedupKeyTaken):
+            outcomes[n] = ToolError(str(key_taken(workflow_ids[n], written)))
+        elif isinstance(written, ValueError):  # the workflow changed since it was read
+            outcomes[n] = ToolError(str(written))
+        elif isinstance(written, Exception):
+            outcomes[n] = written
+    return outcomes
+
+
 def prune(store: Any, older_than: float, statuses: Sequence[str] = (), *,
           host: str | None = None, dry_run: bool = False,
           now: float | None = None) -> tuple[int, float]:

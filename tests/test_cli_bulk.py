@@ -348,3 +348,53 @@ async def test_a_node_running_on_the_store_cancels_the_selected_workflows(
         assert sorted(x for kind, x in ops_app.LOG if kind == "release") == [
             f"res-item-{n}" for n in range(3)]
         assert node.workflow("other").status() == "waiting"
+
+
+def test_a_bulk_retry_commits_in_batches_and_one_changed_meanwhile_is_refused_alone(
+        store_path: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retries are committed a batch at a time (a commit each made 5,000 retries
+    on PostgreSQL take minutes); a workflow that changed between its read and its
+    batch's commit (a node's retry of it meanwhile) is refused on its line, and the
+    others of its batch are retried, each once."""
+    from garrison import _cli_workflows
+    from garrison.hosts.workflow import _operate
+
+    _rows(store_path, {f"o-{n}": "failed" for n in range(5)})
+    real_open, real_retry = _cli_workflows.tools.open_store, _operate.retry_transaction
+    writes: list[int] = []
+
+    def opened(*args: Any, **kwargs: Any) -> Any:
+        store = real_open(*args, **kwargs)
+        real_each = store.write_each
+        store.write = lambda tx: pytest.fail(f"a commit of its own: {tx!r}")
+
+        def write_each(txs: Any) -> Any:
+            writes.append(len(txs))
+            return real_each(txs)
+
+        store.write_each = write_each
+        return store
+
+    def retry_transaction(store: Any, record: Any) -> Any:
+        made = real_retry(store, record)
+        if record.workflow_id == "o-3":  # another retries it after this one read it
+            with open_store(store_path, lock=False) as other:
+                other.write(Transaction().update_workflow("o-3", status="pending",
+                                                          attempt=2))
+        return made
+
+    monkeypatch.setattr(_cli_workflows.tools, "open_store", opened)
+    monkeypatch.setattr(_operate, "retry_transaction", retry_transaction)
+    monkeypatch.setattr(_cli_workflows, "BATCH", 2)
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "--all", "--yes")
+    assert code == 1, (out, err)
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines[:5]] == [
+        "workflow 'o-0' retried", "workflow 'o-1' retried", "workflow 'o-2' retried",
+        "error", "workflow 'o-4' retried"], out
+    assert lines[3].startswith("error: workflow 'o-3' changed since it was read"), out
+    assert lines[5] == "retry: 4 of 5 workflow(s) done, 1 not (see their lines)", out
+    assert err == "garrison workflows: 1 of 5 workflow(s) could not be retried: 'o-3'\n"
+    assert writes == [2, 2, 1]  # (a batch of 2, three commits)
+    assert _status(store_path) == {f"o-{n}": ("pending", 2) for n in range(5)}

@@ -423,6 +423,32 @@ def test_tool_opens_unlocked_reads_and_queues_writes(store: SQLiteStore, store_s
     assert store.take_wakeups() == []
 
 
+def test_write_each_commits_each_transaction_on_its_own_in_one_commit(
+        store: SQLiteStore, store_spec: str) -> None:
+    """A tool's writes of many workflows (a bulk retry) in one commit: one that fails
+    (its workflow changed since it was read) is rolled back alone, its error in its
+    place; the others commit once each, each leaving the node its wakeup."""
+    for wid in ("a", "b", "c"):
+        store.write(Transaction().create_workflow(wid, "m:f", [], status="failed"))
+    store.write(Transaction().update_workflow("b", status="waiting"))  # (changed)
+
+    def retried(wid: str) -> Transaction:
+        return (Transaction().expect_workflow(wid, status="failed", attempt=1)
+                .update_workflow(wid, status="pending", attempt=2))
+
+    with open_store(store_spec, lock=False) as tool:
+        before = tool.statistics().transactions
+        outcomes = tool.write_each([retried("a"), retried("b"), Transaction(), retried("c")])
+        assert tool.statistics().transactions - before <= 1  # (one commit)
+    assert outcomes[0] == [None, None] and outcomes[2] == [] and outcomes[3] == [None, None]
+    assert isinstance(outcomes[1], ValueError), outcomes
+    assert "changed since it was read" in str(outcomes[1])
+    got = {w: (str(r.status), r.attempt) for w in "abc"
+           if (r := store.get_workflow(w)) is not None}
+    assert got == {"a": ("pending", 2), "b": ("waiting", 1), "c": ("pending", 2)}
+    assert sorted(w.workflow_id for w in store.take_wakeups()) == ["a", "c"]
+
+
 async def test_a_store_closed_as_its_wakeup_watcher_answers_stops_quietly(
         db_path: str) -> None:
     """A node closes its store before it cancels its tasks: the watcher thread then

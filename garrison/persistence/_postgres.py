@@ -833,6 +833,32 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._check_usable()
         return self._write_one(self._plan(tx))
 
+    def write_each(self, txs: Sequence[Transaction]) -> list[list[Any] | Exception]:
+        """See :meth:`Store.write_each`: the transactions are sent as one (a group
+        commit's batch, with its SAVEPOINT per transaction when one fails); a tool's
+        each with its wakeup rows and notification."""
+        self._check_usable()
+        outcomes: list[list[Any] | Exception] = [[] for _ in txs]
+        plans: list[tuple[int, _Plan]] = []
+        for n, tx in enumerate(txs):
+            if not tx.ops:
+                continue
+            try:
+                plans.append((n, self._plan(tx)))
+            except ValueError as exc:  # (a value PostgreSQL cannot hold: nothing sent)
+                outcomes[n] = exc
+        if plans:
+            self._commit_plans([plan for _n, plan in plans])
+            self._stats["sync_writes"] += 1
+        for n, plan in plans:
+            if plan.error is not None:
+                error = plan.error
+                outcomes[n] = error if isinstance(error, Exception) else RuntimeError(error)
+            else:
+                assert plan.results is not None
+                outcomes[n] = plan.results
+        return outcomes
+
     def _write_one(self, plan: _Plan) -> list[Any]:
         """Commit ``plan`` in this thread (waiting for the lock and the server)."""
         self._commit_plans([plan])
