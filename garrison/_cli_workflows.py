@@ -744,13 +744,15 @@ def _act(store: Any, args: argparse.Namespace, one: _One,
         _done(args, *one(store, args, args.id[0]))
         return
     statuses: list[str | None] | None = None
+    # the selected rows that cannot be read: each named on its line, after the others
+    damaged: list[DamagedRecord] = []
     if args.id:
         ids = list(dict.fromkeys(args.id))
     else:
-        rows = _select(store, args)
+        rows = _select(store, args, damaged)
         ids, statuses = [r.workflow_id for r in rows], [str(r.status) for r in rows]
     if args.dry_run or not (args.yes or args.id):
-        _preview(store, args, ids, statuses)
+        _preview(store, args, ids, statuses, damaged)
         return
     results = _Results(args, store.path or args.store)
     if batch is not None:
@@ -764,6 +766,9 @@ def _act(store: Any, args: argparse.Namespace, one: _One,
                     several(store, args, wid, results)
     if settle is not None:
         settle(store, args, results)
+    for exc in damaged:
+        ids.append(exc.workflow_id)
+        results.fail(exc.workflow_id, f"store {results.shown!r} is damaged: {exc}", 2)
     done = len(ids) - len(results.failed)
     if args.json:
         order = {wid: n for n, wid in enumerate(ids)}
@@ -842,36 +847,47 @@ class _Results:
 _PAST = {"retry": "retried", "cancel": "cancelled", "terminate": "terminated"}
 
 
-def _select(store: Any, args: argparse.Namespace) -> list[Any]:
+def _select(store: Any, args: argparse.Namespace,
+            damaged: list[DamagedRecord]) -> list[Any]:
     """The workflows the selection selects, oldest first, by ``list``'s filters: only
-    in the statuses the command acts on."""
+    in the statuses the command acts on. A selected row that cannot be read is stepped
+    over, as ``list`` does, and added to ``damaged``."""
     statuses = _statuses(args.status) or list(ACTS_ON[args.wf_command])
     search = tools.search_filters(args.search)
     if search is None:  # (a key given twice with two values: none matches)
         return []
-    return list(store.list_workflows(statuses, search or None, parent=args.parent or None,
-                                     id_prefix=args.prefix or None))
+    return [rec for page in store.pages_past_damage(
+                statuses, search or None, damaged, past_unreadable=True,
+                parent=args.parent or None, id_prefix=args.prefix or None)
+            for rec in page]
 
 
 def _preview(store: Any, args: argparse.Namespace, ids: list[str],
-             statuses: list[str | None] | None) -> None:
+             statuses: list[str | None] | None, damaged: list[DamagedRecord]) -> None:
     """What the ids or the selection name, nothing done: all of them with
     ``--dry-run``, else the first :data:`PREVIEW_IDS` and exit 1 saying to add
-    ``--yes``."""
+    ``--yes``. The selected rows that cannot be read (``damaged``) come last, each
+    named with what is damaged; a dry run that met one ends naming it, exit 2."""
     command = args.wf_command
     if statuses is None:  # (the ids given: each as the store has it now)
         recs = [store.get_workflow(wid) for wid in ids]
         statuses = [None if rec is None else str(rec.status) for rec in recs]
     pairs = list(zip(ids, statuses, strict=True))
+    unread = {exc.workflow_id: _damaged_column(exc) for exc in damaged}
+    ids = ids + list(unread)
     if args.json:
         _print_json({"command": command, "selected": len(ids), "done": 0, "workflows": [
-                         {"workflow_id": wid, "status": status} for wid, status in pairs]})
+                         {"workflow_id": wid, "status": status} for wid, status in pairs
+                     ] + [{"workflow_id": wid, "status": None, "damaged": said}
+                          for wid, said in unread.items()]})
     elif not ids:
         print(f"no workflows to {command}")
     elif args.dry_run:
         width = min(max(len(wid) for wid in ids), COLUMN_WIDTH)
         for wid, status in pairs:
             print(f"{cell(wid.ljust(width))}  {status or 'not found'}")
+        for wid, said in unread.items():
+            print(f"{cell(wid.ljust(width))}  damaged: {escaped(said)}")
         print(f"{command} would act on {len(ids):,} workflow(s) (--dry-run: nothing done)")
     else:
         first = ", ".join(cell(wid) for wid in ids[:PREVIEW_IDS])
@@ -882,6 +898,22 @@ def _preview(store: Any, args: argparse.Namespace, ids: list[str],
         sys.stdout.flush()
         raise _Fail(f"nothing done: add --yes to {command} these {len(ids):,} workflow(s), "
                     "or --dry-run to list them all")
+    if damaged:  # (a dry run: its check of the selection says so)
+        sys.stdout.flush()
+        raise _Fail(f"store {store.path or args.store!r} is damaged: {damaged[0]}"
+                    + (f" (and {len(damaged) - 1} other workflow(s): "
+                       f"{', '.join(repr(d.workflow_id) for d in damaged[1:6])}"
+                       f"{', ...' if len(damaged) > 6 else ''})" if len(damaged) > 1 else "")
+                    + f"; the other workflows are listed, and {command} --yes acts on them",
+                    2)
+
+
+def _damaged_column(exc: DamagedRecord) -> str:
+    """What a damaged row's error says after its workflow's name (``its input is not
+    JSON (...)``)."""
+    said = str(exc)
+    head = f"workflow {exc.workflow_id!r}: "
+    return said[len(head):] if said.startswith(head) else said
 
 
 def _prune(store: Any, args: argparse.Namespace) -> None:

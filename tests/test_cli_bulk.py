@@ -398,3 +398,50 @@ def test_a_bulk_retry_commits_in_batches_and_one_changed_meanwhile_is_refused_al
     assert err == "garrison workflows: 1 of 5 workflow(s) could not be retried: 'o-3'\n"
     assert writes == [2, 2, 1]  # (a batch of 2, three commits)
     assert _status(store_path) == {f"o-{n}": ("pending", 2) for n in range(5)}
+
+
+def test_a_damaged_row_in_a_selection_is_named_on_its_line_and_the_others_are_acted_on(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """A row whose JSON is no JSON (edited by hand, a bad restore) among the selected
+    workflows stopped the whole selection (exit 2, nothing done) where ``list`` steps
+    over it; now the others are acted on, the damaged one gets its line naming it and
+    what is damaged, and the command ends naming it (exit 2, as for a damaged
+    journal). A dry run lists it so too."""
+    import sqlite3
+
+    sqlite_path = str(tmp_path / "s.db")
+    _rows(sqlite_path, {f"o-{n}": "failed" for n in range(4)})
+    raw = sqlite3.connect(sqlite_path)
+    raw.execute("UPDATE workflows SET input = '[bad' WHERE workflow_id = 'o-1'")
+    raw.commit()
+    raw.close()
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "retry", "--all", "--dry-run")
+    assert code == 2, (out, err)
+    lines = out.splitlines()
+    assert lines[:3] == ["o-0  failed", "o-2  failed", "o-3  failed"], out
+    assert lines[3].startswith("o-1  damaged: its input is not JSON ("), out
+    assert lines[4] == "retry would act on 4 workflow(s) (--dry-run: nothing done)", out
+    assert err.startswith(f"garrison workflows: store {sqlite_path!r} is damaged: workflow "
+                          "'o-1': its input is not JSON ("), err
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "retry", "--all", "--yes")
+    assert code == 2, (out, err)
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == [
+        "workflow 'o-0' retried", "workflow 'o-2' retried", "workflow 'o-3' retried"], out
+    assert lines[3].startswith(f"error: store {sqlite_path!r} is damaged: workflow 'o-1': "
+                               "its input is not JSON ("), out
+    assert lines[4] == "retry: 3 of 4 workflow(s) done, 1 not (see their lines)", out
+    assert err == "garrison workflows: 1 of 4 workflow(s) could not be retried: 'o-1'\n"
+    with open_store(sqlite_path, lock=False) as s:
+        assert [(str(r.status), r.attempt) for w in ("o-0", "o-2", "o-3")
+                if (r := s.get_workflow(w))] == [("pending", 2)] * 3
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "retry", "--all", "--yes",
+                              "--json")
+    assert code == 2 and "could not be retried: 'o-1'" in err, (out, err)
+    summary = json.loads(out)
+    assert {k: v for k, v in summary.items() if k != "workflows"} == {
+        "command": "retry", "selected": 1, "done": 0, "failed": 1}, summary
+    assert summary["workflows"] == [{"workflow_id": "o-1", "ok": False, "error": (
+        summary["workflows"][0]["error"])}], summary
+    assert "is damaged: workflow 'o-1': its input is not JSON" in \
+        summary["workflows"][0]["error"]
