@@ -625,12 +625,12 @@ def _retry(store: Any, args: argparse.Namespace) -> None:
     _act(store, args, _retry_one, batch=_retry_batch)
 
 
-def _retry_batch(store: Any, args: argparse.Namespace,
-                 ids: list[str]) -> list[tuple[dict[str, Any], str] | Exception]:
+def _retry_batch(store: Any, args: argparse.Namespace, ids: list[str],
+                 selected: dict[str, int] | None) -> list[tuple[dict[str, Any], str] | Exception]:
     return [outcome if isinstance(outcome, Exception) else
             ({"workflow_id": wid, "status": "pending", "retry": outcome},
              f"workflow {wid!r} retried: {outcome}")
-            for wid, outcome in zip(ids, tools.retry_each(store, ids), strict=True)]
+            for wid, outcome in zip(ids, tools.retry_each(store, ids, selected), strict=True)]
 
 
 def _retry_one(store: Any, args: argparse.Namespace, wid: str) -> tuple[dict[str, Any], str]:
@@ -718,7 +718,8 @@ def _selection_checks(args: argparse.Namespace) -> None:
 #: a write of one workflow: its answer, ``(JSON, line)``, as ``_done`` prints it
 _One = Callable[[Any, argparse.Namespace, str], tuple[dict[str, Any], str]]
 #: the writes of several workflows committed together: each one's answer, or its error
-_Batch = Callable[[Any, argparse.Namespace, list[str]],
+#: (given a selection's: the attempt each was selected at)
+_Batch = Callable[[Any, argparse.Namespace, list[str], dict[str, int] | None],
                   list[tuple[dict[str, Any], str] | Exception]]
 #: how many workflows a ``batch`` of :func:`_act` writes in one commit (a commit each
 #: was most of the time of a bulk retry on a server that syncs its commits; a batch holds
@@ -744,6 +745,7 @@ def _act(store: Any, args: argparse.Namespace, one: _One,
         _done(args, *one(store, args, args.id[0]))
         return
     statuses: list[str | None] | None = None
+    selected: dict[str, int] | None = None  # (a selection's: the attempt each was at)
     # the selected rows that cannot be read: each named on its line, after the others
     damaged: list[DamagedRecord] = []
     if args.id:
@@ -751,12 +753,13 @@ def _act(store: Any, args: argparse.Namespace, one: _One,
     else:
         rows = _select(store, args, damaged)
         ids, statuses = [r.workflow_id for r in rows], [str(r.status) for r in rows]
+        selected = {r.workflow_id: r.attempt for r in rows}
     if args.dry_run or not (args.yes or args.id):
         _preview(store, args, ids, statuses, damaged)
         return
     results = _Results(args, store.path or args.store)
     if batch is not None:
-        _in_batches(store, args, ids, batch, results)
+        _in_batches(store, args, ids, batch, results, selected)
     else:
         for wid in ids:
             with results.of(wid):
@@ -790,14 +793,14 @@ def _act(store: Any, args: argparse.Namespace, one: _One,
 
 
 def _in_batches(store: Any, args: argparse.Namespace, ids: list[str], batch: _Batch,
-                results: _Results) -> None:
+                results: _Results, selected: dict[str, int] | None) -> None:
     """``batch`` of ``ids``, :data:`BATCH` at a time, each workflow's answer on its line.
     An error that is no refusal of its workflow (the store's) is raised once the
     batch's other workflows, which it wrote, have their lines."""
     for start in range(0, len(ids), BATCH):
         chunk = ids[start:start + BATCH]
         unsaid: Exception | None = None
-        for wid, outcome in zip(chunk, batch(store, args, chunk), strict=True):
+        for wid, outcome in zip(chunk, batch(store, args, chunk, selected), strict=True):
             try:
                 with results.of(wid):
                     if isinstance(outcome, Exception):

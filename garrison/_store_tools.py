@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -683,12 +683,15 @@ def retry(store: Any, workflow_id: str) -> str:
     return note
 
 
-def retry_each(store: Any, workflow_ids: Sequence[str]) -> list[str | Exception]:
+def retry_each(store: Any, workflow_ids: Sequence[str],
+               selected: Mapping[str, int] | None = None) -> list[str | Exception]:
     """:func:`retry` of each of ``workflow_ids``, their writes committed together
     (``store.write_each``: one commit, each workflow's write on its own): in their
     order, each one's note, or why it was not retried: the :class:`ToolError`
     :func:`retry` raises, or the ``DamagedRecord`` of its row or journal (nothing
-    written for it). A failure of the store itself is raised (``write_each``)."""
+    written for it). A workflow in ``selected`` (id: the attempt it was selected at)
+    that was retried since is refused: it failed again since, and one command retries
+    it once. A failure of the store itself is raised (``write_each``)."""
     from .hosts.workflow._operate import key_taken, retry_transaction
 
     outcomes: list[str | Exception] = []
@@ -696,7 +699,12 @@ def retry_each(store: Any, workflow_ids: Sequence[str]) -> list[str | Exception]
     notes: list[tuple[int, str]] = []
     for wid in workflow_ids:
         try:
-            tx, note = retry_transaction(store, get(store, wid))
+            rec = get(store, wid)
+            if selected is not None and selected.get(wid, rec.attempt) != rec.attempt:
+                raise ToolError(f"cannot retry workflow {wid!r}: it was retried since it "
+                                f"was selected (it is {rec.status}, attempt {rec.attempt}): "
+                                "nothing was written")
+            tx, note = retry_transaction(store, rec)
         except json.JSONDecodeError as exc:  # a damaged row or record: no refusal
             outcomes.append(exc)
         except ValueError as exc:

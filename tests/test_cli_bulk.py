@@ -445,3 +445,34 @@ def test_a_damaged_row_in_a_selection_is_named_on_its_line_and_the_others_are_ac
         summary["workflows"][0]["error"])}], summary
     assert "is damaged: workflow 'o-1': its input is not JSON" in \
         summary["workflows"][0]["error"]
+
+
+def test_a_selected_workflow_retried_and_failed_again_meanwhile_is_not_retried_twice(
+        store_path: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two operators run the same bulk retry at once, beside a node whose retried runs
+    fail again at once (the service is still down): by the second command's turn, a
+    workflow it selected failed was retried by the first and failed again. It was
+    retried a second time (attempt 3) by one command meant to retry it once; now it is
+    refused on its line, as one retry of a workflow that changed since it was read is."""
+    from garrison import _cli_workflows
+
+    _rows(store_path, {f"o-{n}": "failed" for n in range(3)})
+    real_select = _cli_workflows._select
+
+    def select(store: Any, args: Any, damaged: Any) -> Any:
+        rows = real_select(store, args, damaged)
+        with open_store(store_path, lock=False) as other:  # the other command, the node
+            other.write(Transaction().update_workflow("o-1", status="failed", attempt=2))
+        return rows
+
+    monkeypatch.setattr(_cli_workflows, "_select", select)
+    code, out, err = cli_here(capsys, "--store", store_path, "retry", "--status", "failed",
+                              "--yes")
+    assert code == 1, (out, err)
+    lines = out.splitlines()
+    assert lines[1] == ("error: cannot retry workflow 'o-1': it was retried since it was "
+                        "selected (it is failed, attempt 2): nothing was written"), out
+    assert lines[2].startswith("workflow 'o-2' retried: "), out
+    assert _status(store_path) == {"o-0": ("pending", 2), "o-1": ("failed", 2),
+                                   "o-2": ("pending", 2)}
