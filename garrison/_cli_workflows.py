@@ -459,11 +459,21 @@ def _reject(store: Any, args: argparse.Namespace) -> None:
 
 
 def _cancel(store: Any, args: argparse.Namespace) -> None:
-    _act(store, args, _cancel_one)
+    _act(store, args, _cancel_one, batch=_cancel_batch)
 
 
 def _cancel_one(store: Any, args: argparse.Namespace, wid: str) -> tuple[dict[str, Any], str]:
-    ended = tools.cancel(store, wid)
+    return _cancelled(wid, tools.cancel(store, wid))
+
+
+def _cancel_batch(store: Any, args: argparse.Namespace, ids: list[str],
+                  selected: dict[str, int] | None) -> list[tuple[dict[str, Any], str] | Exception]:
+    return [outcome if isinstance(outcome, Exception) else _cancelled(wid, outcome)
+            for wid, outcome in zip(ids, tools.cancel_each(store, ids), strict=True)]
+
+
+def _cancelled(wid: str, ended: bool) -> tuple[dict[str, Any], str]:
+    """What ``cancel`` says of workflow ``wid``: ``ended`` in the store, or asked."""
     return ({"workflow_id": wid, "cancel_requested": True, "cancelled": ended},
             f"cancelled {wid!r} (it was pending, never run)" if ended else
             f"cancel requested for {wid!r}")

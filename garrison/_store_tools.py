@@ -455,6 +455,51 @@ def cancel(store: Any, workflow_id: str) -> bool:
     return False
 
 
+def cancel_each(store: Any, workflow_ids: Sequence[str]) -> list[bool | Exception]:
+    """:func:`cancel` of each of ``workflow_ids``: the flags of the workflows a node is
+    to cancel committed together (``store.write_each``: one commit, each workflow's
+    write on its own); a pending one that never ran is cancelled alone as :func:`cancel`
+    does it (ended in the store at once where no node holds it), and so is one whose
+    flag found it changed since it was read (from a new read; nothing of it was
+    written). In their order, each one's answer (True: ended in the store), or why it
+    was not cancelled: the :class:`ToolError` :func:`cancel` raises, ``NoSuchWorkflow``
+    (removed meanwhile), or the ``DamagedRecord`` of its row. A failure of the store
+    itself is raised (``write_each``)."""
+    from .hosts.workflow import never_ran
+    from .hosts.workflow._operate import flag_transaction
+
+    def alone(wid: str) -> bool | Exception:
+        try:
+            return cancel(store, wid)
+        except (ToolError, NoSuchWorkflow, json.JSONDecodeError) as exc:
+            return exc
+
+    outcomes: list[bool | Exception] = []
+    txs: list[Any] = []
+    flagged: list[int] = []
+    for wid in workflow_ids:
+        try:
+            rec = get(store, wid)
+            refuse_final(rec, "cancel")
+            if str(rec.status) == "pending" and never_ran(store, rec):
+                outcomes.append(alone(wid))
+                continue
+        except (ToolError, json.JSONDecodeError) as exc:  # (a damaged row: no refusal)
+            outcomes.append(exc)
+            continue
+        flagged.append(len(outcomes))
+        outcomes.append(False)
+        txs.append(flag_transaction(rec))
+    for n, written in zip(flagged, store.write_each(txs), strict=True):
+        if isinstance(written, NoSuchWorkflow):
+            outcomes[n] = written
+        elif isinstance(written, ValueError):  # it changed since it was read
+            outcomes[n] = alone(workflow_ids[n])
+        elif isinstance(written, Exception):
+            outcomes[n] = written
+    return outcomes
+
+
 def _flag_cancel(store: Any, rec: Any) -> None:
     """Flag ``rec``'s workflow for cancellation (``flag_cancel``), or say why not:
     finished meanwhile, or ended and retried since it was read (the cancel was moot)."""

@@ -476,3 +476,52 @@ def test_a_selected_workflow_retried_and_failed_again_meanwhile_is_not_retried_t
     assert lines[2].startswith("workflow 'o-2' retried: "), out
     assert _status(store_path) == {"o-0": ("pending", 2), "o-1": ("failed", 2),
                                    "o-2": ("pending", 2)}
+
+
+def test_a_bulk_cancel_commits_its_flags_in_batches_and_one_changed_meanwhile_is_asked_alone(
+        store_path: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cancel flags of a selection are committed a batch at a time (a commit each:
+    some 6 ms a workflow on PostgreSQL); one whose workflow changed between its read
+    and the batch's commit (a node moved it on: waiting, then sleeping) is cancelled
+    alone from a new read, as one cancel does it; a pending one that never ran, with no
+    node, is ended in the store as ever. Each is asked once."""
+    from garrison import _cli_workflows
+    from garrison.hosts.workflow import _operate
+
+    _rows(store_path, {f"w-{n}": "waiting" for n in range(4)})
+    _rows(store_path, {"w-4": "pending"})
+    real_open, real_flag = _cli_workflows.tools.open_store, _operate.flag_transaction
+    writes: list[int] = []
+
+    def opened(*args: Any, **kwargs: Any) -> Any:
+        store = real_open(*args, **kwargs)
+        real_each = store.write_each
+
+        def write_each(txs: Any) -> Any:
+            writes.append(len(txs))
+            return real_each(txs)
+
+        store.write_each = write_each
+        return store
+
+    def flag_transaction(record: Any, time: Any = None) -> Any:
+        made = real_flag(record, time)
+        if record.workflow_id == "w-1" and record.status == "waiting":
+            with open_store(store_path, lock=False) as other:
+                other.write(Transaction().update_workflow("w-1", status="sleeping"))
+        return made
+
+    monkeypatch.setattr(_cli_workflows.tools, "open_store", opened)
+    monkeypatch.setattr(_operate, "flag_transaction", flag_transaction)
+    monkeypatch.setattr(_cli_workflows, "BATCH", 3)
+    code, out, err = cli_here(capsys, "--store", store_path, "cancel", "--all", "--yes")
+    assert (code, err) == (0, ""), (out, err)
+    assert out.splitlines() == [f"cancel requested for 'w-{n}'" for n in range(4)] + [
+        "cancelled 'w-4' (it was pending, never run)", "cancel: 5 of 5 workflow(s) done"]
+    assert writes == [3, 1], writes  # (w-0..w-2, then w-3; w-4 ended alone)
+    with open_store(store_path, lock=False) as s:
+        got = {r.workflow_id: (str(r.status), r.cancel_requested) for r in s.list_workflows()}
+    assert got == {"w-0": ("waiting", True), "w-1": ("sleeping", True),
+                   "w-2": ("waiting", True), "w-3": ("waiting", True),
+                   "w-4": ("cancelled", False)}, got

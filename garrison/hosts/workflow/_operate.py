@@ -235,13 +235,8 @@ def flag_cancel(store: Any, record: Any, time: float | None = None) -> Any:
             raise NoSuchWorkflow(str(wid))
         if WorkflowStatus(record.status).finished:
             return record
-        if record.cancel_requested and record.cancel_time is not None:
-            time = record.cancel_time  # (written again, so that the node hears of it)
         try:
-            store.write(Transaction()
-                        .expect_workflow(record.workflow_id, status=str(record.status),
-                                         attempt=record.attempt)
-                        .request_cancel(record.workflow_id, time=time))
+            store.write(flag_transaction(record, time))
             return None
         except ValueError:  # it changed since it was read
             now = store.get_workflow(record.workflow_id)
@@ -250,6 +245,19 @@ def flag_cancel(store: Any, record: Any, time: float | None = None) -> Any:
                 return now
             record = now
     return record  # (it changed at every try)
+
+
+def flag_transaction(record: Any, time: float | None = None) -> Transaction:
+    """The write that flags the unfinished workflow of ``record`` (read by the caller)
+    for cancellation, asked at ``time`` (default now; one flagged already keeps the
+    time its flag holds), written only while it is still as read (else the commit
+    raises ``ValueError``): one try of :func:`flag_cancel`."""
+    if record.cancel_requested and record.cancel_time is not None:
+        time = record.cancel_time  # (written again, so that the node hears of it)
+    return (Transaction()
+            .expect_workflow(record.workflow_id, status=str(record.status),
+                             attempt=record.attempt)
+            .request_cancel(record.workflow_id, time=time))
 
 
 #: the times a write conditioned on what was read is tried again as that changes
