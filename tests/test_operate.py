@@ -1010,6 +1010,10 @@ async def test_a_retry_is_refused_while_another_workflow_holds_its_dedup_key(
         try:
             with pytest.raises(tools.ToolError, match=refused):
                 tools.retry(tool, "o")
+            # (several at once: refused on its own in the batch, nothing written)
+            held, missing = tools.retry_each(tool, ["o", "gone"])
+            assert isinstance(held, tools.ToolError) and re.match(refused, str(held)), held
+            assert isinstance(missing, tools.ToolError) and "no workflow 'gone'" in str(missing)
         finally:
             tool.close()
         record = node.hosts["workflows"].store.get_workflow("o")
