@@ -296,13 +296,20 @@ def _list(store: Any, args: argparse.Namespace) -> None:
     if damaged:
         sys.stdout.flush()
         cut = None if damaged[-1].id_is_text else damaged[-1].workflow_id
-        raise _Fail(f"store {store.path or args.store!r} is damaged: {damaged[0]}"
-                    + (f" (and {len(damaged) - 1} other workflow(s): "
-                       f"{', '.join(repr(d.workflow_id) for d in damaged[1:6])}"
-                       f"{', ...' if len(damaged) > 6 else ''})" if len(damaged) > 1 else "")
+        raise _Fail(f"store {store.path or args.store!r} is damaged: {_damaged(damaged)}"
                     + ("; the other workflows are listed" if cut is None else
                        f"; the workflows before {cut!r} in this order are listed, not those "
                        "after it (a read cannot page past an id that is not UTF-8 text)"), 2)
+
+
+def _damaged(damaged: list[DamagedRecord]) -> str:
+    """The damaged rows a read stepped over: the first one's error, and the ids of the
+    next five."""
+    if len(damaged) == 1:
+        return str(damaged[0])
+    return (f"{damaged[0]} (and {len(damaged) - 1} other workflow(s): "
+            f"{', '.join(repr(d.workflow_id) for d in damaged[1:6])}"
+            f"{', ...' if len(damaged) > 6 else ''})")
 
 
 def _statuses(given: list[str]) -> list[str]:
@@ -913,12 +920,8 @@ def _preview(store: Any, args: argparse.Namespace, ids: list[str],
                     "or --dry-run to list them all")
     if damaged:  # (a dry run: its check of the selection says so)
         sys.stdout.flush()
-        raise _Fail(f"store {store.path or args.store!r} is damaged: {damaged[0]}"
-                    + (f" (and {len(damaged) - 1} other workflow(s): "
-                       f"{', '.join(repr(d.workflow_id) for d in damaged[1:6])}"
-                       f"{', ...' if len(damaged) > 6 else ''})" if len(damaged) > 1 else "")
-                    + f"; the other workflows are listed, and {command} --yes acts on them",
-                    2)
+        raise _Fail(f"store {store.path or args.store!r} is damaged: {_damaged(damaged)}; "
+                    f"the other workflows are listed, and {command} --yes acts on them", 2)
 
 
 def _damaged_column(exc: DamagedRecord) -> str:
