@@ -466,7 +466,7 @@ def _reject(store: Any, args: argparse.Namespace) -> None:
 
 
 def _cancel(store: Any, args: argparse.Namespace) -> None:
-    _act(store, args, _cancel_one, batch=_cancel_batch)
+    _act(store, args, _cancel_one, _cancel_batch)
 
 
 def _cancel_one(store: Any, args: argparse.Namespace, wid: str) -> tuple[dict[str, Any], str]:
@@ -474,7 +474,7 @@ def _cancel_one(store: Any, args: argparse.Namespace, wid: str) -> tuple[dict[st
 
 
 def _cancel_batch(store: Any, args: argparse.Namespace, ids: list[str],
-                  selected: dict[str, int] | None) -> list[tuple[dict[str, Any], str] | Exception]:
+                  selected: dict[str, int] | None, results: _Results) -> list[_Outcome]:
     return [outcome if isinstance(outcome, Exception) else _cancelled(wid, outcome)
             for wid, outcome in zip(ids, tools.cancel_each(store, ids), strict=True)]
 
@@ -547,6 +547,8 @@ def _start(store: Any, args: argparse.Namespace) -> None:
 
 
 def _terminate(store: Any, args: argparse.Namespace) -> None:
+    from .hosts.workflow import parent_terminated
+
     # several: each asked first, as one is, then their ends awaited together (one after
     # another, each node's answer waited for in turn, took minutes for thousands)
     asked: list[tools.TerminateAsked] = []
@@ -556,8 +558,6 @@ def _terminate(store: Any, args: argparse.Namespace) -> None:
     ends: set[str] = set()
 
     def ask(store: Any, args: argparse.Namespace, wid: str, results: _Results) -> None:
-        from .hosts.workflow import parent_terminated
-
         try:
             request = tools.ask_terminate(store, wid, args.reason)
         except ToolError:
@@ -572,10 +572,27 @@ def _terminate(store: Any, args: argparse.Namespace) -> None:
         else:
             asked.append(request)
 
+    def batch(store: Any, args: argparse.Namespace, ids: list[str],
+              selected: dict[str, int] | None, results: _Results) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
+        for wid, made in zip(ids, tools.ask_terminate_each(store, ids, args.reason),
+                             strict=True):
+            if made is None:  # no node holds the store: each ended in it alone
+                with results.of(wid):
+                    ask(store, args, wid, results)
+                outcomes.append(None)
+            elif isinstance(made, tools.TerminateAsked):
+                asked.append(made)
+                ends.add(parent_terminated(wid).message)
+                outcomes.append(None)  # (said once the node has ended it: settle)
+            else:
+                outcomes.append(made)
+        return outcomes
+
     def settle(store: Any, args: argparse.Namespace, results: _Results) -> None:
         _await_terminates(store, args, results, asked)
 
-    _act(store, args, _terminate_one, ask, settle)
+    _act(store, args, _terminate_one, batch, settle)
 
 
 def _terminate_one(store: Any, args: argparse.Namespace,
@@ -639,11 +656,11 @@ def _terminated(store: Any, args: argparse.Namespace, wid: str,
 
 
 def _retry(store: Any, args: argparse.Namespace) -> None:
-    _act(store, args, _retry_one, batch=_retry_batch)
+    _act(store, args, _retry_one, _retry_batch)
 
 
 def _retry_batch(store: Any, args: argparse.Namespace, ids: list[str],
-                 selected: dict[str, int] | None) -> list[tuple[dict[str, Any], str] | Exception]:
+                 selected: dict[str, int] | None, results: _Results) -> list[_Outcome]:
     return [outcome if isinstance(outcome, Exception) else
             ({"workflow_id": wid, "status": "pending", "retry": outcome},
              f"workflow {wid!r} retried: {outcome}")
@@ -734,26 +751,26 @@ def _selection_checks(args: argparse.Namespace) -> None:
 
 #: a write of one workflow: its answer, ``(JSON, line)``, as ``_done`` prints it
 _One = Callable[[Any, argparse.Namespace, str], tuple[dict[str, Any], str]]
-#: the writes of several workflows committed together: each one's answer, or its error
-#: (given a selection's: the attempt each was selected at)
-_Batch = Callable[[Any, argparse.Namespace, list[str], dict[str, int] | None],
-                  list[tuple[dict[str, Any], str] | Exception]]
+#: what a ``batch`` says of one workflow: its answer, ``(JSON, line)``, its error, or
+#: ``None`` (said already, or left to ``settle``)
+_Outcome = tuple[dict[str, Any], str] | Exception | None
+#: the writes of several workflows committed together (given a selection's: the attempt
+#: each was selected at), each one's :data:`_Outcome`
+_Batch = Callable[[Any, argparse.Namespace, list[str], dict[str, int] | None, "_Results"],
+                  list[_Outcome]]
 #: how many workflows a ``batch`` of :func:`_act` writes in one commit (a commit each
 #: was most of the time of a bulk retry on a server that syncs its commits; a batch holds
 #: a SQLite store's write lock, which the node's own commits wait for, while it writes)
 BATCH = 200
 
 
-def _act(store: Any, args: argparse.Namespace, one: _One,
-         several: Callable[[Any, argparse.Namespace, str, _Results],
-                           None] | None = None,
-         settle: Callable[[Any, argparse.Namespace, _Results], None] | None = None,
-         batch: _Batch | None = None) -> None:
-    """``one`` of each workflow the ids or the selection name. One id (and no
-    ``--dry-run``) is as it ever was: its answer, or its error and exit status. Several,
-    or a selection: each acted on in turn as one would be (``several``, when given,
-    instead: it may leave a workflow's answer to ``settle``, called once after them all;
-    ``batch``: :data:`BATCH` of them at a time, committed together), each on its line (a
+def _act(store: Any, args: argparse.Namespace, one: _One, batch: _Batch,
+         settle: Callable[[Any, argparse.Namespace, _Results], None] | None = None) -> None:
+    """``one`` of the workflow one id names, or ``batch`` of each the ids or the
+    selection name. One id (and no ``--dry-run``) is as it ever was: its answer, or its
+    error and exit status. Several, or a selection: each acted on as one would be,
+    :data:`BATCH` of them at a time, committed together (``batch`` may leave a
+    workflow's answer to ``settle``, called once after them all), each on its line (a
     failure too: the others go on), then how many were done; exit 1 when one could not
     be (2: its record is damaged). A selection acts only with ``--yes``: without it the
     workflows it selects are shown (``--dry-run``: all of them), exit 1."""
@@ -775,15 +792,7 @@ def _act(store: Any, args: argparse.Namespace, one: _One,
         _preview(store, args, ids, statuses, damaged)
         return
     results = _Results(args, store.path or args.store)
-    if batch is not None:
-        _in_batches(store, args, ids, batch, results, selected)
-    else:
-        for wid in ids:
-            with results.of(wid):
-                if several is None:
-                    results.ok(wid, *one(store, args, wid))
-                else:
-                    several(store, args, wid, results)
+    _in_batches(store, args, ids, batch, results, selected)
     if settle is not None:
         settle(store, args, results)
     for exc in damaged:
@@ -817,12 +826,14 @@ def _in_batches(store: Any, args: argparse.Namespace, ids: list[str], batch: _Ba
     for start in range(0, len(ids), BATCH):
         chunk = ids[start:start + BATCH]
         unsaid: Exception | None = None
-        for wid, outcome in zip(chunk, batch(store, args, chunk, selected), strict=True):
+        outcomes = batch(store, args, chunk, selected, results)
+        for wid, outcome in zip(chunk, outcomes, strict=True):
             try:
                 with results.of(wid):
                     if isinstance(outcome, Exception):
                         raise outcome
-                    results.ok(wid, *outcome)
+                    if outcome is not None:
+                        results.ok(wid, *outcome)
             except Exception as exc:
                 unsaid = unsaid or exc
         if unsaid is not None:

@@ -658,6 +658,42 @@ def ask_terminate(store: Any, workflow_id: str, reason: str) -> TerminateAsked |
     return TerminateAsked(workflow_id, error, attempt)
 
 
+def ask_terminate_each(store: Any, workflow_ids: Sequence[str], reason: str
+                       ) -> list[TerminateAsked | Exception | None]:
+    """:func:`ask_terminate` of each of ``workflow_ids`` while a node holds the store:
+    the requests for it committed together (``store.write_each``: one commit, each
+    workflow's write on its own). In their order, each one's request, or why it was
+    not asked: the :class:`ToolError` :func:`ask_terminate` raises, ``NoSuchWorkflow``
+    (removed meanwhile), or the ``DamagedRecord`` of its row. ``None`` for them all
+    when no node holds the store (nothing written): each is then ended in the store
+    alone, by :func:`ask_terminate`. A node that stops meanwhile leaves its requests to
+    :func:`terminate_unanswered`, as one terminate's. A failure of the store itself is
+    raised (``write_each``)."""
+    from .hosts.workflow import request_transaction, terminated
+
+    check_reason(reason)
+    if not store.node_running():
+        return [None] * len(workflow_ids)
+    error = terminated(reason)
+    outcomes: list[TerminateAsked | Exception | None] = []
+    txs: list[Any] = []
+    at: list[int] = []
+    for wid in workflow_ids:
+        try:
+            rec = get(store, wid)
+            refuse_final(rec, "terminate")
+        except (ToolError, json.JSONDecodeError) as exc:  # (a damaged row: no refusal)
+            outcomes.append(exc)
+            continue
+        at.append(len(outcomes))
+        outcomes.append(TerminateAsked(wid, error, rec.attempt))
+        txs.append(request_transaction(wid, error, rec.attempt))
+    for n, written in zip(at, store.write_each(txs), strict=True):
+        if isinstance(written, Exception):
+            outcomes[n] = written
+    return outcomes
+
+
 def terminate_ended(store: Any, asked: TerminateAsked) -> bool | None:
     """Whether the node has acted on ``asked``: True once the workflow ended so (or was
     retried since, or removed), ``None`` while it has not; :class:`ToolError` if it

@@ -270,7 +270,8 @@ def test_several_terminates_a_node_does_not_answer_are_said_as_one_is(
 
     def opened(*args: Any, **kwargs: Any) -> Any:
         store = real(*args, **kwargs)
-        answers = iter([True, True])  # the two asks; then the node stays, or is gone
+        answers = iter([True])  # the asks (one look for their batch); then the node
+        # stays, or is gone
         store.node_running = lambda: next(answers, node == "stays")
         return store
 
@@ -525,3 +526,45 @@ def test_a_bulk_cancel_commits_its_flags_in_batches_and_one_changed_meanwhile_is
     assert got == {"w-0": ("waiting", True), "w-1": ("sleeping", True),
                    "w-2": ("waiting", True), "w-3": ("waiting", True),
                    "w-4": ("cancelled", False)}, got
+
+
+def test_several_terminates_beside_a_node_are_asked_in_one_commit(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The requests a node holding the store is sent for several terminates are committed
+    together (a commit each: most of a bulk terminate's time beside a node); one that
+    cannot be asked (ended) is refused on its line, the others asked once each."""
+    from garrison import _cli_workflows
+
+    path = str(tmp_path / "s.db")
+    _rows(path, {"w-0": "waiting", "w-1": "sleeping", "w-2": "completed", "w-3": "waiting"})
+    real = _cli_workflows.tools.open_store
+    writes: list[int] = []
+
+    def opened(*args: Any, **kwargs: Any) -> Any:
+        store = real(*args, **kwargs)
+        store.node_running = lambda: True  # (a node that ends none of them)
+        real_each = store.write_each
+        store.write = lambda tx: pytest.fail(f"a commit of its own: {tx!r}")
+
+        def write_each(txs: Any) -> Any:
+            writes.append(len(txs))
+            return real_each(txs)
+
+        store.write_each = write_each
+        return store
+
+    monkeypatch.setattr(_cli_workflows.tools, "open_store", opened)
+    monkeypatch.setattr(_cli_workflows, "TERMINATE_WAIT", 0.05)
+    code, out, err = cli_here(capsys, "--store", path, "terminate", "w-0", "w-1", "w-2",
+                              "w-3", "--reason", "stop")
+    assert code == 1, (out, err)
+    lines = out.splitlines()
+    assert lines[0] == "error: cannot terminate workflow 'w-2': it is completed", out
+    assert [line.split(":")[0] for line in lines[1:4]] == [
+        f"workflow 'w-{n}'" for n in (0, 1, 3)], out
+    assert all(": terminate requested;" in line for line in lines[1:4]), out
+    assert writes == [3], writes
+    with open_store(path, lock=False) as s:
+        asked = {w: [m.topic for m in s.pending_messages(w)] for w in ("w-0", "w-1", "w-3")}
+    assert asked == {w: ["terminate"] for w in ("w-0", "w-1", "w-3")}, asked
