@@ -568,3 +568,36 @@ def test_several_terminates_beside_a_node_are_asked_in_one_commit(
     with open_store(path, lock=False) as s:
         asked = {w: [m.topic for m in s.pending_messages(w)] for w in ("w-0", "w-1", "w-3")}
     assert asked == {w: ["terminate"] for w in ("w-0", "w-1", "w-3")}, asked
+
+
+def test_a_bulk_cancel_of_a_workflow_its_node_ends_meanwhile_says_it_ended(
+        store_path: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node ends a selected workflow on its own between the cancel's read and its
+    batch's commit: nothing is written for it, its line says it ended (exit 1), and the
+    others of its batch are asked, each once."""
+    from garrison.hosts.workflow import _operate
+
+    _rows(store_path, {f"w-{n}": "waiting" for n in range(3)})
+    real_flag = _operate.flag_transaction
+
+    def flag_transaction(record: Any, time: Any = None) -> Any:
+        made = real_flag(record, time)
+        if record.workflow_id == "w-1":  # the node completes it meanwhile
+            with open_store(store_path, lock=False) as other:
+                other.write(Transaction().update_workflow("w-1", status="completed",
+                                                          result="done"))
+        return made
+
+    monkeypatch.setattr(_operate, "flag_transaction", flag_transaction)
+    code, out, err = cli_here(capsys, "--store", store_path, "cancel", "--all", "--yes")
+    assert code == 1, (out, err)
+    assert out.splitlines() == [
+        "cancel requested for 'w-0'", "error: cannot cancel workflow 'w-1': it is completed",
+        "cancel requested for 'w-2'", "cancel: 2 of 3 workflow(s) done, 1 not (see their "
+        "lines)"], out
+    assert err == "garrison workflows: 1 of 3 workflow(s) could not be cancelled: 'w-1'\n"
+    with open_store(store_path, lock=False) as s:
+        got = {r.workflow_id: (str(r.status), r.cancel_requested) for r in s.list_workflows()}
+    assert got == {"w-0": ("waiting", True), "w-1": ("completed", False),
+                   "w-2": ("waiting", True)}, got
