@@ -171,7 +171,19 @@ def test_a_tool_write_that_stays_busy_names_the_busy_timeout_it_waited(
         message = str(info.value)
         assert "busy timeout (0.2s)" in message and "60s" not in message, message
         assert info.value.path == db
+        # several a tool writes at once (a bulk retry's batch): the same, nothing written
+        with SQLiteStore(db, lock=False, busy_timeout=0.2) as tool, \
+                pytest.raises(garrison.StoreError, match=r"busy timeout \(0\.2s\)"):
+            tool.write_each([Transaction().deliver("w1", "t", n, msg_id=f"b-{n}")
+                             for n in range(2)])
         other.execute("ROLLBACK")
+        with SQLiteStore(db, lock=False, busy_timeout=0.2) as tool:
+            assert tool.pending_messages("w1") == []
+            # (and once it is free, they are written, each on its own)
+            done = tool.write_each([Transaction().deliver("w1", "t", n, msg_id=f"b-{n}")
+                                    for n in range(2)])
+            assert len(done) == 2 and not any(isinstance(d, Exception) for d in done), done
+            assert [m.payload for m in tool.pending_messages("w1")] == [0, 1]
     finally:
         other.close()
 
