@@ -456,16 +456,17 @@ def cancel(store: Any, workflow_id: str) -> bool:
 
 
 def cancel_each(store: Any, workflow_ids: Sequence[str]) -> list[bool | Exception]:
-    """:func:`cancel` of each of ``workflow_ids``: the flags of the workflows a node is
-    to cancel committed together (``store.write_each``: one commit, each workflow's
-    write on its own); a pending one that never ran is cancelled alone as :func:`cancel`
-    does it (ended in the store at once where no node holds it), and so is one whose
-    flag found it changed since it was read (from a new read; nothing of it was
-    written). In their order, each one's answer (True: ended in the store), or why it
+    """:func:`cancel` of each of ``workflow_ids``, their writes committed together
+    (``store.write_each``: each workflow's write on its own): the ends of the pending
+    ones that never ran while no node holds the store (one commit, with the store's
+    lock held on SQLite, as :func:`cancel`'s), then the flags of the others, and of
+    those if a node holds it (another). One whose write found it changed since it was
+    read (nothing of it written) is cancelled alone as :func:`cancel` does it, from a
+    new read. In their order, each one's answer (True: ended in the store), or why it
     was not cancelled: the :class:`ToolError` :func:`cancel` raises, ``NoSuchWorkflow``
     (removed meanwhile), or the ``DamagedRecord`` of its row. A failure of the store
     itself is raised (``write_each``)."""
-    from .hosts.workflow import never_ran
+    from .hosts.workflow import cancel_pending_transaction, never_ran
     from .hosts.workflow._operate import flag_transaction
 
     def alone(wid: str) -> bool | Exception:
@@ -474,29 +475,38 @@ def cancel_each(store: Any, workflow_ids: Sequence[str]) -> list[bool | Exceptio
         except (ToolError, NoSuchWorkflow, json.JSONDecodeError) as exc:
             return exc
 
+    def settle(at: list[tuple[int, Any]], written: list[Any], ended: bool) -> None:
+        for (n, _rec), outcome in zip(at, written, strict=True):
+            if isinstance(outcome, NoSuchWorkflow):
+                outcomes[n] = outcome
+            elif isinstance(outcome, ValueError):  # it changed since it was read
+                outcomes[n] = alone(workflow_ids[n])
+            elif isinstance(outcome, Exception):
+                outcomes[n] = outcome
+            else:
+                outcomes[n] = ended
+
     outcomes: list[bool | Exception] = []
-    txs: list[Any] = []
-    flagged: list[int] = []
+    unran: list[tuple[int, Any]] = []  # (pending, never ran: ended in the store if no node)
+    flags: list[tuple[int, Any]] = []
     for wid in workflow_ids:
         try:
             rec = get(store, wid)
             refuse_final(rec, "cancel")
-            if str(rec.status) == "pending" and never_ran(store, rec):
-                outcomes.append(alone(wid))
-                continue
+            pending = str(rec.status) == "pending" and never_ran(store, rec)
         except (ToolError, json.JSONDecodeError) as exc:  # (a damaged row: no refusal)
             outcomes.append(exc)
             continue
-        flagged.append(len(outcomes))
+        (unran if pending else flags).append((len(outcomes), rec))
         outcomes.append(False)
-        txs.append(flag_transaction(rec))
-    for n, written in zip(flagged, store.write_each(txs), strict=True):
-        if isinstance(written, NoSuchWorkflow):
-            outcomes[n] = written
-        elif isinstance(written, ValueError):  # it changed since it was read
-            outcomes[n] = alone(workflow_ids[n])
-        elif isinstance(written, Exception):
-            outcomes[n] = written
+    if unran:
+        ended = store.write_each([cancel_pending_transaction(store, rec) for _n, rec in unran],
+                                 unless_node=True)
+        if ended is None:  # a node holds the store: it is asked, as for the others
+            flags = sorted(flags + unran, key=lambda pair: pair[0])
+        else:
+            settle(unran, ended, True)
+    settle(flags, store.write_each([flag_transaction(rec) for _n, rec in flags]), False)
     return outcomes
 
 

@@ -485,13 +485,14 @@ def test_a_bulk_cancel_commits_its_flags_in_batches_and_one_changed_meanwhile_is
     """The cancel flags of a selection are committed a batch at a time (a commit each:
     some 6 ms a workflow on PostgreSQL); one whose workflow changed between its read
     and the batch's commit (a node moved it on: waiting, then sleeping) is cancelled
-    alone from a new read, as one cancel does it; a pending one that never ran, with no
-    node, is ended in the store as ever. Each is asked once."""
+    alone from a new read, as one cancel does it; the pending ones that never ran, with
+    no node, are ended in the store as ever, in a commit of their own. Each is asked
+    once."""
     from garrison import _cli_workflows
     from garrison.hosts.workflow import _operate
 
     _rows(store_path, {f"w-{n}": "waiting" for n in range(4)})
-    _rows(store_path, {"w-4": "pending"})
+    _rows(store_path, {"w-4": "pending", "w-5": "pending"})
     real_open, real_flag = _cli_workflows.tools.open_store, _operate.flag_transaction
     writes: list[int] = []
 
@@ -499,9 +500,9 @@ def test_a_bulk_cancel_commits_its_flags_in_batches_and_one_changed_meanwhile_is
         store = real_open(*args, **kwargs)
         real_each = store.write_each
 
-        def write_each(txs: Any) -> Any:
+        def write_each(txs: Any, **kw: Any) -> Any:
             writes.append(len(txs))
-            return real_each(txs)
+            return real_each(txs, **kw)
 
         store.write_each = write_each
         return store
@@ -519,13 +520,14 @@ def test_a_bulk_cancel_commits_its_flags_in_batches_and_one_changed_meanwhile_is
     code, out, err = cli_here(capsys, "--store", store_path, "cancel", "--all", "--yes")
     assert (code, err) == (0, ""), (out, err)
     assert out.splitlines() == [f"cancel requested for 'w-{n}'" for n in range(4)] + [
-        "cancelled 'w-4' (it was pending, never run)", "cancel: 5 of 5 workflow(s) done"]
-    assert writes == [3, 1], writes  # (w-0..w-2, then w-3; w-4 ended alone)
+        "cancelled 'w-4' (it was pending, never run)",
+        "cancelled 'w-5' (it was pending, never run)", "cancel: 6 of 6 workflow(s) done"]
+    assert writes == [3, 2, 1], writes  # (w-0..w-2; the ends of w-4, w-5; w-3's flag)
     with open_store(store_path, lock=False) as s:
         got = {r.workflow_id: (str(r.status), r.cancel_requested) for r in s.list_workflows()}
     assert got == {"w-0": ("waiting", True), "w-1": ("sleeping", True),
                    "w-2": ("waiting", True), "w-3": ("waiting", True),
-                   "w-4": ("cancelled", False)}, got
+                   "w-4": ("cancelled", False), "w-5": ("cancelled", False)}, got
 
 
 def test_several_terminates_beside_a_node_are_asked_in_one_commit(
@@ -547,9 +549,9 @@ def test_several_terminates_beside_a_node_are_asked_in_one_commit(
         real_each = store.write_each
         store.write = lambda tx: pytest.fail(f"a commit of its own: {tx!r}")
 
-        def write_each(txs: Any) -> Any:
+        def write_each(txs: Any, **kw: Any) -> Any:
             writes.append(len(txs))
-            return real_each(txs)
+            return real_each(txs, **kw)
 
         store.write_each = write_each
         return store

@@ -833,10 +833,14 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._check_usable()
         return self._write_one(self._plan(tx))
 
-    def write_each(self, txs: Sequence[Transaction]) -> list[list[Any] | Exception]:
+    def write_each(self, txs: Sequence[Transaction], *, unless_node: bool = False
+                   ) -> list[list[Any] | Exception] | None:
         """See :meth:`Store.write_each`: the transactions are sent as one (a group
         commit's batch, with its SAVEPOINT per transaction when one fails); a tool's
-        each with its wakeup rows and notification."""
+        each with its wakeup rows and notification. ``unless_node``: as
+        :meth:`write_unless_node`."""
+        if unless_node and self.node_running():
+            return None
         self._check_usable()
         outcomes: list[list[Any] | Exception] = [[] for _ in txs]
         plans: list[tuple[int, _Plan]] = []

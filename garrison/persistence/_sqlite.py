@@ -1116,10 +1116,20 @@ class SQLiteStore(StoreShortcuts):
                 self._checkpointer.committed()
         return results
 
-    def write_each(self, txs: Sequence[Transaction]) -> list[list[Any] | Exception]:
+    def write_each(self, txs: Sequence[Transaction], *, unless_node: bool = False
+                   ) -> list[list[Any] | Exception] | None:
         """See :meth:`Store.write_each`: one ``BEGIN IMMEDIATE`` ... ``COMMIT``, a
         SAVEPOINT per transaction; the node's doorbell rung once, after it (a tool's
-        store leaves a wakeup row for each transaction's workflows)."""
+        store leaves a wakeup row for each transaction's workflows). ``unless_node``:
+        with the node's lock held while it commits, as :meth:`write_unless_node`."""
+        if unless_node:
+            if self.path is None or self.locked:
+                return None
+            with _file.lock_if_free(self.path) as free:
+                return self._write_each(txs) if free else None
+        return self._write_each(txs)
+
+    def _write_each(self, txs: Sequence[Transaction]) -> list[list[Any] | Exception]:
         if not any(tx.ops for tx in txs):
             return [[] for _ in txs]
         self._check_writable()

@@ -80,14 +80,17 @@ class Store(Protocol):
         """Commit ``tx`` now, in the calling thread; returns each operation's result."""
         ...
 
-    def write_each(self, txs: Sequence[Transaction]) -> list[list[Any] | Exception]:
+    def write_each(self, txs: Sequence[Transaction], *, unless_node: bool = False
+                   ) -> list[list[Any] | Exception] | None:
         """Commit each of ``txs`` on its own, all of them in one database transaction (one
         commit: a tool's writes of many workflows, a bulk ``retry``): one whose operations
         fail (a workflow changed since it was read, a dedup key taken) is rolled back
         alone, and its place in the answer holds the error :meth:`write` would raise for
         it; every other place holds its transaction's results, committed. A failure of
         the store itself (busy past its timeout, unreachable, full) is raised as
-        :meth:`write` raises it, and then none of ``txs`` may be taken as committed."""
+        :meth:`write` raises it, and then none of ``txs`` may be taken as committed.
+        ``unless_node``: only while no node runs the store, as :meth:`write_unless_node`
+        (``None``, nothing written, when one does); else never ``None``."""
         ...
 
     def write_unless_node(self, tx: Transaction) -> bool:
