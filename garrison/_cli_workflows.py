@@ -574,20 +574,23 @@ def _terminate(store: Any, args: argparse.Namespace) -> None:
 
     def batch(store: Any, args: argparse.Namespace, ids: list[str],
               selected: dict[str, int] | None, results: _Results) -> list[_Outcome]:
-        outcomes: list[_Outcome] = []
-        for wid, made in zip(ids, tools.ask_terminate_each(store, ids, args.reason),
-                             strict=True):
-            if made is None:  # no node holds the store: each ended in it alone
-                with results.of(wid):
+        made = tools.ask_terminate_each(store, ids, args.reason)
+        # (those it ended or asked first: a descendant of one ended with it, in this
+        # batch, is refused alone as ended, which it was as asked)
+        ends.update(parent_terminated(wid).message
+                    for wid, answer in zip(ids, made, strict=True)
+                    if answer is True or isinstance(answer, tools.TerminateAsked))
+        for wid, answer in zip(ids, made, strict=True):  # (each said here, in order)
+            with results.of(wid):
+                if answer is None:  # not written: asked alone
                     ask(store, args, wid, results)
-                outcomes.append(None)
-            elif isinstance(made, tools.TerminateAsked):
-                asked.append(made)
-                ends.add(parent_terminated(wid).message)
-                outcomes.append(None)  # (said once the node has ended it: settle)
-            else:
-                outcomes.append(made)
-        return outcomes
+                elif answer is True:  # ended in the store
+                    results.ok(wid, *_terminated(store, args, wid, True))
+                elif isinstance(answer, tools.TerminateAsked):
+                    asked.append(answer)  # (said once the node has ended it: settle)
+                elif isinstance(answer, Exception):
+                    raise answer
+        return [None] * len(ids)
 
     def settle(store: Any, args: argparse.Namespace, results: _Results) -> None:
         _await_terminates(store, args, results, asked)

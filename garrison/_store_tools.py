@@ -669,38 +669,45 @@ def ask_terminate(store: Any, workflow_id: str, reason: str) -> TerminateAsked |
 
 
 def ask_terminate_each(store: Any, workflow_ids: Sequence[str], reason: str
-                       ) -> list[TerminateAsked | Exception | None]:
-    """:func:`ask_terminate` of each of ``workflow_ids`` while a node holds the store:
-    the requests for it committed together (``store.write_each``: one commit, each
-    workflow's write on its own). In their order, each one's request, or why it was
-    not asked: the :class:`ToolError` :func:`ask_terminate` raises, ``NoSuchWorkflow``
-    (removed meanwhile), or the ``DamagedRecord`` of its row. ``None`` for them all
-    when no node holds the store (nothing written): each is then ended in the store
-    alone, by :func:`ask_terminate`. A node that stops meanwhile leaves its requests to
+                       ) -> list[TerminateAsked | Exception | bool | None]:
+    """:func:`ask_terminate` of each of ``workflow_ids``, their writes committed
+    together (``store.write_each``: one commit, each workflow's write on its own). In
+    their order, each one's answer: while a node holds the store, the request for it
+    (:class:`TerminateAsked`), or why it was not asked: the :class:`ToolError`
+    :func:`ask_terminate` raises, ``NoSuchWorkflow`` (removed meanwhile), or the
+    ``DamagedRecord`` of its row; while none does, True once it is ended in the store
+    (its descendants with it), or ``None``: not written, to be asked alone by
+    :func:`ask_terminate` (it cannot be ended as read: it changed, ended, or a
+    descendant of one ended here is among them; or a node opened the store
+    meanwhile). A node that stops meanwhile leaves its requests to
     :func:`terminate_unanswered`, as one terminate's. A failure of the store itself is
     raised (``write_each``)."""
-    from .hosts.workflow import request_transaction, terminated
+    from .hosts.workflow import request_transaction, terminate_transaction, terminated
 
     check_reason(reason)
-    if not store.node_running():
-        return [None] * len(workflow_ids)
     error = terminated(reason)
-    outcomes: list[TerminateAsked | Exception | None] = []
+    outcomes: list[TerminateAsked | Exception | bool | None] = []
     txs: list[Any] = []
     at: list[int] = []
+    node = store.node_running()
     for wid in workflow_ids:
         try:
             rec = get(store, wid)
             refuse_final(rec, "terminate")
+            tx = (request_transaction(wid, error, rec.attempt) if node else
+                  terminate_transaction(store, rec, error))
         except (ToolError, json.JSONDecodeError) as exc:  # (a damaged row: no refusal)
-            outcomes.append(exc)
+            outcomes.append(exc if node else None)
             continue
         at.append(len(outcomes))
-        outcomes.append(TerminateAsked(wid, error, rec.attempt))
-        txs.append(request_transaction(wid, error, rec.attempt))
-    for n, written in zip(at, store.write_each(txs), strict=True):
-        if isinstance(written, Exception):
-            outcomes[n] = written
+        outcomes.append(TerminateAsked(wid, error, rec.attempt) if node else True)
+        txs.append(tx)
+    written = store.write_each(txs, unless_node=not node)
+    if written is None:  # a node opened the store meanwhile: each asked alone
+        return [None] * len(workflow_ids)
+    for n, outcome in zip(at, written, strict=True):
+        if isinstance(outcome, Exception):
+            outcomes[n] = outcome if node else None
     return outcomes
 
 

@@ -530,12 +530,14 @@ def test_a_bulk_cancel_commits_its_flags_in_batches_and_one_changed_meanwhile_is
                    "w-4": ("cancelled", False), "w-5": ("cancelled", False)}, got
 
 
-def test_several_terminates_beside_a_node_are_asked_in_one_commit(
+@pytest.mark.parametrize("node", ["holds the store", "none"])
+def test_several_terminates_are_asked_or_ended_in_one_commit(
         tmp_path: Any, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The requests a node holding the store is sent for several terminates are committed
-    together (a commit each: most of a bulk terminate's time beside a node); one that
-    cannot be asked (ended) is refused on its line, the others asked once each."""
+        monkeypatch: pytest.MonkeyPatch, node: str) -> None:
+    """The requests a node holding the store is sent for several terminates, or with no
+    node their ends in the store, are committed together (a commit each: most of a
+    bulk terminate's time); one that cannot be (ended) is refused on its line, the
+    others asked or ended once each."""
     from garrison import _cli_workflows
 
     path = str(tmp_path / "s.db")
@@ -545,7 +547,8 @@ def test_several_terminates_beside_a_node_are_asked_in_one_commit(
 
     def opened(*args: Any, **kwargs: Any) -> Any:
         store = real(*args, **kwargs)
-        store.node_running = lambda: True  # (a node that ends none of them)
+        if node != "none":
+            store.node_running = lambda: True  # (a node that ends none of them)
         real_each = store.write_each
         store.write = lambda tx: pytest.fail(f"a commit of its own: {tx!r}")
 
@@ -562,14 +565,24 @@ def test_several_terminates_beside_a_node_are_asked_in_one_commit(
                               "w-3", "--reason", "stop")
     assert code == 1, (out, err)
     lines = out.splitlines()
-    assert lines[0] == "error: cannot terminate workflow 'w-2': it is completed", out
-    assert [line.split(":")[0] for line in lines[1:4]] == [
-        f"workflow 'w-{n}'" for n in (0, 1, 3)], out
-    assert all(": terminate requested;" in line for line in lines[1:4]), out
+    refused = "error: cannot terminate workflow 'w-2': it is completed"
+    if node == "none":
+        assert lines[:4] == [f"workflow 'w-{n}' terminated (failed: Terminated: stop)"
+                             for n in (0, 1)] + [refused] + [
+            "workflow 'w-3' terminated (failed: Terminated: stop)"], out
+    else:
+        assert lines[0] == refused, out
+        assert [line.split(":")[0] for line in lines[1:4]] == [
+            f"workflow 'w-{n}'" for n in (0, 1, 3)], out
+        assert all(": terminate requested;" in line for line in lines[1:4]), out
     assert writes == [3], writes
     with open_store(path, lock=False) as s:
-        asked = {w: [m.topic for m in s.pending_messages(w)] for w in ("w-0", "w-1", "w-3")}
-    assert asked == {w: ["terminate"] for w in ("w-0", "w-1", "w-3")}, asked
+        if node == "none":
+            assert {w: str(s.get_workflow(w).status) for w in ("w-0", "w-1", "w-3")} == {
+                w: "failed" for w in ("w-0", "w-1", "w-3")}
+        else:
+            asked = {w: [m.topic for m in s.pending_messages(w)] for w in ("w-0", "w-1", "w-3")}
+            assert asked == {w: ["terminate"] for w in ("w-0", "w-1", "w-3")}, asked
 
 
 def test_a_bulk_cancel_of_a_workflow_its_node_ends_meanwhile_says_it_ended(
