@@ -434,8 +434,8 @@ async def test_thousands_parked_at_a_resume_are_written_in_chunks_a_crash_betwee
     written: list[int] = []
     commit_statuses = _host.WorkflowHost._commit_statuses
 
-    async def copied_after_the_first(self: Any, tx: Any, background: bool = False) -> bool:
-        done: bool = await commit_statuses(self, tx, background)
+    async def copied_after_the_first(self: Any, tx: Any, background: bool = False) -> Any:
+        done = await commit_statuses(self, tx, background)
         if background and tx.ops:
             written.append(len(tx.ops))
             if len(written) == 1:
@@ -457,6 +457,62 @@ async def test_thousands_parked_at_a_resume_are_written_in_chunks_a_crash_betwee
             await node.send(f"workflows/w{i}", "go", i)
         for i in range(n):
             assert await node.workflow(f"w{i}").result() == i
+
+
+@pytest.mark.parametrize("failure", ["disk", "moved"])
+async def test_parked_statuses_a_failed_chunk_left_unwritten_are_written_at_the_next_round(
+        tmp_path: Any, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, failure: str) -> None:
+    """A failed transaction of parked statuses (the second of three, as a node resumed
+    2 * PARKED_CHUNK + 1 parked workflows) left its own workflows and the ones after it
+    ``running`` in the store for as long as they stayed parked: the rest waited for
+    some other workflow to park, and the failed ones counted as written. Both are
+    written at the next round (one warning said the failure), and the store shows each
+    parked; but one the failure said another node runs now (``WorkflowMoved``, in a
+    cluster) is left to that node."""
+    import logging
+
+    from garrison import WorkflowMoved
+    from garrison.hosts.workflow import _host
+    from garrison.persistence import SQLiteStore
+    from garrison.persistence._transaction import Op
+
+    chunk = _host.PARKED_CHUNK
+    n = 2 * chunk + 1
+    db = str(tmp_path / "s.db")
+    with open_store(db) as store:
+        tx = garrison.persistence.Transaction()
+        for i in range(n):
+            tx.create_workflow(f"w{i}", f"{__name__}:waits_for_a_message", [],
+                               status="running", host="workflows")
+        store.write(tx)
+    statuses: list[int] = []
+    moved: list[str] = []
+    commit = SQLiteStore.commit
+
+    def fails_the_second(self: Any, tx: Any) -> Any:
+        if tx.ops and all(op is Op.UPDATE_WORKFLOW for op, _ in tx.ops) and len(tx.ops) > 1:
+            statuses.append(len(tx.ops))
+            if len(statuses) == 2 and failure == "disk":
+                raise StoreError(db, "the disk is full")
+            if len(statuses) == 2:
+                moved.append(tx.workflow_ids[7])
+                raise WorkflowMoved(db, moved[0], "another node runs it now")
+        return commit(self, tx)
+
+    monkeypatch.setattr(SQLiteStore, "commit", fails_the_second)
+    caplog.set_level(logging.WARNING, "garrison")
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(5)
+        assert {str(w.status) for w in node.workflows()} == {"waiting"}
+        with open_store(db, lock=False) as tool:
+            stored = {r.workflow_id: str(r.status) for r in tool.list_workflows()}
+        running = [wid for wid, status in stored.items() if status == "running"]
+        assert running == moved, (statuses, len(running))
+        await node.send("workflows/w0", "go", 0)
+        assert await node.workflow("w0").result() == 0
+    warned = [r for r in caplog.records if "statuses of parked" in r.getMessage()]
+    assert len(warned) == 1, warned
 
 
 async def test_a_supervisors_queued_workflow_child_is_cancelled_at_node_stop_too(

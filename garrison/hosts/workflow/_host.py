@@ -129,6 +129,9 @@ PARKED_DELAY = 0.05
 #: running between two (``_record_parked_task``): thousands parked at once (a resume)
 #: were one write of the node's thread
 PARKED_CHUNK = 250
+#: the longest wait before parked statuses a failed transaction left unwritten are
+#: written again (``PARKED_DELAY`` doubled at each failure in a row, up to this)
+PARKED_RETRY_MAX = 2.0
 #: seconds a monitor's maker waits to read whether the monitored workflow has ended
 #: (its row held by a transaction) before it logs a warning (it goes on waiting)
 SETTLE_WARNING = 30.0
@@ -338,6 +341,9 @@ class WorkflowHost:
         self.damaged: dict[str, str] = {}
         #: parked workflows whose status the store may not show yet
         self._parked: set[WorkflowInstance] = set()
+        #: parked workflows whose status a failed transaction left unwritten (their
+        #: ``stored_status`` says parked: if one wakes, its commit writes ``running``)
+        self._parked_unwritten: set[WorkflowInstance] = set()
         #: workflows that left an activity's outcome in their buffer (``outcome_left``)
         self._left: list[WorkflowInstance] = []
         self._parked_ready = trio.Event()
@@ -467,10 +473,14 @@ class WorkflowHost:
         its transaction is made (one that woke meanwhile is left to its own commit,
         which comes after: commits land in call order). What a crash leaves between two
         is a store of ``running`` and parked ones, all unfinished: the next node resumes
-        each."""
+        each. A failed transaction is logged, and its workflows and those after it are
+        written at the next round (``PARKED_DELAY`` later, doubled at each failure in a
+        row up to ``PARKED_RETRY_MAX``): left for some other workflow to park, they read
+        ``running`` in the store for as long as they stayed parked."""
+        failures = 0
         while True:
             await self._parked_ready.wait()
-            await trio.sleep(PARKED_DELAY)
+            await trio.sleep(min(PARKED_DELAY * 2 ** failures, PARKED_RETRY_MAX))
             self._parked_ready = trio.Event()
             left, self._left = self._left, []
             for wf in left:
@@ -478,35 +488,58 @@ class WorkflowHost:
                 if wf.buffer_left():
                     wf.flush_soon()
             parked, self._parked = list(self._parked), set()
+            unwritten = self._parked_unwritten
             tx = Transaction()
+            chunk: list[WorkflowInstance] = []
             for n, wf in enumerate(parked, 1):
                 status = wf.status
                 if (status in (WorkflowStatus.WAITING, WorkflowStatus.SLEEPING)
-                        and not wf.done.is_set() and wf.stored_status is not status):
+                        and not wf.done.is_set()
+                        and (wf.stored_status is not status or wf in unwritten)):
                     tx.update_workflow(wf.wid, status=status)
                     wf.stored_status = status
-                if len(tx.ops) == PARKED_CHUNK and n < len(parked):
-                    if not await self._commit_statuses(tx, background=True):
-                        self._parked.update(parked[n:])  # (asked again with the next)
+                    chunk.append(wf)
+                else:  # (woke, or ended: its own commit says so)
+                    unwritten.discard(wf)
+                if len(chunk) == PARKED_CHUNK or (n == len(parked) and chunk):
+                    failed = await self._commit_statuses(tx, background=True)
+                    if failed is not None:
+                        self._write_parked_again(chunk, parked[n:], failed)
+                        failures += 1
                         break
-                    tx = Transaction()
-                    await trio.lowlevel.checkpoint()
+                    unwritten.difference_update(chunk)
+                    tx, chunk = Transaction(), []
+                    if n < len(parked):
+                        await trio.lowlevel.checkpoint()
             else:
-                await self._commit_statuses(tx, background=True)
+                failures = 0
 
-    async def _commit_statuses(self, tx: Transaction, background: bool = False) -> bool:
+    def _write_parked_again(self, chunk: list[WorkflowInstance],
+                            rest: list[WorkflowInstance], failed: Exception) -> None:
+        """A transaction of parked statuses failed (``failed``): its workflows
+        (``chunk``; not one another node runs now) and those not reached (``rest``) are
+        written at the next round."""
+        moved = failed.workflow_id if isinstance(failed, WorkflowMoved) else None
+        chunk = [wf for wf in chunk if wf.wid != moved]
+        self._parked_unwritten.update(chunk)
+        self._parked.update(chunk, rest)
+        self._parked_ready.set()
+
+    async def _commit_statuses(self, tx: Transaction,
+                               background: bool = False) -> Exception | None:
         """Commit ``tx``, statuses of parked workflows only: a failure is logged (each
         one's next commit, or the next node, sets it right), but a background one's
-        once the host stops (the stop's own commit of them tells). False if it failed."""
+        once the host stops (the stop's own commit of them tells). The failure, or
+        ``None`` if it was written."""
         if not tx or self.client:
-            return True
+            return None
         try:
             await self.store.commit(tx)
         except Exception as exc:
             if not (background and self.closing):
                 log.warning("could not record the statuses of parked workflows: %s", exc)
-            return False
-        return True
+            return exc
+        return None
 
     async def resume(self, *, stopping: Callable[[], bool] = lambda: False) -> None:
         """Resume every unfinished workflow of the store (once; before it returns their
