@@ -2887,6 +2887,64 @@ async def test_a_parents_cancel_asks_the_store_once_for_the_children_elsewhere_o
                 await trio.sleep(0.05)
 
 
+@pytest.mark.parametrize("end", ["cancel", "terminate"])
+async def test_a_parents_end_reaches_a_tree_spread_over_three_nodes(
+        postgres_url: str, end: str) -> None:
+    """A review of the one read of a tree's children elsewhere: node a runs p (an odd
+    id) and its child c0; b runs p's child c1 and c0's child g0; c runs c1's child g1
+    and g0's child gg; p's child c2 ended before. A cancel or terminate of p on a ends
+    each unfinished workflow of the tree, on whichever node, its grandchildren
+    elsewhere by their parent (c0, here) as its children; the ended child stays as it
+    ended. (b and c run two each at most: neither takes the others' rows.)"""
+    import trio
+
+    from garrison.persistence import Transaction, open_store
+
+    name = "cluster_app:ends_on_a_message"
+
+    def pid(wid: str) -> garrison.Pid:
+        return garrison.Pid("workflows", wid)
+
+    def rows(*tree: tuple[str, str | None]) -> None:
+        with open_store(postgres_url) as store:
+            tx = Transaction()
+            for wid, parent in tree:
+                tx.create_workflow(wid, name, [], status="running", host="workflows",
+                                   parent=None if parent is None else pid(parent))
+            store.write(tx)
+
+    async def runs(node: Any, counts: dict[str, int]) -> None:
+        with trio.fail_after(10):
+            while {m.name: m.workflows for m in node.cluster()} != counts:
+                await trio.sleep(0.02)
+
+    p = "père-" + "π" * 150  # (an odd id: non-ASCII, long)
+    ids = {p, "c0", "c1", "g0", "g1", "gg"}
+    rows(("g1", "c1"), ("gg", "g0"))
+    async with garrison.open_node(store=postgres_url, name="c", lease="30s",
+                                  max_concurrent=2) as c:
+        await runs(c, {"c": 2})
+        rows(("c1", p), ("g0", "c0"))
+        async with garrison.open_node(store=postgres_url, name="b", lease="30s",
+                                      max_concurrent=2) as b:
+            await runs(b, {"c": 2, "b": 2})
+            rows((p, None), ("c0", p))
+            with open_store(postgres_url) as store:
+                store.write(Transaction().create_workflow(
+                    "c2", name, [], status="completed", host="workflows", parent=pid(p)))
+            async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+                await runs(a, {"c": 2, "b": 2, "a": 2})
+                if end == "cancel":
+                    await a.workflow(p).cancel()
+                else:
+                    await a.workflow(p).terminate("enough")
+                expected = "cancelled" if end == "cancel" else "failed"
+                with trio.fail_after(10):
+                    while {str(a.workflow(wid).status()) for wid in ids} != {expected}:
+                        await trio.sleep(0.05)
+                assert str(a.workflow("c2").status()) == "completed"
+
+
 async def test_processes_call_and_monitor_a_workflow_another_node_runs(
         postgres_url: str) -> None:
     """A call from node b to a workflow node a runs is answered (it failed at once with
