@@ -515,6 +515,46 @@ async def test_parked_statuses_a_failed_chunk_left_unwritten_are_written_at_the_
     assert len(warned) == 1, warned
 
 
+async def test_a_workflow_that_wakes_between_two_chunks_of_parked_statuses_keeps_its_end(
+        tmp_path: Any, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review of the parked statuses written PARKED_CHUNK a transaction: a workflow
+    not yet written when the first transaction commits gets its message then and ends
+    (its end committed while the rest wait for their turn). Its row says it completed,
+    not ``waiting`` (each workflow is read as its own transaction is made); the others
+    are each written parked."""
+    from garrison.hosts.workflow import _host
+
+    chunk = _host.PARKED_CHUNK
+    n = chunk + 10
+    db = str(tmp_path / "s.db")
+    with open_store(db) as store:
+        tx = garrison.persistence.Transaction()
+        for i in range(n):
+            tx.create_workflow(f"w{i}", f"{__name__}:waits_for_a_message", [],
+                               status="running", host="workflows")
+        store.write(tx)
+    woken: list[str] = []
+    commit_statuses = _host.WorkflowHost._commit_statuses
+
+    async def wakes_one_after_the_first(self: Any, tx: Any, background: bool = False
+                                        ) -> Any:
+        failed = await commit_statuses(self, tx, background)
+        if background and len(tx.ops) == chunk and not woken:
+            written = set(tx.workflow_ids)
+            woken.append(next(f"w{i}" for i in range(n) if f"w{i}" not in written))
+            await node.send(f"workflows/{woken[0]}", "go", "done")
+            assert await node.workflow(woken[0]).result() == "done"
+        return failed
+
+    monkeypatch.setattr(_host.WorkflowHost, "_commit_statuses", wakes_one_after_the_first)
+    async with garrison.open_node(store=db) as node:
+        await trio.sleep(1)
+        with open_store(db, lock=False) as tool:
+            stored = {r.workflow_id: str(r.status) for r in tool.list_workflows()}
+    assert woken and stored.pop(woken[0]) == "completed"
+    assert set(stored.values()) == {"waiting"} and len(stored) == n - 1
+
+
 async def test_a_supervisors_queued_workflow_child_is_cancelled_at_node_stop_too(
         autojump_clock: Any, tmp_path: Any) -> None:
     """A review of the fix above: a workflow child waiting in its host's queue (the host
