@@ -2945,6 +2945,65 @@ async def test_a_parents_end_reaches_a_tree_spread_over_three_nodes(
                 assert str(a.workflow("c2").status()) == "completed"
 
 
+async def test_a_parents_cancel_reads_no_row_again_of_its_children_elsewhere(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel of a parent whose children run on another node read each child's row
+    twice more after the one read of the tree's children had found it (to see whether
+    it waited unclaimed, then to flag it), each a blocking round trip in the node's
+    thread, three for each child where one is needed. The rows read are used (the
+    flag's write is still conditional on the row read); each child ends cancelled."""
+    import trio
+
+    from garrison.hosts.workflow import _host
+    from garrison.persistence import PostgresStore, Transaction, open_store
+
+    name = "cluster_app:ends_on_a_message"
+    children = [f"c{i}" for i in range(3)]
+    with open_store(postgres_url) as store:
+        tx = Transaction()
+        for wid in children:
+            tx.create_workflow(wid, name, [], status="running", host="workflows",
+                               parent=garrison.Pid("workflows", "p"))
+        store.write(tx)
+    inside: list[bool] = []
+    read_again: list[str] = []
+    cancel_children = _host.WorkflowHost.cancel_children
+    get_workflow = PostgresStore.get_workflow
+
+    def watched(self: Any, wf: Any, at: Any = None) -> None:
+        inside.append(True)
+        try:
+            cancel_children(self, wf, at)
+        finally:
+            inside.pop()
+
+    def counted(self: PostgresStore, wid: str, *args: Any, **kwargs: Any) -> Any:
+        if inside:
+            read_again.append(wid)
+        return get_workflow(self, wid, *args, **kwargs)
+
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
+                                  max_concurrent=3) as b:
+        with trio.fail_after(10):
+            while {m.name: m.workflows for m in b.cluster()} != {"b": 3}:
+                await trio.sleep(0.02)
+        with open_store(postgres_url) as store:
+            store.write(Transaction().create_workflow("p", name, [], status="running",
+                                                      host="workflows"))
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+            with trio.fail_after(10):
+                while {m.name: m.workflows for m in a.cluster()} != {"b": 3, "a": 1}:
+                    await trio.sleep(0.02)
+            monkeypatch.setattr(_host.WorkflowHost, "cancel_children", watched)
+            monkeypatch.setattr(PostgresStore, "get_workflow", counted)
+            await a.workflow("p").cancel()
+            monkeypatch.undo()
+            assert read_again == []
+            with trio.fail_after(10):
+                while {str(a.workflow(wid).status()) for wid in children} != {"cancelled"}:
+                    await trio.sleep(0.05)
+
+
 async def test_processes_call_and_monitor_a_workflow_another_node_runs(
         postgres_url: str) -> None:
     """A call from node b to a workflow node a runs is answered (it failed at once with

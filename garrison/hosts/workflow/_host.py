@@ -1797,14 +1797,17 @@ class WorkflowHost:
         self.request_cancel(target.id)
         return True
 
-    def request_cancel_stored(self, wid: str, at: float | None = None) -> bool:
+    def request_cancel_stored(self, wid: str, at: float | None = None, *,
+                              record: WorkflowRecord | None = None) -> bool:
         """A cancel request for a workflow of the store this host does not run now (one
         waiting in its queue as the node stops), written at once (asked at ``at``, unix
         seconds; default now): it takes effect when a node runs it. False if the store
-        has no such unfinished workflow."""
+        has no such unfinished workflow. ``record``: its row, read by the caller (the
+        write is conditional on it: one changed since is read again)."""
         from ._operate import flag_cancel
 
-        record = self.store.get_workflow(wid)
+        if record is None:
+            record = self.store.get_workflow(wid)
         if record is None:
             return False
         try:
@@ -2143,7 +2146,17 @@ class WorkflowHost:
             if parent.wid not in compensating:
                 compensating[parent.wid] = _spawned_after_cancel(parent)
             if record.workflow_id not in compensating[parent.wid]:
-                self.request_cancel(record.workflow_id, at)
+                self._cancel_elsewhere(record, at)
+
+    def _cancel_elsewhere(self, record: WorkflowRecord, at: float | None) -> None:
+        """:meth:`request_cancel` of a child another node runs (or none yet), its row
+        ``record`` just read with its siblings (``children_elsewhere``): not read again,
+        twice, for each (a blocking round trip each in the node's thread)."""
+        wid = record.workflow_id
+        if self.end_pending_stored(wid, WorkflowStatus.CANCELLED, cancelled_error(wid),
+                                   record=record):
+            return  # it waited unclaimed: ended at once, never run
+        self.request_cancel_stored(wid, at, record=record)
 
     def _cancel_children_here(self, wf: WorkflowInstance, at: float | None) -> None:
         """:meth:`cancel_children` of the children of ``wf`` in this node's memory."""
