@@ -555,6 +555,45 @@ async def test_a_workflow_that_wakes_between_two_chunks_of_parked_statuses_keeps
     assert set(stored.values()) == {"waiting"} and len(stored) == n - 1
 
 
+async def test_a_node_that_closes_between_two_chunks_of_parked_statuses_leaves_each_parked(
+        tmp_path: Any, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review of the parked statuses written PARKED_CHUNK a transaction: the node
+    closes as the first of three is committed, the others still to come. Its stop
+    writes each parked workflow's row (whichever task writes it first, none is left
+    ``running``, none written over an end), and the next node resumes every one."""
+    from garrison.hosts.workflow import _host
+
+    chunk = _host.PARKED_CHUNK
+    n = 2 * chunk + 1
+    db = str(tmp_path / "s.db")
+    with open_store(db) as store:
+        tx = garrison.persistence.Transaction()
+        for i in range(n):
+            tx.create_workflow(f"w{i}", f"{__name__}:waits_for_a_message", [],
+                               status="running", host="workflows")
+        store.write(tx)
+    first = trio.Event()
+    commit_statuses = _host.WorkflowHost._commit_statuses
+
+    async def tells_the_first(self: Any, tx: Any, background: bool = False) -> Any:
+        failed = await commit_statuses(self, tx, background)
+        if background and tx.ops:
+            first.set()
+        return failed
+
+    monkeypatch.setattr(_host.WorkflowHost, "_commit_statuses", tells_the_first)
+    async with garrison.open_node(store=db):
+        await first.wait()
+    monkeypatch.undo()
+    with open_store(db, lock=False) as tool:
+        assert {str(r.status) for r in tool.list_workflows()} == {"waiting"}
+    async with garrison.open_node(store=db) as node:
+        for i in range(n):
+            await node.send(f"workflows/w{i}", "go", i)
+        for i in range(n):
+            assert await node.workflow(f"w{i}").result() == i
+
+
 async def test_a_supervisors_queued_workflow_child_is_cancelled_at_node_stop_too(
         autojump_clock: Any, tmp_path: Any) -> None:
     """A review of the fix above: a workflow child waiting in its host's queue (the host
