@@ -1,6 +1,8 @@
 import datetime as dt
 import decimal
+import pickle
 
+import attrs
 import pytest
 
 import garrison
@@ -61,6 +63,37 @@ def test_event_ok():
     assert Event(EventKind.EXIT, pid, result=3).ok
     assert not Event(EventKind.EXIT, pid, error=ErrorInfo("E", "m")).ok
     assert EventKind.EXIT == "EXIT"
+
+
+def test_a_message_made_any_way_holds_every_field_and_stays_frozen():
+    # (Message and Pid have an __init__ of their own, not attrs': it must take the same
+    # arguments, set every field and leave the value as frozen, as attrs' does)
+    pid = Pid("processes", "x.1")
+    trace = {"traceparent": "00-1-2-01"}
+    by_position = Message("t", [1], pid, "m-1", "ref.1", trace)
+    by_name = Message(topic="t", payload=[1], sender=pid, id="m-1", call_ref="ref.1",
+                      trace=trace)
+    for msg in (by_position, by_name):
+        assert (msg.topic, msg.payload, msg.sender, msg.id, msg.call_ref, msg.trace) == (
+            "t", [1], pid, "m-1", "ref.1", trace)
+    assert by_position == by_name
+    bare = Message("t")
+    assert (bare.payload, bare.sender, bare.id, bare.call_ref, bare.trace) == (
+        None, None, "", None, None)
+    assert attrs.evolve(by_position, topic="u") == Message("u", [1], pid, "m-1", "ref.1")
+    assert pickle.loads(pickle.dumps(by_position)) == by_position
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        by_position.topic = "v"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Message()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Message("t", nope=1)  # type: ignore[call-arg]
+    made = Pid(host="processes", id="x.1")
+    assert made == pid and hash(made) == hash(pid) and made.host == "processes"
+    assert attrs.evolve(made, id="x.2") == Pid("processes", "x.2")
+    assert pickle.loads(pickle.dumps(made)) == made
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        made.id = "x.3"  # type: ignore[misc]
 
 
 async def test_reply_to_non_call_is_clear():

@@ -40,7 +40,20 @@ class Pid:
         return cls(host, ident)
 
 
-_set = object.__setattr__
+def _slot_setters(cls: type, *names: str) -> tuple[Any, ...]:
+    """The ``__set__`` of each slot ``names`` of the frozen (slotted) ``cls``, for an
+    ``__init__`` of its own. attrs' frozen ``__init__`` sets each field through
+    ``object.__setattr__``, which looks the name up in the class again each time; a
+    slot's own setter stores at its offset at once, and is what that lookup ends in.
+    The instance stays as frozen (its ``__setattr__`` still refuses), and the checks
+    below keep every slot of ``cls`` set."""
+    slots = [name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())
+             if name != "__weakref__"]
+    assert sorted(slots) == sorted(names), (cls, slots)  # (a new field: set it here too)
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+_set_host, _set_id, _set_hash = _slot_setters(Pid, "host", "id", "_attrs_cached_hash")
 
 
 def _pid_init(self: Pid, host: str, id: str) -> None:
@@ -49,9 +62,9 @@ def _pid_init(self: Pid, host: str, id: str) -> None:
     # ``Pid.parse(str(pid))`` as an equal pid is refused
     if type(host) is not str or type(id) is not str or not host or not id or "/" in host:
         host, id = _pid_parts(host, id)
-    _set(self, "host", host)
-    _set(self, "id", id)
-    _set(self, "_attrs_cached_hash", None)
+    _set_host(self, host)
+    _set_id(self, id)
+    _set_hash(self, None)
 
 
 def _pid_parts(host: object, ident: object) -> tuple[str, str]:
@@ -305,6 +318,31 @@ class Message:
         if runtime is None:
             runtime = current_runtime("msg.reply()")
         await runtime.reply(self, value)
+
+
+(_set_topic, _set_payload, _set_sender, _set_msg_id, _set_call_ref,
+ _set_trace) = _slot_setters(Message, "topic", "payload", "sender", "id", "call_ref", "trace")
+
+
+def _message_init(self: Message, topic: str, payload: Any = None, sender: Pid | None = None,
+                  id: str = "", call_ref: str | None = None,
+                  trace: dict[str, str] | None = None) -> None:
+    # Message's __init__: attrs' own (the same fields, defaults and order; no field has
+    # a converter or a validator), each slot set by its own setter (a message is made
+    # per send and per call: see ``_slot_setters``)
+    _set_topic(self, topic)
+    _set_payload(self, payload)
+    _set_sender(self, sender)
+    _set_msg_id(self, id)
+    _set_call_ref(self, call_ref)
+    _set_trace(self, trace)
+
+
+# (replaces the __init__ attrs wrote, which takes exactly these fields, in this order)
+assert Message.__init__.__code__.co_varnames[:7] == (
+    "self", "topic", "payload", "sender", "id", "call_ref", "trace")
+assert all(a.converter is None and a.validator is None for a in attrs.fields(Message))
+Message.__init__ = _message_init  # type: ignore[method-assign]
 
 
 @attrs.frozen
