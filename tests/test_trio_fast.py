@@ -14,7 +14,7 @@ import trio.testing
 import workflow_app as app
 
 import garrison
-from garrison import _trio_fast
+from garrison import _trio_fast, process
 from garrison.hosts.workflow._waits import WallClock
 from garrison.persistence import SQLiteStore
 
@@ -88,3 +88,31 @@ async def test_workflows_run_on_the_public_functions_alone(
             assert await node.workflow(f"w{i}").result() == i + 3
         await node.start_workflow(app.steps, 10, 3, id="alone")  # commits written alone
         assert await node.workflow("alone").result() == 13
+
+
+async def _echo() -> None:
+    async for msg in process.inbox():
+        await msg.reply(msg.payload)
+
+
+async def _calls(to: garrison.Pid, n: int) -> list[int]:
+    return [await process.call(to, "q", i) for i in range(n)]
+
+
+async def test_processes_run_on_the_public_functions_alone(
+        monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
+    # a trio whose internals moved: spawn, wait, call, reply, receive and the cancel
+    # points take trio's public functions
+    monkeypatch.setattr(_trio_fast, "RUN", None)
+    async with garrison.open_node() as node:
+        echo = await node.spawn(_echo)
+        assert await node.wait(await node.spawn(_calls, echo, 200)) == list(range(200))
+        assert await node.call(echo, "q", "outside") == "outside"
+        with pytest.raises(TimeoutError):
+            await node.call(await node.spawn(trio.sleep_forever), "q", timeout="1s")
+        pids = [await node.spawn(_calls, echo, 3) for _ in range(100)]
+        assert [await node.wait(pid) for pid in pids] == [[0, 1, 2]] * 100
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await node.spawn(_echo)

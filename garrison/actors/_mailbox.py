@@ -15,7 +15,7 @@ from typing import Any, Generic, NoReturn, Protocol, TypeVar
 import outcome
 import trio
 
-from .. import _observe
+from .. import _observe, _trio_fast
 from .._duration import parse_duration
 from ._runtime import runtime_var
 
@@ -113,7 +113,11 @@ class Inbox(Generic[T]):
     def put(self, item: T) -> None:
         """Queue ``item`` (called by the host; never blocks)."""
         if self._waiters:
-            trio.lowlevel.reschedule(self._waiters.popleft(), outcome.Value(item))
+            run = _trio_fast.RUN  # (the runner's own reschedule: see ``_trio_fast``)
+            if run is not None:
+                run.runner.reschedule(self._waiters.popleft(), outcome.Value(item))
+            else:
+                trio.lowlevel.reschedule(self._waiters.popleft(), outcome.Value(item))
         else:
             items = self._items
             items.append(item)
@@ -197,7 +201,8 @@ class Inbox(Generic[T]):
         return await self._park()
 
     async def _park(self) -> T:
-        task = trio.lowlevel.current_task()
+        run = _trio_fast.RUN  # (the task read from trio's run context: see ``_trio_fast``)
+        task = run.task if run is not None else trio.lowlevel.current_task()
         self._waiters.append(task)
 
         def abort(_: Any) -> trio.lowlevel.Abort:

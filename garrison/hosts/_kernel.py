@@ -18,13 +18,14 @@ import itertools
 import os
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 import outcome
 import trio
 
-from .. import _observe
+from .. import _observe, _trio_fast
 from .._errors import PayloadError, ProcessError
 from ..actors._mailbox import timeout_seconds
 from ..actors._values import ErrorInfo, Event, Message, Pid
@@ -171,9 +172,16 @@ class CallTimeouts:
         self._queues: dict[float, dict[str, tuple[float, Caller]]] = {}
         self._scope: trio.CancelScope | None = None
         self._armed = float("inf")
+        # the run's clock, fixed for the run: under trio's default clock its time is
+        # ``perf_counter() + offset`` (read so here, without trio.current_time()'s three
+        # calls per call made); any other clock (a MockClock) is asked
+        self._clock = trio.lowlevel.current_clock()
+        self._offset = _trio_fast.system_clock_offset(self._clock)
 
     def add(self, caller: Caller, ref: str, seconds: float) -> None:
-        deadline = trio.current_time() + seconds
+        offset = self._offset
+        deadline = (time.perf_counter() + offset if offset is not None
+                    else self._clock.current_time()) + seconds
         queue = self._queues.get(seconds)
         if queue is None:
             queue = self._queues[seconds] = {}
@@ -265,6 +273,10 @@ class NodeContext(Protocol):
 
     #: the hosts by name
     hosts: dict[str, Any]
+    #: other names of hosts (``workflows`` for a config's only workflow host)
+    aliases: dict[str, str]
+    #: plain processes of the other nodes of a cluster, or ``None`` off a cluster
+    remote: Any
     #: registered names
     registry: dict[str, Pid]
     #: the loaded config, or ``None``
@@ -494,8 +506,10 @@ class Caller:
                 timeouts = call_timeouts()
                 timeouts.add(self, ref, seconds)
             # park until the outcome arrives (``_CallTimedOut`` when the deadline passes,
-            # see :class:`CallTimeouts`); inline rather than a method: a frame fewer
-            calls[ref] = trio.lowlevel.current_task()
+            # see :class:`CallTimeouts`); inline rather than a method: a frame fewer. (The
+            # task read from trio's run context: see ``_trio_fast``)
+            run = _trio_fast.RUN
+            calls[ref] = run.task if run is not None else trio.lowlevel.current_task()
 
             def abort(_: Any) -> trio.lowlevel.Abort:
                 if ref in calls:
@@ -524,7 +538,11 @@ class Caller:
             calls[ref] = result
             return
         del calls[ref]
-        trio.lowlevel.reschedule(task, result)
+        run = _trio_fast.RUN  # (the runner's own reschedule: see ``_trio_fast``)
+        if run is not None:
+            run.runner.reschedule(task, result)
+        else:
+            trio.lowlevel.reschedule(task, result)
 
     def reply_to(self, msg: Message, value: Any) -> None:
         """Hand ``value`` to the caller of ``msg`` (a call this callee received)."""
@@ -563,12 +581,15 @@ def plain_call(caller: Caller, to: Pid | str, topic: str, payload: Any,
     exchange, not a coroutine of its own: a frame fewer that each park and wake of the
     call passes through. What is wrong with ``to`` or ``timeout`` raises here.)"""
     node = caller.node
-    pid = node.resolve(to)
+    pid = to if type(to) is Pid and not node.aliases else node.resolve(to)
     seconds = timeout_seconds(timeout)
     host = node.hosts.get(pid.host)
     if host is not None and host.durable:  # (it may run on another node of a cluster)
         return host.call(caller, pid, topic, payload, seconds)
-    callee = node.caller_of(pid)
+    # ``node.caller_of(pid)``, read inline off a cluster (where a pid of this node's
+    # hosts is this node's process or nobody's)
+    callee = (host.local_caller(pid) if host is not None and node.remote is None
+              else node.caller_of(pid))
     if callee is None or not callee.accepts_calls:
         raise ProcessError(f"call to {pid} failed: {noproc(pid)}", pid=pid, error=noproc(pid))
     return caller.exchange(callee, pid, topic, seconds, None, payload=payload)
