@@ -17,7 +17,8 @@ from typing import Any
 
 import trio
 
-__all__ = ["RUN", "current_task", "reschedule_now", "runnable_tasks", "system_clock_offset"]
+__all__ = ["RUN", "current_task", "passes_cancel_point", "reschedule_now", "runnable_tasks",
+           "system_clock_offset"]
 
 RUN: Any
 try:
@@ -40,6 +41,41 @@ def current_task() -> trio.lowlevel.Task:
         if task is not None:
             return task
     return trio.lowlevel.current_task()
+
+
+_CANCEL_POINT: bool
+try:
+    from trio._core._run import CancelStatus as _CancelStatus
+    from trio._core._run import Runner as _Runner
+    from trio._core._run import Task as _Task
+
+    _CANCEL_POINT = (all(hasattr(_Task, name) for name in ("_cancel_status", "_runner",
+                                                          "_cancel_points"))
+                     and hasattr(_CancelStatus, "effectively_cancelled")
+                     and hasattr(_Runner, "main_task") and hasattr(_Runner, "ki_pending"))
+except ImportError:  # pragma: no cover - another trio version
+    _CANCEL_POINT = False
+
+
+def passes_cancel_point() -> bool:
+    """What ``trio.lowlevel.checkpoint_if_cancelled()`` does when it does nothing: if no
+    cancellation applies to the calling task (nor a Ctrl-C waits for the main task),
+    count a cancel point as it does (``trio.testing.assert_checkpoints`` sees it) and
+    return True; else False, and the caller awaits ``checkpoint_if_cancelled()``
+    itself, which checkpoints and raises. Its checks, read without the coroutine and
+    the two calls it makes to find the task: every send, reply and spawn passes one.
+    False too outside a task, or where trio's internals moved (the caller then takes
+    trio's function)."""
+    if not _CANCEL_POINT or RUN is None:
+        return False
+    task = getattr(RUN, "task", None)
+    if task is None or task._cancel_status.effectively_cancelled:
+        return False
+    runner = task._runner
+    if task is runner.main_task and runner.ki_pending:
+        return False
+    task._cancel_points += 1
+    return True
 
 
 def reschedule_now() -> Any:

@@ -15,6 +15,7 @@ import workflow_app as app
 
 import garrison
 from garrison import _trio_fast, process
+from garrison.actors._mailbox import Budget
 from garrison.hosts.workflow._waits import WallClock
 from garrison.persistence import SQLiteStore
 
@@ -88,6 +89,21 @@ async def test_workflows_run_on_the_public_functions_alone(
             assert await node.workflow(f"w{i}").result() == i + 3
         await node.start_workflow(app.steps, 10, 3, id="alone")  # commits written alone
         assert await node.workflow("alone").result() == 13
+
+
+async def test_a_cancel_point_passes_as_trios_own_does() -> None:
+    # nothing cancelled: it counts a cancel point (as checkpoint_if_cancelled does, which
+    # trio.testing sees) and needs no await
+    with pytest.raises(AssertionError, match="yielded"), trio.testing.assert_no_checkpoints():
+        assert _trio_fast.passes_cancel_point()
+    with trio.CancelScope() as outer:
+        outer.cancel()
+        assert not _trio_fast.passes_cancel_point()  # the caller awaits trio's own: it raises
+        with pytest.raises(trio.Cancelled):
+            await Budget().checkpoint()
+        with trio.CancelScope(shield=True):  # (a shield hides the cancellation, as trio's)
+            assert _trio_fast.passes_cancel_point()
+            await Budget().checkpoint()
 
 
 async def _echo() -> None:

@@ -43,7 +43,7 @@ class Budget:
         if self.ops >= BUDGET:
             self.ops = 0
             await trio.lowlevel.checkpoint()
-        else:
+        elif not _trio_fast.passes_cancel_point():  # (its checks, without a coroutine)
             await trio.lowlevel.checkpoint_if_cancelled()
 
 
