@@ -18,14 +18,14 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from . import _cli_signals
+from . import _cli_signals, _trio_fast
 from ._duration import parse_lease, parse_retention
 from ._errors import ConfigError, NotInProcess, ProcessError, id_hint, schedule_hint
 from ._handle import WorkflowHandle, WorkflowSummary
 from ._router import EXIT_MEMORY, Router, not_in_trio
 from ._watchdog import watch
 from .actors._mailbox import Budget
-from .actors._runtime import runtime_or_none
+from .actors._runtime import runtime_or_none, runtime_var
 from .actors._values import Pid, ProcessInfo, check_topic
 from .hosts._kernel import noproc
 from .hosts._process_host import ProcessHost, stop_processes
@@ -201,14 +201,14 @@ class Node:
         ``"processes"``. The process starts running when the caller next waits (as
         with trio's ``start_soon``): it may not have run yet when ``spawn`` returns.
         """
-        if self._closed:
-            raise ProcessError(f"cannot spawn: {self._closed_text()}")
         router = self._router
-        try:  # (check_run, written out: one compare on this path)
-            here = trio.lowlevel.current_trio_token()
-        except RuntimeError:
-            here = None
-        if here is not router.trio_token:
+        if router.closed:
+            raise ProcessError(f"cannot spawn: {self._closed_text()}")
+        # check_run, written out: the calling run's token read from trio's run context
+        # (see ``_trio_fast``; ``None`` outside any run, or where that context is not
+        # readable: then check_run itself tells), one compare on this path
+        here = getattr(getattr(_trio_fast.RUN, "runner", None), "trio_token", None)
+        if here is not router.trio_token or here is None:
             router.check_run("node.spawn()")  # (raises, saying which run)
         # as process.spawn: a cancellation point before the spawn, not after it (a spawn
         # that raises Cancelled started nothing), and a scheduler pass only every BUDGET
@@ -263,25 +263,27 @@ class Node:
         at once; an unknown pid raises ``ProcessError`` with reason ``noproc``.
         """
         router = self._router
-        router.check_run("node.wait()")
+        here = getattr(getattr(_trio_fast.RUN, "runner", None), "trio_token", None)
+        if here is not router.trio_token or here is None:  # (check_run, as in spawn)
+            router.check_run("node.wait()")  # (raises, saying which run)
         if type(pid) is not Pid or router.aliases:
             pid = router.resolve(pid)
         host = router.hosts.get(pid.host) or router.hosts.get(router.aliases.get(pid.host, ""))
         if host is None:  # a pid of no host here names no process here
             raise ProcessError(f"process {pid} is unknown: {noproc(pid)}", pid=pid,
                                error=noproc(pid))
-        caller = runtime_or_none()
+        caller = runtime_var.get(None)  # (runtime_or_none() without a call)
         if caller is not None and caller.current_pid() == pid:  # (else it waits for ever)
             raise ValueError(f"process {pid} cannot wait for its own end: node.wait() of "
                              "the calling process")
         if host.durable:
             return await host.wait(pid)
         outcome = None
-        if host.is_alive(pid):  # (one that ended already is answered without a coroutine)
-            if isinstance(host, ProcessHost):
+        if isinstance(host, ProcessHost):  # (one that ended already is answered without a
+            if pid in host.procs:  # coroutine; ``procs`` is what its is_alive reads)
                 outcome = await host.wait_outcome(pid)
-            else:
-                await host.wait_exited(pid)
+        elif host.is_alive(pid):
+            await host.wait_exited(pid)
         try:
             result, error = outcome or router.exit_of(pid)
         except ProcessError:

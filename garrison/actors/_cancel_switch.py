@@ -34,6 +34,7 @@ from typing import Any
 
 import trio
 
+from .. import _trio_fast
 from ._values import ErrorInfo
 
 __all__ = ["CancelSwitch", "is_stray", "stray_cancelled", "stray_message"]
@@ -82,7 +83,8 @@ class CancelSwitch:
     def attach(self) -> None:
         """Begin the body in the calling task (after any ``task_status.started()``:
         the task's nursery then is the one it stays in)."""
-        task = trio.lowlevel.current_task()
+        run = _trio_fast.RUN  # (the task read from trio's run context: see ``_trio_fast``)
+        task = run.task if run is not None else trio.lowlevel.current_task()
         self._task = task
         if self._fast:
             self._root = task._cancel_status

@@ -22,7 +22,7 @@ import trio
 from .._errors import NoSuchProcess
 from ..actors._cancel_switch import CancelSwitch, stray_cancelled
 from ..actors._mailbox import Budget, Inbox
-from ..actors._runtime import set_runtime
+from ..actors._runtime import runtime_var
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
 from . import _kernel
 from ._kernel import (
@@ -149,7 +149,7 @@ class _Process(Caller):
 
     # ------------------------------------------------------------------ lifecycle
     async def main(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        set_runtime(self)
+        runtime_var.set(self)  # (set_runtime, without a call: in the task's own context)
         if self.started is not None:
             self.started.set()
         else:
@@ -260,8 +260,11 @@ class _Process(Caller):
             self.held.set()
         pid = self.pid
         node = self.node
-        self.host.procs.pop(pid, None)
-        self.host.ended(self)
+        host = self.host
+        host.procs.pop(pid, None)
+        host._running -= 1  # (``ended``'s count, and its call only when one waits)
+        if host._waiting:
+            host.ended(self)
         if self.names:
             for name in self.names:
                 node.unregister(name, pid)
@@ -726,8 +729,8 @@ class ProcessHost:
                 return
 
     def ended(self, proc: _Process) -> None:
-        """``proc`` ended: its slot goes to the oldest process waiting for one."""
-        self._running -= 1
+        """``proc`` ended (its count of running processes taken off already, in
+        ``_Process._exit``): its slot goes to the oldest process waiting for one."""
         while self._waiting and (self.workers is None or self._running < self.workers):
             waiting, fn, args = self._waiting.popleft()
             self._start(waiting, fn, args)
