@@ -356,8 +356,9 @@ class _Process(Caller):
         self.reply_to(msg, value)
         return self._budget.checkpoint()  # (no frame of its own: see call)
 
-    def call(self, to: Pid | str, topic: str, payload: Any, timeout: Any) -> Awaitable[Any]:
-        return plain_call(self, to, topic, payload, timeout)  # (no frame of its own)
+    #: ``plain_call(self, ...)`` itself: no frame of its own between ``process.call`` and
+    #: the exchange
+    call = plain_call
 
     def inbox(self) -> Inbox[Message]:
         box = self._inbox
