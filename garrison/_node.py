@@ -24,7 +24,7 @@ from ._errors import ConfigError, NotInProcess, ProcessError, id_hint, schedule_
 from ._handle import WorkflowHandle, WorkflowSummary
 from ._router import EXIT_MEMORY, Router, not_in_trio
 from ._watchdog import watch
-from .actors._mailbox import Budget
+from .actors._mailbox import BUDGET, Budget
 from .actors._runtime import runtime_or_none, runtime_var
 from .actors._values import Pid, ProcessInfo, check_topic
 from .hosts._kernel import noproc
@@ -212,8 +212,15 @@ class Node:
             router.check_run("node.spawn()")  # (raises, saying which run)
         # as process.spawn: a cancellation point before the spawn, not after it (a spawn
         # that raises Cancelled started nothing), and a scheduler pass only every BUDGET
-        # spawns (a loop of spawns is not one pass per process)
-        await self._spawn_budget.checkpoint()
+        # spawns (a loop of spawns is not one pass per process): Budget.checkpoint,
+        # written out (no coroutine of its own per spawn)
+        budget = self._spawn_budget
+        budget.ops += 1
+        if budget.ops >= BUDGET:
+            budget.ops = 0
+            await trio.lowlevel.checkpoint()
+        elif not _trio_fast.passes_cancel_point():
+            await trio.lowlevel.checkpoint_if_cancelled()
         name = "processes" if host is None else host  # ("" names no host: refused below)
         h = router.hosts.get(name) if type(name) is str else None
         if h is not None and not h.durable and not router.stopping:

@@ -684,8 +684,9 @@ class ProcessHost:
         self.procs[pid] = proc
         if self.workers is not None and self._running >= self.workers:
             self._waiting.append((proc, fn, args))  # pid, inbox and links exist already
-        else:
-            self._start(proc, fn, args)
+        else:  # (``_start``, written out: a spawn's one call fewer)
+            self._running += 1
+            self._nursery.start_soon(proc.main, fn, args, name=label or "garrison.process")
         return pid
 
     def _start(self, proc: _Process, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
