@@ -16,7 +16,7 @@ import sys
 import threading
 import types
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -108,9 +108,7 @@ class Router:
         # (a client node per web request, ...) share a prefix (32 bits did within some
         # 77,000 sessions, one time in two, losing the later one's signals in silence)
         self._msg_prefix = os.urandom(12).hex() + "-"
-        #: a fresh message id (``<prefix><n>``), made in C: no Python frame per message
-        self.message_id: Callable[[], str] = map(
-            f"{self._msg_prefix}{{}}".format, itertools.count(1)).__next__
+        self._msg_seq = itertools.count(1)
         #: the trio run the node runs in (set as it opens): its async API is called from
         #: there only (the public ``Node.trio_token``)
         self.trio_token: trio.lowlevel.TrioToken | None = None
@@ -380,6 +378,9 @@ class Router:
         self.stats_spawned += 1
         return pid
 
+    def message_id(self) -> str:
+        return self._msg_prefix + str(next(self._msg_seq))
+
     async def send_message(self, sender: Pid | None, to: Pid | str, topic: str,
                            payload: Any) -> None:
         pid = to if type(to) is Pid and not self.aliases else self.resolve(to)
@@ -396,7 +397,7 @@ class Router:
         if host is None:
             self.stats_dead_letters += 1
             return
-        msg = Message(topic, payload, sender, self.message_id(), None,
+        msg = Message(topic, payload, sender, self._msg_prefix + str(next(self._msg_seq)), None,
                       _observe.carrier() if _observe.tracing else None)  # positional: hot path
         if host.durable:
             delivered = await host.deliver_durable(pid, msg)

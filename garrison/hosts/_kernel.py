@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import outcome
@@ -132,14 +132,21 @@ _INF = float("inf")
 #: call, never one of another node or of a later run (a request left in an inbox from
 #: before a restart answers none of the new calls). A workflow's journaled call uses
 #: ``<host>/<its request's message id>`` instead (the same when a replay makes it
-#: again; no ``#`` here, so the two never meet). Made in C, no Python frame per call.
-#: A forked child gets a token of its own.
-next_call_ref: Callable[[], str]
+#: again; no ``#`` here, so the two never meet). A forked child gets a token of its
+#: own. (The prefix and the count are read inline by ``exchange``: a concatenation
+#: costs less than a ``str.format`` of the prefix made in C, which parses it each time)
+_call_prefix: str
+_call_seq: Iterator[int]
+
+
+def next_call_ref() -> str:
+    """A new call reference (see :data:`_call_prefix`)."""
+    return _call_prefix + str(next(_call_seq))
 
 
 def _new_call_refs() -> None:
-    global next_call_ref
-    next_call_ref = map(f"{secrets.token_hex(8)}.{{}}".format, itertools.count(1)).__next__
+    global _call_prefix, _call_seq
+    _call_prefix, _call_seq = secrets.token_hex(8) + ".", itertools.count(1)
 
 
 _new_call_refs()
@@ -477,7 +484,7 @@ class Caller:
             return await _observe.traced_call(self, callee, pid, topic, seconds, deliver,
                                               ref)
         if ref is None:
-            ref = next_call_ref()
+            ref = _call_prefix + str(next(_call_seq))  # (next_call_ref(), without a call)
         calls = self.calls
         if calls is None:
             calls = self.calls = {}
