@@ -128,7 +128,13 @@ class CancelSwitch:
         return exc
 
     def __enter__(self) -> CancelSwitch:
-        self.attach()
+        run = _trio_fast.RUN
+        if run is not None and self._fast and not self._cancelled:
+            # attach's common path, written out (every process's start enters one)
+            task = self._task = run.task
+            self._root = task._cancel_status
+        else:
+            self.attach()
         return self
 
     def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
