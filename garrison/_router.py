@@ -93,6 +93,9 @@ class Router:
         self.stats_messages = 0
         self.stats_dead_letters = 0
         self.stats_spawned = 0
+        #: the call deadlines of the node's run, once a call looked them up (see
+        #: ``NodeContext.call_timeouts``)
+        self.call_timeouts: Any = None
         self.shutdown_reason = ErrorInfo("Shutdown", "the node is shutting down")
         #: the service manager of the config's services, once started
         self.services: ServiceManager | None = None

@@ -298,6 +298,9 @@ class NodeContext(Protocol):
     services: Any
     stats_messages: int
     stats_dead_letters: int
+    #: the call deadlines of the node's trio run (:func:`call_timeouts`), kept once a
+    #: call looked them up (a node runs in one run): ``None`` until then
+    call_timeouts: Any
 
     def host(self, name: str) -> Any:
         """The host ``name``, or ``ValueError`` listing the hosts."""
@@ -510,7 +513,10 @@ class Caller:
             if early is not None:  # it came while the request was delivered (an await)
                 return early.unwrap()
             if seconds != _INF:
-                timeouts = call_timeouts()
+                node = self.node
+                timeouts = node.call_timeouts  # (call_timeouts(), kept by the node)
+                if timeouts is None:
+                    timeouts = node.call_timeouts = call_timeouts()
                 timeouts.add(self, ref, seconds)
             # park until the outcome arrives (``_CallTimedOut`` when the deadline passes,
             # see :class:`CallTimeouts`); inline rather than a method: a frame fewer. (The
