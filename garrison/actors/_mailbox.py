@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from typing import Any, Generic, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
 
 import outcome
 import trio
@@ -29,13 +29,15 @@ BUDGET = 64
 _BIG = 1 << 1000
 
 
-class Budget:
-    """A per-process count of operations done without a scheduler pass."""
+class Checkpoints:
+    """The checkpoint of whatever counts its operations done without a scheduler pass
+    in ``ops``: a :class:`Budget`, or a process that keeps its own count (an object
+    fewer per process)."""
 
-    __slots__ = ("ops",)
+    if not TYPE_CHECKING:  # (its subclasses hold ``ops``; mypy would want it here)
+        __slots__ = ()
 
-    def __init__(self) -> None:
-        self.ops = 0
+    ops: int
 
     async def checkpoint(self) -> None:
         """A cancellation point that yields to the scheduler every ``BUDGET`` calls."""
@@ -45,6 +47,15 @@ class Budget:
             await trio.lowlevel.checkpoint()
         elif not _trio_fast.passes_cancel_point():  # (its checks, without a coroutine)
             await trio.lowlevel.checkpoint_if_cancelled()
+
+
+class Budget(Checkpoints):
+    """A per-process count of operations done without a scheduler pass."""
+
+    __slots__ = ("ops",)
+
+    def __init__(self) -> None:
+        self.ops = 0
 
 
 _parsed: dict[Any, float] = {}
@@ -87,7 +98,7 @@ class Inbox(Generic[T]):
 
     __slots__ = ("_budget", "_items", "_owner", "_threshold", "_waiters", "_warn_at", "topic")
 
-    def __init__(self, budget: Budget, topic: str | None = None, *,
+    def __init__(self, budget: Checkpoints, topic: str | None = None, *,
                  owner: InboxOwner | None = None, warn_at: int = 0) -> None:
         self._budget = budget
         self._items: deque[T] = deque()

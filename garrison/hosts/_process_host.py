@@ -21,7 +21,7 @@ import trio
 
 from .._errors import NoSuchProcess
 from ..actors._cancel_switch import CancelSwitch, stray_cancelled
-from ..actors._mailbox import Budget, Inbox
+from ..actors._mailbox import Checkpoints, Inbox
 from ..actors._runtime import runtime_var
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
 from . import _kernel
@@ -60,11 +60,11 @@ def _incarnation() -> str:
     return os.urandom(8).hex()
 
 
-class _Process(Caller):
-    """One process: its mailbox, links, monitors, and the runtime its code uses."""
+class _Process(Caller, Checkpoints):
+    """One process: its mailbox, links, monitors, and the runtime its code uses. It
+    counts its own operations for its cancel points (``ops``, see ``Budget``)."""
 
     __slots__ = (
-        "_budget",
         "_ended_early",
         "_events",
         "_exited",
@@ -81,6 +81,7 @@ class _Process(Caller):
         "monitored_by",
         "monitoring",
         "names",
+        "ops",
         "outcome",
         "parent",
         "reads_events",
@@ -110,7 +111,7 @@ class _Process(Caller):
         #: a supervisor's live children in its stop order (see ``stop_processes``)
         self.supervising: Callable[[], list[Pid]] | None = None
         self.reads_events = False  # asked for process.events(): CANCEL is cooperative
-        self._budget = Budget()
+        self.ops = 0
         self._inbox: Inbox[Message] | None = None
         self._topics: dict[str, Inbox[Message]] | None = None
         self._events: Inbox[Event] | None = None
@@ -319,7 +320,7 @@ class _Process(Caller):
     ) -> Pid:
         # a cancellation point before the spawn, not after it: a spawn that raises
         # Cancelled did not happen (trio's rule), never a child whose pid is lost
-        await self._budget.checkpoint()
+        await self.checkpoint()
         # a child (a workflow) may end, its EXIT delivered, before this returns: that
         # link or monitor is spent already, and kept it would never be let go
         ended: set[Pid] | None = None
@@ -350,11 +351,11 @@ class _Process(Caller):
         # (delivered, then a cancellation point: a send in a cleanup being cancelled, a
         # goodbye in a ``finally``, still delivers its message, as a reply does)
         await self.node.send_message(self.pid, to, topic, payload)
-        await self._budget.checkpoint()
+        await self.checkpoint()
 
     def reply(self, msg: Message, value: Any) -> Awaitable[None]:
         self.reply_to(msg, value)
-        return self._budget.checkpoint()  # (no frame of its own: see call)
+        return self.checkpoint()  # (no frame of its own: see call)
 
     #: ``plain_call(self, ...)`` itself: no frame of its own between ``process.call`` and
     #: the exchange
@@ -461,7 +462,7 @@ class _Process(Caller):
         return self.node.lookup(name)
 
     def _new_box(self, topic: str | None) -> Inbox[Any]:
-        return Inbox(self._budget, topic, owner=self, warn_at=self.node.inbox_warning)
+        return Inbox(self, topic, owner=self, warn_at=self.node.inbox_warning)
 
     def _inbox_over(self, inbox: Inbox[Any], waiting: int) -> None:
         """One of my inboxes reached the node's ``inbox_warning``: say so, once."""
