@@ -5,6 +5,7 @@ decoding of the text just made."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -296,3 +297,40 @@ def test_a_forked_child_makes_other_run_ids_than_its_parent() -> None:
     ours = {_ids.new_run_id() for _ in range(5)}
     assert len(theirs) == 5
     assert not ours & theirs
+
+
+class Adder:
+    """An activity that is an object with an ``async def __call__`` (a client, say)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, x: int, y: int = 1) -> int:
+        self.calls += 1
+        await trio.lowlevel.checkpoint()
+        return x + y
+
+
+ADDER = Adder()
+
+
+async def calls_an_object(x: int) -> list[int]:
+    return [await garrison.workflow.call(ADDER, x),
+            await garrison.workflow.call(functools.partial(ADDER, y=10), x),
+            await garrison.workflow.call(ADDER, x, timeout="5s")]
+
+
+async def test_an_object_with_an_async_call_is_awaited_as_an_activity(
+        tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    """An object whose ``__call__`` is an ``async def`` (as a process target may be), or
+    a partial of one, is awaited as an ``async def`` activity is, once, and its result
+    recorded; it was run in a worker thread, where its coroutine failed every attempt
+    with trio's 'expected a sync function' until the workflow failed."""
+    ADDER.calls = 0
+    with SQLiteStore(str(tmp_path / "wf.db")) as store:
+        async with garrison.open_node(store=store) as node:
+            await node.start_workflow(calls_an_object, 5, id="o")
+            assert await node.workflow("o").result() == [6, 15, 6]
+            assert [r.outcome for r in node.workflow("o").history()] == [
+                {"ok": 6}, {"ok": 15}, {"ok": 6}]
+    assert ADDER.calls == 3

@@ -94,7 +94,18 @@ class ActivitiesInFlight:
 
 @functools.lru_cache(maxsize=1024)
 def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn)
+    """Whether the activity ``fn`` is awaited, not run in a worker thread: an ``async
+    def`` function, a method or a partial of one, or an object whose ``__call__`` is one
+    (as a process target may be: its call makes a coroutine, which a thread cannot
+    run)."""
+    inner = fn
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    if inspect.iscoroutinefunction(inner):
+        return True
+    if isinstance(inner, type) or inspect.isroutine(inner):
+        return False  # (a class's call makes an instance; a plain function, a builtin)
+    return inspect.iscoroutinefunction(getattr(type(inner), "__call__", None))  # noqa: B004
 
 
 def _options(fn: Any, retry: RetryPolicy | None, timeout: float | None, name: str | None,
