@@ -5,6 +5,7 @@ decoding of the text just made."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -334,3 +335,51 @@ async def test_an_object_with_an_async_call_is_awaited_as_an_activity(
             assert [r.outcome for r in node.workflow("o").history()] == [
                 {"ok": 6}, {"ok": 15}, {"ok": 6}]
     assert ADDER.calls == 3
+
+
+@dataclasses.dataclass
+class Client:
+    """An activity that is an unhashable object (a dataclass's ``__eq__`` drops its
+    hash) with an ``async def __call__``."""
+
+    base: int
+
+    async def __call__(self, x: int) -> int:
+        await trio.lowlevel.checkpoint()
+        return self.base + x
+
+
+@dataclasses.dataclass
+class SyncClient:
+    base: int
+
+    def __call__(self, x: int) -> int:
+        return self.base + x
+
+
+@dataclasses.dataclass(frozen=True)
+class ListClient:
+    """Hashable as its fields are: not with a list among them."""
+
+    bases: list[int]
+
+    async def __call__(self, x: int) -> int:
+        return sum(self.bases) + x
+
+
+async def calls_unhashable(x: int) -> list[int]:
+    return [await garrison.workflow.call(Client(1), x),
+            await garrison.workflow.call(Client(2), x, timeout="5s"),
+            await garrison.workflow.call(SyncClient(3), x),
+            await garrison.workflow.call(ListClient([2, 2]), x)]
+
+
+async def test_an_unhashable_callable_is_an_activity_as_any_other(
+        tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    """An unhashable callable (a dataclass instance) runs as an activity: its hints and
+    whether it is awaited are not kept by it, not the workflow's failure with a bare
+    ``TypeError: unhashable type: 'Client'``."""
+    with SQLiteStore(str(tmp_path / "wf.db")) as store:
+        async with garrison.open_node(store=store) as node:
+            await node.start_workflow(calls_unhashable, 5, id="u")
+            assert await node.workflow("u").result() == [6, 7, 8, 9]

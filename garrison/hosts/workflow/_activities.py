@@ -63,7 +63,8 @@ _dumps = json.dumps
 #: ``async def`` function (``inspect.iscoroutinefunction``, asked twice at every step,
 #: unwraps partials and methods each time), by function: ``return_hint`` caches the
 #: hint too, but behind two calls, and every step reads them (emptied when it reaches
-#: ``_HINTS_KEPT`` functions, as ``return_hint``'s own cache is bounded)
+#: ``_HINTS_KEPT`` functions, as ``return_hint``'s own cache is bounded; an unhashable
+#: callable's, a dataclass instance's, are asked at each step)
 _RETURN_HINTS: dict[Any, tuple[Any, Any, bool]] = {}
 _HINTS_KEPT = 1024
 
@@ -92,8 +93,16 @@ class ActivitiesInFlight:
             self.idle.set()
 
 
-@functools.lru_cache(maxsize=1024)
 def _is_async(fn: Any) -> bool:
+    """:func:`_awaited`, kept by function (not for an unhashable callable: a dataclass
+    instance, whose ``__eq__`` drops its hash)."""
+    try:
+        return _awaited_kept(fn)
+    except TypeError:
+        return _awaited(fn)
+
+
+def _awaited(fn: Any) -> bool:
     """Whether the activity ``fn`` is awaited, not run in a worker thread: an ``async
     def`` function, a method or a partial of one, or an object whose ``__call__`` is one
     (as a process target may be: its call makes a coroutine, which a thread cannot
@@ -106,6 +115,9 @@ def _is_async(fn: Any) -> bool:
     if isinstance(inner, type) or inspect.isroutine(inner):
         return False  # (a class's call makes an instance; a plain function, a builtin)
     return inspect.iscoroutinefunction(getattr(type(inner), "__call__", None))  # noqa: B004
+
+
+_awaited_kept = functools.lru_cache(maxsize=1024)(_awaited)
 
 
 def _options(fn: Any, retry: RetryPolicy | None, timeout: float | None, name: str | None,
@@ -389,13 +401,19 @@ class Activities(WorkflowCore):
                 fn = self._entry_function(fn, "workflow.call")
             fn, retry, timeout, name = _options(fn, retry, timeout, name, "workflow.call")
         entry = self._take(_ACTIVITY, name)
-        hints = _RETURN_HINTS.get(fn)
-        if hints is None:
-            if len(_RETURN_HINTS) >= _HINTS_KEPT:
-                _RETURN_HINTS.clear()
+        try:
+            hint, stored, is_async = _RETURN_HINTS[fn]
+        except (KeyError, TypeError):  # (not kept yet; an unhashable callable: never)
             hint = return_hint(fn)
-            hints = _RETURN_HINTS[fn] = (hint, stored_as(hint), _is_async(fn))
-        hint, stored, is_async = hints
+            stored, is_async = stored_as(hint), _is_async(fn)
+            try:
+                hash(fn)
+            except TypeError:
+                pass
+            else:
+                if len(_RETURN_HINTS) >= _HINTS_KEPT:
+                    _RETURN_HINTS.clear()
+                _RETURN_HINTS[fn] = (hint, stored, is_async)
         if entry is not None:
             await self._yield()
             out = entry.outcome

@@ -236,8 +236,12 @@ def structure(value: Any, hint: Any, *, what: str) -> Any:
 
 
 def return_hint(fn: Any) -> Any:
-    """The return annotation of ``fn`` (``Any`` if none)."""
-    return _hints(fn)[1]
+    """The return annotation of ``fn`` (``Any`` if none); an unhashable callable's (an
+    activity that is a dataclass instance) is read at each ask, not kept."""
+    try:
+        return _hints(fn)[1]
+    except TypeError:  # (the cache's hashing: _hints itself raises none)
+        return _hints.__wrapped__(fn)[1]
 
 
 @functools.lru_cache(maxsize=1024)
