@@ -96,6 +96,29 @@ def test_a_message_made_any_way_holds_every_field_and_stays_frozen():
         made.id = "x.3"  # type: ignore[misc]
 
 
+def test_a_bad_argument_to_a_message_or_a_pid_names_the_class_as_attrs_does():
+    # (their __init__ is garrison's own, not attrs': a wrong argument is still reported
+    # as Message.__init__()'s or Pid.__init__()'s, never under an internal name)
+    pid = Pid("processes", "x.1")
+    with pytest.raises(TypeError, match=r"^Message\.__init__\(\) missing 1 required "
+                                        r"positional argument: 'topic'$"):
+        Message()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^Message\.__init__\(\) got an unexpected "
+                                        r"keyword argument 'nope'$"):
+        attrs.evolve(Message("t"), nope=1)
+    with pytest.raises(TypeError, match=r"^Message\.__init__\(\) takes from 2 to 7 "):
+        Message("t", 1, pid, "m", "r", None, "extra")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^Pid\.__init__\(\) missing 1 required "
+                                        r"positional argument: 'id'$"):
+        Pid("processes")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^Pid\.__init__\(\) got an unexpected "
+                                        r"keyword argument 'ident'$"):
+        attrs.evolve(pid, ident="x.2")
+    for cls in (Message, Pid):
+        assert cls.__init__.__qualname__ == f"{cls.__name__}.__init__"
+        assert cls.__init__.__name__ == "__init__"
+
+
 async def test_reply_to_non_call_is_clear():
     with pytest.raises(ValueError, match="not a call"):
         await Message("t", 1).reply(2)

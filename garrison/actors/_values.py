@@ -53,6 +53,15 @@ def _slot_setters(cls: type, *names: str) -> tuple[Any, ...]:
     return tuple(cls.__dict__[name].__set__ for name in names)
 
 
+def _install_init(cls: type, init: Any) -> None:
+    """Make ``init`` the ``__init__`` of ``cls``, named as attrs names the one it
+    replaces: a wrong argument then reads ``Message.__init__() missing 1 required
+    positional argument: 'topic'``, as attrs' did, never an internal function's name."""
+    init.__name__ = "__init__"
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[misc]
+
+
 _set_host, _set_id, _set_hash = _slot_setters(Pid, "host", "id", "_attrs_cached_hash")
 
 
@@ -87,7 +96,7 @@ def _pid_parts(host: object, ident: object) -> tuple[str, str]:
 
 # (replaces the __init__ attrs wrote, which sets exactly these three slots)
 assert Pid.__init__.__code__.co_varnames[:3] == ("self", "host", "id")
-Pid.__init__ = _pid_init  # type: ignore[method-assign]
+_install_init(Pid, _pid_init)
 
 
 class EventKind(enum.StrEnum):
@@ -342,7 +351,7 @@ def _message_init(self: Message, topic: str, payload: Any = None, sender: Pid | 
 assert Message.__init__.__code__.co_varnames[:7] == (
     "self", "topic", "payload", "sender", "id", "call_ref", "trace")
 assert all(a.converter is None and a.validator is None for a in attrs.fields(Message))
-Message.__init__ = _message_init  # type: ignore[method-assign]
+_install_init(Message, _message_init)
 
 
 @attrs.frozen
