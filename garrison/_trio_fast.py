@@ -5,10 +5,13 @@ Every workflow step asks trio which task is running, wakes a waiting task and re
 the run queue's length; through trio's public functions each of those is a Python
 call more (``trio.lowlevel.current_task()`` and ``trio.lowlevel.reschedule`` look the
 runner up in the run context and turn a missing one into a ``RuntimeError``), and
-``current_statistics()`` builds an object to give one number. Only reads and the
-runner's own ``reschedule`` are used: nothing here changes how trio schedules. Where
+``current_statistics()`` builds an object to give one number. Only reads, the count of
+cancel points trio keeps itself (``passes_cancel_point``) and the runner's own
+``reschedule`` are used: nothing here changes how trio schedules. That ``reschedule`` is
+not KI-protected, as trio's public one is: code that calls it directly is marked
+``trio.lowlevel.enable_ki_protection`` (a Ctrl-C halfway would strand the task). Where
 these internals are missing, ``RUN`` is ``None`` and every caller takes the public
-function (the suite runs a workflow both ways).
+function (the suite runs a workflow, and processes, both ways).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ public functions, and the workflow clock built on them reads true time."""
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from typing import Any
 
@@ -132,3 +133,31 @@ async def test_processes_run_on_the_public_functions_alone(
             scope.cancel()
             with pytest.raises(trio.Cancelled):
                 await node.spawn(_echo)
+
+
+async def test_a_task_woken_by_a_message_or_a_reply_is_woken_where_ctrl_c_waits(
+        autojump_clock: Any) -> None:
+    # trio's public reschedule holds a Ctrl-C off (KI protection) while it wakes a task:
+    # a KeyboardInterrupt raised halfway would leave the task neither parked nor queued
+    # (its abort dropped), never to run again and holding the run open at its end. Where
+    # an inbox's put and a call's reply wake their task with the runner's own method,
+    # trio's signal handler must see the same protection in that method's frame (read
+    # from a profile function, which runs on top of the frame it is called for).
+    reschedule = trio.lowlevel.current_task()._runner.reschedule.__func__.__code__
+    seen: list[bool] = []
+
+    def profile(frame: Any, event: str, _arg: Any) -> None:
+        if event == "call" and frame.f_code is reschedule:
+            seen.append(trio.lowlevel.currently_ki_protected())
+
+    async with garrison.open_node() as node:
+        echo = await node.spawn(_echo)
+        caller = await node.spawn(_calls, echo, 3)  # (it runs once this task waits)
+        before = sys.getprofile()
+        sys.setprofile(profile)
+        try:
+            assert await node.wait(caller) == [0, 1, 2]
+        finally:
+            sys.setprofile(before)
+    assert len(seen) >= 6  # (each request woke the echo, each reply its caller)
+    assert all(seen), seen

@@ -121,6 +121,11 @@ class Inbox(Generic[T]):
         return f"<Inbox {what} waiting={len(self._items)}>"
 
     # -- host side ---------------------------------------------------------------
+    # (KI-protected, as trio's public reschedule is: the runner's own method it calls is
+    # not, and a Ctrl-C raised halfway through it, or between taking the waiter and
+    # waking it, would leave the waiter parked for ever, holding the run open; the
+    # protection is a mark on the code, no call)
+    @trio.lowlevel.enable_ki_protection
     def put(self, item: T) -> None:
         """Queue ``item`` (called by the host; never blocks)."""
         if self._waiters:

@@ -539,6 +539,9 @@ class Caller:
             if timeouts is not None:
                 timeouts.remove(ref, seconds)
 
+    # (KI-protected as ``Inbox.put`` is, for the same reason: it wakes the caller with the
+    # runner's own reschedule, which trio's public one is a protected call of)
+    @trio.lowlevel.enable_ki_protection
     def finish_call(self, ref: str, result: outcome.Outcome[Any]) -> None:
         """The reply (or failure) of my call ``ref`` arrived; a late one is dropped. (A
         caller that carries replies as JSON, a workflow or another node, raises
