@@ -1,8 +1,11 @@
+import threading
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
+import garrison
 from garrison import ProcessError, process
 
 
@@ -246,3 +249,49 @@ async def test_a_reply_to_a_message_that_is_no_call_says_its_topic_cut(node, aut
     assert len(said) < 200, said
     await node.send(pid := await node.spawn(replier), "short")
     assert "(topic 'short') is not a call" in await node.wait(pid)
+
+
+async def _timed_out_after(to, timeout: float) -> float:
+    t0 = trio.current_time()
+    with pytest.raises(TimeoutError):
+        await process.call(to, "q", None, timeout=timeout)
+    return trio.current_time() - t0
+
+
+def test_call_deadlines_fall_on_each_runs_own_clock_across_nodes_runs_and_threads():
+    """A node keeps its run's table of call deadlines from its first call (1fb7137):
+    two nodes of one run share it, a node opened after another closed finds it, and
+    runs one after another, or at once in two threads, each keep their own, each on
+    its own clock (virtual or trio's default)."""
+
+    async def one_run(timeout: float) -> list[float]:
+        took = []
+        async with garrison.open_node() as a, garrison.open_node() as b:
+            for n in (a, b):
+                silent = await n.spawn(trio.sleep_forever)
+                took.append(await n.wait(await n.spawn(_timed_out_after, silent, timeout)))
+            assert a._router.call_timeouts is b._router.call_timeouts
+        async with garrison.open_node() as c:  # (the first two closed)
+            silent = await c.spawn(trio.sleep_forever)
+            took.append(await c.wait(await c.spawn(_timed_out_after, silent, timeout)))
+            t0 = trio.current_time()
+            with pytest.raises(TimeoutError):
+                await c.call(silent, "q", timeout=timeout)
+            took.append(trio.current_time() - t0)
+        return took
+
+    def virtual(timeout: float) -> list[float]:
+        return trio.run(one_run, timeout, clock=trio.testing.MockClock(autojump_threshold=0))
+
+    assert virtual(7.0) == pytest.approx([7.0] * 4)
+    assert all(0.02 <= t < 5 for t in trio.run(one_run, 0.02))  # trio's default clock
+    assert virtual(3.0) == pytest.approx([3.0] * 4)
+    out: dict[str, list[float]] = {}
+    threads = [threading.Thread(target=lambda: out.setdefault("virtual", virtual(9.0))),
+               threading.Thread(target=lambda: out.setdefault("real", trio.run(one_run, 0.02)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert out["virtual"] == pytest.approx([9.0] * 4)
+    assert all(0.02 <= t < 5 for t in out["real"])
