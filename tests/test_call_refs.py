@@ -6,8 +6,10 @@ test_call_refs_crash.py.)"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import pytest
 import trio
 
 import garrison
@@ -164,3 +166,41 @@ async def test_a_request_of_a_garrison_before_string_refs_is_answered(
         await node.send("workflows/B", "go")
         with trio.fail_after(60):
             assert await node.workflow("C").result() == "B's answer"
+
+
+async def _refs_seen(n: int) -> list[str]:
+    """The call refs ``n`` calls of a process (made inline by the call, caab2e6) carry."""
+
+    async def server() -> None:
+        async for msg in process.inbox():
+            await msg.reply(msg.call_ref)
+
+    async def client(to: garrison.Pid) -> list[str]:
+        return [await process.call(to, "ref?", timeout="1s") for _ in range(n)]
+
+    async with garrison.open_node() as node:
+        return list(await node.wait(await node.spawn(client, await node.spawn(server))))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork here")
+def test_a_forked_child_makes_call_refs_of_its_own() -> None:
+    """A call's ref, made inline from the module's prefix and count, is the forked
+    child's own: never one its parent made or makes (a reply in a shared inbox would
+    answer the other's call)."""
+    ours = set(trio.run(_refs_seen, 3))
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's side
+        try:
+            os.write(write, " ".join(trio.run(_refs_seen, 3)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        theirs = set(pipe.read().split())
+    os.waitpid(child, 0)
+    ours |= set(trio.run(_refs_seen, 3))
+    assert len(theirs) == 3 and len(ours) == 6
+    assert not ours & theirs
+    assert {ref.rpartition(".")[0] for ref in theirs}.isdisjoint(
+        {ref.rpartition(".")[0] for ref in ours})
