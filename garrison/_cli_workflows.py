@@ -552,20 +552,29 @@ def _terminate(store: Any, args: argparse.Namespace) -> None:
     # several: each asked first, as one is, then their ends awaited together (one after
     # another, each node's answer waited for in turn, took minutes for thousands)
     asked: list[tools.TerminateAsked] = []
-    # the errors of the descendants of those this command ended or asked to end: with
-    # no node, a terminate ends them with it, and reaching one found it ended as asked
+    # the errors of the descendants of those this command ended or asked to end: a
+    # terminate ends them with it (here with no node; beside one, the node, maybe
+    # before a later batch reads them), and reaching one found it ended as asked
     # (refused by itself: it is failed)
     ends: set[str] = set()
+
+    def ended_with_ours(store: Any, args: argparse.Namespace, wid: str, results: _Results,
+                        refused: ToolError) -> None:
+        """Say ``wid`` as terminated if a terminate of this command ended it with an
+        ancestor (the node's, beside one, or ours); else raise ``refused``."""
+        rec = store.get_workflow(wid)
+        if rec is None or rec.error is None or rec.error.type != "Terminated" \
+                or rec.error.message not in ends:
+            raise refused
+        ends.add(parent_terminated(wid).message)
+        results.ok(wid, *_terminated(store, args, wid, True))
 
     def ask(store: Any, args: argparse.Namespace, wid: str, results: _Results) -> None:
         try:
             request = tools.ask_terminate(store, wid, args.reason)
-        except ToolError:
-            rec = store.get_workflow(wid)
-            if rec is None or rec.error is None or rec.error.type != "Terminated" \
-                    or rec.error.message not in ends:
-                raise
-            request = None
+        except ToolError as exc:
+            ended_with_ours(store, args, wid, results, exc)
+            return
         ends.add(parent_terminated(wid).message)
         if request is None:
             results.ok(wid, *_terminated(store, args, wid, True))
@@ -588,6 +597,8 @@ def _terminate(store: Any, args: argparse.Namespace) -> None:
                     results.ok(wid, *_terminated(store, args, wid, True))
                 elif isinstance(answer, tools.TerminateAsked):
                     asked.append(answer)  # (said once the node has ended it: settle)
+                elif isinstance(answer, ToolError):  # (ended with a parent of
+                    ended_with_ours(store, args, wid, results, answer)  # ours, maybe)
                 elif isinstance(answer, Exception):
                     raise answer
         return [None] * len(ids)

@@ -616,3 +616,48 @@ def test_a_bulk_cancel_of_a_workflow_its_node_ends_meanwhile_says_it_ended(
         got = {r.workflow_id: (str(r.status), r.cancel_requested) for r in s.list_workflows()}
     assert got == {"w-0": ("waiting", True), "w-1": ("completed", False),
                    "w-2": ("waiting", True)}, got
+
+
+def test_a_child_its_node_ended_with_a_parent_of_an_earlier_batch_is_said_as_terminated(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beside a node, a selection's parent is asked in one batch and the node ends it,
+    its child with it, before a later batch reads the child: the child was ended by
+    this command's terminate and is said as terminated with the error it holds, as with
+    no node (it was refused, 'it is failed', exit 1)."""
+    from garrison import _cli_workflows
+    from garrison.hosts.workflow import parent_terminated
+
+    path = str(tmp_path / "s.db")
+    _rows(path, {"p": "waiting"})
+    _rows(path, {"p.1": "waiting"}, parent="workflows/p")
+    real = _cli_workflows.tools.open_store
+    real_each = _cli_workflows.tools.ask_terminate_each
+
+    def opened(*args: Any, **kwargs: Any) -> Any:
+        store = real(*args, **kwargs)
+        store.node_running = lambda: True  # (a node that ends the parent's tree)
+        return store
+
+    def ask_terminate_each(store: Any, ids: Any, reason: str) -> Any:
+        made = real_each(store, ids, reason)
+        if list(ids) == ["p"]:  # the node ends the parent and its child meanwhile
+            with open_store(path, lock=False) as other:
+                for wid, error in (("p", garrison.ErrorInfo("Terminated", reason)),
+                                   ("p.1", parent_terminated("p"))):
+                    other.write(Transaction().update_workflow(wid, status="failed",
+                                                              error=error))
+        return made
+
+    monkeypatch.setattr(_cli_workflows.tools, "open_store", opened)
+    monkeypatch.setattr(_cli_workflows.tools, "ask_terminate_each", ask_terminate_each)
+    monkeypatch.setattr(_cli_workflows, "BATCH", 1)
+    monkeypatch.setattr(_cli_workflows, "TERMINATE_WAIT", 0.05)
+    code, out, err = cli_here(capsys, "--store", path, "terminate", "--all", "--yes",
+                              "--reason", "cleanup")
+    assert (code, err) == (0, ""), (out, err)
+    assert sorted(out.splitlines()) == sorted([
+        "workflow 'p' terminated (failed: Terminated: cleanup)",
+        "workflow 'p.1' terminated (failed: Terminated: its parent workflow 'p' was "
+        "terminated)",
+        "terminate: 2 of 2 workflow(s) done"]), out
