@@ -1393,3 +1393,35 @@ async def test_a_failed_workflow_lets_go_of_its_monitors_of_another_nodes_proces
             assert await b.workflow("W").result() == [
                 "EXIT", str(p), "RuntimeError" if ends == "after_the_retry" else "noproc"]
         await watched({}, frozenset())
+
+
+async def test_a_look_at_a_retried_workflow_that_failed_again_reads_its_attempts_row(
+        postgres_url: str) -> None:
+    """A node that watches workflow A of another node for its linked workflow B finds A
+    failed, at its second attempt: whether A's end wrote B a linked row (which acts on
+    its own) is the row of that attempt, not the first's. The first's, of the failure
+    before the retry, was read: a look that found it took B as told of the second
+    failure too, and B, linked again to A (a link A's node had not heard of yet, so no
+    row of the second attempt), never heard of it."""
+    error = garrison.ErrorInfo.from_exception(RuntimeError("boom"))
+    dead, target = Pid("workflows", "A"), Pid("workflows", "B")
+    plain = {"kind": "LINK_DOWN", "pid": str(dead), "result": None,
+             "error": {"type": error.type, "message": error.message,
+                       "traceback": error.traceback}, "linked": True}
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+        with open_store(postgres_url, lock=False) as tool:  # (the first failure's row
+            tool.write(Transaction()  # and the second failure's end)
+                       .create_workflow("A", "nowhere:gone", [], attempt=2)
+                       .update_workflow("A", status="failed", error=error)
+                       .create_workflow("B", "nowhere:gone", [], status="completed")
+                       .deliver("B", "LINK_DOWN", RawJson(json.dumps(plain)),
+                                msg_id=f"{dead}#LINK_DOWN@B", sender=dead, kind="event"))
+        elsewhere = a.hosts["workflows"].elsewhere
+        told = await trio.to_thread.run_sync(elsewhere._told, dead, [target])
+        assert told == frozenset(), told
+        with open_store(postgres_url, lock=False) as tool:  # (the second's row: told)
+            tool.write(Transaction().deliver(
+                "B", "LINK_DOWN", RawJson(json.dumps(plain)),
+                msg_id=f"{dead}#LINK_DOWN#2@B", sender=dead, kind="event"))
+        told = await trio.to_thread.run_sync(elsewhere._told, dead, [target])
+        assert told == frozenset({target}), told

@@ -38,7 +38,6 @@ from ...actors._values import ErrorInfo, Event, EventKind, Pid
 from ...persistence import WorkflowStatus
 from .._kernel import Caller
 from ._ids import call_request
-from ._inbox import linked_id
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -265,10 +264,11 @@ class Elsewhere:
     def _told(self, dead: Pid, linked: list[Pid]) -> frozenset[Pid]:
         """Those of ``linked`` (workflows of this node linked to the failed workflow
         ``dead``) that its end wrote a linked row for (``_inbox.LINKED``): they act on
-        that row, once (their node read it, woken by its write). Blocking."""
-        store = self.host.store
-        return frozenset(p for p in linked
-                         if store.inbox_message(linked_id(str(dead), p.id)) is not None)
+        that row, once (their node read it, woken by its write): the row of the attempt
+        that failed (``WorkflowHost.linked_row``), not a failure's before a retry.
+        Blocking."""
+        row = self.host.linked_row
+        return frozenset(p for p in linked if row(dead, p.id) is not None)
 
     def _ended(self, entry: RemoteWorkflow, record: Any,
                told: frozenset[Pid] = frozenset()) -> None:
