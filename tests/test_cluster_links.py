@@ -1425,3 +1425,32 @@ async def test_a_look_at_a_retried_workflow_that_failed_again_reads_its_attempts
                 msg_id=f"{dead}#LINK_DOWN#2@B", sender=dead, kind="event"))
         told = await trio.to_thread.run_sync(elsewhere._told, dead, [target])
         assert told == frozenset({target}), told
+
+
+async def test_a_retry_on_the_node_of_a_process_it_monitored_hears_of_its_end(
+        postgres_url: str) -> None:
+    """A workflow on node b monitoring a plain process of node a fails; b stops, and
+    the retry runs on a, where the process is: its failure had released the process's
+    monitor on a (477da0a), and a replay asks again only of another node's process, so
+    the retried run waited for an EXIT that never came. The process's end reaches it."""
+    FIXED["on"] = False
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+        p = await a.spawn(doomed, "fail")
+        async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+            w = await b.start_workflow(monitors_then_steps, str(p), id="W")
+            with trio.fail_after(10):
+                while a.process_info(p).monitored_by != frozenset({w}):
+                    await trio.sleep(0.05)
+            await b.send(w, "x", "go")
+            with pytest.raises(garrison.WorkflowFailed, match="not fixed"):
+                with trio.fail_after(10):
+                    await b.workflow("W").result()
+        FIXED["on"] = True
+        await a.workflow("W").retry()
+        with trio.fail_after(10):
+            while a.workflow("W").status() not in ("running", "waiting"):
+                await trio.sleep(0.05)
+        await trio.sleep(0.5)  # (its replay done, it waits for the EXIT)
+        await a.send(p, "go")
+        with trio.fail_after(10):
+            assert await a.workflow("W").result() == ["EXIT", str(p), "RuntimeError"]

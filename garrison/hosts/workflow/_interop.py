@@ -126,6 +126,8 @@ class Interop(WorkflowCore):
           that a loss of that node acts on it (``Router.keep_link``; that node, finding
           the process ended, tells a failure it remembers: the first went to the
           node lost); a process of a node that is not live is lost, as above;
+        - a process of this node that runs is monitored again (a failure of this
+          workflow on another node released the monitor, and its retry runs here);
         - a workflow it monitors that has ended gets its ``EXIT`` delivered (the same
           id as the one its end delivered: once); the monitor of a workflow of another
           store, not written with this journal, is made again;
@@ -150,6 +152,12 @@ class Interop(WorkflowCore):
                     lost.append((EventKind.EXIT, pid))
             elif h is None or (not h.durable and not h.is_alive(pid)):
                 lost.append((EventKind.EXIT, pid))
+            elif not h.durable:
+                # a process of this node that runs: its monitor made again (a set:
+                # once). A failure of this workflow on another node released it (see
+                # ``WorkflowHost._ended_fan_out``), and its retry may run here
+                if not node.monitor(pid, self.pid, self.event_id(EventKind.EXIT, pid)):
+                    lost.append((EventKind.EXIT, pid))  # (it ended meanwhile)
             elif h.durable and h.store is not self.store:
                 # a workflow of another store (another workflow host of this node): the
                 # monitor's row there was written apart from this journal (see
