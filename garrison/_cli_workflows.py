@@ -589,18 +589,24 @@ def _terminate(store: Any, args: argparse.Namespace) -> None:
         ends.update(parent_terminated(wid).message
                     for wid, answer in zip(ids, made, strict=True)
                     if answer is True or isinstance(answer, tools.TerminateAsked))
+        unsaid: Exception | None = None  # (the store's error: raised once all are said)
         for wid, answer in zip(ids, made, strict=True):  # (each said here, in order)
-            with results.of(wid):
-                if answer is None:  # not written: asked alone
-                    ask(store, args, wid, results)
-                elif answer is True:  # ended in the store
-                    results.ok(wid, *_terminated(store, args, wid, True))
-                elif isinstance(answer, tools.TerminateAsked):
-                    asked.append(answer)  # (said once the node has ended it: settle)
-                elif isinstance(answer, ToolError):  # (ended with a parent of
-                    ended_with_ours(store, args, wid, results, answer)  # ours, maybe)
-                elif isinstance(answer, Exception):
-                    raise answer
+            try:
+                with results.of(wid):
+                    if answer is None:  # not written: asked alone
+                        ask(store, args, wid, results)
+                    elif answer is True:  # ended in the store
+                        results.ok(wid, *_terminated(store, args, wid, True))
+                    elif isinstance(answer, tools.TerminateAsked):
+                        asked.append(answer)  # (said once the node has ended it: settle)
+                    elif isinstance(answer, ToolError):  # (ended with a parent of
+                        ended_with_ours(store, args, wid, results, answer)  # ours, maybe)
+                    elif isinstance(answer, Exception):
+                        raise answer
+            except Exception as exc:
+                unsaid = unsaid or exc
+        if unsaid is not None:
+            raise unsaid
         return [None] * len(ids)
 
     def settle(store: Any, args: argparse.Namespace, results: _Results) -> None:
@@ -784,7 +790,8 @@ def _act(store: Any, args: argparse.Namespace, one: _One, batch: _Batch,
     selection name. One id (and no ``--dry-run``) is as it ever was: its answer, or its
     error and exit status. Several, or a selection: each acted on as one would be,
     :data:`BATCH` of them at a time, committed together (``batch`` may leave a
-    workflow's answer to ``settle``, called once after them all), each on its line (a
+    workflow's answer to ``settle``, called once after them all, or before a failure of
+    the store ends the command: each written is said), each on its line (a
     failure too: the others go on), then how many were done; exit 1 when one could not
     be (2: its record is damaged). A selection acts only with ``--yes``: without it the
     workflows it selects are shown (``--dry-run``: all of them), exit 1."""
@@ -806,7 +813,12 @@ def _act(store: Any, args: argparse.Namespace, one: _One, batch: _Batch,
         _preview(store, args, ids, statuses, damaged)
         return
     results = _Results(args, store.path or args.store)
-    _in_batches(store, args, ids, batch, results, selected)
+    try:
+        _in_batches(store, args, ids, batch, results, selected)
+    except Exception:
+        if settle is not None:  # (those its batches wrote before: each said first)
+            settle(store, args, results)
+        raise
     if settle is not None:
         settle(store, args, results)
     for exc in damaged:

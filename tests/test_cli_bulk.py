@@ -661,3 +661,44 @@ def test_a_child_its_node_ended_with_a_parent_of_an_earlier_batch_is_said_as_ter
         "workflow 'p.1' terminated (failed: Terminated: its parent workflow 'p' was "
         "terminated)",
         "terminate: 2 of 2 workflow(s) done"]), out
+
+
+def test_a_store_failure_in_a_later_batch_leaves_the_terminates_asked_before_said(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beside a node, the store fails at a later batch of a bulk terminate: the
+    workflows an earlier batch asked the node to end (committed) are each said as one
+    terminate says it, then the command ends with the store's error (exit 2). They had
+    no line at all: each is said once the node ends it, after every batch, and the
+    error ended the command first."""
+    from garrison import StoreError, _cli_workflows
+
+    path = str(tmp_path / "s.db")
+    _rows(path, {"w-0": "waiting", "w-1": "waiting"})
+    real = _cli_workflows.tools.open_store
+
+    def opened(*args: Any, **kwargs: Any) -> Any:
+        store = real(*args, **kwargs)
+        store.node_running = lambda: True  # (a node that ends none of them)
+        real_each = store.write_each
+        calls = iter(range(10))
+
+        def write_each(txs: Any, **kw: Any) -> Any:
+            if next(calls) == 1:
+                raise StoreError(path, "the disk is full")
+            return real_each(txs, **kw)
+
+        store.write_each = write_each
+        return store
+
+    monkeypatch.setattr(_cli_workflows.tools, "open_store", opened)
+    monkeypatch.setattr(_cli_workflows, "BATCH", 1)
+    monkeypatch.setattr(_cli_workflows, "TERMINATE_WAIT", 0.05)
+    code, out, err = cli_here(capsys, "--store", path, "terminate", "--all", "--yes",
+                              "--reason", "stop")
+    assert code == 2, (out, err)
+    assert out.splitlines() == [
+        "workflow 'w-0': terminate requested; the node holding the store has not ended it "
+        "yet (it ends it before running anything more, unless it ends on its own first: "
+        "see garrison workflows show)"], out
+    assert "the disk is full" in err, err
