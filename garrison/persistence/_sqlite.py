@@ -48,7 +48,7 @@ import threading
 import time as _time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -114,6 +114,8 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteStore", "check_store_file"]
 
 log = logging.getLogger("garrison.store")
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 #: how long the node's writer connection waits for a lock another connection holds
@@ -1068,11 +1070,17 @@ class SQLiteStore(StoreShortcuts):
         if not tx.ops:
             return []
         self._check_writable()
+        return self._while_busy(self._write_now, tx)
+
+    def _while_busy(self, attempt: Callable[[_T], _R], arg: _T) -> _R:
+        """``attempt(arg)`` until it is not :class:`Busy` (another connection holds the
+        write lock), pausing ever longer between tries, for ``busy_timeout`` seconds at
+        most (then :class:`~garrison.StoreError`)."""
         deadline = _time.monotonic() + self._busy_timeout
         pause = 0.002
         while True:
             try:
-                return self._write_now(tx)
+                return attempt(arg)
             except Busy as exc:
                 if _time.monotonic() + pause > deadline:
                     raise self._stayed_busy(exc, self._busy_timeout) from exc.__cause__
@@ -1133,16 +1141,7 @@ class SQLiteStore(StoreShortcuts):
         if not any(tx.ops for tx in txs):
             return [[] for _ in txs]
         self._check_writable()
-        deadline = _time.monotonic() + self._busy_timeout
-        pause = 0.002
-        while True:
-            try:
-                return self._write_each_now(txs)
-            except Busy as exc:
-                if _time.monotonic() + pause > deadline:
-                    raise self._stayed_busy(exc, self._busy_timeout) from exc.__cause__
-                _time.sleep(pause)
-                pause = min(pause * 2, 0.25)
+        return self._while_busy(self._write_each_now, txs)
 
     def _write_each_now(self, txs: Sequence[Transaction]) -> list[list[Any] | Exception]:
         """One attempt at :meth:`write_each`; :class:`Busy` if the database is locked by
