@@ -2086,6 +2086,43 @@ async def test_a_journal_of_big_outcomes_is_shown_from_the_start_of_each(
         {"ok": emoji}, ensure_ascii=False, separators=(",", ":")).encode())
     assert cut["bytes"] == len(json.dumps({"ok": emoji}, separators=(",", ":")))
 
+async def test_a_cut_outcome_holding_nan_shows_it_as_a_decoded_one_does(
+        store_path: str) -> None:
+    """helper-453: a journal outcome too big to decode is cut from its stored text,
+    where a NaN or an infinity is bare (``NaN``, as Python's JSON writes it); the page
+    showed it so, no JSON reader's text, where the same outcome decoded, then cut,
+    shows ``"NaN"`` as every value of the console does. And a lone surrogate (which
+    the page's text leaves out) was left out before the cut, not after it, so the cut
+    head held more of the text than the decoded one; and one after an escaped
+    backslash and the letters 'u00e9' stayed an escape. The heads are the same."""
+    from _stores import sql
+
+    nan, inf = float("nan"), float("inf")
+    with SQLiteStore(store_path) as owner:
+        tx = Transaction().create_workflow("nan", "console_app:listening", [1],
+                                           status="waiting")
+        tx.append_journal("nan", 1, "activity", "app:step",
+                          {"ok": [nan, inf, -inf, "x\u00e9", 1.5] * 20_000})
+        tx.append_journal("nan", 2, "activity", "app:step", {"ok": [-inf, 2] * 40_000})
+        # (a lone surrogate: a character of the page's text, as the decoded one has it)
+        tx.append_journal("nan", 3, "activity", "app:step",
+                          {"ok": "\ud800é\udc00\U0001f600" * 20 + "x" * 300_000})
+        # (a backslash, then 'u00e9' and a lone low surrogate: not a pair of escapes)
+        tx.append_journal("nan", 4, "activity", "app:step",
+                          {"ok": "\\u00e9\udc00é" * 20 + "x" * 300_000})
+        owner.write(tx)
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        shown = (await c.get("/api/workflows/nan")).json()["journal"]
+        sql(store_path, "UPDATE workflows SET status = 'failed' WHERE workflow_id = 'nan'")
+        whole = (await c.get("/api/workflows/nan")).json()["journal"]
+    store.close()
+    for cut, was in zip(shown, whole, strict=True):
+        assert cut["outcome"]["$cut"] is True and was["outcome"]["$cut"] is True
+        assert cut["outcome"]["head"] == was["outcome"]["head"]
+        assert cut["outcome"]["head"].startswith('{"ok":')
+
+
 def test_control_characters_count_six_bytes_in_the_cut() -> None:
     """'\\x00' is 6 bytes of JSON text (\\u0000): 16,383 of them (98,300 bytes) passed
     the quick 'short text' test and were shown whole."""

@@ -257,23 +257,38 @@ _CUT_ESCAPE = re.compile(r"(\\+)(u[0-9a-fA-F]{0,3})?$")
 def _unescaped(text: str) -> str:
     """The start of a stored JSON text (written with every character past ASCII
     escaped) as the console writes JSON, those characters as they are (control
-    characters stay escaped, a lone surrogate is left out as :func:`_head` leaves it
-    out), without an escape cut at its end."""
+    characters stay escaped; a lone surrogate is kept, for :func:`_head` to leave it
+    out where it leaves it out of a decoded value's text, after counting its 3 bytes),
+    a bare NaN or infinity as the string :func:`~garrison._store_tools.standard_json`
+    writes, without an escape cut at its end."""
     def one(m: re.Match[str]) -> str:
         slashes, code, low = m.group(1), int(m.group(2), 16), m.group(3)
-        if len(slashes) % 2 == 0:  # (an escaped backslash, then the letter u)
-            return m.group(0)
-        keep, rest = slashes[:-1], "" if low is None else "\\u" + low
+        rest = "" if low is None else "\\u" + low
+        if len(slashes) % 2 == 0:  # (an escaped backslash, then the letter u; what
+            # looked like the low half of a pair after it is an escape of its own)
+            return slashes + "u" + m.group(2) + _unescaped(rest)
+        keep = slashes[:-1]
         if 0xD800 <= code < 0xDC00 and low is not None:
             return keep + chr(0x10000 + ((code - 0xD800) << 10) + int(low, 16) - 0xDC00)
         if code < 0x20:
             return keep + "\\u" + m.group(2) + _unescaped(rest)
-        return keep + ("" if 0xD800 <= code < 0xE000 else chr(code)) + _unescaped(rest)
+        return keep + chr(code) + _unescaped(rest)
 
     cut = _CUT_ESCAPE.search(text)
     if cut is not None and len(cut.group(1)) % 2:
         text = text[:cut.start() + len(cut.group(1)) - 1]
+    if "NaN" in text or "Infinity" in text:
+        text = _BARE.sub(_quoted, text)
     return _ESCAPE.sub(one, text)
+
+
+#: a string of JSON text (one cut at the end too), or a NaN or infinity outside one
+_BARE = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|(-?Infinity|NaN)')
+
+
+def _quoted(m: re.Match[str]) -> str:
+    """A NaN or infinity of :data:`_BARE` as the string the console writes it as."""
+    return m.group(0) if m.group(1) is None else f'"{m.group(1)}"'
 
 
 #: a string, or a bracket, of JSON text
