@@ -2123,6 +2123,40 @@ async def test_a_cut_outcome_holding_nan_shows_it_as_a_decoded_one_does(
         assert cut["outcome"]["head"].startswith('{"ok":')
 
 
+async def test_a_record_written_in_a_gap_as_the_page_reads_leaves_the_others_whole(
+        store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-453: a workflow page lists its journal's records, then reads their
+    outcomes by a count of records from the first one's seq. A record written meanwhile
+    in a gap of seqs (an operation that finished after one begun later: activities run
+    side by side) took the place of the last one listed, which was then shown from the
+    200 characters listed of it: a small outcome as ``$cut`` with a head of 60 bytes.
+    Each record listed is shown as it is stored."""
+    with SQLiteStore(store_path) as owner:
+        tx = Transaction().create_workflow("gap", "console_app:listening", [1],
+                                           status="waiting")
+        tx.append_journal("gap", 1, "activity", "app:step", {"ok": 1})
+        tx.append_journal("gap", 3, "activity", "app:step", {"ok": "y" * 1_000})
+        owner.write(tx)
+    store = _store_tools.open_store(store_path)
+    real = store.journal_heads
+    written: list[int] = []
+
+    def meanwhile(*args: Any, **kw: Any) -> Any:
+        if not kw.get("newest") and not written:  # (as the outcomes are read, once)
+            written.append(2)
+            with SQLiteStore(store_path, lock=False) as other:
+                other.write(Transaction().append_journal("gap", 2, "activity",
+                                                         "app:step", {"ok": 2}))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(store, "journal_heads", meanwhile)
+    async with client(make_app(StoreBackend(store))) as c:
+        shown = (await c.get("/api/workflows/gap")).json()["journal"]
+    store.close()
+    assert [(r["seq"], r["outcome"]) for r in shown] == [
+        (1, {"ok": 1}), (3, {"ok": "y" * 1_000})]
+
+
 def test_control_characters_count_six_bytes_in_the_cut() -> None:
     """'\\x00' is 6 bytes of JSON text (\\u0000): 16,383 of them (98,300 bytes) passed
     the quick 'short text' test and were shown whole."""

@@ -228,6 +228,12 @@ def _journal_rows(heads: Sequence[Any], read: Callable[..., list[Any]],
         # shown as read, and a seq gone with no outcome)
         got = {} if limit <= SPENT_SHOWN or all(h.whole for h in heads[i:end]) else {
             h.seq: h for h in read(3 * limit + 12, heads[i].seq - 1, end - i)}
+        if got:
+            # (a record written meanwhile in a gap of seqs took the place of one listed
+            # in the count read: that one is read on its own)
+            for listed in heads[i:end]:
+                if listed.seq not in got and not listed.whole:
+                    got.update((h.seq, h) for h in read(3 * limit + 12, listed.seq - 1, 1))
         for listed in heads[i:end]:
             h = got.get(listed.seq, listed)
             row: dict[str, Any] = {"seq": h.seq, "time": _when(h.time), "kind": h.kind,
