@@ -134,3 +134,29 @@ async def test_a_lapsed_lease_logs_one_line_of_the_workflows_that_left(
     assert summary.endswith(" and 3 more); the node that claims one runs it (garrison "
                             "workflows show ID names it), and --log-level debug logs a "
                             "line for each ('workflow ID left this node')"), summary
+
+
+def test_the_line_of_thousands_of_workflows_that_left_counts_them_as_the_manual_says(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """helper-453: the line a lease loss logs of the workflows that left wrote their
+    count bare (``2400 workflows``) beside the rest grouped (``and 2,395 more``),
+    where the manual shows ``2,400 workflows``; a loss of one workflow says
+    ``1 workflow``, and the count starts again at the next loss."""
+    from types import SimpleNamespace
+
+    from garrison.cluster._member import ClusterMember
+
+    member: Any = SimpleNamespace(name="a", _lapse_left=0, _lapse_named=[])
+    for i in range(2400):
+        ClusterMember.left_as_lapsed(member, f"w{i}")
+    with caplog.at_level(logging.INFO, logger="garrison"):
+        ClusterMember._say_lapse_left(member)
+        ClusterMember._say_lapse_left(member)  # (nothing left since: no line)
+        ClusterMember.left_as_lapsed(member, "x")
+        ClusterMember._say_lapse_left(member)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    assert said[0].startswith("node a: 2,400 workflows left this node as its lease "
+                              "lapsed (w0, w1, w2, w3, w4 and 2,395 more); "), said
+    assert said[1].startswith("node a: 1 workflow left this node as its lease lapsed "
+                              "(x); "), said

@@ -510,10 +510,10 @@ class ClusterMember:
         count, named = self._lapse_left, self._lapse_named
         self._lapse_left, self._lapse_named = 0, []
         if count:
-            log.info("node %s: %d workflow%s left this node as its lease lapsed (%s%s); "
+            log.info("node %s: %s workflow%s left this node as its lease lapsed (%s%s); "
                      "the node that claims one runs it (garrison workflows show ID names "
                      "it), and --log-level debug logs a line for each ('workflow ID left "
-                     "this node')", self.name, count, "" if count == 1 else "s",
+                     "this node')", self.name, f"{count:,}", "" if count == 1 else "s",
                      ", ".join(named), f" and {count - len(named):,} more"
                      if count > len(named) else "")
 
