@@ -466,17 +466,47 @@ def _reject(store: Any, args: argparse.Namespace) -> None:
 
 
 def _cancel(store: Any, args: argparse.Namespace) -> None:
-    _act(store, args, _cancel_one, _cancel_batch)
+    # the workflows this command cancelled or asked to cancel: beside a node, it cancels
+    # their unfinished children with them, maybe before a later batch reads one (which
+    # its own cancel refuses then: it is cancelled)
+    ours: set[str] = set()
+
+    def batch(store: Any, args: argparse.Namespace, ids: list[str],
+              selected: dict[str, int] | None, results: _Results) -> list[_Outcome]:
+        made = tools.cancel_each(store, ids)
+        ours.update(wid for wid, outcome in zip(ids, made, strict=True)
+                    if not isinstance(outcome, Exception))
+        outcomes: list[_Outcome] = []
+        for wid, outcome in zip(ids, made, strict=True):  # (in order: a grandchild too)
+            if isinstance(outcome, ToolError):
+                outcomes.append(_cancelled_with_ours(store, wid, ours, outcome))
+            else:
+                outcomes.append(outcome if isinstance(outcome, Exception)
+                                else _cancelled(wid, outcome))
+        return outcomes
+
+    _act(store, args, _cancel_one, batch)
+
+
+def _cancelled_with_ours(store: Any, wid: str, ours: set[str],
+                         refused: ToolError) -> _Outcome:
+    """What a bulk ``cancel`` says of workflow ``wid``, which its cancel ``refused``:
+    cancelled, if it ended cancelled with a parent in ``ours`` (those this command
+    cancelled or asked to: it joins them); else ``refused``."""
+    try:
+        rec = store.get_workflow(wid)
+    except Exception as exc:  # (its line: a damaged row, or the store's error once the
+        return exc  # batch's others are said)
+    if rec is None or str(rec.status) != "cancelled" or rec.parent is None \
+            or rec.parent.id not in ours:
+        return refused
+    ours.add(wid)
+    return ({"workflow_id": wid, "cancel_requested": True, "cancelled": True},
+            f"cancelled {wid!r} (with its parent {rec.parent.id!r})")
 
 
 def _cancel_one(store: Any, args: argparse.Namespace, wid: str) -> tuple[dict[str, Any], str]:
     return _cancelled(wid, tools.cancel(store, wid))
-
-
-def _cancel_batch(store: Any, args: argparse.Namespace, ids: list[str],
-                  selected: dict[str, int] | None, results: _Results) -> list[_Outcome]:
-    return [outcome if isinstance(outcome, Exception) else _cancelled(wid, outcome)
-            for wid, outcome in zip(ids, tools.cancel_each(store, ids), strict=True)]
 
 
 def _cancelled(wid: str, ended: bool) -> tuple[dict[str, Any], str]:

@@ -702,3 +702,52 @@ def test_a_store_failure_in_a_later_batch_leaves_the_terminates_asked_before_sai
         "yet (it ends it before running anything more, unless it ends on its own first: "
         "see garrison workflows show)"], out
     assert "the disk is full" in err, err
+
+
+def test_a_child_its_node_cancelled_with_a_parent_of_an_earlier_batch_is_said_as_cancelled(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beside a node, a selection's parent is asked to cancel in one batch and the node
+    cancels it, its child and grandchild with it, before a later batch reads them: each
+    was cancelled by this command's cancel and is said so, as a terminate says such a
+    child terminated (they were refused, 'it is cancelled', exit 1). A workflow that
+    ended cancelled with a parent this command did not cancel is refused as ever."""
+    from garrison import _cli_workflows
+    from garrison.hosts.workflow._core import cancelled_error
+
+    path = str(tmp_path / "s.db")
+    _rows(path, {"p": "waiting", "q": "waiting"})
+    _rows(path, {"p.1": "waiting"}, parent="workflows/p")
+    _rows(path, {"p.1.1": "waiting"}, parent="workflows/p.1")
+    _rows(path, {"o.1": "waiting"}, parent="workflows/o")
+    real = _cli_workflows.tools.open_store
+    real_each = _cli_workflows.tools.cancel_each
+
+    def opened(*args: Any, **kwargs: Any) -> Any:
+        store = real(*args, **kwargs)
+        store.node_running = lambda: True  # (a node that cancels the parent's tree)
+        return store
+
+    def cancel_each(store: Any, ids: Any) -> Any:
+        made = real_each(store, ids)
+        if list(ids) == ["p"]:  # the node cancels the parent's tree meanwhile, and
+            with open_store(path, lock=False) as other:  # o.1 with a parent not ours
+                for wid in ("p", "p.1", "p.1.1", "o.1"):
+                    other.write(Transaction().update_workflow(
+                        wid, status="cancelled", error=cancelled_error(wid)))
+        return made
+
+    monkeypatch.setattr(_cli_workflows.tools, "open_store", opened)
+    monkeypatch.setattr(_cli_workflows.tools, "cancel_each", cancel_each)
+    monkeypatch.setattr(_cli_workflows, "BATCH", 1)
+    code, out, err = cli_here(capsys, "--store", path, "cancel", "p", "p.1", "p.1.1",
+                              "q", "o.1")
+    assert code == 1, (out, err)
+    assert out.splitlines() == [
+        "cancel requested for 'p'",
+        "cancelled 'p.1' (with its parent 'p')",
+        "cancelled 'p.1.1' (with its parent 'p.1')",
+        "cancel requested for 'q'",
+        "error: cannot cancel workflow 'o.1': it is cancelled",
+        "cancel: 4 of 5 workflow(s) done, 1 not (see their lines)"], out
+    assert err == "garrison workflows: 1 of 5 workflow(s) could not be cancelled: 'o.1'\n"
