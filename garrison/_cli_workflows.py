@@ -845,9 +845,14 @@ def _act(store: Any, args: argparse.Namespace, one: _One, batch: _Batch,
     results = _Results(args, store.path or args.store)
     try:
         _in_batches(store, args, ids, batch, results, selected)
-    except Exception:
+    except Exception as failure:
         if settle is not None:  # (those its batches wrote before: each said first)
             settle(store, args, results)
+        if args.json:  # (what was done and what not, then the error as without --json)
+            said = {a["workflow_id"] for a in results.answers}
+            ids += [d.workflow_id for d in damaged]  # (not acted on either)
+            _json_summary(command, ids, results, sum(a["ok"] for a in results.answers),
+                          left=[wid for wid in ids if wid not in said], error=str(failure))
         raise
     if settle is not None:
         settle(store, args, results)
@@ -856,10 +861,7 @@ def _act(store: Any, args: argparse.Namespace, one: _One, batch: _Batch,
         results.fail(exc.workflow_id, f"store {results.shown!r} is damaged: {exc}", 2)
     done = len(ids) - len(results.failed)
     if args.json:
-        order = {wid: n for n, wid in enumerate(ids)}
-        _print_json({"command": command, "selected": len(ids), "done": done,
-                     "failed": len(results.failed), "workflows": sorted(
-                         results.answers, key=lambda a: order[a["workflow_id"]])})
+        _json_summary(command, ids, results, done)
     elif not ids:
         print(f"no workflows to {command}")
     else:
@@ -872,6 +874,22 @@ def _act(store: Any, args: argparse.Namespace, one: _One, batch: _Batch,
         raise _Fail(f"{len(results.failed):,} of {len(ids):,} workflow(s) could not be "
                     f"{_PAST[command]}: {names}{', ...' if len(results.failed) > 5 else ''}",
                     max(results.failed.values()))
+
+
+def _json_summary(command: str, ids: list[str], results: _Results, done: int, *,
+                  left: list[str] | None = None, error: str | None = None) -> None:
+    """A write of several workflows' ``--json`` summary: each of ``ids`` answered in
+    ``results`` in their order, ``done`` of them; a store that failed partway adds
+    those it did not act on (or whose write's outcome its failure left unknown),
+    ``left``, and its ``error``."""
+    order = {wid: n for n, wid in enumerate(ids)}
+    summary: dict[str, Any] = {
+        "command": command, "selected": len(ids), "done": done,
+        "failed": len(results.failed),
+        "workflows": sorted(results.answers, key=lambda a: order[a["workflow_id"]])}
+    if left is not None:
+        summary.update(left=left, error=error)
+    _print_json(summary)
 
 
 def _in_batches(store: Any, args: argparse.Namespace, ids: list[str], batch: _Batch,

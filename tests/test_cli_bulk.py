@@ -751,3 +751,42 @@ def test_a_child_its_node_cancelled_with_a_parent_of_an_earlier_batch_is_said_as
         "error: cannot cancel workflow 'o.1': it is cancelled",
         "cancel: 4 of 5 workflow(s) done, 1 not (see their lines)"], out
     assert err == "garrison workflows: 1 of 5 workflow(s) could not be cancelled: 'o.1'\n"
+
+
+def test_json_of_a_bulk_command_whose_store_fails_at_a_later_batch_says_what_was_done(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--json, and the store fails at the second batch of a bulk retry: the summary is
+    printed all the same, the first batch's workflow done (committed), the others in
+    ``left`` with the store's ``error``, then the command fails as without --json (exit
+    2, the error on stderr). It printed nothing: the retry committed was not said."""
+    from garrison import StoreError, _cli_workflows
+
+    path = str(tmp_path / "s.db")
+    _rows(path, {"w-0": "failed", "w-1": "failed", "w-2": "failed"})
+    real = _cli_workflows.tools.open_store
+
+    def opened(*args: Any, **kwargs: Any) -> Any:
+        store = real(*args, **kwargs)
+        real_each = store.write_each
+        calls = iter(range(10))
+
+        def write_each(txs: Any, **kw: Any) -> Any:
+            if next(calls) == 1:
+                raise StoreError(path, "the disk is full")
+            return real_each(txs, **kw)
+
+        store.write_each = write_each
+        return store
+
+    monkeypatch.setattr(_cli_workflows.tools, "open_store", opened)
+    monkeypatch.setattr(_cli_workflows, "BATCH", 1)
+    code, out, err = cli_here(capsys, "--store", path, "retry", "--all", "--yes", "--json")
+    assert code == 2, (out, err)
+    assert "the disk is full" in err, err
+    got = json.loads(out)
+    assert [(a["workflow_id"], a["ok"]) for a in got.pop("workflows")] == [("w-0", True)]
+    assert got == {"command": "retry", "selected": 3, "done": 1, "failed": 0,
+                   "left": ["w-1", "w-2"], "error": f"store {path!r}: the disk is full"}, got
+    assert _status(path) == {"w-0": ("pending", 2), "w-1": ("failed", 1),
+                             "w-2": ("failed", 1)}
