@@ -376,6 +376,8 @@ def _history(store: Any, args: argparse.Namespace) -> None:
                      "outcome": r.outcome, "attempts": r.attempts}, default=str))
                 first = False
         out.write("]\n")
+        _one_run(store, rec, "while its history was read: the history printed may mix "
+                             "two runs; read it again")
         return
     if not any(widths):  # (the first pass read no record)
         status = WorkflowStatus(rec.status)
@@ -385,6 +387,22 @@ def _history(store: Any, args: argparse.Namespace) -> None:
         return
     print_table_pages(("SEQ", "TIME", "KIND", "NAME", "ATTEMPTS", "OUTCOME"),
                       _history_rows(store, rec, width), width, least=widths)
+    _one_run(store, rec, "while its history was read: the history printed may mix two "
+                         "runs; read it again")
+
+
+def _one_run(store: Any, rec: Any, said: str) -> None:
+    """Exit 1 (what was printed flushed first) if workflow ``rec``, as read before its
+    journal's pages, was deleted or began another run since (a continue-as-new or a
+    retry began its journal again: the pages printed may be of two runs); ``said``
+    ends the error."""
+    now = store.get_workflow(rec.workflow_id)
+    if now is not None and (now.run_id or "", now.attempt) == (rec.run_id or "", rec.attempt):
+        return
+    sys.stdout.flush()
+    raise _Fail(f"workflow {rec.workflow_id!r} "
+                + ("was deleted" if now is None else "began another run (a "
+                   "continue-as-new or a retry)") + f" {said}", 1)
 
 
 def _history_rows(store: Any, rec: Any, width: int | None, *, outcomes: bool = True

@@ -848,6 +848,47 @@ def test_an_export_read_across_another_run_says_so(
     calls.clear()
     assert cli_here(capsys, "--store", store_path, "export", "long")[::2] == (0, "")
 
+@pytest.mark.parametrize("json_flag", [(), ("--json",)])
+def test_a_history_read_across_another_run_says_so(
+        capsys: pytest.CaptureFixture[str], store_path: str,
+        monkeypatch: pytest.MonkeyPatch, json_flag: tuple[str, ...]) -> None:
+    """``history`` reads the journal page by page, as ``export`` does: a continue-as-new
+    or a retry between two pages (a node runs the workflow) mixed two runs in its table
+    (or its --json) with no sign. It says so, as export does: what was printed stands,
+    then the error, exit 1, and to read it again."""
+    from _stores import sql
+
+    from garrison import _store_tools
+    from garrison.persistence import PostgresStore, SQLiteStore
+
+    _long_journal(store_path)
+    monkeypatch.setattr(_store_tools, "JOURNAL_PAGE", 3, raising=False)
+    calls = []
+    for cls in (SQLiteStore, PostgresStore):
+        read = cls.journal_page
+
+        def page(*args: Any, _read: Any = read, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 10:  # (the second read's second page)
+                sql(store_path, "UPDATE workflows SET run_id = 'run-2' "
+                                "WHERE workflow_id = 'long'")
+            return _read(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "journal_page", page)
+    code, out, err = cli_here(capsys, "--store", store_path, "history", "long", *json_flag)
+    assert (code, err) == (1, "garrison workflows: workflow 'long' began another run (a "
+                              "continue-as-new or a retry) while its history was read: "
+                              "the history printed may mix two runs; read it again\n"), err
+    if json_flag:
+        assert len(json.loads(out)) == 22
+    else:
+        assert out.splitlines()[0].split() == ["SEQ", "TIME", "KIND", "NAME", "ATTEMPTS",
+                                               "OUTCOME"], out
+    calls.clear()
+    assert cli_here(capsys, "--store", store_path, "history", "long", *json_flag)[::2] == (
+        0, "")
+
+
 def test_a_closed_pipe_ends_quietly(store_path: str) -> None:
     """``garrison workflows show ID | head -1``: the reader is gone before the output."""
     _plain_store(store_path)
