@@ -465,7 +465,8 @@ def cancel_each(store: Any, workflow_ids: Sequence[str]) -> list[bool | Exceptio
     new read. In their order, each one's answer (True: ended in the store), or why it
     was not cancelled: the :class:`ToolError` :func:`cancel` raises, ``NoSuchWorkflow``
     (removed meanwhile), or the ``DamagedRecord`` of its row. A failure of the store
-    itself is raised (``write_each``)."""
+    itself is raised, or is the place of each workflow whose write it concerns (a
+    PostgreSQL store's: see ``write_each``), which was not written."""
     from .hosts.workflow import cancel_pending_transaction, never_ran
     from .hosts.workflow._operate import flag_transaction
 
@@ -681,7 +682,9 @@ def ask_terminate_each(store: Any, workflow_ids: Sequence[str], reason: str
     descendant of one ended here is among them; or a node opened the store
     meanwhile). A node that stops meanwhile leaves its requests to
     :func:`terminate_unanswered`, as one terminate's. A failure of the store itself is
-    raised (``write_each``)."""
+    raised, or concerns some workflows' writes only (a PostgreSQL store's: see
+    ``write_each``), which were not written: each one's place holds it while a node
+    holds the store, else ``None`` (asked alone, as any write of it that failed)."""
     from .hosts.workflow import request_transaction, terminate_transaction, terminated
 
     check_reason(reason)
@@ -789,7 +792,9 @@ def retry_each(store: Any, workflow_ids: Sequence[str],
     :func:`retry` raises, or the ``DamagedRecord`` of its row or journal (nothing
     written for it). A workflow in ``selected`` (id: the attempt it was selected at)
     that was retried since is refused: it failed again since, and one command retries
-    it once. A failure of the store itself is raised (``write_each``)."""
+    it once. A failure of the store itself is raised, or is the place of each workflow
+    whose write it concerns (a PostgreSQL store's: see ``write_each``), which was not
+    written."""
     from .hosts.workflow._operate import key_taken, retry_transaction
 
     outcomes: list[str | Exception] = []

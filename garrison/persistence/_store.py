@@ -86,11 +86,28 @@ class Store(Protocol):
         commit: a tool's writes of many workflows, a bulk ``retry``): one whose operations
         fail (a workflow changed since it was read, a dedup key taken) is rolled back
         alone, and its place in the answer holds the error :meth:`write` would raise for
-        it; every other place holds its transaction's results, committed. A failure of
-        the store itself (busy past its timeout, unreachable, full) is raised as
-        :meth:`write` raises it, and then none of ``txs`` may be taken as committed.
-        ``unless_node``: only while no node runs the store, as :meth:`write_unless_node`
-        (``None``, nothing written, when one does); else never ``None``."""
+        it; every other place holds its transaction's results, committed. A place that
+        holds an error was not committed; the others' commits stand.
+
+        A failure of the store itself is either:
+
+        - raised, as :meth:`write` raises it, and then none of ``txs`` may be taken as
+          committed, nor as not committed: SQLite (busy past its timeout, a full disk,
+          a damaged file) commits none of them; PostgreSQL raises once it gives up
+          before any committed (unreachable past ``retry_for``), or when it cannot read
+          back the results of a commit whose answer was lost with its connection
+          (they committed);
+        - or, on PostgreSQL, the :class:`~garrison.StoreError` in the place of each
+          transaction it concerns: a transaction the server refused for now (a lock
+          wait, a deadlock, a read-only server) past ``retry_for``, or whose new try,
+          after the others committed, failed; the one database transaction refused
+          whole (its ``BEGIN``, the writer's mark or its ``COMMIT``) puts its error in
+          every place (none committed).
+
+        So a caller says what each place holds, and takes a raised error as the
+        outcome of every transaction unknown. ``unless_node``: only while no node runs
+        the store, as :meth:`write_unless_node` (``None``, nothing written, when one
+        does); else never ``None``."""
         ...
 
     def write_unless_node(self, tx: Transaction) -> bool:
