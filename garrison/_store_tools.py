@@ -466,7 +466,9 @@ def cancel_each(store: Any, workflow_ids: Sequence[str]) -> list[bool | Exceptio
     was not cancelled: the :class:`ToolError` :func:`cancel` raises, ``NoSuchWorkflow``
     (removed meanwhile), or the ``DamagedRecord`` of its row. A failure of the store
     itself is raised, or is the place of each workflow whose write it concerns (a
-    PostgreSQL store's: see ``write_each``), which was not written."""
+    PostgreSQL store's: see ``write_each``), which was not written; once the pending
+    ones are ended, a failure of the flags' commit is each flag's place (its outcome
+    unknown), theirs their end."""
     from .hosts.workflow import cancel_pending_transaction, never_ran
     from .hosts.workflow._operate import flag_transaction
 
@@ -500,6 +502,7 @@ def cancel_each(store: Any, workflow_ids: Sequence[str]) -> list[bool | Exceptio
             continue
         (unran if pending else flags).append((len(outcomes), rec))
         outcomes.append(False)
+    ended = None
     if unran:
         ended = store.write_each([cancel_pending_transaction(store, rec) for _n, rec in unran],
                                  unless_node=True)
@@ -507,7 +510,15 @@ def cancel_each(store: Any, workflow_ids: Sequence[str]) -> list[bool | Exceptio
             flags = sorted(flags + unran, key=lambda pair: pair[0])
         else:
             settle(unran, ended, True)
-    settle(flags, store.write_each([flag_transaction(rec) for _n, rec in flags]), False)
+    try:
+        flagged = store.write_each([flag_transaction(rec) for _n, rec in flags])
+    except Exception as exc:
+        if ended is None:  # (nothing of these committed: raised as ever)
+            raise
+        # the pending ones ended stand, committed: each flag's place holds the store's
+        # error (its outcome unknown), theirs their end
+        flagged = [exc] * len(flags)
+    settle(flags, flagged, False)
     return outcomes
 
 

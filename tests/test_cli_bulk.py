@@ -790,3 +790,44 @@ def test_json_of_a_bulk_command_whose_store_fails_at_a_later_batch_says_what_was
                    "left": ["w-1", "w-2"], "error": f"store {path!r}: the disk is full"}, got
     assert _status(path) == {"w-0": ("pending", 2), "w-1": ("failed", 1),
                              "w-2": ("failed", 1)}
+
+
+@pytest.mark.parametrize("json_flag", [(), ("--json",)])
+def test_a_bulk_cancel_whose_flags_meet_a_store_failure_says_the_pending_it_ended(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, json_flag: tuple[str, ...]) -> None:
+    """With no node, a cancel batch ends its pending workflows that never ran in one
+    commit, then flags the others in another: the store fails at the second. The
+    pending one ended (committed) is said as ended before the error ends the command
+    (exit 2), the flagged one left. It was not said at all: the batch raised the error
+    with nothing of it said, as if no write of it stood."""
+    from garrison import StoreError, _cli_workflows
+
+    path = str(tmp_path / "s.db")
+    _rows(path, {"a": "pending", "b": "waiting"})
+    real = _cli_workflows.tools.open_store
+
+    def opened(*args: Any, **kwargs: Any) -> Any:
+        store = real(*args, **kwargs)
+        real_each = store.write_each
+        calls = iter(range(10))
+
+        def write_each(txs: Any, **kw: Any) -> Any:
+            if next(calls) == 1:  # (the flags)
+                raise StoreError(path, "the disk is full")
+            return real_each(txs, **kw)
+
+        store.write_each = write_each
+        return store
+
+    monkeypatch.setattr(_cli_workflows.tools, "open_store", opened)
+    code, out, err = cli_here(capsys, "--store", path, "cancel", "a", "b", *json_flag)
+    assert code == 2 and "the disk is full" in err, (out, err)
+    if json_flag:
+        got = json.loads(out)
+        assert (got["workflows"], got["left"]) == ([
+            {"workflow_id": "a", "cancel_requested": True, "cancelled": True,
+             "ok": True}], ["b"]), got
+    else:
+        assert out.splitlines() == ["cancelled 'a' (it was pending, never run)"], out
+    assert _status(path) == {"a": ("cancelled", 1), "b": ("waiting", 1)}
