@@ -3004,6 +3004,64 @@ async def test_a_parents_cancel_reads_no_row_again_of_its_children_elsewhere(
                     await trio.sleep(0.05)
 
 
+@pytest.mark.parametrize("failures", [1, 2])
+async def test_a_failed_read_of_a_cancels_children_elsewhere_is_asked_again(
+        postgres_url: str, failures: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel of a parent whose read of its children on another node failed raised
+    after the parent's cancel was committed, and nothing asked for those children
+    again: a repeated cancel saw the parent cancelled already (or ended), and they ran
+    on for good. Now the cancel says what was not asked, and the parent's end asks
+    again (``failures=1``); failing there too, a repeated cancel asks again."""
+    import trio
+
+    from garrison.persistence import PostgresStore, Transaction, open_store
+
+    name = "cluster_app:ends_on_a_message"
+    children = [f"c{i}" for i in range(3)]
+    with open_store(postgres_url) as store:
+        tx = Transaction()
+        for wid in children:
+            tx.create_workflow(wid, name, [], status="running", host="workflows",
+                               parent=garrison.Pid("workflows", "p"))
+        store.write(tx)
+    unfinished_children = PostgresStore.unfinished_children
+    left = [failures]
+
+    def failing(self: PostgresStore, parents: Any) -> Any:
+        if left[0]:
+            left[0] -= 1
+            raise garrison.StoreError(self.path, "the server closed the connection")
+        return unfinished_children(self, parents)
+
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
+                                  max_concurrent=3) as b:
+        with trio.fail_after(10):
+            while {m.name: m.workflows for m in b.cluster()} != {"b": 3}:
+                await trio.sleep(0.02)
+        with open_store(postgres_url) as store:
+            store.write(Transaction().create_workflow("p", name, [], status="running",
+                                                      host="workflows"))
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+            with trio.fail_after(10):
+                while {m.name: m.workflows for m in a.cluster()} != {"b": 3, "a": 1}:
+                    await trio.sleep(0.02)
+            monkeypatch.setattr(PostgresStore, "unfinished_children", failing)
+            with pytest.raises(garrison.StoreError,
+                               match="the cancel of workflow 'p' was written, but its "
+                                     "children on other nodes were not asked"):
+                await a.workflow("p").cancel()
+            with trio.fail_after(10):  # (it ends cancelled all the same)
+                while str(a.workflow("p").status()) != "cancelled":
+                    await trio.sleep(0.02)
+            if failures == 2:
+                assert {str(b.workflow(wid).status()) for wid in children} != {"cancelled"}
+                await a.workflow("p").cancel()
+            assert left == [0]
+            with trio.fail_after(10):
+                while {str(a.workflow(wid).status()) for wid in children} != {"cancelled"}:
+                    await trio.sleep(0.05)
+
+
 async def test_processes_call_and_monitor_a_workflow_another_node_runs(
         postgres_url: str) -> None:
     """A call from node b to a workflow node a runs is answered (it failed at once with

@@ -286,6 +286,11 @@ class WorkflowHost:
         #: in a cluster, while ``cancel_children`` goes over a tree: the workflows of it
         #: cancelled so far, with their ``at``, whose children elsewhere it asks for last
         self._cancelled_tree: list[tuple[WorkflowInstance, float | None]] | None = None
+        #: in a cluster, cancelled workflows (id -> the workflow, its cancel's ``at``)
+        #: whose children elsewhere were not all asked: the store's read or a write
+        #: failed. Asked again with the next tree's (a cancel, a resume), at a repeated
+        #: ``handle.cancel()`` and at their end (see ``_ask_elsewhere``)
+        self._elsewhere_unasked: dict[str, tuple[WorkflowInstance, float | None]] = {}
         #: counts the activity attempts running (``garrison.testing``), or ``None``
         self.in_flight: ActivitiesInFlight | None = None
         #: a store opened by a tool (``lock=False``): another node runs the workflows;
@@ -969,6 +974,15 @@ class WorkflowHost:
                     self.store.path, wf.wid, "the code of this node cannot replay it: it "
                     "is left, blocked, to a node of the cluster whose code can"))
             return
+        if wf.wid in self._elsewhere_unasked:
+            # its cancel's ask for its children elsewhere failed: asked again now, as it
+            # ends (nothing resumes an ended workflow to ask for them)
+            try:
+                self.ask_elsewhere_again()
+            except Exception as exc:
+                log.warning("workflow %s: its children on other nodes could not be asked "
+                            "to cancel: %s; asked again at the next cancel or resume of "
+                            "this node", wf.wid, exc, extra={"workflow_id": wf.wid})
         event = Event(EventKind.EXIT, wf.pid, plain, error)
         now = self.clock.now()
         for seq in wf.timers:  # left by waits it abandoned (a started activity's retries)
@@ -1978,8 +1992,10 @@ class WorkflowHost:
             wf.cancel_requested = True
             # what its inbox holds now came before the cancel: received first
             wf.cancel_mark = max((item.id for item in wf.pending), default=None)
-            self.cancel_children(wf)
-            self.queue.cancelled(wf)  # waiting in the queue: it ends at once
+            try:
+                self.cancel_children(wf)
+            finally:  # (its children elsewhere not asked: it ends cancelled all the same)
+                self.queue.cancelled(wf)  # waiting in the queue: it ends at once
 
     async def _pruned_since(self, wid: str) -> bool:
         """Whether ``wid``, which this host remembers ended, is gone from the store (a
@@ -2056,7 +2072,15 @@ class WorkflowHost:
         request the store refuses raises its :class:`~garrison.StoreError` and leaves
         nothing flagged. For a workflow another node runs (or a client's), the store is
         read and written in a worker thread: a slow database holds up the caller, not
-        the event loop."""
+        the event loop.
+
+        In a cluster, its children another node runs are asked through the store: a
+        read or write of that the store fails raises a :class:`~garrison.StoreError`
+        saying so, the cancel itself written; a repeated cancel asks for them again
+        (the node also asks again at its next cancel or resume, and at the workflow's
+        end)."""
+        if wid in self._elsewhere_unasked:  # (its children elsewhere: a failed ask)
+            self._ask_again_for(wid)
         if self.client or (self.ownership is not None and wid not in self.active):
             # (read, and a workflow that never ran ended at once, in a worker thread:
             # written only if no live node, this one included, claimed it; claimed
@@ -2103,12 +2127,32 @@ class WorkflowHost:
         if self.active.get(wid) is not wf:  # it ended (or moved) meanwhile
             return True
         held = self.queue.holds(wf)
-        if not wf.cancel_requested and wf.cancel_at is None:  # (or asked meanwhile)
-            self._flag_cancel(wf)
+        try:
+            if not wf.cancel_requested and wf.cancel_at is None:  # (or asked meanwhile)
+                self._flag_cancel(wf)
+        except StoreError as exc:  # (its children elsewhere were not all asked)
+            wf.wake()
+            raise self._unasked_error(wid, exc) from exc
         wf.wake()
         if held and wf.wid in self.queue.ending:
             await wf.exited.wait()  # waiting in the queue: it has ended when this returns
         return True
+
+    def _ask_again_for(self, wid: str) -> None:
+        """A repeated cancel of ``wid``, whose children elsewhere were not all asked:
+        asked again (with any others left so); the store's error raised if it fails."""
+        try:
+            self.ask_elsewhere_again()
+        except StoreError as exc:
+            raise self._unasked_error(wid, exc) from exc
+
+    def _unasked_error(self, wid: str, exc: StoreError) -> StoreError:
+        """What ``handle.cancel()`` raises when the children another node runs of the
+        workflow it cancelled could not be asked to cancel too."""
+        return StoreError(self.store.path, f"the cancel of workflow {wid!r} was written, "
+                          "but its children on other nodes were not asked to cancel: "
+                          f"{exc.reason_at(self.store.path)}; a repeated cancel asks "
+                          "them again")
 
     async def committed_soon(self) -> None:
         """Wait until what ``write_soon`` holds now is committed."""
@@ -2129,24 +2173,54 @@ class WorkflowHost:
         every workflow of it here is flagged (``Store.unfinished_children``), not once
         for each: a parent of 2,000 children read the store 2,001 times in the node's
         thread, and its event loop stood still meanwhile."""
+        self.cancel_trees([(wf, at)])
+
+    def cancel_trees(self, roots: Sequence[tuple[WorkflowInstance, float | None]]) -> None:
+        """:meth:`cancel_children` of each of ``roots`` (a workflow, its cancel's
+        ``at``), their children elsewhere asked of the store in one read for all (a
+        resume of thousands of cancelled workflows reads it once, not once each)."""
         if self.ownership is None or self._cancelled_tree is not None:
-            if self._cancelled_tree is not None:  # (a descendant: asked with the tree's)
-                self._cancelled_tree.append((wf, at))
-            self._cancel_children_here(wf, at)
+            for wf, at in roots:
+                if self._cancelled_tree is not None:  # (a descendant: asked with the tree's)
+                    self._cancelled_tree.append((wf, at))
+                self._cancel_children_here(wf, at)
             return
-        tree = self._cancelled_tree = [(wf, at)]
+        if not roots and not self._elsewhere_unasked:
+            return
+        tree = self._cancelled_tree = list(roots)
         try:
-            self._cancel_children_here(wf, at)
+            for wf, at in roots:
+                self._cancel_children_here(wf, at)
         finally:
             self._cancelled_tree = None
-        parents = {str(parent.pid): (parent, at) for parent, at in tree}
+        self._ask_elsewhere(tree)
+
+    def _ask_elsewhere(self, tree: list[tuple[WorkflowInstance, float | None]]) -> None:
+        """Cancel the children another node runs of ``tree``'s workflows, and of those
+        left unasked before (``_elsewhere_unasked``), in one read of the store. Each of
+        them stays unasked until every child of theirs found was asked: a read or a
+        write the store fails raises (to ``handle.cancel()``, which committed the
+        parent's cancel), and a next chance asks again, so that no child elsewhere is
+        left running for good under a cancelled parent by a passing store error."""
+        for wf, at in tree:
+            self._elsewhere_unasked.setdefault(wf.wid, (wf, at))
+        asked = list(self._elsewhere_unasked.values())
+        parents = {str(parent.pid): (parent, at) for parent, at in asked}
         compensating: dict[str, frozenset[str]] = {}
-        for record in self.children_elsewhere([parent for parent, _ in tree]):
+        for record in self.children_elsewhere([parent for parent, _ in asked]):
             parent, at = parents[str(record.parent)]
             if parent.wid not in compensating:
                 compensating[parent.wid] = _spawned_after_cancel(parent)
             if record.workflow_id not in compensating[parent.wid]:
                 self._cancel_elsewhere(record, at)
+        for parent, _ in asked:
+            self._elsewhere_unasked.pop(parent.wid, None)
+
+    def ask_elsewhere_again(self) -> None:
+        """Ask again for the children elsewhere of cancelled workflows whose first ask
+        failed (see :meth:`_ask_elsewhere`); raises the store's error if it fails again."""
+        if self._elsewhere_unasked and self.ownership is not None:
+            self._ask_elsewhere([])
 
     def _cancel_elsewhere(self, record: WorkflowRecord, at: float | None) -> None:
         """:meth:`request_cancel` of a child another node runs (or none yet), its row
