@@ -3062,6 +3062,60 @@ async def test_a_failed_read_of_a_cancels_children_elsewhere_is_asked_again(
                     await trio.sleep(0.05)
 
 
+async def test_cancelled_workflows_a_node_resumes_ask_the_store_together_for_children(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that resumes workflows a tool cancelled while no node ran them (and
+    hears of those cancels) asked the store for the children another node runs of
+    each one separately, a blocking read each in the node's thread: now once for those
+    resumed together (and for those a batch of wakeups names). (Each workflow's
+    own ask as its cancel arrives in its place in time is apart: ``cancel_first``.)
+    Each child ends cancelled."""
+    import traceback
+
+    import trio
+
+    from garrison.persistence import PostgresStore, Transaction, open_store
+
+    name = "cluster_app:ends_on_a_message"
+    parents = [f"p{i}" for i in range(6)]
+    children = [f"c{i}" for i in range(6)]
+    with open_store(postgres_url) as store:
+        tx = Transaction()
+        for wid, parent in zip(children, parents, strict=True):
+            tx.create_workflow(wid, name, [], status="running", host="workflows",
+                               parent=garrison.Pid("workflows", parent))
+        store.write(tx)
+    reads: list[tuple[str, int]] = []  # (the path that read, how many parents)
+    unfinished_children = PostgresStore.unfinished_children
+    paths = {"resume_all", "adopt", "watch_wakeups", "cancel_first"}
+
+    def counted(self: PostgresStore, pids: Any) -> Any:
+        names = [frame.name for frame in traceback.extract_stack()]
+        reads.append((next(name for name in reversed(names) if name in paths), len(pids)))
+        return unfinished_children(self, pids)
+
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
+                                  max_concurrent=6) as b:
+        with trio.fail_after(10):
+            while {m.name: m.workflows for m in b.cluster()} != {"b": 6}:
+                await trio.sleep(0.02)
+        with open_store(postgres_url) as store:
+            tx = Transaction()
+            for wid in parents:
+                tx.create_workflow(wid, name, [], status="running", host="workflows")
+                tx.request_cancel(wid, time=time.time())
+            store.write(tx)
+        monkeypatch.setattr(PostgresStore, "unfinished_children", counted)
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+            with trio.fail_after(10):
+                while {str(a.workflow(wid).status()) for wid in children} != {"cancelled"}:
+                    await trio.sleep(0.05)
+            assert {str(a.workflow(wid).status()) for wid in parents} == {"cancelled"}
+        monkeypatch.undo()
+        resumed = [count for path, count in reads if path == "resume_all"]
+        assert len(resumed) == 1 and resumed[0] > 1, reads
+
+
 async def test_processes_call_and_monitor_a_workflow_another_node_runs(
         postgres_url: str) -> None:
     """A call from node b to a workflow node a runs is answered (it failed at once with

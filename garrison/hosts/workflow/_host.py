@@ -16,11 +16,12 @@ store.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -2215,6 +2216,33 @@ class WorkflowHost:
                 self._cancel_elsewhere(record, at)
         for parent, _ in asked:
             self._elsewhere_unasked.pop(parent.wid, None)
+
+    @contextlib.contextmanager
+    def cancels_batched(self) -> Iterator[None]:
+        """Within: the children elsewhere of each workflow whose cancel is flagged (a
+        resume's, a claim's, a tool's cancels woken together) are asked of the store in
+        one read as it ends, not one read each (N cancelled workflows resumed read it N
+        times in the node's thread). A failure of that ask is logged: those workflows
+        are asked again at the node's next chance (see :meth:`_ask_elsewhere`)."""
+        if self.ownership is None or self._cancelled_tree is not None:
+            yield
+            return
+        tree: list[tuple[WorkflowInstance, float | None]] = []
+        self._cancelled_tree = tree
+        try:
+            yield
+        finally:
+            self._cancelled_tree = None
+            for wf, at in tree:  # (asked below, or at the next chance)
+                self._elsewhere_unasked.setdefault(wf.wid, (wf, at))
+        if self.closing or not tree:
+            return  # (a store closing: a restart asks again, their cancels stored)
+        try:
+            self.ask_elsewhere_again()
+        except Exception as exc:
+            log.warning("the children on other nodes of %d cancelled workflows could not "
+                        "be asked to cancel: %s; asked again at the next cancel or resume "
+                        "of this node", len(self._elsewhere_unasked), exc)
 
     def ask_elsewhere_again(self) -> None:
         """Ask again for the children elsewhere of cancelled workflows whose first ask

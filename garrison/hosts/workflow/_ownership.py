@@ -151,10 +151,11 @@ async def adopt(host: WorkflowHost, records: list[WorkflowRecord],
                  True)
     for wf in ending:
         host.start_soon(end_requested, host, wf)
-    for wf in running:
-        host.start_soon(wf.main)
-        if wf.cancel_requested:
-            host.cancel_children(wf)
+    with host.cancels_batched():  # (their children elsewhere: one read for all)
+        for wf in running:
+            host.start_soon(wf.main)
+            if wf.cancel_requested:
+                host.cancel_children(wf)
     # a tool's start is counted once, where it runs (a node's own start left to the
     # cluster was counted on that node: it has a queue row)
     count_tool_starts(host, [record for record, _ in waiting.values()])

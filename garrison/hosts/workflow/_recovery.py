@@ -331,11 +331,12 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
     # (each made once: a load writes what its row lacks, and may cancel an orphan)
     host.queue.restore(queued + back, lambda record: loaded.pop(record.workflow_id, None)
                        or load(host, record))
-    for wf in list(host.active.values()):
-        if wf.cancel_requested:  # by a tool while no node ran: children go too
-            host.cancel_children(wf)
-        elif wf.cancel_at is not None:  # (in the cancel's place in time, theirs too)
-            host.cancel_children(wf, wf.cancel_at)
+    with host.cancels_batched():  # (their children elsewhere: one read for all)
+        for wf in list(host.active.values()):
+            if wf.cancel_requested:  # by a tool while no node ran: children go too
+                host.cancel_children(wf)
+            elif wf.cancel_at is not None:  # (in the cancel's place in time, theirs too)
+                host.cancel_children(wf, wf.cancel_at)
     if failed is not None:
         raise failed
     if stopped is not None:
@@ -465,17 +466,19 @@ async def watch_wakeups(host: WorkflowHost) -> None:
             return
         # one look per workflow or schedule, however many writes woke it (each look
         # reads all its rows: once per wakeup, a tool's N signals cost N reads of N)
-        for schedule, wid in dict.fromkeys((w.kind == "schedule", w.workflow_id)
-                                           for w in wakes):
-            if host.closing:
-                return  # the node is closing (its store may be closed already)
-            if schedule:
-                host.scheduler.reload(wid)  # the wakeup names a schedule
-                continue
-            try:
-                refresh(host, wid)
-            except DamagedRecord as exc:  # its row: left as it is, the node runs on
-                _named_damaged(host, exc, "load")
+        # (the children elsewhere of those a tool cancelled: one read for all of them)
+        with host.cancels_batched():
+            for schedule, wid in dict.fromkeys((w.kind == "schedule", w.workflow_id)
+                                               for w in wakes):
+                if host.closing:
+                    return  # the node is closing (its store may be closed already)
+                if schedule:
+                    host.scheduler.reload(wid)  # the wakeup names a schedule
+                    continue
+                try:
+                    refresh(host, wid)
+                except DamagedRecord as exc:  # its row: left as it is, the node runs on
+                    _named_damaged(host, exc, "load")
 
 
 def _named_damaged(host: WorkflowHost, exc: DamagedRecord, what: str) -> None:
