@@ -594,6 +594,98 @@ async def test_a_node_that_closes_between_two_chunks_of_parked_statuses_leaves_e
             assert await node.workflow(f"w{i}").result() == i
 
 
+async def test_thousands_parked_at_a_stop_are_written_in_chunks_a_crash_between_resumes(
+        tmp_path: Any, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's stop wrote the parked status of every workflow it ran as one
+    transaction in the node's thread (at 10,000, it showed at shutdown). They are
+    PARKED_CHUNK a transaction, as at a resume; a crash after the first (a copy of the
+    store then: some rows parked, the others still running, the resume's own write of
+    them held back) resumes every workflow."""
+    import sqlite3
+
+    from garrison.hosts.workflow import _host
+
+    chunk = _host.PARKED_CHUNK
+    n = 2 * chunk + 1
+    db = str(tmp_path / "s.db")
+    crashed = str(tmp_path / "crashed.db")
+    with open_store(db) as store:
+        tx = garrison.persistence.Transaction()
+        for i in range(n):
+            tx.create_workflow(f"w{i}", f"{__name__}:waits_for_a_message", [],
+                               status="running", host="workflows")
+        store.write(tx)
+    written: list[int] = []
+    commit_statuses = _host.WorkflowHost._commit_statuses
+
+    async def copied_after_the_first(self: Any, tx: Any, background: bool = False) -> Any:
+        done = await commit_statuses(self, tx, background)
+        if not background and tx.ops:
+            written.append(len(tx.ops))
+            if len(written) == 1:
+                with sqlite3.connect(db) as src, sqlite3.connect(crashed) as dst:
+                    src.backup(dst)
+        return done
+
+    monkeypatch.setattr(_host, "PARKED_DELAY", 3600.0)  # (the stop writes them)
+    monkeypatch.setattr(_host.WorkflowHost, "_commit_statuses", copied_after_the_first)
+    async with garrison.open_node(store=db) as node:
+        while {str(w.status) for w in node.workflows()} != {"waiting"}:
+            await trio.sleep(0.001)
+    assert written == [chunk, chunk, 1]
+    monkeypatch.undo()
+    with open_store(crashed, lock=False) as store:
+        stored = {str(r.status) for r in store.list_workflows()}
+        assert stored == {"waiting", "running"}  # (the crash came between two)
+    async with garrison.open_node(store=crashed) as node:
+        for i in range(n):
+            await node.send(f"workflows/w{i}", "go", i)
+        for i in range(n):
+            assert await node.workflow(f"w{i}").result() == i
+    with open_store(db, lock=False) as store:  # (and the stop itself parked each)
+        assert {str(r.status) for r in store.list_workflows()} == {"waiting"}
+
+
+async def test_a_stops_failed_parked_write_leaves_the_rest_running_and_resumed(
+        tmp_path: Any, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop whose first transaction of parked statuses the store refuses (logged by
+    ``_commit_statuses``) asks no more of it (the store is failing): every row reads
+    ``running``, and the next node resumes each."""
+    from garrison.hosts.workflow import _host
+
+    n = _host.PARKED_CHUNK + 1
+    db = str(tmp_path / "s.db")
+    with open_store(db) as store:
+        tx = garrison.persistence.Transaction()
+        for i in range(n):
+            tx.create_workflow(f"w{i}", f"{__name__}:waits_for_a_message", [],
+                               status="running", host="workflows")
+        store.write(tx)
+    asked: list[int] = []
+    commit_statuses = _host.WorkflowHost._commit_statuses
+
+    async def refused(self: Any, tx: Any, background: bool = False) -> Any:
+        if background or not tx.ops:
+            return await commit_statuses(self, tx, background)
+        asked.append(len(tx.ops))
+        return StoreError(db, "disk I/O error")
+
+    monkeypatch.setattr(_host, "PARKED_DELAY", 3600.0)  # (the stop writes them)
+    monkeypatch.setattr(_host.WorkflowHost, "_commit_statuses", refused)
+    async with garrison.open_node(store=db) as node:
+        while {str(w.status) for w in node.workflows()} != {"waiting"}:
+            await trio.sleep(0.001)
+    assert asked == [_host.PARKED_CHUNK]
+    monkeypatch.undo()
+    with open_store(db, lock=False) as store:
+        assert {str(r.status) for r in store.list_workflows()} == {"running"}
+    async with garrison.open_node(store=db) as node:
+        for i in range(n):
+            await node.send(f"workflows/w{i}", "go", i)
+        for i in range(n):
+            assert await node.workflow(f"w{i}").result() == i
+
+
 async def test_a_supervisors_queued_workflow_child_is_cancelled_at_node_stop_too(
         autojump_clock: Any, tmp_path: Any) -> None:
     """A review of the fix above: a workflow child waiting in its host's queue (the host

@@ -2453,15 +2453,28 @@ class WorkflowHost:
         # parked before the writes above may have ended during them (a cancel among
         # them, its timer), and its end must not be overwritten with a parked status.
         # One that ends from now on commits after this (commits land in call order).
+        # ``PARKED_CHUNK`` statuses a transaction, each chunk read as it is made (the
+        # node's other tasks run as one commits: one of them woke meanwhile is left to
+        # its own commit): 10,000 in one transaction held the node's thread at its stop.
+        # A crash between two leaves rows parked or running, all unfinished: the next
+        # node resumes each. A failed one is logged; those after it are not written
+        # (they read ``running`` in the store, resumed as well).
         running = list(self.active.values())
         parked = Transaction()
         stopped_as: dict[WorkflowInstance, WorkflowStatus] = {}
-        for wf in running:
+        left_running: set[WorkflowInstance] = set()  # (after a failed one: not asked)
+        count = 0
+        for n, wf in enumerate(running, 1):
             parked_now = wf.status in (WorkflowStatus.WAITING, WorkflowStatus.SLEEPING)
             if parked_now and not wf.done.is_set():
                 parked.update_workflow(wf.wid, status=wf.status)
                 stopped_as[wf] = wf.status
-        await self._commit_statuses(parked)
+                count += 1
+            if count == PARKED_CHUNK or (n == len(running) and count):
+                if await self._commit_statuses(parked) is not None:
+                    left_running.update(running[n:])
+                    break
+                parked, count = Transaction(), 0
         while running:
             for wf in running:
                 if wf.scope is not None:
@@ -2475,7 +2488,7 @@ class WorkflowHost:
         # were read above): its row says so too
         late = Transaction()
         for wf, status in self.parked_at_stop.items():
-            if wf not in stopped_as and not wf.done.is_set():
+            if wf not in stopped_as and wf not in left_running and not wf.done.is_set():
                 late.update_workflow(wf.wid, status=status)
                 stopped_as[wf] = status
         await self._commit_statuses(late)
