@@ -2208,12 +2208,15 @@ class WorkflowHost:
         asked = list(self._elsewhere_unasked.values())
         parents = {str(parent.pid): (parent, at) for parent, at in asked}
         compensating: dict[str, frozenset[str]] = {}
+        flags: list[tuple[WorkflowRecord, float | None]] = []
         for record in self.children_elsewhere([parent for parent, _ in asked]):
             parent, at = parents[str(record.parent)]
             if parent.wid not in compensating:
                 compensating[parent.wid] = _spawned_after_cancel(parent)
-            if record.workflow_id not in compensating[parent.wid]:
-                self._cancel_elsewhere(record, at)
+            if record.workflow_id not in compensating[parent.wid] and \
+                    not self._ended_elsewhere(record):
+                flags.append((record, at))
+        self._flag_elsewhere(flags)
         for parent, _ in asked:
             self._elsewhere_unasked.pop(parent.wid, None)
 
@@ -2250,15 +2253,42 @@ class WorkflowHost:
         if self._elsewhere_unasked and self.ownership is not None:
             self._ask_elsewhere([])
 
-    def _cancel_elsewhere(self, record: WorkflowRecord, at: float | None) -> None:
-        """:meth:`request_cancel` of a child another node runs (or none yet), its row
-        ``record`` just read with its siblings (``children_elsewhere``): not read again,
-        twice, for each (a blocking round trip each in the node's thread)."""
+    def _ended_elsewhere(self, record: WorkflowRecord) -> bool:
+        """A child another node runs (or none yet) of a cancelled tree, its row
+        ``record`` just read with its siblings (``children_elsewhere``, not read again:
+        a blocking round trip each in the node's thread): True if it waited unclaimed
+        and ended at once, never run; else its flag is to be written."""
         wid = record.workflow_id
-        if self.end_pending_stored(wid, WorkflowStatus.CANCELLED, cancelled_error(wid),
-                                   record=record):
-            return  # it waited unclaimed: ended at once, never run
-        self.request_cancel_stored(wid, at, record=record)
+        return self.end_pending_stored(wid, WorkflowStatus.CANCELLED, cancelled_error(wid),
+                                       record=record)
+
+    def _flag_elsewhere(self, flags: Sequence[tuple[WorkflowRecord, float | None]]
+                        ) -> None:
+        """:meth:`request_cancel_stored` of the children of ``flags`` (each with its row
+        read and the time its cancel was asked), their flags in one database transaction
+        (``Store.write_each``: a write each was a round trip and a commit each in the
+        node's thread, its event loop still meanwhile), each still conditional on its
+        row: one whose row changed since it was read (or whose flag failed) is handled
+        alone, as ``flag_cancel`` handles it (read again, flagged, or moot)."""
+        from ._operate import flag_cancel, flag_transaction
+
+        if not flags:
+            return
+        if len(flags) == 1:  # (nothing to share)
+            record, at = flags[0]
+            self.request_cancel_stored(record.workflow_id, at, record=record)
+            return
+        outcomes = self.store.write_each([flag_transaction(record, at)
+                                          for record, at in flags])
+        assert outcomes is not None  # (``unless_node`` not asked)
+        for (record, at), outcome in zip(flags, outcomes, strict=True):
+            if isinstance(outcome, ValueError):  # it changed since it was read
+                try:
+                    flag_cancel(self.store, record, time=at, tried=True)
+                except NoSuchWorkflow:  # (deleted meanwhile)
+                    pass
+            elif isinstance(outcome, Exception):  # (as today: written alone, raised)
+                self.request_cancel_stored(record.workflow_id, at, record=record)
 
     def _cancel_children_here(self, wf: WorkflowInstance, at: float | None) -> None:
         """:meth:`cancel_children` of the children of ``wf`` in this node's memory."""

@@ -216,7 +216,8 @@ def cancel_pending_transaction(store: Any, record: Any) -> Transaction:
                                    cancelled_error(record.workflow_id), unclaimed="by_any")
 
 
-def flag_cancel(store: Any, record: Any, time: float | None = None) -> Any:
+def flag_cancel(store: Any, record: Any, time: float | None = None, *,
+                tried: bool = False) -> Any:
     """Flag the workflow of ``record`` (read by the caller) for cancellation in the
     store (asked at ``time``, unix seconds; default now), for the node that runs it (a
     tool, a client's handle): written only while it
@@ -228,22 +229,26 @@ def flag_cancel(store: Any, record: Any, time: float | None = None) -> Any:
     at again. A workflow flagged already keeps the time its flag holds: the cancel
     asked first stands (a node running the workflow ignores one asked again too); the
     flag is written again all the same, which tells the node again. ``NoSuchWorkflow``
-    if it is not (or no longer) in the store."""
+    if it is not (or no longer) in the store. ``tried``: the caller's write of
+    :func:`flag_transaction` of ``record`` (one of many) found it changed since it was
+    read: it is read again first."""
     wid = record.workflow_id if record is not None else None
-    for _ in range(_CHANGES):
+    for n in range(_CHANGES):
         if record is None:
             raise NoSuchWorkflow(str(wid))
         if WorkflowStatus(record.status).finished:
             return record
-        try:
-            store.write(flag_transaction(record, time))
-            return None
-        except ValueError:  # it changed since it was read
-            now = store.get_workflow(record.workflow_id)
-            if (now is not None and now.attempt != record.attempt
-                    and record.status != WorkflowStatus.BLOCKED):
-                return now
-            record = now
+        if not (tried and n == 0):  # (else the caller's write found it changed)
+            try:
+                store.write(flag_transaction(record, time))
+                return None
+            except ValueError:  # it changed since it was read
+                pass
+        now = store.get_workflow(record.workflow_id)
+        if (now is not None and now.attempt != record.attempt
+                and record.status != WorkflowStatus.BLOCKED):
+            return now
+        record = now
     return record  # (it changed at every try)
 
 

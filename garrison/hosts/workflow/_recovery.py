@@ -670,10 +670,16 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
     # one read of the store: asked for each, a tree of 2,000 read it 2,001 times in the
     # node's thread (its event loop still meanwhile)
     parents = {str(parent.pid): parent.wid for parent in tree}
-    for record in host.children_elsewhere(tree):  # asked in the store, as a tool asks
+    # their requests (asked in the store, as a tool asks) in one transaction: a write
+    # each was a round trip and a commit each in the node's thread, its event loop still
+    # meanwhile; written before this returns (a terminate returns once they are durable)
+    requests = Transaction()
+    for record in host.children_elsewhere(tree):
         reason = parent_terminated(parents[str(record.parent)])
-        host.store.write(request_transaction(record.workflow_id, reason, record.attempt))
+        request_transaction(record.workflow_id, reason, record.attempt, requests)
         ended.append(record.workflow_id)
+    if requests.ops:
+        host.store.write(requests)
     if ended:
         named = ", ".join(ended[:NAMED_DESCENDANTS])
         more = len(ended) - NAMED_DESCENDANTS
