@@ -243,7 +243,7 @@ def _run(args: argparse.Namespace) -> None:
         raise _Fail(str(store_error(args.store, args.store, exc, 5.0)), 2) from None
     except json.JSONDecodeError as exc:  # a row whose JSON is no JSON (DamagedRecord)
         said = exc if isinstance(exc, DamagedRecord) else f"a row holds no JSON ({exc})"
-        raise _Fail(f"store {shown!r} is damaged: {said}", 2) from None
+        raise _Fail(f"store {shown!r} {_is_damaged(exc)}: {said}", 2) from None
     except BrokenPipeError:
         raise
     except OSError as exc:
@@ -296,10 +296,19 @@ def _list(store: Any, args: argparse.Namespace) -> None:
     if damaged:
         sys.stdout.flush()
         cut = None if damaged[-1].id_is_text else damaged[-1].workflow_id
-        raise _Fail(f"store {store.path or args.store!r} is damaged: {_damaged(damaged)}"
-                    + ("; the other workflows are listed" if cut is None else
+        raise _Fail(f"store {store.path or args.store!r} {_is_damaged(damaged[0])}: "
+                    f"{_damaged(damaged)}" + ("; the other workflows are listed" if cut is None else
                        f"; the workflows before {cut!r} in this order are listed, not those "
                        "after it (a read cannot page past an id that is not UTF-8 text)"), 2)
+
+
+def _is_damaged(exc: Exception) -> str:
+    """What the store is, where a read met ``exc`` (a ``DamagedRecord``): damaged, or
+    holding a whole number too long for this Python (nothing damaged: it says how to
+    read it)."""
+    if isinstance(exc, DamagedRecord) and exc.too_long:
+        return "cannot be read by this Python"
+    return "is damaged"
 
 
 def _damaged(damaged: list[DamagedRecord]) -> str:
@@ -876,7 +885,8 @@ def _act(store: Any, args: argparse.Namespace, one: _One, batch: _Batch,
         settle(store, args, results)
     for exc in damaged:
         ids.append(exc.workflow_id)
-        results.fail(exc.workflow_id, f"store {results.shown!r} is damaged: {exc}", 2)
+        results.fail(exc.workflow_id,
+                     f"store {results.shown!r} {_is_damaged(exc)}: {exc}", 2)
     done = len(ids) - len(results.failed)
     if args.json:
         _json_summary(command, ids, results, done)
@@ -963,7 +973,7 @@ class _Results:
         except NoSuchWorkflow as exc:  # removed between our read and our write
             self.fail(wid, f"{exc} ({self.shown})", 1)
         except DamagedRecord as exc:  # (its journal: the others are not)
-            self.fail(wid, f"store {self.shown!r} is damaged: {exc}", 2)
+            self.fail(wid, f"store {self.shown!r} {_is_damaged(exc)}: {exc}", 2)
 
 
 #: what each write did, in the sentence of a failure
@@ -1023,7 +1033,8 @@ def _preview(store: Any, args: argparse.Namespace, ids: list[str],
                     "or --dry-run to list them all")
     if damaged:  # (a dry run: its check of the selection says so)
         sys.stdout.flush()
-        raise _Fail(f"store {store.path or args.store!r} is damaged: {_damaged(damaged)}; "
+        raise _Fail(f"store {store.path or args.store!r} {_is_damaged(damaged[0])}: "
+                    f"{_damaged(damaged)}; "
                     f"the other workflows are listed, and {command} --yes acts on them", 2)
 
 
@@ -1169,7 +1180,7 @@ def _replay(store: Any, args: argparse.Namespace) -> None:
     if damaged:
         sys.stdout.flush()
         first, *others = (r for r in results if isinstance(r, DamagedRecord))
-        raise _Fail(f"store {store.path or args.store!r} is damaged: {first}"
+        raise _Fail(f"store {store.path or args.store!r} {_is_damaged(first)}: {first}"
                     + (f" (and {len(others)} other workflow(s): "
                        f"{', '.join(repr(d.workflow_id) for d in others[:5])}"
                        f"{', ...' if len(others) > 5 else ''})" if others else "")

@@ -115,8 +115,8 @@ class WorkflowHandle:
         """What :meth:`_store_open` raises for ``exc``, met as the handle did ``doing``;
         ``None``: ``exc`` itself."""
         if isinstance(exc, DamagedRecord):  # (a JSON error, as a read met it: the store's)
-            return StoreError(self.host.store.path, f"{exc} (cannot {doing} it: a damaged "
-                              "store, or a hand edit)")
+            return StoreError(self.host.store.path, f"{exc} (cannot {doing} it: "
+                              f"{exc.fault})")
         if not self.node.stopped or "is closed" not in str(exc):
             return None
         if self.host.store.path is None:

@@ -1393,6 +1393,39 @@ async def test_a_promise_name_too_long_or_text_no_store_keeps_is_refused_everywh
         assert node.hosts["workflows"].store.promises("w1") == []
 
 
+def test_a_stored_int_longer_than_the_readers_limit_is_named_not_called_damage(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
+    """A row or a journal record holding an int longer than this Python reads (stored
+    under ``sys.set_int_max_str_digits(0)``): ``show``, ``history`` and ``list`` said
+    nothing of which workflow (a ValueError) or called it damage; each names the
+    workflow and how to read it (PYTHONINTMAXSTRDIGITS for a command line), exit 2,
+    and ``list`` shows the others."""
+    _plain_store(sqlite_path)
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with open_store(sqlite_path) as store:
+            store.write(Transaction().update_workflow("w1", result=10**5000)
+                        .append_journal("w2", 1, "activity", "app:a", -(10**5000)))
+    finally:
+        sys.set_int_max_str_digits(limit)
+    how = ("holds a whole number of 5,001 digits, more than the 4,300 digits this Python "
+           "reads (stored where sys.set_int_max_str_digits() allowed more): raise the "
+           "limit in the process that reads it, with sys.set_int_max_str_digits() or "
+           "PYTHONINTMAXSTRDIGITS in its environment (0: none)")
+    head = f"garrison workflows: store {sqlite_path!r} cannot be read by this Python: "
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "w1")
+    assert (code, out, err) == (2, "", f"{head}workflow 'w1': its result {how}\n")
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "history", "w2")
+    assert (code, out, err) == (
+        2, "", f"{head}workflow 'w2': the outcome of its journal record seq 1 {how}\n")
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "list")
+    assert code == 2, err
+    assert [line.split()[0] for line in out.splitlines()] == ["ID", "w0", "w2", "w3", "w4"]
+    assert err == (f"{head}workflow 'w1': its result {how}; the other workflows are "
+                   "listed\n"), err
+
+
 def test_a_damaged_row_is_named_by_id_the_others_listed_and_exit_2(
         capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
     """A row whose JSON column holds no JSON (edited by hand, a bad restore): ``list``

@@ -2348,6 +2348,32 @@ async def test_a_row_whose_json_is_damaged_is_the_json_503(store_path: str) -> N
     store.close()
 
 
+async def test_a_stored_int_longer_than_the_readers_limit_is_the_json_503_naming_it(
+        store_path: str) -> None:
+    """A result holding an int longer than this Python reads (stored under
+    ``sys.set_int_max_str_digits(0)``) raised a bare ValueError: a 500. It is the JSON
+    503 naming the workflow and how to read it, not calling the store damaged."""
+    import sys
+
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with SQLiteStore(store_path) as owner:
+            owner.write(Transaction().create_workflow("w7", "app:flow", status="completed")
+                        .update_workflow("w7", result=10**5000))
+    finally:
+        sys.set_int_max_str_digits(limit)
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        r = await c.get("/api/workflows/w7")
+        assert r.status_code == 503, r.text
+        assert r.json()["error"].startswith(
+            "the store cannot be read by this Python: workflow 'w7': its result holds a "
+            "whole number of 5,001 digits"), r.json()
+        assert "damaged" not in r.json()["error"], r.json()
+    store.close()
+
+
 # ------------------------------------------------------------------ a stalled database
 @pytest.mark.postgres
 async def test_an_action_on_another_node_s_workflow_does_not_stall_the_node(

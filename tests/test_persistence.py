@@ -654,6 +654,51 @@ def test_a_journal_s_outcomes_are_read_in_part_alike_on_both_stores(store_spec: 
         with pytest.raises(DamagedRecord, match="journal record seq 2 is not JSON"):
             damaged.outcome()
 
+def test_a_stored_int_longer_than_the_readers_limit_names_the_workflow(
+        store_spec: str) -> None:
+    """An int stored by a process without Python's digit limit
+    (``sys.set_int_max_str_digits(0)``: the write accepts it there, and refuses it with
+    a PayloadError naming its place under the limit) read back by one with the limit
+    raised a bare ``ValueError: Exceeds the limit (4300 digits)...`` naming no workflow.
+    A read of the row or of the journal record is a ``DamagedRecord`` naming the
+    workflow, where, and how to read it (``too_long``: nothing is damaged)."""
+    from garrison import PayloadError
+    from garrison.persistence import DamagedRecord
+
+    huge = 10**5000
+    with open_store(store_spec) as store:
+        with pytest.raises(PayloadError, match=r"an int at \[0\] has more than 4300 digits"):
+            store.write(Transaction().create_workflow("w0", "app:flow", [huge]))
+        limit = sys.get_int_max_str_digits()
+        sys.set_int_max_str_digits(0)
+        try:
+            store.write(Transaction().create_workflow("w1", "app:flow", [huge])
+                        .create_workflow("w2", "app:flow", status="completed")
+                        .update_workflow("w2", result={"n": huge})
+                        .append_journal("w2", 1, "activity", "app:a", [1, huge]))
+        finally:
+            sys.set_int_max_str_digits(limit)
+        how = ("holds a whole number of 5,001 digits, more than the 4,300 digits this "
+               "Python reads (stored where sys.set_int_max_str_digits() allowed more): "
+               "raise the limit in the process that reads it, with "
+               "sys.set_int_max_str_digits() or PYTHONINTMAXSTRDIGITS in its environment "
+               "(0: none)")
+        for wid, column in (("w1", "input"), ("w2", "result")):
+            with pytest.raises(DamagedRecord) as got:
+                store.get_workflow(wid)
+            assert str(got.value) == f"workflow {wid!r}: its {column} {how}"
+            assert (got.value.workflow_id, got.value.column, got.value.too_long) == (
+                wid, column, True)
+        journal = f"workflow 'w2': the outcome of its journal record seq 1 {how}"
+        with pytest.raises(DamagedRecord) as got:
+            store.journal("w2")
+        assert (str(got.value), got.value.seq, got.value.too_long) == (journal, 1, True)
+        [head] = store.journal_heads("w2", 10_000, 0, 1)
+        with pytest.raises(DamagedRecord) as got:
+            head.outcome()
+        assert str(got.value) == journal
+
+
 def test_a_damaged_journal_record_is_named_by_workflow_and_seq(store_spec: str) -> None:
     """A journal record whose outcome is no JSON (a hand edit, a bad restore), or on
     SQLite a BLOB or text that is not UTF-8 (a damaged page), is a ``DamagedRecord``

@@ -1514,6 +1514,51 @@ async def test_a_node_names_a_workflow_whose_row_is_damaged_and_runs_the_others(
                     ("c", "text", "5B626164", "pending")], rows
 
 
+async def test_a_stored_int_longer_than_the_readers_limit_is_a_store_error_naming_it(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture, autojump_clock: Any) -> None:
+    """A workflow that returned 10**5000 under ``sys.set_int_max_str_digits(0)``, read
+    after a restart at the default limit: ``result()`` raised a bare ``ValueError:
+    Exceeds the limit (4300 digits)...`` naming no workflow. It is the store's error
+    naming the workflow and how to read it, as for a damaged row (but not called
+    damaged); one unfinished with such an argument is named in the node's log and
+    left unrun, and its handle's reads say so too."""
+    import logging
+    import sys
+
+    from garrison.persistence import Transaction
+
+    db = str(tmp_path / "wf.db")
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with open_store(db) as store:
+            store.write(Transaction().create_workflow("b", "workflow_app:steps",
+                                                      status="completed")
+                        .update_workflow("b", result=10**5000)
+                        .create_workflow("a", "workflow_app:steps", [10**5000, 3]))
+    finally:
+        sys.set_int_max_str_digits(limit)
+    how = ("holds a whole number of 5,001 digits, more than the 4,300 digits this Python "
+           "reads (stored where sys.set_int_max_str_digits() allowed more): raise the "
+           "limit in the process that reads it, with sys.set_int_max_str_digits() or "
+           "PYTHONINTMAXSTRDIGITS in its environment (0: none)")
+    async with garrison.open_node(store=db) as node:
+        for wid, column in (("b", "result"), ("a", "input")):
+            with pytest.raises(StoreError) as got:
+                await node.workflow(wid).result()
+            assert str(got.value) == (
+                f"store {db!r}: workflow {wid!r}: its {column} {how}; until then this node "
+                "reads neither its result nor, while it is unfinished, runs it (see the "
+                "node's log)"), str(got.value)
+            with pytest.raises(StoreError) as got:
+                node.workflow(wid).status()
+            assert str(got.value) == (f"store {db!r}: workflow {wid!r}: its {column} {how} "
+                                      "(cannot read the status of it: a whole number "
+                                      "longer than this Python reads)"), str(got.value)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert said == [f"cannot resume workflow a: workflow 'a': its input {how}"], said
+
+
 async def echo(value: Any = None) -> Any:
     return value
 

@@ -30,6 +30,7 @@ from starlette.templating import Jinja2Templates
 
 from .._errors import PayloadError, StoreError
 from .._store_tools import ToolError, check_name, check_rejection, check_topic, standard_json
+from ..persistence import DamagedRecord
 from ._backend import ApiError, Backend, parse_search, parse_statuses, strict_json
 from ._security import (
     SESSION_IDLE,
@@ -327,7 +328,11 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         # the store cannot be used now (locked past the busy timeout, its file deleted
         # or replaced, the disk full, the server gone): the console's JSON error,
         # naming the store and why, not a plain-text 500
-        if isinstance(exc, sqlite3.DatabaseError | json.JSONDecodeError):
+        if isinstance(exc, DamagedRecord) and exc.too_long:
+            # (nothing damaged: a whole number longer than this Python reads, which the
+            # error says how to read)
+            message = f"the store cannot be read by this Python: {exc}"
+        elif isinstance(exc, sqlite3.DatabaseError | json.JSONDecodeError):
             # a read of a damaged SQLite file, or of a row whose JSON is no JSON
             message = (f"the store cannot be read: {exc} (damaged, or not a garrison "
                        "store any more)")

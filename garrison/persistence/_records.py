@@ -14,6 +14,8 @@ import datetime as _dt
 import enum
 import hashlib
 import json
+import re
+import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -50,6 +52,30 @@ __all__ = [
 _UTC = _dt.UTC
 _fromtimestamp = _dt.datetime.fromtimestamp
 _loads = json.loads
+#: the words of Python's ``ValueError`` for an int with more digits than it reads from
+#: text (``sys.get_int_max_str_digits``): a stored whole number written where the limit
+#: was higher (or none, ``sys.set_int_max_str_digits(0)``)
+_DIGITS_ERROR = "integer string conversion"
+
+
+def _unreadable(exc: ValueError) -> bool:
+    """``exc``, met decoding a stored JSON text, says what is wrong with the text: no
+    JSON, or a whole number too long for this Python's limit (any other ``ValueError``
+    is no fault of the text: raised as it is)."""
+    return isinstance(exc, json.JSONDecodeError) or (
+        type(exc) is ValueError and _DIGITS_ERROR in str(exc))
+
+
+def _too_long_said(exc: ValueError) -> str:
+    """What a stored whole number too long for this Python's limit (``exc``: the error
+    decoding it raised) is, and what to do."""
+    found = re.search(r"value has (\d+) digits", str(exc))
+    number = f"a whole number of {int(found.group(1)):,} digits" if found \
+        else "a whole number"
+    return (f"holds {number}, more than the {sys.get_int_max_str_digits():,} digits this "
+            "Python reads (stored where sys.set_int_max_str_digits() allowed more): raise "
+            "the limit in the process that reads it, with sys.set_int_max_str_digits() "
+            "or PYTHONINTMAXSTRDIGITS in its environment (0: none)")
 
 
 #: the latest time a record holds (9999-12-31 23:59:59 UTC); a stored time past it (a
@@ -201,7 +227,9 @@ class WorkflowRecord:
             row = [value.decode() if type(value) is bytes else value for value in row]
         try:
             return cls._from_row(row)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:
+            if not _unreadable(exc):
+                raise
             raise DamagedRecord.of(row, exc) from None
 
     @classmethod
@@ -235,7 +263,11 @@ class DamagedRecord(json.JSONDecodeError):
     whose outcome does (``seq``: that record's; ``None`` for the workflow's row); or
     either holding text that is not UTF-8: names the workflow (``workflow_id``) and the
     column; ``created``: the row's ``created`` (unix seconds), to page on past it. A
-    ``json.JSONDecodeError``, as a read met it."""
+    ``json.JSONDecodeError``, as a read met it.
+
+    Also one whose JSON holds a whole number with more digits than this Python reads
+    (``too_long``: stored by a process whose ``sys.set_int_max_str_digits`` allowed
+    them): nothing is damaged, and it says how to read it."""
 
     #: the JSON columns of a workflow's row, by their index in ``COLUMNS`` order
     JSON_COLUMNS: ClassVar[dict[int, str]] = {3: "input", 4: "result", 5: "error",
@@ -245,9 +277,17 @@ class DamagedRecord(json.JSONDecodeError):
     column: str
     created: float | None
     seq: int | None = None
+    #: its text is JSON, but holds a whole number longer than this Python's limit
+    too_long: bool = False
+
+    @property
+    def fault(self) -> str:
+        """Why it cannot be read, for a line that adds it to :func:`str` of it."""
+        return ("a whole number longer than this Python reads" if self.too_long
+                else "a damaged store, or a hand edit")
 
     @classmethod
-    def of(cls, row: Sequence[Any], exc: json.JSONDecodeError) -> DamagedRecord:
+    def of(cls, row: Sequence[Any], exc: ValueError) -> DamagedRecord:
         column = "JSON"
         for index, name in cls.JSON_COLUMNS.items():
             if isinstance(row[index], str | bytes):
@@ -256,11 +296,21 @@ class DamagedRecord(json.JSONDecodeError):
                 except ValueError:
                     column = name
                     break
-        damaged = cls(exc.msg, exc.doc, exc.pos)
+        if isinstance(exc, json.JSONDecodeError):
+            damaged, said = cls(exc.msg, exc.doc, exc.pos), f"is not JSON ({exc})"
+        else:
+            damaged, said = cls._too_long(exc), _too_long_said(exc)
         damaged.workflow_id, damaged.column = str(row[0]), column
         damaged.created = row[10] if isinstance(row[10], int | float) else None
-        damaged.args = (f"workflow {damaged.workflow_id!r}: its {column} is not JSON "
-                        f"({exc})",)
+        damaged.args = (f"workflow {damaged.workflow_id!r}: its {column} {said}",)
+        return damaged
+
+    @classmethod
+    def _too_long(cls, exc: ValueError) -> DamagedRecord:
+        """One for a whole number too long for this Python (its place and message are
+        the caller's to set)."""
+        damaged = cls(str(exc), "", 0)
+        damaged.too_long = True
         return damaged
 
     @classmethod
@@ -313,21 +363,23 @@ class DamagedRecord(json.JSONDecodeError):
             raise cls.of_journal(row, index, exc) from None
 
     @classmethod
-    def of_journal(cls, row: Sequence[Any], index: int,
-                   exc: UnicodeDecodeError | json.JSONDecodeError) -> DamagedRecord:
+    def of_journal(cls, row: Sequence[Any], index: int, exc: ValueError) -> DamagedRecord:
         """One naming the workflow and the seq of the journal ``row`` (in
-        :attr:`JournalRecord.COLUMNS` order) whose column ``index`` is no JSON, or not
-        UTF-8 text: ``exc``, as decoding it raised."""
+        :attr:`JournalRecord.COLUMNS` order) whose column ``index`` is no JSON, not
+        UTF-8 text, or JSON with a whole number too long for this Python: ``exc``, as
+        decoding it raised."""
         wid, seq, column = str(row[0]), row[1], JournalRecord.COLUMNS.split(", ")[index]
         if isinstance(exc, UnicodeDecodeError):
             damaged = cls._not_utf8(exc)
-            said = damaged.msg
+            said = f"is {damaged.msg}"
+        elif isinstance(exc, json.JSONDecodeError):
+            damaged, said = cls(exc.msg, exc.doc, exc.pos), f"is not JSON ({exc})"
         else:
-            damaged, said = cls(exc.msg, exc.doc, exc.pos), f"not JSON ({exc})"
+            damaged, said = cls._too_long(exc), _too_long_said(exc)
         damaged.workflow_id, damaged.column, damaged.seq = wid, column, seq
         damaged.created = None
         damaged.args = (f"workflow {wid!r}: the {column} of its journal record seq {seq} "
-                        f"is {said}",)
+                        f"{said}",)
         return damaged
 
 
@@ -356,7 +408,9 @@ class JournalRecord:
             kind, name, outcome = (DamagedRecord.journal_text(row, i) for i in (2, 3, 4))
         try:
             value = _loads(outcome)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:
+            if not _unreadable(exc):
+                raise
             raise DamagedRecord.of_journal(row, 4, exc) from None
         return cls(wid, seq, kind, name, value, attempts, _fromtimestamp(time, _UTC))
 
@@ -392,7 +446,9 @@ class JournalHead:
                              "were read, not all")
         try:
             return _loads(self.text)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:
+            if not _unreadable(exc):
+                raise
             row = (self.workflow_id, self.seq, self.kind, self.name, self.text)
             raise DamagedRecord.of_journal(row, 4, exc) from None
 

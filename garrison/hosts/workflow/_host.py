@@ -344,7 +344,7 @@ class WorkflowHost:
         self.discarding: set[int] = set()
         #: workflows whose row or journal is damaged (a DamagedRecord), named in the log
         #: once and left unrun: what was said of each (their ``result()`` raises it)
-        self.damaged: dict[str, str] = {}
+        self.damaged: dict[str, DamagedRecord] = {}
         #: parked workflows whose status the store may not show yet
         self._parked: set[WorkflowInstance] = set()
         #: parked workflows whose status a failed transaction left unwritten (their
@@ -2619,7 +2619,7 @@ class WorkflowHost:
             try:
                 record = await run_blocking(self.store.get_workflow, wid)
             except DamagedRecord as exc:  # (its row: no status to wait on)
-                raise StoreError(self.store.path, _left_unrun(str(exc))) from None
+                raise StoreError(self.store.path, _left_unrun(exc)) from None
             if self.active.get(wid) is not here or self.finished.get(wid) is not known:
                 return await self.result(wid, hint)  # it came (or ended) here meanwhile
             if record is None:
@@ -2764,9 +2764,13 @@ class WorkflowHost:
         return said
 
 
-def _left_unrun(said: str) -> str:
+def _left_unrun(exc: DamagedRecord) -> str:
     """The error of ``result()`` for a workflow whose row or journal is damaged
-    (``said``: what :class:`DamagedRecord` says of it): no node runs it until the store
-    is repaired, so nothing is waited for."""
-    return (f"{said}: a damaged store (or a hand edit); no node runs this workflow until "
+    (``exc``), or holds a whole number too long for this Python: no node runs it until
+    the store is repaired (or a node reads it with the limit raised), so nothing is
+    waited for."""
+    if exc.too_long:
+        return (f"{exc}; until then this node reads neither its result nor, while it "
+                "is unfinished, runs it (see the node's log)")
+    return (f"{exc}: a damaged store (or a hand edit); no node runs this workflow until "
             "it is repaired (see the node's log)")

@@ -487,7 +487,7 @@ def _named_damaged(host: WorkflowHost, exc: DamagedRecord, what: str) -> None:
     said again)."""
     if exc.workflow_id in host.damaged:
         return
-    host.damaged[exc.workflow_id] = str(exc)
+    host.damaged[exc.workflow_id] = exc
     # (a row whose own id is damaged is no key to read after: the read of the workflows
     # to resume went on after its instant of creation)
     past = "" if exc.id_is_text else (
