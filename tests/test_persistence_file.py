@@ -3,6 +3,7 @@ that is not (or no longer) a garrison store, and ``check_file`` while open."""
 
 from __future__ import annotations
 
+import glob
 import os
 import random
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -946,3 +948,36 @@ def test_an_in_memory_store_killed_with_its_process_leaves_no_folder_for_long(
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(timeout=60)
+
+
+def test_a_watcher_whose_query_fails_as_the_file_is_deleted_says_the_store_is_gone(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's file deleted under a running node: the wakeup watcher's own query
+    met it first ('disk I/O error', or 'no such table' in a file made anew) and its
+    thread died with that bare sqlite3 error, which ended the node (CI met it once);
+    its look at the file, once a second, says what happened. The query's error now
+    takes that look at once: the node hears the store is gone, as from the look."""
+    monkeypatch.setattr(_sqlite, "POLL_RUNG", 3600.0)
+    node = SQLiteStore(db_path)
+    try:
+        node._file_checked = time.monotonic()  # (the look once a second not due yet)
+        for path in glob.glob(db_path + "*"):
+            if not path.endswith((".lock", ".wake")):
+                os.unlink(path)
+        errors: list[BaseException] = []
+
+        def watch() -> None:
+            try:
+                node._wait_for_wakeup()
+            except BaseException as exc:  # (a thread's error is otherwise only printed)
+                errors.append(exc)
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert errors == []
+        assert isinstance(node._failure, StoreError), node._failure
+        assert "deleted or replaced while the node ran" in str(node._failure)
+    finally:
+        node.close()

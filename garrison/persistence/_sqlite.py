@@ -1585,10 +1585,18 @@ class SQLiteStore(StoreShortcuts):
                 _file.drain_doorbell(bell)
             if self._closing.is_set():
                 return
-            if conn.execute("SELECT 1 FROM wakeups LIMIT 1").fetchone():
-                return
+            try:
+                if conn.execute("SELECT 1 FROM wakeups LIMIT 1").fetchone():
+                    return
+                queried = True
+            except sqlite3.Error as exc:
+                # (the file deleted under the node: "disk I/O error", or "no such
+                # table" in a file made anew: the look at the file says what happened,
+                # now, and else the error is the store's failure, said to the node)
+                queried = False
+                failure = StoreError(self.path, f"cannot read its wakeups table: {exc}")
             now = _time.monotonic()
-            if now - self._file_checked >= FILE_CHECK_INTERVAL:
+            if not queried or now - self._file_checked >= FILE_CHECK_INTERVAL:
                 # (across calls: tools writing more than once a second skip no check)
                 self._file_checked = now
                 try:
@@ -1601,6 +1609,10 @@ class SQLiteStore(StoreShortcuts):
                     if self._closing.is_set():
                         return
                     raise
+                if not queried:
+                    if not self._closing.is_set():
+                        self._failure = failure
+                    return
             if bell is None:
                 self._closing.wait(pause)
             else:
