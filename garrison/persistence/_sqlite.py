@@ -48,7 +48,7 @@ import threading
 import time as _time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import trio
 
@@ -1111,18 +1111,23 @@ class SQLiteStore(StoreShortcuts):
                     if self._ring is not None:  # a tool: the node learns of it at once
                         _file.ring_doorbell(self._ring)
             except sqlite3.Error as exc:
-                if isinstance(exc, sqlite3.OperationalError):
-                    _raise_if_busy(conn, exc)
-                refused = self._refused(exc)
-                if refused is exc:
-                    raise
-                raise refused from exc
+                self._raise_refused(conn, exc)
             stats = self._stats
             stats["transactions"] += 1
             stats["sync_writes"] += 1
             if self._checkpointer is not None:
                 self._checkpointer.committed()
         return results
+
+    def _raise_refused(self, conn: sqlite3.Connection, exc: sqlite3.Error) -> NoReturn:
+        """Raise what a failed write's ``exc`` means: :class:`Busy` (another connection
+        holds the write lock), the refusal it stands for (``_refused``), or itself."""
+        if isinstance(exc, sqlite3.OperationalError):
+            _raise_if_busy(conn, exc)
+        refused = self._refused(exc)
+        if refused is exc:
+            raise exc
+        raise refused from exc
 
     def write_each(self, txs: Sequence[Transaction], *, unless_node: bool = False
                    ) -> list[list[Any] | Exception] | None:
@@ -1168,12 +1173,7 @@ class SQLiteStore(StoreShortcuts):
                 if self._ring is not None:  # a tool: the node learns of them at once
                     _file.ring_doorbell(self._ring)
             except sqlite3.Error as exc:
-                if isinstance(exc, sqlite3.OperationalError):
-                    _raise_if_busy(conn, exc)
-                refused = self._refused(exc)
-                if refused is exc:
-                    raise
-                raise refused from exc
+                self._raise_refused(conn, exc)
             except BaseException:
                 _end_open(conn)
                 raise
