@@ -13,7 +13,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -2944,6 +2944,38 @@ async def test_a_parents_end_reaches_a_tree_spread_over_three_nodes(
                         await trio.sleep(0.05)
                 assert str(a.workflow("c2").status()) == "completed"
 
+@contextlib.asynccontextmanager
+async def _children_on_b_parent_on_a(postgres_url: str, children: list[str]
+                                     ) -> AsyncIterator[tuple[Any, Any]]:
+    """Nodes ``a`` and ``b`` of one cluster in this process: ``children`` (ids) of the
+    workflow ``p``, run by node b (which claims them all first), and ``p`` by node a."""
+    import trio
+
+    from garrison.persistence import Transaction, open_store
+
+    name = "cluster_app:ends_on_a_message"
+    with open_store(postgres_url) as store:
+        tx = Transaction()
+        for wid in children:
+            tx.create_workflow(wid, name, [], status="running", host="workflows",
+                               parent=garrison.Pid("workflows", "p"))
+        store.write(tx)
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
+                                  max_concurrent=len(children)) as b:
+        with trio.fail_after(10):
+            while {m.name: m.workflows for m in b.cluster()} != {"b": len(children)}:
+                await trio.sleep(0.02)
+        with open_store(postgres_url) as store:
+            store.write(Transaction().create_workflow("p", name, [], status="running",
+                                                      host="workflows"))
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+            with trio.fail_after(10):
+                while {m.name: m.workflows for m in a.cluster()} != {
+                        "b": len(children), "a": 1}:
+                    await trio.sleep(0.02)
+            yield a, b
+
+
 
 async def test_a_parents_cancel_reads_no_row_again_of_its_children_elsewhere(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -2955,16 +2987,9 @@ async def test_a_parents_cancel_reads_no_row_again_of_its_children_elsewhere(
     import trio
 
     from garrison.hosts.workflow import _host
-    from garrison.persistence import PostgresStore, Transaction, open_store
+    from garrison.persistence import PostgresStore
 
-    name = "cluster_app:ends_on_a_message"
     children = [f"c{i}" for i in range(3)]
-    with open_store(postgres_url) as store:
-        tx = Transaction()
-        for wid in children:
-            tx.create_workflow(wid, name, [], status="running", host="workflows",
-                               parent=garrison.Pid("workflows", "p"))
-        store.write(tx)
     inside: list[bool] = []
     read_again: list[str] = []
     cancel_children = _host.WorkflowHost.cancel_children
@@ -2982,26 +3007,15 @@ async def test_a_parents_cancel_reads_no_row_again_of_its_children_elsewhere(
             read_again.append(wid)
         return get_workflow(self, wid, *args, **kwargs)
 
-    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
-                                  max_concurrent=3) as b:
+    async with _children_on_b_parent_on_a(postgres_url, children) as (a, _b):
+        monkeypatch.setattr(_host.WorkflowHost, "cancel_children", watched)
+        monkeypatch.setattr(PostgresStore, "get_workflow", counted)
+        await a.workflow("p").cancel()
+        monkeypatch.undo()
+        assert read_again == []
         with trio.fail_after(10):
-            while {m.name: m.workflows for m in b.cluster()} != {"b": 3}:
-                await trio.sleep(0.02)
-        with open_store(postgres_url) as store:
-            store.write(Transaction().create_workflow("p", name, [], status="running",
-                                                      host="workflows"))
-        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
-            with trio.fail_after(10):
-                while {m.name: m.workflows for m in a.cluster()} != {"b": 3, "a": 1}:
-                    await trio.sleep(0.02)
-            monkeypatch.setattr(_host.WorkflowHost, "cancel_children", watched)
-            monkeypatch.setattr(PostgresStore, "get_workflow", counted)
-            await a.workflow("p").cancel()
-            monkeypatch.undo()
-            assert read_again == []
-            with trio.fail_after(10):
-                while {str(a.workflow(wid).status()) for wid in children} != {"cancelled"}:
-                    await trio.sleep(0.05)
+            while {str(a.workflow(wid).status()) for wid in children} != {"cancelled"}:
+                await trio.sleep(0.05)
 
 
 @pytest.mark.parametrize("end", ["cancel", "terminate"])
@@ -3014,16 +3028,9 @@ async def test_a_parents_end_writes_the_requests_of_its_children_elsewhere_at_on
     one store write now, each flag still conditional on its row; every child ends."""
     import trio
 
-    from garrison.persistence import PostgresStore, Transaction, open_store
+    from garrison.persistence import PostgresStore
 
-    name = "cluster_app:ends_on_a_message"
     children = [f"c{i}" for i in range(4)]
-    with open_store(postgres_url) as store:
-        tx = Transaction()
-        for wid in children:
-            tx.create_workflow(wid, name, [], status="running", host="workflows",
-                               parent=garrison.Pid("workflows", "p"))
-        store.write(tx)
     writes: list[list[str]] = []
     write, write_each = PostgresStore.write, PostgresStore.write_each
 
@@ -3046,32 +3053,21 @@ async def test_a_parents_end_writes_the_requests_of_its_children_elsewhere_at_on
             touched(txs)
         return write_each(self, txs, **kwargs)
 
-    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
-                                  max_concurrent=4) as b:
+    async with _children_on_b_parent_on_a(postgres_url, children) as (a, _b):
+        here["store"] = a.hosts["workflows"].store
+        monkeypatch.setattr(PostgresStore, "write", counted)
+        monkeypatch.setattr(PostgresStore, "write_each", counted_each)
+        if end == "cancel":
+            await a.workflow("p").cancel()
+        else:
+            await a.workflow("p").terminate("enough")
+        # (durable when it returns: written before, not later)
+        assert writes == [children], writes
+        monkeypatch.undo()
+        expected = "cancelled" if end == "cancel" else "failed"
         with trio.fail_after(10):
-            while {m.name: m.workflows for m in b.cluster()} != {"b": 4}:
-                await trio.sleep(0.02)
-        with open_store(postgres_url) as store:
-            store.write(Transaction().create_workflow("p", name, [], status="running",
-                                                      host="workflows"))
-        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
-            with trio.fail_after(10):
-                while {m.name: m.workflows for m in a.cluster()} != {"b": 4, "a": 1}:
-                    await trio.sleep(0.02)
-            here["store"] = a.hosts["workflows"].store
-            monkeypatch.setattr(PostgresStore, "write", counted)
-            monkeypatch.setattr(PostgresStore, "write_each", counted_each)
-            if end == "cancel":
-                await a.workflow("p").cancel()
-            else:
-                await a.workflow("p").terminate("enough")
-            # (durable when it returns: written before, not later)
-            assert writes == [children], writes
-            monkeypatch.undo()
-            expected = "cancelled" if end == "cancel" else "failed"
-            with trio.fail_after(10):
-                while {str(a.workflow(wid).status()) for wid in children} != {expected}:
-                    await trio.sleep(0.05)
+            while {str(a.workflow(wid).status()) for wid in children} != {expected}:
+                await trio.sleep(0.05)
 
 
 async def test_a_parents_cancel_flags_alone_a_child_elsewhere_whose_row_changed(
@@ -3084,16 +3080,9 @@ async def test_a_parents_cancel_flags_alone_a_child_elsewhere_whose_row_changed(
     import trio
 
     from garrison.hosts.workflow import _host
-    from garrison.persistence import PostgresStore, Transaction, open_store
+    from garrison.persistence import PostgresStore
 
-    name = "cluster_app:ends_on_a_message"
     children = [f"c{i}" for i in range(3)]
-    with open_store(postgres_url) as store:
-        tx = Transaction()
-        for wid in children:
-            tx.create_workflow(wid, name, [], status="running", host="workflows",
-                               parent=garrison.Pid("workflows", "p"))
-        store.write(tx)
     children_elsewhere = _host.WorkflowHost.children_elsewhere
     read_again: list[str] = []
     get_workflow = PostgresStore.get_workflow
@@ -3114,28 +3103,17 @@ async def test_a_parents_cancel_flags_alone_a_child_elsewhere_whose_row_changed(
             read_again.append(wid)
         return get_workflow(self, wid, *args, **kwargs)
 
-    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
-                                  max_concurrent=3) as b:
+    async with _children_on_b_parent_on_a(postgres_url, children) as (a, _b):
+        here["host"] = a.hosts["workflows"]
+        here["store"] = a.hosts["workflows"].store
+        monkeypatch.setattr(_host.WorkflowHost, "children_elsewhere", stale)
+        monkeypatch.setattr(PostgresStore, "get_workflow", counted)
+        await a.workflow("p").cancel()
+        monkeypatch.undo()
+        assert "c1" in read_again and not {"c0", "c2"} & set(read_again), read_again
         with trio.fail_after(10):
-            while {m.name: m.workflows for m in b.cluster()} != {"b": 3}:
-                await trio.sleep(0.02)
-        with open_store(postgres_url) as store:
-            store.write(Transaction().create_workflow("p", name, [], status="running",
-                                                      host="workflows"))
-        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
-            with trio.fail_after(10):
-                while {m.name: m.workflows for m in a.cluster()} != {"b": 3, "a": 1}:
-                    await trio.sleep(0.02)
-            here["host"] = a.hosts["workflows"]
-            here["store"] = a.hosts["workflows"].store
-            monkeypatch.setattr(_host.WorkflowHost, "children_elsewhere", stale)
-            monkeypatch.setattr(PostgresStore, "get_workflow", counted)
-            await a.workflow("p").cancel()
-            monkeypatch.undo()
-            assert "c1" in read_again and not {"c0", "c2"} & set(read_again), read_again
-            with trio.fail_after(10):
-                while {str(a.workflow(wid).status()) for wid in children} != {"cancelled"}:
-                    await trio.sleep(0.05)
+            while {str(a.workflow(wid).status()) for wid in children} != {"cancelled"}:
+                await trio.sleep(0.05)
 
 
 @pytest.mark.parametrize("failures", [1, 2])
@@ -3148,16 +3126,9 @@ async def test_a_failed_read_of_a_cancels_children_elsewhere_is_asked_again(
     again (``failures=1``); failing there too, a repeated cancel asks again."""
     import trio
 
-    from garrison.persistence import PostgresStore, Transaction, open_store
+    from garrison.persistence import PostgresStore
 
-    name = "cluster_app:ends_on_a_message"
     children = [f"c{i}" for i in range(3)]
-    with open_store(postgres_url) as store:
-        tx = Transaction()
-        for wid in children:
-            tx.create_workflow(wid, name, [], status="running", host="workflows",
-                               parent=garrison.Pid("workflows", "p"))
-        store.write(tx)
     unfinished_children = PostgresStore.unfinished_children
     left = [failures]
 
@@ -3167,33 +3138,22 @@ async def test_a_failed_read_of_a_cancels_children_elsewhere_is_asked_again(
             raise garrison.StoreError(self.path, "the server closed the connection")
         return unfinished_children(self, parents)
 
-    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
-                                  max_concurrent=3) as b:
-        with trio.fail_after(10):
-            while {m.name: m.workflows for m in b.cluster()} != {"b": 3}:
+    async with _children_on_b_parent_on_a(postgres_url, children) as (a, b):
+        monkeypatch.setattr(PostgresStore, "unfinished_children", failing)
+        with pytest.raises(garrison.StoreError,
+                           match="the cancel of workflow 'p' was written, but its "
+                                 "children on other nodes were not asked"):
+            await a.workflow("p").cancel()
+        with trio.fail_after(10):  # (it ends cancelled all the same)
+            while str(a.workflow("p").status()) != "cancelled":
                 await trio.sleep(0.02)
-        with open_store(postgres_url) as store:
-            store.write(Transaction().create_workflow("p", name, [], status="running",
-                                                      host="workflows"))
-        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
-            with trio.fail_after(10):
-                while {m.name: m.workflows for m in a.cluster()} != {"b": 3, "a": 1}:
-                    await trio.sleep(0.02)
-            monkeypatch.setattr(PostgresStore, "unfinished_children", failing)
-            with pytest.raises(garrison.StoreError,
-                               match="the cancel of workflow 'p' was written, but its "
-                                     "children on other nodes were not asked"):
-                await a.workflow("p").cancel()
-            with trio.fail_after(10):  # (it ends cancelled all the same)
-                while str(a.workflow("p").status()) != "cancelled":
-                    await trio.sleep(0.02)
-            if failures == 2:
-                assert {str(b.workflow(wid).status()) for wid in children} != {"cancelled"}
-                await a.workflow("p").cancel()
-            assert left == [0]
-            with trio.fail_after(10):
-                while {str(a.workflow(wid).status()) for wid in children} != {"cancelled"}:
-                    await trio.sleep(0.05)
+        if failures == 2:
+            assert {str(b.workflow(wid).status()) for wid in children} != {"cancelled"}
+            await a.workflow("p").cancel()
+        assert left == [0]
+        with trio.fail_after(10):
+            while {str(a.workflow(wid).status()) for wid in children} != {"cancelled"}:
+                await trio.sleep(0.05)
 
 
 async def test_cancelled_workflows_a_node_resumes_ask_the_store_together_for_children(
