@@ -410,6 +410,27 @@ async def waits_for_a_message() -> object:
     return (await process.inbox().receive()).payload
 
 
+def _running_waiters(db: str, n: int) -> None:
+    """Workflows ``w0`` ... of ``waits_for_a_message`` in store ``db``, as a node that
+    ran them leaves them (``running``, each waiting for its message once resumed)."""
+    with open_store(db) as store:
+        tx = garrison.persistence.Transaction()
+        for i in range(n):
+            tx.create_workflow(f"w{i}", f"{__name__}:waits_for_a_message", [],
+                               status="running", host="workflows")
+        store.write(tx)
+
+
+async def _each_resumed(db: str, n: int) -> None:
+    """A node opened on ``db`` resumes each of ``_running_waiters``' ``n`` workflows:
+    each gets its message and ends with it."""
+    async with garrison.open_node(store=db) as node:
+        for i in range(n):
+            await node.send(f"workflows/w{i}", "go", i)
+        for i in range(n):
+            assert await node.workflow(f"w{i}").result() == i
+
+
 async def test_thousands_parked_at_a_resume_are_written_in_chunks_a_crash_between_resumes(
         tmp_path: Any, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The parked statuses of every workflow a node resumed were one transaction written
@@ -425,12 +446,7 @@ async def test_thousands_parked_at_a_resume_are_written_in_chunks_a_crash_betwee
     n = 2 * chunk + 1
     db = str(tmp_path / "s.db")
     crashed = str(tmp_path / "crashed.db")
-    with open_store(db) as store:
-        tx = garrison.persistence.Transaction()
-        for i in range(n):
-            tx.create_workflow(f"w{i}", f"{__name__}:waits_for_a_message", [],
-                               status="running", host="workflows")
-        store.write(tx)
+    _running_waiters(db, n)
     written: list[int] = []
     commit_statuses = _host.WorkflowHost._commit_statuses
 
@@ -452,11 +468,7 @@ async def test_thousands_parked_at_a_resume_are_written_in_chunks_a_crash_betwee
     with open_store(crashed, lock=False) as store:
         stored = {str(r.status) for r in store.list_workflows()}
         assert stored == {"waiting", "running"}  # (the crash came between two)
-    async with garrison.open_node(store=crashed) as node:
-        for i in range(n):
-            await node.send(f"workflows/w{i}", "go", i)
-        for i in range(n):
-            assert await node.workflow(f"w{i}").result() == i
+    await _each_resumed(crashed, n)
 
 
 @pytest.mark.parametrize("failure", ["disk", "moved"])
@@ -480,12 +492,7 @@ async def test_parked_statuses_a_failed_chunk_left_unwritten_are_written_at_the_
     chunk = _host.PARKED_CHUNK
     n = 2 * chunk + 1
     db = str(tmp_path / "s.db")
-    with open_store(db) as store:
-        tx = garrison.persistence.Transaction()
-        for i in range(n):
-            tx.create_workflow(f"w{i}", f"{__name__}:waits_for_a_message", [],
-                               status="running", host="workflows")
-        store.write(tx)
+    _running_waiters(db, n)
     statuses: list[int] = []
     moved: list[str] = []
     commit = SQLiteStore.commit
@@ -527,12 +534,7 @@ async def test_a_workflow_that_wakes_between_two_chunks_of_parked_statuses_keeps
     chunk = _host.PARKED_CHUNK
     n = chunk + 10
     db = str(tmp_path / "s.db")
-    with open_store(db) as store:
-        tx = garrison.persistence.Transaction()
-        for i in range(n):
-            tx.create_workflow(f"w{i}", f"{__name__}:waits_for_a_message", [],
-                               status="running", host="workflows")
-        store.write(tx)
+    _running_waiters(db, n)
     woken: list[str] = []
     commit_statuses = _host.WorkflowHost._commit_statuses
 
@@ -566,12 +568,7 @@ async def test_a_node_that_closes_between_two_chunks_of_parked_statuses_leaves_e
     chunk = _host.PARKED_CHUNK
     n = 2 * chunk + 1
     db = str(tmp_path / "s.db")
-    with open_store(db) as store:
-        tx = garrison.persistence.Transaction()
-        for i in range(n):
-            tx.create_workflow(f"w{i}", f"{__name__}:waits_for_a_message", [],
-                               status="running", host="workflows")
-        store.write(tx)
+    _running_waiters(db, n)
     first = trio.Event()
     commit_statuses = _host.WorkflowHost._commit_statuses
 
@@ -587,11 +584,7 @@ async def test_a_node_that_closes_between_two_chunks_of_parked_statuses_leaves_e
     monkeypatch.undo()
     with open_store(db, lock=False) as tool:
         assert {str(r.status) for r in tool.list_workflows()} == {"waiting"}
-    async with garrison.open_node(store=db) as node:
-        for i in range(n):
-            await node.send(f"workflows/w{i}", "go", i)
-        for i in range(n):
-            assert await node.workflow(f"w{i}").result() == i
+    await _each_resumed(db, n)
 
 
 async def test_thousands_parked_at_a_stop_are_written_in_chunks_a_crash_between_resumes(
@@ -609,12 +602,7 @@ async def test_thousands_parked_at_a_stop_are_written_in_chunks_a_crash_between_
     n = 2 * chunk + 1
     db = str(tmp_path / "s.db")
     crashed = str(tmp_path / "crashed.db")
-    with open_store(db) as store:
-        tx = garrison.persistence.Transaction()
-        for i in range(n):
-            tx.create_workflow(f"w{i}", f"{__name__}:waits_for_a_message", [],
-                               status="running", host="workflows")
-        store.write(tx)
+    _running_waiters(db, n)
     written: list[int] = []
     commit_statuses = _host.WorkflowHost._commit_statuses
 
@@ -637,11 +625,7 @@ async def test_thousands_parked_at_a_stop_are_written_in_chunks_a_crash_between_
     with open_store(crashed, lock=False) as store:
         stored = {str(r.status) for r in store.list_workflows()}
         assert stored == {"waiting", "running"}  # (the crash came between two)
-    async with garrison.open_node(store=crashed) as node:
-        for i in range(n):
-            await node.send(f"workflows/w{i}", "go", i)
-        for i in range(n):
-            assert await node.workflow(f"w{i}").result() == i
+    await _each_resumed(crashed, n)
     with open_store(db, lock=False) as store:  # (and the stop itself parked each)
         assert {str(r.status) for r in store.list_workflows()} == {"waiting"}
 
@@ -655,12 +639,7 @@ async def test_a_stops_failed_parked_write_leaves_the_rest_running_and_resumed(
 
     n = _host.PARKED_CHUNK + 1
     db = str(tmp_path / "s.db")
-    with open_store(db) as store:
-        tx = garrison.persistence.Transaction()
-        for i in range(n):
-            tx.create_workflow(f"w{i}", f"{__name__}:waits_for_a_message", [],
-                               status="running", host="workflows")
-        store.write(tx)
+    _running_waiters(db, n)
     asked: list[int] = []
     commit_statuses = _host.WorkflowHost._commit_statuses
 
@@ -679,11 +658,7 @@ async def test_a_stops_failed_parked_write_leaves_the_rest_running_and_resumed(
     monkeypatch.undo()
     with open_store(db, lock=False) as store:
         assert {str(r.status) for r in store.list_workflows()} == {"running"}
-    async with garrison.open_node(store=db) as node:
-        for i in range(n):
-            await node.send(f"workflows/w{i}", "go", i)
-        for i in range(n):
-            assert await node.workflow(f"w{i}").result() == i
+    await _each_resumed(db, n)
 
 
 async def test_a_supervisors_queued_workflow_child_is_cancelled_at_node_stop_too(
