@@ -28,6 +28,32 @@ def store_path(store_spec: str) -> str:
     return store_spec
 
 
+def _second_batch_fails(monkeypatch: pytest.MonkeyPatch, path: str, *,
+                        node: bool = False) -> None:
+    """The store the command opens fails its second ``write_each`` ("the disk is
+    full"); ``node``: it says a node holds it (one that ends none of the workflows)."""
+    from garrison import StoreError, _cli_workflows
+
+    real = _cli_workflows.tools.open_store
+
+    def opened(*args: Any, **kwargs: Any) -> Any:
+        store = real(*args, **kwargs)
+        if node:
+            store.node_running = lambda: True
+        real_each = store.write_each
+        calls = iter(range(10))
+
+        def write_each(txs: Any, **kw: Any) -> Any:
+            if next(calls) == 1:
+                raise StoreError(path, "the disk is full")
+            return real_each(txs, **kw)
+
+        store.write_each = write_each
+        return store
+
+    monkeypatch.setattr(_cli_workflows.tools, "open_store", opened)
+
+
 def _rows(path: str, rows: dict[str, str], search: dict[str, Any] | None = None,
           parent: str | None = None) -> None:
     """Workflows written straight to the store: id -> status (no node: fast)."""
@@ -671,27 +697,11 @@ def test_a_store_failure_in_a_later_batch_leaves_the_terminates_asked_before_sai
     terminate says it, then the command ends with the store's error (exit 2). They had
     no line at all: each is said once the node ends it, after every batch, and the
     error ended the command first."""
-    from garrison import StoreError, _cli_workflows
+    from garrison import _cli_workflows
 
     path = str(tmp_path / "s.db")
     _rows(path, {"w-0": "waiting", "w-1": "waiting"})
-    real = _cli_workflows.tools.open_store
-
-    def opened(*args: Any, **kwargs: Any) -> Any:
-        store = real(*args, **kwargs)
-        store.node_running = lambda: True  # (a node that ends none of them)
-        real_each = store.write_each
-        calls = iter(range(10))
-
-        def write_each(txs: Any, **kw: Any) -> Any:
-            if next(calls) == 1:
-                raise StoreError(path, "the disk is full")
-            return real_each(txs, **kw)
-
-        store.write_each = write_each
-        return store
-
-    monkeypatch.setattr(_cli_workflows.tools, "open_store", opened)
+    _second_batch_fails(monkeypatch, path, node=True)
     monkeypatch.setattr(_cli_workflows, "BATCH", 1)
     monkeypatch.setattr(_cli_workflows, "TERMINATE_WAIT", 0.05)
     code, out, err = cli_here(capsys, "--store", path, "terminate", "--all", "--yes",
@@ -760,26 +770,11 @@ def test_json_of_a_bulk_command_whose_store_fails_at_a_later_batch_says_what_was
     printed all the same, the first batch's workflow done (committed), the others in
     ``left`` with the store's ``error``, then the command fails as without --json (exit
     2, the error on stderr). It printed nothing: the retry committed was not said."""
-    from garrison import StoreError, _cli_workflows
+    from garrison import _cli_workflows
 
     path = str(tmp_path / "s.db")
     _rows(path, {"w-0": "failed", "w-1": "failed", "w-2": "failed"})
-    real = _cli_workflows.tools.open_store
-
-    def opened(*args: Any, **kwargs: Any) -> Any:
-        store = real(*args, **kwargs)
-        real_each = store.write_each
-        calls = iter(range(10))
-
-        def write_each(txs: Any, **kw: Any) -> Any:
-            if next(calls) == 1:
-                raise StoreError(path, "the disk is full")
-            return real_each(txs, **kw)
-
-        store.write_each = write_each
-        return store
-
-    monkeypatch.setattr(_cli_workflows.tools, "open_store", opened)
+    _second_batch_fails(monkeypatch, path)
     monkeypatch.setattr(_cli_workflows, "BATCH", 1)
     code, out, err = cli_here(capsys, "--store", path, "retry", "--all", "--yes", "--json")
     assert code == 2, (out, err)
@@ -801,26 +796,10 @@ def test_a_bulk_cancel_whose_flags_meet_a_store_failure_says_the_pending_it_ende
     pending one ended (committed) is said as ended before the error ends the command
     (exit 2), the flagged one left. It was not said at all: the batch raised the error
     with nothing of it said, as if no write of it stood."""
-    from garrison import StoreError, _cli_workflows
 
     path = str(tmp_path / "s.db")
     _rows(path, {"a": "pending", "b": "waiting"})
-    real = _cli_workflows.tools.open_store
-
-    def opened(*args: Any, **kwargs: Any) -> Any:
-        store = real(*args, **kwargs)
-        real_each = store.write_each
-        calls = iter(range(10))
-
-        def write_each(txs: Any, **kw: Any) -> Any:
-            if next(calls) == 1:  # (the flags)
-                raise StoreError(path, "the disk is full")
-            return real_each(txs, **kw)
-
-        store.write_each = write_each
-        return store
-
-    monkeypatch.setattr(_cli_workflows.tools, "open_store", opened)
+    _second_batch_fails(monkeypatch, path)
     code, out, err = cli_here(capsys, "--store", path, "cancel", "a", "b", *json_flag)
     assert code == 2 and "the disk is full" in err, (out, err)
     if json_flag:
