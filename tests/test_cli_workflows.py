@@ -815,12 +815,11 @@ def test_history_and_export_hold_a_page_of_the_journal_not_the_whole(
         assert reads and max(reads) <= 3, (command, reads)
 
 
-def test_an_export_read_across_another_run_says_so(
-        capsys: pytest.CaptureFixture[str], store_path: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """helper-447: an export reads the journal page by page. A continue-as-new or a
-    retry between two pages (a node runs the workflow) could mix two runs in the file
-    a golden test keeps: the export says so, exit 1, and to export it again."""
+def _long_journal_whose_run_changes(store_path: str, monkeypatch: pytest.MonkeyPatch
+                                    ) -> list[int]:
+    """``_long_journal`` read 3 records a page, whose workflow begins another run (its
+    run id changes) as the tenth page is read: the second read's second page. The list
+    returned counts the pages read (clear it to read again unchanged)."""
     from _stores import sql
 
     from garrison import _store_tools
@@ -828,18 +827,28 @@ def test_an_export_read_across_another_run_says_so(
 
     _long_journal(store_path)
     monkeypatch.setattr(_store_tools, "JOURNAL_PAGE", 3, raising=False)
-    calls = []
+    calls: list[int] = []
     for cls in (SQLiteStore, PostgresStore):
         read = cls.journal_page
 
         def page(*args: Any, _read: Any = read, **kwargs: Any) -> Any:
             calls.append(1)
-            if len(calls) == 10:  # (the second read's second page)
+            if len(calls) == 10:
                 sql(store_path, "UPDATE workflows SET run_id = 'run-2' "
                                 "WHERE workflow_id = 'long'")
             return _read(*args, **kwargs)
 
         monkeypatch.setattr(cls, "journal_page", page)
+    return calls
+
+
+def test_an_export_read_across_another_run_says_so(
+        capsys: pytest.CaptureFixture[str], store_path: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """helper-447: an export reads the journal page by page. A continue-as-new or a
+    retry between two pages (a node runs the workflow) could mix two runs in the file
+    a golden test keeps: the export says so, exit 1, and to export it again."""
+    calls = _long_journal_whose_run_changes(store_path, monkeypatch)
     code, out, err = cli_here(capsys, "--store", store_path, "export", "long")
     assert (code, err) == (1, "garrison workflows: workflow 'long' began another run (a "
                               "continue-as-new or a retry) while it was exported: the "
@@ -847,6 +856,7 @@ def test_an_export_read_across_another_run_says_so(
     assert len(json.loads(out)["journal"]) == 22
     calls.clear()
     assert cli_here(capsys, "--store", store_path, "export", "long")[::2] == (0, "")
+
 
 @pytest.mark.parametrize("json_flag", [(), ("--json",)])
 def test_a_history_read_across_another_run_says_so(
@@ -856,25 +866,7 @@ def test_a_history_read_across_another_run_says_so(
     or a retry between two pages (a node runs the workflow) mixed two runs in its table
     (or its --json) with no sign. It says so, as export does: what was printed stands,
     then the error, exit 1, and to read it again."""
-    from _stores import sql
-
-    from garrison import _store_tools
-    from garrison.persistence import PostgresStore, SQLiteStore
-
-    _long_journal(store_path)
-    monkeypatch.setattr(_store_tools, "JOURNAL_PAGE", 3, raising=False)
-    calls = []
-    for cls in (SQLiteStore, PostgresStore):
-        read = cls.journal_page
-
-        def page(*args: Any, _read: Any = read, **kwargs: Any) -> Any:
-            calls.append(1)
-            if len(calls) == 10:  # (the second read's second page)
-                sql(store_path, "UPDATE workflows SET run_id = 'run-2' "
-                                "WHERE workflow_id = 'long'")
-            return _read(*args, **kwargs)
-
-        monkeypatch.setattr(cls, "journal_page", page)
+    calls = _long_journal_whose_run_changes(store_path, monkeypatch)
     code, out, err = cli_here(capsys, "--store", store_path, "history", "long", *json_flag)
     assert (code, err) == (1, "garrison workflows: workflow 'long' began another run (a "
                               "continue-as-new or a retry) while its history was read: "
