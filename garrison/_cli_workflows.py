@@ -385,8 +385,9 @@ def _history(store: Any, args: argparse.Namespace) -> None:
                      "outcome": r.outcome, "attempts": r.attempts}, default=str))
                 first = False
         out.write("]\n")
-        _one_run(store, rec, "while its history was read: the history printed may mix "
-                             "two runs; read it again")
+        _one_run(store, rec.workflow_id, (rec.run_id or "", rec.attempt),
+                 "while its history was read: the history printed may mix two runs; "
+                 "read it again")
         return
     if not any(widths):  # (the first pass read no record)
         status = WorkflowStatus(rec.status)
@@ -396,20 +397,21 @@ def _history(store: Any, args: argparse.Namespace) -> None:
         return
     print_table_pages(("SEQ", "TIME", "KIND", "NAME", "ATTEMPTS", "OUTCOME"),
                       _history_rows(store, rec, width), width, least=widths)
-    _one_run(store, rec, "while its history was read: the history printed may mix two "
-                         "runs; read it again")
+    _one_run(store, rec.workflow_id, (rec.run_id or "", rec.attempt),
+             "while its history was read: the history printed may mix two runs; read it "
+             "again")
 
 
-def _one_run(store: Any, rec: Any, said: str) -> None:
-    """Exit 1 (what was printed flushed first) if workflow ``rec``, as read before its
-    journal's pages, was deleted or began another run since (a continue-as-new or a
-    retry began its journal again: the pages printed may be of two runs); ``said``
-    ends the error."""
-    now = store.get_workflow(rec.workflow_id)
-    if now is not None and (now.run_id or "", now.attempt) == (rec.run_id or "", rec.attempt):
+def _one_run(store: Any, wid: str, run: tuple[str, int], said: str) -> None:
+    """Exit 1 (what was printed flushed first) if workflow ``wid``, of ``run`` (its run
+    id and attempt) as read before its journal's pages, was deleted or began another
+    run since (a continue-as-new or a retry began its journal again: the pages printed
+    may be of two runs); ``said`` ends the error."""
+    now = store.get_workflow(wid)
+    if now is not None and (now.run_id or "", now.attempt) == run:
         return
     sys.stdout.flush()
-    raise _Fail(f"workflow {rec.workflow_id!r} "
+    raise _Fail(f"workflow {wid!r} "
                 + ("was deleted" if now is None else "began another run (a "
                    "continue-as-new or a retry)") + f" {said}", 1)
 
@@ -1092,16 +1094,9 @@ def _export(store: Any, args: argparse.Namespace) -> None:
     for text in head.export_text(records):
         sys.stdout.write(text)
     sys.stdout.write("\n")
-    now = store.get_workflow(rec.workflow_id)
-    if now is None or (now.run_id or "", now.attempt) != (head.run_id, head.attempt):
-        # (a continue-as-new or a retry began the journal again as it was read: the
-        # pages printed may be of two runs)
-        sys.stdout.flush()
-        raise _Fail(f"workflow {rec.workflow_id!r} "
-                    + ("was deleted" if now is None else "began another run (a "
-                       "continue-as-new or a retry)")
-                    + " while it was exported: the history printed may mix two runs; "
-                    "export it again", 1)
+    _one_run(store, rec.workflow_id, (head.run_id, head.attempt),
+             "while it was exported: the history printed may mix two runs; export it "
+             "again")
 
 
 def _replay(store: Any, args: argparse.Namespace) -> None:
