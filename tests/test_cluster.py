@@ -1490,8 +1490,7 @@ async def test_a_lapsed_lease_drops_a_blocked_workflow_too(postgres_url: str) ->
         epoch = member.epoch
         look = Look(postgres_url)
         try:  # cut off: its lease ends now
-            look.store._query("UPDATE garrison.nodes SET lease_until = lease_until - 100 "
-                              "WHERE epoch = %s RETURNING 1", (epoch,))
+            look.lapse(epoch)
         finally:
             look.close()
         with trio.fail_after(10):

@@ -117,8 +117,7 @@ async def test_a_lapsed_lease_logs_one_line_of_the_workflows_that_left(
         look = Look(postgres_url)
         with caplog.at_level(logging.DEBUG):
             try:  # cut off: its lease ends now
-                look.store._query("UPDATE garrison.nodes SET lease_until = lease_until - 100 "
-                                  "WHERE epoch = %s RETURNING 1", (epoch,))
+                look.lapse(epoch)
             finally:
                 look.close()
             with trio.fail_after(10):

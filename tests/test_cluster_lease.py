@@ -134,8 +134,7 @@ async def test_a_node_drained_by_its_lease_lapsing_does_not_join_again(
             member = node._members[0]
             epoch = member.epoch
             # paused past its lease: the server says it lapsed
-            look.store._query("UPDATE garrison.nodes SET lease_until = lease_until - 100 "
-                              "WHERE epoch = %s RETURNING 1", (epoch,))
+            look.lapse(epoch)
             with trio.fail_after(5):
                 await node.drained()
             await trio.sleep(1.5)  # (its workflow's stop waited for, then a round)

@@ -199,8 +199,7 @@ async def test_local_terminate_of_a_workflow_moving_away_returns_instead_of_rais
         else:
             look = Look(postgres_url)
             try:
-                look.store._query("UPDATE garrison.nodes SET lease_until = lease_until - 100 "
-                                  "WHERE epoch = %s RETURNING 1", (a._members[0].epoch,))
+                look.lapse(a._members[0].epoch)
             finally:
                 look.close()
         try:
