@@ -1596,3 +1596,66 @@ async def test_asyncio_code_in_a_workflow_or_activity_fails_saying_what_to_do(
     assert "workflow.sleep" in message and "asyncio.run(" in message
     if where == "activity":
         assert info.value.error.type == "ActivityError"
+
+
+
+@pytest.mark.parametrize("where", ["row", "journal", "row, not woken"])
+async def test_a_damaged_workflow_repaired_runs_and_its_result_is_waited_for(
+        where: str, tmp_path: Any, caplog: pytest.LogCaptureFixture,
+        autojump_clock: Any) -> None:
+    """A workflow named damaged at the node's start (its row, or a record of its
+    journal), repaired by hand and woken by a tool (a message): the node ran it, but
+    its ``result()`` still raised "no node runs this workflow until it is repaired"
+    until the node restarted (the node's note of the damage was kept). The note goes
+    once the workflow is read whole; its result is waited for. A running one whose row
+    was repaired and that nothing woke is loaded by that ``result()`` (which read its
+    row whole), not said to be running."""
+    import logging
+    import time
+
+    from _stores import sql
+
+    from garrison.persistence import Transaction
+
+    db = str(tmp_path / "wf.db")
+    open_store(db).close()
+    with open_store(db, lock=False) as tool:
+        if where == "row":
+            tool.write(Transaction().create_workflow("c", "workflow_app:receiver", []))
+            damage, repair = ("UPDATE workflows SET input = '[bad' WHERE workflow_id = 'c'",
+                              "UPDATE workflows SET input = '[]' WHERE workflow_id = 'c'")
+            answer: Any = ["hello", 1]
+        else:
+            tx = Transaction().create_workflow("c", "workflow_app:steps", [0, 3],
+                                               status="running")
+            for seq in (1, 2):
+                tx.append_journal("c", seq, "activity", "workflow_app:add_one", {"ok": seq})
+            tool.write(tx)
+            fix = "'{\"ok\": 2}'"
+            damage, repair = (
+                "UPDATE journal SET outcome = x'7b226f6b223a22ff227d' WHERE seq = 2",
+                f"UPDATE journal SET outcome = {fix} WHERE seq = 2")
+            if where != "journal":
+                damage, repair = (
+                    "UPDATE workflows SET input = '[bad' WHERE workflow_id = 'c'",
+                    "UPDATE workflows SET input = '[0, 3]' WHERE workflow_id = 'c'")
+            answer = 3
+    sql(db, damage)
+    caplog.set_level(logging.INFO, "garrison")
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(StoreError, match="no node runs this workflow until"):
+            await node.workflow("c").result()
+        sql(db, repair)
+        if where != "row, not woken":
+            with open_store(db, lock=False) as tool:  # (its wakeup: the node loads it)
+                tool.write(Transaction().deliver("c", "hello", 1))
+        if where == "journal":  # (its wakeup taken, in a worker thread: read again)
+            host = node.hosts["workflows"]
+            deadline = time.monotonic() + 10
+            while "c" in host.damaged:
+                assert time.monotonic() < deadline, "the wakeup was not taken"
+                await trio.sleep(0)
+        with trio.fail_after(5):
+            assert await node.workflow("c").result() == answer
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(said) == 1 and said[0].startswith("cannot resume workflow c:"), said

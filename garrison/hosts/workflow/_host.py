@@ -96,6 +96,7 @@ from ._recovery import (
     discard_requests,
     end_instance,
     ended_with_parent,
+    named_damaged,
     refresh,
     request_transaction,
     resume_all,
@@ -2626,7 +2627,18 @@ class WorkflowHost:
                 raise await run_blocking(self.no_such, wid)
             status = WorkflowStatus(record.status)
             if not status.finished and (said := self.damaged.get(wid)) is not None:
-                raise StoreError(self.store.path, _left_unrun(said))  # (not "running")
+                if said.seq is not None or self.client or not self.resumed:
+                    raise StoreError(self.store.path, _left_unrun(said))  # (not "running")
+                # its row, read whole just now, was repaired since; nothing woke it: it
+                # is loaded now (its journal read), to run here
+                del self.damaged[wid]
+                try:
+                    refresh(self, wid)
+                except DamagedRecord as exc:  # (its journal, this time)
+                    named_damaged(self, exc, "load")
+                    raise StoreError(self.store.path, _left_unrun(exc)) from None
+                if wid in self.active:
+                    return await self.result(wid, hint)
             if status is WorkflowStatus.PENDING and not self.client and self.resumed:
                 refresh(self, wid)  # a tool created it; its wakeup is not here yet
                 if wid in self.active:

@@ -127,6 +127,8 @@ def load(host: WorkflowHost, record: WorkflowRecord, read: ResumeRows | None = N
         # with these), and the rate would not count what was admitted before it
         wf.host_unwritten = True
         host.write_soon(Transaction().update_workflow(wid, host=host.name))
+    if host.damaged:  # read whole now (repaired): its ``result()`` is waited for again
+        host.damaged.pop(wid, None)
     return wf
 
 
@@ -251,7 +253,7 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
         records = (ownership.first_claim() if ownership is not None
                    else host.store.unfinished_workflows(damaged))
         for exc in damaged:
-            _named_damaged(host, exc, "resume")
+            named_damaged(host, exc, "resume")
         for first in range(0, len(records), LOAD_CHUNK):
             if first:
                 try:  # (the node's other tasks run between two reads)
@@ -353,7 +355,7 @@ def _load_together(host: WorkflowHost, records: list[WorkflowRecord]
         try:
             wf = load(host, record, None if read is None else read.get(record.workflow_id))
         except DamagedRecord as exc:  # a record of its journal
-            _named_damaged(host, exc, "resume")
+            named_damaged(host, exc, "resume")
             continue
         except Exception as exc:  # pragma: no cover - a broken row
             log.error("cannot resume workflow %s: %s", record.workflow_id, exc,
@@ -478,10 +480,10 @@ async def watch_wakeups(host: WorkflowHost) -> None:
                 try:
                     refresh(host, wid)
                 except DamagedRecord as exc:  # its row: left as it is, the node runs on
-                    _named_damaged(host, exc, "load")
+                    named_damaged(host, exc, "load")
 
 
-def _named_damaged(host: WorkflowHost, exc: DamagedRecord, what: str) -> None:
+def named_damaged(host: WorkflowHost, exc: DamagedRecord, what: str) -> None:
     """Name the workflow whose row is damaged (``exc``) in one error line, once while
     the node runs (a tool's wakeup of it, met after the node's start named it, is not
     said again)."""
