@@ -3155,6 +3155,93 @@ async def test_a_failed_read_of_a_cancels_children_elsewhere_is_asked_again(
                 await trio.sleep(0.05)
 
 
+async def test_a_node_refreshes_the_children_woken_by_a_cancel_elsewhere_in_chunks(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node that runs the children of a parent another node cancelled refreshed
+    every child the cancel woke in one step of its thread (2,000 held its event loop
+    1.3-2.1 s: every other process of the node stood still). It refreshes
+    ``WAKE_CHUNK`` a step now (two here), each child once; every child ends."""
+    import trio
+
+    from garrison.hosts.workflow import _recovery
+
+    children = [f"c{i}" for i in range(7)]
+    monkeypatch.setattr(_recovery, "WAKE_CHUNK", 2, raising=False)
+    refresh = _recovery.refresh
+    refreshed: list[str] = []
+    in_step = [0]
+    longest = [0]
+    # (node b's refreshes only: a, in this process too, hears its parent's cancel)
+    here: dict[str, Any] = {}
+
+    class Steps(trio.abc.Instrument):
+        def before_task_step(self, task: Any) -> None:
+            in_step[0] = 0
+
+    def counted(host: Any, wid: str, **kwargs: Any) -> None:
+        if host is here.get("host"):
+            refreshed.append(wid)
+            in_step[0] += 1
+            longest[0] = max(longest[0], in_step[0])
+        refresh(host, wid, **kwargs)
+
+    async with _children_on_b_parent_on_a(postgres_url, children) as (a, b):
+        here["host"] = b.hosts["workflows"]
+        monkeypatch.setattr(_recovery, "refresh", counted)
+        steps = Steps()
+        trio.lowlevel.add_instrument(steps)
+        try:
+            await a.workflow("p").cancel()
+            with trio.fail_after(10):
+                while {str(a.workflow(wid).status()) for wid in children} != {
+                        "cancelled"}:
+                    await trio.sleep(0.05)
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        monkeypatch.undo()
+        assert sorted(refreshed) == children, refreshed
+        assert longest == [2], longest
+
+
+async def test_a_failed_refresh_of_a_woken_workflow_is_tried_again(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh of a woken workflow that the store failed raised out of the node's
+    wakeup watcher: the wakeups it had taken (and those after it) were lost, and the
+    children a cancel elsewhere woke ran on. The refresh that failed is tried again
+    with those after it, a moment later; none refreshed before it is read again, and
+    every child ends cancelled."""
+    import trio
+
+    from garrison.hosts.workflow import _recovery
+
+    children = [f"c{i}" for i in range(7)]
+    monkeypatch.setattr(_recovery, "WAKE_CHUNK", 2, raising=False)
+    refresh = _recovery.refresh
+    refreshed: list[str] = []
+    failed: list[str] = []
+    here: dict[str, Any] = {}  # (node b's refreshes only)
+
+    def failing(host: Any, wid: str, **kwargs: Any) -> None:
+        if host is here.get("host"):
+            refreshed.append(wid)
+            if len(refreshed) == 3:
+                failed.append(wid)
+                raise garrison.StoreError(host.store.path, "the server closed the "
+                                          "connection")
+        refresh(host, wid, **kwargs)
+
+    async with _children_on_b_parent_on_a(postgres_url, children) as (a, b):
+        here["host"] = b.hosts["workflows"]
+        monkeypatch.setattr(_recovery, "refresh", failing)
+        await a.workflow("p").cancel()
+        with trio.fail_after(10):
+            while {str(b.workflow(wid).status()) for wid in children} != {"cancelled"}:
+                await trio.sleep(0.05)
+        monkeypatch.undo()
+        assert len(failed) == 1
+        assert sorted(refreshed) == sorted(children + failed), refreshed
+
+
 async def test_cancelled_workflows_a_node_resumes_ask_the_store_together_for_children(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A node that resumes workflows a tool cancelled while no node ran them (and

@@ -57,6 +57,15 @@ GC_PAUSE_MAX = 10.0
 #: then the node's other tasks run (its lease, services, console) before the next ones
 LOAD_CHUNK = 250
 
+#: the workflows (or schedules) named by wakeups taken together that a node refreshes
+#: between two checkpoints at most (``watch_wakeups``: each is a few reads of the store,
+#: and thousands woken at once held the node's thread for seconds)
+WAKE_CHUNK = 50
+#: the first wait before a refresh the store failed is tried again (doubled at each
+#: failure in a row, up to ``WAKE_RETRY_MAX``), as parked statuses are written again
+WAKE_RETRY = 0.05
+WAKE_RETRY_MAX = 2.0
+
 #: the memo key of a workflow a supervisor (or a node's services) started as its child:
 #: the supervisor's pid
 SUPERVISOR_MEMO = "garrison.supervisor"
@@ -458,7 +467,15 @@ async def _resume_gc(recovering: list[WorkflowInstance]) -> None:
 
 async def watch_wakeups(host: WorkflowHost) -> None:
     """Pick up what tools (stores opened with ``lock=False``) wrote: messages, promise
-    resolutions, cancel requests, workflows to start."""
+    resolutions, cancel requests, workflows to start.
+
+    ``WAKE_CHUNK`` workflows at most between two checkpoints (the node's other tasks run
+    between): the thousands of children another node's cancel of their parent woke
+    were refreshed in one step of the node's thread, each a few reads of the store, and
+    every other process of the node stood still meanwhile. A refresh the store fails is
+    logged and tried again, with those after it, ``WAKE_RETRY`` later (doubled at each
+    failure in a row up to ``WAKE_RETRY_MAX``): its wakeup was taken from the store, and
+    is not lost. Each workflow is read once for the wakeups taken together."""
     while not host.closing:
         try:
             wakes = await host.store.wakeups()
@@ -468,19 +485,37 @@ async def watch_wakeups(host: WorkflowHost) -> None:
             return
         # one look per workflow or schedule, however many writes woke it (each look
         # reads all its rows: once per wakeup, a tool's N signals cost N reads of N)
-        # (the children elsewhere of those a tool cancelled: one read for all of them)
-        with host.cancels_batched():
-            for schedule, wid in dict.fromkeys((w.kind == "schedule", w.workflow_id)
-                                               for w in wakes):
+        woken = list(dict.fromkeys((w.kind == "schedule", w.workflow_id) for w in wakes))
+        failures = 0
+        while woken:
+            done = 0
+            try:  # (the children elsewhere of those a tool cancelled: one read a chunk)
+                with host.cancels_batched():
+                    for schedule, wid in woken[:WAKE_CHUNK]:
+                        if host.closing:
+                            return  # the node is closing (its store may be closed)
+                        if schedule:
+                            host.scheduler.reload(wid)  # the wakeup names a schedule
+                        else:
+                            try:
+                                refresh(host, wid)
+                            except DamagedRecord as exc:  # its row: left as it is
+                                named_damaged(host, exc, "load")
+                        done += 1
+            except StoreError as exc:
                 if host.closing:
-                    return  # the node is closing (its store may be closed already)
-                if schedule:
-                    host.scheduler.reload(wid)  # the wakeup names a schedule
-                    continue
-                try:
-                    refresh(host, wid)
-                except DamagedRecord as exc:  # its row: left as it is, the node runs on
-                    named_damaged(host, exc, "load")
+                    return
+                woken = woken[done:]  # (from the one that failed: its wakeup is taken)
+                delay = min(WAKE_RETRY * 2 ** failures, WAKE_RETRY_MAX)
+                failures += 1
+                log.warning("could not read %d workflows that tools or other nodes "
+                            "wrote for: %s; read again in %g s", len(woken), exc, delay)
+                await trio.sleep(delay)
+                continue
+            failures = 0
+            woken = woken[done:]
+            if woken:
+                await trio.lowlevel.checkpoint()
 
 
 def named_damaged(host: WorkflowHost, exc: DamagedRecord, what: str) -> None:
