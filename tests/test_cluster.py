@@ -3155,6 +3155,49 @@ async def test_a_failed_read_of_a_cancels_children_elsewhere_is_asked_again(
                 await trio.sleep(0.05)
 
 
+@pytest.mark.parametrize("failures", [1, 2])
+async def test_a_failed_ask_of_a_terminates_children_elsewhere_is_asked_again(
+        postgres_url: str, failures: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminate of a parent whose read of its children on another node failed
+    raised the store's bare error after the parent's request was committed (and the
+    parent ended), and nothing asked for those children again: a repeated terminate
+    found the parent ended, and they ran on for good. Now the terminate says what was
+    not asked, and the parent's end asks again (``failures=1``); failing there too, a
+    repeated terminate asks again. Each child ends terminated."""
+    import trio
+
+    from garrison.persistence import PostgresStore
+
+    children = [f"c{i}" for i in range(3)]
+    unfinished_children = PostgresStore.unfinished_children
+    left = [failures]
+    here: dict[str, Any] = {}  # (node a's reads only)
+
+    def failing(self: PostgresStore, parents: Any) -> Any:
+        if self is here.get("store") and left[0]:
+            left[0] -= 1
+            raise garrison.StoreError(self.path, "the server closed the connection")
+        return unfinished_children(self, parents)
+
+    async with _children_on_b_parent_on_a(postgres_url, children) as (a, b):
+        here["store"] = a.hosts["workflows"].store
+        monkeypatch.setattr(PostgresStore, "unfinished_children", failing)
+        with pytest.raises(garrison.StoreError,
+                           match="the terminate of workflow 'p' was written, but its "
+                                 "children on other nodes were not asked to end"):
+            await a.workflow("p").terminate("enough")
+        with trio.fail_after(10):  # (it ends all the same)
+            while str(a.workflow("p").status()) != "failed":
+                await trio.sleep(0.02)
+        if failures == 2:
+            assert {str(b.workflow(wid).status()) for wid in children} != {"failed"}
+            await a.workflow("p").terminate("enough")
+        assert left == [0]
+        with trio.fail_after(10):
+            while {str(a.workflow(wid).status()) for wid in children} != {"failed"}:
+                await trio.sleep(0.05)
+
+
 async def test_a_node_refreshes_the_children_woken_by_a_cancel_elsewhere_in_chunks(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The node that runs the children of a parent another node cancelled refreshed

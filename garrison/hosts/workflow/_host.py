@@ -97,6 +97,7 @@ from ._recovery import (
     end_instance,
     ended_with_parent,
     named_damaged,
+    parent_terminated,
     refresh,
     request_transaction,
     resume_all,
@@ -293,6 +294,9 @@ class WorkflowHost:
         #: failed. Asked again with the next tree's (a cancel, a resume), at a repeated
         #: ``handle.cancel()`` and at their end (see ``_ask_elsewhere``)
         self._elsewhere_unasked: dict[str, tuple[WorkflowInstance, float | None]] = {}
+        #: and terminated workflows (id -> the workflow) whose children elsewhere were
+        #: not all asked to end, asked again alike (and at a repeated terminate)
+        self._ends_unasked: dict[str, WorkflowInstance] = {}
         #: counts the activity attempts running (``garrison.testing``), or ``None``
         self.in_flight: ActivitiesInFlight | None = None
         #: a store opened by a tool (``lock=False``): another node runs the workflows;
@@ -976,15 +980,17 @@ class WorkflowHost:
                     self.store.path, wf.wid, "the code of this node cannot replay it: it "
                     "is left, blocked, to a node of the cluster whose code can"))
             return
-        if wf.wid in self._elsewhere_unasked:
-            # its cancel's ask for its children elsewhere failed: asked again now, as it
-            # ends (nothing resumes an ended workflow to ask for them)
+        if wf.wid in self._elsewhere_unasked or wf.wid in self._ends_unasked:
+            # its cancel's (or terminate's) ask for its children elsewhere failed: asked
+            # again now, as it ends (nothing resumes an ended workflow to ask for them)
             try:
                 self.ask_elsewhere_again()
             except Exception as exc:
                 log.warning("workflow %s: its children on other nodes could not be asked "
-                            "to cancel: %s; asked again at the next cancel or resume of "
-                            "this node", wf.wid, exc, extra={"workflow_id": wf.wid})
+                            "to %s: %s; asked again at the next cancel, terminate or "
+                            "resume of this node", wf.wid,
+                            "end" if wf.wid in self._ends_unasked else "cancel", exc,
+                            extra={"workflow_id": wf.wid})
         event = Event(EventKind.EXIT, wf.pid, plain, error)
         now = self.clock.now()
         for seq in wf.timers:  # left by waits it abandoned (a started activity's retries)
@@ -2082,7 +2088,7 @@ class WorkflowHost:
         (the node also asks again at its next cancel or resume, and at the workflow's
         end)."""
         if wid in self._elsewhere_unasked:  # (its children elsewhere: a failed ask)
-            self._ask_again_for(wid)
+            self.ask_again_for(wid)
         if self.client or (self.ownership is not None and wid not in self.active):
             # (read, and a workflow that never ran ended at once, in a worker thread:
             # written only if no live node, this one included, claimed it; claimed
@@ -2134,26 +2140,34 @@ class WorkflowHost:
                 self._flag_cancel(wf)
         except StoreError as exc:  # (its children elsewhere were not all asked)
             wf.wake()
-            raise self._unasked_error(wid, exc) from exc
+            raise self.unasked_error(wid, exc) from exc
         wf.wake()
         if held and wf.wid in self.queue.ending:
             await wf.exited.wait()  # waiting in the queue: it has ended when this returns
         return True
 
-    def _ask_again_for(self, wid: str) -> None:
-        """A repeated cancel of ``wid``, whose children elsewhere were not all asked:
-        asked again (with any others left so); the store's error raised if it fails."""
+    def ask_again_for(self, wid: str, what: str = "cancel") -> None:
+        """A repeated cancel (``what``; or terminate) of ``wid``, whose children
+        elsewhere were not all asked: asked again (with any others left so); the
+        store's error raised if it fails (see :meth:`unasked_error`)."""
         try:
             self.ask_elsewhere_again()
         except StoreError as exc:
-            raise self._unasked_error(wid, exc) from exc
+            raise self.unasked_error(wid, exc, what) from exc
 
-    def _unasked_error(self, wid: str, exc: StoreError) -> StoreError:
-        """What ``handle.cancel()`` raises when the children another node runs of the
-        workflow it cancelled could not be asked to cancel too."""
-        return StoreError(self.store.path, f"the cancel of workflow {wid!r} was written, "
-                          "but its children on other nodes were not asked to cancel: "
-                          f"{exc.reason_at(self.store.path)}; a repeated cancel asks "
+    def ends_unasked(self, wid: str) -> bool:
+        """Whether the terminated workflow ``wid``'s children on other nodes were not
+        all asked to end (the store failed that ask): see :meth:`ask_again_for`."""
+        return wid in self._ends_unasked
+
+    def unasked_error(self, wid: str, exc: StoreError, what: str = "cancel") -> StoreError:
+        """What ``handle.cancel()`` (``what``; or ``handle.terminate()``) raises when
+        the children another node runs of the workflow it cancelled (terminated) could
+        not be asked to cancel (end) too."""
+        asked = "cancel" if what == "cancel" else "end"
+        return StoreError(self.store.path, f"the {what} of workflow {wid!r} was written, "
+                          f"but its children on other nodes were not asked to {asked}: "
+                          f"{exc.reason_at(self.store.path)}; a repeated {what} asks "
                           "them again")
 
     async def committed_soon(self) -> None:
@@ -2187,7 +2201,7 @@ class WorkflowHost:
                     self._cancelled_tree.append((wf, at))
                 self._cancel_children_here(wf, at)
             return
-        if not roots and not self._elsewhere_unasked:
+        if not roots and not self._elsewhere_unasked and not self._ends_unasked:
             return
         tree = self._cancelled_tree = list(roots)
         try:
@@ -2197,29 +2211,74 @@ class WorkflowHost:
             self._cancelled_tree = None
         self._ask_elsewhere(tree)
 
-    def _ask_elsewhere(self, tree: list[tuple[WorkflowInstance, float | None]]) -> None:
+    def _ask_elsewhere(self, tree: list[tuple[WorkflowInstance, float | None]],
+                       requested: list[WorkflowRecord] | None = None) -> None:
         """Cancel the children another node runs of ``tree``'s workflows, and of those
-        left unasked before (``_elsewhere_unasked``), in one read of the store. Each of
-        them stays unasked until every child of theirs found was asked: a read or a
-        write the store fails raises (to ``handle.cancel()``, which committed the
-        parent's cancel), and a next chance asks again, so that no child elsewhere is
-        left running for good under a cancelled parent by a passing store error."""
+        left unasked before (``_elsewhere_unasked``), in one read of the store; and end
+        those of terminated workflows left so (``_ends_unasked``: their requests in one
+        write, each added to ``requested``). Each of them stays unasked until every
+        child of theirs found was asked: a read or a write the store fails raises (to
+        ``handle.cancel()`` or ``handle.terminate()``, which committed the parent's
+        request), and a next chance asks again, so that no child elsewhere is left
+        running for good under a cancelled or terminated parent by a passing store
+        error."""
         for wf, at in tree:
             self._elsewhere_unasked.setdefault(wf.wid, (wf, at))
         asked = list(self._elsewhere_unasked.values())
+        ended = list(self._ends_unasked.values())
+        terminated = {str(wf.pid): wf.wid for wf in ended}
         parents = {str(parent.pid): (parent, at) for parent, at in asked}
         compensating: dict[str, frozenset[str]] = {}
         flags: list[tuple[WorkflowRecord, float | None]] = []
-        for record in self.children_elsewhere([parent for parent, _ in asked]):
+        requests = Transaction()
+        terminating: list[WorkflowRecord] = []
+        read = {wf.wid: wf for wf in [*ended, *(parent for parent, _ in asked)]}
+        for record in self.children_elsewhere(list(read.values())):
+            if str(record.parent) in terminated:  # (its parent's terminate: it ends)
+                reason = parent_terminated(terminated[str(record.parent)])
+                request_transaction(record.workflow_id, reason, record.attempt, requests)
+                terminating.append(record)
+                continue
             parent, at = parents[str(record.parent)]
             if parent.wid not in compensating:
                 compensating[parent.wid] = _spawned_after_cancel(parent)
             if record.workflow_id not in compensating[parent.wid] and \
                     not self._ended_elsewhere(record):
                 flags.append((record, at))
+        if requests.ops:  # (one write: a terminate returns once they are durable)
+            self.store.write(requests)
+        for wf in ended:
+            self._ends_unasked.pop(wf.wid, None)
+        if requested is not None:
+            requested.extend(terminating)
         self._flag_elsewhere(flags)
         for parent, _ in asked:
             self._elsewhere_unasked.pop(parent.wid, None)
+
+    def end_children_elsewhere(self, tree: Sequence[WorkflowInstance]
+                               ) -> list[WorkflowRecord]:
+        """The children another node runs (or none yet) of ``tree``'s workflows (a
+        terminated workflow and its descendants here) asked to end, in one read of the
+        store and one write (with those left unasked before, see
+        :meth:`_ask_elsewhere`); their rows as read. A failure of that read or write
+        raises the store's error, and the tree stays unasked until a next chance asks
+        again: a repeated terminate, the end of one of them, the node's next cancel,
+        terminate or resume of a tree. (Off a cluster: nothing.)"""
+        if self.ownership is None or not tree:
+            return []
+        for wf in tree:
+            self._ends_unasked.setdefault(wf.wid, wf)
+        requested: list[WorkflowRecord] = []
+        try:
+            self._ask_elsewhere([], requested)
+        except Exception as exc:
+            if any(wf.wid in self._ends_unasked for wf in tree):
+                raise
+            # (the tree's were written: what failed is the flags of cancels asked again)
+            log.warning("the children on other nodes of %d cancelled workflows could not "
+                        "be asked to cancel: %s; asked again at the next cancel or resume "
+                        "of this node", len(self._elsewhere_unasked), exc)
+        return requested
 
     @contextlib.contextmanager
     def cancels_batched(self) -> Iterator[None]:
@@ -2249,9 +2308,10 @@ class WorkflowHost:
                         "of this node", len(self._elsewhere_unasked), exc)
 
     def ask_elsewhere_again(self) -> None:
-        """Ask again for the children elsewhere of cancelled workflows whose first ask
-        failed (see :meth:`_ask_elsewhere`); raises the store's error if it fails again."""
-        if self._elsewhere_unasked and self.ownership is not None:
+        """Ask again for the children elsewhere of cancelled or terminated workflows
+        whose first ask failed (see :meth:`_ask_elsewhere`); raises the store's error if
+        it fails again."""
+        if (self._elsewhere_unasked or self._ends_unasked) and self.ownership is not None:
             self._ask_elsewhere([])
 
     def _ended_elsewhere(self, record: WorkflowRecord) -> bool:

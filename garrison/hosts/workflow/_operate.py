@@ -275,8 +275,12 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
     as ``garrison workflows terminate``: ended in the store while no node holds it,
     else asked through its inbox and the store watched until that node has ended it.
     ``NoSuchWorkflow`` for an unknown id; ``ValueError`` for a blank ``reason`` (see
-    :func:`check_reason`)."""
+    :func:`check_reason`). In a cluster, a terminate whose ask for the children
+    another node runs the store failed raises a ``StoreError`` saying so (the terminate
+    itself written); a repeated one asks them again."""
     check_reason(reason)
+    if host.ends_unasked(wid):  # (its children elsewhere: a failed ask, asked again)
+        host.ask_again_for(wid, "terminate")
     store = host.store
     record = store.get_workflow(wid)
     if record is None:

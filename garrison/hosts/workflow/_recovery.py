@@ -706,17 +706,19 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
     # the children another node runs (or none yet), of every workflow of the tree, in
     # one read of the store: asked for each, a tree of 2,000 read it 2,001 times in the
     # node's thread (its event loop still meanwhile)
-    parents = {str(parent.pid): parent.wid for parent in tree}
     # their requests (asked in the store, as a tool asks) in one transaction: a write
     # each was a round trip and a commit each in the node's thread, its event loop still
-    # meanwhile; written before this returns (a terminate returns once they are durable)
-    requests = Transaction()
-    for record in host.children_elsewhere(tree):
-        reason = parent_terminated(parents[str(record.parent)])
-        request_transaction(record.workflow_id, reason, record.attempt, requests)
-        ended.append(record.workflow_id)
-    if requests.ops:
-        host.store.write(requests)
+    # meanwhile; written before this returns (a terminate returns once they are durable).
+    # A failure of the read or the write leaves the tree to be asked again (a repeated
+    # terminate, the end of a workflow of it: see ``WorkflowHost.end_children_elsewhere``)
+    parents = {str(parent.pid) for parent in tree}
+    failed: StoreError | None = None
+    try:
+        requested = host.end_children_elsewhere(tree)
+    except StoreError as exc:
+        failed, requested = exc, []
+    ended.extend(record.workflow_id for record in requested
+                 if str(record.parent) in parents)
     if ended:
         named = ", ".join(ended[:NAMED_DESCENDANTS])
         more = len(ended) - NAMED_DESCENDANTS
@@ -726,6 +728,8 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
                     "" if len(ended) > 1 else "s", named,
                     f" and {more} more" if more > 0 else "",
                     extra={"workflow_id": wf.wid, "pid": wf.pid})
+    if failed is not None:
+        raise host.unasked_error(wf.wid, failed, "terminate") from failed
 
 
 def _end_tree(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo,
@@ -752,8 +756,13 @@ def _end_tree(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo,
 
 
 async def end_requested(host: WorkflowHost, wf: WorkflowInstance) -> None:
-    """A workflow a tool asked to terminate, which never ran on this node: it ends."""
-    end_instance(host, wf, _request_error(wf.requests))
+    """A workflow a tool asked to terminate, which never ran on this node: it ends
+    (its children on other nodes, if the store fails their ask, are asked again at the
+    node's next chance: see ``end_instance``)."""
+    try:
+        end_instance(host, wf, _request_error(wf.requests))
+    except StoreError as exc:
+        log.warning("%s", exc, extra={"workflow_id": wf.wid})
     await trio.lowlevel.checkpoint()
 
 
