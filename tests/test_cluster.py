@@ -2944,10 +2944,13 @@ async def test_a_parents_end_reaches_a_tree_spread_over_three_nodes(
                 assert str(a.workflow("c2").status()) == "completed"
 
 @contextlib.asynccontextmanager
-async def _children_on_b_parent_on_a(postgres_url: str, children: list[str]
+async def _children_on_b_parent_on_a(postgres_url: str, children: list[str],
+                                     pending: list[str] | None = None
                                      ) -> AsyncIterator[tuple[Any, Any]]:
     """Nodes ``a`` and ``b`` of one cluster in this process: ``children`` (ids) of the
-    workflow ``p``, run by node b (which claims them all first), and ``p`` by node a."""
+    workflow ``p``, run by node b (which claims them all first), and ``p`` by node a;
+    and ``pending`` children of ``p`` that wait in the store unclaimed (neither node
+    has room for them: a runs ``p`` alone then)."""
     import trio
 
     from garrison.persistence import Transaction, open_store
@@ -2967,11 +2970,20 @@ async def _children_on_b_parent_on_a(postgres_url: str, children: list[str]
         with open_store(postgres_url) as store:
             store.write(Transaction().create_workflow("p", name, [], status="running",
                                                       host="workflows"))
-        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s",
+                                      max_concurrent=1 if pending else None) as a:
             with trio.fail_after(10):
                 while {m.name: m.workflows for m in a.cluster()} != {
                         "b": len(children), "a": 1}:
                     await trio.sleep(0.02)
+            if pending:
+                with open_store(postgres_url) as store:
+                    tx = Transaction()
+                    for wid in pending:
+                        tx.create_workflow(wid, name, [], status="pending",
+                                           host="workflows",
+                                           parent=garrison.Pid("workflows", "p"))
+                    store.write(tx)
             yield a, b
 
 
@@ -3062,6 +3074,98 @@ async def test_a_parents_end_writes_the_requests_of_its_children_elsewhere_at_on
             await a.workflow("p").terminate("enough")
         # (durable when it returns: written before, not later)
         assert writes == [children], writes
+        monkeypatch.undo()
+        expected = "cancelled" if end == "cancel" else "failed"
+        with trio.fail_after(10):
+            while {str(a.workflow(wid).status()) for wid in children} != {expected}:
+                await trio.sleep(0.05)
+
+
+@pytest.mark.parametrize("end", ["cancel", "terminate"])
+async def test_a_parents_end_ends_its_pending_children_elsewhere_in_one_write(
+        postgres_url: str, end: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The children of a cancelled parent that wait in the store for a node to claim
+    them (pending, unclaimed) were ended one at a time, a write (and commit) each in
+    the node's thread, before the flags of the running ones were written together;
+    those of a terminated parent were left a request each, ended only once a node had
+    room to claim them. Their ends and the others' requests are one write now (each
+    end still conditional on the child being pending and unclaimed): the pending ones
+    have ended when the call returns, the running ones end as their node hears."""
+    import trio
+
+    from garrison.persistence import PostgresStore
+
+    children = [f"c{i}" for i in range(2)]
+    pending = [f"q{i}" for i in range(3)]
+    writes: list[list[str]] = []
+    write, write_each = PostgresStore.write, PostgresStore.write_each
+
+    def touched(txs: Any) -> None:
+        wids = sorted({params[0] for tx in txs for _op, params in tx.ops
+                       if params and params[0] in children + pending})
+        if wids:
+            writes.append(wids)
+
+    here: dict[str, Any] = {}  # (node a's writes only)
+
+    def counted(self: PostgresStore, tx: Any) -> Any:
+        if self is here.get("store"):
+            touched([tx])
+        return write(self, tx)
+
+    def counted_each(self: PostgresStore, txs: Any, **kwargs: Any) -> Any:
+        if self is here.get("store"):
+            touched(txs)
+        return write_each(self, txs, **kwargs)
+
+    async with _children_on_b_parent_on_a(postgres_url, children, pending) as (a, _b):
+        here["store"] = a.hosts["workflows"].store
+        monkeypatch.setattr(PostgresStore, "write", counted)
+        monkeypatch.setattr(PostgresStore, "write_each", counted_each)
+        if end == "cancel":
+            await a.workflow("p").cancel()
+        else:
+            await a.workflow("p").terminate("enough")
+        ended = {wid: a.workflow(wid).status() for wid in pending}
+        monkeypatch.undo()
+        expected = "cancelled" if end == "cancel" else "failed"
+        assert writes == [sorted(children + pending)], writes
+        assert {str(status) for status in ended.values()} == {expected}, ended
+        with trio.fail_after(10):
+            while {str(a.workflow(wid).status()) for wid in children} != {expected}:
+                await trio.sleep(0.05)
+
+
+@pytest.mark.parametrize("end", ["cancel", "terminate"])
+async def test_a_child_elsewhere_read_unclaimed_but_claimed_since_is_asked_alone(
+        postgres_url: str, end: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child of a cancelled or terminated tree read pending and unclaimed is ended
+    with the others' requests, conditional on it being so still: one a node claimed
+    (and ran) since is not ended by that write, and is read again and asked alone,
+    its cancel flagged or its terminate requested; every child ends."""
+    import attrs
+    import trio
+
+    from garrison.hosts.workflow import _host
+
+    children = [f"c{i}" for i in range(3)]
+    children_elsewhere = _host.WorkflowHost.children_elsewhere
+    here: dict[str, Any] = {}  # (node a's reads only)
+
+    def stale(self: Any, wfs: Any) -> Any:
+        records = children_elsewhere(self, wfs)
+        if self is not here.get("host"):
+            return records
+        return [attrs.evolve(r, status="pending") if r.workflow_id == "c1" else r
+                for r in records]
+
+    async with _children_on_b_parent_on_a(postgres_url, children) as (a, _b):
+        here["host"] = a.hosts["workflows"]
+        monkeypatch.setattr(_host.WorkflowHost, "children_elsewhere", stale)
+        if end == "cancel":
+            await a.workflow("p").cancel()
+        else:
+            await a.workflow("p").terminate("enough")
         monkeypatch.undo()
         expected = "cancelled" if end == "cancel" else "failed"
         with trio.fail_after(10):

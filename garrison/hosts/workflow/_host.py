@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from functools import partial
 from typing import Any
 
+import attrs
 import trio
 
 from ... import _observe
@@ -208,6 +209,18 @@ def _spawned_after_cancel(wf: WorkflowInstance) -> frozenset[str]:
         Pid.parse(e.outcome["pid"]).id for seq, e in entries.items()
         if seq > cancel and e.kind == JournalKind.SPAWN and isinstance(e.outcome, dict)
         and isinstance(e.outcome.get("pid"), str))
+
+
+@attrs.frozen
+class _Unrun:
+    """A child another node would run of a cancelled or terminated tree, waiting in the
+    store unclaimed (``record``, its row as read): it ends at once, never run, with
+    ``status`` and ``error``; ``at``: when its parent's cancel was asked."""
+
+    record: WorkflowRecord
+    status: WorkflowStatus
+    error: ErrorInfo
+    at: float | None
 
 
 def _start_memo(supervisor: Pid | None, priority: int, tool: bool) -> dict[str, Any] | None:
@@ -1854,21 +1867,30 @@ class WorkflowHost:
         nothing (a write in a worker thread could land after that load)."""
         if self.client or self.ownership is None or wid in self.active:
             return False
-        store = self.store
         if record is None:
-            record = store.get_workflow(wid)
-        if record is None or record.status != WorkflowStatus.PENDING or wid in self.active:
-            return False
-        if status is WorkflowStatus.CANCELLED and not self._never_ran(record):
-            return False  # it ran before: it runs, and its code gets the cancel
-        if record.attempt != 1 and any(
-                not WorkflowStatus(child.status).finished
-                for child in store.list_workflows(parent=Pid(self.name, wid))):
+            record = self.store.get_workflow(wid)
+        if record is None or not self._ends_unrun(record, status):
             return False
         if not self._write_end_pending(record, status, error):
             return False
         self._ended_pending(record, status, error)
         return True
+
+    def _ends_unrun(self, record: WorkflowRecord, status: WorkflowStatus) -> bool:
+        """The workflow of ``record`` (read by the caller) is one that
+        :meth:`end_pending_stored` ends with ``status`` at once: pending in the store,
+        not in this node's memory, and (a retry) with no unfinished child; for a cancel,
+        one that never ran. (Whether a node claimed it is for the write to see.)
+        Blocking: a retry's journal and children are read."""
+        wid = record.workflow_id
+        if self.client or self.ownership is None or wid in self.active \
+                or record.status != WorkflowStatus.PENDING:
+            return False
+        if status is WorkflowStatus.CANCELLED and not self._never_ran(record):
+            return False  # it ran before: it runs, and its code gets the cancel
+        return record.attempt == 1 or all(
+            WorkflowStatus(child.status).finished
+            for child in self.store.list_workflows(parent=Pid(self.name, wid)))
 
     def _never_ran(self, record: WorkflowRecord) -> bool:
         """``_operate.never_ran`` in this node's store. Blocking."""
@@ -2231,27 +2253,34 @@ class WorkflowHost:
         compensating: dict[str, frozenset[str]] = {}
         flags: list[tuple[WorkflowRecord, float | None]] = []
         requests = Transaction()
+        unrun: list[_Unrun] = []  # (waiting unclaimed: ended at once, never run)
         terminating: list[WorkflowRecord] = []
         read = {wf.wid: wf for wf in [*ended, *(parent for parent, _ in asked)]}
         for record in self.children_elsewhere(list(read.values())):
             if str(record.parent) in terminated:  # (its parent's terminate: it ends)
                 reason = parent_terminated(terminated[str(record.parent)])
-                request_transaction(record.workflow_id, reason, record.attempt, requests)
                 terminating.append(record)
+                if self._ends_unrun(record, WorkflowStatus.FAILED):
+                    unrun.append(_Unrun(record, WorkflowStatus.FAILED, reason, None))
+                else:
+                    request_transaction(record.workflow_id, reason, record.attempt,
+                                        requests)
                 continue
             parent, at = parents[str(record.parent)]
             if parent.wid not in compensating:
                 compensating[parent.wid] = _spawned_after_cancel(parent)
-            if record.workflow_id not in compensating[parent.wid] and \
-                    not self._ended_elsewhere(record):
+            if record.workflow_id in compensating[parent.wid]:
+                continue
+            if self._ends_unrun(record, WorkflowStatus.CANCELLED):
+                unrun.append(_Unrun(record, WorkflowStatus.CANCELLED,
+                                    cancelled_error(record.workflow_id), at))
+            else:
                 flags.append((record, at))
-        if requests.ops:  # (one write: a terminate returns once they are durable)
-            self.store.write(requests)
+        self._write_asks(requests, unrun, flags)
         for wf in ended:
             self._ends_unasked.pop(wf.wid, None)
         if requested is not None:
             requested.extend(terminating)
-        self._flag_elsewhere(flags)
         for parent, _ in asked:
             self._elsewhere_unasked.pop(parent.wid, None)
 
@@ -2314,35 +2343,45 @@ class WorkflowHost:
         if (self._elsewhere_unasked or self._ends_unasked) and self.ownership is not None:
             self._ask_elsewhere([])
 
-    def _ended_elsewhere(self, record: WorkflowRecord) -> bool:
-        """A child another node runs (or none yet) of a cancelled tree, its row
-        ``record`` just read with its siblings (``children_elsewhere``, not read again:
-        a blocking round trip each in the node's thread): True if it waited unclaimed
-        and ended at once, never run; else its flag is to be written."""
-        wid = record.workflow_id
-        return self.end_pending_stored(wid, WorkflowStatus.CANCELLED, cancelled_error(wid),
-                                       record=record)
-
-    def _flag_elsewhere(self, flags: Sequence[tuple[WorkflowRecord, float | None]]
-                        ) -> None:
-        """:meth:`request_cancel_stored` of the children of ``flags`` (each with its row
-        read and the time its cancel was asked), their flags in one database transaction
+    def _write_asks(self, requests: Transaction, unrun: Sequence[_Unrun],
+                    flags: Sequence[tuple[WorkflowRecord, float | None]]) -> None:
+        """Write what :meth:`_ask_elsewhere` asks of the children another node runs of a
+        tree, its rows read together (``children_elsewhere``, not read again: a blocking
+        round trip each in the node's thread): ``requests``, the terminate requests of
+        those running; the ends of ``unrun``, those waiting unclaimed, which end at once
+        (``end_pending_transaction``, each conditional on the child being still
+        pending and unclaimed); the cancel flags of ``flags`` (each with the time its
+        cancel was asked; conditional on its row). All in one database transaction
         (``Store.write_each``: a write each was a round trip and a commit each in the
-        node's thread, its event loop still meanwhile), each still conditional on its
-        row: one whose row changed since it was read (or whose flag failed) is handled
-        alone, as ``flag_cancel`` handles it (read again, flagged, or moot)."""
-        from ._operate import flag_cancel, flag_transaction
+        node's thread, its event loop still meanwhile). One whose row changed since it
+        was read (or whose place failed) is handled alone: an end read again, and if
+        it was claimed meanwhile its node is asked; a flag as ``flag_cancel`` handles it
+        (read again, flagged, or moot). A failure of the requests raises the store's
+        error."""
+        from ._operate import end_pending_transaction, flag_cancel, flag_transaction
 
-        if not flags:
+        if not requests.ops and len(unrun) + len(flags) <= 1:  # (nothing to share)
+            for end in unrun:
+                self._end_unrun_alone(end, record=end.record)
+            for record, at in flags:
+                self.request_cancel_stored(record.workflow_id, at, record=record)
             return
-        if len(flags) == 1:  # (nothing to share)
-            record, at = flags[0]
-            self.request_cancel_stored(record.workflow_id, at, record=record)
-            return
-        outcomes = self.store.write_each([flag_transaction(record, at)
-                                          for record, at in flags])
+        txs = [requests] if requests.ops else []
+        txs += [end_pending_transaction(self.store, end.record, end.status, end.error)
+                for end in unrun]
+        txs += [flag_transaction(record, at) for record, at in flags]
+        outcomes = self.store.write_each(txs)
         assert outcomes is not None  # (``unless_node`` not asked)
-        for (record, at), outcome in zip(flags, outcomes, strict=True):
+        if requests.ops:
+            failed, outcomes = outcomes[0], outcomes[1:]
+            if isinstance(failed, Exception):
+                raise failed
+        for end, outcome in zip(unrun, outcomes[:len(unrun)], strict=True):
+            if isinstance(outcome, Exception):  # (changed, claimed, or not written)
+                self._end_unrun_alone(end)
+            else:
+                self._ended_pending(end.record, end.status, end.error)
+        for (record, at), outcome in zip(flags, outcomes[len(unrun):], strict=True):
             if isinstance(outcome, ValueError):  # it changed since it was read
                 try:
                     flag_cancel(self.store, record, time=at, tried=True)
@@ -2350,6 +2389,18 @@ class WorkflowHost:
                     pass
             elif isinstance(outcome, Exception):  # (as today: written alone, raised)
                 self.request_cancel_stored(record.workflow_id, at, record=record)
+
+    def _end_unrun_alone(self, end: _Unrun, record: WorkflowRecord | None = None) -> None:
+        """End the unclaimed child ``end`` names alone (its row ``record``, or read
+        again), as :meth:`end_pending_stored` ends it; claimed (or changed) meanwhile,
+        its node is asked: its cancel flagged, or its terminate requested."""
+        wid = end.record.workflow_id
+        if self.end_pending_stored(wid, end.status, end.error, record=record):
+            return
+        if end.status is WorkflowStatus.CANCELLED:
+            self.request_cancel_stored(wid, end.at)
+        else:
+            self.store.write(request_transaction(wid, end.error, end.record.attempt))
 
     def _cancel_children_here(self, wf: WorkflowInstance, at: float | None) -> None:
         """:meth:`cancel_children` of the children of ``wf`` in this node's memory."""
