@@ -3136,6 +3136,39 @@ async def test_a_parents_end_ends_its_pending_children_elsewhere_in_one_write(
                 await trio.sleep(0.05)
 
 
+async def test_a_parents_cancel_reads_its_pending_childrens_rows_together(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end of each pending child of a cancelled parent, waiting unclaimed in the
+    store, read its timers and its inbox (what its end consumes), two blocking round
+    trips each in the node's thread: 500 such children took a cancel about 0.9 s.
+    Those that never ran are read together now (``Store.resume_rows``); each ends."""
+    from garrison.persistence import PostgresStore
+
+    pending = [f"q{i}" for i in range(3)]
+    read_alone: list[str] = []
+    timers, pending_messages = PostgresStore.timers, PostgresStore.pending_messages
+    here: dict[str, Any] = {}  # (node a's reads only)
+
+    def counted_timers(self: PostgresStore, wid: Any = None) -> Any:
+        if self is here.get("store") and wid in pending:
+            read_alone.append(wid)
+        return timers(self, wid)
+
+    def counted_messages(self: PostgresStore, wid: str) -> Any:
+        if self is here.get("store") and wid in pending:
+            read_alone.append(wid)
+        return pending_messages(self, wid)
+
+    async with _children_on_b_parent_on_a(postgres_url, ["c0"], pending) as (a, _b):
+        here["store"] = a.hosts["workflows"].store
+        monkeypatch.setattr(PostgresStore, "timers", counted_timers)
+        monkeypatch.setattr(PostgresStore, "pending_messages", counted_messages)
+        await a.workflow("p").cancel()
+        monkeypatch.undo()
+        assert read_alone == [], read_alone
+        assert {str(a.workflow(wid).status()) for wid in pending} == {"cancelled"}
+
+
 @pytest.mark.parametrize("end", ["cancel", "terminate"])
 async def test_a_child_elsewhere_read_unclaimed_but_claimed_since_is_asked_alone(
         postgres_url: str, end: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2367,15 +2367,18 @@ class WorkflowHost:
                 self.request_cancel_stored(record.workflow_id, at, record=record)
             return
         txs = [requests] if requests.ops else []
-        txs += [end_pending_transaction(self.store, end.record, end.status, end.error)
+        # (the timers and inbox of those that never ran, read together: two reads each
+        # were two round trips each in the node's thread; a retry's read alone, not its
+        # whole journal with them)
+        first = [end.record.workflow_id for end in unrun if end.record.attempt == 1]
+        rows = self.store.resume_rows(first) if len(first) > 1 else {}
+        txs += [end_pending_transaction(self.store, end.record, end.status, end.error,
+                                        rows=rows.get(end.record.workflow_id))
                 for end in unrun]
         txs += [flag_transaction(record, at) for record, at in flags]
         outcomes = self.store.write_each(txs)
         assert outcomes is not None  # (``unless_node`` not asked)
-        if requests.ops:
-            failed, outcomes = outcomes[0], outcomes[1:]
-            if isinstance(failed, Exception):
-                raise failed
+        failed = outcomes.pop(0) if requests.ops else None
         for end, outcome in zip(unrun, outcomes[:len(unrun)], strict=True):
             if isinstance(outcome, Exception):  # (changed, claimed, or not written)
                 self._end_unrun_alone(end)
@@ -2389,6 +2392,8 @@ class WorkflowHost:
                     pass
             elif isinstance(outcome, Exception):  # (as today: written alone, raised)
                 self.request_cancel_stored(record.workflow_id, at, record=record)
+        if isinstance(failed, Exception):  # (raised once the others' are handled)
+            raise failed
 
     def _end_unrun_alone(self, end: _Unrun, record: WorkflowRecord | None = None) -> None:
         """End the unclaimed child ``end`` names alone (its row ``record``, or read

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import time as _time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -141,19 +142,21 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
     return tx
 
 
-def consume_linked_rows(store: Any, tx: Transaction, wid: str) -> None:
+def consume_linked_rows(store: Any, tx: Transaction, wid: str,
+                        inbox: Sequence[Any] | None = None) -> None:
     """Into ``tx``, which ends the stored workflow ``wid`` (or retries it, failed): its
     linked rows not acted on (``_inbox.LINKED``: a linked workflow of another node
     failed) consumed. They ask nothing more of the attempt that ends, and left pending
-    they would end a retry of it with that old failure."""
-    for row in store.pending_messages(wid):
+    they would end a retry of it with that old failure. ``inbox``: its pending inbox
+    rows, read by the caller (else read here)."""
+    for row in store.pending_messages(wid) if inbox is None else inbox:
         if row.kind == "event" and is_linked_row(row.payload):
             tx.consume(wid, row.id, 0)
 
 
 def end_pending_transaction(store: Any, record: Any, status: WorkflowStatus,
-                            error: ErrorInfo, *, unclaimed: bool | str = True
-                            ) -> Transaction:
+                            error: ErrorInfo, *, unclaimed: bool | str = True,
+                            rows: Any = None) -> Transaction:
     """The writes that end the ``pending`` workflow ``record``, which never ran or ran
     before but has no unfinished child (no node runs it: it waits in the store for a
     node of a cluster to claim it), with ``status`` and ``error``, as a node ends one
@@ -164,7 +167,9 @@ def end_pending_transaction(store: Any, record: Any, status: WorkflowStatus,
     read and no other live node has claimed it (``expect_workflow(unclaimed=True)``):
     a node admitting it at the same moment either commits first, and the commit raises
     :func:`workflow_changed`'s ``ValueError`` (nothing written: that node has it and
-    acts on the request), or finds it ended."""
+    acts on the request), or finds it ended. ``rows``: its ``ResumeRows``, read by the
+    caller with others' (``Store.resume_rows``), whose timers and inbox are used
+    rather than read here."""
     wid = record.workflow_id
     pid = _pid(record)
     now = _time.time()
@@ -172,9 +177,10 @@ def end_pending_transaction(store: Any, record: Any, status: WorkflowStatus,
                                                attempt=record.attempt, unclaimed=unclaimed)
     tx.update_workflow(wid, status=status, error=error, time=now)
     tx.dequeue(wid)
-    for timer in store.timers(wid):  # (a retried one's: its waits end with it)
+    # (a retried one's timers: its waits end with it)
+    for timer in store.timers(wid) if rows is None else rows.timers:
         tx.remove_timer(wid, timer.seq)
-    consume_linked_rows(store, tx, wid)
+    consume_linked_rows(store, tx, wid, None if rows is None else rows.inbox)
     text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, error)))
     tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=_watchers_host(record),
                            msg_id_prefix=exit_id(wid, ""), sender=pid, time=now)
