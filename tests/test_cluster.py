@@ -3292,15 +3292,16 @@ async def test_a_failed_read_of_a_cancels_children_elsewhere_is_asked_again(
                 await trio.sleep(0.05)
 
 
-@pytest.mark.parametrize("failures", [1, 2])
+@pytest.mark.parametrize("failures", [1, 2, 3])
 async def test_a_failed_ask_of_a_terminates_children_elsewhere_is_asked_again(
         postgres_url: str, failures: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """A terminate of a parent whose read of its children on another node failed
     raised the store's bare error after the parent's request was committed (and the
     parent ended), and nothing asked for those children again: a repeated terminate
-    found the parent ended, and they ran on for good. Now the terminate says what was
-    not asked, and the parent's end asks again (``failures=1``); failing there too, a
-    repeated terminate asks again. Each child ends terminated."""
+    found the parent ended, and they ran on for good. Now the terminate asks again at
+    once (``failures=1``: it returns); failing again, it says what was not asked, and
+    the parent's end asks again (``failures=2``); failing there too, a repeated
+    terminate asks again. Each child ends terminated."""
     import trio
 
     from garrison.persistence import PostgresStore
@@ -3319,20 +3320,59 @@ async def test_a_failed_ask_of_a_terminates_children_elsewhere_is_asked_again(
     async with _children_on_b_parent_on_a(postgres_url, children) as (a, b):
         here["store"] = a.hosts["workflows"].store
         monkeypatch.setattr(PostgresStore, "unfinished_children", failing)
-        with pytest.raises(garrison.StoreError,
-                           match="the terminate of workflow 'p' was written, but its "
-                                 "children on other nodes were not asked to end"):
+        if failures == 1:
             await a.workflow("p").terminate("enough")
+        else:
+            with pytest.raises(garrison.StoreError,
+                               match="the terminate of workflow 'p' was written, but "
+                                     "its children on other nodes were not asked to end"):
+                await a.workflow("p").terminate("enough")
         with trio.fail_after(10):  # (it ends all the same)
             while str(a.workflow("p").status()) != "failed":
                 await trio.sleep(0.02)
-        if failures == 2:
+        if failures == 3:
             assert {str(b.workflow(wid).status()) for wid in children} != {"failed"}
             await a.workflow("p").terminate("enough")
         assert left == [0]
         with trio.fail_after(10):
             while {str(a.workflow(wid).status()) for wid in children} != {"failed"}:
                 await trio.sleep(0.05)
+
+
+async def test_a_tools_terminate_whose_ask_of_children_elsewhere_fails_is_asked_again(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tool's terminate of a parent (its request, as ``garrison workflows terminate``
+    leaves it while a node runs the workflow) is met by the node's wakeup watcher: a
+    read of the parent's children on another node that failed there raised out of the
+    watcher and failed the node. It is a warning now, and the parent's end asks again;
+    each child ends terminated."""
+    import trio
+
+    from garrison._store_tools import ask_terminate
+    from garrison.persistence import PostgresStore, open_store
+
+    children = [f"c{i}" for i in range(3)]
+    unfinished_children = PostgresStore.unfinished_children
+    left = [1]
+    here: dict[str, Any] = {}  # (node a's reads only)
+
+    def failing(self: PostgresStore, parents: Any) -> Any:
+        if self is here.get("store") and left[0]:
+            left[0] -= 1
+            raise garrison.StoreError(self.path, "the server closed the connection")
+        return unfinished_children(self, parents)
+
+    async with _children_on_b_parent_on_a(postgres_url, children) as (a, _b):
+        here["store"] = a.hosts["workflows"].store
+        monkeypatch.setattr(PostgresStore, "unfinished_children", failing)
+        with open_store(postgres_url, lock=False) as store:
+            assert ask_terminate(store, "p", "enough") is not None
+        with trio.fail_after(10):
+            while {str(a.workflow(wid).status()) for wid in ["p", *children]} != {
+                    "failed"}:
+                await trio.sleep(0.05)
+        monkeypatch.undo()
+        assert left == [0]
 
 
 async def test_a_node_refreshes_the_children_woken_by_a_cancel_elsewhere_in_chunks(

@@ -281,9 +281,10 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
     as ``garrison workflows terminate``: ended in the store while no node holds it,
     else asked through its inbox and the store watched until that node has ended it.
     ``NoSuchWorkflow`` for an unknown id; ``ValueError`` for a blank ``reason`` (see
-    :func:`check_reason`). In a cluster, a terminate whose ask for the children
-    another node runs the store failed raises a ``StoreError`` saying so (the terminate
-    itself written); a repeated one asks them again."""
+    :func:`check_reason`). In a cluster, the children another node runs are asked
+    through the store: an ask the store fails (logged) is made again at once, and if
+    that fails too a ``StoreError`` says so (the terminate itself written, the
+    workflow ending); a repeated terminate asks them again."""
     check_reason(reason)
     if host.ends_unasked(wid):  # (its children elsewhere: a failed ask, asked again)
         host.ask_again_for(wid, "terminate")
@@ -308,6 +309,8 @@ async def terminate_workflow(host: WorkflowHost, wid: str, reason: str) -> bool:
         return True
     await store.commit(request_transaction(wid, terminated(reason), asked))
     refresh(host, wid)
+    if host.ends_unasked(wid):  # (its children elsewhere: the ask failed, logged)
+        host.ask_again_for(wid, "terminate")
     # until the attempt asked about has ended: a retry that overtook the request started
     # another, which a request for an earlier attempt does not end (nor waits for)
     if host.ownership is not None and wid not in host.active and \

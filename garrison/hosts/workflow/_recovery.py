@@ -699,7 +699,9 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
     one is stopped as a killed workflow is (nothing more journaled; it writes its end);
     one whose code has ended (blocked) or never ran is finished here. A tree says so in
     one warning: ``wf``, how many descendants end with it and the first of them (each
-    one's own end is at DEBUG: a thousand children are not a thousand warnings)."""
+    one's own end is at DEBUG: a thousand children are not a thousand warnings). Its
+    children another node runs are asked through the store: a failure of that is a
+    warning, and the tree is asked again later (``WorkflowHost.ends_unasked``)."""
     ended: list[str] = []
     tree: list[WorkflowInstance] = []
     _end_tree(host, wf, error, ended, tree)
@@ -709,8 +711,9 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
     # their requests (asked in the store, as a tool asks) in one transaction: a write
     # each was a round trip and a commit each in the node's thread, its event loop still
     # meanwhile; written before this returns (a terminate returns once they are durable).
-    # A failure of the read or the write leaves the tree to be asked again (a repeated
-    # terminate, the end of a workflow of it: see ``WorkflowHost.end_children_elsewhere``)
+    # A failure of the read or the write is logged, and leaves the tree to be asked
+    # again (``handle.terminate()`` at once, a repeated terminate, the end of a workflow
+    # of it: see ``WorkflowHost.end_children_elsewhere``), not raised out of a refresh
     parents = {str(parent.pid) for parent in tree}
     failed: StoreError | None = None
     try:
@@ -729,7 +732,11 @@ def end_instance(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo) -> 
                     f" and {more} more" if more > 0 else "",
                     extra={"workflow_id": wf.wid, "pid": wf.pid})
     if failed is not None:
-        raise host.unasked_error(wf.wid, failed, "terminate") from failed
+        log.warning("workflow %s is terminated, but its children on other nodes could not "
+                    "be asked to end: %s; asked again at the end of a workflow of its "
+                    "tree, at a repeated terminate, or at this node's next cancel, "
+                    "terminate or resume", wf.wid, failed.reason_at(host.store.path),
+                    extra={"workflow_id": wf.wid, "pid": wf.pid})
 
 
 def _end_tree(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo,
@@ -756,13 +763,8 @@ def _end_tree(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo,
 
 
 async def end_requested(host: WorkflowHost, wf: WorkflowInstance) -> None:
-    """A workflow a tool asked to terminate, which never ran on this node: it ends
-    (its children on other nodes, if the store fails their ask, are asked again at the
-    node's next chance: see ``end_instance``)."""
-    try:
-        end_instance(host, wf, _request_error(wf.requests))
-    except StoreError as exc:
-        log.warning("%s", exc, extra={"workflow_id": wf.wid})
+    """A workflow a tool asked to terminate, which never ran on this node: it ends."""
+    end_instance(host, wf, _request_error(wf.requests))
     await trio.lowlevel.checkpoint()
 
 
