@@ -2298,15 +2298,7 @@ class WorkflowHost:
         for wf in tree:
             self._ends_unasked.setdefault(wf.wid, wf)
         requested: list[WorkflowRecord] = []
-        try:
-            self._ask_elsewhere([], requested)
-        except Exception as exc:
-            if any(wf.wid in self._ends_unasked for wf in tree):
-                raise
-            # (the tree's were written: what failed is the flags of cancels asked again)
-            log.warning("the children on other nodes of %d cancelled workflows could not "
-                        "be asked to cancel: %s; asked again at the next cancel or resume "
-                        "of this node", len(self._elsewhere_unasked), exc)
+        self._ask_elsewhere([], requested)
         return requested
 
     @contextlib.contextmanager
