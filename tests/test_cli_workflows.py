@@ -1418,6 +1418,30 @@ def test_a_stored_int_longer_than_the_readers_limit_is_named_not_called_damage(
                    "listed\n"), err
 
 
+def test_a_message_holding_an_int_longer_than_the_readers_limit_is_named_by_show(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
+    """A pending message holding an int longer than this Python reads (sent under
+    ``sys.set_int_max_str_digits(0)``): ``show`` ended in a traceback of a bare
+    ValueError. It names the workflow, the message and how to read it, exit 2."""
+    _plain_store(sqlite_path)
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with open_store(sqlite_path) as store:
+            store.write(Transaction().deliver("w1", "big", [10**5000], msg_id="m1"))
+    finally:
+        sys.set_int_max_str_digits(limit)
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "w1")
+    assert (code, out) == (2, ""), err
+    assert err == (
+        f"garrison workflows: store {sqlite_path!r} cannot be read by this Python: "
+        "workflow 'w1': the payload of its inbox message 'm1' (topic 'big') holds a whole "
+        "number of 5,001 digits, more than the 4,300 digits this Python reads (stored "
+        "where sys.set_int_max_str_digits() allowed more): raise the limit in the process "
+        "that reads it, with sys.set_int_max_str_digits() or PYTHONINTMAXSTRDIGITS in its "
+        "environment (0: none)\n"), err
+
+
 def test_a_damaged_row_is_named_by_id_the_others_listed_and_exit_2(
         capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
     """A row whose JSON column holds no JSON (edited by hand, a bad restore): ``list``

@@ -2374,6 +2374,31 @@ async def test_a_stored_int_longer_than_the_readers_limit_is_the_json_503_naming
     store.close()
 
 
+async def test_a_message_holding_an_int_longer_than_the_readers_limit_is_the_503_naming_it(
+        store_path: str) -> None:
+    """A pending message holding an int longer than this Python reads (sent under
+    ``sys.set_int_max_str_digits(0)``): the workflow's page raised a bare ValueError, a
+    500. It is the JSON 503 naming the workflow, the message and how to read it."""
+    import sys
+
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with SQLiteStore(store_path) as owner:
+            owner.write(Transaction().create_workflow("w7", "app:flow", status="waiting")
+                        .deliver("w7", "big", {"n": 10**5000}, msg_id="m7"))
+    finally:
+        sys.set_int_max_str_digits(limit)
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        r = await c.get("/api/workflows/w7")
+        assert r.status_code == 503, r.text
+        assert r.json()["error"].startswith(
+            "the store cannot be read by this Python: workflow 'w7': the payload of its "
+            "inbox message 'm7' (topic 'big') holds a whole number of 5,001 digits"), r.json()
+    store.close()
+
+
 # ------------------------------------------------------------------ a stalled database
 @pytest.mark.postgres
 async def test_an_action_on_another_node_s_workflow_does_not_stall_the_node(

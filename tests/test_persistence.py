@@ -699,6 +699,48 @@ def test_a_stored_int_longer_than_the_readers_limit_names_the_workflow(
         assert str(got.value) == journal
 
 
+def test_an_inbox_int_longer_than_the_readers_limit_names_the_workflow_and_message(
+        store_spec: str) -> None:
+    """A message or signal whose payload (or trace) holds an int stored by a process
+    without Python's digit limit (``sys.set_int_max_str_digits(0)``), read back by one
+    with the limit: ``pending_messages``, ``inbox_message`` and ``resume_rows`` raised a
+    bare ``ValueError: Exceeds the limit (4300 digits)...`` naming no workflow, and
+    ``resume_rows`` failed for every workflow read with it. Each read of the row is a
+    ``DamagedRecord`` naming the workflow, the message and how to read it; a resume's
+    read leaves that workflow's inbox to be read alone (``None``), the others read."""
+    from garrison.persistence import DamagedRecord
+
+    huge = 10**5000
+    with open_store(store_spec) as store:
+        limit = sys.get_int_max_str_digits()
+        sys.set_int_max_str_digits(0)
+        try:
+            store.write(Transaction().create_workflow("w1", "app:flow")
+                        .create_workflow("w2", "app:flow")
+                        .deliver("w1", "big", {"n": [huge]}, msg_id="m-big")
+                        .deliver("w2", "small", 7, msg_id="m-small"))
+        finally:
+            sys.set_int_max_str_digits(limit)
+        said = ("workflow 'w1': the payload of its inbox message 'm-big' (topic 'big') "
+                "holds a whole number of 5,001 digits, more than the 4,300 digits this "
+                "Python reads (stored where sys.set_int_max_str_digits() allowed more): "
+                "raise the limit in the process that reads it, with "
+                "sys.set_int_max_str_digits() or PYTHONINTMAXSTRDIGITS in its environment "
+                "(0: none)")
+        for read in (lambda: store.pending_messages("w1"),
+                     lambda: store.inbox_message("m-big")):
+            with pytest.raises(DamagedRecord) as got:
+                read()
+            assert str(got.value) == said
+            assert (got.value.workflow_id, got.value.column, got.value.msg_id,
+                    got.value.seq, got.value.too_long) == ("w1", "payload", "m-big", None,
+                                                           True)
+        rows = store.resume_rows(["w1", "w2"])
+        assert rows["w1"].inbox is None
+        assert [(r.msg_id, r.payload) for r in rows["w2"].inbox or ()] == [("m-small", 7)]
+        assert store.inbox_message("m-small").payload == 7  # type: ignore[union-attr]
+
+
 def test_a_damaged_journal_record_is_named_by_workflow_and_seq(store_spec: str) -> None:
     """A journal record whose outcome is no JSON (a hand edit, a bad restore), or on
     SQLite a BLOB or text that is not UTF-8 (a damaged page), is a ``DamagedRecord``

@@ -1534,6 +1534,57 @@ async def test_a_stored_int_longer_than_the_readers_limit_is_a_store_error_namin
     assert said == [f"cannot resume workflow a: workflow 'a': its input {how}"], said
 
 
+async def test_a_message_holding_an_int_longer_than_the_readers_limit_is_named_the_others_run(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture, autojump_clock: Any) -> None:
+    """A message sent to a workflow under ``sys.set_int_max_str_digits(0)``, its
+    workflow resumed after a restart at the default limit: the resume's read of every
+    workflow's inbox raised a bare ``ValueError: Exceeds the limit (4300 digits)...``
+    naming none, and no workflow resumed. That workflow is named in the node's log (the
+    message, and how to read it) and left unrun with its message kept; the others run."""
+    import logging
+    import sys
+
+    from garrison.persistence import Transaction
+
+    db = str(tmp_path / "wf.db")
+    tx = Transaction()
+    for wid, status in (("a", "running"), ("b", "pending"), ("good", "running")):
+        tx.create_workflow(wid, "workflow_app:receiver", status=status)
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with open_store(db) as store:
+            store.write(tx.deliver("a", "big", [10**5000], msg_id="m-a")
+                        .deliver("b", "big", {"n": 10**5000}, msg_id="m-b")
+                        .deliver("good", "small", 7, msg_id="m-good"))
+    finally:
+        sys.set_int_max_str_digits(limit)
+    how = ("holds a whole number of 5,001 digits, more than the 4,300 digits this Python "
+           "reads (stored where sys.set_int_max_str_digits() allowed more): raise the "
+           "limit in the process that reads it, with sys.set_int_max_str_digits() or "
+           "PYTHONINTMAXSTRDIGITS in its environment (0: none)")
+    said = {wid: f"workflow {wid!r}: the payload of its inbox message 'm-{wid}' (topic "
+                 f"'big') {how}" for wid in ("a", "b")}
+    async with garrison.open_node(store=db) as node:
+        assert await node.workflow("good").result() == ["small", 7]
+        for wid in ("a", "b"):
+            with pytest.raises(StoreError) as got:
+                await node.workflow(wid).result()
+            assert str(got.value) == (
+                f"store {db!r}: {said[wid]}; until then this node reads neither its result "
+                "nor, while it is unfinished, runs it (see the node's log)"), str(got.value)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sorted(errors) == [f"cannot resume workflow {wid}: {said[wid]}"
+                              for wid in ("a", "b")], errors
+    sys.set_int_max_str_digits(0)
+    try:
+        with open_store(db) as store:  # (kept: a node with the limit raised runs them)
+            assert [m.payload for m in store.pending_messages("a")] == [[10**5000]]
+            assert [m.payload for m in store.pending_messages("b")] == [{"n": 10**5000}]
+    finally:
+        sys.set_int_max_str_digits(limit)
+
+
 async def echo(value: Any = None) -> Any:
     return value
 

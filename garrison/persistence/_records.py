@@ -267,7 +267,9 @@ class DamagedRecord(json.JSONDecodeError):
 
     Also one whose JSON holds a whole number with more digits than this Python reads
     (``too_long``: stored by a process whose ``sys.set_int_max_str_digits`` allowed
-    them): nothing is damaged, and it says how to read it."""
+    them): nothing is damaged, and it says how to read it. And a message or event in a
+    workflow's inbox whose ``payload`` or ``trace`` holds either (``msg_id``: that
+    message's id; ``None`` for the others)."""
 
     #: the JSON columns of a workflow's row, by their index in ``COLUMNS`` order
     JSON_COLUMNS: ClassVar[dict[int, str]] = {3: "input", 4: "result", 5: "error",
@@ -279,6 +281,8 @@ class DamagedRecord(json.JSONDecodeError):
     seq: int | None = None
     #: its text is JSON, but holds a whole number longer than this Python's limit
     too_long: bool = False
+    #: the id of the inbox message whose column it is (``None``: not an inbox row's)
+    msg_id: str | None = None
 
     @property
     def fault(self) -> str:
@@ -380,6 +384,29 @@ class DamagedRecord(json.JSONDecodeError):
         damaged.created = None
         damaged.args = (f"workflow {wid!r}: the {column} of its journal record seq {seq} "
                         f"{said}",)
+        return damaged
+
+    @classmethod
+    def of_inbox(cls, row: Sequence[Any], exc: ValueError) -> DamagedRecord:
+        """One naming the workflow, the message and the column of the inbox ``row`` (in
+        :attr:`InboxRecord.COLUMNS` order) whose payload or trace is no JSON, or JSON
+        with a whole number too long for this Python: ``exc``, as decoding it raised."""
+        wid, msg_id, topic, column = str(row[1]), str(row[2]), row[3], "payload"
+        if row[4] is not None:  # (the payload, unless it decodes: then the trace)
+            try:
+                _loads(row[4])
+            except ValueError:
+                pass
+            else:
+                column = "trace"
+        if isinstance(exc, json.JSONDecodeError):
+            damaged, said = cls(exc.msg, exc.doc, exc.pos), f"is not JSON ({exc})"
+        else:
+            damaged, said = cls._too_long(exc), _too_long_said(exc)
+        damaged.workflow_id, damaged.column, damaged.msg_id = wid, column, msg_id
+        damaged.created = None
+        damaged.args = (f"workflow {wid!r}: the {column} of its inbox message {msg_id!r} "
+                        f"(topic {topic!r}) {said}",)
         return damaged
 
 
@@ -585,12 +612,20 @@ class InboxRecord:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> InboxRecord:
-        """Build from a row in :attr:`COLUMNS` order."""
+        """Build from a row in :attr:`COLUMNS` order; :class:`DamagedRecord` naming the
+        workflow and the message if its payload or trace holds no JSON, or a whole
+        number too long for this Python."""
         (ident, wid, msg_id, topic, payload, sender, kind, call_ref, created, consumed,
          trace, reply) = row  # fmt: skip
+        try:
+            payload, trace = _loads(payload), _json(trace)
+        except ValueError as exc:
+            if not _unreadable(exc):
+                raise
+            raise DamagedRecord.of_inbox(row, exc) from None
         return cls(
-            ident, wid, msg_id, topic, _loads(payload), _pid(sender), kind, call_ref,
-            _fromtimestamp(created, _UTC), consumed, _json(trace), reply,
+            ident, wid, msg_id, topic, payload, _pid(sender), kind, call_ref,
+            _fromtimestamp(created, _UTC), consumed, trace, reply,
         )  # fmt: skip
 
 
@@ -644,10 +679,11 @@ class ResumeRows:
     (``None``: a record of it is no JSON text; read it alone, which names it), its
     pending inbox rows (``pending_messages``), timers (``timers``), watchers
     (``monitors``), promises (``promises``) and, when asked for, its row
-    (``get_workflow``; ``None`` if it has none)."""
+    (``get_workflow``; ``None`` if it has none). ``inbox`` is ``None`` where a row of
+    it cannot be read (a :class:`DamagedRecord`): read it alone, which names it."""
 
     journal: tuple[list[tuple[int, str, str, Any, int]], int] | None
-    inbox: list[InboxRecord]
+    inbox: list[InboxRecord] | None
     timers: list[TimerRecord]
     monitors: list[Pid]
     promises: list[PromiseRecord]
@@ -666,9 +702,14 @@ def group_resume_rows(ids: Sequence[str], journal: Sequence[Any], inbox: Sequenc
     texts: dict[str, list[Any]] = {}
     for row in journal:
         texts.setdefault(row[0], []).append(row)
-    inboxes: dict[str, list[InboxRecord]] = {}
+    inboxes: dict[str, list[InboxRecord] | None] = {}
     for row in inbox:
-        inboxes.setdefault(row[1], []).append(InboxRecord.from_row(row))
+        held = inboxes.setdefault(row[1], [])
+        if held is not None:
+            try:
+                held.append(InboxRecord.from_row(row))
+            except DamagedRecord:  # (read alone, which names it: the others are read)
+                inboxes[row[1]] = None
     timed: dict[str, list[TimerRecord]] = {}
     for row in timers:
         timed.setdefault(row[0], []).append(TimerRecord.from_row(row))

@@ -86,7 +86,8 @@ def load(host: WorkflowHost, record: WorkflowRecord, read: ResumeRows | None = N
     else:
         rows, _size = store.journal_entries(wid)  # one json.loads for the whole journal
     journal = [Entry(*row) for row in rows]
-    inbox = store.pending_messages(wid) if read is None else read.inbox
+    inbox = (store.pending_messages(wid) if read is None or read.inbox is None
+             else read.inbox)  # (None: a row of it is damaged; read alone, it is named)
     pending = [item_from_record(r) for r in inbox if r.kind != CONTROL]
     requests = live_requests(host, record, inbox) if len(pending) != len(inbox) else []
     stored = store.timers(wid) if read is None else read.timers
