@@ -221,8 +221,6 @@ def cmd_workflows(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .persistence._file import store_error
-
     create = None
     if args.wf_command == "start":  # (checked before a store is made for it)
         args.start = _start_checks(args)
@@ -232,29 +230,41 @@ def _run(args: argparse.Namespace) -> None:
     store = tools.open_store(args.store, readonly=args.wf_command in _READ_ONLY,
                              migrate=getattr(args, "migrate", False), create=create,
                              reads=args.wf_command in _READS)
-    shown = store.path or args.store  # (a postgresql:// URL without its password)
     try:
         _COMMANDS[args.wf_command](store, args)
-    except NoSuchWorkflow as exc:  # removed between our read and our write
-        raise _Fail(f"{exc} ({shown})") from None
-    except GarrisonError as exc:
-        raise _Fail(str(exc), 2) from None
-    except sqlite3.Error as exc:  # a damaged page met by a read or a write
-        raise _Fail(str(store_error(args.store, args.store, exc, 5.0)), 2) from None
-    except json.JSONDecodeError as exc:  # a row whose JSON is no JSON (DamagedRecord)
-        said = exc if isinstance(exc, DamagedRecord) else f"a row holds no JSON ({exc})"
-        raise _Fail(f"store {shown!r} {_is_damaged(exc)}: {said}", 2) from None
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        raise _Fail(f"store {shown!r}: {exc.strerror or exc}", 2) from None
     except Exception as exc:
-        psycopg = sys.modules.get("psycopg")
-        if psycopg is not None and isinstance(exc, psycopg.Error):  # PostgreSQL refused
-            raise _Fail(f"store {store.path!r}: {str(exc).strip()}", 2) from None
-        raise
+        failed = _failed(store, args, exc)
+        if failed is None:
+            raise
+        raise failed from None
     finally:
         store.close()
+
+
+def _failed(store: Any, args: argparse.Namespace, exc: Exception) -> ToolError | None:
+    """The command's error for ``exc``, which ended it: what it says of the store (named
+    as ``shown``), or ``None`` to raise ``exc`` as it is. The one wording of such an
+    error, for the command's stderr and for a ``--json`` summary's ``error``."""
+    from .persistence._file import store_error
+
+    shown = store.path or args.store  # (a postgresql:// URL without its password)
+    if isinstance(exc, NoSuchWorkflow):  # removed between our read and our write
+        return _Fail(f"{exc} ({shown})")
+    if isinstance(exc, GarrisonError):
+        return _Fail(str(exc), 2)
+    if isinstance(exc, sqlite3.Error):  # a damaged page met by a read or a write
+        return _Fail(str(store_error(args.store, args.store, exc, 5.0)), 2)
+    if isinstance(exc, json.JSONDecodeError):  # a row whose JSON is no JSON (DamagedRecord)
+        said = exc if isinstance(exc, DamagedRecord) else f"a row holds no JSON ({exc})"
+        return _Fail(f"store {shown!r} {_is_damaged(exc)}: {said}", 2)
+    if isinstance(exc, BrokenPipeError):
+        return None
+    if isinstance(exc, OSError):
+        return _Fail(f"store {shown!r}: {exc.strerror or exc}", 2)
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.Error):  # PostgreSQL refused
+        return _Fail(f"store {store.path!r}: {str(exc).strip()}", 2)
+    return None
 
 
 # ------------------------------------------------------------------ reads
@@ -881,7 +891,8 @@ def _act(store: Any, args: argparse.Namespace, one: _One, batch: _Batch,
             said = {a["workflow_id"] for a in results.answers}
             ids += [d.workflow_id for d in damaged]  # (not acted on either)
             _json_summary(command, ids, results, sum(a["ok"] for a in results.answers),
-                          left=[wid for wid in ids if wid not in said], error=str(failure))
+                          left=[wid for wid in ids if wid not in said],
+                          error=str(_failed(store, args, failure) or failure))
         raise
     if settle is not None:
         settle(store, args, results)

@@ -29,9 +29,10 @@ def store_path(store_spec: str) -> str:
 
 
 def _second_batch_fails(monkeypatch: pytest.MonkeyPatch, path: str, *,
-                        node: bool = False) -> None:
-    """The store the command opens fails its second ``write_each`` ("the disk is
-    full"); ``node``: it says a node holds it (one that ends none of the workflows)."""
+                        node: bool = False, error: Exception | None = None) -> None:
+    """The store the command opens fails its second ``write_each`` (``error``; by
+    default its ``StoreError`` "the disk is full"); ``node``: it says a node holds it
+    (one that ends none of the workflows)."""
     from garrison import StoreError, _cli_workflows
 
     real = _cli_workflows.tools.open_store
@@ -45,7 +46,7 @@ def _second_batch_fails(monkeypatch: pytest.MonkeyPatch, path: str, *,
 
         def write_each(txs: Any, **kw: Any) -> Any:
             if next(calls) == 1:
-                raise StoreError(path, "the disk is full")
+                raise error or StoreError(path, "the disk is full")
             return real_each(txs, **kw)
 
         store.write_each = write_each
@@ -785,6 +786,41 @@ def test_json_of_a_bulk_command_whose_store_fails_at_a_later_batch_says_what_was
                    "left": ["w-1", "w-2"], "error": f"store {path!r}: the disk is full"}, got
     assert _status(path) == {"w-0": ("pending", 2), "w-1": ("failed", 1),
                              "w-2": ("failed", 1)}
+
+
+@pytest.mark.parametrize("raw", ["psycopg", "sqlite3", "os"])
+def test_json_of_a_bulk_command_names_the_store_in_a_raw_error_as_its_text_does(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    """The store fails a later batch with an error of its driver (psycopg's, as a
+    PostgreSQL server that hangs up raises it; sqlite3's; the OS's), not a
+    ``StoreError``: the command's error on stderr names the store, but --json's
+    ``error`` was the driver's bare text, naming no store. It is the same text."""
+    import sqlite3
+
+    import psycopg
+
+    from garrison import _cli_workflows
+
+    error = {"psycopg": psycopg.OperationalError("server closed the connection "
+                                                 "unexpectedly\n"),
+             "sqlite3": sqlite3.OperationalError("disk I/O error"),
+             "os": OSError(28, "No space left on device")}[raw]
+    text, as_json = str(tmp_path / "text.db"), str(tmp_path / "json.db")
+    for path in (text, as_json):
+        _rows(path, {"w-0": "failed", "w-1": "failed"})
+    _second_batch_fails(monkeypatch, text, error=error)
+    monkeypatch.setattr(_cli_workflows, "BATCH", 1)
+    code, out, err = cli_here(capsys, "--store", text, "retry", "--all", "--yes")
+    assert code == 2, (out, err)
+    said = err.removeprefix("garrison workflows: ").removesuffix("\n")
+    assert said.startswith(f"store {text!r}") and said != err, err
+    said = said.replace(text, as_json)
+    code, out, err = cli_here(capsys, "--store", as_json, "retry", "--all", "--yes",
+                              "--json")
+    assert code == 2, (out, err)
+    assert err == f"garrison workflows: {said}\n", err
+    assert json.loads(out)["error"] == said, out
 
 
 @pytest.mark.parametrize("json_flag", [(), ("--json",)])
