@@ -2086,6 +2086,41 @@ async def test_a_journal_of_big_outcomes_is_shown_from_the_start_of_each(
         {"ok": emoji}, ensure_ascii=False, separators=(",", ":")).encode())
     assert cut["bytes"] == len(json.dumps({"ok": emoji}, separators=(",", ":")))
 
+async def test_a_damaged_outcome_cut_on_a_running_workflow_s_page_is_named_not_shown(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A big journal record whose stored text is no JSON (a hand edit): a running
+    workflow's page showed the start of it cut, as if it were a value (only a failed
+    workflow's page reads its journal whole, which names it). It is the 503 naming the
+    record in the words ``garrison workflows history`` says it in, a big one and one
+    cut once the page's allowance is spent alike."""
+    from _stores import sql
+    from test_operate import cli_here
+
+    with SQLiteStore(store_path) as owner:
+        tx = Transaction()
+        for wid in ("big", "late"):
+            tx.create_workflow(wid, "console_app:listening", [1], status="waiting")
+        for seq in range(1, 41):  # (40 of 100 KB: the allowance is spent before seq 40)
+            tx.append_journal("late", seq, "activity", "app:step", {"ok": "x" * 100_000})
+        tx.append_journal("big", 1, "activity", "app:step", {"ok": 1})
+        tx.append_journal("big", 2, "activity", "app:step", {"ok": "x" * 300_000})
+        owner.write(tx)
+    for wid, seq in (("big", 2), ("late", 40)):  # (a key whose colon is gone)
+        sql(store_path, "UPDATE journal SET outcome = replace(outcome, '\"ok\":', "
+                        "'\"ok\" ') WHERE workflow_id = ? AND seq = ?", (wid, seq))
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        for wid, seq in (("big", 2), ("late", 40)):
+            code, _out, err = cli_here(capsys, "--store", store_path, "history", wid)
+            said = (f"workflow {wid!r}: the outcome of its journal record seq {seq} is not "
+                    "JSON (Expecting ':' delimiter: line 1 column 7 (char 6))")
+            assert code == 2 and err.endswith(f"is damaged: {said}\n"), err
+            r = await c.get(f"/api/workflows/{wid}")
+            assert r.status_code == 503, r.text[:300]
+            assert said in r.json()["error"], r.json()
+    store.close()
+
+
 async def test_a_cut_outcome_holding_nan_shows_it_as_a_decoded_one_does(
         store_path: str) -> None:
     """helper-453: a journal outcome too big to decode is cut from its stored text,

@@ -653,6 +653,20 @@ def test_a_journal_s_outcomes_are_read_in_part_alike_on_both_stores(store_spec: 
         [damaged] = store.journal_heads("w1", 100, 1, 1)
         with pytest.raises(DamagedRecord, match="journal record seq 2 is not JSON"):
             damaged.outcome()
+    # a cut one whose start read is the start of no JSON text is named as it is read
+    # (it was given as the start of a value); what is past the start read is not read
+    sql(store_spec, "UPDATE journal SET outcome = '{\"ok\" 1, \"pad\": 2}' WHERE seq = 1")
+    sql(store_spec, "UPDATE journal SET outcome = '{\"ok\":[1.5e+3]}' WHERE seq = 2")
+    with open_store(store_spec) as store:
+        with pytest.raises(DamagedRecord) as got:
+            store.journal_heads("w1", 10, -1, 1)
+        assert str(got.value) == ("workflow 'w1': the outcome of its journal record seq 1 "
+                                  "is not JSON (Expecting ':' delimiter: line 1 column 7 "
+                                  "(char 6))")
+        assert [(h.text, h.whole) for h in store.journal_heads("w1", 5, -1, 1)] == [
+            ('{"ok"', False)]
+        assert [(h.text, h.whole) for h in store.journal_heads("w1", 11, 1, 1)] == [
+            ('{"ok":[1.5e', False)]
 
 def test_a_stored_int_longer_than_the_readers_limit_names_the_workflow(
         store_spec: str) -> None:

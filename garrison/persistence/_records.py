@@ -482,12 +482,62 @@ class JournalHead:
     @classmethod
     def from_row(cls, row: Sequence[Any], head: int) -> JournalHead:
         """Build from a row of :func:`journal_heads_select` for ``head`` (a text column
-        that is not UTF-8 read as its ``bytes``: a :class:`DamagedRecord` naming it)."""
+        that is not UTF-8 read as its ``bytes``: a :class:`DamagedRecord` naming it);
+        one whose outcome is cut is a :class:`DamagedRecord` too where the start read is
+        the start of no JSON text (what is past it is not read, nor checked)."""
         wid, seq, kind, name, text, attempts, time, size = row
         if bytes in (type(kind), type(name), type(text)):  # (a BLOB, or not UTF-8)
             kind, name, text = (DamagedRecord.journal_text(row, i) for i in (2, 3, 4))
+        whole = len(text) <= head
+        if not whole:
+            text = text[:head]
+            damage = _no_json_start(text)
+            if damage is not None:
+                raise DamagedRecord.of_journal((wid, seq, kind, name, text), 4,
+                                               damage) from None
         return cls(wid, seq, kind, name, attempts, _fromtimestamp(time, _UTC), int(size),
-                   text[:head], len(text) <= head)
+                   text, whole)
+
+
+#: what may follow where Python's JSON reader stopped in a text cut short, as the part
+#: of a value the cut left: a literal's start (``true``, ``NaN``, ``-Infinity``...) or
+#: a number's sign, where it asked for a value
+_PART_VALUE = re.compile(r"(?:t(?:ru?)?|f(?:a(?:ls?)?)?|n(?:ul?)?|N(?:a)?|-|"
+                         r"-?I(?:n(?:f(?:i(?:n(?:i(?:ty?)?)?)?)?)?)?)?\Z")
+#: the same of a ``\\uXXXX`` escape at the end of a string the cut left (from its
+#: ``u``, where the reader says it is short: it asks for a character after it)
+_PART_ESCAPE = re.compile(r"u[0-9a-fA-F]{0,4}\Z")
+#: a number that ends where the reader stopped, before what may come of it in a text
+#: cut short: a point (none in it yet) or an exponent's start (none yet)
+_NUMBER_END = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?\Z")
+
+
+def _no_json_start(text: str) -> json.JSONDecodeError | None:
+    """Why ``text`` (the first characters of a stored JSON text, not all of it) is the
+    start of no JSON text: the error Python's JSON reader gives at the first character
+    no JSON text can have there, as decoding the whole text gives it; ``None`` if some
+    JSON text starts so. One decode of ``text``: where the reader stops at its end, or
+    at a part of a value, string or escape the cut left, it is the start of one."""
+    try:
+        _loads(text)
+    except json.JSONDecodeError as exc:
+        at = exc.pos
+        rest = text[at:]
+        if not rest.strip(" \t\n\r") or exc.msg.startswith("Unterminated string"):
+            return None  # (the text ends there: it asks for more; a string runs on)
+        if exc.msg == "Expecting value" and _PART_VALUE.match(rest):
+            return None
+        if exc.msg.startswith("Invalid \\uXXXX escape") and _PART_ESCAPE.match(rest):
+            return None
+        number = _NUMBER_END.search(text, 0, at) if at and text[at - 1].isdigit() else None
+        if number is not None and number.group(2) is None and (
+                rest in ("e", "E", "e-", "e+", "E-", "E+")
+                or (rest == "." and number.group(1) is None)):
+            return None  # (a number the cut left without its fraction or exponent)
+        return exc
+    except ValueError:  # (a whole number too long for this Python: JSON, not read here)
+        return None
+    return None
 
 
 def journal_heads_select(table: str, mark: str, head: int, after: int, limit: int,
