@@ -2121,6 +2121,71 @@ async def test_a_damaged_outcome_cut_on_a_running_workflow_s_page_is_named_not_s
     store.close()
 
 
+async def test_a_cut_outcome_stored_with_spaces_shows_the_head_decoding_it_shows(
+        store_path: str) -> None:
+    """An outcome stored with spaces after its colons and commas (by hand, or another
+    writer of JSON): cut on a running workflow's page, its head kept them, where the
+    same outcome decoded (a failed workflow's page) is shown without them."""
+    from _stores import sql
+
+    with SQLiteStore(store_path) as owner:
+        owner.write(Transaction().create_workflow("w", "console_app:listening", [1],
+                                                  status="waiting")
+                    .append_journal("w", 1, "activity", "app:step", 0))
+    spaced = json.dumps({"ok": {"a": [1, 2, {"b": "c, d: e"}], "f": "x " * 150_000}},
+                        indent=1)
+    sql(store_path, "UPDATE journal SET outcome = ? WHERE workflow_id = 'w'", (spaced,))
+    store = _store_tools.open_store(store_path)
+    async with client(make_app(StoreBackend(store))) as c:
+        cut = (await c.get("/api/workflows/w")).json()["journal"][0]["outcome"]
+        sql(store_path, "UPDATE workflows SET status = 'failed' WHERE workflow_id = 'w'")
+        whole = (await c.get("/api/workflows/w")).json()["journal"][0]["outcome"]
+    store.close()
+    assert cut["$cut"] is True and whole["$cut"] is True
+    assert cut["head"] == whole["head"], (cut["head"][:80], whole["head"][:80])
+    assert cut["head"].startswith('{"ok":{"a":[1,2,{"b":"c, d: e"}],"f":"x x x '), cut
+
+
+def test_a_cut_start_of_spaced_text_is_a_start_of_the_decoded_head() -> None:
+    """The head of an outcome cut from its stored text, stored with spaces and lines
+    between its tokens, is the head decoding it shows, or a start of it (the spaces
+    read leave less of it): never other characters. A NaN or infinity begun at the end
+    of the start read, which compacting brings within the head, is shown as the start
+    of the string the decoded one shows (it was bare: ``-Inf`` for ``"-In``)."""
+    import random
+
+    from garrison.console._backend import _compact, _head, _json_text, _unescaped
+
+    rnd = random.Random(7)
+    leaves = [0, -1, 1.5, True, None, math.nan, -math.inf, "a\u00e9\"\\ , : \n\x01\U0001f600",
+              "", "\\u00e9 x"]
+
+    def value(depth: int = 0) -> Any:
+        r = rnd.random()
+        if depth > 3 or r < 0.3:
+            return rnd.choice(leaves)
+        if r < 0.65:
+            return [value(depth + 1) for _ in range(rnd.randint(0, 4))]
+        return {rnd.choice(["a", 'b "', "\u00e9", "error"]) + str(i): value(depth + 1)
+                for i in range(rnd.randint(0, 4))}
+
+    shorter = 0
+    for _ in range(600):
+        v = value()
+        decoded = _json_text(v)
+        for separators, indent in (((", ", ": "), None), ((" ,", " : "), 2),
+                                   ((",", ":"), None)):
+            stored = json.dumps(v, separators=separators, indent=indent)
+            for limit in (8, 20, 64):
+                if len(stored) > 3 * limit + 12:
+                    got = _head(_unescaped(_compact(stored[:3 * limit + 12])), limit)
+                    want = _head(decoded, limit)
+                    assert want.startswith(got), (stored[:80], got, want)
+                    shorter += got != want
+    assert shorter > 0
+    assert _head(_unescaped(_compact('[\n  [\n    -Inf')), 8) == '[["-Inf'
+
+
 async def test_a_cut_outcome_holding_nan_shows_it_as_a_decoded_one_does(
         store_path: str) -> None:
     """helper-453: a journal outcome too big to decode is cut from its stored text,

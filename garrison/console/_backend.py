@@ -244,13 +244,31 @@ def _journal_rows(heads: Sequence[Any], read: Callable[..., list[Any]],
                 row.update(outcome=allowance.show(outcome), attempts=h.attempts,
                            ok=_outcome_ok(outcome))
             else:
+                text = _compact(h.text)
                 row.update(outcome={"$cut": True, "bytes": h.size,
-                                    "head": _head(_unescaped(h.text), limit)},
-                           attempts=h.attempts, ok=_head_ok(h.text))
+                                    "head": _head(_unescaped(text), limit)},
+                           attempts=h.attempts, ok=_head_ok(text))
                 allowance.left -= limit + 40
             rows.append(row)
         i = end
     return rows
+
+
+#: a string of JSON text (one cut at the end too, after an escape's backslash), or
+#: white space between its tokens
+_SPACED = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z))|[ \t\n\r]+')
+#: JSON text up to its first white space between tokens (its strings read whole)
+_UNSPACED = re.compile(r'(?:"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)|[^" \t\n\r]+)*')
+
+
+def _compact(text: str) -> str:
+    """The start of a stored JSON text without white space between its tokens (one
+    stored by hand, or by another writer of JSON, with spaces after its colons and
+    commas): as the console writes the value decoded. A text with none (garrison's) is
+    read once, in one match."""
+    if _UNSPACED.match(text).end() == len(text):  # type: ignore[union-attr]
+        return text
+    return _SPACED.sub(r"\1", text)
 
 
 #: a ``\\uXXXX`` escape of stored JSON text (after any backslashes: an odd number of
@@ -283,18 +301,28 @@ def _unescaped(text: str) -> str:
     cut = _CUT_ESCAPE.search(text)
     if cut is not None and len(cut.group(1)) % 2:
         text = text[:cut.start() + len(cut.group(1)) - 1]
-    if "NaN" in text or "Infinity" in text:
+    if "NaN" in text or "Infinity" in text or _PART_END.search(text, len(text) - 9):
         text = _BARE.sub(_quoted, text)
     return _ESCAPE.sub(one, text)
 
 
 #: a string of JSON text (one cut at the end too), or a NaN or infinity outside one
-_BARE = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|(-?Infinity|NaN)')
+#: (or the start of one the text ends in, or of a number: a minus sign)
+_BARE = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|(-?Infinity|NaN)|(-?I[nfity]*|Na?|-)\Z')
+#: the start of a NaN or an infinity (or of a number) a text ends in, outside a string
+#: or in one (:data:`_BARE` tells which)
+_PART_END = re.compile(r"(?:-?I[nfity]*|Na?|-)\Z")
 
 
 def _quoted(m: re.Match[str]) -> str:
-    """A NaN or infinity of :data:`_BARE` as the string the console writes it as."""
-    return m.group(0) if m.group(1) is None else f'"{m.group(1)}"'
+    """A NaN or infinity of :data:`_BARE` as the string the console writes it as; one
+    the text ends in, as the start of that string (a minus sign alone, which may be a
+    number's too, is left out)."""
+    if m.group(1) is not None:
+        return f'"{m.group(1)}"'
+    if m.group(2) is not None:
+        return "" if m.group(2) == "-" else f'"{m.group(2)}'
+    return m.group(0)
 
 
 #: a string, or a bracket, of JSON text
