@@ -2632,6 +2632,72 @@ async def test_a_claimed_workflow_whose_row_is_damaged_is_named_and_the_others_r
         ("bad", "[bad", "pending"), ("bad2", "[bad", "pending")]
 
 
+async def test_a_claimed_workflow_whose_message_holds_a_too_long_int_is_named_and_left(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A message sent under ``sys.set_int_max_str_digits(0)`` to a workflow a node of a
+    cluster claims at the default limit, at its start or in a later round: the claim
+    names the workflow, the message and how to read it in one error line and leaves it
+    unrun, its message kept, and its ``result()`` says so; the others run."""
+    import logging
+    import sys
+
+    import trio
+
+    from garrison.persistence import Transaction, open_store
+
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with open_store(postgres_url) as store:
+            store.write(Transaction()
+                        .create_workflow("big", "workflow_app:receiver", status="running")
+                        .create_workflow("ok", "workflow_app:receiver", status="running")
+                        .deliver("big", "big", [10**5000], msg_id="m-big")
+                        .deliver("ok", "small", 7, msg_id="m-ok"))
+    finally:
+        sys.set_int_max_str_digits(limit)
+    def said(wid: str) -> str:
+        return (f"workflow {wid!r}: the payload of its inbox message 'm-{wid}' (topic "
+                "'big') holds a whole number of 5,001 digits, more than the 4,300 digits "
+                "this Python reads (stored where sys.set_int_max_str_digits() allowed "
+                "more): raise the limit in the process that reads it, with "
+                "sys.set_int_max_str_digits() or PYTHONINTMAXSTRDIGITS in its environment "
+                "(0: none)")
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as t:
+        with trio.fail_after(10):
+            assert await t.workflow("ok").result() == ["small", 7]
+        # (and in a later round's claim)
+        sys.set_int_max_str_digits(0)
+        try:
+            with open_store(postgres_url, lock=False) as store:
+                store.write(Transaction()
+                            .create_workflow("big2", "workflow_app:receiver", status="running")
+                            .create_workflow("ok2", "workflow_app:receiver", status="running")
+                            .deliver("big2", "big", [10**5000], msg_id="m-big2")
+                            .deliver("ok2", "small", 8, msg_id="m-ok2"))
+        finally:
+            sys.set_int_max_str_digits(limit)
+        t._members[0].poke()  # (a tool's start notifies; these writes did not)
+        with trio.fail_after(10):
+            assert await t.workflow("ok2").result() == ["small", 8]
+        for wid in ("big", "big2"):
+            with trio.fail_after(10), pytest.raises(garrison.StoreError) as got:
+                await t.workflow(wid).result()
+            assert str(got.value) == (
+                f"store {t.hosts['workflows'].store.path!r}: {said(wid)}; until then this "
+                "node reads neither its result nor, while it is unfinished, runs it (see "
+                "the node's log)")
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"cannot resume workflow {wid}: {said(wid)}"
+                      for wid in ("big", "big2")], errors
+    sys.set_int_max_str_digits(0)
+    try:
+        with open_store(postgres_url) as store:
+            assert [m.payload for m in store.pending_messages("big")] == [[10**5000]]
+    finally:
+        sys.set_int_max_str_digits(limit)
+
+
 async def test_a_stale_terminate_of_a_refused_workflow_is_consumed_by_one_claim(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A terminate of an earlier attempt asks nothing of a workflow (it was retried

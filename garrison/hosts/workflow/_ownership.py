@@ -33,7 +33,13 @@ import trio
 
 from ..._errors import WorkflowMoved
 from ...actors._values import Pid
-from ...persistence import Transaction, WorkflowRecord, WorkflowStatus, run_blocking
+from ...persistence import (
+    DamagedRecord,
+    Transaction,
+    WorkflowRecord,
+    WorkflowStatus,
+    run_blocking,
+)
 from ._recovery import (
     LOAD_CHUNK,
     count_tool_starts,
@@ -41,6 +47,7 @@ from ._recovery import (
     hold_states,
     load,
     mark_running,
+    named_damaged,
     read_together,
     runnable,
 )
@@ -98,6 +105,9 @@ async def adopt(host: WorkflowHost, records: list[WorkflowRecord],
                     later.append(record)
                     continue
                 wf = load(host, record, rows)
+            except DamagedRecord as exc:  # (its journal, its inbox: as at the node's start)
+                named_damaged(host, exc, "resume")
+                continue
             except Exception as exc:  # pragma: no cover - a broken row
                 log.error("cannot resume workflow %s: %s", wid, exc, extra={"workflow_id": wid})
                 continue

@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from ._host import WorkflowHost
 
 __all__ = ["LOAD_CHUNK", "SUPERVISOR_MEMO", "check_supervisors", "count_tool_starts",
-           "hold_states", "load", "read_together", "refresh", "resume_all", "runnable",
-           "supervisor_of", "watch_wakeups"]
+           "hold_states", "load", "named_damaged", "read_together", "refresh", "resume_all",
+           "runnable", "supervisor_of", "watch_wakeups"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -520,9 +520,9 @@ async def watch_wakeups(host: WorkflowHost) -> None:
 
 
 def named_damaged(host: WorkflowHost, exc: DamagedRecord, what: str) -> None:
-    """Name the workflow whose row is damaged (``exc``) in one error line, once while
-    the node runs (a tool's wakeup of it, met after the node's start named it, is not
-    said again)."""
+    """Name the workflow whose row, journal record or inbox message cannot be read
+    (``exc``) in one error line, once while the node runs (a tool's wakeup of it, met
+    after the node's start named it, is not said again); its ``result()`` says so."""
     if exc.workflow_id in host.damaged:
         return
     host.damaged[exc.workflow_id] = exc
