@@ -250,3 +250,26 @@ async def notifies(to: Pid) -> str:
 async def keyword_only(item: str, *, rush: bool) -> str:
     """A keyword-only parameter without a default, which no start can give."""
     return f"{item} {rush}"
+
+
+async def fails_when_told() -> None:
+    """Fail at the message ``fail<attempt>``: each attempt (a retry replays the
+    messages of the one before) waits for a message of its own."""
+    while True:
+        msg = await process.inbox().receive()
+        if msg.topic == f"fail{workflow.info().attempt}":
+            raise RuntimeError(f"told to fail: {msg.topic}")
+
+
+async def monitors_each_attempt(to: str, times: int) -> list[str]:
+    """Monitor the workflow ``to`` and read its EXIT, ``times`` times, each after a
+    message ``again`` (sent once ``to`` was retried); the errors, in order."""
+    seen: list[str] = []
+    for k in range(times):
+        if k:
+            await process.inbox().receive()
+        process.monitor(to)
+        event = await process.events().receive()
+        seen.append(str(event.error))
+    await process.inbox().receive()  # (and waits, still monitoring from its replay)
+    return seen

@@ -1411,3 +1411,94 @@ async def test_a_trapping_workflow_hears_of_each_failure_of_a_retried_linked_one
             if attempt == 1:
                 await a.retry()
         assert await node.workflow("B").result() == ["LINK_DOWN workflows/A ActivityError"] * 2
+
+
+def _kinds(node: garrison.Node, wid: str) -> list[str]:
+    return [str(r.kind) for r in node.workflow(wid).history()]
+
+
+async def test_a_monitor_made_after_a_retry_hears_of_the_new_attempts_end_once(
+        store_spec: str, autojump_clock: Any) -> None:
+    """Workflow m monitors workflow t, which fails; t is retried, m monitors it again,
+    and t fails again. The EXIT of the second failure had the id of the first's and was
+    dropped as delivered: m waited for ever. It comes now, once; o, which monitored
+    only the first attempt, hears nothing more, also when its replay after a restart
+    finds t ended again."""
+    async with garrison.open_node(store=store_spec) as node:
+        store = node.hosts["workflows"].store
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
+        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 1, id="o")
+        await until(lambda: "monitor" in _kinds(node, "m") and "monitor" in _kinds(node, "o"),
+                    "both monitors")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await node.workflow("t").retry()
+        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await node.workflow("m").signal("again")
+        await until(lambda: _kinds(node, "m").count("monitor") == 2, "m's second monitor")
+        await node.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            await node.workflow("t").result()
+        await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
+        await until(lambda: _kinds(node, "o").count("receive") == 1, "o's EXIT")
+        await trio.sleep(1)
+        assert store.pending_messages("m") == []
+        assert store.pending_messages("o") == []  # (no EXIT of the second failure)
+    async with garrison.open_node(store=store_spec) as node:
+        store = node.hosts["workflows"].store
+        await until(lambda: node.workflow("o").status() == "waiting", "o resumed")
+        await trio.sleep(1)
+        assert store.pending_messages("m") == []
+        assert store.pending_messages("o") == []
+        await node.workflow("m").signal("done")
+        await node.workflow("o").signal("done")
+        with trio.fail_after(60):
+            assert await node.workflow("m").result() == [
+                "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
+            assert await node.workflow("o").result() == ["RuntimeError: told to fail: fail1"]
+
+
+async def test_an_end_an_older_node_wrote_under_the_first_attempts_id_is_heard_once(
+        store_spec: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node of an older garrison (a rolling upgrade) ends the second attempt of t
+    under the EXIT id of the first: m, which had the first's, never heard of it (the
+    store dropped it); n, which monitored only the second attempt, got it. After the
+    upgrade, m's replay finds t's end and hears of it, once; n hears nothing more."""
+    from garrison.hosts.workflow import _host
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
+        await until(lambda: "monitor" in _kinds(node, "m"), "m's monitor")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await node.workflow("t").retry()
+        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await node.workflow("m").signal("again")
+        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 1, id="n")
+        await until(lambda: _kinds(node, "m").count("monitor") == 2
+                    and "monitor" in _kinds(node, "n"), "the monitors of the second attempt")
+        with monkeypatch.context() as old:  # (the ids of an older node: no attempt)
+            old.setattr(_host, "exit_id", lambda ended, watcher, attempt=1:
+                        f"{ended}#exit@{watcher}")
+            await node.workflow("t").signal("fail2")
+            with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+                await node.workflow("t").result()
+            await until(lambda: _kinds(node, "n").count("receive") == 1, "n's EXIT")
+            await trio.sleep(1)
+            assert _kinds(node, "m").count("receive") == 2  # (dropped as delivered)
+    async with garrison.open_node(store=store_spec) as node:
+        store = node.hosts["workflows"].store
+        await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
+        await trio.sleep(1)
+        assert store.pending_messages("m") == []
+        assert store.pending_messages("n") == []
+        await node.workflow("m").signal("done")
+        await node.workflow("n").signal("done")
+        with trio.fail_after(60):
+            assert await node.workflow("m").result() == [
+                "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
+            assert await node.workflow("n").result() == ["RuntimeError: told to fail: fail2"]

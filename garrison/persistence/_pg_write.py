@@ -273,6 +273,7 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "INSERT INTO {s}.monitors (workflow_id, watcher, created) VALUES ($1, $2, $3) "
         "ON CONFLICT (workflow_id, watcher) DO NOTHING", 3),
     "remove_monitor": ("DELETE FROM {s}.monitors WHERE workflow_id = $1 AND watcher = $2", 2),
+    "forget_monitors": ("DELETE FROM {s}.monitors WHERE workflow_id = $1", 1),
     "wakeup": (
         "INSERT INTO {s}.wakeups (workflow_id, kind, created) VALUES ($1, 'tool', $2)", 2),
     "schedule_wakeup": (

@@ -562,6 +562,7 @@ _OPS: dict[Op, Callable[[sqlite3.Connection, tuple[Any, ...]], Any]] = {
         "INSERT OR IGNORE INTO monitors (workflow_id, watcher, created) VALUES (?, ?, ?)"
     ),
     Op.REMOVE_MONITOR: _statement("DELETE FROM monitors WHERE workflow_id = ? AND watcher = ?"),
+    Op.FORGET_MONITORS: _statement("DELETE FROM monitors WHERE workflow_id = ?"),
     Op.TRUNCATE_JOURNAL: _statement("DELETE FROM journal WHERE workflow_id = ? AND seq >= ?"),
     Op.ENQUEUE: _enqueue,
     Op.DEQUEUE: _dequeue,

@@ -38,6 +38,7 @@ of the contract every store implements:
 ``SET_STATE``             ``None``
 ``ADD_MONITOR``           ``None``; idempotent
 ``REMOVE_MONITOR``        ``None``
+``FORGET_MONITORS``       ``None``; removes every monitor of the workflow (its watchers)
 ``TRUNCATE_JOURNAL``      ``None``; removes the workflow's journal records from ``seq`` on
 ``ENQUEUE``               the queue row's ``seq`` (start order), or ``None`` when the
                           workflow's stored ``run_id`` is not the given one (its create in
@@ -112,6 +113,7 @@ class Op(enum.StrEnum):
     SET_STATE = "set_state"
     ADD_MONITOR = "add_monitor"
     REMOVE_MONITOR = "remove_monitor"
+    FORGET_MONITORS = "forget_monitors"
     TRUNCATE_JOURNAL = "truncate_journal"
     ENQUEUE = "enqueue"
     DEQUEUE = "dequeue"
@@ -632,6 +634,11 @@ class Transaction:
     def remove_monitor(self, workflow_id: str, watcher: Pid | str) -> Transaction:
         """Stop ``watcher`` watching the workflow."""
         return self._add(workflow_id, Op.REMOVE_MONITOR, (workflow_id, str(watcher)))
+
+    def forget_monitors(self, workflow_id: str) -> Transaction:
+        """Stop every watcher watching the workflow (those it has as a watcher are
+        kept): a retry of a failed workflow, whose failure told them all."""
+        return self._add(workflow_id, Op.FORGET_MONITORS, (workflow_id,))
 
     # -- the queue of a workflow host --------------------------------------
 

@@ -1052,8 +1052,8 @@ class WorkflowHost:
                 continue
             event_text = event_text or _dumps(event_to_plain(event))
             tx.deliver(watcher.id, "EXIT", RawJson(event_text),
-                       msg_id=exit_id(wf.wid, watcher.id), sender=wf.pid, kind="event",
-                       time=now)
+                       msg_id=exit_id(wf.wid, watcher.id, wf.attempt), sender=wf.pid,
+                       kind="event", time=now)
             if other is not None:
                 targets.append((other, len(tx) - 1))
             else:
@@ -1065,7 +1065,7 @@ class WorkflowHost:
             # seen, or finds this end committed; see Transaction.deliver_to_monitors)
             event_text = event_text or _dumps(event_to_plain(event))
             tx.deliver_to_monitors(wf.wid, "EXIT", RawJson(event_text), host=self.name,
-                                   msg_id_prefix=exit_id(wf.wid, ""), sender=wf.pid,
+                                   msg_id_prefix=exit_id(wf.wid, "", wf.attempt), sender=wf.pid,
                                    time=now)
             stored_at = len(tx) - 1
         results = await wf.commit_checked(tx)
@@ -1240,7 +1240,7 @@ class WorkflowHost:
                 host = self._watcher_host(watcher)
                 if watcher not in delivered and host is not None and (
                         watcher.id in host.active or host._may_come_back(watcher.id)):
-                    host.exit_of_ended(wf.pid, watcher, event)
+                    host.exit_of_ended(wf.pid, watcher, event, wf.attempt)
         except Exception as exc:
             log.warning("workflow %s: could not look for monitors made while its end was "
                         "committed: %s", wf.wid, exc, extra={"workflow_id": wf.wid})
@@ -1485,13 +1485,59 @@ class WorkflowHost:
         looks again as it resumes.)"""
         try:
             ended, result, error = self.end_of(target, settled=settled)
+            attempt = self._ended_attempt(target.id) if ended else 1
         except StoreError as exc:
             log.warning("workflow %s: could not read whether workflow %s it monitors "
                         "has ended: %s", watcher.id, target.id, exc)
             return
         host = self._watcher_host(watcher)
         if ended and host is not None:
-            host.exit_of_ended(target, watcher, Event(EventKind.EXIT, target, result, error))
+            host.exit_of_ended(target, watcher, Event(EventKind.EXIT, target, result, error),
+                               attempt)
+
+    def _ended_attempt(self, wid: str) -> int:
+        """The attempt of the ended workflow ``wid`` whose end the store holds (1 for one
+        not there, or not ended there: an end this node remembers of an attempt a
+        retry elsewhere started again is the first's, said under its id)."""
+        record = self.store.get_workflow(wid)
+        if record is None or not WorkflowStatus(record.status).finished:
+            return 1
+        return int(record.attempt)
+
+    def replayed_monitor_spent(self, target: Pid, watcher: WorkflowInstance) -> bool:
+        """The workflow ``watcher``'s monitor of the workflow ``target`` (of this host),
+        which its replay made again, has had its ``EXIT``, though the store holds a
+        later attempt of ``target`` (a retry) whose end ``watcher`` has not:
+
+        - the monitor was of an earlier attempt: a retry since forgot it
+          (``retry_transaction``; a monitor made after the retry is a row of the store
+          again), and ``watcher``'s inbox holds the ``EXIT`` of an earlier attempt. The
+          end of the attempt that runs now is for the monitors made of it;
+        - the monitor is of the attempt that ended, and a node of an older garrison
+          (in a rolling upgrade) wrote that end's ``EXIT`` under the first attempt's
+          id (``exit_id``): the row of that id was put by the end (or after it).
+
+        Blocking: reads of the store."""
+        other = self.active.get(target.id)
+        record = None
+        if other is not None:
+            attempt = other.attempt
+        else:
+            record = self.store.get_workflow(target.id)
+            attempt = 1 if record is None else int(record.attempt)
+        if attempt <= 1:
+            return False
+        ended = target.id if target.host == watcher.host.name else str(target)
+        inbox = watcher.store.inbox_message
+        if watcher.pid not in self.store.monitors(target.id):
+            return any(inbox(exit_id(ended, watcher.wid, k)) is not None
+                       for k in range(1, attempt))
+        if record is None or record.updated is None \
+                or not WorkflowStatus(record.status).finished:
+            return False
+        old = inbox(exit_id(ended, watcher.wid))
+        return old is not None and old.workflow_id == watcher.wid \
+            and old.created is not None and old.created >= record.updated
 
     def _watcher_host(self, watcher: Pid) -> WorkflowHost | None:
         """The workflow host of this node whose store holds the workflow ``watcher``
@@ -1501,17 +1547,18 @@ class WorkflowHost:
         host = self.node.hosts.get(watcher.host)
         return host if isinstance(host, WorkflowHost) and not host.client else None
 
-    def exit_of_ended(self, target: Pid, watcher: Pid, event: Event) -> None:
-        """The ``EXIT`` of an ended workflow for a workflow of this host that monitors
-        it: into the watcher's inbox (once: its id is derived from both, whoever
-        delivers it -- the target's pid in it when that is another host's, whose ids
-        may be the same as this one's; a replayed monitor asks again, so a crash before
-        this write loses nothing)."""
+    def exit_of_ended(self, target: Pid, watcher: Pid, event: Event, attempt: int = 1
+                      ) -> None:
+        """The ``EXIT`` of an ended workflow (the end of its attempt ``attempt``) for a
+        workflow of this host that monitors it: into the watcher's inbox (once: its id
+        is derived from both and the attempt, whoever delivers it -- the target's pid
+        in it when that is another host's, whose ids may be the same as this one's; a
+        replayed monitor asks again, so a crash before this write loses nothing)."""
         text = _dumps(event_to_plain(event))
         now = self.clock.now()
         ended = target.id if target.host == self.name else str(target)
         tx = Transaction().deliver(watcher.id, "EXIT", RawJson(text),
-                                   msg_id=exit_id(ended, watcher.id), sender=target,
+                                   msg_id=exit_id(ended, watcher.id, attempt), sender=target,
                                    kind="event", time=now)
 
         instance = self.active.get(watcher.id)  # (one loaded later reads the row itself)

@@ -38,11 +38,20 @@ _loads = json.loads
 CONTROL = "control"
 
 
-def exit_id(ended: str, watcher: str) -> str:
-    """The inbox message id of the ``EXIT`` of workflow ``ended`` for the workflow
-    ``watcher`` (ids are unique across the store: one per watcher, and one however
-    many times it is delivered: at the end, by a monitor made after it, at a recovery)."""
-    return f"{ended}#exit@{watcher}"
+def exit_id(ended: str, watcher: str, attempt: int = 1) -> str:
+    """The inbox message id of the ``EXIT`` of workflow ``ended``'s attempt ``attempt``
+    for the workflow ``watcher`` (ids are unique across the store: one per watcher and
+    attempt, and one however many times it is delivered: at the end, by a monitor made
+    after it, at a recovery). The first attempt's is the one id of a store written
+    before ids carried the attempt. A later attempt's (a retry that ended) carries its
+    number: with the first's, the store dropped it as delivered, and a monitor made
+    after the retry never heard of the new end. The monitors of an earlier attempt
+    hear nothing of it: a retry of a failed workflow forgets its monitors (its failure
+    told them), and a replayed monitor of an earlier attempt asks for nothing more
+    (``WorkflowHost.replayed_monitor_spent``)."""
+    if attempt <= 1:
+        return f"{ended}#exit@{watcher}"
+    return f"{ended}#exit#{attempt}@{watcher}"
 
 
 #: the key of a ``LINK_DOWN`` event's plain form that marks it a *linked row*: written

@@ -158,6 +158,12 @@ class Interop(WorkflowCore):
                 # ``WorkflowHost._ended_fan_out``), and its retry may run here
                 if not node.monitor(pid, self.pid, self.event_id(EventKind.EXIT, pid)):
                     lost.append((EventKind.EXIT, pid))  # (it ended meanwhile)
+            elif h.durable and h.replayed_monitor_spent(pid, cast("WorkflowInstance", self)):
+                # a monitor of an attempt that failed, whose EXIT it had: a retry of
+                # that workflow forgot it, and the end of the attempt it runs now is
+                # for the monitors made of that one (see ``exit_id``); or one an older
+                # node's end of this attempt answered under the first attempt's id
+                self.watch_spent(EventKind.EXIT, pid)
             elif h.durable and h.store is not self.store:
                 # a workflow of another store (another workflow host of this node): the
                 # monitor's row there was written apart from this journal (see

@@ -135,7 +135,8 @@ def terminate_transaction(store: Any, record: Any, error: ErrorInfo) -> Transact
         # (read by the write, after the status: a monitor committed meanwhile is seen,
         # or its maker finds the workflow ended; see Transaction.deliver_to_monitors)
         tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=_watchers_host(rec),
-                               msg_id_prefix=exit_id(wid, ""), sender=pid, time=now)
+                               msg_id_prefix=exit_id(wid, "", rec.attempt), sender=pid,
+                               time=now)
         for child in store.list_workflows(parent=pid):
             if not WorkflowStatus(child.status).finished:
                 todo.append((child, parent_terminated(wid)))
@@ -183,7 +184,8 @@ def end_pending_transaction(store: Any, record: Any, status: WorkflowStatus,
     consume_linked_rows(store, tx, wid, None if rows is None else rows.inbox)
     text = json.dumps(event_to_plain(Event(EventKind.EXIT, pid, None, error)))
     tx.deliver_to_monitors(wid, "EXIT", RawJson(text), host=_watchers_host(record),
-                           msg_id_prefix=exit_id(wid, ""), sender=pid, time=now)
+                           msg_id_prefix=exit_id(wid, "", record.attempt), sender=pid,
+                           time=now)
     return tx
 
 
@@ -476,6 +478,10 @@ def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
         # nothing of the attempt the retry starts. (A blocked one has not ended: a
         # linked failure that reached it meanwhile still acts, once it replays.)
         consume_linked_rows(store, tx, record.workflow_id)
+        # its monitors were told of its failure: the end of the attempt the retry
+        # starts (an EXIT of an id of its own, see ``exit_id``) reaches the monitors
+        # made of that attempt, not these again. (A blocked one told them nothing.)
+        tx.forget_monitors(record.workflow_id)
     # back in its host's queue, by the priority it was started with (its memo keeps
     # it), in the order of the retries (its row, if its end dropped it: a start order
     # a restart keeps), with the dedup key its end freed (a blocked one still holds its
