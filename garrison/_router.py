@@ -445,6 +445,13 @@ class Router:
             raise ProcessError(f"process {pid} is unknown: {noproc(pid)}", pid=pid,
                                error=noproc(pid)) from None
 
+    def end_remembered(self, pid: Pid) -> tuple[Any, ErrorInfo | None] | None:
+        """``(result, error)`` of ``pid``, a plain process of this node that ended, if
+        the node remembers its end (its last exits, :meth:`exit_of`; not one of an
+        earlier run of the node), else ``None``. A workflow whose failure made the
+        process forget it hears of its end this way as a retry replays its monitor."""
+        return self._exits.get(pid)
+
     def failure_remembered(self, pid: Pid) -> ErrorInfo | None:
         """The error ``pid``, a plain process of this node that ended, failed with, if
         the node remembers its end (its last exits, :meth:`exit_of`; not one of an

@@ -1180,10 +1180,11 @@ async def test_the_handle_is_silent_on_a_finished_workflow_where_the_cli_refuses
 async def test_a_retried_workflow_reads_the_exit_of_a_process_that_ended_while_it_failed(
         store_spec: str, autojump_clock: Any) -> None:
     """A workflow monitors a plain process, then fails (a service was down); the process
-    fails while the workflow is failed. Its EXIT was lost (the workflow's failure had
-    made the process forget it, or the EXIT found no running workflow and was dropped):
-    the retried workflow waited for ever, or read a made-up ``noproc``. It is kept in
-    the failed workflow's inbox, as a child workflow's is, and the retry reads it."""
+    fails while the workflow is failed. Its EXIT was lost (the EXIT found no running
+    workflow and was dropped): the retried workflow waited for ever, or read a made-up
+    ``noproc``. The failure made the process forget the workflow (nothing reaches its
+    inbox, no dead letter), and the retry's replay, finding the process ended, reads
+    its end as the node remembers it."""
     ops_app.FAILS["kite"] = 2
     async with garrison.open_node(store=store_spec) as node:
         pid = await node.spawn(ops_app.fails_on_go)
@@ -1191,12 +1192,11 @@ async def test_a_retried_workflow_reads_the_exit_of_a_process_that_ended_while_i
         handle = node.workflow("w")
         with pytest.raises(garrison.WorkflowFailed, match="payments are down"):
             await handle.result()
+        assert node.process_info(pid).monitored_by == frozenset()
         dead = node.stats()["dead_letters"]
         await node.send(pid, "go")
         with pytest.raises(garrison.ProcessError):
             await node.wait(pid)
-        await until_wall(lambda: bool(node.hosts["workflows"].store.pending_messages("w")),
-                         "the EXIT in the failed workflow's inbox")
         assert node.stats()["dead_letters"] == dead
         await handle.retry()
         with trio.fail_after(60):
@@ -1207,16 +1207,22 @@ async def test_a_retried_workflow_still_monitors_a_process_that_outlived_its_fai
         store_spec: str, autojump_clock: Any) -> None:
     """The process is still running when the failed workflow is retried, and fails
     after that: its failure had made the process forget the workflow (a monitor a
-    replay does not make again), so the retried workflow waited for ever."""
+    replay does not make again), so the retried workflow waited for ever. The failure
+    lets go of the monitor (the process kept the failed workflow among its monitors as
+    long as it lived, one entry per workflow that failed and was never retried), and
+    the retry's replay makes it again."""
     ops_app.FAILS["reel"] = 2
     async with garrison.open_node(store=store_spec) as node:
         pid = await node.spawn(ops_app.fails_on_go)
-        await node.start_workflow(ops_app.monitors_a_process, "reel", str(pid), id="w")
+        w = await node.start_workflow(ops_app.monitors_a_process, "reel", str(pid), id="w")
         handle = node.workflow("w")
+        await until(lambda: node.process_info(pid).monitored_by == frozenset({w}), "it")
         with pytest.raises(garrison.WorkflowFailed, match="payments are down"):
             await handle.result()
+        assert node.process_info(pid).monitored_by == frozenset()
         await handle.retry()
         await until(lambda: handle.status() == "waiting", "the retried workflow")
+        assert node.process_info(pid).monitored_by == frozenset({w})
         await node.send(pid, "go")
         with trio.fail_after(60):
             assert await handle.result() == f"{pid}: RuntimeError: told to fail: go"

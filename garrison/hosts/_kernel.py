@@ -445,6 +445,11 @@ class NodeContext(Protocol):
         (``record_exit``); ``None`` for a return, the node's close, or one unknown."""
         ...
 
+    def end_remembered(self, pid: Pid) -> tuple[Any, ErrorInfo | None] | None:
+        """``(result, error)`` of a process of this node that ended recently
+        (``record_exit``); ``None`` for one unknown."""
+        ...
+
 
 class Caller:
     """The call table of whatever makes calls and is replied to.

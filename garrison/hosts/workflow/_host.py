@@ -1203,18 +1203,16 @@ class WorkflowHost:
         if wf.callers:
             wf.fail_callers(f"workflow {wf.pid} ended before replying: "
                             f"{error or 'normal exit'}", error or noproc(wf.pid))
-        # workflows it monitored got their EXIT durably; the processes forget it here --
-        # unless it failed: a retry resumes it, and the EXIT of a process it monitors,
-        # kept in its inbox meanwhile (see deliver_event), is what its code waits for.
-        # A process of another node forgets it all the same (else that node's table and
-        # this one's kept it as long as the process lived, retried or not): a retry's
-        # replay asks that node again, as a workflow resumed elsewhere does
+        # workflows it monitored got their EXIT durably; the processes forget it here,
+        # also when it failed (else the process, and its node's table for one of
+        # another node, kept it as long as the process lived, retried or not): a
+        # retry's replay monitors them again (``Interop._deliver_lost``), and one that
+        # ended meanwhile is its end as its node remembers it, else ``noproc``
         processes = None
         if wf.monitoring:
             node = self.node
-            processes = [p for p in wf.monitoring if not node.hosts[p.host].durable] \
-                if status is not WorkflowStatus.FAILED else \
-                [p for p in wf.monitoring if node.plain_elsewhere(p)]
+            processes = [p for p in wf.monitoring
+                         if node.plain_elsewhere(p) or not node.hosts[p.host].durable]
         exit_fan_out(self.node, wf.pid, event, wf.watchers, links, processes)
 
     def _count_dropped(self, watchers: list[str], delivered: set[str]) -> None:

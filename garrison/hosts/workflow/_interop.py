@@ -127,7 +127,9 @@ class Interop(WorkflowCore):
           the process ended, tells a failure it remembers: the first went to the
           node lost); a process of a node that is not live is lost, as above;
         - a process of this node that runs is monitored again (a failure of this
-          workflow on another node released the monitor, and its retry runs here);
+          workflow released the monitor, and this is its retry); one that ended in
+          this run of the node gets the ``EXIT`` of its end as the node remembers it
+          (``end_remembered``), not ``noproc``;
         - a workflow it monitors that has ended gets its ``EXIT`` delivered (the same
           id as the one its end delivered: once); the monitor of a workflow of another
           store, not written with this journal, is made again;
@@ -154,8 +156,8 @@ class Interop(WorkflowCore):
                 lost.append((EventKind.EXIT, pid))
             elif not h.durable:
                 # a process of this node that runs: its monitor made again (a set:
-                # once). A failure of this workflow on another node released it (see
-                # ``WorkflowHost._ended_fan_out``), and its retry may run here
+                # once). A failure of this workflow released it (see
+                # ``WorkflowHost._ended_fan_out``), and this may be its retry
                 if not node.monitor(pid, self.pid, self.event_id(EventKind.EXIT, pid)):
                     lost.append((EventKind.EXIT, pid))  # (it ended meanwhile)
             elif h.durable and h.replayed_monitor_spent(pid, cast("WorkflowInstance", self)):
@@ -233,6 +235,10 @@ class Interop(WorkflowCore):
         for kind, pid in lost:
             if self._delivered_per_process(kind, pid):
                 self.watch_spent(kind, pid)
+            elif kind is EventKind.EXIT and (end := node.end_remembered(pid)) is not None:
+                # a process of this node that ended in this run of the node (while
+                # this workflow was failed, its monitor released: its retry): its end
+                self.host.deliver_event(self.pid, Event(kind, pid, end[0], end[1]))
             else:
                 self.host.deliver_event(self.pid, Event(kind, pid, None, noproc(pid)))
         for pid, error in failed:
