@@ -1508,3 +1508,56 @@ async def test_an_end_an_older_node_wrote_under_the_first_attempts_id_is_heard_o
             assert await node.workflow("m").result() == [
                 "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
             assert await node.workflow("n").result() == ["RuntimeError: told to fail: fail2"]
+
+
+async def test_a_monitor_of_a_workflow_of_another_store_hears_of_each_attempt_once(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """The same across two workflow hosts of one node, each on its own store (the
+    monitor's row in the watched workflow's store, the EXIT in the watcher's): m,
+    which monitors t again after its retry, hears of the second failure; o, which
+    monitored the first attempt only, hears nothing more, also when its replay after a
+    restart makes its monitor again in t's store (which would have given it the
+    second failure's EXIT)."""
+    (tmp_path / "app.yaml").write_text(
+        'version: "1.0"\nnamespace: p\nentries:\n'
+        "  - {name: a, kind: workflow.host, store: a.db}\n"
+        "  - {name: b, kind: workflow.host, store: b.db}\n")
+    config = str(tmp_path / "app.yaml")
+
+    def kinds(node: garrison.Node, wid: str) -> list[str]:
+        return [str(r.kind) for r in node.workflow(wid, host="p:a").history()]
+
+    async with garrison.open_node(config=config) as node:
+        t = node.workflow("t", host="p:b")
+        await node.start_workflow(ops_app.fails_when_told, id="t", host="p:b")
+        await node.start_workflow(ops_app.monitors_each_attempt, "p:b/t", 2, id="m",
+                                  host="p:a")
+        await node.start_workflow(ops_app.monitors_each_attempt, "p:b/t", 1, id="o",
+                                  host="p:a")
+        await until(lambda: "monitor" in kinds(node, "m") and "monitor" in kinds(node, "o"),
+                    "both monitors")
+        await t.signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await t.result()
+        await until(lambda: kinds(node, "o").count("receive") == 1, "o's EXIT")
+        await t.retry()
+        await until(lambda: t.status() == "waiting", "the retried t")
+        await node.workflow("m", host="p:a").signal("again")
+        await until(lambda: kinds(node, "m").count("monitor") == 2, "m's second monitor")
+        await t.signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            await t.result()
+        await until(lambda: kinds(node, "m").count("receive") == 3, "m's second EXIT")
+    async with garrison.open_node(config=config) as node:
+        store = node.hosts["p:a"].store
+        await until(lambda: node.workflow("o", host="p:a").status() == "waiting", "o")
+        await trio.sleep(1)
+        assert store.pending_messages("o") == []
+        assert store.pending_messages("m") == []
+        for wid in ("m", "o"):
+            await node.workflow(wid, host="p:a").signal("done")
+        with trio.fail_after(60):
+            assert await node.workflow("m", host="p:a").result() == [
+                "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
+            assert await node.workflow("o", host="p:a").result() == [
+                "RuntimeError: told to fail: fail1"]

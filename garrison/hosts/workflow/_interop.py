@@ -160,24 +160,28 @@ class Interop(WorkflowCore):
                 # ``WorkflowHost._ended_fan_out``), and this may be its retry
                 if not node.monitor(pid, self.pid, self.event_id(EventKind.EXIT, pid)):
                     lost.append((EventKind.EXIT, pid))  # (it ended meanwhile)
-            elif h.durable and h.replayed_monitor_spent(pid, cast("WorkflowInstance", self)):
-                # a monitor of an attempt that failed, whose EXIT it had: a retry of
-                # that workflow forgot it, and the end of the attempt it runs now is
-                # for the monitors made of that one (see ``exit_id``); or one an older
-                # node's end of this attempt answered under the first attempt's id
-                self.watch_spent(EventKind.EXIT, pid)
             elif h.durable and h.store is not self.store:
                 # a workflow of another store (another workflow host of this node): the
                 # monitor's row there was written apart from this journal (see
                 # ``add_durable_monitor``), so it is made again (once: a set); if that
-                # workflow ended meanwhile, its EXIT (once: same id)
-                h.add_durable_monitor(pid, self)
+                # workflow ended meanwhile, its EXIT (once: same id) -- unless the
+                # monitor was of an attempt before a retry of it (see below)
+                if h.replayed_monitor_spent(pid, cast("WorkflowInstance", self)):
+                    self.watch_spent(EventKind.EXIT, pid)
+                else:
+                    h.add_durable_monitor(pid, self)
             elif h.durable and not h.is_alive(pid):
                 # a workflow that ended (or runs on another node) while this one was
                 # down or replaying: its EXIT, if it ended (delivered once: same id; a
-                # store written before EXIT ids named their watcher has the other form)
+                # store written before EXIT ids named their watcher has the other form).
+                # A monitor of an attempt that failed, whose EXIT it had, asks nothing
+                # more: a retry of that workflow forgot it, and the end of the attempt
+                # it runs now is for the monitors made of that one (see ``exit_id``);
+                # nor one an older node's end of this attempt answered under the first
+                # attempt's id
                 old = h.store.inbox_message(f"{pid.id}#exit")
-                if old is None or old.workflow_id != self.wid:
+                if (old is None or old.workflow_id != self.wid) and \
+                        not h.replayed_monitor_spent(pid, cast("WorkflowInstance", self)):
                     h.exit_if_ended(pid, self.pid)  # (its delivery spends the monitor)
                 else:
                     self.watch_spent(EventKind.EXIT, pid)
