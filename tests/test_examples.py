@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -150,11 +151,13 @@ def test_shop_example_runs_and_its_own_tests_pass(tmp_path: Path) -> None:
     assert "3 passed" in tests.stdout
 
 
-def _readme_block(heading: str) -> str:
-    """The first ```python block of README's section ``heading``."""
+def _readme_block(heading: str, nth: int = 0) -> str:
+    """The ``nth`` (from 0) ```python block of README's section ``heading``."""
     text = (ROOT / "README.md").read_text()
     section = text[text.index(f"\n## {heading}\n"):]
-    start = section.index("```python\n") + len("```python\n")
+    start = 0
+    for _ in range(nth + 1):
+        start = section.index("```python\n", start) + len("```python\n")
     return section[start:section.index("```\n", start)]
 
 
@@ -192,3 +195,33 @@ def test_readme_durable_workflow_runs_as_written(tmp_path: Path) -> None:
                               text=True, capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert done.stdout == "receipt o-17: 30, approved by ann\n", done.stdout
+
+
+def test_readme_client_beside_a_node_runs_as_written(tmp_path: Path) -> None:
+    """nu463: the "From another process" client was a fragment (``async with`` at
+    module level, ``garrison`` never imported): copied, it was a SyntaxError. It is
+    ``client.py`` beside ``app/`` now, and runs: the node holding ``app.db`` runs the
+    workflow the client started and signalled, and the client prints its result."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "orders.py").write_text(_readme_block("Durable workflows"))
+    (tmp_path / "client.py").write_text(_readme_block("Durable workflows", 1))
+    (tmp_path / "hold.py").write_text(
+        "import logging\n\nimport trio\n\nimport garrison\n\n\n"
+        "async def main():\n    print('holding app.db', flush=True)\n"
+        "    await trio.sleep_forever()\n\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "garrison.run(main, store='app.db')\n")
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    holder = subprocess.Popen([sys.executable, "hold.py"], cwd=tmp_path, env=env,
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None   # the node holds app.db (it made it)
+        assert holder.stdout.readline() == "holding app.db\n", "the holder did not start"
+        done = subprocess.run([sys.executable, "client.py"], cwd=tmp_path, env=env,
+                              text=True, capture_output=True, timeout=60)
+    finally:
+        holder.send_signal(signal.SIGINT)
+        _, held = holder.communicate(timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "receipt o-17: 30, approved by ann\n", done.stdout
+    assert "order o-17 charged" in held, held   # the holder ran it, not the client
