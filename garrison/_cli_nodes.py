@@ -89,6 +89,9 @@ def _nodes(args: argparse.Namespace) -> None:
                                "epoch": n.epoch, "lease_lapsed": n.lease_until < now,
                                **n.info} for n in nodes]))
             return
+        if not nodes:
+            print("no nodes")  # (as workflows list and schedules list say theirs)
+            return
         # a node whose lease lapsed is gone for the cluster (its workflows are claimed,
         # its name free), though no live node has marked it lost yet (none may be left)
         # (a name is printable text since the node checks it; one a store of before

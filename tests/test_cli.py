@@ -1618,6 +1618,22 @@ def test_nodes_pads_node_names_to_80_characters_and_never_cuts_one(postgres_url,
         store.close()
 
 
+@pytest.mark.postgres
+def test_nodes_of_a_cluster_no_node_is_in_says_so(postgres_url, capsys):
+    """nu463: ``garrison nodes`` of a store no node runs on printed a bare header row,
+    where ``workflows list`` and ``schedules list`` say ``no workflows`` and ``no
+    schedules``. It says ``no nodes``; ``--json`` is still ``[]``."""
+    from garrison import _cli
+    from garrison.persistence import open_store
+
+    open_store(postgres_url).close()
+    for argv in (["nodes", "--store", postgres_url], ["nodes", "list", "--store", postgres_url]):
+        assert _cli.main(argv) == 0
+        assert capsys.readouterr().out == "no nodes\n"
+    assert _cli.main(["nodes", "--store", postgres_url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
 def test_run_of_a_target_whose_module_raises_at_import_is_one_line_naming_where(tmp_path):
     """A script (or ``--main module:function``) whose module raises as it is imported
     (not an ImportError: a RuntimeError of its own) cannot be the root: exit 2, one line
