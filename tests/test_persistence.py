@@ -332,8 +332,17 @@ def test_v8_keeps_the_dedup_key_a_dropped_queue_row_held(
 
 
 def test_unlocked_opener_does_not_create_or_migrate(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        SQLiteStore(str(tmp_path / "missing.db"), lock=False)
+    # (nu463: README's client.py run before any node had made app.db said only "no
+    # garrison store at 'app.db'", not that a client never makes one, nor what does)
+    missing = str(tmp_path / "missing.db")
+    for opener in ({"lock": False}, {"readonly": True}):
+        with pytest.raises(FileNotFoundError) as info:
+            SQLiteStore(missing, **opener)
+        assert str(info.value) == (
+            f"no garrison store at {missing!r}: a store opened with lock=False or "
+            "readonly=True (a client, a tool) only opens one that exists; a node creates "
+            "it the first time it opens it (garrison.open_node(store=PATH), `garrison run "
+            "CONFIG --store PATH`)")
     empty = str(tmp_path / "empty.db")  # a SQLite database without tables
     conn = sqlite3.connect(empty)
     conn.execute("CREATE TABLE t (x)")

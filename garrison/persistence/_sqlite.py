@@ -831,7 +831,12 @@ class SQLiteStore(StoreShortcuts):
                     self.locked = True
                 if not _file.existing(file, self.path):
                     if self._notify_node:
-                        raise FileNotFoundError(f"no garrison store at {self.path!r}")
+                        raise FileNotFoundError(
+                            f"no garrison store at {self.path!r}: a store opened with "
+                            "lock=False or readonly=True (a client, a tool) only opens one "
+                            "that exists; a node creates it the first time it opens it "
+                            "(garrison.open_node(store=PATH), `garrison run CONFIG --store "
+                            "PATH`)")
                     _file.create(
                         file, self.path, self.mode,
                         lambda new: self._build(new, pragma_sync, busy_timeout),
