@@ -36,6 +36,7 @@ the PNG charts of the README from the ``--json`` lines.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import subprocess
 import sys
@@ -233,15 +234,24 @@ def run_script(path: Path, quick: bool, runs: int = 1) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("only", nargs="*", help="script names to run (default: all)")
     args = parser.parse_args()
+    if args.runs < 1:  # (0 or less ran each script once, as --runs 1)
+        parser.error(f"--runs takes a whole number of at least 1, got {args.runs}")
     scripts = sorted(p for p in HERE.glob("*.py")
                      if not p.name.startswith("_") and p.name != "charts.py")
     if args.only:
+        names = {n for p in scripts for n in (p.stem, p.name)}
+        for name in args.only:  # (a typo ran nothing, exit 0)
+            if name not in names:
+                close = difflib.get_close_matches(name, [p.stem for p in scripts], 1)
+                parser.error(f"no benchmark script {name!r}"
+                             + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + "; the scripts: " + ", ".join(p.stem for p in scripts))
         scripts = [p for p in scripts if p.stem in args.only or p.name in args.only]
     if args.quick and not args.json:
         print("--quick: a smoke run (smaller counts); its figures are not the README's",

@@ -86,3 +86,26 @@ def test_no_benchmark_leaves_its_stores_in_the_temp_folder() -> None:
     for path in [*(ROOT / "bench").glob("*.py"), ROOT / "tests" / "torture" / "run.py"]:
         text = path.read_text()
         assert "mkdtemp(" not in text or "rmtree(" in text, path.name
+
+
+def test_a_script_name_no_benchmark_has_is_refused_naming_the_scripts() -> None:
+    """nu463: ``garrison bench actor`` (``actors`` mistyped) ran nothing and exited 0,
+    as a run of every script found, ``--runs 0`` ran each once, and its usage line read
+    ``usage: __main__.py``. A name no script has is exit 2 naming it and the scripts
+    there are, before anything runs, ``--runs`` below 1 too, and the usage names the
+    command."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "bench", "actor", "--quick"], cwd=ROOT,
+                          text=True, capture_output=True, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr.startswith("usage: python -m bench"), done.stderr
+    assert "no benchmark script 'actor' (did you mean 'actors'?); the scripts: " \
+           "actors, cluster_bench," in done.stderr, done.stderr
+    zero = subprocess.run([sys.executable, "-m", "bench", "--runs", "0", "actors"], cwd=ROOT,
+                          text=True, capture_output=True, timeout=60)
+    assert (zero.returncode, zero.stdout) == (2, ""), zero
+    assert "--runs takes a whole number of at least 1, got 0" in zero.stderr, zero.stderr
+    helped = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=ROOT, text=True,
+                            capture_output=True, timeout=60)
+    assert helped.stdout.startswith("usage: python -m bench"), helped.stdout
