@@ -279,11 +279,12 @@ class NoSuchWorkflow(GarrisonError, LookupError):
 
 class NoSuchSchedule(GarrisonError, LookupError):
     """A schedule id that is not in the store; ``known`` (the store's schedule ids)
-    lets the message suggest a config schedule's namespaced id for its bare name."""
+    lets the message suggest the id meant: a config schedule's namespaced id for its
+    bare name, or the id it is a typo of (:func:`id_hint`)."""
 
     def __init__(self, schedule_id: str, known: Iterable[str] = ()) -> None:
         super().__init__(f"no schedule with id {schedule_id!r} in the store"
-                         f"{schedule_hint(schedule_id, known)}")
+                         f"{id_hint(schedule_id, known)}")
         self.schedule_id = schedule_id
 
 

@@ -30,7 +30,7 @@ from ._errors import (
     NoSuchWorkflow,
     PromiseAlreadyCompleted,
     StoreVersionError,
-    schedule_hint,
+    id_hint,
 )
 from ._schedule_handle import as_shown
 from .actors._values import Pid
@@ -899,7 +899,7 @@ def get_schedule(store: Any, schedule_id: str) -> Any:
         raise ToolError(str(exc), 2) from None
     rec = store.get_schedule(schedule_id)
     if rec is None:
-        hint = schedule_hint(schedule_id, (r.schedule_id for r in store.schedules()))
+        hint = id_hint(schedule_id, (r.schedule_id for r in store.schedules()))
         raise ToolError(f"no schedule {schedule_id!r} in {store.path}{hint}")
     return rec
 

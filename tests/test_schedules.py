@@ -1346,6 +1346,30 @@ async def test_a_bare_name_gets_the_namespaced_id_suggested(autojump_clock: Any)
             node.schedule_handle("other").info()
 
 
+async def test_a_mistyped_schedule_id_gets_the_one_it_is_close_to_suggested(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """nu463: ``garrison schedules trigger cleanp`` said only ``no schedule 'cleanp'``
+    (a bare name got its namespaced id suggested, a typo nothing), where a config
+    entry's typo gets ``did you mean``. A typo of an id (its name, in its namespace) is
+    suggested too, from the node's handle as from the command line; an id like no
+    other gets none."""
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        await node.schedule("cleanup", app.job, every="1h")
+        await node.schedule("app:nightly", app.job, every="1h")
+        with pytest.raises(garrison.NoSuchSchedule, match=r"^no schedule with id 'cleanp' "
+                           r"in the store \(did you mean 'cleanup'\?\)$"):
+            await node.schedule_handle("cleanp").pause()
+        with pytest.raises(garrison.NoSuchSchedule, match=r"'app:nightyl' in the store "
+                           r"\(did you mean 'app:nightly'\?\)$"):
+            node.schedule_handle("app:nightyl").info()
+        with pytest.raises(garrison.NoSuchSchedule, match=r"'other' in the store$"):
+            node.schedule_handle("other").info()
+    typo = cli("--store", db, "trigger", "cleanp")
+    assert (typo.returncode, typo.stderr) == (
+        1, f"garrison schedules: no schedule 'cleanp' in {db} (did you mean 'cleanup'?)\n")
+
+
 async def test_a_config_schedule_left_on_the_node_s_own_in_memory_host_is_refused(
         tmp_path: Path, autojump_clock: Any) -> None:
     """Two workflow.host entries and a schedule without ``host:``: it went to the node's
