@@ -30,6 +30,7 @@ from ._errors import (
     NoSuchWorkflow,
     PromiseAlreadyCompleted,
     StoreVersionError,
+    closest_id,
     id_hint,
 )
 from ._schedule_handle import as_shown
@@ -585,15 +586,21 @@ def start_transaction(target: str, args: list[Any], workflow_id: str | None = No
         if refused is not None:
             raise ToolError(refused, 2)
     else:
+        # (the config's workflow entry a typo or a bare name meant, as a spawn's
+        # NoSuchEntry names it; said, not taken)
+        near = None if config is None else closest_id(
+            target, [i for i, e in config.entries.items() if e.kind == "workflow.py"])
+        meant = "" if near is None else f" (did you mean {near!r}?)"
         if ":" not in target:
             raise ToolError(f"TARGET {target!r} must name the workflow function as "
                             "module:function (e.g. app.orders:order_workflow), or an entry "
-                            "id of the config given with --config", 2)
+                            f"id of the config given with --config{meant}", 2)
         try:
             fn = import_target(target)
         except Exception as exc:
             hint = ("; an entry id of a config needs --config FILE" if config is None else
-                    "; it is no entry id of the config either")
+                    "; it is no entry id of the config either" + (
+                        "" if near is None else f": did you mean {near!r}?"))
             raise ToolError(f"cannot import {target!r}: {type(exc).__name__}: {exc} (run "
                             "the command where the application's code is importable"
                             f"{hint})", 2) from None

@@ -1188,6 +1188,36 @@ def test_start_takes_an_entry_id_of_a_config(capsys: pytest.CaptureFixture[str],
     assert code == 2 and "no entry id of the config either" in err
 
 
+def test_start_of_a_mistyped_or_bare_entry_id_suggests_the_entry(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str, tmp_path: Path) -> None:
+    """nu463: ``garrison workflows --config app.yaml start app:order_workflo`` said the
+    module 'app' does not import and that it is no entry id of the config, and
+    ``start order_workflow`` that TARGET must be module:function, neither naming the
+    entry meant, where a spawn's NoSuchEntry does (``did you mean``). Both name the
+    config's workflow entry it is close to; nothing is written."""
+    config = tmp_path / "app.yaml"
+    config.write_text(textwrap.dedent("""\
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: order_workflow, kind: workflow.py, source: "workflow_app:steps"}
+        """))
+    open_store(sqlite_path).close()  # (a node made it)
+    for target, said in (("app:order_workflo", "of the config either: did you mean "
+                                                "'app:order_workflow'?)"),
+                         ("order_workflow", "(did you mean 'app:order_workflow'?)"),
+                         ("order_workflo", "(did you mean 'app:order_workflow'?)")):
+        code, out, err = cli_here(capsys, "--store", sqlite_path, "start", target, "[1]",
+                                  "--config", str(config))
+        assert (code, out) == (2, ""), err
+        assert err.rstrip().endswith(said), err
+    code, _out, err = cli_here(capsys, "--store", sqlite_path, "start", "zzz", "[1]",
+                               "--config", str(config))
+    assert code == 2 and "did you mean" not in err, err
+    with open_store(sqlite_path, lock=False) as store:
+        assert store.list_workflows() == []
+
+
 async def test_start_takes_a_priority_and_a_dedup_key_as_start_workflow_does(
         store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """README (Queues): ``garrison workflows start`` had neither a priority nor a dedup
