@@ -944,3 +944,31 @@ async def test_a_batch_written_in_the_trio_thread_holds_at_most_its_limit(
     assert all(len(txs) <= limit for txs in inline), [len(txs) for txs in inline]
     if strategy is Strategy.INLINE:
         assert len(inline) == len(written) >= 3
+
+
+async def test_a_thousand_commits_waiting_at_once_are_one_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thousand workflows stepping at once commit as one batch in the trio thread:
+    split in two, each half waited through the other's write, and each step cost more
+    (its objects fetched from memory again, more SQLite pages written per step)."""
+    from garrison.persistence import _group_commit
+
+    written: list[int] = []
+
+    def write_batch(batch: list[CommitRequest]) -> None:
+        written.append(len(batch))
+        for request in batch:
+            request.results = [request.tx]
+
+    engine = _group_commit.GroupCommit(lambda tx: [tx], write_batch, Strategy.INLINE)
+    monkeypatch.setattr(_group_commit, "runnable_tasks", lambda: 1)  # nobody alone
+    got: dict[int, list[Any]] = {}
+
+    async def commit(i: int) -> None:
+        got[i] = await engine.commit(f"tx{i}")
+
+    async with trio.open_nursery() as nursery:
+        for i in range(1000):
+            nursery.start_soon(commit, i)
+    assert got == {i: [f"tx{i}"] for i in range(1000)}
+    assert written == [1000]

@@ -126,8 +126,12 @@ ALONE_BUDGET = 16
 #: at once (a parent's cancel or terminate ending its children) made one batch whose
 #: write, and then its callers' wake-ups, all ran in one pass: nothing else on the node
 #: ran meanwhile (0.45 s at 10,000 on SQLite). A batch for a worker thread is not split
-#: (it does not hold up the node), nor is a commit alone or a small batch slowed.
-INLINE_BATCH_MAX = 500
+#: (it does not hold up the node), nor is a commit alone or a small batch slowed. A
+#: thousand workflows stepping at once are one batch: split in two, each half waited
+#: through the other's write, and each step cost more (more interpreter work, more of
+#: its objects fetched from memory again, and more SQLite pages written: the rows of
+#: half as many steps share the B-tree's leaves, one WAL frame each per commit).
+INLINE_BATCH_MAX = 1000
 
 
 class Strategy(enum.Enum):
