@@ -155,8 +155,11 @@ class CommitRequest:
         self.results: list[Any] | None = None
         self.error: BaseException | None = None
         #: made with the request, dropped by the writer as it wakes the request's task
-        #: (see ``GroupCommit._lead``)
-        self.balance: list[Any] | None = []
+        #: (see ``GroupCommit._lead``): an empty dict, which the collector counts as it
+        #: is made and freed but does not track (an empty list is walked by every
+        #: collection while the request waits, and outlives a middle one with a
+        #: thousand waiting)
+        self.balance: dict[Any, Any] | None = {}
 
 
 def fail_all(batch: list[CommitRequest], error: BaseException) -> None:
@@ -378,7 +381,7 @@ class GroupCommit:
                 # freed when the task runs. The collector starts a young collection when
                 # allocations minus deallocations pass its threshold: a thousand wake-ups
                 # in a row would set one off at every batch, walking every waiting
-                # step's objects. Each wake-up frees the request's balance list as it
+                # step's objects. Each wake-up frees the request's balance dict as it
                 # makes that object, so the count stays level.
                 waiting.balance = None
                 if waiting is not request:
