@@ -214,6 +214,51 @@ async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path, m
     assert per_workflow < 28.5, f"{per_workflow:.1f} tracked objects per waiting workflow"
 
 
+async def test_workflows_ending_in_one_group_commit_hold_few_objects(tmp_path, monkeypatch):
+    """A thousand workflows started together end together: each waits for the batch of
+    its end's commit as it waited for each step's, and what it holds meanwhile is
+    walked by each garbage collection as then. Its end held lists for the workflows it
+    ends or tells (it had none), for its watchers (none), and a cell object for the
+    host (made by a generator expression of the host's ``finish``), one object more
+    for each of them per waiting workflow."""
+    import workflow_app as app
+
+    from garrison import _observe
+    from garrison.persistence import SQLiteStore
+    from garrison.persistence._transaction import Op
+
+    monkeypatch.setattr(_observe, "timing", False)  # (see the test above)
+    monkeypatch.setattr(_observe, "active", _observe.tracing)
+    n = 200
+    store = SQLiteStore(str(tmp_path / "wf.db"))
+    held: list[int] = []
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(app.steps, 0, 1, id="warm-up")
+        await node.workflow("warm-up").result()
+        gc.collect()
+        base = _tracked()
+        write = store._group._write_batch
+
+        def census(batch: list) -> None:
+            ends = sum(op is Op.UPDATE_WORKFLOW for request in batch for op, _ in request.tx.ops)
+            if ends >= n // 2:
+                gc.collect()
+                held.append(_tracked() - base)
+            write(batch)
+
+        store._group._write_batch = census
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(functools.partial(node.start_workflow, app.steps, i, 1,
+                                                     id=f"w{i}"))
+        for i in range(n):
+            assert await node.workflow(f"w{i}").result() == i + 1
+    store.close()
+    assert held, "no batch held the ends of half the workflows"
+    per_workflow = max(held) / n
+    assert per_workflow < 24.5, f"{per_workflow:.1f} tracked objects per ending workflow"
+
+
 def _tracked() -> int:
     """How many objects the collector tracks, less the nodes of context maps."""
     return sum(not type(o).__name__.startswith("hamt") for o in gc.get_objects())

@@ -1018,9 +1018,13 @@ class WorkflowHost:
                 # a linked row not acted on (it was blocked, or ended first): it asks
                 # nothing more of this attempt, and must not end a retry of it
                 tx.consume(wf.wid, item.id, 0)
-        trapped: list[tuple[WorkflowInstance, int, Any]] = []
-        told: list[Pid] = []  # (linked workflows it wrote a linked row for)
+        # (the lists below are made only for an end that fills them: with a thousand
+        # workflows ending in one batch, empty ones were walked by each garbage
+        # collection while the end's commit waited)
+        trapped: list[tuple[WorkflowInstance, int, Any]] | tuple[()] = ()
+        told: list[Pid] | tuple[()] = ()  # (linked workflows it wrote a linked row for)
         if status is WorkflowStatus.FAILED or status is WorkflowStatus.CANCELLED:
+            told = []
             trapped = self._ending_with(tx, wf, error, now, told)
         flagged = self._cancelled_children.pop(wf.wid, None)
         if flagged and status is WorkflowStatus.CANCELLED:
@@ -1032,32 +1036,38 @@ class WorkflowHost:
                 if child is not None and child.cancel_requested and not child.done.is_set():
                     tx.request_cancel(wid)
         self.queue.finishing(tx, wf)
-        targets: list[tuple[WorkflowInstance, int]] = []
+        targets: list[tuple[WorkflowInstance, int]] | tuple[()] = ()
         event_text = ""
         cluster = self.ownership is not None
         # (those of other workflow hosts, of other stores, get it once it is committed:
-        # _late_monitors)
-        watchers = dict.fromkeys(w for w in wf.durable_watchers or () if w.host == self.name)
-        left: list[str] = []  # (in a cluster: those the store's monitors answer for)
-        stored: list[str] = []  # (not running here: the EXIT only in their inbox)
-        for watcher in watchers:
-            other = self.active.get(watcher.id)
-            if other is None and cluster:
-                left.append(watcher.id)  # (the store's monitors below reach every one
-                continue                 # not running here)
-            if other is None and not self._may_come_back(watcher.id):
-                # completed, cancelled or gone: nobody reads it (one that has not
-                # resumed, or failed and may be retried, gets it in its inbox)
-                self.node.stats_dead_letters += 1
-                continue
-            event_text = event_text or _dumps(event_to_plain(event))
-            tx.deliver(watcher.id, "EXIT", RawJson(event_text),
-                       msg_id=exit_id(wf.wid, watcher.id, wf.attempt), sender=wf.pid,
-                       kind="event", time=now)
-            if other is not None:
-                targets.append((other, len(tx) - 1))
-            else:
-                stored.append(watcher.id)
+        # _late_monitors; a loop, not a generator expression, whose reference to self
+        # made self a cell object of this frame)
+        watchers: dict[Pid, None] = {}
+        for watcher in wf.durable_watchers or ():
+            if watcher.host == self.name:
+                watchers[watcher] = None
+        left: list[str] | tuple[()] = ()  # (in a cluster: those the store's monitors answer for)
+        stored: list[str] | tuple[()] = ()  # (not running here: the EXIT only in their inbox)
+        if watchers:
+            targets, left, stored = [], [], []
+            for watcher in watchers:
+                other = self.active.get(watcher.id)
+                if other is None and cluster:
+                    left.append(watcher.id)  # (the store's monitors below reach every one
+                    continue                 # not running here)
+                if other is None and not self._may_come_back(watcher.id):
+                    # completed, cancelled or gone: nobody reads it (one that has not
+                    # resumed, or failed and may be retried, gets it in its inbox)
+                    self.node.stats_dead_letters += 1
+                    continue
+                event_text = event_text or _dumps(event_to_plain(event))
+                tx.deliver(watcher.id, "EXIT", RawJson(event_text),
+                           msg_id=exit_id(wf.wid, watcher.id, wf.attempt), sender=wf.pid,
+                           kind="event", time=now)
+                if other is not None:
+                    targets.append((other, len(tx) - 1))
+                else:
+                    stored.append(watcher.id)
         stored_at = -1
         if cluster:
             # workflows on other nodes may monitor it: the store's monitors get its EXIT
