@@ -509,6 +509,24 @@ def test_a_waiting_commit_s_balance_is_nothing_the_collector_walks() -> None:
     assert request.balance is not None and not gc.is_tracked(request.balance)
 
 
+def test_a_step_s_transaction_holds_its_workflow_id_in_nothing_the_collector_keeps() -> None:
+    """A transaction of one operation, a step's record waiting for its batch, names its
+    workflow in a tuple, which the garbage collector lets go at its first look: a list
+    was walked by every collection while the commit waited. A second operation, or
+    another transaction's, makes it a list, kept in order."""
+    tx = Transaction().append_journal_text("w1", 1, "activity", "app:step", '{"ok":1}', 1, 0.0)
+    gc.collect()
+    assert not gc.is_tracked(tx.workflow_ids), tx.workflow_ids
+    assert list(tx.workflow_ids) == ["w1"]
+    tx.append_journal("w2", 1, "activity", "app:step", 2)
+    tx.delete_schedule("nightly")
+    tx.extend(Transaction().remove_timer("w3", 4))
+    assert tx.workflow_ids == ["w1", "w2", "", "w3"] and len(tx) == 4
+    assert tx.schedule_ids == ["nightly"]
+    alone = Transaction().extend(Transaction().remove_timer("w4", 1))
+    assert list(alone.workflow_ids) == ["w4"] and len(alone) == 1
+
+
 async def test_a_loop_of_awaited_starts_shares_commits_with_the_running_workflows(
         tmp_path: Path) -> None:
     """``await start_workflow`` one after another (a web handler's shape): each start's

@@ -214,8 +214,12 @@ class Transaction:
         #: writes nothing under the new one (which may have claimed the workflow again)
         self.epoch: int | None = None
         #: the workflow each operation is about (parallel to ``ops``; ``""`` for an
-        #: operation on a schedule or on a workflow host's queue)
-        self.workflow_ids: list[str] = []
+        #: operation on a schedule or on a workflow host's queue): a tuple while it
+        #: has one operation (a step's record, the most common transaction), a list
+        #: from the second. A tuple of strings is let go by the garbage collector at its
+        #: first look, where a list stayed tracked, walked by each collection while its
+        #: commit waited (and, with a thousand waiting, by the old generation's)
+        self.workflow_ids: list[str] | tuple[str, ...] = ()
         #: the schedules the schedule operations are about, in order (an empty tuple
         #: until the first: most transactions have none, and a list per transaction
         #: is one more object for the garbage collector while the commit waits)
@@ -232,12 +236,15 @@ class Transaction:
 
     def _add(self, workflow_id: str, op: Op, params: tuple[Any, ...]) -> Transaction:
         self.ops.append((op, params))
-        self.workflow_ids.append(workflow_id)
+        ids = self.workflow_ids
+        if type(ids) is list:
+            ids.append(workflow_id)
+        else:
+            self.workflow_ids = [*ids, workflow_id] if ids else (workflow_id,)
         return self
 
     def _add_schedule(self, schedule_id: str, op: Op, params: tuple[Any, ...]) -> Transaction:
-        self.ops.append((op, params))
-        self.workflow_ids.append("")
+        self._add("", op, params)
         if self.schedule_ids:
             self.schedule_ids.append(schedule_id)
         else:
@@ -247,7 +254,11 @@ class Transaction:
     def extend(self, other: Transaction) -> Transaction:
         """Append every operation of ``other`` (after this one's)."""
         self.ops.extend(other.ops)
-        self.workflow_ids.extend(other.workflow_ids)
+        ids = self.workflow_ids
+        if type(ids) is list:
+            ids.extend(other.workflow_ids)
+        elif other.workflow_ids:
+            self.workflow_ids = [*ids, *other.workflow_ids]
         if other.schedule_ids:
             self.schedule_ids = [*self.schedule_ids, *other.schedule_ids]
         return self
@@ -416,7 +427,11 @@ class Transaction:
         convert, and no call more)."""
         self.ops.append((Op.APPEND_JOURNAL, (workflow_id, seq, str(kind), name, text,
                                              attempts, time)))
-        self.workflow_ids.append(workflow_id)
+        ids = self.workflow_ids  # (_add's, without its call)
+        if type(ids) is list:
+            ids.append(workflow_id)
+        else:
+            self.workflow_ids = [*ids, workflow_id] if ids else (workflow_id,)
         return self
 
     def expect_workflow(self, workflow_id: str, *, status: str, attempt: int,
