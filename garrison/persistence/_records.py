@@ -300,14 +300,23 @@ class DamagedRecord(json.JSONDecodeError):
                 except ValueError:
                     column = name
                     break
-        if isinstance(exc, json.JSONDecodeError):
-            damaged, said = cls(exc.msg, exc.doc, exc.pos), f"is not JSON ({exc})"
-        else:
-            damaged, said = cls._too_long(exc), _too_long_said(exc)
+        damaged, said = cls._of_fault(exc)
         damaged.workflow_id, damaged.column = str(row[0]), column
         damaged.created = row[10] if isinstance(row[10], int | float) else None
         damaged.args = (f"workflow {damaged.workflow_id!r}: its {column} {said}",)
         return damaged
+
+    @classmethod
+    def _of_fault(cls, exc: ValueError) -> tuple[DamagedRecord, str]:
+        """One for what decoding a value raised (``exc``: text that is not UTF-8, no
+        JSON, or a whole number too long for this Python), and what to say the value
+        is; its place and message are the caller's to set."""
+        if isinstance(exc, UnicodeDecodeError):
+            damaged = cls._not_utf8(exc)
+            return damaged, f"is {damaged.msg}"
+        if isinstance(exc, json.JSONDecodeError):
+            return cls(exc.msg, exc.doc, exc.pos), f"is not JSON ({exc})"
+        return cls._too_long(exc), _too_long_said(exc)
 
     @classmethod
     def _too_long(cls, exc: ValueError) -> DamagedRecord:
@@ -345,6 +354,12 @@ class DamagedRecord(json.JSONDecodeError):
                    bytes(exc.object).decode(errors="replace"), exc.start)
 
     @property
+    def in_row(self) -> bool:
+        """Whether what cannot be read is in the workflow's own row (not a record of
+        its journal, nor a message of its inbox)."""
+        return self.seq is None and self.msg_id is None
+
+    @property
     def id_is_text(self) -> bool:
         """Whether the damaged row's own id is UTF-8 text: one that is not is named with
         its bad bytes as lone surrogates, which no read can select after."""
@@ -373,13 +388,7 @@ class DamagedRecord(json.JSONDecodeError):
         UTF-8 text, or JSON with a whole number too long for this Python: ``exc``, as
         decoding it raised."""
         wid, seq, column = str(row[0]), row[1], JournalRecord.COLUMNS.split(", ")[index]
-        if isinstance(exc, UnicodeDecodeError):
-            damaged = cls._not_utf8(exc)
-            said = f"is {damaged.msg}"
-        elif isinstance(exc, json.JSONDecodeError):
-            damaged, said = cls(exc.msg, exc.doc, exc.pos), f"is not JSON ({exc})"
-        else:
-            damaged, said = cls._too_long(exc), _too_long_said(exc)
+        damaged, said = cls._of_fault(exc)
         damaged.workflow_id, damaged.column, damaged.seq = wid, column, seq
         damaged.created = None
         damaged.args = (f"workflow {wid!r}: the {column} of its journal record seq {seq} "
@@ -399,10 +408,7 @@ class DamagedRecord(json.JSONDecodeError):
                 pass
             else:
                 column = "trace"
-        if isinstance(exc, json.JSONDecodeError):
-            damaged, said = cls(exc.msg, exc.doc, exc.pos), f"is not JSON ({exc})"
-        else:
-            damaged, said = cls._too_long(exc), _too_long_said(exc)
+        damaged, said = cls._of_fault(exc)
         damaged.workflow_id, damaged.column, damaged.msg_id = wid, column, msg_id
         damaged.created = None
         damaged.args = (f"workflow {wid!r}: the {column} of its inbox message {msg_id!r} "
