@@ -2790,10 +2790,10 @@ class WorkflowHost:
                 raise await run_blocking(self.no_such, wid)
             status = WorkflowStatus(record.status)
             if not status.finished and (said := self.damaged.get(wid)) is not None:
-                if said.seq is not None or self.client or not self.resumed:
+                if not said.in_row or self.client or not self.resumed:
                     raise StoreError(self.store.path, _left_unrun(said))  # (not "running")
                 # its row, read whole just now, was repaired since; nothing woke it: it
-                # is loaded now (its journal read), to run here
+                # is loaded now (its journal and inbox read), to run here
                 del self.damaged[wid]
                 try:
                     refresh(self, wid)
