@@ -273,3 +273,11 @@ async def monitors_each_attempt(to: str, times: int) -> list[str]:
         seen.append(str(event.error))
     await process.inbox().receive()  # (and waits, still monitoring from its replay)
     return seen
+
+
+async def monitors_then_reads(to: str) -> str:
+    """Monitor the workflow ``to``, wait for a message, then read the EXIT."""
+    process.monitor(to)
+    await process.inbox().receive()
+    event = await process.events().receive()
+    return str(event.error)

@@ -1561,3 +1561,44 @@ async def test_a_monitor_of_a_workflow_of_another_store_hears_of_each_attempt_on
                 "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
             assert await node.workflow("o", host="p:a").result() == [
                 "RuntimeError: told to fail: fail1"]
+
+
+async def test_a_resume_of_the_monitors_of_a_retried_workflow_reads_each_monitor_once(
+        store_spec: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many workflows monitor the second attempt of t, which fails; the node restarts
+    before they read its EXIT. Each one's replay looked whether its monitor was of an
+    earlier attempt by reading all of t's monitors: n watchers read n * n rows at a
+    resume, on the node's event loop (800 held it for seconds). Each reads its own."""
+    n = 12
+    async with garrison.open_node(store=store_spec) as node:
+        store_type = type(node.hosts["workflows"].store)
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await node.workflow("t").retry()
+        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        for k in range(n):
+            await node.start_workflow(ops_app.monitors_then_reads, "workflows/t", id=f"w{k}")
+        await until(lambda: all("monitor" in _kinds(node, f"w{k}") for k in range(n)),
+                    "the monitors")
+        await node.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            await node.workflow("t").result()
+    read: list[Pid] = []
+    monitors = store_type.monitors
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> list[Pid]:
+        rows: list[Pid] = monitors(self, *args, **kwargs)
+        read.extend(rows)
+        return rows
+
+    monkeypatch.setattr(store_type, "monitors", counted)
+    async with garrison.open_node(store=store_spec) as node:
+        for k in range(n):
+            await node.workflow(f"w{k}").signal("go")
+        with trio.fail_after(60):
+            for k in range(n):
+                assert await node.workflow(f"w{k}").result() == \
+                    "RuntimeError: told to fail: fail2"
+    assert len(read) <= n

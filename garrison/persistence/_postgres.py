@@ -1685,8 +1685,14 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 "WHERE workflow_id = ANY(%s)", (ids,)))}
         return group_resume_rows(ids, journal, inbox, timers, monitors, promises, rows)
 
-    def monitors(self, workflow_id: str) -> list[Pid]:
-        """The pids watching the workflow, in the order they started watching."""
+    def monitors(self, workflow_id: str, watcher: Pid | None = None) -> list[Pid]:
+        """The pids watching the workflow, in the order they started watching; with
+        ``watcher``, that one alone if it watches the workflow, else none."""
+        if watcher is not None:
+            rows = self._query(f"SELECT watcher FROM {self._s}.monitors "
+                               "WHERE workflow_id = %s AND watcher = %s",
+                               (workflow_id, str(watcher)))
+            return [Pid.parse(row[0]) for row in rows]
         rows = self._query(
             f"SELECT watcher FROM {self._s}.monitors WHERE workflow_id = %s "
             'ORDER BY created, watcher COLLATE "C"', (workflow_id,))

@@ -2013,8 +2013,13 @@ class SQLiteStore(StoreShortcuts):
                                            rows))
         return found
 
-    def monitors(self, workflow_id: str) -> list[Pid]:
-        """The pids watching the workflow, in the order they started watching."""
+    def monitors(self, workflow_id: str, watcher: Pid | None = None) -> list[Pid]:
+        """The pids watching the workflow, in the order they started watching; with
+        ``watcher``, that one alone if it watches the workflow, else none."""
+        if watcher is not None:
+            rows = self._query("SELECT watcher FROM monitors WHERE workflow_id = ? "
+                               "AND watcher = ?", (workflow_id, str(watcher)))
+            return [Pid.parse(row[0]) for row in rows]
         rows = self._query(
             "SELECT watcher FROM monitors WHERE workflow_id = ? ORDER BY created, watcher",
             (workflow_id,),

@@ -329,8 +329,10 @@ class Store(Protocol):
         which could be large.)"""
         ...
 
-    def monitors(self, workflow_id: str) -> list[Pid]:
-        """The pids watching the workflow, in the order they started watching."""
+    def monitors(self, workflow_id: str, watcher: Pid | None = None) -> list[Pid]:
+        """The pids watching the workflow, in the order they started watching; with
+        ``watcher``, that one alone if it watches the workflow (one row read, however
+        many watch it), else none."""
         ...
 
     def resume_rows(self, workflow_ids: Sequence[str], *, records: bool = False

@@ -1537,7 +1537,8 @@ class WorkflowHost:
             return False
         ended = target.id if target.host == watcher.host.name else str(target)
         inbox = watcher.store.inbox_message
-        if watcher.pid not in self.store.monitors(target.id):
+        # (its own row: the resume of n watchers of a workflow read n * n rows)
+        if not self.store.monitors(target.id, watcher.pid):
             return any(inbox(exit_id(ended, watcher.wid, k)) is not None
                        for k in range(1, attempt))
         if record is None or record.updated is None \
