@@ -1602,3 +1602,40 @@ async def test_a_resume_of_the_monitors_of_a_retried_workflow_reads_each_monitor
                 assert await node.workflow(f"w{k}").result() == \
                     "RuntimeError: told to fail: fail2"
     assert len(read) <= n
+
+
+async def test_a_monitor_made_before_the_node_heard_of_a_retry_hears_of_the_new_end_only(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """t fails on the node, and is retried elsewhere (a tool, another node of a
+    cluster): before the node hears of it, workflow n monitors t. The store held t
+    retried, so the monitor's row was written for the new attempt, but the node's
+    memory of the first failure was n's EXIT at once: n read a failure t had left
+    behind, then, the row being of the new attempt, a second EXIT when that attempt
+    failed. n hears of the new attempt's end, once."""
+    from garrison import _store_tools
+    from garrison.hosts.workflow._recovery import refresh
+
+    spec = str(tmp_path / "store.db")
+    async with garrison.open_node(store=spec) as node:
+        host = node.hosts["workflows"]
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        # (written with the node's own store: nothing tells the node, as nothing has
+        # yet when a tool's doorbell or another node's notice is on its way)
+        _store_tools.retry(host.store, "t")
+        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 1, id="n")
+        await until(lambda: "monitor" in _kinds(node, "n"), "n's monitor")
+        await trio.sleep(1)
+        refresh(host, "t")  # (the node hears of the retry)
+        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await node.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            await node.workflow("t").result()
+        await until(lambda: _kinds(node, "n").count("receive") == 1, "n's EXIT")
+        await trio.sleep(1)
+        assert host.store.pending_messages("n") == []
+        await node.workflow("n").signal("done")
+        with trio.fail_after(60):
+            assert await node.workflow("n").result() == ["RuntimeError: told to fail: fail2"]

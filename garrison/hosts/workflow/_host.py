@@ -1489,11 +1489,21 @@ class WorkflowHost:
     def exit_if_ended(self, target: Pid, watcher: Pid, *, settled: bool = False) -> None:
         """If the workflow ``target`` has ended (or was never started), its ``EXIT`` for
         the workflow ``watcher`` that monitors it (see :meth:`exit_of_ended`; ``settled``:
-        see :meth:`end_of`). (A store that fails to answer: nothing now; the watcher
-        looks again as it resumes.)"""
+        see :meth:`end_of`), as the store holds it: one the store holds unfinished
+        runs again (a retry, made elsewhere: another node, a tool), whatever end of
+        an earlier attempt this node remembers, and its end comes to the monitor's
+        row. (A store that fails to answer: nothing now; the watcher looks again as it
+        resumes.)"""
+        store = self.store
         try:
-            ended, result, error = self.end_of(target, settled=settled)
-            attempt = self._ended_attempt(target.id) if ended else 1
+            record = store.get_workflow_settled(target.id) if settled \
+                else store.get_workflow(target.id)
+            if record is None:  # (pruned: as this node remembers it, else noproc)
+                ended, result, error = self.end_of(target)
+                attempt = 1
+            else:
+                ended = WorkflowStatus(record.status).finished
+                result, error, attempt = record.result, record.error, int(record.attempt)
         except StoreError as exc:
             log.warning("workflow %s: could not read whether workflow %s it monitors "
                         "has ended: %s", watcher.id, target.id, exc)
@@ -1502,15 +1512,6 @@ class WorkflowHost:
         if ended and host is not None:
             host.exit_of_ended(target, watcher, Event(EventKind.EXIT, target, result, error),
                                attempt)
-
-    def _ended_attempt(self, wid: str) -> int:
-        """The attempt of the ended workflow ``wid`` whose end the store holds (1 for one
-        not there, or not ended there: an end this node remembers of an attempt a
-        retry elsewhere started again is the first's, said under its id)."""
-        record = self.store.get_workflow(wid)
-        if record is None or not WorkflowStatus(record.status).finished:
-            return 1
-        return int(record.attempt)
 
     def replayed_monitor_spent(self, target: Pid, watcher: WorkflowInstance) -> bool:
         """The workflow ``watcher``'s monitor of the workflow ``target`` (of this host),
