@@ -281,3 +281,11 @@ async def monitors_then_reads(to: str) -> str:
     await process.inbox().receive()
     event = await process.events().receive()
     return str(event.error)
+
+
+async def monitors_then_fails(to: str) -> None:
+    """Monitor the plain process ``to``, then fail at the first message (a retry that
+    replays it fails again, with no live operation)."""
+    process.monitor(to)
+    msg = await process.inbox().receive()
+    raise RuntimeError(f"told to fail: {msg.topic}")

@@ -1639,3 +1639,33 @@ async def test_a_monitor_made_before_the_node_heard_of_a_retry_hears_of_the_new_
         await node.workflow("n").signal("done")
         with trio.fail_after(60):
             assert await node.workflow("n").result() == ["RuntimeError: told to fail: fail2"]
+
+
+async def test_a_retry_failing_again_with_a_monitor_of_a_host_gone_from_the_config_fails(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """A workflow monitors a process of a process host, and fails; the host is taken
+    out of the configuration, and the workflow is retried with the same code, whose
+    replay fails again before any live operation (which drops that monitor). Its end
+    looked the monitored process's host up among the node's to release the monitor:
+    ``KeyError``, and the handle's ``result()`` raised ``StoreError`` (the end "could
+    not be recorded", though it was). It fails as it did."""
+    config = tmp_path / "app.yaml"
+    entries = ("  - {name: procs, kind: process.host}\n",
+               "  - {name: flows, kind: workflow.host, store: store.db}\n")
+    config.write_text('version: "1.0"\nnamespace: p\nentries:\n' + "".join(entries))
+    async with garrison.open_node(config=str(config)) as node:
+        pid = await node.spawn(ops_app.fails_on_go, host="p:procs")
+        await node.start_workflow(ops_app.monitors_then_fails, str(pid), id="w",
+                                  host="p:flows")
+        handle = node.workflow("w", host="p:flows")
+        await until(lambda: handle.status() == "waiting", "w")
+        await handle.signal("stop")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: stop"):
+            await handle.result()
+    config.write_text('version: "1.0"\nnamespace: p\nentries:\n' + entries[1])
+    async with garrison.open_node(config=str(config)) as node:
+        handle = node.workflow("w", host="p:flows")
+        await handle.retry()
+        with trio.fail_after(60), \
+                pytest.raises(garrison.WorkflowFailed, match="told to fail: stop"):
+            await handle.result()

@@ -1217,12 +1217,15 @@ class WorkflowHost:
         # also when it failed (else the process, and its node's table for one of
         # another node, kept it as long as the process lived, retried or not): a
         # retry's replay monitors them again (``Interop._deliver_lost``), and one that
-        # ended meanwhile is its end as its node remembers it, else ``noproc``
+        # ended meanwhile is its end as its node remembers it, else ``noproc``. (One
+        # of a host this node no longer has, replayed by a run that ended before a live
+        # operation dropped it, as lost: nothing holds it)
         processes = None
         if wf.monitoring:
             node = self.node
-            processes = [p for p in wf.monitoring
-                         if node.plain_elsewhere(p) or not node.hosts[p.host].durable]
+            hosts = node.hosts
+            processes = [p for p in wf.monitoring if node.plain_elsewhere(p) or (
+                (h := hosts.get(p.host)) is not None and not h.durable)]
         exit_fan_out(self.node, wf.pid, event, wf.watchers, links, processes)
 
     def _count_dropped(self, watchers: list[str], delivered: set[str]) -> None:
