@@ -1669,3 +1669,33 @@ async def test_a_retry_failing_again_with_a_monitor_of_a_host_gone_from_the_conf
         with trio.fail_after(60), \
                 pytest.raises(garrison.WorkflowFailed, match="told to fail: stop"):
             await handle.result()
+
+
+async def test_a_second_monitor_of_an_ended_workflow_gets_its_own_exit(
+        store_spec: str, autojump_clock: Any) -> None:
+    """Workflow m monitors t, hears that it failed, and monitors it again (t still
+    failed: not retried). The EXIT of that end has one id per watcher and attempt, and
+    m's second monitor was given it again: dropped as delivered, m waited for ever. As
+    each monitor of a dead process gets its own EXIT, so does this one, once, also
+    after a restart."""
+    async with garrison.open_node(store=store_spec) as node:
+        store = node.hosts["workflows"].store
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
+        await until(lambda: "monitor" in _kinds(node, "m"), "m's monitor")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await until(lambda: _kinds(node, "m").count("receive") == 1, "m's first EXIT")
+        await node.workflow("m").signal("again")
+        await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
+        await trio.sleep(1)
+        assert store.pending_messages("m") == []
+    async with garrison.open_node(store=store_spec) as node:
+        store = node.hosts["workflows"].store
+        await until(lambda: node.workflow("m").status() == "waiting", "m resumed")
+        await trio.sleep(1)
+        assert store.pending_messages("m") == []
+        await node.workflow("m").signal("done")
+        with trio.fail_after(60):
+            assert await node.workflow("m").result() == ["RuntimeError: told to fail: fail1"] * 2

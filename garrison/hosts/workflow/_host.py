@@ -1415,13 +1415,16 @@ class WorkflowHost:
         record = self.store.get_workflow(wid)
         return record is not None and WorkflowStatus(record.status) not in _FOR_GOOD
 
-    def add_durable_monitor(self, target: Pid, watcher: WorkflowInstance) -> None:
+    def add_durable_monitor(self, target: Pid, watcher: WorkflowInstance, *,
+                            again: str | None = None) -> None:
         """A workflow monitors a workflow: its ``EXIT`` arrives durably. The monitor is a
         row of this host's store, the target's, which its load and its end read. It goes
         with the watcher's journal record when the watcher's store is this one; a
         watcher of another store (another workflow host of the node) has it written on
         its own: a crash before that commit loses nothing, as the watcher's replay
-        monitors again (``WorkflowInterop._deliver_lost``)."""
+        monitors again (``WorkflowInterop._deliver_lost``). ``again``: the id of this
+        monitor's own ``EXIT`` if ``target`` has ended and ``watcher`` had that end's
+        before (see :meth:`exit_of_ended`)."""
         other = self.active.get(target.id)
         buf = watcher.buffered() if watcher.store is self.store else None
         if other is not None:
@@ -1444,7 +1447,7 @@ class WorkflowHost:
             self.write_soon(Transaction().add_monitor(target.id, watcher.pid),
                             lambda _results: self._monitor_stored(target, watcher.pid))
             return
-        self.exit_if_ended(target, watcher.pid)
+        self.exit_if_ended(target, watcher.pid, again=again)
 
     def _monitor_stored(self, target: Pid, watcher: Pid) -> None:
         """The monitor of ``target`` by the workflow ``watcher`` is committed: if
@@ -1489,14 +1492,15 @@ class WorkflowHost:
                                 "whether it has ended", watcher.id, target.id, waited)
                 pause = min(pause * 2, 0.5)
 
-    def exit_if_ended(self, target: Pid, watcher: Pid, *, settled: bool = False) -> None:
+    def exit_if_ended(self, target: Pid, watcher: Pid, *, settled: bool = False,
+                      again: str | None = None) -> None:
         """If the workflow ``target`` has ended (or was never started), its ``EXIT`` for
         the workflow ``watcher`` that monitors it (see :meth:`exit_of_ended`; ``settled``:
         see :meth:`end_of`), as the store holds it: one the store holds unfinished
         runs again (a retry, made elsewhere: another node, a tool), whatever end of
         an earlier attempt this node remembers, and its end comes to the monitor's
-        row. (A store that fails to answer: nothing now; the watcher looks again as it
-        resumes.)"""
+        row. ``again``: see :meth:`exit_of_ended`. (A store that fails to answer:
+        nothing now; the watcher looks again as it resumes.)"""
         store = self.store
         try:
             record = store.get_workflow_settled(target.id) if settled \
@@ -1514,7 +1518,7 @@ class WorkflowHost:
         host = self._watcher_host(watcher)
         if ended and host is not None:
             host.exit_of_ended(target, watcher, Event(EventKind.EXIT, target, result, error),
-                               attempt)
+                               attempt, again=again)
 
     def replayed_monitor_spent(self, target: Pid, watcher: WorkflowInstance) -> bool:
         """The workflow ``watcher``'s monitor of the workflow ``target`` (of this host),
@@ -1560,13 +1564,17 @@ class WorkflowHost:
         host = self.node.hosts.get(watcher.host)
         return host if isinstance(host, WorkflowHost) and not host.client else None
 
-    def exit_of_ended(self, target: Pid, watcher: Pid, event: Event, attempt: int = 1
-                      ) -> None:
+    def exit_of_ended(self, target: Pid, watcher: Pid, event: Event, attempt: int = 1,
+                      *, again: str | None = None) -> None:
         """The ``EXIT`` of an ended workflow (the end of its attempt ``attempt``) for a
         workflow of this host that monitors it: into the watcher's inbox (once: its id
         is derived from both and the attempt, whoever delivers it -- the target's pid
         in it when that is another host's, whose ids may be the same as this one's; a
-        replayed monitor asks again, so a crash before this write loses nothing)."""
+        replayed monitor asks again, so a crash before this write loses nothing).
+        ``again``: the id of the monitor's own ``EXIT``, made of a workflow that had
+        ended, by a watcher that held no monitor of it: if the watcher had this end's
+        ``EXIT`` before (for a monitor of it spent since), this monitor gets one under
+        that id, as each monitor of a dead process does."""
         text = _dumps(event_to_plain(event))
         now = self.clock.now()
         ended = target.id if target.host == self.name else str(target)
@@ -1577,6 +1585,14 @@ class WorkflowHost:
         instance = self.active.get(watcher.id)  # (one loaded later reads the row itself)
 
         def delivered(results: list[Any]) -> None:
+            if results[0] is None and again is not None:  # (it had this end's: its own)
+                self.write_soon(Transaction().deliver(
+                    watcher.id, "EXIT", RawJson(text), msg_id=again, sender=target,
+                    kind="event", time=now), delivered_again)
+                return
+            delivered_again(results)
+
+        def delivered_again(results: list[Any]) -> None:
             if instance is not None and self.active.get(watcher.id) is instance:
                 if results[0] is not None:  # (else delivered before)
                     instance.push(InboxItem(results[0], True, _loads(text), now))
