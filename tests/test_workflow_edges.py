@@ -1710,3 +1710,46 @@ async def test_a_damaged_workflow_repaired_runs_and_its_result_is_waited_for(
             assert await node.workflow("c").result() == answer
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(said) == 1 and said[0].startswith("cannot resume workflow c:"), said
+
+
+async def test_a_message_whose_refresh_the_store_failed_half_way_is_received(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture, autojump_clock: Any) -> None:
+    """A tool's message to a workflow waiting to receive, whose refresh by the node's
+    wakeup watcher failed at its last read (the workflow's promises): the message was
+    put in the workflow's inbox in memory, but the workflow was not woken; the refresh
+    tried again found the message known and woke nothing, so the workflow never
+    received it. Its refresh reads all it reads before it changes anything."""
+    import logging
+    import time
+
+    import workflow_app as app
+
+    from garrison.persistence import Transaction
+
+    db = str(tmp_path / "wf.db")
+    caplog.set_level(logging.INFO, "garrison")
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(app.receiver, id="r")
+        host = node.hosts["workflows"]
+        while host.active["r"].status != "waiting":
+            await trio.sleep(0.01)
+        promises = host.store.promises
+        failed: list[str] = []
+
+        def failing(wid: str) -> Any:
+            if not failed:
+                failed.append(wid)
+                raise StoreError(host.store.path, "disk I/O error")
+            return promises(wid)
+
+        host.store.promises = failing
+        with open_store(db, lock=False) as tool:
+            tool.write(Transaction().deliver("r", "hello", 1))
+        deadline = time.monotonic() + 10  # (the wakeup is taken in a worker thread)
+        while host.status("r") != "completed":
+            assert time.monotonic() < deadline, "the message was not received"
+            await trio.sleep(0.01)
+        assert failed == ["r"]
+        assert await node.workflow("r").result() == ["hello", 1]
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and said[0].startswith("could not read 1 workflows"), said

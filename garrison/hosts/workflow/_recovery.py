@@ -583,6 +583,9 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
         return
     if wf.done.is_set():
         return  # blocked: its code has ended (a retry starts a new attempt)
+    # (read before anything changes: a read the store fails, tried again by the wakeup
+    # watcher, finds the workflow as it was, its new messages not queued unwoken)
+    promises = host.store.promises(wid)
     known = {item.id for item in wf.pending}
     if wf.taken:  # taken by a receive whose consume is not committed yet: not again
         known |= wf.taken
@@ -619,7 +622,7 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
         host.queue.cancelled(wf)  # waiting in the queue: it ends at once
         changed = True
     before = len(wf.promises)
-    load_promises(host, wf)
+    load_promises(host, wf, promises)
     changed = changed or len(wf.promises) != before
     if changed:
         if isinstance(wf.pending, list):
