@@ -804,6 +804,38 @@ async def test_a_nodes_own_start_picked_up_by_a_wait_for_its_result_is_counted_o
         assert "own" in host.active and "tool" in host.active  # (both wait in the queue)
 
 
+@pytest.mark.parametrize("read", ["journal_entries", "queue_entry"])
+async def test_a_tools_start_whose_refresh_the_store_failed_is_counted_once(
+        read: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tool's start whose refresh (its wakeup's) the store failed as its journal, or
+    its queue row, was read is tried again by the node's wakeup watcher: it was counted
+    as started before those reads, and again by the refresh tried again. Counted once,
+    by the one that read it whole."""
+    from garrison.hosts.workflow._queue import tool_start
+    from garrison.hosts.workflow._recovery import refresh
+    from garrison.persistence import Transaction
+
+    async with garrison.open_node(max_concurrent=1) as node:
+        await node.start_workflow(app.waits_for_go, id="busy")
+        host = node.hosts["workflows"]
+        before = host.counts["started"]
+        host.store.write(tool_start(Transaction(), "tool", "schedule_app:job", [],
+                                    run_id="r1"))
+        reader = getattr(host.store, read)
+
+        def failing(wid: str) -> Any:
+            monkeypatch.undo()
+            raise garrison.StoreError(host.store.path, "disk I/O error")
+
+        monkeypatch.setattr(host.store, read, failing)
+        with pytest.raises(garrison.StoreError, match="disk I/O error"):
+            refresh(host, "tool")
+        assert getattr(host.store, read) == reader
+        refresh(host, "tool")  # (as the wakeup watcher tries it again)
+        assert host.counts["started"] == before + 1
+        assert node.workflow("tool").status() == "pending"
+
+
 # ------------------------------------------------------------------ limits in the store
 def test_the_store_admits_as_far_as_the_hosts_limits_allow(store_spec: str) -> None:
     """``Transaction.admit``: the host's running and parked workflows count against

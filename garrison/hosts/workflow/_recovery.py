@@ -430,17 +430,23 @@ def mark_running(host: WorkflowHost, tx: Transaction) -> None:
 
 def count_tool_starts(host: WorkflowHost, queued: list[WorkflowRecord]) -> None:
     """Count as started here the ``pending`` workflows a tool created while no node ran
+    (``garrison workflows start``, ``schedules trigger``): see :func:`_tool_starts`."""
+    host.counts["started"] += _tool_starts(host, queued)
+
+
+def _tool_starts(host: WorkflowHost, queued: list[WorkflowRecord]) -> int:
+    """How many of the ``pending`` workflows ``queued`` a tool created while no node ran
     (``garrison workflows start``, ``schedules trigger``): never run, and marked so in
     their memo (``TOOL_START_MEMO``), or, written by an earlier garrison, without a
     queue row (a node's start that waits has one, and was counted where it started; a
-    retry, attempt 2 on, is no start)."""
+    retry, attempt 2 on, is no start). Blocking: may read the queue's rows."""
     fresh = [r for r in queued if r.attempt == 1]
     tools = sum(1 for r in fresh if r.memo and r.memo.get(TOOL_START_MEMO) is True)
     unmarked = [r.workflow_id for r in fresh if not r.memo or TOOL_START_MEMO not in r.memo]
     if unmarked:
         rows = {e.workflow_id for e in host.store.queue_entries()}
         tools += sum(1 for wid in unmarked if wid not in rows)
-    host.counts["started"] += tools
+    return tools
 
 
 def _pause_gc() -> bool:
@@ -568,8 +574,12 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
         if record.status == WorkflowStatus.PENDING:  # a tool's start, a retry: the queue
             # (a tool's start is counted here; in a cluster, a node's own start left to
             # the store, claimed as a wait for its result looked, was counted where made)
-            count_tool_starts(host, [record])
-            host.queue.offer(load(host, record), record)
+            # (counted once it is read whole and offered: a refresh the store failed
+            # half way is tried again, by the wakeup watcher)
+            wf = load(host, record)
+            started = _tool_starts(host, [record])
+            host.queue.offer(wf, record)
+            host.counts["started"] += started
             return
         wf = load(host, record)
         if record.status != WorkflowStatus.RUNNING:
