@@ -3272,6 +3272,56 @@ async def test_a_child_elsewhere_read_unclaimed_but_claimed_since_is_asked_alone
                 await trio.sleep(0.05)
 
 
+@pytest.mark.parametrize("end", ["cancel", "terminate"])
+async def test_a_pending_child_elsewhere_whose_message_cannot_be_read_holds_up_no_other(
+        postgres_url: str, end: str) -> None:
+    """A child of a cancelled or terminated tree waiting unclaimed in the store, a
+    message in its inbox unreadable here (a whole number longer than this Python
+    reads): its end, which reads its inbox, raised that ``DamagedRecord`` out of the
+    whole ask, so the other children elsewhere (running on node b, or pending too) were
+    never asked, every later ask failed the same way, and ``cancel()`` or
+    ``terminate()`` of the parent raised an error naming that child. That child is
+    asked as one claimed is (its cancel flagged, its terminate requested: the node
+    that claims it names it unreadable); the others end."""
+    import sys
+
+    import trio
+
+    from garrison.persistence import Transaction, open_store
+
+    children = [f"c{i}" for i in range(2)]
+    pending = ["q0", "q1"]
+    async with _children_on_b_parent_on_a(postgres_url, children, pending) as (a, _b):
+        limit = sys.get_int_max_str_digits()
+        sys.set_int_max_str_digits(0)
+        try:
+            with open_store(postgres_url) as store:
+                store.write(Transaction().deliver("q0", "big", [10**5000], msg_id="m-q0"))
+        finally:
+            sys.set_int_max_str_digits(limit)
+        if end == "cancel":
+            await a.workflow("p").cancel()
+        else:
+            await a.workflow("p").terminate("enough")
+        expected = "cancelled" if end == "cancel" else "failed"
+        assert str(a.workflow("q1").status()) == expected
+        with trio.fail_after(10):
+            while {str(a.workflow(wid).status()) for wid in children} != {expected}:
+                await trio.sleep(0.05)
+        sys.set_int_max_str_digits(0)
+        try:
+            with open_store(postgres_url) as store:
+                record = store.get_workflow("q0")
+                assert record is not None and record.status == "pending"
+                if end == "cancel":
+                    assert record.cancel_requested
+                else:
+                    assert [m.kind for m in store.pending_messages("q0")
+                            if m.msg_id != "m-q0"] == ["control"], "no terminate request"
+        finally:
+            sys.set_int_max_str_digits(limit)
+
+
 async def test_a_parents_cancel_flags_alone_a_child_elsewhere_whose_row_changed(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The flags of a cancelled parent's children elsewhere are written together, each

@@ -2424,8 +2424,9 @@ class WorkflowHost:
         node's thread, its event loop still meanwhile). One whose row changed since it
         was read (or whose place failed) is handled alone: an end read again, and if
         it was claimed meanwhile its node is asked; a flag as ``flag_cancel`` handles it
-        (read again, flagged, or moot). A failure of the requests raises the store's
-        error."""
+        (read again, flagged, or moot). One whose inbox this node cannot read (a
+        ``DamagedRecord``: its end reads it) is asked as a claimed one is, the node that
+        claims it naming it. A failure of the requests raises the store's error."""
         from ._operate import end_pending_transaction, flag_cancel, flag_transaction
 
         if not requests.ops and len(unrun) + len(flags) <= 1:  # (nothing to share)
@@ -2434,15 +2435,23 @@ class WorkflowHost:
             for record, at in flags:
                 self.request_cancel_stored(record.workflow_id, at, record=record)
             return
-        txs = [requests] if requests.ops else []
         # (the timers and inbox of those that never ran, read together: two reads each
         # were two round trips each in the node's thread; a retry's read alone, not its
         # whole journal with them)
         first = [end.record.workflow_id for end in unrun if end.record.attempt == 1]
         rows = self.store.resume_rows(first) if len(first) > 1 else {}
-        txs += [end_pending_transaction(self.store, end.record, end.status, end.error,
-                                        rows=rows.get(end.record.workflow_id))
-                for end in unrun]
+        ends: list[tuple[_Unrun, Transaction]] = []
+        flags = list(flags)
+        for end in unrun:
+            try:
+                ends.append((end, end_pending_transaction(
+                    self.store, end.record, end.status, end.error,
+                    rows=rows.get(end.record.workflow_id))))
+            except DamagedRecord:  # (its inbox: asked, not ended, not the tree's ask)
+                self._ask_unrun(end, requests, flags)
+        unrun = [end for end, _tx in ends]
+        txs = [requests] if requests.ops else []
+        txs += [tx for _end, tx in ends]
         txs += [flag_transaction(record, at) for record, at in flags]
         outcomes = self.store.write_each(txs)
         assert outcomes is not None  # (``unless_node`` not asked)
@@ -2474,6 +2483,18 @@ class WorkflowHost:
             self.request_cancel_stored(wid, end.at)
         else:
             self.store.write(request_transaction(wid, end.error, end.record.attempt))
+
+    @staticmethod
+    def _ask_unrun(end: _Unrun, requests: Transaction,
+                   flags: list[tuple[WorkflowRecord, float | None]]) -> None:
+        """Ask the unclaimed child ``end`` names as one a node runs is asked, its end
+        not written here: its terminate into ``requests``, or its cancel flag into
+        ``flags`` (the node that claims it acts on either)."""
+        if end.status is WorkflowStatus.CANCELLED:
+            flags.append((end.record, end.at))
+        else:
+            request_transaction(end.record.workflow_id, end.error, end.record.attempt,
+                                requests)
 
     def _cancel_children_here(self, wf: WorkflowInstance, at: float | None) -> None:
         """:meth:`cancel_children` of the children of ``wf`` in this node's memory."""
