@@ -3578,6 +3578,47 @@ async def test_a_failed_refresh_of_a_woken_workflow_is_tried_again(
         assert sorted(refreshed) == sorted(children + failed), refreshed
 
 
+
+async def test_refreshes_the_store_keeps_failing_are_its_failure_not_tried_for_ever(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A refresh of woken workflows that the store fails every time was tried again for
+    ever, a warning each time: on PostgreSQL each read first reconnects for
+    ``retry_for`` in the node's thread, so a server gone for good held the node most of
+    the time, and the node never said its store had failed. After
+    ``WAKE_FAILURES_MAX`` failures in a row the store has failed, as when the wakeups
+    cannot be taken: the node says so and its workflows stop."""
+    import logging
+
+    import trio
+
+    from garrison.hosts.workflow import _recovery
+
+    children = [f"c{i}" for i in range(3)]
+    tried: list[str] = []
+    here: dict[str, Any] = {}  # (node b's refreshes only)
+    refresh = _recovery.refresh
+
+    def failing(host: Any, wid: str, **kwargs: Any) -> None:
+        if host is here.get("host"):
+            tried.append(wid)
+            raise garrison.StoreError(host.store.path, "the server closed the connection")
+        refresh(host, wid, **kwargs)
+
+    caplog.set_level(logging.WARNING, "garrison")
+    async with _children_on_b_parent_on_a(postgres_url, children) as (a, b):
+        here["host"] = b.hosts["workflows"]
+        monkeypatch.setattr(_recovery, "refresh", failing)
+        await a.workflow("p").cancel()
+        with trio.fail_after(10):
+            while not any("its store failed" in r.getMessage() for r in caplog.records):
+                await trio.sleep(0.05)
+        monkeypatch.undo()
+        assert len(tried) == _recovery.WAKE_FAILURES_MAX, tried
+    warned = [r for r in caplog.records if "could not read" in r.getMessage()]
+    assert len(warned) == _recovery.WAKE_FAILURES_MAX - 1, warned
+
+
 async def test_cancelled_workflows_a_node_resumes_ask_the_store_together_for_children(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A node that resumes workflows a tool cancelled while no node ran them (and

@@ -65,6 +65,12 @@ WAKE_CHUNK = 50
 #: failure in a row, up to ``WAKE_RETRY_MAX``), as parked statuses are written again
 WAKE_RETRY = 0.05
 WAKE_RETRY_MAX = 2.0
+#: failures of refreshes in a row after which the store is taken as failed for good (as
+#: when taking the wakeups fails): every workflow of the node stops. A store's read
+#: fails only once its own retries are spent (PostgreSQL reconnects for ``retry_for``,
+#: the node's thread waiting): tried for ever, a server gone for good held the node's
+#: thread most of the time and the node never said its store had failed
+WAKE_FAILURES_MAX = 4
 
 #: the memo key of a workflow a supervisor (or a node's services) started as its child:
 #: the supervisor's pid
@@ -482,7 +488,8 @@ async def watch_wakeups(host: WorkflowHost) -> None:
     every other process of the node stood still meanwhile. A refresh the store fails is
     logged and tried again, with those after it, ``WAKE_RETRY`` later (doubled at each
     failure in a row up to ``WAKE_RETRY_MAX``): its wakeup was taken from the store, and
-    is not lost. Each workflow is read once for the wakeups taken together."""
+    is not lost; after ``WAKE_FAILURES_MAX`` failures in a row the store has failed.
+    Each workflow is read once for the wakeups taken together."""
     while not host.closing:
         try:
             wakes = await host.store.wakeups()
@@ -513,8 +520,11 @@ async def watch_wakeups(host: WorkflowHost) -> None:
                 if host.closing:
                     return
                 woken = woken[done:]  # (from the one that failed: its wakeup is taken)
-                delay = min(WAKE_RETRY * 2 ** failures, WAKE_RETRY_MAX)
-                failures += 1
+                failures = 1 if done else failures + 1  # (in a row: none read between)
+                if failures >= WAKE_FAILURES_MAX:
+                    host.store_failed(exc)
+                    return
+                delay = min(WAKE_RETRY * 2 ** (failures - 1), WAKE_RETRY_MAX)
                 log.warning("could not read %d workflows that tools or other nodes "
                             "wrote for: %s; read again in %g s", len(woken), exc, delay)
                 await trio.sleep(delay)
