@@ -3368,6 +3368,27 @@ async def test_a_parents_cancel_flags_alone_a_child_elsewhere_whose_row_changed(
                 await trio.sleep(0.05)
 
 
+def _reads_of_children_fail(monkeypatch: pytest.MonkeyPatch, a: garrison.Node,
+                            times: int) -> list[int]:
+    """Make node ``a``'s next ``times`` reads of its children on other nodes
+    (``Store.unfinished_children``) fail as a server gone a moment does (node b's are
+    not touched); returns ``[failures left]``."""
+    from garrison.persistence import PostgresStore
+
+    unfinished_children = PostgresStore.unfinished_children
+    store = a.hosts["workflows"].store
+    left = [times]
+
+    def failing(self: PostgresStore, parents: Any) -> Any:
+        if self is store and left[0]:
+            left[0] -= 1
+            raise garrison.StoreError(self.path, "the server closed the connection")
+        return unfinished_children(self, parents)
+
+    monkeypatch.setattr(PostgresStore, "unfinished_children", failing)
+    return left
+
+
 @pytest.mark.parametrize("failures", [1, 2])
 async def test_a_failed_read_of_a_cancels_children_elsewhere_is_asked_again(
         postgres_url: str, failures: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -3378,20 +3399,9 @@ async def test_a_failed_read_of_a_cancels_children_elsewhere_is_asked_again(
     again (``failures=1``); failing there too, a repeated cancel asks again."""
     import trio
 
-    from garrison.persistence import PostgresStore
-
     children = [f"c{i}" for i in range(3)]
-    unfinished_children = PostgresStore.unfinished_children
-    left = [failures]
-
-    def failing(self: PostgresStore, parents: Any) -> Any:
-        if left[0]:
-            left[0] -= 1
-            raise garrison.StoreError(self.path, "the server closed the connection")
-        return unfinished_children(self, parents)
-
     async with _children_on_b_parent_on_a(postgres_url, children) as (a, b):
-        monkeypatch.setattr(PostgresStore, "unfinished_children", failing)
+        left = _reads_of_children_fail(monkeypatch, a, failures)
         with pytest.raises(garrison.StoreError,
                            match="the cancel of workflow 'p' was written, but its "
                                  "children on other nodes were not asked"):
@@ -3420,22 +3430,9 @@ async def test_a_failed_ask_of_a_terminates_children_elsewhere_is_asked_again(
     terminate asks again. Each child ends terminated."""
     import trio
 
-    from garrison.persistence import PostgresStore
-
     children = [f"c{i}" for i in range(3)]
-    unfinished_children = PostgresStore.unfinished_children
-    left = [failures]
-    here: dict[str, Any] = {}  # (node a's reads only)
-
-    def failing(self: PostgresStore, parents: Any) -> Any:
-        if self is here.get("store") and left[0]:
-            left[0] -= 1
-            raise garrison.StoreError(self.path, "the server closed the connection")
-        return unfinished_children(self, parents)
-
     async with _children_on_b_parent_on_a(postgres_url, children) as (a, b):
-        here["store"] = a.hosts["workflows"].store
-        monkeypatch.setattr(PostgresStore, "unfinished_children", failing)
+        left = _reads_of_children_fail(monkeypatch, a, failures)
         if failures == 1:
             await a.workflow("p").terminate("enough")
         else:
@@ -3465,22 +3462,11 @@ async def test_a_tools_terminate_whose_ask_of_children_elsewhere_fails_is_asked_
     import trio
 
     from garrison._store_tools import ask_terminate
-    from garrison.persistence import PostgresStore, open_store
+    from garrison.persistence import open_store
 
     children = [f"c{i}" for i in range(3)]
-    unfinished_children = PostgresStore.unfinished_children
-    left = [1]
-    here: dict[str, Any] = {}  # (node a's reads only)
-
-    def failing(self: PostgresStore, parents: Any) -> Any:
-        if self is here.get("store") and left[0]:
-            left[0] -= 1
-            raise garrison.StoreError(self.path, "the server closed the connection")
-        return unfinished_children(self, parents)
-
     async with _children_on_b_parent_on_a(postgres_url, children) as (a, _b):
-        here["store"] = a.hosts["workflows"].store
-        monkeypatch.setattr(PostgresStore, "unfinished_children", failing)
+        left = _reads_of_children_fail(monkeypatch, a, 1)
         with open_store(postgres_url, lock=False) as store:
             assert ask_terminate(store, "p", "enough") is not None
         with trio.fail_after(10):
