@@ -1423,6 +1423,22 @@ def _kinds(node: garrison.Node, wid: str) -> list[str]:
     return [str(r.kind) for r in node.workflow(wid).history()]
 
 
+async def _heard_no_more(node: garrison.Node, heard: dict[str, list[str]],
+                         host: str = "workflows") -> None:
+    """A moment on, no EXIT waits in the inbox of any watcher of ``heard``; each, told
+    ``done``, returns the failures it heard (``fail1``: ``told to fail: fail1``)."""
+    store = node.hosts[host].store
+    await trio.sleep(1)
+    for wid in heard:
+        assert store.pending_messages(wid) == [], wid
+    for wid in heard:
+        await node.workflow(wid, host=host).signal("done")
+    with trio.fail_after(60):
+        for wid, failures in heard.items():
+            assert await node.workflow(wid, host=host).result() == [
+                f"RuntimeError: told to fail: {said}" for said in failures], wid
+
+
 async def test_a_monitor_made_after_a_retry_hears_of_the_new_attempts_end_once(
         store_spec: str, autojump_clock: Any) -> None:
     """Workflow m monitors workflow t, which fails; t is retried, m monitors it again,
@@ -1455,15 +1471,7 @@ async def test_a_monitor_made_after_a_retry_hears_of_the_new_attempts_end_once(
     async with garrison.open_node(store=store_spec) as node:
         store = node.hosts["workflows"].store
         await until(lambda: node.workflow("o").status() == "waiting", "o resumed")
-        await trio.sleep(1)
-        assert store.pending_messages("m") == []
-        assert store.pending_messages("o") == []
-        await node.workflow("m").signal("done")
-        await node.workflow("o").signal("done")
-        with trio.fail_after(60):
-            assert await node.workflow("m").result() == [
-                "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
-            assert await node.workflow("o").result() == ["RuntimeError: told to fail: fail1"]
+        await _heard_no_more(node, {"m": ["fail1", "fail2"], "o": ["fail1"]})
 
 
 async def test_an_end_an_older_node_wrote_under_the_first_attempts_id_is_heard_once(
@@ -1497,17 +1505,8 @@ async def test_an_end_an_older_node_wrote_under_the_first_attempts_id_is_heard_o
             await trio.sleep(1)
             assert _kinds(node, "m").count("receive") == 2  # (dropped as delivered)
     async with garrison.open_node(store=store_spec) as node:
-        store = node.hosts["workflows"].store
         await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
-        await trio.sleep(1)
-        assert store.pending_messages("m") == []
-        assert store.pending_messages("n") == []
-        await node.workflow("m").signal("done")
-        await node.workflow("n").signal("done")
-        with trio.fail_after(60):
-            assert await node.workflow("m").result() == [
-                "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
-            assert await node.workflow("n").result() == ["RuntimeError: told to fail: fail2"]
+        await _heard_no_more(node, {"m": ["fail1", "fail2"], "n": ["fail2"]})
 
 
 async def test_a_monitor_of_a_workflow_of_another_store_hears_of_each_attempt_once(
@@ -1549,18 +1548,8 @@ async def test_a_monitor_of_a_workflow_of_another_store_hears_of_each_attempt_on
             await t.result()
         await until(lambda: kinds(node, "m").count("receive") == 3, "m's second EXIT")
     async with garrison.open_node(config=config) as node:
-        store = node.hosts["p:a"].store
         await until(lambda: node.workflow("o", host="p:a").status() == "waiting", "o")
-        await trio.sleep(1)
-        assert store.pending_messages("o") == []
-        assert store.pending_messages("m") == []
-        for wid in ("m", "o"):
-            await node.workflow(wid, host="p:a").signal("done")
-        with trio.fail_after(60):
-            assert await node.workflow("m", host="p:a").result() == [
-                "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
-            assert await node.workflow("o", host="p:a").result() == [
-                "RuntimeError: told to fail: fail1"]
+        await _heard_no_more(node, {"m": ["fail1", "fail2"], "o": ["fail1"]}, host="p:a")
 
 
 async def test_a_resume_of_the_monitors_of_a_retried_workflow_reads_each_monitor_once(
