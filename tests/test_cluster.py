@@ -2940,16 +2940,10 @@ async def test_a_parents_cancel_asks_the_store_once_for_the_children_elsewhere_o
             while sum(w.status == "waiting" for w in a.workflows()) < len(ids):
                 await trio.sleep(0.02)
         monkeypatch.setattr(PostgresStore, "_query", counted)
-        if end == "cancel":
-            await a.workflow("p").cancel()
-        else:
-            await a.workflow("p").terminate("enough")
+        await _end_p(a, end)
         assert len(by_parent) == 1, by_parent
         monkeypatch.undo()
-        expected = "cancelled" if end == "cancel" else "failed"
-        with trio.fail_after(10):
-            while {str(a.workflow(wid).status()) for wid in ids} != {expected}:
-                await trio.sleep(0.05)
+        await _until_ended(a, ids, end)
 
 
 @pytest.mark.parametrize("end", ["cancel", "terminate"])
@@ -3008,6 +3002,25 @@ async def test_a_parents_end_reaches_a_tree_spread_over_three_nodes(
                     while {str(a.workflow(wid).status()) for wid in ids} != {expected}:
                         await trio.sleep(0.05)
                 assert str(a.workflow("c2").status()) == "completed"
+
+
+async def _end_p(a: garrison.Node, end: str) -> None:
+    """End workflow ``p`` of node ``a`` by ``end``: ``cancel`` or ``terminate``."""
+    if end == "cancel":
+        await a.workflow("p").cancel()
+    else:
+        await a.workflow("p").terminate("enough")
+
+
+async def _until_ended(a: garrison.Node, ids: list[str], end: str) -> None:
+    """Wait until each of ``ids`` ended as ``end`` (``_end_p``) ends a tree."""
+    import trio
+
+    expected = "cancelled" if end == "cancel" else "failed"
+    with trio.fail_after(10):
+        while {str(a.workflow(wid).status()) for wid in ids} != {expected}:
+            await trio.sleep(0.05)
+
 
 @contextlib.asynccontextmanager
 async def _children_on_b_parent_on_a(postgres_url: str, children: list[str],
@@ -3103,7 +3116,6 @@ async def test_a_parents_end_writes_the_requests_of_its_children_elsewhere_at_on
     on its row read), one blocking round trip and commit each in the node's thread:
     300 children held its event loop about 0.23 s. The requests of all of them are
     one store write now, each flag still conditional on its row; every child ends."""
-    import trio
 
     from garrison.persistence import PostgresStore
 
@@ -3134,17 +3146,11 @@ async def test_a_parents_end_writes_the_requests_of_its_children_elsewhere_at_on
         here["store"] = a.hosts["workflows"].store
         monkeypatch.setattr(PostgresStore, "write", counted)
         monkeypatch.setattr(PostgresStore, "write_each", counted_each)
-        if end == "cancel":
-            await a.workflow("p").cancel()
-        else:
-            await a.workflow("p").terminate("enough")
+        await _end_p(a, end)
         # (durable when it returns: written before, not later)
         assert writes == [children], writes
         monkeypatch.undo()
-        expected = "cancelled" if end == "cancel" else "failed"
-        with trio.fail_after(10):
-            while {str(a.workflow(wid).status()) for wid in children} != {expected}:
-                await trio.sleep(0.05)
+        await _until_ended(a, children, end)
 
 
 @pytest.mark.parametrize("end", ["cancel", "terminate"])
@@ -3188,10 +3194,7 @@ async def test_a_parents_end_ends_its_pending_children_elsewhere_in_one_write(
         here["store"] = a.hosts["workflows"].store
         monkeypatch.setattr(PostgresStore, "write", counted)
         monkeypatch.setattr(PostgresStore, "write_each", counted_each)
-        if end == "cancel":
-            await a.workflow("p").cancel()
-        else:
-            await a.workflow("p").terminate("enough")
+        await _end_p(a, end)
         ended = {wid: a.workflow(wid).status() for wid in pending}
         monkeypatch.undo()
         expected = "cancelled" if end == "cancel" else "failed"
@@ -3243,7 +3246,6 @@ async def test_a_child_elsewhere_read_unclaimed_but_claimed_since_is_asked_alone
     (and ran) since is not ended by that write, and is read again and asked alone,
     its cancel flagged or its terminate requested; every child ends."""
     import attrs
-    import trio
 
     from garrison.hosts.workflow import _host
 
@@ -3261,15 +3263,9 @@ async def test_a_child_elsewhere_read_unclaimed_but_claimed_since_is_asked_alone
     async with _children_on_b_parent_on_a(postgres_url, children) as (a, _b):
         here["host"] = a.hosts["workflows"]
         monkeypatch.setattr(_host.WorkflowHost, "children_elsewhere", stale)
-        if end == "cancel":
-            await a.workflow("p").cancel()
-        else:
-            await a.workflow("p").terminate("enough")
+        await _end_p(a, end)
         monkeypatch.undo()
-        expected = "cancelled" if end == "cancel" else "failed"
-        with trio.fail_after(10):
-            while {str(a.workflow(wid).status()) for wid in children} != {expected}:
-                await trio.sleep(0.05)
+        await _until_ended(a, children, end)
 
 
 @pytest.mark.parametrize("end", ["cancel", "terminate"])
@@ -3299,10 +3295,7 @@ async def test_a_pending_child_elsewhere_whose_message_cannot_be_read_holds_up_n
                 store.write(Transaction().deliver("q0", "big", [10**5000], msg_id="m-q0"))
         finally:
             sys.set_int_max_str_digits(limit)
-        if end == "cancel":
-            await a.workflow("p").cancel()
-        else:
-            await a.workflow("p").terminate("enough")
+        await _end_p(a, end)
         expected = "cancelled" if end == "cancel" else "failed"
         assert str(a.workflow("q1").status()) == expected
         with trio.fail_after(10):
