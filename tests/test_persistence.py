@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -762,6 +763,80 @@ def test_an_inbox_int_longer_than_the_readers_limit_names_the_workflow_and_messa
         assert rows["w1"].inbox is None
         assert [(r.msg_id, r.payload) for r in rows["w2"].inbox or ()] == [("m-small", 7)]
         assert store.inbox_message("m-small").payload == 7  # type: ignore[union-attr]
+
+
+def _reply_too_long(store: Any, msg_id: str = "m-q") -> None:
+    """A call request ``msg_id`` to workflow ``b``, answered (``record_reply``) with an
+    int stored without Python's digit limit."""
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        store.write(Transaction().create_workflow("b", "app:flow")
+                    .deliver("b", "q", "question", msg_id=msg_id))
+        store.write(Transaction().record_reply("b", msg_id, f"[{10**5000}]"))
+    finally:
+        sys.set_int_max_str_digits(limit)
+
+
+def test_a_recorded_reply_longer_than_the_readers_limit_names_the_workflow_and_message(
+        store_spec: str) -> None:
+    """A call's reply recorded by a workflow of a process without Python's digit limit
+    (``sys.set_int_max_str_digits(0)``), read by the caller's node at the limit (its
+    stand-in for a reply a dead node never sent): ``recorded_reply`` raised a bare
+    ``ValueError: Exceeds the limit (4300 digits)...`` naming nothing. It is the
+    ``DamagedRecord`` naming the workflow, the message's reply and how to read it."""
+    from garrison.hosts.workflow._elsewhere import recorded_reply
+    from garrison.persistence import DamagedRecord
+
+    with open_store(store_spec) as store:
+        _reply_too_long(store)
+        with pytest.raises(DamagedRecord) as got:
+            recorded_reply(store, "b", "m-q")
+        assert str(got.value) == (
+            "workflow 'b': the reply of its inbox message 'm-q' (topic 'q') holds a whole "
+            "number of 5,001 digits, more than the 4,300 digits this Python reads (stored "
+            "where sys.set_int_max_str_digits() allowed more): raise the limit in the "
+            "process that reads it, with sys.set_int_max_str_digits() or "
+            "PYTHONINTMAXSTRDIGITS in its environment (0: none)")
+        assert (got.value.workflow_id, got.value.column, got.value.msg_id,
+                got.value.too_long) == ("b", "reply", "m-q", True)
+        assert store.inbox_message("m-q").reply.startswith("[1000")  # type: ignore[union-attr]
+
+
+async def test_a_recorded_reply_this_node_cannot_read_is_named_once_not_a_crash(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The look of a workflow's call to a workflow another node runs for the reply that
+    node recorded (``Elsewhere._look_for_replies``, every ``REPLY_CHECK``) caught only
+    ``StoreError``: a reply holding an int longer than this Python reads raised out of
+    the node's watch of other nodes' workflows. It is named in one error line, once;
+    the call waits on (a node with the limit raised reads it), the others are looked
+    at."""
+    from types import SimpleNamespace
+
+    from garrison.hosts.workflow._elsewhere import Elsewhere, RemoteWorkflow
+    from garrison.hosts.workflow._ids import call_ref
+
+    finished: list[tuple[str, Any]] = []
+    caller = SimpleNamespace(finish_call=lambda ref, out: finished.append((ref, out)))
+    with SQLiteStore(str(tmp_path / "s.db")) as store:
+        _reply_too_long(store, "a#3")
+        store.write(Transaction().create_workflow("c", "app:flow")
+                    .deliver("c", "q", "question", msg_id="a#4")
+                    .record_reply("c", "a#4", '"answer"'))
+        elsewhere = Elsewhere(SimpleNamespace(store=store))  # type: ignore[arg-type]
+        for wid, msg_id in (("b", "a#3"), ("c", "a#4")):
+            entry = elsewhere.watched[wid] = RemoteWorkflow(None, Pid("workflows", wid))
+            entry.callers = {call_ref("workflows", msg_id): caller}  # type: ignore[dict-item]
+        with caplog.at_level("ERROR", logger="garrison.workflow"):
+            await elsewhere._look_for_replies()
+            await elsewhere._look_for_replies()
+        said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(said) == 1, said
+        assert "workflow 'b': the reply of its inbox message 'a#3' (topic 'q') holds a " \
+            "whole number of 5,001 digits" in said[0], said
+        assert [(ref, out.unwrap()) for ref, out in finished] == [
+            ("workflows/a#4", "answer")]
+        assert list(elsewhere.watched["b"].callers or ()) == ["workflows/a#3"]
 
 
 def test_a_damaged_journal_record_is_named_by_workflow_and_seq(store_spec: str) -> None:

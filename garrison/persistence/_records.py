@@ -396,18 +396,22 @@ class DamagedRecord(json.JSONDecodeError):
         return damaged
 
     @classmethod
-    def of_inbox(cls, row: Sequence[Any], exc: ValueError) -> DamagedRecord:
+    def of_inbox(cls, row: Sequence[Any], exc: ValueError,
+                 column: str | None = None) -> DamagedRecord:
         """One naming the workflow, the message and the column of the inbox ``row`` (in
-        :attr:`InboxRecord.COLUMNS` order) whose payload or trace is no JSON, or JSON
-        with a whole number too long for this Python: ``exc``, as decoding it raised."""
-        wid, msg_id, topic, column = str(row[1]), str(row[2]), row[3], "payload"
-        if row[4] is not None:  # (the payload, unless it decodes: then the trace)
+        :attr:`InboxRecord.COLUMNS` order) whose payload or trace (or ``column``, as
+        given) is no JSON, or JSON with a whole number too long for this Python:
+        ``exc``, as decoding it raised."""
+        wid, msg_id, topic = str(row[1]), str(row[2]), row[3]
+        if column is None and row[4] is not None:  # (the payload, unless it decodes)
+            column = "payload"
             try:
                 _loads(row[4])
             except ValueError:
                 pass
             else:
                 column = "trace"
+        column = column or "payload"
         damaged, said = cls._of_fault(exc)
         damaged.workflow_id, damaged.column, damaged.msg_id = wid, column, msg_id
         damaged.created = None
@@ -683,6 +687,20 @@ class InboxRecord:
             ident, wid, msg_id, topic, payload, _pid(sender), kind, call_ref,
             _fromtimestamp(created, _UTC), consumed, trace, reply,
         )  # fmt: skip
+
+    def replied(self) -> tuple[Any] | None:
+        """``(value,)``: :attr:`reply` decoded; ``None`` if no reply is recorded. A
+        :class:`DamagedRecord` naming the workflow and the message (its ``reply``) if
+        it holds no JSON, or a whole number too long for this Python."""
+        if self.reply is None:
+            return None
+        try:
+            return (_loads(self.reply),)
+        except ValueError as exc:
+            if not _unreadable(exc):
+                raise
+            row = (self.id, self.workflow_id, self.msg_id, self.topic)
+            raise DamagedRecord.of_inbox(row, exc, "reply") from None
 
 
 @attrs.frozen

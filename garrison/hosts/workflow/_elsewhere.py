@@ -24,7 +24,6 @@ runs it (``Router.linked_exit``).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -35,7 +34,7 @@ import trio
 
 from ..._errors import StoreError
 from ...actors._values import ErrorInfo, Event, EventKind, Pid
-from ...persistence import WorkflowStatus
+from ...persistence import DamagedRecord, WorkflowStatus
 from .._kernel import Caller
 from ._ids import call_request
 
@@ -63,11 +62,12 @@ REPLY_GRACE = 2.0
 def recorded_reply(store: Any, wid: str, msg_id: str) -> tuple[Any] | None:
     """``(value,)`` the workflow ``wid`` replied to the call request ``msg_id`` with,
     kept on the request's inbox row (``Interop.reply``); ``None`` if it did not (yet).
-    One indexed read (blocking)."""
+    One indexed read (blocking); a reply this Python cannot read (no JSON, or a whole
+    number too long for its digit limit) is the ``DamagedRecord`` naming it."""
     sent = store.inbox_message(msg_id)
-    if sent is None or sent.workflow_id != wid or sent.reply is None:
+    if sent is None or sent.workflow_id != wid:
         return None
-    return (json.loads(sent.reply),)
+    return sent.replied()
 
 
 def _lost(exc: Exception) -> None:
@@ -114,6 +114,8 @@ class Elsewhere:
         self._added = trio.Event()
         self._later: deque[tuple[Callable[[], Any], Callable[[Any], None] | None]] = deque()
         self._later_running = False
+        #: the call requests whose recorded reply this Python cannot read, named once
+        self._unreadable: set[str] = set()
 
     def get(self, wid: str) -> RemoteWorkflow | None:
         return self.watched.get(wid)
@@ -243,7 +245,8 @@ class Elsewhere:
     async def _look_for_replies(self) -> None:
         """A workflow's call to a watched workflow whose reply its node recorded on the
         request's inbox row and died before sending (``Interop.reply``): taken from
-        there. (The reply a live node sends comes first; this is its stand-in.)"""
+        there. (The reply a live node sends comes first; this is its stand-in.) One this
+        Python cannot read (``DamagedRecord``) is named once; that call waits on."""
         store = self.host.store
         for entry in list(self.watched.values()):
             for ref, caller in list((entry.callers or {}).items()):
@@ -255,6 +258,13 @@ class Elsewhere:
                         recorded_reply, store, entry.pid.id, msg_id)
                 except StoreError:
                     return  # (out of reach: next time)
+                except DamagedRecord as exc:  # (the call waits: a node that reads it)
+                    if msg_id not in self._unreadable:
+                        self._unreadable.add(msg_id)
+                        log.error("a call to workflow %s waits for its reply, recorded by "
+                                  "its node, which this node cannot read: %s",
+                                  entry.pid.id, exc, extra={"workflow_id": entry.pid.id})
+                    continue
                 callers = entry.callers
                 if answered is not None and callers is not None \
                         and callers.get(ref) is caller:
