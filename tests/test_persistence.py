@@ -678,6 +678,22 @@ def test_a_journal_s_outcomes_are_read_in_part_alike_on_both_stores(store_spec: 
         assert [(h.text, h.whole) for h in store.journal_heads("w1", 11, 1, 1)] == [
             ('{"ok":[1.5e', False)]
 
+def test_a_cut_journal_outcome_nested_deeper_than_the_reader_decodes_is_a_head(
+        store_spec: str) -> None:
+    """A journal outcome nested deeper than this Python's JSON reader goes at its
+    recursion limit (stored by a process whose limit was higher), cut by
+    ``journal_heads``: the check that its start read begins a JSON text decoded that
+    start and raised ``RecursionError`` out of the read, so the console's page of a
+    running workflow failed where it showed the cut head before. It is the cut head;
+    nothing in it says it is damaged."""
+    deep = "[" * 3000 + "1" + "]" * 3000
+    with open_store(store_spec) as store:
+        store.write(Transaction().create_workflow("w1", "app:flow")
+                    .append_journal_text("w1", 1, "activity", "app:a", deep, 1, 1.5))
+        [head] = store.journal_heads("w1", 2500, -1, 1)
+        assert (head.text, head.whole, head.size) == ("[" * 2500, False, 6001)
+
+
 def test_a_stored_int_longer_than_the_readers_limit_names_the_workflow(
         store_spec: str) -> None:
     """An int stored by a process without Python's digit limit

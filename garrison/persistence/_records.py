@@ -527,7 +527,9 @@ def _no_json_start(text: str) -> json.JSONDecodeError | None:
     start of no JSON text: the error Python's JSON reader gives at the first character
     no JSON text can have there, as decoding the whole text gives it; ``None`` if some
     JSON text starts so. One decode of ``text``: where the reader stops at its end, or
-    at a part of a value, string or escape the cut left, it is the start of one."""
+    at a part of a value, string or escape the cut left, it is the start of one (and
+    where it cannot go on: a whole number too long for it, a nesting deeper than its
+    recursion limit; what follows is not checked)."""
     try:
         _loads(text)
     except json.JSONDecodeError as exc:
@@ -546,6 +548,8 @@ def _no_json_start(text: str) -> json.JSONDecodeError | None:
             return None  # (a number the cut left without its fraction or exponent)
         return exc
     except ValueError:  # (a whole number too long for this Python: JSON, not read here)
+        return None
+    except RecursionError:  # (nested deeper than the reader goes here: not checked)
         return None
     return None
 
