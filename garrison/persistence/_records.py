@@ -520,6 +520,9 @@ _PART_ESCAPE = re.compile(r"u[0-9a-fA-F]{0,4}\Z")
 #: a number that ends where the reader stopped, before what may come of it in a text
 #: cut short: a point (none in it yet) or an exponent's start (none yet)
 _NUMBER_END = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?\Z")
+#: the characters of a JSON number, and its digits
+_NUMBER_CHARS = "0123456789.eE+-"
+_DIGITS = "0123456789"
 
 
 def _no_json_start(text: str) -> json.JSONDecodeError | None:
@@ -541,7 +544,10 @@ def _no_json_start(text: str) -> json.JSONDecodeError | None:
             return None
         if exc.msg.startswith("Invalid \\uXXXX escape") and _PART_ESCAPE.match(rest):
             return None
-        number = _NUMBER_END.search(text, 0, at) if at and text[at - 1].isdigit() else None
+        number = None
+        if at and text[at - 1] in _DIGITS:  # (the number read back from where it ends:
+            # a search from the start tried each digit of every number before it)
+            number = _NUMBER_END.fullmatch(text, len(text[:at].rstrip(_NUMBER_CHARS)), at)
         if number is not None and number.group(2) is None and (
                 rest in ("e", "E", "e-", "e+", "E-", "E+")
                 or (rest == "." and number.group(1) is None)):
