@@ -272,10 +272,12 @@ def _compact(text: str) -> str:
 
 
 #: a ``\\uXXXX`` escape of stored JSON text (after any backslashes: an odd number of
-#: them makes the last one an escape's), and the low half of a surrogate pair after it
-_ESCAPE = re.compile(r"(\\+)u([0-9a-fA-F]{4})(?:\\u([dD][c-fC-F][0-9a-fA-F]{2}))?")
+#: them makes the last one an escape's), and the low half of a surrogate pair after it.
+#: Each run of backslashes is tried from its first alone: tried from each, a text
+#: holding a long run was read to the run's end once for each of them
+_ESCAPE = re.compile(r"(?<!\\)(\\+)u([0-9a-fA-F]{4})(?:\\u([dD][c-fC-F][0-9a-fA-F]{2}))?")
 #: an escape cut at the end of a text read in part
-_CUT_ESCAPE = re.compile(r"(\\+)(u[0-9a-fA-F]{0,3})?$")
+_CUT_ESCAPE = re.compile(r"(?<!\\)(\\+)(u[0-9a-fA-F]{0,3})?$")
 
 
 def _unescaped(text: str) -> str:
