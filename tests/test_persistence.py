@@ -804,6 +804,43 @@ def test_an_inbox_int_longer_than_the_readers_limit_names_the_workflow_and_messa
         assert store.inbox_message("m-small").payload == 7  # type: ignore[union-attr]
 
 
+def test_an_inbox_message_that_is_not_utf8_text_names_the_workflow_and_message(
+        tmp_path: Path) -> None:
+    """SQLite: a message whose payload is a BLOB or text that is not UTF-8 (a damaged
+    page, a hand edit) made ``pending_messages``, ``inbox_message`` and ``resume_rows``
+    raise a bare ``UnicodeDecodeError`` (or SQLite's 'Could not decode to UTF-8'),
+    naming nothing, and the resume's read failed for every workflow read with it. It is
+    the ``DamagedRecord`` naming the workflow and the message, as a row or journal
+    record that is not UTF-8 is; a resume reads the others."""
+    from garrison.persistence import DamagedRecord
+
+    path = str(tmp_path / "s.db")
+    with SQLiteStore(path) as store:
+        store.write(Transaction().create_workflow("w1", "app:flow")
+                    .create_workflow("w2", "app:flow").create_workflow("w3", "app:flow")
+                    .deliver("w1", "t", 1, msg_id="m1").deliver("w2", "t", 2, msg_id="m2")
+                    .deliver("w3", "t", 3, msg_id="m3"))
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE inbox SET payload = x'5b31ff5d' WHERE msg_id = 'm1'")
+        conn.execute("UPDATE inbox SET payload = CAST(x'5b32ff5d' AS TEXT) "
+                     "WHERE msg_id = 'm2'")
+    conn.close()
+    with SQLiteStore(path) as store:
+        for wid, msg_id in (("w1", "m1"), ("w2", "m2")):
+            for read in (lambda: store.pending_messages(wid),  # noqa: B023
+                         lambda: store.inbox_message(msg_id)):  # noqa: B023
+                with pytest.raises(DamagedRecord) as got:
+                    read()
+                assert str(got.value) == (
+                    f"workflow {wid!r}: the payload of its inbox message {msg_id!r} "
+                    "(topic 't') is not UTF-8 text (byte 2 of it is 0xff)")
+                assert (got.value.workflow_id, got.value.column,
+                        got.value.msg_id) == (wid, "payload", msg_id)
+        rows = store.resume_rows(["w1", "w2", "w3"])
+        assert rows["w1"].inbox is None and rows["w2"].inbox is None
+        assert [r.payload for r in rows["w3"].inbox or ()] == [3]
+
+
 def _reply_too_long(store: Any, msg_id: str = "m-q") -> None:
     """A call request ``msg_id`` to workflow ``b``, answered (``record_reply``) with an
     int stored without Python's digit limit."""

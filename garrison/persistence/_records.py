@@ -683,14 +683,18 @@ class InboxRecord:
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> InboxRecord:
         """Build from a row in :attr:`COLUMNS` order; :class:`DamagedRecord` naming the
-        workflow and the message if its payload or trace holds no JSON, or a whole
-        number too long for this Python."""
+        workflow and the message if its payload or trace holds no JSON, a whole number
+        too long for this Python, or (read as ``bytes``: a BLOB, or SQLite's text that
+        is not UTF-8) text that is not UTF-8."""
         (ident, wid, msg_id, topic, payload, sender, kind, call_ref, created, consumed,
          trace, reply) = row  # fmt: skip
         try:
+            if bytes in (type(payload), type(trace)):
+                payload, trace = (v.decode() if type(v) is bytes else v
+                                  for v in (payload, trace))
             payload, trace = _loads(payload), _json(trace)
         except ValueError as exc:
-            if not _unreadable(exc):
+            if not (_unreadable(exc) or isinstance(exc, UnicodeDecodeError)):
                 raise
             raise DamagedRecord.of_inbox(row, exc) from None
         return cls(

@@ -1887,7 +1887,7 @@ class SQLiteStore(StoreShortcuts):
 
     def pending_messages(self, workflow_id: str) -> list[InboxRecord]:
         """Inbox rows (messages and events) not consumed yet, in arrival order."""
-        rows = self._query(
+        rows = self._text_rows(
             f"SELECT {InboxRecord.COLUMNS} FROM inbox "
             "WHERE workflow_id = ? AND consumed_seq IS NULL ORDER BY id",
             (workflow_id,),
@@ -1896,7 +1896,8 @@ class SQLiteStore(StoreShortcuts):
 
     def inbox_message(self, msg_id: str) -> InboxRecord | None:
         """The inbox row of message ``msg_id`` (consumed or not), or ``None``."""
-        rows = self._query(f"SELECT {InboxRecord.COLUMNS} FROM inbox WHERE msg_id = ?", (msg_id,))
+        rows = self._text_rows(f"SELECT {InboxRecord.COLUMNS} FROM inbox WHERE msg_id = ?",
+                               (msg_id,))
         return InboxRecord.from_row(rows[0]) if rows else None
 
     def timers(self, workflow_id: str | None = None) -> list[TimerRecord]:
@@ -1993,7 +1994,7 @@ class SQLiteStore(StoreShortcuts):
                 if not _undecodable(exc):            # which names the record
                     raise
                 journal = [(wid, None, None, None, b"", None) for wid in chunk]
-            inbox = self._query(
+            inbox = self._text_rows(  # (text that is not UTF-8: that message named)
                 f"SELECT {InboxRecord.COLUMNS} FROM inbox WHERE {among} "
                 "AND consumed_seq IS NULL ORDER BY id", chunk)
             timers = self._query(
