@@ -2186,22 +2186,19 @@ def test_a_cut_start_of_spaced_text_is_a_start_of_the_decoded_head() -> None:
     assert _head(_unescaped(_compact('[\n  [\n    -Inf')), 8) == '[["-Inf'
 
 
-def test_the_head_of_a_cut_outcome_is_written_in_time_linear_in_its_backslashes() -> None:
+def test_the_head_of_a_cut_outcome_holding_long_runs_of_backslashes_is_as_decoded() -> None:
     """The escapes of a cut outcome's start were found by a search that tried each
     backslash of a run of them to its end (``(\\+)u....``, and the cut escape at the
     end, ``(\\+)...$``): quadratic in the run. A string of 8,000 backslashes (16,000 in
     its stored text: say a value holding JSON of JSON of JSON...) took 5 s on each poll
     of a running workflow's page, one of 40,000 some 23 s. A run is tried from its first
-    backslash alone; the head is as before."""
-    import time
-
+    backslash alone; the head is as before. (Its time is no assertion here: the suite
+    asserts no timing.)"""
     from garrison.console._backend import _compact, _head, _json_text, _unescaped
 
     for value in (["\\" * 40000 + "\u00e9"], ["x\\" * 20000 + "\u00e9\\u00e9"]):
         stored = json.dumps(value)
-        began = time.perf_counter()
         got = _head(_unescaped(_compact(stored[:-3])), 64 * 1024)
-        assert time.perf_counter() - began < 3.0
         assert _json_text(value).startswith(got) and len(got) > 40000, got[-20:]
     assert _unescaped('["\\\\u00e9\\u00e9\\\\\\u00e9\\') == '["\\\\u00e9\u00e9\\\\\u00e9'
 

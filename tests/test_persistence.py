@@ -694,27 +694,25 @@ def test_a_cut_journal_outcome_nested_deeper_than_the_reader_decodes_is_a_head(
         assert (head.text, head.whole, head.size) == ("[" * 2500, False, 6001)
 
 
-def test_the_check_of_a_cut_journal_outcome_s_start_is_linear_in_its_numbers() -> None:
+def test_the_check_of_a_cut_journal_outcome_s_start_reads_back_its_last_number() -> None:
     """The check that a cut outcome's start read begins a JSON text, where the reader
     stopped after a number (a cut after ``1.`` or ``1e``, or damage), searched the whole
     start for that number from its beginning, trying each digit of every number before
     it: quadratic in a run of digits. A start holding 300 whole numbers of 617 digits
     (RSA moduli) took 3 s on each poll of a console page, and one float of 30,000
-    digits some 30 s; the number is read back from where the reader stopped."""
-    import time
-
+    digits some 30 s; the number is read back from where the reader stopped. (Its
+    time is no assertion here: the suite asserts no timing; these are the outcomes of
+    that path, read as they were.)"""
     from garrison.persistence import DamagedRecord, JournalHead
 
     for text in ("[" + "1" * 30000 + ".5,2.", "[" + "1" * 30000 + ".5,2x"):
         row = ("w1", 1, "activity", "app:a", text + "0]", 1, 1.5, len(text) + 2)
-        began = time.perf_counter()
         try:
             head = JournalHead.from_row(row, len(text))
         except DamagedRecord as exc:
             assert text.endswith("x") and "Expecting ',' delimiter" in str(exc)
         else:
             assert text.endswith(".") and (head.text, head.whole) == (text, False)
-        assert time.perf_counter() - began < 3.0
 
 
 def test_a_stored_int_longer_than_the_readers_limit_names_the_workflow(
