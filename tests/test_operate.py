@@ -1688,3 +1688,72 @@ async def test_a_second_monitor_of_an_ended_workflow_gets_its_own_exit(
         await node.workflow("m").signal("done")
         with trio.fail_after(60):
             assert await node.workflow("m").result() == ["RuntimeError: told to fail: fail1"] * 2
+
+
+async def test_a_second_monitor_of_an_ended_workflow_gets_its_exit_after_a_crash(
+        store_spec: str, autojump_clock: Any) -> None:
+    """As above, but the node stops (a crash, here a commit the store fails) as m's
+    second monitor is written. The monitor's record and its own EXIT were two writes:
+    with the record committed and not the EXIT, m's replay looked at t under the id per
+    watcher and attempt, which m had, and m waited for ever. Both are one write: the
+    replay finds both, or runs the monitor again."""
+    async with garrison.open_node(store=store_spec) as node:
+        store = node.hosts["workflows"].store
+        real_commit, failed = store.commit, []
+
+        async def commit(tx: Transaction) -> Any:
+            if not failed and any(op is Op.DELIVER and params[1].startswith("workflows/t#")
+                                  for op, params in tx.ops):
+                failed.append(tx)
+                raise garrison.StoreError(None, "the node dies before this write")
+            return await real_commit(tx)
+
+        store.commit = commit
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
+        await until(lambda: "monitor" in _kinds(node, "m"), "m's monitor")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await until(lambda: _kinds(node, "m").count("receive") == 1, "m's first EXIT")
+        await node.workflow("m").signal("again")
+        await until(lambda: bool(failed), "m's second monitor")
+        await trio.sleep(1)
+    async with garrison.open_node(store=store_spec) as node:
+        await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
+        await node.workflow("m").signal("done")
+        with trio.fail_after(60):
+            assert await node.workflow("m").result() == \
+                ["RuntimeError: told to fail: fail1"] * 2
+        assert node.hosts["workflows"].store.pending_messages("m") == []
+
+
+async def test_a_second_monitor_right_after_a_restart_gets_its_exit(
+        store_spec: str, autojump_clock: Any) -> None:
+    """m monitored t and had its EXIT; the node restarts, and m, its replay done, at
+    once monitors t again (the message it waited for came while the node was down).
+    Its replayed monitor was still held (its recovery's look at t not written yet), so
+    the second monitor got no EXIT of its own: m waited for ever. It gets one."""
+    from garrison.persistence import open_store
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
+        await until(lambda: "monitor" in _kinds(node, "m"), "m's monitor")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await until(lambda: _kinds(node, "m").count("receive") == 1, "m's first EXIT")
+        await trio.sleep(1)
+    store = open_store(store_spec)
+    try:
+        store.write(Transaction().deliver("m", "again", msg_id="again-1"))
+    finally:
+        store.close()
+    async with garrison.open_node(store=store_spec) as node:
+        await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
+        await node.workflow("m").signal("done")
+        with trio.fail_after(60):
+            assert await node.workflow("m").result() == \
+                ["RuntimeError: told to fail: fail1"] * 2
+        assert node.hosts["workflows"].store.pending_messages("m") == []

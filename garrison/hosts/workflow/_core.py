@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import outcome
@@ -500,15 +500,29 @@ class WorkflowCore(Caller, WorkflowScope):
         done = self._flush_begins()  # at once: the task runs later
         self.host.start_soon(self._flush_shielded, self.take_buffer(), done)
 
-    async def _flush_shielded(self, tx: Transaction, done: Flag) -> None:
+    def flush_with(self, tx: Transaction, then: Callable[[list[Any]], None]) -> None:
+        """As :meth:`flush_soon`, ``tx`` committed with the buffered records (a row that
+        lands with the record that made it, or not at all: a replay of that record
+        finds it); ``then`` gets ``tx``'s results once they are committed."""
+        done = self._flush_begins()
+        buf = self.take_buffer()
+        n = len(buf)
+        buf.extend(tx)
+        self.host.start_soon(self._flush_shielded, buf, done, n, then)
+
+    async def _flush_shielded(self, tx: Transaction, done: Flag, n: int = 0,
+                              then: Callable[[list[Any]], None] | None = None) -> None:
         with trio.CancelScope(shield=True):  # asked for: written even as the node closes
             try:
-                await self._flush(tx, done)
+                results = await self._flush(tx, done)
             except Exception as exc:  # a store failure is kept as store_error: the
                 if self.store_error is None:  # waiters raise it; anything else ends the run
                     self.stop_with(ErrorInfo.from_exception(exc))
                 elif self.scope is not None:  # and the run stops where it is (its code may
                     self.scope.cancel()  # await something else: it would run on unaware)
+                return
+        if then is not None:
+            then(results[n:])
 
     def buffer_left(self) -> bool:
         """Whether records sit in the buffer of a workflow that runs on, with no store

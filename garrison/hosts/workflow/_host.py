@@ -1423,8 +1423,8 @@ class WorkflowHost:
         watcher of another store (another workflow host of the node) has it written on
         its own: a crash before that commit loses nothing, as the watcher's replay
         monitors again (``WorkflowInterop._deliver_lost``). ``again``: the id of this
-        monitor's own ``EXIT`` if ``target`` has ended and ``watcher`` had that end's
-        before (see :meth:`exit_of_ended`)."""
+        monitor's own ``EXIT``, if ``target`` has ended and ``watcher`` had that end's
+        ``EXIT`` before (see :meth:`exit_of_ended`)."""
         other = self.active.get(target.id)
         buf = watcher.buffered() if watcher.store is self.store else None
         if other is not None:
@@ -1571,10 +1571,12 @@ class WorkflowHost:
         is derived from both and the attempt, whoever delivers it -- the target's pid
         in it when that is another host's, whose ids may be the same as this one's; a
         replayed monitor asks again, so a crash before this write loses nothing).
-        ``again``: the id of the monitor's own ``EXIT``, made of a workflow that had
-        ended, by a watcher that held no monitor of it: if the watcher had this end's
-        ``EXIT`` before (for a monitor of it spent since), this monitor gets one under
-        that id, as each monitor of a dead process does."""
+        ``again``: the id of the own ``EXIT`` of a monitor the watcher (running here)
+        makes now: if its inbox holds this end's ``EXIT`` already (another monitor's),
+        this monitor gets one under that id, as each monitor of a dead process does,
+        written with the monitor's record (:meth:`WorkflowCore.flush_with`: a replay
+        that finds the record finds it too, and one that does not runs the monitor
+        again, under the same id)."""
         text = _dumps(event_to_plain(event))
         now = self.clock.now()
         ended = target.id if target.host == self.name else str(target)
@@ -1585,19 +1587,24 @@ class WorkflowHost:
         instance = self.active.get(watcher.id)  # (one loaded later reads the row itself)
 
         def delivered(results: list[Any]) -> None:
-            if results[0] is None and again is not None:  # (it had this end's: its own)
-                self.write_soon(Transaction().deliver(
-                    watcher.id, "EXIT", RawJson(text), msg_id=again, sender=target,
-                    kind="event", time=now), delivered_again)
-                return
-            delivered_again(results)
-
-        def delivered_again(results: list[Any]) -> None:
             if instance is not None and self.active.get(watcher.id) is instance:
                 if results[0] is not None:  # (else delivered before)
                     instance.push(InboxItem(results[0], True, _loads(text), now))
                 instance.watch_spent(EventKind.EXIT, target)  # (its monitor: spent)
 
+        if again is not None and instance is not None:
+            try:
+                had = self.store.inbox_message(exit_id(ended, watcher.id, attempt))
+            except StoreError:
+                had = None  # (its replay looks again: see _deliver_lost)
+            if had is not None:
+                # it had this end's EXIT (a monitor of it spent since): this monitor's
+                # own, written with its record (a replay that finds the record finds
+                # the row: what happened since the first is in no journal)
+                instance.flush_with(Transaction().deliver(
+                    watcher.id, "EXIT", RawJson(text), msg_id=again, sender=target,
+                    kind="event", time=now), delivered)
+                return
         self.write_soon(tx, delivered)
 
     def _event_row(self, pid: Pid, event: Event, msg_id: str | None = None,

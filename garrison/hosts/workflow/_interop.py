@@ -693,7 +693,6 @@ class Interop(WorkflowCore):
 
     def monitor(self, to: Pid | str) -> None:
         live, pid = self._take_target(JournalKind.MONITOR, to)
-        anew = pid not in (self.monitoring or ())  # (not one it holds: one per pair)
         self.monitoring = added(self.monitoring, pid)
         h = self.node.hosts.get(pid.host)
         if h is None or not h.durable:  # (a workflow's EXIT has an id of its own: exit_id)
@@ -702,11 +701,13 @@ class Interop(WorkflowCore):
             return
         self._record_target(JournalKind.MONITOR, to, pid)
         if h is not None and h.durable:
-            # a workflow that has ended, whose EXIT reached this one for a monitor of it
-            # spent since, gives this monitor an EXIT of its own (as a dead process
-            # does), under an id of this monitor (see event_id)
+            # a workflow that has ended, whose EXIT reached this one before (for another
+            # monitor of it), gives this monitor an EXIT of its own (as a dead process
+            # does), under an id of this monitor (see event_id). (Whether it held a
+            # monitor of it tells nothing: a replayed one is held until its recovery's
+            # look has been written)
             h.add_durable_monitor(pid, self, again=f"{pid}#{EventKind.EXIT}@"
-                                  f"{self._message_id(self.cursor.seq - 1)}" if anew else None)
+                                  f"{self._message_id(self.cursor.seq - 1)}")
         elif not self.node.monitor(pid, self.pid, self.event_id(EventKind.EXIT, pid)):
             # a dead pid: its EXIT at once, under an id of this monitor's own (see
             # event_id: the EXIT this workflow may have had of it holds another; the
