@@ -62,9 +62,8 @@ LOAD_CHUNK = 250
 #: and thousands woken at once held the node's thread for seconds)
 WAKE_CHUNK = 50
 #: the first wait before a refresh the store failed is tried again (doubled at each
-#: failure in a row, up to ``WAKE_RETRY_MAX``), as parked statuses are written again
+#: failure in a row, until ``WAKE_FAILURES_MAX``)
 WAKE_RETRY = 0.05
-WAKE_RETRY_MAX = 2.0
 #: failures of refreshes in a row after which the store is taken as failed for good (as
 #: when taking the wakeups fails): every workflow of the node stops. A store's read
 #: fails only once its own retries are spent (PostgreSQL reconnects for ``retry_for``,
@@ -487,9 +486,9 @@ async def watch_wakeups(host: WorkflowHost) -> None:
     were refreshed in one step of the node's thread, each a few reads of the store, and
     every other process of the node stood still meanwhile. A refresh the store fails is
     logged and tried again, with those after it, ``WAKE_RETRY`` later (doubled at each
-    failure in a row up to ``WAKE_RETRY_MAX``): its wakeup was taken from the store, and
-    is not lost; after ``WAKE_FAILURES_MAX`` failures in a row the store has failed.
-    Each workflow is read once for the wakeups taken together."""
+    failure in a row): its wakeup was taken from the store, and is not lost; after
+    ``WAKE_FAILURES_MAX`` failures in a row the store has failed. Each workflow is read
+    once for the wakeups taken together."""
     while not host.closing:
         try:
             wakes = await host.store.wakeups()
@@ -524,7 +523,7 @@ async def watch_wakeups(host: WorkflowHost) -> None:
                 if failures >= WAKE_FAILURES_MAX:
                     host.store_failed(exc)
                     return
-                delay = min(WAKE_RETRY * 2 ** (failures - 1), WAKE_RETRY_MAX)
+                delay = WAKE_RETRY * 2 ** (failures - 1)
                 log.warning("could not read %d workflows that tools or other nodes "
                             "wrote for: %s; read again in %g s", len(woken), exc, delay)
                 await trio.sleep(delay)
