@@ -202,13 +202,19 @@ def test_readme_client_beside_a_node_runs_as_written(tmp_path: Path) -> None:
     """nu463: the "From another process" client was a fragment (``async with`` at
     module level, ``garrison`` never imported): copied, it was a SyntaxError. It is
     ``client.py`` beside ``app/`` now, and runs: the node holding ``app.db`` runs the
-    workflow the client started and signalled, and the client prints its result."""
+    workflow the client started and signalled, and the client prints its result.
+
+    (The holder takes SIGINT as Python's default does, as a program run in a terminal's
+    foreground: a test run started in a shell's background, as CI's was, has SIGINT
+    ignored, which its subprocesses inherit, and Python then leaves it ignored: the
+    holder never stopped. ``garrison run`` sets its own handlers.)"""
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "orders.py").write_text(_readme_block("Durable workflows"))
     (tmp_path / "client.py").write_text(_readme_block("Durable workflows", 1))
     (tmp_path / "hold.py").write_text(
         "import faulthandler\nimport logging\nimport signal\n\nimport trio\n\n"
-        "import garrison\n\nfaulthandler.register(signal.SIGUSR1)\n\n\n"
+        "import garrison\n\nfaulthandler.register(signal.SIGUSR1)\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n\n\n"
         "async def main():\n    print('holding app.db', flush=True)\n"
         "    await trio.sleep_forever()\n\n"
         "logging.basicConfig(level=logging.INFO)\n"
