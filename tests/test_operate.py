@@ -1660,6 +1660,18 @@ async def test_a_retry_failing_again_with_a_monitor_of_a_host_gone_from_the_conf
             await handle.result()
 
 
+async def _m_heard_t_fail(node: garrison.Node) -> None:
+    """Start t, and m monitoring it (``monitors_each_attempt``, twice); t fails
+    (``fail1``), and m has heard it: its first EXIT."""
+    await node.start_workflow(ops_app.fails_when_told, id="t")
+    await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
+    await until(lambda: "monitor" in _kinds(node, "m"), "m's monitor")
+    await node.workflow("t").signal("fail1")
+    with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+        await node.workflow("t").result()
+    await until(lambda: _kinds(node, "m").count("receive") == 1, "m's first EXIT")
+
+
 async def test_a_second_monitor_of_an_ended_workflow_gets_its_own_exit(
         store_spec: str, autojump_clock: Any) -> None:
     """Workflow m monitors t, hears that it failed, and monitors it again (t still
@@ -1669,13 +1681,7 @@ async def test_a_second_monitor_of_an_ended_workflow_gets_its_own_exit(
     after a restart."""
     async with garrison.open_node(store=store_spec) as node:
         store = node.hosts["workflows"].store
-        await node.start_workflow(ops_app.fails_when_told, id="t")
-        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
-        await until(lambda: "monitor" in _kinds(node, "m"), "m's monitor")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
-        await until(lambda: _kinds(node, "m").count("receive") == 1, "m's first EXIT")
+        await _m_heard_t_fail(node)
         await node.workflow("m").signal("again")
         await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
         await trio.sleep(1)
@@ -1709,13 +1715,7 @@ async def test_a_second_monitor_of_an_ended_workflow_gets_its_exit_after_a_crash
             return await real_commit(tx)
 
         store.commit = commit
-        await node.start_workflow(ops_app.fails_when_told, id="t")
-        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
-        await until(lambda: "monitor" in _kinds(node, "m"), "m's monitor")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
-        await until(lambda: _kinds(node, "m").count("receive") == 1, "m's first EXIT")
+        await _m_heard_t_fail(node)
         await node.workflow("m").signal("again")
         await until(lambda: bool(failed), "m's second monitor")
         await trio.sleep(1)
@@ -1737,13 +1737,7 @@ async def test_a_second_monitor_right_after_a_restart_gets_its_exit(
     from garrison.persistence import open_store
 
     async with garrison.open_node(store=store_spec) as node:
-        await node.start_workflow(ops_app.fails_when_told, id="t")
-        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
-        await until(lambda: "monitor" in _kinds(node, "m"), "m's monitor")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
-        await until(lambda: _kinds(node, "m").count("receive") == 1, "m's first EXIT")
+        await _m_heard_t_fail(node)
         await trio.sleep(1)
     store = open_store(store_spec)
     try:
