@@ -3004,6 +3004,38 @@ async def test_a_parents_end_reaches_a_tree_spread_over_three_nodes(
                 assert str(a.workflow("c2").status()) == "completed"
 
 
+def _writes_of_a(monkeypatch: pytest.MonkeyPatch, a: garrison.Node,
+                 wids: list[str]) -> list[list[str]]:
+    """Count node ``a``'s store writes (``write``, and each ``write_each``) that touch
+    any of ``wids`` (node b, in this process too, is not counted): the list, filled as
+    they come, holds the sorted ids each touched."""
+    from garrison.persistence import PostgresStore
+
+    writes: list[list[str]] = []
+    write, write_each = PostgresStore.write, PostgresStore.write_each
+    store = a.hosts["workflows"].store
+
+    def touched(txs: Any) -> None:
+        ids = sorted({params[0] for tx in txs for _op, params in tx.ops
+                      if params and params[0] in wids})
+        if ids:
+            writes.append(ids)
+
+    def counted(self: PostgresStore, tx: Any) -> Any:
+        if self is store:
+            touched([tx])
+        return write(self, tx)
+
+    def counted_each(self: PostgresStore, txs: Any, **kwargs: Any) -> Any:
+        if self is store:
+            touched(txs)
+        return write_each(self, txs, **kwargs)
+
+    monkeypatch.setattr(PostgresStore, "write", counted)
+    monkeypatch.setattr(PostgresStore, "write_each", counted_each)
+    return writes
+
+
 async def _end_p(a: garrison.Node, end: str) -> None:
     """End workflow ``p`` of node ``a`` by ``end``: ``cancel`` or ``terminate``."""
     if end == "cancel":
@@ -3116,36 +3148,9 @@ async def test_a_parents_end_writes_the_requests_of_its_children_elsewhere_at_on
     on its row read), one blocking round trip and commit each in the node's thread:
     300 children held its event loop about 0.23 s. The requests of all of them are
     one store write now, each flag still conditional on its row; every child ends."""
-
-    from garrison.persistence import PostgresStore
-
     children = [f"c{i}" for i in range(4)]
-    writes: list[list[str]] = []
-    write, write_each = PostgresStore.write, PostgresStore.write_each
-
-    def touched(txs: Any) -> None:
-        wids = sorted({params[0] for tx in txs for _op, params in tx.ops
-                       if params and params[0] in children})
-        if wids:
-            writes.append(wids)
-
-    # (node a's writes only: b, in this process too, ends its children meanwhile)
-    here: dict[str, Any] = {}
-
-    def counted(self: PostgresStore, tx: Any) -> Any:
-        if self is here.get("store"):
-            touched([tx])
-        return write(self, tx)
-
-    def counted_each(self: PostgresStore, txs: Any, **kwargs: Any) -> Any:
-        if self is here.get("store"):
-            touched(txs)
-        return write_each(self, txs, **kwargs)
-
     async with _children_on_b_parent_on_a(postgres_url, children) as (a, _b):
-        here["store"] = a.hosts["workflows"].store
-        monkeypatch.setattr(PostgresStore, "write", counted)
-        monkeypatch.setattr(PostgresStore, "write_each", counted_each)
+        writes = _writes_of_a(monkeypatch, a, children)
         await _end_p(a, end)
         # (durable when it returns: written before, not later)
         assert writes == [children], writes
@@ -3165,35 +3170,10 @@ async def test_a_parents_end_ends_its_pending_children_elsewhere_in_one_write(
     have ended when the call returns, the running ones end as their node hears."""
     import trio
 
-    from garrison.persistence import PostgresStore
-
     children = [f"c{i}" for i in range(2)]
     pending = [f"q{i}" for i in range(3)]
-    writes: list[list[str]] = []
-    write, write_each = PostgresStore.write, PostgresStore.write_each
-
-    def touched(txs: Any) -> None:
-        wids = sorted({params[0] for tx in txs for _op, params in tx.ops
-                       if params and params[0] in children + pending})
-        if wids:
-            writes.append(wids)
-
-    here: dict[str, Any] = {}  # (node a's writes only)
-
-    def counted(self: PostgresStore, tx: Any) -> Any:
-        if self is here.get("store"):
-            touched([tx])
-        return write(self, tx)
-
-    def counted_each(self: PostgresStore, txs: Any, **kwargs: Any) -> Any:
-        if self is here.get("store"):
-            touched(txs)
-        return write_each(self, txs, **kwargs)
-
     async with _children_on_b_parent_on_a(postgres_url, children, pending) as (a, _b):
-        here["store"] = a.hosts["workflows"].store
-        monkeypatch.setattr(PostgresStore, "write", counted)
-        monkeypatch.setattr(PostgresStore, "write_each", counted_each)
+        writes = _writes_of_a(monkeypatch, a, children + pending)
         await _end_p(a, end)
         ended = {wid: a.workflow(wid).status() for wid in pending}
         monkeypatch.undo()
