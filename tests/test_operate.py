@@ -1672,6 +1672,16 @@ async def _m_heard_t_fail(node: garrison.Node) -> None:
     await until(lambda: _kinds(node, "m").count("receive") == 1, "m's first EXIT")
 
 
+async def _m_heard_both(node: garrison.Node) -> None:
+    """m (``_m_heard_t_fail``) has heard t's failure twice, once a monitor, and nothing
+    waits in its inbox: told ``done``, it returns both."""
+    await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
+    await node.workflow("m").signal("done")
+    with trio.fail_after(60):
+        assert await node.workflow("m").result() == ["RuntimeError: told to fail: fail1"] * 2
+    assert node.hosts["workflows"].store.pending_messages("m") == []
+
+
 async def test_a_second_monitor_of_an_ended_workflow_gets_its_own_exit(
         store_spec: str, autojump_clock: Any) -> None:
     """Workflow m monitors t, hears that it failed, and monitors it again (t still
@@ -1720,12 +1730,7 @@ async def test_a_second_monitor_of_an_ended_workflow_gets_its_exit_after_a_crash
         await until(lambda: bool(failed), "m's second monitor")
         await trio.sleep(1)
     async with garrison.open_node(store=store_spec) as node:
-        await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
-        await node.workflow("m").signal("done")
-        with trio.fail_after(60):
-            assert await node.workflow("m").result() == \
-                ["RuntimeError: told to fail: fail1"] * 2
-        assert node.hosts["workflows"].store.pending_messages("m") == []
+        await _m_heard_both(node)
 
 
 async def test_a_second_monitor_right_after_a_restart_gets_its_exit(
@@ -1745,9 +1750,4 @@ async def test_a_second_monitor_right_after_a_restart_gets_its_exit(
     finally:
         store.close()
     async with garrison.open_node(store=store_spec) as node:
-        await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
-        await node.workflow("m").signal("done")
-        with trio.fail_after(60):
-            assert await node.workflow("m").result() == \
-                ["RuntimeError: told to fail: fail1"] * 2
-        assert node.hosts["workflows"].store.pending_messages("m") == []
+        await _m_heard_both(node)
