@@ -3546,7 +3546,8 @@ async def test_refreshes_the_store_keeps_failing_are_its_failure_not_tried_for_e
     ``retry_for`` in the node's thread, so a server gone for good held the node most of
     the time, and the node never said its store had failed. After
     ``WAKE_FAILURES_MAX`` failures in a row the store has failed, as when the wakeups
-    cannot be taken: the node says so and its workflows stop."""
+    cannot be taken: the node says so and its workflows stop. (The store fails the
+    node's other reads too: a refresh that fails alone is its workflow's own fault.)"""
     import logging
 
     import trio
@@ -3564,10 +3565,14 @@ async def test_refreshes_the_store_keeps_failing_are_its_failure_not_tried_for_e
             raise garrison.StoreError(host.store.path, "the server closed the connection")
         refresh(host, wid, **kwargs)
 
+    def gone(wid: str) -> Any:
+        raise garrison.StoreError(here["host"].store.path, "the server closed the connection")
+
     caplog.set_level(logging.WARNING, "garrison")
     async with _children_on_b_parent_on_a(postgres_url, children) as (a, b):
         here["host"] = b.hosts["workflows"]
         monkeypatch.setattr(_recovery, "refresh", failing)
+        monkeypatch.setattr(here["host"].store, "get_workflow", gone)
         await a.workflow("p").cancel()
         with trio.fail_after(10):
             while not any("its store failed" in r.getMessage() for r in caplog.records):

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import time as _time
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from ..._errors import StoreError
@@ -64,6 +66,10 @@ WAKE_CHUNK = 50
 #: the first wait before a refresh the store failed is tried again (doubled at each
 #: failure in a row, until ``WAKE_FAILURES_MAX``)
 WAKE_RETRY = 0.05
+#: the longest wait between two tries of a woken workflow's refresh that fails for it
+#: alone, the store answering other reads (a damaged page of its rows): it is held, and
+#: tried again at most this far apart (and at its next wakeup) while the others go on
+WAKE_ALONE_MAX = 60.0
 #: failures of refreshes in a row after which the store is taken as failed for good (as
 #: when taking the wakeups fails): every workflow of the node stops. A store's read
 #: fails only once its own retries are spent (PostgreSQL reconnects for ``retry_for``,
@@ -488,7 +494,23 @@ async def watch_wakeups(host: WorkflowHost) -> None:
     logged and tried again, with those after it, ``WAKE_RETRY`` later (doubled at each
     failure in a row): its wakeup was taken from the store, and is not lost; after
     ``WAKE_FAILURES_MAX`` failures in a row the store has failed. Each workflow is read
-    once for the wakeups taken together."""
+    once for the wakeups taken together.
+
+    A refresh that fails while the store answers another read (:func:`_store_answers`)
+    failed for its workflow (or schedule) alone: a damaged page of its rows, a value the
+    store cannot hand over. It is named in one error line and held (``_Held``), tried
+    again later (``WAKE_RETRY``, doubled at each failure, at most ``WAKE_ALONE_MAX``
+    apart) and at its next wakeup; the others go on, and the node's store has not failed
+    (one damaged workflow took the node's every workflow down)."""
+    held = _HeldWakes()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_retry_held, host, held)
+        await _take_wakeups(host, held)
+        nursery.cancel_scope.cancel()
+
+
+async def _take_wakeups(host: WorkflowHost, held: _HeldWakes) -> None:
+    """:func:`watch_wakeups`' own loop: take the wakeups, refresh what they name."""
     while not host.closing:
         try:
             wakes = await host.store.wakeups()
@@ -504,16 +526,19 @@ async def watch_wakeups(host: WorkflowHost) -> None:
             done = 0
             try:  # (the children elsewhere of those a tool cancelled: one read a chunk)
                 with host.cancels_batched():
-                    for schedule, wid in woken[:WAKE_CHUNK]:
+                    for key in woken[:WAKE_CHUNK]:
                         if host.closing:
                             return  # the node is closing (its store may be closed)
-                        if schedule:
-                            host.scheduler.reload(wid)  # the wakeup names a schedule
+                        try:
+                            _refresh_woken(host, key)
+                        except StoreError as exc:
+                            if host.closing:
+                                return
+                            if not _store_answers(host):
+                                raise  # the store's failure: tried again below
+                            held.hold(key, exc)  # its own: the others go on
                         else:
-                            try:
-                                refresh(host, wid)
-                            except DamagedRecord as exc:  # its row: left as it is
-                                named_damaged(host, exc, "load")
+                            held.release(key)
                         done += 1
             except StoreError as exc:
                 if host.closing:
@@ -532,6 +557,115 @@ async def watch_wakeups(host: WorkflowHost) -> None:
             woken = woken[done:]
             if woken:
                 await trio.lowlevel.checkpoint()
+
+
+@attrs.frozen
+class _Held:
+    """A woken workflow (or schedule) whose own refresh failed ``tries`` times in a row,
+    the store answering other reads: tried again at ``due`` (trio's clock), or at its
+    next wakeup (see :func:`watch_wakeups`)."""
+
+    tries: int
+    due: float
+
+
+class _HeldWakes:
+    """The woken workflows (and schedules) :func:`watch_wakeups` holds, by key (is it a
+    schedule, its id), and an event set as one is held (its retries' task waits)."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[bool, str], _Held] = {}
+        self.added = trio.Event()
+
+    def hold(self, key: tuple[bool, str], exc: StoreError) -> None:
+        """Hold ``key``, whose own refresh failed with ``exc``: tried again later. Named
+        in one error line at its first failure in a row (the later ones at DEBUG)."""
+        schedule, wid = key
+        before = self.held.get(key)
+        tries = 1 if before is None else before.tries + 1
+        delay = min(WAKE_RETRY * 2 ** min(tries - 1, 30), WAKE_ALONE_MAX)
+        self.held[key] = _Held(tries, trio.current_time() + delay)
+        self.added.set()
+        what = "schedule" if schedule else "workflow"
+        if before is None:
+            log.error("cannot refresh %s %s: %s; the store answers other reads, so the "
+                      "node goes on without it: it is tried again in %g s, then less and "
+                      "less often (at most every %g s), and at its next wakeup", what, wid,
+                      exc, delay, WAKE_ALONE_MAX,
+                      extra={} if schedule else {"workflow_id": wid})
+        else:
+            log.debug("cannot refresh %s %s (%d failures in a row): %s; tried again in "
+                      "%g s", what, wid, tries, exc, delay)
+
+    def release(self, key: tuple[bool, str]) -> None:
+        """``key``'s refresh worked: if it was held, said, and no longer held."""
+        before = self.held.pop(key, None)
+        if before is not None:
+            schedule, wid = key
+            log.info("%s %s is refreshed again, after %d failed refreshes",
+                     "schedule" if schedule else "workflow", wid, before.tries,
+                     extra={} if schedule else {"workflow_id": wid})
+
+
+async def _retry_held(host: WorkflowHost, held: _HeldWakes) -> None:
+    """Refresh each workflow (or schedule) ``held`` holds once it is due, again and
+    again while its own refresh fails (the store's failures are the wakeups' loop's to
+    tell: here each is held on, its tries apart as its count says)."""
+    while not host.closing:
+        with trio.move_on_at(min((h.due for h in held.held.values()), default=math.inf)):
+            await held.added.wait()
+            held.added = trio.Event()
+            continue  # (one held meanwhile: the next due time may be sooner)
+        now = trio.current_time()
+        due = [key for key, h in held.held.items() if h.due <= now][:WAKE_CHUNK]
+        with host.cancels_batched():  # (their children elsewhere: one read for all)
+            for key in due:
+                if host.closing:
+                    return
+                try:
+                    _refresh_woken(host, key)
+                except StoreError as exc:
+                    if host.closing:
+                        return
+                    held.hold(key, exc)
+                else:
+                    held.release(key)
+        await trio.lowlevel.checkpoint()
+
+
+def _refresh_woken(host: WorkflowHost, key: tuple[bool, str]) -> None:
+    """Refresh the workflow (or reload the schedule: ``key[0]``) a wakeup named; a
+    failure of the store is its :class:`~garrison.StoreError` (SQLite's own error for a
+    damaged page of its rows, say, is translated), a damaged record is named."""
+    schedule, wid = key
+    try:
+        if schedule:
+            host.scheduler.reload(wid)  # the wakeup names a schedule
+            return
+        try:
+            refresh(host, wid)
+        except DamagedRecord as exc:  # its row: left as it is
+            named_damaged(host, exc, "load")
+    except StoreError:
+        raise
+    except Exception as exc:
+        failed = host.store.translate_error(exc)
+        if failed is None:  # (not the store's)
+            raise
+        raise failed from exc
+
+
+def _store_answers(host: WorkflowHost) -> bool:
+    """Whether the store answers a read of no workflow in particular (one indexed look
+    for the empty id, which no workflow has): a refresh that failed while it does
+    failed for what it read of its own workflow."""
+    try:
+        host.store.get_workflow("")
+    except StoreError:
+        return False
+    except Exception as exc:
+        return host.store.translate_error(exc) is None
+    return True
 
 
 def named_damaged(host: WorkflowHost, exc: DamagedRecord, what: str) -> None:

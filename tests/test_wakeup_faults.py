@@ -1,0 +1,111 @@
+"""A node's refreshes of what tools (and other nodes) wrote for its workflows, when
+the store fails them for one workflow alone: a damaged page of its rows, a value the
+store cannot hand over (found by a read of the wakeup watcher)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import workflow_app
+
+import garrison
+from garrison.persistence import SQLiteStore, open_store
+
+
+def _damage_the_page_of(path: str, marker: bytes) -> None:
+    """Break the chain of overflow pages of the one value holding ``marker`` (a long
+    one) in the SQLite file ``path``, as a bad sector or a torn write would: its row
+    cannot be read ("database disk image is malformed"), every other row can."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(Path(path).read_bytes())
+    size = 4096  # (the page size of a garrison store)
+    start = data.index(marker)
+    # a page in the middle of the value's chain: its first 4 bytes name the next one
+    page = data.index(b"y" * 64, (start // size + 2) * size) // size
+    data[page * size:page * size + 4] = b"\xff\xff\xff\xf0"
+    Path(path).write_bytes(data)
+
+
+async def test_a_damaged_page_of_one_workflow_takes_neither_the_node_nor_the_others_down(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A wakeup of a workflow whose inbox holds a message on a damaged page of a SQLite
+    store: its refresh raised SQLite's own error out of the node's wakeup watcher, and
+    the node stopped with it, every workflow with it. The workflow is named in one
+    error line (the store answers other reads: it is its own fault) and tried again
+    later; the others' wakeups go on, and the node's store has not failed."""
+    path = str(tmp_path / "store.db")
+    async with garrison.open_node(store=path) as node:
+        await node.start_workflow(workflow_app.collector, 2, id="bad")
+        await node.start_workflow(workflow_app.collector, 2, id="good")
+    with SQLiteStore(path, lock=False) as tool:
+        tool.deliver("bad", "m", "MARK" + "y" * 20_000)
+    _damage_the_page_of(path, b"MARK")
+    caplog.set_level(logging.DEBUG, "garrison")
+    async with garrison.open_node(store=path) as node:
+        with SQLiteStore(path, lock=False) as tool:
+            tool.deliver("bad", "m", 1)
+            tool.deliver("good", "m", 1)
+            tool.deliver("good", "m", 2)
+        with trio.fail_after(10):
+            assert await node.workflow("good").result() == [1, 2]
+            while sum("cannot refresh workflow bad" in r.getMessage()
+                      for r in caplog.records) < 2:
+                await trio.sleep(0.02)  # (tried again: at DEBUG)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not [line for line in said if "its store failed" in line], said
+    refresh = [line for line in said if line.startswith("cannot refresh workflow bad")]
+    assert refresh == [
+        f"cannot refresh workflow bad: store {path!r}: the store is damaged (database "
+        "disk image is malformed): it was truncated or overwritten; restore the store "
+        "from a backup; the store answers other reads, so the node goes on without it: "
+        "it is tried again in 0.05 s, then less and less often (at most every 60 s), "
+        "and at its next wakeup"], said
+
+
+async def test_a_workflow_whose_own_refresh_keeps_failing_is_held_and_tried_again(
+        store_spec: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A workflow whose refresh the store fails every time (its inbox cannot be read),
+    while it answers every other read: after ``WAKE_FAILURES_MAX`` tries the node's
+    store was taken as failed, and every workflow of the node stopped; the workflows
+    woken after it were never refreshed. Now it is held and tried again, less and less
+    often; the others go on; once its rows can be read, it runs on."""
+    caplog.set_level(logging.INFO, "garrison")
+    async with garrison.open_node(store=store_spec) as node:
+        for wid in ("bad", "good"):
+            await node.start_workflow(workflow_app.collector, 1, id=wid)
+        store = node.hosts["workflows"].store
+        pending_messages = store.pending_messages
+        tried: list[str] = []
+
+        def failing(wid: str) -> Any:
+            if wid == "bad" and broken:
+                tried.append(wid)
+                raise garrison.StoreError(store.path, "its value is damaged")
+            return pending_messages(wid)
+
+        broken = True
+        monkeypatch.setattr(store, "pending_messages", failing)
+        with open_store(store_spec, lock=False) as tool:
+            tool.deliver("bad", "m", "b")
+            tool.deliver("good", "m", "g")
+        with trio.fail_after(10):
+            assert await node.workflow("good").result() == ["g"]
+            while len(tried) < 6:  # (more than WAKE_FAILURES_MAX)
+                await trio.sleep(0.05)
+            broken = False
+            assert await node.workflow("bad").result() == ["b"]
+    said = [r.getMessage() for r in caplog.records]
+    assert not [line for line in said if "its store failed" in line], said
+    assert [line for line in said if "workflow bad" in line] == [
+        f"cannot refresh workflow bad: store {store.path!r}: its value is damaged; the "
+        "store answers other reads, so the node goes on without it: it is tried again in "
+        "0.05 s, then less and less often (at most every 60 s), and at its next wakeup",
+        f"workflow bad is refreshed again, after {len(tried)} failed refreshes"], said
