@@ -3450,6 +3450,35 @@ async def test_a_tools_terminate_whose_ask_of_children_elsewhere_fails_is_asked_
         assert left == [0]
 
 
+async def test_a_tools_cancel_whose_asks_of_children_elsewhere_fail_is_asked_at_wakeups(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tool's cancel of a parent is met by the node's wakeup watcher, which asks for
+    the parent's children on another node as its chunk of wakeups ends. That ask
+    failing, and the parent's end's ask too, the cancel was kept unasked, but a later
+    chunk of wakeups (a tool's message for the ended parent, say) did not ask again:
+    only a cancel of another tree, a resume or the node's restart did, and the children
+    ran on meanwhile. A chunk of wakeups asks again for what was left unasked."""
+    import trio
+
+    from garrison.persistence import Transaction, open_store
+
+    children = [f"c{i}" for i in range(3)]
+    async with _children_on_b_parent_on_a(postgres_url, children) as (a, b):
+        left = _reads_of_children_fail(monkeypatch, a, 2)
+        with open_store(postgres_url, lock=False) as store:
+            store.write(Transaction().request_cancel("p", time=time.time()))
+        with trio.fail_after(10):
+            while str(a.workflow("p").status()) != "cancelled" or left != [0]:
+                await trio.sleep(0.02)
+        await trio.sleep(0.3)
+        assert "cancelled" not in {str(b.workflow(wid).status()) for wid in children}
+        with open_store(postgres_url, lock=False) as store:
+            store.deliver("p", "late", None)  # (a wakeup of node a)
+        with trio.fail_after(10):
+            while {str(b.workflow(wid).status()) for wid in children} != {"cancelled"}:
+                await trio.sleep(0.05)
+
+
 async def test_a_node_refreshes_the_children_woken_by_a_cancel_elsewhere_in_chunks(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The node that runs the children of a parent another node cancelled refreshed

@@ -2389,8 +2389,11 @@ class WorkflowHost:
         """Within: the children elsewhere of each workflow whose cancel is flagged (a
         resume's, a claim's, a tool's cancels woken together) are asked of the store in
         one read as it ends, not one read each (N cancelled workflows resumed read it N
-        times in the node's thread). A failure of that ask is logged: those workflows
-        are asked again at the node's next chance (see :meth:`_ask_elsewhere`)."""
+        times in the node's thread), with those whose ask failed before (the next
+        chunk of wakeups asks again for a tool's cancel whose ask and whose parent's
+        end's ask failed: nothing else might). A failure of that ask is logged: those
+        workflows are asked again at the node's next chance (see
+        :meth:`_ask_elsewhere`)."""
         if self.ownership is None or self._cancelled_tree is not None:
             yield
             return
@@ -2402,14 +2405,14 @@ class WorkflowHost:
             self._cancelled_tree = None
             for wf, at in tree:  # (asked below, or at the next chance)
                 self._elsewhere_unasked.setdefault(wf.wid, (wf, at))
-        if self.closing or not tree:
+        if self.closing or not (tree or self._elsewhere_unasked or self._ends_unasked):
             return  # (a store closing: a restart asks again, their cancels stored)
         try:
             self.ask_elsewhere_again()
         except Exception as exc:
             log.warning("the children on other nodes of %d cancelled workflows could not "
-                        "be asked to cancel: %s; asked again at the next cancel or resume "
-                        "of this node", len(self._elsewhere_unasked), exc)
+                        "be asked to cancel: %s; asked again at the next wakeups, cancel "
+                        "or resume of this node", len(self._elsewhere_unasked), exc)
 
     def ask_elsewhere_again(self) -> None:
         """Ask again for the children elsewhere of cancelled or terminated workflows
