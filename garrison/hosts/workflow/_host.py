@@ -2436,7 +2436,8 @@ class WorkflowHost:
         it was claimed meanwhile its node is asked; a flag as ``flag_cancel`` handles it
         (read again, flagged, or moot). One whose inbox this node cannot read (a
         ``DamagedRecord``: its end reads it) is asked as a claimed one is, the node that
-        claims it naming it. A failure of the requests raises the store's error."""
+        claims it naming it. A failure of the requests, or of one handled alone, raises the
+        store's error, once every other one is handled."""
         from ._operate import end_pending_transaction, flag_cancel, flag_transaction
 
         if not requests.ops and len(unrun) + len(flags) <= 1:  # (nothing to share)
@@ -2466,21 +2467,32 @@ class WorkflowHost:
         outcomes = self.store.write_each(txs)
         assert outcomes is not None  # (``unless_node`` not asked)
         failed = outcomes.pop(0) if requests.ops else None
+        # (one handled alone that the store fails is raised once every other is
+        # handled: raised at once, those the shared write ended after it were never
+        # counted nor said ended here, and the flags after it were not written)
+        alone: list[StoreError] = []
         for end, outcome in zip(unrun, outcomes[:len(unrun)], strict=True):
-            if isinstance(outcome, Exception):  # (changed, claimed, or not written)
-                self._end_unrun_alone(end)
-            else:
+            if not isinstance(outcome, Exception):
                 self._ended_pending(end.record, end.status, end.error)
+                continue
+            try:  # (changed, claimed, or not written)
+                self._end_unrun_alone(end)
+            except StoreError as exc:
+                alone.append(exc)
         for (record, at), outcome in zip(flags, outcomes[len(unrun):], strict=True):
-            if isinstance(outcome, ValueError):  # it changed since it was read
-                try:
+            try:
+                if isinstance(outcome, ValueError):  # it changed since it was read
                     flag_cancel(self.store, record, time=at, tried=True)
-                except NoSuchWorkflow:  # (deleted meanwhile)
-                    pass
-            elif isinstance(outcome, Exception):  # (as today: written alone, raised)
-                self.request_cancel_stored(record.workflow_id, at, record=record)
+                elif isinstance(outcome, Exception):  # (as today: written alone, raised)
+                    self.request_cancel_stored(record.workflow_id, at, record=record)
+            except NoSuchWorkflow:  # (deleted meanwhile)
+                pass
+            except StoreError as exc:
+                alone.append(exc)
         if isinstance(failed, Exception):  # (raised once the others' are handled)
             raise failed
+        if alone:
+            raise alone[0]
 
     def _end_unrun_alone(self, end: _Unrun, record: WorkflowRecord | None = None) -> None:
         """End the unclaimed child ``end`` names alone (its row ``record``, or read
