@@ -3233,8 +3233,8 @@ async def test_a_child_elsewhere_read_unclaimed_but_claimed_since_is_asked_alone
     children_elsewhere = _host.WorkflowHost.children_elsewhere
     here: dict[str, Any] = {}  # (node a's reads only)
 
-    def stale(self: Any, wfs: Any) -> Any:
-        records = children_elsewhere(self, wfs)
+    def stale(self: Any, wfs: Any, *damaged: Any) -> Any:
+        records = children_elsewhere(self, wfs, *damaged)
         if self is not here.get("host"):
             return records
         return [attrs.evolve(r, status="pending") if r.workflow_id == "c1" else r
@@ -3317,8 +3317,8 @@ async def test_a_pending_child_ended_alone_that_fails_leaves_the_others_counted(
     end_alone = _host.WorkflowHost._end_unrun_alone
     here: dict[str, Any] = {}  # (node a's host only)
 
-    def stale(self: Any, wfs: Any) -> Any:  # (q0 read at another attempt: refused)
-        records = children_elsewhere(self, wfs)
+    def stale(self: Any, wfs: Any, *damaged: Any) -> Any:  # (q0 read at attempt 7)
+        records = children_elsewhere(self, wfs, *damaged)
         if self is not here.get("host"):
             return records
         return [attrs.evolve(r, attempt=7) if r.workflow_id == "q0" else r
@@ -3345,6 +3345,43 @@ async def test_a_pending_child_ended_alone_that_fails_leaves_the_others_counted(
         assert {str(a.workflow(wid).status()) for wid in ["q1", "q2"]} == {expected}
 
 
+@pytest.mark.parametrize("end", ["cancel", "terminate"])
+async def test_a_damaged_child_elsewhere_is_named_and_holds_up_no_other(
+        postgres_url: str, end: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The children elsewhere of a cancelled or terminated tree are read in one read:
+    one child whose row holds no JSON (a damaged store, a hand edit) failed that read
+    for all of them: ``cancel()`` (``terminate()``) raised a ``StoreError`` naming the
+    child alone, not its parent, and none of the tree's other children elsewhere was
+    asked (each later ask failed the same way). The damaged one is
+    named now (its id, its parent's, what is damaged) and asked without its row (its
+    cancel flagged, its terminate requested); the others end."""
+    import logging
+
+    import trio
+    from _stores import sql
+
+    children = [f"c{i}" for i in range(3)]
+    caplog.set_level(logging.ERROR, logger="garrison.workflow")
+    async with _children_on_b_parent_on_a(postgres_url, children) as (a, b):
+        sql(postgres_url, "UPDATE workflows SET input = '[bad' WHERE workflow_id = 'c1'")
+        await _end_p(a, end)
+        expected = "cancelled" if end == "cancel" else "failed"
+        with trio.fail_after(10):
+            while {str(b.workflow(wid).status()) for wid in ["c0", "c2"]} != {expected}:
+                await trio.sleep(0.05)
+        said = [m for m in caplog.messages if m.startswith("workflow c1, a child of ")]
+        assert len(said) == 1 and said[0].startswith(
+            "workflow c1, a child of workflow p on another node, cannot be read: "
+            "workflow 'c1': its input is not JSON ("), caplog.messages
+        if end == "cancel":
+            assert sql(postgres_url, "SELECT cancel_requested FROM workflows "
+                                     "WHERE workflow_id = 'c1'") != [(0,)]
+        else:
+            assert sql(postgres_url, "SELECT count(*) FROM inbox WHERE workflow_id = 'c1' "
+                                     "AND kind = 'control'") == [(1,)]
+        sql(postgres_url, "UPDATE workflows SET input = '[]' WHERE workflow_id = 'c1'")
+
+
 async def test_a_parents_cancel_flags_alone_a_child_elsewhere_whose_row_changed(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The flags of a cancelled parent's children elsewhere are written together, each
@@ -3365,8 +3402,8 @@ async def test_a_parents_cancel_flags_alone_a_child_elsewhere_whose_row_changed(
     # (node a's reads only: b, in this process too, hears its children's cancels)
     here: dict[str, Any] = {}
 
-    def stale(self: Any, wfs: Any) -> Any:
-        records = children_elsewhere(self, wfs)
+    def stale(self: Any, wfs: Any, *damaged: Any) -> Any:
+        records = children_elsewhere(self, wfs, *damaged)
         if self is not here.get("host"):
             return records
         assert {r.status for r in records} == {"waiting"}
@@ -3402,11 +3439,11 @@ def _reads_of_children_fail(monkeypatch: pytest.MonkeyPatch, a: garrison.Node,
     store = a.hosts["workflows"].store
     left = [times]
 
-    def failing(self: PostgresStore, parents: Any) -> Any:
+    def failing(self: PostgresStore, parents: Any, *damaged: Any) -> Any:
         if self is store and left[0]:
             left[0] -= 1
             raise garrison.StoreError(self.path, "the server closed the connection")
-        return unfinished_children(self, parents)
+        return unfinished_children(self, parents, *damaged)
 
     monkeypatch.setattr(PostgresStore, "unfinished_children", failing)
     return left
@@ -3689,10 +3726,10 @@ async def test_cancelled_workflows_a_node_resumes_ask_the_store_together_for_chi
     unfinished_children = PostgresStore.unfinished_children
     paths = {"resume_all", "adopt", "watch_wakeups", "cancel_first"}
 
-    def counted(self: PostgresStore, pids: Any) -> Any:
+    def counted(self: PostgresStore, pids: Any, *damaged: Any) -> Any:
         names = [frame.name for frame in traceback.extract_stack()]
         reads.append((next(name for name in reversed(names) if name in paths), len(pids)))
-        return unfinished_children(self, pids)
+        return unfinished_children(self, pids, *damaged)
 
     async with garrison.open_node(store=postgres_url, name="b", lease="30s",
                                   max_concurrent=6) as b:

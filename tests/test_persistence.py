@@ -1251,6 +1251,32 @@ def test_unfinished_children_of_many_parents_are_read_at_once(store: SQLiteStore
     assert store.unfinished_children([parents[0]]) == []
 
 
+def test_a_damaged_unfinished_child_is_given_apart_and_the_others_read(
+        store: SQLiteStore, store_spec: str) -> None:
+    """One damaged child among the unfinished children of many parents failed the whole
+    read (its ``DamagedRecord``), on both stores: the node that asks a tree's children
+    elsewhere asked none. With ``damaged``, it is given there (its parent set) and the
+    others are read; without, it is raised as ever."""
+    from _stores import sql
+
+    from garrison.persistence import DamagedRecord
+
+    parents = [Pid("workflows", "p0"), Pid("workflows", "p1")]
+    tx = Transaction()
+    for i, wid in enumerate(["c0", "c1", "c2"]):
+        tx.create_workflow(wid, "app:child", [], status="running", parent=parents[i % 2],
+                           time=T0 + dt.timedelta(seconds=i))
+    store.write(tx)
+    sql(store_spec, "UPDATE workflows SET input = '[bad' WHERE workflow_id = 'c1'")
+    with pytest.raises(DamagedRecord):
+        store.unfinished_children(parents)
+    damaged: list[DamagedRecord] = []
+    found = store.unfinished_children(parents, damaged)
+    assert [r.workflow_id for r in found] == ["c0", "c2"]
+    assert [(d.workflow_id, d.parent, d.column) for d in damaged] == [
+        ("c1", "workflows/p1", "input")]
+
+
 def test_deliver_to_monitors_reads_the_stored_monitors_in_the_write(store: SQLiteStore
                                                                     ) -> None:
     """An ending workflow's EXIT goes to every unfinished workflow of its host that the

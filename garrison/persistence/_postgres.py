@@ -140,6 +140,7 @@ from ._pg_write import (
 from ._prune import check_count, check_prune
 from ._records import (
     FINAL_STATUSES,
+    DamagedRecord,
     InboxRecord,
     JournalHead,
     JournalRecord,
@@ -1459,7 +1460,9 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             params.append(limit)
         return [WorkflowRecord.from_row(row) for row in self._query(query, params)]
 
-    def unfinished_children(self, parents: Sequence[Pid | str]) -> list[WorkflowRecord]:
+    def unfinished_children(self, parents: Sequence[Pid | str],
+                            damaged: list[DamagedRecord] | None = None
+                            ) -> list[WorkflowRecord]:
         """The unfinished children of ``parents`` (see the Store protocol), in one read
         over ``workflows_by_parent``."""
         keys = [key for key in dict.fromkeys(map(str, parents))
@@ -1470,7 +1473,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             f"SELECT {WorkflowRecord.COLUMNS} FROM {self._s}.workflows WHERE parent = ANY(%s) "
             'AND status <> ALL(%s) ORDER BY created, workflow_id COLLATE "C"',
             (keys, [status.value for status in FINAL_STATUSES]))
-        return [WorkflowRecord.from_row(row) for row in rows]
+        return WorkflowRecord.from_rows(rows, damaged)
 
     def count_workflows(self, status: str | Iterable[str] | None = None, *,
                         parent: Pid | str | None = None, host: str | None = None) -> int:

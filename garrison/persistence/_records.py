@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -233,6 +233,23 @@ class WorkflowRecord:
             raise DamagedRecord.of(row, exc) from None
 
     @classmethod
+    def from_rows(cls, rows: Iterable[Sequence[Any]],
+                  damaged: list[DamagedRecord] | None = None) -> list[WorkflowRecord]:
+        """:meth:`from_row` of each of ``rows``; with ``damaged``, a damaged one is added
+        there (its :attr:`DamagedRecord.parent` set) instead of raised, and the others
+        are read."""
+        found: list[WorkflowRecord] = []
+        for row in rows:
+            try:
+                found.append(cls.from_row(row))
+            except DamagedRecord as exc:
+                if damaged is None:
+                    raise
+                exc.parent = row[6] if isinstance(row[6], str) else None
+                damaged.append(exc)
+        return found
+
+    @classmethod
     def _from_row(cls, row: Sequence[Any]) -> WorkflowRecord:
         (wid, name, status, inp, result, error, parent, run_id, attempt, host,
          created, updated, search, memo, cancel, trace) = row  # fmt: skip
@@ -283,6 +300,9 @@ class DamagedRecord(json.JSONDecodeError):
     too_long: bool = False
     #: the id of the inbox message whose column it is (``None``: not an inbox row's)
     msg_id: str | None = None
+    #: the row's parent pid as stored, where a read of children met it
+    #: (``Store.unfinished_children``; ``None`` otherwise)
+    parent: str | None = None
 
     @property
     def fault(self) -> str:

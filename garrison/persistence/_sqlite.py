@@ -81,6 +81,7 @@ from ._group_commit import (
 from ._prune import check_count, check_prune
 from ._records import (
     FINAL_STATUSES,
+    DamagedRecord,
     InboxRecord,
     JournalHead,
     JournalRecord,
@@ -1770,18 +1771,20 @@ class SQLiteStore(StoreShortcuts):
             params.append(limit)
         return self._workflow_rows(sql, params)
 
-    def unfinished_children(self, parents: Sequence[Pid | str]) -> list[WorkflowRecord]:
+    def unfinished_children(self, parents: Sequence[Pid | str],
+                            damaged: list[DamagedRecord] | None = None
+                            ) -> list[WorkflowRecord]:
         """The unfinished children of ``parents`` (see the Store protocol), over
         ``workflows_by_parent``, read a few hundred parents at a time."""
         keys = [key for key in dict.fromkeys(map(str, parents)) if not no_match((key,))]
         found: list[WorkflowRecord] = []
         for i in range(0, len(keys), _IN_CHUNK):
             chunk = keys[i:i + _IN_CHUNK]
-            found.extend(self._workflow_rows(
+            found.extend(WorkflowRecord.from_rows(self._text_rows(
                 f"SELECT {WorkflowRecord.COLUMNS} FROM workflows WHERE parent IN "
                 f"({', '.join('?' * len(chunk))}) AND status NOT IN "
                 f"({', '.join('?' * len(FINAL_STATUSES))})",
-                [*chunk, *(status.value for status in FINAL_STATUSES)]))
+                [*chunk, *(status.value for status in FINAL_STATUSES)]), damaged))
         found.sort(key=lambda record: (record.created, record.workflow_id))
         return found
 

@@ -189,12 +189,15 @@ class Store(Protocol):
         count of a workflow's children, beside the first ones they list)."""
         ...
 
-    def unfinished_children(self, parents: Sequence[Pid | str]) -> list[WorkflowRecord]:
+    def unfinished_children(self, parents: Sequence[Pid | str],
+                            damaged: list[DamagedRecord] | None = None
+                            ) -> list[WorkflowRecord]:
         """The workflows not completed, failed or cancelled whose parent is one of
         ``parents`` (pids), in ``(created, workflow_id)`` order: one read for a few
         hundred parents, not one per parent (a node cancelling or terminating a tree of
         thousands in a cluster asks the store for the children of each of its
-        workflows)."""
+        workflows). A damaged row (:class:`DamagedRecord`) is raised; with ``damaged``,
+        it is added there instead (its ``parent`` set) and the others are read."""
         ...
 
     def unfinished_workflows(self, damaged: list[DamagedRecord] | None = None

@@ -2339,7 +2339,11 @@ class WorkflowHost:
         unrun: list[_Unrun] = []  # (waiting unclaimed: ended at once, never run)
         terminating: list[WorkflowRecord] = []
         read = {wf.wid: wf for wf in [*ended, *(parent for parent, _ in asked)]}
-        for record in self.children_elsewhere(list(read.values())):
+        damaged: list[DamagedRecord] = []
+        found = self.children_elsewhere(list(read.values()), damaged)
+        for exc in damaged:  # (named, and asked without its row: not the tree's ask)
+            self._ask_damaged(exc, terminated, parents, requests)
+        for record in found:
             if str(record.parent) in terminated:  # (its parent's terminate: it ends)
                 reason = parent_terminated(terminated[str(record.parent)])
                 terminating.append(record)
@@ -2366,6 +2370,29 @@ class WorkflowHost:
             requested.extend(terminating)
         for parent, _ in asked:
             self._elsewhere_unasked.pop(parent.wid, None)
+
+    def _ask_damaged(self, exc: DamagedRecord, terminated: Mapping[str, str],
+                     parents: Mapping[str, tuple[WorkflowInstance, float | None]],
+                     requests: Transaction) -> None:
+        """A child elsewhere of a cancelled or terminated tree whose row cannot be read
+        (``exc``): named in an error line (its id, its parent's, what is damaged), and
+        asked into ``requests`` without its row, its terminate requested (for whatever
+        attempt runs) or its cancel flagged, so that it ends once repaired; the tree's
+        other children are asked as ever."""
+        wid, parent = exc.workflow_id, exc.parent or ""
+        if parent in terminated:
+            parent_id, asked = terminated[parent], "end"
+            request_transaction(wid, parent_terminated(parent_id), None, requests)
+        elif parent in parents:
+            (wf, at), asked = parents[parent], "cancel"
+            parent_id = wf.wid
+            requests.request_cancel(wid, time=at)
+        else:  # (not a parent asked: cannot be, as read by its parent)
+            return
+        log.error("workflow %s, a child of workflow %s on another node, cannot be read: "
+                  "%s (%s); it is asked to %s without its row, and no node runs it until "
+                  "it is repaired", wid, parent_id, exc, exc.fault, asked,
+                  extra={"workflow_id": wid})
 
     def end_children_elsewhere(self, tree: Sequence[WorkflowInstance]
                                ) -> list[WorkflowRecord]:
@@ -2571,15 +2598,23 @@ class WorkflowHost:
         finally:
             self._waking = False
 
-    def children_elsewhere(self, wfs: Sequence[WorkflowInstance]) -> list[WorkflowRecord]:
+    def children_elsewhere(self, wfs: Sequence[WorkflowInstance],
+                           damaged: list[DamagedRecord] | None = None
+                           ) -> list[WorkflowRecord]:
         """The unfinished children of ``wfs`` (a tree's workflows) that another node of
         the cluster runs (or nobody yet): their cancel or terminate goes through the
         store. One read of the store for all of them (``Store.unfinished_children``).
-        None off a cluster (every unfinished child of a workflow here is here)."""
+        None off a cluster (every unfinished child of a workflow here is here). With
+        ``damaged``, a child whose row cannot be read is added there, not raised."""
         if self.ownership is None or not wfs:
             return []
-        return [record for record in self.store.unfinished_children([wf.pid for wf in wfs])
-                if record.workflow_id not in self.active]
+        unread: list[DamagedRecord] = []
+        found = [record for record in self.store.unfinished_children(
+                    [wf.pid for wf in wfs], None if damaged is None else unread)
+                 if record.workflow_id not in self.active]
+        if damaged is not None:
+            damaged.extend(exc for exc in unread if exc.workflow_id not in self.active)
+        return found
 
     def kill(self, target: Pid, reason: ErrorInfo) -> bool:
         wf = self.active.get(target.id)
