@@ -3512,6 +3512,106 @@ async def test_a_failed_ask_of_a_terminates_children_elsewhere_is_asked_again(
                 await trio.sleep(0.05)
 
 
+@pytest.mark.parametrize(("end", "failures"), [("cancel", 2), ("terminate", 3)])
+async def test_children_elsewhere_left_unasked_as_a_node_stopped_are_asked_at_its_start(
+        postgres_url: str, end: str, failures: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel or terminate of a parent whose asks of its children on another node all
+    failed (the read failed at the cancel and at the parent's end; at the terminate,
+    its ask again at once and the end) kept the asks to make in the node's memory
+    alone: the node stopped, and the children ran on for good under a cancelled or
+    terminated parent (nothing asks for the children of an ended workflow). The
+    node's next start finds them in the store and asks them; each child ends."""
+    import trio
+
+    from garrison.persistence import Transaction, open_store
+
+    name = "cluster_app:ends_on_a_message"
+    children = [f"c{i}" for i in range(3)]
+    with open_store(postgres_url) as store:
+        tx = Transaction()
+        for wid in children:
+            tx.create_workflow(wid, name, [], status="running", host="workflows",
+                               parent=garrison.Pid("workflows", "p"))
+        store.write(tx)
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
+                                  max_concurrent=len(children)) as b:
+        with trio.fail_after(10):
+            while {m.name: m.workflows for m in b.cluster()} != {"b": len(children)}:
+                await trio.sleep(0.02)
+        with open_store(postgres_url) as store:
+            store.write(Transaction().create_workflow("p", name, [], status="running",
+                                                      host="workflows"))
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+            with trio.fail_after(10):
+                while {m.name: m.workflows for m in a.cluster()} != {
+                        "b": len(children), "a": 1}:
+                    await trio.sleep(0.02)
+            left = _reads_of_children_fail(monkeypatch, a, failures)
+            with pytest.raises(garrison.StoreError, match="were not asked"):
+                await _end_p(a, end)
+            expected = "cancelled" if end == "cancel" else "failed"
+            with trio.fail_after(10):
+                while str(a.workflow("p").status()) != expected:
+                    await trio.sleep(0.02)
+            assert left == [0]
+        monkeypatch.undo()
+        await trio.sleep(0.5)  # (b would have heard any ask by now)
+        assert {str(b.workflow(wid).status()) for wid in children} == {"waiting"}
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+            await _until_ended(a, children, end)
+
+
+async def test_a_starts_ask_of_children_of_ended_parents_leaves_those_that_run_on(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A node's start asks the unfinished children of cancelled or terminated workflows
+    (left unasked before a stop); not every child of an ended parent ends: one that
+    failed on its own (no terminate request) ends none of its children (k0), and a
+    cancelled parent's compensation, spawned after its cancel (k1), runs on; its child
+    spawned before the cancel (k2) is cancelled, and the warning names it alone."""
+    import logging
+
+    import trio
+
+    from garrison.persistence import Transaction, open_store
+
+    name = "cluster_app:ends_on_a_message"
+    caplog.set_level(logging.WARNING, logger="garrison.workflow")
+    kids = {"k0": "p", "k1": "q", "k2": "q"}
+    with open_store(postgres_url) as store:
+        tx = Transaction()
+        for wid, parent in kids.items():
+            tx.create_workflow(wid, name, [], status="running", host="workflows",
+                               parent=garrison.Pid("workflows", parent))
+        store.write(tx)
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
+                                  max_concurrent=len(kids)) as b:
+        with trio.fail_after(10):
+            while {m.name: m.workflows for m in b.cluster()} != {"b": len(kids)}:
+                await trio.sleep(0.02)
+        with open_store(postgres_url) as store:
+            store.write(
+                Transaction()
+                .create_workflow("p", name, [], status="running", host="workflows")
+                .update_workflow("p", status="failed",
+                                 error=garrison.ErrorInfo("ValueError", "boom"))
+                .create_workflow("q", name, [], status="running", host="workflows")
+                .append_journal("q", 1, "spawn", "child", {"pid": "workflows/k2"})
+                .append_journal("q", 2, "cancel", "cancel")
+                .append_journal("q", 3, "spawn", "undo", {"pid": "workflows/k1"})
+                .update_workflow("q", status="cancelled"))
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s"):
+            with trio.fail_after(10):
+                while str(b.workflow("k2").status()) != "cancelled":
+                    await trio.sleep(0.05)
+            await trio.sleep(0.3)
+            assert {str(b.workflow(wid).status()) for wid in ["k0", "k1"]} == {"waiting"}
+    said = [m for m in caplog.messages if "still unfinished" in m]
+    assert len(said) == 1 and said[0].startswith(
+        "workflow q has ended, but 1 of its children were still unfinished"), said
+    assert said[0].endswith("asked to cancel now (k2)"), said
+
+
 async def test_a_tools_terminate_whose_ask_of_children_elsewhere_fails_is_asked_again(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tool's terminate of a parent (its request, as ``garrison workflows terminate``

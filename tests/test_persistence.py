@@ -1277,6 +1277,29 @@ def test_a_damaged_unfinished_child_is_given_apart_and_the_others_read(
         ("c1", "workflows/p1", "input")]
 
 
+def test_children_of_ended_are_the_unfinished_children_of_cancelled_or_failed_parents(
+        store: SQLiteStore) -> None:
+    """What a node's start reads for children left running under an ended parent, on
+    both stores: the unfinished children, in ``(created, workflow_id)`` order, of the
+    host's workflows that ended ``cancelled`` or ``failed``; not those of a running or
+    completed parent, of a parent the store does not hold, nor finished ones."""
+    tx = Transaction()
+    for wid, status in [("pc", "cancelled"), ("pf", "failed"), ("pd", "completed"),
+                        ("pr", "running")]:
+        tx.create_workflow(wid, "app:parent", [], status=status)
+    rows = [("a", "pc", "running"), ("b", "pf", "pending"), ("c", "pc", "completed"),
+            ("d", "pd", "running"), ("e", "pr", "waiting"), ("f", "pf", "sleeping")]
+    for i, (wid, parent, status) in enumerate(rows):
+        tx.create_workflow(wid, "app:child", [], status=status,
+                           parent=Pid("workflows", parent),
+                           time=T0 + dt.timedelta(seconds=10 - i))
+    tx.create_workflow("g", "app:child", [], status="running",
+                       parent=Pid("workflows", "gone"))
+    store.write(tx)
+    assert [r.workflow_id for r in store.children_of_ended("workflows")] == ["f", "b", "a"]
+    assert store.children_of_ended("nobody") == []
+
+
 def test_deliver_to_monitors_reads_the_stored_monitors_in_the_write(store: SQLiteStore
                                                                     ) -> None:
     """An ending workflow's EXIT goes to every unfinished workflow of its host that the

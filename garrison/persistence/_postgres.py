@@ -153,6 +153,7 @@ from ._records import (
     TimerRecord,
     WakeupRecord,
     WorkflowRecord,
+    WorkflowStatus,
     group_resume_rows,
     journal_entries_of,
     journal_heads_select,
@@ -1473,6 +1474,25 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             f"SELECT {WorkflowRecord.COLUMNS} FROM {self._s}.workflows WHERE parent = ANY(%s) "
             'AND status <> ALL(%s) ORDER BY created, workflow_id COLLATE "C"',
             (keys, [status.value for status in FINAL_STATUSES]))
+        return WorkflowRecord.from_rows(rows, damaged)
+
+    def children_of_ended(self, host: str, damaged: list[DamagedRecord] | None = None
+                          ) -> list[WorkflowRecord]:
+        """The unfinished children of ``host``'s ended workflows (see the Store
+        protocol): one read of the unfinished workflows (over the index of those,
+        ``workflows_by_owner``, not the ended ones), each parent found by its id."""
+        prefix = f"{host}/"
+        if no_match((prefix,), nul=True):
+            return []
+        rows = self._query(
+            f"SELECT {WorkflowRecord.COLUMNS} FROM {self._s}.workflows c "
+            "WHERE c.status = ANY(%s) AND c.parent IS NOT NULL "
+            "AND starts_with(c.parent, %s) AND EXISTS (SELECT 1 FROM "
+            f"{self._s}.workflows p WHERE p.workflow_id = substr(c.parent, %s) "
+            'AND p.status = ANY(%s)) ORDER BY c.created, c.workflow_id COLLATE "C"',
+            ([status.value for status in WorkflowStatus if status not in FINAL_STATUSES],
+             prefix, len(prefix) + 1,
+             [WorkflowStatus.CANCELLED.value, WorkflowStatus.FAILED.value]))
         return WorkflowRecord.from_rows(rows, damaged)
 
     def count_workflows(self, status: str | Iterable[str] | None = None, *,

@@ -94,6 +94,7 @@ from ._records import (
     TimerRecord,
     WakeupRecord,
     WorkflowRecord,
+    WorkflowStatus,
     group_resume_rows,
     journal_entries_of,
     journal_heads_select,
@@ -1785,6 +1786,28 @@ class SQLiteStore(StoreShortcuts):
                 f"({', '.join('?' * len(chunk))}) AND status NOT IN "
                 f"({', '.join('?' * len(FINAL_STATUSES))})",
                 [*chunk, *(status.value for status in FINAL_STATUSES)]), damaged))
+        found.sort(key=lambda record: (record.created, record.workflow_id))
+        return found
+
+    def children_of_ended(self, host: str, damaged: list[DamagedRecord] | None = None
+                          ) -> list[WorkflowRecord]:
+        """The unfinished children of ``host``'s ended workflows (see the Store
+        protocol): one read of the unfinished workflows (over
+        ``workflows_by_status_created``, not the ended ones), each parent found by its
+        id."""
+        prefix = f"{host}/"
+        unfinished = [status.value for status in WorkflowStatus
+                      if status not in FINAL_STATUSES]
+        rows = self._text_rows(
+            f"SELECT {WorkflowRecord.COLUMNS} FROM workflows c WHERE c.status IN "
+            f"({', '.join('?' * len(unfinished))}) AND c.parent IS NOT NULL "
+            "AND substr(c.parent, 1, ?) = ? AND EXISTS (SELECT 1 FROM workflows p "
+            "WHERE p.workflow_id = substr(c.parent, ?) AND p.status IN (?, ?))",
+            [*unfinished, len(prefix), prefix, len(prefix) + 1,
+             WorkflowStatus.CANCELLED.value, WorkflowStatus.FAILED.value])
+        # (sorted here: ordered by the query, SQLite walked every workflow in created
+        # order to spare the sort, not the unfinished ones by status)
+        found = WorkflowRecord.from_rows(rows, damaged)
         found.sort(key=lambda record: (record.created, record.workflow_id))
         return found
 

@@ -200,6 +200,16 @@ class Store(Protocol):
         it is added there instead (its ``parent`` set) and the others are read."""
         ...
 
+    def children_of_ended(self, host: str, damaged: list[DamagedRecord] | None = None
+                          ) -> list[WorkflowRecord]:
+        """The workflows not completed, failed or cancelled whose parent is a workflow
+        of ``host`` (a pid ``host/<id>``) that this store holds as ``cancelled`` or
+        ``failed``, in ``(created, workflow_id)`` order: what a node's start looks at
+        for children left running under an ended parent (an ask of them the store
+        failed, then the node stopped). A damaged row is raised, or with ``damaged``
+        added there (its ``parent`` set) and the others read."""
+        ...
+
     def unfinished_workflows(self, damaged: list[DamagedRecord] | None = None
                              ) -> list[WorkflowRecord]:
         """Every workflow not completed, failed or cancelled (for recovery). With

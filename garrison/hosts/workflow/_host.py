@@ -82,7 +82,7 @@ from ._elsewhere import Elsewhere
 from ._ids import MAX_KEY_BYTES, check_key_size, check_text, check_workflow_id, new_run_id
 from ._inbox import LINKED, InboxItem, exit_id, is_linked_row, linked_id
 from ._instance import ActiveWorkflows, WorkflowInstance
-from ._journal import JournalKind, event_to_plain, message_to_plain
+from ._journal import Entry, JournalKind, event_to_plain, message_to_plain
 from ._queue import (
     PRIORITY_MEMO,
     TOOL_START_MEMO,
@@ -102,6 +102,7 @@ from ._recovery import (
     refresh,
     request_transaction,
     resume_all,
+    terminate_request_id,
     watch_wakeups,
 )
 from ._retention import retention_text, run_retention
@@ -148,6 +149,11 @@ CANCEL_CHUNK = 200
 
 #: the statuses of a workflow that never runs again (a failed one may be retried)
 _FOR_GOOD = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.CANCELLED})
+
+
+#: the children a line of :meth:`WorkflowHost.ask_children_of_ended` names (the others
+#: are counted)
+NAMED_CHILDREN = 5
 
 
 def checked_start(node: Any, mocks: Mapping[str, Any], target: Any, args: tuple[Any, ...],
@@ -200,7 +206,11 @@ def _spawned_after_cancel(wf: WorkflowInstance) -> frozenset[str]:
     """The ids of the children ``wf``'s journal records as spawned after its cancel was
     delivered (its compensation: a restart's ``cancel_children`` of a parent cancelled
     before it must not cancel them); none before that cancel is recorded."""
-    entries = wf.cursor.entries
+    return _spawned_after_cancel_in(wf.cursor.entries)
+
+
+def _spawned_after_cancel_in(entries: Mapping[int, Entry]) -> frozenset[str]:
+    """:func:`_spawned_after_cancel` of a journal's ``entries`` (by seq)."""
     cancel = min((seq for seq, e in entries.items() if e.kind == JournalKind.CANCEL),
                  default=None)
     if cancel is None:
@@ -2342,7 +2352,8 @@ class WorkflowHost:
         damaged: list[DamagedRecord] = []
         found = self.children_elsewhere(list(read.values()), damaged)
         for exc in damaged:  # (named, and asked without its row: not the tree's ask)
-            self._ask_damaged(exc, terminated, parents, requests)
+            self._ask_damaged(exc, terminated, {pid: (parent.wid, at) for pid, (parent, at)
+                                                in parents.items()}, requests)
         for record in found:
             if str(record.parent) in terminated:  # (its parent's terminate: it ends)
                 reason = parent_terminated(terminated[str(record.parent)])
@@ -2372,20 +2383,20 @@ class WorkflowHost:
             self._elsewhere_unasked.pop(parent.wid, None)
 
     def _ask_damaged(self, exc: DamagedRecord, terminated: Mapping[str, str],
-                     parents: Mapping[str, tuple[WorkflowInstance, float | None]],
+                     cancelled: Mapping[str, tuple[str, float | None]],
                      requests: Transaction) -> None:
         """A child elsewhere of a cancelled or terminated tree whose row cannot be read
         (``exc``): named in an error line (its id, its parent's, what is damaged), and
         asked into ``requests`` without its row, its terminate requested (for whatever
         attempt runs) or its cancel flagged, so that it ends once repaired; the tree's
-        other children are asked as ever."""
+        other children are asked as ever. ``terminated``, ``cancelled``: the tree's
+        parents by pid (their id; and the time their cancel was asked)."""
         wid, parent = exc.workflow_id, exc.parent or ""
         if parent in terminated:
             parent_id, asked = terminated[parent], "end"
             request_transaction(wid, parent_terminated(parent_id), None, requests)
-        elif parent in parents:
-            (wf, at), asked = parents[parent], "cancel"
-            parent_id = wf.wid
+        elif parent in cancelled:
+            (parent_id, at), asked = cancelled[parent], "cancel"
             requests.request_cancel(wid, time=at)
         else:  # (not a parent asked: cannot be, as read by its parent)
             return
@@ -2393,6 +2404,91 @@ class WorkflowHost:
                   "%s (%s); it is asked to %s without its row, and no node runs it until "
                   "it is repaired", wid, parent_id, exc, exc.fault, asked,
                   extra={"workflow_id": wid})
+
+    def ask_children_of_ended(self) -> None:
+        """At a node's start in a cluster: the children still unfinished of workflows
+        that ended cancelled, or terminated (``failed`` by a terminate request of their
+        last attempt, or their parent's), are asked again, as the parent's end asks
+        them: an ask of them the store failed, then the node stopped (or crashed),
+        left them running for good under an ended parent, the asks still to make held
+        only in the memory of the node that stopped (``_elsewhere_unasked``,
+        ``_ends_unasked``). Read from the store (``Store.children_of_ended``), so any
+        node's start asks them, whoever ended the parent. A cancelled parent's
+        compensations (spawned after its cancel) and children flagged already are left
+        as they are; a child this node runs is refreshed once asked. Raises the store's
+        error (a later start asks again). Blocking."""
+        if self.client or self.ownership is None:
+            return
+        store = self.store
+        damaged: list[DamagedRecord] = []
+        children = store.children_of_ended(self.name, damaged)
+        if not children and not damaged:
+            return
+        terminated: dict[str, str] = {}  # (parent pid -> its id)
+        cancelled: dict[str, tuple[str, float | None]] = {}  # (and its cancel's time)
+        compensating: dict[str, frozenset[str]] = {}
+        for pid in dict.fromkeys([*(str(r.parent) for r in children),
+                                  *(exc.parent or "" for exc in damaged)]):
+            wid = pid.partition("/")[2]
+            try:
+                parent = store.get_workflow(wid)
+            except DamagedRecord as unread:  # (its children stay as they are: named)
+                log.error("cannot read workflow %s, the parent of unfinished workflows: "
+                          "%s (%s); its children are not asked to end", wid, unread,
+                          unread.fault, extra={"workflow_id": wid})
+                continue
+            if parent is None:  # (deleted meanwhile)
+                continue
+            if parent.status == WorkflowStatus.CANCELLED:
+                cancelled[pid] = (wid, parent.cancel_time)
+                rows, _size = store.journal_entries(wid)
+                compensating[pid] = _spawned_after_cancel_in(
+                    {entry.seq: entry for entry in (Entry(*row) for row in rows)})
+            elif store.inbox_message(terminate_request_id(wid, parent.attempt)) is not None:
+                terminated[pid] = wid
+        requests = Transaction()
+        unrun: list[_Unrun] = []
+        flags: list[tuple[WorkflowRecord, float | None]] = []
+        asked: dict[str, list[str]] = {}  # (parent id -> its children asked)
+        for record in children:
+            wid, pid = record.workflow_id, str(record.parent)
+            if pid in terminated:
+                if store.inbox_message(terminate_request_id(wid, record.attempt)) is not None:
+                    continue  # (asked before: its node acts on it)
+                reason = parent_terminated(terminated[pid])
+                if self._ends_unrun(record, WorkflowStatus.FAILED):
+                    unrun.append(_Unrun(record, WorkflowStatus.FAILED, reason, None))
+                else:
+                    request_transaction(wid, reason, record.attempt, requests)
+                asked.setdefault(terminated[pid], []).append(wid)
+            elif pid in cancelled:
+                if record.cancel_requested or wid in compensating[pid]:
+                    continue
+                parent_id, at = cancelled[pid]
+                if self._ends_unrun(record, WorkflowStatus.CANCELLED):
+                    unrun.append(_Unrun(record, WorkflowStatus.CANCELLED,
+                                        cancelled_error(wid), at))
+                else:
+                    flags.append((record, at))
+                asked.setdefault(parent_id, []).append(wid)
+        for bad in damaged:
+            self._ask_damaged(bad, terminated, cancelled, requests)
+        if not asked and not requests.ops:
+            return
+        self._write_asks(requests, unrun, flags)
+        for parent_id, wids in asked.items():
+            more = len(wids) - NAMED_CHILDREN
+            log.warning("workflow %s has ended, but %d of its children were still "
+                        "unfinished (an ask of them failed before a node stopped): asked "
+                        "to %s now (%s%s)", parent_id, len(wids),
+                        "cancel" if any(p == parent_id for p, _ in cancelled.values())
+                        else "end", ", ".join(wids[:NAMED_CHILDREN]),
+                        f" and {more} more" if more > 0 else "",
+                        extra={"workflow_id": parent_id})
+        for wids in asked.values():
+            for wid in wids:
+                if wid in self.active:  # (runs here: its request or flag read now)
+                    refresh(self, wid)
 
     def end_children_elsewhere(self, tree: Sequence[WorkflowInstance]
                                ) -> list[WorkflowRecord]:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LOAD_CHUNK", "SUPERVISOR_MEMO", "check_supervisors", "count_tool_starts",
            "hold_states", "load", "named_damaged", "read_together", "refresh", "resume_all",
-           "runnable", "supervisor_of", "watch_wakeups"]
+           "runnable", "supervisor_of", "terminate_request_id", "watch_wakeups"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -360,10 +360,27 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                 host.cancel_children(wf)
             elif wf.cancel_at is not None:  # (in the cancel's place in time, theirs too)
                 host.cancel_children(wf, wf.cancel_at)
+    _ask_children_of_ended(host)
     if failed is not None:
         raise failed
     if stopped is not None:
         raise stopped
+
+
+def _ask_children_of_ended(host: WorkflowHost) -> None:
+    """A node's start (in a cluster) asks again for the unfinished children of
+    workflows that ended cancelled or terminated (``WorkflowHost.ask_children_of_ended``);
+    a failure of that (the store's, or a row it cannot read) is a warning, not the
+    start's failure: the next start asks again."""
+    if host.ownership is None or host.closing:
+        return
+    try:
+        host.ask_children_of_ended()
+    except Exception as exc:
+        said = exc.reason_at(host.store.path) if isinstance(exc, StoreError) else str(exc)
+        log.warning("the unfinished children of cancelled or terminated workflows could "
+                    "not all be asked to end at this node's start: %s; asked again at "
+                    "its next start", said)
 
 
 def _load_together(host: WorkflowHost, records: list[WorkflowRecord]
@@ -810,6 +827,12 @@ def _requested(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance 
     end_instance(host, wf, _request_error(new))
 
 
+def terminate_request_id(workflow_id: str, attempt: int) -> str:
+    """The message id of the request (:func:`request_transaction`) to end attempt
+    ``attempt`` of ``workflow_id``."""
+    return f"terminate#{attempt}#{workflow_id}"
+
+
 def request_transaction(workflow_id: str, error: ErrorInfo,
                         attempt: int | None = None, tx: Transaction | None = None
                         ) -> Transaction:
@@ -826,7 +849,7 @@ def request_transaction(workflow_id: str, error: ErrorInfo,
         msg_id = f"terminate-{uuid.uuid4().hex}"
     else:
         payload["attempt"] = attempt
-        msg_id = f"terminate#{attempt}#{workflow_id}"
+        msg_id = terminate_request_id(workflow_id, attempt)
     return (tx if tx is not None else Transaction()).deliver(
         workflow_id, "terminate", payload, kind=CONTROL, msg_id=msg_id)
 
