@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 from _leftovers import run_leaving_no_temp_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,3 +241,61 @@ def test_readme_client_beside_a_node_runs_as_written(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == "receipt o-17: 30, approved by ann\n", done.stdout
     assert "order o-17 charged" in held, held   # the holder ran it, not the client
+
+
+def test_readme_threaded_app_runs_as_written_and_stops_its_node(tmp_path: Path) -> None:
+    """nu473: README's threaded-app recipe was a fragment (``order_workflow`` and
+    ``order`` never defined); filled in, it ran, but its shutdown only asked the node
+    to stop: the script ended at once, and the node's daemon thread with it, mid-stop
+    (its store left as after a crash, its doorbell ``app.db.wake`` behind). It is
+    ``threaded.py`` beside ``app/`` now: two requests from two threads get their
+    receipts, and the node has stopped when the script ends."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "orders.py").write_text(_readme_block("Durable workflows"))
+    (tmp_path / "threaded.py").write_text(_readme_block("Durable workflows", 2))
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    for _ in range(2):  # (again: the workflows exist, their results read from the store)
+        done = subprocess.run([sys.executable, "threaded.py"], cwd=tmp_path, env=env,
+                              text=True, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == ("receipt o-21: 10, approved by ann\n"
+                               "receipt o-22: 20, approved by ann\n"), done.stdout
+        assert not (tmp_path / "app.db.wake").exists(), "the node did not stop"
+
+
+def test_readme_asyncio_lifespan_app_serves_as_written(tmp_path: Path) -> None:
+    """nu473: README's asyncio lifespan recipe was a fragment (``contextlib``,
+    ``JSONResponse``, ``place`` and the app itself left to the reader). It is ``web.py``
+    beside ``app/`` and a copy of ``examples/asyncio_app.py`` now, served as README
+    says (``hypercorn web:app``): its health check and a checkout answer, and on
+    SIGTERM the lifespan's shutdown stops the node."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "orders.py").write_text(_readme_block("Durable workflows"))
+    (tmp_path / "web.py").write_text(_readme_block("Durable workflows", 3))
+    (tmp_path / "asyncio_app.py").write_text((ROOT / "examples" / "asyncio_app.py").read_text())
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    server = subprocess.Popen([sys.executable, "-m", "hypercorn", "web:app", "--bind",
+                               "127.0.0.1:0"], cwd=tmp_path, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert server.stdout is not None
+        said = []
+        while not any("Running on http://" in line for line in said):
+            said.append(server.stdout.readline())
+            assert said[-1], "hypercorn ended before it served:\n" + "".join(said)
+        url = said[-1].split("Running on ")[1].split()[0]
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert http.get("/health").json() == {"node": "up"}
+            r = http.post("/checkout", json={"id": "o-23", "total": 5})
+            assert r.status_code == 200, r.text
+            assert r.json() == {"receipt": "receipt o-23: 5, approved by ann"}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            out, _ = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            out, _ = server.communicate()
+            raise AssertionError(f"hypercorn did not stop on SIGTERM:\n{out}") from None
+    assert server.returncode == 0, out
+    assert not (tmp_path / "app.db.wake").exists(), "the node did not stop:\n" + out
