@@ -2344,3 +2344,39 @@ def test_ids_a_store_of_before_holds_unprintable_keep_their_rows_in_the_tables(
     rows = sched.stdout.splitlines()
     assert sched.returncode == 0 and len(rows) == 2, sched
     assert rows[1].startswith("nightly\\treport  ") and rows[1].endswith("nl\\nid"), rows
+
+
+async def test_show_of_a_retried_workflow_terminated_while_pending_lists_no_old_request(
+        store_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """nu473: a workflow terminated while it waited pending (it never ran), then
+    retried: ``workflows show`` listed the old terminate request among its pending
+    messages, one the retried run never acts on (a node only drops it, as stale, once
+    it admits the workflow). The retry consumes the requests of the attempts it ends
+    (a request for whatever attempt runs stays); so for one a node terminated in its
+    full queue."""
+    from garrison import _store_tools
+    from garrison.hosts.workflow import request_transaction, terminated
+
+    async with garrison.open_node(store=store_path, max_concurrent=1) as node:
+        await node.start_workflow(workflow_app.approval, "first", id="busy")
+        await node.start_workflow(workflow_app.steps, 0, 2, id="p-8")
+        await node.workflow("p-8").terminate("stop")  # failed, never ran
+    with open_store(store_path) as s:  # as `garrison workflows start` writes it
+        s.write(Transaction().create_workflow("p-7", "workflow_app:steps", [0, 2],
+                                              status="pending"))
+
+    def terminate_retry_show() -> list[Any]:
+        with _store_tools.open_store(store_path) as s:  # (as the CLI opens it)
+            assert _store_tools.terminate(s, "p-7", "stop", wait=0)
+            s.write(request_transaction("p-7", terminated("later")))  # any attempt
+            for wid in ("p-7", "p-8"):
+                _store_tools.retry(s, wid)
+        shown = []
+        for wid in ("p-7", "p-8"):
+            code, out, err = cli_here(capsys, "--store", store_path, "show", wid, "--json")
+            assert code == 0, err
+            shown.append([(m["topic"], m["kind"]) for m in json.loads(out)["pending_messages"]])
+        return shown
+
+    assert await trio.to_thread.run_sync(terminate_retry_show) == [
+        [("terminate", "control")], []]

@@ -49,11 +49,12 @@ from ...persistence import (
     RawJson,
     Transaction,
     WorkflowStatus,
+    requested_attempt,
     run_blocking,
 )
 from ._core import cancelled_error
 from ._ids import check_text
-from ._inbox import exit_id, is_linked_row
+from ._inbox import CONTROL, exit_id, is_linked_row
 from ._journal import JournalKind, error_from_plain, event_to_plain
 from ._queue import stored_priority
 from ._recovery import parent_terminated, refresh, request_transaction
@@ -472,6 +473,7 @@ def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
     tx.update_workflow(record.workflow_id, status=WorkflowStatus.PENDING, error=None,
                        attempt=record.attempt + 1,
                        cancel_requested=False if status is WorkflowStatus.FAILED else None)
+    _consume_ended_requests(store, tx, record)
     if status is WorkflowStatus.FAILED:
         # a linked row committed as it failed, after its end read its inbox (the rows
         # it knew of went with its end; none is written once it has ended): it asks
@@ -496,6 +498,21 @@ def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
     if key is not None:
         note += f"; it holds its dedup key {key!r} again"
     return tx, note
+
+
+def _consume_ended_requests(store: Any, tx: Transaction, record: Any) -> None:
+    """Into ``tx``, which retries ``record``'s workflow: its terminate requests of the
+    attempt the retry ends (or an earlier one) consumed. A terminate that ends a
+    workflow no node runs (a tool's, a cluster node's of one pending in the store)
+    writes one beside the end, for a node that may run it meanwhile, and nothing
+    consumes it then; it asks nothing of the retried attempt (a node drops it, as
+    ``stale_request``, once it admits the workflow), but left pending it was listed
+    among that attempt's pending messages. A request for whatever attempt runs (no
+    attempt of its own) stays."""
+    for row in store.pending_messages(record.workflow_id):
+        attempt = requested_attempt(row.payload) if row.kind == CONTROL else None
+        if attempt is not None and attempt <= record.attempt:
+            tx.consume(record.workflow_id, row.id, 0)
 
 
 def key_taken(workflow_id: str, taken: DedupKeyTaken) -> ValueError:
