@@ -567,9 +567,21 @@ async def _until_service_ends(node: Any, service_id: str) -> tuple[int, Any]:
 async def exit_when_drained(node: Any, running: trio.CancelScope) -> None:
     """End ``garrison run`` (exit 0) once its clustered node has drained, whoever asked
     for the drain: SIGTERM, ``garrison nodes drain NAME``, or ``node.drain()``."""
+    from ._node import released_to
+
     await node.drained()
-    log.info("node %s drained: its workflows are left to the other nodes (with none "
-             "live, they wait in the store for the next node); shutting down", node.name)
+    others = released_to(node)
+    if others:
+        log.info("node %s drained: its workflows are left to the other live nodes (%s); "
+                 "shutting down", node.name, ", ".join(others))
+    elif others is None:  # (its lease lapsed as it drained: who is live is not known)
+        log.info("node %s drained: its workflows are left in the store for the other "
+                 "nodes of its cluster to claim (the next node that joins, if none is "
+                 "live); shutting down", node.name)
+    else:
+        log.info("node %s drained: no other node of its cluster is live, so its "
+                 "workflows wait in the store for the next node that joins; shutting "
+                 "down", node.name)
     running.cancel()
 
 

@@ -972,8 +972,8 @@ def test_garrison_nodes_drain_ends_a_garrison_run_node_once_drained(
         assert drain.returncode == 0, drain.stderr
         assert run.wait(20) == 0  # drained (not after its 30 s lease), then stopped
         _, err = run.communicate()
-        assert "node a drained: its workflows are left to the other nodes (with none " \
-               "live, they wait in the store for the next node); shutting down" in err
+        assert "node a drained: its workflows are left to the other live nodes (b); " \
+               "shutting down" in err
         wait_for(lambda: look.owners() == {f"d{i}": "b" for i in range(3)}, 20,
                  "b to own the workflows")
     finally:
@@ -4821,3 +4821,36 @@ async def test_a_node_that_stops_while_its_drain_waits_for_a_started_activity_st
         with trio.fail_after(10):
             assert await b.workflow("l").result() == "b"
         assert effects.read_text() == "start\n" * 2
+
+
+async def test_a_drained_node_says_whether_another_node_takes_its_workflows(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """nu473: a drained ``garrison run`` logged "its workflows are left to the other
+    nodes (with none live, they wait in the store for the next node)" whether or not
+    another node was live. It names the live nodes it leaves them to, read as it
+    released them, or says that none is live and they wait."""
+    import logging
+
+    import trio
+
+    from garrison._cli import exit_when_drained
+
+    caplog.set_level(logging.INFO, logger="garrison.cli")
+
+    async def drain(node: garrison.Node) -> str:
+        with trio.fail_after(20), trio.CancelScope() as running:
+            node.drain()
+            await exit_when_drained(node, running)
+        return next(r.getMessage() for r in caplog.records if "drained" in r.getMessage())
+
+    async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+        assert await drain(a) == (
+            "node a drained: no other node of its cluster is live, so its workflows wait "
+            "in the store for the next node that joins; shutting down")
+    caplog.clear()
+    # (b first: a sees it live as it joins)
+    async with garrison.open_node(store=postgres_url, name="b", lease=LEASE), \
+            garrison.open_node(store=postgres_url, name="c", lease=LEASE), \
+            garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+        assert await drain(a) == ("node a drained: its workflows are left to the other "
+                                  "live nodes (b, c); shutting down")
