@@ -7,17 +7,23 @@ or look at rows no store method returns.
 
 ``workflows_table_counts(url)``: on PostgreSQL, rows inserted into and read by
 sequential scans of the workflows table, once the node's and store's sessions ended.
+
+``with no_digit_limit():`` Python's limit on an int's decimal digits lifted for the
+block: a store written (or read) there is as a process with
+``sys.set_int_max_str_digits(0)`` leaves it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 import time
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["sql", "workflows_table_counts"]
+__all__ = ["no_digit_limit", "sql", "workflows_table_counts"]
 
 
 def sql(spec: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -55,3 +61,17 @@ def workflows_table_counts(url: str, timeout: float = 30.0) -> tuple[int, int]:
             return now
         last = now
         time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def no_digit_limit() -> Iterator[None]:
+    """Python's limit on the decimal digits of an int turned to or from text lifted
+    (``sys.set_int_max_str_digits(0)``) within the block, and put back as it was after
+    it, however the block ends: the ints longer than the default limit (4,300 digits)
+    written to a store there are those a process without the limit stores."""
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        yield
+    finally:
+        sys.set_int_max_str_digits(limit)

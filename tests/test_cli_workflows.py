@@ -23,6 +23,7 @@ import pytest
 import trio
 import trio.testing
 import workflow_app
+from _stores import no_digit_limit
 
 import garrison
 from garrison import process, workflow
@@ -1423,14 +1424,9 @@ def test_a_stored_int_longer_than_the_readers_limit_is_named_not_called_damage(
     workflow and how to read it (PYTHONINTMAXSTRDIGITS for a command line), exit 2,
     and ``list`` shows the others."""
     _plain_store(sqlite_path)
-    limit = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)
-    try:
-        with open_store(sqlite_path) as store:
-            store.write(Transaction().update_workflow("w1", result=10**5000)
-                        .append_journal("w2", 1, "activity", "app:a", -(10**5000)))
-    finally:
-        sys.set_int_max_str_digits(limit)
+    with no_digit_limit(), open_store(sqlite_path) as store:
+        store.write(Transaction().update_workflow("w1", result=10**5000)
+                    .append_journal("w2", 1, "activity", "app:a", -(10**5000)))
     how = ("holds a whole number of 5,001 digits, more than the 4,300 digits this Python "
            "reads (stored where sys.set_int_max_str_digits() allowed more): raise the "
            "limit in the process that reads it, with sys.set_int_max_str_digits() or "
@@ -1454,13 +1450,8 @@ def test_a_message_holding_an_int_longer_than_the_readers_limit_is_named_by_show
     ``sys.set_int_max_str_digits(0)``): ``show`` ended in a traceback of a bare
     ValueError. It names the workflow, the message and how to read it, exit 2."""
     _plain_store(sqlite_path)
-    limit = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)
-    try:
-        with open_store(sqlite_path) as store:
-            store.write(Transaction().deliver("w1", "big", [10**5000], msg_id="m1"))
-    finally:
-        sys.set_int_max_str_digits(limit)
+    with no_digit_limit(), open_store(sqlite_path) as store:
+        store.write(Transaction().deliver("w1", "big", [10**5000], msg_id="m1"))
     code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "w1")
     assert (code, out) == (2, ""), err
     assert err == (

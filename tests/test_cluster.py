@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _stores import no_digit_limit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
 
@@ -2639,23 +2640,17 @@ async def test_a_claimed_workflow_whose_message_holds_a_too_long_int_is_named_an
     names the workflow, the message and how to read it in one error line and leaves it
     unrun, its message kept, and its ``result()`` says so; the others run."""
     import logging
-    import sys
 
     import trio
 
     from garrison.persistence import Transaction, open_store
 
-    limit = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)
-    try:
-        with open_store(postgres_url) as store:
-            store.write(Transaction()
-                        .create_workflow("big", "workflow_app:receiver", status="running")
-                        .create_workflow("ok", "workflow_app:receiver", status="running")
-                        .deliver("big", "big", [10**5000], msg_id="m-big")
-                        .deliver("ok", "small", 7, msg_id="m-ok"))
-    finally:
-        sys.set_int_max_str_digits(limit)
+    with no_digit_limit(), open_store(postgres_url) as store:
+        store.write(Transaction()
+                    .create_workflow("big", "workflow_app:receiver", status="running")
+                    .create_workflow("ok", "workflow_app:receiver", status="running")
+                    .deliver("big", "big", [10**5000], msg_id="m-big")
+                    .deliver("ok", "small", 7, msg_id="m-ok"))
     def said(wid: str) -> str:
         return (f"workflow {wid!r}: the payload of its inbox message 'm-{wid}' (topic "
                 "'big') holds a whole number of 5,001 digits, more than the 4,300 digits "
@@ -2667,16 +2662,12 @@ async def test_a_claimed_workflow_whose_message_holds_a_too_long_int_is_named_an
         with trio.fail_after(10):
             assert await t.workflow("ok").result() == ["small", 7]
         # (and in a later round's claim)
-        sys.set_int_max_str_digits(0)
-        try:
-            with open_store(postgres_url, lock=False) as store:
-                store.write(Transaction()
-                            .create_workflow("big2", "workflow_app:receiver", status="running")
-                            .create_workflow("ok2", "workflow_app:receiver", status="running")
-                            .deliver("big2", "big", [10**5000], msg_id="m-big2")
-                            .deliver("ok2", "small", 8, msg_id="m-ok2"))
-        finally:
-            sys.set_int_max_str_digits(limit)
+        with no_digit_limit(), open_store(postgres_url, lock=False) as store:
+            store.write(Transaction()
+                        .create_workflow("big2", "workflow_app:receiver", status="running")
+                        .create_workflow("ok2", "workflow_app:receiver", status="running")
+                        .deliver("big2", "big", [10**5000], msg_id="m-big2")
+                        .deliver("ok2", "small", 8, msg_id="m-ok2"))
         t._members[0].poke()  # (a tool's start notifies; these writes did not)
         with trio.fail_after(10):
             assert await t.workflow("ok2").result() == ["small", 8]
@@ -2690,12 +2681,8 @@ async def test_a_claimed_workflow_whose_message_holds_a_too_long_int_is_named_an
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [f"cannot resume workflow {wid}: {said(wid)}"
                       for wid in ("big", "big2")], errors
-    sys.set_int_max_str_digits(0)
-    try:
-        with open_store(postgres_url) as store:
-            assert [m.payload for m in store.pending_messages("big")] == [[10**5000]]
-    finally:
-        sys.set_int_max_str_digits(limit)
+    with no_digit_limit(), open_store(postgres_url) as store:
+        assert [m.payload for m in store.pending_messages("big")] == [[10**5000]]
 
 
 async def test_a_stale_terminate_of_a_refused_workflow_is_consumed_by_one_claim(
@@ -3259,7 +3246,6 @@ async def test_a_pending_child_elsewhere_whose_message_cannot_be_read_holds_up_n
     ``terminate()`` of the parent raised an error naming that child. That child is
     asked as one claimed is (its cancel flagged, its terminate requested: the node
     that claims it names it unreadable); the others end."""
-    import sys
 
     import trio
 
@@ -3268,31 +3254,22 @@ async def test_a_pending_child_elsewhere_whose_message_cannot_be_read_holds_up_n
     children = [f"c{i}" for i in range(2)]
     pending = ["q0", "q1"]
     async with _children_on_b_parent_on_a(postgres_url, children, pending) as (a, _b):
-        limit = sys.get_int_max_str_digits()
-        sys.set_int_max_str_digits(0)
-        try:
-            with open_store(postgres_url) as store:
-                store.write(Transaction().deliver("q0", "big", [10**5000], msg_id="m-q0"))
-        finally:
-            sys.set_int_max_str_digits(limit)
+        with no_digit_limit(), open_store(postgres_url) as store:
+            store.write(Transaction().deliver("q0", "big", [10**5000], msg_id="m-q0"))
         await _end_p(a, end)
         expected = "cancelled" if end == "cancel" else "failed"
         assert str(a.workflow("q1").status()) == expected
         with trio.fail_after(10):
             while {str(a.workflow(wid).status()) for wid in children} != {expected}:
                 await trio.sleep(0.05)
-        sys.set_int_max_str_digits(0)
-        try:
-            with open_store(postgres_url) as store:
-                record = store.get_workflow("q0")
-                assert record is not None and record.status == "pending"
-                if end == "cancel":
-                    assert record.cancel_requested
-                else:
-                    assert [m.kind for m in store.pending_messages("q0")
-                            if m.msg_id != "m-q0"] == ["control"], "no terminate request"
-        finally:
-            sys.set_int_max_str_digits(limit)
+        with no_digit_limit(), open_store(postgres_url) as store:
+            record = store.get_workflow("q0")
+            assert record is not None and record.status == "pending"
+            if end == "cancel":
+                assert record.cancel_requested
+            else:
+                assert [m.kind for m in store.pending_messages("q0")
+                        if m.msg_id != "m-q0"] == ["control"], "no terminate request"
 
 
 @pytest.mark.parametrize("end", ["cancel", "terminate"])

@@ -21,6 +21,7 @@ import ops_app
 import pytest
 import trio
 import trio.testing
+from _stores import no_digit_limit
 
 import garrison
 from garrison import _store_tools
@@ -2470,16 +2471,10 @@ async def test_a_stored_int_longer_than_the_readers_limit_is_the_json_503_naming
     """A result holding an int longer than this Python reads (stored under
     ``sys.set_int_max_str_digits(0)``) raised a bare ValueError: a 500. It is the JSON
     503 naming the workflow and how to read it, not calling the store damaged."""
-    import sys
 
-    limit = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)
-    try:
-        with SQLiteStore(store_path) as owner:
-            owner.write(Transaction().create_workflow("w7", "app:flow", status="completed")
-                        .update_workflow("w7", result=10**5000))
-    finally:
-        sys.set_int_max_str_digits(limit)
+    with no_digit_limit(), SQLiteStore(store_path) as owner:
+        owner.write(Transaction().create_workflow("w7", "app:flow", status="completed")
+                    .update_workflow("w7", result=10**5000))
     store = _store_tools.open_store(store_path)
     async with client(make_app(StoreBackend(store))) as c:
         r = await c.get("/api/workflows/w7")
@@ -2496,16 +2491,10 @@ async def test_a_message_holding_an_int_longer_than_the_readers_limit_is_the_503
     """A pending message holding an int longer than this Python reads (sent under
     ``sys.set_int_max_str_digits(0)``): the workflow's page raised a bare ValueError, a
     500. It is the JSON 503 naming the workflow, the message and how to read it."""
-    import sys
 
-    limit = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)
-    try:
-        with SQLiteStore(store_path) as owner:
-            owner.write(Transaction().create_workflow("w7", "app:flow", status="waiting")
-                        .deliver("w7", "big", {"n": 10**5000}, msg_id="m7"))
-    finally:
-        sys.set_int_max_str_digits(limit)
+    with no_digit_limit(), SQLiteStore(store_path) as owner:
+        owner.write(Transaction().create_workflow("w7", "app:flow", status="waiting")
+                    .deliver("w7", "big", {"n": 10**5000}, msg_id="m7"))
     store = _store_tools.open_store(store_path)
     async with client(make_app(StoreBackend(store))) as c:
         r = await c.get("/api/workflows/w7")

@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from _stores import sql
+from _stores import no_digit_limit, sql
 
 from garrison._errors import (
     NoSuchWorkflow,
@@ -730,15 +730,11 @@ def test_a_stored_int_longer_than_the_readers_limit_names_the_workflow(
     with open_store(store_spec) as store:
         with pytest.raises(PayloadError, match=r"an int at \[0\] has more than 4300 digits"):
             store.write(Transaction().create_workflow("w0", "app:flow", [huge]))
-        limit = sys.get_int_max_str_digits()
-        sys.set_int_max_str_digits(0)
-        try:
+        with no_digit_limit():
             store.write(Transaction().create_workflow("w1", "app:flow", [huge])
                         .create_workflow("w2", "app:flow", status="completed")
                         .update_workflow("w2", result={"n": huge})
                         .append_journal("w2", 1, "activity", "app:a", [1, huge]))
-        finally:
-            sys.set_int_max_str_digits(limit)
         how = ("holds a whole number of 5,001 digits, more than the 4,300 digits this "
                "Python reads (stored where sys.set_int_max_str_digits() allowed more): "
                "raise the limit in the process that reads it, with "
@@ -773,15 +769,11 @@ def test_an_inbox_int_longer_than_the_readers_limit_names_the_workflow_and_messa
 
     huge = 10**5000
     with open_store(store_spec) as store:
-        limit = sys.get_int_max_str_digits()
-        sys.set_int_max_str_digits(0)
-        try:
+        with no_digit_limit():
             store.write(Transaction().create_workflow("w1", "app:flow")
                         .create_workflow("w2", "app:flow")
                         .deliver("w1", "big", {"n": [huge]}, msg_id="m-big")
                         .deliver("w2", "small", 7, msg_id="m-small"))
-        finally:
-            sys.set_int_max_str_digits(limit)
         said = ("workflow 'w1': the payload of its inbox message 'm-big' (topic 'big') "
                 "holds a whole number of 5,001 digits, more than the 4,300 digits this "
                 "Python reads (stored where sys.set_int_max_str_digits() allowed more): "
@@ -842,14 +834,10 @@ def test_an_inbox_message_that_is_not_utf8_text_names_the_workflow_and_message(
 def _reply_too_long(store: Any, msg_id: str = "m-q") -> None:
     """A call request ``msg_id`` to workflow ``b``, answered (``record_reply``) with an
     int stored without Python's digit limit."""
-    limit = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)
-    try:
+    with no_digit_limit():
         store.write(Transaction().create_workflow("b", "app:flow")
                     .deliver("b", "q", "question", msg_id=msg_id))
         store.write(Transaction().record_reply("b", msg_id, f"[{10**5000}]"))
-    finally:
-        sys.set_int_max_str_digits(limit)
 
 
 def test_a_recorded_reply_longer_than_the_readers_limit_names_the_workflow_and_message(

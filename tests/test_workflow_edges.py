@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 from _commit_faults import slow_commits
+from _stores import no_digit_limit
 
 import garrison
 from garrison import StoreError, process, workflow
@@ -1498,21 +1499,15 @@ async def test_a_stored_int_longer_than_the_readers_limit_is_a_store_error_namin
     damaged); one unfinished with such an argument is named in the node's log and
     left unrun, and its handle's reads say so too."""
     import logging
-    import sys
 
     from garrison.persistence import Transaction
 
     db = str(tmp_path / "wf.db")
-    limit = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)
-    try:
-        with open_store(db) as store:
-            store.write(Transaction().create_workflow("b", "workflow_app:steps",
-                                                      status="completed")
-                        .update_workflow("b", result=10**5000)
-                        .create_workflow("a", "workflow_app:steps", [10**5000, 3]))
-    finally:
-        sys.set_int_max_str_digits(limit)
+    with no_digit_limit(), open_store(db) as store:
+        store.write(Transaction().create_workflow("b", "workflow_app:steps",
+                                                  status="completed")
+                    .update_workflow("b", result=10**5000)
+                    .create_workflow("a", "workflow_app:steps", [10**5000, 3]))
     how = ("holds a whole number of 5,001 digits, more than the 4,300 digits this Python "
            "reads (stored where sys.set_int_max_str_digits() allowed more): raise the "
            "limit in the process that reads it, with sys.set_int_max_str_digits() or "
@@ -1542,7 +1537,6 @@ async def test_a_message_holding_an_int_longer_than_the_readers_limit_is_named_t
     naming none, and no workflow resumed. That workflow is named in the node's log (the
     message, and how to read it) and left unrun with its message kept; the others run."""
     import logging
-    import sys
 
     from garrison.persistence import Transaction
 
@@ -1550,15 +1544,10 @@ async def test_a_message_holding_an_int_longer_than_the_readers_limit_is_named_t
     tx = Transaction()
     for wid, status in (("a", "running"), ("b", "pending"), ("good", "running")):
         tx.create_workflow(wid, "workflow_app:receiver", status=status)
-    limit = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)
-    try:
-        with open_store(db) as store:
-            store.write(tx.deliver("a", "big", [10**5000], msg_id="m-a")
-                        .deliver("b", "big", {"n": 10**5000}, msg_id="m-b")
-                        .deliver("good", "small", 7, msg_id="m-good"))
-    finally:
-        sys.set_int_max_str_digits(limit)
+    with no_digit_limit(), open_store(db) as store:
+        store.write(tx.deliver("a", "big", [10**5000], msg_id="m-a")
+                    .deliver("b", "big", {"n": 10**5000}, msg_id="m-b")
+                    .deliver("good", "small", 7, msg_id="m-good"))
     how = ("holds a whole number of 5,001 digits, more than the 4,300 digits this Python "
            "reads (stored where sys.set_int_max_str_digits() allowed more): raise the "
            "limit in the process that reads it, with sys.set_int_max_str_digits() or "
@@ -1576,13 +1565,10 @@ async def test_a_message_holding_an_int_longer_than_the_readers_limit_is_named_t
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert sorted(errors) == [f"cannot resume workflow {wid}: {said[wid]}"
                               for wid in ("a", "b")], errors
-    sys.set_int_max_str_digits(0)
-    try:
-        with open_store(db) as store:  # (kept: a node with the limit raised runs them)
-            assert [m.payload for m in store.pending_messages("a")] == [[10**5000]]
-            assert [m.payload for m in store.pending_messages("b")] == [{"n": 10**5000}]
-    finally:
-        sys.set_int_max_str_digits(limit)
+    with no_digit_limit(), open_store(db) as store:  # (kept: a node with the limit
+        # raised runs them)
+        assert [m.payload for m in store.pending_messages("a")] == [[10**5000]]
+        assert [m.payload for m in store.pending_messages("b")] == [{"n": 10**5000}]
 
 
 async def echo(value: Any = None) -> Any:
