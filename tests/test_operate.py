@@ -1751,3 +1751,33 @@ async def test_a_second_monitor_right_after_a_restart_gets_its_exit(
         store.close()
     async with garrison.open_node(store=store_spec) as node:
         await _m_heard_both(node)
+
+
+async def test_the_monitors_an_older_nodes_retry_left_hear_nothing_of_the_new_end(
+        store_spec: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node of an older garrison (a rolling upgrade) retries the failed t without
+    forgetting its monitors (its retry knew no ``forget_monitors``): o, which monitored
+    only the first attempt and heard of its failure, kept its row, and the end of the
+    retried run reached it as a second EXIT it never asked for. It hears nothing more;
+    m, which monitored t again after the retry, hears of it."""
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
+        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 1, id="o")
+        await until(lambda: "monitor" in _kinds(node, "m") and "monitor" in _kinds(node, "o"),
+                    "both monitors")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await until(lambda: _kinds(node, "o").count("receive") == 1, "o's EXIT")
+        with monkeypatch.context() as old:  # (an older node's retry)
+            old.setattr(Transaction, "forget_monitors", lambda self, wid: self)
+            await node.workflow("t").retry()
+        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await node.workflow("m").signal("again")
+        await until(lambda: _kinds(node, "m").count("monitor") == 2, "m's second monitor")
+        await node.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            await node.workflow("t").result()
+        await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
+        await _heard_no_more(node, {"m": ["fail1", "fail2"], "o": ["fail1"]})

@@ -1058,10 +1058,16 @@ class WorkflowHost:
                 watchers[watcher] = None
         left: list[str] | tuple[()] = ()  # (in a cluster: those the store's monitors answer for)
         stored: list[str] | tuple[()] = ()  # (not running here: the EXIT only in their inbox)
+        unasked: dict[str, WorkflowInstance] = {}  # (running here, holding no monitor of it)
         if watchers:
             targets, left, stored = [], [], []
             for watcher in watchers:
                 other = self.active.get(watcher.id)
+                if other is not None and other.asks_nothing_of(wf.pid, wf.attempt):
+                    # (a monitor an older node's retry left: see asks_nothing_of; in a
+                    # cluster the store's monitors below write its row, dropped then)
+                    unasked[watcher.id] = other
+                    continue
                 if other is None and cluster:
                     left.append(watcher.id)  # (the store's monitors below reach every one
                     continue                 # not running here)
@@ -1107,12 +1113,17 @@ class WorkflowHost:
             links = set(links or ()).difference(told)
         if stored_at >= 0:
             for watcher_id, row_id in results[stored_at]:
+                if watcher_id in unasked:
+                    unasked[watcher_id].drop_unasked(row_id)
+                    continue
                 pid = Pid(self.name, watcher_id)
                 if pid in watchers:  # (delivered above: the store left it out)
                     continue
                 watchers[pid] = None
                 other = self.active.get(watcher_id)
-                if other is not None:
+                if other is not None and other.asks_nothing_of(wf.pid, wf.attempt):
+                    other.drop_unasked(row_id)
+                elif other is not None:
                     other.push(InboxItem(row_id, True, _loads(event_text), now))
                     other.watch_spent(EventKind.EXIT, wf.pid)
             if left:
@@ -1259,8 +1270,11 @@ class WorkflowHost:
         try:
             for watcher in dict.fromkeys(wf.durable_watchers or ()):
                 host = self._watcher_host(watcher)
+                other = None if host is None else host.active.get(watcher.id)
+                if other is not None and other.asks_nothing_of(wf.pid, wf.attempt):
+                    continue  # (a monitor an older node's retry left: see asks_nothing_of)
                 if watcher not in delivered and host is not None and (
-                        watcher.id in host.active or host._may_come_back(watcher.id)):
+                        other is not None or host._may_come_back(watcher.id)):
                     host.exit_of_ended(wf.pid, watcher, event, wf.attempt)
         except Exception as exc:
             log.warning("workflow %s: could not look for monitors made while its end was "

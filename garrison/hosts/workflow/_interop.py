@@ -253,6 +253,25 @@ class Interop(WorkflowCore):
         if self.pending:  # linked rows of workflows of other nodes that failed
             self.host.linked_rows(cast("WorkflowInstance", self))
 
+    def asks_nothing_of(self, target: Pid, attempt: int) -> bool:
+        """Whether the ``EXIT`` of the end of the workflow ``target``'s attempt
+        ``attempt``, for which a monitor row of the store names this workflow, asks
+        nothing of it: a later attempt (a retry's), and this workflow, its replay done,
+        holds no monitor of ``target``: the one it made was of an earlier attempt and
+        had that one's ``EXIT``. A retry forgets such rows with its write
+        (``retry_transaction``), a retry by a node of an older garrison (a rolling
+        upgrade) left them, and the new end reached a workflow that never asked for
+        it. (Before its replay is done, what it holds is not known yet: the row is
+        written, and read as any.)"""
+        return attempt >= 2 and not self.check_lost and target not in (self.monitoring or ())
+
+    def drop_unasked(self, row_id: int) -> None:
+        """The inbox row ``row_id``, an ``EXIT`` :meth:`asks_nothing_of`, is consumed
+        unread."""
+        log.debug("workflow %s: an EXIT of a monitor of an earlier attempt (row %s) is "
+                  "dropped", self.wid, row_id, extra={"workflow_id": self.wid})
+        self.host.write_soon(Transaction().consume(self.wid, row_id, 0))
+
     def _watch_again(self, kind: EventKind, pid: Pid) -> bool:
         """After a recovery: the monitor (``EXIT``) or trapping link (``LINK_DOWN``) of
         ``pid``, a plain process of a live node of the cluster, made again there,
