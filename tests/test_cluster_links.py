@@ -1454,3 +1454,77 @@ async def test_a_retry_on_the_node_of_a_process_it_monitored_hears_of_its_end(
         await a.send(p, "go")
         with trio.fail_after(10):
             assert await a.workflow("W").result() == ["EXIT", str(p), "RuntimeError"]
+
+
+async def test_the_monitors_an_older_nodes_retry_left_hear_nothing_of_another_nodes_end(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """t runs on node a, o and m on node b monitor it; t fails and a node of an older
+    garrison retries it without forgetting its monitors (a rolling upgrade). When the
+    retried t fails again on a, the store's monitors wrote its EXIT into o's inbox too,
+    which monitored only the first attempt, and b handed o a second EXIT it never asked
+    for. b drops it (consumed, unread); m, which monitored t again, hears of it."""
+    import ops_app
+
+    async def kinds(node: garrison.Node, wid: str) -> list[str]:
+        return [str(r.kind) for r in node.workflow(wid).history()]
+
+    async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+        with trio.fail_after(20):
+            while not await check():
+                await trio.sleep(0.05)
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        await a.start_workflow(ops_app.fails_when_told, id="t")
+        await b.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
+        await b.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 1, id="o")
+
+        async def monitored() -> bool:
+            return "monitor" in await kinds(b, "m") and "monitor" in await kinds(b, "o")
+
+        await until(monitored, "both monitors")
+        await a.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            with trio.fail_after(20):
+                await a.workflow("t").result()
+
+        async def o_heard() -> bool:
+            return (await kinds(b, "o")).count("receive") == 1
+
+        await until(o_heard, "o's EXIT")
+        with monkeypatch.context() as old:  # (an older node's retry)
+            old.setattr(Transaction, "forget_monitors", lambda self, wid: self)
+            await a.workflow("t").retry()
+
+        async def t_waits() -> bool:
+            return a.workflow("t").status() == "waiting"
+
+        await until(t_waits, "the retried t")
+        await b.workflow("m").signal("again")
+
+        async def m_again() -> bool:
+            return (await kinds(b, "m")).count("monitor") == 2
+
+        await until(m_again, "m's second monitor")
+        assert "t" in a.hosts["workflows"].active  # (its end is a's, o's node is b)
+        await a.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            with trio.fail_after(20):
+                await a.workflow("t").result()
+
+        async def m_heard() -> bool:
+            return (await kinds(b, "m")).count("receive") == 3
+
+        await until(m_heard, "m's second EXIT")
+        store = b.hosts["workflows"].store
+
+        async def o_dropped() -> bool:
+            return store.pending_messages("o") == []
+
+        await until(o_dropped, "o's unasked EXIT consumed")
+        await b.workflow("o").signal("done")
+        await b.workflow("m").signal("done")
+        with trio.fail_after(20):
+            assert await b.workflow("o").result() == ["RuntimeError: told to fail: fail1"]
+            assert await b.workflow("m").result() == [
+                "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]

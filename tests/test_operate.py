@@ -1753,13 +1753,19 @@ async def test_a_second_monitor_right_after_a_restart_gets_its_exit(
         await _m_heard_both(node)
 
 
+@pytest.mark.parametrize("o_runs", ["here", "elsewhere"])
 async def test_the_monitors_an_older_nodes_retry_left_hear_nothing_of_the_new_end(
-        store_spec: str, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        store_spec: str, o_runs: str, autojump_clock: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A node of an older garrison (a rolling upgrade) retries the failed t without
     forgetting its monitors (its retry knew no ``forget_monitors``): o, which monitored
     only the first attempt and heard of its failure, kept its row, and the end of the
     retried run reached it as a second EXIT it never asked for. It hears nothing more;
-    m, which monitored t again after the retry, hears of it."""
+    m, which monitored t again after the retry, hears of it. ``elsewhere``: the EXIT is
+    written into o's inbox as for a workflow the node does not run (another node's,
+    or one still replaying), and o's resume after a restart drops it."""
+    from garrison.hosts.workflow._instance import WorkflowInstance
+
     async with garrison.open_node(store=store_spec) as node:
         await node.start_workflow(ops_app.fails_when_told, id="t")
         await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
@@ -1776,8 +1782,18 @@ async def test_the_monitors_an_older_nodes_retry_left_hear_nothing_of_the_new_en
         await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
         await node.workflow("m").signal("again")
         await until(lambda: _kinds(node, "m").count("monitor") == 2, "m's second monitor")
-        await node.workflow("t").signal("fail2")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
-            await node.workflow("t").result()
-        await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
+        with monkeypatch.context() as there:
+            if o_runs == "elsewhere":
+                there.setattr(WorkflowInstance, "asks_nothing_of", lambda *args: False)
+            await node.workflow("t").signal("fail2")
+            with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+                await node.workflow("t").result()
+            await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
+        if o_runs == "here":
+            await _heard_no_more(node, {"m": ["fail1", "fail2"], "o": ["fail1"]})
+            return
+        assert [r.msg_id for r in node.hosts["workflows"].store.pending_messages("o")] == [
+            "t#exit#2@o"]
+    async with garrison.open_node(store=store_spec) as node:
+        await until(lambda: node.workflow("o").status() == "waiting", "o resumed")
         await _heard_no_more(node, {"m": ["fail1", "fail2"], "o": ["fail1"]})

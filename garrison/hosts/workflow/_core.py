@@ -175,7 +175,7 @@ class WorkflowCore(Caller, WorkflowScope):
                  "check_lost",
                  "children_end", "continue_asked", "continued",
                  "created", "cursor", "defaulted", "done", "durable_watchers", "epoch", "error",
-                 "exited",
+                 "exited", "exits_read",
                  "flushes", "flushing", "fn", "handed_over", "held_names", "history_bytes", "host",
                  "host_unwritten", "input_plain", "kill_reason", "left_outcome",
                  "links", "may_be_queued", "monitoring", "name", "orphaned", "parent",
@@ -278,6 +278,10 @@ class WorkflowCore(Caller, WorkflowScope):
         #: locally (for :data:`UNLINK_GRACE` seconds)
         self.unlinked: dict[Pid, float] | None = None
         self.monitoring: set[Pid] | None = None
+        #: the workflows whose ``EXIT`` its replay read, each after its last monitor of
+        #: it: its recovery takes those monitors as spent, and a later ``EXIT`` of one
+        #: (of an attempt a retry began) as not asked for (``Interop._deliver_lost``)
+        self.exits_read: set[Pid] | None = None
         #: the message id of the seq of the link (``LINK_DOWN``) or monitor (``EXIT``) of
         #: each pid that this workflow made last, as its code made them (a replay too):
         #: what names the inbox id of the event it gets of it (``Interop.event_id``).

@@ -16,6 +16,7 @@ from typing import Any
 
 from ... import _observe
 from ...actors._mailbox import timeout_seconds
+from ...actors._values import EventKind
 from ...persistence import Transaction, WorkflowStatus, requested_attempt
 from ._core import WaitCancelled, WorkflowCore, added, recordable
 from ._journal import (
@@ -25,8 +26,8 @@ from ._journal import (
     message_from_plain,
 )
 
-__all__ = ["CONTROL", "DurableInbox", "InboxItem", "PendingReceive", "Receives", "exit_id",
-           "is_linked_row", "item_from_record", "linked_id", "stale_request"]
+__all__ = ["CONTROL", "DurableInbox", "InboxItem", "PendingReceive", "Receives", "exit_attempt",
+           "exit_id", "is_linked_row", "item_from_record", "linked_id", "stale_request"]
 
 _RECEIVE = JournalKind.RECEIVE
 _dumps = json.dumps
@@ -52,6 +53,17 @@ def exit_id(ended: str, watcher: str, attempt: int = 1) -> str:
     if attempt <= 1:
         return f"{ended}#exit@{watcher}"
     return f"{ended}#exit#{attempt}@{watcher}"
+
+
+def exit_attempt(msg_id: str, watcher: str) -> int:
+    """The attempt whose end the inbox message ``msg_id`` of the workflow ``watcher``
+    is the ``EXIT`` of, as :func:`exit_id` names it (``1`` for the first attempt's
+    form, and for an id of another form)."""
+    head, at, whom = msg_id.rpartition("@")
+    if not at or whom != watcher:
+        return 1
+    _ended, mark, attempt = head.rpartition("#exit#")
+    return int(attempt) if mark and attempt.isdigit() else 1
 
 
 #: the key of a ``LINK_DOWN`` event's plain form that marks it a *linked row*: written
@@ -297,7 +309,12 @@ class Receives(WorkflowCore):
         if "message" in out:
             return message_from_plain(out["message"])
         if "event" in out:
-            return event_from_plain(out["event"])
+            event = event_from_plain(out["event"])
+            if event.kind is EventKind.EXIT:
+                h = self.node.hosts.get(event.pid.host)
+                if h is not None and h.durable:  # (a workflow's: see exits_read)
+                    self.exits_read = added(self.exits_read, event.pid)
+            return event
         return None
 
     def _check_item_recorded(self, entry: Entry) -> None:

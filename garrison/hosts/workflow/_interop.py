@@ -144,6 +144,8 @@ class Interop(WorkflowCore):
             self._hold_names()
         node = self.node
         hosts = node.hosts
+        if self.exits_read:
+            self._exits_read()
         lost: list[tuple[EventKind, Pid]] = []
         for pid in sorted(self.monitoring or ()):
             h = hosts.get(pid.host)
@@ -253,6 +255,23 @@ class Interop(WorkflowCore):
         if self.pending:  # linked rows of workflows of other nodes that failed
             self.host.linked_rows(cast("WorkflowInstance", self))
 
+    def _exits_read(self) -> None:
+        """After a recovery: a workflow whose ``EXIT`` the replay read after this one's
+        last monitor of it (``exits_read``) was heard of: the monitor is spent (its
+        look at the store would find the same), and an ``EXIT`` of it still pending
+        is of a later attempt, a retry's, that no monitor of this one asked for: a
+        retry by a node of an older garrison (a rolling upgrade) left the monitor's
+        row, which that attempt's end wrote to (see :meth:`asks_nothing_of`). Such a
+        row is consumed unread."""
+        read = self.exits_read or set()
+        self.exits_read = None
+        for pid in read:
+            self.watch_spent(EventKind.EXIT, pid)
+        for item in list(self.pending or ()):
+            if item.event and item.value.kind is EventKind.EXIT and item.value.pid in read:
+                self.unqueue_item(item)
+                self.drop_unasked(item.id)
+
     def asks_nothing_of(self, target: Pid, attempt: int) -> bool:
         """Whether the ``EXIT`` of the end of the workflow ``target``'s attempt
         ``attempt``, for which a monitor row of the store names this workflow, asks
@@ -262,7 +281,7 @@ class Interop(WorkflowCore):
         (``retry_transaction``), a retry by a node of an older garrison (a rolling
         upgrade) left them, and the new end reached a workflow that never asked for
         it. (Before its replay is done, what it holds is not known yet: the row is
-        written, and read as any.)"""
+        written, and its recovery drops it, :meth:`_exits_read`.)"""
         return attempt >= 2 and not self.check_lost and target not in (self.monitoring or ())
 
     def drop_unasked(self, row_id: int) -> None:
@@ -476,6 +495,8 @@ class Interop(WorkflowCore):
         if monitor:
             if not h.durable:  # (a workflow's EXIT has an id of its own: exit_id)
                 self._signalled_at(EventKind.EXIT, pid, seq)
+            elif self.exits_read:
+                self.exits_read.discard(pid)  # (a monitor again: see exits_read)
             self.monitoring = added(self.monitoring, pid)
 
     def _ended_before(self, pid: Pid, h: Any) -> bool:
@@ -713,6 +734,8 @@ class Interop(WorkflowCore):
     def monitor(self, to: Pid | str) -> None:
         live, pid = self._take_target(JournalKind.MONITOR, to)
         self.monitoring = added(self.monitoring, pid)
+        if self.exits_read:
+            self.exits_read.discard(pid)  # (a monitor again: see exits_read)
         h = self.node.hosts.get(pid.host)
         if h is None or not h.durable:  # (a workflow's EXIT has an id of its own: exit_id)
             self._signalled_at(EventKind.EXIT, pid)

@@ -36,7 +36,7 @@ from ...persistence import (
     run_blocking,
 )
 from ._core import Replayed, added, cancelled_error
-from ._inbox import CONTROL, is_linked_row, item_from_record, stale_request
+from ._inbox import CONTROL, exit_attempt, is_linked_row, item_from_record, stale_request
 from ._instance import WorkflowInstance
 from ._journal import Entry, error_from_plain, error_to_plain, initial_state
 from ._queue import TOOL_START_MEMO
@@ -771,6 +771,12 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     for rec in inbox:
         if rec.id not in known and rec.kind != CONTROL:
             item = item_from_record(rec)
+            if item.event and item.value.kind is EventKind.EXIT and wf.asks_nothing_of(
+                    item.value.pid, exit_attempt(rec.msg_id, wf.wid)):
+                # (another node's end of a retried workflow: a monitor of an earlier
+                # attempt an older node's retry left, see asks_nothing_of)
+                wf.drop_unasked(rec.id)
+                continue
             wf.queue_item(item)
             if item.event and item.value.kind in _WATCH_EVENTS:
                 # (written by another node, in a cluster: the end of a workflow or
