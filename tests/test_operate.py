@@ -1228,6 +1228,40 @@ async def test_a_retried_workflow_still_monitors_a_process_that_outlived_its_fai
             assert await handle.result() == f"{pid}: RuntimeError: told to fail: go"
 
 
+@pytest.mark.parametrize("ended", ["while_it_ran", "while_it_failed"])
+async def test_a_retry_after_a_restart_reads_noproc_for_a_process_that_ended_while_it_failed(
+        store_spec: str, ended: str, autojump_clock: Any) -> None:
+    """As above, but the node restarts before the retry: the new node never knew the
+    process (its end is remembered only by the node run it ended in). One that ended
+    while the workflow was failed reached no inbox (the failure had let go of the
+    monitor): the retried run's monitor of a dead pid gets ``noproc``, as any monitor
+    of a dead pid does, not the real reason (README says so). One that ended while the
+    workflow ran put its EXIT in its inbox, which the retried run reads as it was."""
+    ops_app.FAILS["kite"] = 2
+    async with garrison.open_node(store=store_spec) as node:
+        pid = await node.spawn(ops_app.fails_on_go)
+        await node.start_workflow(ops_app.monitors_a_process, "kite", str(pid), id="w")
+        if ended == "while_it_ran":
+            await until(lambda: "monitor" in _kinds(node, "w"), "w's monitor")
+            await node.send(pid, "go")
+        with pytest.raises(garrison.WorkflowFailed, match="payments are down"):
+            await node.workflow("w").result()
+        if ended == "while_it_failed":
+            await node.send(pid, "go")
+        with pytest.raises(garrison.ProcessError, match="told to fail: go"):
+            await node.wait(pid)
+        assert len(node.hosts["workflows"].store.pending_messages("w")) == (
+            ended == "while_it_ran")
+    async with garrison.open_node(store=store_spec) as node:
+        await node.workflow("w").retry()
+        with trio.fail_after(60):
+            said = await node.workflow("w").result()
+        if ended == "while_it_ran":
+            assert said == f"{pid}: RuntimeError: told to fail: go"
+        else:
+            assert said.startswith(f"{pid}: noproc"), said
+
+
 async def test_an_event_for_a_workflow_that_ended_for_good_is_a_dead_letter(
         store_spec: str, autojump_clock: Any) -> None:
     """A process's EXIT for a workflow that completed (it never runs again) is a dead
@@ -1797,3 +1831,4 @@ async def test_the_monitors_an_older_nodes_retry_left_hear_nothing_of_the_new_en
     async with garrison.open_node(store=store_spec) as node:
         await until(lambda: node.workflow("o").status() == "waiting", "o resumed")
         await _heard_no_more(node, {"m": ["fail1", "fail2"], "o": ["fail1"]})
+
