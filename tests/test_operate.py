@@ -1832,3 +1832,55 @@ async def test_the_monitors_an_older_nodes_retry_left_hear_nothing_of_the_new_en
         await until(lambda: node.workflow("o").status() == "waiting", "o resumed")
         await _heard_no_more(node, {"m": ["fail1", "fail2"], "o": ["fail1"]})
 
+
+
+async def _links_to_and_traps(to: str) -> list[str]:
+    """Trap links, link to the workflow ``to`` and read one ``LINK_DOWN``; at a message,
+    return it and whatever other event came since."""
+    from garrison import process
+
+    process.set_options(trap_links=True)
+    process.link(to)
+    heard = []
+    event = await process.events().receive()
+    heard.append(f"{event.kind} {event.error}")
+    await process.inbox().receive()
+    while (event := process.events().try_receive()) is not None:
+        heard.append(f"{event.kind} {event.error}")
+    return heard
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_link_of_the_first_attempt_hears_nothing_of_the_retried_runs_failure(
+        store_spec: str, restart: bool, autojump_clock: Any) -> None:
+    """Workflow b, trapping, links to workflow t and reads the LINK_DOWN of its failure;
+    t is retried and fails again. b's link was spent by that LINK_DOWN and it heard
+    nothing more; after a restart (its replay made the link again, on t's side too)
+    the retried run's failure was a second LINK_DOWN of one link. Nothing more now."""
+    async def fails_again(node: garrison.Node) -> None:
+        await until(lambda: node.workflow("b").status() == "waiting", "b waits")
+        await until(lambda: node.workflow("t").status() == "waiting", "t waits")
+        await trio.sleep(1)
+        await node.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            await node.workflow("t").result()
+        await trio.sleep(1)
+        await node.workflow("b").signal("done")
+        with trio.fail_after(60):
+            assert await node.workflow("b").result() == [
+                "LINK_DOWN RuntimeError: told to fail: fail1"]
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.start_workflow(_links_to_and_traps, "workflows/t", id="b")
+        await until(lambda: "link" in _kinds(node, "b"), "b's link")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await until(lambda: _kinds(node, "b").count("receive") == 1, "b's LINK_DOWN")
+        await node.workflow("t").retry()
+        if not restart:
+            await fails_again(node)
+    if restart:
+        async with garrison.open_node(store=store_spec) as node:
+            await fails_again(node)
