@@ -274,3 +274,41 @@ async def test_the_console_matches_every_repeated_search_key(tmp_path: Path) -> 
             same = await c.get("/api/workflows?search=n=1&search=n=1")
     assert both.status_code == 200 and both.json() == {"workflows": [], "next": None}
     assert [w["workflow_id"] for w in same.json()["workflows"]] == ["w1"]
+
+
+@pytest.mark.parametrize("entry", ["cli", "bulk", "console"])
+async def test_each_retry_entry_point_forgets_the_failed_attempts_monitors(
+        store_spec: str, entry: str, autojump_clock: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A retry by ``garrison workflows retry ID``, a bulk retry of a selection and the
+    console's Retry, without a node, forgets the monitors of the failed workflow in
+    the retry's write (told of its failure, they are not of the run the retry starts),
+    on both stores: o, which monitored the first attempt, hears of nothing more."""
+    from garrison import Pid
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 1, id="o")
+        with trio.fail_after(60):
+            while "monitor" not in [str(r.kind) for r in node.workflow("o").history()]:
+                await trio.sleep(0.01)
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+    with open_store(store_spec, lock=False) as s:
+        assert s.monitors("t") == [Pid("workflows", "o")]
+    if entry == "console":
+        with open_store(store_spec, lock=False) as s:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=make_app(
+                    StoreBackend(s))), base_url="http://127.0.0.1:8233") as c:
+                await c.get("/")  # the CSRF cookie
+                r = await c.post("/api/workflows/t/retry", headers={
+                    "X-Garrison-CSRF": c.cookies["garrison_csrf_8233"]})
+            assert r.status_code == 200, r.text
+    else:
+        args = ("t",) if entry == "cli" else ("--status", "failed", "--yes")
+        code, _out, err = await trio.to_thread.run_sync(
+            lambda: cli_here(capsys, "--store", store_spec, "retry", *args))
+        assert code == 0, err
+    with open_store(store_spec, lock=False) as s:
+        assert (s.get_workflow("t").attempt, s.monitors("t")) == (2, [])
