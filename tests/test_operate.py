@@ -1884,3 +1884,51 @@ async def test_a_link_of_the_first_attempt_hears_nothing_of_the_retried_runs_fai
     if restart:
         async with garrison.open_node(store=store_spec) as node:
             await fails_again(node)
+
+
+async def _traps_a_link_then_fails(to: str) -> None:
+    """Trap links, link to the workflow ``to`` and read one ``LINK_DOWN``; then fail at
+    a message."""
+    from garrison import process
+
+    process.set_options(trap_links=True)
+    process.link(to)
+    await process.events().receive()
+    msg = await process.inbox().receive()
+    raise RuntimeError(f"told to fail: {msg.topic}")
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_link_spent_by_a_failure_is_not_made_again_with_the_retried_run(
+        store_spec: str, restart: bool, autojump_clock: Any) -> None:
+    """Workflow p, trapping, links to workflow t and reads the LINK_DOWN of its failure:
+    the link is gone. t is retried; then p fails. t runs on: nothing links it to p.
+    After a restart before p failed, p's replay made the link again on t's side, and
+    p's failure ended the retried t (LinkedProcessFailed), which never linked to p."""
+    async def fails(node: garrison.Node) -> None:
+        await until(lambda: node.workflow("p").status() == "waiting", "p waits")
+        await until(lambda: node.workflow("t").status() == "waiting", "t waits")
+        await trio.sleep(1)
+        await node.workflow("p").signal("boom")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: boom"):
+            await node.workflow("p").result()
+        await trio.sleep(1)
+        assert node.workflow("t").status() == "waiting"
+        await node.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            await node.workflow("t").result()
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.start_workflow(_traps_a_link_then_fails, "workflows/t", id="p")
+        await until(lambda: "link" in _kinds(node, "p"), "p's link")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await until(lambda: _kinds(node, "p").count("receive") == 1, "p's LINK_DOWN")
+        await node.workflow("t").retry()
+        if not restart:
+            await fails(node)
+    if restart:
+        async with garrison.open_node(store=store_spec) as node:
+            await fails(node)

@@ -174,8 +174,8 @@ class WorkflowCore(Caller, WorkflowScope):
                  "backoff", "cancel_at", "cancel_delivered", "cancel_mark", "cancel_requested",
                  "check_lost",
                  "children_end", "continue_asked", "continued",
-                 "created", "cursor", "defaulted", "done", "durable_watchers", "epoch", "error",
-                 "exited", "exits_read",
+                 "created", "cursor", "defaulted", "done", "durable_watchers", "ends_read",
+                 "epoch", "error", "exited",
                  "flushes", "flushing", "fn", "handed_over", "held_names", "history_bytes", "host",
                  "host_unwritten", "input_plain", "kill_reason", "left_outcome",
                  "links", "may_be_queued", "monitoring", "name", "orphaned", "parent",
@@ -278,10 +278,11 @@ class WorkflowCore(Caller, WorkflowScope):
         #: locally (for :data:`UNLINK_GRACE` seconds)
         self.unlinked: dict[Pid, float] | None = None
         self.monitoring: set[Pid] | None = None
-        #: the workflows whose ``EXIT`` its replay read, each after its last monitor of
-        #: it: its recovery takes those monitors as spent, and a later ``EXIT`` of one
-        #: (of an attempt a retry began) as not asked for (``Interop._deliver_lost``)
-        self.exits_read: set[Pid] | None = None
+        #: the ``EXIT``s and ``LINK_DOWN``s of workflows its replay read, each after its
+        #: last monitor of (or link to) that workflow, as ``(kind, pid)``: its recovery
+        #: takes those monitors and links as spent, and a later ``EXIT`` of one (of an
+        #: attempt a retry began) as not asked for (``Interop._ends_read``)
+        self.ends_read: set[tuple[EventKind, Pid]] | None = None
         #: the message id of the seq of the link (``LINK_DOWN``) or monitor (``EXIT``) of
         #: each pid that this workflow made last, as its code made them (a replay too):
         #: what names the inbox id of the event it gets of it (``Interop.event_id``).

@@ -310,10 +310,10 @@ class Receives(WorkflowCore):
             return message_from_plain(out["message"])
         if "event" in out:
             event = event_from_plain(out["event"])
-            if event.kind is EventKind.EXIT:
+            if event.kind is EventKind.EXIT or event.kind is EventKind.LINK_DOWN:
                 h = self.node.hosts.get(event.pid.host)
-                if h is not None and h.durable:  # (a workflow's: see exits_read)
-                    self.exits_read = added(self.exits_read, event.pid)
+                if h is not None and h.durable:  # (a workflow's: see ends_read)
+                    self.ends_read = added(self.ends_read, (event.kind, event.pid))
             return event
         return None
 

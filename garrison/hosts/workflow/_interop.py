@@ -144,8 +144,8 @@ class Interop(WorkflowCore):
             self._hold_names()
         node = self.node
         hosts = node.hosts
-        if self.exits_read:
-            self._exits_read()
+        if self.ends_read:
+            self._ends_read()
         lost: list[tuple[EventKind, Pid]] = []
         for pid in sorted(self.monitoring or ()):
             h = hosts.get(pid.host)
@@ -255,20 +255,23 @@ class Interop(WorkflowCore):
         if self.pending:  # linked rows of workflows of other nodes that failed
             self.host.linked_rows(cast("WorkflowInstance", self))
 
-    def _exits_read(self) -> None:
-        """After a recovery: a workflow whose ``EXIT`` the replay read after this one's
-        last monitor of it (``exits_read``) was heard of: the monitor is spent (its
-        look at the store would find the same), and an ``EXIT`` of it still pending
-        is of a later attempt, a retry's, that no monitor of this one asked for: a
-        retry by a node of an older garrison (a rolling upgrade) left the monitor's
-        row, which that attempt's end wrote to (see :meth:`asks_nothing_of`). Such a
-        row is consumed unread."""
-        read = self.exits_read or set()
-        self.exits_read = None
-        for pid in read:
-            self.watch_spent(EventKind.EXIT, pid)
+    def _ends_read(self) -> None:
+        """After a recovery: a workflow whose ``EXIT`` (``LINK_DOWN``) the replay read
+        after this one's last monitor of (link to) it (``ends_read``) was heard of:
+        the monitor (link) is spent, as it was when the event came, and not made again
+        with a retried run of that workflow, which never asked for it (a link made
+        again on its side, this workflow's failure ended it). An ``EXIT`` of it still
+        pending is of a later attempt, a retry's, that no monitor of this one asked
+        for: a retry by a node of an older garrison (a rolling upgrade) left the
+        monitor's row, which that attempt's end wrote to (see
+        :meth:`asks_nothing_of`). Such a row is consumed unread."""
+        read = self.ends_read or set()
+        self.ends_read = None
+        for kind, pid in read:
+            self.watch_spent(kind, pid)
         for item in list(self.pending or ()):
-            if item.event and item.value.kind is EventKind.EXIT and item.value.pid in read:
+            if item.event and item.value.kind is EventKind.EXIT and \
+                    (EventKind.EXIT, item.value.pid) in read:
                 self.unqueue_item(item)
                 self.drop_unasked(item.id)
 
@@ -281,7 +284,7 @@ class Interop(WorkflowCore):
         (``retry_transaction``), a retry by a node of an older garrison (a rolling
         upgrade) left them, and the new end reached a workflow that never asked for
         it. (Before its replay is done, what it holds is not known yet: the row is
-        written, and its recovery drops it, :meth:`_exits_read`.)"""
+        written, and its recovery drops it, :meth:`_ends_read`.)"""
         return attempt >= 2 and not self.check_lost and target not in (self.monitoring or ())
 
     def drop_unasked(self, row_id: int) -> None:
@@ -495,8 +498,8 @@ class Interop(WorkflowCore):
         if monitor:
             if not h.durable:  # (a workflow's EXIT has an id of its own: exit_id)
                 self._signalled_at(EventKind.EXIT, pid, seq)
-            elif self.exits_read:
-                self.exits_read.discard(pid)  # (a monitor again: see exits_read)
+            elif self.ends_read:
+                self.ends_read.discard((EventKind.EXIT, pid))  # (again: see ends_read)
             self.monitoring = added(self.monitoring, pid)
 
     def _ended_before(self, pid: Pid, h: Any) -> bool:
@@ -701,6 +704,8 @@ class Interop(WorkflowCore):
         self.links = added(self.links, pid)
         if self.unlinked:
             self.unlinked.pop(pid, None)
+        if self.ends_read:
+            self.ends_read.discard((EventKind.LINK_DOWN, pid))  # (again: see ends_read)
 
     def unlink(self, to: Pid | str) -> None:
         try:
@@ -734,8 +739,8 @@ class Interop(WorkflowCore):
     def monitor(self, to: Pid | str) -> None:
         live, pid = self._take_target(JournalKind.MONITOR, to)
         self.monitoring = added(self.monitoring, pid)
-        if self.exits_read:
-            self.exits_read.discard(pid)  # (a monitor again: see exits_read)
+        if self.ends_read:
+            self.ends_read.discard((EventKind.EXIT, pid))  # (again: see ends_read)
         h = self.node.hosts.get(pid.host)
         if h is None or not h.durable:  # (a workflow's EXIT has an id of its own: exit_id)
             self._signalled_at(EventKind.EXIT, pid)
