@@ -1932,3 +1932,35 @@ async def test_a_link_spent_by_a_failure_is_not_made_again_with_the_retried_run(
     if restart:
         async with garrison.open_node(store=store_spec) as node:
             await fails(node)
+
+
+async def _spawns_by_id_and_reads_its_exit(wid: str) -> str:
+    """Spawn the workflow ``wid`` by id (it may exist) and read its EXIT."""
+    from garrison import process
+
+    await process.spawn(ops_app.fails_when_told, id=wid)
+    event = await process.events().receive()
+    return str(event.error)
+
+
+async def test_a_workflow_that_spawns_a_retried_workflow_by_id_hears_of_its_end(
+        store_spec: str, autojump_clock: Any) -> None:
+    """Workflow s spawns by id the workflow t, which failed and was retried: the start
+    returns the running t, and t's EXIT reaches s, as a child's reaches its spawner,
+    though s made no monitor of it (its end leaves out only a watcher that heard of an
+    earlier attempt and asked for nothing since)."""
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await node.workflow("t").retry()
+        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await node.start_workflow(_spawns_by_id_and_reads_its_exit, "t", id="s")
+        await until(lambda: "spawn" in _kinds(node, "s"), "s's spawn")
+        await trio.sleep(1)
+        await node.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            await node.workflow("t").result()
+        with trio.fail_after(60):
+            assert await node.workflow("s").result() == "RuntimeError: told to fail: fail2"

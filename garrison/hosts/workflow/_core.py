@@ -163,6 +163,10 @@ class Replayed:
         return bool(self.state or self.search or self.memo)
 
 
+#: how many ends of workflows a workflow keeps in :attr:`WorkflowCore.ends_read`
+ENDS_HEARD = 1024
+
+
 class WorkflowCore(Caller, WorkflowScope):
     """State and primitives shared by every part of a workflow instance."""
 
@@ -278,11 +282,13 @@ class WorkflowCore(Caller, WorkflowScope):
         #: locally (for :data:`UNLINK_GRACE` seconds)
         self.unlinked: dict[Pid, float] | None = None
         self.monitoring: set[Pid] | None = None
-        #: the ``EXIT``s and ``LINK_DOWN``s of workflows its replay read, each after its
-        #: last monitor of (or link to) that workflow, as ``(kind, pid)``: its recovery
-        #: takes those monitors and links as spent, and a later ``EXIT`` of one (of an
-        #: attempt a retry began) as not asked for (``Interop._ends_read``)
-        self.ends_read: set[tuple[EventKind, Pid]] | None = None
+        #: the ``EXIT``s and ``LINK_DOWN``s of workflows that reached it (or its replay
+        #: read), each since its last monitor of, link to or spawn of that workflow, as
+        #: ``(kind, pid)``, the last :data:`ENDS_HEARD` (oldest first: see
+        #: :meth:`heard_end`): its recovery takes those monitors and links as spent, and
+        #: a later ``EXIT`` of one (of an attempt a retry began) as not asked for
+        #: (``Interop._ends_read``, ``Interop.asks_nothing_of``)
+        self.ends_read: dict[tuple[EventKind, Pid], None] | None = None
         #: the message id of the seq of the link (``LINK_DOWN``) or monitor (``EXIT``) of
         #: each pid that this workflow made last, as its code made them (a replay too):
         #: what names the inbox id of the event it gets of it (``Interop.event_id``).
@@ -383,6 +389,29 @@ class WorkflowCore(Caller, WorkflowScope):
         #: the trio task its code runs in (``None`` until it runs): the only task whose
         #: durable calls it takes (see ``_op``)
         self.task: trio.lowlevel.Task | None = None
+
+    def heard_end(self, kind: EventKind, pid: Pid) -> None:
+        """The ``kind`` event (``EXIT``, ``LINK_DOWN``) of ``pid`` reached this workflow
+        (or its replay read it): if ``pid`` is a workflow's, noted in
+        :attr:`ends_read`, the last :data:`ENDS_HEARD` kept (an older one forgotten: a
+        later ``EXIT`` of it is read, as any)."""
+        h = self.node.hosts.get(pid.host)
+        if h is None or not h.durable:
+            return
+        heard = self.ends_read
+        if heard is None:
+            heard = self.ends_read = {}
+        key = (kind, pid)
+        heard.pop(key, None)
+        heard[key] = None
+        if len(heard) > ENDS_HEARD:
+            del heard[next(iter(heard))]
+
+    def asked_again(self, kind: EventKind, pid: Pid) -> None:
+        """A monitor of (``EXIT``), link to (``LINK_DOWN``) or spawn of ``pid``: its
+        event is asked for again (see :attr:`ends_read`)."""
+        if self.ends_read:
+            self.ends_read.pop((kind, pid), None)
 
     def queue_item(self, item: InboxItem) -> None:
         """Add ``item`` to :attr:`pending`, made a list by the first (most workflows

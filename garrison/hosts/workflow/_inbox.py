@@ -311,9 +311,7 @@ class Receives(WorkflowCore):
         if "event" in out:
             event = event_from_plain(out["event"])
             if event.kind is EventKind.EXIT or event.kind is EventKind.LINK_DOWN:
-                h = self.node.hosts.get(event.pid.host)
-                if h is not None and h.durable:  # (a workflow's: see ends_read)
-                    self.ends_read = added(self.ends_read, (event.kind, event.pid))
+                self.heard_end(event.kind, event.pid)  # (a workflow's: see ends_read)
             return event
         return None
 

@@ -265,8 +265,7 @@ class Interop(WorkflowCore):
         for: a retry by a node of an older garrison (a rolling upgrade) left the
         monitor's row, which that attempt's end wrote to (see
         :meth:`asks_nothing_of`). Such a row is consumed unread."""
-        read = self.ends_read or set()
-        self.ends_read = None
+        read = list(self.ends_read or ())
         for kind, pid in read:
             self.watch_spent(kind, pid)
         for item in list(self.pending or ()):
@@ -279,13 +278,15 @@ class Interop(WorkflowCore):
         """Whether the ``EXIT`` of the end of the workflow ``target``'s attempt
         ``attempt``, for which a monitor row of the store names this workflow, asks
         nothing of it: a later attempt (a retry's), and this workflow, its replay done,
-        holds no monitor of ``target``: the one it made was of an earlier attempt and
-        had that one's ``EXIT``. A retry forgets such rows with its write
-        (``retry_transaction``), a retry by a node of an older garrison (a rolling
-        upgrade) left them, and the new end reached a workflow that never asked for
-        it. (Before its replay is done, what it holds is not known yet: the row is
-        written, and its recovery drops it, :meth:`_ends_read`.)"""
-        return attempt >= 2 and not self.check_lost and target not in (self.monitoring or ())
+        had an ``EXIT`` of ``target`` and made no monitor of it (nor spawned it) since
+        (``ends_read``): its monitor was of an earlier attempt. A retry forgets such
+        rows with its write (``retry_transaction``), a retry by a node of an older
+        garrison (a rolling upgrade) left them, and the new end reached a workflow that
+        never asked for it. (Before its replay is done, what it holds is not known
+        yet: the row is written, and its recovery drops it, :meth:`_ends_read`.)"""
+        heard = self.ends_read
+        return attempt >= 2 and not self.check_lost and heard is not None \
+            and (EventKind.EXIT, target) in heard and target not in (self.monitoring or ())
 
     def drop_unasked(self, row_id: int) -> None:
         """The inbox row ``row_id``, an ``EXIT`` :meth:`asks_nothing_of`, is consumed
@@ -340,6 +341,7 @@ class Interop(WorkflowCore):
         table = self.monitoring if kind is EventKind.EXIT else self.links
         if table:
             table.discard(pid)
+        self.heard_end(kind, pid)
         if kind is EventKind.EXIT and "@" in pid.id:  # (may name another node: a plain pid)
             self.node.monitor_spent(pid, self.pid)
         return self.event_id(kind, pid, spent=True)
@@ -489,7 +491,10 @@ class Interop(WorkflowCore):
         the id per process: ``_delivered_per_process`` reads that one too.) A child
         that ended while its spawn was being committed (a short process does, as a rule)
         has delivered its events before: no watch of it is kept. (A replay keeps them,
-        and :meth:`_deliver_lost` drops those it finds spent.)"""
+        and :meth:`_deliver_lost` drops those it finds spent.) A workflow's ``EXIT``
+        reaches its spawner, monitored or not: asked for again (``ends_read``)."""
+        if h.durable:
+            self.asked_again(EventKind.EXIT, pid)
         if seq is not None and (link or monitor) and self._ended_before(pid, h):
             return
         if link:
@@ -498,8 +503,6 @@ class Interop(WorkflowCore):
         if monitor:
             if not h.durable:  # (a workflow's EXIT has an id of its own: exit_id)
                 self._signalled_at(EventKind.EXIT, pid, seq)
-            elif self.ends_read:
-                self.ends_read.discard((EventKind.EXIT, pid))  # (again: see ends_read)
             self.monitoring = added(self.monitoring, pid)
 
     def _ended_before(self, pid: Pid, h: Any) -> bool:
@@ -704,8 +707,7 @@ class Interop(WorkflowCore):
         self.links = added(self.links, pid)
         if self.unlinked:
             self.unlinked.pop(pid, None)
-        if self.ends_read:
-            self.ends_read.discard((EventKind.LINK_DOWN, pid))  # (again: see ends_read)
+        self.asked_again(EventKind.LINK_DOWN, pid)
 
     def unlink(self, to: Pid | str) -> None:
         try:
@@ -739,8 +741,7 @@ class Interop(WorkflowCore):
     def monitor(self, to: Pid | str) -> None:
         live, pid = self._take_target(JournalKind.MONITOR, to)
         self.monitoring = added(self.monitoring, pid)
-        if self.ends_read:
-            self.ends_read.discard((EventKind.EXIT, pid))  # (again: see ends_read)
+        self.asked_again(EventKind.EXIT, pid)
         h = self.node.hosts.get(pid.host)
         if h is None or not h.durable:  # (a workflow's EXIT has an id of its own: exit_id)
             self._signalled_at(EventKind.EXIT, pid)
