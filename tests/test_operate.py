@@ -1964,3 +1964,29 @@ async def test_a_workflow_that_spawns_a_retried_workflow_by_id_hears_of_its_end(
             await node.workflow("t").result()
         with trio.fail_after(60):
             assert await node.workflow("s").result() == "RuntimeError: told to fail: fail2"
+
+
+def test_the_ends_a_workflow_heard_of_are_kept_bounded_and_newest_first() -> None:
+    """``heard_end`` keeps at least the last ``ENDS_HEARD`` workflow ends, and never
+    more than twice as many (a parent of many children in a ``continue_as_new`` loop
+    runs for ever); one of a plain process is not kept."""
+    import types
+
+    from garrison import EventKind
+    from garrison.hosts.workflow._core import ENDS_HEARD, WorkflowCore
+
+    class Watcher:
+        __slots__ = ("ends_read", "node")
+        heard_end = WorkflowCore.heard_end
+
+    w = Watcher()
+    w.ends_read = None
+    w.node = types.SimpleNamespace(hosts={"workflows": types.SimpleNamespace(durable=True),
+                                          "processes": types.SimpleNamespace(durable=False)})
+    w.heard_end(EventKind.EXIT, Pid("processes", "1.1"))
+    assert w.ends_read is None
+    pids = [Pid("workflows", f"w{k}") for k in range(5 * ENDS_HEARD)]
+    for pid in pids:
+        w.heard_end(EventKind.EXIT, pid)
+        assert len(w.ends_read) <= 2 * ENDS_HEARD
+    assert all((EventKind.EXIT, pid) in w.ends_read for pid in pids[-ENDS_HEARD:])

@@ -11,6 +11,7 @@ next journal seq and returns the recorded entry (replay) or ``None`` (run it liv
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -393,8 +394,9 @@ class WorkflowCore(Caller, WorkflowScope):
     def heard_end(self, kind: EventKind, pid: Pid) -> None:
         """The ``kind`` event (``EXIT``, ``LINK_DOWN``) of ``pid`` reached this workflow
         (or its replay read it): if ``pid`` is a workflow's, noted in
-        :attr:`ends_read`, the last :data:`ENDS_HEARD` kept (an older one forgotten: a
-        later ``EXIT`` of it is read, as any)."""
+        :attr:`ends_read`, the last :data:`ENDS_HEARD` at least kept (twice as many
+        trimmed to those at once; one forgotten: a later ``EXIT`` of it is read, as
+        any)."""
         h = self.node.hosts.get(pid.host)
         if h is None or not h.durable:
             return
@@ -404,8 +406,8 @@ class WorkflowCore(Caller, WorkflowScope):
         key = (kind, pid)
         heard.pop(key, None)
         heard[key] = None
-        if len(heard) > ENDS_HEARD:
-            del heard[next(iter(heard))]
+        if len(heard) > 2 * ENDS_HEARD:
+            self.ends_read = dict.fromkeys(itertools.islice(heard, ENDS_HEARD, None))
 
     def asked_again(self, kind: EventKind, pid: Pid) -> None:
         """A monitor of (``EXIT``), link to (``LINK_DOWN``) or spawn of ``pid``: its
