@@ -341,7 +341,10 @@ class Interop(WorkflowCore):
         table = self.monitoring if kind is EventKind.EXIT else self.links
         if table:
             table.discard(pid)
-        self.heard_end(kind, pid)
+        if not self.check_lost:
+            # (one that comes while it replays may answer a monitor its replay made
+            # again: what it read from its journal alone tells, see _ends_read)
+            self.heard_end(kind, pid)
         if kind is EventKind.EXIT and "@" in pid.id:  # (may name another node: a plain pid)
             self.node.monitor_spent(pid, self.pid)
         return self.event_id(kind, pid, spent=True)
