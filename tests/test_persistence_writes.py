@@ -810,6 +810,113 @@ async def test_ctrl_c_is_held_off_while_a_commit_joins_writes_and_wakes_its_batc
     assert seen["wake"] and all(seen["wake"]), seen
 
 
+async def test_a_commit_joining_a_forming_batch_waits_as_its_request_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every commit that joins a batch already forming held a coroutine of the engine
+    over the generator parking it while it waited: with a thousand workflows stepping
+    at once, one object more per waiting step for each young collection to walk and for
+    the batch's wake-ups to read from memory again. Its caller awaits its request,
+    parked by the request's one generator, joining the batch protected from Ctrl-C as
+    before, and each caller gets its own results."""
+    from garrison.persistence import _group_commit
+
+    joined: list[bool] = []
+
+    class Pending(list):  # type: ignore[type-arg]
+        def append(self, request: Any) -> None:
+            joined.append(trio.lowlevel.currently_ki_protected())
+            super().append(request)
+
+    awaited: list[str] = []
+
+    def write_batch(batch: list[CommitRequest]) -> None:
+        for request in batch:
+            below = request.task.coro.cr_await  # (what its caller awaits, and below it)
+            chain = []
+            while below is not None:
+                chain.append(getattr(below, "__qualname__", type(below).__name__))
+                below = getattr(below, "cr_await", None) or getattr(below, "gi_yieldfrom",
+                                                                    None)
+            awaited.append(" ".join(chain))
+            request.results = [request.tx]
+
+    engine = _group_commit.GroupCommit(lambda tx: [tx], write_batch, Strategy.INLINE)
+    engine._pending = Pending()
+    monkeypatch.setattr(_group_commit, "runnable_tasks", lambda: 1)  # nobody alone
+    got = await _commit_each(engine.commit, ["tx0", "tx1", "tx2", "tx3"])
+    assert sorted(got) == [["tx0"], ["tx1"], ["tx2"], ["tx3"]]  # type: ignore[type-var]
+    # the three that joined wait in their requests' generator; the leader runs (writes)
+    assert sorted(awaited) == [""] + ["CommitRequest.__await__"] * 3, awaited
+    assert joined == [True] * 4, joined
+
+
+async def test_a_commit_made_leader_or_first_run_after_its_batch_commits_as_any(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The requests that join a batch while another is written in a worker thread form
+    the next one, led by the oldest of them: it gathers and writes it from its own
+    wait. A commit asked for while a batch forms but first run after it ended (a task
+    started with ``store.commit`` as its function) is written as any other: it is a
+    coroutine for trio, and does nothing until it runs."""
+    import threading
+    from collections.abc import Coroutine
+
+    from garrison.persistence import _group_commit
+
+    writing, release = threading.Event(), threading.Event()
+    batches: list[list[Any]] = []
+
+    def write_batch(batch: list[CommitRequest]) -> None:  # (in a worker thread)
+        batches.append([request.tx for request in batch])
+        if len(batches) == 1:
+            writing.set()
+            release.wait(10)
+        for request in batch:
+            request.results = [request.tx]
+
+    engine = _group_commit.GroupCommit(lambda tx: ["alone"], write_batch, Strategy.THREAD)
+    monkeypatch.setattr(_group_commit, "runnable_tasks", lambda: 1)  # nobody alone
+    got: dict[str, Any] = {}
+
+    async def one(tx: str) -> None:
+        got[tx] = await engine.commit(tx)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for tx in ("a0", "a1"):
+                nursery.start_soon(one, tx)
+            while not writing.is_set():  # (the first batch is in the worker thread)
+                await trio.sleep(0.001)
+            for tx in ("b0", "b1", "b2"):
+                nursery.start_soon(one, tx)
+            late = engine.commit("late")  # asked for now, run once the batches ended
+            assert isinstance(late, Coroutine)
+            nursery.start_soon(engine.commit, "task")  # (joins the second batch)
+            while len(engine._pending) < 4:
+                await trio.sleep(0.001)
+            release.set()
+        monkeypatch.setattr(_group_commit, "runnable_tasks", lambda: 0)
+        assert await late == ["alone"]  # (nothing else runs: written alone)
+    assert got == {tx: [tx] for tx in ("a0", "a1", "b0", "b1", "b2")}
+    assert sorted(batches[0]) == ["a0", "a1"]
+    assert sorted(batches[1]) == ["b0", "b1", "b2", "task"]
+    assert len(batches) == 2 and not engine.busy
+
+
+def test_a_commit_closed_or_thrown_into_before_it_ran_joins_no_batch() -> None:
+    """A commit asked for while a batch forms is a coroutine that has not run: closed,
+    or thrown into (as trio does to a task's coroutine), it raises there and joins no
+    batch, whose writer would otherwise wake a task that never waited."""
+    from garrison.persistence import _group_commit
+
+    engine = _group_commit.GroupCommit(lambda tx: [tx], lambda batch: None, Strategy.INLINE)
+    engine._flushing = True  # (a batch forms)
+    engine.commit("closed").close()
+    thrown = engine.commit("thrown")
+    with pytest.raises(ValueError, match="boom"):
+        thrown.throw(ValueError("boom"))
+    assert engine._pending == []
+
+
 @pytest.mark.parametrize("where", ["batch", "isolated"])
 @pytest.mark.parametrize("strategy", [Strategy.INLINE, Strategy.THREAD])
 async def test_an_interrupt_of_a_sqlite_batch_goes_on_and_fails_every_caller(

@@ -48,7 +48,7 @@ from __future__ import annotations
 import enum
 import time
 import types
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from time import perf_counter
 from typing import Any
 
@@ -142,12 +142,22 @@ class Strategy(enum.Enum):
     THREAD = "thread"
 
 
-class CommitRequest:
-    """One ``commit()`` call waiting for its batch."""
+class CommitRequest(Coroutine[Any, Any, list[Any]]):
+    """One ``commit()`` call waiting for its batch.
 
-    __slots__ = ("balance", "done", "error", "leader", "results", "task", "tx")
+    Joining a batch that is already forming (the common case, with many workflows
+    stepping at once) makes no coroutine of the engine: ``GroupCommit.commit`` returns
+    the request itself, and its caller awaits it, parked by one generator
+    (:meth:`__await__`). What its waiter holds is what a young garbage collection
+    walks, and what is read from memory again when its batch wakes it, a thousand
+    other steps later. (A request never awaited commits nothing, as a coroutine never
+    awaited; unlike one, it is dropped without Python's "never awaited" warning.)"""
 
-    def __init__(self, tx: Any, task: trio.lowlevel.Task) -> None:
+    __slots__ = ("balance", "done", "error", "group", "leader", "results", "sub", "task",
+                 "tx")
+
+    def __init__(self, tx: Any, task: trio.lowlevel.Task | None,
+                 group: GroupCommit | None = None) -> None:
         self.tx = tx
         self.task = task
         self.done = False
@@ -160,6 +170,59 @@ class CommitRequest:
         #: collection while the request waits, and outlives a middle one with a
         #: thousand waiting)
         self.balance: dict[Any, Any] | None = {}
+        #: the engine whose batch it joins (``None``: a request a store's test builds)
+        self.group = group
+        #: :meth:`__await__`'s generator, when trio runs the request as a task's
+        #: coroutine (``send``)
+        self.sub: Generator[Any, Any, list[Any]] | None = None
+
+    # (KI-protected as ``GroupCommit._commit``: see there)
+    @trio.lowlevel.enable_ki_protection
+    def __await__(self) -> Generator[Any, Any, list[Any]]:
+        """Join the batch forming now and park until the engine wakes it: its results,
+        or its error raised; or lead the batch formed while its own was written, if the
+        engine made it that batch's leader. (A batch that ended before it first ran: it
+        commits as any other, by ``GroupCommit._commit``.)"""
+        group = self.group
+        assert group is not None
+        if not group._flushing:
+            return (yield from group._commit(self.tx).__await__())
+        run = _trio_fast.RUN
+        self.task = run.task if run is not None else trio.lowlevel.current_task()
+        group._pending.append(self)
+        resumed = yield _PARK
+        if resumed is not _RESUMED:  # pragma: no cover - only the engine wakes it
+            resumed.unwrap()
+        if self.done:
+            group._released -= 1
+            if self.error is None:  # (what _unwrap does, without its call)
+                got = self.results
+                if got is NONE_RESULT:
+                    return [None]
+                if got is not None:
+                    return got
+            return _unwrap(self)
+        # made leader of the batch formed while its own was written
+        return (yield from group._lead(self, False).__await__())
+
+    # A coroutine for trio too (``nursery.start_soon(store.commit, tx)``): its steps go
+    # to the generator of ``__await__``, made at the first.
+    def send(self, value: Any) -> Any:
+        """A step of :meth:`__await__`'s generator."""
+        if self.sub is None:
+            self.sub = self.__await__()
+        return self.sub.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        """Raise in :meth:`__await__`'s generator."""
+        if self.sub is None:
+            self.sub = self.__await__()
+        return self.sub.throw(typ, val, tb)
+
+    def close(self) -> None:
+        """Close :meth:`__await__`'s generator, if it was made."""
+        if self.sub is not None:
+            self.sub.close()
 
 
 def fail_all(batch: list[CommitRequest], error: BaseException) -> None:
@@ -252,15 +315,28 @@ class GroupCommit:
         goes on in a worker thread."""
         return self._flushing or self._handed > 0
 
+    def commit(self, tx: Any) -> Coroutine[Any, Any, list[Any]]:
+        """Commit ``tx`` (sharing the transaction with every commit waiting now);
+        returns one result per operation once it is committed.
+
+        (A plain function returning the coroutine that commits: a batch forming now is
+        joined by the :class:`CommitRequest` itself, with no coroutine of the engine
+        held while it waits; anything else by :meth:`_commit`'s. Either does nothing
+        until it is first awaited or sent to, as an ``async def`` function's.)"""
+        if self._flushing and _PARK is not None:
+            return CommitRequest(tx, None, self)
+        return self._commit(tx)
+
     # Ctrl-C (trio raises KeyboardInterrupt in code that is not KI-protected, at any
     # bytecode) must not strike between a request joining ``_pending`` and its park, nor
     # in the middle of a batch's wake-ups: a waiter never woken cannot be cancelled (it
     # refuses aborts) and would hold up the run's end for good. Protected, the interrupt
     # goes to the main task at its next checkpoint instead.
+    # (``CommitRequest.__await__`` is too: it joins a forming batch and parks in one step)
     @trio.lowlevel.enable_ki_protection
-    async def commit(self, tx: Any) -> list[Any]:
-        """Commit ``tx`` (sharing the transaction with every commit waiting now);
-        returns one result per operation once it is committed.
+    async def _commit(self, tx: Any) -> list[Any]:
+        """:meth:`commit`'s coroutine: written alone, or led, or (the batch it saw
+        forming ended before it first ran) joined.
 
         (No local name for the pending list: a waiter's frame holding it would keep
         the whole batch, every caller's request, transaction and results, alive until
@@ -308,13 +384,14 @@ class GroupCommit:
                     if got is not None:
                         return got
                 return _unwrap(request)
-        await self._lead(request, busy, started if busy else 0.0)
-        return _unwrap(request)
+        return await self._lead(request, busy, started if busy else 0.0)
 
     @trio.lowlevel.enable_ki_protection
-    async def _lead(self, request: CommitRequest, busy: bool, started: float = 0.0) -> None:
-        """Write the batch ``request`` leads; ``started``: when a commit written alone
-        that found the store busy began (its write's time counts from there)."""
+    async def _lead(self, request: CommitRequest, busy: bool, started: float = 0.0
+                    ) -> list[Any]:
+        """Write the batch ``request`` leads, and return its results; ``started``: when a
+        commit written alone that found the store busy began (its write's time counts
+        from there)."""
         self._flushing = True
         batch: list[CommitRequest] | None = None
         try:
@@ -394,6 +471,7 @@ class GroupCommit:
                 reschedule(leader.task, _RESUMED)
             else:
                 self._flushing = False
+        return _unwrap(request)
 
     def _write_until_done(self, batch: list[CommitRequest], again: bool = False) -> None:
         """Worker thread: write ``batch``; while the store is busy, pause (10 ms, then
