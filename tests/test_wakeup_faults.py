@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import trio
 import workflow_app
 
 import garrison
+from garrison.hosts.workflow import _recovery
 from garrison.persistence import SQLiteStore, open_store
 
 
@@ -109,3 +111,52 @@ async def test_a_workflow_whose_own_refresh_keeps_failing_is_held_and_tried_agai
         "store answers other reads, so the node goes on without it: it is tried again in "
         "0.05 s, then less and less often (at most every 60 s), and at its next wakeup",
         f"workflow bad is refreshed again, after {len(tried)} failed refreshes"], said
+
+
+async def test_a_held_workflow_whose_store_then_fails_for_good_fails_the_store(
+        store_spec: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        autojump_clock: object) -> None:
+    """A workflow held for its own refresh's failure, tried again while the store then
+    fails every read (a server gone for good): its tries were held on at DEBUG for
+    ever, each first waiting ``retry_for`` in the node's thread on PostgreSQL, and the
+    node never said its store had failed (no other wakeup came to count it). Failures
+    of the held retries while the store answers nothing either count as the wakeups'
+    do: after ``WAKE_FAILURES_MAX`` in a row the store has failed."""
+    caplog.set_level(logging.DEBUG, "garrison")
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(workflow_app.collector, 1, id="bad")
+        store = node.hosts["workflows"].store
+        pending_messages = store.pending_messages
+        tried: list[str] = []
+
+        def failing(wid: str) -> Any:
+            if wid == "bad":
+                tried.append(wid)
+                raise garrison.StoreError(store.path, "its value is damaged")
+            return pending_messages(wid)
+
+        def gone(wid: str) -> Any:  # (the server is gone for good)
+            if wid:  # (not the store's probe)
+                tried.append(wid)
+            raise garrison.StoreError(store.path, "the server closed the connection")
+
+        monkeypatch.setattr(store, "pending_messages", failing)
+        with open_store(store_spec, lock=False) as tool:
+            tool.deliver("bad", "m", "b")
+        deadline = time.monotonic() + 10  # (real time: a worker thread takes wakeups)
+        while not any("cannot refresh workflow bad" in r.getMessage()
+                      for r in caplog.records):  # (held)
+            assert time.monotonic() < deadline, "bad was never held"
+            await trio.sleep(0)
+        before = len(tried)
+        monkeypatch.setattr(store, "get_workflow", gone)
+        with trio.fail_after(600):
+            while not any("its store failed" in r.getMessage() for r in caplog.records):
+                await trio.sleep(1)
+        assert len(tried) - before == _recovery.WAKE_FAILURES_MAX, tried
+        await trio.sleep(600)  # (nothing tried after)
+        assert len(tried) - before == _recovery.WAKE_FAILURES_MAX, tried
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum(line.startswith("host workflows: its store failed") for line in said) == 1, said
+    assert sum("could not read 1 held workflows" in line for line in said) == \
+        _recovery.WAKE_FAILURES_MAX - 1, said

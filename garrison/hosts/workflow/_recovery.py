@@ -518,10 +518,12 @@ async def watch_wakeups(host: WorkflowHost) -> None:
     store cannot hand over. It is named in one error line and held (``_Held``), tried
     again later (``WAKE_RETRY``, doubled at each failure, at most ``WAKE_ALONE_MAX``
     apart) and at its next wakeup; the others go on, and the node's store has not failed
-    (one damaged workflow took the node's every workflow down)."""
+    (one damaged workflow took the node's every workflow down). Its tries that fail
+    while the store answers nothing either count towards the store's failure, as the
+    wakeups' do (:func:`_retry_held`)."""
     held = _HeldWakes()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_retry_held, host, held)
+        nursery.start_soon(_retry_held, host, held, nursery.cancel_scope)
         await _take_wakeups(host, held)
         nursery.cancel_scope.cancel()
 
@@ -593,6 +595,8 @@ class _HeldWakes:
     def __init__(self) -> None:
         self.held: dict[tuple[bool, str], _Held] = {}
         self.added = trio.Event()
+        #: the held retries' failures in a row while the store answered nothing either
+        self.failures = 0
 
     def hold(self, key: tuple[bool, str], exc: StoreError) -> None:
         """Hold ``key``, whose own refresh failed with ``exc``: tried again later. Named
@@ -614,6 +618,13 @@ class _HeldWakes:
             log.debug("cannot refresh %s %s (%d failures in a row): %s; tried again in "
                       "%g s", what, wid, tries, exc, delay)
 
+    def put_off(self, until: float) -> None:
+        """Try none of the held ones before ``until`` (the store failed: its tries, as
+        :func:`_retry_held` counts them, are not theirs)."""
+        for key, h in self.held.items():
+            if h.due < until:
+                self.held[key] = attrs.evolve(h, due=until)
+
     def release(self, key: tuple[bool, str]) -> None:
         """``key``'s refresh worked: if it was held, said, and no longer held."""
         before = self.held.pop(key, None)
@@ -624,10 +635,15 @@ class _HeldWakes:
                      extra={} if schedule else {"workflow_id": wid})
 
 
-async def _retry_held(host: WorkflowHost, held: _HeldWakes) -> None:
+async def _retry_held(host: WorkflowHost, held: _HeldWakes,
+                      watching: trio.CancelScope) -> None:
     """Refresh each workflow (or schedule) ``held`` holds once it is due, again and
-    again while its own refresh fails (the store's failures are the wakeups' loop's to
-    tell: here each is held on, its tries apart as its count says)."""
+    again while its own refresh fails, its tries apart as its count says. A failure
+    while the store answers nothing either is the store's, as in the wakeups' loop: the
+    held ones are tried again ``WAKE_RETRY`` later (doubled at each such failure in a
+    row), and after ``WAKE_FAILURES_MAX`` in a row the store has failed (the wakeups'
+    watch, ``watching``, ends). Held on at DEBUG for ever instead, a server gone for
+    good held the node's thread at each try, and no other wakeup came to tell."""
     while not host.closing:
         with trio.move_on_at(min((h.due for h in held.held.values()), default=math.inf)):
             await held.added.wait()
@@ -635,18 +651,34 @@ async def _retry_held(host: WorkflowHost, held: _HeldWakes) -> None:
             continue  # (one held meanwhile: the next due time may be sooner)
         now = trio.current_time()
         due = [key for key, h in held.held.items() if h.due <= now][:WAKE_CHUNK]
-        with host.cancels_batched():  # (their children elsewhere: one read for all)
-            for key in due:
-                if host.closing:
-                    return
-                try:
-                    _refresh_woken(host, key)
-                except StoreError as exc:
+        try:
+            with host.cancels_batched():  # (their children elsewhere: one read for all)
+                for key in due:
                     if host.closing:
                         return
-                    held.hold(key, exc)
-                else:
-                    held.release(key)
+                    try:
+                        _refresh_woken(host, key)
+                    except StoreError as exc:
+                        if host.closing:
+                            return
+                        if not _store_answers(host):
+                            raise  # the store's failure: none tried after it now
+                        held.hold(key, exc)
+                    else:
+                        held.release(key)
+                    held.failures = 0
+        except StoreError as exc:
+            if host.closing:
+                return
+            held.failures += 1
+            if held.failures >= WAKE_FAILURES_MAX:
+                host.store_failed(exc)
+                watching.cancel()
+                return
+            delay = WAKE_RETRY * 2 ** (held.failures - 1)
+            held.put_off(trio.current_time() + delay)  # (its reads may have waited)
+            log.warning("could not read %d held workflows that tools or other nodes "
+                        "wrote for: %s; read again in %g s", len(held.held), exc, delay)
         await trio.lowlevel.checkpoint()
 
 
