@@ -3615,13 +3615,17 @@ async def test_a_tools_terminate_whose_ask_of_children_elsewhere_fails_is_asked_
 
 
 async def test_a_tools_cancel_whose_asks_of_children_elsewhere_fail_is_asked_at_wakeups(
-        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A tool's cancel of a parent is met by the node's wakeup watcher, which asks for
     the parent's children on another node as its chunk of wakeups ends. That ask
     failing, and the parent's end's ask too, the cancel was kept unasked, but a later
     chunk of wakeups (a tool's message for the ended parent, say) did not ask again:
     only a cancel of another tree, a resume or the node's restart did, and the children
-    ran on meanwhile. A chunk of wakeups asks again for what was left unasked."""
+    ran on meanwhile. A chunk of wakeups asks again for what was left unasked, and both
+    warnings say so (the parent's end's named only a cancel, terminate or resume)."""
+    import logging
+
     import trio
 
     from garrison.persistence import Transaction, open_store
@@ -3641,6 +3645,10 @@ async def test_a_tools_cancel_whose_asks_of_children_elsewhere_fail_is_asked_at_
         with trio.fail_after(10):
             while {str(b.workflow(wid).status()) for wid in children} != {"cancelled"}:
                 await trio.sleep(0.05)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+            and "could not be asked to cancel" in r.getMessage()]
+    assert len(said) == 2, said
+    assert all("asked again at the next wakeups, cancel" in line for line in said), said
 
 
 async def test_a_node_refreshes_the_children_woken_by_a_cancel_elsewhere_in_chunks(

@@ -1010,8 +1010,8 @@ class WorkflowHost:
                 self.ask_elsewhere_again()
             except Exception as exc:
                 log.warning("workflow %s: its children on other nodes could not be asked "
-                            "to %s: %s; asked again at the next cancel, terminate or "
-                            "resume of this node", wf.wid,
+                            "to %s: %s; asked again at the next wakeups, cancel, "
+                            "terminate or resume of this node", wf.wid,
                             "end" if wf.wid in self._ends_unasked else "cancel", exc,
                             extra={"workflow_id": wf.wid})
         event = Event(EventKind.EXIT, wf.pid, plain, error)
