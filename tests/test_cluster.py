@@ -3589,6 +3589,60 @@ async def test_a_starts_ask_of_children_of_ended_parents_leaves_those_that_run_o
     assert said[0].endswith("asked to cancel now (k2)"), said
 
 
+async def test_a_starts_ask_judges_a_terminated_parent_by_the_error_it_ended_with(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A node's start ends the unfinished children of a terminated parent, not those
+    of one that failed on its own. A terminate request of p's attempt in its inbox
+    (a tool's terminate that came as p failed on its own, ``ValueError``) did not end
+    p: its child k0 runs on, at this start and every later one. m ended by its
+    parent's terminate in a node's memory (its error says so; no request of its own
+    is in its inbox): its child k1 elsewhere ends with it."""
+    import logging
+
+    import trio
+
+    from garrison.hosts.workflow import request_transaction
+    from garrison.hosts.workflow._operate import terminated
+    from garrison.hosts.workflow._recovery import parent_terminated
+    from garrison.persistence import Transaction, open_store
+
+    name = "cluster_app:ends_on_a_message"
+    caplog.set_level(logging.WARNING, logger="garrison.workflow")
+    kids = {"k0": "p", "k1": "m"}
+    with open_store(postgres_url) as store:
+        tx = Transaction()
+        for wid, parent in kids.items():
+            tx.create_workflow(wid, name, [], status="running", host="workflows",
+                               parent=garrison.Pid("workflows", parent))
+        store.write(tx)
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
+                                  max_concurrent=len(kids)) as b:
+        with trio.fail_after(10):
+            while {m.name: m.workflows for m in b.cluster()} != {"b": len(kids)}:
+                await trio.sleep(0.02)
+        with open_store(postgres_url) as store:
+            tx = (Transaction()
+                  .create_workflow("p", name, [], status="running", host="workflows")
+                  .update_workflow("p", status="failed",
+                                   error=garrison.ErrorInfo("ValueError", "boom"))
+                  .create_workflow("m", name, [], status="running", host="workflows",
+                                   parent=garrison.Pid("workflows", "t"))
+                  .update_workflow("m", status="failed", error=parent_terminated("t")))
+            store.write(request_transaction("p", terminated("too late"), 1, tx))
+        for _start in range(2):
+            async with garrison.open_node(store=postgres_url, name="a", lease="30s"):
+                with trio.fail_after(10):
+                    while str(b.workflow("k1").status()) != "failed":
+                        await trio.sleep(0.05)
+            with open_store(postgres_url) as store:
+                assert store.inbox_message("terminate#1#k0") is None
+        assert str(b.workflow("k0").status()) == "waiting"
+    said = [m for m in caplog.messages if "still unfinished" in m]
+    assert said == ["workflow m has ended, but 1 of its children were still unfinished "
+                    "(an ask of them failed before a node stopped): asked to end now "
+                    "(k1)"], said
+
+
 async def test_a_tools_terminate_whose_ask_of_children_elsewhere_fails_is_asked_again(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tool's terminate of a parent (its request, as ``garrison workflows terminate``

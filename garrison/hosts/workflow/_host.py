@@ -96,6 +96,7 @@ from ._recovery import (
     check_supervisors,
     discard_requests,
     end_instance,
+    ended_by_terminate,
     ended_with_parent,
     named_damaged,
     parent_terminated,
@@ -2421,16 +2422,18 @@ class WorkflowHost:
 
     def ask_children_of_ended(self) -> None:
         """At a node's start in a cluster: the children still unfinished of workflows
-        that ended cancelled, or terminated (``failed`` by a terminate request of their
-        last attempt, or their parent's), are asked again, as the parent's end asks
-        them: an ask of them the store failed, then the node stopped (or crashed),
-        left them running for good under an ended parent, the asks still to make held
-        only in the memory of the node that stopped (``_elsewhere_unasked``,
-        ``_ends_unasked``). Read from the store (``Store.children_of_ended``), so any
-        node's start asks them, whoever ended the parent. A cancelled parent's
-        compensations (spawned after its cancel) and children flagged already are left
-        as they are; a child this node runs is refreshed once asked. Raises the store's
-        error (a later start asks again). Blocking."""
+        that ended cancelled, or terminated (``failed`` with the error of a terminate
+        request of their last attempt, or their parent's terminate's:
+        ``ended_by_terminate``; not one that failed on its own), are asked again, as
+        the parent's end asks them: an ask of them the store failed, then the node
+        stopped (or crashed), left them running for good under an ended parent, the
+        asks still to make held only in the memory of the node that stopped
+        (``_elsewhere_unasked``, ``_ends_unasked``). Read from the store
+        (``Store.children_of_ended``), so any node's start asks them, whoever ended the
+        parent. A cancelled parent's compensations (spawned after its cancel) and
+        children flagged already are left as they are; a child this node runs is
+        refreshed once asked. Raises the store's error (a later start asks again).
+        Blocking."""
         if self.client or self.ownership is None:
             return
         store = self.store
@@ -2458,7 +2461,7 @@ class WorkflowHost:
                 rows, _size = store.journal_entries(wid)
                 compensating[pid] = _spawned_after_cancel_in(
                     {entry.seq: entry for entry in (Entry(*row) for row in rows)})
-            elif store.inbox_message(terminate_request_id(wid, parent.attempt)) is not None:
+            elif ended_by_terminate(store, parent):  # (by the error it ended with)
                 terminated[pid] = wid
         requests = Transaction()
         unrun: list[_Unrun] = []

@@ -45,8 +45,9 @@ if TYPE_CHECKING:
     from ._host import WorkflowHost
 
 __all__ = ["LOAD_CHUNK", "SUPERVISOR_MEMO", "check_supervisors", "count_tool_starts",
-           "hold_states", "load", "named_damaged", "read_together", "refresh", "resume_all",
-           "runnable", "supervisor_of", "terminate_request_id", "watch_wakeups"]
+           "ended_by_terminate", "hold_states", "load", "named_damaged", "read_together",
+           "refresh", "resume_all", "runnable", "supervisor_of", "terminate_request_id",
+           "watch_wakeups"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -869,6 +870,29 @@ def terminate_request_id(workflow_id: str, attempt: int) -> str:
     """The message id of the request (:func:`request_transaction`) to end attempt
     ``attempt`` of ``workflow_id``."""
     return f"terminate#{attempt}#{workflow_id}"
+
+
+def ended_by_terminate(store: Any, record: WorkflowRecord) -> bool:
+    """``record``'s workflow (``failed``) was terminated as a tree is (its unfinished
+    children end with it, :func:`end_instance`), as told by the error it ended with:
+    its parent's terminate's (:func:`parent_terminated`: ended in a node's memory with
+    that tree, no request of its own needed), or that of the request to end its last
+    attempt in its inbox (a terminate's, or a linked workflow's failure). Not one that
+    failed on its own, though a terminate came as it did (a request ended nothing, its
+    row is there all the same). Blocking: its request is read."""
+    error = record.error
+    if error is None:
+        return False
+    if ended_with_parent(error):
+        return True
+    request = store.inbox_message(terminate_request_id(record.workflow_id,
+                                                       record.attempt))
+    payload = request.payload if request is not None else None
+    plain = payload.get("terminate") if isinstance(payload, dict) else None
+    if not isinstance(plain, dict):
+        return False
+    asked = error_from_plain(plain)
+    return (asked.type, asked.message) == (error.type, error.message)
 
 
 def request_transaction(workflow_id: str, error: ErrorInfo,
