@@ -3643,6 +3643,70 @@ async def test_a_starts_ask_judges_a_terminated_parent_by_the_error_it_ended_wit
                     "(k1)"], said
 
 
+async def test_a_starts_ask_of_children_of_ended_parents_is_held_up_by_no_damaged_parent(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A node's start reads each ended parent of unfinished children: a cancelled one's
+    journal (its compensations), a failed one's terminate request. One of them that
+    holds no JSON (a damaged store, a hand edit) failed the start's ask of every
+    child of every ended parent, at every start. The parent is named now in an error
+    line and its children left as they are (q's, t's); the others are asked (k2, k4;
+    not k3, whose own request, asked before, holds no JSON)."""
+    import logging
+
+    import trio
+    from _stores import sql
+
+    from garrison.hosts.workflow import request_transaction
+    from garrison.hosts.workflow._operate import terminated
+    from garrison.hosts.workflow._recovery import parent_terminated
+    from garrison.persistence import Transaction, open_store
+
+    name = "cluster_app:ends_on_a_message"
+    caplog.set_level(logging.WARNING, logger="garrison.workflow")
+    kids = {"k0": "q", "k1": "t", "k2": "r", "k3": "u", "k4": "u"}
+    with open_store(postgres_url) as store:
+        tx = Transaction()
+        for wid, parent in kids.items():
+            tx.create_workflow(wid, name, [], status="running", host="workflows",
+                               parent=garrison.Pid("workflows", parent))
+        store.write(tx)
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
+                                  max_concurrent=len(kids)) as b:
+        with trio.fail_after(10):
+            while {m.name: m.workflows for m in b.cluster()} != {"b": len(kids)}:
+                await trio.sleep(0.02)
+        with open_store(postgres_url) as store:
+            tx = Transaction()
+            for wid in ["q", "r"]:
+                tx.create_workflow(wid, name, [], status="running", host="workflows")
+                tx.append_journal(wid, 1, "spawn", "child", {"pid": f"workflows/{wid}0"})
+                tx.append_journal(wid, 2, "cancel", "cancel")
+                tx.update_workflow(wid, status="cancelled")
+            tx.create_workflow("t", name, [], status="running", host="workflows")
+            tx.update_workflow("t", status="failed", error=terminated("enough"))
+            request_transaction("t", terminated("enough"), 1, tx)
+            tx.create_workflow("u", name, [], status="running", host="workflows")
+            tx.update_workflow("u", status="failed", error=parent_terminated("x"))
+            store.write(request_transaction("k3", parent_terminated("u"), 1, tx))
+        sql(postgres_url, "UPDATE journal SET outcome = '{bad' "
+                          "WHERE workflow_id = 'q' AND seq = 1")
+        sql(postgres_url, "UPDATE inbox SET payload = '{bad' "
+                          "WHERE workflow_id IN ('t', 'k3')")
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s"):
+            with trio.fail_after(10):
+                while [str(b.workflow(wid).status()) for wid in ["k2", "k4"]] != [
+                        "cancelled", "failed"]:
+                    await trio.sleep(0.05)
+        assert {str(b.workflow(wid).status()) for wid in ["k0", "k1"]} == {"waiting"}
+        assert sql(postgres_url,
+                   "SELECT count(*) FROM inbox WHERE workflow_id = 'k3'") == [(1,)]
+    said = [m for m in caplog.messages if m.startswith("cannot read workflow ")]
+    assert [m.split(":")[0] for m in said] == [
+        "cannot read workflow q, the parent of unfinished workflows",
+        "cannot read workflow t, the parent of unfinished workflows"], said
+    assert all(m.endswith("its children are not asked to end") for m in said), said
+
+
 async def test_a_tools_terminate_whose_ask_of_children_elsewhere_fails_is_asked_again(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tool's terminate of a parent (its request, as ``garrison workflows terminate``

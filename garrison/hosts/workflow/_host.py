@@ -2431,8 +2431,10 @@ class WorkflowHost:
         (``_elsewhere_unasked``, ``_ends_unasked``). Read from the store
         (``Store.children_of_ended``), so any node's start asks them, whoever ended the
         parent. A cancelled parent's compensations (spawned after its cancel) and
-        children flagged already are left as they are; a child this node runs is
-        refreshed once asked. Raises the store's error (a later start asks again).
+        children flagged already are left as they are, and so are the children of a
+        parent whose row, journal or request cannot be read (a ``DamagedRecord``: named
+        in an error line, the others asked); a child this node runs is refreshed once
+        asked. Raises the store's error (a later start asks again).
         Blocking."""
         if self.client or self.ownership is None:
             return
@@ -2447,22 +2449,24 @@ class WorkflowHost:
         for pid in dict.fromkeys([*(str(r.parent) for r in children),
                                   *(exc.parent or "" for exc in damaged)]):
             wid = pid.partition("/")[2]
+            # (its row, a cancelled one's journal, a failed one's request: one of them
+            # damaged failed the ask of every child of every ended parent, at every
+            # start; its children stay as they are, named)
             try:
                 parent = store.get_workflow(wid)
-            except DamagedRecord as unread:  # (its children stay as they are: named)
+                if parent is None:  # (deleted meanwhile)
+                    continue
+                if parent.status == WorkflowStatus.CANCELLED:
+                    rows, _size = store.journal_entries(wid)
+                    compensating[pid] = _spawned_after_cancel_in(
+                        {entry.seq: entry for entry in (Entry(*row) for row in rows)})
+                    cancelled[pid] = (wid, parent.cancel_time)
+                elif ended_by_terminate(store, parent):  # (by the error it ended with)
+                    terminated[pid] = wid
+            except DamagedRecord as unread:
                 log.error("cannot read workflow %s, the parent of unfinished workflows: "
                           "%s (%s); its children are not asked to end", wid, unread,
                           unread.fault, extra={"workflow_id": wid})
-                continue
-            if parent is None:  # (deleted meanwhile)
-                continue
-            if parent.status == WorkflowStatus.CANCELLED:
-                cancelled[pid] = (wid, parent.cancel_time)
-                rows, _size = store.journal_entries(wid)
-                compensating[pid] = _spawned_after_cancel_in(
-                    {entry.seq: entry for entry in (Entry(*row) for row in rows)})
-            elif ended_by_terminate(store, parent):  # (by the error it ended with)
-                terminated[pid] = wid
         requests = Transaction()
         unrun: list[_Unrun] = []
         flags: list[tuple[WorkflowRecord, float | None]] = []
@@ -2470,8 +2474,11 @@ class WorkflowHost:
         for record in children:
             wid, pid = record.workflow_id, str(record.parent)
             if pid in terminated:
-                if store.inbox_message(terminate_request_id(wid, record.attempt)) is not None:
-                    continue  # (asked before: its node acts on it)
+                try:
+                    if store.inbox_message(terminate_request_id(wid, record.attempt)):
+                        continue  # (asked before: its node acts on it)
+                except DamagedRecord:  # (asked before too: its node names it)
+                    continue
                 reason = parent_terminated(terminated[pid])
                 if self._ends_unrun(record, WorkflowStatus.FAILED):
                     unrun.append(_Unrun(record, WorkflowStatus.FAILED, reason, None))
