@@ -3359,6 +3359,42 @@ async def test_a_damaged_child_elsewhere_is_named_and_holds_up_no_other(
         sql(postgres_url, "UPDATE workflows SET input = '[]' WHERE workflow_id = 'c1'")
 
 
+async def test_a_damaged_child_of_a_terminated_parent_is_asked_once_however_many_starts(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A child whose row holds no JSON (a damaged store), left unfinished under a
+    terminated parent, is asked to end without its row at each node's start (named in
+    an error line each time): its request was one for whatever attempt runs, under an
+    id of its own each time, so each start added one more to its inbox, without end.
+    It is the request of its attempt now (its row's ``attempt`` is read): one, however
+    many starts."""
+    import logging
+
+    from _stores import sql
+
+    from garrison.hosts.workflow import request_transaction
+    from garrison.hosts.workflow._operate import terminated
+    from garrison.persistence import Transaction, open_store
+
+    caplog.set_level(logging.ERROR, logger="garrison.workflow")
+    name = "cluster_app:ends_on_a_message"
+    with open_store(postgres_url) as store:
+        tx = (Transaction()
+              .create_workflow("p", name, [], status="running", host="workflows")
+              .update_workflow("p", status="failed", error=terminated("enough"))
+              .create_workflow("d0", name, [], status="pending", host="workflows",
+                               parent=garrison.Pid("workflows", "p")))
+        store.write(request_transaction("p", terminated("enough"), 1, tx))
+    sql(postgres_url, "UPDATE workflows SET input = '[bad', attempt = 2 "
+                      "WHERE workflow_id = 'd0'")
+    for _start in range(3):
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s"):
+            pass
+    assert sql(postgres_url, "SELECT msg_id FROM inbox WHERE workflow_id = 'd0'") == [
+        ("terminate#2#d0",)]
+    said = [m for m in caplog.messages if m.startswith("workflow d0, a child of ")]
+    assert len(said) == 3, caplog.messages
+
+
 async def test_a_parents_cancel_flags_alone_a_child_elsewhere_whose_row_changed(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The flags of a cancelled parent's children elsewhere are written together, each

@@ -1244,7 +1244,8 @@ def test_a_damaged_unfinished_child_is_given_apart_and_the_others_read(
     """One damaged child among the unfinished children of many parents failed the whole
     read (its ``DamagedRecord``), on both stores: the node that asks a tree's children
     elsewhere asked none. With ``damaged``, it is given there (its parent set) and the
-    others are read; without, it is raised as ever."""
+    others are read; without, it is raised as ever. Its attempt is set too (a child of
+    a terminated tree is asked to end that attempt without its row)."""
     from _stores import sql
 
     from garrison.persistence import DamagedRecord
@@ -1255,14 +1256,15 @@ def test_a_damaged_unfinished_child_is_given_apart_and_the_others_read(
         tx.create_workflow(wid, "app:child", [], status="running", parent=parents[i % 2],
                            time=T0 + dt.timedelta(seconds=i))
     store.write(tx)
-    sql(store_spec, "UPDATE workflows SET input = '[bad' WHERE workflow_id = 'c1'")
+    sql(store_spec, "UPDATE workflows SET input = '[bad', attempt = 3 "
+                    "WHERE workflow_id = 'c1'")
     with pytest.raises(DamagedRecord):
         store.unfinished_children(parents)
     damaged: list[DamagedRecord] = []
     found = store.unfinished_children(parents, damaged)
     assert [r.workflow_id for r in found] == ["c0", "c2"]
-    assert [(d.workflow_id, d.parent, d.column) for d in damaged] == [
-        ("c1", "workflows/p1", "input")]
+    assert [(d.workflow_id, d.parent, d.attempt, d.column) for d in damaged] == [
+        ("c1", "workflows/p1", 3, "input")]
 
 
 def test_children_of_ended_are_the_unfinished_children_of_cancelled_or_failed_parents(

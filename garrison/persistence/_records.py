@@ -236,8 +236,8 @@ class WorkflowRecord:
     def from_rows(cls, rows: Iterable[Sequence[Any]],
                   damaged: list[DamagedRecord] | None = None) -> list[WorkflowRecord]:
         """:meth:`from_row` of each of ``rows``; with ``damaged``, a damaged one is added
-        there (its :attr:`DamagedRecord.parent` set) instead of raised, and the others
-        are read."""
+        there (its :attr:`DamagedRecord.parent` and ``attempt`` set) instead of raised,
+        and the others are read."""
         found: list[WorkflowRecord] = []
         for row in rows:
             try:
@@ -246,6 +246,7 @@ class WorkflowRecord:
                 if damaged is None:
                     raise
                 exc.parent = row[6] if isinstance(row[6], str) else None
+                exc.attempt = row[8] if type(row[8]) is int else None
                 damaged.append(exc)
         return found
 
@@ -303,6 +304,8 @@ class DamagedRecord(json.JSONDecodeError):
     #: the row's parent pid as stored, where a read of children met it
     #: (``Store.unfinished_children``; ``None`` otherwise)
     parent: str | None = None
+    #: the row's attempt as stored, where a read of children met it (as ``parent``)
+    attempt: int | None = None
 
     @property
     def fault(self) -> str:

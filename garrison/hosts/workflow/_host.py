@@ -2402,14 +2402,16 @@ class WorkflowHost:
                      requests: Transaction) -> None:
         """A child elsewhere of a cancelled or terminated tree whose row cannot be read
         (``exc``): named in an error line (its id, its parent's, what is damaged), and
-        asked into ``requests`` without its row, its terminate requested (for whatever
-        attempt runs) or its cancel flagged, so that it ends once repaired; the tree's
-        other children are asked as ever. ``terminated``, ``cancelled``: the tree's
-        parents by pid (their id; and the time their cancel was asked)."""
+        asked into ``requests`` without its row, its terminate requested (of its
+        attempt as stored, one request however often asked: a node's start asks it at
+        each start; for whatever attempt runs where none is read) or its cancel
+        flagged, so that it ends once repaired; the tree's other children are asked as
+        ever. ``terminated``, ``cancelled``: the tree's parents by pid (their id; and
+        the time their cancel was asked)."""
         wid, parent = exc.workflow_id, exc.parent or ""
         if parent in terminated:
             parent_id, asked = terminated[parent], "end"
-            request_transaction(wid, parent_terminated(parent_id), None, requests)
+            request_transaction(wid, parent_terminated(parent_id), exc.attempt, requests)
         elif parent in cancelled:
             (parent_id, at), asked = cancelled[parent], "cancel"
             requests.request_cancel(wid, time=at)
