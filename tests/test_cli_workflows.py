@@ -2371,3 +2371,34 @@ async def test_show_of_a_retried_workflow_terminated_while_pending_lists_no_old_
 
     assert await trio.to_thread.run_sync(terminate_retry_show) == [
         [("terminate", "control")], []]
+
+
+def test_a_retry_succeeds_when_a_node_consumes_the_old_terminate_request_meanwhile(
+        store_path: str) -> None:
+    """nu476: the retry of a workflow a terminate ended in the store (its request
+    written beside the end) consumes that request; a node that consumed it at the same
+    moment (as it does on reading a request of an ended workflow) made the retry fail
+    with "inbox row N is not a pending message of workflow 'p-9'", nothing retried.
+    The request asks nothing more either way: the retry succeeds, and none is left."""
+    from garrison import _store_tools
+
+    with open_store(store_path) as s:  # as `garrison workflows start` writes it
+        s.write(Transaction().create_workflow("p-9", "workflow_app:steps", [0, 2],
+                                              status="pending"))
+    with _store_tools.open_store(store_path) as s:
+        assert _store_tools.terminate(s, "p-9", "stop", wait=0)  # ended in the store
+
+        class NodeMeanwhile:  # the store, as a node consumes the request meanwhile
+            def __getattr__(self, name: str) -> Any:
+                return getattr(s, name)
+
+            def pending_messages(self, wid: str) -> Any:
+                rows = s.pending_messages(wid)
+                for row in rows:  # (a node's discard of a request asking nothing more)
+                    s.write(Transaction().consume(wid, row.id, 0))
+                return rows
+
+        assert "journal record(s) replay" in _store_tools.retry(NodeMeanwhile(), "p-9")
+        rec = s.get_workflow("p-9")
+        assert rec is not None and (rec.status, rec.attempt) == ("pending", 2), rec
+        assert s.pending_messages("p-9") == []

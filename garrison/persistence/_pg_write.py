@@ -254,6 +254,12 @@ _OP_SQL: dict[str, tuple[str, int]] = {
         "trace = CASE WHEN $1::bigint > 0 THEN NULL ELSE trace END "
         "WHERE id = $2 AND workflow_id = $3 AND consumed_seq IS NULL RETURNING 1) "
         "SELECT {s}.expect(count(*) = 1, 'not_pending', $3) FROM u", 3),
+    # ``consume`` of a row that may have been consumed meanwhile (``if_pending``)
+    "consume_pending": (
+        "UPDATE {s}.inbox SET consumed_seq = $1::bigint, "
+        "payload = CASE WHEN $1::bigint > 0 THEN 'null' ELSE payload END, "
+        "trace = CASE WHEN $1::bigint > 0 THEN NULL ELSE trace END "
+        "WHERE id = $2 AND workflow_id = $3 AND consumed_seq IS NULL", 3),
     "add_timer": (
         "INSERT INTO {s}.timers (workflow_id, seq, deadline, kind) VALUES ($1, $2, $3, $4) "
         "ON CONFLICT (workflow_id, seq) DO UPDATE SET deadline = EXCLUDED.deadline, "
@@ -585,6 +591,9 @@ class PgWritePath:
                     calls.append(_Call(stmt("deliver"), _encode(params, what), index, "id"))
                 if epoch is not None:
                     wakes[params[0]] = None
+            elif op is Op.CONSUME and len(params) > 3:  # ``if_pending``
+                calls.append(_Call(stmt("consume_pending"), _encode(params[:3], what), index,
+                                   None))
             elif op is Op.DELIVER_TO_MONITORS:
                 calls.append(_Call(stmt(what), _encode(
                     (*params, epoch, self._channel), what), index, "rows"))

@@ -379,9 +379,9 @@ def _consume(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
         "payload = CASE WHEN ?1 > 0 THEN 'null' ELSE payload END, "
         "trace = CASE WHEN ?1 > 0 THEN NULL ELSE trace END "
         "WHERE id = ?2 AND workflow_id = ?3 AND consumed_seq IS NULL",
-        params,
+        params[:3],
     )
-    if cur.rowcount != 1:
+    if cur.rowcount != 1 and len(params) == 3:  # (``if_pending``: a 4th)
         _seq, inbox_id, workflow_id = params
         raise ValueError(
             f"inbox row {inbox_id} is not a pending message of workflow {workflow_id!r}"

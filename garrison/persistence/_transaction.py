@@ -28,8 +28,9 @@ of the contract every store implements:
                           that the store holds as monitoring the workflow (read in the
                           write: see :meth:`Transaction.deliver_to_monitors`); a watcher
                           whose message id existed is left out
-``CONSUME``               ``None``; ``ValueError`` unless the row is pending for that workflow;
-                          at a ``seq`` above 0 the row keeps no payload (nor trace)
+``CONSUME``               ``None``; ``ValueError`` unless the row is pending for that workflow
+                          (``if_pending``: no row changed then); at a ``seq`` above 0 the
+                          row keeps no payload (nor trace)
 ``ADD_TIMER``             ``None``; replaces the deadline (and kind) of the same ``seq``
 ``REMOVE_TIMER``          ``None``
 ``RECORD_REPLY``          ``None``; no row changed if the message is not in that inbox
@@ -557,7 +558,8 @@ class Transaction:
         )
         return self._add(workflow_id, Op.DELIVER_TO_MONITORS, params)
 
-    def consume(self, workflow_id: str, inbox_id: int, seq: int) -> Transaction:
+    def consume(self, workflow_id: str, inbox_id: int, seq: int, *,
+                if_pending: bool = False) -> Transaction:
         """Mark inbox row ``inbox_id`` as taken by the receive at journal ``seq``.
 
         At a ``seq`` above 0 (a receive, whose journal record holds the message) the
@@ -566,7 +568,11 @@ class Transaction:
         again a duplicate (a sender's replay, a call made again), and for the reply
         kept on it, while what a long-lived workflow received does not pile up in its
         inbox (its journal's copy goes at ``continue_as_new``). ``seq`` 0 (a request
-        discarded, taken by the workflow's end) keeps it."""
+        discarded, taken by the workflow's end) keeps it. ``if_pending``: a row consumed
+        already (by another writer meanwhile: a request that asks nothing more, which a
+        node discards as a retry drops it) is left as it is, not an error."""
+        if if_pending:
+            return self._add(workflow_id, Op.CONSUME, (seq, inbox_id, workflow_id, True))
         return self._add(workflow_id, Op.CONSUME, (seq, inbox_id, workflow_id))
 
     # -- timers ------------------------------------------------------------

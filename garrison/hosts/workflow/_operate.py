@@ -512,7 +512,9 @@ def _consume_ended_requests(store: Any, tx: Transaction, record: Any) -> None:
     for row in store.pending_messages(record.workflow_id):
         attempt = requested_attempt(row.payload) if row.kind == CONTROL else None
         if attempt is not None and attempt <= record.attempt:
-            tx.consume(record.workflow_id, row.id, 0)
+            # (a node that reads it meanwhile, its workflow ended, consumes it too:
+            # the retry goes on all the same)
+            tx.consume(record.workflow_id, row.id, 0, if_pending=True)
 
 
 def key_taken(workflow_id: str, taken: DedupKeyTaken) -> ValueError:
