@@ -579,9 +579,9 @@ async def exit_when_drained(node: Any, running: trio.CancelScope) -> None:
                  "nodes of its cluster to claim (the next node that joins, if none is "
                  "live); shutting down", node.name)
     else:
-        log.info("node %s drained: no other node of its cluster is live, so its "
-                 "workflows wait in the store for the next node that joins; shutting "
-                 "down", node.name)
+        log.info("node %s drained: no other node of its cluster is live to take them, "
+                 "so its workflows wait in the store for the next node that joins; "
+                 "shutting down", node.name)
     running.cancel()
 
 

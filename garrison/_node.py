@@ -1033,9 +1033,10 @@ async def store_gave_up(node: Node) -> BaseException:
 
 def released_to(node: Node) -> list[str] | None:
     """The names of the other live nodes of ``node``'s cluster (of each clustered
-    workflow host's), by name, read as it released its workflows at the end of its
-    drain: those that take them. ``None`` if they are not known (read before, or it
-    could not read them: its lease lapsed as it drained, its store out of reach)."""
+    workflow host's) that claim workflows (not draining themselves), by name, read as
+    it released its workflows at the end of its drain: those that take them. ``None``
+    if they are not known (read before, or it could not read them: its lease lapsed as
+    it drained, its store out of reach)."""
     names: set[str] = set()
     for member in node._members:
         if member.released_to is None:

@@ -4984,8 +4984,8 @@ async def test_a_drained_node_says_whether_another_node_takes_its_workflows(
 
     async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
         assert await drain(a) == (
-            "node a drained: no other node of its cluster is live, so its workflows wait "
-            "in the store for the next node that joins; shutting down")
+            "node a drained: no other node of its cluster is live to take them, so its "
+            "workflows wait in the store for the next node that joins; shutting down")
     caplog.clear()
     # (b first: a sees it live as it joins)
     async with garrison.open_node(store=postgres_url, name="b", lease=LEASE), \
@@ -4993,3 +4993,34 @@ async def test_a_drained_node_says_whether_another_node_takes_its_workflows(
             garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
         assert await drain(a) == ("node a drained: its workflows are left to the other "
                                   "live nodes (b, c); shutting down")
+
+
+async def test_a_drained_node_does_not_name_a_draining_node_as_taking_its_workflows(
+        postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """nu476: a drained node's last line named every node of the cluster whose row was
+    live ("left to the other live nodes (a)"), a node draining itself too, which claims
+    nothing: two nodes drained together each said the other took its workflows, and
+    none did. Only a node that claims them (live, not draining) is named."""
+    import logging
+
+    import trio
+
+    from garrison._cli import exit_when_drained
+
+    caplog.set_level(logging.INFO, logger="garrison.cli")
+    effects = tmp_path / "effects"
+    async with garrison.open_node(store=postgres_url, name="a", lease=LEASE) as a:
+        await a.start_workflow(starts_long_on_a, str(effects), id="l")
+        with trio.fail_after(10):
+            while not effects.exists():
+                await trio.sleep(0.02)
+        a.drain()  # (its drain waits for the activity: a stays draining, and live)
+        async with garrison.open_node(store=postgres_url, name="c", lease=LEASE) as c:
+            with trio.fail_after(20), trio.CancelScope() as running:
+                c.drain()
+                await exit_when_drained(c, running)
+        assert "l" in a.hosts["workflows"].active  # (still draining)
+    said = [r.getMessage() for r in caplog.records if "drained" in r.getMessage()]
+    assert said == ["node c drained: no other node of its cluster is live to take them, "
+                    "so its workflows wait in the store for the next node that joins; "
+                    "shutting down"], said

@@ -290,8 +290,9 @@ class ClusterMember:
         #: what other nodes need to know of this one (its process pids' prefix)
         self.info: dict[str, Any] = {}
         self._live: dict[int, dict[str, Any]] = {}
-        #: the names of the other live nodes as this node released all its workflows
-        #: (its drain done), read then; ``None`` until then, or if they could not be read
+        #: the names of the other live nodes that claim workflows (not draining, their
+        #: lease not lapsed) as this node released all its workflows (its drain done),
+        #: read then; ``None`` until then, or if they could not be read
         self.released_to: list[str] | None = None
         #: the live nodes (``(name, pid prefix)``) when this node joined (read with the
         #: first claim: the thread's first view may come after those workflows resumed)
@@ -1275,11 +1276,13 @@ class ClusterMember:
                 self._giving_up.difference_update(ids)
         if "*" in releases:
             pg.release(None)
-            try:  # (who takes them: a drained node's last line names them)
+            try:  # (who takes them: a drained node's last line names them; a node
+                # draining too claims none, nor one whose lease lapsed unmarked)
                 if self.draining:
                     self.released_to = sorted({
                         str(info.get("name")) for epoch, info in pg.live_epochs().items()
-                        if epoch != pg.epoch})
+                        if epoch != pg.epoch and info.get("status") == "active"
+                        and info.get("left", 0.0) > 0})
             except (psycopg.Error, StoreError, OSError):
                 self.released_to = None
             self._post("released")

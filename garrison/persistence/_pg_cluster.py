@@ -806,13 +806,15 @@ class PgCluster:
         return channel
 
     def live_epochs(self) -> dict[int, dict[str, Any]]:
-        """``{epoch: info}`` of the live nodes (``info`` holds ``name`` too, and ``left``:
-        the seconds until its lease lapses unless renewed, by the server's clock)."""
+        """``{epoch: info}`` of the live nodes (``info`` holds ``name`` too, ``status``,
+        ``active`` or ``draining``, and ``left``: the seconds until its lease lapses
+        unless renewed, by the server's clock)."""
         rows = self.store._query(
-            f"SELECT epoch, name, info, lease_until - {self._s}.now_s() FROM {self._s}.nodes "
-            "WHERE status IN ('active', 'draining')")
-        return {int(e): {**json.loads(info or "{}"), "name": n, "left": float(left)}
-                for e, n, info, left in rows}
+            f"SELECT epoch, name, info, lease_until - {self._s}.now_s(), status "
+            f"FROM {self._s}.nodes WHERE status IN ('active', 'draining')")
+        return {int(e): {**json.loads(info or "{}"), "name": n, "left": float(left),
+                         "status": str(status)}
+                for e, n, info, left, status in rows}
 
     def take_message(self, ref: int) -> str | None:
         """The body of a long message (and it is gone)."""
