@@ -516,6 +516,43 @@ async def test_a_terminate_that_a_retry_overtakes_returns_once_its_attempt_is_go
     store.close()
 
 
+async def test_a_retry_landing_as_the_node_ends_the_blocked_workflow_runs_and_the_node_lives(
+        autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nu476: a terminate of a blocked workflow, and a retry of it landing as the node
+    committed the end the terminate asked (``garrison workflows retry`` from another
+    process, a second caller): the retry consumes the request of the attempt it ends,
+    so the node's end, which consumes it too, was refused ("inbox row 1 is not a
+    pending message of workflow 'v'"), and that ValueError ended the whole node, every
+    workflow on it stopped. The end is moot (the retry ended that attempt): the node
+    runs the retried attempt, and terminate() returns, its attempt gone."""
+    store = _blocked_store()
+    async with garrison.open_node(store=store) as node:
+        handle = node.workflow("v")
+        with pytest.raises(garrison.NonDeterminismError):
+            await handle.result()
+        ops_app.USE_OLD_STEP = True
+        commit, overtaken = store.commit, []
+
+        def retried_first(tx: Transaction) -> Any:
+            async def go() -> list[Any]:
+                if not overtaken and any(op is Op.CONSUME for op, _ in tx.ops):
+                    overtaken.append("the retry lands first")
+                    overtaken.append(await handle.retry())
+                return await commit(tx)
+            return go()
+
+        monkeypatch.setattr(store, "commit", retried_first)
+        with trio.fail_after(60):
+            await handle.terminate("given up")
+        await until(lambda: handle.status() == "waiting", "attempt 2 to wait")
+        await handle.promise("go").resolve(1)
+        assert await handle.result() == "old"  # attempt 2 was not terminated
+        assert overtaken == ["the retry lands first", "1 journal record(s) replay"]
+        assert store.get_workflow("v").attempt == 2
+        assert store.pending_messages("v") == []
+    store.close()
+
+
 async def test_a_pending_terminate_request_ends_the_workflow_before_it_runs(
         tmp_path: Path, autojump_clock: Any) -> None:
     """A node was asked to terminate (a control row in the inbox) but stopped before it

@@ -1016,6 +1016,17 @@ async def _finish_ended(host: WorkflowHost, wf: WorkflowInstance, error: ErrorIn
             await host.finish(wf, WorkflowStatus.FAILED, None, error)
         except StoreError as exc:  # the store failed: it ends on the next node
             wf.stop_on_store_error(exc)
+        except ValueError:
+            # its end, refused (nothing written): a retry of the blocked workflow landed
+            # first, and consumed the request this end consumes too. That attempt is
+            # gone, so is what was asked of it: the retried one runs (see ``refresh``)
+            record = await run_blocking(host.store.get_workflow, wf.wid)
+            if record is None or record.attempt == wf.attempt:
+                raise
+            log.info("workflow %s: its terminate of attempt %d was overtaken by a retry "
+                     "(attempt %d runs)", wf.wid, wf.attempt, record.attempt,
+                     extra={"workflow_id": wf.wid})
+            refresh(host, wf.wid)
 
 
 def _request_error(requests: Sequence[Any]) -> ErrorInfo:
