@@ -553,6 +553,42 @@ async def test_a_retry_landing_as_the_node_ends_the_blocked_workflow_runs_and_th
     store.close()
 
 
+async def test_a_node_s_discard_of_a_request_a_retry_consumed_first_says_no_error(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """nu476: a node consumes a terminate request of a workflow that has ended as it
+    reads it (it asks nothing more); a retry of the workflow consumes it too, and one
+    landing first made the node's consume fail and log an error ("host workflows could
+    not write <Transaction ['consume']>: inbox row 1 is not a pending message of
+    workflow 'w'") of a write that had nothing left to do. The retried workflow runs,
+    and nothing is said."""
+    from garrison import _store_tools
+    from garrison.hosts.workflow import request_transaction, terminated
+
+    path = str(tmp_path / "s.db")
+    async with garrison.open_node(store=path) as node:
+        store = node.hosts["workflows"].store
+        commit, retried = store.commit, []
+
+        def retried_first(tx: Transaction) -> Any:
+            async def go() -> list[Any]:
+                if not retried and [op for op, _ in tx.ops] == [Op.CONSUME]:
+                    retried.append(_store_tools.retry(tool, "w"))  # (another process's)
+                return await commit(tx)
+            return go()
+
+        monkeypatch.setattr(store, "commit", retried_first)
+        with SQLiteStore(path, lock=False) as tool:
+            # as a terminate writes one that failed on its own as the request was asked
+            tool.write(Transaction().create_workflow("w", "ops_app:versioned", [],
+                                                     status="failed")
+                       .extend(request_transaction("w", terminated("late"), 1)))
+            await until(lambda: retried, "the node to discard the request")
+        await until(lambda: node.workflow("w").status() == "waiting", "the retry to run")
+        assert store.pending_messages("w") == [] and retried == ["0 journal record(s) replay"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 async def test_a_pending_terminate_request_ends_the_workflow_before_it_runs(
         tmp_path: Path, autojump_clock: Any) -> None:
     """A node was asked to terminate (a control row in the inbox) but stopped before it

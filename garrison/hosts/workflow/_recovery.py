@@ -223,13 +223,14 @@ def live_requests(host: WorkflowHost, record: WorkflowRecord, inbox: list[Any]) 
 
 def discard_requests(host: WorkflowHost, wid: str, requests: list[Any]) -> None:
     """Consume ``control`` rows that ask nothing more (their workflow ended, or was
-    retried since): one write each, however often they are seen before it commits."""
+    retried since): one write each, however often they are seen before it commits; one
+    consumed meanwhile (by a retry, which drops them too) is left as it is."""
     fresh = [r.id for r in requests if r.id not in host.discarding]
     if not fresh:
         return
     tx = Transaction()
-    for row_id in fresh:
-        tx.consume(wid, row_id, 0)
+    for row_id in fresh:  # (a retry of the ended workflow may consume one first)
+        tx.consume(wid, row_id, 0, if_pending=True)
     host.discarding.update(fresh)
     host.write_soon(tx, lambda _results: host.discarding.difference_update(fresh))
 
