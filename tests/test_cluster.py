@@ -3928,6 +3928,7 @@ async def test_refreshes_the_store_keeps_failing_are_its_failure_not_tried_for_e
         here["host"] = b.hosts["workflows"]
         monkeypatch.setattr(_recovery, "refresh", failing)
         monkeypatch.setattr(here["host"].store, "get_workflow", gone)
+        monkeypatch.setattr(here["host"].store, "answers", lambda: False)
         await a.workflow("p").cancel()
         with trio.fail_after(10):
             while not any("its store failed" in r.getMessage() for r in caplog.records):

@@ -136,8 +136,7 @@ async def test_a_held_workflow_whose_store_then_fails_for_good_fails_the_store(
             return pending_messages(wid)
 
         def gone(wid: str) -> Any:  # (the server is gone for good)
-            if wid:  # (not the store's probe)
-                tried.append(wid)
+            tried.append(wid)
             raise garrison.StoreError(store.path, "the server closed the connection")
 
         monkeypatch.setattr(store, "pending_messages", failing)
@@ -150,6 +149,7 @@ async def test_a_held_workflow_whose_store_then_fails_for_good_fails_the_store(
             await trio.sleep(0)
         before = len(tried)
         monkeypatch.setattr(store, "get_workflow", gone)
+        monkeypatch.setattr(store, "answers", lambda: False)
         with trio.fail_after(600):
             while not any("its store failed" in r.getMessage() for r in caplog.records):
                 await trio.sleep(1)
@@ -160,3 +160,72 @@ async def test_a_held_workflow_whose_store_then_fails_for_good_fails_the_store(
     assert sum(line.startswith("host workflows: its store failed") for line in said) == 1, said
     assert sum("could not read 1 held workflows" in line for line in said) == \
         _recovery.WAKE_FAILURES_MAX - 1, said
+
+
+async def test_the_probe_of_a_refresh_that_lost_the_server_waits_out_no_retry_for(
+        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A refresh whose reads lost the server (it spent ``retry_for`` reconnecting, in
+    the node's thread) asks whether the store answers other reads: that look ran the
+    same reconnect loop, another ``retry_for`` with every process of the node frozen,
+    and the store was declared failed twice as late. It is one attempt now: one
+    connection tried per failed refresh (counted as each failure is said)."""
+    from psycopg.conninfo import make_conninfo
+
+    from garrison.persistence import PostgresStore
+
+    caplog.set_level(logging.WARNING, "garrison")
+    connects: list[str | None] = []
+    at_failure: list[int] = []  # (connections tried when a failed refresh's read ended)
+    at_said: list[int] = []  # (... and when that failure was said)
+    connect = PostgresStore._connect
+
+    def counted(self: PostgresStore, what: str | None, **kwargs: Any) -> Any:
+        connects.append(what)
+        return connect(self, what, **kwargs)
+
+    class Said(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if "could not read" in text or text.startswith("host workflows: its store"):
+                at_said.append(len(connects))
+
+    said = Said()
+    logging.getLogger("garrison").addHandler(said)
+    try:
+        async with garrison.open_node(store=postgres_url) as node:
+            await node.start_workflow(workflow_app.collector, 1, id="w")
+            store = node.hosts["workflows"].store
+            assert isinstance(store, PostgresStore)
+            store.retry_for = 0.3
+            conninfo = store._conninfo
+            get_workflow = store.get_workflow
+
+            def lost(wid: str) -> Any:  # (the server goes away as w is refreshed)
+                if wid == "w":
+                    # a socket directory with no server in it: refused at once
+                    store._conninfo = make_conninfo(conninfo, host=str(tmp_path))
+                    if store._reader is not None:
+                        store._reader.close()
+                    try:
+                        return get_workflow(wid)
+                    finally:
+                        at_failure.append(len(connects))
+                return get_workflow(wid)
+
+            monkeypatch.setattr(PostgresStore, "_connect", counted)
+            monkeypatch.setattr(store, "get_workflow", lost)
+            with open_store(postgres_url, lock=False) as tool:
+                tool.deliver("w", "m", 1)
+            with trio.fail_after(60):
+                while not any("its store failed" in r.getMessage() for r in caplog.records):
+                    await trio.sleep(0.05)
+            store._conninfo = conninfo
+            monkeypatch.undo()
+    finally:
+        logging.getLogger("garrison").removeHandler(said)
+    assert len(at_failure) == _recovery.WAKE_FAILURES_MAX, at_failure
+    assert len(at_said) == _recovery.WAKE_FAILURES_MAX, at_said
+    # each failed refresh's look at the store: one connection tried
+    assert [s - f for f, s in zip(at_failure, at_said, strict=True)] == \
+        [1] * _recovery.WAKE_FAILURES_MAX, (at_failure, at_said, connects)

@@ -625,7 +625,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         }
 
     # -- connecting ----------------------------------------------------------
-    def _connect(self, what: str | None, *, by_key: bool = False) -> psycopg.Connection[Any]:
+    def _connect(self, what: str | None, *, by_key: bool = False,
+                 within: float | None = None) -> psycopg.Connection[Any]:
         """A new connection; ``what`` names it in the error when it is not one the store
         opens with (``None``: at open, where a tool's user has no use for the store's
         own names of its connections).
@@ -635,9 +636,14 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         off. A plan kept for the session (a PL/pgSQL function's query; a statement
         psycopg prepared after five runs) that was made while the workflows table was
         small is a sequential scan, and it would read the whole table at every batch or
-        round once the table has grown, until the server analyzes the table again."""
+        round once the table has grown, until the server analyzes the table again.
+
+        ``within``: the seconds the server has to take it (else the conninfo's
+        ``connect_timeout``)."""
+        conninfo = self._conninfo if within is None else make_conninfo(
+            self._conninfo, connect_timeout=str(max(int(within), 1)))
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=True)
+            conn = psycopg.connect(conninfo, autocommit=True)
         except psycopg.Error as exc:
             which = "" if what is None else f" (its {what} connection)"
             raise StoreError(self.path, f"cannot connect{which}: {_connect_reason(exc)}"
@@ -1392,6 +1398,29 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             f"SELECT {WorkflowRecord.COLUMNS} FROM {self._s}.workflows WHERE workflow_id = %s",
             (workflow_id,))
         return WorkflowRecord.from_row(rows[0]) if rows else None
+
+    def answers(self) -> bool:
+        """Whether the server answers a read now (see the Store protocol): one look on
+        the reader connection, made again first if it was lost (given
+        :data:`PROBE_WAIT` seconds), with none of :meth:`_query`'s reconnects or retries
+        for ``retry_for``; ``False`` once the store is closed or cut off."""
+        with self._read_lock:
+            if self._closed or self._cut is not None:
+                return False
+            self._reads_begun += 1
+            conn = self._reader
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            conn.close()
+                    self._reader = None
+                    self._reader = conn = self._connect("reads", within=PROBE_WAIT)
+                conn.execute(f"SELECT 1 FROM {self._s}.workflows WHERE workflow_id = %s",
+                             ("",)).fetchall()
+            except (StoreError, psycopg.Error):
+                return False
+            return True
 
     def get_workflow_settled(self, workflow_id: str) -> WorkflowRecord | None:
         """:meth:`get_workflow` if no transaction that updates the row is in flight,

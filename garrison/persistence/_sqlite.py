@@ -123,6 +123,9 @@ _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 #: how long the node's writer connection waits for a lock another connection holds
 #: before the group commit takes the write to a worker thread (and retries there)
 _OWNER_BUSY_MS = 10
+#: how long the store's probe (``answers``) waits for a lock another connection holds:
+#: a read that found the store locked has waited its busy timeout already
+_ANSWER_BUSY_MS = 100
 #: room left in a row beside its one large value (ids, names, numbers): SQLite's length
 #: limit bounds a whole row as well as each string in it
 _ROW_ROOM = 65_536
@@ -1679,6 +1682,30 @@ class SQLiteStore(StoreShortcuts):
             (workflow_id,),
         )
         return rows[0] if rows else None
+
+    def answers(self) -> bool:
+        """Whether the store answers a read now (see the Store protocol): one look, which
+        waits ``_ANSWER_BUSY_MS`` at most for a lock another connection holds (not the
+        busy timeout of the other reads); ``False`` once the store is closed, or its file
+        deleted or replaced."""
+        with self._read_lock:
+            if self._closed:
+                return False
+            try:
+                if self._notify_node:  # (as a read checks, see _query)
+                    self.check_file()
+                elif self._failure is not None:
+                    return False
+                self._reader.execute(f"PRAGMA busy_timeout={_ANSWER_BUSY_MS}")
+                try:
+                    self._reader.execute("SELECT 1 FROM workflows WHERE workflow_id = ?",
+                                         ("",)).fetchall()
+                finally:
+                    self._reader.execute(
+                        f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            except (StoreError, sqlite3.Error):
+                return False
+            return True
 
     def get_workflow_settled(self, workflow_id: str) -> WorkflowRecord | None:
         """:meth:`get_workflow`: one node writes a SQLite store, and a read sees every

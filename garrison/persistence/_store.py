@@ -133,6 +133,16 @@ class Store(Protocol):
         retries them."""
         ...
 
+    def answers(self) -> bool:
+        """Whether the store answers a read now: one look for a workflow by its id (the
+        empty id, which none has), tried once, without the reconnects (PostgreSQL's
+        ``retry_for``) or the wait for a lock (SQLite's busy timeout) the other reads
+        make; a connection made again for it waits a few seconds at most. A read that
+        failed while the store answers failed for what it read (a damaged page of one
+        workflow's rows), not for the store. Any other error than the store's is
+        raised."""
+        ...
+
     async def wakeups(self) -> list[WakeupRecord]:
         """Wait until tools wrote something for this store's workflows (messages,
         promise resolutions, cancel requests, starts), then take and return those

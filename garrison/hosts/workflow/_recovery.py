@@ -515,9 +515,10 @@ async def watch_wakeups(host: WorkflowHost) -> None:
     ``WAKE_FAILURES_MAX`` failures in a row the store has failed. Each workflow is read
     once for the wakeups taken together.
 
-    A refresh that fails while the store answers another read (:func:`_store_answers`)
-    failed for its workflow (or schedule) alone: a damaged page of its rows, a value the
-    store cannot hand over. It is named in one error line and held (``_Held``), tried
+    A refresh that fails while the store answers another read (``Store.answers``: one
+    look, tried once: the refresh's read has spent the store's own retries) failed for
+    its workflow (or schedule) alone: a damaged page of its rows, a value the store
+    cannot hand over. It is named in one error line and held (``_Held``), tried
     again later (``WAKE_RETRY``, doubled at each failure, at most ``WAKE_ALONE_MAX``
     apart) and at its next wakeup; the others go on, and the node's store has not failed
     (one damaged workflow took the node's every workflow down). Its tries that fail
@@ -555,7 +556,7 @@ async def _take_wakeups(host: WorkflowHost, held: _HeldWakes) -> None:
                         except StoreError as exc:
                             if host.closing:
                                 return
-                            if not _store_answers(host):
+                            if not host.store.answers():
                                 raise  # the store's failure: tried again below
                             held.hold(key, exc)  # its own: the others go on
                         else:
@@ -663,7 +664,7 @@ async def _retry_held(host: WorkflowHost, held: _HeldWakes,
                     except StoreError as exc:
                         if host.closing:
                             return
-                        if not _store_answers(host):
+                        if not host.store.answers():
                             raise  # the store's failure: none tried after it now
                         held.hold(key, exc)
                     else:
@@ -704,19 +705,6 @@ def _refresh_woken(host: WorkflowHost, key: tuple[bool, str]) -> None:
         if failed is None:  # (not the store's)
             raise
         raise failed from exc
-
-
-def _store_answers(host: WorkflowHost) -> bool:
-    """Whether the store answers a read of no workflow in particular (one indexed look
-    for the empty id, which no workflow has): a refresh that failed while it does
-    failed for what it read of its own workflow."""
-    try:
-        host.store.get_workflow("")
-    except StoreError:
-        return False
-    except Exception as exc:
-        return host.store.translate_error(exc) is None
-    return True
 
 
 def named_damaged(host: WorkflowHost, exc: DamagedRecord, what: str) -> None:
