@@ -518,10 +518,12 @@ async def watch_wakeups(host: WorkflowHost) -> None:
     A refresh that fails while the store answers another read (``Store.answers``: one
     look, tried once: the refresh's read has spent the store's own retries) failed for
     its workflow (or schedule) alone: a damaged page of its rows, a value the store
-    cannot hand over. It is named in one error line and held (``_Held``), tried
-    again later (``WAKE_RETRY``, doubled at each failure, at most ``WAKE_ALONE_MAX``
-    apart) and at its next wakeup; the others go on, and the node's store has not failed
-    (one damaged workflow took the node's every workflow down). Its tries that fail
+    cannot hand over (or an outage that passed as the refresh waited it out: its
+    first failure is a warning, a second in a row names it in one error line). It is
+    held (``_Held``), tried again later (``WAKE_RETRY``, doubled at each failure, at
+    most ``WAKE_ALONE_MAX`` apart) and at its next wakeup; the others go on, and the
+    node's store has not failed (one damaged workflow took the node's every workflow
+    down). Its tries that fail
     while the store answers nothing either count towards the store's failure, as the
     wakeups' do (:func:`_retry_held`)."""
     held = _HeldWakes()
@@ -602,8 +604,10 @@ class _HeldWakes:
         self.failures = 0
 
     def hold(self, key: tuple[bool, str], exc: StoreError) -> None:
-        """Hold ``key``, whose own refresh failed with ``exc``: tried again later. Named
-        in one error line at its first failure in a row (the later ones at DEBUG)."""
+        """Hold ``key``, whose own refresh failed with ``exc``: tried again later. Its
+        first failure in a row is a warning (an outage that passed while the refresh
+        waited it out fails one try); its second names it in one error line, the later
+        ones are at DEBUG."""
         schedule, wid = key
         before = self.held.get(key)
         tries = 1 if before is None else before.tries + 1
@@ -611,12 +615,16 @@ class _HeldWakes:
         self.held[key] = _Held(tries, trio.current_time() + delay)
         self.added.set()
         what = "schedule" if schedule else "workflow"
+        extra = {} if schedule else {"workflow_id": wid}
         if before is None:
-            log.error("cannot refresh %s %s: %s; the store answers other reads, so the "
-                      "node goes on without it: it is tried again in %g s, then less and "
-                      "less often (at most every %g s), and at its next wakeup", what, wid,
-                      exc, delay, WAKE_ALONE_MAX,
-                      extra={} if schedule else {"workflow_id": wid})
+            log.warning("could not refresh %s %s: %s; the store answers other reads: it "
+                        "is tried again in %g s", what, wid, exc, delay, extra=extra)
+        elif tries == 2:
+            log.error("cannot refresh %s %s (%d failures in a row): %s; the store answers "
+                      "other reads, so the node goes on without it: it is tried again in "
+                      "%g s, then less and less often (at most every %g s), and at its "
+                      "next wakeup", what, wid, tries, exc, delay, WAKE_ALONE_MAX,
+                      extra=extra)
         else:
             log.debug("cannot refresh %s %s (%d failures in a row): %s; tried again in "
                       "%g s", what, wid, tries, exc, delay)
