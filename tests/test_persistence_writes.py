@@ -850,6 +850,55 @@ async def test_a_commit_joining_a_forming_batch_waits_as_its_request_alone(
     assert joined == [True] * 4, joined
 
 
+def test_ctrl_c_right_after_a_commit_joins_a_forming_batch_waits_for_its_park(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real Ctrl-C (SIGINT) landing the moment a commit's request has joined the
+    batch forming, before it parks: raised there, it would leave in the batch a request
+    whose task never waits, and the batch's wake-up would strike a task gone. The
+    request's generator runs KI-protected, so trio holds the interrupt for the main
+    task: every caller gets its own results, and the run ends with the interrupt."""
+    from garrison.persistence import _group_commit
+
+    struck: list[bool] = []
+
+    class Pending(list):  # type: ignore[type-arg]
+        def append(self, request: Any) -> None:
+            super().append(request)
+            if request.group is not None and not struck:  # (a request joining: once)
+                struck.append(trio.lowlevel.currently_ki_protected())
+                signal.raise_signal(signal.SIGINT)  # (its handler runs here, at once)
+
+    def write_batch(batch: list[CommitRequest]) -> None:
+        for request in batch:
+            request.results = [request.tx]
+
+    engine = _group_commit.GroupCommit(lambda tx: [tx], write_batch, Strategy.INLINE)
+    engine._pending = Pending()
+    monkeypatch.setattr(_group_commit, "runnable_tasks", lambda: 1)  # nobody alone
+    got: list[Any] = []
+
+    async def one(tx: str) -> None:
+        got.append(await engine.commit(tx))
+
+    async def main() -> None:
+        with trio.fail_after(30):  # (a caller left waiting would hang here)
+            async with trio.open_nursery() as nursery:
+                for tx in ("tx0", "tx1", "tx2", "tx3"):
+                    nursery.start_soon(one, tx)
+
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # (trio's then)
+    try:
+        with pytest.raises(BaseException) as raised:
+            trio.run(main)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert raised.group_contains(KeyboardInterrupt) if isinstance(
+        raised.value, BaseExceptionGroup) else raised.type is KeyboardInterrupt, raised
+    assert struck == [True]
+    assert sorted(got) == [["tx0"], ["tx1"], ["tx2"], ["tx3"]], got
+    assert engine._pending == [] and not engine.busy
+
+
 async def test_a_commit_made_leader_or_first_run_after_its_batch_commits_as_any(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The requests that join a batch while another is written in a worker thread form
@@ -900,6 +949,7 @@ async def test_a_commit_made_leader_or_first_run_after_its_batch_commits_as_any(
     assert sorted(batches[0]) == ["a0", "a1"]
     assert sorted(batches[1]) == ["b0", "b1", "b2", "task"]
     assert len(batches) == 2 and not engine.busy
+
 
 
 def test_a_commit_closed_or_thrown_into_before_it_ran_joins_no_batch() -> None:
