@@ -951,6 +951,55 @@ async def test_a_commit_made_leader_or_first_run_after_its_batch_commits_as_any(
     assert len(batches) == 2 and not engine.busy
 
 
+async def _await(awaitable: Any) -> None:
+    await awaitable
+
+
+async def test_a_commit_awaited_twice_is_refused_not_written_twice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit asked for while a batch forms is its request, a coroutine of its own:
+    awaited a second time, it joined the next batch (or wrote alone) again, committing
+    its transaction twice; awaited from a second task while the first waited, it left
+    the first never woken. As an ``async def`` function's coroutine, it runs once: a
+    second await raises, and writes nothing."""
+    from garrison.persistence import _group_commit
+
+    written: list[Any] = []
+
+    def write_batch(batch: list[CommitRequest]) -> None:
+        for request in batch:
+            written.append(request.tx)
+            request.results = [request.tx]
+
+    def write_one(tx: Any) -> list[Any]:
+        written.append(tx)
+        return [tx]
+
+    engine = _group_commit.GroupCommit(write_one, write_batch, Strategy.INLINE)
+    monkeypatch.setattr(_group_commit, "runnable_tasks", lambda: 1)  # nobody alone
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(engine.commit, "lead")
+            while not engine.busy:  # (its batch forms)
+                await trio.lowlevel.checkpoint()
+            twice = engine.commit("twice")
+            assert isinstance(twice, CommitRequest)
+            assert await twice == ["twice"]
+            with pytest.raises(RuntimeError, match="awaited twice"):
+                await twice
+            nursery.start_soon(engine.commit, "again")
+            while not engine.busy:  # (a batch forms again: the second await joined it)
+                await trio.lowlevel.checkpoint()
+            with pytest.raises(RuntimeError, match="awaited twice"):
+                await twice
+            shared = engine.commit("shared")  # (its batch still forms)
+            nursery.start_soon(_await, shared)
+            while shared not in engine._pending:  # (its first task waits in the batch)
+                await trio.lowlevel.checkpoint()
+            with pytest.raises(RuntimeError, match="awaited twice"):
+                await shared
+    assert sorted(written) == ["again", "lead", "shared", "twice"], written
+
 
 def test_a_commit_closed_or_thrown_into_before_it_ran_joins_no_batch() -> None:
     """A commit asked for while a batch forms is a coroutine that has not run: closed,

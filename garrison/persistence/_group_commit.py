@@ -151,7 +151,8 @@ class CommitRequest(Coroutine[Any, Any, list[Any]]):
     (:meth:`__await__`). What its waiter holds is what a young garbage collection
     walks, and what is read from memory again when its batch wakes it, a thousand
     other steps later. (A request never awaited commits nothing, as a coroutine never
-    awaited; unlike one, it is dropped without Python's "never awaited" warning.)"""
+    awaited; unlike one, it is dropped without Python's "never awaited" warning. As a
+    coroutine, it runs once: awaited again, it raises ``RuntimeError``.)"""
 
     __slots__ = ("balance", "done", "error", "group", "leader", "results", "sub", "task",
                  "tx")
@@ -185,10 +186,13 @@ class CommitRequest(Coroutine[Any, Any, list[Any]]):
         commits as any other, by ``GroupCommit._commit``.)"""
         group = self.group
         assert group is not None
-        if not group._flushing:
-            return (yield from group._commit(self.tx).__await__())
+        if self.task is not None:  # (run before: its transaction is written once)
+            raise RuntimeError("a store commit was awaited twice: it is a coroutine, "
+                               "which runs once (its transaction is committed once)")
         run = _trio_fast.RUN
         self.task = run.task if run is not None else trio.lowlevel.current_task()
+        if not group._flushing:
+            return (yield from group._commit(self.tx).__await__())
         group._pending.append(self)
         resumed = yield _PARK
         if resumed is not _RESUMED:  # pragma: no cover - only the engine wakes it
