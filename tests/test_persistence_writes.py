@@ -1001,6 +1001,29 @@ async def test_a_commit_awaited_twice_is_refused_not_written_twice(
     assert sorted(written) == ["again", "lead", "shared", "twice"], written
 
 
+def test_every_store_commit_of_garrison_is_awaited_or_handed_on() -> None:
+    """A commit asked for while a batch forms is its request, which commits nothing
+    until it is awaited and, unlike an ``async def`` function's coroutine, is dropped
+    without Python's "never awaited" warning: a missing ``await`` before a
+    ``store.commit(tx)`` would lose the write silently whenever the node is busy (and
+    only warn when it is not). Every ``.commit(...)`` call with a transaction in
+    garrison's code is awaited where it is made, or returned to a caller that awaits
+    it (a plain function handing the coroutine on)."""
+    import ast
+
+    bare: list[str] = []
+    for path in sorted((ROOT / "garrison").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        parents = {child: node for node in ast.walk(tree)
+                   for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr == "commit" and node.args \
+                    and not isinstance(parents.get(node), ast.Await | ast.Return):
+                bare.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not bare, f"store commits neither awaited nor returned: {bare}"
+
+
 def test_a_commit_closed_or_thrown_into_before_it_ran_joins_no_batch() -> None:
     """A commit asked for while a batch forms is a coroutine that has not run: closed,
     or thrown into (as trio does to a task's coroutine), it raises there and joins no
