@@ -3323,6 +3323,57 @@ async def test_a_pending_child_ended_alone_that_fails_leaves_the_others_counted(
 
 
 @pytest.mark.parametrize("end", ["cancel", "terminate"])
+async def test_a_pending_child_damaged_before_its_end_alone_leaves_the_others_counted(
+        postgres_url: str, end: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """As above, but the alone end of q0 meets its row damaged since it was read (a
+    ``DamagedRecord``, not the store's error): it escaped the loop over the others, so
+    those the shared write ended after it were never counted nor said ended here. Each
+    one is handled now, and the damage raised after (``cancel()``, ``terminate()``
+    name it, a ``StoreError``)."""
+    import logging
+
+    import attrs
+    from _stores import sql
+
+    from garrison.hosts.workflow import _host
+
+    pending = ["q0", "q1", "q2"]
+    children_elsewhere = _host.WorkflowHost.children_elsewhere
+    end_alone = _host.WorkflowHost._end_unrun_alone
+    here: dict[str, Any] = {}  # (node a's host only)
+
+    def stale(self: Any, wfs: Any, *damaged: Any) -> Any:  # (q0 read at attempt 7)
+        records = children_elsewhere(self, wfs, *damaged)
+        if self is not here.get("host"):
+            return records
+        return [attrs.evolve(r, attempt=7) if r.workflow_id == "q0" else r
+                for r in records]
+
+    def damaging(self: Any, unrun: Any, record: Any = None) -> None:
+        if self is here.get("host") and unrun.record.workflow_id == "q0":
+            sql(postgres_url, "UPDATE workflows SET input = '[bad' "
+                              "WHERE workflow_id = 'q0'")
+        end_alone(self, unrun, record)
+
+    caplog.set_level(logging.INFO, logger="garrison.workflow")
+    async with _children_on_b_parent_on_a(postgres_url, ["c0"], pending) as (a, _b):
+        host = here["host"] = a.hosts["workflows"]
+        monkeypatch.setattr(_host.WorkflowHost, "children_elsewhere", stale)
+        monkeypatch.setattr(_host.WorkflowHost, "_end_unrun_alone", damaging)
+        expected = "cancelled" if end == "cancel" else "failed"
+        before = host.counts[expected]
+        with pytest.raises(garrison.StoreError, match="workflow 'q0': its input is not"):
+            await _end_p(a, end)
+        monkeypatch.undo()
+        sql(postgres_url, "UPDATE workflows SET input = '[]' WHERE workflow_id = 'q0'")
+        said = [m for m in caplog.messages if "while it waited in the queue" in m]
+        assert [m.split()[1] for m in said] == ["q1", "q2"], said
+        assert host.counts[expected] - before >= 2, host.counts
+        assert {str(a.workflow(wid).status()) for wid in ["q1", "q2"]} == {expected}
+
+
+@pytest.mark.parametrize("end", ["cancel", "terminate"])
 async def test_a_damaged_child_elsewhere_is_named_and_holds_up_no_other(
         postgres_url: str, end: str, caplog: pytest.LogCaptureFixture) -> None:
     """The children elsewhere of a cancelled or terminated tree are read in one read:

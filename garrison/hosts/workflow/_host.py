@@ -2585,8 +2585,9 @@ class WorkflowHost:
         it was claimed meanwhile its node is asked; a flag as ``flag_cancel`` handles it
         (read again, flagged, or moot). One whose inbox this node cannot read (a
         ``DamagedRecord``: its end reads it) is asked as a claimed one is, the node that
-        claims it naming it. A failure of the requests, or of one handled alone, raises the
-        store's error, once every other one is handled."""
+        claims it naming it. A failure of the requests, or of one handled alone (the
+        store's error, or a row of it damaged since it was read), is raised once every
+        other one is handled."""
         from ._operate import end_pending_transaction, flag_cancel, flag_transaction
 
         if not requests.ops and len(unrun) + len(flags) <= 1:  # (nothing to share)
@@ -2619,14 +2620,16 @@ class WorkflowHost:
         # (one handled alone that the store fails is raised once every other is
         # handled: raised at once, those the shared write ended after it were never
         # counted nor said ended here, and the flags after it were not written)
-        alone: list[StoreError] = []
+        # (and so is one that is not the store's: a child's row damaged since it was
+        # read, a ``DamagedRecord``, left the others after it unhandled)
+        alone: list[Exception] = []
         for end, outcome in zip(unrun, outcomes[:len(unrun)], strict=True):
             if not isinstance(outcome, Exception):
                 self._ended_pending(end.record, end.status, end.error)
                 continue
             try:  # (changed, claimed, or not written)
                 self._end_unrun_alone(end)
-            except StoreError as exc:
+            except Exception as exc:
                 alone.append(exc)
         for (record, at), outcome in zip(flags, outcomes[len(unrun):], strict=True):
             try:
@@ -2636,7 +2639,7 @@ class WorkflowHost:
                     self.request_cancel_stored(record.workflow_id, at, record=record)
             except NoSuchWorkflow:  # (deleted meanwhile)
                 pass
-            except StoreError as exc:
+            except Exception as exc:
                 alone.append(exc)
         if isinstance(failed, Exception):  # (raised once the others' are handled)
             raise failed
