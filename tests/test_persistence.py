@@ -1290,6 +1290,51 @@ def test_children_of_ended_are_the_unfinished_children_of_cancelled_or_failed_pa
     assert store.children_of_ended("nobody") == []
 
 
+def test_children_of_ended_leaves_out_those_a_cancelled_parent_flagged_already(
+        store: SQLiteStore) -> None:
+    """A node's start read every unfinished child of a cancelled parent, and then that
+    parent's row and journal, though a child flagged for cancel already has nothing to
+    ask (most of them): it is left out by the read now, on both stores. A flagged child
+    of a failed parent is not (a terminated one's children are asked to end)."""
+    tx = Transaction()
+    for wid, status in [("pc", "cancelled"), ("pf", "failed")]:
+        tx.create_workflow(wid, "app:parent", [], status=status)
+    for i, (wid, parent) in enumerate([("a", "pc"), ("b", "pc"), ("c", "pf"), ("d", "pf")]):
+        tx.create_workflow(wid, "app:child", [], status="running",
+                           parent=Pid("workflows", parent),
+                           time=T0 + dt.timedelta(seconds=i))
+    tx.request_cancel("a", time=1.0).request_cancel("c", time=1.0)
+    store.write(tx)
+    assert [r.workflow_id for r in store.children_of_ended("workflows")] == ["b", "c", "d"]
+
+
+def test_workflows_by_id_and_inbox_messages_read_many_rows_at_once(
+        store: SQLiteStore, store_spec: str) -> None:
+    """The rows of many workflows, and the inbox rows of many messages, in one read
+    (what a node's start reads of the ended parents of unfinished children), on both
+    stores: those without a row left out; a damaged workflow row given apart."""
+    from _stores import sql
+
+    from garrison.persistence import DamagedRecord
+
+    tx = Transaction()
+    for wid in ["w0", "w1", "w2"]:
+        tx.create_workflow(wid, "app:wf", [], status="running")
+    tx.deliver("w0", "t", {"n": 0}, msg_id="m0").deliver("w1", "t", {"n": 1}, msg_id="m1")
+    store.write(tx)
+    assert sorted(store.workflows_by_id(["w0", "w2", "nope", "w0"])) == ["w0", "w2"]
+    assert store.workflows_by_id([]) == {}
+    found = store.inbox_messages(["m1", "m0", "nope"])
+    assert {k: (m.workflow_id, m.payload) for k, m in found.items()} == {
+        "m0": ("w0", {"n": 0}), "m1": ("w1", {"n": 1})}
+    sql(store_spec, "UPDATE workflows SET input = '[bad' WHERE workflow_id = 'w1'")
+    damaged: list[DamagedRecord] = []
+    assert sorted(store.workflows_by_id(["w0", "w1"], damaged)) == ["w0"]
+    assert [d.workflow_id for d in damaged] == ["w1"]
+    with pytest.raises(DamagedRecord):
+        store.workflows_by_id(["w1"])
+
+
 def test_deliver_to_monitors_reads_the_stored_monitors_in_the_write(store: SQLiteStore
                                                                     ) -> None:
     """An ending workflow's EXIT goes to every unfinished workflow of its host that the

@@ -1518,11 +1518,23 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             "WHERE c.status = ANY(%s) AND c.parent IS NOT NULL "
             "AND starts_with(c.parent, %s) AND EXISTS (SELECT 1 FROM "
             f"{self._s}.workflows p WHERE p.workflow_id = substr(c.parent, %s) "
-            'AND p.status = ANY(%s)) ORDER BY c.created, c.workflow_id COLLATE "C"',
+            "AND (p.status = %s OR p.status = %s AND COALESCE(c.cancel_requested, 0) = 0)) "
+            'ORDER BY c.created, c.workflow_id COLLATE "C"',
             ([status.value for status in WorkflowStatus if status not in FINAL_STATUSES],
              prefix, len(prefix) + 1,
-             [WorkflowStatus.CANCELLED.value, WorkflowStatus.FAILED.value]))
+             WorkflowStatus.FAILED.value, WorkflowStatus.CANCELLED.value))
         return WorkflowRecord.from_rows(rows, damaged)
+
+    def workflows_by_id(self, workflow_ids: Sequence[str],
+                        damaged: list[DamagedRecord] | None = None
+                        ) -> dict[str, WorkflowRecord]:
+        """The rows of ``workflow_ids`` (see the Store protocol), in one read."""
+        ids = [wid for wid in dict.fromkeys(workflow_ids) if not no_match((wid,), nul=True)]
+        if not ids:
+            return {}
+        rows = self._query(f"SELECT {WorkflowRecord.COLUMNS} FROM {self._s}.workflows "
+                           "WHERE workflow_id = ANY(%s)", (ids,))
+        return {r.workflow_id: r for r in WorkflowRecord.from_rows(rows, damaged)}
 
     def count_workflows(self, status: str | Iterable[str] | None = None, *,
                         parent: Pid | str | None = None, host: str | None = None) -> int:
@@ -1632,6 +1644,15 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         rows = self._query(
             f"SELECT {InboxRecord.COLUMNS} FROM {self._s}.inbox WHERE msg_id = %s", (msg_id,))
         return InboxRecord.from_row(rows[0]) if rows else None
+
+    def inbox_messages(self, msg_ids: Sequence[str]) -> dict[str, InboxRecord]:
+        """The inbox rows of ``msg_ids`` (see the Store protocol), in one read."""
+        ids = [i for i in dict.fromkeys(msg_ids) if not no_match((i,), nul=True)]
+        if not ids:
+            return {}
+        rows = self._query(f"SELECT {InboxRecord.COLUMNS} FROM {self._s}.inbox "
+                           "WHERE msg_id = ANY(%s)", (ids,))
+        return {r.msg_id: r for r in map(InboxRecord.from_row, rows)}
 
     def timers(self, workflow_id: str | None = None) -> list[TimerRecord]:
         """Timers (of one workflow, or all), earliest deadline first."""

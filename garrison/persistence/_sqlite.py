@@ -1829,13 +1829,29 @@ class SQLiteStore(StoreShortcuts):
             f"SELECT {WorkflowRecord.COLUMNS} FROM workflows c WHERE c.status IN "
             f"({', '.join('?' * len(unfinished))}) AND c.parent IS NOT NULL "
             "AND substr(c.parent, 1, ?) = ? AND EXISTS (SELECT 1 FROM workflows p "
-            "WHERE p.workflow_id = substr(c.parent, ?) AND p.status IN (?, ?))",
+            "WHERE p.workflow_id = substr(c.parent, ?) AND (p.status = ? OR p.status = ? "
+            "AND COALESCE(c.cancel_requested, 0) = 0))",
             [*unfinished, len(prefix), prefix, len(prefix) + 1,
-             WorkflowStatus.CANCELLED.value, WorkflowStatus.FAILED.value])
+             WorkflowStatus.FAILED.value, WorkflowStatus.CANCELLED.value])
         # (sorted here: ordered by the query, SQLite walked every workflow in created
         # order to spare the sort, not the unfinished ones by status)
         found = WorkflowRecord.from_rows(rows, damaged)
         found.sort(key=lambda record: (record.created, record.workflow_id))
+        return found
+
+    def workflows_by_id(self, workflow_ids: Sequence[str],
+                        damaged: list[DamagedRecord] | None = None
+                        ) -> dict[str, WorkflowRecord]:
+        """The rows of ``workflow_ids`` (see the Store protocol), a read for each
+        ``_IN_CHUNK`` of them."""
+        ids = list(dict.fromkeys(workflow_ids))
+        found: dict[str, WorkflowRecord] = {}
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i:i + _IN_CHUNK]
+            for record in WorkflowRecord.from_rows(self._text_rows(
+                    f"SELECT {WorkflowRecord.COLUMNS} FROM workflows WHERE workflow_id IN "
+                    f"({', '.join('?' * len(chunk))})", chunk), damaged):
+                found[record.workflow_id] = record
         return found
 
     def count_workflows(self, status: str | Iterable[str] | None = None, *,
@@ -1952,6 +1968,19 @@ class SQLiteStore(StoreShortcuts):
         rows = self._text_rows(f"SELECT {InboxRecord.COLUMNS} FROM inbox WHERE msg_id = ?",
                                (msg_id,))
         return InboxRecord.from_row(rows[0]) if rows else None
+
+    def inbox_messages(self, msg_ids: Sequence[str]) -> dict[str, InboxRecord]:
+        """The inbox rows of ``msg_ids`` (see the Store protocol), a read for each
+        ``_IN_CHUNK`` of them."""
+        ids = list(dict.fromkeys(msg_ids))
+        found: dict[str, InboxRecord] = {}
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i:i + _IN_CHUNK]
+            for row in self._text_rows(f"SELECT {InboxRecord.COLUMNS} FROM inbox WHERE "
+                                       f"msg_id IN ({', '.join('?' * len(chunk))})", chunk):
+                record = InboxRecord.from_row(row)
+                found[record.msg_id] = record
+        return found
 
     def timers(self, workflow_id: str | None = None) -> list[TimerRecord]:
         """Timers (of one workflow, or all), earliest deadline first."""

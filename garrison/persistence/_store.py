@@ -216,8 +216,18 @@ class Store(Protocol):
         of ``host`` (a pid ``host/<id>``) that this store holds as ``cancelled`` or
         ``failed``, in ``(created, workflow_id)`` order: what a node's start looks at
         for children left running under an ended parent (an ask of them the store
-        failed, then the node stopped). A damaged row is raised, or with ``damaged``
-        added there (its ``parent`` set) and the others read."""
+        failed, then the node stopped). Not a child of a ``cancelled`` parent whose
+        cancel is flagged already (asked before: nothing to ask). A damaged row is
+        raised, or with ``damaged`` added there (its ``parent`` set) and the others
+        read."""
+        ...
+
+    def workflows_by_id(self, workflow_ids: Sequence[str],
+                        damaged: list[DamagedRecord] | None = None
+                        ) -> dict[str, WorkflowRecord]:
+        """The rows of ``workflow_ids`` (``get_workflow`` of each; one without a row
+        left out), in one read for a few hundred of them. A damaged row is raised, or
+        with ``damaged`` added there and the others read."""
         ...
 
     def unfinished_workflows(self, damaged: list[DamagedRecord] | None = None
@@ -316,6 +326,12 @@ class Store(Protocol):
     # -- inbox, timers, promises, state, monitors ----------------------------------
     def pending_messages(self, workflow_id: str) -> list[InboxRecord]:
         """Inbox rows (messages and events) not yet consumed, in arrival order."""
+        ...
+
+    def inbox_messages(self, msg_ids: Sequence[str]) -> dict[str, InboxRecord]:
+        """The inbox rows of the messages ``msg_ids`` (``inbox_message`` of each; one
+        without a row left out), in one read for a few hundred of them. A damaged row
+        raises :class:`DamagedRecord`."""
         ...
 
     def inbox_message(self, msg_id: str) -> InboxRecord | None:
