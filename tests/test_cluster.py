@@ -3420,6 +3420,7 @@ async def test_a_damaged_child_of_a_terminated_parent_is_asked_once_however_many
     many starts."""
     import logging
 
+    import trio
     from _stores import sql
 
     from garrison.hosts.workflow import request_transaction
@@ -3437,9 +3438,12 @@ async def test_a_damaged_child_of_a_terminated_parent_is_asked_once_however_many
         store.write(request_transaction("p", terminated("enough"), 1, tx))
     sql(postgres_url, "UPDATE workflows SET input = '[bad', attempt = 2 "
                       "WHERE workflow_id = 'd0'")
-    for _start in range(3):
+    for start in range(3):
         async with garrison.open_node(store=postgres_url, name="a", lease="30s"):
-            pass
+            with trio.fail_after(10):  # (asked in the background of the start)
+                while len([m for m in caplog.messages
+                           if m.startswith("workflow d0, a child of ")]) <= start:
+                    await trio.sleep(0.02)
     assert sql(postgres_url, "SELECT msg_id FROM inbox WHERE workflow_id = 'd0'") == [
         ("terminate#2#d0",)]
     said = [m for m in caplog.messages if m.startswith("workflow d0, a child of ")]
@@ -3674,6 +3678,96 @@ async def test_a_starts_ask_of_children_of_ended_parents_leaves_those_that_run_o
     assert len(said) == 1 and said[0].startswith(
         "workflow q has ended, but 1 of its children were still unfinished"), said
     assert said[0].endswith("asked to cancel now (k2)"), said
+
+
+def _counted_read(read: Any, reads: list[str]) -> Any:
+    """``read`` (a store's method), each call of it added to ``reads``."""
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(f"{read.__name__}{args}")
+        return read(*args, **kwargs)
+    return counted
+
+
+async def test_a_starts_ask_of_children_of_ended_parents_runs_in_chunks_in_the_background(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's start read each ended parent of unfinished children alone (its row, a
+    cancelled one's journal, a failed one's request), all in one go in the node's
+    thread before the start was ready: thousands of parents of children that run on
+    (compensations, children of parents failed on their own) froze its event loop for
+    seconds at every start. The ask is a task of the host now (the start does not wait
+    for it), :data:`ASK_CHUNK` parents at a time, the node's other tasks running between
+    two chunks; and a chunk's parents are read together, not one by one; those whose
+    children are all flagged already are not read at all."""
+    import trio
+
+    from garrison.hosts.workflow import _host
+    from garrison.persistence import Transaction, open_store
+
+    name = "cluster_app:ends_on_a_message"
+    kids = {"k0": "q0", "k1": "q1", "k2": "q2", "u0": "p0", "u1": "p1", "f0": "q3"}
+    with open_store(postgres_url) as store:
+        tx = Transaction()
+        for wid, parent in kids.items():
+            tx.create_workflow(wid, name, [], status="running", host="workflows",
+                               parent=garrison.Pid("workflows", parent))
+        store.write(tx)
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
+                                  max_concurrent=len(kids)) as b:
+        with trio.fail_after(10):
+            while {m.name: m.workflows for m in b.cluster()} != {"b": len(kids)}:
+                await trio.sleep(0.02)
+        with open_store(postgres_url) as store:
+            tx = Transaction().request_cancel("f0", time=1.0)  # (flagged before)
+            for i in range(4):  # (q3: its child flagged already, nothing to read)
+                wid = f"q{i}"
+                tx.create_workflow(wid, name, [], status="running", host="workflows")
+                tx.append_journal(wid, 1, "spawn", "child", {"pid": f"workflows/k{i}"})
+                tx.append_journal(wid, 2, "cancel", "cancel")
+                tx.update_workflow(wid, status="cancelled")
+            for wid in ["p0", "p1"]:  # (failed on their own: u0, u1 run on)
+                tx.create_workflow(wid, name, [], status="running", host="workflows")
+                tx.update_workflow(wid, status="failed",
+                                   error=garrison.ErrorInfo("ValueError", "boom"))
+            store.write(tx)
+        monkeypatch.setattr(_host, "ASK_CHUNK", 2)
+        steps = 0
+        chunks: list[tuple[int, str, list[str]]] = []  # (node a's only)
+        reads: list[str] = []
+        ask_chunk = _host.WorkflowHost._ask_ended_chunk
+        b_host = b.hosts["workflows"]
+
+        class Steps(trio.abc.Instrument):
+            def before_task_step(self, task: Any) -> None:
+                nonlocal steps
+                steps += 1
+
+        def counted(self: Any, of: Any, damaged: Any) -> None:
+            if self is b_host:
+                return ask_chunk(self, of, damaged)
+            chunks.append((steps, trio.lowlevel.current_task().name, sorted(of)))
+            store = self.store
+            for method in ["get_workflow", "journal_entries", "inbox_message"]:
+                setattr(store, method, _counted_read(getattr(store, method), reads))
+            try:
+                return ask_chunk(self, of, damaged)
+            finally:
+                for method in ["get_workflow", "journal_entries", "inbox_message"]:
+                    delattr(store, method)
+
+        monkeypatch.setattr(_host.WorkflowHost, "_ask_ended_chunk", counted)
+        trio.lowlevel.add_instrument(Steps())
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s"):
+            with trio.fail_after(10):
+                while {str(b.workflow(f"k{i}").status()) for i in range(3)} != {
+                        "cancelled"}:
+                    await trio.sleep(0.05)
+        assert [parents for _step, _task, parents in chunks] == [
+            ["workflows/q0", "workflows/q1"], ["workflows/p0", "workflows/q2"],
+            ["workflows/p1"]], chunks
+        assert len({step for step, _task, _parents in chunks}) == 3, chunks
+        assert all(task.endswith("_ask_children_of_ended") for _s, task, _p in chunks)
+        assert reads == [], reads
+        assert {str(b.workflow(wid).status()) for wid in ["u0", "u1"]} == {"waiting"}
 
 
 async def test_a_starts_ask_judges_a_terminated_parent_by_the_error_it_ended_with(

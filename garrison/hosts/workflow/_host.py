@@ -47,6 +47,7 @@ from ...actors._values import ErrorInfo, Event, EventKind, Message, Pid, Process
 from ...persistence import (
     Busy,
     DamagedRecord,
+    InboxRecord,
     RawJson,
     Store,
     Transaction,
@@ -155,6 +156,17 @@ _FOR_GOOD = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.CANCELLED})
 #: the children a line of :meth:`WorkflowHost.ask_children_of_ended` names (the others
 #: are counted)
 NAMED_CHILDREN = 5
+#: the ended parents :meth:`WorkflowHost.ask_children_of_ended` reads and asks the
+#: children of together, the node's other tasks running between two such chunks
+ASK_CHUNK = 50
+
+
+def _parent_unread(wid: str, exc: DamagedRecord) -> None:
+    """Name the ended parent ``wid`` whose row, journal or request cannot be read
+    (``exc``): its children are not asked to end."""
+    log.error("cannot read workflow %s, the parent of unfinished workflows: %s (%s); "
+              "its children are not asked to end", wid, exc, exc.fault,
+              extra={"workflow_id": wid})
 
 
 def checked_start(node: Any, mocks: Mapping[str, Any], target: Any, args: tuple[Any, ...],
@@ -2422,7 +2434,7 @@ class WorkflowHost:
                   "it is repaired", wid, parent_id, exc, exc.fault, asked,
                   extra={"workflow_id": wid})
 
-    def ask_children_of_ended(self) -> None:
+    async def ask_children_of_ended(self) -> None:
         """At a node's start in a cluster: the children still unfinished of workflows
         that ended cancelled, or terminated (``failed`` with the error of a terminate
         request of their last attempt, or their parent's terminate's:
@@ -2436,67 +2448,138 @@ class WorkflowHost:
         children flagged already are left as they are, and so are the children of a
         parent whose row, journal or request cannot be read (a ``DamagedRecord``: named
         in an error line, the others asked); a child this node runs is refreshed once
-        asked. Raises the store's error (a later start asks again).
-        Blocking."""
+        asked.
+
+        The children are read in a worker thread; then the parents are read and their
+        children asked :data:`ASK_CHUNK` parents at a time (their rows, journals and
+        requests in a read of each for all of them), the node's other tasks running
+        between two chunks: read one by one in one go in the node's thread, thousands
+        of ended parents (of children that run on: compensations, children of parents
+        failed on their own) held the node's event loop for seconds at every start. A
+        closing host asks no more. The store's error of a chunk is raised once
+        every other chunk is asked (a later start asks again)."""
         if self.client or self.ownership is None:
             return
-        store = self.store
         damaged: list[DamagedRecord] = []
-        children = store.children_of_ended(self.name, damaged)
+        # (tens of thousands of rows: read in a worker thread)
+        children = await run_blocking(self.store.children_of_ended, self.name, damaged)
         if not children and not damaged:
             return
-        terminated: dict[str, str] = {}  # (parent pid -> its id)
-        cancelled: dict[str, tuple[str, float | None]] = {}  # (and its cancel's time)
-        compensating: dict[str, frozenset[str]] = {}
-        for pid in dict.fromkeys([*(str(r.parent) for r in children),
-                                  *(exc.parent or "" for exc in damaged)]):
-            wid = pid.partition("/")[2]
-            # (its row, a cancelled one's journal, a failed one's request: one of them
-            # damaged failed the ask of every child of every ended parent, at every
-            # start; its children stay as they are, named)
+        of: dict[str, list[WorkflowRecord]] = {}  # (parent pid -> its children)
+        for record in children:
+            of.setdefault(str(record.parent), []).append(record)
+        bad_of: dict[str, list[DamagedRecord]] = {}
+        for exc in damaged:
+            bad_of.setdefault(exc.parent or "", []).append(exc)
+        pids = list(dict.fromkeys([*of, *bad_of]))
+        failed: Exception | None = None
+        for first in range(0, len(pids), ASK_CHUNK):
+            if first:
+                await trio.lowlevel.checkpoint()  # (the node's other tasks run)
+            if self.closing:
+                return
+            chunk = pids[first:first + ASK_CHUNK]
             try:
-                parent = store.get_workflow(wid)
-                if parent is None:  # (deleted meanwhile)
-                    continue
+                self._ask_ended_chunk({pid: of.get(pid, []) for pid in chunk},
+                                      [bad for pid in chunk for bad in bad_of.get(pid, [])])
+            except Exception as exc:  # (raised once the other chunks are asked)
+                if failed is None:
+                    failed = exc
+        if failed is not None:
+            raise failed
+
+    def _ended_parents(self, pids: Sequence[str], flagless: Iterable[str]
+                       ) -> tuple[dict[str, str], dict[str, tuple[str, float | None]],
+                                  dict[str, frozenset[str]]]:
+        """The parents ``pids`` of :meth:`_ask_ended_chunk` read: those terminated (pid
+        -> id), those cancelled (pid -> id and the time their cancel was asked) and the
+        compensations of those of ``flagless`` (pids of cancelled parents with a child
+        not flagged) among them; their rows in one read, the journals of those
+        cancelled of ``flagless`` in one, the requests of those failed in one (a
+        damaged row: each read alone, which names it). A parent whose row, journal or
+        request is damaged is named in an error line, its children left as they are."""
+        store = self.store
+        wids = {pid: pid.partition("/")[2] for pid in pids}
+        unread: list[DamagedRecord] = []
+        rows = store.workflows_by_id(list(wids.values()), unread)
+        for exc in unread:
+            _parent_unread(exc.workflow_id, exc)
+        wanted = set(flagless)
+        terminated: dict[str, str] = {}
+        cancelled: dict[str, tuple[str, float | None]] = {}
+        compensating: dict[str, frozenset[str]] = {}
+        journals = [wids[pid] for pid in pids if pid in wanted and wids[pid] in rows
+                    and rows[wids[pid]].status == WorkflowStatus.CANCELLED]
+        failing = [r for pid in pids if (r := rows.get(wids[pid])) is not None
+                   and r.status == WorkflowStatus.FAILED and r.error is not None
+                   and not ended_with_parent(r.error)]
+        try:
+            read = store.resume_rows(journals) if journals else {}
+        except DamagedRecord:  # (each read alone)
+            read = {}
+        try:
+            requests: Mapping[str, InboxRecord] | None = store.inbox_messages(
+                [terminate_request_id(r.workflow_id, r.attempt) for r in failing])
+        except DamagedRecord:  # (each read alone, which names it)
+            requests = None
+        for pid, wid in wids.items():
+            parent = rows.get(wid)
+            if parent is None:  # (deleted meanwhile, or damaged: named)
+                continue
+            try:
                 if parent.status == WorkflowStatus.CANCELLED:
-                    rows, _size = store.journal_entries(wid)
-                    compensating[pid] = _spawned_after_cancel_in(
-                        {entry.seq: entry for entry in (Entry(*row) for row in rows)})
+                    if pid in wanted:
+                        had = read.get(wid)
+                        journal = had.journal if had is not None else None
+                        found, _size = journal or store.journal_entries(wid)
+                        compensating[pid] = _spawned_after_cancel_in(
+                            {entry.seq: entry for entry in (Entry(*row) for row in found)})
                     cancelled[pid] = (wid, parent.cancel_time)
-                elif ended_by_terminate(store, parent):  # (by the error it ended with)
+                elif ended_by_terminate(store, parent, requests):  # (by its error)
                     terminated[pid] = wid
-            except DamagedRecord as unread:
-                log.error("cannot read workflow %s, the parent of unfinished workflows: "
-                          "%s (%s); its children are not asked to end", wid, unread,
-                          unread.fault, extra={"workflow_id": wid})
+            except DamagedRecord as exc:
+                _parent_unread(wid, exc)
+                cancelled.pop(pid, None)
+        return terminated, cancelled, compensating
+
+    def _ask_ended_chunk(self, of: Mapping[str, Sequence[WorkflowRecord]],
+                         damaged: Sequence[DamagedRecord]) -> None:
+        """:meth:`ask_children_of_ended` of the ended parents of ``of`` (pid -> its
+        unfinished children) and of the damaged children ``damaged`` (theirs among
+        them). Blocking: a chunk's reads and writes."""
+        store = self.store
+        terminated, cancelled, compensating = self._ended_parents(
+            list(of), (pid for pid, kids in of.items()
+                       if any(not kid.cancel_requested for kid in kids)))
         requests = Transaction()
         unrun: list[_Unrun] = []
         flags: list[tuple[WorkflowRecord, float | None]] = []
         asked: dict[str, list[str]] = {}  # (parent id -> its children asked)
-        for record in children:
-            wid, pid = record.workflow_id, str(record.parent)
-            if pid in terminated:
-                try:
-                    if store.inbox_message(terminate_request_id(wid, record.attempt)):
-                        continue  # (asked before: its node acts on it)
-                except DamagedRecord:  # (asked before too: its node names it)
-                    continue
-                reason = parent_terminated(terminated[pid])
-                if self._ends_unrun(record, WorkflowStatus.FAILED):
-                    unrun.append(_Unrun(record, WorkflowStatus.FAILED, reason, None))
-                else:
-                    request_transaction(wid, reason, record.attempt, requests)
-                asked.setdefault(terminated[pid], []).append(wid)
-            elif pid in cancelled:
-                if record.cancel_requested or wid in compensating[pid]:
-                    continue
-                parent_id, at = cancelled[pid]
-                if self._ends_unrun(record, WorkflowStatus.CANCELLED):
-                    unrun.append(_Unrun(record, WorkflowStatus.CANCELLED,
-                                        cancelled_error(wid), at))
-                else:
-                    flags.append((record, at))
-                asked.setdefault(parent_id, []).append(wid)
+        for pid, kids in of.items():
+            for record in kids:
+                wid = record.workflow_id
+                if pid in terminated:
+                    try:
+                        if store.inbox_message(terminate_request_id(wid, record.attempt)):
+                            continue  # (asked before: its node acts on it)
+                    except DamagedRecord:  # (asked before too: its node names it)
+                        continue
+                    reason = parent_terminated(terminated[pid])
+                    if self._ends_unrun(record, WorkflowStatus.FAILED):
+                        unrun.append(_Unrun(record, WorkflowStatus.FAILED, reason, None))
+                    else:
+                        request_transaction(wid, reason, record.attempt, requests)
+                    asked.setdefault(terminated[pid], []).append(wid)
+                elif pid in cancelled:
+                    if record.cancel_requested or wid in compensating.get(pid, ()):
+                        continue
+                    parent_id, at = cancelled[pid]
+                    if self._ends_unrun(record, WorkflowStatus.CANCELLED):
+                        unrun.append(_Unrun(record, WorkflowStatus.CANCELLED,
+                                            cancelled_error(wid), at))
+                    else:
+                        flags.append((record, at))
+                    asked.setdefault(parent_id, []).append(wid)
         for bad in damaged:
             self._ask_damaged(bad, terminated, cancelled, requests)
         if not asked and not requests.ops:

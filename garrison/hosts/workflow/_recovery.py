@@ -17,7 +17,7 @@ import logging
 import math
 import time as _time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -28,6 +28,7 @@ from ..._targets import import_target, workflow_refusal
 from ...actors._values import ErrorInfo, EventKind, Pid
 from ...persistence import (
     DamagedRecord,
+    InboxRecord,
     PromiseRecord,
     ResumeRows,
     Transaction,
@@ -362,23 +363,27 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
                 host.cancel_children(wf)
             elif wf.cancel_at is not None:  # (in the cancel's place in time, theirs too)
                 host.cancel_children(wf, wf.cancel_at)
-    _ask_children_of_ended(host)
+    if host.ownership is not None:  # (in the background: the start does not wait)
+        nursery.start_soon(_ask_children_of_ended, host)
     if failed is not None:
         raise failed
     if stopped is not None:
         raise stopped
 
 
-def _ask_children_of_ended(host: WorkflowHost) -> None:
+async def _ask_children_of_ended(host: WorkflowHost) -> None:
     """A node's start (in a cluster) asks again for the unfinished children of
-    workflows that ended cancelled or terminated (``WorkflowHost.ask_children_of_ended``);
-    a failure of that (the store's, or a row it cannot read) is a warning, not the
-    start's failure: the next start asks again."""
+    workflows that ended cancelled or terminated (``WorkflowHost.ask_children_of_ended``),
+    a task of the host's nursery (the start does not wait for it; it ends as the host
+    closes); a failure of that (the store's, or a row it cannot read) is a warning, not
+    the start's failure: the next start asks again."""
     if host.ownership is None or host.closing:
         return
     try:
-        host.ask_children_of_ended()
+        await host.ask_children_of_ended()
     except Exception as exc:
+        if host.closing:  # (its store closing: the next start asks again)
+            return
         said = exc.reason_at(host.store.path) if isinstance(exc, StoreError) else str(exc)
         log.warning("the unfinished children of cancelled or terminated workflows could "
                     "not all be asked to end at this node's start: %s; asked again at "
@@ -869,21 +874,23 @@ def terminate_request_id(workflow_id: str, attempt: int) -> str:
     return f"terminate#{attempt}#{workflow_id}"
 
 
-def ended_by_terminate(store: Any, record: WorkflowRecord) -> bool:
+def ended_by_terminate(store: Any, record: WorkflowRecord,
+                       requests: Mapping[str, InboxRecord] | None = None) -> bool:
     """``record``'s workflow (``failed``) was terminated as a tree is (its unfinished
     children end with it, :func:`end_instance`), as told by the error it ended with:
     its parent's terminate's (:func:`parent_terminated`: ended in a node's memory with
     that tree, no request of its own needed), or that of the request to end its last
     attempt in its inbox (a terminate's, or a linked workflow's failure). Not one that
     failed on its own, though a terminate came as it did (a request ended nothing, its
-    row is there all the same). Blocking: its request is read."""
+    row is there all the same). Blocking: its request is read, unless ``requests``
+    holds the requests read already (by message id; one not there is none)."""
     error = record.error
     if error is None:
         return False
     if ended_with_parent(error):
         return True
-    request = store.inbox_message(terminate_request_id(record.workflow_id,
-                                                       record.attempt))
+    msg_id = terminate_request_id(record.workflow_id, record.attempt)
+    request = store.inbox_message(msg_id) if requests is None else requests.get(msg_id)
     payload = request.payload if request is not None else None
     plain = payload.get("terminate") if isinstance(payload, dict) else None
     if not isinstance(plain, dict):
