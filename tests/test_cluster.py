@@ -3417,7 +3417,9 @@ async def test_a_damaged_child_of_a_terminated_parent_is_asked_once_however_many
     an error line each time): its request was one for whatever attempt runs, under an
     id of its own each time, so each start added one more to its inbox, without end.
     It is the request of its attempt now (its row's ``attempt`` is read): one, however
-    many starts."""
+    many starts. Its line said it was "a child of workflow p on another node", though
+    no node ran it (a start's line cannot tell: this node may have claimed it); it
+    says where it is no more."""
     import logging
 
     import trio
@@ -3448,6 +3450,8 @@ async def test_a_damaged_child_of_a_terminated_parent_is_asked_once_however_many
         ("terminate#2#d0",)]
     said = [m for m in caplog.messages if m.startswith("workflow d0, a child of ")]
     assert len(said) == 3, caplog.messages
+    # (no node runs it: the line does not say it is on another node)
+    assert said[0].startswith("workflow d0, a child of workflow p, cannot be read: "), said
 
 
 async def test_a_parents_cancel_flags_alone_a_child_elsewhere_whose_row_changed(

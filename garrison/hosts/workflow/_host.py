@@ -2411,7 +2411,7 @@ class WorkflowHost:
 
     def _ask_damaged(self, exc: DamagedRecord, terminated: Mapping[str, str],
                      cancelled: Mapping[str, tuple[str, float | None]],
-                     requests: Transaction) -> None:
+                     requests: Transaction, *, elsewhere: bool = True) -> None:
         """A child elsewhere of a cancelled or terminated tree whose row cannot be read
         (``exc``): named in an error line (its id, its parent's, what is damaged), and
         asked into ``requests`` without its row, its terminate requested (of its
@@ -2419,7 +2419,9 @@ class WorkflowHost:
         each start; for whatever attempt runs where none is read) or its cancel
         flagged, so that it ends once repaired; the tree's other children are asked as
         ever. ``terminated``, ``cancelled``: the tree's parents by pid (their id; and
-        the time their cancel was asked)."""
+        the time their cancel was asked). ``elsewhere``: the child is one another node
+        runs (a tree's ask); not so at a node's start (any node may have claimed it,
+        this one too), whose line says nothing of where it is."""
         wid, parent = exc.workflow_id, exc.parent or ""
         if parent in terminated:
             parent_id, asked = terminated[parent], "end"
@@ -2429,10 +2431,10 @@ class WorkflowHost:
             requests.request_cancel(wid, time=at)
         else:  # (not a parent asked: cannot be, as read by its parent)
             return
-        log.error("workflow %s, a child of workflow %s on another node, cannot be read: "
-                  "%s (%s); it is asked to %s without its row, and no node runs it until "
-                  "it is repaired", wid, parent_id, exc, exc.fault, asked,
-                  extra={"workflow_id": wid})
+        log.error("workflow %s, a child of workflow %s%s, cannot be read: %s (%s); it "
+                  "is asked to %s without its row, and no node runs it until it is "
+                  "repaired", wid, parent_id, " on another node" if elsewhere else "",
+                  exc, exc.fault, asked, extra={"workflow_id": wid})
 
     async def ask_children_of_ended(self) -> None:
         """At a node's start in a cluster: the children still unfinished of workflows
@@ -2581,7 +2583,7 @@ class WorkflowHost:
                         flags.append((record, at))
                     asked.setdefault(parent_id, []).append(wid)
         for bad in damaged:
-            self._ask_damaged(bad, terminated, cancelled, requests)
+            self._ask_damaged(bad, terminated, cancelled, requests, elsewhere=False)
         if not asked and not requests.ops:
             return
         self._write_asks(requests, unrun, flags)
