@@ -168,29 +168,41 @@ class Replayed:
 ENDS_HEARD = 1024
 
 
-class WorkflowCore(Caller, WorkflowScope):
+class _Hot(Caller, WorkflowScope):
+    """The slots of a workflow instance that every step of it reads or writes, laid out
+    first (see :class:`WorkflowCore`)."""
+
+    # CPython lays an object's slots out as its classes declare them, base classes
+    # first and each class's own in sorted order: declared here, these few share the
+    # object's first cache lines, where spread over the whole object (alphabetically
+    # among the rarely used ones) a step of a waiting workflow touched most of its lines,
+    # each a likely cache miss with a thousand workflows running. (A slot read on every
+    # step belongs here; one read at its start, end, or on a rare path does not:
+    # ``test_memory`` checks which a step reads.)
+    __slots__ = ("_buffer", "cancel_at", "cancel_requested", "check_lost", "cursor",
+                 "epoch", "flushing", "history_bytes", "host", "left_outcome", "replayed",
+                 "scope", "store", "store_error", "taken", "task", "timers", "unsized",
+                 "wid")
+
+
+class WorkflowCore(_Hot):
     """State and primitives shared by every part of a workflow instance."""
 
     # Slots, not a __dict__: every waiting workflow's attributes are read on each of its
     # steps, and with a thousand workflows running those reads miss the CPU's caches;
     # a slot is one pointer in the object itself (the parts of a workflow below are
-    # mixins with empty slots; an attribute not named here cannot be set)
-    __slots__ = ("_budget", "_buffer", "_inboxes", "_journal_sizes", "_wake", "attempt",
-                 "backoff", "cancel_at", "cancel_delivered", "cancel_mark", "cancel_requested",
-                 "check_lost",
-                 "children_end", "continue_asked", "continued",
-                 "created", "cursor", "defaulted", "done", "durable_watchers", "ends_read",
-                 "epoch", "error", "exited",
-                 "flushes", "flushing", "fn", "handed_over", "held_names", "history_bytes", "host",
-                 "host_unwritten", "input_plain", "kill_reason", "left_outcome",
-                 "links", "may_be_queued", "monitoring", "name", "orphaned", "parent",
-                 "pending", "promise_times", "promises", "refreshed", "replayed",
-                 "requests", "requests_taken",
-                 "resend_seq", "result_json", "run_id", "scope", "signal_ids", "started",
-                 "state", "status", "store", "store_error", "stored_status", "taken", "task",
-                 "timer_kinds", "timers",
-                 "topics", "trace", "trap_links", "unlinked", "unsized", "versions",
-                 "wait_deadline", "waits_on", "watchers", "whole_run_id", "wid")
+    # mixins with empty slots; an attribute not named here or in ``_Hot`` cannot be set)
+    __slots__ = ("_budget", "_inboxes", "_journal_sizes", "_wake", "attempt", "backoff",
+                 "cancel_delivered", "cancel_mark", "children_end", "continue_asked",
+                 "continued", "created", "defaulted", "done", "durable_watchers", "ends_read",
+                 "error",
+                 "exited", "flushes", "fn", "handed_over", "held_names", "host_unwritten",
+                 "input_plain", "kill_reason", "links", "may_be_queued", "monitoring",
+                 "name", "orphaned", "parent", "pending", "promise_times", "promises",
+                 "refreshed", "requests", "requests_taken", "resend_seq", "result_json",
+                 "run_id", "signal_ids", "started", "state", "status", "stored_status",
+                 "timer_kinds", "topics", "trace", "trap_links", "unlinked", "versions",
+                 "wait_deadline", "waits_on", "watchers", "whole_run_id")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
