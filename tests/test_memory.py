@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import garrison
 import garrison._router
@@ -650,4 +651,39 @@ async def test_the_slots_every_step_reads_lie_at_the_start_of_a_workflow_instanc
     assert every_step, reads
     far = {name: offsets[name] for name in every_step if offsets[name] >= 208}
     assert not far, f"read at every step, past the first lines of the instance: {far}"
+
+
+
+async def _waiting(node: garrison.Node, ids: str) -> list[Any]:
+    """The instances of workflows ``ids`` (one letter each), started and waiting for a
+    message (``late_promise``)."""
+    import workflow_app as app
+
+    for wid in ids:
+        await node.start_workflow(app.late_promise, id=wid)
+    await trio.testing.wait_all_tasks_blocked()
+    host: Any = node.hosts["workflows"]
+    return [host.active[wid] for wid in ids]
+
+
+async def test_workflows_with_no_timer_or_journal_share_one_empty_map_of_each(
+        node, autojump_clock):
+    """A step of a workflow reads its timers (is one pending at this seq?) and asks its
+    journal for the entry at this seq: with neither, a dict of its own for each was two
+    more objects that every step of every waiting workflow touched. They share one empty
+    map of each, never added to: a timer is kept in the workflow's own."""
+    import workflow_app as app
+
+    a, b = await _waiting(node, "ab")
+    assert a.timers is b.timers and not a.timers
+    assert a.cursor.entries is b.cursor.entries and not a.cursor.entries
+    with pytest.raises(TypeError, match="add a timer with"):
+        a.timers[1] = 0.0
+    await node.start_workflow(app.sleeper, "1h", id="s")
+    await trio.testing.wait_all_tasks_blocked()
+    s: Any = node.hosts["workflows"].active["s"]  # type: ignore[attr-defined]
+    assert len(s.timers) == 1 and not a.timers and not b.timers
+    await trio.sleep(3600)
+    assert await node.workflow("s").result() == 3600.0
+    assert not a.timers and not b.timers
 

@@ -794,7 +794,7 @@ class Activities(WorkflowCore):
                     deadline = recordable(self.host.clock.now() + delay)
                     kind = retry_kind(attempt, name)
                     await self._commit(Transaction().add_timer(self.wid, seq, deadline, kind))
-                    self.timers[seq] = deadline
+                    self.add_timer(seq, deadline)
                     kinds = self.timer_kinds
                     if kinds is None:
                         kinds = self.timer_kinds = {}

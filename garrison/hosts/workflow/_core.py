@@ -102,6 +102,26 @@ def added(items: set[T] | None, item: T) -> set[T]:
     return items
 
 
+class _NoTimers(dict[int, float]):
+    """The ``timers`` of every workflow that has none: one shared empty dict, read by
+    each step of a workflow (``seq in self.timers``), where a dict of its own per
+    workflow was one more object every step of a waiting workflow touched. It is never
+    added to (:meth:`WorkflowCore.add_timer` makes the workflow its own dict); a pop or
+    clear of it does nothing, as of any empty dict."""
+
+    __slots__ = ()
+
+    def _refused(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("the shared empty timers of a workflow: add a timer with "
+                        "WorkflowCore.add_timer")
+
+    __setitem__ = setdefault = update = __ior__ = _refused
+
+
+#: see :class:`_NoTimers`
+NO_TIMERS: dict[int, float] = _NoTimers()
+
+
 def cancelled_error(wid: str) -> ErrorInfo:
     """The error of workflow ``wid`` cancelled before it ever ran (waiting in a queue,
     or ``pending`` in the store)."""
@@ -262,8 +282,9 @@ class WorkflowCore(_Hot):
         #: ids of the requests it ends by (consumed with its end): seen again, ignored
         #: (``None`` until the first; also the sets below: see ``added``)
         self.requests_taken: set[int] | None = None
-        #: durable timers of this run: seq -> wall-clock deadline
-        self.timers = timers
+        #: durable timers of this run: seq -> wall-clock deadline (:data:`NO_TIMERS`
+        #: while it has none; added to by :meth:`add_timer`)
+        self.timers = timers or NO_TIMERS
         #: the operation waiting on each stored timer of ``timers`` loaded at recovery
         #: (``"sleep"`` or ``"receive"``): a replay that takes its seq with the other one
         #: diverges. A timer of a store older than schema 7 has none (either may take it)
@@ -442,6 +463,14 @@ class WorkflowCore(_Hot):
         pending = self.pending
         assert isinstance(pending, list)
         pending.remove(item)
+
+    def add_timer(self, seq: int, deadline: float) -> None:
+        """Keep the durable timer at ``seq`` in :attr:`timers` (made the workflow's own
+        dict by the first: see :class:`_NoTimers`)."""
+        timers = self.timers
+        if timers is NO_TIMERS:
+            timers = self.timers = {}
+        timers[seq] = deadline
 
     def __repr__(self) -> str:
         return f"<workflow {self.wid} {self.name} {self.status}>"

@@ -395,7 +395,7 @@ class Receives(WorkflowCore):
                     return value
                 if seconds is not None and deadline is None:
                     deadline = recordable(self.host.clock.now() + seconds)
-                    self.timers[seq] = deadline
+                    self.add_timer(seq, deadline)
                     await self._commit(Transaction().add_timer(self.wid, seq, deadline,
                                                                "receive"))
                     # look again: what arrived while the timer was written woke nothing

@@ -17,8 +17,8 @@ import enum
 import math
 import os
 import sys
-from collections.abc import Sequence
-from types import CodeType, FrameType
+from collections.abc import Mapping, Sequence
+from types import CodeType, FrameType, MappingProxyType
 from typing import Any
 
 import attrs
@@ -173,6 +173,10 @@ def code_line() -> str | None:
     return None if frame is None else frame.partition("\n")[0]
 
 
+#: the entries of every cursor of a run with no journal (see ``Cursor.entries``)
+_NO_ENTRIES: Mapping[int, Entry] = MappingProxyType({})
+
+
 class Cursor:
     """Hands out sequence numbers and the recorded entry at each, if any.
 
@@ -187,7 +191,10 @@ class Cursor:
 
     def __init__(self, workflow_id: str, entries: Sequence[Entry] = ()) -> None:
         self.workflow_id = workflow_id
-        self.entries: dict[int, Entry] = {e.seq: e for e in entries}
+        #: the recorded entries by seq, never added to (a run started here has none: one
+        #: shared empty mapping, not a dict of its own each)
+        self.entries: Mapping[int, Entry] = (
+            {e.seq: e for e in entries} if entries else _NO_ENTRIES)
         #: the last recorded seq (0: nothing recorded)
         self.last = max(self.entries, default=0)
         self.seq = 1  # the next seq to hand out
@@ -232,6 +239,10 @@ class Cursor:
             raise self.error
         seq = self.seq
         self.seq = seq + 1
+        # past the journal there is no entry (``entries`` is never added to): told
+        # without a read of the dict, one object less that every live step touches
+        if seq > self.last:
+            return None
         entry = self.entries.get(seq)
         if entry is None:
             return None

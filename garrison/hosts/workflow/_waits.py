@@ -224,7 +224,7 @@ class Waits(Receives):
         if recorded is None:
             recorded = recordable(deadline) if deadline is not None else deadline_after(
                 self.host.clock.now(), seconds or 0.0)
-            self.timers[seq] = recorded
+            self.add_timer(seq, recorded)
             await self._commit(Transaction().add_timer(self.wid, seq, recorded, "sleep"))
         try:
             if self.cancel_at is not None and self.cancel_first(recorded):
