@@ -687,3 +687,30 @@ async def test_workflows_with_no_timer_or_journal_share_one_empty_map_of_each(
     assert await node.workflow("s").result() == 3600.0
     assert not a.timers and not b.timers
 
+
+
+async def test_a_waiting_workflow_holds_no_cancel_switch_until_it_is_stopped(
+        node, autojump_clock, monkeypatch):
+    """What stops a workflow's body from outside (a terminate, a kill, the node's close)
+    is made when it is used: every waiting workflow held a switch of its own, one more
+    object for the garbage collector to walk and one more that each of its steps read.
+    Stopped, a waiting workflow ends at once as before, and the others wait on."""
+    from garrison.actors._cancel_switch import CancelSwitch
+
+    before = _count(CancelSwitch)
+    a, _b, c = await _waiting(node, "abc")
+    assert _count(CancelSwitch) == before
+    made = []
+    make = CancelSwitch.made_cancelled
+    monkeypatch.setattr(CancelSwitch, "made_cancelled",
+                        lambda task, root: made.append(task) or make(task, root))
+    await node.workflow("b").terminate("enough")
+    assert len(made) == 1  # (its switch, made by the terminate)
+    assert node.workflow("b").status().value == "failed"
+    with pytest.raises(garrison.WorkflowFailed, match="enough"):
+        await node.workflow("b").result()
+    assert not a.done.is_set() and not c.done.is_set()
+    await node.send("workflows/a", "go", None)
+    await node.workflow("a").promise("early").resolve(1)
+    assert await node.workflow("a").result() == 1
+

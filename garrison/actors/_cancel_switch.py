@@ -37,7 +37,7 @@ import trio
 from .. import _trio_fast
 from ._values import ErrorInfo
 
-__all__ = ["CancelSwitch", "is_stray", "stray_cancelled", "stray_message"]
+__all__ = ["CancelSwitch", "body_root", "is_stray", "stray_cancelled", "stray_message"]
 
 _CancelStatus: Any
 try:
@@ -74,6 +74,16 @@ class CancelSwitch:
         self._status: Any = None  # the one cancel() inserted
         self._scope: trio.CancelScope | None = None
         self._cancelled = False
+
+    @classmethod
+    def made_cancelled(cls, task: trio.lowlevel.Task, root: Any) -> CancelSwitch:
+        """A cancelled switch for the body ``task`` began with no switch, under ``root``
+        (what :func:`body_root` returned as it began): as if attached then and cancelled
+        now. A body that is almost never stopped keeps no switch while it runs."""
+        switch = cls()
+        switch._task, switch._root = task, root
+        switch.cancel()
+        return switch
 
     @property
     def cancel_called(self) -> bool:
@@ -192,6 +202,18 @@ class CancelSwitch:
             _, rest = exc.split(trio.Cancelled)
             return rest
         return exc
+
+
+def body_root() -> Any:
+    """Where the calling task's body begins, for a switch made only if it is cancelled
+    (:meth:`CancelSwitch.made_cancelled`): the task's cancel status now, before the
+    body enters any scope of its own. ``None`` with a trio whose internals differ: the
+    body is then given a switch as it begins (:meth:`CancelSwitch.attach`)."""
+    if not _FAST:  # pragma: no cover - another trio version
+        return None
+    run = _trio_fast.RUN
+    task = run.task if run is not None else trio.lowlevel.current_task()
+    return task._cancel_status
 
 
 def is_stray(exc: BaseException) -> bool:

@@ -213,16 +213,16 @@ class WorkflowCore(_Hot):
     # a slot is one pointer in the object itself (the parts of a workflow below are
     # mixins with empty slots; an attribute not named here or in ``_Hot`` cannot be set)
     __slots__ = ("_budget", "_inboxes", "_journal_sizes", "_wake", "attempt", "backoff",
-                 "cancel_delivered", "cancel_mark", "children_end", "continue_asked",
-                 "continued", "created", "defaulted", "done", "durable_watchers", "ends_read",
-                 "error",
-                 "exited", "flushes", "fn", "handed_over", "held_names", "host_unwritten",
-                 "input_plain", "kill_reason", "links", "may_be_queued", "monitoring",
-                 "name", "orphaned", "parent", "pending", "promise_times", "promises",
-                 "refreshed", "requests", "requests_taken", "resend_seq", "result_json",
-                 "run_id", "signal_ids", "started", "state", "status", "stored_status",
-                 "timer_kinds", "topics", "trace", "trap_links", "unlinked", "versions",
-                 "wait_deadline", "waits_on", "watchers", "whole_run_id")
+                 "body_root", "cancel_delivered", "cancel_mark", "children_end",
+                 "continue_asked", "continued", "created", "defaulted", "done",
+                 "durable_watchers", "ends_read", "error", "exited", "flushes", "fn", "handed_over",
+                 "held_names", "host_unwritten", "input_plain", "kill_reason", "links",
+                 "may_be_queued", "monitoring", "name", "orphaned", "parent", "pending",
+                 "promise_times", "promises", "refreshed", "requests", "requests_taken",
+                 "resend_seq", "result_json", "run_id", "signal_ids", "started", "state",
+                 "status", "stored_status", "timer_kinds", "topics", "trace", "trap_links",
+                 "unlinked", "versions", "wait_deadline", "waits_on", "watchers",
+                 "whole_run_id")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
@@ -398,7 +398,13 @@ class WorkflowCore(_Hot):
         #: runs records its outcome before the run ends (``end_started``); not so for a
         #: write refused as another node owns it, whose records would be refused too
         self.handed_over = False
+        #: what stops its body from outside (a kill, a terminate, the node's close): made
+        #: by the first :meth:`cancel_body`, or as the body begins with a trio whose
+        #: internals the switch cannot use (``None``: none was made)
         self.scope: CancelSwitch | None = None
+        #: while its body runs with no switch: where it began (``body_root``), to make
+        #: one there when it is cancelled (``None``: not begun, or ended)
+        self.body_root: Any = None
         self.calls = None  # the call table (see Caller)
         self.callers = None
         #: characters of journal JSON recorded live in this run (see history_size)
@@ -463,6 +469,24 @@ class WorkflowCore(_Hot):
         pending = self.pending
         assert isinstance(pending, list)
         pending.remove(item)
+
+    def cancel_body(self) -> None:
+        """Stop its body from outside, as a cancelled scope around it would (a kill, a
+        terminate, the node's close): ``Cancelled`` at its next checkpoint and every one
+        after. Nothing before the body began (what asks checks again as it begins) or
+        after it ended.
+
+        Its switch is made here, the first time: every waiting workflow kept one of its
+        own, one more object for the garbage collector to walk, and a step read it
+        (``Activities.activity``: stopped, a step checkpoints)."""
+        scope = self.scope
+        if scope is None:
+            root, task = self.body_root, self.task
+            if root is None or task is None:
+                return
+            self.scope = CancelSwitch.made_cancelled(task, root)
+        else:
+            scope.cancel()
 
     def add_timer(self, seq: int, deadline: float) -> None:
         """Keep the durable timer at ``seq`` in :attr:`timers` (made the workflow's own
@@ -595,8 +619,8 @@ class WorkflowCore(_Hot):
             except Exception as exc:  # a store failure is kept as store_error: the
                 if self.store_error is None:  # waiters raise it; anything else ends the run
                     self.stop_with(ErrorInfo.from_exception(exc))
-                elif self.scope is not None:  # and the run stops where it is (its code may
-                    self.scope.cancel()  # await something else: it would run on unaware)
+                else:  # and the run stops where it is (its code may await something
+                    self.cancel_body()  # else: it would run on unaware)
                 return
         if then is not None:
             then(results[n:])
@@ -947,8 +971,7 @@ class WorkflowCore(_Hot):
         the first reason stays)."""
         if self.kill_reason is None:
             self.kill_reason = reason
-            if self.scope is not None:
-                self.scope.cancel()
+            self.cancel_body()
 
     def wake(self) -> None:
         """Something the workflow may wait for happened (a message, an activity's end, a

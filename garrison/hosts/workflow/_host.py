@@ -2980,8 +2980,7 @@ class WorkflowHost:
                 parked, count = Transaction(), 0
         while running:
             for wf in running:
-                if wf.scope is not None:
-                    wf.scope.cancel()
+                wf.cancel_body()
                 wf.stop_started()  # (one handed over by a drain waits for them)
             for wf in running:
                 await wf.exited.wait()

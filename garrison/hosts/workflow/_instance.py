@@ -29,7 +29,7 @@ from ..._errors import (
     WorkflowMoved,
 )
 from ..._targets import function_gone, import_target, workflow_refused_now
-from ...actors._cancel_switch import CancelSwitch, stray_cancelled
+from ...actors._cancel_switch import CancelSwitch, body_root, stray_cancelled
 from ...actors._runtime import Runtime, set_runtime
 from ...actors._values import ErrorInfo, EventKind, Pid, cancel_error_info
 from ...persistence import (
@@ -176,16 +176,20 @@ class WorkflowInstance(Waits, Activities, Interop):
             value: Any = None
             final: WorkflowStatus | None = None
             error: ErrorInfo | None = None
-            # what a kill or the node's closing cancels: a scope around the body, made only
-            # if it is used (and entered once the task is in the nursery it stays in)
-            self.scope = scope = CancelSwitch()
             task_status.started()
-            # (entered and left by hand: a ``with`` keeps the bound ``__exit__`` on the
-            # frame's stack, one more object every running workflow holds)
-            scope.attach()
+            # what a kill or the node's closing cancels: a switch around the body, made
+            # only if it is used (``cancel_body``), from where the body begins once the
+            # task is in the nursery it stays in (a trio whose internals the switch
+            # cannot use: made and entered now). (Left by hand: a ``with`` keeps the
+            # bound ``__exit__`` on the frame's stack, one more object every running
+            # workflow holds.)
+            root = self.body_root = body_root()
+            if root is None:  # pragma: no cover - another trio version
+                self.scope = CancelSwitch()
+                self.scope.attach()
             try:
                 if self.kill_reason is not None or host.closing:  # started as the node closes
-                    scope.cancel()  # (or killed before: taken from the queue to start)
+                    self.cancel_body()  # (or killed before: taken from the queue to start)
                     # its code does not begin (it could run a step inline before its
                     # first checkpoint): failed by the kill, or resumed by the next node
                     await trio.lowlevel.checkpoint()
@@ -273,10 +277,13 @@ class WorkflowInstance(Waits, Activities, Interop):
                 except BaseException as exc:  # asyncio's CancelledError, a library's own:
                     error, final = self._failure(exc)  # this workflow's failure only
             except BaseException as exc:
-                if not scope.__exit__(type(exc), exc, exc.__traceback__):
+                scope = self.end_body()
+                if scope is None or not scope.__exit__(type(exc), exc, exc.__traceback__):
                     raise
             else:
-                scope.__exit__(None, None, None)
+                scope = self.end_body()
+                if scope is not None:
+                    scope.__exit__(None, None, None)
             if self.store_error is not None:
                 # a drain's hand-over (WorkflowMoved) records what it did before it moves,
                 # a step's outcome left included (flush_left writes nothing for another
@@ -320,6 +327,12 @@ class WorkflowInstance(Waits, Activities, Interop):
         finally:
             if exit_here:
                 self.mark_exited()
+
+    def end_body(self) -> CancelSwitch | None:
+        """Its body has ended: ``cancel_body`` makes no switch from now on. Returns the
+        switch made while it ran (``None``: none), which the caller leaves."""
+        self.body_root = None
+        return self.scope
 
     def _cancelled_group(self, exc: BaseException) -> bool:
         """Whether ``exc`` is a group of nothing but the cancel this workflow was given

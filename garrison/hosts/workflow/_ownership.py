@@ -227,8 +227,8 @@ def hand_over(host: WorkflowHost, wf: WorkflowInstance, exc: WorkflowMoved, *,
         moved(host, wf, exc)
         wf.mark_exited()
         return
-    if (now or parked(wf)) and wf.scope is not None:
-        wf.scope.cancel()
+    if now or parked(wf):
+        wf.cancel_body()
     if now:
         wf.stop_started()
     wf.wake()

@@ -1067,8 +1067,7 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
         nonlocal stuck
         await trio.testing.wait_all_tasks_blocked(STUCK_AFTER)
         stuck = True
-        if wf.scope is not None:
-            wf.scope.cancel()
+        wf.cancel_body()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run, nursery)
