@@ -168,7 +168,8 @@ async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path, m
     commit that is where the time goes: a workflow waiting for a step's commit holds
     its task, frames and the commit's request, not a cancel scope or a nursery it never
     used (made only for a kill, or at a ``workflow.start``), nor sets and lists it
-    never used, nor (through its frame) the other callers' requests.
+    never used, nor flags or a pid nothing asked for yet, nor (through its frame) the
+    other callers' requests.
 
     Not counted: the nodes of the ``contextvars`` map each task's context copies when
     the workflow sets its variables, whose number and depth follow how many context
@@ -212,10 +213,11 @@ async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path, m
     # every step waited in a full batch
     assert len(held) in (10, 11), held
     per_workflow = max(held) / n
-    # (19.3 now: 20.3 while a commit joining a batch waited in the engine's coroutine,
-    # 22.3 while a request's balance was a list and a step's transaction named its
-    # workflow in a list)
-    assert per_workflow < 20.0, f"{per_workflow:.1f} tracked objects per waiting workflow"
+    # (about 15.3 now: 16.3 while a commit joining a batch waited in the engine's
+    # coroutine, 20.3 while each also kept a cancel switch, two flags and a pid from its
+    # start; 22.3 while a request's balance was a list and a step's transaction named
+    # its workflow in a list)
+    assert per_workflow < 16.5, f"{per_workflow:.1f} tracked objects per waiting workflow"
 
 
 async def test_workflows_ending_in_one_group_commit_hold_few_objects(tmp_path, monkeypatch):
@@ -653,7 +655,6 @@ async def test_the_slots_every_step_reads_lie_at_the_start_of_a_workflow_instanc
     assert not far, f"read at every step, past the first lines of the instance: {far}"
 
 
-
 async def _waiting(node: garrison.Node, ids: str) -> list[Any]:
     """The instances of workflows ``ids`` (one letter each), started and waiting for a
     message (``late_promise``)."""
@@ -688,7 +689,6 @@ async def test_workflows_with_no_timer_or_journal_share_one_empty_map_of_each(
     assert not a.timers and not b.timers
 
 
-
 async def test_a_waiting_workflow_holds_no_cancel_switch_until_it_is_stopped(
         node, autojump_clock, monkeypatch):
     """What stops a workflow's body from outside (a terminate, a kill, the node's close)
@@ -714,3 +714,20 @@ async def test_a_waiting_workflow_holds_no_cancel_switch_until_it_is_stopped(
     await node.workflow("a").promise("early").resolve(1)
     assert await node.workflow("a").result() == 1
 
+
+async def test_a_waiting_workflow_holds_no_flags_or_pid_until_asked(node, autojump_clock):
+    """A workflow's pid and the two flags of its end and its task's exit are made when
+    first asked for, mostly as it ends: three objects fewer that every waiting workflow
+    holds for the garbage collector to walk. Asked for, each is one object, kept."""
+    from garrison.actors._flag import Flag
+
+    flags, pids = _count(Flag), _count(Pid)
+    a, b, c = await _waiting(node, "abc")
+    assert (_count(Flag), _count(Pid)) == (flags, pids)
+    assert a.pid == Pid("workflows", "a") and a.pid is a.pid
+    assert a.done is a.done and a.exited is a.exited and not a.done.is_set()
+    assert _count(Flag) == flags + 2
+    await node.send("workflows/b", "go", None)
+    await node.workflow("b").promise("early").resolve(2)
+    assert await node.workflow("b").result() == 2
+    assert b.done.is_set() and b.exited.is_set() and not c.done.is_set()

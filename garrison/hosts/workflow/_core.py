@@ -212,17 +212,16 @@ class WorkflowCore(_Hot):
     # steps, and with a thousand workflows running those reads miss the CPU's caches;
     # a slot is one pointer in the object itself (the parts of a workflow below are
     # mixins with empty slots; an attribute not named here or in ``_Hot`` cannot be set)
-    __slots__ = ("_budget", "_inboxes", "_journal_sizes", "_wake", "attempt", "backoff",
-                 "body_root", "cancel_delivered", "cancel_mark", "children_end",
-                 "continue_asked", "continued", "created", "defaulted", "done",
-                 "durable_watchers", "ends_read", "error", "exited", "flushes", "fn", "handed_over",
-                 "held_names", "host_unwritten", "input_plain", "kill_reason", "links",
-                 "may_be_queued", "monitoring", "name", "orphaned", "parent", "pending",
-                 "promise_times", "promises", "refreshed", "requests", "requests_taken",
-                 "resend_seq", "result_json", "run_id", "signal_ids", "started", "state",
-                 "status", "stored_status", "timer_kinds", "topics", "trace", "trap_links",
-                 "unlinked", "versions", "wait_deadline", "waits_on", "watchers",
-                 "whole_run_id")
+    __slots__ = ("_budget", "_done", "_exited", "_inboxes", "_journal_sizes", "_pid", "_wake",
+                 "attempt", "backoff", "body_root", "cancel_delivered", "cancel_mark",
+                 "children_end", "continue_asked", "continued", "created", "defaulted",
+                 "durable_watchers", "ends_read", "error", "flushes", "fn", "handed_over", "held_names",
+                 "host_unwritten", "input_plain", "kill_reason", "links", "may_be_queued",
+                 "monitoring", "name", "orphaned", "parent", "pending", "promise_times",
+                 "promises", "refreshed", "requests", "requests_taken", "resend_seq",
+                 "result_json", "run_id", "signal_ids", "started", "state", "status",
+                 "stored_status", "timer_kinds", "topics", "trace", "trap_links", "unlinked",
+                 "versions", "wait_deadline", "waits_on", "watchers", "whole_run_id")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
@@ -248,7 +247,7 @@ class WorkflowCore(_Hot):
         self.node = host.node
         self.store = host.store
         self.wid = wid
-        self.pid = Pid(host.name, wid)
+        self._pid: Pid | None = None  # (see ``pid``)
         self.name = name
         self.input_plain = input_plain
         self.run_id = run_id
@@ -382,10 +381,8 @@ class WorkflowCore(_Hot):
         #: looked at by it since (see ``WorkflowHost.outcome_left``)
         self.left_outcome = False
         self._budget = 0
-        #: set at its end (recorded, or stopped here); ``exited``: once its task has ended
-        #: (flags: a trio event is made only when a task waits for one)
-        self.done = Flag()
-        self.exited = Flag()
+        self._done: Flag | None = None  # (see ``done`` and ``exited``)
+        self._exited: Flag | None = None
         self.result_json: str | None = None
         self.error: ErrorInfo | None = None
         self.kill_reason: ErrorInfo | None = None
@@ -469,6 +466,36 @@ class WorkflowCore(_Hot):
         pending = self.pending
         assert isinstance(pending, list)
         pending.remove(item)
+
+    # Its pid and its two flags are made when first asked for, mostly as it ends: three
+    # objects fewer that every waiting workflow holds, for the garbage collector to walk
+    @property
+    def pid(self) -> Pid:
+        """This workflow's pid (``host/id``)."""
+        pid = self._pid
+        if pid is None:
+            pid = self._pid = Pid(self.host.name, self.wid)
+        return pid
+
+    @pid.setter
+    def pid(self, pid: Pid) -> None:  # (a Caller's pid may be set)
+        self._pid = pid
+
+    @property
+    def done(self) -> Flag:
+        """Set at its end (recorded, or stopped here)."""
+        flag = self._done
+        if flag is None:
+            flag = self._done = Flag()
+        return flag
+
+    @property
+    def exited(self) -> Flag:
+        """Set once its task has ended (or it left without one: see ``mark_exited``)."""
+        flag = self._exited
+        if flag is None:
+            flag = self._exited = Flag()
+        return flag
 
     def cancel_body(self) -> None:
         """Stop its body from outside, as a cancelled scope around it would (a kill, a
