@@ -731,3 +731,25 @@ async def test_a_waiting_workflow_holds_no_flags_or_pid_until_asked(node, autoju
     await node.workflow("b").promise("early").resolve(2)
     assert await node.workflow("b").result() == 2
     assert b.done.is_set() and b.exited.is_set() and not c.done.is_set()
+
+
+async def test_workflows_with_no_completed_promise_share_one_empty_map(node, autojump_clock):
+    """A waiting workflow's completed promises and its inboxes were two dicts of its own,
+    mostly never used, that each collection of the garbage collector touched as it
+    walked the workflow: the promises are one shared empty map until one completes,
+    kept in the workflow's own, and the inboxes are made by the first receive."""
+    import workflow_app as app
+
+    a, b, c = await _waiting(node, "abc")
+    await node.start_workflow(app.sleeper, "1h", id="s")
+    await trio.testing.wait_all_tasks_blocked()
+    s: Any = node.hosts["workflows"].active["s"]  # type: ignore[attr-defined]
+    assert s._inboxes is None and list(a._inboxes) == ["inbox"]
+    assert a.promises is b.promises is s.promises and not a.promises
+    with pytest.raises(TypeError, match="keep_promise"):
+        a.promises["x"] = ("resolved", 1)
+    await node.workflow("b").promise("early").resolve(2)
+    assert b.promises == {"early": ("resolved", 2)} and not a.promises and not c.promises
+    await node.send("workflows/b", "go", None)
+    assert await node.workflow("b").result() == 2
+    assert not a.promises and not c.promises

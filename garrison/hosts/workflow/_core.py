@@ -102,24 +102,31 @@ def added(items: set[T] | None, item: T) -> set[T]:
     return items
 
 
-class _NoTimers(dict[int, float]):
-    """The ``timers`` of every workflow that has none: one shared empty dict, read by
-    each step of a workflow (``seq in self.timers``), where a dict of its own per
-    workflow was one more object every step of a waiting workflow touched. It is never
-    added to (:meth:`WorkflowCore.add_timer` makes the workflow its own dict); a pop or
+class _SharedEmpty(dict[Any, Any]):
+    """One empty dict shared by every workflow that has no entry in it: its ``timers``
+    (read by each step: ``seq in self.timers``) and its completed ``promises``, where a
+    dict of its own per workflow was one more object that every step (the timers) or
+    every collection of the garbage collector (both) touched for every waiting workflow.
+    It is never added to (the method it names makes the workflow its own dict); a pop or
     clear of it does nothing, as of any empty dict."""
 
-    __slots__ = ()
+    __slots__ = ("_add_with",)
+
+    def __init__(self, add_with: str) -> None:
+        super().__init__()
+        self._add_with = add_with
 
     def _refused(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError("the shared empty timers of a workflow: add a timer with "
-                        "WorkflowCore.add_timer")
+        raise TypeError(f"the shared empty dict of a workflow's {self._add_with}")
 
     __setitem__ = setdefault = update = __ior__ = _refused
 
 
-#: see :class:`_NoTimers`
-NO_TIMERS: dict[int, float] = _NoTimers()
+#: the ``timers`` of every workflow with none (see :class:`_SharedEmpty`)
+NO_TIMERS: dict[int, float] = _SharedEmpty("timers: add a timer with WorkflowCore.add_timer")
+#: the ``promises`` of every workflow with no completed one (see :class:`_SharedEmpty`)
+NO_PROMISES: dict[str, tuple[str, Any]] = _SharedEmpty(
+    "promises: keep a completed one with WorkflowCore.keep_promise")
 
 
 def cancelled_error(wid: str) -> ErrorInfo:
@@ -344,7 +351,9 @@ class WorkflowCore(_Hot):
         self.stored_status: WorkflowStatus = WorkflowStatus.RUNNING
         #: what this run started with ``workflow.start`` (``None``: nothing yet)
         self.started: StartedActivities | None = None
-        self.promises: dict[str, tuple[str, Any]] = {}  # completed: name -> (status, value)
+        #: completed: name -> (status, value) (:data:`NO_PROMISES` while none is; added
+        #: to by :meth:`keep_promise`)
+        self.promises: dict[str, tuple[str, Any]] = NO_PROMISES
         #: when each completed promise was completed (wall clock; ``workflow.first``
         #: decides by it after a stop), made at the first
         self.promise_times: dict[str, float] | None = None
@@ -364,7 +373,7 @@ class WorkflowCore(_Hot):
         #: holds its names, this one neither takes them again nor keeps them
         #: (``Interop.give_up_names``)
         self.orphaned = False
-        self._inboxes: dict[str, DurableInbox] = {}
+        self._inboxes: dict[str, DurableInbox] | None = None  # (made by the first)
         self._wake: trio.Event | None = None
         #: while parked: the trio time it wakes at by itself (``None``: only when notified)
         self.wait_deadline: float | None = None
@@ -517,11 +526,19 @@ class WorkflowCore(_Hot):
 
     def add_timer(self, seq: int, deadline: float) -> None:
         """Keep the durable timer at ``seq`` in :attr:`timers` (made the workflow's own
-        dict by the first: see :class:`_NoTimers`)."""
+        dict by the first: see :class:`_SharedEmpty`)."""
         timers = self.timers
         if timers is NO_TIMERS:
             timers = self.timers = {}
         timers[seq] = deadline
+
+    def keep_promise(self, name: str, completed: tuple[str, Any]) -> None:
+        """Keep promise ``name`` completed as ``(status, value)`` in :attr:`promises`
+        (made the workflow's own dict by the first: see :class:`_SharedEmpty`)."""
+        promises = self.promises
+        if promises is NO_PROMISES:
+            promises = self.promises = {}
+        promises[name] = completed
 
     def __repr__(self) -> str:
         return f"<workflow {self.wid} {self.name} {self.status}>"

@@ -671,7 +671,7 @@ class WorkflowHost:
         await self.store.commit(tx)
         wf = self.active.get(wid)
         if wf is not None:
-            wf.promises[name] = (status, stored)
+            wf.keep_promise(name, (status, stored))
             if wf.promise_times is None:
                 wf.promise_times = {}
             wf.promise_times[name] = self.clock.now()

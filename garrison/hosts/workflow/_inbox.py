@@ -247,9 +247,12 @@ class Receives(WorkflowCore):
         return self._box("events", None)
 
     def _box(self, channel: str, topic: str | None) -> DurableInbox:
-        box = self._inboxes.get(channel)
+        boxes = self._inboxes
+        if boxes is None:  # (most workflows never receive: no dict until one does)
+            boxes = self._inboxes = {}
+        box = boxes.get(channel)
         if box is None:
-            box = self._inboxes[channel] = DurableInbox(self, channel, topic)
+            box = boxes[channel] = DurableInbox(self, channel, topic)
         return box
 
     def _matches(self, box: DurableInbox, item: InboxItem) -> bool:

@@ -533,7 +533,7 @@ class WorkflowInstance(Waits, Activities, Interop):
         # listens, as on a node that resumes it after a restart (its journal has no
         # listen of the old run's)
         self.topics = None
-        self._inboxes = {}
+        self._inboxes = None
         # (its monitors hold on into the new run, as the processes and workflows it
         # watches keep them for its pid: each leaves ``monitoring`` and ``signal_ids``
         # as its event comes, see ``watch_spent``)

@@ -241,8 +241,8 @@ def load_promises(host: WorkflowHost, wf: WorkflowInstance,
     """The completed promises of ``wf`` from the store (its ``rows``, if read)."""
     for rec in host.store.promises(wf.wid) if rows is None else rows:
         if rec.status != "pending":
-            wf.promises[rec.name] = (str(rec.status),
-                                     rec.value if rec.status == "resolved" else rec.error)
+            wf.keep_promise(rec.name, (str(rec.status),
+                                       rec.value if rec.status == "resolved" else rec.error))
             if rec.completed is not None:
                 if wf.promise_times is None:
                     wf.promise_times = {}

@@ -1040,7 +1040,8 @@ async def replay_history(history: History, target: Any = None) -> ReplayResult:
     wf.check_lost = False
     wf.finished = history.status in FINAL_STATUSES and history.status != "failed"
     wf.cursor.advice = REPLAY_ADVICE
-    wf.promises.update(history.promises)
+    for name, completed in history.promises.items():
+        wf.keep_promise(name, completed)
     wf.fn = fn
     if target is not None:
         wf.target = target if isinstance(target, str) else (
