@@ -222,11 +222,11 @@ class WorkflowCore(_Hot):
     __slots__ = ("_budget", "_done", "_exited", "_inboxes", "_journal_sizes", "_pid", "_wake",
                  "attempt", "backoff", "body_root", "cancel_delivered", "cancel_mark",
                  "children_end", "continue_asked", "continued", "created", "defaulted",
-                 "durable_watchers", "ends_read", "error", "flushes", "fn", "handed_over", "held_names",
-                 "host_unwritten", "input_plain", "kill_reason", "links", "may_be_queued",
-                 "monitoring", "name", "orphaned", "parent", "pending", "promise_times",
-                 "promises", "refreshed", "requests", "requests_taken", "resend_seq",
-                 "result_json", "run_id", "signal_ids", "started", "state", "status",
+                 "durable_watchers", "ends_read", "error", "flushes", "fn", "handed_over",
+                 "held_names", "host_unwritten", "input_plain", "kill_reason", "links",
+                 "may_be_queued", "monitoring", "name", "orphaned", "parent", "pending",
+                 "promise_times", "promises", "refreshed", "requests", "requests_taken",
+                 "resend_seq", "result_json", "run_id", "signal_ids", "started", "state", "status",
                  "stored_status", "timer_kinds", "topics", "trace", "trap_links", "unlinked",
                  "versions", "wait_deadline", "waits_on", "watchers", "whole_run_id")
 
