@@ -2049,11 +2049,12 @@ def test_the_ends_a_workflow_heard_of_are_kept_bounded_and_newest_first() -> Non
     from garrison.hosts.workflow._core import ENDS_HEARD, WorkflowCore
 
     class Watcher:
-        __slots__ = ("ends_read", "node")
+        __slots__ = ("asks_replayed", "check_lost", "ends_read", "node")
         heard_end = WorkflowCore.heard_end
 
     w = Watcher()
-    w.ends_read = None
+    w.ends_read = w.asks_replayed = None
+    w.check_lost = False
     w.node = types.SimpleNamespace(hosts={"workflows": types.SimpleNamespace(durable=True),
                                           "processes": types.SimpleNamespace(durable=False)})
     w.heard_end(EventKind.EXIT, Pid("processes", "1.1"))
@@ -2063,3 +2064,118 @@ def test_the_ends_a_workflow_heard_of_are_kept_bounded_and_newest_first() -> Non
         w.heard_end(EventKind.EXIT, pid)
         assert len(w.ends_read) <= 2 * ENDS_HEARD
     assert all((EventKind.EXIT, pid) in w.ends_read for pid in pids[-ENDS_HEARD:])
+
+
+
+async def _monitors_again_before_reading(to: str) -> list[str]:
+    """Monitor the workflow ``to``; at a message (``to`` has failed and been retried by
+    then, its EXIT waits unread) monitor it again, and at another read both EXITs."""
+    from garrison import process
+
+    process.monitor(to)
+    await process.inbox().receive()
+    process.monitor(to)
+    await process.inbox().receive()
+    heard = []
+    for _ in range(2):
+        event = await process.events().receive()
+        heard.append(str(event.error))
+    return heard
+
+
+@pytest.mark.parametrize("restart", ["none", "before_the_read", "after_the_read"])
+async def test_a_monitor_made_again_before_the_first_exit_was_read_hears_the_retried_end(
+        store_spec: str, restart: str, autojump_clock: Any) -> None:
+    """Workflow w monitors t; t fails (its EXIT waits in w's inbox), is retried, and w
+    monitors it again before it reads that EXIT: the second monitor is of the retried
+    run, and its end reaches w, across a restart too (w's replay reads the first EXIT
+    after the second monitor in its journal: that monitor is not spent by it)."""
+    async def fails_again(node: garrison.Node) -> None:
+        await until(lambda: node.workflow("w").status() == "waiting", "w waits")
+        await until(lambda: node.workflow("t").status() == "waiting", "t waits")
+        if restart != "after_the_read":
+            await node.workflow("w").signal("read")
+            await until(lambda: _kinds(node, "w").count("receive") == 3, "w read fail1")
+        await trio.sleep(1)
+        await node.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            await node.workflow("t").result()
+        with trio.fail_after(60):
+            assert await node.workflow("w").result() == [
+                "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.start_workflow(_monitors_again_before_reading, "workflows/t", id="w")
+        await until(lambda: "monitor" in _kinds(node, "w"), "w's monitor")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await node.workflow("t").retry()
+        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await node.workflow("w").signal("go")
+        await until(lambda: _kinds(node, "w").count("monitor") == 2, "w's second monitor")
+        if restart == "after_the_read":
+            await node.workflow("w").signal("read")
+            await until(lambda: _kinds(node, "w").count("receive") == 3, "w read fail1")
+        if restart == "none":
+            await fails_again(node)
+    if restart != "none":
+        async with garrison.open_node(store=store_spec) as node:
+            await fails_again(node)
+
+
+async def _links_again_before_reading(to: str) -> list[str]:
+    """Trap links and link to the workflow ``to``; at a message (``to`` has failed and
+    been retried by then, its LINK_DOWN waits unread) link to it again, and at another
+    read both LINK_DOWNs."""
+    from garrison import process
+
+    process.set_options(trap_links=True)
+    process.link(to)
+    await process.inbox().receive()
+    process.link(to)
+    await process.inbox().receive()
+    heard = []
+    for _ in range(2):
+        event = await process.events().receive()
+        heard.append(f"{event.kind} {event.error}")
+    return heard
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_link_made_again_before_the_first_link_down_was_read_hears_the_retried_end(
+        store_spec: str, restart: bool, autojump_clock: Any) -> None:
+    """As above with a trapping link: w links to t again before it reads the LINK_DOWN
+    of t's first failure. The new link is to the retried run; after a restart w's
+    replay makes it again, on t's side too, and t's second failure reaches w."""
+    async def fails_again(node: garrison.Node) -> None:
+        await until(lambda: node.workflow("w").status() == "waiting", "w waits")
+        await until(lambda: node.workflow("t").status() == "waiting", "t waits")
+        await trio.sleep(1)
+        await node.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            await node.workflow("t").result()
+        with trio.fail_after(60):
+            assert await node.workflow("w").result() == [
+                "LINK_DOWN RuntimeError: told to fail: fail1",
+                "LINK_DOWN RuntimeError: told to fail: fail2"]
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(ops_app.fails_when_told, id="t")
+        await node.start_workflow(_links_again_before_reading, "workflows/t", id="w")
+        await until(lambda: "link" in _kinds(node, "w"), "w's link")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await node.workflow("t").retry()
+        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await node.workflow("w").signal("go")
+        await until(lambda: _kinds(node, "w").count("link") == 2, "w's second link")
+        await node.workflow("w").signal("read")
+        await until(lambda: _kinds(node, "w").count("receive") == 3, "w read fail1")
+        if not restart:
+            await fails_again(node)
+    if restart:
+        async with garrison.open_node(store=store_spec) as node:
+            await fails_again(node)

@@ -220,11 +220,11 @@ class WorkflowCore(_Hot):
     # a slot is one pointer in the object itself (the parts of a workflow below are
     # mixins with empty slots; an attribute not named here or in ``_Hot`` cannot be set)
     __slots__ = ("_budget", "_done", "_exited", "_inboxes", "_journal_sizes", "_pid", "_wake",
-                 "attempt", "backoff", "body_root", "cancel_delivered", "cancel_mark",
-                 "children_end", "continue_asked", "continued", "created", "defaulted",
-                 "durable_watchers", "ends_read", "error", "flushes", "fn", "handed_over",
-                 "held_names", "host_unwritten", "input_plain", "kill_reason", "links",
-                 "may_be_queued", "monitoring", "name", "orphaned", "parent", "pending",
+                 "asks_replayed", "attempt", "backoff", "body_root", "cancel_delivered",
+                 "cancel_mark", "children_end", "continue_asked", "continued", "created",
+                 "defaulted", "durable_watchers", "ends_read", "error", "flushes", "fn",
+                 "handed_over", "held_names", "host_unwritten", "input_plain", "kill_reason",
+                 "links", "may_be_queued", "monitoring", "name", "orphaned", "parent", "pending",
                  "promise_times", "promises", "refreshed", "requests", "requests_taken",
                  "resend_seq", "result_json", "run_id", "signal_ids", "started", "state", "status",
                  "stored_status", "timer_kinds", "topics", "trace", "trap_links", "unlinked",
@@ -329,6 +329,10 @@ class WorkflowCore(_Hot):
         #: a later ``EXIT`` of one (of an attempt a retry began) as not asked for
         #: (``Interop._ends_read``, ``Interop.asks_nothing_of``)
         self.ends_read: dict[tuple[EventKind, Pid], None] | None = None
+        #: while it replays: how many monitors of (links to, spawns of) each workflow
+        #: its replay made since it last read that workflow's end (see
+        #: :meth:`heard_end`); ``None`` once its recovery is done
+        self.asks_replayed: dict[tuple[EventKind, Pid], int] | None = None
         #: the message id of the seq of the link (``LINK_DOWN``) or monitor (``EXIT``) of
         #: each pid that this workflow made last, as its code made them (a replay too):
         #: what names the inbox id of the event it gets of it (``Interop.event_id``).
@@ -441,14 +445,23 @@ class WorkflowCore(_Hot):
         (or its replay read it): if ``pid`` is a workflow's, noted in
         :attr:`ends_read`, the last :data:`ENDS_HEARD` at least kept (twice as many
         trimmed to those at once; one forgotten: a later ``EXIT`` of it is read, as
-        any)."""
+        any).
+
+        Its replay reads the event where its code read it, which may be after a
+        monitor (link, spawn) made again once the event had come (it waited unread
+        while the workflow was retried): live, that event spent only the one made
+        before it, and the one made again is of the retried run. A read after two or
+        more of them since the last is not noted so: which ones it spent is not known,
+        and they are kept (at worst an ``EXIT`` heard twice, never one lost)."""
         h = self.node.hosts.get(pid.host)
         if h is None or not h.durable:
+            return
+        key = (kind, pid)
+        if self.check_lost and self.asks_replayed and self.asks_replayed.pop(key, 0) > 1:
             return
         heard = self.ends_read
         if heard is None:
             heard = self.ends_read = {}
-        key = (kind, pid)
         heard.pop(key, None)
         heard[key] = None
         if len(heard) > 2 * ENDS_HEARD:
@@ -456,9 +469,18 @@ class WorkflowCore(_Hot):
 
     def asked_again(self, kind: EventKind, pid: Pid) -> None:
         """A monitor of (``EXIT``), link to (``LINK_DOWN``) or spawn of ``pid``: its
-        event is asked for again (see :attr:`ends_read`)."""
+        event is asked for again (see :attr:`ends_read`; counted while it replays, see
+        :meth:`heard_end`)."""
         if self.ends_read:
             self.ends_read.pop((kind, pid), None)
+        if self.check_lost:
+            h = self.node.hosts.get(pid.host)
+            if h is None or not h.durable:  # (a plain process's end is not noted)
+                return
+            asks = self.asks_replayed
+            if asks is None:
+                asks = self.asks_replayed = {}
+            asks[kind, pid] = asks.get((kind, pid), 0) + 1
 
     def queue_item(self, item: InboxItem) -> None:
         """Add ``item`` to :attr:`pending`, made a list by the first (most workflows

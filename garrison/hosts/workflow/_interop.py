@@ -140,6 +140,7 @@ class Interop(WorkflowCore):
           ``_inbox.LINKED``) act, as its ``trap_links`` is known now
           (``WorkflowHost.linked_rows``)."""
         self.check_lost = False
+        self.asks_replayed = None
         if self.held_names:
             self._hold_names()
         node = self.node
