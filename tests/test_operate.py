@@ -2179,3 +2179,74 @@ async def test_a_link_made_again_before_the_first_link_down_was_read_hears_the_r
     if restart:
         async with garrison.open_node(store=store_spec) as node:
             await fails_again(node)
+
+
+
+async def _links_then_fails_when_told(to: str) -> None:
+    """Link to ``to``; fail at the message ``fail<attempt>`` (as ``fails_when_told``)."""
+    from garrison import process, workflow
+
+    process.link(to)
+    while True:
+        msg = await process.inbox().receive()
+        if msg.topic == f"fail{workflow.info().attempt}":
+            raise RuntimeError(f"told to fail: {msg.topic}")
+
+
+#: set by a test: what the next run of ``_traps_reads_then_fails`` waits for first
+_REPLAY_GATE: list[trio.Event] = []
+
+
+async def _traps_reads_then_fails() -> None:
+    """Trap links and read one ``LINK_DOWN``; then fail at a message."""
+    from garrison import process
+
+    if _REPLAY_GATE:
+        await _REPLAY_GATE.pop().wait()  # (unjournaled: holds its replay back)
+    process.set_options(trap_links=True)
+    await process.events().receive()
+    msg = await process.inbox().receive()
+    raise RuntimeError(f"told to fail: {msg.topic}")
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_link_the_retried_run_made_again_is_kept_by_the_other_sides_replay(
+        store_spec: str, restart: bool, autojump_clock: Any) -> None:
+    """Workflow t links to w, which traps and reads the LINK_DOWN of t's failure; t is
+    retried, and its replay makes its link to w again. w fails: t, linked, fails too.
+    After a restart where t's recovery made that link on w's side while w still
+    replayed (held back here), w's recovery took it for the one t's first failure
+    spent, and w's failure reached nothing: t ran on, linked to nothing."""
+    async def w_fails(node: garrison.Node) -> None:
+        await until(lambda: node.workflow("w").status() == "waiting", "w waits")
+        await until(lambda: node.workflow("t").status() == "waiting", "t waits")
+        await trio.sleep(1)
+        await node.workflow("w").signal("boom")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: boom"):
+            await node.workflow("w").result()
+        with pytest.raises(garrison.WorkflowFailed, match="LinkedProcessFailed"):
+            with trio.fail_after(60):
+                await node.workflow("t").result()
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(_traps_reads_then_fails, id="w")
+        await until(lambda: node.workflow("w").status() == "waiting", "w waits")
+        await node.start_workflow(_links_then_fails_when_told, "workflows/w", id="t")
+        await until(lambda: "link" in _kinds(node, "t"), "t's link")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await until(lambda: _kinds(node, "w").count("receive") == 1, "w's LINK_DOWN")
+        await node.workflow("t").retry()
+        if not restart:
+            await w_fails(node)
+    if restart:
+        gate = trio.Event()
+        _REPLAY_GATE.append(gate)
+        async with garrison.open_node(store=store_spec) as node:
+            host = node.hosts["workflows"]
+            await until(lambda: "t" in host.active and not host.active["t"].check_lost
+                        and "w" in host.active, "t's recovery, w loaded")
+            assert host.active["w"].check_lost  # (w replays still)
+            gate.set()
+            await w_fails(node)

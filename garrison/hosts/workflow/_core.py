@@ -330,8 +330,9 @@ class WorkflowCore(_Hot):
         #: (``Interop._ends_read``, ``Interop.asks_nothing_of``)
         self.ends_read: dict[tuple[EventKind, Pid], None] | None = None
         #: while it replays: how many monitors of (links to, spawns of) each workflow
-        #: its replay made since it last read that workflow's end (see
-        #: :meth:`heard_end`); ``None`` once its recovery is done
+        #: its replay made since it last read that workflow's end, ``-1`` for one
+        #: linked to it live meanwhile (see :meth:`heard_end`); ``None`` once its
+        #: recovery is done
         self.asks_replayed: dict[tuple[EventKind, Pid], int] | None = None
         #: the message id of the seq of the link (``LINK_DOWN``) or monitor (``EXIT``) of
         #: each pid that this workflow made last, as its code made them (a replay too):
@@ -452,13 +453,22 @@ class WorkflowCore(_Hot):
         while the workflow was retried): live, that event spent only the one made
         before it, and the one made again is of the retried run. A read after two or
         more of them since the last is not noted so: which ones it spent is not known,
-        and they are kept (at worst an ``EXIT`` heard twice, never one lost)."""
+        and they are kept (at worst an ``EXIT`` heard twice, never one lost). Nor is
+        a read of one asked for live while it replays (a link the other side made
+        again, its retried run's recovery): that came after every end the replay
+        reads."""
         h = self.node.hosts.get(pid.host)
         if h is None or not h.durable:
             return
         key = (kind, pid)
-        if self.check_lost and self.asks_replayed and self.asks_replayed.pop(key, 0) > 1:
-            return
+        if self.check_lost and self.asks_replayed:
+            asks = self.asks_replayed.get(key, 0)
+            if asks < 0:  # (asked for live while it replays: the end read came before)
+                return
+            if asks:
+                del self.asks_replayed[key]
+                if asks > 1:
+                    return
         heard = self.ends_read
         if heard is None:
             heard = self.ends_read = {}
@@ -467,10 +477,11 @@ class WorkflowCore(_Hot):
         if len(heard) > 2 * ENDS_HEARD:
             self.ends_read = dict.fromkeys(itertools.islice(heard, ENDS_HEARD, None))
 
-    def asked_again(self, kind: EventKind, pid: Pid) -> None:
+    def asked_again(self, kind: EventKind, pid: Pid, *, live: bool = False) -> None:
         """A monitor of (``EXIT``), link to (``LINK_DOWN``) or spawn of ``pid``: its
         event is asked for again (see :attr:`ends_read`; counted while it replays, see
-        :meth:`heard_end`)."""
+        :meth:`heard_end`). ``live``: made now by the other side (a link), not by
+        this workflow's code, which may be replaying."""
         if self.ends_read:
             self.ends_read.pop((kind, pid), None)
         if self.check_lost:
@@ -480,7 +491,8 @@ class WorkflowCore(_Hot):
             asks = self.asks_replayed
             if asks is None:
                 asks = self.asks_replayed = {}
-            asks[kind, pid] = asks.get((kind, pid), 0) + 1
+            made = asks.get((kind, pid), 0)
+            asks[kind, pid] = -1 if live or made < 0 else made + 1
 
     def queue_item(self, item: InboxItem) -> None:
         """Add ``item`` to :attr:`pending`, made a list by the first (most workflows

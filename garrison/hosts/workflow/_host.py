@@ -945,7 +945,7 @@ class WorkflowHost:
             if watcher is not None:
                 wf.watchers = added(wf.watchers, watcher)
             if link is not None:
-                wf.linked_to(link)
+                wf.linked_to(link, theirs=True)
             return
         if wf is None and self.runs_elsewhere(pid.id):
             remote = self.elsewhere.watch(pid)
@@ -1724,7 +1724,7 @@ class WorkflowHost:
             self._to_owner(target, partial(self.node.forward_link, target=target,
                                            other=other))
             return True
-        wf.linked_to(other)
+        wf.linked_to(other, theirs=True)
         return True
 
     def remove_link(self, target: Pid, other: Pid) -> None:

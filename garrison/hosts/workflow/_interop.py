@@ -705,13 +705,14 @@ class Interop(WorkflowCore):
             # link's own: see event_id)
             self.host.linked_exit(self.pid, pid, noproc(pid))
 
-    def linked_to(self, pid: Pid) -> None:
-        """A link to ``pid`` (by ``link``, a linked spawn, or made from the other side):
-        a pid unlinked before counts as linked again."""
+    def linked_to(self, pid: Pid, *, theirs: bool = False) -> None:
+        """A link to ``pid`` (by ``link``, a linked spawn, or made from the other side:
+        ``theirs``, never a step of this one's replay): a pid unlinked before counts
+        as linked again."""
         self.links = added(self.links, pid)
         if self.unlinked:
             self.unlinked.pop(pid, None)
-        self.asked_again(EventKind.LINK_DOWN, pid)
+        self.asked_again(EventKind.LINK_DOWN, pid, live=theirs)
 
     def unlink(self, to: Pid | str) -> None:
         try:

@@ -121,7 +121,7 @@ def load(host: WorkflowHost, record: WorkflowRecord, read: ResumeRows | None = N
     if any(item.event and is_linked_row(item.plain) for item in pending):
         wf.check_lost = True  # (acted on once its replay is done: ``linked_rows``)
     for other in host.early_links.pop(wid, ()):  # (made before this host resumed)
-        wf.linked_to(other)
+        wf.linked_to(other, theirs=True)
     wf.resend_seq = wf.cursor.last + 1  # (a call there may have been sent before)
     load_promises(host, wf, None if read is None else read.promises)
     wf.trace = record.trace
