@@ -2250,3 +2250,19 @@ async def test_a_link_the_retried_run_made_again_is_kept_by_the_other_sides_repl
             assert host.active["w"].check_lost  # (w replays still)
             gate.set()
             await w_fails(node)
+
+
+def test_the_attempt_an_exit_id_names_is_read_whatever_the_ids_hold() -> None:
+    """``exit_attempt`` reads back the attempt ``exit_id`` wrote, whatever either
+    workflow id holds (a schedule's workflows are named ``<id>@<tick>``), at any
+    number of digits; an id of another form or another watcher's is the first's."""
+    from garrison.hosts.workflow._inbox import exit_attempt, exit_id
+
+    for ended in ["t", "a@b", "x#exit#5", "workflows/t", "t#exit"]:
+        for watcher in ["w", "nightly@1765000000", "a@b@c", "w#exit#3", "@"]:
+            for attempt in [1, 2, 10, 123]:
+                msg_id = exit_id(ended, watcher, attempt)
+                assert exit_attempt(msg_id, watcher) == attempt, (msg_id, watcher)
+    assert exit_attempt("t#exit#2@w", "v") == 1
+    assert exit_attempt("workflows/t#EXIT@w#12", "w#12") == 1
+    assert exit_attempt("t#exit#\u00b2@w", "w") == 1  # (a digit to str.isdigit, not int)

@@ -58,12 +58,13 @@ def exit_id(ended: str, watcher: str, attempt: int = 1) -> str:
 def exit_attempt(msg_id: str, watcher: str) -> int:
     """The attempt whose end the inbox message ``msg_id`` of the workflow ``watcher``
     is the ``EXIT`` of, as :func:`exit_id` names it (``1`` for the first attempt's
-    form, and for an id of another form)."""
-    head, at, whom = msg_id.rpartition("@")
-    if not at or whom != watcher:
+    form, and for an id of another form). (Either id may hold ``@``: a schedule's
+    workflows are named ``<id>@<tick>``.)"""
+    if not msg_id.endswith(f"@{watcher}"):
         return 1
+    head = msg_id[:-len(watcher) - 1]
     _ended, mark, attempt = head.rpartition("#exit#")
-    return int(attempt) if mark and attempt.isdigit() else 1
+    return int(attempt) if mark and attempt.isascii() and attempt.isdigit() else 1
 
 
 #: the key of a ``LINK_DOWN`` event's plain form that marks it a *linked row*: written
