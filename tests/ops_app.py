@@ -275,6 +275,20 @@ async def monitors_each_attempt(to: str, times: int) -> list[str]:
     return seen
 
 
+async def monitors_again_before_reading(to: str) -> list[str]:
+    """Monitor the workflow ``to``; at a message (``to`` has failed and been retried by
+    then, its EXIT waits unread) monitor it again, and at another read both EXITs."""
+    process.monitor(to)
+    await process.inbox().receive()
+    process.monitor(to)
+    await process.inbox().receive()
+    heard = []
+    for _ in range(2):
+        event = await process.events().receive()
+        heard.append(str(event.error))
+    return heard
+
+
 async def monitors_then_reads(to: str) -> str:
     """Monitor the workflow ``to``, wait for a message, then read the EXIT."""
     process.monitor(to)

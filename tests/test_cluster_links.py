@@ -1528,3 +1528,59 @@ async def test_the_monitors_an_older_nodes_retry_left_hear_nothing_of_another_no
             assert await b.workflow("o").result() == ["RuntimeError: told to fail: fail1"]
             assert await b.workflow("m").result() == [
                 "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
+
+
+async def test_a_monitor_made_again_before_the_first_exit_was_read_hears_another_nodes_end(
+        postgres_url: str) -> None:
+    """t runs on node a, w on node b monitors it; t fails and is retried, and w monitors
+    it again before it reads the EXIT of that failure. b stops; t fails again on a,
+    whose end writes its EXIT into w's inbox by w's second monitor. w, resumed on b,
+    replays the first EXIT after its second monitor: that monitor was of the retried
+    run, and w reads its EXIT (it was dropped as unasked, and w waited for ever)."""
+    import ops_app
+
+    async def kinds(node: garrison.Node, wid: str) -> list[str]:
+        return [str(r.kind) for r in node.workflow(wid).history()]
+
+    async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+        with trio.fail_after(20):
+            while not await check():
+                await trio.sleep(0.05)
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+        async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+            await a.start_workflow(ops_app.fails_when_told, id="t")
+            await b.start_workflow(ops_app.monitors_again_before_reading, "workflows/t",
+                                   id="w")
+
+            async def monitors(n: int) -> bool:
+                return (await kinds(b, "w")).count("monitor") == n
+
+            await until(lambda: monitors(1), "w's monitor")
+            await a.workflow("t").signal("fail1")
+            with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+                with trio.fail_after(20):
+                    await a.workflow("t").result()
+            await a.workflow("t").retry()
+
+            async def t_waits() -> bool:
+                return a.workflow("t").status() == "waiting"
+
+            await until(t_waits, "the retried t")
+            await b.workflow("w").signal("go")
+            await until(lambda: monitors(2), "w's second monitor")
+            await b.workflow("w").signal("read")
+
+            async def w_read() -> bool:
+                return (await kinds(b, "w")).count("receive") == 3
+
+            await until(w_read, "w read fail1")
+        assert "t" in a.hosts["workflows"].active
+        await a.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            with trio.fail_after(20):
+                await a.workflow("t").result()
+        async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+            with trio.fail_after(40):
+                assert await b.workflow("w").result() == [
+                    "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]

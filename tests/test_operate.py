@@ -2067,22 +2067,6 @@ def test_the_ends_a_workflow_heard_of_are_kept_bounded_and_newest_first() -> Non
 
 
 
-async def _monitors_again_before_reading(to: str) -> list[str]:
-    """Monitor the workflow ``to``; at a message (``to`` has failed and been retried by
-    then, its EXIT waits unread) monitor it again, and at another read both EXITs."""
-    from garrison import process
-
-    process.monitor(to)
-    await process.inbox().receive()
-    process.monitor(to)
-    await process.inbox().receive()
-    heard = []
-    for _ in range(2):
-        event = await process.events().receive()
-        heard.append(str(event.error))
-    return heard
-
-
 @pytest.mark.parametrize("restart", ["none", "before_the_read", "after_the_read"])
 async def test_a_monitor_made_again_before_the_first_exit_was_read_hears_the_retried_end(
         store_spec: str, restart: str, autojump_clock: Any) -> None:
@@ -2106,7 +2090,8 @@ async def test_a_monitor_made_again_before_the_first_exit_was_read_hears_the_ret
 
     async with garrison.open_node(store=store_spec) as node:
         await node.start_workflow(ops_app.fails_when_told, id="t")
-        await node.start_workflow(_monitors_again_before_reading, "workflows/t", id="w")
+        await node.start_workflow(ops_app.monitors_again_before_reading, "workflows/t",
+                                    id="w")
         await until(lambda: "monitor" in _kinds(node, "w"), "w's monitor")
         await node.workflow("t").signal("fail1")
         with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
