@@ -1584,3 +1584,76 @@ async def test_a_monitor_made_again_before_the_first_exit_was_read_hears_another
             with trio.fail_after(40):
                 assert await b.workflow("w").result() == [
                     "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
+
+
+async def test_a_monitor_made_after_a_retry_outlives_the_first_exit_read_late(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """t runs on node a, w on node b monitors it. t fails: a writes its EXIT into w's
+    inbox, but b reads it only after t was retried and w monitored it again (a wakeup
+    that came late, held back here). That EXIT spends no monitor of the retried run:
+    its end reaches w, live. (b took the late EXIT for the spender of w's second
+    monitor and dropped the retried run's EXIT as unasked: w waited for ever.)"""
+    import ops_app
+
+    from garrison.hosts.workflow import _host, _operate, _recovery
+
+    held: list[Any] = []
+    refresh = _recovery.refresh
+
+    def late(host: Any, wid: str, **kw: Any) -> None:  # (b's refreshes of w held back)
+        if wid == "w" and held and host is held[0]:
+            return
+        refresh(host, wid, **kw)
+
+    for module in (_host, _operate, _recovery):
+        monkeypatch.setattr(module, "refresh", late)
+
+    async def kinds(node: garrison.Node, wid: str) -> list[str]:
+        return [str(r.kind) for r in node.workflow(wid).history()]
+
+    async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+        with trio.fail_after(20):
+            while not await check():
+                await trio.sleep(0.05)
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        await a.start_workflow(ops_app.fails_when_told, id="t")
+        await b.start_workflow(ops_app.monitors_again_before_reading, "workflows/t", id="w")
+
+        async def monitors(n: int) -> bool:
+            return (await kinds(b, "w")).count("monitor") == n
+
+        await until(lambda: monitors(1), "w's monitor")
+        host = b.hosts["workflows"]
+        assert "t" in a.hosts["workflows"].active and "w" in host.active
+        held.append(host)
+        await a.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            with trio.fail_after(20):
+                await a.workflow("t").result()
+        await a.workflow("t").retry()
+
+        async def t_waits() -> bool:
+            return a.workflow("t").status() == "waiting"
+
+        await until(t_waits, "the retried t")
+        await b.workflow("w").signal("go")
+        await until(lambda: monitors(2), "w's second monitor")
+        assert host.active["w"].pending is None or not any(
+            item.event for item in host.active["w"].pending)  # (the EXIT not read yet)
+        held.clear()
+        refresh(host, "w")  # (the wakeup, late)
+        await b.workflow("w").signal("read")
+
+        async def w_read() -> bool:
+            return (await kinds(b, "w")).count("receive") == 3
+
+        await until(w_read, "w read fail1")
+        await a.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            with trio.fail_after(20):
+                await a.workflow("t").result()
+        with trio.fail_after(20):
+            assert await b.workflow("w").result() == [
+                "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]

@@ -18,7 +18,7 @@ import math
 import time as _time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
@@ -736,6 +736,25 @@ def named_damaged(host: WorkflowHost, exc: DamagedRecord, what: str) -> None:
               extra={"workflow_id": exc.workflow_id})
 
 
+def _retried_since(host: WorkflowHost, target: Pid, attempt: int) -> bool:
+    """Whether the workflow ``target``, whose attempt ``attempt`` ended (an ``EXIT`` of
+    it another node wrote), runs a later attempt now (a retry since). A watcher that
+    reads that ``EXIT`` only now may have monitored the retried run meanwhile: the
+    ``EXIT`` spends no monitor of it then (see ``Interop.asks_nothing_of``, which drops
+    the retried run's own ``EXIT`` for a watcher that heard an earlier end since its
+    last monitor). Blocking: a read of the store, for a workflow this node does not
+    run."""
+    h = host.node.hosts.get(target.host)
+    if h is None or not h.durable:
+        return False
+    other = cast("WorkflowHost", h)
+    running = other.active.get(target.id)
+    if running is not None:
+        return running.attempt > attempt
+    record = other.store.get_workflow(target.id)
+    return record is not None and int(record.attempt) > attempt
+
+
 def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     """Bring the in-memory workflow ``wid`` up to date with its store rows: start it if
     a tool created it or retried it (``pending``), end it if a tool asked to terminate
@@ -812,8 +831,10 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
                 # attempt an older node's retry left, see asks_nothing_of)
                 wf.drop_unasked(rec.id)
                 continue
+            retried = item.event and item.value.kind is EventKind.EXIT \
+                and _retried_since(host, item.value.pid, exit_attempt(rec.msg_id, wf.wid))
             wf.queue_item(item)
-            if item.event and item.value.kind in _WATCH_EVENTS:
+            if item.event and item.value.kind in _WATCH_EVENTS and not retried:
                 # (written by another node, in a cluster: the end of a workflow or
                 # process it monitors or links to, which spends that watch)
                 wf.watch_spent(item.value.kind, item.value.pid)
