@@ -2251,3 +2251,55 @@ def test_the_attempt_an_exit_id_names_is_read_whatever_the_ids_hold() -> None:
     assert exit_attempt("t#exit#2@w", "v") == 1
     assert exit_attempt("workflows/t#EXIT@w#12", "w#12") == 1
     assert exit_attempt("t#exit#\u00b2@w", "w") == 1  # (a digit to str.isdigit, not int)
+
+
+async def _spawns_by_id_twice_then_reads(wid: str) -> list[str]:
+    """Spawn the workflow ``wid`` by id; at a message (it has failed and been retried,
+    its EXIT waits unread) spawn it by id again; at another read two EXITs."""
+    from garrison import process
+
+    await process.spawn(ops_app.fails_when_told, id=wid)
+    await process.inbox().receive()
+    await process.spawn(ops_app.fails_when_told, id=wid)
+    await process.inbox().receive()
+    heard = []
+    for _ in range(2):
+        event = await process.events().receive()
+        heard.append(str(event.error))
+    return heard
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_spawn_by_id_again_before_the_first_exit_was_read_hears_the_retried_end(
+        store_spec: str, restart: bool, autojump_clock: Any) -> None:
+    """As a monitor made again before the read: s spawns t by id, t fails and is
+    retried, s spawns it by id again (the running t) before it reads the first EXIT.
+    The retried run's end reaches s, across a restart too."""
+    async def fails_again(node: garrison.Node) -> None:
+        await until(lambda: node.workflow("s").status() == "waiting", "s waits")
+        await until(lambda: node.workflow("t").status() == "waiting", "t waits")
+        await trio.sleep(1)
+        await node.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
+            await node.workflow("t").result()
+        with trio.fail_after(60):
+            assert await node.workflow("s").result() == [
+                "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(_spawns_by_id_twice_then_reads, "t", id="s")
+        await until(lambda: node.workflow("t").status() == "waiting", "t waits")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await node.workflow("t").retry()
+        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await node.workflow("s").signal("go")
+        await until(lambda: _kinds(node, "s").count("spawn") == 2, "s's second spawn")
+        await node.workflow("s").signal("read")
+        await until(lambda: _kinds(node, "s").count("receive") == 3, "s read fail1")
+        if not restart:
+            await fails_again(node)
+    if restart:
+        async with garrison.open_node(store=store_spec) as node:
+            await fails_again(node)
