@@ -246,3 +246,48 @@ async def test_a_process_killed_inside_its_own_nursery_ends_killed(
             assert raised.value.error.type == "Terminated"
             assert trio.current_time() < 3600  # the kill, not the deadline
     assert stopped == ["child", "worker"]
+
+
+async def _shielded_then_steps() -> int:
+    """A workflow whose kill comes while it waits inside a shield of its own."""
+    import workflow_app as app
+
+    with trio.CancelScope(shield=True):
+        await trio.sleep(10)
+    return await app.add_one(1)
+
+
+async def test_a_workflow_is_stopped_by_its_switch_on_either_path(
+        mode: str, tmp_path: Any, autojump_clock: object) -> None:
+    """The switch under real workflows: made by the first kill on the fast path
+    (``WorkflowCore.cancel_body``), made and entered as the body begins on the fallback.
+    A terminate stops a waiting workflow, one inside a shield once it leaves it, and one
+    terminated as it starts, each failed with its reason; the node's close stops the
+    others, which the next node resumes."""
+    import workflow_app as app
+
+    import garrison
+
+    db = str(tmp_path / "wf.db")
+    with trio.fail_after(7200):  # (a kill that does not land fails, not hangs)
+        async with garrison.open_node(store=db) as node:
+            await node.start_workflow(app.steps, 0, 20, id="early")
+            await node.workflow("early").terminate("as it starts")
+            for wid in ("a", "b"):
+                await node.start_workflow(app.late_promise, id=wid)
+            await node.start_workflow(_shielded_then_steps, id="s")
+            await trio.testing.wait_all_tasks_blocked()
+            host: Any = node.hosts["workflows"]
+            assert (host.active["b"].scope is None) is (mode == "fast")
+            await node.workflow("a").terminate("enough")
+            await node.workflow("s").terminate("shielded")
+            for wid, reason in (("early", "as it starts"), ("a", "enough"),
+                                ("s", "shielded")):
+                with pytest.raises(garrison.WorkflowFailed, match=reason):
+                    await node.workflow(wid).result()
+            assert trio.current_time() == 10  # (the shield held)
+        async with garrison.open_node(store=db) as node:
+            await trio.testing.wait_all_tasks_blocked()
+            await node.send("workflows/b", "go", None)
+            await node.workflow("b").promise("early").resolve(2)
+            assert await node.workflow("b").result() == 2

@@ -209,7 +209,7 @@ def body_root() -> Any:
     (:meth:`CancelSwitch.made_cancelled`): the task's cancel status now, before the
     body enters any scope of its own. ``None`` with a trio whose internals differ: the
     body is then given a switch as it begins (:meth:`CancelSwitch.attach`)."""
-    if not _FAST:  # pragma: no cover - another trio version
+    if not _FAST:  # (another trio version)
         return None
     run = _trio_fast.RUN
     task = run.task if run is not None else trio.lowlevel.current_task()

@@ -184,7 +184,7 @@ class WorkflowInstance(Waits, Activities, Interop):
             # bound ``__exit__`` on the frame's stack, one more object every running
             # workflow holds.)
             root = self.body_root = body_root()
-            if root is None:  # pragma: no cover - another trio version
+            if root is None:  # (another trio version)
                 self.scope = CancelSwitch()
                 self.scope.attach()
             try:
