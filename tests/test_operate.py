@@ -553,6 +553,54 @@ async def test_a_retry_landing_as_the_node_ends_the_blocked_workflow_runs_and_th
     store.close()
 
 
+async def test_a_terminate_of_the_retry_that_overtook_a_terminate_is_not_dropped(
+        autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminate of a blocked workflow, overtaken by a retry from another process
+    (it landed as the node committed the end), and a terminate of the retried attempt
+    written before the node looked again: the node's look handed that request to the
+    blocked attempt's instance, still in its memory and ending by the first terminate,
+    which dropped it as asking nothing more (consumed, never acted on) and ran nothing
+    either: attempt 2 waited in the store for good, its terminate gone, and the first
+    terminate() spun for ever on the blocked instance left in memory. Attempt 2 ends
+    by its terminate now, as a terminate of a retried workflow does."""
+    from garrison.hosts.workflow import request_transaction, retry_transaction, terminated
+    from garrison.hosts.workflow._recovery import refresh
+
+    store = _blocked_store()
+    async with garrison.open_node(store=store) as node:
+        handle = node.workflow("v")
+        with pytest.raises(garrison.NonDeterminismError):
+            await handle.result()
+        commit, overtaken = store.commit, []
+
+        def retried_first(tx: Transaction) -> Any:
+            async def go() -> list[Any]:
+                if not overtaken and any(op is Op.CONSUME for op, _ in tx.ops):
+                    # another process's retry, then its terminate of attempt 2 (no
+                    # wakeup from an in-memory store: the node's own look finds them)
+                    retry, note = retry_transaction(store, store.get_workflow("v"))
+                    overtaken.append(note)
+                    await commit(retry)
+                    await commit(request_transaction("v", terminated("again"), 2))
+                return await commit(tx)
+            return go()
+
+        monkeypatch.setattr(store, "commit", retried_first)
+        # (terminate()'s own steps: its wait for attempt 1 to go spun for ever)
+        await commit(request_transaction("v", terminated("given up"), 1))
+        refresh(node.hosts["workflows"], "v")
+        await until(lambda: overtaken and store.get_workflow("v").status == "failed",
+                    "attempt 2 to end by its terminate")
+        with pytest.raises(garrison.WorkflowFailed, match="Terminated: again"):
+            with trio.fail_after(60):
+                await handle.result()
+        record = store.get_workflow("v")
+        assert (record.status, record.attempt) == ("failed", 2)
+        assert store.pending_messages("v") == []
+        assert overtaken == ["1 journal record(s) replay"]
+    store.close()
+
+
 async def test_a_node_s_discard_of_a_request_a_retry_consumed_first_says_no_error(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:

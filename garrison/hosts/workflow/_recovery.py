@@ -769,6 +769,12 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
             return  # a tool's cancel of one waiting unclaimed in the store: ended now
         host.ownership.poke()  # in a cluster a workflow runs where it was claimed
         return
+    if wf is not None and wf.done.is_set() and record.attempt != wf.attempt:
+        # blocked, and retried since (a new attempt): run it again. Dropped before its
+        # requests are looked at: those of the new attempt are not the blocked one's (one
+        # ending by a terminate a retry overtook dropped them as asking nothing more)
+        del host.active[wid]
+        wf = None
     inbox = host.store.pending_messages(wid)
     requests = live_requests(host, record, inbox)
     if requests:
@@ -778,9 +784,6 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
         if wf is not None and host.queue.holds(wf):
             host.ended_in_store(wf, record)  # (a tool's, as this node loaded it)
         return
-    if wf is not None and wf.done.is_set() and record.attempt != wf.attempt:
-        del host.active[wid]  # blocked, and retried since (a new attempt): run it again
-        wf = None
     if wf is None:
         if host.starting(wid) and not starting:
             return  # a start of this id is being committed here: it runs it
