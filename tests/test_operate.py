@@ -553,6 +553,56 @@ async def test_a_retry_landing_as_the_node_ends_the_blocked_workflow_runs_and_th
     store.close()
 
 
+@pytest.mark.parametrize("failed", [1, 2])
+async def test_a_store_failing_as_the_node_looks_at_a_retry_that_overtook_its_end(
+        autojump_clock: Any, monkeypatch: pytest.MonkeyPatch, failed: int) -> None:
+    """The end of a blocked workflow by a terminate, refused because a retry landed
+    first: the node reads the workflow again to tell. A store that failed at that
+    read (``failed`` 1), or at the refresh after it (2), raised its StoreError out of
+    the node's task, and open_node ended with it, every workflow of the node stopped,
+    for a read that decides nothing written. The blocked attempt's instance stops on
+    the store's error, as when the end's own write fails (a failed refresh is a
+    warning: the next wakeup refreshes it); the node and the retried attempt run on."""
+    store = _blocked_store()
+    async with garrison.open_node(store=store) as node:
+        handle = node.workflow("v")
+        with pytest.raises(garrison.NonDeterminismError):
+            await handle.result()
+        ops_app.USE_OLD_STEP = True
+        commit, get_workflow, armed, retried = store.commit, store.get_workflow, [], []
+
+        def retried_first(tx: Transaction) -> Any:
+            async def go() -> list[Any]:
+                if not retried and any(op is Op.CONSUME for op, _ in tx.ops):
+                    retried.append("the retry lands first")
+                    retried.append(await handle.retry())
+                    try:
+                        return await commit(tx)
+                    except ValueError:
+                        armed.append(True)  # (the node's next read: the store fails)
+                        raise
+                return await commit(tx)
+            return go()
+
+        def failing_once(wid: str) -> Any:
+            if armed and len(armed) <= failed:
+                armed.append(False)
+                if len(armed) == failed + 1:
+                    raise garrison.StoreError(None, "the server went away")
+            return get_workflow(wid)
+
+        monkeypatch.setattr(store, "commit", retried_first)
+        monkeypatch.setattr(store, "get_workflow", failing_once)
+        with trio.fail_after(60):
+            await handle.terminate("given up")
+        await until(lambda: handle.status() == "waiting", "attempt 2 to wait")
+        await handle.promise("go").resolve(1)
+        assert await handle.result() == "old"
+        assert armed == [True] + [False] * failed and retried == ["the retry lands first",
+                                             "1 journal record(s) replay"]
+    store.close()
+
+
 async def test_a_terminate_of_the_retry_that_overtook_a_terminate_is_not_dropped(
         autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A terminate of a blocked workflow, overtaken by a retry from another process

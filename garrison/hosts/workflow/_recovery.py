@@ -1048,13 +1048,21 @@ async def _finish_ended(host: WorkflowHost, wf: WorkflowInstance, error: ErrorIn
             # its end, refused (nothing written): a retry of the blocked workflow landed
             # first, and consumed the request this end consumes too. That attempt is
             # gone, so is what was asked of it: the retried one runs (see ``refresh``)
-            record = await run_blocking(host.store.get_workflow, wf.wid)
+            try:
+                record = await run_blocking(host.store.get_workflow, wf.wid)
+            except StoreError as exc:  # (as its end's own write failing: not the node's)
+                wf.stop_on_store_error(exc)
+                return
             if record is None or record.attempt == wf.attempt:
                 raise
             log.info("workflow %s: its terminate of attempt %d was overtaken by a retry "
                      "(attempt %d runs)", wf.wid, wf.attempt, record.attempt,
                      extra={"workflow_id": wf.wid})
-            refresh(host, wf.wid)
+            try:
+                _refresh_woken(host, (False, wf.wid))
+            except StoreError as exc:  # (its next wakeup refreshes it again)
+                log.warning("workflow %s: could not refresh it: %s; it is refreshed at "
+                            "its next wakeup", wf.wid, exc, extra={"workflow_id": wf.wid})
 
 
 def _request_error(requests: Sequence[Any]) -> ErrorInfo:
