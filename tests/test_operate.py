@@ -2401,3 +2401,69 @@ async def test_a_spawn_by_id_again_before_the_first_exit_was_read_hears_the_retr
     if restart:
         async with garrison.open_node(store=store_spec) as node:
             await fails_again(node)
+
+
+async def _links_when_told_and_fails_when_told(to: str) -> None:
+    """Link to the workflow ``to`` at the message ``link``; fail at ``fail<attempt>``."""
+    from garrison import process, workflow
+
+    while True:
+        msg = await process.inbox().receive()
+        if msg.topic == "link":
+            process.link(to)
+        elif msg.topic == f"fail{workflow.info().attempt}":
+            raise RuntimeError(f"told to fail: {msg.topic}")
+
+
+async def _traps_a_link_reads_late_then_fails(to: str) -> None:
+    """Trap links and link to the workflow ``to``; at a message read one ``LINK_DOWN``,
+    then fail at the next message."""
+    from garrison import process
+
+    process.set_options(trap_links=True)
+    process.link(to)
+    await process.inbox().receive()
+    event = await process.events().receive()
+    msg = await process.inbox().receive()
+    raise RuntimeError(f"told to fail: {msg.topic} after {event.error}")
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_link_the_retried_run_made_before_the_first_link_down_was_read_holds(
+        store_spec: str, restart: bool, autojump_clock: Any) -> None:
+    """Workflow w, trapping, links to workflow t once; t fails and is retried, and its
+    retried run links to w before w read the first LINK_DOWN (a link w's journal does
+    not show). Then w fails: its failure ends the retried t, live and after a restart
+    (w's replay, which made one link of t, reads that LINK_DOWN: the link t made
+    again is not taken as spent)."""
+    async def fails(node: garrison.Node) -> None:
+        await until(lambda: node.workflow("w").status() == "waiting", "w waits")
+        await until(lambda: node.workflow("t").status() == "waiting", "t waits")
+        await trio.sleep(1)
+        await node.workflow("w").signal("boom")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: boom after"):
+            await node.workflow("w").result()
+        with trio.fail_after(60):
+            with pytest.raises(garrison.WorkflowFailed, match="told to fail: boom after"):
+                await node.workflow("t").result()
+
+    async with garrison.open_node(store=store_spec) as node:
+        await node.start_workflow(_links_when_told_and_fails_when_told, "workflows/w",
+                                  id="t")
+        await node.start_workflow(_traps_a_link_reads_late_then_fails, "workflows/t",
+                                  id="w")
+        await until(lambda: "link" in _kinds(node, "w"), "w's link")
+        await node.workflow("t").signal("fail1")
+        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
+            await node.workflow("t").result()
+        await node.workflow("t").retry()
+        await until(lambda: node.workflow("t").status() == "waiting", "t waits")
+        await node.workflow("t").signal("link")
+        await until(lambda: "link" in _kinds(node, "t"), "t's link")
+        await node.workflow("w").signal("read")
+        await until(lambda: _kinds(node, "w").count("receive") == 2, "w's LINK_DOWN")
+        if not restart:
+            await fails(node)
+    if restart:
+        async with garrison.open_node(store=store_spec) as node:
+            await fails(node)
