@@ -556,19 +556,9 @@ async def _take_wakeups(host: WorkflowHost, held: _HeldWakes) -> None:
             try:  # (the children elsewhere of those a tool cancelled: one read a chunk)
                 with host.cancels_batched():
                     for key in woken[:WAKE_CHUNK]:
-                        if host.closing:
+                        if host.closing or not _refresh_or_hold(host, held, key):
                             return  # the node is closing (its store may be closed)
-                        try:
-                            _refresh_woken(host, key)
-                        except StoreError as exc:
-                            if host.closing:
-                                return
-                            if not host.store.answers():
-                                raise  # the store's failure: tried again below
-                            held.hold(key, exc)  # its own: the others go on
-                        else:
-                            held.release(key)
-                        done += 1
+                        done += 1  # (the store's failure raised: tried again below)
             except StoreError as exc:
                 if host.closing:
                     return
@@ -670,18 +660,8 @@ async def _retry_held(host: WorkflowHost, held: _HeldWakes,
         try:
             with host.cancels_batched():  # (their children elsewhere: one read for all)
                 for key in due:
-                    if host.closing:
-                        return
-                    try:
-                        _refresh_woken(host, key)
-                    except StoreError as exc:
-                        if host.closing:
-                            return
-                        if not host.store.answers():
-                            raise  # the store's failure: none tried after it now
-                        held.hold(key, exc)
-                    else:
-                        held.release(key)
+                    if host.closing or not _refresh_or_hold(host, held, key):
+                        return  # (the store's failure raised: none tried after it now)
                     held.failures = 0
         except StoreError as exc:
             if host.closing:
@@ -696,6 +676,24 @@ async def _retry_held(host: WorkflowHost, held: _HeldWakes,
             log.warning("could not read %d held workflows that tools or other nodes "
                         "wrote for: %s; read again in %g s", len(held.held), exc, delay)
         await trio.lowlevel.checkpoint()
+
+
+def _refresh_or_hold(host: WorkflowHost, held: _HeldWakes, key: tuple[bool, str]) -> bool:
+    """Refresh the workflow (or schedule) ``key`` names; a failure of its own (the
+    store answering another read: ``Store.answers``) holds it in ``held``, tried again
+    later, and a refresh that works releases it. ``False``: the node is closing. The
+    store's own failure is raised."""
+    try:
+        _refresh_woken(host, key)
+    except StoreError as exc:
+        if host.closing:
+            return False
+        if not host.store.answers():
+            raise
+        held.hold(key, exc)  # its own: the others go on
+    else:
+        held.release(key)
+    return True
 
 
 def _refresh_woken(host: WorkflowHost, key: tuple[bool, str]) -> None:
