@@ -266,7 +266,7 @@ class Interop(WorkflowCore):
         for: a retry by a node of an older garrison (a rolling upgrade) left the
         monitor's row, which that attempt's end wrote to (see
         :meth:`asks_nothing_of`). Such a row is consumed unread."""
-        read = list(self.ends_read or ())
+        read = dict.fromkeys(self.ends_read or ())  # (looked up once a pending item)
         for kind, pid in read:
             self.watch_spent(kind, pid)
         for item in list(self.pending or ()):
