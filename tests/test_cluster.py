@@ -3272,65 +3272,20 @@ async def test_a_pending_child_elsewhere_whose_message_cannot_be_read_holds_up_n
                         if m.msg_id != "m-q0"] == ["control"], "no terminate request"
 
 
+@pytest.mark.parametrize("fault", ["store", "damaged"])
 @pytest.mark.parametrize("end", ["cancel", "terminate"])
 async def test_a_pending_child_ended_alone_that_fails_leaves_the_others_counted(
-        postgres_url: str, end: str, monkeypatch: pytest.MonkeyPatch,
+        postgres_url: str, end: str, fault: str, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     """The pending children of a cancelled or terminated tree are ended in one write;
     one whose end that write refused (its row changed since it was read) is ended
-    alone. An alone end the store failed raised out of the loop over the others: those
-    ended by the shared write after it were never counted as ended by the node
-    (``garrison_workflows_finished``, the INFO line of each), though the store holds
-    them ended. Each one the write ended is counted and said; the failure is still
-    raised (the cancel or terminate says its children elsewhere were not all asked)."""
-    import logging
-
-    import attrs
-
-    from garrison.hosts.workflow import _host
-
-    pending = ["q0", "q1", "q2"]
-    children_elsewhere = _host.WorkflowHost.children_elsewhere
-    end_alone = _host.WorkflowHost._end_unrun_alone
-    here: dict[str, Any] = {}  # (node a's host only)
-
-    def stale(self: Any, wfs: Any, *damaged: Any) -> Any:  # (q0 read at attempt 7)
-        records = children_elsewhere(self, wfs, *damaged)
-        if self is not here.get("host"):
-            return records
-        return [attrs.evolve(r, attempt=7) if r.workflow_id == "q0" else r
-                for r in records]
-
-    def failing(self: Any, unrun: Any, record: Any = None) -> None:
-        if self is here.get("host") and unrun.record.workflow_id == "q0":
-            raise garrison.StoreError(self.store.path, "the server closed the connection")
-        end_alone(self, unrun, record)
-
-    caplog.set_level(logging.INFO, logger="garrison.workflow")
-    async with _children_on_b_parent_on_a(postgres_url, ["c0"], pending) as (a, _b):
-        host = here["host"] = a.hosts["workflows"]
-        monkeypatch.setattr(_host.WorkflowHost, "children_elsewhere", stale)
-        monkeypatch.setattr(_host.WorkflowHost, "_end_unrun_alone", failing)
-        expected = "cancelled" if end == "cancel" else "failed"
-        before = host.counts[expected]
-        with pytest.raises(garrison.StoreError, match="were not asked"):
-            await _end_p(a, end)
-        monkeypatch.undo()
-        said = [m for m in caplog.messages if "while it waited in the queue" in m]
-        assert [m.split()[1] for m in said] == ["q1", "q2"], said
-        assert host.counts[expected] - before >= 2, host.counts
-        assert {str(a.workflow(wid).status()) for wid in ["q1", "q2"]} == {expected}
-
-
-@pytest.mark.parametrize("end", ["cancel", "terminate"])
-async def test_a_pending_child_damaged_before_its_end_alone_leaves_the_others_counted(
-        postgres_url: str, end: str, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """As above, but the alone end of q0 meets its row damaged since it was read (a
-    ``DamagedRecord``, not the store's error): it escaped the loop over the others, so
-    those the shared write ended after it were never counted nor said ended here. Each
-    one is handled now, and the damage raised after (``cancel()``, ``terminate()``
-    name it, a ``StoreError``)."""
+    alone. An alone end that failed — the store's error (``store``), or its row damaged
+    since it was read (``damaged``: a ``DamagedRecord``, not the store's error) —
+    raised out of the loop over the others: those ended by the shared write after it
+    were never counted as ended by the node (``garrison_workflows_finished``, the INFO
+    line of each), though the store holds them ended. Each one the write ended is
+    counted and said; the failure is still raised after (the cancel or terminate says
+    its children elsewhere were not all asked, or names the damage)."""
     import logging
 
     import attrs
@@ -3350,8 +3305,11 @@ async def test_a_pending_child_damaged_before_its_end_alone_leaves_the_others_co
         return [attrs.evolve(r, attempt=7) if r.workflow_id == "q0" else r
                 for r in records]
 
-    def damaging(self: Any, unrun: Any, record: Any = None) -> None:
+    def failing(self: Any, unrun: Any, record: Any = None) -> None:
         if self is here.get("host") and unrun.record.workflow_id == "q0":
+            if fault == "store":
+                raise garrison.StoreError(self.store.path,
+                                          "the server closed the connection")
             sql(postgres_url, "UPDATE workflows SET input = '[bad' "
                               "WHERE workflow_id = 'q0'")
         end_alone(self, unrun, record)
@@ -3360,13 +3318,15 @@ async def test_a_pending_child_damaged_before_its_end_alone_leaves_the_others_co
     async with _children_on_b_parent_on_a(postgres_url, ["c0"], pending) as (a, _b):
         host = here["host"] = a.hosts["workflows"]
         monkeypatch.setattr(_host.WorkflowHost, "children_elsewhere", stale)
-        monkeypatch.setattr(_host.WorkflowHost, "_end_unrun_alone", damaging)
+        monkeypatch.setattr(_host.WorkflowHost, "_end_unrun_alone", failing)
         expected = "cancelled" if end == "cancel" else "failed"
         before = host.counts[expected]
-        with pytest.raises(garrison.StoreError, match="workflow 'q0': its input is not"):
+        raised = "were not asked" if fault == "store" else "workflow 'q0': its input is not"
+        with pytest.raises(garrison.StoreError, match=raised):
             await _end_p(a, end)
         monkeypatch.undo()
-        sql(postgres_url, "UPDATE workflows SET input = '[]' WHERE workflow_id = 'q0'")
+        if fault == "damaged":
+            sql(postgres_url, "UPDATE workflows SET input = '[]' WHERE workflow_id = 'q0'")
         said = [m for m in caplog.messages if "while it waited in the queue" in m]
         assert [m.split()[1] for m in said] == ["q1", "q2"], said
         assert host.counts[expected] - before >= 2, host.counts
