@@ -378,15 +378,11 @@ class GroupCommit:
         self._pending.append(request)
         if self._flushing:
             # follow: park until our batch is written, or until we are made leader
+            # (a batch forming as the coroutine first ran: a commit joining one as it is
+            # called is the request's own, CommitRequest.__await__, which inlines _unwrap)
             await _park()
             if request.done:
                 self._released -= 1
-                if request.error is None:  # (what _unwrap does, without its call)
-                    got = request.results
-                    if got is NONE_RESULT:
-                        return [None]
-                    if got is not None:
-                        return got
                 return _unwrap(request)
         return await self._lead(request, busy, started if busy else 0.0)
 
