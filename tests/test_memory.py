@@ -201,12 +201,7 @@ async def test_workflows_waiting_for_a_group_commit_hold_few_objects(tmp_path, m
             write(batch)
 
         store._group._write_batch = census
-        async with trio.open_nursery() as nursery:
-            for i in range(n):
-                nursery.start_soon(functools.partial(node.start_workflow, app.steps, i,
-                                                     id=f"w{i}"))
-        for i in range(n):
-            assert await node.workflow(f"w{i}").result() == i + 10
+        await _runs_steps(node, app, n)
     store.close()
     # one batch of starts and one per step but the last, whose outcome rides with each
     # workflow's end (a batch of all 200 ends only if every end came in one pass):
@@ -263,6 +258,17 @@ async def test_workflows_ending_in_one_group_commit_hold_few_objects(tmp_path, m
     assert held, "no batch held the ends of half the workflows"
     per_workflow = max(held) / n
     assert per_workflow < 24.5, f"{per_workflow:.1f} tracked objects per ending workflow"
+
+
+async def _runs_steps(node: garrison.Node, app: Any, n: int) -> None:
+    """``n`` workflows of ``app.steps`` (ten steps each) started at once from a nursery,
+    ``w0`` on, and each one's result awaited."""
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(functools.partial(node.start_workflow, app.steps, i,
+                                                 id=f"w{i}"))
+    for i in range(n):
+        assert await node.workflow(f"w{i}").result() == i + 10
 
 
 def _tracked() -> int:
@@ -641,12 +647,7 @@ async def test_the_slots_every_step_reads_lie_at_the_start_of_a_workflow_instanc
         await node.start_workflow(app.steps, 0, id="warm-up")
         await node.workflow("warm-up").result()
         counting[0] = True
-        async with trio.open_nursery() as nursery:
-            for i in range(n):
-                nursery.start_soon(functools.partial(node.start_workflow, app.steps, i,
-                                                     id=f"w{i}"))
-        for i in range(n):
-            assert await node.workflow(f"w{i}").result() == i + 10
+        await _runs_steps(node, app, n)
         counting[0] = False
     store.close()
     every_step = {name for name, count in reads.items() if count >= n * steps}
