@@ -1628,6 +1628,19 @@ def _kinds(node: garrison.Node, wid: str) -> list[str]:
     return [str(r.kind) for r in node.workflow(wid).history()]
 
 
+async def _t_fails(node: garrison.Node, attempt: int) -> None:
+    """Workflow t (``ops_app.fails_when_told``) is told ``fail<attempt>``, and fails."""
+    await node.workflow("t").signal(f"fail{attempt}")
+    with pytest.raises(garrison.WorkflowFailed, match=f"told to fail: fail{attempt}"):
+        await node.workflow("t").result()
+
+
+async def _t_retried(node: garrison.Node) -> None:
+    """Workflow t is retried, and its new run waits (for its next message)."""
+    await node.workflow("t").retry()
+    await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+
+
 async def _heard_no_more(node: garrison.Node, heard: dict[str, list[str]],
                          host: str = "workflows") -> None:
     """A moment on, no EXIT waits in the inbox of any watcher of ``heard``; each, told
@@ -1658,16 +1671,11 @@ async def test_a_monitor_made_after_a_retry_hears_of_the_new_attempts_end_once(
         await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 1, id="o")
         await until(lambda: "monitor" in _kinds(node, "m") and "monitor" in _kinds(node, "o"),
                     "both monitors")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
-        await node.workflow("t").retry()
-        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await _t_fails(node, 1)
+        await _t_retried(node)
         await node.workflow("m").signal("again")
         await until(lambda: _kinds(node, "m").count("monitor") == 2, "m's second monitor")
-        await node.workflow("t").signal("fail2")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
-            await node.workflow("t").result()
+        await _t_fails(node, 2)
         await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
         await until(lambda: _kinds(node, "o").count("receive") == 1, "o's EXIT")
         await trio.sleep(1)
@@ -1691,11 +1699,8 @@ async def test_an_end_an_older_node_wrote_under_the_first_attempts_id_is_heard_o
         await node.start_workflow(ops_app.fails_when_told, id="t")
         await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
         await until(lambda: "monitor" in _kinds(node, "m"), "m's monitor")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
-        await node.workflow("t").retry()
-        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await _t_fails(node, 1)
+        await _t_retried(node)
         await node.workflow("m").signal("again")
         await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 1, id="n")
         await until(lambda: _kinds(node, "m").count("monitor") == 2
@@ -1703,9 +1708,7 @@ async def test_an_end_an_older_node_wrote_under_the_first_attempts_id_is_heard_o
         with monkeypatch.context() as old:  # (the ids of an older node: no attempt)
             old.setattr(_host, "exit_id", lambda ended, watcher, attempt=1:
                         f"{ended}#exit@{watcher}")
-            await node.workflow("t").signal("fail2")
-            with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
-                await node.workflow("t").result()
+            await _t_fails(node, 2)
             await until(lambda: _kinds(node, "n").count("receive") == 1, "n's EXIT")
             await trio.sleep(1)
             assert _kinds(node, "m").count("receive") == 2  # (dropped as delivered)
@@ -1767,18 +1770,13 @@ async def test_a_resume_of_the_monitors_of_a_retried_workflow_reads_each_monitor
     async with garrison.open_node(store=store_spec) as node:
         store_type = type(node.hosts["workflows"].store)
         await node.start_workflow(ops_app.fails_when_told, id="t")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
-        await node.workflow("t").retry()
-        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await _t_fails(node, 1)
+        await _t_retried(node)
         for k in range(n):
             await node.start_workflow(ops_app.monitors_then_reads, "workflows/t", id=f"w{k}")
         await until(lambda: all("monitor" in _kinds(node, f"w{k}") for k in range(n)),
                     "the monitors")
-        await node.workflow("t").signal("fail2")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
-            await node.workflow("t").result()
+        await _t_fails(node, 2)
     read: list[Pid] = []
     monitors = store_type.monitors
 
@@ -1813,9 +1811,7 @@ async def test_a_monitor_made_before_the_node_heard_of_a_retry_hears_of_the_new_
     async with garrison.open_node(store=spec) as node:
         host = node.hosts["workflows"]
         await node.start_workflow(ops_app.fails_when_told, id="t")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
+        await _t_fails(node, 1)
         # (written with the node's own store: nothing tells the node, as nothing has
         # yet when a tool's doorbell or another node's notice is on its way)
         _store_tools.retry(host.store, "t")
@@ -1824,9 +1820,7 @@ async def test_a_monitor_made_before_the_node_heard_of_a_retry_hears_of_the_new_
         await trio.sleep(1)
         refresh(host, "t")  # (the node hears of the retry)
         await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
-        await node.workflow("t").signal("fail2")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
-            await node.workflow("t").result()
+        await _t_fails(node, 2)
         await until(lambda: _kinds(node, "n").count("receive") == 1, "n's EXIT")
         await trio.sleep(1)
         assert host.store.pending_messages("n") == []
@@ -1871,9 +1865,7 @@ async def _m_heard_t_fail(node: garrison.Node) -> None:
     await node.start_workflow(ops_app.fails_when_told, id="t")
     await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 2, id="m")
     await until(lambda: "monitor" in _kinds(node, "m"), "m's monitor")
-    await node.workflow("t").signal("fail1")
-    with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-        await node.workflow("t").result()
+    await _t_fails(node, 1)
     await until(lambda: _kinds(node, "m").count("receive") == 1, "m's first EXIT")
 
 
@@ -1977,9 +1969,7 @@ async def test_the_monitors_an_older_nodes_retry_left_hear_nothing_of_the_new_en
         await node.start_workflow(ops_app.monitors_each_attempt, "workflows/t", 1, id="o")
         await until(lambda: "monitor" in _kinds(node, "m") and "monitor" in _kinds(node, "o"),
                     "both monitors")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
+        await _t_fails(node, 1)
         await until(lambda: _kinds(node, "o").count("receive") == 1, "o's EXIT")
         with monkeypatch.context() as old:  # (an older node's retry)
             old.setattr(Transaction, "forget_monitors", lambda self, wid: self)
@@ -1990,9 +1980,7 @@ async def test_the_monitors_an_older_nodes_retry_left_hear_nothing_of_the_new_en
         with monkeypatch.context() as there:
             if o_runs == "elsewhere":
                 there.setattr(WorkflowInstance, "asks_nothing_of", lambda *args: False)
-            await node.workflow("t").signal("fail2")
-            with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
-                await node.workflow("t").result()
+            await _t_fails(node, 2)
             await until(lambda: _kinds(node, "m").count("receive") == 3, "m's second EXIT")
         if o_runs == "here":
             await _heard_no_more(node, {"m": ["fail1", "fail2"], "o": ["fail1"]})
@@ -2032,9 +2020,7 @@ async def test_a_link_of_the_first_attempt_hears_nothing_of_the_retried_runs_fai
         await until(lambda: node.workflow("b").status() == "waiting", "b waits")
         await until(lambda: node.workflow("t").status() == "waiting", "t waits")
         await trio.sleep(1)
-        await node.workflow("t").signal("fail2")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
-            await node.workflow("t").result()
+        await _t_fails(node, 2)
         await trio.sleep(1)
         await node.workflow("b").signal("done")
         with trio.fail_after(60):
@@ -2045,9 +2031,7 @@ async def test_a_link_of_the_first_attempt_hears_nothing_of_the_retried_runs_fai
         await node.start_workflow(ops_app.fails_when_told, id="t")
         await node.start_workflow(_links_to_and_traps, "workflows/t", id="b")
         await until(lambda: "link" in _kinds(node, "b"), "b's link")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
+        await _t_fails(node, 1)
         await until(lambda: _kinds(node, "b").count("receive") == 1, "b's LINK_DOWN")
         await node.workflow("t").retry()
         if not restart:
@@ -2085,17 +2069,13 @@ async def test_a_link_spent_by_a_failure_is_not_made_again_with_the_retried_run(
             await node.workflow("p").result()
         await trio.sleep(1)
         assert node.workflow("t").status() == "waiting"
-        await node.workflow("t").signal("fail2")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
-            await node.workflow("t").result()
+        await _t_fails(node, 2)
 
     async with garrison.open_node(store=store_spec) as node:
         await node.start_workflow(ops_app.fails_when_told, id="t")
         await node.start_workflow(_traps_a_link_then_fails, "workflows/t", id="p")
         await until(lambda: "link" in _kinds(node, "p"), "p's link")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
+        await _t_fails(node, 1)
         await until(lambda: _kinds(node, "p").count("receive") == 1, "p's LINK_DOWN")
         await node.workflow("t").retry()
         if not restart:
@@ -2122,17 +2102,12 @@ async def test_a_workflow_that_spawns_a_retried_workflow_by_id_hears_of_its_end(
     earlier attempt and asked for nothing since)."""
     async with garrison.open_node(store=store_spec) as node:
         await node.start_workflow(ops_app.fails_when_told, id="t")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
-        await node.workflow("t").retry()
-        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await _t_fails(node, 1)
+        await _t_retried(node)
         await node.start_workflow(_spawns_by_id_and_reads_its_exit, "t", id="s")
         await until(lambda: "spawn" in _kinds(node, "s"), "s's spawn")
         await trio.sleep(1)
-        await node.workflow("t").signal("fail2")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
-            await node.workflow("t").result()
+        await _t_fails(node, 2)
         with trio.fail_after(60):
             assert await node.workflow("s").result() == "RuntimeError: told to fail: fail2"
 
@@ -2179,9 +2154,7 @@ async def test_a_monitor_made_again_before_the_first_exit_was_read_hears_the_ret
             await node.workflow("w").signal("read")
             await until(lambda: _kinds(node, "w").count("receive") == 3, "w read fail1")
         await trio.sleep(1)
-        await node.workflow("t").signal("fail2")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
-            await node.workflow("t").result()
+        await _t_fails(node, 2)
         with trio.fail_after(60):
             assert await node.workflow("w").result() == [
                 "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
@@ -2191,11 +2164,8 @@ async def test_a_monitor_made_again_before_the_first_exit_was_read_hears_the_ret
         await node.start_workflow(ops_app.monitors_again_before_reading, "workflows/t",
                                     id="w")
         await until(lambda: "monitor" in _kinds(node, "w"), "w's monitor")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
-        await node.workflow("t").retry()
-        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await _t_fails(node, 1)
+        await _t_retried(node)
         await node.workflow("w").signal("go")
         await until(lambda: _kinds(node, "w").count("monitor") == 2, "w's second monitor")
         if restart == "after_the_read":
@@ -2236,9 +2206,7 @@ async def test_a_link_made_again_before_the_first_link_down_was_read_hears_the_r
         await until(lambda: node.workflow("w").status() == "waiting", "w waits")
         await until(lambda: node.workflow("t").status() == "waiting", "t waits")
         await trio.sleep(1)
-        await node.workflow("t").signal("fail2")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
-            await node.workflow("t").result()
+        await _t_fails(node, 2)
         with trio.fail_after(60):
             assert await node.workflow("w").result() == [
                 "LINK_DOWN RuntimeError: told to fail: fail1",
@@ -2248,11 +2216,8 @@ async def test_a_link_made_again_before_the_first_link_down_was_read_hears_the_r
         await node.start_workflow(ops_app.fails_when_told, id="t")
         await node.start_workflow(_links_again_before_reading, "workflows/t", id="w")
         await until(lambda: "link" in _kinds(node, "w"), "w's link")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
-        await node.workflow("t").retry()
-        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await _t_fails(node, 1)
+        await _t_retried(node)
         await node.workflow("w").signal("go")
         await until(lambda: _kinds(node, "w").count("link") == 2, "w's second link")
         await node.workflow("w").signal("read")
@@ -2316,9 +2281,7 @@ async def test_a_link_the_retried_run_made_again_is_kept_by_the_other_sides_repl
         await until(lambda: node.workflow("w").status() == "waiting", "w waits")
         await node.start_workflow(_links_then_fails_when_told, "workflows/w", id="t")
         await until(lambda: "link" in _kinds(node, "t"), "t's link")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
+        await _t_fails(node, 1)
         await until(lambda: _kinds(node, "w").count("receive") == 1, "w's LINK_DOWN")
         await node.workflow("t").retry()
         if not restart:
@@ -2377,9 +2340,7 @@ async def test_a_spawn_by_id_again_before_the_first_exit_was_read_hears_the_retr
         await until(lambda: node.workflow("s").status() == "waiting", "s waits")
         await until(lambda: node.workflow("t").status() == "waiting", "t waits")
         await trio.sleep(1)
-        await node.workflow("t").signal("fail2")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail2"):
-            await node.workflow("t").result()
+        await _t_fails(node, 2)
         with trio.fail_after(60):
             assert await node.workflow("s").result() == [
                 "RuntimeError: told to fail: fail1", "RuntimeError: told to fail: fail2"]
@@ -2387,11 +2348,8 @@ async def test_a_spawn_by_id_again_before_the_first_exit_was_read_hears_the_retr
     async with garrison.open_node(store=store_spec) as node:
         await node.start_workflow(_spawns_by_id_twice_then_reads, "t", id="s")
         await until(lambda: node.workflow("t").status() == "waiting", "t waits")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
-        await node.workflow("t").retry()
-        await until(lambda: node.workflow("t").status() == "waiting", "the retried t")
+        await _t_fails(node, 1)
+        await _t_retried(node)
         await node.workflow("s").signal("go")
         await until(lambda: _kinds(node, "s").count("spawn") == 2, "s's second spawn")
         await node.workflow("s").signal("read")
@@ -2453,9 +2411,7 @@ async def test_a_link_the_retried_run_made_before_the_first_link_down_was_read_h
         await node.start_workflow(_traps_a_link_reads_late_then_fails, "workflows/t",
                                   id="w")
         await until(lambda: "link" in _kinds(node, "w"), "w's link")
-        await node.workflow("t").signal("fail1")
-        with pytest.raises(garrison.WorkflowFailed, match="told to fail: fail1"):
-            await node.workflow("t").result()
+        await _t_fails(node, 1)
         await node.workflow("t").retry()
         await until(lambda: node.workflow("t").status() == "waiting", "t waits")
         await node.workflow("t").signal("link")
