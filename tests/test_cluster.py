@@ -3042,6 +3042,28 @@ async def _until_ended(a: garrison.Node, ids: list[str], end: str) -> None:
 
 
 @contextlib.asynccontextmanager
+async def _kids_on_b(postgres_url: str, kids: dict[str, str]) -> AsyncIterator[Any]:
+    """The workflows ``kids`` (each id to its parent's id; ``ends_on_a_message``, written
+    running with no owner), and node b of the cluster once it has claimed them all."""
+    import trio
+
+    from garrison.persistence import Transaction, open_store
+
+    with open_store(postgres_url) as store:
+        tx = Transaction()
+        for wid, parent in kids.items():
+            tx.create_workflow(wid, "cluster_app:ends_on_a_message", [], status="running",
+                               host="workflows", parent=garrison.Pid("workflows", parent))
+        store.write(tx)
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
+                                  max_concurrent=len(kids)) as b:
+        with trio.fail_after(10):
+            while {m.name: m.workflows for m in b.cluster()} != {"b": len(kids)}:
+                await trio.sleep(0.02)
+        yield b
+
+
+@contextlib.asynccontextmanager
 async def _children_on_b_parent_on_a(postgres_url: str, children: list[str],
                                      pending: list[str] | None = None
                                      ) -> AsyncIterator[tuple[Any, Any]]:
@@ -3054,17 +3076,7 @@ async def _children_on_b_parent_on_a(postgres_url: str, children: list[str],
     from garrison.persistence import Transaction, open_store
 
     name = "cluster_app:ends_on_a_message"
-    with open_store(postgres_url) as store:
-        tx = Transaction()
-        for wid in children:
-            tx.create_workflow(wid, name, [], status="running", host="workflows",
-                               parent=garrison.Pid("workflows", "p"))
-        store.write(tx)
-    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
-                                  max_concurrent=len(children)) as b:
-        with trio.fail_after(10):
-            while {m.name: m.workflows for m in b.cluster()} != {"b": len(children)}:
-                await trio.sleep(0.02)
+    async with _kids_on_b(postgres_url, dict.fromkeys(children, "p")) as b:
         with open_store(postgres_url) as store:
             store.write(Transaction().create_workflow("p", name, [], status="running",
                                                       host="workflows"))
@@ -3610,17 +3622,7 @@ async def test_a_starts_ask_of_children_of_ended_parents_leaves_those_that_run_o
     name = "cluster_app:ends_on_a_message"
     caplog.set_level(logging.WARNING, logger="garrison.workflow")
     kids = {"k0": "p", "k1": "q", "k2": "q"}
-    with open_store(postgres_url) as store:
-        tx = Transaction()
-        for wid, parent in kids.items():
-            tx.create_workflow(wid, name, [], status="running", host="workflows",
-                               parent=garrison.Pid("workflows", parent))
-        store.write(tx)
-    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
-                                  max_concurrent=len(kids)) as b:
-        with trio.fail_after(10):
-            while {m.name: m.workflows for m in b.cluster()} != {"b": len(kids)}:
-                await trio.sleep(0.02)
+    async with _kids_on_b(postgres_url, kids) as b:
         with open_store(postgres_url) as store:
             store.write(
                 Transaction()
@@ -3669,17 +3671,7 @@ async def test_a_starts_ask_of_children_of_ended_parents_runs_in_chunks_in_the_b
 
     name = "cluster_app:ends_on_a_message"
     kids = {"k0": "q0", "k1": "q1", "k2": "q2", "u0": "p0", "u1": "p1", "f0": "q3"}
-    with open_store(postgres_url) as store:
-        tx = Transaction()
-        for wid, parent in kids.items():
-            tx.create_workflow(wid, name, [], status="running", host="workflows",
-                               parent=garrison.Pid("workflows", parent))
-        store.write(tx)
-    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
-                                  max_concurrent=len(kids)) as b:
-        with trio.fail_after(10):
-            while {m.name: m.workflows for m in b.cluster()} != {"b": len(kids)}:
-                await trio.sleep(0.02)
+    async with _kids_on_b(postgres_url, kids) as b:
         with open_store(postgres_url) as store:
             tx = Transaction().request_cancel("f0", time=1.0)  # (flagged before)
             for i in range(4):  # (q3: its child flagged already, nothing to read)
@@ -3754,17 +3746,7 @@ async def test_a_starts_ask_judges_a_terminated_parent_by_the_error_it_ended_wit
     name = "cluster_app:ends_on_a_message"
     caplog.set_level(logging.WARNING, logger="garrison.workflow")
     kids = {"k0": "p", "k1": "m"}
-    with open_store(postgres_url) as store:
-        tx = Transaction()
-        for wid, parent in kids.items():
-            tx.create_workflow(wid, name, [], status="running", host="workflows",
-                               parent=garrison.Pid("workflows", parent))
-        store.write(tx)
-    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
-                                  max_concurrent=len(kids)) as b:
-        with trio.fail_after(10):
-            while {m.name: m.workflows for m in b.cluster()} != {"b": len(kids)}:
-                await trio.sleep(0.02)
+    async with _kids_on_b(postgres_url, kids) as b:
         with open_store(postgres_url) as store:
             tx = (Transaction()
                   .create_workflow("p", name, [], status="running", host="workflows")
@@ -3809,17 +3791,7 @@ async def test_a_starts_ask_of_children_of_ended_parents_is_held_up_by_no_damage
     name = "cluster_app:ends_on_a_message"
     caplog.set_level(logging.WARNING, logger="garrison.workflow")
     kids = {"k0": "q", "k1": "t", "k2": "r", "k3": "u", "k4": "u"}
-    with open_store(postgres_url) as store:
-        tx = Transaction()
-        for wid, parent in kids.items():
-            tx.create_workflow(wid, name, [], status="running", host="workflows",
-                               parent=garrison.Pid("workflows", parent))
-        store.write(tx)
-    async with garrison.open_node(store=postgres_url, name="b", lease="30s",
-                                  max_concurrent=len(kids)) as b:
-        with trio.fail_after(10):
-            while {m.name: m.workflows for m in b.cluster()} != {"b": len(kids)}:
-                await trio.sleep(0.02)
+    async with _kids_on_b(postgres_url, kids) as b:
         with open_store(postgres_url) as store:
             tx = Transaction()
             for wid in ["q", "r"]:
