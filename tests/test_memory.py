@@ -271,6 +271,44 @@ async def _runs_steps(node: garrison.Node, app: Any, n: int) -> None:
         assert await node.workflow(f"w{i}").result() == i + 10
 
 
+async def test_a_workflow_records_its_steps_in_one_transaction_of_its_own(
+        tmp_path, monkeypatch):
+    """A step's outcome rides with the workflow's next commit in the workflow's buffer
+    (see ``Activities.activity``): with a thousand workflows running, each step's new
+    transaction (and its list of operations) lived through the wait for its batch, was
+    moved on by a young garbage collection and walked again by the next middle one. A
+    workflow fills the one it committed last again: ten steps make one."""
+    import workflow_app as app
+
+    from garrison.hosts.workflow import _core
+    from garrison.persistence import SQLiteStore, Transaction
+
+    made = [0]
+
+    class Counted(Transaction):
+        __slots__ = ()
+
+        def __init__(self) -> None:
+            made[0] += 1
+            super().__init__()
+
+    n = 20
+    store = SQLiteStore(str(tmp_path / "wf.db"))
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(app.steps, 0, id="warm-up")
+        await node.workflow("warm-up").result()
+        monkeypatch.setattr(_core, "Transaction", Counted)
+        await _runs_steps(node, app, n)
+        monkeypatch.undo()
+        # what each workflow recorded is there, step by step
+        for i in range(n):
+            history = node.workflow(f"w{i}").history()
+            assert [e.seq for e in history] == list(range(1, 11))
+            assert [e.outcome["ok"] for e in history] == list(range(i + 1, i + 11))
+    store.close()
+    assert made[0] <= n, f"{made[0]} buffers made for {n} workflows of ten steps each"
+
+
 def _tracked() -> int:
     """How many objects the collector tracks, less the nodes of context maps."""
     return sum(not type(o).__name__.startswith("hamt") for o in gc.get_objects())

@@ -436,6 +436,7 @@ class Activities(WorkflowCore):
                 raise
             if self.taken is not None:
                 self._consumes_committed(buf)
+            self.spare(buf)  # (the next step's outcome fills it again)
             del buf
         elif buf is not None or self.flushing is not None:  # records_pending
             await self.records_committed()

@@ -206,10 +206,10 @@ class _Hot(Caller, WorkflowScope):
     # each a likely cache miss with a thousand workflows running. (A slot read on every
     # step belongs here; one read at its start, end, or on a rare path does not:
     # ``test_memory`` checks which a step reads.)
-    __slots__ = ("_buffer", "cancel_at", "cancel_requested", "check_lost", "cursor",
-                 "epoch", "flushing", "history_bytes", "host", "left_outcome", "replayed",
-                 "scope", "store", "store_error", "taken", "task", "timers", "unsized",
-                 "wid")
+    __slots__ = ("_buffer", "_spare", "cancel_at", "cancel_requested", "check_lost",
+                 "cursor", "epoch", "flushing", "history_bytes", "host", "left_outcome",
+                 "replayed", "scope", "store", "store_error", "taken", "task", "timers",
+                 "unsized", "wid")
 
 
 class WorkflowCore(_Hot):
@@ -386,6 +386,9 @@ class WorkflowCore(_Hot):
         #: unsaid), for the testing kit's error of a workflow nothing can end
         self.waits_on = ""
         self._buffer: Transaction | None = None
+        #: the buffer a step's commit emptied, filled again by the next step's outcome
+        #: (see ``spare``)
+        self._spare: Transaction | None = None
         #: set once buffered records taken into a commit are committed (``None``: no
         #: such commit in flight); an activity waits for it (see ``records_committed``)
         self.flushing: Flag | None = None
@@ -591,9 +594,29 @@ class WorkflowCore(_Hot):
     def buffered(self) -> Transaction:
         """The transaction of this workflow's synchronous records, flushed at its next
         commit (and at its end): nothing is visible outside before it commits."""
-        if self._buffer is None:
-            self._buffer = Transaction()
-        return self._buffer
+        buf = self._buffer
+        if buf is None:
+            buf = self._spare
+            if buf is None:
+                buf = Transaction()
+            else:
+                self._spare = None
+            self._buffer = buf
+        return buf
+
+    def spare(self, tx: Transaction) -> None:
+        """``tx``, the buffer a step has just committed (its commit returned: no store
+        keeps a transaction it wrote), emptied and kept for the next step's outcome
+        (:meth:`buffered`). A workflow of sequential steps fills one transaction for
+        its whole run: a new one each step (and its list of operations) lived through
+        the wait for its batch, which with a thousand workflows running a young garbage
+        collection meets, so each moved on and was walked again by the next middle
+        one. (Only a buffer no one else holds: ``Activities.activity``'s.)"""
+        tx.ops.clear()
+        tx.workflow_ids = ()
+        tx.schedule_ids = ()
+        tx.epoch = None
+        self._spare = tx
 
     def take_buffer(self) -> Transaction:
         """The buffered records as a transaction to extend (the buffer starts empty)."""
