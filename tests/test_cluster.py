@@ -3646,6 +3646,116 @@ async def test_a_starts_ask_of_children_of_ended_parents_leaves_those_that_run_o
     assert said[0].endswith("asked to cancel now (k2)"), said
 
 
+@contextlib.contextmanager
+def _dead(node: garrison.Node) -> Iterator[None]:
+    """Within: ``node`` is dead to the cluster, as a node killed is: its renewals get no
+    answer (held until the end, so that it closes then); :func:`_look_again` lapses its
+    lease."""
+    import threading
+
+    pg = node._members[0].pg
+    held = threading.Event()
+    renew = pg.renew
+
+    def hung(*args: Any) -> Any:
+        held.wait(30)
+        return renew(*args)
+
+    pg.renew = hung  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        held.set()
+
+
+def _look_again(postgres_url: str, dead: garrison.Node, by: garrison.Node) -> None:
+    """Lapse ``dead``'s lease by the server's clock (again: a renewal in flight as it
+    was cut off may have pushed it on) and make ``by`` run a round of its membership."""
+    from _stores import sql
+
+    sql(postgres_url, "UPDATE nodes SET lease_until = lease_until - 100 WHERE epoch = ? "
+                      "AND status = 'active'", (dead._members[0].epoch,))
+    by._members[0].poke()
+
+
+@pytest.mark.parametrize("end", ["cancel", "terminate"])
+async def test_children_a_dead_node_left_unasked_are_asked_by_the_node_that_took_it_over(
+        postgres_url: str, end: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that cancelled or terminated a parent, its asks of the children another
+    node runs failed, then died (and never started again) left them running under the
+    ended parent: only a node's start asked the children of ended parents, and the
+    live node that marked it lost (the takeover) asked nothing, nor claimed anything
+    (the parent had ended). The node that marks a dead node lost asks them now, as a
+    start does; each child ends."""
+    import trio
+
+    children = [f"c{i}" for i in range(3)]
+    async with _children_on_b_parent_on_a(postgres_url, children) as (a, b):
+        _reads_of_children_fail(monkeypatch, a, 1_000_000)  # (node a can ask no more)
+        with pytest.raises(garrison.StoreError, match="were not asked"):
+            await _end_p(a, end)
+        expected = "cancelled" if end == "cancel" else "failed"
+        with trio.fail_after(10):
+            while str(a.workflow("p").status()) != expected:
+                await trio.sleep(0.02)
+        with _dead(a):
+            with trio.fail_after(10):
+                while {str(b.workflow(wid).status()) for wid in children} != {expected}:
+                    _look_again(postgres_url, a, b)
+                    await trio.sleep(0.1)
+
+
+async def test_children_of_ended_parents_asked_twice_at_once_end_once(
+        postgres_url: str) -> None:
+    """The children of ended parents are asked at a node's start and by the node that
+    takes over a lost one: two nodes may ask them at once, each having read them
+    unasked (here three asks of one node at once). Asked again, each ends once: the
+    running child of a cancelled parent (k0) journals one cancel, the running child of
+    a terminated parent (k1) has one terminate request, and the child waiting
+    unclaimed (w0) writes one EXIT to the workflow that monitors it (m: failed, a
+    retry would read it)."""
+    import trio
+    from _stores import sql
+
+    from garrison.hosts.workflow import request_transaction
+    from garrison.hosts.workflow._operate import terminated
+    from garrison.persistence import Transaction, open_store
+
+    name = "cluster_app:ends_on_a_message"
+    async with _kids_on_b(postgres_url, {"k0": "q", "k1": "t"}) as b:
+        with open_store(postgres_url) as store:
+            tx = (Transaction()
+                  .create_workflow("w0", name, [], status="pending", host="workflows",
+                                   parent=garrison.Pid("workflows", "q"))
+                  .create_workflow("q", name, [], status="running", host="workflows")
+                  .create_workflow("m", name, [], status="running", host="workflows")
+                  .update_workflow("m", status="failed",
+                                   error=garrison.ErrorInfo("ValueError", "boom"))
+                  .add_monitor("w0", garrison.Pid("workflows", "m"))
+                  .append_journal("q", 1, "spawn", "child", {"pid": "workflows/k0"})
+                  .append_journal("q", 2, "spawn", "child", {"pid": "workflows/w0"})
+                  .append_journal("q", 3, "cancel", "cancel")
+                  .update_workflow("q", status="cancelled")
+                  .create_workflow("t", name, [], status="running", host="workflows")
+                  .update_workflow("t", status="failed", error=terminated("enough")))
+            store.write(request_transaction("t", terminated("enough"), 1, tx))
+        host = b.hosts["workflows"]  # (full: w0 waits unclaimed)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):  # (each reads them all unasked before any asks)
+                    nursery.start_soon(host.ask_children_of_ended)
+            while [str(b.workflow(wid).status()) for wid in ["k0", "k1", "w0"]] != [
+                    "cancelled", "failed", "cancelled"]:
+                await trio.sleep(0.05)
+        await trio.sleep(0.3)  # (a second end would have come by now)
+    assert sql(postgres_url, "SELECT count(*) FROM journal WHERE workflow_id = 'k0' "
+                             "AND kind = 'cancel'") == [(1,)]
+    assert sql(postgres_url, "SELECT count(*) FROM inbox WHERE workflow_id = 'k1' "
+                             "AND starts_with(msg_id, 'terminate')") == [(1,)]
+    assert sql(postgres_url, "SELECT count(*) FROM inbox WHERE workflow_id = 'm' "
+                             "AND sender = 'workflows/w0'") == [(1,)]
+
+
 def _counted_read(read: Any, reads: list[str]) -> Any:
     """``read`` (a store's method), each call of it added to ``reads``."""
     def counted(*args: Any, **kwargs: Any) -> Any:

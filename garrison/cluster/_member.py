@@ -27,7 +27,9 @@ work is split in two:
   singleton service and cluster name at once when the lease lapsed (by the server's
   answer, or by the node's own clock), then lets the thread join again under a new
   epoch once the store answers; hands workflows over when the node drains, and tells
-  the node who was lost or left.
+  the node who was lost or left. The node that marked a node lost asks for the
+  children of ended parents it may have left unasked as it died
+  (``WorkflowHost.ask_children_of_ended_soon``): it may never start again.
 
 The thread posts to trio with ``TrioToken.run_sync_soon`` (never blocks); trio pokes
 the thread through a pipe.
@@ -732,6 +734,8 @@ class ClusterMember:
                     self._store_failed(data)
                 elif kind == "drain":
                     self.drain()
+                elif kind == "marked":  # (a node dead past its lease may never start)
+                    self.host.ask_children_of_ended_soon(data)
                 elif kind == "lost" and self.on_lost is not None:
                     self.on_lost(data)
                 elif kind == "singletons" and self.on_singletons is not None:
@@ -1391,6 +1395,8 @@ class ClusterMember:
         if lost:
             log.warning("node %s: nodes lost (lease lapsed): %s", self.name,
                         ", ".join(n for _e, n in lost))
+            # (this node alone marked them: it asks for what they left unasked)
+            self._post("marked", [n for _e, n in lost])
         with self._lock:  # asked before the live nodes are read: a node that joined
             asked, self._asked = self._asked, set()  # since is found live
         try:

@@ -94,6 +94,7 @@ from ._queue import (
 )
 from ._recovery import (
     SUPERVISOR_MEMO,
+    ask_children_of_ended_soon,
     check_supervisors,
     discard_requests,
     end_instance,
@@ -359,6 +360,11 @@ class WorkflowHost:
         #: in the queue or dropped from it, one may have left ``active`` unended)
         self._awaited: dict[WorkflowInstance, int] = {}
         self.resumed = False
+        #: an ask of the children of ended parents runs in the background (see
+        #: ``_recovery.ask_children_of_ended_soon``), and the nodes whose takeover asked
+        #: again meanwhile ("" for none): it runs once more for them
+        self.asking_ended = False
+        self.ask_ended_again: set[str] = set()
         #: ``resume`` began (``resumed`` is set once it has loaded every workflow)
         self._resuming = False
         #: links to unfinished workflows of the store made before this host resumed
@@ -2437,7 +2443,8 @@ class WorkflowHost:
                   exc, exc.fault, asked, extra={"workflow_id": wid})
 
     async def ask_children_of_ended(self) -> None:
-        """At a node's start in a cluster: the children still unfinished of workflows
+        """At a node's start in a cluster, and as a node takes over a lost one (see
+        :meth:`ask_children_of_ended_soon`): the children still unfinished of workflows
         that ended cancelled, or terminated (``failed`` with the error of a terminate
         request of their last attempt, or their parent's terminate's:
         ``ended_by_terminate``; not one that failed on its own), are asked again, as
@@ -2450,7 +2457,10 @@ class WorkflowHost:
         children flagged already are left as they are, and so are the children of a
         parent whose row, journal or request cannot be read (a ``DamagedRecord``: named
         in an error line, the others asked); a child this node runs is refreshed once
-        asked.
+        asked. Asked twice (two nodes at once, a start and a takeover), a child is
+        asked once in effect: one terminate request per attempt (a message id of its
+        own), a cancel flag that keeps the time of the first, an end of one waiting
+        unclaimed written only while it is still so.
 
         The children are read in a worker thread; then the parents are read and their
         children asked :data:`ASK_CHUNK` parents at a time (their rows, journals and
@@ -2489,6 +2499,13 @@ class WorkflowHost:
                     failed = exc
         if failed is not None:
             raise failed
+
+    def ask_children_of_ended_soon(self, took_over: Sequence[str]) -> None:
+        """This node took over the nodes ``took_over`` of the cluster (it marked them
+        lost, their lease lapsed): :meth:`ask_children_of_ended` in the background, as
+        at a node's start, for the children one of them left unasked as it died (it
+        may never start again). See ``_recovery.ask_children_of_ended_soon``."""
+        ask_children_of_ended_soon(self, took_over)
 
     def _ended_parents(self, pids: Sequence[str], flagless: Iterable[str]
                        ) -> tuple[dict[str, str], dict[str, tuple[str, float | None]],

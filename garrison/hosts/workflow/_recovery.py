@@ -45,7 +45,8 @@ from ._queue import TOOL_START_MEMO
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["LOAD_CHUNK", "SUPERVISOR_MEMO", "check_supervisors", "count_tool_starts",
+__all__ = ["LOAD_CHUNK", "SUPERVISOR_MEMO", "ask_children_of_ended_soon",
+           "check_supervisors", "count_tool_starts",
            "ended_by_terminate", "hold_states", "load", "named_damaged", "read_together",
            "refresh", "resume_all", "runnable", "supervisor_of", "terminate_request_id",
            "watch_wakeups"]
@@ -364,30 +365,62 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
             elif wf.cancel_at is not None:  # (in the cancel's place in time, theirs too)
                 host.cancel_children(wf, wf.cancel_at)
     if host.ownership is not None:  # (in the background: the start does not wait)
-        nursery.start_soon(_ask_children_of_ended, host)
+        ask_children_of_ended_soon(host, starting=True)
     if failed is not None:
         raise failed
     if stopped is not None:
         raise stopped
 
 
-async def _ask_children_of_ended(host: WorkflowHost) -> None:
-    """A node's start (in a cluster) asks again for the unfinished children of
-    workflows that ended cancelled or terminated (``WorkflowHost.ask_children_of_ended``),
-    a task of the host's nursery (the start does not wait for it; it ends as the host
-    closes); a failure of that (the store's, or a row it cannot read) is a warning, not
-    the start's failure: the next start asks again."""
-    if host.ownership is None or host.closing:
+def ask_children_of_ended_soon(host: WorkflowHost, took_over: Sequence[str] = (), *,
+                               starting: bool = False) -> None:
+    """Ask again, in the background, for the unfinished children of workflows that
+    ended cancelled or terminated (``WorkflowHost.ask_children_of_ended``): at a node's
+    start (``starting``), and as this node took over the nodes ``took_over`` (it marked
+    them lost: their lease lapsed), as one of them may have ended a parent and died
+    before it asked its children, and may never start again. A task of the host's
+    nursery (it ends as the host closes); one at a time: asked while one runs, it runs
+    once more after it (its read of the store may have come before the parent's end
+    was committed). Before the host resumed, a takeover asks nothing: the start's ask,
+    begun once it resumed, reads the store after it."""
+    if host.ownership is None or host.closing or not host.serving:
         return
+    if not starting and not host.resumed:
+        return
+    if host.asking_ended:
+        host.ask_ended_again.update(took_over or [""])
+        return
+    host.asking_ended = True
+    host.start_soon(_ask_children_of_ended, host, list(took_over))
+
+
+async def _ask_children_of_ended(host: WorkflowHost, took_over: list[str]) -> None:
+    """:func:`ask_children_of_ended_soon`'s task, asking again while asked meanwhile; a
+    failure of an ask (the store's, or a row it cannot read) is a warning, not the
+    start's failure: the next start or takeover asks again."""
     try:
-        await host.ask_children_of_ended()
-    except Exception as exc:
-        if host.closing:  # (its store closing: the next start asks again)
-            return
-        said = exc.reason_at(host.store.path) if isinstance(exc, StoreError) else str(exc)
-        log.warning("the unfinished children of cancelled or terminated workflows could "
-                    "not all be asked to end at this node's start: %s; asked again at "
-                    "its next start", said)
+        while host.ownership is not None and not host.closing:
+            try:
+                await host.ask_children_of_ended()
+            except Exception as exc:
+                if host.closing:  # (its store closing: the next start asks again)
+                    return
+                said = (exc.reason_at(host.store.path) if isinstance(exc, StoreError)
+                        else str(exc))
+                when = ("at this node's start" if not took_over else "as this node took "
+                        f"over node{'s' if len(took_over) > 1 else ''} "
+                        f"{', '.join(took_over)} (lost)")
+                log.warning("the unfinished children of cancelled or terminated workflows "
+                            "could not all be asked to end %s: %s; asked again at the "
+                            "next start of a node, or as a node takes over a lost one",
+                            when, said)
+            if not host.ask_ended_again:
+                return
+            took_over = sorted(name for name in host.ask_ended_again if name)
+            host.ask_ended_again.clear()
+    finally:
+        host.asking_ended = False
+        host.ask_ended_again.clear()
 
 
 def _load_together(host: WorkflowHost, records: list[WorkflowRecord]
