@@ -853,8 +853,9 @@ def prune(store: Any, older_than: float, statuses: Sequence[str] = (), *,
     cancelled; another status is a :class:`ToolError`, code 2, naming it) of ``host``
     (``None``: every host) that ended more than ``older_than`` seconds before ``now``
     (default: the system's time), as a host's retention does (see
-    ``garrison.hosts.workflow._retention``: children of workflows in the store and a
-    schedule's last run are kept), beside a running node or none; with ``dry_run``,
+    ``garrison.hosts.workflow._retention``: children of workflows in the store, a
+    schedule's last run and the ended parents of children still to be asked are
+    kept), beside a running node or none; with ``dry_run``,
     count them and delete nothing. ``(how many, the cutoff in unix seconds)``."""
     from .hosts.workflow._retention import prune as prune_store
     from .persistence._prune import PRUNABLE, check_statuses

@@ -3756,6 +3756,45 @@ async def test_children_of_ended_parents_asked_twice_at_once_end_once(
                              "AND sender = 'workflows/w0'") == [(1,)]
 
 
+@pytest.mark.parametrize("end", ["cancel", "terminate"])
+async def test_a_prune_keeps_an_ended_parent_until_a_start_asked_its_children(
+        postgres_url: str, end: str) -> None:
+    """A parent cancelled or terminated long ago whose children another node runs were
+    left unasked (its node stopped) was pruned by a retention, or by ``garrison
+    workflows prune``, before any node started again: the next start read the
+    children of ended parents by their parent's row, found none, and the children ran
+    on for good. The prune keeps the parent now; the start asks them, and once they
+    have ended a prune takes the parent too."""
+    from garrison import _store_tools as tools
+    from garrison.hosts.workflow import request_transaction
+    from garrison.hosts.workflow._operate import terminated
+    from garrison.persistence import Transaction, open_store
+
+    name = "cluster_app:ends_on_a_message"
+    children = [f"c{i}" for i in range(3)]
+    with open_store(postgres_url) as store:
+        tx = Transaction().create_workflow("p", name, [], status="running",
+                                           host="workflows", time=100.0)
+        for wid in children:
+            tx.create_workflow(wid, name, [], status="running", host="workflows",
+                               parent=garrison.Pid("workflows", "p"), time=100.0)
+        if end == "cancel":
+            tx.append_journal("p", 1, "cancel", "cancel")
+            tx.update_workflow("p", status="cancelled", time=100.0)
+        else:
+            tx.update_workflow("p", status="failed", error=terminated("enough"), time=100.0)
+            request_transaction("p", terminated("enough"), 1, tx)
+        store.write(tx)
+        assert tools.prune(store, 60.0) == (0, pytest.approx(time.time() - 60.0, abs=5))
+        assert store.get_workflow("p") is not None
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        await _until_ended(b, children, end)
+    with open_store(postgres_url) as store:
+        assert tools.prune(store, 60.0)[0] == 1  # (p: they ended just now)
+        assert store.get_workflow("p") is None
+        assert tools.prune(store, 60.0, now=time.time() + 3600.0)[0] == len(children)
+
+
 def _counted_read(read: Any, reads: list[str]) -> Any:
     """``read`` (a store's method), each call of it added to ``reads``."""
     def counted(*args: Any, **kwargs: Any) -> Any:

@@ -159,6 +159,38 @@ def test_a_child_is_kept_while_its_parent_workflow_is_in_the_store(store: Any) -
     assert sorted(_prune_all(store, ("completed",), 200.0)) == ["child", "parent"]
 
 
+def test_an_ended_parent_is_kept_while_a_child_of_it_may_be_unasked(store: Any) -> None:
+    """A cancelled or terminated parent whose ask of its unfinished children another
+    node runs failed before its node stopped was pruned by a retention (it ended long
+    ago) before any node's start asked them: a start reads those children by their
+    parent (``children_of_ended``), and found none, so they ran on for good. A parent
+    is kept now while it has a child a start would ask: an unfinished child of a
+    ``failed`` parent, or one not flagged of a ``cancelled`` parent (a compensation
+    too, until it ends); it goes once they ended. A ``completed`` parent asks none of
+    its children: it goes as before, and so does a cancelled one whose child is
+    flagged."""
+    tx = Transaction()
+    for parent, status in [("q", "cancelled"), ("r", "cancelled"), ("t", "failed"),
+                           ("c", "completed")]:
+        _ended(tx, parent, status, 100.0)
+        tx.create_workflow(f"k{parent}", "app:flow", [], status="running",
+                           host="workflows", parent=f"workflows/{parent}", time=50.0)
+    tx.request_cancel("kr", time=100.0)  # (asked already)
+    store.write(tx)
+    assert [r.workflow_id for r in store.children_of_ended("workflows")] == ["kq", "kt"]
+    assert store.count_prunable(["completed", "failed", "cancelled"], 200.0) == 2
+    assert sorted(_prune_all(store, ("completed", "failed", "cancelled"), 200.0)) == [
+        "c", "r"]
+    assert [r.workflow_id for r in store.children_of_ended("workflows")] == ["kq", "kt"]
+    tx = Transaction()
+    for wid, status in [("kq", "cancelled"), ("kt", "failed")]:
+        tx.update_workflow(wid, status=status, time=150.0)
+    store.write(tx)
+    assert store.count_prunable(["failed", "cancelled"], 200.0) == 4
+    assert sorted(_prune_all(store, ("failed", "cancelled"), 200.0)) == [
+        "kq", "kt", "q", "t"]
+
+
 def test_a_schedules_last_run_is_kept(store: Any) -> None:
     tx = Transaction()
     _ended(tx, "nightly@100", "completed", 100.0)

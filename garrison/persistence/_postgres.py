@@ -1861,14 +1861,28 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         return [row[0] for row in rows]
 
     # -- retention ---------------------------------------------------------------------
+    def _no_unasked(self, alias: str = "w") -> str:
+        """The condition of an ended workflow none of whose children a node's start
+        would ask (``children_of_ended``: an unfinished child of a ``failed`` one, one
+        not flagged of a ``cancelled`` one), over ``workflows_by_parent``: a parent
+        pruned before they were asked left them running for good, nothing reading
+        them again."""
+        s, w = self._s, alias
+        return (f"NOT EXISTS (SELECT 1 FROM {s}.workflows c WHERE "
+                f"c.parent = {w}.host || '/' || {w}.workflow_id "
+                "AND c.status NOT IN ('completed', 'failed', 'cancelled') "
+                f"AND ({w}.status = 'failed' OR {w}.status = 'cancelled' "
+                "AND COALESCE(c.cancel_requested, 0) = 0))")
+
     def _not_kept(self, alias: str = "w") -> str:
         """The condition of a workflow a prune does not keep (``Store.prune_ended``):
-        no parent workflow in the store, and no schedule's last run."""
+        no parent workflow in the store, no schedule's last run, and no child a start
+        would ask (:meth:`_no_unasked`)."""
         s, w = self._s, alias
         return (f"({w}.parent IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.workflows p WHERE "
                 f"p.workflow_id = substr({w}.parent, strpos({w}.parent, '/') + 1))) "
                 f"AND NOT EXISTS (SELECT 1 FROM {s}.schedules sc "
-                f"WHERE sc.last_workflow = {w}.workflow_id)")
+                f"WHERE sc.last_workflow = {w}.workflow_id) AND {self._no_unasked(w)}")
 
     def prune_ended(self, status: str, before: float, *, host: str | None = None,
                     after: tuple[float, str] | None = None, limit: int = 500
@@ -1934,7 +1948,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             f"AND {self._not_kept()} UNION SELECT w.workflow_id, w.host FROM gone g "
             f"JOIN {s}.workflows w ON w.parent = g.host || '/' || g.workflow_id "
             f"WHERE {choice} AND NOT EXISTS (SELECT 1 FROM {s}.schedules sc "
-            "WHERE sc.last_workflow = w.workflow_id)) SELECT count(*) FROM gone",
+            f"WHERE sc.last_workflow = w.workflow_id) AND {self._no_unasked()}) "
+            "SELECT count(*) FROM gone",
             (wanted, float(before), host, host, wanted, float(before), host, host))
         return int(rows[0][0])
 

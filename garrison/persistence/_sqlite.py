@@ -617,12 +617,21 @@ def _status_in(status: str | Iterable[str], params: list[Any]) -> str:
 #: the term of ``workflows_ended``'s WHERE, word for word: SQLite uses a partial index
 #: only for a query whose WHERE holds that term
 _ENDED = "w.status IN ('completed', 'failed', 'cancelled')"
+#: an ended workflow none of whose children a node's start would ask
+#: (``Store.children_of_ended``: an unfinished child of a ``failed`` one, one not
+#: flagged of a ``cancelled`` one), over ``workflows_by_parent``: a parent pruned
+#: before they were asked left them running for good, nothing reading them again
+_NO_UNASKED = ("NOT EXISTS (SELECT 1 FROM workflows c WHERE "
+               "c.parent = w.host || '/' || w.workflow_id "
+               "AND c.status NOT IN ('completed', 'failed', 'cancelled') "
+               "AND (w.status = 'failed' OR w.status = 'cancelled' "
+               "AND COALESCE(c.cancel_requested, 0) = 0))")
 #: a workflow kept by a prune (``Store.prune_ended``): one whose parent workflow is in
-#: the store, or a schedule's last run
+#: the store, a schedule's last run, or one with children a start would ask
 _NOT_KEPT = ("(w.parent IS NULL OR NOT EXISTS (SELECT 1 FROM workflows p WHERE "
              "p.workflow_id = substr(w.parent, instr(w.parent, '/') + 1))) "
              "AND w.workflow_id NOT IN (SELECT last_workflow FROM schedules "
-             "WHERE last_workflow IS NOT NULL)")
+             f"WHERE last_workflow IS NOT NULL) AND {_NO_UNASKED}")
 _PRUNE_SELECT = (
     f"SELECT w.updated, w.workflow_id, w.host FROM workflows w WHERE {_ENDED} "
     "AND w.status = ? AND w.updated < ? AND (? IS NULL OR w.host = ?) "
@@ -696,7 +705,7 @@ def _count_prunable(conn: sqlite3.Connection, statuses: list[str], before: float
         "UNION SELECT w.workflow_id, w.host FROM gone g JOIN workflows w "
         f"ON w.parent = g.host || '/' || g.workflow_id WHERE {choice} "
         "AND w.workflow_id NOT IN (SELECT last_workflow FROM schedules "
-        "WHERE last_workflow IS NOT NULL)) SELECT count(*) FROM gone")
+        f"WHERE last_workflow IS NOT NULL) AND {_NO_UNASKED}) SELECT count(*) FROM gone")
     return int(conn.execute(query, (before, host, host, before, host, host)).fetchone()[0])
 
 

@@ -266,7 +266,9 @@ class Store(Protocol):
         deletes it, so a write that makes one unfinished meanwhile (a retry) commits
         first (it is kept) or finds it gone. Kept too: a workflow whose parent workflow
         is in the store (its parent's replay reads how it ended; it goes once the parent
-        is gone), and
+        is gone), a ``failed`` or ``cancelled`` workflow of a child that
+        :meth:`children_of_ended` lists (a start reads those children by their parent:
+        pruned first, it would ask them never; it goes once they ended), and
         the last run of a schedule (``last_workflow``: a tick whose workflow does not
         exist looks interrupted, and would start again). Returns the ``(updated,
         workflow_id)`` deleted, in that order (fewer than ``limit``: none is left after

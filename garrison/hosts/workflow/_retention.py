@@ -20,7 +20,9 @@ It sweeps every status in ``(updated, workflow_id)`` order, then sweeps again wh
 the last sweep deleted anything: a child is kept while its parent workflow is in
 the store (a retry of the parent replays and reads how its child ended), so the
 children of parents deleted in one sweep go in the next. A schedule's last run is
-kept (a tick whose workflow is gone looks interrupted, and would start again).
+kept (a tick whose workflow is gone looks interrupted, and would start again), and
+so is a failed or cancelled parent of unfinished children a node's start would ask
+(``Store.children_of_ended``: it finds them by their parent's row) until they ended.
 
 A host with a ``rate`` keeps its ended workflows for the rate's period at least: the
 rate counts the workflows admitted in its last period by their rows.
