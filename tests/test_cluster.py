@@ -3705,6 +3705,56 @@ async def test_children_a_dead_node_left_unasked_are_asked_by_the_node_that_took
                     await trio.sleep(0.1)
 
 
+async def test_children_a_node_whose_store_gave_up_left_unasked_are_asked_by_another(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node whose store gave up for good marks its own row lost as it leaves the
+    cluster: no live node marks it lost, and the children another node runs of a
+    parent it had cancelled, their ask failed, ran on until some node started. The
+    oldest live node asks as a node leaves the cluster other than by a lapse it
+    marked; each child ends."""
+    import cluster_app
+    import psycopg
+    import trio
+
+    from garrison.persistence import PostgresStore, Transaction, open_store
+    from garrison.persistence._pg_cluster import epoch_lock_class
+
+    children = ["c0", "c1"]
+    role = "garrison_gives_up"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN SUPERUSER")
+    async with _kids_on_b(postgres_url, dict.fromkeys(children, "p")) as b:
+        with open_store(postgres_url) as store:
+            store.write(Transaction().create_workflow("p", "cluster_app:ends_on_a_message",
+                                                      [], status="running", host="workflows"))
+        store_a = PostgresStore(postgres_url.replace("postgres@", f"{role}@"), retry_for=0.3)
+        async with garrison.open_node(store=store_a, name="a", lease="30s") as a:
+            with trio.fail_after(10):
+                while {m.name: m.workflows for m in a.cluster()} != {"b": 2, "a": 1}:
+                    await trio.sleep(0.02)
+            _reads_of_children_fail(monkeypatch, a, 1_000_000)  # (node a can ask no more)
+            with pytest.raises(garrison.StoreError, match="were not asked"):
+                await a.workflow("p").cancel()
+            with trio.fail_after(10):
+                while str(a.workflow("p").status()) != "cancelled":
+                    await trio.sleep(0.02)
+            await a.start_workflow(cluster_app.sleeper, 30, 0.1, id="w")  # (it writes)
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                conn.execute(f"ALTER ROLE {role} NOLOGIN")  # a's writer cannot come back
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE "
+                             "locktype = 'advisory' AND classid = %s::bigint::oid AND "
+                             "objid = %s::oid AND objsubid = 2",
+                             (epoch_lock_class("garrison"), a._members[0].epoch))
+                with trio.fail_after(10):
+                    while store_a._failed is None:  # its next step gives up
+                        await trio.sleep(0.05)
+                conn.execute(f"ALTER ROLE {role} LOGIN")
+            with trio.fail_after(10):
+                while {str(b.workflow(wid).status()) for wid in children} != {"cancelled"}:
+                    await trio.sleep(0.05)
+
+
 async def test_children_of_ended_parents_asked_twice_at_once_end_once(
         postgres_url: str) -> None:
     """The children of ended parents are asked at a node's start and by the node that

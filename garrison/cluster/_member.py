@@ -27,9 +27,10 @@ work is split in two:
   singleton service and cluster name at once when the lease lapsed (by the server's
   answer, or by the node's own clock), then lets the thread join again under a new
   epoch once the store answers; hands workflows over when the node drains, and tells
-  the node who was lost or left. The node that marked a node lost asks for the
-  children of ended parents it may have left unasked as it died
-  (``WorkflowHost.ask_children_of_ended_soon``): it may never start again.
+  the node who was lost or left. The node that marked a node lost, and the oldest
+  live node as a node is lost otherwise (its store gave up), ask for the children of
+  ended parents it may have left unasked (``WorkflowHost.ask_children_of_ended_soon``):
+  it may never start again.
 
 The thread posts to trio with ``TrioToken.run_sync_soon`` (never blocks); trio pokes
 the thread through a pipe.
@@ -734,7 +735,7 @@ class ClusterMember:
                     self._store_failed(data)
                 elif kind == "drain":
                     self.drain()
-                elif kind == "marked":  # (a node dead past its lease may never start)
+                elif kind == "departed":  # (a node lost may never start again)
                     self.host.ask_children_of_ended_soon(data)
                 elif kind == "lost" and self.on_lost is not None:
                     self.on_lost(data)
@@ -1395,8 +1396,6 @@ class ClusterMember:
         if lost:
             log.warning("node %s: nodes lost (lease lapsed): %s", self.name,
                         ", ".join(n for _e, n in lost))
-            # (this node alone marked them: it asks for what they left unasked)
-            self._post("marked", [n for _e, n in lost])
         with self._lock:  # asked before the live nodes are read: a node that joined
             asked, self._asked = self._asked, set()  # since is found live
         try:
@@ -1422,6 +1421,19 @@ class ClusterMember:
         gone += [(*key, None) for key in asked if key not in keys
                  and not any(key == (n, p) for n, p, _e in gone)]
         self._live = live
+        # the children of ended parents a lost node may have left unasked (it may never
+        # start again): asked by the node that marked it lost (it alone did), and, for
+        # one lost otherwise (its store gave up: it marked itself), by the oldest live
+        # node (these two at most: an ask made twice is harmless); not for a node that
+        # stopped as asked (it starts again, as a rolling deploy's: an ask at each
+        # stop, and its error lines, would be noise)
+        marked = {e for e, _n in lost}
+        departed = [n for _e, n in lost]
+        if left and min(live, default=pg.epoch) == pg.epoch:
+            gone_lost = pg.lost_among(e for e in left if e not in marked)
+            departed += [str(left[e].get("name")) for e in sorted(gone_lost)]
+        if departed:
+            self._post("departed", departed)
         # every node tells of the nodes that left its view (lost, whoever marked them,
         # or left), and of those it marked lost that it never saw live
         lost = sorted({**{e: str(info.get("name")) for e, info in left.items()},

@@ -386,6 +386,16 @@ class PgCluster:
             return []  # a write of that node is still in flight: next round
         return [(int(e), str(n)) for e, n in rows]
 
+    def lost_among(self, epochs: Iterable[int]) -> set[int]:
+        """Those of ``epochs`` whose row is ``lost`` (their lease lapsed, or their store
+        gave up), not ``left`` (stopped as asked)."""
+        wanted = list(epochs)
+        if not wanted:
+            return set()
+        rows = self._rows("SELECT epoch FROM {s}.nodes WHERE epoch = ANY(%s) "
+                          "AND status = 'lost'", (wanted,))
+        return {int(epoch) for (epoch,) in rows}
+
     def give_up(self) -> bool:
         """This node leaves because its store gave up writing for good: its row is marked
         ``lost`` (after any write of it still in flight, by the row lock, as

@@ -214,12 +214,13 @@ class Store(Protocol):
                           ) -> list[WorkflowRecord]:
         """The workflows not completed, failed or cancelled whose parent is a workflow
         of ``host`` (a pid ``host/<id>``) that this store holds as ``cancelled`` or
-        ``failed``, in ``(created, workflow_id)`` order: what a node's start looks at
-        for children left running under an ended parent (an ask of them the store
-        failed, then the node stopped). Not a child of a ``cancelled`` parent whose
-        cancel is flagged already (asked before: nothing to ask). A damaged row is
-        raised, or with ``damaged`` added there (its ``parent`` set) and the others
-        read."""
+        ``failed``, in ``(created, workflow_id)`` order: what a node's start, and a
+        node of a cluster that another was lost to, look at for children left running
+        under an ended parent (an ask of them the store failed, then the node stopped).
+        Not a child of a ``cancelled`` parent whose cancel is flagged already (asked
+        before: nothing to ask). A damaged row is raised, or with ``damaged`` added
+        there (its ``parent`` set) and the others read. :meth:`prune_ended` keeps a
+        parent while a child of it is listed here."""
         ...
 
     def workflows_by_id(self, workflow_ids: Sequence[str],

@@ -361,7 +361,7 @@ class WorkflowHost:
         self._awaited: dict[WorkflowInstance, int] = {}
         self.resumed = False
         #: an ask of the children of ended parents runs in the background (see
-        #: ``_recovery.ask_children_of_ended_soon``), and the nodes whose takeover asked
+        #: ``_recovery.ask_children_of_ended_soon``), and the nodes lost that asked
         #: again meanwhile ("" for none): it runs once more for them
         self.asking_ended = False
         self.ask_ended_again: set[str] = set()
@@ -2443,7 +2443,7 @@ class WorkflowHost:
                   exc, exc.fault, asked, extra={"workflow_id": wid})
 
     async def ask_children_of_ended(self) -> None:
-        """At a node's start in a cluster, and as a node takes over a lost one (see
+        """At a node's start in a cluster, and as a node of it is lost (see
         :meth:`ask_children_of_ended_soon`): the children still unfinished of workflows
         that ended cancelled, or terminated (``failed`` with the error of a terminate
         request of their last attempt, or their parent's terminate's:
@@ -2500,12 +2500,13 @@ class WorkflowHost:
         if failed is not None:
             raise failed
 
-    def ask_children_of_ended_soon(self, took_over: Sequence[str]) -> None:
-        """This node took over the nodes ``took_over`` of the cluster (it marked them
-        lost, their lease lapsed): :meth:`ask_children_of_ended` in the background, as
-        at a node's start, for the children one of them left unasked as it died (it
-        may never start again). See ``_recovery.ask_children_of_ended_soon``."""
-        ask_children_of_ended_soon(self, took_over)
+    def ask_children_of_ended_soon(self, departed: Sequence[str]) -> None:
+        """The nodes ``departed`` of the cluster were lost (this node marked them lost
+        as their lease lapsed, or is the oldest live node as their store gave up):
+        :meth:`ask_children_of_ended` in the background, as at a node's start, for the
+        children one of them left unasked as it stopped (it may never start again).
+        See ``_recovery.ask_children_of_ended_soon``."""
+        ask_children_of_ended_soon(self, departed)
 
     def _ended_parents(self, pids: Sequence[str], flagless: Iterable[str]
                        ) -> tuple[dict[str, str], dict[str, tuple[str, float | None]],

@@ -372,32 +372,33 @@ async def resume_all(host: WorkflowHost, nursery: trio.Nursery) -> None:
         raise stopped
 
 
-def ask_children_of_ended_soon(host: WorkflowHost, took_over: Sequence[str] = (), *,
+def ask_children_of_ended_soon(host: WorkflowHost, departed: Sequence[str] = (), *,
                                starting: bool = False) -> None:
     """Ask again, in the background, for the unfinished children of workflows that
     ended cancelled or terminated (``WorkflowHost.ask_children_of_ended``): at a node's
-    start (``starting``), and as this node took over the nodes ``took_over`` (it marked
-    them lost: their lease lapsed), as one of them may have ended a parent and died
-    before it asked its children, and may never start again. A task of the host's
-    nursery (it ends as the host closes); one at a time: asked while one runs, it runs
-    once more after it (its read of the store may have come before the parent's end
-    was committed). Before the host resumed, a takeover asks nothing: the start's ask,
-    begun once it resumed, reads the store after it."""
+    start (``starting``), and as the nodes ``departed`` were lost (this node marked
+    them lost as their lease lapsed, or is the oldest live node as they were lost
+    otherwise: their store gave up), as one of them may have ended a parent and
+    stopped before it asked its children, and may never start again. A task of the
+    host's nursery (it ends as the host closes); one at a time: asked while one runs,
+    it runs once more after it (its read of the store may have come before the
+    parent's end was committed). Before the host resumed, a node lost asks nothing:
+    the start's ask, begun once it resumed, reads the store after it."""
     if host.ownership is None or host.closing or not host.serving:
         return
     if not starting and not host.resumed:
         return
     if host.asking_ended:
-        host.ask_ended_again.update(took_over or [""])
+        host.ask_ended_again.update(departed or [""])
         return
     host.asking_ended = True
-    host.start_soon(_ask_children_of_ended, host, list(took_over))
+    host.start_soon(_ask_children_of_ended, host, list(departed))
 
 
-async def _ask_children_of_ended(host: WorkflowHost, took_over: list[str]) -> None:
+async def _ask_children_of_ended(host: WorkflowHost, departed: list[str]) -> None:
     """:func:`ask_children_of_ended_soon`'s task, asking again while asked meanwhile; a
     failure of an ask (the store's, or a row it cannot read) is a warning, not the
-    start's failure: the next start or takeover asks again."""
+    start's failure: the next start, or a node lost, asks again."""
     try:
         while host.ownership is not None and not host.closing:
             try:
@@ -407,16 +408,16 @@ async def _ask_children_of_ended(host: WorkflowHost, took_over: list[str]) -> No
                     return
                 said = (exc.reason_at(host.store.path) if isinstance(exc, StoreError)
                         else str(exc))
-                when = ("at this node's start" if not took_over else "as this node took "
-                        f"over node{'s' if len(took_over) > 1 else ''} "
-                        f"{', '.join(took_over)} (lost)")
+                when = ("at this node's start" if not departed else
+                        f"as node{'s' if len(departed) > 1 else ''} "
+                        f"{', '.join(departed)} {'were' if len(departed) > 1 else 'was'} "
+                        "lost")
                 log.warning("the unfinished children of cancelled or terminated workflows "
                             "could not all be asked to end %s: %s; asked again at the "
-                            "next start of a node, or as a node takes over a lost one",
-                            when, said)
+                            "next start of a node, or as a node is lost", when, said)
             if not host.ask_ended_again:
                 return
-            took_over = sorted(name for name in host.ask_ended_again if name)
+            departed = sorted(name for name in host.ask_ended_again if name)
             host.ask_ended_again.clear()
     finally:
         host.asking_ended = False
