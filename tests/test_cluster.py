@@ -3792,7 +3792,7 @@ async def test_children_of_ended_parents_asked_twice_at_once_end_once(
         host = b.hosts["workflows"]  # (full: w0 waits unclaimed)
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
-                for _ in range(3):  # (each reads them all unasked before any asks)
+                for _ in range(3):  # (their reads at once: each may find them unasked)
                     nursery.start_soon(host.ask_children_of_ended)
             while [str(b.workflow(wid).status()) for wid in ["k0", "k1", "w0"]] != [
                     "cancelled", "failed", "cancelled"]:
