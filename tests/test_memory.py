@@ -309,6 +309,47 @@ async def test_a_workflow_records_its_steps_in_one_transaction_of_its_own(
     assert made[0] <= n, f"{made[0]} buffers made for {n} workflows of ten steps each"
 
 
+async def _steps_then_waits(plain: bool) -> int:
+    """A step, then one whose outcome is committed on its own (a plain function's, run
+    in a worker thread, or a failure), then a wait for a message."""
+    import workflow_app as app
+
+    x = await app.add_one(0)
+    if plain:
+        x = await app.add_one_sync(x)
+    else:
+        try:
+            await app.picky(x)
+        except garrison.ActivityError:
+            pass
+    await process.inbox().receive()
+    return x
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["plain", "failed"])
+async def test_a_workflow_waiting_after_a_step_committed_alone_holds_no_transaction(
+        node, autojump_clock, plain):
+    """The transaction a step's commit emptied waits for that step's outcome (see
+    ``WorkflowCore.spare``); one committed on its own (a plain function's, a failure's)
+    never takes it, and a workflow waiting after it held it for its whole wait: one
+    transaction and its list more for every collection to walk, per waiting
+    workflow."""
+    from garrison.persistence import Transaction
+
+    for i in range(3):
+        await node.start_workflow(_steps_then_waits, plain, id=f"s{i}")
+    for i in range(3):
+        while node.workflow(f"s{i}").status() != "waiting":
+            await trio.sleep(0.01)
+    host: Any = node.hosts["workflows"]
+    for i in range(3):
+        held = [o for o in gc.get_referents(host.active[f"s{i}"]) if type(o) is Transaction]
+        assert held == [], f"workflow s{i} waits holding {held}"
+    for i in range(3):
+        await node.send(f"workflows/s{i}", "go", None)
+        assert await node.workflow(f"s{i}").result() == (2 if plain else 1)
+
+
 def _tracked() -> int:
     """How many objects the collector tracks, less the nodes of context maps."""
     return sum(not type(o).__name__.startswith("hamt") for o in gc.get_objects())

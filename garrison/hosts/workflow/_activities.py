@@ -510,6 +510,9 @@ class Activities(WorkflowCore):
                 self.left_outcome = True
                 self.host.outcome_left(self)  # type: ignore[arg-type]  # (an instance's)
             return value
+        # (committed on its own: the emptied buffer would wait unused through whatever
+        # the workflow awaits next, a message for days, for every collection to walk)
+        self._spare = None
         return await self._activity_done(seq, name, hint, attempt, text, plain, failure)
 
     def recorded_result(self, seq: int, name: str, hint: Any, plain: Any) -> Any:

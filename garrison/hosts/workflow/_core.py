@@ -611,7 +611,8 @@ class WorkflowCore(_Hot):
         its whole run: a new one each step (and its list of operations) lived through
         the wait for its batch, which with a thousand workflows running a young garbage
         collection meets, so each moved on and was walked again by the next middle
-        one. (Only a buffer no one else holds: ``Activities.activity``'s.)"""
+        one. (Only a buffer no one else holds: ``Activities.activity``'s; which lets
+        it go when its step's outcome is committed on its own instead.)"""
         tx.ops.clear()
         tx.workflow_ids = ()
         tx.schedule_ids = ()
