@@ -1399,7 +1399,8 @@ async def test_a_look_at_a_retried_workflow_that_failed_again_reads_its_attempts
         postgres_url: str) -> None:
     """A node that watches workflow A of another node for its linked workflow B finds A
     failed, at its second attempt: whether A's end wrote B a linked row (which acts on
-    its own) is the row of that attempt, not the first's. The first's, of the failure
+    its own) is the row of that attempt (the one B's link is of), not the first's.
+    The first's, of the failure
     before the retry, was read: a look that found it took B as told of the second
     failure too, and B, linked again to A (a link A's node had not heard of yet, so no
     row of the second attempt), never heard of it."""
@@ -1417,13 +1418,13 @@ async def test_a_look_at_a_retried_workflow_that_failed_again_reads_its_attempts
                        .deliver("B", "LINK_DOWN", RawJson(json.dumps(plain)),
                                 msg_id=f"{dead}#LINK_DOWN@B", sender=dead, kind="event"))
         elsewhere = a.hosts["workflows"].elsewhere
-        told = await trio.to_thread.run_sync(elsewhere._told, dead, [target])
+        told = await trio.to_thread.run_sync(elsewhere._told, dead, [(target, 2)])
         assert told == frozenset(), told
         with open_store(postgres_url, lock=False) as tool:  # (the second's row: told)
             tool.write(Transaction().deliver(
                 "B", "LINK_DOWN", RawJson(json.dumps(plain)),
                 msg_id=f"{dead}#LINK_DOWN#2@B", sender=dead, kind="event"))
-        told = await trio.to_thread.run_sync(elsewhere._told, dead, [target])
+        told = await trio.to_thread.run_sync(elsewhere._told, dead, [(target, 2)])
         assert told == frozenset({target}), told
 
 

@@ -12,9 +12,12 @@ each monitor gets its ``EXIT`` (the result or error the store holds), each link 
 as on a local workflow's end (a linked failure when it failed or was cancelled), and
 each call still waiting
 :data:`REPLY_GRACE` seconds later fails with ``ProcessError``, as when a local callee
-ends first. A reply comes the other way: the workflow's node sends it to the caller's
-pid, which names this node (hence the grace: a reply sent just before the end may come
-after this node read the end).
+ends first. Each monitor and link is of the attempt of the workflow that ran when it
+was made (:class:`~._attempts.Watch`): a failure retried before this node read it is
+its end all the same, as the retry kept it (``_attempts``), and the retried attempt's
+end is for the watches made of it. A reply comes the other way: the workflow's node
+sends it to the caller's pid, which names this node (hence the grace: a reply sent just
+before the end may come after this node read the end).
 
 (Workflows monitoring workflows are not kept here: their monitors are stored, and the
 ending node delivers their ``EXIT`` durably, see ``WorkflowHost.finish``.) The other
@@ -36,7 +39,9 @@ from ..._errors import StoreError
 from ...actors._values import ErrorInfo, Event, EventKind, Pid
 from ...persistence import DamagedRecord, WorkflowStatus
 from .._kernel import Caller
+from ._attempts import Watch, end_of_attempt, failures
 from ._ids import call_request
+from ._inbox import linked_id
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -70,6 +75,11 @@ def recorded_reply(store: Any, wid: str, msg_id: str) -> tuple[Any] | None:
     return sent.replied()
 
 
+#: a watch whose attempt ended: a link or not, its watcher, the attempt, the result
+#: and the error of that attempt's end
+_End = tuple[bool, Pid, int, Any, ErrorInfo | None]
+
+
 def _lost(exc: Exception) -> None:
     log.warning("a linked exit, an unlink or an event for a workflow another node runs "
                 "was lost: %s", exc)
@@ -80,17 +90,30 @@ class RemoteWorkflow(Caller):
     ``callers``: the calls waiting for its reply) and the target of its processes'
     monitors and links."""
 
-    __slots__ = ("links", "monitors")
+    __slots__ = ("links", "monitors", "settled")
 
     def __init__(self, node: Any, pid: Pid) -> None:
         self.node = node
         self.pid = pid
         self.calls = None
         self.callers = None
-        #: processes of this node that monitor it
-        self.monitors: set[Pid] = set()
-        #: processes and workflows of this node linked to it
-        self.links: set[Pid] = set()
+        #: processes of this node that monitor it, and the attempt of it each watches
+        self.monitors: dict[Pid, Watch] = {}
+        #: processes and workflows of this node linked to it, and the attempt of each
+        self.links: dict[Pid, Watch] = {}
+        #: the attempt every watch of it is of, as the last read settled them (``None``:
+        #: a watch made since): until the store shows another, no watch has ended
+        self.settled: int | None = None
+
+    def monitor(self, watcher: Pid, watch: Watch) -> None:
+        """``watcher`` monitors the attempt ``watch`` tells (if it did not already)."""
+        if self.monitors.setdefault(watcher, watch) is watch:
+            self.settled = None
+
+    def link(self, other: Pid, watch: Watch) -> None:
+        """``other`` links to the attempt ``watch`` tells (if it did not already)."""
+        if self.links.setdefault(other, watch) is watch:
+            self.settled = None
 
     def deliver(self, msg: Any) -> None:  # pragma: no cover - calls deliver durably
         raise RuntimeError(f"{self.pid} runs on another node: its messages go to the store")
@@ -142,7 +165,7 @@ class Elsewhere:
         """``pid`` (a workflow that left this node) no longer links from here."""
         for wid, entry in list(self.watched.items()):
             if pid in entry.links:
-                entry.links.discard(pid)
+                del entry.links[pid]
                 self.forget_idle(wid)
 
     def later(self, blocking: Callable[[], Any], then: Callable[[Any], None] | None = None
@@ -217,7 +240,8 @@ class Elsewhere:
                     continue
                 if entry.links:  # (those that unlinked since, from either side)
                     holds = self.host.node.holds_link
-                    entry.links = {p for p in entry.links if holds(p, entry.pid)}
+                    entry.links = {p: w for p, w in entry.links.items()
+                                   if holds(p, entry.pid)}
                 if entry.idle:
                     del self.watched[wid]
                     continue
@@ -226,21 +250,29 @@ class Elsewhere:
                 except StoreError as exc:  # (out of reach: look again next time)
                     log.warning("could not read whether workflow %s has ended: %s", wid, exc)
                     break
-                if record is not None and not WorkflowStatus(record.status).finished:
+                if self.watched.get(wid) is not entry:
+                    continue  # (forgotten while the store was read, or watched anew)
+                finished = record is None or WorkflowStatus(record.status).finished
+                ends = self._ends(entry, record)
+                if not ends and not finished:
                     continue
                 told: frozenset[Pid] = frozenset()
-                mine = [p for p in entry.links if p.host == self.host.name]
-                if mine and record is not None and record.error is not None:
+                mine = [(p, attempt) for link, p, attempt, _r, error in ends
+                        if link and p.host == self.host.name
+                        and error is not None and record is not None]
+                if mine:
                     try:
                         told = await trio.to_thread.run_sync(self._told, entry.pid, mine)
                     except StoreError as exc:
                         log.warning("could not read whether workflow %s has ended: %s",
                                     wid, exc)
                         break
-                if self.watched.get(wid) is not entry:
-                    continue  # (forgotten while the store was read)
-                del self.watched[wid]
-                self._ended(entry, record, told)
+                    if self.watched.get(wid) is not entry:
+                        continue  # (forgotten while the store was read)
+                    ends = self._ends(entry, record)  # (and those watching since)
+                if finished:
+                    del self.watched[wid]
+                self._ended(entry, ends, told, finished, record)
 
     async def _look_for_replies(self) -> None:
         """A workflow's call to a watched workflow whose reply its node recorded on the
@@ -271,33 +303,63 @@ class Elsewhere:
                     del callers[ref]
                     caller.finish_call(ref, outcome.Value(answered[0]))
 
-    def _told(self, dead: Pid, linked: list[Pid]) -> frozenset[Pid]:
-        """Those of ``linked`` (workflows of this node linked to the failed workflow
-        ``dead``) that its end wrote a linked row for (``_inbox.LINKED``): they act on
-        that row, once (their node read it, woken by its write): the row of the attempt
-        that failed (``WorkflowHost.linked_row``), not a failure's before a retry.
-        Blocking."""
-        row = self.host.linked_row
-        return frozenset(p for p in linked if row(dead, p.id) is not None)
+    @staticmethod
+    def _ends(entry: RemoteWorkflow, record: Any) -> list[_End]:
+        """The watches of ``entry`` (monitors, then links) whose attempt has ended, as
+        ``record`` (the workflow's row, or ``None``) tells (``end_of_attempt``): each
+        one's kind (a link or not), watcher, attempt and that end. Those whose attempt
+        runs keep watching it, settled now if it was not (see
+        :class:`~._attempts.Watch`). (A look at a workflow that runs the attempt every
+        watch was settled at looks at none of them.)"""
+        finished = record is None or WorkflowStatus(record.status).finished
+        if not finished and entry.settled == record.attempt:
+            return []
+        ends: list[_End] = []
+        kept = None if record is None else failures(record)
+        for link, watches in ((False, entry.monitors), (True, entry.links)):
+            for watcher, watch in list(watches.items()):
+                attempt, end = end_of_attempt(entry.pid, record, watch, kept)
+                if end is not None:
+                    ends.append((link, watcher, attempt, end[0], end[1]))
+                elif watch.attempt != attempt:
+                    watches[watcher] = Watch(attempt)
+        if not finished and not ends:  # (each watches the attempt that runs)
+            entry.settled = int(record.attempt)
+        return ends
 
-    def _ended(self, entry: RemoteWorkflow, record: Any,
-               told: frozenset[Pid] = frozenset()) -> None:
+    def _told(self, dead: Pid, linked: list[tuple[Pid, int]]) -> frozenset[Pid]:
+        """Those of ``linked`` (workflows of this node linked to the failed workflow
+        ``dead``, each with the attempt of it its link was of) that the end of that
+        attempt wrote a linked row for (``_inbox.LINKED``): they act on that row, once
+        (their node read it, woken by its write): the row of the attempt that failed,
+        not a failure's before a retry. Blocking."""
+        row = self.host.store.inbox_message
+        return frozenset(p for p, attempt in linked
+                         if row(linked_id(str(dead), p.id, attempt)) is not None)
+
+    def _ended(self, entry: RemoteWorkflow, ends: list[_End], told: frozenset[Pid],
+               finished: bool, record: Any) -> None:
+        """The watches in ``ends`` hear of the end of the attempt each watched (its
+        ``EXIT``, or the linked exit: a normal end only drops the link); if the workflow
+        has ended (``finished``), the calls still waiting for its reply fail
+        :data:`REPLY_GRACE` later."""
         pid = entry.pid
-        if record is None:  # (deleted: as a process that is gone)
-            result, error = None, ErrorInfo("noproc", f"process {pid} is not alive")
-        else:
-            result, error = record.result, record.error
-            if WorkflowStatus(record.status) is WorkflowStatus.CANCELLED and error is None:
-                error = ErrorInfo("WorkflowCancelled", f"workflow {pid.id!r} was cancelled")
-        event = Event(EventKind.EXIT, pid, result, error)
         node = self.host.node
-        for watcher in entry.monitors:
-            node.deliver_event(watcher, event)
-        for linked in entry.links:  # (a normal end only drops the link)
-            if linked not in told:
-                node.linked_exit_if_held(linked, pid, error)
+        for link, watcher, _attempt, result, error in ends:
+            if not link:
+                del entry.monitors[watcher]
+                node.deliver_event(watcher, Event(EventKind.EXIT, pid, result, error))
+            else:
+                del entry.links[watcher]
+                if watcher not in told:  # (a normal end only drops the link)
+                    node.linked_exit_if_held(watcher, pid, error)
+        if not finished:
+            if entry.idle:
+                self.forget_idle(pid.id)
+            return
         if entry.callers:
-            self.host.start_soon(self._fail_callers, entry, error)
+            end = end_of_attempt(pid, record, Watch())[1]
+            self.host.start_soon(self._fail_callers, entry, None if end is None else end[1])
 
     @staticmethod
     async def _fail_callers(entry: RemoteWorkflow, error: ErrorInfo | None) -> None:

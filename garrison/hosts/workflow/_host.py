@@ -66,6 +66,7 @@ from .._kernel import (
     supervisor_stop,
 )
 from ._activities import ActivitiesInFlight
+from ._attempts import Watch
 from ._codec import (
     PLAIN,
     arguments_and_plain,
@@ -953,12 +954,13 @@ class WorkflowHost:
             if link is not None:
                 wf.linked_to(link, theirs=True)
             return
-        if wf is None and self.runs_elsewhere(pid.id):
+        attempt = self.elsewhere_attempt(pid.id) if wf is None else None
+        if attempt is not None:
             remote = self.elsewhere.watch(pid)
             if watcher is not None:
-                remote.monitors.add(watcher)
+                remote.monitor(watcher, Watch(attempt))
             if link is not None:
-                remote.links.add(link)
+                remote.link(link, Watch(attempt))
                 self._to_owner(pid, partial(self.node.forward_link, target=pid, other=link))
             return
         _ended, result, error = self.end_of(pid)
@@ -1689,10 +1691,22 @@ class WorkflowHost:
         return self.ownership is not None and wid not in self.active and \
             self._unfinished(wid)
 
+    def elsewhere_attempt(self, wid: str) -> int | None:
+        """The attempt of ``wid`` that runs, if :meth:`runs_elsewhere`, else ``None``
+        (a read of the store, blocking)."""
+        if self.ownership is None or wid in self.active:
+            return None
+        record = self.store.get_workflow(wid)
+        if record is None or WorkflowStatus(record.status).finished:
+            return None
+        return int(record.attempt)
+
     def add_monitor(self, target: Pid, watcher: Pid) -> bool:
         wf = self.active.get(target.id)
-        if wf is None and watcher.host != self.name and self.runs_elsewhere(target.id):
-            self.elsewhere.watch(target).monitors.add(watcher)  # a process's monitor
+        attempt = self.elsewhere_attempt(target.id) \
+            if wf is None and watcher.host != self.name else None
+        if attempt is not None:  # a process's monitor, of the attempt that runs now
+            self.elsewhere.watch(target).monitor(watcher, Watch(attempt))
             return True
         if wf is None or (wf.status is WorkflowStatus.BLOCKED and wf.done.is_set()):
             return wf is not None
@@ -1707,14 +1721,16 @@ class WorkflowHost:
             wf.watchers.discard(watcher)
         remote = self.elsewhere.get(target.id)
         if remote is not None:
-            remote.monitors.discard(watcher)
+            remote.monitors.pop(watcher, None)
             self.elsewhere.forget_idle(target.id)
 
-    def add_link(self, target: Pid, other: Pid) -> bool:
+    def add_link(self, target: Pid, other: Pid, *, since: float | None = None) -> bool:
         """``other`` links to the workflow ``target``. (In a cluster, to one this node
         does not run: this node watches its end, see ``_elsewhere``, whose reads settle
-        whether it runs at all; ``other``'s end reaches it through the node that runs
-        it, see :meth:`linked_exit`.)"""
+        whether it runs at all, and which attempt of it the link is of: the one that
+        ran at ``since``, unix seconds, by default now, see ``_attempts.Watch``;
+        ``other``'s end reaches it through the node that runs it, see
+        :meth:`linked_exit`.)"""
         wf = self.active.get(target.id)
         if wf is None:
             if self.ownership is None and not self.resumed and not self.client \
@@ -1725,7 +1741,8 @@ class WorkflowHost:
                 return True
             if self.ownership is None or target.id in self.finished:
                 return False
-            self.elsewhere.watch(target).links.add(other)
+            self.elsewhere.watch(target).link(
+                other, Watch(since=self.clock.now() if since is None else since))
             # (its node forgets an unlink of ``other`` it may hold: a new link)
             self._to_owner(target, partial(self.node.forward_link, target=target,
                                            other=other))
@@ -1780,7 +1797,7 @@ class WorkflowHost:
         """``other`` no longer links to ``target``, a workflow another node runs."""
         remote = self.elsewhere.get(target.id)
         if remote is not None and other in remote.links:
-            remote.links.discard(other)
+            del remote.links[other]
             self.elsewhere.forget_idle(target.id)
 
     def linked_exit(self, target: Pid, dead: Pid, error: ErrorInfo | None, *,

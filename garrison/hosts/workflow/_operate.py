@@ -52,6 +52,7 @@ from ...persistence import (
     requested_attempt,
     run_blocking,
 )
+from ._attempts import FAILED_MEMO, kept_failures
 from ._core import cancelled_error
 from ._ids import check_text
 from ._inbox import CONTROL, exit_id, is_linked_row
@@ -484,6 +485,10 @@ def retry_transaction(store: Any, record: Any) -> tuple[Transaction, str]:
         # starts (an EXIT of an id of its own, see ``exit_id``) reaches the monitors
         # made of that attempt, not these again. (A blocked one told them nothing.)
         tx.forget_monitors(record.workflow_id)
+        # its failure is kept in its memo (the error column is cleared): a node that
+        # watches it for a process of its own and reads its row only after this retry
+        # tells that process of the end of the attempt it watched (``_attempts``)
+        tx.set_attributes(record.workflow_id, memo={FAILED_MEMO: kept_failures(record)})
     # back in its host's queue, by the priority it was started with (its memo keeps
     # it), in the order of the retries (its row, if its end dropped it: a start order
     # a restart keeps), with the dedup key its end freed (a blocked one still holds its

@@ -40,6 +40,7 @@ from ...persistence import (
     WorkflowStatus,
     run_blocking,
 )
+from ._attempts import Watch
 from ._recovery import (
     LOAD_CHUNK,
     count_tool_starts,
@@ -286,11 +287,12 @@ def watch_elsewhere(host: WorkflowHost, wf: WorkflowInstance) -> None:
     if not watchers and not callers and not links:
         return
     entry = host.elsewhere.watch(wf.pid)
-    if watchers:
-        entry.monitors.update(watchers)
-        wf.watchers = None
-    if links:
-        entry.links.update(links)
+    watch = Watch(wf.attempt)  # (of the attempt that ran here)
+    for watcher in watchers or ():
+        entry.monitor(watcher, watch)
+    wf.watchers = None
+    for link in links or ():
+        entry.link(link, watch)
     if callers:
         if entry.callers is None:
             # (the same dict: a call that ends takes its ref out of the one it joined)

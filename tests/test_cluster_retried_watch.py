@@ -1,0 +1,217 @@
+"""Watchers on node b of a workflow t that node a runs, when t fails and is retried
+before b reads its end (garrison/hosts/workflow/_elsewhere.py; README's Cluster
+section). b learns of t's end only by reading t's row every 50 ms: a retry before that
+read left the row ``pending`` at a later attempt, and b waited for the end of the attempt
+it watched for ever."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ops_app
+
+import garrison
+from garrison import Pid, process, workflow
+
+#: what the plain processes of these tests heard, by name
+HEARD: dict[str, list[list[object]]] = {}
+
+
+def _event(ev: Any) -> list[object]:
+    return [str(ev.kind), str(ev.pid), ev.error.type if ev.error else None,
+            ev.error.message if ev.error else None]
+
+
+def test_the_end_of_a_watched_attempt_is_read_from_the_failures_a_retry_kept() -> None:
+    """``end_of_attempt``: a watch of attempt 1 of a workflow retried twice hears the
+    first failure; a link made after it (its time) the second's; one of the attempt
+    that runs, nothing; a blocked attempt (no failure kept) goes on as the one that
+    runs; a watch of nothing known takes the attempt the row shows. Each retry keeps
+    the failure it ends, the last FAILURES_KEPT, and a memo not of this form is no
+    failure."""
+    import datetime
+
+    from garrison.hosts.workflow._attempts import (
+        FAILED_MEMO,
+        FAILURES_KEPT,
+        Watch,
+        end_of_attempt,
+        failures,
+        kept_failures,
+    )
+    from garrison.persistence import WorkflowRecord
+
+    def at(second: int) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(second, datetime.UTC)
+
+    record = WorkflowRecord("t", "app:t", "failed", attempt=1, updated=at(10),
+                            error=garrison.ErrorInfo("RuntimeError", "one", "tb"))
+    memo = {FAILED_MEMO: kept_failures(record)}
+    record = WorkflowRecord("t", "app:t", "failed", attempt=2, updated=at(20), memo=memo,
+                            error=garrison.ErrorInfo("RuntimeError", "two"))
+    memo = {FAILED_MEMO: kept_failures(record)}
+    assert memo[FAILED_MEMO] == [[1, 10.0, {"type": "RuntimeError", "message": "one"}],
+                                 [2, 20.0, {"type": "RuntimeError", "message": "two"}]]
+    t = Pid("workflows", "t")
+    now = WorkflowRecord("t", "app:t", "running", attempt=3, memo=memo)
+    assert end_of_attempt(t, now, Watch(1)) == (
+        1, (None, garrison.ErrorInfo("RuntimeError", "one")))
+    assert end_of_attempt(t, now, Watch(since=15.0)) == (
+        2, (None, garrison.ErrorInfo("RuntimeError", "two")))
+    assert end_of_attempt(t, now, Watch(since=25.0)) == (3, None)
+    assert end_of_attempt(t, now, Watch(3)) == (3, None)
+    assert end_of_attempt(t, now, Watch()) == (3, None)
+    blocked = WorkflowRecord("t", "app:t", "completed", attempt=3, result=7,
+                             memo={FAILED_MEMO: memo[FAILED_MEMO][1:]})
+    assert end_of_attempt(t, blocked, Watch(1)) == (3, (7, None))
+    assert end_of_attempt(t, None, Watch(2))[1] == (None, garrison.ErrorInfo(
+        "noproc", "process workflows/t is not alive"))
+    for attempt in range(3, FAILURES_KEPT + 5):
+        record = WorkflowRecord("t", "app:t", "failed", attempt=attempt, updated=at(attempt),
+                                memo=memo)
+        memo = {FAILED_MEMO: kept_failures(record)}
+    assert [f[0] for f in memo[FAILED_MEMO]] == list(range(5, FAILURES_KEPT + 5))
+    for bad in ("x", [[1, 2]], [["1", 2.0, {}]], [[1, "2", {}]], [[1, 2.0, "e"]]):
+        assert failures(WorkflowRecord("t", "app:t", "running", attempt=3,
+                                       memo={FAILED_MEMO: bad})) == {}
+
+
+async def plain_watcher(name: str, target: str, how: str) -> None:
+    """A plain process that traps links and monitors or links to ``target``; each event
+    it reads goes to ``HEARD[name]``."""
+    process.set_options(trap_links=True)
+    if how == "monitor":
+        process.monitor(Pid.parse(target))
+    else:
+        process.link(Pid.parse(target))
+    heard = HEARD.setdefault(name, [])
+    while True:
+        heard.append(_event(await process.events().receive()))
+
+
+async def workflow_watcher(target: str, how: str) -> None:
+    """A workflow that traps links and monitors or links to ``target``; the events it
+    reads are its state ``heard``."""
+    process.set_options(trap_links=True)
+    if how == "monitor":
+        process.monitor(Pid.parse(target))
+    else:
+        process.link(Pid.parse(target))
+    workflow.set_state("watching", True)
+    heard: list[list[object]] = []
+    while True:
+        heard.append(_event(await process.events().receive()))
+        workflow.set_state("heard", heard)
+
+
+class _Gate:
+    """Holds node b's reads of t's row made in worker threads (those of its watch of
+    workflows other nodes run) until :meth:`open`."""
+
+    def __init__(self, store: Any) -> None:
+        self.opened = threading.Event()
+        self.held = 0
+        read = store.get_workflow
+
+        def get_workflow(wid: str, *args: Any, **kwargs: Any) -> Any:
+            if wid == "t" and threading.current_thread() is not threading.main_thread():
+                self.held += 1
+                assert self.opened.wait(60)
+            return read(wid, *args, **kwargs)
+
+        store.get_workflow = get_workflow
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+async def _until(check: Callable[[], Awaitable[bool] | bool], what: str,
+                 seconds: float = 20) -> None:
+    with trio.fail_after(seconds):
+        while True:
+            got = check()
+            if not isinstance(got, bool):
+                got = await got
+            if got:
+                return
+            await trio.sleep(0.05)
+
+
+async def _fail_and_retry(a: garrison.Node, attempt: int) -> None:
+    await a.workflow("t").signal(f"fail{attempt}")
+    with pytest.raises(garrison.WorkflowFailed, match=f"told to fail: fail{attempt}"):
+        with trio.fail_after(20):
+            await a.workflow("t").result()
+    await a.workflow("t").retry()
+    await _until(lambda: a.workflow("t").status() == "waiting", "the retried t")
+
+
+FAIL1 = "told to fail: fail1"
+
+
+@pytest.mark.parametrize("how", ["monitor", "link"])
+async def test_a_plain_process_hears_of_an_attempt_retried_before_its_node_read_it(
+        postgres_url: str, how: str) -> None:
+    """A plain process on b monitors (links to, trapping) t on a; t fails and is retried
+    before b reads t's row: the process hears of the failure, once, with its error. A
+    process that watches t from after the retry hears only of the retried attempt's
+    end, and the first one nothing more."""
+    HEARD.clear()
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        gate = _Gate(b.hosts["workflows"].store)
+        t = await a.start_workflow(ops_app.fails_when_told, id="t")
+        await _until(lambda: a.workflow("t").status() == "waiting", "t")
+        await b.spawn(plain_watcher, "first", str(t), how)
+        await _until(lambda: gate.held > 0, "b's first read")
+        await _fail_and_retry(a, 1)
+        gate.open()
+        await _until(lambda: bool(HEARD.get("first")), "the first watcher's event")
+        kind = "EXIT" if how == "monitor" else "LINK_DOWN"
+        assert HEARD["first"] == [[kind, str(t), "RuntimeError", FAIL1]]
+        await b.spawn(plain_watcher, "second", str(t), how)
+        await trio.sleep(0.3)
+        assert not HEARD.get("second")
+        await a.workflow("t").signal("fail2")
+        await _until(lambda: bool(HEARD.get("second")), "the second watcher's event")
+        await trio.sleep(0.3)
+        assert HEARD["second"] == [[kind, str(t), "RuntimeError", "told to fail: fail2"]]
+        assert HEARD["first"] == [[kind, str(t), "RuntimeError", FAIL1]]
+
+
+@pytest.mark.parametrize("how", ["monitor", "link"])
+async def test_a_workflow_hears_of_an_attempt_retried_before_its_node_read_it(
+        postgres_url: str, how: str) -> None:
+    """A trapping workflow w on b links to (monitors) t on a, whose node knows nothing
+    of w's link; t fails and is retried before b reads t's row: w hears of the failure
+    once (its LINK_DOWN waited for ever), and nothing of the retried attempt's end."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        gate = _Gate(b.hosts["workflows"].store)
+        t = await a.start_workflow(ops_app.fails_when_told, id="t")
+        await _until(lambda: a.workflow("t").status() == "waiting", "t")
+        await b.start_workflow(workflow_watcher, str(t), how, id="w")
+        await _until(lambda: b.workflow("w").state("watching") is not None, "w's watch")
+        if how == "link":
+            await _until(lambda: gate.held > 0, "b's first read")
+        await _fail_and_retry(a, 1)
+        gate.open()
+        kind = "EXIT" if how == "monitor" else "LINK_DOWN"
+        await _until(lambda: b.workflow("w").state("heard") is not None, "w's event")
+        assert b.workflow("w").state("heard") == [[kind, str(t), "RuntimeError", FAIL1]]
+        await a.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="fail2"):
+            with trio.fail_after(20):
+                await a.workflow("t").result()
+        await trio.sleep(0.5)
+        assert b.workflow("w").state("heard") == [[kind, str(t), "RuntimeError", FAIL1]]
+
