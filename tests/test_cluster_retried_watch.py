@@ -158,6 +158,13 @@ async def _fail_and_retry(a: garrison.Node, attempt: int) -> None:
 FAIL1 = "told to fail: fail1"
 
 
+def _left_to_b(a: garrison.Node, b: garrison.Node) -> None:
+    """Node a claims no workflow of w's code: w, released as b closes, waits for b
+    (as if b had been killed and a had not taken w yet)."""
+    name = b.hosts["workflows"].store.get_workflow("w").name
+    a.hosts["workflows"].ownership._refused[name] = "left to node b by the test"
+
+
 @pytest.mark.parametrize("how", ["monitor", "link"])
 async def test_a_plain_process_hears_of_an_attempt_retried_before_its_node_read_it(
         postgres_url: str, how: str) -> None:
@@ -215,3 +222,40 @@ async def test_a_workflow_hears_of_an_attempt_retried_before_its_node_read_it(
         await trio.sleep(0.5)
         assert b.workflow("w").state("heard") == [[kind, str(t), "RuntimeError", FAIL1]]
 
+
+@pytest.mark.parametrize("then", ["runs", "fails_again"])
+@pytest.mark.parametrize("how", ["monitor", "link"])
+async def test_a_workflow_hears_of_an_attempt_retried_while_its_node_was_down(
+        postgres_url: str, how: str, then: str) -> None:
+    """A trapping workflow w on b links to (monitors) t on a; b stops, t fails and is
+    retried (``fails_again``: and its retried attempt fails too) before b runs w again:
+    w's replay made its link again to the attempt that ran then, and w never heard of
+    the failure of the one it linked to (or heard of the retried attempt's). It hears
+    of that failure, once."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+        async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+            t = await a.start_workflow(ops_app.fails_when_told, id="t")
+            await _until(lambda: a.workflow("t").status() == "waiting", "t")
+            await b.start_workflow(workflow_watcher, str(t), how, id="w")
+            await _until(lambda: b.workflow("w").state("watching") is not None, "w")
+            await trio.sleep(0.3)  # (b has read t's row)
+            _left_to_b(a, b)
+        await _fail_and_retry(a, 1)
+        if then == "fails_again":
+            await a.workflow("t").signal("fail2")
+            with pytest.raises(garrison.WorkflowFailed, match="fail2"):
+                with trio.fail_after(20):
+                    await a.workflow("t").result()
+        async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+            kind = "EXIT" if how == "monitor" else "LINK_DOWN"
+            await _until(lambda: b.workflow("w").state("heard") is not None, "w's event")
+            await trio.sleep(0.5)
+            assert b.workflow("w").state("heard") == [[kind, str(t), "RuntimeError", FAIL1]]
+            if then == "runs":
+                await a.workflow("t").signal("fail2")
+                with pytest.raises(garrison.WorkflowFailed, match="fail2"):
+                    with trio.fail_after(20):
+                        await a.workflow("t").result()
+                await trio.sleep(0.5)
+                assert b.workflow("w").state("heard") == [
+                    [kind, str(t), "RuntimeError", FAIL1]]

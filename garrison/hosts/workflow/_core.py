@@ -224,11 +224,12 @@ class WorkflowCore(_Hot):
                  "cancel_mark", "children_end", "continue_asked", "continued", "created",
                  "defaulted", "durable_watchers", "ends_read", "error", "flushes", "fn",
                  "handed_over", "held_names", "host_unwritten", "input_plain", "kill_reason",
-                 "links", "may_be_queued", "monitoring", "name", "orphaned", "parent", "pending",
-                 "promise_times", "promises", "refreshed", "requests", "requests_taken",
-                 "resend_seq", "result_json", "run_id", "signal_ids", "started", "state", "status",
-                 "stored_status", "timer_kinds", "topics", "trace", "trap_links", "unlinked",
-                 "versions", "wait_deadline", "waits_on", "watchers", "whole_run_id")
+                 "link_times", "links", "may_be_queued", "monitoring", "name", "orphaned",
+                 "parent", "pending", "promise_times", "promises", "refreshed", "requests",
+                 "requests_taken", "resend_seq", "result_json", "run_id", "signal_ids",
+                 "started", "state", "status", "stored_status", "timer_kinds", "topics",
+                 "trace", "trap_links", "unlinked", "versions", "wait_deadline", "waits_on",
+                 "watchers", "whole_run_id")
 
     def __init__(self, host: WorkflowHost, wid: str, name: str, input_plain: list[Any], *,
                  run_id: str, attempt: int, parent: Pid | None, created: float,
@@ -317,6 +318,11 @@ class WorkflowCore(_Hot):
         self.durable_watchers = watchers or None
         self.watchers: set[Pid] | None = None  # process pids that get my EXIT in memory
         self.links: set[Pid] | None = None
+        #: when it linked to each workflow of its links its journal says the time of
+        #: (unix seconds, as its node's clock gave it): the attempt of that workflow the
+        #: link is of, for a node that resumes it after that workflow's retry (see
+        #: ``_attempts.Watch``)
+        self.link_times: dict[Pid, float] | None = None
         #: pids it unlinked lately (and did not link again), to when: a linked exit of
         #: one that another node sent before it heard of the unlink is ignored, as
         #: locally (for :data:`UNLINK_GRACE` seconds)

@@ -66,7 +66,7 @@ from .._kernel import (
     supervisor_stop,
 )
 from ._activities import ActivitiesInFlight
-from ._attempts import Watch
+from ._attempts import Watch, end_of_attempt
 from ._codec import (
     PLAIN,
     arguments_and_plain,
@@ -1832,17 +1832,32 @@ class WorkflowHost:
             return
         self._linked_exit_here(wf, dead, error)
 
-    def linked_row(self, dead: Pid, target: str) -> Any:
+    def linked_row(self, dead: Pid, target: str, attempt: int | None = None) -> Any:
         """The linked row (``_inbox.LINKED``) the last failure of the workflow ``dead``
-        wrote for the workflow ``target``, consumed or not, or ``None`` (read from the
-        store: blocking). Its id carries the attempt that failed (``linked_id``): the
-        attempt of ``dead``'s record if it has ended, else the one before (it was
-        retried since)."""
-        record = self.store.get_workflow(dead.id)
-        attempt = 1
-        if record is not None:
-            attempt = record.attempt - (0 if WorkflowStatus(record.status).finished else 1)
+        (or the failure of its attempt ``attempt``) wrote for the workflow ``target``,
+        consumed or not, or ``None`` (read from the store: blocking). Its id carries the
+        attempt that failed (``linked_id``): the attempt of ``dead``'s record if it has
+        ended, else the one before (it was retried since)."""
+        if attempt is None:
+            record = self.store.get_workflow(dead.id)
+            attempt = 1
+            if record is not None:
+                attempt = record.attempt - (0 if WorkflowStatus(record.status).finished
+                                            else 1)
         return self.store.inbox_message(linked_id(str(dead), target, attempt))
+
+    def end_of_link(self, pid: Pid, since: float
+                    ) -> tuple[int, tuple[Any, ErrorInfo | None] | None] | None:
+        """In a cluster, the attempt of the workflow ``pid`` that a link made at
+        ``since`` (unix seconds) is of, and that attempt's end, ``None`` while it runs
+        (``_attempts.end_of_attempt``); ``None`` if this host keeps no cluster's store
+        or the store does not hold ``pid``. Blocking: a read of the store."""
+        if self.ownership is None:
+            return None
+        record = self.store.get_workflow(pid.id)
+        if record is None:
+            return None
+        return end_of_attempt(pid, record, Watch(since=since))
 
     def _linked_word(self, target: Pid, dead: Pid, error: ErrorInfo, row: Any) -> None:
         """:meth:`linked_exit` of a workflow ``dead`` that ended on another node, once

@@ -30,7 +30,7 @@ from ._core import UNLINK_GRACE, WorkflowCore, added, log
 from ._elsewhere import RemoteWorkflow, recorded_reply
 from ._ids import call_ref, check_text
 from ._inbox import InboxItem
-from ._journal import JournalKind, error_from_plain, error_to_plain, message_to_plain
+from ._journal import Entry, JournalKind, error_from_plain, error_to_plain, message_to_plain
 from ._waits import WallClock
 
 if TYPE_CHECKING:
@@ -216,14 +216,22 @@ class Interop(WorkflowCore):
                     self.watch_spent(EventKind.LINK_DOWN, pid)
             elif h.durable:
                 # a workflow: one that ended meanwhile acts now, as the store has it (a
-                # link to one that runs, here or on another node, is made again)
-                ended, error = False, None
+                # link to one that runs, here or on another node, is made again); in a
+                # cluster, the end of the attempt the link was of, if its time is known
+                # (a retry since ended it: ``_attempts``)
+                ended, error, attempt = False, None, None
+                since = self.link_times.get(pid) if self.link_times else None
                 if not h.is_alive(pid):
-                    ended, _result, error = h.end_of(pid)
+                    watched = None if since is None else h.end_of_link(pid, since)
+                    if watched is not None:
+                        attempt, end = watched
+                        ended, error = end is not None, None if end is None else end[1]
+                    else:
+                        ended, _result, error = h.end_of(pid)
                 if not ended:
-                    h.add_link(pid, self.pid)
+                    h.add_link(pid, self.pid, since=since)
                 elif error is not None and h is self.host and h.ownership is not None \
-                        and h.linked_row(pid, self.wid) is not None:
+                        and h.linked_row(pid, self.wid, attempt) is not None:
                     # its end, on another node, wrote a linked row for this workflow:
                     # the row acts, once (``linked_rows``, below, if not read before)
                     self.watch_spent(EventKind.LINK_DOWN, pid)
@@ -664,6 +672,11 @@ class Interop(WorkflowCore):
         """Take the next seq for an operation on ``to`` (a pid, its text form or a
         registered name); ``(live, pid)``. The journal records ``to`` as given and the
         pid it named, so a replay never resolves a name (it may not be registered yet)."""
+        replayed, pid = self._target_entry(kind, to)
+        return replayed is None, pid
+
+    def _target_entry(self, kind: JournalKind, to: Pid | str) -> tuple[Entry | None, Pid]:
+        """:meth:`_take_target`, giving the replayed entry (``None``: live)."""
         label = str(to)
         entry = self.cursor.peek()
         if (entry is not None and entry.kind == kind and entry.name != label
@@ -675,27 +688,44 @@ class Interop(WorkflowCore):
             recorded = out.get("pid") if isinstance(out, dict) else None
             if recorded is None and isinstance(out, dict) and "raised" in out:
                 raise_recorded(out)  # a name nobody held the first time
-            return False, Pid.parse(recorded if recorded is not None else replayed.name)
+            return replayed, Pid.parse(recorded if recorded is not None else replayed.name)
         try:
             pid = self.node.resolve(to)
         except NoSuchProcess as exc:  # journaled: a replay raises it here again
             self.record(self.buffered(), self.cursor.seq - 1, kind, label,
                         _dumps(raised_plain(exc)))
             raise
-        return True, pid
+        return None, pid
 
-    def _record_target(self, kind: JournalKind, to: Pid | str, pid: Pid) -> None:
+    def _record_target(self, kind: JournalKind, to: Pid | str, pid: Pid,
+                       at: float | None = None) -> None:
         """Journal a live synchronous operation on ``to`` (buffered: committed with the
-        workflow's next write)."""
-        self.record(self.buffered(), self.cursor.seq - 1, kind, str(to),
-                    _dumps({"pid": str(pid)}))
+        workflow's next write); ``at``: when, for a link (see :meth:`link`)."""
+        out: dict[str, Any] = {"pid": str(pid)}
+        if at is not None:
+            out["at"] = at
+        self.record(self.buffered(), self.cursor.seq - 1, kind, str(to), _dumps(out))
 
     def link(self, to: Pid | str) -> None:
         if to == self.pid or to == str(self.pid):
             return  # linking to itself: nothing to do, nothing journaled
-        live, pid = self._take_target(JournalKind.LINK, to)
+        replayed, pid = self._target_entry(JournalKind.LINK, to)
+        live = replayed is None
+        # a link to a workflow of a cluster's store keeps its time: another node may
+        # run that workflow, and the link is of the attempt of it that ran then, which
+        # a node that resumes this one after a retry of it tells by that time
+        # (``_attempts.Watch``; the link is made without a read of the store)
+        at: Any = None
+        if replayed is not None:
+            out = replayed.outcome
+            at = out.get("at") if isinstance(out, dict) else None
+        elif getattr(self.node.hosts.get(pid.host), "ownership", None) is not None:
+            at = self.host.clock.now()
         if live:
-            self._record_target(JournalKind.LINK, to, pid)
+            self._record_target(JournalKind.LINK, to, pid, at)
+        if type(at) in (int, float):
+            self.link_times = self.link_times or {}
+            self.link_times[pid] = float(at)
         if pid == self.pid:
             return
         self._signalled_at(EventKind.LINK_DOWN, pid)
