@@ -259,3 +259,27 @@ async def test_a_workflow_hears_of_an_attempt_retried_while_its_node_was_down(
                 await trio.sleep(0.5)
                 assert b.workflow("w").state("heard") == [
                     [kind, str(t), "RuntimeError", FAIL1]]
+
+
+async def test_a_node_closing_during_a_read_of_a_watched_workflow_closes_cleanly(
+        postgres_url: str) -> None:
+    """A plain process on b monitors t on a, and b closes while its read of t's row
+    is under way in a worker thread: the read met the store the close had closed, and
+    its RuntimeError ('store ... is closed') failed b's close (seen in these tests'
+    own closes). A read of a node that stops asks nothing more: the watch ends."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+        t = await a.start_workflow(ops_app.fails_when_told, id="t")
+        await _until(lambda: a.workflow("t").status() == "waiting", "t")
+        async with trio.open_nursery() as nursery, \
+                garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+            store = b.hosts["workflows"].store
+            gate = _Gate(store)
+            await b.spawn(plain_watcher, "closing", str(t), "monitor")
+            await _until(lambda: gate.held > 0, "b's read")
+
+            async def open_once_closed() -> None:
+                await _until(lambda: store._closed, "b's store to close")
+                gate.open()
+
+            nursery.start_soon(open_once_closed)
+        assert not HEARD.get("closing")

@@ -247,7 +247,9 @@ class Elsewhere:
                     continue
                 try:
                     record = await trio.to_thread.run_sync(read, wid)
-                except StoreError as exc:  # (out of reach: look again next time)
+                except Exception as exc:
+                    if self._closing(exc):
+                        return
                     log.warning("could not read whether workflow %s has ended: %s", wid, exc)
                     break
                 if self.watched.get(wid) is not entry:
@@ -263,7 +265,9 @@ class Elsewhere:
                 if mine:
                     try:
                         told = await trio.to_thread.run_sync(self._told, entry.pid, mine)
-                    except StoreError as exc:
+                    except Exception as exc:
+                        if self._closing(exc):
+                            return
                         log.warning("could not read whether workflow %s has ended: %s",
                                     wid, exc)
                         break
@@ -273,6 +277,17 @@ class Elsewhere:
                 if finished:
                     del self.watched[wid]
                 self._ended(entry, ends, told, finished, record)
+
+    def _closing(self, exc: Exception) -> bool:
+        """Whether the failure ``exc`` of a read in a worker thread is the node's close
+        (it stopped, and may have closed its stores under the read: what was watched
+        asks nothing more); else it is re-raised unless a ``StoreError`` (out of reach:
+        look again next time)."""
+        if self.host.node.stopping:
+            return True
+        if not isinstance(exc, StoreError):
+            raise exc
+        return False
 
     async def _look_for_replies(self) -> None:
         """A workflow's call to a watched workflow whose reply its node recorded on the
@@ -288,8 +303,6 @@ class Elsewhere:
                 try:
                     answered = await trio.to_thread.run_sync(
                         recorded_reply, store, entry.pid.id, msg_id)
-                except StoreError:
-                    return  # (out of reach: next time)
                 except DamagedRecord as exc:  # (the call waits: a node that reads it)
                     if msg_id not in self._unreadable:
                         self._unreadable.add(msg_id)
@@ -297,6 +310,9 @@ class Elsewhere:
                                   "its node, which this node cannot read: %s",
                                   entry.pid.id, exc, extra={"workflow_id": entry.pid.id})
                     continue
+                except Exception as exc:  # (out of reach: next time; closing: none)
+                    self._closing(exc)
+                    return
                 callers = entry.callers
                 if answered is not None and callers is not None \
                         and callers.get(ref) is caller:
