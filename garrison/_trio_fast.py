@@ -20,8 +20,8 @@ from typing import Any
 
 import trio
 
-__all__ = ["RUN", "current_task", "passes_cancel_point", "reschedule_now", "runnable_tasks",
-           "system_clock_offset"]
+__all__ = ["PARK", "RUN", "current_task", "passes_cancel_point", "reschedule_now",
+           "runnable_tasks", "system_clock_offset"]
 
 RUN: Any
 try:
@@ -33,6 +33,21 @@ try:
         RUN = None  # pragma: no cover - another trio version
 except (ImportError, AttributeError):  # pragma: no cover - another trio version
     RUN = None
+
+
+#: what ``trio.lowlevel.wait_task_rescheduled(abort)`` yields to the run loop, made
+#: ``PARK(abort)``: a generator-based coroutine (``types.coroutine``) that parks a task
+#: yields it itself, ``(yield PARK(abort)).unwrap()``, two coroutine frames fewer to make
+#: and to pass through each time the task parks and wakes (trio's function and the
+#: generator it yields from); ``None`` where it moved (then it awaits trio's function)
+PARK: Any
+try:
+    from trio._core._traps import WaitTaskRescheduled as PARK
+
+    if RUN is None:
+        PARK = None  # pragma: no cover - another trio version
+except ImportError:  # pragma: no cover - another trio version
+    PARK = None
 
 
 def current_task() -> trio.lowlevel.Task:

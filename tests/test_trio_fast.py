@@ -23,6 +23,8 @@ from garrison.persistence import SQLiteStore
 
 async def test_current_task_and_run_queue_agree_with_trio() -> None:
     assert _trio_fast.RUN is not None  # this trio's internals are where they are read
+    # (a call's and an inbox's park yield what trio's wait_task_rescheduled yields)
+    assert _trio_fast.PARK is trio._core._traps.WaitTaskRescheduled
     assert _trio_fast.current_task() is trio.lowlevel.current_task()
     assert _trio_fast.runnable_tasks() == 0
     async with trio.open_nursery() as nursery:
@@ -121,6 +123,7 @@ async def test_processes_run_on_the_public_functions_alone(
     # a trio whose internals moved: spawn, wait, call, reply, receive and the cancel
     # points take trio's public functions
     monkeypatch.setattr(_trio_fast, "RUN", None)
+    monkeypatch.setattr(_trio_fast, "PARK", None)
     async with garrison.open_node() as node:
         echo = await node.spawn(_echo)
         assert await node.wait(await node.spawn(_calls, echo, 200)) == list(range(200))

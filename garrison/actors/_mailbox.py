@@ -9,7 +9,9 @@ that finds a task parked on the inbox hands the item straight to that task.
 from __future__ import annotations
 
 import sys
+import types
 from collections import deque
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
 
 import outcome
@@ -204,14 +206,17 @@ class Inbox(Generic[T]):
     def __aiter__(self) -> Inbox[T]:
         return self
 
-    async def __anext__(self) -> T:
+    # (a generator-based coroutine, as ``_park``: an ``async for`` awaits what it
+    # returns as it would a coroutine)
+    @types.coroutine
+    def __anext__(self) -> Generator[Any, Any, T]:
         # ``receive()`` without a timeout, one coroutine frame shallower (``async for``
         # over an inbox is how most processes wait, and every frame of the chain is
         # passed through again each time the process resumes)
         if runtime_var.get(None) is not self._owner and self._owner is not None:
             self._refuse()
         if self._items:
-            await self._budget.checkpoint()
+            yield from self._budget.checkpoint()  # (a coroutine: allowed here)
             if self._items:  # (as in receive: the checkpoint may have let another take it)
                 return self._pop()
         # ``_park``, written out: no coroutine of its own to make each time the process
@@ -224,12 +229,20 @@ class Inbox(Generic[T]):
             self._waiters.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        item: T = await trio.lowlevel.wait_task_rescheduled(abort)
+        park = _trio_fast.PARK
+        item: T
+        if park is not None:
+            item = (yield park(abort)).unwrap()
+        else:
+            item = yield from trio.lowlevel.wait_task_rescheduled(abort).__await__()
         if _observe.tracing:
             _observe.received(item)
         return item
 
-    async def _park(self) -> T:
+    # (a generator-based coroutine: it parks by yielding to trio's run loop itself, see
+    # ``_trio_fast.PARK``)
+    @types.coroutine
+    def _park(self) -> Generator[Any, Any, T]:
         run = _trio_fast.RUN  # (the task read from trio's run context: see ``_trio_fast``)
         task = run.task if run is not None else trio.lowlevel.current_task()
         self._waiters.append(task)
@@ -238,7 +251,12 @@ class Inbox(Generic[T]):
             self._waiters.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        item: T = await trio.lowlevel.wait_task_rescheduled(abort)
+        park = _trio_fast.PARK
+        item: T
+        if park is not None:
+            item = (yield park(abort)).unwrap()
+        else:
+            item = yield from trio.lowlevel.wait_task_rescheduled(abort).__await__()
         if _observe.tracing:
             _observe.received(item)
         return item

@@ -19,7 +19,8 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+import types
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 from typing import Any, Protocol
 
 import outcome
@@ -475,10 +476,13 @@ class Caller:
         """Put ``msg`` in this callee's inbox (a host's own way)."""
         raise NotImplementedError
 
-    async def exchange(self, callee: Caller, pid: Pid, topic: str, seconds: float,
-                       deliver: Callable[[str], Awaitable[Any] | None] | None, *,
-                       payload: Any = None, traced: bool = False, ref: str | None = None
-                       ) -> Any:
+    # (a generator-based coroutine: it parks by yielding to trio's run loop itself, see
+    # ``_trio_fast.PARK``; awaited as any coroutine)
+    @types.coroutine
+    def exchange(self, callee: Caller, pid: Pid, topic: str, seconds: float,
+                 deliver: Callable[[str], Awaitable[Any] | None] | None, *,
+                 payload: Any = None, traced: bool = False, ref: str | None = None
+                 ) -> Generator[Any, Any, Any]:
         """One call: register it with both sides, ``deliver(ref)`` the request (sync, or
         an awaitable), wait for the reply or ``seconds``; ``TimeoutError`` after that,
         ``ProcessError`` when the callee ends first. (With tracing on, this runs inside
@@ -489,8 +493,8 @@ class Caller:
         if _observe.tracing and not traced:
             if deliver is None:
                 deliver = _in_memory(self, callee, topic, payload)
-            return await _observe.traced_call(self, callee, pid, topic, seconds, deliver,
-                                              ref)
+            return (yield from _observe.traced_call(self, callee, pid, topic, seconds,
+                                                    deliver, ref).__await__())
         if ref is None:
             ref = _call_prefix + str(next(_call_seq))  # (next_call_ref(), without a call)
         calls = self.calls
@@ -511,7 +515,7 @@ class Caller:
             else:
                 sent = deliver(ref)
                 if sent is not None:
-                    await sent
+                    yield from sent.__await__()
             if seconds <= 0:  # no wait at all: never the reply (the callee has not run)
                 raise _CallTimedOut
             early = calls[ref]
@@ -525,7 +529,8 @@ class Caller:
                 timeouts.add(self, ref, seconds)
             # park until the outcome arrives (``_CallTimedOut`` when the deadline passes,
             # see :class:`CallTimeouts`); inline rather than a method: a frame fewer. (The
-            # task read from trio's run context: see ``_trio_fast``)
+            # task read from trio's run context, and the park yielded to its run loop
+            # here: see ``_trio_fast``)
             run = _trio_fast.RUN
             calls[ref] = run.task if run is not None else trio.lowlevel.current_task()
 
@@ -534,7 +539,10 @@ class Caller:
                     calls[ref] = None
                 return trio.lowlevel.Abort.SUCCEEDED
 
-            return await trio.lowlevel.wait_task_rescheduled(abort)
+            park = _trio_fast.PARK
+            if park is not None:
+                return (yield park(abort)).unwrap()
+            return (yield from trio.lowlevel.wait_task_rescheduled(abort).__await__())
         except _CallTimedOut:
             raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within "
                                f"{seconds:g}s") from None
