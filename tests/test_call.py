@@ -22,6 +22,44 @@ async def test_call_round_trip(node, autojump_clock):
     assert await node.wait(await node.spawn(client, server)) == [("q", 0), ("q", 1), ("q", 2)]
 
 
+async def test_a_reply_that_is_an_outcome_or_none_reaches_the_caller_as_it_is(
+        node, autojump_clock):
+    # (a reply wakes its caller with the value itself, trio's cancellation and a
+    # failure with an outcome: a value that is an outcome is not taken for one)
+    import outcome
+
+    values = [outcome.Value(1), outcome.Error(ValueError("kept")), None, ProcessError("x")]
+
+    async def replier():
+        async for msg in process.inbox():
+            await msg.reply(values[msg.payload])
+
+    async def client(server):
+        return [await process.call(server, "q", i) for i in range(len(values))]
+
+    server = await node.spawn(replier)
+    assert await node.wait(await node.spawn(client, server)) == values
+    assert await node.call(server, "q", 1) is values[1]  # (node.call's caller too)
+
+
+async def test_a_caller_cancelled_while_it_waits_gets_the_next_reply_not_the_late_one(
+        node, autojump_clock):
+    async def slow():
+        async for msg in process.inbox():
+            await trio.sleep(2)
+            await msg.reply(msg.payload)  # the first: its caller was cancelled, dropped
+
+    async def client(server):
+        with trio.move_on_after(1) as scope:
+            await process.call(server, "q", "first", timeout="10s")
+        assert scope.cancelled_caught
+        return await process.call(server, "q", "second"), trio.current_time()
+
+    server = await node.spawn(slow)
+    t0 = trio.current_time()
+    assert await node.wait(await node.spawn(client, server)) == ("second", t0 + 4)
+
+
 async def test_call_by_name(node, autojump_clock):
     async def named():
         process.register("echo")

@@ -27,6 +27,10 @@ T = TypeVar("T")
 BUDGET = 64
 
 
+#: the two outcomes: a parked receiver is woken with the item itself, or by trio's
+#: cancellation with an outcome (see ``Inbox.put``)
+_OUTCOMES = (outcome.Value, outcome.Error)
+
 #: an int timeout below this converts to a float (the fast path's check of a timeout)
 _BIG = 1 << 1000
 
@@ -131,9 +135,12 @@ class Inbox(Generic[T]):
     def put(self, item: T) -> None:
         """Queue ``item`` (called by the host; never blocks)."""
         if self._waiters:
+            # the waiter, parked by yielding ``PARK``, is woken with the item itself (an
+            # item is a message or an event, never an outcome): no outcome made and
+            # unwrapped per item
             run = _trio_fast.RUN  # (the runner's own reschedule: see ``_trio_fast``)
-            if run is not None:
-                run.runner.reschedule(self._waiters.popleft(), outcome.Value(item))
+            if run is not None and _trio_fast.PARK is not None:
+                run.runner.reschedule(self._waiters.popleft(), item)
             else:
                 trio.lowlevel.reschedule(self._waiters.popleft(), outcome.Value(item))
         else:
@@ -232,7 +239,8 @@ class Inbox(Generic[T]):
         park = _trio_fast.PARK
         item: T
         if park is not None:
-            item = (yield park(abort)).unwrap()
+            got = yield park(abort)  # (the item itself, see ``put``; trio's cancel an outcome)
+            item = got.unwrap() if type(got) in _OUTCOMES else got
         else:
             item = yield from trio.lowlevel.wait_task_rescheduled(abort).__await__()
         if _observe.tracing:
@@ -254,7 +262,8 @@ class Inbox(Generic[T]):
         park = _trio_fast.PARK
         item: T
         if park is not None:
-            item = (yield park(abort)).unwrap()
+            got = yield park(abort)  # (the item itself, see ``put``; trio's cancel an outcome)
+            item = got.unwrap() if type(got) in _OUTCOMES else got
         else:
             item = yield from trio.lowlevel.wait_task_rescheduled(abort).__await__()
         if _observe.tracing:

@@ -155,6 +155,10 @@ if hasattr(os, "register_at_fork"):  # (not on Windows)
     os.register_at_fork(after_in_child=_new_call_refs)
 
 
+#: the two outcomes (a parked task is woken with one, or with a reply's value itself)
+_OUTCOMES = (outcome.Value, outcome.Error)
+
+
 class _CallTimedOut(Exception):
     """A call's timeout passed (the caller turns it into its ``TimeoutError``)."""
 
@@ -541,7 +545,10 @@ class Caller:
 
             park = _trio_fast.PARK
             if park is not None:
-                return (yield park(abort)).unwrap()
+                got = yield park(abort)
+                # (a reply is woken with as it is, see ``finish_reply_raw``; a failure,
+                # a timeout, trio's cancellation, any other reply, as an outcome)
+                return got.unwrap() if type(got) in _OUTCOMES else got
             return (yield from trio.lowlevel.wait_task_rescheduled(abort).__await__())
         except _CallTimedOut:
             raise TimeoutError(f"call to {pid} (topic {topic!r}) got no reply within "
@@ -573,6 +580,31 @@ class Caller:
         else:
             trio.lowlevel.reschedule(task, result)
 
+    def finish_reply(self, ref: str, value: Any) -> None:
+        """``finish_call(ref, outcome.Value(value))``: the reply ``value`` to my call
+        ``ref`` arrived. (A caller whose ``finish_call`` is this class's own takes
+        :meth:`finish_reply_raw` instead.)"""
+        self.finish_call(ref, outcome.Value(value))
+
+    @trio.lowlevel.enable_ki_protection  # (as finish_call)
+    def finish_reply_raw(self, ref: str, value: Any) -> None:
+        """:meth:`finish_reply` of a caller whose ``finish_call`` is this class's own: its
+        task, parked in ``exchange``, is woken with ``value`` itself, no outcome made
+        (and unwrapped) per reply. A value that is an outcome itself, a caller not parked
+        yet, or a trio whose internals moved (``_trio_fast.PARK``), take ``finish_call``."""
+        calls = self.calls
+        task = calls.get(ref) if calls is not None else None
+        if task is None or type(task) in _OUTCOMES or type(value) in _OUTCOMES \
+                or _trio_fast.PARK is None:
+            self.finish_call(ref, outcome.Value(value))  # (a late reply: dropped there)
+            return
+        del calls[ref]  # type: ignore[union-attr]
+        run = _trio_fast.RUN  # (the runner's own reschedule: see ``_trio_fast``)
+        if run is not None:
+            run.runner.reschedule(task, value)
+        else:
+            trio.lowlevel.reschedule(task, value)
+
     def reply_to(self, msg: Message, value: Any) -> None:
         """Hand ``value`` to the caller of ``msg`` (a call this callee received)."""
         assert msg.sender is not None and msg.call_ref is not None
@@ -583,14 +615,14 @@ class Caller:
         caller = callers.pop(ref, None) if callers is not None else None
         if caller is not None:
             try:
-                caller.finish_call(ref, outcome.Value(value))
+                caller.finish_reply(ref, value)
             except PayloadError:  # (a value it cannot carry: the call still waits)
                 callers[ref] = caller  # type: ignore[index]
                 raise
             return
         caller = self.node.replier(msg.sender)
         if caller is not None:
-            caller.finish_call(ref, outcome.Value(value))
+            caller.finish_reply(ref, value)
 
     def fail_callers(self, why: str, error: ErrorInfo) -> None:
         """This callee ended: every call waiting for its reply fails at once."""

@@ -126,6 +126,9 @@ class _Process(Caller, Checkpoints):
         self.callers = None
         self._exited: trio.Event | None = None
 
+    #: (its ``finish_call`` is Caller's own: a reply wakes its call with the value itself)
+    finish_reply = Caller.finish_reply_raw
+
     def __repr__(self) -> str:
         return f"<process {self.pid} {self.label}>"
 
@@ -512,6 +515,7 @@ class _OutsideCaller(Caller):
 
     __slots__ = ()
     accepts_calls = False
+    finish_reply = Caller.finish_reply_raw  # (as a process's)
 
     def __init__(self, node: NodeContext, pid: Pid) -> None:
         self.node = node
