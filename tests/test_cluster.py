@@ -3755,6 +3755,71 @@ async def test_children_a_node_whose_store_gave_up_left_unasked_are_asked_by_ano
                     await trio.sleep(0.05)
 
 
+async def test_a_failed_read_of_the_lost_among_the_nodes_gone_loses_no_news_of_them(
+        postgres_url: str) -> None:
+    """The oldest live node reads whether the nodes that left its view were lost
+    (``PgCluster.lost_among``) after it had forgotten them: a failure of that read
+    (the server gone a moment) failed the round after it, and the next round saw
+    nothing leave. The node was never told that they went (their processes' monitors
+    got no ``noconnection``, a schedule's tick they recorded was not repaired), and a
+    node lost so was not asked for. The round that fails now forgets nothing: the next
+    one tells of them, and asks."""
+    import threading
+
+    import psycopg
+    import trio
+    from _stores import sql
+
+    async with garrison.open_node(store=postgres_url, name="b", lease="30s") as b:
+        member = b._members[0]
+        told: list[tuple[str, Any]] = []
+        on_gone, on_lost = member.on_gone, member.on_lost
+        member.on_gone = lambda name, prefix, epoch=None: (
+            told.append(("gone", name)), on_gone(name, prefix, epoch))
+        member.on_lost = lambda lost: (told.append(("lost", lost)), on_lost(lost))
+        asked: list[list[str]] = []
+        ask = b.hosts["workflows"].ask_children_of_ended_soon
+        b.hosts["workflows"].ask_children_of_ended_soon = (  # type: ignore[method-assign]
+            lambda departed: (asked.append(list(departed)), ask(departed)))
+        lost_among = member.pg.lost_among
+        failures = [psycopg.OperationalError("the server went a moment")]
+
+        def failing(epochs: Any) -> set[int]:
+            wanted = list(epochs)
+            if failures:
+                raise failures.pop()
+            return lost_among(wanted)
+
+        member.pg.lost_among = failing
+        gate = threading.Event()  # (b's rounds wait while it is clear)
+        gate.set()
+        live_epochs = member.pg.live_epochs
+
+        def gated() -> Any:
+            gate.wait(30)
+            return live_epochs()
+
+        member.pg.live_epochs = gated
+        async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
+            epoch = a._members[0].epoch
+            with trio.fail_after(10):
+                while epoch not in member._live:  # (b saw a live)
+                    member.poke()
+                    await trio.sleep(0.02)
+            gate.clear()
+        # (a left; b sees it lost, as a node whose store gave up is)
+        sql(postgres_url, "UPDATE nodes SET status = 'lost' WHERE epoch = ?", (epoch,))
+        gate.set()
+        with trio.move_on_after(10):
+            while ("gone", "a") not in told or not asked:
+                member.poke()
+                await trio.sleep(0.05)
+    assert not failures, (told, asked)
+    assert ("gone", "a") in told, (told, asked)
+    assert [kind for kind, _ in told].count("gone") == 1, told
+    assert asked == [["a"]], asked
+
+
 async def test_children_of_ended_parents_asked_twice_at_once_end_once(
         postgres_url: str) -> None:
     """The children of ended parents are asked at a node's start and by the node that

@@ -1398,8 +1398,22 @@ class ClusterMember:
                         ", ".join(n for _e, n in lost))
         with self._lock:  # asked before the live nodes are read: a node that joined
             asked, self._asked = self._asked, set()  # since is found live
+        # the children of ended parents a lost node may have left unasked (it may never
+        # start again): asked by the node that marked it lost (it alone did), and, for
+        # one lost otherwise (its store gave up: it marked itself), by the oldest live
+        # node (these two at most: an ask made twice is harmless); not for a node that
+        # stopped as asked (it starts again, as a rolling deploy's: an ask at each
+        # stop, and its error lines, would be noise). Read before this round forgets
+        # anything: a failure of a read fails the round, and the next one finds the
+        # nodes that left this node's view again (tells of them, asks for them).
+        marked = {e for e, _n in lost}
         try:
             live = pg.live_epochs()
+            left = {epoch: info for epoch, info in self._live.items()
+                    if epoch not in live and epoch != pg.epoch}
+            unmarked = [e for e in left if e not in marked]
+            gone_lost = (pg.lost_among(unmarked) if unmarked
+                         and min(live, default=pg.epoch) == pg.epoch else set())
         except BaseException:
             with self._lock:
                 self._asked |= asked
@@ -1414,24 +1428,13 @@ class ClusterMember:
         if soonest <= 0:  # lapsed, not marked yet (a write of it in flight): soon again
             soonest = self.interval / 4
         self._expiry = time.monotonic() + soonest
-        left = {epoch: info for epoch, info in self._live.items()
-                if epoch not in live and epoch != pg.epoch}
         gone: list[tuple[Any, Any, int | None]] = [
             (info.get("name"), info.get("prefix"), epoch) for epoch, info in left.items()]
         gone += [(*key, None) for key in asked if key not in keys
                  and not any(key == (n, p) for n, p, _e in gone)]
         self._live = live
-        # the children of ended parents a lost node may have left unasked (it may never
-        # start again): asked by the node that marked it lost (it alone did), and, for
-        # one lost otherwise (its store gave up: it marked itself), by the oldest live
-        # node (these two at most: an ask made twice is harmless); not for a node that
-        # stopped as asked (it starts again, as a rolling deploy's: an ask at each
-        # stop, and its error lines, would be noise)
-        marked = {e for e, _n in lost}
         departed = [n for _e, n in lost]
-        if left and min(live, default=pg.epoch) == pg.epoch:
-            gone_lost = pg.lost_among(e for e in left if e not in marked)
-            departed += [str(left[e].get("name")) for e in sorted(gone_lost)]
+        departed += [str(left[e].get("name")) for e in sorted(gone_lost)]
         if departed:
             self._post("departed", departed)
         # every node tells of the nodes that left its view (lost, whoever marked them,
