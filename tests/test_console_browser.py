@@ -235,6 +235,9 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         assert sum("web console at" in line for line in ui.stdout) == 1, ui.stdout
         browser, page, errors = _browser(pw, chromium, tmp_path)
         expect.set_options(timeout=15_000)
+        # (the page's timers run in real time, and a poll the test waits for is brought
+        # forward: what it shows is the same, without waiting out its interval)
+        page.clock.install()
 
         # the login form, then back to the workflow asked for
         page.goto(ui.url + "workflows/parent")
@@ -255,10 +258,12 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
             late.write(Transaction().deliver("parent", "EXIT", {"late": True}, kind="event"))
         finally:
             late.close()
+        page.clock.fast_forward(5000)  # (the finished workflow's next poll)
         expect(page.locator("#inbox tr td").nth(1)).to_have_text("event")
         child_id = page.locator("#children a").inner_text()
         r = ui.http.post(f"/api/workflows/{child_id}/promises/go/resolve", json={"value": 1})
         assert r.status_code == 200, r.text
+        page.clock.fast_forward(5000)
         expect(child).to_have_text("completed")
 
         # the node's figures per workflow host
@@ -345,6 +350,7 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         }""")
         # (the list's next poll, within 2 s; wait_for_function's polling evaluates a
         # string, which the console's CSP refuses)
+        page.clock.fast_forward(2000)
         page.evaluate("""() => new Promise((done) => {
             const every = setInterval(() => {
                 if (window.held.length) { clearInterval(every); done(); }
@@ -380,6 +386,7 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
             tool.write(Transaction().create_workflow("L" * 255, "t:nothing_here", []))
         finally:
             tool.close()
+        page.clock.fast_forward(2000)  # (the list's next poll)
         expect(page.locator("#rows tr").first).to_have_attribute("data-id", "L" * 255)
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280
         page.goto(ui.url + "workflows/" + "L" * 255)
@@ -425,7 +432,6 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
         asked: list[str] = []
         page.on("request", lambda r: asked.append(r.url) if "/api/workflows/nope" in r.url
                 else None)
-        page.clock.install()
         with page.expect_response(lambda r: "/api/workflows/nope" in r.url):
             page.goto(ui.url + "workflows/nope")
         for _ in range(3):
@@ -468,6 +474,7 @@ def test_an_ended_session_keeps_the_page_and_says_what_was_not_done(tmp_path: Pa
         port = urlsplit(ui.url).port
         browser, page, errors = _browser(pw, chromium, tmp_path)
         expect.set_options(timeout=15_000)
+        page.clock.install()  # (in real time; the wait for polls that must not come is run)
         here = ui.url + "workflows/g-1"
 
         page.goto(here)
@@ -491,8 +498,11 @@ def test_an_ended_session_keeps_the_page_and_says_what_was_not_done(tmp_path: Pa
         expect(banner).to_be_visible()
         expect(banner).to_contain_text("session has ended")
         expect(banner.locator("a")).to_have_attribute("href", "/login?next=%2Fworkflows%2Fg-1")
-        # the page stays, with what was typed, and asks no more
-        page.wait_for_timeout(2500)
+        # the page stays, with what was typed, and asks no more (in 3 s of its timers;
+        # each second's is run, and its request given time to be seen)
+        for _ in range(3):
+            page.clock.run_for(1000)
+            page.wait_for_timeout(100)
         assert page.url == here
         assert page.input_value("#signal-topic") == "approve"
         assert page.input_value("#signal-payload") == '{"by": "ann"}'
