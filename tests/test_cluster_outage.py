@@ -38,16 +38,16 @@ def test_a_node_stops_on_its_first_signal_while_its_server_does_not_answer(
     server does not answer: stalled (every server process stopped, the connections
     open) the node ran on until the server answered again; down, it waited out the
     store's ``retry_for`` (30 s), and a drain, which first wrote its status, for ever.
-    The stop waits at most ``STOP_WAIT`` for the server; the next node resumes every
-    workflow from its journal, each step recorded once."""
+    The stop waits at most ``STOP_WAIT`` for the server (2 s here, the node's own 5 s:
+    each wait for it is what the stop's time is); the next node resumes every workflow
+    from its journal, each step recorded once."""
     import _postgres
 
-    from garrison._node import STOP_WAIT
-
     url = _postgres.create_db(own_server, "outage")
-    lease = 3.0
+    lease, stop_wait = 3.0, 2.0
     ids = [f"w{i}" for i in range(6)]
-    a = Node.start(url, "a", lease, start=len(ids), steps=40, delay=0.05)
+    a = Node.start(url, "a", lease, start=len(ids), steps=40, delay=0.05,
+                   stop_wait=stop_wait)
     nodes.append(a)
     look = Look(url)
     try:
@@ -59,12 +59,12 @@ def test_a_node_stops_on_its_first_signal_while_its_server_does_not_answer(
         time.sleep(0.5)  # (writes in flight meet the outage)
         start = time.monotonic()
         a.proc.send_signal(signum)
-        code = a.proc.wait(lease + 2 * STOP_WAIT + 10)  # (it ran on: TimeoutExpired)
+        code = a.proc.wait(lease + 2 * stop_wait + 10)  # (it ran on: TimeoutExpired)
         took = time.monotonic() - start
     finally:
         (_postgres.unstall if outage == "stalled" else _postgres.resume)(own_server)
     assert code == 0, a.stderr()
-    assert took < lease + 2 * STOP_WAIT + 5, (took, a.stderr())
+    assert took < lease + 2 * stop_wait + 5, (took, a.stderr())
     assert "Traceback" not in a.stderr()
     # (helper-222: a round of the stopping node, which returns at once, said so)
     assert "cluster rounds work again" not in a.stderr(), a.stderr()
@@ -78,16 +78,20 @@ def test_a_node_stops_on_its_first_signal_while_its_server_does_not_answer(
         look.close()
 
 
-async def test_an_idle_node_closes_while_its_server_is_stalled(own_server: Any) -> None:
+async def test_an_idle_node_closes_while_its_server_is_stalled(
+        own_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """No workflow ran, so nothing waited when the stop's time was up: the store's close
     then waited for ever on the server (releasing its locks), as the watch had ended
-    once the close began."""
+    once the close began. (``STOP_WAIT`` is 2 s here, the node's own 5 s: the close
+    waits it out.)"""
     import _postgres
     import trio
 
     import garrison
-    from garrison._node import STOP_WAIT
+    import garrison._node
 
+    monkeypatch.setattr(garrison._node, "STOP_WAIT", 2.0)
+    STOP_WAIT = garrison._node.STOP_WAIT
     url = _postgres.create_db(own_server, "idle")
     try:
         async with garrison.open_node(store=url, name="a", lease="3s"):
@@ -252,7 +256,8 @@ async def test_stats_do_not_wait_for_a_stalled_server(own_server: Any) -> None:
         await trio.sleep(0.5)  # (the first count, made in a worker thread)
         queue.stale()  # (a change this node made: counted again at the next ask)
         _postgres.stall(own_server)
-        wake = threading.Timer(5, _postgres.unstall, args=(own_server,))
+        # (a count that waited for the server would take until it answers: over 1 s)
+        wake = threading.Timer(2, _postgres.unstall, args=(own_server,))
         wake.start()
         try:
             began = time.monotonic()

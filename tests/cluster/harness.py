@@ -41,7 +41,7 @@ class Node:
               config: str | None = None, env: dict[str, str] | None = None,
               echo: bool = False, max_concurrent: int | None = None,
               cluster_max_concurrent: int | None = None, rate: str | None = None,
-              held: float | None = None) -> Node:
+              held: float | None = None, stop_wait: float | None = None) -> Node:
         handle, where = tempfile.mkstemp(prefix=f"node-{name}-", suffix=".log", dir=_LOGS.name)
         log = Path(where)
         env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
@@ -56,7 +56,8 @@ class Node:
                  *(["--cluster-max", str(cluster_max_concurrent)]
                    if cluster_max_concurrent is not None else []),
                  *(["--rate", rate] if rate is not None else []),
-                 *(["--held", str(held)] if held is not None else [])],
+                 *(["--held", str(held)] if held is not None else []),
+                 *(["--stop-wait", str(stop_wait)] if stop_wait is not None else [])],
                 stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         node = cls(proc, name, log)
         if wait:

@@ -1,6 +1,7 @@
 """A cluster node for the tests and benchmarks:
 
     python node.py URL NAME LEASE [--start N --prefix P --steps S --delay D] [--pong N]
+                   [--stop-wait SECONDS]
 
 Opens a node named NAME on the PostgreSQL store URL with lease LEASE (seconds),
 optionally starts N ``steps`` workflows (ids P0 ..) and ``held(SECONDS)`` as ``h``
@@ -42,7 +43,14 @@ async def main() -> None:
     parser.add_argument("--rate", default=None, help="the host's rate")
     parser.add_argument("--held", type=float, default=None,
                         help="start held(SECONDS) as 'h' (a step held in a worker thread)")
+    parser.add_argument("--stop-wait", type=float, default=None,
+                        help="the node's STOP_WAIT: how long its stop waits for a server "
+                             "that does not answer (a test's shorter one)")
     args = parser.parse_args()
+    if args.stop_wait is not None:
+        from garrison import _node
+
+        _node.STOP_WAIT = args.stop_wait
     os.environ["GARRISON_NODE"] = args.name
     async with garrison.open_node(config=args.config, store=args.url, name=args.name,
                                   lease=args.lease, max_concurrent=args.max,
