@@ -2,7 +2,8 @@
 
 Starts (idempotently) the ring ``r0 .. r<SIZE-1>`` on the store, waits for every
 result and prints them as one JSON line. The harness kills it with SIGKILL at random
-moments and starts it again, until it prints.
+moments and starts it again, until it prints. (The harness forks it from a process
+that imported this module: ``_forks.py`` calls :func:`run_node`.)
 """
 
 from __future__ import annotations
@@ -45,4 +46,10 @@ async def main() -> None:
     print(json.dumps(results), flush=True)
 
 
-trio.run(main)
+def run_node() -> None:
+    """The node, with the arguments in ``sys.argv``."""
+    trio.run(main)
+
+
+if __name__ == "__main__":
+    run_node()

@@ -18,17 +18,18 @@ import random
 import shutil
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import torture_app  # noqa: E402
+from _forks import Forks  # noqa: E402
 
 
 def run(kills: int, size: int, rounds: int, seed: int, max_delay: float = 0.08,
@@ -37,43 +38,17 @@ def run(kills: int, size: int, rounds: int, seed: int, max_delay: float = 0.08,
     tmp = workdir or tempfile.mkdtemp(prefix="garrison-torture-")
     store = os.path.join(tmp, "torture.db")
     log = os.path.join(tmp, "activities.log")
-    env = dict(os.environ, GARRISON_TORTURE_LOG=log)
-    cmd = [sys.executable, str(HERE / "node.py"), store, str(size), str(rounds), synchronous]
+    env = {"GARRISON_TORTURE_LOG": log}
+    argv = [store, str(size), str(rounds), synchronous]
     done_kills = runs = 0
     results = None
     start = time.monotonic()
-    while results is None:
-        runs += 1
-        errfile = os.path.join(tmp, f"node-{runs}.err")
-        with open(errfile, "w") as err_out:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_out, text=True,
-                                    env=env)
-        assert proc.stdout is not None
-        seen = ""
-        if done_kills < kills:
-            # kill it at a random moment: mostly while its workflows run (after it
-            # started them), sometimes during start-up and recovery
-            if rng.random() < 0.8:
-                seen = proc.stdout.readline()  # (buffered: read the rest from proc.stdout)
-            if seen.strip() in ("", "started"):
-                time.sleep(rng.uniform(0.0, max_delay))
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait()
-                    proc.stdout.close()
-                    done_kills += 1
-                    continue
-        out = seen + proc.stdout.read()
-        proc.wait()
-        proc.stdout.close()
-        lines = out.strip().splitlines()
-        if proc.returncode != 0 or not lines or lines[-1] == "started":
-            with open(errfile) as f:
-                err = f.read()
-            raise SystemExit(f"the node failed (exit {proc.returncode}, output "
-                             f"{out[-500:]!r}; its files are kept in {tmp}):\n"
-                             f"{err[-3000:]}")
-        results = json.loads(lines[-1])
+    with Forks() as forks:
+        while results is None:
+            runs += 1
+            results, killed = _one_run(forks, argv, env, os.path.join(tmp, f"node-{runs}.err"),
+                                       rng, max_delay, done_kills < kills, tmp)
+            done_kills += killed
     seconds = time.monotonic() - start
     out = {"kills": done_kills, "runs": runs, "seconds": round(seconds, 1),
            **check(store, log, results, size, rounds)}
@@ -82,6 +57,38 @@ def run(kills: int, size: int, rounds: int, seed: int, max_delay: float = 0.08,
     else:
         out["workdir"] = tmp
     return out
+
+
+def _one_run(forks: Forks, argv: list[str], env: dict[str, str], errfile: str,
+             rng: random.Random, max_delay: float, kill: bool, tmp: str
+             ) -> tuple[Any, int]:
+    """One node's run: ``(None, 1)`` if ``kill`` and it was killed, else ``(its
+    results, 0)``."""
+    proc = forks.spawn(argv, env, errfile)
+    seen = ""
+    if kill:
+        # kill it at a random moment: mostly while its workflows run (after it
+        # started them), sometimes during start-up and recovery
+        if rng.random() < 0.8:
+            seen = proc.stdout.readline()  # (buffered: read the rest from proc.stdout)
+        if seen.strip() in ("", "started"):
+            time.sleep(rng.uniform(0.0, max_delay))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                proc.stdout.close()
+                return None, 1
+    out = seen + proc.stdout.read()
+    proc.wait()
+    proc.stdout.close()
+    lines = out.strip().splitlines()
+    if proc.returncode != 0 or not lines or lines[-1] == "started":
+        with open(errfile) as f:
+            err = f.read()
+        raise SystemExit(f"the node failed (exit {proc.returncode}, output "
+                         f"{out[-500:]!r}; its files are kept in {tmp}):\n"
+                         f"{err[-3000:]}")
+    return json.loads(lines[-1]), 0
 
 
 def check(store: str, log: str, results: list[dict[str, object]], size: int,
