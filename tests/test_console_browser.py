@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from _console_server import ROOT, console
 from _console_server import chromium as _chromium
 
@@ -39,29 +40,43 @@ def _shots(tmp_path: Path) -> list[Path]:
     return out
 
 
-def _browser(pw: Any, chromium: str, tmp_path: Path, width: int = 1280, height: int = 860
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Any]:
+    """One Chromium for the module's tests, each in a context of its own (see
+    ``_browser``): starting Playwright and Chromium took seconds of each test."""
+    chromium = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _browser(engine: Any, width: int = 1280, height: int = 860
              ) -> tuple[Any, Any, list[str]]:
-    """Chromium with a profile of its own, its first page, and the list of the page's
-    uncaught script errors (a test ends asserting it empty)."""
-    browser = pw.chromium.launch_persistent_context(
-        tempfile.mkdtemp(dir=tmp_path), executable_path=chromium, headless=True,
-        args=ARGS, viewport={"width": width, "height": height})
+    """A browser context of its own (cookies, storage and cache none of another test's,
+    as a fresh profile's), its first page, and the list of the page's uncaught script
+    errors (a test ends asserting it empty)."""
+    browser = engine.new_context(viewport={"width": width, "height": height})
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     return browser, page, errors
 
 
-def test_follow_and_act_on_a_workflow_in_the_browser(tmp_path: Path) -> None:
-    chromium = _chromium()
-    from playwright.sync_api import expect, sync_playwright
+def test_follow_and_act_on_a_workflow_in_the_browser(
+        tmp_path: Path, engine: Any) -> None:
+    from playwright.sync_api import expect
 
     app = str(ROOT / "examples" / "console" / "app.yaml")
     with console("run", app, "--store", "expenses.db", "--ui", "127.0.0.1:0",
-                 cwd=tmp_path) as ui, sync_playwright() as pw:
+                 cwd=tmp_path) as ui:
         ui.until(lambda: len(ui.http.get("/api/workflows").json()["workflows"]) == 3,
                  "the three reports")
-        browser, page, errors = _browser(pw, chromium, tmp_path)
+        browser, page, errors = _browser(engine)
         dialogs: list[str] = []
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         expect.set_options(timeout=15_000)
@@ -213,7 +228,8 @@ entries:
 """
 
 
-def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Path) -> None:
+def test_login_form_node_figures_children_and_paging_in_the_browser(
+        tmp_path: Path, engine: Any) -> None:
     """What only a browser shows: the /login form logs in (Chromium posted it with
     ``Origin: null`` under ``Referrer-Policy: no-referrer``) and goes back to the page
     asked for; a finished workflow keeps polling its running child, and calls the EXIT
@@ -221,19 +237,18 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
     text (they were ``[object Object]``); a reload keeps the list's page, and Back and
     Forward go through its pages and filters. The only
     workflow host of the config is named ``orders`` (the console crashed on it)."""
-    chromium = _chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     (tmp_path / "app.yaml").write_text(HANDS_OFF)
     with console("run", "app.yaml", "--ui", "127.0.0.1:0", "--token", TOKEN, cwd=tmp_path,
                  # (this checkout's garrison, as the test's, and its test apps)
                  env={"PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests")))}
-                 ) as ui, sync_playwright() as pw:
+                 ) as ui:
         ui.http.headers["Authorization"] = f"Bearer {TOKEN}"
         ui.until(lambda: len(ui.http.get("/api/workflows?limit=100").json()["workflows"])
                  == 57, "55 gated workflows, the parent and its child")
         assert sum("web console at" in line for line in ui.stdout) == 1, ui.stdout
-        browser, page, errors = _browser(pw, chromium, tmp_path)
+        browser, page, errors = _browser(engine)
         expect.set_options(timeout=15_000)
         # (the page's timers run in real time, and a poll the test waits for is brought
         # forward: what it shows is the same, without waiting out its interval)
@@ -450,7 +465,8 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(tmp_path: Pa
     assert ui.proc.returncode == 0, "".join(ui.stdout)
 
 
-def test_an_ended_session_keeps_the_page_and_says_what_was_not_done(tmp_path: Path) -> None:
+def test_an_ended_session_keeps_the_page_and_says_what_was_not_done(
+        tmp_path: Path, engine: Any) -> None:
     """helper-389: when the session ended (its idle time, its maximum age, a log-out
     elsewhere) the page's next poll went to /login at once, and what the operator was
     typing was lost; an action confirmed then was not done, and after the login nothing
@@ -458,8 +474,7 @@ def test_an_ended_session_keeps_the_page_and_says_what_was_not_done(tmp_path: Pa
     the login, and stops polling; a confirmed action refused so goes to the login, which
     says what was not done, and so does the page it comes back to, once, with what was
     typed. The cookies are named for the console's port, and the page echoes its own."""
-    chromium = _chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     SQLiteStore(str(tmp_path / "app.db")).close()  # (as a node creates it)
     store = open_store(str(tmp_path / "app.db"))
@@ -469,10 +484,10 @@ def test_an_ended_session_keeps_the_page_and_says_what_was_not_done(tmp_path: Pa
     finally:
         store.close()
     with console("ui", "--store", "app.db", "--bind", "127.0.0.1:0", "--token", TOKEN,
-                 cwd=tmp_path) as ui, sync_playwright() as pw:
+                 cwd=tmp_path) as ui:
         ui.http.headers["Authorization"] = f"Bearer {TOKEN}"
         port = urlsplit(ui.url).port
-        browser, page, errors = _browser(pw, chromium, tmp_path)
+        browser, page, errors = _browser(engine)
         expect.set_options(timeout=15_000)
         page.clock.install()  # (in real time; the wait for polls that must not come is run)
         here = ui.url + "workflows/g-1"
@@ -573,7 +588,8 @@ entries:
 """
 
 
-def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: Path) -> None:
+def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(
+        tmp_path: Path, engine: Any) -> None:
     """The pages under a narrow window, a quick hand and a poll (helper-389's probe):
     - at 400 px no page scrolls sideways and Resolve… is in view (it was off to the
       right, in a card that scrolled sideways); at 1280 px a status badge keeps its
@@ -589,13 +605,12 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
       page's heading (it was on nothing);
     - a failed workflow's page keeps asking: a retry from elsewhere shows (it stopped,
       and said failed for ever)."""
-    chromium = _chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     (tmp_path / "app.yaml").write_text(ORDERS)
     with console("run", "app.yaml", "--ui", "127.0.0.1:0", cwd=tmp_path,
                  env={"PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests")))}
-                 ) as ui, sync_playwright() as pw:
+                 ) as ui:
         tool = open_store(str(tmp_path / "orders.db"))
         try:
             tx = Transaction()
@@ -617,7 +632,7 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
             "the failed workflow")
         ui.until(lambda: ui.http.get("/api/workflows/two").json()["actions"]["resolve"],
                  "the promises of 'two'")
-        browser, page, errors = _browser(pw, chromium, tmp_path, width=400, height=800)
+        browser, page, errors = _browser(engine, width=400, height=800)
         expect.set_options(timeout=15_000)
         fits = """() => document.documentElement.scrollWidth <= innerWidth &&
             [...document.querySelectorAll('.card')].every((c) => c.scrollWidth <= c.clientWidth)"""
@@ -716,13 +731,12 @@ def test_typing_paging_keys_retries_and_narrow_windows_in_the_browser(tmp_path: 
 
 
 def test_a_workflow_with_more_children_than_listed_says_so_and_links_to_all(
-        tmp_path: Path) -> None:
+        tmp_path: Path, engine: Any) -> None:
     """(helper-413) A workflow page lists its first 500 children: it says how many there
     are (``500 of 507 children shown``; it listed 500 as if they were all) and links to
     the workflow list filtered on them, which pages through all of them and which
     Clear turns back into the whole list."""
-    chromium = _chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     with SQLiteStore(str(tmp_path / "app.db")) as owner:
         tx = Transaction().create_workflow("p", "app:flow", [], status="waiting",
@@ -732,8 +746,8 @@ def test_a_workflow_with_more_children_than_listed_says_so_and_links_to_all(
                                parent="workflows/p", host="workflows", time=1.8e9 + 1 + i)
         owner.write(tx)
     with console("ui", "--store", "app.db", "--bind", "127.0.0.1:0", cwd=tmp_path
-                 ) as ui, sync_playwright() as pw:
-        browser, page, errors = _browser(pw, chromium, tmp_path)
+                 ) as ui:
+        browser, page, errors = _browser(engine)
         expect.set_options(timeout=15_000)
         page.goto(ui.url + "workflows/p")
         expect(page.locator("#children li")).to_have_count(500)
@@ -757,11 +771,11 @@ def test_a_workflow_with_more_children_than_listed_says_so_and_links_to_all(
         assert errors == []
 
 
-def test_a_pending_workflow_s_page_says_why_it_waits(tmp_path: Path) -> None:
+def test_a_pending_workflow_s_page_says_why_it_waits(
+        tmp_path: Path, engine: Any) -> None:
     """(helper-413) The page of a workflow waiting ``pending`` in its host's queue says
     where and why it waits (it showed nothing of it): here, on a store no node holds."""
-    chromium = _chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     with SQLiteStore(str(tmp_path / "app.db")) as owner:
         tx = Transaction().create_workflow("busy", "app:flow", [], status="waiting",
@@ -772,8 +786,8 @@ def test_a_pending_workflow_s_page_says_why_it_waits(tmp_path: Path) -> None:
             tx.enqueue(wid, f"r-{wid}", time=1.8e9)
         owner.write(tx)
     with console("ui", "--store", "app.db", "--bind", "127.0.0.1:0", cwd=tmp_path
-                 ) as ui, sync_playwright() as pw:
-        browser, page, errors = _browser(pw, chromium, tmp_path)
+                 ) as ui:
+        browser, page, errors = _browser(engine)
         expect.set_options(timeout=15_000)
         page.goto(ui.url + "workflows/last")
         expect(page.locator("#wf-status")).to_have_text("pending")
