@@ -271,6 +271,48 @@ async def test_a_reply_that_comes_while_the_request_is_delivered_is_kept(
     assert caller.calls == {} and callee.callers == {}
 
 
+@pytest.mark.parametrize("second", ["reply", "death"])
+async def test_a_second_result_that_comes_while_the_request_is_delivered_is_dropped(
+        second: str, autojump_clock: Any) -> None:
+    """A request that takes an await to deliver (a process's call to a workflow another
+    node runs, written to the store in a worker thread) can be answered twice before its
+    caller parks: the reply another node sends comes to the caller itself (it is not
+    taken out of the callee's table of callers), then the workflow's recorded reply or
+    its end (``Elsewhere``: ``finish_call`` again, ``fail_callers``). The second result
+    took the first one, kept for the caller, for the caller's task: it crashed the
+    replier, and the caller lost its reply (a ``KeyError`` from its call). The first
+    result stands; the second is dropped, as it is once the caller has parked."""
+    import outcome
+
+    from garrison import ErrorInfo, Pid
+    from garrison.hosts._kernel import Caller
+
+    class Table(Caller):
+        __slots__ = ()
+        finish_reply = Caller.finish_reply_raw  # (as a process's)
+
+        def __init__(self, name: str) -> None:
+            self.node = None  # type: ignore[assignment]
+            self.pid = Pid("test", name)
+            self.calls = None
+            self.callers = None
+
+    caller, callee = Table("caller"), Table("callee")
+
+    async def deliver(ref: str) -> None:
+        await trio.sleep(0)
+        caller.finish_call(ref, outcome.Value("first"))  # (another node's reply)
+        if second == "reply":
+            caller.finish_reply(ref, "second")
+            caller.finish_call(ref, outcome.Value("third"))
+        else:
+            callee.fail_callers("it ended", ErrorInfo("noproc", "gone"))
+
+    with trio.fail_after(1):
+        assert await caller.exchange(callee, callee.pid, "ask", 5.0, deliver) == "first"
+    assert caller.calls == {} and not callee.callers
+
+
 async def test_a_reply_to_a_message_that_is_no_call_says_its_topic_cut(node, autojump_clock):
     """helper-383: the ValueError of a reply to a plain message held its whole topic (a
     topic has no limit: 100,000 characters went into the error and the exit log)."""

@@ -563,15 +563,21 @@ class Caller:
     # runner's own reschedule, which trio's public one is a protected call of)
     @trio.lowlevel.enable_ki_protection
     def finish_call(self, ref: str, result: outcome.Outcome[Any]) -> None:
-        """The reply (or failure) of my call ``ref`` arrived; a late one is dropped. (A
-        caller that carries replies as JSON, a workflow or another node, raises
-        ``PayloadError`` for a value that cannot be converted: the replier's error.)"""
+        """The reply (or failure) of my call ``ref`` arrived; a late one is dropped, and so
+        is a second one (a call's first result is its result). (A caller that carries
+        replies as JSON, a workflow or another node, raises ``PayloadError`` for a value
+        that cannot be converted: the replier's error.)"""
         calls = self.calls
         if calls is None or ref not in calls:
             return  # a late reply: the caller gave up already
         task = calls[ref]
         if task is None:  # the caller has not parked yet: it takes the outcome then
             calls[ref] = result
+            return
+        if type(task) in _OUTCOMES:
+            # a second result before the caller parked (another node's reply comes to
+            # the caller itself, then the callee's recorded reply or its end): the first
+            # one stands, as once the caller has parked
             return
         del calls[ref]
         run = _trio_fast.RUN  # (the runner's own reschedule: see ``_trio_fast``)
