@@ -40,6 +40,37 @@ async def test_async_iteration(node, autojump_clock):
     assert await node.wait(pid) == [0, 1, 2, 3, 4]
 
 
+async def test_an_item_put_that_is_an_outcome_reaches_its_receiver_as_it_is(
+        node, autojump_clock):
+    """A receiver parked on an inbox is woken with the item itself, and by trio's
+    cancellation with an outcome: an item that is an outcome (``Inbox.put`` is a public
+    method: a process may put anything back in its own inbox) was taken for a wake-up,
+    an ``outcome.Error`` raised its exception in the receiver and an ``outcome.Value``
+    came unwrapped. Each one reaches the receiver as it was put, whichever way it
+    waits."""
+    import outcome
+
+    items = [outcome.Value(1), outcome.Error(ValueError("kept")), outcome.Value(None)]
+
+    async def proc():
+        box = process.inbox()
+        got = []
+        async with trio.open_nursery() as nursery:
+            async def put_each():
+                for item in items:
+                    await trio.sleep(1)  # (the receiver has parked)
+                    box.put(item)
+
+            nursery.start_soon(put_each)
+            got.append(await box.receive())
+            got.append(await box.receive(timeout="10s"))
+            got.append(await box.__anext__())
+        return got
+
+    got = await node.wait(await node.spawn(proc))
+    assert len(got) == len(items) and all(a is b for a, b in zip(got, items, strict=True)), got
+
+
 async def test_listen_moves_waiting_messages_and_filters(node, autojump_clock):
     async def proc():
         await trio.sleep(1)  # let the four messages arrive first

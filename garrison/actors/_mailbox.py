@@ -27,8 +27,8 @@ T = TypeVar("T")
 BUDGET = 64
 
 
-#: the two outcomes: a parked receiver is woken with the item itself, or by trio's
-#: cancellation with an outcome (see ``Inbox.put``)
+#: the two outcomes: a parked receiver is woken with the item itself, or with an
+#: outcome: by trio's cancellation, or with an item that is one (see ``Inbox.put``)
 _OUTCOMES = (outcome.Value, outcome.Error)
 
 #: an int timeout below this converts to a float (the fast path's check of a timeout)
@@ -135,11 +135,12 @@ class Inbox(Generic[T]):
     def put(self, item: T) -> None:
         """Queue ``item`` (called by the host; never blocks)."""
         if self._waiters:
-            # the waiter, parked by yielding ``PARK``, is woken with the item itself (an
-            # item is a message or an event, never an outcome): no outcome made and
-            # unwrapped per item
+            # the waiter, parked by yielding ``PARK``, is woken with the item itself: no
+            # outcome made and unwrapped per item (a host's item is a message or an
+            # event; one that is an outcome itself, put by a process, goes wrapped)
             run = _trio_fast.RUN  # (the runner's own reschedule: see ``_trio_fast``)
-            if run is not None and _trio_fast.PARK is not None:
+            if run is not None and _trio_fast.PARK is not None \
+                    and type(item) not in _OUTCOMES:
                 run.runner.reschedule(self._waiters.popleft(), item)
             else:
                 trio.lowlevel.reschedule(self._waiters.popleft(), outcome.Value(item))
