@@ -6,12 +6,13 @@ the run queue's length; through trio's public functions each of those is a Pytho
 call more (``trio.lowlevel.current_task()`` and ``trio.lowlevel.reschedule`` look the
 runner up in the run context and turn a missing one into a ``RuntimeError``), and
 ``current_statistics()`` builds an object to give one number. Only reads, the count of
-cancel points trio keeps itself (``passes_cancel_point``) and the runner's own
-``reschedule`` are used: nothing here changes how trio schedules. That ``reschedule`` is
-not KI-protected, as trio's public one is: code that calls it directly is marked
-``trio.lowlevel.enable_ki_protection`` (a Ctrl-C halfway would strand the task). Where
-these internals are missing, ``RUN`` is ``None`` and every caller takes the public
-function (the suite runs a workflow, and processes, both ways).
+cancel points trio keeps itself (``passes_cancel_point``), the runner's own
+``reschedule`` and trio's park trap (``PARK``) are used: nothing here changes how trio
+schedules. That ``reschedule`` is not KI-protected, as trio's public one is: code that
+calls it directly is marked ``trio.lowlevel.enable_ki_protection`` (a Ctrl-C halfway
+would strand the task). Where these internals are missing, ``RUN`` (or ``PARK``) is
+``None`` and every caller takes the public function (the suite runs a workflow, and
+processes, both ways).
 """
 
 from __future__ import annotations
@@ -37,9 +38,13 @@ except (ImportError, AttributeError):  # pragma: no cover - another trio version
 
 #: what ``trio.lowlevel.wait_task_rescheduled(abort)`` yields to the run loop, made
 #: ``PARK(abort)``: a generator-based coroutine (``types.coroutine``) that parks a task
-#: yields it itself, ``(yield PARK(abort)).unwrap()``, two coroutine frames fewer to make
-#: and to pass through each time the task parks and wakes (trio's function and the
-#: generator it yields from); ``None`` where it moved (then it awaits trio's function)
+#: yields it itself, ``got = yield PARK(abort)``, two coroutine frames fewer to make and
+#: to pass through each time the task parks and wakes (trio's function and the
+#: generator it yields from); ``None`` where it moved (then it awaits trio's function).
+#: Trio sends in what ``reschedule`` was given, unwrapped by nobody: a task parked so
+#: (``Caller.exchange``, ``Inbox._park`` and ``__anext__``) is woken by its own wakers
+#: with a value itself, and with an outcome for what is one (trio's cancellation, a
+#: failure, a value that is an outcome itself, sent wrapped), which it unwraps
 PARK: Any
 try:
     from trio._core._traps import WaitTaskRescheduled as PARK
