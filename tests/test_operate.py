@@ -2423,3 +2423,63 @@ async def test_a_link_the_retried_run_made_before_the_first_link_down_was_read_h
     if restart:
         async with garrison.open_node(store=store_spec) as node:
             await fails(node)
+
+
+
+# ------------------------------------------------------------------ a blocked one's watchers
+async def _watch_end(to: str, heard: list[str], link: bool) -> None:
+    """Monitor (or, trapping, link to) ``to``; what its end says, into ``heard``."""
+    from garrison import process
+    if link:
+        process.set_options(trap_links=True)
+        process.link(to)
+    else:
+        process.monitor(to)
+    event = await process.events().receive()
+    heard.append(f"{event.kind.name}: {event.error}")
+
+
+async def _blocked_and_watched(node: garrison.Node, link: bool = False
+                               ) -> tuple[Any, list[str]]:
+    handle = node.workflow("v")
+    with pytest.raises(garrison.NonDeterminismError):
+        await handle.result()
+    heard: list[str] = []
+    await node.spawn(_watch_end, str(handle.pid), heard, link)
+    await trio.sleep(1)
+    assert heard == []  # (blocked: its attempt has not ended)
+    return handle, heard
+
+
+async def test_a_process_monitoring_a_blocked_workflow_hears_its_terminate(
+        autojump_clock: Any) -> None:
+    """A plain process monitored a blocked workflow of its node: the monitor was taken
+    (no ``noproc`` EXIT) but kept nowhere, and the terminate that ended the workflow
+    told the process nothing: it waited for ever."""
+    store = _blocked_store()
+    async with garrison.open_node(store=store) as node:
+        handle, heard = await _blocked_and_watched(node)
+        await handle.terminate("given up")
+        await until(lambda: heard, "the monitor's EXIT")
+        assert heard == ["EXIT: Terminated: given up"]
+    store.close()
+
+
+@pytest.mark.parametrize("link", [False, True])
+async def test_a_process_watching_a_blocked_workflow_hears_the_end_of_its_retried_attempt(
+        autojump_clock: Any, link: bool) -> None:
+    """The blocked attempt never ended: a retry drops it and runs the next, whose end
+    is the end of the workflow the process monitors (or links to). The retry dropped
+    the blocked instance with the process's watch: the retried attempt's end (here a
+    terminate: a linked failure) reached nobody."""
+    store = _blocked_store()
+    async with garrison.open_node(store=store) as node:
+        handle, heard = await _blocked_and_watched(node, link)
+        ops_app.USE_OLD_STEP = True
+        await handle.retry()
+        await until(lambda: handle.status() == "waiting", "the retried workflow to wait")
+        await handle.terminate("after all")
+        await until(lambda: heard, "the end of the retried attempt")
+        kind = "LINK_DOWN" if link else "EXIT"
+        assert heard == [f"{kind}: Terminated: after all"]
+    store.close()

@@ -1708,8 +1708,10 @@ class WorkflowHost:
         if attempt is not None:  # a process's monitor, of the attempt that runs now
             self.elsewhere.watch(target).monitor(watcher, Watch(attempt))
             return True
-        if wf is None or (wf.status is WorkflowStatus.BLOCKED and wf.done.is_set()):
-            return wf is not None
+        if wf is None:
+            return False
+        # (a blocked one too: its end by a terminate, or by its retried attempt, which
+        # takes over its watchers (``_recovery.refresh``), is this monitor's EXIT)
         if watcher.host == self.name:
             return True  # workflows monitor through add_durable_monitor
         wf.watchers = added(wf.watchers, watcher)

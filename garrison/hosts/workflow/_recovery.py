@@ -787,6 +787,18 @@ def _retried_since(host: WorkflowHost, target: Pid, attempt: int) -> bool:
     return record is not None and int(record.attempt) > attempt
 
 
+def _take_over(wf: WorkflowInstance, blocked: WorkflowInstance | None) -> None:
+    """``wf``, the retried attempt of the ``blocked`` one (dropped), takes over its
+    plain processes' monitors and links: that attempt never ended (nothing told them),
+    and its retried attempt's end is theirs."""
+    if blocked is None:
+        return
+    if blocked.watchers:
+        wf.watchers = (wf.watchers or set()) | blocked.watchers
+    if blocked.links:
+        wf.links = (wf.links or set()) | blocked.links
+
+
 def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
     """Bring the in-memory workflow ``wid`` up to date with its store rows: start it if
     a tool created it or retried it (``pending``), end it if a tool asked to terminate
@@ -805,8 +817,12 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
         # blocked, and retried since (a new attempt): run it again. Dropped before its
         # requests are looked at: those of the new attempt are not the blocked one's (one
         # ending by a terminate a retry overtook dropped them as asking nothing more)
+        # Its attempt never ended: the processes that monitor or link to it watch the
+        # retried one (taken over as it loads, below)
         del host.active[wid]
-        wf = None
+        blocked, wf = wf, None
+    else:
+        blocked = None
     inbox = host.store.pending_messages(wid)
     requests = live_requests(host, record, inbox)
     if requests:
@@ -826,11 +842,13 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
             # (counted once it is read whole and offered: a refresh the store failed
             # half way is tried again, by the wakeup watcher)
             wf = load(host, record)
+            _take_over(wf, blocked)
             started = _tool_starts(host, [record])
             host.queue.offer(wf, record)
             host.counts["started"] += started
             return
         wf = load(host, record)
+        _take_over(wf, blocked)
         if record.status != WorkflowStatus.RUNNING:
             mark_running(host, Transaction().resume_workflow(wid, time=host.clock.now()))
         host.run_instance(wf)
