@@ -283,3 +283,60 @@ async def test_a_node_closing_during_a_read_of_a_watched_workflow_closes_cleanly
 
             nursery.start_soon(open_once_closed)
         assert not HEARD.get("closing")
+
+
+class _HeldAfterRead:
+    """Once :attr:`armed`, holds node b's next read of t's row in a worker thread once
+    it has read the row (what it returns is the row as it was then) until :meth:`open`."""
+
+    def __init__(self, store: Any) -> None:
+        self.armed = threading.Event()
+        self.read_done = threading.Event()
+        self.opened = threading.Event()
+        read = store.get_workflow
+
+        def get_workflow(wid: str, *args: Any, **kwargs: Any) -> Any:
+            record = read(wid, *args, **kwargs)
+            if wid == "t" and threading.current_thread() is not threading.main_thread() \
+                    and self.armed.is_set() and not self.opened.is_set():
+                self.read_done.set()
+                assert self.opened.wait(60)
+            return record
+
+        store.get_workflow = get_workflow
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+@pytest.mark.parametrize("how", ["monitor", "link"])
+async def test_a_watch_made_during_a_read_is_not_of_the_attempt_that_read_found(
+        postgres_url: str, how: str) -> None:
+    """b's read of t's row (for a first watcher) found attempt 1 running; before it
+    came back t failed, was retried, and a second process of b watched t: a watch of
+    attempt 2, as the monitor's own read said (a link: by its time). The late read took
+    it for a watch of attempt 1, and the next read made the second process hear the
+    first attempt's failure, which came before its watch: an EXIT (a LINK_DOWN) of a
+    workflow that runs. It hears nothing until attempt 2 ends, then that end."""
+    HEARD.clear()
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        held = _HeldAfterRead(b.hosts["workflows"].store)
+        t = await a.start_workflow(ops_app.fails_when_told, id="t")
+        await _until(lambda: a.workflow("t").status() == "waiting", "t")
+        await b.spawn(plain_watcher, "first", str(t), how)
+        await trio.sleep(0.3)  # (b has read t's row, attempt 1 running)
+        held.armed.set()
+        await _until(held.read_done.is_set, "b's read of attempt 1")
+        await _fail_and_retry(a, 1)
+        await b.spawn(plain_watcher, "second", str(t), how)
+        await trio.sleep(0.1)
+        held.open()
+        kind = "EXIT" if how == "monitor" else "LINK_DOWN"
+        await _until(lambda: bool(HEARD.get("first")), "the first watcher's event")
+        await trio.sleep(0.5)
+        assert HEARD["first"] == [[kind, str(t), "RuntimeError", FAIL1]]
+        assert not HEARD.get("second"), HEARD["second"]
+        await a.workflow("t").signal("fail2")
+        await _until(lambda: bool(HEARD.get("second")), "the second watcher's event")
+        assert HEARD["second"] == [[kind, str(t), "RuntimeError", "told to fail: fail2"]]

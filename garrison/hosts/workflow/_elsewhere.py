@@ -90,7 +90,7 @@ class RemoteWorkflow(Caller):
     ``callers``: the calls waiting for its reply) and the target of its processes'
     monitors and links."""
 
-    __slots__ = ("links", "monitors", "settled")
+    __slots__ = ("links", "monitors", "newer", "settled")
 
     def __init__(self, node: Any, pid: Pid) -> None:
         self.node = node
@@ -104,16 +104,22 @@ class RemoteWorkflow(Caller):
         #: the attempt every watch of it is of, as the last read settled them (``None``:
         #: a watch made since): until the store shows another, no watch has ended
         self.settled: int | None = None
+        #: the watches (a link or not, the watcher) made since the read of its row
+        #: under way began: that row may be older than they are, and settles none of
+        #: them (the next read does)
+        self.newer: set[tuple[bool, Pid]] = set()
 
     def monitor(self, watcher: Pid, watch: Watch) -> None:
         """``watcher`` monitors the attempt ``watch`` tells (if it did not already)."""
         if self.monitors.setdefault(watcher, watch) is watch:
             self.settled = None
+            self.newer.add((False, watcher))
 
     def link(self, other: Pid, watch: Watch) -> None:
         """``other`` links to the attempt ``watch`` tells (if it did not already)."""
         if self.links.setdefault(other, watch) is watch:
             self.settled = None
+            self.newer.add((True, other))
 
     def deliver(self, msg: Any) -> None:  # pragma: no cover - calls deliver durably
         raise RuntimeError(f"{self.pid} runs on another node: its messages go to the store")
@@ -245,6 +251,7 @@ class Elsewhere:
                 if entry.idle:
                     del self.watched[wid]
                     continue
+                entry.newer.clear()  # (those made from now on: not by this read)
                 try:
                     record = await trio.to_thread.run_sync(read, wid)
                 except Exception as exc:
@@ -254,7 +261,10 @@ class Elsewhere:
                     break
                 if self.watched.get(wid) is not entry:
                     continue  # (forgotten while the store was read, or watched anew)
-                finished = record is None or WorkflowStatus(record.status).finished
+                # (a watch made during the read waits for the next: the row read may
+                # show an attempt its watch came after, ended or not; so does the end)
+                finished = (record is None or WorkflowStatus(record.status).finished) \
+                    and not entry.newer
                 ends = self._ends(entry, record)
                 if not ends and not finished:
                     continue
@@ -273,7 +283,8 @@ class Elsewhere:
                         break
                     if self.watched.get(wid) is not entry:
                         continue  # (forgotten while the store was read)
-                    ends = self._ends(entry, record)  # (and those watching since)
+                    ends = self._ends(entry, record)  # (and those that unwatched since)
+                    finished = finished and not entry.newer
                 if finished:
                     del self.watched[wid]
                 self._ended(entry, ends, told, finished, record)
@@ -326,20 +337,24 @@ class Elsewhere:
         one's kind (a link or not), watcher, attempt and that end. Those whose attempt
         runs keep watching it, settled now if it was not (see
         :class:`~._attempts.Watch`). (A look at a workflow that runs the attempt every
-        watch was settled at looks at none of them.)"""
+        watch was settled at looks at none of them; one made since the read of ``record``
+        began, :attr:`RemoteWorkflow.newer`, is left to the next read.)"""
         finished = record is None or WorkflowStatus(record.status).finished
         if not finished and entry.settled == record.attempt:
             return []
         ends: list[_End] = []
         kept = None if record is None else failures(record)
+        newer = entry.newer
         for link, watches in ((False, entry.monitors), (True, entry.links)):
             for watcher, watch in list(watches.items()):
+                if (link, watcher) in newer:
+                    continue
                 attempt, end = end_of_attempt(entry.pid, record, watch, kept)
                 if end is not None:
                     ends.append((link, watcher, attempt, end[0], end[1]))
                 elif watch.attempt != attempt:
                     watches[watcher] = Watch(attempt)
-        if not finished and not ends:  # (each watches the attempt that runs)
+        if not finished and not ends and not newer:  # (each watches the attempt that runs)
             entry.settled = int(record.attempt)
         return ends
 
