@@ -730,6 +730,39 @@ async def test_a_pid_unlinked_then_linked_by_a_spawn_counts_as_linked(
                 await a.workflow("relinker").result()
 
 
+
+async def test_a_linked_spawn_of_an_unlinked_pid_is_watched_while_its_spawn_commits(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race behind the flaky test above: a linked spawn of a workflow another node
+    runs (by id, existing) made the watch of its end as it started it, and counted the
+    pid as linked again (out of the workflow's unlinked pids) only once the spawn's
+    record committed. A look of the watch meanwhile (every 50 ms) found the link
+    unlinked and dropped it: the other workflow's failure reached nobody, and the
+    relinker slept on. Here the spawn's commit takes longer than a look."""
+    from garrison.hosts.workflow._core import WorkflowCore
+    from garrison.persistence import Op
+
+    commit = WorkflowCore._commit
+
+    async def slow_spawn_commit(self: Any, tx: Transaction) -> list[Any]:
+        if self.wid == "relinker" and any(
+                op is Op.APPEND_JOURNAL and params[2] == "spawn" for op, params in tx.ops):
+            await trio.sleep(0.3)
+        return await commit(self, tx)
+
+    monkeypatch.setattr(WorkflowCore, "_commit", slow_spawn_commit)
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        other = await b.start_workflow(ends_when_told, id="other")
+        await a.start_workflow(unlinks_then_spawns_linked, "other", id="relinker")
+        with trio.fail_after(30):
+            while a.workflow("relinker").status() != "sleeping":
+                await trio.sleep(0.05)
+        await b.send(other, "x", "fail")
+        with pytest.raises(garrison.WorkflowFailed, match="LinkedProcessFailed"):
+            with trio.fail_after(10):
+                await a.workflow("relinker").result()
+
 # ---------------------------------------------------------------- found in the third review
 async def r3_proc(target: str) -> None:
     """Links to ``target``; "relink" links again; "fail" fails."""

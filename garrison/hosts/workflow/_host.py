@@ -947,6 +947,13 @@ class WorkflowHost:
         it; if it has ended, the monitor gets its ``EXIT`` and a link acts at once."""
         if watcher is None and link is None:
             return
+        linker = self.active.get(link.id) if link is not None and \
+            link.host == self.name else None
+        if linker is not None and linker.unlinked:
+            # a workflow's linked spawn of a pid it unlinked lately: linked again from
+            # now on, not once its spawn is journaled (a look of the watch made below,
+            # or a linked exit, meanwhile took the link for unlinked: ``holds_link``)
+            linker.unlinked.pop(pid, None)
         wf = self.active.get(pid.id)
         if wf is not None and not wf.done.is_set():
             if watcher is not None:
