@@ -340,3 +340,42 @@ async def test_a_watch_made_during_a_read_is_not_of_the_attempt_that_read_found(
         await a.workflow("t").signal("fail2")
         await _until(lambda: bool(HEARD.get("second")), "the second watcher's event")
         assert HEARD["second"] == [[kind, str(t), "RuntimeError", "told to fail: fail2"]]
+
+
+def test_the_failures_a_retry_keeps_hold_a_long_message_cut_in_the_middle() -> None:
+    """A workflow failing with a long error message (an activity that raised with a
+    service's whole answer in it), retried FAILURES_KEPT times, kept each message
+    whole in its memo: 16 MB for a 1 MB message, carried by every read of its row (a
+    watching node's every 50 ms: 0.24 s each on SQLite). Each is kept within
+    MESSAGE_KEPT characters, its start and its end, saying how much was left out."""
+    import datetime
+    import json
+
+    from garrison.hosts.workflow._attempts import (
+        FAILED_MEMO,
+        FAILURES_KEPT,
+        MESSAGE_KEPT,
+        Watch,
+        end_of_attempt,
+        kept_failures,
+    )
+    from garrison.persistence import WorkflowRecord
+
+    long = "begin " + "x" * 1_000_000 + " end"
+    memo: dict[str, Any] = {}
+    for attempt in range(1, FAILURES_KEPT + 1):
+        record = WorkflowRecord(
+            "t", "app:t", "failed", attempt=attempt, memo=memo,
+            updated=datetime.datetime.fromtimestamp(attempt, datetime.UTC),
+            error=garrison.ErrorInfo("RuntimeError", long))
+        memo = {FAILED_MEMO: kept_failures(record)}
+    assert len(json.dumps(memo)) < FAILURES_KEPT * (MESSAGE_KEPT + 200)
+    running = WorkflowRecord("t", "app:t", "running", attempt=FAILURES_KEPT + 1, memo=memo)
+    _attempt, end = end_of_attempt(Pid("workflows", "t"), running, Watch(1))
+    assert end is not None and end[1] is not None
+    message = end[1].message
+    assert message.startswith("begin xxx") and message.endswith("xxx end")
+    assert f"({len(long) - MESSAGE_KEPT} characters of the message left out)" in message
+    short = WorkflowRecord("t", "app:t", "failed", attempt=1,
+                           error=garrison.ErrorInfo("RuntimeError", "x" * MESSAGE_KEPT))
+    assert kept_failures(short)[0][2]["message"] == "x" * MESSAGE_KEPT

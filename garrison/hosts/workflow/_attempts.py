@@ -22,13 +22,17 @@ import attrs
 from ...actors._values import ErrorInfo, Pid
 from ...persistence import WorkflowStatus
 
-__all__ = ["FAILED_MEMO", "FAILURES_KEPT", "Watch", "end_of_attempt", "failures",
-           "kept_failures"]
+__all__ = ["FAILED_MEMO", "FAILURES_KEPT", "MESSAGE_KEPT", "Watch", "end_of_attempt",
+           "failures", "kept_failures"]
 
 #: the memo key (garrison's) of the failures of a workflow's earlier attempts
 FAILED_MEMO = "garrison.failed"
 #: how many failures of earlier attempts a workflow's memo keeps (the latest)
 FAILURES_KEPT = 16
+#: the most characters of a failure's message the memo keeps (its start and its end):
+#: the row carries the memo at every read of it (a watching node's, every POLL
+#: seconds), and an error's message has no bound of its own
+MESSAGE_KEPT = 4096
 
 
 @attrs.frozen
@@ -46,13 +50,25 @@ def _seconds(when: Any) -> float:
     return when.timestamp() if hasattr(when, "timestamp") else float(when or 0.0)
 
 
+def _kept_message(message: str) -> str:
+    """``message`` within :data:`MESSAGE_KEPT` characters: its start and its end, saying
+    how much was left out between them."""
+    if len(message) <= MESSAGE_KEPT:
+        return message
+    head = MESSAGE_KEPT // 2
+    tail = MESSAGE_KEPT - head
+    return (f"{message[:head]} ... ({len(message) - head - tail} characters of the "
+            f"message left out) ... {message[-tail:]}")
+
+
 def kept_failures(record: Any) -> list[list[Any]]:
     """The memo value :data:`FAILED_MEMO` of the workflow of ``record`` (``failed``)
-    once its retry has kept the failure of its attempt ``record.attempt``."""
+    once its retry has kept the failure of its attempt ``record.attempt`` (a message
+    longer than :data:`MESSAGE_KEPT` characters cut in the middle, saying so)."""
     error = record.error or ErrorInfo("Failed", "")
     kept = [f for f in failures_list(record) if f[0] != record.attempt]
     kept.append([int(record.attempt), _seconds(record.updated),
-                 {"type": error.type, "message": error.message}])
+                 {"type": error.type, "message": _kept_message(error.message)}])
     return kept[-FAILURES_KEPT:]
 
 
