@@ -379,3 +379,54 @@ def test_the_failures_a_retry_keeps_hold_a_long_message_cut_in_the_middle() -> N
     short = WorkflowRecord("t", "app:t", "failed", attempt=1,
                            error=garrison.ErrorInfo("RuntimeError", "x" * MESSAGE_KEPT))
     assert kept_failures(short)[0][2]["message"] == "x" * MESSAGE_KEPT
+
+
+async def spawn_linking_watcher(target_id: str) -> None:
+    """A workflow that traps links and links to workflow ``target_id`` (of another
+    node) by a linked spawn of its id; the events it reads are its state ``heard``."""
+    process.set_options(trap_links=True)
+    await process.spawn_linked(ops_app.fails_when_told, id=target_id)
+    workflow.set_state("watching", True)
+    heard: list[list[object]] = []
+    while True:
+        heard.append(_event(await process.events().receive()))
+        workflow.set_state("heard", heard)
+
+
+@pytest.mark.parametrize("then", ["runs", "fails_again"])
+async def test_a_linked_spawn_hears_of_an_attempt_retried_while_its_node_was_down(
+        postgres_url: str, then: str) -> None:
+    """As for a workflow's link above, for a link made by a linked spawn of t's id: its
+    journal kept no time of the link, and w's resume made the link again to the attempt
+    that ran then: w never heard the LINK_DOWN of the failure of the attempt it had
+    linked to (or heard the retried attempt's). It hears that failure, once (and, as
+    t's spawner, its EXIT)."""
+    async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
+        async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+            t = await a.start_workflow(ops_app.fails_when_told, id="t")
+            await _until(lambda: a.workflow("t").status() == "waiting", "t")
+            await b.start_workflow(spawn_linking_watcher, "t", id="w")
+            await _until(lambda: b.workflow("w").state("watching") is not None, "w")
+            await trio.sleep(0.3)  # (b has read t's row)
+            _left_to_b(a, b)
+        await _fail_and_retry(a, 1)
+        if then == "fails_again":
+            await a.workflow("t").signal("fail2")
+            with pytest.raises(garrison.WorkflowFailed, match="fail2"):
+                with trio.fail_after(20):
+                    await a.workflow("t").result()
+        async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+            def link_downs() -> list[list[object]]:
+                return [e for e in b.workflow("w").state("heard") or []
+                        if e[0] == "LINK_DOWN"]
+
+            await _until(lambda: bool(link_downs()), "w's LINK_DOWN")
+            await trio.sleep(0.5)
+            assert link_downs() == [["LINK_DOWN", str(t), "RuntimeError", FAIL1]]
+            if then == "runs":
+                await a.workflow("t").signal("fail2")
+                with pytest.raises(garrison.WorkflowFailed, match="fail2"):
+                    with trio.fail_after(20):
+                        await a.workflow("t").result()
+                await trio.sleep(0.5)
+                assert link_downs() == [["LINK_DOWN", str(t), "RuntimeError", FAIL1]]

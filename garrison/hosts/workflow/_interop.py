@@ -446,6 +446,8 @@ class Interop(WorkflowCore):
         if entry is not None:
             await self._yield()
             pid = Pid.parse(entry.outcome["pid"])
+            if link:
+                self._keep_link_time(pid, entry.outcome.get("at"))
             self._spawned_signals(pid, h, link, monitor)
             return pid
         seq = self.cursor.seq - 1
@@ -469,12 +471,19 @@ class Interop(WorkflowCore):
             await self.records_committed()
         if h.durable and id is not None:
             # a workflow by id: started idempotently (it may exist), then journaled; a
-            # crash between the two starts it again on replay, which returns the same pid
+            # crash between the two starts it again on replay, which returns the same pid.
+            # A link to it keeps its time, as :meth:`link`'s does (it may exist, run on
+            # another node and be retried before a resume of this one)
+            at = self.host.clock.now() if link and h.ownership is not None else None
             pid = await h.start(target, args, wid=id, parent=self.pid,
                                 process_link=self.pid if link else None)
             h.add_durable_monitor(pid, self)  # its EXIT reaches this workflow, durably
             tx = Transaction()
-            self.record(tx, seq, JournalKind.SPAWN, str(label), _dumps({"pid": str(pid)}))
+            out: dict[str, Any] = {"pid": str(pid)}
+            if at is not None:
+                out["at"] = at
+                self._keep_link_time(pid, at)
+            self.record(tx, seq, JournalKind.SPAWN, str(label), _dumps(out))
             await self._commit(tx)
         elif h.durable:
             child_id = self._child_id(h, seq)
@@ -723,9 +732,7 @@ class Interop(WorkflowCore):
             at = self.host.clock.now()
         if live:
             self._record_target(JournalKind.LINK, to, pid, at)
-        if type(at) in (int, float):
-            self.link_times = self.link_times or {}
-            self.link_times[pid] = float(at)
+        self._keep_link_time(pid, at)
         if pid == self.pid:
             return
         self._signalled_at(EventKind.LINK_DOWN, pid)
@@ -734,6 +741,13 @@ class Interop(WorkflowCore):
             # a dead pid: a linked exit at once (when trapping, a LINK_DOWN of this
             # link's own: see event_id)
             self.host.linked_exit(self.pid, pid, noproc(pid))
+
+    def _keep_link_time(self, pid: Pid, at: Any) -> None:
+        """Its link to ``pid`` was made at ``at`` (unix seconds, as journaled; nothing
+        for a journal without it): the attempt of ``pid`` it is of (``link_times``)."""
+        if type(at) in (int, float):
+            self.link_times = self.link_times or {}
+            self.link_times[pid] = float(at)
 
     def linked_to(self, pid: Pid, *, theirs: bool = False) -> None:
         """A link to ``pid`` (by ``link``, a linked spawn, or made from the other side:
