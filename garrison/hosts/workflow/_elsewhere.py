@@ -292,13 +292,14 @@ class Elsewhere:
     def _closing(self, exc: Exception) -> bool:
         """Whether the failure ``exc`` of a read in a worker thread is the node's close
         (it stopped, and may have closed its stores under the read: what was watched
-        asks nothing more); else it is re-raised unless a ``StoreError`` (out of reach:
-        look again next time)."""
+        asks nothing more). A ``StoreError`` is not, stopping or not (out of reach: look
+        again next time, as the node's other watches go on being served); any other
+        error out of a stop is re-raised."""
+        if isinstance(exc, StoreError):
+            return False
         if self.host.node.stopping:
             return True
-        if not isinstance(exc, StoreError):
-            raise exc
-        return False
+        raise exc
 
     async def _look_for_replies(self) -> None:
         """A workflow's call to a watched workflow whose reply its node recorded on the
