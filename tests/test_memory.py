@@ -833,3 +833,43 @@ async def test_workflows_with_no_completed_promise_share_one_empty_map(node, aut
     await node.send("workflows/b", "go", None)
     assert await node.workflow("b").result() == 2
     assert not a.promises and not c.promises
+
+
+async def test_a_start_waiting_for_its_batch_holds_one_frame_of_the_host(tmp_path):
+    """A thousand workflows started at once wait for their starts' batch together, and
+    what each start holds meanwhile lives on through the young collections into the
+    middle ones, as its workflow runs: the start waited in a coroutine of its own for
+    the workflow's creation below the host's ``start``, one object more (and its
+    locals) per waiting start. It waits in ``start``'s frame, on its commit's request."""
+    import workflow_app as app
+
+    from garrison.persistence import SQLiteStore
+
+    n = 200
+    store = SQLiteStore(str(tmp_path / "wf.db"))
+    chains: set[tuple[str, ...]] = set()
+    waiting = [0]
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(app.steps, 0, id="warm-up")
+        await node.workflow("warm-up").result()
+        write = store._group._write_batch
+
+        def census(batch: list) -> None:
+            for request in batch:
+                if request.task is trio.lowlevel.current_task():
+                    continue  # (the batch's leader, writing it)
+                chain = []
+                below: Any = request.task.coro
+                while below is not None:
+                    chain.append(getattr(below, "__qualname__", type(below).__name__))
+                    below = getattr(below, "cr_await", None)
+                if chain[0] == "Node.start_workflow":
+                    waiting[0] += 1
+                    chains.add(tuple(chain))
+            write(batch)
+
+        store._group._write_batch = census
+        await _runs_steps(node, app, n)
+    store.close()
+    assert waiting[0] >= n // 2, waiting  # (most waited in a batch)
+    assert chains == {("Node.start_workflow", "WorkflowHost.start", "CommitRequest")}, chains

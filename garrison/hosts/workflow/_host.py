@@ -749,141 +749,127 @@ class WorkflowHost:
                     and wid not in self.finished:
                 break  # (else a start or a load of it came meanwhile: look again)
         self._starting[wid] = None
+        # (created in this frame, not in a coroutine of its own: this frame is the one
+        # that waits for its commit's batch, one object fewer held by each waiting start)
         try:
-            return await self._create(pid, fn, name, input_text, plain_input, parent=parent,
-                                      prefix=prefix, journal=journal, watcher=watcher,
-                                      process_watcher=process_watcher,
-                                      process_link=process_link, priority=priority,
-                                      dedup=dedup, on_created=on_created,
-                                      supervisor=supervisor)
+            tx = Transaction()
+            now = self.clock.now()
+            run_id = new_run_id()
+            trace = _observe.carrier() if _observe.tracing else None
+            # a child workflow starts at once (its parent may wait for it); others may queue
+            child = journal is not None or self._spawned_by_workflow(parent)
+            # (a node on an unlocked store: ``pending``, as a tool's start, for the node that
+            # holds the store to admit under its own limits; a host that closes, its
+            # workflows stopped or stopping: ``pending`` for the next node, not run here as
+            # the store closes)
+            admitted = child or (not self.client and not self.closing and self.queue.admit(wid))
+            # the host's rate or cluster limit: the store admits it in this transaction
+            asked = admitted and not child and self.queue.checks_store
+            tx.create_workflow(wid, name, RawJson(input_text),
+                               status=WorkflowStatus.RUNNING if admitted and not asked
+                               else WorkflowStatus.PENDING,
+                               parent=parent, run_id=run_id, host=self.name, time=now,
+                               trace=trace,
+                               memo=_start_memo(supervisor, priority, self.client))
+            queued = -1
+            if dedup is not None or not admitted or asked:  # (a tool's start: a row too)
+                tx.enqueue(wid, run_id, priority=priority, dedup=dedup, time=now)
+                queued = len(tx) - 1
+            admission = self.queue.admission(tx, [(wid, run_id)]) if asked else -1
+            if watcher is not None:
+                tx.add_monitor(wid, watcher)
+            if journal is not None:
+                parent_wf, seq, label = journal
+                parent_wf.record(tx, seq, JournalKind.SPAWN, label, _dumps({"pid": str(pid)}))
+            n = 0  # (the index of the workflow's create in the transaction)
+            if prefix is not None:  # (taken now: nothing refuses the start past this point)
+                head = prefix()
+                n = len(head)
+                tx = head.extend(tx)
+                queued = queued + n if queued >= 0 else queued
+                admission = admission + n if admission >= 0 else admission
+            if journal is not None:  # its parent's run writes its start: fenced by that run
+                tx.epoch = journal[0].epoch
+            task = trio.lowlevel.current_task()
+            passes = getattr(task, "_schedule_points", None)
+            try:
+                results = await self.store.commit(tx)
+            except DedupKeyTaken as taken:  # another node's start holds the key
+                self.queue.unreserve(wid)
+                self._attach(Pid(self.name, taken.workflow_id), process_watcher, process_link)
+                return Pid(self.name, taken.workflow_id)
+            except BaseException:
+                self.queue.unreserve(wid)
+                raise
+            created = results[n]
+            if not created:
+                self._exists_as_another(wid, name, plain_input)
+            if self.client:  # the node that holds the store's lock runs it
+                if created and on_created is not None:
+                    on_created()
+                return pid
+            if asked and created and wid not in results[admission]:
+                # this node has room, the host (its rate, or the cluster) has not: it waits
+                # here for the store to admit it
+                self.queue.unreserve(wid)
+                self.queue.refused()
+                admitted = False
+            if created and self.ownership is not None and (
+                    self.ownership.draining or (not admitted and not asked)):
+                # draining, or full here: it waits unowned and a node with room takes it
+                self.counts["started"] += 1  # started here (its queue row says so elsewhere)
+                if on_created is not None:
+                    on_created()
+                self.queue.unreserve(wid)
+                self.queue.stale()  # (one more pending in the store)
+                self.ownership.stopped(wid)
+                self._late_child(wid, parent)
+                return pid
+            if queued >= 0:
+                self.queue.created(wid, results[queued], dedup)
+            if not created:
+                self.queue.unreserve(wid)
+                if wid not in self.active:
+                    record = self.store.get_workflow(wid)
+                    if record is not None and not WorkflowStatus(record.status).finished:
+                        # unfinished but not loaded (a tool created it): run it now
+                        refresh(self, wid, starting=True)
+                self._attach(pid, process_watcher, process_link)
+                if child:
+                    await self._child_waiting(wid)
+                return pid
+            wf = WorkflowInstance(self, wid, name, plain_input, run_id=run_id, attempt=1,
+                                  parent=parent, created=now, journal=[], pending=(), timers={},
+                                  cancel_requested=False,
+                                  watchers=[watcher] if watcher is not None else None, state={})
+            wf.fn = fn
+            wf.trace = trace
+            if queued < 0:
+                wf.may_be_queued = False  # its end has no queue row to drop
+            self.counts["started"] += 1
+            if on_created is not None:
+                on_created()
+            if process_watcher is not None:
+                wf.watchers = added(wf.watchers, process_watcher)
+            if process_link is not None:
+                wf.links = added(wf.links, process_link)
+            if admitted:
+                self.run_instance(wf)
+            else:
+                self.queue.hold(wf, priority, results[queued])
+            self._late_child(wid, parent)
+            if passes is not None and getattr(task, "_schedule_points", None) != passes:
+                # the commit waited for a batch (the scheduler ran meanwhile): a loop of
+                # starts goes straight on to its next commit, which the workflows released
+                # with this batch join, rather than spend a scheduler pass first
+                await trio.lowlevel.checkpoint_if_cancelled()
+            else:
+                await trio.lowlevel.checkpoint()
+            return pid
         finally:
             done = self._starting.pop(wid, None)
             if done is not None:
                 done.set()
-
-    async def _create(self, pid: Pid, fn: Any, name: str, input_text: str, plain_input: Any,
-                      *,
-                      parent: Pid | None, prefix: Callable[[], Transaction] | None,
-                      journal: tuple[WorkflowInstance, int, str] | None, watcher: Pid | None,
-                      process_watcher: Pid | None, process_link: Pid | None,
-                      priority: int = 0, dedup: str | None = None,
-                      on_created: Callable[[], None] | None = None,
-                      supervisor: Pid | None = None) -> Pid:
-        wid = pid.id
-        tx = Transaction()
-        now = self.clock.now()
-        run_id = new_run_id()
-        trace = _observe.carrier() if _observe.tracing else None
-        # a child workflow starts at once (its parent may wait for it); others may queue
-        child = journal is not None or self._spawned_by_workflow(parent)
-        # (a node on an unlocked store: ``pending``, as a tool's start, for the node that
-        # holds the store to admit under its own limits; a host that closes, its
-        # workflows stopped or stopping: ``pending`` for the next node, not run here as
-        # the store closes)
-        admitted = child or (not self.client and not self.closing and self.queue.admit(wid))
-        # the host's rate or cluster limit: the store admits it in this transaction
-        asked = admitted and not child and self.queue.checks_store
-        tx.create_workflow(wid, name, RawJson(input_text),
-                           status=WorkflowStatus.RUNNING if admitted and not asked
-                           else WorkflowStatus.PENDING,
-                           parent=parent, run_id=run_id, host=self.name, time=now,
-                           trace=trace,
-                           memo=_start_memo(supervisor, priority, self.client))
-        queued = -1
-        if dedup is not None or not admitted or asked:  # (a tool's start: a row too)
-            tx.enqueue(wid, run_id, priority=priority, dedup=dedup, time=now)
-            queued = len(tx) - 1
-        admission = self.queue.admission(tx, [(wid, run_id)]) if asked else -1
-        if watcher is not None:
-            tx.add_monitor(wid, watcher)
-        if journal is not None:
-            parent_wf, seq, label = journal
-            parent_wf.record(tx, seq, JournalKind.SPAWN, label, _dumps({"pid": str(pid)}))
-        n = 0  # (the index of the workflow's create in the transaction)
-        if prefix is not None:  # (taken now: nothing refuses the start past this point)
-            head = prefix()
-            n = len(head)
-            tx = head.extend(tx)
-            queued = queued + n if queued >= 0 else queued
-            admission = admission + n if admission >= 0 else admission
-        if journal is not None:  # its parent's run writes its start: fenced by that run
-            tx.epoch = journal[0].epoch
-        task = trio.lowlevel.current_task()
-        passes = getattr(task, "_schedule_points", None)
-        try:
-            results = await self.store.commit(tx)
-        except DedupKeyTaken as taken:  # another node's start holds the key
-            self.queue.unreserve(wid)
-            self._attach(Pid(self.name, taken.workflow_id), process_watcher, process_link)
-            return Pid(self.name, taken.workflow_id)
-        except BaseException:
-            self.queue.unreserve(wid)
-            raise
-        created = results[n]
-        if not created:
-            self._exists_as_another(wid, name, plain_input)
-        if self.client:  # the node that holds the store's lock runs it
-            if created and on_created is not None:
-                on_created()
-            return pid
-        if asked and created and wid not in results[admission]:
-            # this node has room, the host (its rate, or the cluster) has not: it waits
-            # here for the store to admit it
-            self.queue.unreserve(wid)
-            self.queue.refused()
-            admitted = False
-        if created and self.ownership is not None and (
-                self.ownership.draining or (not admitted and not asked)):
-            # draining, or full here: it waits unowned and a node with room takes it
-            self.counts["started"] += 1  # started here (its queue row says so elsewhere)
-            if on_created is not None:
-                on_created()
-            self.queue.unreserve(wid)
-            self.queue.stale()  # (one more pending in the store)
-            self.ownership.stopped(wid)
-            self._late_child(wid, parent)
-            return pid
-        if queued >= 0:
-            self.queue.created(wid, results[queued], dedup)
-        if not created:
-            self.queue.unreserve(wid)
-            if wid not in self.active:
-                record = self.store.get_workflow(wid)
-                if record is not None and not WorkflowStatus(record.status).finished:
-                    # unfinished but not loaded (a tool created it): run it now
-                    refresh(self, wid, starting=True)
-            self._attach(pid, process_watcher, process_link)
-            if child:
-                await self._child_waiting(wid)
-            return pid
-        wf = WorkflowInstance(self, wid, name, plain_input, run_id=run_id, attempt=1,
-                              parent=parent, created=now, journal=[], pending=(), timers={},
-                              cancel_requested=False,
-                              watchers=[watcher] if watcher is not None else None, state={})
-        wf.fn = fn
-        wf.trace = trace
-        if queued < 0:
-            wf.may_be_queued = False  # its end has no queue row to drop
-        self.counts["started"] += 1
-        if on_created is not None:
-            on_created()
-        if process_watcher is not None:
-            wf.watchers = added(wf.watchers, process_watcher)
-        if process_link is not None:
-            wf.links = added(wf.links, process_link)
-        if admitted:
-            self.run_instance(wf)
-        else:
-            self.queue.hold(wf, priority, results[queued])
-        self._late_child(wid, parent)
-        if passes is not None and getattr(task, "_schedule_points", None) != passes:
-            # the commit waited for a batch (the scheduler ran meanwhile): a loop of
-            # starts goes straight on to its next commit, which the workflows released
-            # with this batch join, rather than spend a scheduler pass first
-            await trio.lowlevel.checkpoint_if_cancelled()
-        else:
-            await trio.lowlevel.checkpoint()
-        return pid
 
     def _spawned_by_workflow(self, parent: Pid | None) -> bool:
         """True if ``parent`` (a start's) is a workflow: what it starts is its child."""
