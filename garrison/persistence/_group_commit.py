@@ -199,6 +199,8 @@ class CommitRequest(Coroutine[Any, Any, list[Any]]):
         coroutine it hands on to in ``sub``, and passes it every later step: trio and
         Python send ``None`` only at a first step, every wake-up is an outcome.)"""
         sub = self.sub
+        if sub is not None:  # (a wake-up of the coroutine it handed on to, whatever it is)
+            return sub.send(value)
         if value is None:
             if self.task is not None:  # (run before: its transaction is written once)
                 raise RuntimeError("a store commit was awaited twice: it is a coroutine, "
@@ -212,8 +214,6 @@ class CommitRequest(Coroutine[Any, Any, list[Any]]):
                 return sub.send(None)
             group._pending.append(self)
             return _PARK
-        if sub is not None:
-            return sub.send(value)
         if value is not _RESUMED:  # pragma: no cover - only the engine wakes it
             value.unwrap()
         group = self.group
