@@ -2483,3 +2483,68 @@ async def test_a_process_watching_a_blocked_workflow_hears_the_end_of_its_retrie
         kind = "LINK_DOWN" if link else "EXIT"
         assert heard == [f"{kind}: Terminated: after all"]
     store.close()
+
+
+
+@pytest.mark.parametrize("link", [False, True])
+async def test_a_process_watching_a_blocked_workflow_hears_a_tools_retry_and_terminate(
+        tmp_path: Path, autojump_clock: Any, link: bool) -> None:
+    """A tool retried the blocked workflow and terminated the retried attempt before
+    the node looked (its refresh found the terminate's request): the blocked instance,
+    dropped with its watchers before the request was looked at, told nobody of that
+    end, and the process waited for ever."""
+    from garrison import _store_tools
+
+    path = str(tmp_path / "s.db")
+    with SQLiteStore(path) as seed:
+        seed.write(Transaction().create_workflow("v", "ops_app:versioned", [],
+                                                 status="running")
+                   .append_journal("v", 1, "activity", "ops_app:old_step",
+                                   RawJson('{"ok": "old"}')))
+    async with garrison.open_node(store=path) as node:
+        handle, heard = await _blocked_and_watched(node, link)
+        ops_app.USE_OLD_STEP = True
+        with SQLiteStore(path, lock=False) as tool:  # (another process's, at once)
+            _store_tools.retry(tool, "v")
+            assert _store_tools.ask_terminate(tool, "v", "at once") is not None
+        await until(lambda: heard, "the end of the retried attempt")
+        kind = "LINK_DOWN" if link else "EXIT"
+        assert heard == [f"{kind}: Terminated: at once"]
+        assert handle.status() == "failed"
+
+
+async def test_a_process_watching_a_blocked_workflow_keeps_its_watch_past_a_failed_read(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tool's retry of the blocked workflow, whose refresh (the node's wakeup
+    watcher's) failed to read the store after it dropped the blocked instance: the
+    refresh tried again loaded the retried attempt without the monitor, whose end then
+    reached nobody."""
+    from garrison import _store_tools
+    from garrison._errors import StoreError
+
+    path = str(tmp_path / "s.db")
+    with SQLiteStore(path) as seed:
+        seed.write(Transaction().create_workflow("v", "ops_app:versioned", [],
+                                                 status="running")
+                   .append_journal("v", 1, "activity", "ops_app:old_step",
+                                   RawJson('{"ok": "old"}')))
+    async with garrison.open_node(store=path) as node:
+        handle, heard = await _blocked_and_watched(node)
+        store = node.hosts["workflows"].store
+        read, failed = store.pending_messages, []
+
+        def fails_once(wid: str) -> Any:
+            if wid == "v" and not failed:
+                failed.append(wid)
+                raise StoreError(path, "out of reach")
+            return read(wid)
+
+        monkeypatch.setattr(store, "pending_messages", fails_once)
+        ops_app.USE_OLD_STEP = True
+        with SQLiteStore(path, lock=False) as tool:  # (another process's)
+            _store_tools.retry(tool, "v")
+        await until(lambda: handle.status() == "waiting", "the retried workflow to wait")
+        assert failed
+        await handle.terminate("after all")
+        await until(lambda: heard, "the end of the retried attempt")
+        assert heard == ["EXIT: Terminated: after all"]

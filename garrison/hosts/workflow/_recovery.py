@@ -25,7 +25,7 @@ import trio
 
 from ..._errors import StoreError
 from ..._targets import import_target, workflow_refusal
-from ...actors._values import ErrorInfo, EventKind, Pid
+from ...actors._values import ErrorInfo, Event, EventKind, Pid
 from ...persistence import (
     DamagedRecord,
     InboxRecord,
@@ -36,6 +36,7 @@ from ...persistence import (
     WorkflowStatus,
     run_blocking,
 )
+from .._kernel import exit_fan_out, noproc
 from ._core import Replayed, added, cancelled_error
 from ._inbox import CONTROL, exit_attempt, is_linked_row, item_from_record, stale_request
 from ._instance import WorkflowInstance
@@ -820,13 +821,58 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
         # Its attempt never ended: the processes that monitor or link to it watch the
         # retried one (taken over as it loads, below)
         del host.active[wid]
-        blocked, wf = wf, None
+        try:
+            _retried(host, record, wf, starting=starting)
+        except BaseException:
+            # (a read the store failed: tried again by the wakeup watcher, which finds
+            # the blocked one, its watchers with it, as it was)
+            if wid not in host.active:
+                host.active[wid] = wf
+            raise
+        return
+    _refresh(host, record, wf, None, starting=starting)
+
+
+def _retried(host: WorkflowHost, record: WorkflowRecord, blocked: WorkflowInstance, *,
+             starting: bool) -> None:
+    """:func:`refresh` of ``record``'s workflow, retried since its ``blocked`` instance
+    (dropped) was loaded: whatever ends the retried attempt is the end its plain
+    processes' monitors and links hear (that attempt never ended), ended in the store
+    already too."""
+    _refresh(host, record, None, blocked, starting=starting)
+    if host.active.get(record.workflow_id) is None:  # (none loaded: ended, or a start
+        _ended_elsewhere(host, record, blocked)  # of its id here runs it, see _refresh)
+
+
+def _ended_elsewhere(host: WorkflowHost, record: WorkflowRecord,
+                     blocked: WorkflowInstance) -> None:
+    """The plain processes that monitor or link to ``blocked`` (dropped) hear the end
+    ``record`` shows, or ``noproc``'s if it shows none: no instance here takes them."""
+    if not blocked.watchers and not blocked.links:
+        return
+    status = WorkflowStatus(record.status)
+    if status is WorkflowStatus.COMPLETED:
+        error = None
+    elif status.finished:
+        error = record.error if record.error is not None else cancelled_error(
+            record.workflow_id)
     else:
-        blocked = None
+        error = noproc(blocked.pid)
+    exit_fan_out(host.node, blocked.pid, Event(EventKind.EXIT, blocked.pid, None, error),
+                 blocked.watchers, blocked.links, None)
+    blocked.watchers = blocked.links = None
+
+
+def _refresh(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance | None,
+             blocked: WorkflowInstance | None, *, starting: bool) -> None:
+    """:func:`refresh` of ``record``'s workflow, loaded here as ``wf`` (``None``: not
+    loaded, or ``blocked``, retried since, dropped: its watchers are the instance's
+    this loads)."""
+    wid = record.workflow_id
     inbox = host.store.pending_messages(wid)
     requests = live_requests(host, record, inbox)
     if requests:
-        _requested(host, record, wf, requests)
+        _requested(host, record, wf, requests, blocked)
         return
     if WorkflowStatus(record.status).finished:
         if wf is not None and host.queue.holds(wf):
@@ -916,15 +962,16 @@ def refresh(host: WorkflowHost, wid: str, *, starting: bool = False) -> None:
 
 
 def _requested(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance | None,
-               requests: list[Any]) -> None:
+               requests: list[Any], blocked: WorkflowInstance | None = None) -> None:
     """A tool asked to terminate ``record``'s workflow (``requests``: the ``control``
-    inbox records; see ``_operate``)."""
+    inbox records; see ``_operate``). (``blocked``: see :func:`_refresh`.)"""
     wid = record.workflow_id
     if wf is None:
         if WorkflowStatus(record.status).finished:  # it ended meanwhile: nothing to end
             discard_requests(host, wid, requests)
             return
         wf = load(host, record)  # not running here yet: it ends without running
+        _take_over(wf, blocked)
         host.active[wid] = wf
         wf.exited.set()
         host.start_soon(end_requested, host, wf)
