@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -65,6 +65,23 @@ def _browser(engine: Any, width: int = 1280, height: int = 860
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     return browser, page, errors
+
+
+def _poll_forward(page: Any, every: int, shown: Callable[[], object]) -> None:
+    """Bring the page's next poll (every ``every`` ms) forward until ``shown`` (an
+    ``expect`` with a short timeout, or a check that raises ``AssertionError``) holds. A
+    jump while a poll is in flight is, to the page, the time that poll took (its clock
+    is Playwright's), and it waits ten times that, 30 s at most, for the next: so the
+    jumps go on, ``every`` ms at a time, through 30 s of its timers, and then ``shown``
+    is asked once more (its error says what the page does not show)."""
+    for _ in range(30_000 // every + 1):
+        page.clock.fast_forward(every)
+        try:
+            shown()
+            return
+        except AssertionError:
+            pass
+    shown()
 
 
 def test_follow_and_act_on_a_workflow_in_the_browser(
@@ -273,13 +290,13 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(
             late.write(Transaction().deliver("parent", "EXIT", {"late": True}, kind="event"))
         finally:
             late.close()
-        page.clock.fast_forward(5000)  # (the finished workflow's next poll)
-        expect(page.locator("#inbox tr td").nth(1)).to_have_text("event")
+        _poll_forward(page, 5000, lambda: expect(page.locator("#inbox tr td").nth(1))
+                      .to_have_text("event", timeout=1000))  # (the finished one's poll)
         child_id = page.locator("#children a").inner_text()
         r = ui.http.post(f"/api/workflows/{child_id}/promises/go/resolve", json={"value": 1})
         assert r.status_code == 200, r.text
-        page.clock.fast_forward(5000)
-        expect(child).to_have_text("completed")
+        _poll_forward(page, 5000, lambda: expect(child).to_have_text("completed",
+                                                                     timeout=1000))
 
         # the node's figures per workflow host
         page.click("header nav a:text('Node')")
@@ -363,14 +380,13 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(
                 window.realFetch(url, init) :
                 new Promise((done) => window.held.push(() => done(window.realFetch(url, init))));
         }""")
-        # (the list's next poll, within 2 s; wait_for_function's polling evaluates a
+        # (the list's next poll, brought forward; wait_for_function's polling evaluates a
         # string, which the console's CSP refuses)
-        page.clock.fast_forward(2000)
-        page.evaluate("""() => new Promise((done) => {
-            const every = setInterval(() => {
-                if (window.held.length) { clearInterval(every); done(); }
-            }, 50);
-        })""")
+        def held() -> None:
+            page.wait_for_timeout(200)
+            assert page.evaluate("window.held.length"), "no poll of the list held"
+
+        _poll_forward(page, 2000, held)
         page.click("#next-page")
         expect(page.locator("#page-label")).to_have_text("page 2")
         expect(rows).to_have_count(7)
@@ -401,8 +417,8 @@ def test_login_form_node_figures_children_and_paging_in_the_browser(
             tool.write(Transaction().create_workflow("L" * 255, "t:nothing_here", []))
         finally:
             tool.close()
-        page.clock.fast_forward(2000)  # (the list's next poll)
-        expect(page.locator("#rows tr").first).to_have_attribute("data-id", "L" * 255)
+        _poll_forward(page, 2000, lambda: expect(page.locator("#rows tr").first)
+                      .to_have_attribute("data-id", "L" * 255, timeout=1000))  # (its poll)
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280
         page.goto(ui.url + "workflows/" + "L" * 255)
         expect(page.locator("h1")).to_contain_text("LLLL")
