@@ -41,7 +41,7 @@ def _shots(tmp_path: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
+def chromium_engine() -> Iterator[Any]:
     """One Chromium for the module's tests, each in a context of its own (see
     ``_browser``): starting Playwright and Chromium took seconds of each test."""
     chromium = _chromium()
@@ -53,6 +53,16 @@ def engine() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def engine(chromium_engine: Any) -> Iterator[Any]:
+    """The module's Chromium for one test: the contexts it leaves open (a test that
+    failed before its ``browser.close()``) are closed after it, as its own Chromium
+    was, so that no page of it polls on through the next tests."""
+    yield chromium_engine
+    for context in list(chromium_engine.contexts):
+        context.close()
 
 
 def _browser(engine: Any, width: int = 1280, height: int = 860
