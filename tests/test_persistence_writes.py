@@ -815,9 +815,8 @@ async def test_a_commit_joining_a_forming_batch_waits_as_its_request_alone(
     """Every commit that joins a batch already forming held a coroutine of the engine
     over the generator parking it while it waited: with a thousand workflows stepping
     at once, one object more per waiting step for each young collection to walk and for
-    the batch's wake-ups to read from memory again; then a generator of the request's
-    own (its ``__await__``), one object more still. Its caller awaits its request, parked
-    in the request itself (its own iterator), joining the batch protected from Ctrl-C as
+    the batch's wake-ups to read from memory again. Its caller awaits its request,
+    parked by the request's one generator, joining the batch protected from Ctrl-C as
     before, and each caller gets its own results."""
     from garrison.persistence import _group_commit
 
@@ -846,8 +845,8 @@ async def test_a_commit_joining_a_forming_batch_waits_as_its_request_alone(
     monkeypatch.setattr(_group_commit, "runnable_tasks", lambda: 1)  # nobody alone
     got = await _commit_each(engine.commit, ["tx0", "tx1", "tx2", "tx3"])
     assert sorted(got) == [["tx0"], ["tx1"], ["tx2"], ["tx3"]]  # type: ignore[type-var]
-    # the three that joined wait in their requests, nothing below; the leader runs
-    assert sorted(awaited) == [""] + ["CommitRequest"] * 3, awaited
+    # the three that joined wait in their requests' generator; the leader runs (writes)
+    assert sorted(awaited) == [""] + ["CommitRequest.__await__"] * 3, awaited
     assert joined == [True] * 4, joined
 
 

@@ -50,7 +50,7 @@ import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from time import perf_counter
-from typing import Any, cast
+from typing import Any
 
 import outcome
 import trio
@@ -147,10 +147,10 @@ class CommitRequest(Coroutine[Any, Any, list[Any]]):
 
     Joining a batch that is already forming (the common case, with many workflows
     stepping at once) makes no coroutine of the engine: ``GroupCommit.commit`` returns
-    the request itself, and its caller awaits it, parked in it (the request is its own
-    iterator, :meth:`send`: no generator either). What its waiter holds is what a young
-    garbage collection walks, and what is read from memory again when its batch wakes
-    it, a thousand other steps later. (A request never awaited commits nothing, as a coroutine never
+    the request itself, and its caller awaits it, parked by one generator
+    (:meth:`__await__`). What its waiter holds is what a young garbage collection
+    walks, and what is read from memory again when its batch wakes it, a thousand
+    other steps later. (A request never awaited commits nothing, as a coroutine never
     awaited; unlike one, it is dropped without Python's "never awaited" warning. As a
     coroutine, it runs once: awaited again, it raises ``RuntimeError``.)"""
 
@@ -173,76 +173,58 @@ class CommitRequest(Coroutine[Any, Any, list[Any]]):
         self.balance: dict[Any, Any] | None = {}
         #: the engine whose batch it joins (``None``: a request a store's test builds)
         self.group = group
-        #: the engine's coroutine it hands its steps on to: ``_commit``'s (the batch
-        #: it was asked in ended before it first ran) or ``_lead``'s (made leader)
-        self.sub: Coroutine[Any, Any, list[Any]] | None = None
+        #: :meth:`__await__`'s generator, when trio runs the request as a task's
+        #: coroutine (``send``)
+        self.sub: Generator[Any, Any, list[Any]] | None = None
 
+    # (KI-protected as ``GroupCommit._commit``: see there)
+    @trio.lowlevel.enable_ki_protection
     def __await__(self) -> Generator[Any, Any, list[Any]]:
-        """The request itself: it is its own iterator (:meth:`send`), a state machine
-        rather than a generator, one object less held by every waiting commit."""
-        return cast("Generator[Any, Any, list[Any]]", self)
-
-    # Every step runs KI-protected, as ``GroupCommit._commit`` (see there): it joins a
-    # forming batch and parks in one step.
-    @trio.lowlevel.enable_ki_protection
-    def __next__(self) -> Any:
-        """The first step of an ``await``: :meth:`send` of ``None``."""
-        return self.send(None)
-
-    @trio.lowlevel.enable_ki_protection
-    def send(self, value: Any) -> Any:
-        """A step: the first (``value`` is ``None``) joins the batch forming now and
-        parks until the engine wakes it (or hands the commit on to ``_commit``, if the
-        batch ended before it first ran); the wake-up (the engine's outcome) returns
-        its results, or raises its error, or leads the batch formed while its own was
-        written, if the engine made it that batch's leader. (The request keeps the
-        coroutine it hands on to in ``sub``, and passes it every later step: trio and
-        Python send ``None`` only at a first step, every wake-up is an outcome.)"""
-        sub = self.sub
-        if sub is not None:  # (a wake-up of the coroutine it handed on to, whatever it is)
-            return sub.send(value)
-        if value is None:
-            if self.task is not None:  # (run before: its transaction is written once)
-                raise RuntimeError("a store commit was awaited twice: it is a coroutine, "
-                                   "which runs once (its transaction is committed once)")
-            group = self.group
-            assert group is not None
-            run = _trio_fast.RUN
-            self.task = run.task if run is not None else trio.lowlevel.current_task()
-            if not group._flushing:
-                self.sub = sub = group._commit(self.tx)
-                return sub.send(None)
-            group._pending.append(self)
-            return _PARK
-        if value is not _RESUMED:  # pragma: no cover - only the engine wakes it
-            value.unwrap()
+        """Join the batch forming now and park until the engine wakes it: its results,
+        or its error raised; or lead the batch formed while its own was written, if the
+        engine made it that batch's leader. (A batch that ended before it first ran: it
+        commits as any other, by ``GroupCommit._commit``.)"""
         group = self.group
         assert group is not None
+        if self.task is not None:  # (run before: its transaction is written once)
+            raise RuntimeError("a store commit was awaited twice: it is a coroutine, "
+                               "which runs once (its transaction is committed once)")
+        run = _trio_fast.RUN
+        self.task = run.task if run is not None else trio.lowlevel.current_task()
+        if not group._flushing:
+            return (yield from group._commit(self.tx).__await__())
+        group._pending.append(self)
+        resumed = yield _PARK
+        if resumed is not _RESUMED:  # pragma: no cover - only the engine wakes it
+            resumed.unwrap()
         if self.done:
             group._released -= 1
             if self.error is None:  # (what _unwrap does, without its call)
                 got = self.results
                 if got is NONE_RESULT:
-                    raise StopIteration([None])
+                    return [None]
                 if got is not None:
-                    raise StopIteration(got)
-            raise StopIteration(_unwrap(self))
+                    return got
+            return _unwrap(self)
         # made leader of the batch formed while its own was written
-        self.sub = sub = group._lead(self, False)
-        return sub.send(None)
+        return (yield from group._lead(self, False).__await__())
 
-    @trio.lowlevel.enable_ki_protection
+    # A coroutine for trio too (``nursery.start_soon(store.commit, tx)``): its steps go
+    # to the generator of ``__await__``, made at the first.
+    def send(self, value: Any) -> Any:
+        """A step of :meth:`__await__`'s generator."""
+        if self.sub is None:
+            self.sub = self.__await__()
+        return self.sub.send(value)
+
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        """Raise in the coroutine it handed on to; else (not run yet, or parked) here,
-        as a generator raises it at its ``yield``."""
-        if self.sub is not None:
-            return self.sub.throw(typ, val, tb)
-        if val is None:
-            val = typ() if isinstance(typ, type) else typ
-        raise val if tb is None else val.with_traceback(tb)
+        """Raise in :meth:`__await__`'s generator."""
+        if self.sub is None:
+            self.sub = self.__await__()
+        return self.sub.throw(typ, val, tb)
 
     def close(self) -> None:
-        """Close the coroutine it handed on to, if any."""
+        """Close :meth:`__await__`'s generator, if it was made."""
         if self.sub is not None:
             self.sub.close()
 
