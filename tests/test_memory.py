@@ -840,7 +840,8 @@ async def test_a_start_waiting_for_its_batch_holds_one_frame_of_the_host(tmp_pat
     what each start holds meanwhile lives on through the young collections into the
     middle ones, as its workflow runs: the start waited in a coroutine of its own for
     the workflow's creation below the host's ``start``, one object more (and its
-    locals) per waiting start. It waits in ``start``'s frame, on its commit's request."""
+    locals) per waiting start. It waits in ``start``'s frame, on its commit's request
+    (parked in the request's generator)."""
     import workflow_app as app
 
     from garrison.persistence import SQLiteStore
@@ -872,4 +873,5 @@ async def test_a_start_waiting_for_its_batch_holds_one_frame_of_the_host(tmp_pat
         await _runs_steps(node, app, n)
     store.close()
     assert waiting[0] >= n // 2, waiting  # (most waited in a batch)
-    assert chains == {("Node.start_workflow", "WorkflowHost.start", "CommitRequest")}, chains
+    assert chains == {("Node.start_workflow", "WorkflowHost.start",
+                       "CommitRequest.__await__")}, chains
