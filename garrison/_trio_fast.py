@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import outcome
 import trio
 
-__all__ = ["PARK", "RUN", "current_task", "passes_cancel_point", "reschedule_now",
+__all__ = ["OUTCOMES", "PARK", "RUN", "current_task", "passes_cancel_point", "reschedule_now",
            "runnable_tasks", "system_clock_offset"]
 
 RUN: Any
@@ -53,6 +54,10 @@ try:
         PARK = None  # pragma: no cover - another trio version
 except ImportError:  # pragma: no cover - another trio version
     PARK = None
+
+#: the two outcomes: what a task parked on :data:`PARK` unwraps (``type(got) in
+#: OUTCOMES``), anything else it was woken with being the value itself
+OUTCOMES = (outcome.Value, outcome.Error)
 
 
 def current_task() -> trio.lowlevel.Task:

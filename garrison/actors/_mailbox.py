@@ -29,7 +29,7 @@ BUDGET = 64
 
 #: the two outcomes: a parked receiver is woken with the item itself, or with an
 #: outcome: by trio's cancellation, or with an item that is one (see ``Inbox.put``)
-_OUTCOMES = (outcome.Value, outcome.Error)
+_OUTCOMES = _trio_fast.OUTCOMES
 
 #: an int timeout below this converts to a float (the fast path's check of a timeout)
 _BIG = 1 << 1000

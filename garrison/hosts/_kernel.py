@@ -156,7 +156,7 @@ if hasattr(os, "register_at_fork"):  # (not on Windows)
 
 
 #: the two outcomes (a parked task is woken with one, or with a reply's value itself)
-_OUTCOMES = (outcome.Value, outcome.Error)
+_OUTCOMES = _trio_fast.OUTCOMES
 
 
 class _CallTimedOut(Exception):
