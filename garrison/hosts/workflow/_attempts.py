@@ -119,8 +119,7 @@ def end_of_attempt(pid: Pid, record: Any, watch: Watch,
                           default=now)
     if attempt < now and attempt in ended:
         return attempt, (None, ended[attempt][1])
-    if attempt != now:
-        attempt = now
+    attempt = now  # (its failure not kept, or the attempt that runs)
     status = WorkflowStatus(record.status)
     if not status.finished:
         return attempt, None

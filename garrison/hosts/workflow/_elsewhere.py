@@ -41,7 +41,6 @@ from ...persistence import DamagedRecord, WorkflowStatus
 from .._kernel import Caller
 from ._attempts import Watch, end_of_attempt, failures
 from ._ids import call_request
-from ._inbox import linked_id
 
 if TYPE_CHECKING:
     from ._host import WorkflowHost
@@ -365,9 +364,8 @@ class Elsewhere:
         attempt wrote a linked row for (``_inbox.LINKED``): they act on that row, once
         (their node read it, woken by its write): the row of the attempt that failed,
         not a failure's before a retry. Blocking."""
-        row = self.host.store.inbox_message
-        return frozenset(p for p, attempt in linked
-                         if row(linked_id(str(dead), p.id, attempt)) is not None)
+        row = self.host.linked_row
+        return frozenset(p for p, attempt in linked if row(dead, p.id, attempt) is not None)
 
     def _ended(self, entry: RemoteWorkflow, ends: list[_End], told: frozenset[Pid],
                finished: bool, record: Any) -> None:
