@@ -165,6 +165,27 @@ def _left_to_b(a: garrison.Node, b: garrison.Node) -> None:
     a.hosts["workflows"].ownership._refused[name] = "left to node b by the test"
 
 
+async def _watched_by_w_then_retried(a: garrison.Node, postgres_url: str, then: str,
+                                     watcher: Callable[[Pid], tuple[Any, ...]]) -> Pid:
+    """t started on a, and watched by w on a node b (``b.start_workflow(*watcher(t),
+    id="w")``) that read t's row once, then closed with w left to it; t fails and is
+    retried meanwhile (and fails again, ``then`` ``"fails_again"``). Returns t."""
+    async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
+        t = await a.start_workflow(ops_app.fails_when_told, id="t")
+        await _until(lambda: a.workflow("t").status() == "waiting", "t")
+        await b.start_workflow(*watcher(t), id="w")
+        await _until(lambda: b.workflow("w").state("watching") is not None, "w")
+        await trio.sleep(0.3)  # (b has read t's row)
+        _left_to_b(a, b)
+    await _fail_and_retry(a, 1)
+    if then == "fails_again":
+        await a.workflow("t").signal("fail2")
+        with pytest.raises(garrison.WorkflowFailed, match="fail2"):
+            with trio.fail_after(20):
+                await a.workflow("t").result()
+    return t
+
+
 @pytest.mark.parametrize("how", ["monitor", "link"])
 async def test_a_plain_process_hears_of_an_attempt_retried_before_its_node_read_it(
         postgres_url: str, how: str) -> None:
@@ -233,19 +254,8 @@ async def test_a_workflow_hears_of_an_attempt_retried_while_its_node_was_down(
     the failure of the one it linked to (or heard of the retried attempt's). It hears
     of that failure, once."""
     async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
-        async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
-            t = await a.start_workflow(ops_app.fails_when_told, id="t")
-            await _until(lambda: a.workflow("t").status() == "waiting", "t")
-            await b.start_workflow(workflow_watcher, str(t), how, id="w")
-            await _until(lambda: b.workflow("w").state("watching") is not None, "w")
-            await trio.sleep(0.3)  # (b has read t's row)
-            _left_to_b(a, b)
-        await _fail_and_retry(a, 1)
-        if then == "fails_again":
-            await a.workflow("t").signal("fail2")
-            with pytest.raises(garrison.WorkflowFailed, match="fail2"):
-                with trio.fail_after(20):
-                    await a.workflow("t").result()
+        t = await _watched_by_w_then_retried(
+            a, postgres_url, then, lambda t: (workflow_watcher, str(t), how))
         async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
             kind = "EXIT" if how == "monitor" else "LINK_DOWN"
             await _until(lambda: b.workflow("w").state("heard") is not None, "w's event")
@@ -402,19 +412,8 @@ async def test_a_linked_spawn_hears_of_an_attempt_retried_while_its_node_was_dow
     linked to (or heard the retried attempt's). It hears that failure, once (and, as
     t's spawner, its EXIT)."""
     async with garrison.open_node(store=postgres_url, name="a", lease="5s") as a:
-        async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
-            t = await a.start_workflow(ops_app.fails_when_told, id="t")
-            await _until(lambda: a.workflow("t").status() == "waiting", "t")
-            await b.start_workflow(spawn_linking_watcher, "t", id="w")
-            await _until(lambda: b.workflow("w").state("watching") is not None, "w")
-            await trio.sleep(0.3)  # (b has read t's row)
-            _left_to_b(a, b)
-        await _fail_and_retry(a, 1)
-        if then == "fails_again":
-            await a.workflow("t").signal("fail2")
-            with pytest.raises(garrison.WorkflowFailed, match="fail2"):
-                with trio.fail_after(20):
-                    await a.workflow("t").result()
+        t = await _watched_by_w_then_retried(
+            a, postgres_url, then, lambda _t: (spawn_linking_watcher, "t"))
         async with garrison.open_node(store=postgres_url, name="b", lease="5s") as b:
             def link_downs() -> list[list[object]]:
                 return [e for e in b.workflow("w").state("heard") or []

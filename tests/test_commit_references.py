@@ -107,6 +107,16 @@ async def _commit_all(store: Any, txs: list[Transaction], *, strict: bool = True
     return held
 
 
+async def _alone_batched_and_failing(store: Any) -> None:
+    """A commit alone, a batch of 40, and a batch of 40 one of whose commits fails (a
+    journal seq written twice): none of them kept by ``store`` once committed."""
+    assert await _commit_all(store, _steps(1, 1)) == []
+    assert await _commit_all(store, _steps(40, 2)) == []
+    failing = _steps(40, 3)
+    failing.append(Transaction().append_journal("w1", 3, "activity", "again"))
+    assert await _commit_all(store, failing, strict=False) == []
+
+
 @pytest.mark.parametrize("synchronous", ["normal", "full"])
 async def test_a_sqlite_store_keeps_no_transaction_it_committed(
         tmp_path: Path, synchronous: str) -> None:
@@ -114,11 +124,7 @@ async def test_a_sqlite_store_keeps_no_transaction_it_committed(
         _created(store, 40)
         # alone (no other task), a batch (in the trio thread, or in a worker thread for
         # ``full``), a batch one of whose commits fails (each written alone again)
-        assert await _commit_all(store, _steps(1, 1)) == []
-        assert await _commit_all(store, _steps(40, 2)) == []
-        failing = _steps(40, 3)
-        failing.append(Transaction().append_journal("w1", 3, "activity", "again"))
-        assert await _commit_all(store, failing, strict=False) == []
+        await _alone_batched_and_failing(store)
 
 
 async def test_an_in_memory_store_keeps_no_transaction_it_committed() -> None:
@@ -171,11 +177,7 @@ async def test_a_postgres_store_keeps_no_transaction_it_committed(
         _created(store, 40)
         # alone, a batch (from a worker thread while other tasks run), a batch one of
         # whose commits fails (a SAVEPOINT each)
-        assert await _commit_all(store, _steps(1, 1)) == []
-        assert await _commit_all(store, _steps(40, 2)) == []
-        failing = _steps(40, 3)
-        failing.append(Transaction().append_journal("w1", 3, "activity", "again"))
-        assert await _commit_all(store, failing, strict=False) == []
+        await _alone_batched_and_failing(store)
         # the connection drops: before a batch is sent (sent again), after it committed
         # (settled by the writer's number, its results read back)
         for seq, after in ((4, False), (5, True)):
