@@ -1789,6 +1789,12 @@ async def test_bad_schedules_are_refused_with_what_is_wrong(node: garrison.Node)
         await node.schedule("s", app.job, every="1h", overlap="never")
     with pytest.raises(ValueError, match="catchup_window must be longer than 0"):
         await node.schedule("s", app.job, every="1h", catchup_window=0)
+    # at most 100 years, as every duration (inf was stored, and listed as "Infinity")
+    for window in (float("inf"), 1e300, "36501d"):
+        with pytest.raises(ValueError, match=r"'s': catchup_window must be longer than 0 "
+                           r"and at most 100 years \(36500d\), got"):
+            await node.schedule("s", app.job, every="1h", catchup_window=window)
+    await (await node.schedule("s", app.job, every="1h", catchup_window="36500d")).delete()
     with pytest.raises(ValueError, match="invalid schedule id 'a@b'"):
         await node.schedule("a@b", app.job, every="1h")
     with pytest.raises(TypeError, match="lambda"):
@@ -2171,6 +2177,8 @@ def test_schedule_entries_are_checked() -> None:
   - {name: d, kind: workflow.schedule, workflow: app:nope, every: 1h, host: app:job}
   - {name: e, kind: workflow.schedule, workflow: app:job, every: .inf}
   - {name: f, kind: workflow.schedule, workflow: app:job, every: 3153600001}
+  - {name: g, kind: workflow.schedule, workflow: app:job, every: 1h, catchup_window: .inf}
+  - {name: h, kind: workflow.schedule, workflow: app:job, every: 1h, catchup_window: 36501d}
 """
     with pytest.raises(garrison.ConfigError) as info:
         load_config_text(bad, "app.yaml")
@@ -2186,6 +2194,9 @@ def test_schedule_entries_are_checked() -> None:
     # (every digit: it read 3.1536e+09s, the limit itself to the eye)
     assert "entry 'app:f' (index 7): field 'every': expected a duration of whole seconds, " \
         "from 1s to 36500d (100 years; a duration has no year unit), got '3153600001s'" in text
+    for entry, got in (("'app:g' (index 8)", "inf"), ("'app:h' (index 9)", "3153686400.0")):
+        assert f"entry {entry}: field 'catchup_window': expected a duration of at most 100 " \
+            f"years (36500d, as every duration), got {got}" in text
     assert "field 'overlap': expected one of 'skip', 'buffer_one', 'allow_all'" in text
     assert "entry 'app:d' (index 5): field 'workflow': unknown entry 'app:nope'" in text
     assert "field 'host': expected a workflow.host entry, but 'app:job' is a workflow.py" \

@@ -404,8 +404,8 @@ class ScheduleEntry:
     input: tuple[Any, ...] = ()
     overlap: str = attrs.field(default="skip", validator=_one_of("skip", "buffer_one",
                                                                  "allow_all"))
-    catchup_window: float = attrs.field(default=3600.0, converter=_duration,
-                                        validator=_positive_duration)
+    catchup_window: float = attrs.field(default=3600.0, converter=_duration, validator=[
+        _positive_duration, _at_most_100_years("36500d, as every duration")])
     host: str = "workflows"
     meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
 

@@ -302,10 +302,12 @@ def check_overlap(value: object, what: str) -> str:
 
 
 def parse_catchup_window(value: object, what: str) -> float:
-    """A catch-up window (a duration > 0) as seconds; ``ValueError`` naming ``what``."""
+    """A catch-up window (a duration > 0 and at most 100 years, :data:`LONGEST_WAIT`, as
+    every duration) as seconds; ``ValueError`` naming ``what``."""
     seconds = parse_duration(value, what=f"catchup_window of {what}")
-    if seconds <= 0:
-        raise ValueError(f"{what}: catchup_window must be longer than 0, got {value!r}")
+    if not 0 < seconds <= LONGEST_WAIT:
+        raise ValueError(f"{what}: catchup_window must be longer than 0 and at most 100 "
+                         f"years (36500d), got {value!r}")
     return seconds
 
 
