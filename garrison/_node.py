@@ -854,7 +854,13 @@ class Node:
             limits = QueueLimits(entry.max_concurrent, entry.cluster_max_concurrent,
                                  entry.rate)
             if alias and self._limits is not None:
-                limits = self._limits  # open_node's limits are the ``workflows`` host's
+                # open_node's limits are the ``workflows`` host's: each one given replaces
+                # the entry's, and the entry's others stay
+                given = self._limits
+                limits = QueueLimits(
+                    _given_or(given.max_concurrent, entry.max_concurrent),
+                    _given_or(given.cluster_max_concurrent, entry.cluster_max_concurrent),
+                    _given_or(given.rate, entry.rate))
             retention = entry.retention
             if alias and self._retention is not None:
                 retention = self._retention  # (as its limits)
@@ -1045,6 +1051,11 @@ def released_to(node: Node) -> list[str] | None:
     return sorted(names)
 
 
+def _given_or(given: T | None, otherwise: T | None) -> T | None:
+    """``given`` (an ``open_node`` argument) unless it was not given (``None``)."""
+    return otherwise if given is None else given
+
+
 @contextlib.asynccontextmanager
 async def open_node(config: Any = None, store: Any = None, *,
                     inbox_warning: int | None = INBOX_WARNING,
@@ -1061,7 +1072,8 @@ async def open_node(config: Any = None, store: Any = None, *,
 
     ``max_concurrent``, ``cluster_max_concurrent`` and ``rate`` (``"100/1m"``) are the
     queue limits of the node's ``workflows`` host, as on a ``workflow.host`` entry
-    (when a config's only workflow host is ``workflows``, they replace its entry's).
+    (when a config's only workflow host is ``workflows``, each one given replaces its
+    entry's: the limits not given are the entry's).
     ``retention`` (``"30d"``, seconds, a ``timedelta``) is that host's retention, as a
     ``workflow.host`` entry's: its completed, failed and cancelled workflows are
     deleted from the store that long after they ended (``None``: kept for ever).

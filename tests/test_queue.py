@@ -473,6 +473,35 @@ entries:
     assert start_times() == {"one": 0, "two": 5}
 
 
+async def test_open_node_limits_replace_only_the_entry_limits_they_give(
+        tmp_path: Path, autojump_clock: Any) -> None:
+    """A config's one workflow host is the node's ``workflows`` host, and
+    ``open_node``'s limits replace its entry's. ``open_node(config=..., rate="2/1m")``
+    replaced all three: the entry's ``max_concurrent: 1`` was dropped in silence, and
+    two workflows ran at once. A limit open_node gives replaces that limit only (as
+    ``retention=`` replaces the entry's retention and leaves its limits)."""
+    config = load_config_text(f"""
+version: "1.0"
+namespace: app
+entries:
+  - {{name: jobs, kind: workflow.host, store: {tmp_path / 'wf.db'}, max_concurrent: 1,
+     cluster_max_concurrent: 5}}
+""")
+    async with garrison.open_node(config=config, rate="2/1m") as node:
+        assert node.stats()["workflow_queues"]["app:jobs"] == {
+            "pending": 0, "running": 0, "max_concurrent": 1, "cluster_max_concurrent": 5,
+            "rate": "2/1m"}
+        await node.start_workflow(app.job, 5.0, id="one")
+        await node.start_workflow(app.job, id="two")
+        assert node.workflow("two").status() == "pending"
+        await node.workflow("two").result()
+    assert start_times() == {"one": 0, "two": 5}
+    async with garrison.open_node(config=config, max_concurrent=3) as node:
+        assert node.stats()["workflow_queues"]["app:jobs"] == {
+            "pending": 0, "running": 0, "max_concurrent": 3, "cluster_max_concurrent": 5,
+            "rate": None}
+
+
 async def test_two_workflow_hosts_on_one_store_are_refused_naming_both(
         tmp_path: Path) -> None:
     """Each workflow host needs a store of its own (its queue, its schedules): a second
