@@ -34,7 +34,7 @@ import trio
 
 from . import _cli_signals, _observe
 from ._bind import bind_problems
-from ._cli_options import escaped, guard_stderr, print_last_words, run_verb
+from ._cli_options import Parser, escaped, guard_stderr, print_last_words, run_verb
 from ._duration import parse_lease
 from ._errors import (
     ConfigError,
@@ -1009,7 +1009,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     levels = ["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"]
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="garrison",
         description="The garrison command line: run a node, check configs, inspect and "
                     "drive workflow stores.")
@@ -1017,7 +1017,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=levels)
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     # the same options after the sub-command (garrison run app.yaml --log-format json)
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=levels)
     common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
     sub = parser.add_subparsers(dest="command", required=True)

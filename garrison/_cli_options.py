@@ -15,7 +15,7 @@ from typing import Any
 
 from ._store_tools import ToolError
 
-__all__ = ["BROKEN_PIPE", "COLUMN_WIDTH", "STORE_HELP", "CommandGroup", "cell", "cut",
+__all__ = ["BROKEN_PIPE", "COLUMN_WIDTH", "STORE_HELP", "CommandGroup", "Parser", "cell", "cut",
            "escaped", "guard_stderr", "one_line", "print_last_words", "print_table",
            "print_table_pages",
            "require_store", "run_verb", "run_with_store", "store_of_config"]
@@ -25,6 +25,32 @@ BROKEN_PIPE = 128 + signal.SIGPIPE
 
 #: the help of ``--store`` on every command that takes it
 STORE_HELP = "the store: a SQLite file or a postgresql://user@host:port/db URL"
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of ``garrison`` and of each of its commands and verbs (``add_parser``
+    makes its own kind). A command with no verbs of its own reads its positional
+    arguments wherever they stand among its options (``start TARGET --id X ARGS``:
+    argparse alone gave TARGET and the optional ARGS the one word before ``--id``, and
+    refused the arguments after it), and says an argument it does not know itself,
+    under its own usage (argparse left that to ``garrison``'s usage, which shows none
+    of the command's options). After ``--`` (``signal ID TOPIC -- -1e3``) the words are
+    read in their order, as argparse reads them: the intermixed parse would take them
+    for options."""
+
+    _reading = False  # (the intermixed parse calls parse_known_args again, twice)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._reading or self._subparsers is not None or (args and "--" in args):
+            return super().parse_known_args(args, namespace)
+        self._reading = True
+        try:
+            namespace, extras = self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._reading = False
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
 
 def _options(common: argparse.ArgumentParser, store_help: str,

@@ -1844,3 +1844,53 @@ def test_a_ctrl_c_noted_before_the_command_listens_is_one_line(
     monkeypatch.setattr(_cli_signals, "restore", delivered)
     assert _cli.main(argv) == 130
     assert capsys.readouterr().err == f"garrison {argv[0]}: interrupted\n"
+
+
+def test_a_verb_s_positional_arguments_may_follow_its_options(capsys) -> None:
+    """``garrison workflows start app:flow --id o-17 '[1]'`` said ``garrison: error:
+    unrecognized arguments: [1]`` under the usage of ``garrison`` itself: argparse gave
+    TARGET and its optional ARGS the one word before ``--id``, so the arguments written
+    after it fitted nothing. A verb's positional arguments are read wherever they stand
+    among its options (``signal ID --json TOPIC PAYLOAD`` too), as the usage line of
+    the verb shows them after its options."""
+    from garrison._cli import build_parser
+
+    args = build_parser().parse_args(["workflows", "--store", "app.db", "start", "app:flow",
+                                      "--id", "o-17", '[{"id": "o-17"}]'])
+    assert (args.target, args.id, args.args) == ("app:flow", "o-17", '[{"id": "o-17"}]')
+    args = build_parser().parse_args(["workflows", "signal", "o-17", "--store", "app.db",
+                                      "approve", "--json", '{"by": "ann"}'])
+    assert (args.id, args.topic, args.payload, args.json) \
+        == ("o-17", "approve", '{"by": "ann"}', True)
+    args = build_parser().parse_args(["workflows", "--store", "app.db", "terminate", "o-1",
+                                      "--reason", "dup", "o-2"])
+    assert (args.id, args.reason) == (["o-1", "o-2"], "dup")
+    args = build_parser().parse_args(["workflows", "--store", "app.db", "start", "app:flow"])
+    assert (args.target, args.args) == ("app:flow", "[]")  # (ARGS stays optional)
+    # after --, a word that starts with - is a value, as before
+    args = build_parser().parse_args(["workflows", "--store", "app.db", "signal", "--",
+                                      "-odd", "adjust", "-1e3"])
+    assert (args.id, args.topic, args.payload) == ("-odd", "adjust", "-1e3")
+    args = build_parser().parse_args(["workflows", "--store", "app.db", "terminate", "--",
+                                      "-a", "-b"])
+    assert args.id == ["-a", "-b"]
+
+
+def test_an_unknown_argument_of_a_verb_is_said_with_the_verb_s_usage(capsys) -> None:
+    """``garrison workflows prune --older-than 30d --yes`` said ``garrison: error:
+    unrecognized arguments: --yes`` under the usage of ``garrison`` itself, which does
+    not show what ``prune`` takes. The verb says it, under its own usage."""
+    from garrison._cli import build_parser
+
+    for argv, verb in ((["workflows", "--store", "app.db", "prune", "--older-than", "30d",
+                         "--yes"], "workflows prune"),
+                       (["schedules", "--store", "app.db", "pause", "s", "--now"],
+                        "schedules pause"),
+                       (["check", "app.yaml", "--strict"], "check")):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(argv)
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"usage: garrison {verb} "), err
+        assert err.splitlines()[-1] == \
+            f"garrison {verb}: error: unrecognized arguments: {argv[-1]}", err
