@@ -1382,6 +1382,37 @@ async def test_get_on_an_action_is_405(seeded: str) -> None:
     store.close()
 
 
+async def test_a_post_to_an_action_the_console_has_not_names_its_actions(
+        seeded: str) -> None:
+    """``POST /api/workflows/g-1/terminate`` (Temporal's UI terminates) answered
+    ``{"error": "Method Not Allowed"}``: the method is the one every action takes, and
+    nothing said that the console has no such action, nor which it has. It names the
+    action and lists the console's, still 405."""
+    store = _store_tools.open_store(seeded)
+    async with client(make_app(StoreBackend(store))) as c:
+        r = await post(c, "/api/workflows/g-1/terminate")
+        assert r.status_code == 405, r.text
+        assert r.headers["allow"] == "GET, HEAD"
+        assert r.json()["error"] == (
+            "the console has no action 'terminate' (POST /api/workflows/g-1/terminate; a "
+            "workflow's URL takes GET): a workflow's actions are POST "
+            "/api/workflows/ID/signal, /cancel, /retry, "
+            "/promises/NAME/resolve and /promises/NAME/reject (to terminate: garrison "
+            "workflows terminate, or the handle's terminate())")
+        r = await post(c, "/api/workflows/g-1")
+        assert r.status_code == 405, r.text
+        assert r.json()["error"] == (
+            "POST /api/workflows/g-1: a workflow's URL takes GET; a workflow's actions "
+            "are POST /api/workflows/ID/signal, /cancel, /retry, /promises/NAME/resolve "
+            "and /promises/NAME/reject")
+        r = await post(c, "/api/workflows/g-1/pause")
+        assert "no action 'pause'" in r.json()["error"] and "terminate" not in r.text
+        # the actions it has are as they were
+        assert (await post(c, "/api/workflows/g-1/signal", {"topic": "go"})).status_code \
+            == 200
+    store.close()
+
+
 async def test_a_console_left_open_on_a_node_that_stopped_says_so(
         store_path: str, autojump_clock: Any) -> None:
     # a console served from a nursery that outlives the node: every API answer names

@@ -242,6 +242,24 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
                                     status_code=405, headers={"Allow": "POST"})
             raise
 
+    async def api_no_action(request: Request) -> Response:
+        """A POST to a workflow's URL, or to an action the console has not (a
+        ``terminate``, which Temporal's UI offers): 405, naming it and the actions."""
+        path = request.url.path
+        actions = ("a workflow's actions are POST /api/workflows/ID/signal, /cancel, "
+                   "/retry, /promises/NAME/resolve and /promises/NAME/reject")
+        wid = request.path_params["wid"]
+        if "/" in wid:  # (an id may hold "/": its URL's last part, taken for an action)
+            name = _segment(wid.rpartition("/")[2])
+            hint = (" (to terminate: garrison workflows terminate, or the handle's "
+                    "terminate())" if name == "terminate" else "")
+            message = (f"the console has no action {name!r} (POST {path}; a workflow's "
+                       f"URL takes GET): {actions}{hint}")
+        else:
+            message = f"POST {path}: a workflow's URL takes GET; {actions}"
+        return JSONResponse({"error": message}, status_code=405,
+                            headers={"Allow": "GET, HEAD"})
+
     async def api_signal(request: Request) -> Response:
         wid = _segment(request.path_params["wid"])
         body = await _body(request, "signal", ("topic", "payload"))
@@ -368,6 +386,7 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         Route(wid + "/cancel", api_cancel, methods=["POST"]),
         Route(wid + "/retry", api_retry, methods=["POST"]),
         Route(wid, api_workflow),
+        Route(wid, api_no_action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error,
