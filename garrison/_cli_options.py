@@ -11,7 +11,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from ._store_tools import ToolError
 
@@ -39,8 +39,11 @@ class Parser(argparse.ArgumentParser):
     for options."""
 
     _reading = False  # (the intermixed parse calls parse_known_args again, twice)
+    _words: Sequence[str] = ()  # (what it was given: its error looks at them)
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if not self._reading:
+            self._words = [] if args is None else list(args)
         if self._reading or self._subparsers is not None or (args and "--" in args):
             return super().parse_known_args(args, namespace)
         self._reading = True
@@ -51,6 +54,33 @@ class Parser(argparse.ArgumentParser):
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         return namespace, extras
+
+    def error(self, message: str) -> NoReturn:
+        """argparse's error, and for an option whose value starts with ``-`` (a workflow
+        id may: ``--id -x``), which argparse reads as an option, how to write it (not
+        for an option of its own given next: ``--id --json`` lacks the id)."""
+        said = _NO_VALUE.fullmatch(message)
+        words = list(self._words)
+        if said is not None:
+            names = said["option"].split("/")
+            for word, value in itertools.pairwise(words):
+                if word in names and value.startswith("-") and value != "--" \
+                        and value.split("=", 1)[0] not in self._option_string_actions:
+                    message += (f" (its value {value!r} starts with '-', read as an "
+                                f"option: write {word}={value})")
+                    break
+        elif message.startswith("the following arguments are required: ") \
+                and "--" not in words and self._subparsers is None:
+            dashed = [w for w in words if w.startswith("-") and w != "-"
+                      and w.split("=", 1)[0] not in self._option_string_actions]
+            if dashed:  # (an id or value given, but read as an unknown option)
+                message += (f" ({dashed[0]!r} starts with '-', read as an option: give "
+                            f"such a value after --, as in {self.prog} -- {dashed[0]})")
+        super().error(message)
+
+
+#: argparse's error for an option given no value: ``argument --id: expected one argument``
+_NO_VALUE = re.compile(r"argument (?P<option>-[^ :]*): expected one argument")
 
 
 def _options(common: argparse.ArgumentParser, store_help: str,

@@ -1894,3 +1894,51 @@ def test_an_unknown_argument_of_a_verb_is_said_with_the_verb_s_usage(capsys) -> 
         assert err.startswith(f"usage: garrison {verb} "), err
         assert err.splitlines()[-1] == \
             f"garrison {verb}: error: unrecognized arguments: {argv[-1]}", err
+
+
+def test_an_option_value_that_starts_with_a_dash_says_how_to_write_it(capsys) -> None:
+    """A workflow id may start with ``-``, but ``start app:flow --id -x`` said
+    ``argument --id: expected one argument`` and no more: argparse reads ``-x`` as an
+    option. The error says how to give such a value (``--id=-x``); the value so
+    written is taken."""
+    from garrison._cli import build_parser
+
+    for argv, option, value in (
+            (["workflows", "--store", "app.db", "start", "app:flow", "--id", "-dash"],
+             "--id", "-dash"),
+            (["workflows", "--store", "app.db", "terminate", "w", "--reason", "-oops"],
+             "--reason", "-oops"),
+            (["workflows", "--store", "-odd.db", "list"], "--store", "-odd.db")):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(argv)
+        assert exited.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1].endswith(
+            f"argument {option}: expected one argument (its value {value!r} starts with "
+            f"'-', read as an option: write {option}={value})")
+    args = build_parser().parse_args(["workflows", "--store", "app.db", "start", "app:flow",
+                                      "--id=-dash"])
+    assert args.id == "-dash"
+    # a positional value so: after --, as README says
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["workflows", "--store", "app.db", "show", "-dash"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "garrison workflows show: error: the following arguments are required: id "
+        "('-dash' starts with '-', read as an option: give such a value after --, as in "
+        "garrison workflows show -- -dash)")
+    assert build_parser().parse_args(["workflows", "--store", "app.db", "show", "--",
+                                      "-dash"]).id == "-dash"
+    # (not where the missing argument is a command: that is said as before)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["workflows", "--store", "app.db", "-x"])
+    assert "starts with '-'" not in capsys.readouterr().err
+    # an option that is missing its value is said as before
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["workflows", "--store", "app.db", "start", "app:flow",
+                                   "--id"])
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "argument --id: expected one argument")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["workflows", "--store", "app.db", "start", "app:flow",
+                                   "--id", "--json"])
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "argument --id: expected one argument")
