@@ -343,6 +343,12 @@ def _statuses(given: list[str]) -> list[str]:
     return list(dict.fromkeys(statuses))
 
 
+#: the keys of ``show`` whose value is the row's own text (its id, times, pids), shown as
+#: it is; every other is the workflow's data (input, result, state, ...), as JSON
+_ROW_TEXT = frozenset({"workflow_id", "name", "status", "created", "updated", "parent",
+                       "run_id", "host", "node"})
+
+
 def _show(store: Any, args: argparse.Namespace) -> None:
     detail = tools.detail(store, tools.get(store, args.id))
     if args.json:
@@ -352,7 +358,10 @@ def _show(store: Any, args: argparse.Namespace) -> None:
     queue = detail.pop("queue")
     width = max(len(k) for k in detail)
     for key, value in detail.items():
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        # (the row's own text as a table's cell; the workflow's data, a string result
+        # too, as its JSON: "null" is no None, and an escape it holds is not acted on)
+        text = cell(value) if key in _ROW_TEXT and isinstance(value, str) \
+            else json.dumps(value, default=str)
         print(f"{key.ljust(width)}  {text}")
     if queue is not None:  # (pending: why it waits, and where)
         print(f"{'queue'.ljust(width)}  {queue['reason']}")

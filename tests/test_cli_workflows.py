@@ -2402,3 +2402,31 @@ def test_a_retry_succeeds_when_a_node_consumes_the_old_terminate_request_meanwhi
         rec = s.get_workflow("p-9")
         assert rec is not None and (rec.status, rec.attempt) == ("pending", 2), rec
         assert s.pending_messages("p-9") == []
+
+
+def test_show_prints_a_string_value_as_json_and_never_a_control_character(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
+    """``show`` printed a string result as its bare text: a workflow that returned
+    ``"null"`` read as one that returned None, ``"42"`` as 42, and one whose result held
+    a terminal escape (``\\x1b[2J``) cleared the screen, a newline broke its line. Every
+    value of the workflow's data is its JSON (a string quoted, its escapes escaped), as
+    ``input`` already was; the row's own text (id, name, ...) is shown as a table cell
+    is, a control character as its escape."""
+    values = {"r0": "null", "r1": None, "r2": "42", "r3": 42, "r4": "a\x1b[2Jb\nline2"}
+    with open_store(sqlite_path) as s:
+        for wid, value in [*values.items(), ("odd\x1bid", "x")]:
+            s.write(Transaction().create_workflow(wid, "app:flow", [value])
+                    .update_workflow(wid, status="completed", result=value))
+    shown = {}
+    for wid in values:
+        code, out, err = cli_here(capsys, "--store", sqlite_path, "show", wid)
+        assert (code, err) == (0, ""), err
+        assert "\x1b" not in out, out
+        lines = dict(line.split(None, 1) for line in out.splitlines() if line.strip()
+                     and not line.startswith(" "))
+        shown[wid] = lines["result"]
+    assert shown == {"r0": '"null"', "r1": "null", "r2": '"42"', "r3": "42",
+                     "r4": '"a\\u001b[2Jb\\nline2"'}
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "odd\x1bid")
+    assert code == 0 and "\x1b" not in out, out
+    assert out.splitlines()[0].split() == ["workflow_id", "odd\\x1bid"]
