@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import _observe
-from ._errors import NoSuchProcess, ProcessError
+from ._errors import NoSuchProcess, ProcessError, closest_id
 from ._targets import check_entry, check_target
 from .actors._mailbox import timeout_seconds
 from .actors._values import ErrorInfo, Event, Message, Pid
@@ -179,7 +179,11 @@ class Router:
             return self.hosts[self.aliases.get(name, name)]
         except KeyError:
             known = ", ".join(sorted(self.hosts)) or "none"
-            raise ValueError(f"no host named {name!r} on this node (hosts: {known})") from None
+            # (a config's host is its entry id: 'pool' of namespace j is 'j:pool')
+            meant = closest_id(name, self.hosts) if name else None
+            hint = f"; did you mean {meant!r}?" if meant is not None else ""
+            raise ValueError(f"no host named {name!r} on this node (hosts: {known}{hint})"
+                             ) from None
 
     def resolve(self, to: Pid | str) -> Pid:
         """``to`` as a pid: a pid stays itself; a string with a ``/`` is a pid's text

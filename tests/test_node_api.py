@@ -438,6 +438,29 @@ async def _spawns_on_no_host() -> str:
     return "spawned"
 
 
+async def test_a_host_named_without_its_namespace_or_mistyped_says_the_one_meant(
+        tmp_path: Path) -> None:
+    """A config's ``process.host`` entry ``pool`` is the host ``j:pool``: a spawn with
+    ``host="pool"`` said ``no host named 'pool' on this node (hosts: j:pool, ...)``,
+    leaving the reader to spot it, where a config entry's bare name or typo says the
+    id meant everywhere else (``did you mean 'app:handler'?``). So does a host now."""
+    config = tmp_path / "app.yaml"
+    config.write_text('version: "1.0"\nnamespace: j\nentries:\n'
+                      "  - {name: pool, kind: process.host, workers: 2}\n")
+    async with garrison.open_node(config=str(config)) as node:
+        for given, meant in (("pool", "j:pool"), ("j:pol", "j:pool"),
+                             ("workflow", "workflows"), ("procesess", "processes")):
+            with pytest.raises(ValueError) as info:
+                await node.spawn(app.echo_process, host=given)
+            assert str(info.value) == (
+                f"no host named {given!r} on this node (hosts: j:pool, processes, "
+                f"workflows; did you mean {meant!r}?)")
+        with pytest.raises(ValueError) as info:
+            node.workflows(host="mars")
+        assert str(info.value) == \
+            "no host named 'mars' on this node (hosts: j:pool, processes, workflows)"
+
+
 async def test_an_empty_host_name_is_refused_not_taken_for_the_default() -> None:
     """``host=""`` is falsy: spawns, starts, schedules and their listings ran on the
     default host as if ``host`` were left out (a config's ``host: ""`` is refused)."""
