@@ -91,12 +91,14 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     sig = verb("signal", help="send a message to a workflow's durable inbox")
     sig.add_argument("id")
     sig.add_argument("topic")
-    sig.add_argument("payload", nargs="?", default="null", help="JSON (default null)")
+    sig.add_argument("payload", nargs="?", default="null",
+                     help="JSON (default null; -: read it from standard input)")
 
     res = verb("resolve", help="resolve a durable promise")
     res.add_argument("id")
     res.add_argument("promise")
-    res.add_argument("value", nargs="?", default="null", help="JSON (default null)")
+    res.add_argument("value", nargs="?", default="null",
+                     help="JSON (default null; -: read it from standard input)")
 
     rej = verb("reject", help="reject a durable promise")
     rej.add_argument("id")
@@ -113,7 +115,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                                    "from the current directory), or a workflow.py entry "
                                    "id of the config given with --config")
     st.add_argument("args", nargs="?", default="[]",
-                    help="its arguments, a JSON array (default [])")
+                    help="its arguments, a JSON array (default []; -: read it from "
+                         "standard input)")
     st.add_argument("--id", help="the workflow id (default: a fresh one); an id that "
                                  "exists is left as it is")
     st.add_argument("--priority", type=_priority, default=0, metavar="N",
@@ -490,15 +493,29 @@ FINISHED_GAP_NOTE = ("(no record: never finished (lost a first(), or not awaited
 
 
 # ------------------------------------------------------------------ writes
+def _json_given(text: str, what: str, example: str | None = None) -> Any:
+    """The JSON argument ``text`` parsed (``json_arg``), or, for ``-``, the JSON read
+    from standard input: a command line takes no argument over 128 KiB."""
+    if text != "-":
+        return json_arg(text, what) if example is None else json_arg(text, what, example)
+    try:
+        text = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Fail(f"the {what} read from standard input is not UTF-8 text: {exc}", 2
+                    ) from None
+    what = f"{what} (read from standard input)"
+    return json_arg(text, what) if example is None else json_arg(text, what, example)
+
+
 def _signal(store: Any, args: argparse.Namespace) -> None:
-    payload = json_arg(args.payload, "payload")
+    payload = _json_given(args.payload, "payload")
     msg_id = tools.signal(store, args.id, args.topic, payload)
     _done(args, {"workflow_id": args.id, "signal": args.topic, "message_id": msg_id},
           f"signal {args.topic!r} queued for {args.id!r} (message {msg_id})")
 
 
 def _resolve(store: Any, args: argparse.Namespace) -> None:
-    value = json_arg(args.value, "value")
+    value = _json_given(args.value, "value")
     tools.resolve(store, args.id, args.promise, value)
     _done(args, {"workflow_id": args.id, "promise": args.promise, "resolved": value},
           f"promise {args.promise!r} of {args.id!r} resolved",
@@ -573,7 +590,9 @@ def _start_checks(args: argparse.Namespace) -> tuple[str, str, Any]:
     """``start``'s arguments, target and config checked: ``(workflow id, name, the
     transaction that creates the workflow)``."""
     # (the example a workflow's arguments need: an array, not any JSON value)
-    values = json_arg(args.args, "arguments", "'[\"order-17\", 3]'")
+    values = _json_given(args.args, "arguments", "'[\"order-17\", 3]'")
+    if args.args == "-":  # (read once: the start compares them again, as given)
+        args.args = json.dumps(values)
     if not isinstance(values, list):
         # (one argument given bare, the common slip: say how to pass it)
         one = json.dumps([values], ensure_ascii=False)

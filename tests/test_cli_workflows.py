@@ -2430,3 +2430,45 @@ def test_show_prints_a_string_value_as_json_and_never_a_control_character(
     code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "odd\x1bid")
     assert code == 0 and "\x1b" not in out, out
     assert out.splitlines()[0].split() == ["workflow_id", "odd\\x1bid"]
+
+
+def test_a_json_argument_of_minus_is_read_from_standard_input(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """README sends a payload over the console's 1 MiB to ``garrison workflows signal``,
+    but a command line takes no argument over 128 KiB (Linux: ``Argument list too
+    long``), and ``-`` was refused as no JSON. ``-`` for a signal's payload, a resolve's
+    value or a start's arguments reads that JSON from standard input, as large as the
+    store takes; what is not UTF-8 there is refused naming it, nothing written."""
+    import io
+
+    def stdin(data: bytes) -> None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+    _plain_store(sqlite_path)
+    big = {"by": "x" * 300_000}
+    stdin(json.dumps(big).encode())
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "signal", "w1", "approve", "-")
+    assert (code, err) == (0, ""), err
+    stdin(b'"yes"')
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "resolve", "w1", "ok", "-")
+    assert code == 0, err
+    stdin(b"[0, 2]")
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "start", "workflow_app:steps",
+                              "-", "--id", "s1")
+    assert (code, out) == (0, "workflow 's1' started (workflow_app:steps)\n"), err
+    with open_store(sqlite_path) as store:
+        [msg] = store.pending_messages("w1")
+        assert (msg.topic, msg.payload) == ("approve", big)
+        assert [(p.name, p.value) for p in store.promises("w1")] == [("ok", "yes")]
+        assert store.get_workflow("s1").input == [0, 2]
+    stdin(b'{"by": "\xff"}')
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "signal", "w2", "approve", "-")
+    assert (code, out) == (2, ""), out
+    assert err.startswith("garrison workflows: the payload read from standard input is "
+                          "not UTF-8 text"), err
+    stdin(b"")
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "signal", "w2", "approve", "-")
+    assert code == 2 and "the payload (read from standard input) must be JSON" in err, err
+    with open_store(sqlite_path) as store:
+        assert store.pending_messages("w2") == []

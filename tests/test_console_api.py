@@ -700,7 +700,8 @@ async def test_a_request_body_over_the_limit_is_refused_as_it_arrives(seeded: st
         assert r.status_code == 413, r.text
         assert r.json()["error"] == (
             "the request body is over 1024 KiB, the console's limit (a larger payload or "
-            "value: garrison workflows signal/resolve, or the Python API)")
+            "value: garrison workflows signal/resolve with - for it, reading its JSON from "
+            "standard input, or the Python API)")
         assert store.pending_messages("l-1") == []
         fits = {"topic": "t", "payload": "x" * (MAX_BODY - 100)}
         r = await c.post("/api/workflows/l-1/signal", json=fits, headers=auth)

@@ -567,7 +567,8 @@ async def _read_body(request: Request, *, login: bool = False) -> bytes:
     too_long = ApiError(413, "the login form is over 16 KiB, the console's limit" if login
                         else f"the request body is over {MAX_BODY // 1024} KiB, the "
                              "console's limit (a larger payload or value: garrison workflows "
-                             "signal/resolve, or the Python API)")
+                             "signal/resolve with - for it, reading its JSON from standard "
+                             "input, or the Python API)")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_long
