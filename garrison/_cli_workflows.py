@@ -352,6 +352,10 @@ _ROW_TEXT = frozenset({"workflow_id", "name", "status", "created", "updated", "p
                        "run_id", "host", "node"})
 
 
+#: the most of one value ``show`` prints (a screen's worth; ``--json``: whole)
+SHOW_WIDTH = 4000
+
+
 def _show(store: Any, args: argparse.Namespace) -> None:
     detail = tools.detail(store, tools.get(store, args.id))
     if args.json:
@@ -365,6 +369,9 @@ def _show(store: Any, args: argparse.Namespace) -> None:
         # too, as its JSON: "null" is no None, and an escape it holds is not acted on)
         text = cell(value) if key in _ROW_TEXT and isinstance(value, str) \
             else json.dumps(value, default=str)
+        if len(text) > SHOW_WIDTH and key != "workflow_id":  # (an id is never cut)
+            text = (f"{text[:SHOW_WIDTH - 1]}… ({len(text) - SHOW_WIDTH + 1:,} more "
+                    "characters: --json shows them)")
         print(f"{key.ljust(width)}  {text}")
     if queue is not None:  # (pending: why it waits, and where)
         print(f"{'queue'.ljust(width)}  {queue['reason']}")

@@ -2472,3 +2472,25 @@ def test_a_json_argument_of_minus_is_read_from_standard_input(
     assert code == 2 and "the payload (read from standard input) must be JSON" in err, err
     with open_store(sqlite_path) as store:
         assert store.pending_messages("w2") == []
+
+
+def test_show_cuts_a_value_longer_than_a_screen_saying_how_much_more_there_is(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
+    """``show`` of a workflow that returned 5 MB printed all of it, a screen's worth
+    thousands of times over, where ``list`` and ``history`` cut their values and the
+    console cuts past 64 KiB. A value past 4,000 characters is cut there, saying how
+    many more there are and that ``--json`` shows it whole; the id is never cut."""
+    wid = "w-" + "i" * 5000
+    with open_store(sqlite_path) as s:
+        s.write(Transaction().create_workflow(wid, "app:flow", ["x" * 100])
+                .update_workflow(wid, status="completed", result="y" * 5_000_000))
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "show", wid)
+    assert (code, err) == (0, ""), err
+    lines = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in out.splitlines()
+             if line.strip()}
+    assert lines["workflow_id"] == wid
+    assert lines["input"] == json.dumps(["x" * 100])
+    assert lines["result"] == (f'"{"y" * 3998}… (4,996,003 more characters: --json shows '
+                               "them)")
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "show", wid, "--json")
+    assert json.loads(out)["result"] == "y" * 5_000_000
