@@ -323,3 +323,57 @@ async def test_a_schedule_s_reads_do_not_stop_the_node_while_its_server_is_away(
         await trio.to_thread.run_sync(refuse, False)
     finally:
         store.close()
+
+
+async def test_a_lock_held_on_the_workflows_keeps_the_lease_and_leaks_no_session(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Another session holds ``workflows`` locked (an operator's ``LOCK TABLE``, a
+    ``VACUUM FULL``): each cluster round's claim waited for it until the round's bound
+    (lease/2), then the node dropped the connection, whose server session went on
+    waiting in the lock's queue, one more at every round (a long maintenance filled
+    ``max_connections``); the round's failure said the server did not answer, and with
+    a short lease the wait and the pause after it outlasted three quarters of the
+    lease, so the node took its lease for lost though its renewals went through. Now
+    the server ends the wait (the session's ``lock_timeout``), the session is kept, the
+    lease too, the log names the lock, and the workflow goes on once it is released.
+    (Real time: several rounds of a 3 s lease.)"""
+    import logging
+    import threading
+
+    import cluster_app
+    import psycopg
+    import trio
+
+    import garrison
+
+    caplog.set_level(logging.INFO, logger="garrison.cluster")
+    held = threading.Event()
+    release = threading.Event()
+    waiting: set[int] = set()  # the sessions seen in the lock's queue
+
+    def hold() -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as holder, holder.transaction():
+            holder.execute("LOCK TABLE garrison.workflows IN ACCESS EXCLUSIVE MODE")
+            held.set()
+            while not release.wait(0.25):
+                waiting.update(pid for (pid,) in holder.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = "
+                    "current_database() AND wait_event_type = 'Lock'"))
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="3s") as node:
+        epoch = node._members[0].epoch
+        await node.start_workflow(cluster_app.mailbox, 1, id="w1")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, hold)
+            await trio.to_thread.run_sync(held.wait)
+            await trio.sleep(7.0)
+            release.set()
+        assert node._members[0].epoch == epoch, caplog.text  # its lease held
+        # the node's writer (a commit waits on) and its cluster session, kept
+        assert len(waiting) <= 2, waiting
+        assert "lost its lease" not in caplog.text
+        assert "a lock another session holds on the store's tables was not released " \
+            "within 0.5s (lock_timeout)" in caplog.text, caplog.text
+        await node.workflow("w1").signal("m", "done")
+        with trio.fail_after(10):
+            assert await node.workflow("w1").result() == ["done"]

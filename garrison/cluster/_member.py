@@ -1155,7 +1155,7 @@ class ClusterMember:
                 except (psycopg.Error, StoreError, OSError) as exc:
                     if self._stop.is_set():  # (the node stops: cut off, or leaving)
                         return
-                    said = self.store.error_text(exc)
+                    said = self.pg.error_text(exc)
                     if said != failing:  # (once a round, it would fill the log)
                         failing = said
                         log.warning("node %s: cluster round failed: %s (tried again every "

@@ -52,7 +52,13 @@ import psycopg
 
 from .._errors import StoreError, StoreLocked
 from ._pg_schema import CHANNEL_MAX
-from ._pg_write import _quote, cut_connection, refused_for_now
+from ._pg_write import (
+    _quote,
+    cut_connection,
+    lock_wait_at_most,
+    lock_wait_reason,
+    refused_for_now,
+)
 from ._records import DamagedRecord, WorkflowRecord, requested_attempt
 
 __all__ = ["LIVE", "ClusterNode", "PgCluster", "Run", "epoch_lock_class"]
@@ -201,6 +207,14 @@ class PgCluster:
         #: than the lease (a hung link fails a round), longer than ``mark_lost``'s
         #: lock timeout
         self.bound = min(max(self.lease / 2, 0.75), 10.0) if name is not None else None
+        #: a node's cluster session's ``lock_timeout`` in seconds (set at each connect:
+        #: a third of :attr:`bound`, unless the server's or the role's is shorter), so
+        #: that a wait for a lock another session holds on the store's tables (a
+        #: ``LOCK TABLE``, a ``VACUUM FULL``) is ended by the server with the session
+        #: kept: ended by :attr:`bound` instead, the session dropped went on waiting in
+        #: the lock's queue, one more at every round; and the round fails soon enough
+        #: for the next one to renew the lease in time
+        self.lock_wait: float | None = None
         self.epoch: int | None = None
         self.started = 0.0
         self._s = store._s
@@ -241,6 +255,8 @@ class PgCluster:
         if self.bound is not None:
             _bound(conn, self.bound, self.store.path)
         try:
+            if self.bound is not None:
+                self.lock_wait = lock_wait_at_most(conn, self.bound / 3)
             conn.execute("LISTEN " + _quote(self.channel))
             conn.execute("LISTEN " + _quote(self.queue_channel))
             if self.extra_channel is not None:
@@ -267,6 +283,14 @@ class PgCluster:
                            (self._alive_class, epoch)).fetchone()
         if got and got[0]:  # (else an old session of this connection still holds it)
             self._alive_epoch = epoch
+
+    def error_text(self, exc: BaseException) -> str:
+        """``exc``, raised by a statement here, in one line naming the store (as
+        ``PostgresStore.error_text``); a wait for a lock ended by :attr:`lock_wait`
+        says it was a lock another session holds, not the server, that held it."""
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return f"store {self.store.path!r}: {lock_wait_reason(exc, self.lock_wait)}"
+        return str(self.store.error_text(exc))
 
     def cut(self) -> None:
         """Shut the cluster connection's socket down (from any thread): what waits on it

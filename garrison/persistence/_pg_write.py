@@ -1720,6 +1720,24 @@ _TRANSIENT = (pg_errors.QueryCanceled, pg_errors.LockNotAvailable,
               pg_errors.ReadOnlySqlTransaction)
 
 
+#: a session's ``lock_timeout`` set to ``%s`` (twice) unless the one it has is shorter;
+#: the one it has then, in seconds
+_LOCK_WAIT_AT_MOST = (
+    "SELECT extract(epoch FROM (CASE WHEN current_setting('lock_timeout') = '0' OR "
+    "current_setting('lock_timeout')::interval > %s::interval THEN "
+    "set_config('lock_timeout', %s, false) ELSE current_setting('lock_timeout') "
+    "END)::interval)")
+
+
+def lock_wait_at_most(conn: psycopg.Connection[Any], seconds: float) -> float | None:
+    """Set the session's ``lock_timeout`` to ``seconds`` (1 ms at least), unless the one
+    it has (the server's, the database's or the role's) is shorter; the one it has
+    then, in seconds."""
+    wait = f"{max(1, round(seconds * 1000))}ms"
+    row = conn.execute(_LOCK_WAIT_AT_MOST, (wait, wait)).fetchone()
+    return float(row[0]) if row else None
+
+
 def lock_wait_reason(error: pg_errors.LockNotAvailable, wait: float | None,
                      retried: float | None = None) -> str:
     """What a statement cancelled by ``lock_timeout`` (``wait`` seconds, if known;

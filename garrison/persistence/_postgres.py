@@ -135,6 +135,7 @@ from ._pg_write import (
     _Stmt,
     _unwrap,
     cut_connection,
+    lock_wait_at_most,
     lock_wait_reason,
 )
 from ._prune import check_count, check_prune
@@ -190,13 +191,6 @@ TOOL_LOCK_WAIT = 5.0
 _KEEP_IDLE_SESSION = "SET idle_session_timeout = 0"
 _IDLE_SESSION_TIMEOUT_SINCE = 140000
 
-#: a tool's session's ``lock_timeout``: ``TOOL_LOCK_WAIT`` (``%s``, twice), unless the
-#: one it has is shorter; in seconds
-_TOOL_LOCK_WAIT = (
-    "SELECT extract(epoch FROM (CASE WHEN current_setting('lock_timeout') = '0' OR "
-    "current_setting('lock_timeout')::interval > %s::interval THEN "
-    "set_config('lock_timeout', %s, false) ELSE current_setting('lock_timeout') "
-    "END)::interval)")
 #: seconds between two looks of a stopping store for a wait for the server past its
 #: time: one seen at both is cut (see ``PostgresStore.stopping``)
 CUT_CHECK = 0.5
@@ -430,9 +424,7 @@ def migrate_unused(url: str, *, only_create: bool = False) -> bool:
 def _tool_lock_wait(conn: psycopg.Connection[Any]) -> float | None:
     """Set a tool's session's ``lock_timeout`` (``TOOL_LOCK_WAIT``, unless the one it
     has is shorter); the one it has then, in seconds."""
-    wait = f"{max(1, round(TOOL_LOCK_WAIT * 1000))}ms"
-    row = conn.execute(_TOOL_LOCK_WAIT, (wait, wait)).fetchone()
-    return float(row[0]) if row else None
+    return lock_wait_at_most(conn, TOOL_LOCK_WAIT)
 
 
 def _lone_surrogate(text: str) -> bool:
