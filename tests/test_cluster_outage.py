@@ -377,3 +377,48 @@ async def test_a_lock_held_on_the_workflows_keeps_the_lease_and_leaks_no_session
         await node.workflow("w1").signal("m", "done")
         with trio.fail_after(10):
             assert await node.workflow("w1").result() == ["done"]
+
+
+async def test_a_read_waiting_for_a_lock_does_not_hold_the_lease_renewals(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A read of the node's (a console page, a handle's ``state()``) waiting on the
+    store's read connection for a lock another session holds on ``workflows`` held
+    the cluster's rounds too: they read the live nodes on that connection, so the
+    node renewed its lease no more and took it for lost (its workflows stopped),
+    saying nothing of why. The rounds read the nodes on their own connection now, and
+    the lease holds. (Real time: several rounds of a 3 s lease.)"""
+    import logging
+    import threading
+
+    import cluster_app
+    import psycopg
+    import trio
+
+    import garrison
+
+    caplog.set_level(logging.INFO, logger="garrison.cluster")
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as holder, holder.transaction():
+            holder.execute("LOCK TABLE garrison.workflows IN ACCESS EXCLUSIVE MODE")
+            held.set()
+            release.wait(30)
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="3s") as node:
+        epoch = node._members[0].epoch
+        await node.start_workflow(cluster_app.mailbox, 1, id="w1")
+        store = node.hosts["workflows"].store
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, hold)
+            await trio.to_thread.run_sync(held.wait)
+            # (as the console reads a workflow's row, in a worker thread)
+            nursery.start_soon(trio.to_thread.run_sync, store.get_workflow, "w1")
+            await trio.sleep(6.0)
+            release.set()
+        assert "lost its lease" not in caplog.text, caplog.text
+        assert node._members[0].epoch == epoch
+        await node.workflow("w1").signal("m", "done")
+        with trio.fail_after(10):
+            assert await node.workflow("w1").result() == ["done"]

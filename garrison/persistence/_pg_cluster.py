@@ -842,10 +842,13 @@ class PgCluster:
     def live_epochs(self) -> dict[int, dict[str, Any]]:
         """``{epoch: info}`` of the live nodes (``info`` holds ``name`` too, ``status``,
         ``active`` or ``draining``, and ``left``: the seconds until its lease lapses
-        unless renewed, by the server's clock)."""
-        rows = self.store._query(
-            f"SELECT epoch, name, info, lease_until - {self._s}.now_s(), status "
-            f"FROM {self._s}.nodes WHERE status IN ('active', 'draining')")
+        unless renewed, by the server's clock). Read on the cluster's own connection,
+        as the rounds' other statements: not on the store's reader, where a read of the
+        node's that waits (a lock another session holds on ``workflows``, which this
+        read does not need) would hold the rounds, and with them the lease's renewals."""
+        rows = self._rows(
+            "SELECT epoch, name, info, lease_until - {s}.now_s(), status "
+            "FROM {s}.nodes WHERE status IN ('active', 'draining')")
         return {int(e): {**json.loads(info or "{}"), "name": n, "left": float(left),
                          "status": str(status)}
                 for e, n, info, left, status in rows}
