@@ -1058,6 +1058,44 @@ def test_a_stopping_store_does_not_cut_a_write_waiting_for_a_lock_of_an_answerin
         assert store.get_workflow("w").status == "waiting"
 
 
+def test_a_write_waiting_long_for_the_server_is_said_naming_its_session(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A write the server did not answer (its session waiting for a lock another session
+    holds, or a server process stopped: SIGSTOP, a hung disk) held the node's commits,
+    and so its workflows, for as long as it lasted, the node renewing its lease all the
+    while, and nothing said so. Past ``WRITE_WAIT_WARNING`` one warning names the store
+    and the writer's session on the server (what to look up in pg_stat_activity and
+    pg_locks); once answered, one line says after how long."""
+    from garrison.persistence import _pg_write
+
+    monkeypatch.setattr(_pg_write, "WRITE_WAIT_WARNING", 1.0)
+    caplog.set_level(logging.INFO, logger="garrison.store")
+    with PostgresStore(postgres_url) as store:
+        store.write(Transaction().create_workflow("w", "app:f"))
+        pid = store._writer_session[0]
+        holder = psycopg.connect(postgres_url)
+        holder.execute("LOCK TABLE garrison.workflows IN ACCESS EXCLUSIVE MODE")
+        release = threading.Timer(2.0, holder.rollback)
+        release.start()
+        try:
+            store.write(Transaction().update_workflow("w", status="waiting"))
+        finally:
+            release.join()
+            holder.close()
+        assert store.get_workflow("w").status == "waiting"
+    said = [r.getMessage() for r in caplog.records if r.name == "garrison.store"]
+    waited = [m for m in said if "has waited" in m]
+    assert len(waited) == 1, said
+    assert waited[0].startswith(
+        f"store {store.path!r}: a write has waited 1s for the server's answer (its "
+        f"session, pid {pid} on the server, "), waited
+    answered = [m for m in said if "was answered after" in m]
+    assert len(answered) == 1 and answered[0].startswith(
+        f"store {store.path!r}: the write that waited for the server was answered after "
+        ), said
+
+
 @contextlib.contextmanager
 def _read_only(postgres_url: str) -> Iterator[None]:
     """The database of ``postgres_url`` read-only (``ALTER DATABASE ... SET

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import select
@@ -79,6 +80,8 @@ _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
 #: node's (trio) thread for at most :data:`TRIO_THREAD_WAIT`, then the same generator
 #: (its connection, its statements in flight, the write lock) goes on in a worker
 #: thread.
+log = logging.getLogger("garrison.store")
+
 _T = TypeVar("_T")
 _Wait = tuple[int, int] | None
 _Gen = Generator[_Wait, int, _T]
@@ -95,6 +98,12 @@ TRIO_THREAD_WAIT = 0.25
 _CLOSED_CHECK_MS = 200
 #: what ``_drive_here`` returns for a write that ended in the node's thread
 _DONE: Any = object()
+#: seconds a write waits for one answer of the server before a warning says so, naming
+#: the writer's session on the server (its pid: waiting for a lock another session
+#: holds, or a server process that does not run): the node's commits, so its
+#: workflows, wait for it meanwhile, while its lease, renewed on a connection of its
+#: own, lets no other node take them
+WRITE_WAIT_WARNING = 10.0
 
 #: when this connection's server session started: with its pid, what tells it from a
 #: later session that took the same pid (``PgWritePath._end_session``)
@@ -1302,6 +1311,7 @@ class PgWritePath:
         meanwhile ends a wait for the server with :class:`_ConnectionLost` (the write
         then ends with a StoreError saying its outcome is unknown), so that ``close``
         never waits for a server that stopped answering."""
+        said = 0.0  # (when a wait past WRITE_WAIT_WARNING was said: once a write)
         try:
             if wait is _DONE:
                 wait = next(write)
@@ -1311,7 +1321,11 @@ class PgWritePath:
                     continue
                 try:
                     ready = _poll(wait, _CLOSED_CHECK_MS)
+                    began = _time.monotonic()
                     while not ready and not self._closed and self._cut is None:
+                        if not said and _time.monotonic() - began >= WRITE_WAIT_WARNING:
+                            said = began
+                            self._say_write_waits()
                         ready = _poll(wait, _CLOSED_CHECK_MS)
                 except (OSError, ValueError) as exc:  # (the socket went away)
                     wait = write.throw(_ConnectionLost(f"connection lost: {exc}"))
@@ -1321,10 +1335,24 @@ class PgWritePath:
                     "no answer yet"))
         except StopIteration as stop:
             result: _T = stop.value
+            if said:
+                log.info("store %r: the write that waited for the server was answered "
+                         "after %.1fs", self.path, _time.monotonic() - said)
             return result
         except BaseException:
             write.close()  # (a KeyboardInterrupt here: the write lets go of the lock now)
             raise
+
+    def _say_write_waits(self) -> None:
+        """Say that a write has waited :data:`WRITE_WAIT_WARNING` for the server's
+        answer, naming the writer's session on the server, once for that write."""
+        session = getattr(self, "_writer_session", None)
+        pid = f", pid {session[0]} on the server" if session else ""
+        log.warning(
+            "store %r: a write has waited %gs for the server's answer (its session%s, "
+            "waits for a lock another session holds, see pg_locks, or its server process "
+            "does not run); the node's commits, and the workflows that make them, wait "
+            "for it, nothing is lost", self.path, WRITE_WAIT_WARNING, pid)
 
     def _drive_here(self, write: _Gen[Any]) -> Any:
         """Run ``write`` in the node's (trio) thread while it waits at most
