@@ -422,3 +422,53 @@ async def test_a_read_waiting_for_a_lock_does_not_hold_the_lease_renewals(
         await node.workflow("w1").signal("m", "done")
         with trio.fail_after(10):
             assert await node.workflow("w1").result() == ["done"]
+
+
+async def test_a_tool_s_write_wakes_the_node_while_its_listen_session_hangs(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The server process of the node's LISTEN session stopped (SIGSTOP; a hung disk):
+    its connection stayed open without a word, so a tool's signal, queued in the
+    store, woke the workflow only once that process ran again, for ever if it did
+    not, and nothing said so. Silent for ``LISTEN_CHECK`` (1 s here), the session is
+    asked whether it answers (given ``PROBE_WAIT``, 1 s here); it does not, so the
+    node says so, listens on a new session and reads what tools wrote meanwhile.
+    (Real time.)"""
+    import logging
+    import os
+    import signal
+
+    import cluster_app
+    import psycopg
+    import trio
+
+    import garrison
+    from garrison import _store_tools
+    from garrison.persistence import PostgresStore, _postgres
+
+    monkeypatch.setattr(_postgres, "LISTEN_CHECK", 1.0)
+    monkeypatch.setattr(_postgres, "PROBE_WAIT", 1.0)
+    caplog.set_level(logging.WARNING, logger="garrison.store")
+    async with garrison.open_node(store=postgres_url, name="a", lease="3s") as node:
+        await node.start_workflow(cluster_app.mailbox, 1, id="m1")
+        await trio.sleep(0.5)  # (its LISTEN session is open)
+        with psycopg.connect(postgres_url, autocommit=True) as c:
+            rows = c.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
+                "query = 'LISTEN \"garrison:garrison\"' AND application_name LIKE %s",
+                (f"%:{os.getpid()}",)).fetchall()
+        assert len(rows) == 1, rows
+        pid = int(rows[0][0])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with PostgresStore(postgres_url, lock=False) as tool:
+                _store_tools.signal(tool, "m1", "m", "hi")
+            with trio.fail_after(6):  # (for ever: the test's timeout)
+                assert await node.workflow("m1").result() == ["hi"]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    said = [r.getMessage() for r in caplog.records if "LISTEN session" in r.getMessage()]
+    assert said == [
+        f"store {node.hosts['workflows'].store.path!r}: its LISTEN session (pid {pid} "
+        "on the server) did not answer within 1s: listening on a new session (a "
+        "tool's writes wake this node's workflows through it)"], said

@@ -198,6 +198,11 @@ CUT_CHECK = 0.5
 #: between two such looks while it answers (see ``PostgresStore.stopping``)
 PROBE_WAIT = 2.0
 PROBE_EVERY = 2.0
+#: seconds a node's LISTEN session may stay silent before it is asked whether it still
+#: answers (``SELECT 1``, given :data:`PROBE_WAIT`): a server process that stopped
+#: (SIGSTOP, a hung disk) keeps its connection open without a word, and a tool's
+#: writes, which wake the node's workflows through it, would wait for it for ever
+LISTEN_CHECK = 10.0
 
 #: the most bytes of JSON text one value may have: PostgreSQL's limit for a text value
 #: (1 GB) less room for the rest of its row (ids, names, numbers)
@@ -579,6 +584,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         self._pruner: psycopg.Connection[Any] | None = None
         self._prune_lock = threading.Lock()
         self._listener: Any = None
+        #: a LISTEN session that did not answer was said (``_heard``)
+        self._listener_said = False
         #: wakeup rows read whose delete failed: ``{id: (workflow_id, kind)}``, returned
         #: by the next ``take_wakeups`` (the delete may have committed)
         self._untaken: dict[int, tuple[str, str]] = {}
@@ -1263,7 +1270,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 found = self.take_wakeups()
                 if found:
                     return found
-                async for _note in listener.notifies(stop_after=1):
+                while not await self._heard(listener):
                     pass
                 delay = 0.05
             except (psycopg.Error, StoreError, trio.ClosedResourceError, OSError):
@@ -1274,6 +1281,33 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 self._drop_listener()
                 await trio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def _heard(self, listener: Any) -> bool:
+        """Wait for a notification on ``listener``: ``True`` once one came; ``False``
+        after :data:`LISTEN_CHECK` of silence if the session answers a probe; a
+        :class:`~garrison.StoreError` if it does not within :data:`PROBE_WAIT` (said
+        once until it answers again: the caller listens on a new session). Under a
+        virtual clock it waits for the notification alone."""
+        heard = False
+        virtual = _virtual_clock()
+        async for _note in listener.notifies(stop_after=1,
+                                             timeout=None if virtual else LISTEN_CHECK):
+            heard = True
+        if heard or virtual:
+            self._listener_said = False
+            return True
+        pid = listener.info.backend_pid  # (a probe cut off closes the connection)
+        with trio.move_on_after(PROBE_WAIT):
+            await listener.execute("SELECT 1")
+            self._listener_said = False
+            return False
+        error = StoreError(self.path, f"its LISTEN session (pid {pid} on the server) did "
+                           f"not answer within {PROBE_WAIT:g}s")
+        if not self._listener_said:
+            self._listener_said = True
+            log.warning("%s: listening on a new session (a tool's writes wake this node's "
+                        "workflows through it)", error)
+        raise error
 
     async def _listen(self) -> Any:
         if self._listener is not None and not self._listener.closed:
