@@ -841,6 +841,48 @@ async def test_a_statement_cancelled_as_a_node_opens_is_tried_again(
                             "up to 30s"), said
 
 
+async def test_a_node_opening_while_the_workflows_are_locked_waits_naming_the_lock(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Another session holds ``workflows`` locked (a ``VACUUM FULL``, a migration) as a
+    node opens, with no ``statement_timeout`` anywhere: the node's first claim waited
+    for the lock until its cluster connection's bound and the open failed, "no answer
+    from the server within 1s (its cluster connection)" (``garrison run``: exit 2).
+    The claim's wait is ended by the session's ``lock_timeout`` now, a refusal for now
+    that is tried again: the node opens once the lock is gone, and one warning says it
+    waits for a lock another session holds."""
+    from garrison.persistence import _postgres
+
+    monkeypatch.setattr(_postgres, "OPEN_WAIT_WARNING", 0.2)
+    with PostgresStore(postgres_url):
+        pass  # the schema exists
+    locked = threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(postgres_url) as c:
+            c.execute("LOCK TABLE garrison.workflows IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            time.sleep(2.5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        locked.wait()
+        began = time.monotonic()
+        with caplog.at_level(logging.WARNING, "garrison.store"):
+            async with garrison.open_node(store=postgres_url, name="a", lease="2s") as node:
+                assert time.monotonic() - began >= 2.0  # (it waited for the lock)
+                assert [n.name for n in node.cluster()] == ["a"]
+    finally:
+        holder.join()
+    said = [r.getMessage() for r in caplog.records if r.name == "garrison.store"]
+    assert len(said) == 1, said
+    assert said[0].endswith(
+        "a lock another session holds on the store's tables was not released: canceling "
+        "statement due to lock timeout (a session left in a transaction, or maintenance: "
+        "see pg_locks): trying again, for up to 30s"), said
+
+
 def test_a_role_that_may_not_update_the_nodes_is_a_store_error_at_the_join(
         postgres_url: str) -> None:
     """A role that may write the workflows but not update ``nodes`` (a cluster's

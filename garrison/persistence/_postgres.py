@@ -1172,11 +1172,14 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                     if left <= 0 or self._closed or self._cut is not None \
                             or self._retries_over.is_set():
                         raise (refused or self._refusal)(exc) from None
-                    say(f"the server is read-only ({_reason(exc)}: a standby, or a "
-                        "database under maintenance): waiting for it to take writes"
-                        if isinstance(exc, pg_errors.ReadOnlySqlTransaction) else
-                        f"the server refuses statements for now ({_reason(exc)}): "
-                        "trying them again")
+                    if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+                        say(f"the server is read-only ({_reason(exc)}: a standby, or a "
+                            "database under maintenance): waiting for it to take writes")
+                    elif isinstance(exc, pg_errors.LockNotAvailable):
+                        say(f"{lock_wait_reason(exc, None)}: trying again")
+                    else:
+                        say(f"the server refuses statements for now ({_reason(exc)}): "
+                            "trying them again")
                     self._pause(min(pause, left), self._retries_over, _check_cancelled)
                     pause = min(pause * 2, 1.0)
                     continue
