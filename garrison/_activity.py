@@ -221,8 +221,19 @@ def activity(
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             rt = runtime_var.get(None)  # (current_workflow() without its call: every step)
             if isinstance(rt, WorkflowScope):
+                tx = rt.step_outcome(opts.name)
+                if tx is None:
+                    return await rt.activity(fn, args, kwargs, retry=opts.retry,
+                                             timeout=opts.timeout, name=opts.name)
+                # the step before's outcome, committed in this frame: no coroutine of
+                # the engine held while the step waits for its batch (see step_outcome)
+                try:
+                    await rt.commit_step_outcome(tx)
+                except Exception as exc:
+                    rt.step_outcome_failed(exc)
+                    raise
                 return await rt.activity(fn, args, kwargs, retry=opts.retry,
-                                         timeout=opts.timeout, name=opts.name)
+                                         timeout=opts.timeout, name=opts.name, begun=tx)
             return await fn(*args, **kwargs)
     else:
 

@@ -875,3 +875,45 @@ async def test_a_start_waiting_for_its_batch_holds_one_frame_of_the_host(tmp_pat
     assert waiting[0] >= n // 2, waiting  # (most waited in a batch)
     assert chains == {("Node.start_workflow", "WorkflowHost.start",
                        "CommitRequest.__await__")}, chains
+
+
+async def test_a_step_waiting_for_its_batch_holds_no_coroutine_of_the_engine(tmp_path):
+    """A thousand workflows stepping at once wait for each step's batch together (the
+    outcome of the step before rides with it), and what each holds meanwhile lives on
+    through the young collections: the wait was in ``Activities.activity``'s coroutine
+    below the ``@activity`` function's, one object more per waiting step, with a frame
+    of two dozen locals for every collection to walk. The ``@activity`` wrapper waits
+    for that commit itself, on its request (parked in the request's generator)."""
+    import workflow_app as app
+
+    from garrison.persistence import SQLiteStore
+
+    n = 200
+    store = SQLiteStore(str(tmp_path / "wf.db"))
+    chains: set[tuple[str, ...]] = set()
+    waiting = [0]
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(app.steps, 0, id="warm-up")
+        await node.workflow("warm-up").result()
+        write = store._group._write_batch
+
+        def census(batch: list) -> None:
+            for request in batch:
+                if request.task is trio.lowlevel.current_task():
+                    continue  # (the batch's leader, writing it)
+                chain = []
+                below: Any = request.task.coro
+                while below is not None:
+                    chain.append(getattr(below, "__qualname__", type(below).__name__))
+                    below = getattr(below, "cr_await", None)
+                if "add_one" in chain:
+                    waiting[0] += 1
+                    chains.add(tuple(chain))
+            write(batch)
+
+        store._group._write_batch = census
+        await _runs_steps(node, app, n)
+    store.close()
+    assert waiting[0] >= n * 9 // 2, waiting  # (most steps waited in a batch)
+    assert chains == {("WorkflowInstance._main", "steps", "add_one",
+                       "CommitRequest.__await__")}, chains

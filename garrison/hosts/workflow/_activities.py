@@ -390,17 +390,59 @@ class Activities(WorkflowCore):
 
     __slots__ = ()
 
+    def step_outcome(self, name: str) -> Transaction | None:
+        """The first half of a step of an ``@garrison.activity`` function, for its
+        wrapper: when the outcome of the step before waits in this workflow's buffer
+        with no commit in flight, and the step is live (a workflow of sequential steps,
+        at every step but its first), take the step's seq and deliver what
+        :meth:`activity` delivers before its commit, then hand the buffer over: the
+        wrapper awaits its commit (:meth:`commit_step_outcome`; a failure goes to
+        :meth:`step_outcome_failed`) and calls :meth:`activity` with ``begun=`` the
+        buffer. ``None``: nothing taken, the wrapper calls :meth:`activity` for the
+        whole step.
+
+        The wait for that commit is the wrapper's own: no coroutine of this class (and
+        its frame of two dozen locals) lives through it. With a thousand workflows
+        stepping at once, everything a waiting step holds outlives the young garbage
+        collections into the middle ones, and is read from memory again when its batch
+        wakes it, a thousand other steps later."""
+        cursor = self.cursor
+        if self._buffer is None or self.flushing is not None or (
+                cursor.seq <= cursor.last and cursor.replaying):  # (a replay: see there)
+            return None
+        self._take(_ACTIVITY, name)  # (live: no entry; raises what is wrong, as there)
+        if self.cancel_at is not None:  # asked before this run: it came as the call ran
+            self.cancel_first()
+        buf = self._buffer
+        if buf is None or self.flushing is not None:  # pragma: no cover - nothing taking
+            # the seq flushes the buffer: ``activity`` commits what is left, as always
+            return Transaction()
+        self._buffer = None
+        return buf
+
+    #: the commit of what :meth:`step_outcome` handed over, for its caller to await
+    #: (``_committing`` itself: no call more at every step)
+    commit_step_outcome = WorkflowCore._committing
+
+    def step_outcome_failed(self, exc: Exception) -> None:
+        """The commit of what :meth:`step_outcome` handed over failed with ``exc``:
+        raises the store's failure (kept as this workflow's), or returns for the caller
+        to raise ``exc``, as :meth:`activity`'s own commit."""
+        self._raise_store_failure(exc)
+
     async def activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
                        retry: RetryPolicy | None = None, timeout: float | None = None,
-                       name: str | None = None) -> Any:
-        """Run ``fn`` as a journaled activity (see ``workflow.call``)."""
+                       name: str | None = None, begun: Transaction | None = None) -> Any:
+        """Run ``fn`` as a journaled activity (see ``workflow.call``); ``begun``: an
+        ``@garrison.activity`` wrapper took its seq and committed this buffer
+        (:meth:`step_outcome`)."""
         if name is None or getattr(fn, "__garrison_activity__", None) is not None:
             # (an ``@garrison.activity`` function's wrapper passes its own function
             # with every option: nothing to look up at each of its steps)
             if isinstance(fn, str):
                 fn = self._entry_function(fn, "workflow.call")
             fn, retry, timeout, name = _options(fn, retry, timeout, name, "workflow.call")
-        entry = self._take(_ACTIVITY, name)
+        entry = None if begun is not None else self._take(_ACTIVITY, name)
         try:
             hint, stored, is_async = _RETURN_HINTS[fn]
         except (KeyError, TypeError):  # (not kept yet; an unhashable callable: never)
@@ -421,7 +463,11 @@ class Activities(WorkflowCore):
                 raise ActivityError(error_from_plain(out["error"]), name=name)
             return self.recorded_result(self.cursor.seq - 1, name, hint, out["ok"])
         seq = self.cursor.seq - 1
-        if self.cancel_at is not None:  # asked before this run: it came as the call ran
+        if begun is not None:  # (step_outcome's: taken, and its commit awaited)
+            if self.taken is not None:
+                self._consumes_committed(begun)
+            self.spare(begun)  # (the next step's outcome fills it again)
+        elif self.cancel_at is not None:  # asked before this run: it came as the call ran
             self.cancel_first()
         buf = self._buffer
         if buf is not None and self.flushing is None:
