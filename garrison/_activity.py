@@ -228,9 +228,9 @@ def activity(
                 # the step before's outcome, committed in this frame: no coroutine of
                 # the engine held while the step waits for its batch (see step_outcome)
                 try:
-                    await rt.commit_step_outcome(tx)
+                    await rt.committing(tx)
                 except Exception as exc:
-                    rt.step_outcome_failed(exc)
+                    rt.commit_failed(exc)
                     raise
                 return await rt.activity(fn, args, kwargs, retry=opts.retry,
                                          timeout=opts.timeout, name=opts.name, begun=tx)

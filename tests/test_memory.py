@@ -917,3 +917,50 @@ async def test_a_step_waiting_for_its_batch_holds_no_coroutine_of_the_engine(tmp
     assert waiting[0] >= n * 9 // 2, waiting  # (most steps waited in a batch)
     assert chains == {("WorkflowInstance._main", "steps", "add_one",
                        "CommitRequest.__await__")}, chains
+
+
+async def test_an_end_waiting_for_its_batch_holds_no_coroutine_and_no_event(tmp_path):
+    """A thousand workflows ending at once wait for their ends' batch together: each
+    end waited in ``commit_checked``'s coroutine below the host's ``finish``, and held
+    its ``EXIT`` event (and the pid it made) through the wait, though nothing in the
+    transaction carried it. The end waits in ``finish``'s frame, on its commit's
+    request, and its event is made once the end is committed."""
+    import workflow_app as app
+
+    from garrison.persistence import SQLiteStore
+
+    n = 200
+    store = SQLiteStore(str(tmp_path / "wf.db"))
+    chains: set[tuple[str, ...]] = set()
+    events: set[Any] = set()
+    waiting = [0]
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(app.steps, 0, id="warm-up")
+        await node.workflow("warm-up").result()
+        write = store._group._write_batch
+
+        def census(batch: list) -> None:
+            for request in batch:
+                if request.task is trio.lowlevel.current_task():
+                    continue  # (the batch's leader, writing it)
+                chain = []
+                below: Any = request.task.coro
+                while below is not None:
+                    chain.append(getattr(below, "__qualname__", type(below).__name__))
+                    if chain[-1] == "WorkflowHost.finish":
+                        events.add(below.cr_frame.f_locals.get("event"))
+                    below = getattr(below, "cr_await", None)
+                if "WorkflowHost.finish" in chain:
+                    waiting[0] += 1
+                    chains.add(tuple(chain))
+            write(batch)
+
+        store._group._write_batch = census
+        await _runs_steps(node, app, n)
+        # every end delivered its EXIT all the same
+        assert all(node.workflow(f"w{i}").status() == "completed" for i in range(n))
+    store.close()
+    assert waiting[0] >= n // 2, waiting  # (most ends waited in a batch)
+    assert chains == {("WorkflowInstance._main", "WorkflowHost.finish",
+                       "CommitRequest.__await__")}, chains
+    assert events == {None}, events

@@ -396,8 +396,8 @@ class Activities(WorkflowCore):
         with no commit in flight, and the step is live (a workflow of sequential steps,
         at every step but its first), take the step's seq and deliver what
         :meth:`activity` delivers before its commit, then hand the buffer over: the
-        wrapper awaits its commit (:meth:`commit_step_outcome`; a failure goes to
-        :meth:`step_outcome_failed`) and calls :meth:`activity` with ``begun=`` the
+        wrapper awaits its commit (:meth:`committing`; a failure goes to
+        :meth:`commit_failed`) and calls :meth:`activity` with ``begun=`` the
         buffer. ``None``: nothing taken, the wrapper calls :meth:`activity` for the
         whole step.
 
@@ -419,16 +419,6 @@ class Activities(WorkflowCore):
             return Transaction()
         self._buffer = None
         return buf
-
-    #: the commit of what :meth:`step_outcome` handed over, for its caller to await
-    #: (``_committing`` itself: no call more at every step)
-    commit_step_outcome = WorkflowCore._committing
-
-    def step_outcome_failed(self, exc: Exception) -> None:
-        """The commit of what :meth:`step_outcome` handed over failed with ``exc``:
-        raises the store's failure (kept as this workflow's), or returns for the caller
-        to raise ``exc``, as :meth:`activity`'s own commit."""
-        self._raise_store_failure(exc)
 
     async def activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
                        retry: RetryPolicy | None = None, timeout: float | None = None,

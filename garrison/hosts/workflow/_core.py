@@ -821,6 +821,15 @@ class WorkflowCore(_Hot):
             raise failed
         raise failed from exc
 
+    #: :meth:`_committing` and :meth:`_raise_store_failure` (the same functions: no call
+    #: more) for code that awaits a commit of this workflow in a frame of its own, as
+    #: :meth:`commit_checked` does in its coroutine (the ``@activity`` wrapper, the
+    #: host's end of a workflow): ``try: await wf.committing(tx)``, ``except Exception as
+    #: exc: wf.commit_failed(exc); raise``. What waits for a batch is held, with a
+    #: thousand workflows waiting in one, by every garbage collection meanwhile
+    committing = _committing
+    commit_failed = _raise_store_failure
+
     def record(self, tx: Transaction, seq: int, kind: JournalKind, name: str,
                 outcome_json: str, attempts: int = 1, at: float | None = None) -> None:
         """Journal ``seq`` in ``tx``, at the time ``at`` (unix seconds; now if ``None``)."""

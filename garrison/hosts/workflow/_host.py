@@ -1028,7 +1028,6 @@ class WorkflowHost:
                             "terminate or resume of this node", wf.wid,
                             "end" if wf.wid in self._ends_unasked else "cancel", exc,
                             extra={"workflow_id": wf.wid})
-        event = Event(EventKind.EXIT, wf.pid, plain, error)
         now = self.clock.now()
         for seq in wf.timers:  # left by waits it abandoned (a started activity's retries)
             tx.remove_timer(wf.wid, seq)
@@ -1070,6 +1069,10 @@ class WorkflowHost:
         for watcher in wf.durable_watchers or ():
             if watcher.host == self.name:
                 watchers[watcher] = None
+        # its EXIT is made once the end is committed, unless the transaction carries it:
+        # with a thousand workflows ending in one batch, the event (and the pid it made)
+        # lived through the commit's wait, for each garbage collection to walk
+        event = Event(EventKind.EXIT, wf.pid, plain, error) if watchers or cluster else None
         left: list[str] | tuple[()] = ()  # (in a cluster: those the store's monitors answer for)
         stored: list[str] | tuple[()] = ()  # (not running here: the EXIT only in their inbox)
         unasked: dict[str, WorkflowInstance] = {}  # (running here, holding no monitor of it)
@@ -1090,6 +1093,7 @@ class WorkflowHost:
                     # resumed, or failed and may be retried, gets it in its inbox)
                     self.node.stats_dead_letters += 1
                     continue
+                assert event is not None  # (made above for these)
                 event_text = event_text or _dumps(event_to_plain(event))
                 tx.deliver(watcher.id, "EXIT", RawJson(event_text),
                            msg_id=exit_id(wf.wid, watcher.id, wf.attempt), sender=wf.pid,
@@ -1103,12 +1107,24 @@ class WorkflowHost:
             # workflows on other nodes may monitor it: the store's monitors get its EXIT
             # in this transaction (read by the write: a monitor committed meanwhile is
             # seen, or finds this end committed; see Transaction.deliver_to_monitors)
+            assert event is not None  # (made above for these)
             event_text = event_text or _dumps(event_to_plain(event))
             tx.deliver_to_monitors(wf.wid, "EXIT", RawJson(event_text), host=self.name,
                                    msg_id_prefix=exit_id(wf.wid, "", wf.attempt), sender=wf.pid,
                                    time=now)
             stored_at = len(tx) - 1
-        results = await wf.commit_checked(tx)
+        if wf.flushing is None:
+            # commit_checked's body without its coroutine (one object less held by each
+            # end waiting for its batch)
+            try:
+                results = await wf.committing(tx)
+            except Exception as exc:
+                wf.commit_failed(exc)
+                raise
+        else:
+            results = await wf.commit_checked(tx)
+        if event is None:
+            event = Event(EventKind.EXIT, wf.pid, plain, error)
         for other, index in targets:
             row_id = results[index]
             if row_id is not None:
