@@ -183,3 +183,32 @@ async def test_a_failed_flush_of_a_left_outcome_stops_the_workflow(
         with trio.fail_after(5):
             assert await node.workflow("w").result() == 2
     assert RAN == [1, 1]
+
+
+async def two_steps() -> int:
+    return await inc(await inc(0))
+
+
+async def test_a_failed_commit_of_the_step_before_stops_the_workflow_before_the_next_step(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next step's ``@activity`` wrapper commits the step before's outcome (see
+    ``Activities.step_outcome``): the store failing for good there is the workflow's
+    ``StoreError`` (``blocked``, nothing recorded as its outcome), the next step never
+    runs, and the next node runs the workflow from its last commit."""
+    from _commit_faults import failing_commits
+
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        failing_commits(monkeypatch, node.hosts["workflows"].store, "activity", seq=1,
+                        wid="w", then="all",
+                        error=garrison.StoreError(db, "database or disk is full"))
+        await node.start_workflow(two_steps, id="w")
+        with trio.fail_after(5), pytest.raises(garrison.StoreError, match="disk is full"):
+            await node.workflow("w").result()
+        assert node.workflow("w").status() == "blocked"
+    monkeypatch.undo()
+    assert RAN == [0]  # (the second step never ran)
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(5):
+            assert await node.workflow("w").result() == 2
+    assert RAN == [0, 0, 1]
