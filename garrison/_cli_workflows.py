@@ -505,11 +505,20 @@ def _json_given(text: str, what: str, example: str | None = None) -> Any:
     from standard input: a command line takes no argument over 128 KiB."""
     if text != "-":
         return json_arg(text, what) if example is None else json_arg(text, what, example)
+    stdin = sys.stdin
+    if stdin is None:  # (closed: ``<&-``, or a service manager's)
+        raise _Fail(f"the {what} is to be read from standard input (-), which is closed", 2)
+    if stdin.isatty():  # (``-`` taken for "none" would wait here, saying nothing)
+        print(f"garrison workflows: reading the {what} (JSON) from standard input, "
+              "a terminal: end it with Ctrl-D", file=sys.stderr, flush=True)
     try:
-        text = sys.stdin.buffer.read().decode("utf-8")
+        text = stdin.buffer.read().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _Fail(f"the {what} read from standard input is not UTF-8 text: {exc}", 2
                     ) from None
+    except OSError as exc:
+        raise _Fail(f"the {what} cannot be read from standard input: "
+                    f"{exc.strerror or exc}", 2) from None
     what = f"{what} (read from standard input)"
     return json_arg(text, what) if example is None else json_arg(text, what, example)
 

@@ -2494,3 +2494,39 @@ def test_show_cuts_a_value_longer_than_a_screen_saying_how_much_more_there_is(
                                "them)")
     code, out, err = cli_here(capsys, "--store", sqlite_path, "show", wid, "--json")
     assert json.loads(out)["result"] == "y" * 5_000_000
+
+
+def test_a_json_argument_of_minus_with_standard_input_closed_or_a_terminal(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``signal w1 t - <&-`` (standard input closed, as under some service managers)
+    ended in a traceback, ``'NoneType' object has no attribute 'buffer'``: it is
+    refused, naming what is wrong, exit 2, nothing written. On a terminal, where ``-``
+    taken for "no payload" would wait in silence, a line on stderr says what it reads
+    and how to end it."""
+    import io
+
+    _plain_store(sqlite_path)
+    monkeypatch.setattr(sys, "stdin", None)
+    for verb in (["signal", "w1", "approve", "-"], ["resolve", "w1", "ok", "-"],
+                 ["start", "workflow_app:steps", "-", "--id", "s1"]):
+        code, out, err = cli_here(capsys, "--store", sqlite_path, *verb)
+        assert (code, out) == (2, ""), out
+        assert err.startswith("garrison workflows: the ") and err.endswith(
+            "is to be read from standard input (-), which is closed\n"), err
+    with open_store(sqlite_path) as store:
+        assert store.pending_messages("w1") == [] and store.promises("w1") == []
+        assert store.get_workflow("s1") is None
+
+    class Terminal(io.TextIOWrapper):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal(io.BytesIO(b'{"by": "ann"}')))
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "signal", "w1", "approve",
+                              "-")
+    assert code == 0, err
+    assert err == ("garrison workflows: reading the payload (JSON) from standard input, "
+                   "a terminal: end it with Ctrl-D\n"), err
+    with open_store(sqlite_path) as store:
+        assert [m.payload for m in store.pending_messages("w1")] == [{"by": "ann"}]
