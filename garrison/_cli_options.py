@@ -34,23 +34,47 @@ class Parser(argparse.ArgumentParser):
     argparse alone gave TARGET and the optional ARGS the one word before ``--id``, and
     refused the arguments after it), and says an argument it does not know itself,
     under its own usage (argparse left that to ``garrison``'s usage, which shows none
-    of the command's options). After ``--`` (``signal ID TOPIC -- -1e3``) the words are
-    read in their order, as argparse reads them: the intermixed parse would take them
-    for options."""
+    of the command's options). The words after ``--`` (``signal ID TOPIC --json --
+    -1e3``) are its arguments whatever they look like, read after those before it, in
+    their order: each stands in the parse as a word no option can be (a command line
+    holds no NUL), then is put back."""
 
     _reading = False  # (the intermixed parse calls parse_known_args again, twice)
     _words: Sequence[str] = ()  # (what it was given: its error looks at them)
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         if not self._reading:
-            self._words = [] if args is None else list(args)
-        if self._reading or self._subparsers is not None or (args and "--" in args):
+            self._words = list(sys.argv[1:] if args is None else args)
+        positionals = self._get_positional_actions()
+        if self._reading or self._subparsers is not None or any(
+                a.type is not None or a.choices is not None for a in positionals):
             return super().parse_known_args(args, namespace)
+        words = list(self._words)
+        after: list[str] = []
+        if "--" in words:  # (argparse read a word after it as an option, or gave the
+            # optional argument before an option nothing: `adjust --json -- -1e3`)
+            cut = words.index("--")
+            words, after = words[:cut], words[cut + 1:]
+        stand_ins = {f"\0{i}": word for i, word in enumerate(after)}
         self._reading = True
         try:
-            namespace, extras = self.parse_known_intermixed_args(args, namespace)
+            namespace, extras = self.parse_known_intermixed_args([*words, *stand_ins],
+                                                                 namespace)
         finally:
             self._reading = False
+        for action in self._get_optional_actions():  # (`--id -- x`: --id has no value)
+            value = getattr(namespace, action.dest, None)
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, str) and v in stand_ins for v in values):
+                self.error(f"argument {'/'.join(action.option_strings)}: expected one "
+                           "argument")
+        for action in positionals:
+            value = getattr(namespace, action.dest, None)
+            if isinstance(value, str):
+                setattr(namespace, action.dest, stand_ins.get(value, value))
+            elif isinstance(value, list):
+                setattr(namespace, action.dest, [stand_ins.get(v, v) for v in value])
+        extras = [stand_ins.get(word, word) for word in extras]
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         return namespace, extras

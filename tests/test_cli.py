@@ -1942,3 +1942,48 @@ def test_an_option_value_that_starts_with_a_dash_says_how_to_write_it(capsys) ->
                                    "--id", "--json"])
     assert capsys.readouterr().err.splitlines()[-1].endswith(
         "argument --id: expected one argument")
+
+
+def test_a_verb_s_arguments_after_its_options_and_after_double_dash(capsys) -> None:
+    """README says a verb's arguments may stand among its options, and that after
+    ``--`` a value that starts with ``-`` is read as one; but the two together,
+    ``signal order-17 adjust --json -- -1e3`` or ``start app:flow --id o-17 -- -``,
+    said ``garrison: error: unrecognized arguments: -- -1e3`` under the usage of
+    ``garrison``: with ``--`` the verb fell back to argparse's own reading, which gave
+    the optional argument the one word before the option. The words before ``--`` are
+    read as without it, and those after it follow them, in order, options or not."""
+    from garrison._cli import build_parser
+
+    def parsed(*verb: str) -> Any:
+        return build_parser().parse_args(["workflows", "--store", "app.db", *verb])
+
+    args = parsed("signal", "order-17", "adjust", "--json", "--", "-1e3")
+    assert (args.id, args.topic, args.payload, args.json) \
+        == ("order-17", "adjust", "-1e3", True)
+    args = parsed("start", "app:flow", "--id", "o-17", "--", "-")
+    assert (args.target, args.id, args.args) == ("app:flow", "o-17", "-")
+    args = parsed("signal", "--json", "w", "--", "adjust", "--json")  # (a value, after --)
+    assert (args.id, args.topic, args.payload, args.json) == ("w", "adjust", "--json", True)
+    args = parsed("terminate", "a", "--reason", "dup", "--", "-b", "--yes")
+    assert (args.id, args.reason, args.yes) == (["a", "-b", "--yes"], "dup", False)
+    args = parsed("signal", "--", "-odd", "adjust", "-1e3")  # (as before)
+    assert (args.id, args.topic, args.payload) == ("-odd", "adjust", "-1e3")
+    # an option right before -- is given no value: the words after it are arguments
+    for verb, option in ((["start", "app:flow", "--id", "--", "x"], "--id"),
+                         (["list", "--status", "--", "x"], "--status"),
+                         (["signal", "w", "t", "--store", "--", "x"], "--store")):
+        with pytest.raises(SystemExit) as exited:
+            parsed(*verb)
+        assert exited.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"garrison workflows {verb[0]}: error: argument {option}: expected one "
+            "argument")
+    # one too many, or an unknown option before --, is said under the verb's usage
+    for verb, extra in ((["show", "x", "--json", "--", "y"], "y"),
+                        (["start", "app:flow", "--bogus", "--", "[1]"], "--bogus")):
+        with pytest.raises(SystemExit) as exited:
+            parsed(*verb)
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert err.splitlines()[-1].startswith(  # (--bogus [1] on Python 3.11)
+            f"garrison workflows {verb[0]}: error: unrecognized arguments: {extra}"), err
