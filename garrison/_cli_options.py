@@ -93,8 +93,10 @@ class Parser(argparse.ArgumentParser):
                     message += (f" (its value {value!r} starts with '-', read as an "
                                 f"option: write {word}={value})")
                     break
-        elif message.startswith("the following arguments are required: ") \
-                and "--" not in words and self._subparsers is None:
+        elif message.startswith(_REQUIRED) and "--" not in words \
+                and self._subparsers is None and any(  # (an argument, not an option)
+                    not name.startswith("-")
+                    for name in message.removeprefix(_REQUIRED).split(", ")):
             dashed = [w for w in words if w.startswith("-") and w != "-"
                       and w.split("=", 1)[0] not in self._option_string_actions]
             if dashed:  # (an id or value given, but read as an unknown option)
@@ -102,6 +104,9 @@ class Parser(argparse.ArgumentParser):
                             f"such a value after --, as in {self.prog} -- {dashed[0]})")
         super().error(message)
 
+
+#: the start of argparse's error for missing arguments (``id, topic``) or options
+_REQUIRED = "the following arguments are required: "
 
 #: argparse's error for an option given no value: ``argument --id: expected one argument``
 _NO_VALUE = re.compile(r"argument (?P<option>-[^ :]*): expected one argument")

@@ -1987,3 +1987,23 @@ def test_a_verb_s_arguments_after_its_options_and_after_double_dash(capsys) -> N
         err = capsys.readouterr().err
         assert err.splitlines()[-1].startswith(  # (--bogus [1] on Python 3.11)
             f"garrison workflows {verb[0]}: error: unrecognized arguments: {extra}"), err
+
+
+def test_a_missing_option_is_not_said_as_a_value_that_starts_with_a_dash(capsys) -> None:
+    """``garrison workflows prune --yes`` (prune takes no ``--yes``, and needs
+    ``--older-than``) said ``required: --older-than ('--yes' starts with '-', read as
+    an option: give such a value after --, as in garrison workflows prune -- --yes)``:
+    advice for a verb argument written with a dash, where ``prune`` has none to give
+    and the missing one is an option. The hint is for a missing argument only."""
+    from garrison._cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["workflows", "--store", "app.db", "prune", "--yes"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "garrison workflows prune: error: the following arguments are required: "
+        "--older-than")
+    with pytest.raises(SystemExit):  # (a missing argument still gets it)
+        build_parser().parse_args(["workflows", "--store", "app.db", "show", "-x"])
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "('-x' starts with '-', read as an option: give such a value after --, as in "
+        "garrison workflows show -- -x)")
