@@ -28,6 +28,7 @@ import importlib.util
 import itertools
 import json
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -352,6 +353,33 @@ _ROW_TEXT = frozenset({"workflow_id", "name", "status", "created", "updated", "p
                        "run_id", "host", "node"})
 
 
+def _readable_json(value: Any) -> str:
+    """``value``'s JSON for a person: its letters as they are (``"Zoë"``, not
+    ``"Zo\\u00eb"``), and each character that is not printable (a control character,
+    a C1 one such as a terminal's CSI, a bidi override, a lone surrogate) as its JSON
+    escape, so that the line is still the value's JSON and acts on nothing."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if text.isprintable() else _BEYOND_ASCII.sub(_json_escape, text)
+
+
+def _json_escape(found: re.Match[str]) -> str:
+    """A character as it is if printable, else as JSON escapes it (beyond the BMP: as
+    its surrogate pair)."""
+    char = found.group()
+    if char.isprintable():
+        return char
+    point = ord(char)
+    if point <= 0xFFFF:
+        return f"\\u{point:04x}"
+    point -= 0x10000
+    return f"\\u{0xD800 + (point >> 10):04x}\\u{0xDC00 + (point & 0x3FF):04x}"
+
+
+#: the characters JSON leaves as they are that may not be printable (those below the
+#: space it escapes itself)
+_BEYOND_ASCII = re.compile("[^\x20-\x7e]")
+
+
 #: the most of one value ``show`` prints (a screen's worth; ``--json``: whole)
 SHOW_WIDTH = 4000
 
@@ -368,7 +396,7 @@ def _show(store: Any, args: argparse.Namespace) -> None:
         # (the row's own text as a table's cell; the workflow's data, a string result
         # too, as its JSON: "null" is no None, and an escape it holds is not acted on)
         text = cell(value) if key in _ROW_TEXT and isinstance(value, str) \
-            else json.dumps(value, default=str)
+            else _readable_json(value)
         if len(text) > SHOW_WIDTH and key != "workflow_id":  # (an id is never cut)
             text = (f"{text[:SHOW_WIDTH - 1]}… ({len(text) - SHOW_WIDTH + 1:,} more "
                     "characters: --json shows them)")

@@ -2530,3 +2530,27 @@ def test_a_json_argument_of_minus_with_standard_input_closed_or_a_terminal(
                    "a terminal: end it with Ctrl-D\n"), err
     with open_store(sqlite_path) as store:
         assert [m.payload for m in store.pending_messages("w1")] == [{"by": "ann"}]
+
+
+def test_show_prints_the_letters_of_a_value_as_they_are_and_escapes_the_unprintable(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
+    """Since ``show`` prints a string result as its JSON, a result ``"Zoë"`` read
+    ``"Zo\\u00eb"``, and one in Japanese as a row of escapes, where ``list``,
+    ``history`` and the console show such letters as they are. The JSON now keeps every
+    printable character, and escapes (as JSON does) only what is not printable: a
+    control character, a C1 one as ``\\x9b`` (a terminal's CSI), a bidi override, a
+    lone surrogate, which could not even be written."""
+    value = "Zoë 日本 😀 \u202eevil \x9b[2J \x7f \ud800 \U000e0001 end"
+    with open_store(sqlite_path) as s:
+        s.write(Transaction().create_workflow("u1", "app:flow", [value])
+                .update_workflow("u1", status="completed", result=value)
+                .set_state("u1", "who", {"name": "Zoë"}))
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "u1")
+    assert (code, err) == (0, ""), err
+    lines = dict(line.split(None, 1) for line in out.splitlines() if line.strip()
+                 and not line.startswith(" "))
+    shown = '"Zoë 日本 😀 \\u202eevil \\u009b[2J \\u007f \\ud800 \\udb40\\udc01 end"'
+    assert lines["result"] == shown, lines["result"]
+    assert json.loads(lines["result"]) == value
+    assert lines["input"] == f"[{shown}]"
+    assert lines["state"] == '{"who": {"name": "Zoë"}}'
