@@ -8,6 +8,7 @@ import argparse
 import itertools
 import os
 import re
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -76,8 +77,23 @@ class Parser(argparse.ArgumentParser):
                 setattr(namespace, action.dest, [stand_ins.get(v, v) for v in value])
         extras = [stand_ins.get(word, word) for word in extras]
         if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
+            self.error(f"unrecognized arguments: {' '.join(extras)}"
+                       + self._numbers_hint(extras, stand_ins))
         return namespace, extras
+
+    def _numbers_hint(self, extras: list[str], after: dict[str, str]) -> str:
+        """How to give the values of ``extras`` read as options that are numbers
+        (``-1e3``: argparse takes only ``-5`` and ``-1.5`` as numbers), for an
+        ``unrecognized arguments`` error: after ``--``, with the command line that
+        does; ``""`` for none (``--yes`` is an option the command lacks)."""
+        numbers = [w for w in extras if _DASHED_NUMBER.match(w) and w not in after.values()]
+        if not numbers:
+            return ""
+        words = [w for w in self._words if w not in numbers]
+        cut = words.index("--") if "--" in words else len(words)
+        line = shlex.join([*words[:cut], "--", *numbers, *words[cut + 1:]])
+        return (f" ({numbers[0]!r} starts with '-', read as an option: give such a value "
+                f"after --, as in {self.prog} {line})")
 
     def error(self, message: str) -> NoReturn:
         """argparse's error, and for an option whose value starts with ``-`` (a workflow
@@ -104,6 +120,9 @@ class Parser(argparse.ArgumentParser):
                             f"such a value after --, as in {self.prog} -- {dashed[0]})")
         super().error(message)
 
+
+#: a number written with a dash, which argparse reads as an option (``-1e3``, ``-.5``)
+_DASHED_NUMBER = re.compile(r"-\.?\d")
 
 #: the start of argparse's error for missing arguments (``id, topic``) or options
 _REQUIRED = "the following arguments are required: "

@@ -2007,3 +2007,31 @@ def test_a_missing_option_is_not_said_as_a_value_that_starts_with_a_dash(capsys)
     assert capsys.readouterr().err.splitlines()[-1].endswith(
         "('-x' starts with '-', read as an option: give such a value after --, as in "
         "garrison workflows show -- -x)")
+
+
+def test_a_number_that_starts_with_a_dash_says_how_to_give_it(capsys) -> None:
+    """README's own example, ``signal order-17 adjust -1e3`` without its ``--``, said
+    ``unrecognized arguments: -1e3`` and no more, though a value read as an option
+    says how to write it everywhere else (``--id -x``, ``show -x``). The error now says
+    to give it after ``--``, with the command line that does (``-5`` is a number to
+    argparse, and taken as it is)."""
+    from garrison._cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["workflows", "--store", "app.db", "signal", "order-17",
+                                   "adjust", "-1e3", "--json"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "garrison workflows signal: error: unrecognized arguments: -1e3 ('-1e3' starts "
+        "with '-', read as an option: give such a value after --, as in garrison "
+        "workflows signal order-17 adjust --json -- -1e3)")
+    args = build_parser().parse_args(["workflows", "--store", "app.db", "signal",
+                                      "order-17", "adjust", "--json", "--", "-1e3"])
+    assert args.payload == "-1e3"
+    assert build_parser().parse_args(["workflows", "--store", "app.db", "signal", "o",
+                                      "adjust", "-5"]).payload == "-5"
+    with pytest.raises(SystemExit):  # (an option it lacks is said as before)
+        build_parser().parse_args(["workflows", "--store", "app.db", "prune",
+                                   "--older-than", "30d", "--yes"])
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        "garrison workflows prune: error: unrecognized arguments: --yes"
