@@ -1414,6 +1414,23 @@ async def test_a_post_to_an_action_the_console_has_not_names_its_actions(
     store.close()
 
 
+async def test_a_post_to_an_action_with_a_slash_at_its_end_says_so(seeded: str) -> None:
+    """``POST /api/workflows/g-1/cancel/`` (a client that ends its URLs with ``/``) said
+    ``the console has no action ''``, naming an action no one wrote. It says the
+    action takes no ``/`` at its end, naming the URL that does it; still 405, nothing
+    done."""
+    store = _store_tools.open_store(seeded)
+    async with client(make_app(StoreBackend(store))) as c:
+        for path in ("/api/workflows/g-1/cancel/", "/api/workflows/g-1/promises/p/resolve/"):
+            r = await post(c, path)
+            assert r.status_code == 405, r.text
+            assert r.json()["error"].startswith(
+                f"POST {path}: an action's URL has no '/' at its end (POST {path[:-1]}): "
+                "a workflow's actions are POST /api/workflows/ID/signal, "), r.text
+        assert store.get_workflow("g-1").cancel_requested is False
+    store.close()
+
+
 async def test_a_console_left_open_on_a_node_that_stopped_says_so(
         store_path: str, autojump_clock: Any) -> None:
     # a console served from a nursery that outlives the node: every API answer names

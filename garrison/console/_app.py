@@ -249,7 +249,10 @@ def make_app(backend: Backend, *, token: str | None = None, loopback: bool = Tru
         actions = ("a workflow's actions are POST /api/workflows/ID/signal, /cancel, "
                    "/retry, /promises/NAME/resolve and /promises/NAME/reject")
         wid = request.path_params["wid"]
-        if "/" in wid:  # (an id may hold "/": its URL's last part, taken for an action)
+        if wid.endswith("/"):  # (a client that ends its URLs so: ".../cancel/")
+            message = (f"POST {path}: an action's URL has no '/' at its end (POST "
+                       f"{path.rstrip('/')}): {actions}")
+        elif "/" in wid:  # (an id may hold "/": its URL's last part, taken for an action)
             name = _segment(wid.rpartition("/")[2])
             hint = (" (to terminate: garrison workflows terminate, or the handle's "
                     "terminate())" if name == "terminate" else "")
