@@ -1090,18 +1090,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _negative_values(argv: list[str]) -> list[str]:
+def _negative_values(argv: list[str], flags: frozenset[str] = frozenset()) -> list[str]:
     """``--opt -1s`` as ``--opt=-1s``: argparse takes a value that begins with ``-`` and
     is not a plain number for an option, and says ``expected one argument`` instead of
-    what is wrong with the value (the option's own check names it)."""
+    what is wrong with the value (the option's own check names it). Not for one of
+    ``flags``, which take no value (``--json -1e3``: argparse would say ``ignored
+    explicit argument``, where the verb says how to give such a value)."""
     out: list[str] = []
     for arg in argv:
         if "--" not in out and out and out[-1].startswith("--") and "=" not in out[-1] \
-                and _DASHED.match(arg) and not _NEGATIVE.match(arg):
+                and out[-1] not in flags and _DASHED.match(arg) and not _NEGATIVE.match(arg):
             out[-1] = f"{out[-1]}={arg}"
         else:
             out.append(arg)
     return out
+
+
+def _flags(parser: argparse.ArgumentParser) -> frozenset[str]:
+    """The options of ``parser`` and of its commands and verbs that take no value
+    (``--json``, ``--yes``, ``--help``)."""
+    found: set[str] = set()
+    for action in parser._actions:
+        if action.nargs == 0:
+            found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for verb in set(action.choices.values()):
+                found |= _flags(verb)
+    return frozenset(found)
 
 
 #: a value that begins with a dash and a digit (``-1s``); argparse itself takes a plain
@@ -1117,7 +1132,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:
         _cli_signals.restore()
         return cmd_bench(argv[1:])
-    args = build_parser().parse_args(_negative_values(argv))
+    parser = build_parser()
+    args = parser.parse_args(_negative_values(argv, _flags(parser)))
     try:
         if args.func not in (cmd_run, cmd_ui):  # (those two act on an early signal)
             _cli_signals.restore()  # (a SIGINT noted meanwhile is raised here)

@@ -2035,3 +2035,25 @@ def test_a_number_that_starts_with_a_dash_says_how_to_give_it(capsys) -> None:
                                    "--older-than", "30d", "--yes"])
     assert capsys.readouterr().err.splitlines()[-1] == \
         "garrison workflows prune: error: unrecognized arguments: --yes"
+
+
+def test_a_dashed_value_after_a_flag_is_not_given_to_the_flag(capsys) -> None:
+    """``garrison workflows signal w adjust --json -1e3`` said ``argument --json:
+    ignored explicit argument '-1e3'``: the command line's ``--opt -1s`` is read as
+    ``--opt=-1s`` (so that an option's own check names a negative duration), and so
+    was a flag that takes no value. A flag is left as it is: the value after it is
+    said as any value read as an option is, with the command line that gives it."""
+    from garrison._cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["workflows", "--store", "app.db", "signal", "w", "adjust", "--json", "-1e3"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "garrison workflows signal: error: unrecognized arguments: -1e3 ('-1e3' starts "
+        "with '-', read as an option: give such a value after --, as in garrison "
+        "workflows signal w adjust --json -- -1e3)")
+    with pytest.raises(SystemExit):  # (an option that takes a value: as before)
+        main(["workflows", "--store", "app.db", "prune", "--older-than", "-1s"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "garrison workflows prune: error: argument --older-than: invalid duration '-1s': "
+        "a duration cannot be negative")
