@@ -411,10 +411,11 @@ def _show(store: Any, args: argparse.Namespace) -> None:
     else:
         said = f"{total:,}" if total else "none"
     print(f"{'children'.ljust(width)}  {said}")
-    if children:
-        id_width = min(max(len(c["workflow_id"]) for c in children), COLUMN_WIDTH)
-        for c in children:
-            print(f"  {c['workflow_id'].ljust(id_width)}  {c['status']}")
+    if children:  # (an id as the row's is shown: an older store's may hold an escape)
+        ids = [cell(c["workflow_id"]) for c in children]
+        id_width = min(max(len(i) for i in ids), COLUMN_WIDTH)
+        for shown, c in zip(ids, children, strict=True):
+            print(f"  {shown.ljust(id_width)}  {c['status']}")
 
 
 def _history(store: Any, args: argparse.Namespace) -> None:

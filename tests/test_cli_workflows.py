@@ -2554,3 +2554,18 @@ def test_show_prints_the_letters_of_a_value_as_they_are_and_escapes_the_unprinta
     assert json.loads(lines["result"]) == value
     assert lines["input"] == f"[{shown}]"
     assert lines["state"] == '{"who": {"name": "Zoë"}}'
+
+
+def test_show_prints_a_child_s_id_with_its_control_characters_escaped(
+        capsys: pytest.CaptureFixture[str], sqlite_path: str) -> None:
+    """``show`` escapes a control character of the row's own id, but printed its
+    children's ids as they are: a child an older store holds (the id rule came later)
+    whose id held ``\\x1b[2J`` cleared the operator's screen from the children's list.
+    A child's id is shown as the row's is, its line and columns kept."""
+    with open_store(sqlite_path) as s:
+        s.write(Transaction().create_workflow("p1", "app:flow", [])
+                .create_workflow("kid\x1b[2J\nx", "app:flow", [], parent="workflows/p1"))
+    code, out, err = cli_here(capsys, "--store", sqlite_path, "show", "p1")
+    assert (code, err) == (0, ""), err
+    assert "\x1b" not in out, out
+    assert out.splitlines()[-1].split() == ["kid\\x1b[2J\\nx", "pending"], out
