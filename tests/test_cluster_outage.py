@@ -472,3 +472,54 @@ async def test_a_tool_s_write_wakes_the_node_while_its_listen_session_hangs(
         f"store {node.hosts['workflows'].store.path!r}: its LISTEN session (pid {pid} "
         "on the server) did not answer within 1s: listening on a new session (a "
         "tool's writes wake this node's workflows through it)"], said
+
+
+async def test_a_workflow_claimed_by_id_under_a_lock_is_claimed_once_it_is_released(
+        postgres_url: str) -> None:
+    """A workflow of the node spawned another by its id, waiting ``pending`` in the
+    store, on a node whose limits are all taken: the node claims it at once, whatever
+    its room (``claim_now``). A lock another session held on ``workflows`` (a ``CREATE
+    INDEX``'s, which lets reads through) failed that claim, by the cluster session's
+    ``lock_timeout``, and the round forgot it: the workflow stayed pending, its
+    spawner waiting for it for ever. The next rounds claim it once the lock is gone.
+    (Real time: a few rounds of a 3 s lease.)"""
+    import threading
+
+    import cluster_app
+    import psycopg
+    import trio
+
+    import garrison
+
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as holder, holder.transaction():
+            holder.execute("LOCK TABLE garrison.workflows IN SHARE MODE")
+            held.set()
+            release.wait(30)
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="3s",
+                                  max_concurrent=1) as node:
+        member = node._members[0]
+        store = node.hosts["workflows"].store
+        await node.start_workflow(cluster_app.mailbox, 1, id="w1")
+        await node.start_workflow(cluster_app.mailbox, 1, id="c")  # (full: the store's)
+        with trio.fail_after(10):  # (its release by the rounds has landed)
+            while store.get_workflow("c").status != "pending" or \
+                    member.pg.owner_of("c") is not None:
+                await trio.sleep(0.05)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, hold)
+            await trio.to_thread.run_sync(held.wait)
+            node.hosts["workflows"].queue.children.add("c")  # (as a workflow here
+            member.claim_now("c")  # spawning it by id: ``_child_waiting``)
+            await trio.sleep(2.0)  # (a round's claim of it waited for the lock, and failed)
+            release.set()
+        with trio.fail_after(10):
+            while member.pg.owner_of("c") != member.epoch:
+                await trio.sleep(0.05)
+        await node.workflow("c").signal("m", "done")
+        with trio.fail_after(10):
+            assert await node.workflow("c").result() == ["done"]

@@ -1454,8 +1454,15 @@ class ClusterMember:
         with self._lock:
             wanted, self._wanted = self._wanted, []
         if wanted:
-            claimed = [] if self.draining or self._stop.is_set() else \
-                pg.claim_pending(wanted)
+            try:
+                claimed = [] if self.draining or self._stop.is_set() else \
+                    pg.claim_pending(wanted)
+            except BaseException:
+                # (a lock another session holds, the server away: the next round claims
+                # them, as nothing else does while this node, full, owns no more)
+                with self._lock:
+                    self._wanted[:0] = [w for w in wanted if w not in self._wanted]
+                raise
             if claimed:
                 with self._lock:
                     self._in_flight += len(claimed)
