@@ -523,3 +523,52 @@ async def test_a_workflow_claimed_by_id_under_a_lock_is_claimed_once_it_is_relea
         await node.workflow("c").signal("m", "done")
         with trio.fail_after(10):
             assert await node.workflow("c").result() == ["done"]
+
+
+async def test_a_tool_s_write_notified_during_the_listen_probe_wakes_the_node(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tool's signal whose ``NOTIFY`` reaches the node's LISTEN session while it
+    answers the probe of a silence (``SELECT 1``): an older psycopg (3.2.3, its issue
+    962) drops a notification received outside ``notifies()``, and the node, answered,
+    went back to waiting for the next one without reading the table: the workflow
+    woke only on some later write of a tool, if ever. A notification that comes as
+    the session answers the probe is caught (a handler, which any psycopg calls), and
+    the table read. (Real time: ``LISTEN_CHECK`` is 0.5 s here.)"""
+    import cluster_app
+    import trio
+
+    import garrison
+    from garrison import _store_tools
+    from garrison.persistence import PostgresStore, _postgres
+
+    monkeypatch.setattr(_postgres, "LISTEN_CHECK", 0.5)
+    async with garrison.open_node(store=postgres_url, name="a", lease="3s") as node:
+        await node.start_workflow(cluster_app.mailbox, 1, id="m1")
+        store = node.hosts["workflows"].store
+        with trio.fail_after(5):
+            while store._listener is None:
+                await trio.sleep(0.05)
+        listener = store._listener
+        plain = listener.execute
+        probes = 0
+
+        async def execute(query: Any, *args: Any, **kwargs: Any) -> Any:
+            nonlocal probes
+            if query != "SELECT 1" or probes:
+                return await plain(query, *args, **kwargs)
+            probes += 1
+
+            def signal() -> None:
+                with PostgresStore(postgres_url, lock=False) as tool:
+                    _store_tools.signal(tool, "m1", "m", "hi")
+
+            await trio.to_thread.run_sync(signal)
+            await trio.sleep(0.2)  # (its NOTIFY reached the session: read with the probe)
+            result = await plain(query, *args, **kwargs)
+            listener._notifies_backlog.clear()  # (as an older psycopg drops it)
+            return result
+
+        listener.execute = execute
+        with trio.fail_after(5):  # (for ever: the test's timeout)
+            assert await node.workflow("m1").result() == ["hi"]
+        assert probes == 1
