@@ -572,3 +572,59 @@ async def test_a_tool_s_write_notified_during_the_listen_probe_wakes_the_node(
         with trio.fail_after(5):  # (for ever: the test's timeout)
             assert await node.workflow("m1").result() == ["hi"]
         assert probes == 1
+
+
+async def test_a_node_hears_the_other_nodes_messages_while_a_lock_fails_its_rounds(
+        postgres_url: str) -> None:
+    """Another session holds ``workflows`` locked (a ``VACUUM FULL``, an operator's
+    ``LOCK TABLE``): each round's claim fails by the cluster session's ``lock_timeout``,
+    and the node dropped that session at each failure, and with it its ``LISTEN`` of
+    the other nodes' messages, which need no table: a message sent to one of its
+    processes meanwhile was lost, or, reaching a session kept a moment, held until the
+    lock was gone; a ``call`` timed out. The session is kept through such a refusal,
+    and the node hands such messages on between its rounds. (Real time: a 3 s lease.)"""
+    import threading
+
+    import psycopg
+    import trio
+
+    import garrison
+    from garrison import process
+
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as holder, holder.transaction():
+            holder.execute("LOCK TABLE garrison.workflows IN ACCESS EXCLUSIVE MODE")
+            held.set()
+            release.wait(30)
+
+    async def answers() -> None:
+        while True:
+            msg = await process.inbox().receive()
+            await msg.reply(msg.payload)
+
+    async with garrison.open_node(store=postgres_url, name="a", lease="3s") as a, \
+            garrison.open_node(store=postgres_url, name="b", lease="3s") as b:
+        callee = await a.spawn(answers)
+
+        async def asks(n: int) -> list[Any]:
+            got = []
+            for i in range(n):
+                try:
+                    got.append(await process.call(callee, "q", i, timeout="2s"))
+                except TimeoutError:
+                    got.append("timed out")
+            return got
+
+        assert await b.wait(await b.spawn(asks, 1)) == [0]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, hold)
+            await trio.to_thread.run_sync(held.wait)
+            await trio.sleep(1.0)  # (the rounds fail now)
+            try:
+                with trio.fail_after(20):
+                    assert await b.wait(await b.spawn(asks, 4)) == [0, 1, 2, 3]
+            finally:
+                release.set()

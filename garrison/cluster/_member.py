@@ -1161,6 +1161,10 @@ class ClusterMember:
                         log.warning("node %s: cluster round failed: %s (tried again every "
                                     "%gs; said again only if it changes)", self.name, said,
                                     min(self.interval, 1.0))
+                    if self.pg.kept(exc):  # (a lock's wait the server ended: listening)
+                        if self._listen_for(min(self.interval, 1.0), inbox):
+                            return
+                        continue
                     self.pg.close()
                     if self._stop.wait(min(self.interval, 1.0)):
                         return
@@ -1202,6 +1206,30 @@ class ClusterMember:
                 freed, self.pg.freed = self.pg.freed, set()
                 if self.host.name in freed:
                     self._post("slots")
+
+    def _listen_for(self, seconds: float, inbox: list[str]) -> bool:
+        """(thread) A failed round's pause of ``seconds`` on the cluster session, kept
+        through the failure (:meth:`PgCluster.kept`): the other nodes' messages, which
+        need no table, are handed on meanwhile, not held until the rounds work again.
+        True if the node stops."""
+        until = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                self.pg.wait(left, self._wake_r, inbox)
+            except (psycopg.Error, StoreError, OSError):
+                self.pg.close()  # (the next round connects again)
+                return self._stop.wait(max(until - time.monotonic(), 0.0))
+            if inbox:
+                self._post("remote", self._bodies(inbox))
+                inbox.clear()
+            if self.pg.freed:
+                freed, self.pg.freed = self.pg.freed, set()
+                if self.host.name in freed:
+                    self._post("slots")
+        return True
 
     def _may_claim(self, live: dict[int, dict[str, Any]]) -> bool:
         """(thread) Whether this round may claim orphaned workflows: not before

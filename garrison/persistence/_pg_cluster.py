@@ -292,6 +292,17 @@ class PgCluster:
             return f"store {self.store.path!r}: {lock_wait_reason(exc, self.lock_wait)}"
         return str(self.store.error_text(exc))
 
+    def kept(self, exc: BaseException) -> bool:
+        """True if the cluster connection is still of use after ``exc``, raised by a
+        statement here: the server ended the statement (a wait for a lock another
+        session holds, past :attr:`lock_wait`; a ``statement_timeout``), the session
+        idle and listening. Dropped, it would hear nothing until connected again."""
+        conn = self.conn
+        return (isinstance(exc, (psycopg.errors.LockNotAvailable,
+                                 psycopg.errors.QueryCanceled))
+                and conn is not None and not conn.closed and not conn.broken
+                and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE)
+
     def cut(self) -> None:
         """Shut the cluster connection's socket down (from any thread): what waits on it
         ends at once (the node stops, and the server does not answer)."""
