@@ -2533,6 +2533,52 @@ async def test_a_process_watching_a_blocked_workflow_hears_a_tools_retry_and_ter
         assert handle.status() == "failed"
 
 
+@pytest.mark.parametrize("by", ["a retry", "a start"])
+async def test_a_tools_terminate_landing_as_the_node_loads_the_workflow_ends_it(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
+        by: str) -> None:
+    """A tool retried a blocked workflow (or started one); its terminate was written as
+    the node's refresh of that wakeup loaded the workflow, after the refresh had read
+    the inbox and before the load read it. The load kept the request as one it was
+    ending by, but nothing ended it: the terminate's own wakeup then found it "seen
+    before", and the workflow ran on (its watchers heard nothing) though terminated."""
+    from garrison import _store_tools
+
+    path = str(tmp_path / "s.db")
+    with SQLiteStore(path) as seed:
+        seed.write(Transaction().create_workflow("v", "ops_app:versioned", [],
+                                                 status="running")
+                   .append_journal("v", 1, "activity", "ops_app:old_step",
+                                   RawJson('{"ok": "old"}')))
+    async with garrison.open_node(store=path) as node:
+        _handle, heard = await _blocked_and_watched(node, link=True)
+        wid = "v" if by == "a retry" else "s"
+        store = node.hosts["workflows"].store
+        read, asked = store.pending_messages, []
+
+        def terminated_meanwhile(of: str) -> Any:
+            rows = read(of)
+            if of == wid and not asked:  # (the refresh's read: the load's comes next)
+                with SQLiteStore(path, lock=False) as tool:  # (another process's)
+                    asked.append(_store_tools.ask_terminate(tool, wid, "meanwhile"))
+            return rows
+
+        monkeypatch.setattr(store, "pending_messages", terminated_meanwhile)
+        ops_app.USE_OLD_STEP = True
+        with SQLiteStore(path, lock=False) as tool:
+            if by == "a retry":
+                _store_tools.retry(tool, "v")
+            else:
+                _store_tools.start(tool, "ops_app:versioned", [], "s")
+        await until(lambda: asked and node.workflow(wid).status() == "failed",
+                    "the terminate to end it")
+        if by == "a retry":
+            await until(lambda: heard, "the end of the retried attempt")
+            assert heard == ["LINK_DOWN: Terminated: meanwhile"]
+        with pytest.raises(garrison.WorkflowFailed, match="Terminated: meanwhile"):
+            await node.workflow(wid).result()
+
+
 async def test_a_process_watching_a_blocked_workflow_keeps_its_watch_past_a_failed_read(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tool's retry of the blocked workflow, whose refresh (the node's wakeup

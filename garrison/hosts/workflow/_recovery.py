@@ -889,12 +889,18 @@ def _refresh(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance | 
             # half way is tried again, by the wakeup watcher)
             wf = load(host, record)
             _take_over(wf, blocked)
+            if wf.requests:  # (a tool's terminate, written since the read above)
+                _end_unrun(host, wf)
+                return
             started = _tool_starts(host, [record])
             host.queue.offer(wf, record)
             host.counts["started"] += started
             return
         wf = load(host, record)
         _take_over(wf, blocked)
+        if wf.requests:  # (a tool's terminate, written since the read above)
+            _end_unrun(host, wf)
+            return
         if record.status != WorkflowStatus.RUNNING:
             mark_running(host, Transaction().resume_workflow(wid, time=host.clock.now()))
         host.run_instance(wf)
@@ -972,9 +978,7 @@ def _requested(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance 
             return
         wf = load(host, record)  # not running here yet: it ends without running
         _take_over(wf, blocked)
-        host.active[wid] = wf
-        wf.exited.set()
-        host.start_soon(end_requested, host, wf)
+        _end_unrun(host, wf)
         return
     # (requests it was loaded with end it already: ``end_requested`` is scheduled, and a
     # refresh before it runs must not end it a second time)
@@ -1127,6 +1131,14 @@ def _end_tree(host: WorkflowHost, wf: WorkflowInstance, error: ErrorInfo,
         if not WorkflowStatus(child.status).finished:
             ended.append(child.wid)
             _end_tree(host, child, reason, ended, tree)
+
+
+def _end_unrun(host: WorkflowHost, wf: WorkflowInstance) -> None:
+    """``wf``, just loaded with a tool's terminate requests (``wf.requests``), ends
+    without running (its watchers taken over already)."""
+    host.active[wf.wid] = wf
+    wf.exited.set()
+    host.start_soon(end_requested, host, wf)
 
 
 async def end_requested(host: WorkflowHost, wf: WorkflowInstance) -> None:
