@@ -390,6 +390,7 @@ async def _serve(config: Any, root: Any, label: str | None, store: str | None,
                             if result is not None:
                                 printed.extend(_shown(result, label))
                         except ProcessError as exc:
+                            _say_down_services(node, exc.error)
                             _run_failed(f"{label} failed", exc.error)
                             code = 1
                 console.cancel_scope.cancel()
@@ -499,6 +500,30 @@ def _started_line(node: Any, console_url: str | None) -> str:
     return "; ".join(parts) + ". Ctrl-C to stop"
 
 
+def _say_down_services(node: Any, error: Any) -> None:
+    """Before the last line of a root that failed: a line for each service of the
+    config that is down after a failure (between restarts, or gave up), ``garrison run:
+    service app:db is between restarts: its process failed with ...``, the likely cause
+    of a root that failed on a name such a service registers. One the root's ``error``
+    names already (a ``NoSuchProcess`` of the service's id says why) is not said again."""
+    from .supervision import ServiceStatus
+
+    services = node._router.services
+    if services is None:
+        return
+    said = str(error)
+    for info in node.services():
+        if info.status not in (ServiceStatus.BACKOFF, ServiceStatus.GAVE_UP):
+            continue
+        why = services.why_down(info.id)
+        if why is None or why in said:
+            continue
+        if _json_logs():
+            log.error("%s", why, extra={"service": info.id, "error": info.last_error})
+        else:
+            print(escaped(f"garrison run: {why}"), file=sys.stderr)
+
+
 def _run_failed(what: str, error: Any) -> None:
     """``garrison run``'s own last line when its root failed: ``garrison run: WHAT:
     ERROR`` on stderr, or a JSON log line with the error's fields under
@@ -519,7 +544,9 @@ async def _until_workflow_ends(node: Any, entry_id: str) -> tuple[int, Any]:
     try:
         return 0, await node.workflow(pid.id, host=pid.host).result()
     except GarrisonError as exc:  # WorkflowFailed, WorkflowCancelled, a divergence
-        _run_failed(f"{entry_id} failed", getattr(exc, "error", None) or exc)
+        error = getattr(exc, "error", None) or exc
+        _say_down_services(node, error)
+        _run_failed(f"{entry_id} failed", error)
         return 1, None
 
 

@@ -49,11 +49,16 @@ class NotInProcess(GarrisonError, RuntimeError):
 
 
 class NoSuchProcess(GarrisonError, LookupError):
-    """A registered name (or entry id) that nobody holds was used as a destination."""
+    """A registered name (or entry id) that nobody holds was used as a destination.
 
-    def __init__(self, name: object) -> None:
-        super().__init__(f"no process is registered as {name!r}")
+    ``why``: for a service's id, why that service runs no process (between restarts
+    after its error, gave up, not started...), said after the name."""
+
+    def __init__(self, name: object, why: str | None = None) -> None:
+        said = f"no process is registered as {name!r}"
+        super().__init__(said if why is None else f"{said}: {why}")
         self.name = name
+        self.why = why
 
 
 class ProcessError(GarrisonError):

@@ -197,7 +197,8 @@ class Router:
                 return parsed if not self.aliases else self._canonical(parsed)
             pid = self.lookup(to)
             if pid is None:
-                raise NoSuchProcess(to)
+                raise NoSuchProcess(to, None if self.services is None
+                                    else self.services.why_down(to))
             return pid
         if isinstance(to, Pid):
             return to

@@ -444,6 +444,53 @@ def test_run_main_naming_a_service_and_a_requirement_that_gives_up(tmp_path,
                 "up: RuntimeError: dep is broken") in done.stderr
 
 
+def test_run_main_failing_as_a_service_is_down_names_that_service(tmp_path):
+    """A service whose process failed at once (a wrong port) was between restarts as
+    the node's start ended; the root, run all the same, failed on the name that service
+    registers, and the run ended on ``NoSuchProcess: no process is registered as
+    'pw0'``, the service and its error only in earlier log lines. The run's last words
+    now name the service that is down and why (its error, its restart), then the root's
+    failure; a call to the service's own id says it in its error."""
+    (tmp_path / "pw.py").write_text(textwrap.dedent("""
+        from garrison import process
+        async def worker(port):
+            int(port)
+            process.register("pw0")
+            async for msg in process.inbox():
+                await msg.reply(port)
+        async def main():
+            return await process.call("pw0", "hi")
+        async def by_id():
+            return await process.call("app:pw", "hi")
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: worker, kind: process.py, source: "pw:worker"}
+          - name: pw
+            kind: process.service
+            process: app:worker
+            input: ["80a"]
+            lifecycle:
+              auto_start: true
+              restart: {max_attempts: 2, initial_delay: 5s, jitter: 0}
+    """))
+    why = ("service app:pw is between restarts: its process failed with ValueError: "
+           "invalid literal for int() with base 10: '80a'; restart 1/2 in ")
+    done = cli("run", "app.yaml", "--main", "pw:main", cwd=tmp_path, timeout=30)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.rstrip("\n").split("\n")[-2:]
+    assert last[0].startswith(f"garrison run: {why}"), done.stderr
+    assert last[1] == ("garrison run: pw:main failed: NoSuchProcess: no process is "
+                       "registered as 'pw0'"), done.stderr
+    done = cli("run", "app.yaml", "--main", "pw:by_id", cwd=tmp_path, timeout=30)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.rstrip("\n").split("\n")[-1]  # (said once)
+    assert last.startswith("garrison run: pw:by_id failed: NoSuchProcess: no process is "
+                           f"registered as 'app:pw': {why}"), done.stderr
+
+
 def test_check_reports_problems_without_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: '1.0'\nnamespace: app\nentries:\n  - {name: x, kind: nope}\n")

@@ -815,7 +815,7 @@ async def test_a_singleton_that_gave_up_is_let_go_and_what_requires_it_stops(
     stops, then the node lets it go (``on_dropped``); what requires it waits."""
     cfg = config("""
         - {name: a, kind: process.service, process: crasher, input: [a, 1],
-           lifecycle: {singleton: true, restart: {max_attempts: 1, initial_delay: 1s}}}
+           lifecycle: {singleton: true, restart: {max_attempts: 1, initial_delay: 1s, jitter: 0}}}
         - {name: b, kind: process.service, process: steady, input: [b],
            lifecycle: {auto_start: true, requires: [a]}}
     """)
@@ -1692,3 +1692,48 @@ async def test_a_service_running_a_supervisor_is_said_started_once_its_children_
     assert slow[-1] == ("t:slow: giving up after 1 restarts; last error: TimeoutError: "
                         "not started within 1s: it waited for the children of its "
                         "Supervisor to start"), slow
+
+
+async def test_a_send_to_a_service_that_is_not_running_says_why(autojump_clock):
+    """A service whose process fails at once (a wrong argument, say) is between restarts
+    as the node's start ends: a call to its id from the root raised only ``no process is
+    registered as 't:db'``, the service and its error in earlier log lines. It now says
+    which service that is and why it runs no process: between restarts after its
+    error, gave up, not started, waiting for what it requires."""
+    cfg = config("""
+        - name: db
+          kind: process.service
+          process: instant
+          input: [db]
+          lifecycle: {auto_start: true, restart: {max_attempts: 1, initial_delay: 1s, jitter: 0}}
+        - name: api
+          kind: process.service
+          process: steady
+          input: [api]
+          lifecycle: {auto_start: true, requires: [db]}
+        - name: spare
+          kind: process.service
+          process: steady
+          input: [spare]
+    """)
+
+    async def refused(to):
+        with pytest.raises(garrison.NoSuchProcess) as caught:
+            await node.send(to, "hello")
+        return str(caught.value)
+
+    async with garrison.open_node(config=cfg) as node:
+        assert await refused("t:db") == (
+            "no process is registered as 't:db': service t:db is between restarts: its "
+            "process failed with RuntimeError: db crashed at once; restart 1/1 in 1.00s")
+        assert await refused("t:api") == (
+            "no process is registered as 't:api': service t:api waits for t:db, which "
+            "it requires, to run")
+        assert await refused("t:spare") == (
+            "no process is registered as 't:spare': service t:spare is not started (it "
+            "is not auto_start: node.start_service starts it)")
+        assert await refused("nobody") == "no process is registered as 'nobody'"
+        await trio.sleep(5)
+        assert await refused("t:db") == (
+            "no process is registered as 't:db': service t:db gave up after 1 restarts; "
+            "last error: RuntimeError: db crashed at once")

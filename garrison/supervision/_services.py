@@ -102,6 +102,8 @@ class _Service:
     spawned: bool = False  # started at least once on this node
     started_at: float = 0.0
     last_error: ErrorInfo | None = None
+    #: when its restart is due (trio's clock), while BACKOFF
+    restart_due: float = 0.0
     result: Any = None  # what its process returned (COMPLETED)
     wanted: bool = False  # should be running (auto_start, or started on demand)
     generation: int = 0  # bumps on every start; stale restart timers are ignored
@@ -200,6 +202,43 @@ class ServiceManager:
             return None
         host = self.node.hosts.get(pid.host)
         return pid if host is not None and host.is_alive(pid) else None
+
+    def why_down(self, service_id: str) -> str | None:
+        """Why the service ``service_id`` runs no process here, in words, for the
+        ``NoSuchProcess`` of a send or call to its id (``service app:db is between
+        restarts: its process failed with ...``); ``None`` if no service has that id, if
+        its process runs (or has just ended, not yet handled), or if another node of
+        the cluster runs it."""
+        svc = self.by_id.get(service_id)
+        if svc is None or svc.pid is not None or not self._may_run(svc):
+            return None
+        what = f"service {service_id}"
+        status = svc.status
+        if status is ServiceStatus.BACKOFF:
+            limit = svc.entry.restart.max_attempts
+            try:
+                due = f" in {max(svc.restart_due - trio.current_time(), 0.0):.2f}s"
+            except RuntimeError:  # (asked outside the node's trio thread)
+                due = ""
+            return (f"{what} is between restarts: its process failed with "
+                    f"{svc.last_error}; restart {svc.restarts}"
+                    f"{f'/{limit}' if limit else ''}{due}")
+        if status is ServiceStatus.GAVE_UP:
+            return (f"{what} gave up after {svc.restarts} restarts; last error: "
+                    f"{svc.last_error}")
+        if status is ServiceStatus.COMPLETED:
+            return (f"{what} returned (a service that returns is not restarted: "
+                    f"node.start_service runs it again)")
+        if status is ServiceStatus.STARTING:
+            return f"{what} is starting"
+        if self.stopping or self.node.stopping:
+            return f"{what} is stopped: the node's services are stopping"
+        if not svc.wanted:
+            return f"{what} is not started (it is not auto_start: node.start_service starts it)"
+        waits = [d for d in svc.entry.requires if self.by_id[d].status is not ServiceStatus.RUNNING]
+        if waits:  # (waiting, or stopped as one it requires restarts)
+            return f"{what} waits for {', '.join(waits)}, which it requires, to run"
+        return f"{what} is not running yet"
 
     def stop_budget(self) -> float:
         """Time the whole orderly stop may take: every service's stop timeout, plus slack."""
@@ -703,6 +742,7 @@ class ServiceManager:
         svc.restarts = attempt
         delay = policy.delay(attempt, self._rng)
         svc.status = ServiceStatus.BACKOFF
+        svc.restart_due = trio.current_time() + delay
         limit = f"/{policy.max_attempts}" if policy.max_attempts else ""
         log.warning("%s: restart %d%s in %.2fs after %s", entry.id, attempt, limit, delay, error,
                     extra={"service": entry.id, "attempt": attempt, "delay": round(delay, 3),
