@@ -634,7 +634,7 @@ BAD: list[tuple[str, str, list[str]]] = [
         "max-attempts-float",
         HEAD + PROC + "  - {name: s, kind: process.service, process: p, "
         "lifecycle: {restart: {max_attempts: 2.5}}}\n",
-        ["field 'lifecycle.restart.max_attempts'", "expected an integer, got 2.5"],
+        ["field 'lifecycle.restart.max_attempts'", "expected an integer >= 0, got 2.5"],
     ),
     (
         "max-delay-below-initial",
@@ -826,7 +826,8 @@ def test_a_missing_or_bad_namespace_hides_no_other_problem(tmp_path: Path,
     _, problems = problems_of(tmp_path, text)
     assert len(problems) == 3, problems
     assert "field 'namespace'" in problems[0]
-    assert "(index 0): field 'source': expected a string, got 7" in problems[1]
+    assert ("(index 0): field 'source': expected 'module:function' (e.g. "
+            "'myapp.jobs:main'), got 7") in problems[1]
     assert "(index 1): field 'kind': unknown kind 'nosuch.kind'" in problems[2]
 
 
@@ -1254,7 +1255,7 @@ def test_no_restart_delay_needs_a_limit(tmp_path: Path) -> None:
         "process that fails at once would be restarted in a tight loop for ever (or give "
         "max_attempts a limit), got 0.0" for name, index in [("s", 1), ("t", 2)]
     ] + [f"{path}: entry 'app:v' (index 4): field 'lifecycle.restart.max_attempts': "
-         "expected an integer, got 'many'"]
+         "expected an integer >= 0, got 'many'"]
     with pytest.raises(ValueError, match="initial_delay"):
         RestartPolicy(initial_delay=0)
     assert RestartPolicy(initial_delay=0, max_attempts=1).delay(1) == 0
@@ -2026,3 +2027,54 @@ def test_an_input_that_is_the_one_list_argument_unwrapped_says_how_to_write_it(
         "(to give ['ann', 'bob'] as its one argument, write input: [['ann', 'bob']])",
         f"{path}: entry 'app:t' (index 2): field 'input': the input [1, 2] {head}",
     ], "\n".join(problems)
+
+
+def test_a_field_of_the_wrong_type_says_the_form_it_takes(tmp_path: Path) -> None:
+    """``rate: 10`` (a number where "100/1m" is wanted) said only ``expected a string``,
+    ``max_concurrent: "5"`` only ``expected an integer``: what the field takes was said
+    only of a value of the right type out of its range. A value of the wrong type now
+    says the field's form, as one out of range does; so do the text fields looked up
+    later (``store``, ``source``, ``process``, ``workflow``, ``host``)."""
+    path, problems = problems_of(
+        tmp_path,
+        HEAD + PROC
+        + f'  - {{name: w, kind: workflow.py, source: "{MOD}:order_workflow"}}\n'
+        '  - {name: h, kind: workflow.host, rate: 10, max_concurrent: "5", '
+        'cluster_max_concurrent: "2", synchronous: 1}\n'
+        '  - {name: pool, kind: process.host, workers: "4"}\n'
+        '  - {name: s, kind: process.service, process: p, lifecycle: {restart: '
+        '{max_attempts: "3", backoff_factor: "2", jitter: "0.1"}}}\n'
+        '  - {name: t, kind: workflow.schedule, workflow: w, cron: 5, timezone: 3, '
+        'overlap: 1}\n'
+        '  - {name: x, kind: workflow.host, store: 5}\n'
+        '  - {name: y, kind: process.py, source: 7}\n'
+        '  - {name: z, kind: process.service, process: 8, host: 9}\n'
+        '  - {name: u, kind: workflow.schedule, workflow: 10, every: 1h}\n',
+    )
+    at = [f"{path}: entry 'app:{name}' (index {index}): field " for name, index in
+          [("h", 2), ("pool", 3), ("s", 4), ("t", 5)]]
+    assert problems == [
+        at[0] + "'rate': expected a rate 'COUNT/DURATION' such as '100/1m' (COUNT from 1 "
+        "to 2**63 - 1; DURATION at most 100 years), got 10",
+        at[0] + "'max_concurrent': expected an integer from 1 to 2**63 - 1, got '5'",
+        at[0] + "'cluster_max_concurrent': expected an integer from 1 to 2**63 - 1, got '2'",
+        at[0] + "'synchronous': expected one of 'normal', 'full', got 1",
+        at[1] + "'workers': expected an integer >= 1, got '4'",
+        at[2] + "'lifecycle.restart.max_attempts': expected an integer >= 0, got '3'",
+        at[2] + "'lifecycle.restart.backoff_factor': expected a number >= 1, got '2'",
+        at[2] + "'lifecycle.restart.jitter': expected a number between 0 and 1, got '0.1'",
+        at[3] + "'cron': expected a cron expression such as '0 3 * * *', got 5",
+        at[3] + "'timezone': expected an IANA time zone name such as 'UTC' or "
+        "'Europe/Riga', got 3",
+        at[3] + "'overlap': expected one of 'skip', 'buffer_one', 'allow_all', got 1",
+        f"{path}: entry 'app:x' (index 6): field 'store': expected a file path or a "
+        "postgresql:// URL, got 5",
+        f"{path}: entry 'app:y' (index 7): field 'source': expected 'module:function' "
+        "(e.g. 'myapp.jobs:main'), got 7",
+        f"{path}: entry 'app:z' (index 8): field 'process': expected the id of a "
+        "process.py or workflow.py entry (e.g. 'app:handler'), got 8",
+        f"{path}: entry 'app:z' (index 8): field 'host': expected a host entry id or "
+        "'processes' / 'workflows', got 9",
+        f"{path}: entry 'app:u' (index 9): field 'workflow': expected the id of a "
+        "workflow.py entry (e.g. 'app:report'), got 10",
+    ]

@@ -158,7 +158,10 @@ def _schedule_timing(inst: Any, attribute: attrs.Attribute[Any], value: object) 
         if inst.cron is not None:
             try:
                 ScheduleSpec.parse(cron=inst.cron)
-            except (TypeError, ValueError) as exc:
+            except TypeError:  # (not a string: nothing of it to quote)
+                raise _FieldProblem("cron", "a cron expression such as '0 3 * * *'",
+                                    inst.cron) from None
+            except ValueError as exc:
                 detail = str(exc).split(": ", 2)[-1]
                 raise _FieldProblem("cron", f"a cron expression such as '0 3 * * *' "
                                     f"({detail})", inst.cron) from None

@@ -7,6 +7,7 @@ so one run reports every mistake of an entry.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
@@ -45,32 +46,37 @@ T = TypeVar("T")
 
 
 class _Expected(ValueError):
-    def __init__(self, expected: str, got: object) -> None:
+    """A value the field cannot be read as. ``plain``: said by its type alone (``a
+    string``): a field with a check of its own says its form instead (see
+    :func:`_in_its_form`)."""
+
+    def __init__(self, expected: str, got: object, *, plain: bool = False) -> None:
         self.detail = f"expected {expected}, got {got!r}"
+        self.plain = plain
         super().__init__(self.detail)
 
 
 def _strict_str(value: object, _: object) -> str:
     if not isinstance(value, str):
-        raise _Expected("a string", value)
+        raise _Expected("a string", value, plain=True)
     return value
 
 
 def _strict_bool(value: object, _: object) -> bool:
     if not isinstance(value, bool):
-        raise _Expected("true or false", value)
+        raise _Expected("true or false", value, plain=True)
     return value
 
 
 def _strict_int(value: object, _: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Expected("an integer", value)
+        raise _Expected("an integer", value, plain=True)
     return value
 
 
 def _strict_float(value: object, _: object) -> float:
     if not _is_number(value):
-        raise _Expected("a number", value)
+        raise _Expected("a number", value, plain=True)
     try:
         return float(value)
     except OverflowError:  # (an int of hundreds of digits)
@@ -283,6 +289,7 @@ def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, An
             except Exception:  # a required field is missing: nothing to stand in
                 raise ClassValidationError(exc.message, _in_order(errors, keys),
                                            cls) from None
+        _in_its_form(cls, errors, value, obj)
         for field in attrs.fields(cast(Any, cls)):
             if field.validator is None or field.name in failed or field.name in mistyped:
                 continue
@@ -313,6 +320,50 @@ def _validated(cls: type[T], hook: Callable[[Any, Any], T]) -> Callable[[Any, An
         return obj
 
     return structure
+
+
+#: the form of the text fields no check of their own reads (their values are looked up
+#: once every entry is read), said of a value that is not text
+_TEXT_FORMS = {
+    "store": "a file path or a postgresql:// URL",
+    "source": "'module:function' (e.g. 'myapp.jobs:main')",
+    "process": "the id of a process.py or workflow.py entry (e.g. 'app:handler')",
+    "workflow": "the id of a workflow.py entry (e.g. 'app:report')",
+    "host": "a host entry id or 'processes' / 'workflows'",
+}
+
+
+def _in_its_form(cls: type[Any], errors: list[Exception], value: Mapping[str, Any],
+                 obj: Any) -> None:
+    """Say the form of each field of ``errors`` whose value is of the wrong type for it
+    (``rate: 10``: ``expected a string``) as its own check says it of a value out of its
+    range (``expected a rate 'COUNT/DURATION' such as '100/1m' ...``): that check is
+    asked about the value as written, the other fields as read (``obj``). A check that
+    takes the value, or fails on it otherwise, leaves the type's words. A text field
+    with no check (its value is looked up later) says its form from ``_TEXT_FORMS``."""
+    fields = {f.name: f for f in attrs.fields(cls)}
+    for error in errors:
+        if not isinstance(error, _Expected) or not error.plain:
+            continue
+        name = next((n.name for n in getattr(error, "__notes__", ())
+                     if n.__class__ is AttributeValidationNote), None)
+        field = fields.get(name) if isinstance(name, str) else None
+        if field is None or field.name not in value:
+            continue
+        written = value[field.name]
+        if field.validator is None:
+            form = _TEXT_FORMS.get(field.name)
+            if form is not None and error.detail.startswith("expected a string,"):
+                error.detail = f"expected {form}, got {written!r}"
+            continue
+        stand_in = copy.copy(obj)
+        object.__setattr__(stand_in, field.name, written)  # (frozen: a copy's field)
+        try:
+            field.validator(stand_in, field, written)
+        except _FieldProblem as problem:
+            error.detail = problem.detail
+        except Exception:  # (a check that cannot read it: the type's words)
+            pass
 
 
 def _in_order(errors: list[Exception], keys: list[Any]) -> list[Exception]:
