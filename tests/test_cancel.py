@@ -715,6 +715,45 @@ async def test_a_cancel_asked_while_no_node_ran_comes_after_what_came_before_it(
         assert journal == [*wait[:-1], ("cancel", len(wait))]
 
 
+async def _sleeps_notes_then_steps() -> str:
+    await garrison.workflow.sleep("2s")
+    garrison.workflow.set_state("woke", True)  # (buffered: the next step commits it)
+    await _step_after("a")
+    await _step_after("b")
+    return "done"
+
+
+async def test_a_cancel_asked_while_no_node_ran_comes_at_the_step_after_a_buffered_record(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch, autojump_clock: object) -> None:
+    """As above, the cancel asked after the deadline, but a record waits in the buffer
+    (a state set as the sleep ended) when the next step begins: the ``@activity``
+    wrapper commits it itself (``Activities.step_outcome``), and the cancel, which
+    nothing before the step decided, arrives as the step is called, as in
+    ``Activities.activity``: the step runs (it was under way when the cancel came) and
+    the workflow meets the cancel at the step after (without it, at none: the
+    workflow ran on to its end)."""
+    from types import SimpleNamespace
+
+    from garrison.hosts.workflow import _waits
+
+    db = str(tmp_path / "s.db")  # type: ignore[operator]
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_sleeps_notes_then_steps, id="w")
+        await trio.sleep(1)  # waiting (the 2 s deadline is ahead)
+    with garrison.persistence.open_store(db, lock=False) as tool:
+        (timer,) = tool.timers("w")
+        tool.request_cancel("w", time=timer.deadline.timestamp() + 0.5)
+    real_time = _waits._time.time
+    monkeypatch.setattr(_waits, "_time", SimpleNamespace(time=lambda: real_time() + 7200))
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("w").result()
+        journal = [(r.kind, r.name.rpartition(":")[2], r.seq)
+                   for r in node.workflow("w").history()]
+        assert node.workflow("w").state("woke") is True
+    assert journal == [("sleep", "", 1), ("activity", "_step_after", 2), ("cancel", "", 3)]
+
+
 async def _parent_of_a_sleeper() -> str:
     for _ in range(50):  # (records to replay before it meets its first wait)
         await _step_after("noop")
