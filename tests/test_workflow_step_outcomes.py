@@ -18,8 +18,9 @@ import trio
 import trio.testing
 
 import garrison
-from garrison import workflow
+from garrison import process, workflow
 from garrison.hosts.workflow._host import PARKED_DELAY
+from garrison.hosts.workflow._inbox import exit_id
 
 RAN: list[int] = []
 RELEASE: list[trio.Event] = []
@@ -212,3 +213,83 @@ async def test_a_failed_commit_of_the_step_before_stops_the_workflow_before_the_
         with trio.fail_after(5):
             assert await node.workflow("w").result() == 2
     assert RAN == [0, 0, 1]
+
+
+async def _watched() -> int:
+    return await inc(await inc(0))
+
+
+async def _parent() -> Any:
+    await process.spawn(_watched, id="b")  # (its parent: a durable watcher of b)
+    event = await process.events().receive()
+    return [event.kind.value, str(event.pid), event.result]
+
+
+TOLD: list[Any] = []
+
+
+async def _monitoring_process() -> None:
+    """A plain process that monitors b: b's end commits no EXIT for it, which is made
+    once the end is committed."""
+    process.monitor(garrison.Pid("workflows", "b"))
+    event = await process.events().receive()
+    TOLD.append([event.kind.value, str(event.pid), event.result])
+
+
+def _failing_end(monkeypatch: pytest.MonkeyPatch, store: Any, wid: str, error: Exception
+                 ) -> list[bool]:
+    """Every commit that ends ``wid`` (its status set to completed) fails with ``error``."""
+    from garrison.persistence import Op
+
+    commit = type(store).commit
+    failed: list[bool] = []
+
+    async def failing(self: Any, tx: Any) -> list[Any]:
+        if any(op is Op.UPDATE_WORKFLOW and params[0] == wid and ("status", "completed")
+               in params[2] for op, params in tx.ops):
+            failed.append(True)
+            raise error
+        return await commit(self, tx)
+
+    monkeypatch.setattr(type(store), "commit", failing)
+    return failed
+
+
+@pytest.mark.parametrize("watcher", ["parent", "process"])
+async def test_an_end_the_store_fails_to_commit_is_neither_reported_nor_told(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
+        watcher: str) -> None:
+    """The commit of a workflow's end (with its last step's outcome) fails for good:
+    the end is not reported (``result()`` raises the ``StoreError``, ``blocked``) and
+    no ``EXIT`` is told, to its parent (whose ``EXIT`` that commit carries) nor to a
+    plain process that monitors it (whose ``EXIT`` is made once the end is
+    committed); the node that runs it to its end tells its parent, once."""
+    TOLD.clear()
+    db = str(tmp_path / "s.db")
+    async with garrison.open_node(store=db) as node:
+        failed = _failing_end(monkeypatch, node.hosts["workflows"].store, "b",
+                              garrison.StoreError(db, "database or disk is full"))
+        if watcher == "parent":
+            await node.start_workflow(_parent, id="a")
+        else:
+            await node.start_workflow(_watched, id="b")
+            await node.spawn(_monitoring_process)
+        await trio.sleep(1)  # (b is started, and ends)
+        with trio.fail_after(5), pytest.raises(garrison.StoreError, match="disk is full"):
+            await node.workflow("b").result()
+        assert failed == [True]
+        assert node.workflow("b").status() == "blocked"
+        await trio.sleep(60)
+        assert TOLD == []
+        if watcher == "parent":
+            assert node.workflow("a").status() == "waiting"  # (told nothing)
+            store = node.hosts["workflows"].store
+            assert store.inbox_message(exit_id("b", "a")) is None
+    monkeypatch.undo()
+    assert RAN == [0, 1]
+    async with garrison.open_node(store=db) as node:
+        with trio.fail_after(5):
+            assert await node.workflow("b").result() == 2
+            if watcher == "parent":
+                assert await node.workflow("a").result() == ["EXIT", "workflows/b", 2]
+    assert RAN == [0, 1, 1]  # (its last step's outcome went with the failed end)
