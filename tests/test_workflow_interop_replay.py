@@ -200,6 +200,50 @@ async def test_a_send_to_a_name_nobody_held_is_not_sent_on_replay(
     assert LOG == [("fallback", "send")]  # the service got nothing; the activity ran once
 
 
+async def crashes() -> None:
+    """A service's process that fails at once: the service is between restarts."""
+    raise RuntimeError("down at once")
+
+
+async def sends_to_down() -> list[Any]:
+    out: list[Any] = []
+    try:
+        await process.send("t:down", "hello", 1)
+        out.append("sent")
+    except NoSuchProcess as exc:
+        out.append(str(exc))
+        out.append(exc.why)
+        out.append(await fallback("send"))
+    msg = await process.inbox().receive()
+    out.append(msg.topic)
+    return out
+
+
+async def test_a_send_to_a_service_down_raises_the_same_why_on_replay(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A send to the id of a service between restarts raised ``NoSuchProcess`` saying
+    why (993a115); the journal kept the name alone, and the replay raised one without
+    the why: the workflow's code, replayed after a restart, saw another error (another
+    message, ``why`` None) than the first run did, and went another way if it read
+    it. The replay raises it as the first run did."""
+    down = load_config_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: t
+        entries:
+          - {name: crashp, kind: process.py, source: "test_workflow_interop_replay:crashes"}
+          - name: down
+            kind: process.service
+            process: t:crashp
+            lifecycle: {auto_start: true, restart: {initial_delay: 1h, max_delay: 1h, jitter: 0}}
+    """), "test.yaml")
+    result, before, _after = await run_then_resume_with_svc(store_spec, sends_to_down,
+                                                            first_config=down)
+    why = ("service t:down is between restarts: its process failed with RuntimeError: "
+           "down at once; restart 1 in 3600.00s")
+    assert result == [f"no process is registered as 't:down': {why}", why, "fb:send", "go"]
+    assert before == [(1, "send", "hello"), (2, "activity", f"{__name__}:fallback")]
+
+
 async def test_a_call_to_a_name_nobody_held_is_not_made_on_replay(
         store_spec: str, autojump_clock: Any) -> None:
     result, before, after = await run_then_resume_with_svc(store_spec, calls_svc)

@@ -71,11 +71,14 @@ def raised_plain(exc: Exception) -> dict[str, Any]:
     """The journal outcome of an operation that raised ``exc`` (one of
     :data:`RECORDED_RAISES`, or a register's ``ValueError`` or ``StoreError``):
     ``{"error": ..., "raised": type name}``, with the ``"name"`` nobody held for a
-    ``NoSuchProcess`` and the store's ``"path"`` for a ``StoreError``."""
+    ``NoSuchProcess`` (and its ``"why"``, if it said why: a service's id) and the store's
+    ``"path"`` for a ``StoreError``."""
     out: dict[str, Any] = {"error": error_to_plain(ErrorInfo(type(exc).__name__, str(exc), "")),
                            "raised": type(exc).__name__}
     if isinstance(exc, NoSuchProcess):
         out["name"] = exc.name if isinstance(exc.name, str) else str(exc.name)
+        if exc.why is not None:
+            out["why"] = exc.why
     elif isinstance(exc, StoreError):
         out["path"] = exc.path
     return out
@@ -86,7 +89,8 @@ def raise_recorded(out: dict[str, Any]) -> NoReturn:
     raised = out.get("raised")
     message = error_from_plain(out.get("error") or {"type": raised}).message
     if raised == "NoSuchProcess":
-        raise NoSuchProcess(out.get("name"))
+        why = out.get("why")
+        raise NoSuchProcess(out.get("name"), why if isinstance(why, str) else None)
     if raised == "PayloadError":
         raise PayloadError(message)
     if raised == "ValueError":  # (a register: a name another process held)
