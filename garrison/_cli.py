@@ -516,7 +516,8 @@ def _say_down_services(node: Any, error: Any) -> None:
         if info.status not in (ServiceStatus.BACKOFF, ServiceStatus.GAVE_UP):
             continue
         why = services.why_down(info.id)
-        if why is None or why in said:
+        # (the root's error said it as of then: its time left to the restart is less now)
+        if why is None or services.why_down(info.id, due=False) in said:
             continue
         if _json_logs():
             log.error("%s", why, extra={"service": info.id, "error": info.last_error})

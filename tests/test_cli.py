@@ -491,6 +491,48 @@ def test_run_main_failing_as_a_service_is_down_names_that_service(tmp_path):
                            f"registered as 'app:pw': {why}"), done.stderr
 
 
+def test_run_main_failing_on_a_service_down_says_that_service_once(tmp_path):
+    """A root failed on a call to the id of a service between restarts, its error
+    saying why (``... restart 1/2 in 5.00s``); the run's lines before its last said that
+    service again unless the error said it, compared word for word with the time left
+    as of then: a root that took a moment to end (a cleanup, a workflow's end written)
+    had the service said twice, the second time ``in 4.69s``."""
+    (tmp_path / "pw.py").write_text(textwrap.dedent("""
+        import trio
+        from garrison import process
+        async def worker(port):
+            int(port)
+            process.register("pw0")
+        async def by_id():
+            try:
+                return await process.call("app:pw", "hi")
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(0.3)  # (its cleanup)
+    """))
+    (tmp_path / "app.yaml").write_text(textwrap.dedent("""
+        version: "1.0"
+        namespace: app
+        entries:
+          - {name: worker, kind: process.py, source: "pw:worker"}
+          - name: pw
+            kind: process.service
+            process: app:worker
+            input: ["80a"]
+            lifecycle:
+              auto_start: true
+              restart: {max_attempts: 2, initial_delay: 5s, jitter: 0}
+    """))
+    done = cli("run", "app.yaml", "--main", "pw:by_id", cwd=tmp_path, timeout=30)
+    assert done.returncode == 1, done.stderr
+    said = [line for line in done.stderr.split("\n")
+            if line.startswith("garrison run: ")]
+    assert len(said) == 1, done.stderr
+    assert said[0].startswith("garrison run: pw:by_id failed: NoSuchProcess: no process "
+                              "is registered as 'app:pw': service app:pw is between "
+                              "restarts: "), done.stderr
+
+
 def test_check_reports_problems_without_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: '1.0'\nnamespace: app\nentries:\n  - {name: x, kind: nope}\n")

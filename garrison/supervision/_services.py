@@ -203,12 +203,13 @@ class ServiceManager:
         host = self.node.hosts.get(pid.host)
         return pid if host is not None and host.is_alive(pid) else None
 
-    def why_down(self, service_id: str) -> str | None:
+    def why_down(self, service_id: str, *, due: bool = True) -> str | None:
         """Why the service ``service_id`` runs no process here, in words, for the
         ``NoSuchProcess`` of a send or call to its id (``service app:db is between
         restarts: its process failed with ...``); ``None`` if no service has that id, if
         its process runs (or has just ended, not yet handled), or if another node of
-        the cluster runs it."""
+        the cluster runs it. ``due=False``: without the time left before a restart
+        (``in 4.99s``), which changes from one moment to the next."""
         svc = self.by_id.get(service_id)
         if svc is None or svc.pid is not None or not self._may_run(svc):
             return None
@@ -216,13 +217,15 @@ class ServiceManager:
         status = svc.status
         if status is ServiceStatus.BACKOFF:
             limit = svc.entry.restart.max_attempts
+            left = ""
             try:
-                due = f" in {max(svc.restart_due - trio.current_time(), 0.0):.2f}s"
+                if due:
+                    left = f" in {max(svc.restart_due - trio.current_time(), 0.0):.2f}s"
             except RuntimeError:  # (asked outside the node's trio thread)
-                due = ""
+                pass
             return (f"{what} is between restarts: its process failed with "
                     f"{svc.last_error}; restart {svc.restarts}"
-                    f"{f'/{limit}' if limit else ''}{due}")
+                    f"{f'/{limit}' if limit else ''}{left}")
         if status is ServiceStatus.GAVE_UP:
             return (f"{what} gave up after {svc.restarts} restarts; last error: "
                     f"{svc.last_error}")
