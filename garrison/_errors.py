@@ -15,7 +15,22 @@ if TYPE_CHECKING:
 
 
 class GarrisonError(Exception):
-    """Base class of every error garrison raises on purpose."""
+    """Base class of every error garrison raises on purpose.
+
+    Pickled or copied (``copy.copy``, ``copy.deepcopy``), one is the same type with the
+    same message and attributes: it is built again from its ``args`` and attributes,
+    not by its constructor, which words its own arguments."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuilt, (type(self), self.args), self.__dict__ or None)
+
+
+def _rebuilt(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    """(Unpickling) an error of ``cls`` whose ``args`` are ``args``, its constructor
+    not run again (the attributes follow, as pickle's state)."""
+    exc = cls.__new__(cls)
+    exc.args = args
+    return exc
 
 
 def raised_again(exc: BaseException) -> BaseException:
