@@ -2579,6 +2579,43 @@ async def test_a_tools_terminate_landing_as_the_node_loads_the_workflow_ends_it(
             await node.workflow(wid).result()
 
 
+async def test_a_tools_terminate_landing_as_the_node_resumes_a_workflow_ends_it(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """7bca6cb's resume branch: a refresh of a workflow the store holds unfinished and
+    the node does not run yet (one asked for before the node's resume got to it), a
+    tool's terminate written between the refresh's read of its inbox and its load's.
+    It ends without running, once; it is not marked running, nor left so."""
+    from garrison import _store_tools
+    from garrison.hosts.workflow._recovery import refresh
+
+    path = str(tmp_path / "s.db")
+    async with garrison.open_node(store=path) as node:
+        host = node.hosts["workflows"]
+        with SQLiteStore(path, lock=False) as tool:  # (unknown to the node: not resumed)
+            tool.write(Transaction().create_workflow("r", "ops_app:versioned", [],
+                                                     status="running"))
+        store = host.store
+        read, asked = store.pending_messages, []
+
+        def terminated_meanwhile(of: str) -> Any:
+            rows = read(of)
+            if of == "r" and not asked:  # (the refresh's read: the load's comes next)
+                with SQLiteStore(path, lock=False) as tool:
+                    asked.append(_store_tools.ask_terminate(tool, "r", "meanwhile"))
+            return rows
+
+        monkeypatch.setattr(store, "pending_messages", terminated_meanwhile)
+        ops_app.USE_OLD_STEP = True
+        refresh(host, "r")
+        assert asked
+        await until(lambda: node.workflow("r").status() == "failed", "the terminate")
+        with pytest.raises(garrison.WorkflowFailed, match="Terminated: meanwhile"):
+            await node.workflow("r").result()
+        await trio.sleep(5)  # (the terminate's own wakeup: seen before, nothing more)
+        assert node.workflow("r").status() == "failed"
+        assert [r.kind for r in node.workflow("r").history()] == []  # (it never ran)
+
+
 async def test_a_process_watching_a_blocked_workflow_keeps_its_watch_past_a_failed_read(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tool's retry of the blocked workflow, whose refresh (the node's wakeup
