@@ -877,6 +877,48 @@ async def test_a_start_waiting_for_its_batch_holds_one_frame_of_the_host(tmp_pat
                        "CommitRequest.__await__")}, chains
 
 
+async def test_a_start_waiting_for_its_batch_holds_no_pid_and_no_list_of_arguments(
+        tmp_path):
+    """What a start's frame holds while its commit waits for the batch is walked by each
+    garbage collection meanwhile (with a thousand starting at once, several): the
+    start made the workflow's pid before it wrote anything, and held its arguments in
+    the list it gives the workflow, one tracked object more each. The pid is made once
+    the start is committed, and the arguments wait in a tuple (of plain values, let go
+    by the collector at its first look); the workflow gets its list as before."""
+    import workflow_app as app
+
+    from garrison.persistence import SQLiteStore
+
+    n = 200
+    store = SQLiteStore(str(tmp_path / "wf.db"))
+    held: set[str] = set()
+    waiting = [0]
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(app.steps, 0, id="warm-up")
+        await node.workflow("warm-up").result()
+        write = store._group._write_batch
+
+        def census(batch: list) -> None:
+            for request in batch:
+                if request.task is trio.lowlevel.current_task():
+                    continue  # (the batch's leader, writing it)
+                below: Any = request.task.coro
+                while below is not None and getattr(below, "__qualname__", "") \
+                        != "WorkflowHost.start":
+                    below = getattr(below, "cr_await", None)
+                if below is not None:
+                    waiting[0] += 1
+                    held.update(name for name, value in below.cr_frame.f_locals.items()
+                                if isinstance(value, Pid | list))
+            write(batch)
+
+        store._group._write_batch = census
+        await _runs_steps(node, app, n)  # (each workflow got its arguments)
+    store.close()
+    assert waiting[0] >= n // 2, waiting  # (most waited in a batch)
+    assert not held, held
+
+
 async def test_a_step_waiting_for_its_batch_holds_no_coroutine_of_the_engine(tmp_path):
     """A thousand workflows stepping at once wait for each step's batch together (the
     outcome of the step before rides with it), and what each holds meanwhile lives on

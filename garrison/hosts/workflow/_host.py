@@ -715,7 +715,6 @@ class WorkflowHost:
         wid = new_run_id() if wid is None else wid
         check_priority(priority)
         check_dedup(dedup)
-        pid = Pid(self.name, wid)
         while True:
             while wid in self._starting:  # the same id is being started right now
                 # (again after the wait: when that start was cancelled, another waiter
@@ -730,6 +729,7 @@ class WorkflowHost:
                 if journal is not None:
                     raise ValueError(f"cannot start child workflow {wid!r}: the id is taken")
                 self._exists_as_another(wid, name, plain_input)
+                pid = Pid(self.name, wid)
                 self._attach(pid, process_watcher, process_link)
                 if self._spawned_by_workflow(parent):
                     await self._child_waiting(wid)
@@ -780,7 +780,8 @@ class WorkflowHost:
                 tx.add_monitor(wid, watcher)
             if journal is not None:
                 parent_wf, seq, label = journal
-                parent_wf.record(tx, seq, JournalKind.SPAWN, label, _dumps({"pid": str(pid)}))
+                parent_wf.record(tx, seq, JournalKind.SPAWN, label,
+                                 _dumps({"pid": str(Pid(self.name, wid))}))
             n = 0  # (the index of the workflow's create in the transaction)
             if prefix is not None:  # (taken now: nothing refuses the start past this point)
                 head = prefix()
@@ -792,6 +793,11 @@ class WorkflowHost:
                 tx.epoch = journal[0].epoch
             task = trio.lowlevel.current_task()
             passes = getattr(task, "_schedule_points", None)
+            # (through the wait for its batch, which a young garbage collection meets with
+            # a thousand starting: the arguments in a tuple, which the collector lets go
+            # at its first look when they hold no container, where their list stayed
+            # tracked; and no pid yet, made once committed)
+            plain_input = tuple(plain_input)
             try:
                 results = await self.store.commit(tx)
             except DedupKeyTaken as taken:  # another node's start holds the key
@@ -801,6 +807,8 @@ class WorkflowHost:
             except BaseException:
                 self.queue.unreserve(wid)
                 raise
+            plain_input = list(plain_input)
+            pid = Pid(self.name, wid)
             created = results[n]
             if not created:
                 self._exists_as_another(wid, name, plain_input)
