@@ -219,7 +219,10 @@ def activity(
 
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            rt = runtime_var.get(None)  # (current_workflow() without its call: every step)
+            # (current_workflow() without its call: every step; typed ``object``, as the
+            # variable's ``Runtime`` protocol and WorkflowScope make an intersection mypy
+            # takes for impossible: the branch went unchecked)
+            rt: object = runtime_var.get(None)
             if isinstance(rt, WorkflowScope):
                 tx = rt.step_outcome(opts.name)
                 if tx is None:

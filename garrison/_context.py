@@ -16,20 +16,50 @@ would be journaled into the workflow's history, from another task).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 from .actors._runtime import runtime_var
 
 if TYPE_CHECKING:
+    from ._activity import RetryPolicy
+    from .persistence import Transaction
     from .workflow import WorkflowRuntime
 
 __all__ = ["ActivityScope", "WorkflowScope", "activity_owner", "current_workflow"]
 
 
 class WorkflowScope:
-    """Base of a workflow's runtime: marks the task it runs in as that workflow."""
+    """Base of a workflow's runtime: marks the task it runs in as that workflow.
+
+    It declares what the ``@garrison.activity`` wrapper calls on the runtime it finds
+    (an instance of the workflow host's engine, which overrides each): mypy checks
+    those calls, and the engine's methods, against these. (Methods of a base class:
+    the engine's own are found first, at no cost to a step.)"""
 
     __slots__ = ()
+
+    def step_outcome(self, name: str) -> Transaction | None:  # pragma: no cover
+        """The first half of a step of activity ``name``: the outcome of the step
+        before, its seq taken, for the wrapper to commit; or ``None``."""
+        raise NotImplementedError
+
+    def committing(self, tx: Transaction) -> Awaitable[list[Any]]:  # pragma: no cover
+        """The awaitable committing ``tx`` (:meth:`step_outcome`'s)."""
+        raise NotImplementedError
+
+    def commit_failed(self, exc: Exception) -> None:  # pragma: no cover
+        """``exc`` failed the commit of :meth:`committing`: raises the store failure it
+        means, or returns for the caller to raise ``exc`` as it is."""
+        raise NotImplementedError
+
+    async def activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                       retry: RetryPolicy | None = None, timeout: float | None = None,
+                       name: str | None = None, begun: Transaction | None = None
+                       ) -> Any:  # pragma: no cover
+        """Run ``fn`` as a journaled activity (``begun``: :meth:`step_outcome`'s
+        transaction, committed)."""
+        raise NotImplementedError
 
 
 class ActivityScope:
