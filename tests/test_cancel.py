@@ -754,6 +754,53 @@ async def test_a_cancel_asked_while_no_node_ran_comes_at_the_step_after_a_buffer
     assert journal == [("sleep", "", 1), ("activity", "_step_after", 2), ("cancel", "", 3)]
 
 
+async def _waits_for_a_message() -> str:
+    await process.inbox().receive()
+    return "done"
+
+
+async def _spawns_sleeps_notes_then_steps() -> str:
+    await process.spawn(_waits_for_a_message, id="waiter")
+    await garrison.workflow.sleep("2s")
+    garrison.workflow.set_state("woke", True)  # (buffered: the next step commits it)
+    await _step_after("a")
+    await _step_after("b")
+    return "done"
+
+
+async def test_a_cancel_coming_at_a_step_after_a_buffered_record_cancels_the_children(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch, autojump_clock: object) -> None:
+    """As above, with a child waiting: the cancel arrives in the ``@activity`` wrapper's
+    first half (``Activities.step_outcome``, which hands the buffered record over to
+    be committed before the cancel's arrival cancels the children): the record is
+    committed, the step runs, the workflow meets the cancel at the step after, and its
+    child is cancelled."""
+    from types import SimpleNamespace
+
+    from garrison.hosts.workflow import _waits
+
+    db = str(tmp_path / "s.db")  # type: ignore[operator]
+    async with garrison.open_node(store=db) as node:
+        await node.start_workflow(_spawns_sleeps_notes_then_steps, id="w")
+        await trio.sleep(1)  # waiting (the 2 s deadline is ahead)
+    with garrison.persistence.open_store(db, lock=False) as tool:
+        (timer,) = tool.timers("w")
+        tool.request_cancel("w", time=timer.deadline.timestamp() + 0.5)
+    real_time = _waits._time.time
+    monkeypatch.setattr(_waits, "_time", SimpleNamespace(time=lambda: real_time() + 7200))
+    async with garrison.open_node(store=db) as node:
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("w").result()
+        with pytest.raises(garrison.WorkflowCancelled):
+            await node.workflow("waiter").result()
+        journal = [(r.kind, r.name.rpartition(":")[2], r.seq)
+                   for r in node.workflow("w").history()]
+        assert node.workflow("w").state("woke") is True
+    assert [kind for kind, _, _ in journal[:1]] == ["spawn"]
+    assert journal[1:] == [("sleep", "", 2), ("activity", "_step_after", 3),
+                           ("cancel", "", 4)]
+
+
 async def _parent_of_a_sleeper() -> str:
     for _ in range(50):  # (records to replay before it meets its first wait)
         await _step_after("noop")

@@ -406,18 +406,20 @@ class Activities(WorkflowCore):
         stepping at once, everything a waiting step holds outlives the young garbage
         collections into the middle ones, and is read from memory again when its batch
         wakes it, a thousand other steps later."""
+        buf = self._buffer
         cursor = self.cursor
-        if self._buffer is None or self.flushing is not None or (
+        if buf is None or self.flushing is not None or (
                 cursor.seq <= cursor.last and cursor.replaying):  # (a replay: see there)
             return None
-        self._take(_ACTIVITY, name)  # (live: no entry; raises what is wrong, as there)
+        # live: no entry; raises what is wrong, as there. It takes no buffer and starts
+        # no flush: what it records (a cancel it raises, the state a replay set) goes
+        # into ``buf``, as ``buffered()`` gives it
+        self._take(_ACTIVITY, name)
+        self._buffer = None  # (handed over before the cancel below: see activity)
         if self.cancel_at is not None:  # asked before this run: it came as the call ran
+            # (it acts on the children; whatever it might buffer or flush is not
+            # ``buf``'s, and ``activity`` commits it before the step, as always)
             self.cancel_first()
-        buf = self._buffer
-        if buf is None or self.flushing is not None:  # pragma: no cover - nothing taking
-            # the seq flushes the buffer: ``activity`` commits what is left, as always
-            return Transaction()
-        self._buffer = None
         return buf
 
     async def activity(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
