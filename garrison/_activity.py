@@ -228,8 +228,8 @@ def activity(
                 if tx is None:
                     return await rt.activity(fn, args, kwargs, retry=opts.retry,
                                              timeout=opts.timeout, name=opts.name)
-                # the step before's outcome, committed in this frame: no coroutine of
-                # the engine held while the step waits for its batch (see step_outcome)
+                # the step before's outcome, committed in this frame (the engine's
+                # commit_checked body, inlined: see there, and step_outcome)
                 try:
                     await rt.committing(tx)
                 except Exception as exc:

@@ -464,8 +464,8 @@ class Activities(WorkflowCore):
         buf = self._buffer
         if buf is not None and self.flushing is None:
             # the common case, the step before's outcome (or a recorded value the
-            # activity may use): records_committed's body without its coroutines,
-            # one object less held by each step waiting for its batch
+            # activity may use): records_committed's body without its coroutines
+            # (commit_checked's, inlined: see there)
             self._buffer = None
             try:
                 await self._committing(buf)

@@ -647,9 +647,7 @@ class WorkflowCore(_Hot):
             await self._flushed()
         buf = self._buffer
         if buf is None:
-            # (the store's awaitable itself, not commit_checked: one coroutine less held
-            # by every step waiting for its batch, what a young garbage collection walks)
-            try:
+            try:  # (commit_checked's body, inlined: see there)
                 results = await self._committing(tx)
             except Exception as exc:
                 self._raise_store_failure(exc)
@@ -786,7 +784,16 @@ class WorkflowCore(_Hot):
     async def commit_checked(self, tx: Transaction) -> list[Any]:
         """``store.commit(tx)``, after a commit of buffered records still in flight (as
         :meth:`_commit`); a failure of the store itself becomes (and stays) this
-        workflow's :class:`~garrison.StoreError`."""
+        workflow's :class:`~garrison.StoreError`.
+
+        Its body is inlined on purpose where a step or a workflow's end waits for its
+        batch (``try: await self._committing(tx)``, ``except Exception as exc:
+        self._raise_store_failure(exc); raise``; from outside this class through
+        :attr:`committing` and :attr:`commit_failed`), each copy with no commit of
+        buffered records in flight (checked, or waited for, first): this coroutine's
+        frame would be held meanwhile, and with a thousand workflows waiting in one
+        batch what they hold outlives the young garbage collections into the middle
+        ones, walked again by each. The copies point here rather than explain again."""
         if self.flushing is not None:
             await self._flushed()
         try:
@@ -822,11 +829,8 @@ class WorkflowCore(_Hot):
         raise failed from exc
 
     #: :meth:`_committing` and :meth:`_raise_store_failure` (the same functions: no call
-    #: more) for code that awaits a commit of this workflow in a frame of its own, as
-    #: :meth:`commit_checked` does in its coroutine (the ``@activity`` wrapper, the
-    #: host's end of a workflow): ``try: await wf.committing(tx)``, ``except Exception as
-    #: exc: wf.commit_failed(exc); raise``. What waits for a batch is held, with a
-    #: thousand workflows waiting in one, by every garbage collection meanwhile
+    #: more) for code outside this class that inlines :meth:`commit_checked`'s body (the
+    #: ``@activity`` wrapper, the host's end of a workflow: see there)
     committing = _committing
     commit_failed = _raise_store_failure
 

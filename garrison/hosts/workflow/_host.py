@@ -1122,9 +1122,7 @@ class WorkflowHost:
                                    time=now)
             stored_at = len(tx) - 1
         if wf.flushing is None:
-            # commit_checked's body without its coroutine (one object less held by each
-            # end waiting for its batch)
-            try:
+            try:  # (commit_checked's body, inlined: see there)
                 results = await wf.committing(tx)
             except Exception as exc:
                 wf.commit_failed(exc)
