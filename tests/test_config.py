@@ -83,6 +83,25 @@ def problems_of(tmp_path: Path, text: str) -> tuple[str, list[str]]:
 # --------------------------------------------------------------------------- valid
 
 
+def test_a_config_starting_with_a_byte_order_mark_reads_as_one_without(
+        tmp_path: Path) -> None:
+    """A config a Windows editor saved as "UTF-8 with BOM" (``EF BB BF`` first) is the
+    same config (the YAML parser skips the mark), and its problems name the same
+    lines: ``garrison run`` and ``garrison check`` take it as it is."""
+    plain = write(tmp_path, FULL)
+    marked = tmp_path / "bom.yaml"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert load_config(marked).entries == load_config(plain).entries
+    assert check_config(marked) == []
+    bad = "version: '1.0'\nnamespace: app\nentries:\n  - {name: x, kind: process.host\n"
+    (tmp_path / "bad.yaml").write_text(bad)
+    (tmp_path / "bad_bom.yaml").write_bytes(b"\xef\xbb\xbf" + bad.encode())
+    (problem,) = check_config(tmp_path / "bad_bom.yaml")
+    assert problem.replace("bad_bom.yaml", "bad.yaml") == \
+        check_config(tmp_path / "bad.yaml")[0], problem
+    assert "line 5, column 1" in problem, problem
+
+
 def test_full_config_parses_with_defaults(tmp_path: Path) -> None:
     path = write(tmp_path, FULL)
     config = load_config(path)
