@@ -34,7 +34,14 @@ import trio
 
 from . import _cli_signals, _observe
 from ._bind import bind_problems
-from ._cli_options import Parser, escaped, guard_stderr, print_last_words, run_verb
+from ._cli_options import (
+    Parser,
+    escape_unencodable,
+    escaped,
+    guard_stderr,
+    print_last_words,
+    run_verb,
+)
 from ._duration import parse_lease
 from ._errors import (
     ConfigError,
@@ -1156,6 +1163,7 @@ _NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``garrison`` console script and ``python -m garrison``."""
     argv = sys.argv[1:] if argv is None else argv
+    escape_unencodable()  # (before anything prints)
     guard_stderr()  # (before argparse and logging write to it)
     if argv[:1] == ["bench"]:
         _cli_signals.restore()

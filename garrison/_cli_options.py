@@ -386,6 +386,21 @@ class _ErrorChannel:
         return getattr(self._stream, name)
 
 
+def escape_unencodable() -> None:
+    """Make standard output and error print a character their encoding lacks (``é``
+    or ``日本`` in an id or a result, on an ASCII terminal, in a C locale, with
+    ``PYTHONIOENCODING=ascii``) as its escape (``\\xe9``, ``\\u65e5``) instead of
+    failing with a ``UnicodeEncodeError`` traceback: a command must not die of its own
+    output. (Python's own for a C locale, ``surrogateescape``, fails alike on such a
+    character: replaced too, a byte of a command line that is not text then shows as
+    its escape, ``\\udcff``, as on standard error.)"""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) in ("strict", "surrogateescape"):
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(errors="backslashreplace")
+
+
 def guard_stderr() -> None:
     """Make standard error safe for the command's messages: a closed one (``2>&-``)
     becomes /dev/null (``print(..., file=None)`` would write the message to standard

@@ -2569,3 +2569,32 @@ def test_show_prints_a_child_s_id_with_its_control_characters_escaped(
     assert (code, err) == (0, ""), err
     assert "\x1b" not in out, out
     assert out.splitlines()[-1].split() == ["kid\\x1b[2J\\nx", "pending"], out
+
+
+@pytest.mark.parametrize("env", [{"PYTHONIOENCODING": "ascii"},
+                                 {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0"}],
+                         ids=["PYTHONIOENCODING=ascii", "C locale"])
+def test_output_an_ascii_terminal_cannot_encode_shows_escaped_not_a_traceback(
+        sqlite_path: str, env: dict[str, str]) -> None:
+    """``workflows list`` and ``show`` of a workflow whose id or data holds ``é`` or
+    ``日本``, their standard output not UTF-8 (``PYTHONIOENCODING=ascii``, a C locale):
+    the command died with a ``UnicodeEncodeError`` traceback on its own output. Such a
+    character is printed as its escape (``\\xe9``), the command succeeding."""
+    with open_store(sqlite_path) as s:
+        tx = Transaction()
+        tx.create_workflow("ordre-é-日本", "app:flow", ["é"], status="running")
+        tx.create_workflow("w-ascii", "app:flow", ["café 日本"], status="running")
+        s.write(tx)
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("PYTHONIOENCODING", "LANG", "LC_ALL", "PYTHONUTF8")}
+    for verb in (["list"], ["show", "w-ascii"]):
+        done = subprocess.run([sys.executable, "-m", "garrison", "workflows", "--store",
+                               sqlite_path, *verb], cwd=ROOT, env={**base, **env},
+                              capture_output=True, timeout=60)
+        out, err = done.stdout.decode("ascii"), done.stderr.decode("ascii")
+        assert done.returncode == 0, err
+        assert "Traceback" not in err, err
+        if verb == ["list"]:
+            assert "ordre-\\xe9-\\u65e5\\u672c" in out, out
+        else:
+            assert "caf\\xe9 \\u65e5\\u672c" in out, out
