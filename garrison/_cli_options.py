@@ -43,6 +43,18 @@ class Parser(argparse.ArgumentParser):
     _reading = False  # (the intermixed parse calls parse_known_args again, twice)
     _words: Sequence[str] = ()  # (what it was given: its error looks at them)
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # an option's own value ``--``, which only ``--opt=--`` gives it (``--opt --``
+        # gives it none): argparse of Python 3.11 drops it as it drops the ``--`` that
+        # ends the options, and gave the option an empty list, which its checks never
+        # see (a traceback further on); read as ``--opt=-x`` is, and checked so
+        if action.option_strings and arg_strings == ["--"] \
+                and action.nargs in (None, argparse.OPTIONAL):
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
+
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         if not self._reading:
             self._words = list(sys.argv[1:] if args is None else args)

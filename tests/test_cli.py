@@ -2146,3 +2146,36 @@ def test_a_dashed_value_after_a_flag_is_not_given_to_the_flag(capsys) -> None:
     assert capsys.readouterr().err.splitlines()[-1] == (
         "garrison workflows prune: error: argument --older-than: invalid duration '-1s': "
         "a duration cannot be negative")
+
+
+def test_an_option_written_with_its_value_double_dash_gets_that_value(capsys) -> None:
+    """``--id=--`` writes the value ``--`` as ``--id=-x`` writes ``-x`` (README), but
+    argparse of Python 3.11 drops a ``--`` wherever it stands, the option's own too,
+    and gives the option an empty list, which no check of the option looks at: ``list
+    --status=--``, ``--search=--``, ``--limit=--``, ``prune --older-than=--`` and
+    ``--store=--`` ended in a traceback (``'list' object has no attribute 'split'``),
+    ``start --id=--`` said ``a workflow id must be a string, got list: []``. The option
+    is given ``--``, and its own check, if it has one, says what is wrong with it."""
+    from garrison._cli import build_parser
+
+    def parsed(*words: str) -> Any:
+        return build_parser().parse_args(["workflows", *words])
+
+    assert parsed("--store", "app.db", "start", "app:flow", "--id=--").id == "--"
+    assert parsed("--store", "app.db", "start", "app:flow", "--dedup=--").dedup == "--"
+    assert parsed("--store", "app.db", "list", "--status=--").status == ["--"]
+    assert parsed("--store", "app.db", "list", "--search=--").search == ["--"]
+    assert parsed("--store=--", "list").store == "--"
+    assert parsed("list", "--store=--").store == "--"
+    args = parsed("--store", "app.db", "signal", "w", "--json", "t", "--", "--")
+    assert (args.topic, args.payload) == ("t", "--")  # (after --: an argument, as before)
+    for words, option in ((["list", "--limit=--"], "--limit"),
+                          (["start", "app:flow", "--priority=--"], "--priority"),
+                          (["prune", "--older-than=--"], "--older-than")):
+        with pytest.raises(SystemExit) as exited:
+            parsed("--store", "app.db", *words)
+        assert exited.value.code == 2
+        said = capsys.readouterr().err.splitlines()[-1]
+        assert said.startswith(f"garrison workflows {words[0]}: error: argument "
+                               f"{option}: "), said
+        assert "'--'" in said, said  # (the option's own check names the value)
