@@ -107,6 +107,25 @@ class Parser(argparse.ArgumentParser):
         return (f" ({numbers[0]!r} starts with '-', read as an option: give such a value "
                 f"after --, as in {self.prog} {line})")
 
+    def _arguments_after_dashes(self, words: list[str], first: int) -> str:
+        """The command line of ``words`` (a verb's, without ``--``) with the word at
+        ``first``, an argument that starts with ``-``, and the arguments after it
+        moved after ``--``, in their order, the options among them (with their values)
+        kept before it: ``signal -x adjust --json`` as ``signal --json -- -x adjust``
+        (``signal -- -x`` left the topic out, and failed again)."""
+        options: list[str] = []
+        arguments: list[str] = []
+        rest = iter(words[first:])
+        for word in rest:
+            action = self._option_string_actions.get(word.split("=", 1)[0])
+            if action is None:
+                arguments.append(word)
+                continue
+            options.append(word)
+            if "=" not in word and action.nargs is None:  # (its value: the next word)
+                options.extend(itertools.islice(rest, 1))
+        return shlex.join([*words[:first], *options, "--", *arguments])
+
     def error(self, message: str) -> NoReturn:
         """argparse's error, and for an option whose value starts with ``-`` (a workflow
         id may: ``--id -x``), which argparse reads as an option, how to write it (not
@@ -125,11 +144,12 @@ class Parser(argparse.ArgumentParser):
                 and self._subparsers is None and any(  # (an argument, not an option)
                     not name.startswith("-")
                     for name in message.removeprefix(_REQUIRED).split(", ")):
-            dashed = [w for w in words if w.startswith("-") and w != "-"
+            dashed = [i for i, w in enumerate(words) if w.startswith("-") and w != "-"
                       and w.split("=", 1)[0] not in self._option_string_actions]
             if dashed:  # (an id or value given, but read as an unknown option)
-                message += (f" ({dashed[0]!r} starts with '-', read as an option: give "
-                            f"such a value after --, as in {self.prog} -- {dashed[0]})")
+                line = self._arguments_after_dashes(words, dashed[0])
+                message += (f" ({words[dashed[0]]!r} starts with '-', read as an option: "
+                            f"give such a value after --, as in {self.prog} {line})")
         super().error(message)
 
 

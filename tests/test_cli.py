@@ -2179,3 +2179,34 @@ def test_an_option_written_with_its_value_double_dash_gets_that_value(capsys) ->
         assert said.startswith(f"garrison workflows {words[0]}: error: argument "
                                f"{option}: "), said
         assert "'--'" in said, said  # (the option's own check names the value)
+
+
+def test_a_dashed_argument_read_as_an_option_is_shown_with_a_line_that_works(
+        capsys) -> None:
+    """``signal -x adjust`` (an id that starts with ``-``) said to write ``garrison
+    workflows signal -- -x``, which leaves out the topic written after it and fails
+    again (``required: topic``); ``resolve -x p --json`` so too. The line given is the
+    user's own, the dashed word and the arguments after it moved after ``--``, its
+    options kept before it: it reads as meant."""
+    import shlex
+
+    from garrison._cli import build_parser
+
+    for words, line, want in (
+            (["show", "-x"], "show -- -x", {"id": "-x"}),
+            (["signal", "-x", "adjust"], "signal -- -x adjust",
+             {"id": "-x", "topic": "adjust"}),
+            (["resolve", "-x", "p", "--json"], "resolve --json -- -x p",
+             {"id": "-x", "promise": "p", "json": True}),
+            (["signal", "-x", "--store", "s.db", "adjust"],
+             "signal --store s.db -- -x adjust",
+             {"id": "-x", "topic": "adjust", "store": "s.db"}),
+            (["history", "-x", "--store=s.db"], "history --store=s.db -- -x",
+             {"id": "-x", "store": "s.db"})):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["workflows", "--store", "app.db", *words])
+        said = capsys.readouterr().err.splitlines()[-1]
+        assert said.endswith(f"as in garrison workflows {line})"), said
+        args = build_parser().parse_args(["workflows", "--store", "app.db",
+                                          *shlex.split(line)])
+        assert {k: getattr(args, k) for k in want} == want, args
