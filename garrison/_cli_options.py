@@ -150,7 +150,7 @@ class Parser(argparse.ArgumentParser):
                 line = self._arguments_after_dashes(words, dashed[0])
                 message += (f" ({words[dashed[0]]!r} starts with '-', read as an option: "
                             f"give such a value after --, as in {self.prog} {line})")
-        super().error(message)
+        super().error(escaped(message))  # (it quotes the user's words, as given)
 
 
 #: a number written with a dash, which argparse reads as an option (``-1e3``, ``-.5``)

@@ -2210,3 +2210,19 @@ def test_a_dashed_argument_read_as_an_option_is_shown_with_a_line_that_works(
         args = build_parser().parse_args(["workflows", "--store", "app.db",
                                           *shlex.split(line)])
         assert {k: getattr(args, k) for k in want} == want, args
+
+
+def test_a_command_line_error_escapes_a_control_character_of_a_word(capsys) -> None:
+    """An error of the command line quotes the user's words (``unrecognized arguments:
+    -1\\x1b[2J``, and the line with ``--`` that gives it): a word holding a terminal
+    escape (an id pasted from an older store's list) acted on the terminal, twice, where
+    every other line of the commands shows such a character as its escape."""
+    from garrison._cli import build_parser
+
+    for words in (["signal", "w", "t", "-1\x1b[2J"], ["list", "--bogus\x9b2J"],
+                  ["show", "-x\x1b[2J"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["workflows", "--store", "app.db", *words])
+        err = capsys.readouterr().err
+        assert "\x1b" not in err and "\x9b" not in err, err
+        assert "\\x1b[2J" in err or "\\x9b2J" in err, err
