@@ -2616,6 +2616,118 @@ async def test_a_tools_terminate_landing_as_the_node_resumes_a_workflow_ends_it(
         assert [r.kind for r in node.workflow("r").history()] == []  # (it never ran)
 
 
+async def _starts_linked(wid: str, target: Any, heard: list[str]) -> None:
+    """Start workflow ``wid`` linked (its links trapped), then note how it ended."""
+    from garrison import process
+    process.set_options(trap_links=True)
+    await process.spawn_linked(target, host="workflows", id=wid)
+    event = await process.events().receive()
+    heard.append(f"{event.kind.name}: {event.error}")
+
+
+@pytest.mark.parametrize("wrote", ["a terminate", "a signal"])
+async def test_what_a_tool_writes_as_the_node_commits_a_start_reaches_the_started_workflow(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
+        wrote: str) -> None:
+    """A process of the node started ``s`` (linked); a tool wrote for it once the start
+    had committed, and the node's refresh of that wakeup came before the start made its
+    instance. A terminate was loaded by the refresh as a second instance, which ended
+    unseen by the start's (the linked process heard nothing; or, replaced by the
+    start's, it ended nothing); a signal waited for the next wakeup. The refresh leaves
+    them to the start, which reads them once its instance is active."""
+    import sqlite3
+
+    from garrison import _store_tools
+
+    path = str(tmp_path / "s.db")
+
+    def woken() -> bool:  # (the node took the tool's wakeup)
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("SELECT count(*) FROM wakeups").fetchone()[0] == 0
+        finally:
+            conn.close()
+
+    async with garrison.open_node(store=path) as node:
+        host = node.hosts["workflows"]
+        commit, wrote_it = type(host.store).commit, []
+
+        async def written_meanwhile(self: Any, tx: Any) -> list[Any]:
+            results = await commit(self, tx)
+            if not wrote_it and any(op is Op.CREATE_WORKFLOW and params[0] == "s"
+                                    for op, params in tx.ops):
+                with SQLiteStore(path, lock=False) as tool:  # (another process's)
+                    if wrote == "a terminate":
+                        assert _store_tools.ask_terminate(tool, "s", "meanwhile")
+                    else:
+                        _store_tools.signal(tool, "s", "go", "meanwhile")
+                    wrote_it.append(wrote)
+                await until(woken, "the node's refresh of the tool's write")
+                await trio.sleep(1)  # (before the start goes on)
+            return results
+
+        monkeypatch.setattr(type(host.store), "commit", written_meanwhile)
+        heard: list[str] = []
+        await node.spawn(_starts_linked, "s", ops_app.receives_forever, heard)
+        await until(lambda: wrote_it and node.workflow("s").status() in ("completed",
+                                                                          "failed"),
+                    "the end of s")
+        if wrote == "a terminate":
+            await until(lambda: heard, "the end of s, heard")
+            assert heard == ["LINK_DOWN: Terminated: meanwhile"]
+            with pytest.raises(garrison.WorkflowFailed, match="Terminated: meanwhile"):
+                await node.workflow("s").result()
+            await trio.sleep(5)  # (the terminate's wakeup, read again: nothing more)
+            assert node.workflow("s").status() == "failed"
+        else:
+            assert await node.workflow("s").result() == "received meanwhile"
+        assert host.store.pending_messages("s") == []
+
+
+async def test_a_tools_terminate_as_a_start_whose_answer_is_lost_commits_ends_it(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, a tool's terminate refreshed while the node committed a start; the
+    start's commit landed, but its answer was lost (the start raises): no instance of
+    the start's reads what the refresh left to it. The start reads it as it ends, as
+    the refresh would have: the workflow ends, once, as terminated."""
+    import sqlite3
+
+    from garrison import _store_tools
+
+    path = str(tmp_path / "s.db")
+
+    def woken() -> bool:  # (the node took the tool's wakeup)
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("SELECT count(*) FROM wakeups").fetchone()[0] == 0
+        finally:
+            conn.close()
+
+    async with garrison.open_node(store=path) as node:
+        host = node.hosts["workflows"]
+        commit = type(host.store).commit
+
+        async def answer_lost(self: Any, tx: Any) -> list[Any]:
+            results = await commit(self, tx)
+            if any(op is Op.CREATE_WORKFLOW and params[0] == "s" for op, params in tx.ops):
+                with SQLiteStore(path, lock=False) as tool:  # (another process's)
+                    assert _store_tools.ask_terminate(tool, "s", "meanwhile")
+                await until(woken, "the node's refresh of the tool's write")
+                raise garrison.StoreError(path, "the commit's answer was lost")
+            return results
+
+        monkeypatch.setattr(type(host.store), "commit", answer_lost)
+        with pytest.raises(garrison.StoreError, match="answer was lost"):
+            await node.start_workflow(ops_app.receives_forever, id="s")
+        monkeypatch.setattr(type(host.store), "commit", commit)
+        with pytest.raises(garrison.WorkflowFailed, match="Terminated: meanwhile"):
+            await node.workflow("s").result()
+        await trio.sleep(5)  # (the terminate's wakeup, read again: nothing more)
+        assert node.workflow("s").status() == "failed"
+        assert node.workflow("s").history() == []  # (it never ran)
+        assert host.store.pending_messages("s") == []
+
+
 async def test_a_process_watching_a_blocked_workflow_keeps_its_watch_past_a_failed_read(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tool's retry of the blocked workflow, whose refresh (the node's wakeup

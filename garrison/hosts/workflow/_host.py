@@ -379,6 +379,10 @@ class WorkflowHost:
         #: ids whose start is being committed: the event a second start of the same id
         #: waits for (made by the first such start; ``None`` until then)
         self._starting: dict[str, trio.Event | None] = {}
+        #: ids of those a refresh left to their start (a tool wrote for the workflow as
+        #: its start was committed: a terminate, a signal): read once its instance is
+        #: active, or as the start ends without one
+        self._woken_starting: set[str] = set()
         #: writes asked for by synchronous callers, committed in order by one task
         self._soon: list[tuple[Transaction, Callable[[list[Any]], None] | None]] = []
         self._soon_ready = trio.Event()
@@ -630,6 +634,34 @@ class WorkflowHost:
         recovery and wake-ups leave it alone)."""
         return wid in self._starting
 
+    def woken_starting(self, wid: str) -> None:
+        """A refresh of ``wid``, whose start is being committed here, was left to that
+        start (``_recovery.refresh``): once the start made its instance active, it reads
+        what tools wrote for it meanwhile (a terminate, a signal). Loaded by the refresh
+        instead, it was a second instance beside the start's, which ended by the
+        terminate unseen by the start's watchers, or was overwritten by the start's and
+        never ended; left alone, what the tool wrote waited for the next wakeup."""
+        self._woken_starting.add(wid)
+
+    def _refresh_started(self, wid: str) -> None:
+        """The start of ``wid`` made its instance active, or is over without one (it
+        failed, or its commit's answer was lost: the workflow may be in the store all
+        the same): what a refresh left to it (:meth:`woken_starting`) is read now, as
+        that refresh would have. A failure of the store is a warning, not the start's:
+        the workflow's next wakeup reads it again."""
+        if wid not in self._woken_starting:
+            return
+        self._woken_starting.discard(wid)
+        if self.closing:
+            return  # (what it wrote is read where the workflow resumes)
+        try:
+            refresh(self, wid)
+        except DamagedRecord as exc:  # (its row: named, as at its wakeup)
+            named_damaged(self, exc, "load")
+        except StoreError as exc:
+            log.warning("workflow %s: could not read what tools wrote for it as it started: "
+                        "%s; read at its next wakeup", wid, exc, extra={"workflow_id": wid})
+
     @property
     def serving(self) -> bool:
         """Whether the host runs (its tasks' nursery is open)."""
@@ -865,6 +897,7 @@ class WorkflowHost:
                 self.run_instance(wf)
             else:
                 self.queue.hold(wf, priority, results[queued])
+            self._refresh_started(wid)
             self._late_child(wid, parent)
             if passes is not None and getattr(task, "_schedule_points", None) != passes:
                 # the commit waited for a batch (the scheduler ran meanwhile): a loop of
@@ -878,6 +911,7 @@ class WorkflowHost:
             done = self._starting.pop(wid, None)
             if done is not None:
                 done.set()
+            self._refresh_started(wid)  # (left without an instance: read as it is now)
 
     def _spawned_by_workflow(self, parent: Pid | None) -> bool:
         """True if ``parent`` (a start's) is a workflow: what it starts is its child."""

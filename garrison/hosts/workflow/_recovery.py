@@ -869,6 +869,13 @@ def _refresh(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance | 
     loaded, or ``blocked``, retried since, dropped: its watchers are the instance's
     this loads)."""
     wid = record.workflow_id
+    if wf is None and host.starting(wid) and not starting:
+        # a start of this id is being committed here: it runs it, and reads what a tool
+        # wrote meanwhile once its instance is active (a terminate loaded here made a
+        # second instance, which ended unseen by the start's watchers, or was replaced by
+        # the start's and never ended; a signal waited for the next wakeup)
+        host.woken_starting(wid)
+        return
     inbox = host.store.pending_messages(wid)
     requests = live_requests(host, record, inbox)
     if requests:
@@ -879,8 +886,6 @@ def _refresh(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance | 
             host.ended_in_store(wf, record)  # (a tool's, as this node loaded it)
         return
     if wf is None:
-        if host.starting(wid) and not starting:
-            return  # a start of this id is being committed here: it runs it
         host.forget_end(wid)
         if record.status == WorkflowStatus.PENDING:  # a tool's start, a retry: the queue
             # (a tool's start is counted here; in a cluster, a node's own start left to
