@@ -1559,6 +1559,59 @@ async def test_a_cancel_made_between_a_claim_and_its_adoption_is_kept(
             await node.workflow("w").result()
 
 
+@pytest.mark.parametrize(("status", "when"), [("running", "adopted first"),
+                                               ("pending", "woken first")])
+async def test_a_tools_terminate_made_between_a_claim_and_its_adoption_ends_it_once(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch, status: str, when: str) -> None:
+    """The membership thread claims a workflow (an orphan, or one waiting unclaimed); a
+    tool's terminate lands before the node adopts it (the claim spent no wakeup of it,
+    this node owns it). Its adoption loads the request and ends it unrun; or the
+    terminate's wakeup is refreshed first, which ends it, and the adoption leaves it.
+    Either way it ends once, as terminated, and a process monitoring it hears so once.
+    (A check of 7bca6cb's race on this path: it holds.)"""
+    import trio
+
+    from garrison import _store_tools, process
+    from garrison.cluster import _member
+    from garrison.persistence import Transaction, open_store
+
+    adopt = _member.adopt
+    asked: list[Any] = []
+
+    async def terminated_first(host: Any, records: list[Any], *args: Any) -> list[str]:
+        if not asked and any(r.workflow_id == "w" for r in records):
+            with open_store(postgres_url, lock=False) as tool:
+                asked.append(_store_tools.ask_terminate(tool, "w", "meanwhile"))
+            if when == "woken first":
+                await trio.sleep(1)  # (its wakeup, this node's now, is refreshed)
+        return await adopt(host, records, *args)
+
+    monkeypatch.setattr(_member, "adopt", terminated_first)
+    heard: list[str] = []
+
+    async def watch() -> None:
+        process.monitor(garrison.Pid("workflows", "w"))
+        event = await process.events().receive()
+        heard.append(f"{event.kind.name}: {event.error}")
+
+    async with garrison.open_node(store=postgres_url, name="t", lease="30s") as node:
+        with open_store(postgres_url, lock=False) as tool:  # the cluster claims it
+            tool.write(Transaction().create_workflow("w", "cluster_app:sleeper", [100, 0.5],
+                                                     status=status))
+        await node.spawn(watch)
+        with trio.fail_after(10), pytest.raises(garrison.WorkflowFailed, match="meanwhile"):
+            await node.workflow("w").result()
+        assert asked and asked[0] is not None
+        with trio.fail_after(10):
+            while not heard:
+                await trio.sleep(0.05)
+        await trio.sleep(1)  # (a second end, if any, has come)
+        assert heard == ["EXIT: Terminated: meanwhile"]
+        assert node.workflow("w").status() == "failed"
+        assert node.workflow("w").history() == []  # (it never ran)
+        assert node.hosts["workflows"].store.pending_messages("w") == []
+
+
 async def test_a_workflow_left_to_the_cluster_is_not_taken_back_before_its_release(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A full node leaves a new workflow to the cluster: its membership thread releases
