@@ -3097,7 +3097,11 @@ async def _until_ended(a: garrison.Node, ids: list[str], end: str) -> None:
 @contextlib.asynccontextmanager
 async def _kids_on_b(postgres_url: str, kids: dict[str, str]) -> AsyncIterator[Any]:
     """The workflows ``kids`` (each id to its parent's id; ``ends_on_a_message``, written
-    running with no owner), and node b of the cluster once it has claimed them all."""
+    running with no owner), and node b of the cluster once it has claimed them all and
+    its start's ask of the children of ended parents is over: the parents a test ends
+    next are asked by the node it means (a start of node a, an ask it makes), not by
+    b's start, whose read of the store in a worker thread may come after them on a
+    loaded machine (it then asked them too, first or at once)."""
     import trio
 
     from garrison.persistence import Transaction, open_store
@@ -3110,8 +3114,10 @@ async def _kids_on_b(postgres_url: str, kids: dict[str, str]) -> AsyncIterator[A
         store.write(tx)
     async with garrison.open_node(store=postgres_url, name="b", lease="30s",
                                   max_concurrent=len(kids)) as b:
+        host = b.hosts["workflows"]  # (its start's ask begins as it resumes)
         with trio.fail_after(10):
-            while {m.name: m.workflows for m in b.cluster()} != {"b": len(kids)}:
+            while {m.name: m.workflows for m in b.cluster()} != {"b": len(kids)} or (
+                    not host.resumed or host.asking_ended):
                 await trio.sleep(0.02)
         yield b
 
