@@ -3094,14 +3094,23 @@ async def _until_ended(a: garrison.Node, ids: list[str], end: str) -> None:
             await trio.sleep(0.05)
 
 
+def _start_asked(node: garrison.Node) -> bool:
+    """Whether ``node``'s start has asked the children of ended parents: its host
+    resumed (the ask begins as it does, a task of the host) and the ask is over. A test
+    that ends parents next waits for it: that read of the store, in a worker thread,
+    may come after them on a loaded machine, and this start then asks their children
+    too (first, or at once with the node the test means)."""
+    host = node.hosts["workflows"]
+    return bool(host.resumed and not host.asking_ended)
+
+
 @contextlib.asynccontextmanager
 async def _kids_on_b(postgres_url: str, kids: dict[str, str]) -> AsyncIterator[Any]:
     """The workflows ``kids`` (each id to its parent's id; ``ends_on_a_message``, written
     running with no owner), and node b of the cluster once it has claimed them all and
-    its start's ask of the children of ended parents is over: the parents a test ends
-    next are asked by the node it means (a start of node a, an ask it makes), not by
-    b's start, whose read of the store in a worker thread may come after them on a
-    loaded machine (it then asked them too, first or at once)."""
+    its start's ask of the children of ended parents is over (:func:`_start_asked`):
+    the parents a test ends next are asked by the node it means (a start of node a, an
+    ask it makes), not by b's start."""
     import trio
 
     from garrison.persistence import Transaction, open_store
@@ -3114,10 +3123,9 @@ async def _kids_on_b(postgres_url: str, kids: dict[str, str]) -> AsyncIterator[A
         store.write(tx)
     async with garrison.open_node(store=postgres_url, name="b", lease="30s",
                                   max_concurrent=len(kids)) as b:
-        host = b.hosts["workflows"]  # (its start's ask begins as it resumes)
         with trio.fail_after(10):
             while {m.name: m.workflows for m in b.cluster()} != {"b": len(kids)} or (
-                    not host.resumed or host.asking_ended):
+                    not _start_asked(b)):
                 await trio.sleep(0.02)
         yield b
 
@@ -3639,8 +3647,9 @@ async def test_children_elsewhere_left_unasked_as_a_node_stopped_are_asked_at_it
         store.write(tx)
     async with garrison.open_node(store=postgres_url, name="b", lease="30s",
                                   max_concurrent=len(children)) as b:
-        with trio.fail_after(10):
-            while {m.name: m.workflows for m in b.cluster()} != {"b": len(children)}:
+        with trio.fail_after(10):  # (p ends below: no start of theirs asks then)
+            while {m.name: m.workflows for m in b.cluster()} != {"b": len(children)} or (
+                    not _start_asked(b)):
                 await trio.sleep(0.02)
         with open_store(postgres_url) as store:
             store.write(Transaction().create_workflow("p", name, [], status="running",
@@ -3648,7 +3657,7 @@ async def test_children_elsewhere_left_unasked_as_a_node_stopped_are_asked_at_it
         async with garrison.open_node(store=postgres_url, name="a", lease="30s") as a:
             with trio.fail_after(10):
                 while {m.name: m.workflows for m in a.cluster()} != {
-                        "b": len(children), "a": 1}:
+                        "b": len(children), "a": 1} or not _start_asked(a):
                     await trio.sleep(0.02)
             left = _reads_of_children_fail(monkeypatch, a, failures)
             with pytest.raises(garrison.StoreError, match="were not asked"):
