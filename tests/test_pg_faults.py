@@ -259,6 +259,32 @@ def test_callers_of_a_batch_that_committed_keep_their_results_when_the_rest_fail
     assert [r[0] for r in _rows(postgres_url)] == ["w0", "w2"]
 
 
+def test_a_read_refused_for_now_after_a_failed_reconnect_is_retried(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read whose connection was lost, made again at the second try (the first
+    refused: a server restarting), then cancelled by a ``statement_timeout``: the read's
+    retry loop named the reconnect's error as its own ``again`` argument, which Python
+    unbinds after the ``except`` clause, so the refusal raised ``UnboundLocalError``
+    rather than being tried again for ``retry_for`` and then a StoreError."""
+    with PostgresStore(postgres_url, retry_for=0.3) as store:
+        real = PostgresStore._connect
+        tries: list[str | None] = []
+
+        def connect(self: PostgresStore, what: str | None, **kwargs: Any) -> Any:
+            tries.append(what)
+            if len(tries) == 1:
+                raise StoreError(self.path, "cannot connect: the server is starting up")
+            conn = real(self, what, **kwargs)
+            conn.execute("SET statement_timeout = 50")
+            return conn
+
+        monkeypatch.setattr(PostgresStore, "_connect", connect)
+        store._reader.close()
+        with pytest.raises(StoreError, match="statement timeout"):
+            store._query("SELECT pg_sleep(1)")
+        assert tries[:2] == ["reads", "reads"], tries
+
+
 # ------------------------------------------------------------------ the node's thread
 async def _ticking(gaps: list[float]) -> None:
     """A plain task of the node: the longest it waited for its next tick goes in

@@ -1418,10 +1418,10 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                     try:
                         self._reader = self._connect("reads")
                         continue
-                    except StoreError as again:
+                    except StoreError as failed:  # (not ``again``: the argument)
                         left = deadline - _time.monotonic()
                         if left <= 0:  # (a last try at the deadline itself)
-                            because = again.reason_at(self.path)
+                            because = failed.reason_at(self.path)
                             raise StoreError(
                                 self.path, f"the connection was lost and could not be made "
                                 f"again within {self.retry_for:g}s: {because}") from None
