@@ -378,6 +378,28 @@ def _migrate_hint(conn: psycopg.Connection[Any], schema: str) -> str:
             "then this role's nodes run on it)")
 
 
+#: psycopg's error for a wait past its timeout (an ``OperationalError``)
+_WAIT_TIMEOUT: Any = getattr(pg_errors, "_WaitTimeout", ())
+
+
+@contextlib.contextmanager
+def _waits_at_most(conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+    """In the block, a statement of ``conn`` waits at most ``seconds`` for the server
+    (then psycopg's wait timeout, an ``OperationalError``, is raised: the statement is
+    still in flight, and the connection is of no more use). The connection is used by
+    one thread at a time (its owner's lock held)."""
+    plain = conn.wait
+
+    def wait(gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        return plain(gen, interval, seconds if timeout is None else min(timeout, seconds))
+
+    conn.wait = wait  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del conn.wait
+
+
 def _check_cancelled() -> None:
     """Raise ``trio.Cancelled`` in a thread ``trio.to_thread.run_sync`` runs once its
     task is cancelled (a node's start interrupted as its store waits for the server);
@@ -1439,10 +1461,17 @@ class PostgresStore(PgWritePath, StoreShortcuts):
 
     def answers(self) -> bool:
         """Whether the server answers a read now (see the Store protocol): one look on
-        the reader connection, made again first if it was lost (given
-        :data:`PROBE_WAIT` seconds), with none of :meth:`_query`'s reconnects or retries
-        for ``retry_for``; ``False`` once the store is closed or cut off."""
-        with self._read_lock:
+        the reader connection, made again first if it was lost, with none of
+        :meth:`_query`'s reconnects or retries for ``retry_for``; ``False`` once the
+        store is closed or cut off. A node asks it in its own thread: each of its waits
+        (for the reader, which another thread's read may hold; for the connection; for
+        the answer) lasts at most :data:`PROBE_WAIT` seconds, past which the server does
+        not answer (a lock another session holds on the table, a server process that
+        does not run), and a look left without its answer drops its session (the next
+        read makes a new one)."""
+        if not self._read_lock.acquire(timeout=PROBE_WAIT):
+            return False
+        try:
             if self._closed or self._cut is not None:
                 return False
             self._reads_begun += 1
@@ -1454,11 +1483,20 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                             conn.close()
                     self._reader = None
                     self._reader = conn = self._connect("reads", within=PROBE_WAIT)
-                conn.execute(f"SELECT 1 FROM {self._s}.workflows WHERE workflow_id = %s",
-                             ("",)).fetchall()
+                with _waits_at_most(conn, PROBE_WAIT):
+                    conn.execute(f"SELECT 1 FROM {self._s}.workflows WHERE workflow_id = %s",
+                                 ("",)).fetchall()
+            except _WAIT_TIMEOUT:  # (its statement still in flight: the session goes)
+                dropped, self._reader = self._reader, None
+                if dropped is not None:
+                    with contextlib.suppress(Exception):
+                        dropped.close()
+                return False
             except (StoreError, psycopg.Error):
                 return False
             return True
+        finally:
+            self._read_lock.release()
 
     def get_workflow_settled(self, workflow_id: str) -> WorkflowRecord | None:
         """:meth:`get_workflow` if no transaction that updates the row is in flight,
