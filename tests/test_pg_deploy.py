@@ -88,7 +88,7 @@ async def test_a_node_past_the_servers_connection_limit_says_how_many_it_needs(
                     pass
             message = str(info.value)
             assert f'too many connections for role "{role}"' in message, message
-            assert "a node holds 4 sessions" in message, message
+            assert "a node holds 5 sessions" in message, message
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as c:
             c.execute(f"DROP OWNED BY {role}")

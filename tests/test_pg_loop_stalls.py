@@ -10,6 +10,7 @@ real server is stalled, for a second or two.)"""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -17,7 +18,11 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+import trio
+import workflow_app
 
+import garrison
+from garrison import _store_tools
 from garrison.persistence import PostgresStore, _postgres
 
 pytestmark = pytest.mark.postgres
@@ -47,6 +52,60 @@ def _table_locked(url: str, table: str) -> Iterator[threading.Event]:
     finally:
         release.set()
         thread.join()
+
+
+class _Beats:
+    """A trio task's beats, one each tenth of a second of the node's loop."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(0.1)
+            self.count += 1
+
+
+async def _beats_within(beats: _Beats, seconds: float, release: threading.Event) -> int:
+    """The beats of ``beats`` over ``seconds`` of the loop's time, the server stalled
+    (``release`` set after it: a loop frozen until then counts none, or one)."""
+    before = beats.count
+    await trio.sleep(seconds)
+    counted = beats.count - before
+    release.set()
+    return counted
+
+
+async def test_taking_the_wakeups_under_a_lock_leaves_the_node_s_loop_running(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``PostgresStore.wakeups`` read the wakeup rows (``take_wakeups``) on the
+    reader's session in the node's thread: a lock another session held on the wakeups
+    table (a ``VACUUM FULL``, a DBA's ``LOCK TABLE``) froze the node for as long as it
+    was held, its timers, processes and console with it. The take runs in a thread of
+    its own session now; the node runs meanwhile, and a tool's signal written under
+    the lock reaches its workflow once the lock is let go."""
+    caplog.set_level(logging.WARNING, logger="garrison.store")
+    beats = _Beats()
+    async with garrison.open_node(store=postgres_url) as node, trio.open_nursery() as n:
+        n.start_soon(beats.run)
+        await node.start_workflow(workflow_app.collector, 1, id="w")
+        await trio.sleep(0.5)  # (its LISTEN session is open)
+        store = node.hosts["workflows"].store
+        assert isinstance(store, PostgresStore)
+        with _table_locked(postgres_url, "wakeups") as release:
+            with psycopg.connect(postgres_url, autocommit=True) as c:  # (wakes the node)
+                c.execute("SELECT pg_notify('garrison:garrison', '')")
+
+            def signal_it() -> None:  # (its insert waits for the lock too)
+                with PostgresStore(postgres_url, lock=False) as tool:
+                    _store_tools.signal(tool, "w", "m", "hi")
+
+            n.start_soon(trio.to_thread.run_sync, signal_it)
+            counted = await _beats_within(beats, 1.5, release)
+        assert counted >= 5, counted
+        with trio.fail_after(20):
+            assert await node.workflow("w").result() == ["hi"]
+        n.cancel_scope.cancel()
 
 
 def test_a_look_whether_the_server_answers_is_bounded_under_a_lock(
@@ -90,3 +149,74 @@ def test_a_look_whether_the_server_answers_is_bounded_on_a_stopped_server_proces
         assert (answered, still_stopped) == (False, True)
         assert store.answers()
         assert store.get_workflow("w") is None
+
+
+async def test_taking_the_wakeups_from_a_stopped_server_process_is_said_and_waited_out(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The server process of the session that takes the wakeups stopped (SIGSTOP: a
+    hung disk): no statement timeout ends that wait. The node runs meanwhile; past
+    ``READ_WAIT_WARNING`` (0.5 s here) one warning names the store and the session on
+    the server; once the process runs again the take ends, one line says after how
+    long, and the tool's signal reaches its workflow."""
+    monkeypatch.setattr(_postgres, "READ_WAIT_WARNING", 0.5)
+    caplog.set_level(logging.INFO, logger="garrison.store")
+    beats = _Beats()
+    async with garrison.open_node(store=postgres_url) as node, trio.open_nursery() as n:
+        n.start_soon(beats.run)
+        await node.start_workflow(workflow_app.collector, 1, id="w")
+        store = node.hosts["workflows"].store
+        assert isinstance(store, PostgresStore)
+        with trio.fail_after(10):  # (the node's first take made its session)
+            while store._taker is None:
+                await trio.sleep(0.05)
+        pid = store._taker.info.backend_pid
+        os.kill(pid, signal.SIGSTOP)
+        stopped = threading.Event()  # (SIGCONT at the latest after 20 s)
+        timer = threading.Timer(20, stopped.set)
+        timer.start()
+        try:
+            with PostgresStore(postgres_url, lock=False) as tool:
+                _store_tools.signal(tool, "w", "m", "hi")
+            counted = await _beats_within(beats, 1.5, stopped)
+        finally:
+            timer.cancel()
+            os.kill(pid, signal.SIGCONT)
+        assert counted >= 5, counted
+        with trio.fail_after(20):
+            assert await node.workflow("w").result() == ["hi"]
+        n.cancel_scope.cancel()
+    said = [r.getMessage() for r in caplog.records if "the wakeups" in r.getMessage()]
+    assert len(said) == 2, said
+    assert said[0].startswith(
+        f"store {store.path!r}: taking the wakeups that tools left has waited 0.5s for "
+        f"the server's answer (its session, pid {pid} on the server, "), said
+    assert said[1].startswith(
+        f"store {store.path!r}: the take of the wakeups that waited for the server ended "
+        "after "), said
+
+
+async def test_a_node_stops_while_its_take_of_the_wakeups_waits_for_a_lock(
+        postgres_url: str) -> None:
+    """A take of the wakeups waiting for a lock another session holds (in a worker
+    thread) does not hold the node's stop: the stop does not wait for the lock, and the
+    store's close ends the take's wait (its session cut)."""
+    with PostgresStore(postgres_url):
+        pass  # the schema exists
+    with _table_locked(postgres_url, "wakeups") as release:
+        async with garrison.open_node(store=postgres_url) as node:
+            await node.start_workflow(workflow_app.collector, 1, id="w")
+            store = node.hosts["workflows"].store
+            assert isinstance(store, PostgresStore)
+            with psycopg.connect(postgres_url, autocommit=True) as c:  # (wakes the node)
+                c.execute("SELECT pg_notify('garrison:garrison', '')")
+            with trio.fail_after(10):
+                while not store._take_lock.locked():
+                    await trio.sleep(0.05)
+            await trio.sleep(0.3)
+            assert store._take_lock.locked()  # (the take waits for the lock)
+        still_held = not release.is_set()
+        with trio.fail_after(10):  # (the take's thread let go of its session)
+            while store._take_lock.locked() or store._taker is not None:
+                await trio.sleep(0.05)
+    assert still_held

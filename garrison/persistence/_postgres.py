@@ -21,7 +21,11 @@ Connections
   go when the node's connection does (a killed node frees them); ``close()`` lets go of
   them before it returns.
 - the **reader** (synchronous psycopg, autocommit, prepared statements): every read,
-  from the trio thread or a tool, plus taking the wakeup rows.
+  from the trio thread or a tool.
+- the **taker** (synchronous psycopg, autocommit, made at a node's first
+  ``wakeups()``): taking the wakeup rows, in a worker thread, so that a take waiting
+  for the server (a lock on the wakeups table, a server process that does not run)
+  holds neither the node's thread nor the reader's lock.
 - the **listener** (:class:`~garrison.persistence._pg_trio.TrioConnection`, made by
   the first ``await wakeups()``): ``LISTEN`` on the store's channel. Tools (stores
   opened with ``lock=False``) add a wakeup row and ``pg_notify`` in the transaction of
@@ -203,6 +207,11 @@ PROBE_EVERY = 2.0
 #: (SIGSTOP, a hung disk) keeps its connection open without a word, and a tool's
 #: writes, which wake the node's workflows through it, would wait for it for ever
 LISTEN_CHECK = 10.0
+#: seconds a node's take of the wakeups (``PostgresStore.wakeups``, in a worker thread)
+#: waits for the server's answer before a warning says so, naming its session on the
+#: server (a lock another session holds on the wakeups table, a server process that does
+#: not run): a tool's writes wake the node's workflows only once it is answered
+READ_WAIT_WARNING = 10.0
 
 #: the most bytes of JSON text one value may have: PostgreSQL's limit for a text value
 #: (1 GB) less room for the rest of its row (ids, names, numbers)
@@ -359,7 +368,7 @@ def _connect_reason(exc: BaseException) -> str:
     garrison's processes hold (the server says nothing of who holds the others)."""
     reason = _reason(exc)
     if any(words in reason for words in _NO_SLOT):
-        reason += (" (a node holds 4 sessions for as long as it runs, a tool 2: the "
+        reason += (" (a node holds 5 sessions for as long as it runs, a tool 2: the "
                    "server's max_connections, or the role's or database's CONNECTION "
                    "LIMIT, must leave room for every node and tool of the store)")
     return reason
@@ -611,6 +620,14 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         #: wakeup rows read whose delete failed: ``{id: (workflow_id, kind)}``, returned
         #: by the next ``take_wakeups`` (the delete may have committed)
         self._untaken: dict[int, tuple[str, str]] = {}
+        #: the session that takes the wakeups (made at the first take), and its lock,
+        #: held through a take (see take_wakeups)
+        self._taker: psycopg.Connection[Any] | None = None
+        self._take_lock = threading.Lock()
+        #: wakeups taken in a worker thread, not yet handed to their caller (one
+        #: cancelled meanwhile: the next ``wakeups`` returns them), and their lock
+        self._late: list[WakeupRecord] = []
+        self._late_lock = threading.Lock()
         #: the highest schedule wakeup a cluster node took, and those it took within
         #: ``_SCHEDULE_SLACK`` ids below it (see take_wakeups)
         self._schedule_seen = 0
@@ -1131,7 +1148,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         if self._failed is None:
             self._failed = StoreError(self.path, f"{self._cut}; this store writes nothing "
                                       "more")
-        for conn in (self._writer, self._reader):
+        for conn in (self._writer, self._reader, self._taker):
             cut_connection(conn)
 
     def error_text(self, exc: BaseException) -> str:
@@ -1238,9 +1255,33 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         after it committed, would leave the rows gone and their workflows never woken
         (``_query`` runs a statement again on a new connection, and the second run
         finds nothing). Each of the two may run twice; rows whose delete failed (its
-        outcome unknown) are returned by the next call, with what it reads."""
+        outcome unknown) are returned by the next call, with what it reads.
+
+        On a session of its own (made at the first call), not the reader's: a node takes
+        them in a worker thread (:meth:`wakeups`), and the reader's lock held by a take
+        that waits for the server (a lock another session holds on the wakeups table)
+        would keep every read of the node's thread waiting with it."""
+        with self._take_lock:
+            try:
+                self._check_open()
+                return self._take_wakeups()
+            finally:
+                if self._closed:  # (meanwhile: its session is this thread's to close)
+                    self._close_taker()
+
+    def _close_taker(self) -> None:
+        """(the take's lock held) Close the take's session."""
+        taker, self._taker = self._taker, None
+        if taker is not None:
+            with contextlib.suppress(Exception):
+                taker.close()
+
+    def _take_rows(self, query: Any, params: Sequence[Any] = ()) -> list[Any]:
+        return self._rows_on("_taker", "wakeups", query, params, True)
+
+    def _take_wakeups(self) -> list[WakeupRecord]:
         if self.fence_epoch is not None:  # a cluster node: the wakeups of its workflows
-            rows = self._query(
+            rows = self._take_rows(
                 f"SELECT w.id, w.workflow_id, w.kind FROM {self._s}.wakeups w "
                 f"JOIN {self._s}.workflows f ON f.workflow_id = w.workflow_id "
                 "WHERE f.owner_epoch = %s AND w.kind <> 'schedule'", (self.fence_epoch,))
@@ -1252,7 +1293,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             # (below the highest taken, only the last minutes': a commit that late is
             # no concern, and a node with thousands of changes of the day reads few)
             floor = self._schedule_seen - _SCHEDULE_SLACK
-            news = self._query(
+            news = self._take_rows(
                 f"SELECT id, workflow_id FROM {self._s}.wakeups WHERE kind = 'schedule' "
                 "AND id > %s AND (id > %s OR created > %s) ORDER BY id",
                 (floor, self._schedule_seen, _time.time() - _SCHEDULE_LATE))
@@ -1260,12 +1301,12 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             news = [(int(i), sid) for i, sid in news if int(i) not in done]
             scheduled = [WakeupRecord(sid, "schedule") for _id, sid in news]
         else:
-            rows = self._query(f"SELECT id, workflow_id, kind FROM {self._s}.wakeups")
+            rows = self._take_rows(f"SELECT id, workflow_id, kind FROM {self._s}.wakeups")
             news, scheduled = [], []
         taken = self._untaken
         taken.update((int(row_id), (wid, kind)) for row_id, wid, kind in rows)
         if taken:
-            self._query(f"DELETE FROM {self._s}.wakeups WHERE id = ANY(%s)", (list(taken),))
+            self._take_rows(f"DELETE FROM {self._s}.wakeups WHERE id = ANY(%s)", (list(taken),))
             self._untaken = {}
         if news:  # (only now: a failed delete above returns them again next time)
             self._schedule_taken.update(i for i, _sid in news)
@@ -1292,7 +1333,7 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 if self._closed:  # closed while the listener connected
                     self._drop_listener()
                     await trio.sleep_forever()
-                found = self.take_wakeups()
+                found = await self._take_meanwhile()
                 if found:
                     return found
                 while not await self._heard(listener):
@@ -1306,6 +1347,55 @@ class PostgresStore(PgWritePath, StoreShortcuts):
                 self._drop_listener()
                 await trio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def _take_meanwhile(self) -> list[WakeupRecord]:
+        """:meth:`take_wakeups` in a worker thread (in the node's under a virtual clock,
+        see ``_blocking``): the node runs while the server answers. A take that waited
+        :data:`READ_WAIT_WARNING` for it is said (a warning naming the take's session on
+        the server), and, once answered, after how long. A caller cancelled meanwhile
+        (the node stops) does not wait for it: what it takes is returned by the next
+        call (the store's close cuts its session)."""
+        if _virtual_clock():
+            return self.take_wakeups()
+
+        def take() -> None:
+            found = self.take_wakeups()
+            with self._late_lock:  # (its caller's, or the next call's)
+                self._late.extend(found)
+
+        began = _time.monotonic()
+        ended = False  # (answered, or failed: not given up by a cancelled caller)
+        async with trio.open_nursery() as nursery:
+            said = trio.Event()
+            nursery.start_soon(self._say_take_waits, said)
+            try:
+                await trio.to_thread.run_sync(take, abandon_on_cancel=True)
+                ended = True
+            except Exception:
+                ended = True
+                raise
+            finally:
+                nursery.cancel_scope.cancel()
+                if said.is_set() and ended:
+                    log.info("store %r: the take of the wakeups that waited for the server "
+                             "ended after %.1fs", self.path, _time.monotonic() - began)
+        with self._late_lock:
+            found, self._late = self._late, []
+        return found
+
+    async def _say_take_waits(self, said: trio.Event) -> None:
+        """(:meth:`_take_meanwhile`'s) Say, past :data:`READ_WAIT_WARNING`, that a take
+        of the wakeups waits for the server, naming its session there."""
+        await trio.sleep(READ_WAIT_WARNING)
+        taker = self._taker
+        pid = "" if taker is None or taker.closed else f", pid {taker.info.backend_pid}"
+        said.set()
+        log.warning(
+            "store %r: taking the wakeups that tools left has waited %gs for the server's "
+            "answer (its session%s on the server, waits for a lock another session holds, "
+            "see pg_locks, or its server process does not run); the node runs meanwhile, "
+            "and tools' writes wake its workflows once it is answered, nothing is lost",
+            self.path, READ_WAIT_WARNING, pid)
 
     async def _heard(self, listener: Any) -> bool:
         """Wait for a notification on ``listener``: ``True`` once one came; ``False``
@@ -1403,54 +1493,70 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         with self._read_lock:
             self._check_open()
             self._reads_begun += 1
-            deadline: float | None = None
-            delay = 0.05
-            busy_until: float | None = None
-            pause = 0.05
-            while True:
-                conn = self._reader
-                try:
-                    if conn is None or conn.closed:
-                        raise psycopg.OperationalError("not connected")
-                    cur = conn.execute(query, params)
-                    return cur.fetchall() if cur.description is not None else []
-                except _TRANSIENT as exc:
-                    if not again:
-                        raise Busy(_reason(exc)) from None
-                    if self._cut is not None:  # (the node stops: no waiting for the server)
-                        raise StoreError(self.path, f"{self._cut}: {_reason(exc)}") from None
-                    if busy_until is None:
-                        busy_until = _time.monotonic() + self.retry_for
-                    left = busy_until - _time.monotonic()
-                    if left <= 0:  # (a last try at the deadline itself)
-                        raise StoreError(self.path, self.waited_out(exc)) from None
-                    self._pause(min(pause, left))
-                    pause = min(pause * 2, 1.0)
-                except psycopg.OperationalError as exc:
-                    if conn is not None and not conn.closed and not conn.broken:
-                        raise StoreError(self.path, _reason(exc)) from None
-                    if self._cut is not None:
-                        raise StoreError(self.path, f"{self._cut}: {_reason(exc)}") from None
-                    if deadline is None:
-                        deadline = _time.monotonic() + self.retry_for
-                    if conn is not None:
-                        with contextlib.suppress(Exception):
-                            conn.close()
-                    self._reader = None
-                    try:
-                        self._reader = self._connect("reads")
-                        continue
-                    except StoreError as failed:  # (not ``again``: the argument)
-                        left = deadline - _time.monotonic()
-                        if left <= 0:  # (a last try at the deadline itself)
-                            because = failed.reason_at(self.path)
-                            raise StoreError(
-                                self.path, f"the connection was lost and could not be made "
-                                f"again within {self.retry_for:g}s: {because}") from None
-                    self._pause(min(delay, left))
-                    delay = min(delay * 2, 2.0)
-                except psycopg.Error as exc:
+            return self._rows_on("_reader", "reads", query, params, again)
+
+    def _rows_on(self, slot: str, what: str, query: Any, params: Sequence[Any],
+                 again: bool) -> list[Any]:
+        """:meth:`_query` on the connection in the attribute ``slot`` (the caller holds
+        its lock), made again as the connection for ``what`` once lost; not once the
+        store was closed meanwhile (a :class:`~garrison.StoreError`)."""
+        deadline: float | None = None
+        delay = 0.05
+        busy_until: float | None = None
+        pause = 0.05
+        while True:
+            conn = getattr(self, slot)
+            try:
+                if conn is None or conn.closed:
+                    raise psycopg.OperationalError("not connected")
+                cur = conn.execute(query, params)
+                return cur.fetchall() if cur.description is not None else []
+            except _TRANSIENT as exc:
+                if not again:
+                    raise Busy(_reason(exc)) from None
+                if self._cut is not None:  # (the node stops: no waiting for the server)
+                    raise StoreError(self.path, f"{self._cut}: {_reason(exc)}") from None
+                if busy_until is None:
+                    busy_until = _time.monotonic() + self.retry_for
+                left = busy_until - _time.monotonic()
+                if left <= 0:  # (a last try at the deadline itself)
+                    raise StoreError(self.path, self.waited_out(exc)) from None
+                self._pause(min(pause, left))
+                pause = min(pause * 2, 1.0)
+            except psycopg.OperationalError as exc:
+                if conn is not None and not conn.closed and not conn.broken:
                     raise StoreError(self.path, _reason(exc)) from None
+                if self._cut is not None:
+                    raise StoreError(self.path, f"{self._cut}: {_reason(exc)}") from None
+                if self._closed:
+                    raise StoreError(self.path, "the store was closed as a read "
+                                     f"waited for the server: {_reason(exc)}") from None
+                if deadline is None:
+                    deadline = _time.monotonic() + self.retry_for
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                setattr(self, slot, None)
+                try:
+                    made = self._connect(what)
+                except StoreError as failed:  # (not ``again``: the argument)
+                    left = deadline - _time.monotonic()
+                    if left <= 0:  # (a last try at the deadline itself)
+                        because = failed.reason_at(self.path)
+                        raise StoreError(
+                            self.path, f"the connection was lost and could not be made "
+                            f"again within {self.retry_for:g}s: {because}") from None
+                else:
+                    if self._closed:  # (meanwhile: a take's, in a worker thread)
+                        made.close()
+                        raise StoreError(self.path, "the store was closed as a read waited "
+                                         f"for the server: {_reason(exc)}") from None
+                    setattr(self, slot, made)
+                    continue
+                self._pause(min(delay, left))
+                delay = min(delay * 2, 2.0)
+            except psycopg.Error as exc:
+                raise StoreError(self.path, _reason(exc)) from None
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         """The workflow's row, or ``None``."""
@@ -2040,6 +2146,14 @@ class PostgresStore(PgWritePath, StoreShortcuts):
             return
         self._closed = True
         self._drop_listener()
+        # a take under way in a worker thread, its caller gone (the node stopped): its
+        # wait for the server ends now, and it closes its session itself
+        cut_connection(self._taker)
+        if self._take_lock.acquire(blocking=False):
+            try:
+                self._close_taker()
+            finally:
+                self._take_lock.release()
         with self._write_lock:
             if self._writer is not None and not self._owner and not self._writer.closed:
                 with contextlib.suppress(psycopg.Error):  # a tool's row goes with it
