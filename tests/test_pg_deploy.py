@@ -192,3 +192,27 @@ def test_a_role_that_may_only_write_the_tables_is_told_who_migrates_them(
         with psycopg.connect(postgres_url, autocommit=True) as c:
             c.execute(f"DROP OWNED BY {role}")
             c.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize("version", ["3.2.0", "3.3.5", "3.4.0.dev1"])
+def test_a_psycopg_older_than_the_store_needs_is_named_at_import_not_a_typeerror_later(
+        version: str) -> None:
+    # (psycopg 3.2 to 3.3.5 has no Connection.wait(timeout=): the cluster's bounded
+    # statements failed with a TypeError at their first round)
+    code = (f"import psycopg; psycopg.__version__ = {version!r}\n"
+            "from garrison.persistence import open_store\n"
+            "try:\n"
+            "    open_store('postgresql://nowhere/db?connect_timeout=1')\n"
+            "except ImportError as exc:\n"
+            "    print('ImportError:', exc)\n"
+            "except Exception as exc:\n"
+            "    print('imported:', type(exc).__name__)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    if version == "3.4.0.dev1":
+        assert done.stdout.startswith("imported: "), done.stdout
+    else:
+        assert done.stdout.strip() == (
+            f"ImportError: the PostgreSQL store needs psycopg 3.3.6 or newer, and psycopg "
+            f"{version} is installed: pip install -U 'garrison[postgres]'")

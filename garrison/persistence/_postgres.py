@@ -171,6 +171,28 @@ from ._records import (
 from ._shortcuts import StoreShortcuts
 from ._transaction import Transaction, unix_seconds
 
+#: the oldest psycopg the store runs on: its ``Connection.wait(timeout=)`` (3.3.6) bounds
+#: a statement's wait for a server that stopped answering (the cluster's rounds, a
+#: liveness probe); psycopg 3.2's ``notifies(timeout=, stop_after=)`` too
+PSYCOPG_NEEDED = (3, 3, 6)
+
+
+def psycopg_problem(version: str) -> str | None:
+    """Why psycopg ``version`` cannot run the store (``None``: it can)."""
+    try:
+        found = tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+    except ValueError:  # pragma: no cover - findall gives digits only
+        found = ()
+    if len(found) == 3 and found >= PSYCOPG_NEEDED:
+        return None
+    needed = ".".join(map(str, PSYCOPG_NEEDED))
+    return (f"the PostgreSQL store needs psycopg {needed} or newer, and psycopg {version} "
+            "is installed: pip install -U 'garrison[postgres]'")
+
+
+if (_too_old := psycopg_problem(psycopg.__version__)) is not None:
+    raise ImportError(_too_old)
+
 __all__ = ["PostgresStore"]
 
 T = TypeVar("T")
