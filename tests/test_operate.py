@@ -2728,6 +2728,74 @@ async def test_a_tools_terminate_as_a_start_whose_answer_is_lost_commits_ends_it
         assert host.store.pending_messages("s") == []
 
 
+@pytest.mark.parametrize("failed", ["the store", "sqlite's own"])
+@pytest.mark.parametrize("answer", ["given", "lost"])
+async def test_a_failed_read_of_what_a_tool_wrote_as_a_start_committed_is_read_again(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
+        failed: str, answer: str) -> None:
+    """As above, a tool's terminate refreshed while the node committed a start, left to
+    the start; the start's read of it, once its instance was active, failed (the store's
+    error, or SQLite's own, untranslated, as a read raises it). The wakeup was taken
+    already: no next one comes. The start returns its pid all the same (its workflow
+    runs), and the read is tried again as a wakeup's failed refresh is, so the terminate
+    still ends it. (Warned of as "read at its next wakeup", it ran on for ever; SQLite's
+    own error failed the start of a workflow that ran.) Its commit's answer lost, the
+    start raises its own error, not the read's."""
+    import sqlite3
+
+    from garrison import _store_tools
+
+    path = str(tmp_path / "s.db")
+
+    def woken() -> bool:  # (the node took the tool's wakeup)
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("SELECT count(*) FROM wakeups").fetchone()[0] == 0
+        finally:
+            conn.close()
+
+    async with garrison.open_node(store=path) as node:
+        host = node.hosts["workflows"]
+        commit, pending = type(host.store).commit, type(host.store).pending_messages
+        armed: list[str] = []
+
+        async def written_meanwhile(self: Any, tx: Any) -> list[Any]:
+            results = await commit(self, tx)
+            if not armed and any(op is Op.CREATE_WORKFLOW and params[0] == "s"
+                                 for op, params in tx.ops):
+                with SQLiteStore(path, lock=False) as tool:  # (another process's)
+                    assert _store_tools.ask_terminate(tool, "s", "meanwhile")
+                await until(woken, "the node's refresh of the tool's write")
+                armed.append("the read after the start")
+                if answer == "lost":
+                    raise garrison.StoreError(path, "the commit's answer was lost")
+            return results
+
+        def fails_once(self: Any, wid: str) -> list[Any]:
+            if wid == "s" and armed == ["the read after the start"]:
+                armed.append("failed")
+                if failed == "the store":
+                    raise garrison.StoreError(path, "the read failed")
+                raise sqlite3.OperationalError("disk I/O error")
+            return pending(self, wid)
+
+        monkeypatch.setattr(type(host.store), "commit", written_meanwhile)
+        monkeypatch.setattr(type(host.store), "pending_messages", fails_once)
+        if answer == "lost":
+            with pytest.raises(garrison.StoreError, match="answer was lost"):
+                await node.start_workflow(ops_app.receives_forever, id="s")
+        else:
+            pid = await node.start_workflow(ops_app.receives_forever, id="s")
+            assert pid.id == "s"
+        assert armed == ["the read after the start", "failed"]
+        await trio.sleep(5)  # (the read, tried again; with none, s ran on for ever)
+        with trio.fail_after(60), \
+                pytest.raises(garrison.WorkflowFailed, match="Terminated: meanwhile"):
+            await node.workflow("s").result()
+        assert node.workflow("s").status() == "failed"
+        assert host.store.pending_messages("s") == []
+
+
 async def test_a_process_watching_a_blocked_workflow_keeps_its_watch_past_a_failed_read(
         tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tool's retry of the blocked workflow, whose refresh (the node's wakeup

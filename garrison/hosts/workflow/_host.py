@@ -95,6 +95,7 @@ from ._queue import (
 )
 from ._recovery import (
     SUPERVISOR_MEMO,
+    HeldWakes,
     ask_children_of_ended_soon,
     check_supervisors,
     discard_requests,
@@ -104,6 +105,7 @@ from ._recovery import (
     named_damaged,
     parent_terminated,
     refresh,
+    refresh_left,
     request_transaction,
     resume_all,
     terminate_request_id,
@@ -383,6 +385,9 @@ class WorkflowHost:
         #: its start was committed: a terminate, a signal): read once its instance is
         #: active, or as the start ends without one
         self._woken_starting: set[str] = set()
+        #: the refreshes of woken workflows that failed, tried again later, while the
+        #: wakeups' watch runs (``_recovery.watch_wakeups``)
+        self.held_wakes: HeldWakes | None = None
         #: writes asked for by synchronous callers, committed in order by one task
         self._soon: list[tuple[Transaction, Callable[[list[Any]], None] | None]] = []
         self._soon_ready = trio.Event()
@@ -647,20 +652,14 @@ class WorkflowHost:
         """The start of ``wid`` made its instance active, or is over without one (it
         failed, or its commit's answer was lost: the workflow may be in the store all
         the same): what a refresh left to it (:meth:`woken_starting`) is read now, as
-        that refresh would have. A failure of the store is a warning, not the start's:
-        the workflow's next wakeup reads it again."""
+        that refresh would have. A failure of the store is not the start's: the read is
+        tried again later, as a wakeup's refresh that failed (``refresh_left``)."""
         if wid not in self._woken_starting:
             return
         self._woken_starting.discard(wid)
         if self.closing:
             return  # (what it wrote is read where the workflow resumes)
-        try:
-            refresh(self, wid)
-        except DamagedRecord as exc:  # (its row: named, as at its wakeup)
-            named_damaged(self, exc, "load")
-        except StoreError as exc:
-            log.warning("workflow %s: could not read what tools wrote for it as it started: "
-                        "%s; read at its next wakeup", wid, exc, extra={"workflow_id": wid})
+        refresh_left(self, wid)
 
     @property
     def serving(self) -> bool:

@@ -46,11 +46,11 @@ from ._queue import TOOL_START_MEMO
 if TYPE_CHECKING:
     from ._host import WorkflowHost
 
-__all__ = ["LOAD_CHUNK", "SUPERVISOR_MEMO", "ask_children_of_ended_soon",
+__all__ = ["LOAD_CHUNK", "SUPERVISOR_MEMO", "HeldWakes", "ask_children_of_ended_soon",
            "check_supervisors", "count_tool_starts",
            "ended_by_terminate", "hold_states", "load", "named_damaged", "read_together",
-           "refresh", "resume_all", "runnable", "supervisor_of", "terminate_request_id",
-           "watch_wakeups"]
+           "refresh", "refresh_left", "resume_all", "runnable", "supervisor_of",
+           "terminate_request_id", "watch_wakeups"]
 
 log = logging.getLogger("garrison.workflow")
 
@@ -566,14 +566,17 @@ async def watch_wakeups(host: WorkflowHost) -> None:
     down). Its tries that fail
     while the store answers nothing either count towards the store's failure, as the
     wakeups' do (:func:`_retry_held`)."""
-    held = _HeldWakes()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_retry_held, host, held, nursery.cancel_scope)
-        await _take_wakeups(host, held)
-        nursery.cancel_scope.cancel()
+    held = host.held_wakes = HeldWakes()  # (and a refresh left to a start: refresh_left)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_retry_held, host, held, nursery.cancel_scope)
+            await _take_wakeups(host, held)
+            nursery.cancel_scope.cancel()
+    finally:
+        host.held_wakes = None
 
 
-async def _take_wakeups(host: WorkflowHost, held: _HeldWakes) -> None:
+async def _take_wakeups(host: WorkflowHost, held: HeldWakes) -> None:
     """:func:`watch_wakeups`' own loop: take the wakeups, refresh what they name."""
     while not host.closing:
         try:
@@ -623,7 +626,7 @@ class _Held:
     due: float
 
 
-class _HeldWakes:
+class HeldWakes:
     """The woken workflows (and schedules) :func:`watch_wakeups` holds, by key (is it a
     schedule, its id), and an event set as one is held (its retries' task waits)."""
 
@@ -676,7 +679,7 @@ class _HeldWakes:
                      extra={} if schedule else {"workflow_id": wid})
 
 
-async def _retry_held(host: WorkflowHost, held: _HeldWakes,
+async def _retry_held(host: WorkflowHost, held: HeldWakes,
                       watching: trio.CancelScope) -> None:
     """Refresh each workflow (or schedule) ``held`` holds once it is due, again and
     again while its own refresh fails, its tries apart as its count says. A failure
@@ -713,7 +716,7 @@ async def _retry_held(host: WorkflowHost, held: _HeldWakes,
         await trio.lowlevel.checkpoint()
 
 
-def _refresh_or_hold(host: WorkflowHost, held: _HeldWakes, key: tuple[bool, str]) -> bool:
+def _refresh_or_hold(host: WorkflowHost, held: HeldWakes, key: tuple[bool, str]) -> bool:
     """Refresh the workflow (or schedule) ``key`` names; a failure of its own (the
     store answering another read: ``Store.answers``) holds it in ``held``, tried again
     later, and a refresh that works releases it. ``False``: the node is closing. The
@@ -729,6 +732,28 @@ def _refresh_or_hold(host: WorkflowHost, held: _HeldWakes, key: tuple[bool, str]
     else:
         held.release(key)
     return True
+
+
+def refresh_left(host: WorkflowHost, wid: str) -> None:
+    """The refresh of ``wid`` a wakeup left to its start (``WorkflowHost.woken_starting``),
+    made now, as the wakeup's own: a failure of the store (or an error of the store's
+    own kind, SQLite's for a damaged page, translated) is not the start's, and that
+    wakeup is taken: the refresh is held by :func:`watch_wakeups` and tried again later,
+    as a wakeup's that failed (no next wakeup need come: what a tool wrote, a terminate,
+    waited for ever). Any other error is raised, as there."""
+    key = (False, wid)
+    try:
+        _refresh_woken(host, key)
+    except StoreError as exc:
+        if host.closing:
+            return  # (what it wrote is read where the workflow resumes)
+        held = host.held_wakes
+        if held is not None:
+            held.hold(key, exc)
+            return
+        log.warning("workflow %s: could not read what tools wrote for it as it started: "
+                    "%s; the node's watch of tools' writes has stopped: read where the "
+                    "workflow resumes", wid, exc, extra={"workflow_id": wid})
 
 
 def _refresh_woken(host: WorkflowHost, key: tuple[bool, str]) -> None:
