@@ -1792,6 +1792,28 @@ async def test_terminating_a_pending_workflow_ends_it_at_once(store_spec: str,
             await node.workflow("victim").result()
 
 
+async def test_a_tools_terminate_of_a_pending_workflow_ends_it_without_waiting_for_a_slot(
+        store_spec: str, autojump_clock: Any) -> None:
+    """A tool's terminate (the command line's) of a workflow waiting ``pending`` behind a
+    full node ends it at once, unrun, as the node's own terminate does: a terminate needs
+    no slot. On PostgreSQL it waits in the store, claimed by no node (each is full): the
+    node's refresh of the tool's request poked the claims, which take nothing while the
+    node is full, and it waited, pending, until ``hog`` ended (never, here)."""
+    from garrison import _store_tools
+    from garrison.persistence import open_store
+
+    async with _full(store_spec, "Terminated") as node:
+        with open_store(store_spec, lock=False) as tool:  # (another process's)
+            asked = _store_tools.ask_terminate(tool, "victim", "stop")
+        assert asked is not None  # (asked of the node: it holds the store)
+        deadline = time.monotonic() + 20  # (PostgreSQL's reads: threads, in real time)
+        while node.workflow("victim").status() == "pending" and time.monotonic() < deadline:
+            await trio.sleep(0.05)
+        assert node.workflow("victim").status() == "failed"
+        with pytest.raises(garrison.WorkflowFailed, match="Terminated: stop"):
+            await node.workflow("victim").result()
+        assert node.workflow("hog").status() != "completed"  # (its slot never freed)
+
 async def _victim_being_admitted(node: garrison.Node, monkeypatch: pytest.MonkeyPatch
                                  ) -> None:
     """On a node with one slot: ``victim`` waits behind ``hog``; ``hog`` ends, and the

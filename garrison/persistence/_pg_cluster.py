@@ -72,6 +72,9 @@ SCHEDULE_WAKEUP_TTL = 86400.0
 #: statuses of a live node
 LIVE = ("active", "draining")
 _UNFINISHED = "status NOT IN ('completed', 'failed', 'cancelled')"
+#: the most workflows a claim takes beyond the node's room for a terminate asked of them
+#: (``PgCluster.claim``; more are taken at the next round)
+CLAIM_ASKED_MAX = 1000
 #: the columns of a claimed workflow (``w``), as a claim returns them
 _CLAIMED = ", ".join("w." + c.strip() for c in WorkflowRecord.COLUMNS.split(","))
 #: a workflow ``w`` no live node owns (nobody, or a node lost or gone): one to claim
@@ -550,9 +553,11 @@ class PgCluster:
         A claim whose connection is lost before its answer came (its COMMIT may have
         reached the server) sets :attr:`claim_unknown`: the caller reads :meth:`owned`
         once connected again, else what it claimed would stay this node's in the store,
-        run by no one, while this node renews its lease."""
-        if limit <= 0:
-            return []
+        run by no one, while this node renews its lease.
+
+        Those a terminate asks to end (a live request in their inbox) are taken beyond
+        ``limit``, at most :data:`CLAIM_ASKED_MAX` a claim: ending one takes no code and
+        no slot (left to the limit, one waited in a full cluster until a slot freed)."""
         records = self._claiming(lambda conn: self._claim(conn, limit, refused, blocked))
         records.sort(key=lambda r: (r.created, r.workflow_id))
         return records
@@ -578,7 +583,7 @@ class PgCluster:
     def _claim(self, conn: psycopg.Connection[Any], limit: int, refused: list[str] | None,
                blocked: list[Run] | None) -> list[WorkflowRecord]:
         s = self._s
-        rows = conn.execute(
+        rows = [] if limit <= 0 else conn.execute(
             f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w "
             f"LEFT JOIN {s}.queue q ON q.workflow_id = w.workflow_id WHERE {_UNFINISHED} "
             f"AND {_ORPHANED.replace('{s}', s)} AND {_NOT_REFUSED.replace('{s}', s)} "
@@ -589,9 +594,22 @@ class PgCluster:
             f"RETURNING {_CLAIMED}",
             (*_refusing(refused, blocked), limit, self.epoch, self.name,
              self.epoch)).fetchall()
-        records = _claimed(rows)
-        if refused or blocked:
-            records = self._drop_stale(conn, records, set(refused or ()), set(blocked or ()))
+        # and, whatever the room, those a terminate asks to end (read from the inbox's
+        # unconsumed rows, few: not a look at each workflow waiting in a full cluster)
+        asked = conn.execute(
+            f"WITH c AS (SELECT w.workflow_id FROM {s}.workflows w WHERE {_UNFINISHED} "
+            f"AND {_ORPHANED.replace('{s}', s)} AND w.workflow_id IN (SELECT i.workflow_id "
+            f"FROM {s}.inbox i WHERE i.consumed_seq IS NULL AND i.kind = 'control') "
+            'ORDER BY w.created, w.workflow_id COLLATE "C" LIMIT %s '
+            "FOR UPDATE OF w SKIP LOCKED) "
+            f"UPDATE {s}.workflows w SET owner_epoch = %s, owner = %s FROM c "
+            f"WHERE w.workflow_id = c.workflow_id AND {s}.fence(%s, NULL) "
+            f"RETURNING {_CLAIMED}",
+            (CLAIM_ASKED_MAX, self.epoch, self.name, self.epoch)).fetchall()
+        records = _claimed([*rows, *asked])
+        if refused or blocked or asked:
+            records = self._drop_stale(conn, records, set(refused or ()), set(blocked or ()),
+                                       {str(row[0]) for row in asked})
         return records
 
     def claim_pending(self, workflow_ids: list[str]) -> list[WorkflowRecord]:
@@ -631,9 +649,11 @@ class PgCluster:
         return _claimed(rows)
 
     def _drop_stale(self, conn: psycopg.Connection[Any], records: list[WorkflowRecord],
-                    refused: set[str], blocked: set[Run]) -> list[WorkflowRecord]:
+                    refused: set[str], blocked: set[Run], asked: set[str]
+                    ) -> list[WorkflowRecord]:
         """Of ``records`` (just claimed, in the claim's transaction), those of a
-        ``refused`` name, or a run ``blocked`` here, were claimed for a request in their
+        ``refused`` name, or a run ``blocked`` here, and those ``asked`` (their ids:
+        claimed beyond the room) were claimed for a request in their
         inbox: one that asks nothing more (a terminate of an earlier attempt, by
         :func:`requested_attempt`, the node's rule too) is consumed here and its workflow
         left unowned, in the same transaction. Consumed later by the node that loads the
@@ -641,7 +661,7 @@ class PgCluster:
         consume was refused (fenced) and the workflow claimed and released again every
         round."""
         mine = {r.workflow_id: r for r in records if r.name in refused
-                or (r.workflow_id, r.run_id, r.attempt) in blocked}
+                or (r.workflow_id, r.run_id, r.attempt) in blocked or r.workflow_id in asked}
         if not mine:
             return records
         rows = conn.execute(
