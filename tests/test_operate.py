@@ -2831,3 +2831,44 @@ async def test_a_process_watching_a_blocked_workflow_keeps_its_watch_past_a_fail
         await handle.terminate("after all")
         await until(lambda: heard, "the end of the retried attempt")
         assert heard == ["EXIT: Terminated: after all"]
+
+
+async def test_a_tools_retry_landing_as_a_refresh_loads_a_terminated_workflow_runs_it(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh of a blocked workflow the node does not hold found a tool's terminate
+    in its inbox; a tool's retry landed between that read and the load's, and dropped
+    the request (it asked nothing of the new attempt). The load found no request, and
+    the workflow, loaded as the refresh had read it, was ended unrun all the same: the
+    retried attempt was written ``failed``, ``Terminated: terminated``, asked by nobody,
+    the retry lost. It is read again instead: the retried attempt runs."""
+    from garrison import _store_tools
+    from garrison.hosts.workflow._recovery import refresh
+
+    path = str(tmp_path / "s.db")
+    async with garrison.open_node(store=path) as node:
+        host = node.hosts["workflows"]
+        with SQLiteStore(path, lock=False) as tool:  # (unknown to the node: not resumed)
+            tool.write(Transaction().create_workflow("b", "ops_app:versioned", [],
+                                                     status="blocked")
+                       .append_journal("b", 1, "activity", "ops_app:old_step",
+                                       RawJson('{"ok": "old"}')))
+            assert _store_tools.ask_terminate(tool, "b", "meanwhile")
+        store = host.store
+        read, retried = store.pending_messages, []
+
+        def retried_meanwhile(of: str) -> Any:
+            rows = read(of)
+            if of == "b" and not retried:  # (the refresh's read: the load's comes next)
+                with SQLiteStore(path, lock=False) as tool:
+                    retried.append(_store_tools.retry(tool, "b"))
+            return rows
+
+        monkeypatch.setattr(store, "pending_messages", retried_meanwhile)
+        ops_app.USE_OLD_STEP = True
+        refresh(host, "b")
+        assert retried
+        await until(lambda: node.workflow("b").status() == "waiting", "the retried run")
+        assert store.get_workflow("b").attempt == 2
+        await node.workflow("b").promise("go").resolve(1)
+        assert await node.workflow("b").result() == "old"
+        assert node.workflow("b").status() == "completed"

@@ -904,7 +904,7 @@ def _refresh(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance | 
     inbox = host.store.pending_messages(wid)
     requests = live_requests(host, record, inbox)
     if requests:
-        _requested(host, record, wf, requests, blocked)
+        _requested(host, record, wf, requests, blocked, starting=starting)
         return
     if WorkflowStatus(record.status).finished:
         if wf is not None and host.queue.holds(wf):
@@ -998,15 +998,24 @@ def _refresh(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance | 
 
 
 def _requested(host: WorkflowHost, record: WorkflowRecord, wf: WorkflowInstance | None,
-               requests: list[Any], blocked: WorkflowInstance | None = None) -> None:
+               requests: list[Any], blocked: WorkflowInstance | None = None, *,
+               starting: bool = False) -> None:
     """A tool asked to terminate ``record``'s workflow (``requests``: the ``control``
-    inbox records; see ``_operate``). (``blocked``: see :func:`_refresh`.)"""
+    inbox records; see ``_operate``). (``blocked``, ``starting``: see :func:`_refresh`.)"""
     wid = record.workflow_id
     if wf is None:
         if WorkflowStatus(record.status).finished:  # it ended meanwhile: nothing to end
             discard_requests(host, wid, requests)
             return
         wf = load(host, record)  # not running here yet: it ends without running
+        if not wf.requests:
+            # (consumed since the read above: a tool's retry dropped them, a new attempt
+            # that ``record`` does not show. Ended unrun as read, that attempt was
+            # written failed, terminated by nobody, and the retry lost: read again)
+            now = host.store.get_workflow(wid)
+            if now is not None:
+                _refresh(host, now, None, blocked, starting=starting)
+            return
         _take_over(wf, blocked)
         _end_unrun(host, wf)
         return
