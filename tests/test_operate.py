@@ -2872,3 +2872,61 @@ async def test_a_tools_retry_landing_as_a_refresh_loads_a_terminated_workflow_ru
         await node.workflow("b").promise("go").resolve(1)
         assert await node.workflow("b").result() == "old"
         assert node.workflow("b").status() == "completed"
+
+
+@pytest.mark.parametrize("start", ["queued", "started twice"])
+async def test_a_tools_terminate_as_a_queued_or_doubled_start_commits_ends_it_once(
+        tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch,
+        start: str) -> None:
+    """0d74329's deferred read, checked on two more starts (it holds): a start that
+    queues (the host full: its instance held, not run), and a second start of the same
+    id made while the first commits (it waits for it). A tool's terminate refreshed as
+    the first start committed ends the workflow once, unrun; the linked process hears
+    it; the second start gets the same pid."""
+    import sqlite3
+
+    from garrison import _store_tools
+
+    path = str(tmp_path / "s.db")
+
+    def woken() -> bool:  # (the node took the tool's wakeup)
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("SELECT count(*) FROM wakeups").fetchone()[0] == 0
+        finally:
+            conn.close()
+
+    async with garrison.open_node(store=path,
+                                  max_concurrent=1 if start == "queued" else None) as node:
+        host = node.hosts["workflows"]
+        if start == "queued":
+            await node.start_workflow(ops_app.receives_forever, id="hog")
+        commit, second = type(host.store).commit, []
+
+        async def start_again() -> None:
+            second.append(await node.start_workflow(ops_app.receives_forever, id="s"))
+
+        async def written_meanwhile(self: Any, tx: Any) -> list[Any]:
+            results = await commit(self, tx)
+            if any(op is Op.CREATE_WORKFLOW and params[0] == "s" for op, params in tx.ops):
+                with SQLiteStore(path, lock=False) as tool:  # (another process's)
+                    assert _store_tools.ask_terminate(tool, "s", "meanwhile")
+                await until(woken, "the node's refresh of the tool's write")
+                if start == "started twice":
+                    host.start_soon(start_again)
+                await trio.sleep(1)  # (before the start goes on)
+            return results
+
+        monkeypatch.setattr(type(host.store), "commit", written_meanwhile)
+        heard: list[str] = []
+        await node.spawn(_starts_linked, "s", ops_app.receives_forever, heard)
+        await until(lambda: heard, "the end of s, heard")
+        await trio.sleep(5)  # (a second end, if any, has come)
+        assert heard == ["LINK_DOWN: Terminated: meanwhile"]
+        assert node.workflow("s").status() == "failed"
+        assert node.workflow("s").history() == []  # (it never ran)
+        assert host.store.pending_messages("s") == []
+        if start == "queued":
+            assert node.workflow("hog").status() == "waiting"  # (its slot kept)
+        else:
+            assert [pid.id for pid in second] == ["s"]
