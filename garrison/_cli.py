@@ -513,9 +513,10 @@ def _say_down_services(node: Any, error: Any) -> None:
     service app:db is between restarts: its process failed with ...``, the likely cause
     of a root that failed on a name such a service registers. One the root's ``error``
     names already (a ``NoSuchProcess`` of the service's id says why) is not said again."""
+    from ._node import service_manager
     from .supervision import ServiceStatus
 
-    services = node._router.services
+    services = service_manager(node)
     if services is None:
         return
     said = str(error)
@@ -524,7 +525,8 @@ def _say_down_services(node: Any, error: Any) -> None:
             continue
         why = services.why_down(info.id)
         # (the root's error said it as of then: its time left to the restart is less now)
-        if why is None or services.why_down(info.id, due=False) in said:
+        then = services.why_down(info.id, due=False)
+        if why is None or then is None or then in said:
             continue
         if _json_logs():
             log.error("%s", why, extra={"service": info.id, "error": info.last_error})

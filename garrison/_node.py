@@ -34,6 +34,7 @@ from .hosts.workflow._schedules import held_schedule_id
 from .persistence import FINAL_STATUSES, WorkflowStatus, parse_status
 from .supervision._services import (
     ServiceInfo,
+    ServiceManager,
     singletons_to_run,
     start_services,
     stop_services,
@@ -1049,6 +1050,20 @@ def released_to(node: Node) -> list[str] | None:
             return None
         names.update(member.released_to)
     return sorted(names)
+
+
+def service_manager(node: Node) -> ServiceManager | None:
+    """The manager of ``node``'s config services (its ``process.service`` entries), or
+    ``None`` if it runs none: what ``garrison run`` asks why a service is down, and the
+    metrics read their restarts and statuses from."""
+    return node._router.services
+
+
+def workflow_host(node: Node, name: str | None) -> Any:
+    """``node``'s workflow host ``name`` (``None``: the one ``workflows`` names, a
+    config's only workflow host if it declares one); ``ValueError`` if ``node`` has no
+    host ``name``, or it is not a workflow host."""
+    return node._workflow_host(name)
 
 
 def _given_or(given: T | None, otherwise: T | None) -> T | None:

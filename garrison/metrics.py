@@ -32,7 +32,7 @@ import trio
 from . import _observe
 from ._bind import split_bind
 from ._duration import parse_duration
-from ._node import check_node
+from ._node import check_node, service_manager
 
 __all__ = ["DEFAULT_BIND", "MAX_CONNECTIONS", "TIMEOUT", "MetricsAddress", "MetricsError",
            "NodeCollector", "collect", "parse_bind", "serve", "serving"]
@@ -103,7 +103,6 @@ class NodeCollector:
         node = self.node
         if node.stopped:
             return
-        router = node._router
         stats = node.stats()
 
         processes = gauge("garrison_processes", "Live processes by host (on a workflow "
@@ -122,13 +121,12 @@ class NodeCollector:
         yield gauge("garrison_inbox_largest", "Messages and events waiting in the fullest "
                     "process inbox.", value=stats["largest_inbox"])
 
-        yield from self._services(router)
+        yield from self._services(service_manager(node))
         yield from self._workflows(node)
         yield from self._histograms()
 
-    def _services(self, router: Any) -> Iterator[Any]:
+    def _services(self, manager: Any) -> Iterator[Any]:
         core = self._core
-        manager = router.services
         restarts = core.CounterMetricFamily(
             "garrison_service_restarts", "Restarts of each process.service since the node "
             "started: each start of it after its first (after its own failure, because a "

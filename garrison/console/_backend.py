@@ -28,6 +28,7 @@ import trio
 
 from .. import _store_tools as tools
 from .._errors import NoSuchWorkflow, PromiseAlreadyCompleted
+from .._node import workflow_host
 from .._store_tools import strict_json
 from ..actors._values import Pid
 from ..hosts.workflow._ids import MAX_KEY_BYTES
@@ -862,13 +863,13 @@ class NodeBackend(Backend):
         self._hosts = {name: h for name, h in node.hosts.items()
                        if getattr(h, "durable", False)}
         if host is None:
-            first = node._workflow_host(None)  # the host ``workflows`` names
+            first = workflow_host(node, None)  # the host ``workflows`` names
             host = first.name
             if first.store.path is None:  # in memory: show a host whose store persists
                 host = next((name for name, h in self._hosts.items()
                              if h.store.path is not None), host)
         else:
-            host = node._workflow_host(host).name
+            host = workflow_host(node, host).name
         self.default = host
         self.store = self._hosts[host].store
 
@@ -887,7 +888,7 @@ class NodeBackend(Backend):
     def store_of(self, host: str | None) -> tuple[str | None, Any]:
         if host is not None and host not in self._hosts:
             try:  # an alias: ``workflows`` for a config's only workflow host
-                host = self.node._workflow_host(host).name
+                host = workflow_host(self.node, host).name
             except ValueError:
                 pass
         return super().store_of(host)
