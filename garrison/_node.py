@@ -448,7 +448,7 @@ class Node:
                     extra = ProcessHost(self._router, entry.id, workers=entry.workers)
                     if self._members:  # its pids name this node too
                         extra.suffix = self.hosts["processes"].suffix
-                        extra._prefix = self.hosts["processes"]._prefix
+                        extra.prefix = self.hosts["processes"].prefix
                     await self._add_host(extra)
             member = self._members[0] if self._members else None
             singletons = [s.id for s in self.config.services() if s.lifecycle.singleton]
@@ -888,7 +888,7 @@ class Node:
             if first:  # plain pids name this node; other nodes reach them through it
                 processes = self.hosts["processes"]
                 processes.suffix = "@" + self.name
-                member.info = {"prefix": processes._prefix}
+                member.info = {"prefix": processes.prefix}
             # as the store opened; a statement the server refuses for now tried again,
             # any refusal a StoreError
             await self._waited_for_store(partial(store.retried, member.join))

@@ -645,7 +645,10 @@ class ProcessHost:
         self.procs: dict[Pid, _Process] = {}
         #: the callers of ``node.call`` waiting for a reply, by their pids
         self.callers: dict[Pid, _OutsideCaller] = {}
-        self._prefix = _incarnation() + "."
+        #: what the serials of this host's pids begin with (this run's random incarnation,
+        #: so no pid aliases one of an earlier run); a node's other process hosts on a
+        #: cluster take the ``processes`` host's, which the cluster's members are told
+        self.prefix = _incarnation() + "."
         #: ``"@<node>"`` on a node of a cluster: a plain pid names its node
         self.suffix = ""
         self._seq = 0
@@ -680,7 +683,7 @@ class ProcessHost:
         if self._nursery is None:
             raise RuntimeError(f"host {self.name!r} is not running")
         self._seq += 1
-        pid = Pid(self.name, self._prefix + str(self._seq) + self.suffix)
+        pid = Pid(self.name, self.prefix + str(self._seq) + self.suffix)
         proc = _Process(self, pid, parent, label)
         if link is not None:
             proc.links = {link}
@@ -754,7 +757,7 @@ class ProcessHost:
         """``node.call``: a call made by a stand-in caller with a pid of this host (so
         the callee can reply, and its death fails the call), not a process."""
         self._seq += 1
-        caller = _OutsideCaller(self.node, Pid(self.name, self._prefix + str(self._seq)
+        caller = _OutsideCaller(self.node, Pid(self.name, self.prefix + str(self._seq)
                                                + self.suffix))
         self.callers[caller.pid] = caller
         try:
@@ -892,10 +895,10 @@ class ProcessHost:
 
     def issued(self, pid: Pid) -> bool:
         """Whether this host, in this run, gave out ``pid`` (alive or not)."""
-        serial = pid.id[len(self._prefix):]
+        serial = pid.id[len(self.prefix):]
         if self.suffix:
             serial = serial.removesuffix(self.suffix)
-        return (pid.host == self.name and pid.id.startswith(self._prefix)
+        return (pid.host == self.name and pid.id.startswith(self.prefix)
                 and serial.isdigit() and int(serial) <= self._seq)
 
     def process_info(self, pid: Pid) -> ProcessInfo:
