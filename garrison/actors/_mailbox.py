@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import types
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
 
 import outcome
@@ -270,3 +270,22 @@ class Inbox(Generic[T]):
         if _observe.tracing:
             _observe.received(item)
         return item
+
+
+def warning_threshold(inbox: Inbox[Any]) -> int:
+    """The number of waiting items at which ``inbox`` tells its owner (once, until it
+    drains below half of it); 0 if it never does."""
+    return inbox._threshold
+
+
+def take_matching(inbox: Inbox[T], match: Callable[[T], bool]) -> list[T]:
+    """Remove the items of ``inbox`` that ``match`` is true of, and return them in their
+    order (the others keep theirs): ``process.listen(topic)`` moves that topic's
+    messages from the general inbox to the topic's own."""
+    items = inbox._items
+    taken = [item for item in items if match(item)]
+    if taken:
+        keep = [item for item in items if not match(item)]
+        items.clear()
+        items.extend(keep)
+    return taken

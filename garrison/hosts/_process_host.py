@@ -21,7 +21,7 @@ import trio
 
 from .._errors import NoSuchProcess
 from ..actors._cancel_switch import CancelSwitch, stray_cancelled
-from ..actors._mailbox import Checkpoints, Inbox
+from ..actors._mailbox import Checkpoints, Inbox, take_matching, warning_threshold
 from ..actors._runtime import runtime_var
 from ..actors._values import ErrorInfo, Event, EventKind, Message, Pid, ProcessInfo
 from . import _kernel
@@ -378,15 +378,9 @@ class _Process(Caller, Checkpoints):
         box = self._topics.get(topic)
         if box is None:
             box = self._topics[topic] = self._new_box(topic)
-            general = self._inbox
-            if general is not None and general._items:
-                keep = [m for m in general._items if m.topic != topic]
-                if len(keep) != len(general._items):
-                    for m in general._items:
-                        if m.topic == topic:
-                            box.put(m)
-                    general._items.clear()
-                    general._items.extend(keep)
+            if self._inbox is not None:
+                for m in take_matching(self._inbox, lambda m: m.topic == topic):
+                    box.put(m)
         return box
 
     def events(self) -> Inbox[Event]:
@@ -477,15 +471,15 @@ class _Process(Caller, Checkpoints):
             which = "messages waiting in its inbox"
         log.warning("%s has %d %s: an inbox has no limit (send never blocks), so a process "
                     "that does not keep up grows without bound (warned again once this inbox "
-                    "has drained below %d)", _who(self), waiting, which, inbox._threshold // 2,
-                    extra={"pid": self.pid, "queued": waiting})
+                    "has drained below %d)", _who(self), waiting, which,
+                    warning_threshold(inbox) // 2, extra={"pid": self.pid, "queued": waiting})
 
     def queued(self) -> tuple[int, int]:
         """(messages, events) waiting in my inboxes."""
-        messages = len(self._inbox._items) if self._inbox is not None else 0
+        messages = len(self._inbox) if self._inbox is not None else 0
         if self._topics:
-            messages += sum(len(box._items) for box in self._topics.values())
-        return messages, len(self._events._items) if self._events is not None else 0
+            messages += sum(len(box) for box in self._topics.values())
+        return messages, len(self._events) if self._events is not None else 0
 
     def info(self) -> ProcessInfo:
         messages, events = self.queued()
