@@ -347,7 +347,7 @@ class _Process(Caller, Checkpoints):
             if link:
                 self._add_link(pid)
             if monitor:
-                self._add_monitoring(pid)
+                self.add_monitoring(pid)
         return pid
 
     async def send(self, to: Pid | str, topic: str, payload: Any) -> None:
@@ -413,7 +413,7 @@ class _Process(Caller, Checkpoints):
         if pid == self.pid:  # (as link: its own EXIT could reach nobody)
             return
         if self.node.monitor(pid, self.pid):
-            self._add_monitoring(pid)
+            self.add_monitoring(pid)
         else:
             self.deliver_event(Event(_EXIT, pid, None, noproc(pid)))
 
@@ -496,7 +496,10 @@ class _Process(Caller, Checkpoints):
             self.links = set()
         self.links.add(pid)
 
-    def _add_monitoring(self, pid: Pid) -> None:
+    def add_monitoring(self, pid: Pid) -> None:
+        """Note that I monitor ``pid`` (its ``EXIT`` comes to me): my ``info()`` lists
+        it, and my end takes my monitor off it. A spawn with ``monitor=`` from my own
+        code notes it; the services manager, which spawns through the node, calls this."""
         if self.monitoring is None:
             self.monitoring = set()
         self.monitoring.add(pid)

@@ -572,7 +572,7 @@ class ServiceManager:
                 count.end()
             await self._failed(svc, ErrorInfo.from_exception(exc), ran=None, pid=None)
             return
-        me._add_monitoring(pid)  # type: ignore[attr-defined]
+        me.add_monitoring(pid)  # type: ignore[attr-defined]
         svc.pid = pid
         svc.started_at = trio.current_time()
         self.by_pid[pid] = svc
