@@ -352,7 +352,7 @@ class Remote:
             if len(text.encode()) <= _NOTIFY_MAX:
                 conn.execute("SELECT pg_notify(%s, %s)", (channel, text))
             else:
-                s = self.member.pg._s
+                s = self.member.pg.quoted_schema
                 with conn.transaction():
                     row = conn.execute(f"INSERT INTO {s}.messages (body, created) VALUES "
                                        f"(%s, {s}.now_s()) RETURNING id", (text,)).fetchone()
@@ -368,7 +368,7 @@ class Remote:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = self.member.store._connect("messages")
+            self._conn = self.member.pg.messages_connection()
         return self._conn
 
     def close(self) -> None:

@@ -861,6 +861,17 @@ class PgCluster:
         return None if row is None else str(row[0])
 
     # -- node-to-node messages ----------------------------------------------------------
+    @property
+    def quoted_schema(self) -> str:
+        """The store's schema as an identifier quoted for SQL (``"garrison"``): its
+        tables are ``{quoted_schema}.messages`` and so on."""
+        return self._s
+
+    def messages_connection(self) -> Any:
+        """A new connection for the node-to-node messages (``garrison.cluster._remote``:
+        a body too long for a ``NOTIFY`` is written to the messages table on it)."""
+        return self.store._connect("messages")
+
     def node_channel(self, name: str) -> str:
         """The ``NOTIFY`` channel of the node ``name`` (at most 63 bytes)."""
         digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
