@@ -51,7 +51,7 @@ import attrs
 import psycopg
 
 from .._errors import StoreError, StoreLocked
-from ._pg_schema import CHANNEL_MAX
+from ._pg_schema import CHANNEL_MAX, notify_channel
 from ._pg_write import (
     _quote,
     cut_connection,
@@ -220,9 +220,10 @@ class PgCluster:
         self.lock_wait: float | None = None
         self.epoch: int | None = None
         self.started = 0.0
-        self._s = store._s
-        self.channel = store._channel + ":cluster"
-        self.wake_channel = store._channel
+        self._s = _quote(store.schema)
+        channel = notify_channel(store.schema)  # (the store's: every node and tool agrees)
+        self.channel = channel + ":cluster"
+        self.wake_channel = channel
         self._lock_class = epoch_lock_class(store.schema)
         self._alive_class = _alive_lock_class(store.schema)
         #: the epoch whose ``_alive_class`` lock this connection holds
@@ -231,7 +232,7 @@ class PgCluster:
         self.extra_channel: str | None = None
         #: ``slot_freed`` notifications (``Transaction.slot_freed``): a workflow of a
         #: host with ``cluster_max_concurrent`` ended on some node
-        self.queue_channel = store._channel + ":queue"
+        self.queue_channel = channel + ":queue"
         #: the hosts named by those notifications since the caller last took them
         self.freed: set[str] = set()
         #: a drain was notified on the cluster channel (:meth:`set_status`); the
