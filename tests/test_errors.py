@@ -23,7 +23,7 @@ from garrison.actors import ErrorInfo, Pid
 
 ERRORS = [
     NoSuchProcess("pw0"),
-    NoSuchProcess("app:pw", "service app:pw gave up after 1 restarts; last error: E: x"),
+    NoSuchProcess("app:pw", "service app:pw gave up after 1 restart; last error: E: x"),
     NoSuchWorkflow("order-17"),
     StoreError("s.db", "disk full"),
     ConfigError(["app.yaml: entry 'app:x': field 'rate': expected a rate"]),

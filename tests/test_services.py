@@ -1689,7 +1689,7 @@ async def test_a_service_running_a_supervisor_is_said_started_once_its_children_
         logging.getLogger("garrison.services").removeHandler(when)
     slow = said("slow")
     assert [m for m in slow if "started as" in m] == [], slow
-    assert slow[-1] == ("t:slow: giving up after 1 restarts; last error: TimeoutError: "
+    assert slow[-1] == ("t:slow: giving up after 1 restart; last error: TimeoutError: "
                         "not started within 1s: it waited for the children of its "
                         "Supervisor to start"), slow
 
@@ -1699,7 +1699,8 @@ async def test_a_send_to_a_service_that_is_not_running_says_why(autojump_clock):
     as the node's start ends: a call to its id from the root raised only ``no process is
     registered as 't:db'``, the service and its error in earlier log lines. It now says
     which service that is and why it runs no process: between restarts after its
-    error, gave up, not started, waiting for what it requires."""
+    error, gave up (after "1 restart", not "1 restarts"), not started, waiting for what
+    it requires."""
     cfg = config("""
         - name: db
           kind: process.service
@@ -1735,5 +1736,5 @@ async def test_a_send_to_a_service_that_is_not_running_says_why(autojump_clock):
         assert await refused("nobody") == "no process is registered as 'nobody'"
         await trio.sleep(5)
         assert await refused("t:db") == (
-            "no process is registered as 't:db': service t:db gave up after 1 restarts; "
+            "no process is registered as 't:db': service t:db gave up after 1 restart; "
             "last error: RuntimeError: db crashed at once")

@@ -227,7 +227,7 @@ class ServiceManager:
                     f"{svc.last_error}; restart {svc.restarts}"
                     f"{f'/{limit}' if limit else ''}{left}")
         if status is ServiceStatus.GAVE_UP:
-            return (f"{what} gave up after {svc.restarts} restarts; last error: "
+            return (f"{what} gave up after {_restarts(svc.restarts)}; last error: "
                     f"{svc.last_error}")
         if status is ServiceStatus.COMPLETED:
             return (f"{what} returned (a service that returns is not restarted: "
@@ -723,8 +723,8 @@ class ServiceManager:
         attempt = svc.restarts + 1
         if not policy.allows(attempt):
             svc.status = ServiceStatus.GAVE_UP
-            log.error("%s: giving up after %d restarts; last error: %s", entry.id,
-                      svc.restarts, error,
+            log.error("%s: giving up after %s; last error: %s", entry.id,
+                      _restarts(svc.restarts), error,
                       extra={"service": entry.id, "attempt": svc.restarts, "error": error})
             # what requires it will not start again (or runs on without it) unless it is
             # started again: said once here, not left to a silent "waiting"
@@ -1074,3 +1074,7 @@ async def stop_services(node: NodeContext, manager: ServiceManager) -> None:
 __all__ = ["ServiceInfo", "ServiceManager", "ServiceStatus", "singletons_to_run",
            "start_services", "stop_services"]
 
+
+def _restarts(n: int) -> str:
+    """``1 restart``, ``2 restarts`` (and ``0 restarts``)."""
+    return f"{n} restart" if n == 1 else f"{n} restarts"
