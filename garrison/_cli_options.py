@@ -69,12 +69,15 @@ class Parser(argparse.ArgumentParser):
             cut = words.index("--")
             words, after = words[:cut], words[cut + 1:]
         stand_ins = {f"\0{i}": word for i, word in enumerate(after)}
-        self._reading = True
-        try:
-            namespace, extras = self.parse_known_intermixed_args([*words, *stand_ins],
-                                                                 namespace)
-        finally:
-            self._reading = False
+        namespace, extras = self._intermixed([*words, *stand_ins], namespace)
+        unknown = [w for w in extras if w.startswith("-") and w not in stand_ins]
+        if unknown and any(w in stand_ins for w in extras):
+            # an unknown option split the arguments, and argparse gave those after it
+            # nothing (`check a.yaml --json -- -b.yaml` left -b.yaml over, said as if
+            # unknown too): a word after -- is one too many only read without it
+            _, again = self._intermixed([*(w for w in words if w not in unknown),
+                                         *stand_ins], argparse.Namespace())
+            extras = [w for w in extras if w not in stand_ins or w in again]
         for action in self._get_optional_actions():  # (`--id -- x`: --id has no value)
             value = getattr(namespace, action.dest, None)
             values = value if isinstance(value, list) else [value]
@@ -92,6 +95,14 @@ class Parser(argparse.ArgumentParser):
             self.error(f"unrecognized arguments: {' '.join(extras)}"
                        + self._numbers_hint(extras, stand_ins))
         return namespace, extras
+
+    def _intermixed(self, words: list[str], namespace: Any) -> Any:
+        """argparse's intermixed parse of ``words``: (namespace, extras)."""
+        self._reading = True
+        try:
+            return self.parse_known_intermixed_args(words, namespace)
+        finally:
+            self._reading = False
 
     def _numbers_hint(self, extras: list[str], after: dict[str, str]) -> str:
         """How to give the values of ``extras`` read as options that are numbers
