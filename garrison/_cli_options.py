@@ -12,7 +12,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 from ._store_tools import ToolError
 
@@ -42,6 +42,10 @@ class Parser(argparse.ArgumentParser):
 
     _reading = False  # (the intermixed parse calls parse_known_args again, twice)
     _words: Sequence[str] = ()  # (what it was given: its error looks at them)
+    #: while a command line is parsed, the prog and the words of its first parser
+    #: (``garrison``): a hint's line is the user's whole line, options before the verb
+    #: kept (``workflows --store s.db signal``), not the verb's words alone
+    _whole: ClassVar[tuple[str, Sequence[str]] | None] = None
 
     def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
         # an option's own value ``--``, which only ``--opt=--`` gives it (``--opt --``
@@ -58,6 +62,15 @@ class Parser(argparse.ArgumentParser):
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         if not self._reading:
             self._words = list(sys.argv[1:] if args is None else args)
+        if Parser._whole is None:  # (the command line's first parser: its verbs' come next)
+            Parser._whole = (self.prog, self._words)
+            try:
+                return self._parse_known(args, namespace)
+            finally:
+                Parser._whole = None
+        return self._parse_known(args, namespace)
+
+    def _parse_known(self, args: Any, namespace: Any) -> Any:
         positionals = self._get_positional_actions()
         if self._reading or self._subparsers is not None or any(
                 a.type is not None or a.choices is not None for a in positionals):
@@ -114,16 +127,28 @@ class Parser(argparse.ArgumentParser):
             return ""
         words = [w for w in self._words if w not in numbers]
         cut = words.index("--") if "--" in words else len(words)
-        line = shlex.join([*words[:cut], "--", *numbers, *words[cut + 1:]])
+        line = self._whole_line([*words[:cut], "--", *numbers, *words[cut + 1:]])
         return (f" ({numbers[0]!r} starts with '-', read as an option: give such a value "
-                f"after --, as in {self.prog} {line})")
+                f"after --, as in {line})")
+
+    def _whole_line(self, words: list[str]) -> str:
+        """The user's command line with this parser's own words (those after its verb)
+        written as ``words``: what comes before them (``garrison workflows --store s.db
+        signal``) kept as the user wrote it."""
+        prog, whole = Parser._whole or (self.prog, self._words)
+        mine = len(self._words)
+        before = list(whole[:len(whole) - mine]) if mine else list(whole)
+        if whole[len(before):] != list(self._words):  # (not the end of the line it read)
+            prog, before = self.prog, []
+        return f"{prog} {shlex.join([*before, *words])}"
 
     def _arguments_after_dashes(self, words: list[str], first: int) -> str:
-        """The command line of ``words`` (a verb's, without ``--``) with the word at
-        ``first``, an argument that starts with ``-``, and the arguments after it
-        moved after ``--``, in their order, the options among them (with their values)
-        kept before it: ``signal -x adjust --json`` as ``signal --json -- -x adjust``
-        (``signal -- -x`` left the topic out, and failed again)."""
+        """The user's command line (:meth:`_whole_line`) with ``words`` (a verb's,
+        without ``--``) written with the word at ``first``, an argument that starts with
+        ``-``, and the arguments after it moved after ``--``, in their order, the
+        options among them (with their values) kept before it: ``signal -x adjust
+        --json`` as ``signal --json -- -x adjust`` (``signal -- -x`` left the topic
+        out, and failed again)."""
         options: list[str] = []
         arguments: list[str] = []
         rest = iter(words[first:])
@@ -135,7 +160,7 @@ class Parser(argparse.ArgumentParser):
             options.append(word)
             if "=" not in word and action.nargs is None:  # (its value: the next word)
                 options.extend(itertools.islice(rest, 1))
-        return shlex.join([*words[:first], *options, "--", *arguments])
+        return self._whole_line([*words[:first], *options, "--", *arguments])
 
     def error(self, message: str) -> NoReturn:
         """argparse's error, and for an option whose value starts with ``-`` (a workflow
@@ -160,7 +185,7 @@ class Parser(argparse.ArgumentParser):
             if dashed:  # (an id or value given, but read as an unknown option)
                 line = self._arguments_after_dashes(words, dashed[0])
                 message += (f" ({words[dashed[0]]!r} starts with '-', read as an option: "
-                            f"give such a value after --, as in {self.prog} {line})")
+                            f"give such a value after --, as in {line})")
         super().error(escaped(message))  # (it quotes the user's words, as given)
 
 

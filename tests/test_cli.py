@@ -2013,7 +2013,7 @@ def test_an_option_value_that_starts_with_a_dash_says_how_to_write_it(capsys) ->
     assert capsys.readouterr().err.splitlines()[-1] == (
         "garrison workflows show: error: the following arguments are required: id "
         "('-dash' starts with '-', read as an option: give such a value after --, as in "
-        "garrison workflows show -- -dash)")
+        "garrison workflows --store app.db show -- -dash)")
     assert build_parser().parse_args(["workflows", "--store", "app.db", "show", "--",
                                       "-dash"]).id == "-dash"
     # (not where the missing argument is a command: that is said as before)
@@ -2095,7 +2095,7 @@ def test_a_missing_option_is_not_said_as_a_value_that_starts_with_a_dash(capsys)
         build_parser().parse_args(["workflows", "--store", "app.db", "show", "-x"])
     assert capsys.readouterr().err.splitlines()[-1].endswith(
         "('-x' starts with '-', read as an option: give such a value after --, as in "
-        "garrison workflows show -- -x)")
+        "garrison workflows --store app.db show -- -x)")
 
 
 def test_a_number_that_starts_with_a_dash_says_how_to_give_it(capsys) -> None:
@@ -2113,7 +2113,7 @@ def test_a_number_that_starts_with_a_dash_says_how_to_give_it(capsys) -> None:
     assert capsys.readouterr().err.splitlines()[-1] == (
         "garrison workflows signal: error: unrecognized arguments: -1e3 ('-1e3' starts "
         "with '-', read as an option: give such a value after --, as in garrison "
-        "workflows signal order-17 adjust --json -- -1e3)")
+        "workflows --store app.db signal order-17 adjust --json -- -1e3)")
     args = build_parser().parse_args(["workflows", "--store", "app.db", "signal",
                                       "order-17", "adjust", "--json", "--", "-1e3"])
     assert args.payload == "-1e3"
@@ -2140,7 +2140,7 @@ def test_a_dashed_value_after_a_flag_is_not_given_to_the_flag(capsys) -> None:
     assert capsys.readouterr().err.splitlines()[-1] == (
         "garrison workflows signal: error: unrecognized arguments: -1e3 ('-1e3' starts "
         "with '-', read as an option: give such a value after --, as in garrison "
-        "workflows signal w adjust --json -- -1e3)")
+        "workflows --store app.db signal w adjust --json -- -1e3)")
     with pytest.raises(SystemExit):  # (an option that takes a value: as before)
         main(["workflows", "--store", "app.db", "prune", "--older-than", "-1s"])
     assert capsys.readouterr().err.splitlines()[-1] == (
@@ -2206,7 +2206,7 @@ def test_a_dashed_argument_read_as_an_option_is_shown_with_a_line_that_works(
         with pytest.raises(SystemExit):
             build_parser().parse_args(["workflows", "--store", "app.db", *words])
         said = capsys.readouterr().err.splitlines()[-1]
-        assert said.endswith(f"as in garrison workflows {line})"), said
+        assert said.endswith(f"as in garrison workflows --store app.db {line})"), said
         args = build_parser().parse_args(["workflows", "--store", "app.db",
                                           *shlex.split(line)])
         assert {k: getattr(args, k) for k in want} == want, args
@@ -2250,3 +2250,27 @@ def test_an_unknown_option_is_said_alone_not_with_the_arguments_after_double_das
         assert exited.value.code == 2
         said = capsys.readouterr().err.splitlines()[-1]
         assert said.endswith(f": error: unrecognized arguments: {extra}"), said
+
+
+def test_a_hint_s_command_line_keeps_the_options_written_before_the_verb(capsys) -> None:
+    """``garrison workflows --store app.db signal o adjust -1e3`` said to give the value
+    ``as in garrison workflows signal o adjust -- -1e3``: the ``--store`` written before
+    the verb left out, so the line it suggested failed again (``--store`` is
+    required). The line is the user's whole line, the dashed words moved after
+    ``--``; it reads as meant (as does ``show -x``'s)."""
+    import shlex
+
+    from garrison._cli import build_parser, main
+
+    for words, line in (
+            (["workflows", "--store", "app.db", "signal", "o", "adjust", "-1e3"],
+             "garrison workflows --store app.db signal o adjust -- -1e3"),
+            (["workflows", "--store", "s.db", "signal", "-x", "adjust"],
+             "garrison workflows --store s.db signal -- -x adjust")):
+        with pytest.raises(SystemExit) as exited:
+            main(words)
+        assert exited.value.code == 2
+        said = capsys.readouterr().err.splitlines()[-1]
+        assert said.endswith(f"as in {line})"), said
+        args = build_parser().parse_args(shlex.split(line)[1:])
+        assert (args.store, args.topic) == (words[2], "adjust"), args
