@@ -309,6 +309,43 @@ async def test_a_workflow_records_its_steps_in_one_transaction_of_its_own(
     assert made[0] <= n, f"{made[0]} buffers made for {n} workflows of ten steps each"
 
 
+async def test_a_started_workflow_fills_its_starts_transaction_with_its_steps(
+        tmp_path, monkeypatch):
+    """The transaction of a workflow's start, committed, is the one its steps fill
+    (``WorkflowCore.spare``): one transaction for a workflow's start and its ten steps.
+    A new one at its first step was, with a thousand workflows starting at once, a
+    thousand transactions and lists more made in a row, what sets off young garbage
+    collections."""
+    import workflow_app as app
+
+    from garrison.hosts.workflow import _core, _host
+    from garrison.persistence import SQLiteStore, Transaction
+
+    made = [0]
+
+    class Counted(Transaction):
+        __slots__ = ()
+
+        def __init__(self) -> None:
+            made[0] += 1
+            super().__init__()
+
+    n = 20
+    store = SQLiteStore(str(tmp_path / "wf.db"))
+    async with garrison.open_node(store=store) as node:
+        await node.start_workflow(app.steps, 0, id="warm-up")
+        await node.workflow("warm-up").result()
+        monkeypatch.setattr(_core, "Transaction", Counted)
+        monkeypatch.setattr(_host, "Transaction", Counted)
+        await _runs_steps(node, app, n)
+        monkeypatch.undo()
+        for i in range(n):
+            history = node.workflow(f"w{i}").history()
+            assert [e.outcome["ok"] for e in history] == list(range(i + 1, i + 11))
+    store.close()
+    assert made[0] <= n, f"{made[0]} transactions made for {n} workflows of ten steps each"
+
+
 async def _steps_then_waits(plain: bool) -> int:
     """A step, then one whose outcome is committed on its own (a plain function's, run
     in a worker thread, or a failure), then a wait for a message."""

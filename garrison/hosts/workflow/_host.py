@@ -883,6 +883,11 @@ class WorkflowHost:
                                   watchers=[watcher] if watcher is not None else None, state={})
             wf.fn = fn
             wf.trace = trace
+            if prefix is None:  # (extended, it is a parent's buffer: the parent's)
+                # the start's transaction, committed, is the one its steps fill (see
+                # ``WorkflowCore.spare``): not a new one and its list at its first step,
+                # which with a thousand starting at once meet young collections
+                wf.spare(tx)
             if queued < 0:
                 wf.may_be_queued = False  # its end has no queue row to drop
             self.counts["started"] += 1
