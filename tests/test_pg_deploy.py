@@ -7,10 +7,12 @@ Real network I/O and real server timeouts: real clock, waits of a few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
 import urllib.parse
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import pytest
 import trio
 
 import garrison
+from garrison import _store_tools
 from garrison.persistence import PostgresStore, _pg_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +96,66 @@ async def test_a_node_past_the_servers_connection_limit_says_how_many_it_needs(
         with psycopg.connect(postgres_url, autocommit=True) as c:
             c.execute(f"DROP OWNED BY {role}")
             c.execute(f"DROP ROLE {role}")
+
+
+@contextlib.contextmanager
+def _role(postgres_url: str, role: str, limit: int = -1) -> Iterator[str]:
+    """A role that may use the store's tables (made in the block, its ``CONNECTION
+    LIMIT`` ``limit``, -1: none), as a DBA makes a node's: a URL that logs in as it."""
+    with PostgresStore(postgres_url):
+        pass  # the schema exists
+    dbname = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute(f"DROP ROLE IF EXISTS {role}")
+        c.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT {limit}")
+        c.execute(f'GRANT CONNECT, CREATE ON DATABASE "{dbname}" TO {role}')
+        c.execute(f"GRANT USAGE ON SCHEMA garrison TO {role}")
+        c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA garrison "
+                  f"TO {role}")
+        c.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA garrison TO {role}")
+    try:
+        yield postgres_url.replace("postgres@", f"{role}@", 1)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as c:
+            c.execute(f"DROP OWNED BY {role}")
+            c.execute(f"DROP ROLE {role}")
+
+
+async def test_a_node_that_may_not_take_the_wakeups_runs_on_and_takes_them_once_it_may(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A take of the wakeups that failed (the node's role lost its grant on the table: a
+    DBA's ``REVOKE``; or the server away past ``retry_for``) raised out of the nursery
+    of the take's thread wrapped in an ``ExceptionGroup``, which ``wakeups()`` does not
+    catch: the node stopped with the store's error rather than take them again. It
+    runs on, and the signal a tool wrote meanwhile reaches its workflow once the grant
+    is back."""
+    failed: list[garrison.StoreError] = []
+    plain = PostgresStore.take_wakeups
+
+    def counted(store: PostgresStore) -> list[Any]:
+        try:
+            return plain(store)
+        except garrison.StoreError as exc:
+            failed.append(exc)
+            raise
+
+    monkeypatch.setattr(PostgresStore, "take_wakeups", counted)
+    role = "garrison_test_taker"
+    with _role(postgres_url, role) as url:
+        async with garrison.open_node(store=url, name="a") as node:
+            await node.start_workflow(app.receiver, 1, id="r")
+            with psycopg.connect(postgres_url, autocommit=True) as c:
+                c.execute(f"REVOKE SELECT, DELETE ON garrison.wakeups FROM {role}")
+            with PostgresStore(postgres_url, lock=False) as tool:  # (wakes the node)
+                _store_tools.signal(tool, "r", "t", "hi")
+            with trio.fail_after(20):  # (three takes failed: 0.05 s, 0.1 s, 0.2 s apart)
+                while len(failed) < 3:
+                    await trio.sleep(0.05)
+            assert "permission denied for table wakeups" in str(failed[0]), failed
+            with psycopg.connect(postgres_url, autocommit=True) as c:
+                c.execute(f"GRANT SELECT, DELETE ON garrison.wakeups TO {role}")
+            with trio.fail_after(20):
+                assert await node.workflow("r").result() == ["hi"]
 
 
 def test_a_migration_longer_than_the_servers_statement_timeout_completes(

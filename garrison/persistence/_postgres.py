@@ -1387,20 +1387,25 @@ class PostgresStore(PgWritePath, StoreShortcuts):
 
         began = _time.monotonic()
         ended = False  # (answered, or failed: not given up by a cancelled caller)
+        # (its error raised past the nursery: out of it, trio wraps it in an
+        # ExceptionGroup, which neither ``wakeups`` nor its caller catches)
+        failed: Exception | None = None
         async with trio.open_nursery() as nursery:
             said = trio.Event()
             nursery.start_soon(self._say_take_waits, said)
             try:
                 await trio.to_thread.run_sync(take, abandon_on_cancel=True)
                 ended = True
-            except Exception:
+            except Exception as exc:
                 ended = True
-                raise
+                failed = exc
             finally:
                 nursery.cancel_scope.cancel()
                 if said.is_set() and ended:
                     log.info("store %r: the take of the wakeups that waited for the server "
                              "ended after %.1fs", self.path, _time.monotonic() - began)
+        if failed is not None:
+            raise failed
         with self._late_lock:
             found, self._late = self._late, []
         return found
