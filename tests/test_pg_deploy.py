@@ -24,7 +24,7 @@ import trio
 
 import garrison
 from garrison import _store_tools
-from garrison.persistence import PostgresStore, _pg_schema
+from garrison.persistence import PostgresStore, _pg_schema, _postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.postgres
@@ -122,13 +122,17 @@ def _role(postgres_url: str, role: str, limit: int = -1) -> Iterator[str]:
 
 
 async def test_a_node_that_may_not_take_the_wakeups_runs_on_and_takes_them_once_it_may(
-        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A take of the wakeups that failed (the node's role lost its grant on the table: a
     DBA's ``REVOKE``; or the server away past ``retry_for``) raised out of the nursery
     of the take's thread wrapped in an ``ExceptionGroup``, which ``wakeups()`` does not
     catch: the node stopped with the store's error rather than take them again. It
     runs on, and the signal a tool wrote meanwhile reaches its workflow once the grant
-    is back."""
+    is back. And it says so: the takes failed, tried again every 2 s for ever, without
+    a word while tools' writes woke none of its workflows. The first failure is a
+    warning naming the store and the server's error (not one a try); once a take works
+    again, one line says so."""
     failed: list[garrison.StoreError] = []
     plain = PostgresStore.take_wakeups
 
@@ -140,6 +144,12 @@ async def test_a_node_that_may_not_take_the_wakeups_runs_on_and_takes_them_once_
             raise
 
     monkeypatch.setattr(PostgresStore, "take_wakeups", counted)
+    caplog.set_level(logging.INFO, logger="garrison.store")
+
+    def said(level: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.levelno == level and "the wakeups that tools leave" in r.getMessage()]
+
     role = "garrison_test_taker"
     with _role(postgres_url, role) as url:
         async with garrison.open_node(store=url, name="a") as node:
@@ -152,10 +162,43 @@ async def test_a_node_that_may_not_take_the_wakeups_runs_on_and_takes_them_once_
                 while len(failed) < 3:
                     await trio.sleep(0.05)
             assert "permission denied for table wakeups" in str(failed[0]), failed
+            store = node.hosts["workflows"].store
+            warned = said(logging.WARNING)
+            assert len(warned) == 1, warned
+            assert warned[0].startswith(
+                f"store {store.path!r}: cannot take the wakeups that tools leave (a "
+                "signal, a cancel, a start of theirs wakes none of this node's workflows "
+                "meanwhile): permission denied for table wakeups; tried again every "
+                "2s"), warned
+            assert not said(logging.INFO)
             with psycopg.connect(postgres_url, autocommit=True) as c:
                 c.execute(f"GRANT SELECT, DELETE ON garrison.wakeups TO {role}")
             with trio.fail_after(20):
                 assert await node.workflow("r").result() == ["hi"]
+            again = said(logging.INFO)
+            assert len(again) == 1, again
+            assert again[0].startswith(
+                f"store {store.path!r}: the wakeups that tools leave are taken again, "
+                f"after {len(failed)} failed takes in "), again
+    assert len(said(logging.WARNING)) == 1
+
+
+def test_a_failure_to_take_the_wakeups_is_said_at_first_on_a_change_and_each_minute(
+        ) -> None:
+    """(the rule of the test above) A failure that lasts is said at its first try, at
+    a try whose error's text changed, and a minute after it was last said; not at the
+    others. Once a take works, its end is said once (how many tries failed, since
+    when); a later failure is said again at once."""
+    said = _postgres._Repeated(every=60.0)
+    assert said.failed("denied", now=100.0)
+    assert not said.failed("denied", now=102.0)
+    assert not said.failed("denied", now=159.0)
+    assert said.failed("refused", now=160.0)  # (another error)
+    assert not said.failed("refused", now=161.0)
+    assert said.failed("refused", now=220.5)  # (a minute after it was said)
+    assert said.ended(now=230.0) == (6, 130.0)
+    assert said.ended(now=231.0) is None  # (said once)
+    assert said.failed("refused", now=232.0)
 
 
 def test_a_migration_longer_than_the_servers_statement_timeout_completes(

@@ -234,6 +234,10 @@ LISTEN_CHECK = 10.0
 #: server (a lock another session holds on the wakeups table, a server process that does
 #: not run): a tool's writes wake the node's workflows only once it is answered
 READ_WAIT_WARNING = 10.0
+#: seconds between two warnings that a node cannot take the wakeups tools leave
+#: (``PostgresStore.wakeups``: the same error, tried again every 2 s for as long as it
+#: lasts, is said at its first try and once each this long, a changed one at once)
+WAKEUPS_FAILING_SAID_EVERY = 60.0
 
 #: the most bytes of JSON text one value may have: PostgreSQL's limit for a text value
 #: (1 GB) less room for the rest of its row (ids, names, numbers)
@@ -429,6 +433,39 @@ def _waits_at_most(conn: psycopg.Connection[Any], seconds: float) -> Iterator[No
         yield
     finally:
         del conn.wait
+
+
+class _Repeated:
+    """When to say a failure tried again and again: at its first try, at a try whose
+    error's text changed, and ``every`` seconds after it was last said; and, once a try
+    works, that it ended (once)."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        #: the failure's text, its tries in a row, when the first failed, when it was said
+        self._text: str | None = None
+        self._tries = 0
+        self._since = 0.0
+        self._said = 0.0
+
+    def failed(self, text: str, now: float) -> bool:
+        """A try failed with ``text`` at ``now``: whether to say it."""
+        if self._tries == 0:
+            self._since = now
+        self._tries += 1
+        if text == self._text and now - self._said < self.every:
+            return False
+        self._text, self._said = text, now
+        return True
+
+    def ended(self, now: float) -> tuple[int, float] | None:
+        """A try worked at ``now``: the tries that failed in a row before it and for how
+        long (to say), or ``None`` if none did."""
+        if self._tries == 0:
+            return None
+        ended = (self._tries, now - self._since)
+        self._text, self._tries = None, 0
+        return ended
 
 
 def _check_cancelled() -> None:
@@ -650,6 +687,8 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         #: cancelled meanwhile: the next ``wakeups`` returns them), and their lock
         self._late: list[WakeupRecord] = []
         self._late_lock = threading.Lock()
+        #: the failures in a row to take the wakeups, said (``wakeups``)
+        self._takes_failing = _Repeated(WAKEUPS_FAILING_SAID_EVERY)
         #: the highest schedule wakeup a cluster node took, and those it took within
         #: ``_SCHEDULE_SLACK`` ids below it (see take_wakeups)
         self._schedule_seen = 0
@@ -1350,25 +1389,59 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         while True:
             if self._closed:  # nothing more can be written for this node
                 await trio.sleep_forever()
+            listening = False
             try:
                 listener = await self._listen()
                 if self._closed:  # closed while the listener connected
                     self._drop_listener()
                     await trio.sleep_forever()
                 found = await self._take_meanwhile()
+                self._say_takes_work()
                 if found:
                     return found
+                listening = True
                 while not await self._heard(listener):
                     pass
                 delay = 0.05
-            except (psycopg.Error, StoreError, trio.ClosedResourceError, OSError):
+            except (psycopg.Error, StoreError, trio.ClosedResourceError, OSError) as exc:
                 # the listener's connection broke, or the server is away (take_wakeups
                 # gave up): listen again, then read the table (nothing is missed)
                 if self._closed:
                     await trio.sleep_forever()
+                if not listening:  # (``_heard`` says its own)
+                    self._say_takes_fail(exc)
                 self._drop_listener()
                 await trio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _say_takes_fail(self, exc: BaseException) -> None:
+        """(:meth:`wakeups`') A take of the wakeups (or the LISTEN session made before
+        it) failed with ``exc``: a warning at the first failure in a row, at one whose
+        error changed, and once each :data:`WAKEUPS_FAILING_SAID_EVERY` (tools' writes
+        wake none of the node's workflows meanwhile); the others at DEBUG."""
+        if isinstance(exc, StoreError):
+            reason = exc.reason_at(self.path)
+        elif isinstance(exc, psycopg.Error):
+            reason = _reason(exc)
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        if self._takes_failing.failed(reason, _time.monotonic()):
+            log.warning("store %r: cannot take the wakeups that tools leave (a signal, a "
+                        "cancel, a start of theirs wakes none of this node's workflows "
+                        "meanwhile): %s; tried again every 2s (said again each %gs while "
+                        "it lasts)", self.path, reason, WAKEUPS_FAILING_SAID_EVERY)
+        else:
+            log.debug("store %r: cannot take the wakeups that tools leave: %s", self.path,
+                      reason)
+
+    def _say_takes_work(self) -> None:
+        """(:meth:`wakeups`') A take of the wakeups worked: said if those before it
+        failed."""
+        ended = self._takes_failing.ended(_time.monotonic())
+        if ended is not None:
+            tries, lasted = ended
+            log.info("store %r: the wakeups that tools leave are taken again, after %d "
+                     "failed takes in %.1fs", self.path, tries, lasted)
 
     async def _take_meanwhile(self) -> list[WakeupRecord]:
         """:meth:`take_wakeups` in a worker thread (in the node's under a virtual clock,
