@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -194,6 +195,52 @@ async def test_taking_the_wakeups_from_a_stopped_server_process_is_said_and_wait
     assert said[1].startswith(
         f"store {store.path!r}: the take of the wakeups that waited for the server ended "
         "after "), said
+
+
+async def test_a_take_of_the_wakeups_that_cannot_make_its_session_is_said_as_that_once(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A take whose session the server refused (a connection limit that leaves no room
+    for it, a server restarting) tries to make it for ``retry_for``; past
+    ``READ_WAIT_WARNING`` it was said as a wait 'for the server's answer (its session on
+    the server, waits for a lock another session holds ...)', which it was not, and so
+    was every take after it, each ``retry_for`` for as long as the refusal lasted, as
+    well as the failure's own warning. It is said as a wait for a session of its own,
+    once: the takes after it fail as the first did, which the failure's warning says."""
+    monkeypatch.setattr(_postgres, "READ_WAIT_WARNING", 0.3)
+    caplog.set_level(logging.DEBUG, logger="garrison.store")
+    refused = ['too many connections for role "app"']
+    plain = PostgresStore._connect
+
+    def connect(store: PostgresStore, what: str | None, **options: Any) -> Any:
+        if what == "wakeups" and refused:
+            raise garrison.StoreError(store.path, f"cannot connect: {refused[0]}")
+        return plain(store, what, **options)
+
+    monkeypatch.setattr(PostgresStore, "_connect", connect)
+
+    def said(words: str, level: int = logging.WARNING) -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.levelno == level and words in r.getMessage()]
+
+    with PostgresStore(postgres_url, retry_for=0.6) as store:
+        async with garrison.open_node(store=store) as node:
+            await node.start_workflow(workflow_app.collector, 1, id="w")
+            with PostgresStore(postgres_url, lock=False) as tool:
+                _store_tools.signal(tool, "w", "m", "hi")
+            with trio.fail_after(20):  # (three takes failed: a warning, then DEBUG)
+                while len(said("cannot take the wakeups", logging.DEBUG)) < 2:
+                    await trio.sleep(0.05)
+            waited = said("has waited")
+            assert len(waited) == 1, waited
+            assert waited[0].startswith(
+                f"store {store.path!r}: taking the wakeups that tools left has waited 0.3s "
+                "for a session of its own on the server (refused, or not answered: it is "
+                "made again for retry_for, 0.6s); "), waited
+            assert len(said("cannot take the wakeups")) == 1
+            refused.clear()
+            with trio.fail_after(20):
+                assert await node.workflow("w").result() == ["hi"]
 
 
 async def test_a_node_stops_while_its_take_of_the_wakeups_waits_for_a_lock(

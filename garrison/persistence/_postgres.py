@@ -458,6 +458,11 @@ class _Repeated:
         self._text, self._said = text, now
         return True
 
+    @property
+    def failing(self) -> bool:
+        """Whether the last try failed."""
+        return self._tries > 0
+
     def ended(self, now: float) -> tuple[int, float] | None:
         """A try worked at ``now``: the tries that failed in a row before it and for how
         long (to say), or ``None`` if none did."""
@@ -1485,17 +1490,25 @@ class PostgresStore(PgWritePath, StoreShortcuts):
 
     async def _say_take_waits(self, said: trio.Event) -> None:
         """(:meth:`_take_meanwhile`'s) Say, past :data:`READ_WAIT_WARNING`, that a take
-        of the wakeups waits for the server, naming its session there."""
+        of the wakeups waits for the server, naming its session there (or that it has
+        none yet: the server refused it, or did not answer); not while the takes fail
+        (the failure was said: this one, tried again, fails the same way, most likely)."""
         await trio.sleep(READ_WAIT_WARNING)
+        if self._takes_failing.failing:
+            return
         taker = self._taker
-        pid = "" if taker is None or taker.closed else f", pid {taker.info.backend_pid}"
         said.set()
+        if taker is None or taker.closed:  # (``_rows_on`` makes it again)
+            waits = ("a session of its own on the server (refused, or not answered: it is "
+                     f"made again for retry_for, {self.retry_for:g}s)")
+        else:
+            waits = (f"the server's answer (its session, pid {taker.info.backend_pid} on "
+                     "the server, waits for a lock another session holds, see pg_locks, or "
+                     "its server process does not run)")
         log.warning(
-            "store %r: taking the wakeups that tools left has waited %gs for the server's "
-            "answer (its session%s on the server, waits for a lock another session holds, "
-            "see pg_locks, or its server process does not run); the node runs meanwhile, "
-            "and tools' writes wake its workflows once it is answered, nothing is lost",
-            self.path, READ_WAIT_WARNING, pid)
+            "store %r: taking the wakeups that tools left has waited %gs for %s; the node "
+            "runs meanwhile, and tools' writes wake its workflows once it is answered, "
+            "nothing is lost", self.path, READ_WAIT_WARNING, waits)
 
     async def _heard(self, listener: Any) -> bool:
         """Wait for a notification on ``listener``: ``True`` once one came; ``False``
