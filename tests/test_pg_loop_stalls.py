@@ -243,6 +243,37 @@ async def test_a_take_of_the_wakeups_that_cannot_make_its_session_is_said_as_tha
                 assert await node.workflow("w").result() == ["hi"]
 
 
+async def test_the_warning_of_a_take_whose_session_closes_as_it_is_said_is_said(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The take's thread closes its session (lost: it makes another) between the
+    warning's look at whether it is closed and at its pid on the server: reading the
+    pid raised psycopg's ``OperationalError`` in the warning's task, which is the
+    nursery's of ``wakeups()``: out of it as an ``ExceptionGroup``, which ended the
+    node. The warning is said, as a wait for a session of its own."""
+
+    class _Closing:  # (closed as its pid is read)
+        closed = False
+
+        @property
+        def info(self) -> Any:
+            raise psycopg.OperationalError("the connection is closed")
+
+    monkeypatch.setattr(_postgres, "READ_WAIT_WARNING", 0)
+    caplog.set_level(logging.WARNING, logger="garrison.store")
+    with PostgresStore(postgres_url) as store:
+        monkeypatch.setattr(store, "_taker", _Closing())
+        said = trio.Event()
+        try:
+            await store._say_take_waits(said)
+        finally:
+            monkeypatch.setattr(store, "_taker", None)  # (the store closes none)
+        assert said.is_set()
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1, warned
+    assert "has waited 0s for a session of its own on the server" in warned[0], warned
+
+
 async def test_a_node_stops_while_its_take_of_the_wakeups_waits_for_a_lock(
         postgres_url: str) -> None:
     """A take of the wakeups waiting for a lock another session holds (in a worker

@@ -1497,14 +1497,20 @@ class PostgresStore(PgWritePath, StoreShortcuts):
         if self._takes_failing.failing:
             return
         taker = self._taker
+        pid: int | None = None
+        if taker is not None:
+            # (the take's thread may close it meanwhile: its pid is then an error, which
+            # this task, in wakeups()'s nursery, must not raise)
+            with contextlib.suppress(psycopg.Error):
+                pid = None if taker.closed else taker.info.backend_pid
         said.set()
-        if taker is None or taker.closed:  # (``_rows_on`` makes it again)
+        if pid is None:  # (``_rows_on`` makes it again)
             waits = ("a session of its own on the server (refused, or not answered: it is "
                      f"made again for retry_for, {self.retry_for:g}s)")
         else:
-            waits = (f"the server's answer (its session, pid {taker.info.backend_pid} on "
-                     "the server, waits for a lock another session holds, see pg_locks, or "
-                     "its server process does not run)")
+            waits = (f"the server's answer (its session, pid {pid} on the server, waits for "
+                     "a lock another session holds, see pg_locks, or its server process "
+                     "does not run)")
         log.warning(
             "store %r: taking the wakeups that tools left has waited %gs for %s; the node "
             "runs meanwhile, and tools' writes wake its workflows once it is answered, "
