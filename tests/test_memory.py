@@ -271,17 +271,10 @@ async def _runs_steps(node: garrison.Node, app: Any, n: int) -> None:
         assert await node.workflow(f"w{i}").result() == i + 10
 
 
-async def test_a_workflow_records_its_steps_in_one_transaction_of_its_own(
-        tmp_path, monkeypatch):
-    """A step's outcome rides with the workflow's next commit in the workflow's buffer
-    (see ``Activities.activity``): with a thousand workflows running, each step's new
-    transaction (and its list of operations) lived through the wait for its batch, was
-    moved on by a young garbage collection and walked again by the next middle one. A
-    workflow fills the one it committed last again: ten steps make one."""
-    import workflow_app as app
-
-    from garrison.hosts.workflow import _core
-    from garrison.persistence import SQLiteStore, Transaction
+def _count_transactions(monkeypatch: Any, *modules: Any) -> list[int]:
+    """Make ``modules``' ``Transaction`` count the transactions they make, in the list
+    returned (``monkeypatch.undo()`` ends it)."""
+    from garrison.persistence import Transaction
 
     made = [0]
 
@@ -292,12 +285,29 @@ async def test_a_workflow_records_its_steps_in_one_transaction_of_its_own(
             made[0] += 1
             super().__init__()
 
+    for module in modules:
+        monkeypatch.setattr(module, "Transaction", Counted)
+    return made
+
+
+async def test_a_workflow_records_its_steps_in_one_transaction_of_its_own(
+        tmp_path, monkeypatch):
+    """A step's outcome rides with the workflow's next commit in the workflow's buffer
+    (see ``Activities.activity``): with a thousand workflows running, each step's new
+    transaction (and its list of operations) lived through the wait for its batch, was
+    moved on by a young garbage collection and walked again by the next middle one. A
+    workflow fills the one it committed last again: ten steps make one."""
+    import workflow_app as app
+
+    from garrison.hosts.workflow import _core
+    from garrison.persistence import SQLiteStore
+
     n = 20
     store = SQLiteStore(str(tmp_path / "wf.db"))
     async with garrison.open_node(store=store) as node:
         await node.start_workflow(app.steps, 0, id="warm-up")
         await node.workflow("warm-up").result()
-        monkeypatch.setattr(_core, "Transaction", Counted)
+        made = _count_transactions(monkeypatch, _core)
         await _runs_steps(node, app, n)
         monkeypatch.undo()
         # what each workflow recorded is there, step by step
@@ -319,24 +329,14 @@ async def test_a_started_workflow_fills_its_starts_transaction_with_its_steps(
     import workflow_app as app
 
     from garrison.hosts.workflow import _core, _host
-    from garrison.persistence import SQLiteStore, Transaction
-
-    made = [0]
-
-    class Counted(Transaction):
-        __slots__ = ()
-
-        def __init__(self) -> None:
-            made[0] += 1
-            super().__init__()
+    from garrison.persistence import SQLiteStore
 
     n = 20
     store = SQLiteStore(str(tmp_path / "wf.db"))
     async with garrison.open_node(store=store) as node:
         await node.start_workflow(app.steps, 0, id="warm-up")
         await node.workflow("warm-up").result()
-        monkeypatch.setattr(_core, "Transaction", Counted)
-        monkeypatch.setattr(_host, "Transaction", Counted)
+        made = _count_transactions(monkeypatch, _core, _host)
         await _runs_steps(node, app, n)
         monkeypatch.undo()
         for i in range(n):
