@@ -387,6 +387,33 @@ async def test_a_workflow_waiting_after_a_step_committed_alone_holds_no_transact
         assert await node.workflow(f"s{i}").result() == (2 if plain else 1)
 
 
+async def test_a_workflow_waiting_or_queued_before_its_first_step_holds_no_transaction(
+        autojump_clock):
+    """The transaction of a workflow's start, committed, waits for its first step's
+    outcome (``WorkflowHost.start``, ``WorkflowCore.spare``); one whose code waits
+    first (a message, for days), or that waits ``pending`` in its host's queue, held it
+    for the whole wait: one transaction and its list more for every collection to walk,
+    per waiting workflow (as after a step committed alone)."""
+    import workflow_app as app
+
+    from garrison.persistence import Transaction
+
+    async with garrison.open_node(max_concurrent=1) as node:
+        await node.start_workflow(app.receiver, id="waits")
+        await node.start_workflow(app.receiver, id="queued")
+        while node.workflow("waits").status() != "waiting":
+            await trio.sleep(0.01)
+        assert node.workflow("queued").status() == "pending"
+        host: Any = node.hosts["workflows"]
+        for wid in ("waits", "queued"):
+            held = [o for o in gc.get_referents(host.active[wid]) if type(o) is Transaction]
+            assert held == [], f"workflow {wid} waits holding {held}"
+        await node.send("workflows/waits", "go", 1)
+        assert await node.workflow("waits").result() == ["go", 1]
+        await node.send("workflows/queued", "go", 2)
+        assert await node.workflow("queued").result() == ["go", 2]
+
+
 def _tracked() -> int:
     """How many objects the collector tracks, less the nodes of context maps."""
     return sum(not type(o).__name__.startswith("hamt") for o in gc.get_objects())

@@ -1119,6 +1119,9 @@ class WorkflowCore(_Hot):
             raise raised_again(self.store_error)
         if self._buffer is not None:
             await self._commit(Transaction())
+        # (an emptied buffer kept for a step's outcome, its start's say, is not held
+        # through the wait, for days maybe, for every collection to walk: see ``spare``)
+        self._spare = None
         if self.cancel_at is not None:
             self.cancel_first()  # nothing done before it decided this wait
         if self.cancel_requested and not self.cancel_delivered:

@@ -883,10 +883,12 @@ class WorkflowHost:
                                   watchers=[watcher] if watcher is not None else None, state={})
             wf.fn = fn
             wf.trace = trace
-            if prefix is None:  # (extended, it is a parent's buffer: the parent's)
+            if prefix is None and admitted:
                 # the start's transaction, committed, is the one its steps fill (see
                 # ``WorkflowCore.spare``): not a new one and its list at its first step,
-                # which with a thousand starting at once meet young collections
+                # which with a thousand starting at once meet young collections. (Not
+                # when it extended a parent's buffer, the parent's; nor for one that
+                # waits in the queue: held there, for every collection to walk)
                 wf.spare(tx)
             if queued < 0:
                 wf.may_be_queued = False  # its end has no queue row to drop
