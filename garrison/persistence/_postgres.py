@@ -179,10 +179,7 @@ PSYCOPG_NEEDED = (3, 3, 6)
 
 def psycopg_problem(version: str) -> str | None:
     """Why psycopg ``version`` cannot run the store (``None``: it can)."""
-    try:
-        found = tuple(int(part) for part in re.findall(r"\d+", version)[:3])
-    except ValueError:  # pragma: no cover - findall gives digits only
-        found = ()
+    found = tuple(int(part) for part in re.findall(r"\d+", version)[:3])
     if len(found) == 3 and found >= PSYCOPG_NEEDED:
         return None
     needed = ".".join(map(str, PSYCOPG_NEEDED))
